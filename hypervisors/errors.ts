@@ -1,0 +1,121 @@
+/**
+ * The root of every error vmdr raises on purpose.
+ *
+ * Callers branch on `code`, never on message text. `subject` names the objects the error concerns
+ * (vm, host, file, point, ...) so the CLI and the API can report them without parsing the message.
+ * `userError` marks errors caused by input or environment the user controls: the CLI prints them as
+ * one line without a stack trace. This class lives beside the adapter interface because both the
+ * adapters and plugin/ raise errors of this shape and adapters may not import plugin/.
+ */
+export interface ErrorSubject {
+  vm?: string;
+  host?: string;
+  file?: string;
+  path?: string;
+  point?: string;
+  network?: string;
+  tenant?: string;
+  [key: string]: string | number | undefined;
+}
+
+export class VmdrError extends Error {
+  readonly code: string;
+  readonly subject: ErrorSubject;
+  readonly userError: boolean;
+  /** What the user can do about it, when we know. */
+  readonly remedy: string | undefined;
+
+  constructor(
+    code: string,
+    message: string,
+    options: { subject?: ErrorSubject; cause?: unknown; userError?: boolean; remedy?: string } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.subject = options.subject ?? {};
+    this.userError = options.userError ?? true;
+    this.remedy = options.remedy;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, ...this.subject, remedy: this.remedy };
+  }
+}
+
+/** The hypervisor could not be reached at all (daemon down, wrong host, refused connection). */
+export class HypervisorUnreachable extends VmdrError {
+  constructor(host: string, detail: string, cause?: unknown) {
+    super('HYPERVISOR_UNREACHABLE', `cannot reach hypervisor ${host}: ${detail}`, {
+      subject: { host },
+      cause,
+      remedy: host.startsWith('qemu') ? 'is libvirtd running? (./scripts/lab/start-daemons)' : undefined,
+    });
+  }
+}
+
+/** No adapter knows the scheme of this URI. */
+export class UnknownHypervisorUri extends VmdrError {
+  constructor(uri: string, known: readonly string[]) {
+    super('UNKNOWN_HYPERVISOR_URI', `unknown hypervisor URI ${JSON.stringify(uri)}: expected one of ${known.join(', ')}`, {
+      subject: { host: uri },
+    });
+  }
+}
+
+export class VmNotFound extends VmdrError {
+  constructor(vm: string, host: string, cause?: unknown) {
+    super('VM_NOT_FOUND', `VM ${JSON.stringify(vm)} does not exist on ${host}`, { subject: { vm, host }, cause });
+  }
+}
+
+export class VmAlreadyExists extends VmdrError {
+  constructor(vm: string, host: string, cause?: unknown) {
+    super('VM_ALREADY_EXISTS', `VM ${JSON.stringify(vm)} already exists on ${host}`, { subject: { vm, host }, cause });
+  }
+}
+
+/** The VM is in a power state the operation cannot work from (start a running VM, ...). */
+export class InvalidPowerState extends VmdrError {
+  constructor(vm: string, host: string, state: string, wanted: string, cause?: unknown) {
+    super('INVALID_POWER_STATE', `VM ${JSON.stringify(vm)} on ${host} is ${state}; ${wanted}`, {
+      subject: { vm, host, state },
+      cause,
+    });
+  }
+}
+
+export class NetworkNotFound extends VmdrError {
+  constructor(network: string, host: string, cause?: unknown) {
+    super('NETWORK_NOT_FOUND', `network ${JSON.stringify(network)} does not exist on ${host}`, {
+      subject: { network, host },
+      cause,
+    });
+  }
+}
+
+/** The adapter cannot do this on this hypervisor (vSphere simulator without CBT, ...). */
+export class Unsupported extends VmdrError {
+  constructor(operation: string, host: string) {
+    super('UNSUPPORTED', `${operation} is not supported on ${host}`, { subject: { host } });
+  }
+}
+
+/** A template was asked for a value nobody supplied. */
+export class TemplateValueMissing extends VmdrError {
+  constructor(file: string, name: string) {
+    super('TEMPLATE_VALUE_MISSING', `${file}: template value {{${name}}} was not supplied`, { subject: { file, value: name } });
+  }
+}
+
+/** The hypervisor refused or failed an operation for a reason we have no better class for. */
+export class HypervisorOperationFailed extends VmdrError {
+  constructor(operation: string, host: string, detail: string, options: { vm?: string; cause?: unknown } = {}) {
+    const on = options.vm ? ` VM ${JSON.stringify(options.vm)} on` : '';
+    super('HYPERVISOR_OPERATION_FAILED', `${operation}${on} ${host}: ${detail}`, {
+      subject: { host, vm: options.vm },
+      cause: options.cause,
+      userError: false,
+    });
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * The one interface through which plugin/ talks to a hypervisor. It speaks in the product's words
+ * (VMs, disks, NICs, identity, power, isolated networks, change tracking), not in libvirt's or
+ * vSphere's. Each adapter folder implements it; the registry in hypervisors/index.ts picks one by URI.
+ */
+export * from './errors.js';
+
+export type PowerState = 'running' | 'paused' | 'shutoff' | 'shutting-down' | 'crashed' | 'suspended' | 'unknown';
+
+export interface DiskInfo {
+  /** Guest-visible target name (vda, sdb, scsi0:1). */
+  target: string;
+  device: 'disk' | 'cdrom';
+  /** Host path of the image (libvirt) or datastore path (vSphere). */
+  path?: string;
+  format?: string;
+  bus?: string;
+}
+
+export interface NicInfo {
+  mac: string;
+  /** The network (libvirt network or vSphere port group) the NIC is attached to. */
+  network?: string;
+  /** A host bridge, when attached to one directly rather than through a network. */
+  bridge?: string;
+  model?: string;
+}
+
+export interface VmInfo {
+  name: string;
+  /** Stable identity: the libvirt UUID or the vSphere instance UUID. */
+  id: string;
+  powerState: PowerState;
+  memoryMiB: number;
+  vcpus: number;
+  disks: DiskInfo[];
+  nics: NicInfo[];
+  /** Who owns it: vmdr marks the VMs it made (role, tenant, protection). Empty for foreign VMs. */
+  labels: Record<string, string>;
+}
+
+export interface DiskSpec {
+  /** Host path of the image. */
+  path: string;
+  format: 'qcow2' | 'raw';
+  /** Guest-visible target (vda, vdb ...); assigned in order when omitted. */
+  target?: string;
+  device?: 'disk' | 'cdrom';
+  readonly?: boolean;
+}
+
+export interface NicSpec {
+  network: string;
+  mac?: string;
+  model?: string;
+}
+
+/** Boot straight into a kernel and initrd (the lab guest), or from the first disk via firmware. */
+export type BootSpec =
+  | { kind: 'kernel'; kernel: string; initrd: string; cmdline: string }
+  | { kind: 'disk' };
+
+export interface VmSpec {
+  name: string;
+  memoryMiB: number;
+  vcpus: number;
+  boot: BootSpec;
+  disks: DiskSpec[];
+  nics: NicSpec[];
+  /** A file the guest's serial console is written to: the simplest health signal. */
+  serialLog?: string;
+  labels?: Record<string, string>;
+  /**
+   * Adapter-specific template to render the VM from (for libvirt: a domain XML file under
+   * templates/domains/ or an absolute path). The adapter's default is used when omitted.
+   */
+  template?: string;
+}
+
+export interface NicIdentity {
+  mac?: string;
+  network?: string;
+}
+
+export interface StopOptions {
+  /** graceful: ask the guest (ACPI / guest tools); force: pull the plug. */
+  mode: 'graceful' | 'force';
+  /** How long a graceful stop may take. */
+  timeoutMs?: number;
+  /** After timeoutMs, pull the plug instead of failing. */
+  forceOnTimeout?: boolean;
+}
+
+export interface NetworkInfo {
+  name: string;
+  bridge?: string;
+  active: boolean;
+  /** True when the network has no forwarding and no host address: nothing leaves it. */
+  isolated: boolean;
+}
+
+export interface IsolatedNetworkSpec {
+  name: string;
+  /** Host bridge name (at most 15 characters on Linux). Derived from the name when omitted. */
+  bridge?: string;
+  labels?: Record<string, string>;
+}
+
+/** The shape every long operation reports progress in; the CLI draws it, the API streams it. */
+export interface Progress {
+  phase: string;
+  done: number;
+  total: number;
+  detail?: string;
+}
+
+export interface TaskOptions {
+  signal?: AbortSignal;
+  onProgress?: (progress: Progress) => void;
+}
+
+/** Where an NBD export listens: TCP on loopback, or a unix socket in a directory QEMU may write. */
+export type NbdListen = { transport: 'tcp'; host: string; port: number } | { transport: 'unix'; socket: string };
+
+export interface Checkpoint {
+  name: string;
+  parent?: string;
+  createdAt: Date;
+  disks: string[];
+}
+
+export interface BackupExport {
+  disk: string;
+  exportName: string;
+  sizeBytes?: number;
+  /** NBD meta context carrying the blocks changed since the incremental base, when there is one. */
+  dirtyContext?: string;
+}
+
+/** A running pull-mode backup: NBD exports of the VM's disks frozen at one instant. */
+export interface BackupSession {
+  checkpoint: string;
+  since?: string;
+  listen: NbdListen;
+  exports: BackupExport[];
+  /** Ends the hypervisor-side job and its exports. Safe to call twice. */
+  end(): Promise<void>;
+}
+
+/** Changed-block tracking where the hypervisor has it (QEMU dirty bitmaps; VMware CBT). */
+export interface ChangeTracker {
+  listCheckpoints(vm: string): Promise<Checkpoint[]>;
+  /**
+   * Starts a pull backup of all the VM's disks at one instant and records checkpoint `checkpoint`
+   * at that instant. With `since`, each export carries a dirty bitmap of the blocks changed since
+   * that earlier checkpoint.
+   */
+  beginBackup(vm: string, options: { checkpoint: string; since?: string; listen: NbdListen; disks?: string[] }): Promise<BackupSession>;
+  deleteCheckpoint(vm: string, name: string): Promise<void>;
+}
+
+export interface HypervisorAdapter {
+  readonly kind: 'libvirt' | 'vsphere';
+  readonly uri: string;
+
+  /** Opens the connection; fails with HypervisorUnreachable. Other calls connect on demand. */
+  connect(): Promise<void>;
+  close(): Promise<void>;
+
+  listVms(): Promise<VmInfo[]>;
+  /** Accepts a name or an id (UUID), resolved once here. */
+  getVm(ref: string): Promise<VmInfo>;
+  defineVm(spec: VmSpec): Promise<VmInfo>;
+  start(vm: string): Promise<void>;
+  stop(vm: string, options: StopOptions): Promise<void>;
+  /** Removes the VM's definition; its disk images are left alone (they may be a replica). */
+  undefine(vm: string): Promise<void>;
+
+  /** Changes the identity of the NIC currently holding `nicMac` (the VM must be off). */
+  setNicIdentity(vm: string, nicMac: string, identity: NicIdentity): Promise<VmInfo>;
+  /** Attaches (or replaces) a read-only identity seed image (NoCloud ISO) as the VM's last disk. */
+  attachIdentitySeed(vm: string, isoPath: string): Promise<void>;
+  detachIdentitySeed(vm: string): Promise<void>;
+  /** Where the guest's serial console is written, when the VM has a file console. */
+  serialLogPath(vm: string): Promise<string | undefined>;
+
+  listNetworks(): Promise<NetworkInfo[]>;
+  /** Defines and starts an isolated network (no forwarding, no host address); idempotent. */
+  ensureIsolatedNetwork(spec: IsolatedNetworkSpec): Promise<NetworkInfo>;
+  removeNetwork(name: string): Promise<void>;
+
+  /** Present where the hypervisor tracks changed blocks. */
+  readonly changeTracker?: ChangeTracker;
+}
