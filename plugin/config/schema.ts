@@ -1,0 +1,199 @@
+/**
+ * The shape of vmdr.yaml. These schemas are the types (z.infer), the validation and, later, the
+ * API's documentation: one source of truth. Field names follow what users already know from libvirt
+ * and vSphere (mac, network, memoryMiB) rather than inventing new words.
+ */
+import { z } from 'zod';
+import cron from 'node-cron';
+
+export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+const name = z.string().regex(NAME_PATTERN, 'a name of letters, digits, ".", "-" or "_" (at most 63)');
+
+const DURATION_PATTERN = /^(\d+)(s|m|h|d)$/;
+const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+/** "90s", "15m", "4h", "7d" → milliseconds. */
+export const duration = z
+  .string()
+  .regex(DURATION_PATTERN, 'a duration such as 30s, 15m, 4h or 7d')
+  .transform((text) => {
+    const [, amount, unit] = DURATION_PATTERN.exec(text)!;
+    return Number(amount) * UNIT_MS[unit as keyof typeof UNIT_MS];
+  });
+
+const mac = z
+  .string()
+  .regex(/^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/, 'a MAC address such as 52:54:00:12:34:56')
+  .transform((m) => m.toLowerCase());
+const ipv4 = z.ipv4({ message: 'an IPv4 address' });
+const cidr = z.cidrv4({ message: 'an IPv4 address with prefix such as 192.0.2.10/24' });
+const hostname = z
+  .string()
+  .regex(/^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/, 'a hostname');
+const hostPort = z.string().regex(/^[^:\s]+:\d{1,5}$/, 'host:port');
+const absolutePath = z.string().regex(/^\//, 'an absolute path');
+
+export const SiteSchema = z.strictObject({
+  name,
+  /** qemu:///system, qemu+ssh://host/system, test:///default, vsphere://user@vcenter/Datacenter */
+  uri: z.string().min(1),
+  /** Where replicas and their recovery points live on a DR site. */
+  storage: absolutePath.optional(),
+  /** The replication receiver of a DR site. */
+  receiver: z.strictObject({ listen: hostPort }).optional(),
+});
+
+export const TenantSchema = z.strictObject({
+  name,
+  description: z.string().optional(),
+  quota: z
+    .strictObject({
+      storageGiB: z.number().positive().optional(),
+      vms: z.number().int().positive().optional(),
+    })
+    .optional(),
+  /** The DR networks this tenant's VMs may be attached to. */
+  networks: z.array(name).default([]),
+});
+
+export const TargetNicSchema = z.strictObject({
+  /** The MAC the DR VM's NIC takes; keep the source's to carry licences and DHCP leases over. */
+  mac: mac.optional(),
+  /** The DR network (libvirt network, vSphere port group) the NIC is attached to. */
+  network: name,
+  addresses: z.array(cidr).default([]),
+  gateway: ipv4.optional(),
+  dns: z.array(ipv4).default([]),
+});
+
+export const BootSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('kernel'), kernel: absolutePath, initrd: absolutePath, cmdline: z.string().default('console=ttyS0') }),
+  z.strictObject({ kind: z.literal('disk') }),
+]);
+
+export const TargetSchema = z.strictObject({
+  site: name,
+  vm: name,
+  memoryMiB: z.number().int().min(16).default(256),
+  vcpus: z.number().int().min(1).default(1),
+  boot: BootSchema.default({ kind: 'disk' }),
+  /** Domain template (libvirt) under templates/domains/, or an absolute path. */
+  template: z.string().optional(),
+  hostname: hostname.optional(),
+  nics: z.array(TargetNicSchema).min(1, 'at least one NIC'),
+});
+
+export const ProtectionSchema = z.strictObject({
+  name,
+  tenant: name.optional(),
+  source: z.strictObject({ site: name, vm: z.string().min(1) }),
+  target: TargetSchema,
+  /** The recovery point objective: how much data loss the owner accepts. */
+  rpo: duration.prefault('15m'),
+  retention: z
+    .strictObject({ keep: z.number().int().min(1).default(24), maxAge: duration.optional() })
+    .default({ keep: 24 }),
+});
+
+export const PlanGroupSchema = z.strictObject({
+  name,
+  /** Protections (by name) started together. */
+  vms: z.array(name).min(1, 'at least one VM'),
+  /** How many VMs of the group start at once. */
+  parallel: z.number().int().min(1).default(4),
+});
+
+export const PlanSchema = z.strictObject({
+  name,
+  tenant: name.optional(),
+  groups: z.array(PlanGroupSchema).min(1, 'at least one group'),
+  /** stop: a VM that fails its health check stops the plan; skip: carry on without it. */
+  onHealthFailure: z.enum(['stop', 'skip']).default('stop'),
+});
+
+export const DrillSchema = z.strictObject({
+  name,
+  plan: name,
+  tenant: name.optional(),
+  schedule: z.string().refine((s) => cron.validate(s), 'a cron expression such as "0 3 * * 1"'),
+});
+
+const ConfigObject = z.strictObject({
+  version: z.literal(1),
+  state: z.strictObject({ path: absolutePath }).default({ path: '/var/lib/vmdr/state.db' }),
+  sites: z.array(SiteSchema).min(1, 'at least one site'),
+  tenants: z.array(TenantSchema).default([]),
+  protections: z.array(ProtectionSchema).default([]),
+  plans: z.array(PlanSchema).default([]),
+  drills: z.array(DrillSchema).default([]),
+});
+
+export const ConfigSchema = ConfigObject.superRefine(checkReferences);
+
+export type Config = z.infer<typeof ConfigObject>;
+export type Site = z.infer<typeof SiteSchema>;
+export type Tenant = z.infer<typeof TenantSchema>;
+export type Protection = z.infer<typeof ProtectionSchema>;
+export type Target = z.infer<typeof TargetSchema>;
+export type TargetNic = z.infer<typeof TargetNicSchema>;
+export type Plan = z.infer<typeof PlanSchema>;
+export type Drill = z.infer<typeof DrillSchema>;
+
+/** Names that point at other objects must point at something, and names must be unique. */
+function checkReferences(config: Config, ctx: z.RefinementCtx): void {
+  const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+  const unique = (items: { name: string }[], key: string) => {
+    const seen = new Set<string>();
+    items.forEach((item, i) => {
+      if (seen.has(item.name)) issue([key, i, 'name'], `duplicate name "${item.name}"`);
+      seen.add(item.name);
+    });
+    return seen;
+  };
+  const sites = unique(config.sites, 'sites');
+  const tenants = unique(config.tenants, 'tenants');
+  const protections = unique(config.protections, 'protections');
+  const plans = unique(config.plans, 'plans');
+  unique(config.drills, 'drills');
+
+  const tenantRef = (tenant: string | undefined, path: (string | number)[]) => {
+    if (tenant !== undefined && !tenants.has(tenant)) issue(path, `unknown tenant "${tenant}"`);
+  };
+  const macs = new Map<string, string>();
+  const targets = new Map<string, string>();
+  config.protections.forEach((p, i) => {
+    tenantRef(p.tenant, ['protections', i, 'tenant']);
+    if (!sites.has(p.source.site)) issue(['protections', i, 'source', 'site'], `unknown site "${p.source.site}"`);
+    if (!sites.has(p.target.site)) issue(['protections', i, 'target', 'site'], `unknown site "${p.target.site}"`);
+    const targetKey = `${p.target.site}/${p.target.vm}`;
+    const other = targets.get(targetKey);
+    if (other) issue(['protections', i, 'target', 'vm'], `target VM "${p.target.vm}" is already the target of protection "${other}"`);
+    targets.set(targetKey, p.name);
+    const tenant = config.tenants.find((t) => t.name === p.tenant);
+    p.target.nics.forEach((nic, n) => {
+      if (nic.mac) {
+        const owner = macs.get(nic.mac);
+        if (owner) issue(['protections', i, 'target', 'nics', n, 'mac'], `MAC ${nic.mac} is already used by protection "${owner}"`);
+        macs.set(nic.mac, p.name);
+      }
+      if (tenant && tenant.networks.length > 0 && !tenant.networks.includes(nic.network)) {
+        issue(['protections', i, 'target', 'nics', n, 'network'], `network "${nic.network}" is not one of tenant "${tenant.name}"'s networks`);
+      }
+    });
+  });
+  config.plans.forEach((plan, i) => {
+    tenantRef(plan.tenant, ['plans', i, 'tenant']);
+    plan.groups.forEach((group, g) =>
+      group.vms.forEach((vm, v) => {
+        if (!protections.has(vm)) issue(['plans', i, 'groups', g, 'vms', v], `unknown protection "${vm}"`);
+        const owner = config.protections.find((p) => p.name === vm)?.tenant;
+        if (plan.tenant && owner !== undefined && owner !== plan.tenant) {
+          issue(['plans', i, 'groups', g, 'vms', v], `protection "${vm}" belongs to tenant "${owner}", not "${plan.tenant}"`);
+        }
+      }),
+    );
+  });
+  config.drills.forEach((drill, i) => {
+    tenantRef(drill.tenant, ['drills', i, 'tenant']);
+    if (!plans.has(drill.plan)) issue(['drills', i, 'plan'], `unknown plan "${drill.plan}"`);
+  });
+}

@@ -1,0 +1,5 @@
+/** Options every command shares, declared once. */
+export interface GlobalOptions {
+  config: string;
+  json: boolean;
+}

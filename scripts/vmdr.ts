@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+/** The vmdr command line: one module per command under scripts/commands/. */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { EXIT_USAGE } from './cli/report.js';
+import { configCommand } from './commands/config.js';
+import type { GlobalOptions } from './commands/options.js';
+import { statusCommand } from './commands/status.js';
+import { vmCommand } from './commands/vm.js';
+
+await yargs(hideBin(process.argv))
+  .scriptName('vmdr')
+  .usage('$0 <command> [options]\n\nDisaster recovery for libvirt/QEMU and vSphere VMs.')
+  .option('config', { type: 'string', default: './vmdr.yaml', global: true, describe: 'Config file' })
+  .option('json', { type: 'boolean', default: false, global: true, describe: 'Machine-readable output' })
+  .command<GlobalOptions>(vmCommand)
+  .command<GlobalOptions>(configCommand)
+  .command<GlobalOptions>(statusCommand)
+  .demandCommand(1, 'name a command; see vmdr --help')
+  .strict()
+  .fail((message, err) => {
+    if (err) throw err;
+    process.stderr.write(`vmdr: ${message} (see vmdr --help)\n`);
+    process.exit(EXIT_USAGE);
+  })
+  .help()
+  .version()
+  .wrap(Math.min(110, process.stdout.columns || 100))
+  .parseAsync();
