@@ -1,0 +1,214 @@
+/**
+ * Reads and checks a delta stream (docs/delta-stream.md). Every frame is verified before it is
+ * yielded: magic, sequence, bounds, the chained CRC of header and payload, and after
+ * decompression the CRC and length of the data. The caller applies frames as they come but commits
+ * nothing until the End frame has been yielded, which only happens when the trailer's counts agree
+ * with what was received.
+ */
+import { crc32 } from 'node:zlib';
+import { decompress } from 'zstd-napi';
+import { z } from 'zod';
+import {
+  Codec,
+  FRAME_HEADER_BYTES,
+  FRAME_MAGIC,
+  FrameKind,
+  MAX_FRAME_DATA,
+  MAX_HEADER_BYTES,
+  STREAM_MAGIC,
+  STREAM_PREFIX_BYTES,
+  STREAM_VERSION,
+  type Frame,
+  type StreamHeader,
+} from './format.js';
+import {
+  StreamError,
+  STREAM_BAD_FRAME,
+  STREAM_BAD_HEADER,
+  STREAM_BAD_MAGIC,
+  STREAM_CHECKSUM_MISMATCH,
+  STREAM_OUT_OF_ORDER,
+  STREAM_TRUNCATED,
+  STREAM_VERSION_UNSUPPORTED,
+} from './errors.js';
+
+const HeaderSchema = z.strictObject({
+  session: z.string().min(1),
+  protection: z.string().min(1),
+  checkpoint: z.string().min(1),
+  since: z.string().min(1).nullable(),
+  disks: z.array(z.strictObject({ name: z.string().min(1), sizeBytes: z.number().int().nonnegative() })).min(1),
+  createdAt: z.string(),
+});
+
+const TrailerSchema = z.strictObject({
+  frames: z.number().int().positive(),
+  dataBytes: z.number().int().nonnegative(),
+  zeroBytes: z.number().int().nonnegative(),
+});
+
+/** zstd's worst case for incompressible input is a little larger than the input. */
+const MAX_PAYLOAD = MAX_FRAME_DATA + 64 * 1024;
+
+/** Reads exact byte counts from a chunked source without copying more than once. */
+class ByteReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private readonly iterator: AsyncIterator<Buffer | Uint8Array | string>;
+  private done = false;
+
+  constructor(source: AsyncIterable<Buffer | Uint8Array | string>) {
+    this.iterator = source[Symbol.asyncIterator]();
+  }
+
+  /** Resolves with exactly n bytes, or undefined at a clean end of input before the first byte. */
+  async read(n: number, what: string): Promise<Buffer | undefined> {
+    if (n === 0) return Buffer.alloc(0);
+    while (this.buffered < n && !this.done) {
+      const next = await this.iterator.next();
+      if (next.done) this.done = true;
+      else {
+        const chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value as Uint8Array);
+        this.chunks.push(chunk);
+        this.buffered += chunk.length;
+      }
+    }
+    if (this.buffered < n) {
+      if (this.buffered === 0) return undefined;
+      throw new StreamError(STREAM_TRUNCATED, `input ended inside ${what} (${this.buffered} of ${n} bytes)`);
+    }
+    return this.take(n);
+  }
+
+  async atEnd(): Promise<boolean> {
+    return (await this.read(1, 'trailing data')) === undefined;
+  }
+
+  private take(n: number): Buffer {
+    const first = this.chunks[0]!;
+    if (first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      this.buffered -= n;
+      return out;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const chunk = this.chunks[0]!;
+      const used = Math.min(chunk.length, n - filled);
+      chunk.copy(out, filled, 0, used);
+      filled += used;
+      if (used === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(used);
+    }
+    this.buffered -= n;
+    return out;
+  }
+}
+
+export interface DecodedStream {
+  header: StreamHeader;
+  frames: AsyncGenerator<Frame, void, undefined>;
+}
+
+export async function decodeDeltaStream(source: AsyncIterable<Buffer | Uint8Array | string>): Promise<DecodedStream> {
+  const reader = new ByteReader(source);
+  const prefix = await reader.read(STREAM_PREFIX_BYTES, 'the stream header');
+  if (!prefix) throw new StreamError(STREAM_TRUNCATED, 'empty input');
+  if (!prefix.subarray(0, 8).equals(STREAM_MAGIC)) throw new StreamError(STREAM_BAD_MAGIC, 'not a vmdr delta stream (bad magic)');
+  const version = prefix.readUInt16BE(8);
+  if (version !== STREAM_VERSION) {
+    throw new StreamError(STREAM_VERSION_UNSUPPORTED, `version ${version} is not supported (this receiver reads ${STREAM_VERSION})`);
+  }
+  const length = prefix.readUInt32BE(12);
+  if (length > MAX_HEADER_BYTES) throw new StreamError(STREAM_BAD_HEADER, `header of ${length} bytes is too large`);
+  const json = await reader.read(length + 4, 'the stream header');
+  if (!json) throw new StreamError(STREAM_TRUNCATED, 'input ended inside the stream header');
+  const chain = crc32(json.subarray(0, length), crc32(prefix));
+  if (chain !== json.readUInt32BE(length)) throw new StreamError(STREAM_CHECKSUM_MISMATCH, 'stream header checksum mismatch');
+  let header: StreamHeader;
+  try {
+    header = HeaderSchema.parse(JSON.parse(json.subarray(0, length).toString('utf8')));
+  } catch (err) {
+    throw new StreamError(STREAM_BAD_HEADER, `stream header is not valid: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return { header, frames: readFrames(reader, header, chain) };
+}
+
+async function* readFrames(reader: ByteReader, header: StreamHeader, chain: number): AsyncGenerator<Frame, void, undefined> {
+  let expected = 0;
+  let dataBytes = 0;
+  let zeroBytes = 0;
+  for (;;) {
+    const h = await reader.read(FRAME_HEADER_BYTES, `frame ${expected}`);
+    if (!h) throw new StreamError(STREAM_TRUNCATED, `input ended after ${expected} frames without an end frame`, { seq: expected });
+    if (h.readUInt32BE(0) !== FRAME_MAGIC) throw new StreamError(STREAM_BAD_FRAME, `frame ${expected} has a bad magic`, { seq: expected });
+    const seq = Number(h.readBigUInt64BE(4));
+    const kind = h.readUInt8(12) as FrameKind;
+    const codec = h.readUInt8(13) as Codec;
+    const disk = h.readUInt16BE(14);
+    const offset = Number(h.readBigUInt64BE(16));
+    const length = h.readUInt32BE(24);
+    const payloadLength = h.readUInt32BE(28);
+    const dataCrc = h.readUInt32BE(32);
+    const at = { seq, offset };
+    if (payloadLength > MAX_PAYLOAD) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} announces a ${payloadLength}-byte payload`, at);
+    const payload = (await reader.read(payloadLength, `frame ${seq}'s payload`)) ?? Buffer.alloc(0);
+    if (payload.length !== payloadLength) throw new StreamError(STREAM_TRUNCATED, `input ended inside frame ${seq}`, at);
+    // Checksum before anything else: a replayed frame from another stream fails here, which is
+    // more precise than reporting its sequence number as out of order.
+    if (crc32(payload, crc32(h.subarray(0, 36), chain)) !== h.readUInt32BE(36)) {
+      throw new StreamError(STREAM_CHECKSUM_MISMATCH, `frame ${expected} checksum mismatch (corrupt, or from another stream)`, at);
+    }
+    if (seq !== expected) throw new StreamError(STREAM_OUT_OF_ORDER, `expected frame ${expected}, got frame ${seq} (replayed or reordered)`, at);
+    expected += 1;
+
+    if (kind === FrameKind.End) {
+      let trailer;
+      try {
+        trailer = TrailerSchema.parse(JSON.parse(payload.toString('utf8')));
+      } catch {
+        throw new StreamError(STREAM_BAD_FRAME, 'end frame carries no valid trailer', at);
+      }
+      if (trailer.frames !== expected || trailer.dataBytes !== dataBytes || trailer.zeroBytes !== zeroBytes) {
+        throw new StreamError(
+          STREAM_BAD_FRAME,
+          `end frame says ${trailer.frames} frames, ${trailer.dataBytes} data and ${trailer.zeroBytes} zero bytes; received ${expected}, ${dataBytes} and ${zeroBytes}`,
+          at,
+        );
+      }
+      if (!(await reader.atEnd())) throw new StreamError(STREAM_BAD_FRAME, 'data after the end frame', at);
+      yield { kind, seq, trailer };
+      return;
+    }
+
+    const size = header.disks[disk]?.sizeBytes;
+    if (size === undefined) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} names disk ${disk}; the stream has ${header.disks.length}`, at);
+    if (offset + length > size) {
+      throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} covers ${offset}+${length}, past the end of disk ${header.disks[disk]!.name} (${size} bytes)`, at);
+    }
+    if (kind === FrameKind.Zero) {
+      if (payloadLength !== 0) throw new StreamError(STREAM_BAD_FRAME, `zero frame ${seq} carries a payload`, at);
+      zeroBytes += length;
+      yield { kind, seq, disk, offset, length };
+      continue;
+    }
+    if (kind !== FrameKind.Data) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown kind ${kind}`, at);
+    if (length > MAX_FRAME_DATA) throw new StreamError(STREAM_BAD_FRAME, `data frame ${seq} covers ${length} bytes, more than ${MAX_FRAME_DATA}`, at);
+    let data: Buffer;
+    if (codec === Codec.Raw) data = payload;
+    else if (codec === Codec.Zstd) {
+      try {
+        data = decompress(payload, {});
+      } catch (err) {
+        throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} does not decompress: ${(err as Error).message}`, at);
+      }
+    } else throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown codec ${codec}`, at);
+    if (data.length !== length) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} holds ${data.length} bytes, announced ${length}`, at);
+    if (crc32(data) !== dataCrc) throw new StreamError(STREAM_CHECKSUM_MISMATCH, `frame ${seq} data checksum mismatch`, at);
+    dataBytes += length;
+    yield { kind, seq, disk, offset, data };
+  }
+}

@@ -1,0 +1,161 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { DeltaStreamEncoder } from '../../../plugin/replication/stream/encode.js';
+import { decodeDeltaStream } from '../../../plugin/replication/stream/decode.js';
+import { FrameKind, MAX_FRAME_DATA, type Frame, type StreamHeader } from '../../../plugin/replication/stream/format.js';
+import { StreamError } from '../../../plugin/replication/stream/errors.js';
+
+const MiB = 1024 * 1024;
+
+function header(session = 's1'): StreamHeader {
+  return {
+    session,
+    protection: 'web',
+    checkpoint: 'vmdr-2',
+    since: 'vmdr-1',
+    disks: [
+      { name: 'vda', sizeBytes: 64 * MiB },
+      { name: 'vdb', sizeBytes: 8 * MiB + 513 },
+    ],
+    createdAt: '2026-11-24T00:00:00.000Z',
+  };
+}
+
+/** A stream as a list of frames, each frame a list of buffers, so tests can cut and splice it. */
+function encode(session = 's1', random = randomBytes(6 * MiB)) {
+  const encoder = new DeltaStreamEncoder(header(session));
+  const start = encoder.start();
+  const frames: Buffer[][] = [];
+  const push = (buffers: Buffer[]) => {
+    for (let i = 0; i < buffers.length; i += 2) frames.push(buffers.slice(i, i + 2));
+  };
+  push(encoder.data(0, 0, random)); // splits into two frames
+  push(encoder.data(0, 32 * MiB, Buffer.alloc(64 * 1024, 0xcd))); // compresses
+  push(encoder.zero(0, 40 * MiB, 10 * MiB));
+  push(encoder.data(1, 8 * MiB, Buffer.alloc(513, 0xab))); // the last bytes of an odd-sized disk
+  push(encoder.end());
+  return { start, frames, random, wireBytes: encoder.wireBytes };
+}
+
+async function decodeAll(chunks: Buffer[]): Promise<{ header: StreamHeader; frames: Frame[] }> {
+  async function* source() {
+    for (const c of chunks) yield c;
+  }
+  const { header: h, frames } = await decodeDeltaStream(source());
+  const out: Frame[] = [];
+  for await (const f of frames) out.push(f);
+  return { header: h, frames: out };
+}
+
+async function refused(chunks: Buffer[], code: string | RegExp): Promise<StreamError> {
+  let caught: unknown;
+  const seen: Frame[] = [];
+  try {
+    async function* source() {
+      for (const c of chunks) yield c;
+    }
+    const { frames } = await decodeDeltaStream(source());
+    for await (const f of frames) seen.push(f);
+  } catch (err) {
+    caught = err;
+  }
+  assert.ok(caught instanceof StreamError, `expected a StreamError, got ${String(caught)}`);
+  if (typeof code === 'string') assert.equal(caught.code, code, caught.message);
+  else assert.match(caught.code, code);
+  assert.ok(!seen.some((f) => f.kind === FrameKind.End), 'a refused stream must never yield its end frame');
+  return caught;
+}
+
+describe('delta stream', () => {
+  it('carries data, zero runs and the last bytes of an odd-sized disk intact', async () => {
+    const { start, frames, random } = encode();
+    const { header: h, frames: got } = await decodeAll([start, ...frames.flat()]);
+    assert.equal(h.checkpoint, 'vmdr-2');
+    assert.deepEqual(
+      got.map((f) => f.kind),
+      [FrameKind.Data, FrameKind.Data, FrameKind.Data, FrameKind.Zero, FrameKind.Data, FrameKind.End],
+    );
+    const data = got.filter((f) => f.kind === FrameKind.Data);
+    assert.ok(Buffer.concat([data[0]!.data, data[1]!.data]).equals(random));
+    assert.equal(data[0]!.data.length, MAX_FRAME_DATA);
+    assert.ok(data[2]!.data.equals(Buffer.alloc(64 * 1024, 0xcd)));
+    assert.deepEqual({ ...got[3] }, { kind: FrameKind.Zero, seq: 3, disk: 0, offset: 40 * MiB, length: 10 * MiB });
+    assert.equal(data[3]!.disk, 1);
+    assert.equal(data[3]!.offset + data[3]!.data.length, 8 * MiB + 513);
+  });
+
+  it('compresses what compresses and sends random data as is', () => {
+    const { wireBytes } = encode();
+    // 6 MiB random + (64 KiB of one byte -> a few bytes) + 513 bytes of one byte + headers.
+    assert.ok(wireBytes < 6 * MiB + 2048, `wire bytes ${wireBytes}`);
+    assert.ok(wireBytes > 6 * MiB, `wire bytes ${wireBytes}`);
+  });
+
+  it('survives being delivered one byte at a time', async () => {
+    const { start, frames } = encode('s1', randomBytes(200));
+    const all = Buffer.concat([start, ...frames.flat()]);
+    const bytes = [...all].map((b) => Buffer.from([b]));
+    const { frames: got } = await decodeAll(bytes);
+    assert.equal(got.at(-1)!.kind, FrameKind.End);
+  });
+
+  it('refuses every single flipped bit at 300 random places', async () => {
+    const { start, frames } = encode('s1', randomBytes(300_000));
+    const all = Buffer.concat([start, ...frames.flat()]);
+    for (let i = 0; i < 300; i++) {
+      const copy = Buffer.from(all);
+      const at = Math.floor(Math.random() * copy.length);
+      copy[at]! ^= 1 << Math.floor(Math.random() * 8);
+      await refused([copy], /^STREAM_/);
+    }
+  });
+
+  it('refuses a stream cut at 200 random places, saying it was truncated', async () => {
+    const { start, frames } = encode('s1', randomBytes(300_000));
+    const all = Buffer.concat([start, ...frames.flat()]);
+    for (let i = 0; i < 200; i++) {
+      const cut = 1 + Math.floor(Math.random() * (all.length - 1));
+      await refused([all.subarray(0, cut)], 'STREAM_TRUNCATED');
+    }
+  });
+
+  it('refuses a replayed frame and reordered frames', async () => {
+    const { start, frames } = encode();
+    const replayed = [start, ...frames[0]!, ...frames[0]!, ...frames.slice(1).flat()];
+    const err = await refused(replayed, 'STREAM_OUT_OF_ORDER');
+    assert.match(err.message, /expected frame 1, got frame 0/);
+    const swapped = [start, ...frames[1]!, ...frames[0]!, ...frames.slice(2).flat()];
+    await refused(swapped, 'STREAM_OUT_OF_ORDER');
+  });
+
+  it('refuses a frame taken from another stream even when its sequence number fits', async () => {
+    const mine = encode('session-a');
+    const theirs = encode('session-b');
+    const spliced = [mine.start, ...mine.frames[0]!, ...theirs.frames[1]!, ...mine.frames.slice(2).flat()];
+    await refused(spliced, 'STREAM_CHECKSUM_MISMATCH');
+  });
+
+  it('refuses a dropped frame through the end frame count', async () => {
+    const { start, frames } = encode();
+    // Dropping the last data frame keeps every sequence number before the end in order, but the
+    // end frame's own number and its trailer no longer match.
+    await refused([start, ...frames.slice(0, 4).flat(), ...frames[5]!], 'STREAM_OUT_OF_ORDER');
+  });
+
+  it('refuses data after the end frame, a foreign magic and an unknown version', async () => {
+    const { start, frames } = encode();
+    await refused([start, ...frames.flat(), Buffer.from('x')], 'STREAM_BAD_FRAME');
+    await refused([Buffer.from('GET / HTTP/1.1\r\n\r\n')], 'STREAM_BAD_MAGIC');
+    const v2 = Buffer.from(start);
+    v2.writeUInt16BE(2, 8);
+    await refused([v2, ...frames.flat()], 'STREAM_VERSION_UNSUPPORTED');
+  });
+
+  it('refuses a frame that writes past the end of its disk', async () => {
+    const encoder = new DeltaStreamEncoder(header());
+    const start = encoder.start();
+    const past = encoder.data(1, 8 * MiB + 1, Buffer.alloc(513));
+    const err = await refused([start, ...past, ...encoder.end()], 'STREAM_BAD_FRAME');
+    assert.match(err.message, /past the end of disk vdb/);
+  });
+});
