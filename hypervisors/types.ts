@@ -15,6 +15,10 @@ export interface DiskInfo {
   path?: string;
   format?: string;
   bus?: string;
+  /** Virtual size in bytes, when the hypervisor can tell without reading the disk. */
+  capacityBytes?: number;
+  /** True for the identity seed vmdr attached (attachIdentitySeed): not a disk to replicate. */
+  identitySeed?: boolean;
 }
 
 export interface NicInfo {
@@ -89,6 +93,8 @@ export interface StopOptions {
   timeoutMs?: number;
   /** After timeoutMs, pull the plug instead of failing. */
   forceOnTimeout?: boolean;
+  /** Abandons the wait for a graceful stop (the guest may still be shutting down). */
+  signal?: AbortSignal;
 }
 
 export interface NetworkInfo {
@@ -97,6 +103,8 @@ export interface NetworkInfo {
   active: boolean;
   /** True when the network has no forwarding and no host address: nothing leaves it. */
   isolated: boolean;
+  /** Present on networks vmdr made (ensureIsolatedNetwork): their labels. Absent on foreign ones. */
+  labels?: Record<string, string>;
 }
 
 export interface IsolatedNetworkSpec {

@@ -6,6 +6,7 @@ import { EXIT_USAGE } from './cli/report.js';
 import { configCommand } from './commands/config.js';
 import type { GlobalOptions } from './commands/options.js';
 import { statusCommand } from './commands/status.js';
+import { targetCommand } from './commands/target.js';
 import { vmCommand } from './commands/vm.js';
 
 await yargs(hideBin(process.argv))
@@ -16,6 +17,7 @@ await yargs(hideBin(process.argv))
   .command<GlobalOptions>(vmCommand)
   .command<GlobalOptions>(configCommand)
   .command<GlobalOptions>(statusCommand)
+  .command<GlobalOptions>(targetCommand)
   .demandCommand(1, 'name a command; see vmdr --help')
   .strict()
   .fail((message, err) => {

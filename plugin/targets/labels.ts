@@ -1,0 +1,10 @@
+/** How vmdr marks the VMs it made, so it only ever touches its own. */
+export const LABEL_ROLE = 'role';
+export const LABEL_PROTECTION = 'protection';
+export const LABEL_TENANT = 'tenant';
+
+export const ROLE_TARGET = 'target';
+
+export function targetLabels(protection: string, tenant: string | undefined): Record<string, string> {
+  return { [LABEL_ROLE]: ROLE_TARGET, [LABEL_PROTECTION]: protection, ...(tenant ? { [LABEL_TENANT]: tenant } : {}) };
+}

@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runVmdr } from '../helpers/lab.js';
+
+/** One line on stderr, no stack trace, a non-zero exit: what a user sees for a user error. */
+function assertOneLineError(result: { code: number; stderr: string }, pattern: RegExp): void {
+  assert.equal(result.code, 1, `exit code; stderr: ${result.stderr}`);
+  const lines = result.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line, got:\n${result.stderr}`);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(result.stderr, /\n\s+at /);
+}
+
+describe('the vmdr CLI', function () {
+  this.timeout(60_000);
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'test-vmdr-cli-'))));
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('lists its commands in --help', async () => {
+    const r = await runVmdr(['--help']);
+    assert.equal(r.code, 0);
+    for (const c of ['vm', 'config', 'status', 'target']) assert.match(r.stdout, new RegExp(`vmdr ${c}`));
+  });
+
+  it('lists VMs as JSON', async () => {
+    const r = await runVmdr(['vm', 'list', '--host', 'test:///default', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const vms = JSON.parse(r.stdout) as { name: string; powerState: string }[];
+    assert.deepEqual(vms.map((v) => [v.name, v.powerState]), [['test', 'running']]);
+  });
+
+  it('lists the VMs of the real libvirtd', async () => {
+    const r = await runVmdr(['vm', 'list', '--host', 'qemu:///system']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^NAME\s+STATE/);
+  });
+
+  it('names an unknown host URI and the ones it knows', async () => {
+    assertOneLineError(await runVmdr(['vm', 'list', '--host', 'foo://x']), /^vmdr: unknown hypervisor URI "foo:\/\/x": expected one of /);
+  });
+
+  it('says when libvirtd cannot be reached', async () => {
+    const r = await runVmdr(['vm', 'list', '--host', 'qemu+unix:///system?socket=/nonexistent/libvirt-sock']);
+    assertOneLineError(r, /^vmdr: cannot reach hypervisor qemu\+unix:\/\/\/system\?socket=\/nonexistent\/libvirt-sock: /);
+  });
+
+  it('points at the line of an invalid config file', async () => {
+    const file = join(dir, 'bad.yaml');
+    await writeFile(file, 'version: 1\nsites:\n  - name: prod\n    uri: 7\n');
+    assertOneLineError(await runVmdr(['config', 'check', file]), new RegExp(`^vmdr: ${file}:4:10: sites\\[0\\]\\.uri: expected string$`));
+    assertOneLineError(await runVmdr(['status', '--config', join(dir, 'none.yaml')]), /none\.yaml: no such file$/);
+  });
+
+  it('reports a protected VM that does not exist', async () => {
+    const file = join(dir, 'missing.yaml');
+    await writeFile(
+      file,
+      `version: 1
+sites:
+  - { name: prod, uri: "qemu:///system" }
+  - { name: dr, uri: "qemu:///system", storage: ${dir} }
+protections:
+  - name: ghost
+    source: { site: prod, vm: test-no-such-vm }
+    target: { site: dr, vm: test-no-such-vm-dr, nics: [{ network: test-none }] }
+`,
+    );
+    const status = await runVmdr(['status', '--config', file, '--json']);
+    assert.equal(status.code, 0, status.stderr);
+    const [row] = JSON.parse(status.stdout) as { source: { state: string }; target: { state: string } }[];
+    assert.equal(row!.source.state, 'missing');
+    assert.equal(row!.target.state, 'missing');
+    assertOneLineError(await runVmdr(['target', 'provision', '--config', file]), /^vmdr: VM "test-no-such-vm" does not exist on qemu:\/\/\/system$/);
+  });
+
+  it('answers a missing command with usage and exit 2', async () => {
+    const r = await runVmdr([]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /name a command/);
+  });
+});
