@@ -119,3 +119,69 @@ export class HypervisorOperationFailed extends VmdrError {
     });
   }
 }
+
+/** The VM has no NIC with the MAC the caller named. */
+export class NicNotFound extends VmdrError {
+  constructor(vm: string, host: string, mac: string) {
+    super('NIC_NOT_FOUND', `VM ${JSON.stringify(vm)} on ${host} has no NIC with MAC ${mac}`, { subject: { vm, host, mac } });
+  }
+}
+
+/** A NIC identity cannot be applied as asked: malformed MAC, or a MAC two NICs would share. */
+export class InvalidNicIdentity extends VmdrError {
+  constructor(vm: string, host: string, mac: string, detail: string) {
+    super('INVALID_NIC_IDENTITY', `VM ${JSON.stringify(vm)} on ${host}, NIC ${mac}: ${detail}`, { subject: { vm, host, mac } });
+  }
+}
+
+/** A graceful stop asked the guest to shut down and it was still running at the deadline. */
+export class StopTimedOut extends VmdrError {
+  constructor(vm: string, host: string, timeoutMs: number) {
+    super('STOP_TIMED_OUT', `VM ${JSON.stringify(vm)} on ${host} did not shut down within ${timeoutMs / 1000} s`, {
+      subject: { vm, host },
+      remedy: 'stop it with mode "force", or pass forceOnTimeout',
+    });
+  }
+}
+
+/** vmdr refuses to change or remove an object it did not make (a network, a VM, a checkpoint). */
+export class NotManagedByVmdr extends VmdrError {
+  constructor(kind: string, name: string, host: string, subject: ErrorSubject = {}) {
+    super('NOT_MANAGED_BY_VMDR', `${kind} ${JSON.stringify(name)} on ${host} was not made by vmdr; leaving it alone`, {
+      subject: { host, ...subject },
+      remedy: `remove it yourself if it is no longer needed`,
+    });
+  }
+}
+
+/** A network of that name exists but is not what was asked for (it forwards traffic, another bridge). */
+export class NetworkConflict extends VmdrError {
+  constructor(network: string, host: string, detail: string) {
+    super('NETWORK_CONFLICT', `network ${JSON.stringify(network)} on ${host} ${detail}`, { subject: { network, host } });
+  }
+}
+
+/** A template file could not be used: missing, unreadable or not well-formed. */
+export class TemplateInvalid extends VmdrError {
+  constructor(file: string, detail: string, cause?: unknown) {
+    super('TEMPLATE_INVALID', `${file}: ${detail}`, { subject: { file }, cause });
+  }
+}
+
+/**
+ * An operation failed half way and undoing its side effects failed too. `cause` is the original
+ * failure (branch on its code); `cleanupError` says what was left behind.
+ */
+export class CleanupFailed extends VmdrError {
+  readonly cleanupError: unknown;
+  constructor(cause: unknown, cleanup: string, cleanupError: unknown) {
+    const original = cause instanceof Error ? cause.message : String(cause);
+    const failed = cleanupError instanceof Error ? cleanupError.message : String(cleanupError);
+    super('CLEANUP_FAILED', `${original}; cleaning up (${cleanup}) also failed: ${failed}`, {
+      subject: cause instanceof VmdrError ? cause.subject : {},
+      cause,
+      userError: false,
+    });
+    this.cleanupError = cleanupError;
+  }
+}

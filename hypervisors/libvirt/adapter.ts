@@ -1,0 +1,199 @@
+/**
+ * The libvirt adapter: vmdr's HypervisorAdapter over @unraid/libvirt for domain lifecycle and
+ * virsh for what the binding lacks (networks, undefine flags, block sizes).
+ */
+import { DomainGetXMLDescFlags } from '@unraid/libvirt';
+import { CleanupFailed, InvalidPowerState, VmAlreadyExists, VmdrError } from '../errors.js';
+import type {
+  HypervisorAdapter,
+  IsolatedNetworkSpec,
+  NetworkInfo,
+  NicIdentity,
+  StopOptions,
+  VmInfo,
+  VmSpec,
+} from '../types.js';
+import { LibvirtConnection, type Domain } from './connection.js';
+import { diskCapacities } from './disk-sizes.js';
+import { setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
+import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
+import { LibvirtNetworks } from './networks.js';
+import { powerState, stopDomain } from './power.js';
+import { virsh } from './virsh.js';
+import { buildXml, type XmlElement } from './xml.js';
+
+export class LibvirtAdapter implements HypervisorAdapter {
+  readonly kind = 'libvirt' as const;
+  private readonly conn: LibvirtConnection;
+  private readonly networks: LibvirtNetworks;
+
+  constructor(readonly uri: string) {
+    this.conn = new LibvirtConnection(uri);
+    this.networks = new LibvirtNetworks(uri, this.conn.virshSharesState);
+  }
+
+  async connect(): Promise<void> {
+    await this.conn.open();
+  }
+
+  close(): Promise<void> {
+    return this.conn.close();
+  }
+
+  /** Leaves capacityBytes out (it costs a virsh call per VM); getVm fills it in. */
+  async listVms(): Promise<VmInfo[]> {
+    const domains = await this.conn.call({ operation: 'list VMs' }, (h) => h.connectListAllDomains());
+    const described = await Promise.all(
+      domains.map((d) =>
+        this.describe(d).catch((err: unknown) => {
+          // Undefined by someone else since the list was taken: it is simply no longer there.
+          if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') return undefined;
+          throw err;
+        }),
+      ),
+    );
+    return described.filter((vm): vm is VmInfo => vm !== undefined);
+  }
+
+  async getVm(ref: string): Promise<VmInfo> {
+    const info = await this.describe(await this.conn.lookup(ref), ref);
+    await this.addCapacities(info);
+    return info;
+  }
+
+  async defineVm(spec: VmSpec): Promise<VmInfo> {
+    const xml = await renderDomainXml(spec);
+    const exists = await this.conn.lookup(spec.name).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') return false;
+        throw err;
+      },
+    );
+    // domainDefineXML would silently replace the definition of a VM that has this name and UUID;
+    // defineVm only ever makes new VMs.
+    if (exists) throw new VmAlreadyExists(spec.name, this.uri);
+    // qemu defines a VM on a network that does not exist and fails only at its first start.
+    for (const network of new Set(spec.nics.map((n) => n.network))) await this.networks.get(network);
+    const domain = await this.conn.call({ operation: 'define VM', vm: spec.name }, (h) => h.domainDefineXML(xml));
+    try {
+      return await this.describe(domain, spec.name);
+    } catch (err) {
+      // A half-made VM is taken back, and a failure to do so is reported beside the cause.
+      try {
+        await this.conn.call({ operation: 'undefine VM', vm: spec.name }, (h) => h.domainUndefine(domain));
+      } catch (cleanupErr) {
+        throw new CleanupFailed(err, `undefine VM ${spec.name}, defined but unreadable`, cleanupErr);
+      }
+      throw err;
+    }
+  }
+
+  async start(vm: string): Promise<void> {
+    const domain = await this.conn.lookup(vm);
+    await this.conn.call({ operation: 'start VM', vm }, (h) => h.domainCreate(domain));
+  }
+
+  async stop(vm: string, options: StopOptions): Promise<void> {
+    await stopDomain(this.conn, await this.conn.lookup(vm), vm, options);
+  }
+
+  /** The VM must be off. Disk images, NVRAM files and consoles logs stay where they are. */
+  async undefine(vm: string): Promise<void> {
+    const domain = await this.conn.lookup(vm);
+    await this.requireOff(domain, vm, 'undefine it');
+    if (!this.conn.virshSharesState) {
+      await this.conn.call({ operation: 'undefine VM', vm }, (h) => h.domainUndefine(domain));
+      return;
+    }
+    // The binding's undefine takes no flags, and libvirt refuses a plain undefine of a VM with
+    // checkpoints (vmdr's change tracking makes them), snapshots or NVRAM. These flags drop only
+    // libvirt's metadata about them: the bitmaps and snapshots inside the images stay.
+    const uuid = await this.conn.call({ operation: 'read VM UUID', vm }, (h) => h.domainGetUUIDString(domain));
+    await virsh(this.uri, ['undefine', '--checkpoints-metadata', '--snapshots-metadata', '--keep-nvram', '--domain', uuid], {
+      operation: 'undefine VM',
+      vm,
+    });
+  }
+
+  async setNicIdentity(vm: string, nicMac: string, identity: NicIdentity): Promise<VmInfo> {
+    const domain = await this.conn.lookup(vm);
+    await this.requireOff(domain, vm, 'change its NIC identity');
+    if (identity.network !== undefined) await this.networks.get(identity.network);
+    await this.redefine(domain, vm, (xml) => {
+      setNicIdentityInXml(xml, { vm, host: this.uri }, nicMac, identity);
+      return true;
+    });
+    return this.describe(domain, vm);
+  }
+
+  async attachIdentitySeed(vm: string, isoPath: string): Promise<void> {
+    const domain = await this.conn.lookup(vm);
+    await this.requireOff(domain, vm, 'attach an identity seed');
+    await this.redefine(domain, vm, (xml) => {
+      setSeedDiskInXml(xml, isoPath);
+      return true;
+    });
+  }
+
+  /** Removing a seed that is not there is not an error. */
+  async detachIdentitySeed(vm: string): Promise<void> {
+    const domain = await this.conn.lookup(vm);
+    await this.requireOff(domain, vm, 'detach its identity seed');
+    await this.redefine(domain, vm, (xml) => removeSeedDiskFromXml(xml));
+  }
+
+  async serialLogPath(vm: string): Promise<string | undefined> {
+    const domain = await this.conn.lookup(vm);
+    const xml = await this.conn.call({ operation: 'read VM definition', vm }, (h) => h.domainGetXMLDesc(domain, DomainGetXMLDescFlags.INACTIVE));
+    return serialLogOf(parseDomain(xml, this.uri));
+  }
+
+  listNetworks(): Promise<NetworkInfo[]> {
+    return this.networks.list();
+  }
+
+  ensureIsolatedNetwork(spec: IsolatedNetworkSpec): Promise<NetworkInfo> {
+    return this.networks.ensureIsolated(spec);
+  }
+
+  removeNetwork(name: string): Promise<void> {
+    return this.networks.remove(name);
+  }
+
+  /** `vm` names the VM in errors until its XML has told us its name. */
+  private async describe(domain: Domain, vm?: string): Promise<VmInfo> {
+    const xml = await this.conn.call({ operation: 'read VM definition', vm }, (h) => h.domainGetXMLDesc(domain));
+    const info = parseDomainXml(xml, 'unknown', this.uri);
+    info.powerState = await powerState(this.conn, domain, info.name);
+    return info;
+  }
+
+  private async addCapacities(info: VmInfo): Promise<void> {
+    // The test driver's disks are not real files, and virsh could not see its VMs anyway.
+    if (!this.conn.virshSharesState || info.disks.length === 0) return;
+    const capacity = await diskCapacities(this.uri, info);
+    for (const disk of info.disks) {
+      const bytes = capacity.get(disk.target);
+      if (bytes !== undefined) disk.capacityBytes = bytes;
+    }
+  }
+
+  private async requireOff(domain: Domain, vm: string, wanted: string): Promise<void> {
+    const state = await powerState(this.conn, domain, vm);
+    if (state !== 'shutoff') throw new InvalidPowerState(vm, this.uri, state, `stop it before you ${wanted}`);
+  }
+
+  /**
+   * Edits the persistent definition and defines it again; libvirt applies it at the next boot.
+   * `edit` returns false when it changed nothing, and then nothing is redefined.
+   */
+  private async redefine(domain: Domain, vm: string, edit: (xml: XmlElement) => boolean): Promise<void> {
+    const xml = await this.conn.call({ operation: 'read VM definition', vm }, (h) =>
+      h.domainGetXMLDesc(domain, DomainGetXMLDescFlags.INACTIVE | DomainGetXMLDescFlags.SECURE),
+    );
+    const parsed = parseDomain(xml, this.uri);
+    if (!edit(parsed)) return;
+    await this.conn.call({ operation: 'redefine VM', vm }, (h) => h.domainDefineXML(buildXml(parsed)));
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * The libvirt adapter against libvirt's test driver (test:///default): a real libvirt, in this
+ * process, no daemon. Its state is shared by every connection of this process, so each VM gets a
+ * unique `test-…` name and the after hook removes whatever a test left behind.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { KNOWN_SCHEMES, openAdapter } from '../../hypervisors/index.js';
+import { bridgeNameFor } from '../../hypervisors/libvirt/networks.js';
+import { renderDomainXml } from '../../hypervisors/libvirt/domain-xml.js';
+import { VmdrError, type HypervisorAdapter, type VmSpec } from '../../hypervisors/types.js';
+
+const URI = 'test:///default';
+
+/** Asserts that `promise` rejects with a VmdrError of `code`; returns it for further checks. */
+async function rejectsWith(promise: Promise<unknown>, code: string): Promise<VmdrError> {
+  let caught: unknown;
+  await promise.then(
+    () => assert.fail(`expected ${code}, but it succeeded`),
+    (err: unknown) => {
+      caught = err;
+    },
+  );
+  assert.ok(caught instanceof VmdrError, `expected a VmdrError with code ${code}, got ${String(caught)}`);
+  assert.equal(caught.code, code, caught.message);
+  return caught;
+}
+
+describe('libvirt adapter on the test driver', () => {
+  let adapter: HypervisorAdapter;
+  let dir: string;
+  const made = new Set<string>();
+
+  const uniqueName = (what: string) => `test-${what}-${randomBytes(3).toString('hex')}`;
+
+  function spec(overrides: Partial<VmSpec> = {}): VmSpec {
+    const name = overrides.name ?? uniqueName('vm');
+    made.add(name);
+    return {
+      name,
+      memoryMiB: 128,
+      vcpus: 2,
+      boot: { kind: 'kernel', kernel: '/var/lib/vmdr/lab/vmlinuz', initrd: '/var/lib/vmdr/lab/initrd.img', cmdline: 'console=ttyS0 quiet' },
+      disks: [{ path: join(dir, 'vda.qcow2'), format: 'qcow2' }],
+      nics: [{ network: 'default', mac: '52:54:00:00:00:01' }],
+      serialLog: join(dir, 'console.log'),
+      labels: { role: 'target', protection: 'acme-db' },
+      ...overrides,
+    };
+  }
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'vmdr-libvirt-test-'));
+    adapter = openAdapter(URI);
+    await adapter.connect();
+  });
+
+  after(async () => {
+    const problems: string[] = [];
+    for (const name of made) {
+      try {
+        await adapter.stop(name, { mode: 'force' });
+        await adapter.undefine(name);
+      } catch (err) {
+        if (!(err instanceof VmdrError && err.code === 'VM_NOT_FOUND')) problems.push(`${name}: ${(err as Error).message}`);
+      }
+    }
+    await adapter.close();
+    await rm(dir, { recursive: true, force: true });
+    assert.deepEqual(problems, [], 'clean-up failed');
+  });
+
+  it('defines a VM from a VmSpec: powered off, with the disks, NICs and labels asked for', async () => {
+    const s = spec();
+    const vm = await adapter.defineVm(s);
+    assert.equal(vm.name, s.name);
+    assert.match(vm.id, /^[0-9a-f-]{36}$/);
+    assert.equal(vm.powerState, 'shutoff');
+    assert.equal(vm.memoryMiB, 128);
+    assert.equal(vm.vcpus, 2);
+    assert.deepEqual(vm.disks, [{ target: 'vda', device: 'disk', path: join(dir, 'vda.qcow2'), format: 'qcow2', bus: 'virtio' }]);
+    assert.deepEqual(vm.nics, [{ mac: '52:54:00:00:00:01', network: 'default', model: 'virtio' }]);
+    assert.deepEqual(vm.labels, { role: 'target', protection: 'acme-db' });
+    assert.equal(await adapter.serialLogPath(s.name), join(dir, 'console.log'));
+  });
+
+  it('lists it and finds it by name and by UUID', async () => {
+    const s = spec();
+    const defined = await adapter.defineVm(s);
+    const listed = (await adapter.listVms()).find((v) => v.name === s.name);
+    assert.deepEqual(listed, defined);
+    assert.deepEqual(await adapter.getVm(s.name), defined);
+    assert.deepEqual(await adapter.getVm(defined.id), defined);
+    assert.deepEqual(await adapter.getVm(defined.id.toUpperCase()), defined);
+  });
+
+  it('refuses to define a VM whose name is taken, leaving the first one as it was', async () => {
+    const s = spec();
+    const first = await adapter.defineVm(s);
+    const err = await rejectsWith(adapter.defineVm({ ...s, memoryMiB: 512 }), 'VM_ALREADY_EXISTS');
+    assert.deepEqual(err.subject, { vm: s.name, host: URI });
+    assert.deepEqual(await adapter.getVm(s.name), first);
+  });
+
+  it('refuses to define a VM on a network that does not exist', async () => {
+    const s = spec({ nics: [{ network: 'test-no-such-network' }] });
+    const err = await rejectsWith(adapter.defineVm(s), 'NETWORK_NOT_FOUND');
+    assert.equal(err.subject.network, 'test-no-such-network');
+    await rejectsWith(adapter.getVm(s.name), 'VM_NOT_FOUND');
+  });
+
+  it('starts and stops a VM, by force and gracefully; stopping a stopped VM does nothing', async () => {
+    const s = spec();
+    await adapter.defineVm(s);
+    await adapter.start(s.name);
+    assert.equal((await adapter.getVm(s.name)).powerState, 'running');
+    const twice = await rejectsWith(adapter.start(s.name), 'INVALID_POWER_STATE');
+    assert.equal(twice.subject.vm, s.name);
+
+    await adapter.stop(s.name, { mode: 'force' });
+    assert.equal((await adapter.getVm(s.name)).powerState, 'shutoff');
+    await adapter.stop(s.name, { mode: 'force' });
+    await adapter.stop(s.name, { mode: 'graceful', timeoutMs: 1000 });
+
+    await adapter.start(s.name);
+    await adapter.stop(s.name, { mode: 'graceful', timeoutMs: 5000 });
+    assert.equal((await adapter.getVm(s.name)).powerState, 'shutoff');
+  });
+
+  it('changes a NIC’s MAC and network while the VM is off, and refuses while it runs', async () => {
+    const s = spec({ nics: [{ network: 'default', mac: '52:54:00:00:00:01' }, { network: 'default', mac: '52:54:00:00:00:02' }] });
+    await adapter.defineVm(s);
+    const changed = await adapter.setNicIdentity(s.name, '52:54:00:00:00:02', { mac: '52:54:00:D7:00:09', network: 'default' });
+    assert.deepEqual(
+      changed.nics.map((n) => [n.mac, n.network]),
+      [
+        ['52:54:00:00:00:01', 'default'],
+        ['52:54:00:d7:00:09', 'default'],
+      ],
+    );
+    assert.deepEqual((await adapter.getVm(s.name)).nics, changed.nics);
+
+    await adapter.start(s.name);
+    const running = await rejectsWith(adapter.setNicIdentity(s.name, '52:54:00:00:00:01', { mac: '52:54:00:00:00:03' }), 'INVALID_POWER_STATE');
+    assert.equal(running.subject.state, 'running');
+    await adapter.stop(s.name, { mode: 'force' });
+    assert.equal((await adapter.getVm(s.name)).nics[0]?.mac, '52:54:00:00:00:01');
+  });
+
+  it('says which NIC identity it cannot apply, and why', async () => {
+    const s = spec({ nics: [{ network: 'default', mac: '52:54:00:00:00:01' }, { network: 'default', mac: '52:54:00:00:00:02' }] });
+    await adapter.defineVm(s);
+    await rejectsWith(adapter.setNicIdentity(s.name, '52:54:00:00:00:01', { network: 'test-no-such-network' }), 'NETWORK_NOT_FOUND');
+    await rejectsWith(adapter.setNicIdentity(s.name, '52:54:00:00:00:99', { mac: '52:54:00:00:00:03' }), 'NIC_NOT_FOUND');
+    await rejectsWith(adapter.setNicIdentity(s.name, '52:54:00:00:00:01', { mac: '52:54:00:00:00:02' }), 'INVALID_NIC_IDENTITY');
+    await rejectsWith(adapter.setNicIdentity(s.name, '52:54:00:00:00:01', { mac: 'not-a-mac' }), 'INVALID_NIC_IDENTITY');
+    await rejectsWith(adapter.setNicIdentity(s.name, '52:54:00:00:00:01', { mac: '01:00:5e:00:00:01' }), 'INVALID_NIC_IDENTITY');
+    assert.deepEqual(
+      (await adapter.getVm(s.name)).nics.map((n) => n.mac),
+      ['52:54:00:00:00:01', '52:54:00:00:00:02'],
+    );
+  });
+
+  it('refuses to guess between two NICs that share a MAC', async () => {
+    const s = spec({ nics: [{ network: 'default', mac: '52:54:00:00:00:05' }, { network: 'default', mac: '52:54:00:00:00:05' }] });
+    await adapter.defineVm(s);
+    const err = await rejectsWith(adapter.setNicIdentity(s.name, '52:54:00:00:00:05', { mac: '52:54:00:00:00:06' }), 'INVALID_NIC_IDENTITY');
+    assert.match(err.message, /2 NICs have this MAC/);
+  });
+
+  it('attaches an identity seed as the last disk, replaces it, and detaches it', async () => {
+    const s = spec();
+    await adapter.defineVm(s);
+    await adapter.attachIdentitySeed(s.name, join(dir, 'seed-1.iso'));
+    let disks = (await adapter.getVm(s.name)).disks;
+    assert.deepEqual(disks.at(-1), { target: 'vdb', device: 'disk', path: join(dir, 'seed-1.iso'), format: 'raw', bus: 'virtio', identitySeed: true });
+
+    await adapter.attachIdentitySeed(s.name, join(dir, 'seed-2.iso'));
+    disks = (await adapter.getVm(s.name)).disks;
+    assert.deepEqual(
+      disks.map((d) => [d.target, d.path]),
+      [
+        ['vda', join(dir, 'vda.qcow2')],
+        ['vdb', join(dir, 'seed-2.iso')],
+      ],
+    );
+
+    await adapter.detachIdentitySeed(s.name);
+    assert.deepEqual((await adapter.getVm(s.name)).disks.map((d) => d.target), ['vda']);
+    await adapter.detachIdentitySeed(s.name);
+
+    await adapter.start(s.name);
+    await rejectsWith(adapter.attachIdentitySeed(s.name, join(dir, 'seed-3.iso')), 'INVALID_POWER_STATE');
+    await adapter.stop(s.name, { mode: 'force' });
+  });
+
+  it('keeps labels with any characters through a round trip', async () => {
+    const labels = { protection: 'a<b&"c\'d>', tenant: 'ünïcødé', 'key with spaces': '', '{{not-a-placeholder}}': 'x' };
+    const s = spec({ labels });
+    await adapter.defineVm(s);
+    assert.deepEqual((await adapter.getVm(s.name)).labels, labels);
+  });
+
+  it('escapes a hostile VM name instead of pasting it into the XML', async () => {
+    const name = `test-a<b&"c'-${randomBytes(3).toString('hex')}`;
+    const s = spec({ name });
+    const xml = await renderDomainXml(s);
+    assert.ok(xml.includes(`<name>test-a&lt;b&amp;&quot;c&apos;-`), xml);
+    assert.ok(!xml.includes('a<b'), xml);
+
+    const vm = await adapter.defineVm(s);
+    assert.equal(vm.name, name);
+    assert.equal((await adapter.getVm(vm.id)).name, name);
+    assert.ok((await adapter.listVms()).some((v) => v.name === name));
+    await adapter.undefine(name);
+    await rejectsWith(adapter.getVm(name), 'VM_NOT_FOUND');
+  });
+
+  it('names the template file and the value when a template asks for one nobody supplied', async () => {
+    const template = join(dir, 'needs-owner.xml');
+    await writeFile(template, `<domain type='qemu'><name>{{name}}</name><description>owned by {{owner}}</description><memory unit='MiB'>{{memoryMiB}}</memory><vcpu>{{vcpus}}</vcpu><os><type arch='x86_64'>hvm</type></os></domain>`);
+    const s = spec({ template });
+    const err = await rejectsWith(adapter.defineVm(s), 'TEMPLATE_VALUE_MISSING');
+    assert.deepEqual(err.subject, { file: template, value: 'owner' });
+    await rejectsWith(adapter.getVm(s.name), 'VM_NOT_FOUND');
+  });
+
+  it('fills a custom template and adds the spec’s devices to it', async () => {
+    const template = join(dir, 'custom.xml');
+    await writeFile(template, `<domain type='qemu'><name>{{name}}</name><description>kernel {{kernel}}</description><memory unit='GiB'>1</memory><vcpu>{{vcpus}}</vcpu><os><type arch='x86_64'>hvm</type></os></domain>`);
+    const s = spec({ template });
+    const vm = await adapter.defineVm(s);
+    assert.equal(vm.memoryMiB, 1024);
+    assert.deepEqual(vm.disks.map((d) => d.target), ['vda']);
+    assert.equal(await adapter.serialLogPath(s.name), s.serialLog);
+  });
+
+  it('says which template does not exist or does not parse', async () => {
+    const missing = await rejectsWith(adapter.defineVm(spec({ template: 'no-such-template.xml' })), 'TEMPLATE_INVALID');
+    assert.match(missing.subject.file ?? '', /templates\/domains\/no-such-template\.xml$/);
+    const broken = join(dir, 'broken.xml');
+    await writeFile(broken, '<domain><name>{{name}}</domain>');
+    const err = await rejectsWith(adapter.defineVm(spec({ template: broken })), 'TEMPLATE_INVALID');
+    assert.match(err.message, /line 1/);
+  });
+
+  it('reports a missing VM as VmNotFound, naming it and the host', async () => {
+    for (const attempt of [
+      () => adapter.getVm('test-no-such-vm'),
+      () => adapter.getVm('00000000-0000-0000-0000-000000000000'),
+      () => adapter.start('test-no-such-vm'),
+      () => adapter.stop('test-no-such-vm', { mode: 'force' }),
+      () => adapter.undefine('test-no-such-vm'),
+      () => adapter.setNicIdentity('test-no-such-vm', '52:54:00:00:00:01', { mac: '52:54:00:00:00:02' }),
+    ]) {
+      const err = await rejectsWith(attempt(), 'VM_NOT_FOUND');
+      assert.equal(err.subject.host, URI);
+      assert.match(err.subject.vm ?? '', /^(test-no-such-vm|0{8}-.*)$/);
+    }
+  });
+
+  it('refuses to undefine a running VM', async () => {
+    const s = spec();
+    await adapter.defineVm(s);
+    await adapter.start(s.name);
+    await rejectsWith(adapter.undefine(s.name), 'INVALID_POWER_STATE');
+    await adapter.stop(s.name, { mode: 'force' });
+    await adapter.undefine(s.name);
+    await rejectsWith(adapter.getVm(s.name), 'VM_NOT_FOUND');
+  });
+
+  it('lists the driver’s networks and says the default one is not isolated', async () => {
+    const networks = await adapter.listNetworks();
+    const def = networks.find((n) => n.name === 'default');
+    assert.ok(def, JSON.stringify(networks));
+    assert.equal(def.isolated, false);
+    assert.equal(def.labels, undefined);
+  });
+
+  it('does not pretend to define networks the test driver would forget', async () => {
+    await rejectsWith(adapter.ensureIsolatedNetwork({ name: 'test-bubble' }), 'UNSUPPORTED');
+  });
+});
+
+describe('hypervisor registry', () => {
+  it('serves libvirt URIs with the libvirt adapter', () => {
+    for (const uri of ['qemu:///system', 'qemu+ssh://dr1.example/system', 'qemu+tcp://127.0.0.1/system', 'test:///default']) {
+      const adapter = openAdapter(uri);
+      assert.equal(adapter.kind, 'libvirt');
+      assert.equal(adapter.uri, uri);
+    }
+  });
+
+  it('names the URI and the schemes it knows when it knows none', async () => {
+    const err = await rejectsWith(Promise.resolve().then(() => openAdapter('foo://x')), 'UNKNOWN_HYPERVISOR_URI');
+    assert.match(err.message, /"foo:\/\/x"/);
+    assert.match(err.message, /qemu:\/\/, .*test:\/\//);
+    assert.ok(KNOWN_SCHEMES.includes('qemu+ssh'));
+    await rejectsWith(Promise.resolve().then(() => openAdapter('not a uri')), 'UNKNOWN_HYPERVISOR_URI');
+  });
+
+  it('says vSphere is not supported yet', async () => {
+    const err = await rejectsWith(Promise.resolve().then(() => openAdapter('vsphere://admin@vcenter/DC1')), 'UNSUPPORTED');
+    assert.match(err.message, /vSphere/);
+  });
+
+  it('reports a libvirt it cannot reach as HypervisorUnreachable, with a remedy', async () => {
+    const uri = 'qemu+unix:///system?socket=/nonexistent/libvirt-sock';
+    const adapter = openAdapter(uri);
+    const err = await rejectsWith(adapter.connect(), 'HYPERVISOR_UNREACHABLE');
+    assert.equal(err.subject.host, uri);
+    assert.ok(err.remedy);
+    // Calls other than connect() connect on demand and fail the same way.
+    await rejectsWith(adapter.listVms(), 'HYPERVISOR_UNREACHABLE');
+  });
+});
+
+describe('bridge names for isolated networks', () => {
+  it('fit in 15 characters and differ for long names with a common start', () => {
+    assert.equal(bridgeNameFor('vmdr-lab-dr'), 'vmdr-lab-dr');
+    const a = bridgeNameFor('vmdr-drill-acme-monthly-1');
+    const b = bridgeNameFor('vmdr-drill-acme-monthly-2');
+    assert.ok(a.length <= 15 && b.length <= 15, `${a} ${b}`);
+    assert.notEqual(a, b);
+    assert.match(bridgeNameFor('a b/c'), /^[A-Za-z0-9_-]{1,15}$/);
+  });
+});
