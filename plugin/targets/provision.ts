@@ -42,7 +42,8 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
   const target = await sites.adapter(p.target.site);
   const source = await (await sites.adapter(p.source.site)).getVm(p.source.vm);
   const disks = source.disks
-    .filter((d) => d.device === 'disk')
+    // A seed attached for a boot carries identity, not data: it is never replicated.
+    .filter((d) => d.device === 'disk' && !d.identitySeed)
     .map((d) => ({ target: d.target, path: baseImage(site.storage!, p.name, d.target), capacityBytes: d.capacityBytes ?? 0 }));
 
   const existing = await findVm(target, p.target.vm);

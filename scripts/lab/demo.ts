@@ -53,7 +53,7 @@ try {
   const sourceVm = await source.getVm(p.source.vm);
   // The lab guest has no ACPI daemon (see templates/guest/init.sh); its disk is synced after boot.
   await source.stop(sourceVm.name, { mode: 'force' });
-  for (const disk of sourceVm.disks.filter((d) => d.device === 'disk')) {
+  for (const disk of sourceVm.disks.filter((d) => d.device === 'disk' && !d.identitySeed)) {
     await copyImage(disk.path!, baseImage(storage, p.name, disk.target));
     process.stdout.write(`${disk.path} -> ${baseImage(storage, p.name, disk.target)}\n`);
   }
