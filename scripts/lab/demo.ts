@@ -3,6 +3,7 @@
  * sets the machine up first. It grows with each capability the product gains.
  */
 import { spawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadConfig } from '../../plugin/config/load.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
@@ -73,6 +74,7 @@ try {
   step(`Power ${p.target.vm} off again: it stays pre-staged`);
   await dr.stop(p.target.vm, { mode: 'force' });
   await dr.detachIdentitySeed(p.target.vm);
+  await rm(applied.seed, { force: true });
   process.stdout.write(`done. The lab lives in ${LAB_DIR}.\n`);
 } finally {
   await sites.close();

@@ -13,22 +13,11 @@ import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
 import { VmdrError, type HypervisorAdapter, type NetworkInfo } from '../../hypervisors/types.js';
 import { ensureLabGuest, fileSize, GUEST_READY, labPaths, labScratchDir, makeDisk, parseGuestFields, waitForSerialLine } from '../helpers/lab.js';
+import { rejectsWith } from '../helpers/assertions.js';
 
 const exec = promisify(execFile);
 const URI = 'qemu:///system';
 
-async function rejectsWith(promise: Promise<unknown>, code: string): Promise<VmdrError> {
-  let caught: unknown;
-  await promise.then(
-    () => assert.fail(`expected ${code}, but it succeeded`),
-    (err: unknown) => {
-      caught = err;
-    },
-  );
-  assert.ok(caught instanceof VmdrError, `expected a VmdrError with code ${code}, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  return caught;
-}
 
 const randomMac = () => `52:54:00:${[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
 

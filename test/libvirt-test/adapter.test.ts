@@ -12,22 +12,10 @@ import { KNOWN_SCHEMES, openAdapter } from '../../hypervisors/index.js';
 import { bridgeNameFor } from '../../hypervisors/libvirt/networks.js';
 import { renderDomainXml } from '../../hypervisors/libvirt/domain-xml.js';
 import { VmdrError, type HypervisorAdapter, type VmSpec } from '../../hypervisors/types.js';
+import { rejectsWith } from '../helpers/assertions.js';
 
 const URI = 'test:///default';
 
-/** Asserts that `promise` rejects with a VmdrError of `code`; returns it for further checks. */
-async function rejectsWith(promise: Promise<unknown>, code: string): Promise<VmdrError> {
-  let caught: unknown;
-  await promise.then(
-    () => assert.fail(`expected ${code}, but it succeeded`),
-    (err: unknown) => {
-      caught = err;
-    },
-  );
-  assert.ok(caught instanceof VmdrError, `expected a VmdrError with code ${code}, got ${String(caught)}`);
-  assert.equal(caught.code, code, caught.message);
-  return caught;
-}
 
 describe('libvirt adapter on the test driver', () => {
   let adapter: HypervisorAdapter;
