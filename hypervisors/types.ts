@@ -155,6 +155,15 @@ export interface BackupSession {
   end(): Promise<void>;
 }
 
+export interface BackupOptions {
+  checkpoint: string;
+  since?: string;
+  listen: NbdListen;
+  disks?: string[];
+  /** Where the hypervisor keeps copy-before-write data while the export lives (default: a temp dir). */
+  scratchDir?: string;
+}
+
 /** Changed-block tracking where the hypervisor has it (QEMU dirty bitmaps; VMware CBT). */
 export interface ChangeTracker {
   listCheckpoints(vm: string): Promise<Checkpoint[]>;
@@ -163,7 +172,7 @@ export interface ChangeTracker {
    * at that instant. With `since`, each export carries a dirty bitmap of the blocks changed since
    * that earlier checkpoint.
    */
-  beginBackup(vm: string, options: { checkpoint: string; since?: string; listen: NbdListen; disks?: string[] }): Promise<BackupSession>;
+  beginBackup(vm: string, options: BackupOptions): Promise<BackupSession>;
   deleteCheckpoint(vm: string, name: string): Promise<void>;
 }
 

@@ -5,6 +5,7 @@
 import { DomainGetXMLDescFlags } from '@unraid/libvirt';
 import { CleanupFailed, InvalidPowerState, VmAlreadyExists, VmdrError } from '../errors.js';
 import type {
+  ChangeTracker,
   HypervisorAdapter,
   IsolatedNetworkSpec,
   NetworkInfo,
@@ -17,6 +18,7 @@ import { LibvirtConnection, type Domain } from './connection.js';
 import { diskCapacities } from './disk-sizes.js';
 import { setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
 import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
+import { LibvirtChangeTracker } from './change-tracker.js';
 import { LibvirtNetworks } from './networks.js';
 import { powerState, stopDomain } from './power.js';
 import { virsh } from './virsh.js';
@@ -26,10 +28,13 @@ export class LibvirtAdapter implements HypervisorAdapter {
   readonly kind = 'libvirt' as const;
   private readonly conn: LibvirtConnection;
   private readonly networks: LibvirtNetworks;
+  /** Checkpoints and backups go through virsh, which cannot see an in-process test driver. */
+  readonly changeTracker: ChangeTracker | undefined;
 
   constructor(readonly uri: string) {
     this.conn = new LibvirtConnection(uri);
     this.networks = new LibvirtNetworks(uri, this.conn.virshSharesState);
+    this.changeTracker = this.conn.virshSharesState ? new LibvirtChangeTracker(uri) : undefined;
   }
 
   async connect(): Promise<void> {

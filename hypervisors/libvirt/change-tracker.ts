@@ -1,0 +1,120 @@
+/**
+ * QEMU's changed-block tracking through libvirt: checkpoints (persistent dirty bitmaps in the
+ * qcow2 images) and pull-mode backups that export every disk of the VM, frozen at one instant,
+ * over NBD with a `qemu:dirty-bitmap:*` context of what changed since an earlier checkpoint.
+ * The binding has no checkpoint or backup calls, so this speaks virsh. vmdr deletes only the
+ * checkpoints it named (prefix `vmdr-`).
+ */
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker } from '../types.js';
+import { NotManagedByVmdr } from '../errors.js';
+import { virsh } from './virsh.js';
+import { at, buildXml, childElements, element, parseXml, textElement, textOf, type XmlElement } from './xml.js';
+
+export const CHECKPOINT_PREFIX = 'vmdr-';
+
+function parse(text: string, what: string): XmlElement {
+  const root = parseXml(text);
+  if ('error' in root) throw new Error(`libvirt returned malformed ${what}: ${root.error}`);
+  return root;
+}
+
+export class LibvirtChangeTracker implements ChangeTracker {
+  constructor(private readonly uri: string) {}
+
+  async listCheckpoints(vm: string): Promise<Checkpoint[]> {
+    const names = (await virsh(this.uri, ['checkpoint-list', vm, '--name', '--topological'], { operation: 'list checkpoints', vm }))
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+    return Promise.all(
+      names.map(async (name) => {
+        const xml = parse(await virsh(this.uri, ['checkpoint-dumpxml', vm, name], { operation: 'read checkpoint', vm }), 'checkpoint XML');
+        const parent = textOf(at(xml, 'parent', 'name'));
+        return {
+          name,
+          ...(parent ? { parent } : {}),
+          createdAt: new Date(Number(textOf(at(xml, 'creationTime')) ?? 0) * 1000),
+          disks: childElements(at(xml, 'disks') ?? element('disks'), 'disk')
+            .filter((d) => d.attrs.checkpoint === 'bitmap')
+            .map((d) => d.attrs.name ?? ''),
+        };
+      }),
+    );
+  }
+
+  async beginBackup(vm: string, options: BackupOptions): Promise<BackupSession> {
+    const disks = options.disks ?? (await this.backupDisks(vm));
+    // While the export lives, QEMU copies blocks the guest overwrites into a scratch image first.
+    const scratch = options.scratchDir ?? (await mkdtemp(join(tmpdir(), 'vmdr-scratch-')));
+    await chmod(scratch, 0o755);
+    const server =
+      options.listen.transport === 'tcp'
+        ? element('server', { transport: 'tcp', name: options.listen.host, port: String(options.listen.port) })
+        : element('server', { transport: 'unix', socket: options.listen.socket });
+    const backup = element('domainbackup', { mode: 'pull' }, [
+      ...(options.since ? [textElement('incremental', options.since)] : []),
+      server,
+      element(
+        'disks',
+        {},
+        disks.map((d) => element('disk', { name: d, backup: 'yes', type: 'file' }, [element('scratch', { file: join(scratch, `${vm}-${d}.scratch`) })])),
+      ),
+    ]);
+    const checkpoint = element('domaincheckpoint', {}, [
+      textElement('name', options.checkpoint),
+      element('disks', {}, disks.map((d) => element('disk', { name: d, checkpoint: 'bitmap' }))),
+    ]);
+    const dir = await mkdtemp(join(tmpdir(), 'vmdr-backup-'));
+    try {
+      await writeFile(join(dir, 'backup.xml'), buildXml(backup));
+      await writeFile(join(dir, 'checkpoint.xml'), buildXml(checkpoint));
+      await virsh(this.uri, ['backup-begin', vm, join(dir, 'backup.xml'), join(dir, 'checkpoint.xml')], { operation: 'begin backup', vm });
+    } catch (err) {
+      if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
+      throw err;
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    let ended = false;
+    const end = async () => {
+      if (ended) return;
+      ended = true;
+      // A pull backup has no natural end: aborting the job is how libvirt stops the exports.
+      await virsh(this.uri, ['domjobabort', vm], { operation: 'end backup', vm }).catch((err: unknown) => {
+        if (!/no job is active|not active/i.test((err as Error).message)) throw err;
+      });
+      if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
+    };
+    try {
+      const running = parse(await virsh(this.uri, ['backup-dumpxml', vm], { operation: 'read backup', vm }), 'backup XML');
+      const exports: BackupExport[] = childElements(at(running, 'disks') ?? element('disks'), 'disk')
+        .filter((d) => d.attrs.backup !== 'no')
+        .map((d) => ({
+          disk: d.attrs.name ?? '',
+          exportName: d.attrs.exportname ?? d.attrs.name ?? '',
+          ...(d.attrs.exportbitmap ? { dirtyContext: `qemu:dirty-bitmap:${d.attrs.exportbitmap}` } : {}),
+        }));
+      return { checkpoint: options.checkpoint, ...(options.since ? { since: options.since } : {}), listen: options.listen, exports, end };
+    } catch (err) {
+      await end().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async deleteCheckpoint(vm: string, name: string): Promise<void> {
+    if (!name.startsWith(CHECKPOINT_PREFIX)) throw new NotManagedByVmdr('checkpoint', name, this.uri, { vm });
+    await virsh(this.uri, ['checkpoint-delete', vm, name], { operation: 'delete checkpoint', vm });
+  }
+
+  /** Every writable disk of the VM: the seed and CD-ROMs carry nothing to replicate. */
+  private async backupDisks(vm: string): Promise<string[]> {
+    const xml = parse(await virsh(this.uri, ['dumpxml', vm], { operation: 'read VM', vm }), 'domain XML');
+    return childElements(at(xml, 'devices') ?? element('devices'), 'disk')
+      .filter((d) => d.attrs.device === 'disk' && !at(d, 'readonly'))
+      .map((d) => at(d, 'target')?.attrs.dev ?? '')
+      .filter(Boolean);
+  }
+}

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { openAdapter } from '../../hypervisors/index.js';
+import type { BackupSession, ChangeTracker, HypervisorAdapter } from '../../hypervisors/types.js';
+import { rejectsWith } from '../helpers/assertions.js';
+import { ensureLabGuest, GUEST_READY, labBoot, labScratchDir, makeDisk, waitForSerialLine } from '../helpers/lab.js';
+
+const exec = promisify(execFile);
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** nbdinfo --map: [offset, length, type] rows of one meta context. */
+async function map(port: number, exportName: string, context: string): Promise<{ offset: number; length: number; type: number }[]> {
+  const { stdout } = await exec('nbdinfo', ['--json', `--map=${context}`, `nbd://127.0.0.1:${port}/${exportName}`]);
+  return (JSON.parse(stdout) as { offset: number; length: number; type: number }[]).map(({ offset, length, type }) => ({ offset, length, type }));
+}
+
+describe('changed-block tracking through libvirt checkpoints (qemu:///system)', function () {
+  this.timeout(120_000);
+  const name = `test-cbt-${randomBytes(3).toString('hex')}`;
+  const network = `test-net-${name.slice(-6)}`;
+  let adapter: HypervisorAdapter;
+  let tracker: ChangeTracker;
+  let dir: string;
+  let session: BackupSession | undefined;
+
+  before(async () => {
+    await ensureLabGuest();
+    dir = await labScratchDir('cbt');
+    adapter = openAdapter('qemu:///system');
+    await adapter.connect();
+    assert.ok(adapter.changeTracker, 'qemu:///system must offer change tracking');
+    tracker = adapter.changeTracker;
+    await adapter.ensureIsolatedNetwork({ name: network });
+    const disk = join(dir, 'vda.qcow2');
+    await makeDisk(disk, 'cbt', '16M');
+    await adapter.defineVm({
+      name,
+      memoryMiB: 256,
+      vcpus: 1,
+      boot: labBoot(),
+      disks: [{ path: disk, format: 'qcow2', target: 'vda' }],
+      nics: [{ network }],
+      serialLog: join(dir, 'console.log'),
+    });
+    await adapter.start(name);
+    await waitForSerialLine({ vm: name, file: join(dir, 'console.log'), pattern: GUEST_READY, timeoutMs: 60_000 });
+  });
+
+  afterEach(async () => {
+    await session?.end();
+    session = undefined;
+  });
+
+  after(async () => {
+    await adapter.stop(name, { mode: 'force' }).catch(() => undefined);
+    await adapter.undefine(name).catch(() => undefined);
+    await adapter.removeNetwork(network).catch(() => undefined);
+    await adapter.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('exports the whole disk at a first checkpoint, then exactly the blocks written since', async () => {
+    const port = await freePort();
+    session = await tracker.beginBackup(name, { checkpoint: 'vmdr-1', listen: { transport: 'tcp', host: '127.0.0.1', port } });
+    assert.deepEqual(session.exports.map((e) => e.disk), ['vda']);
+    assert.equal(session.exports[0]!.dirtyContext, undefined, 'a full backup has no dirty bitmap');
+    const { stdout: size } = await exec('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/${session.exports[0]!.exportName}`]);
+    assert.equal(Number(size), 16 * MiB);
+    await session.end();
+
+    // Written through QEMU's block layer, so the dirty bitmap sees it; the last 64 KiB too.
+    const write = (pattern: string, offset: number) =>
+      exec('virsh', ['-c', 'qemu:///system', 'qemu-monitor-command', name, '--hmp',
+        `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -P ${pattern} ${offset} 64k"`]);
+    await write('0xcd', 3 * MiB);
+    await write('0xab', 16 * MiB - 64 * KiB);
+
+    const port2 = await freePort();
+    session = await tracker.beginBackup(name, { checkpoint: 'vmdr-2', since: 'vmdr-1', listen: { transport: 'tcp', host: '127.0.0.1', port: port2 } });
+    const vda = session.exports[0]!;
+    assert.match(vda.dirtyContext ?? '', /^qemu:dirty-bitmap:/);
+    const dirty = (await map(port2, vda.exportName, vda.dirtyContext!)).filter((e) => e.type & 1);
+    assert.deepEqual(dirty, [
+      { offset: 3 * MiB, length: 64 * KiB, type: 1 },
+      { offset: 16 * MiB - 64 * KiB, length: 64 * KiB, type: 1 },
+    ]);
+    // The export holds the data as it was at the checkpoint.
+    const { stdout: bytes } = await exec('nbdcopy', ['--', `nbd://127.0.0.1:${port2}/${vda.exportName}`, '-'], { encoding: 'buffer', maxBuffer: 32 * MiB });
+    assert.ok((bytes as Buffer).subarray(3 * MiB, 3 * MiB + 64 * KiB).equals(Buffer.alloc(64 * KiB, 0xcd)));
+    assert.ok((bytes as Buffer).subarray(16 * MiB - 64 * KiB).equals(Buffer.alloc(64 * KiB, 0xab)));
+  });
+
+  it('keeps the checkpoint chain and deletes only checkpoints vmdr named', async () => {
+    const chain = await tracker.listCheckpoints(name);
+    assert.deepEqual(chain.map((c) => [c.name, c.parent ?? null, c.disks]), [
+      ['vmdr-1', null, ['vda']],
+      ['vmdr-2', 'vmdr-1', ['vda']],
+    ]);
+    assert.ok(Math.abs(chain[1]!.createdAt.getTime() - Date.now()) < 120_000);
+    await tracker.deleteCheckpoint(name, 'vmdr-1');
+    assert.deepEqual((await tracker.listCheckpoints(name)).map((c) => c.name), ['vmdr-2']);
+    await rejectsWith(tracker.deleteCheckpoint(name, 'nightly-backup'), 'NOT_MANAGED_BY_VMDR');
+  });
+});
