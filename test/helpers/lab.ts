@@ -3,10 +3,13 @@
  * markers, and the serial-console wait the product itself uses.
  */
 import { execFile } from 'node:child_process';
-import { access, mkdir, mkdtemp, chmod } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { access, mkdir, mkdtemp, chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { LAB_DIR, makeDisk } from '../../scripts/lab/production.js';
+import { openAdapter } from '../../hypervisors/index.js';
+import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import { LAB_DIR, labBoot, makeDisk } from '../../scripts/lab/production.js';
 
 export { makeDisk, labBoot } from '../../scripts/lab/production.js';
 export { waitForSerialLine, parseGuestFields, GUEST_READY, fileSize } from '../../plugin/failover/serial-health.js';
@@ -43,4 +46,45 @@ export async function runVmdr(args: string[]): Promise<{ code: number; stdout: s
     const e = err as { code?: number; stdout?: string; stderr?: string };
     return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
   }
+}
+
+/** A throwaway lab VM on an isolated network of its own, for one suite. */
+export interface LabVm {
+  adapter: HypervisorAdapter;
+  name: string;
+  network: string;
+  dir: string;
+  disk: string;
+  log: string;
+}
+
+export async function createLabVm(prefix: string, options: { marker: string; diskSize?: string; cmdline?: string }): Promise<LabVm> {
+  await ensureLabGuest();
+  const name = `test-${prefix}-${randomBytes(3).toString('hex')}`;
+  const dir = await labScratchDir(prefix);
+  const adapter = openAdapter('qemu:///system');
+  await adapter.connect();
+  const vm: LabVm = { adapter, name, network: `test-net-${name.slice(-6)}`, dir, disk: join(dir, 'vda.qcow2'), log: join(dir, 'console.log') };
+  await adapter.ensureIsolatedNetwork({ name: vm.network });
+  await makeDisk(vm.disk, options.marker, options.diskSize);
+  await adapter.defineVm({
+    name,
+    memoryMiB: 256,
+    vcpus: 1,
+    boot: labBoot(options.cmdline),
+    disks: [{ path: vm.disk, format: 'qcow2', target: 'vda' }],
+    nics: [{ network: vm.network }],
+    serialLog: vm.log,
+  });
+  return vm;
+}
+
+/** Removes everything createLabVm made, whatever state the test left it in. */
+export async function destroyLabVm(vm: LabVm | undefined): Promise<void> {
+  if (!vm) return;
+  await vm.adapter.stop(vm.name, { mode: 'force' }).catch(() => undefined);
+  await vm.adapter.undefine(vm.name).catch(() => undefined);
+  await vm.adapter.removeNetwork(vm.network).catch(() => undefined);
+  await vm.adapter.close();
+  await rm(vm.dir, { recursive: true, force: true });
 }

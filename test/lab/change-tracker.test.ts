@@ -1,14 +1,10 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { openAdapter } from '../../hypervisors/index.js';
-import type { BackupSession, ChangeTracker, HypervisorAdapter } from '../../hypervisors/types.js';
+import type { BackupSession, ChangeTracker } from '../../hypervisors/types.js';
 import { rejectsWith } from '../helpers/assertions.js';
-import { ensureLabGuest, GUEST_READY, labBoot, labScratchDir, makeDisk, waitForSerialLine } from '../helpers/lab.js';
+import { createLabVm, destroyLabVm, GUEST_READY, waitForSerialLine, type LabVm } from '../helpers/lab.js';
 
 const exec = promisify(execFile);
 const KiB = 1024;
@@ -30,34 +26,18 @@ async function map(port: number, exportName: string, context: string): Promise<{
 
 describe('changed-block tracking through libvirt checkpoints (qemu:///system)', function () {
   this.timeout(120_000);
-  const name = `test-cbt-${randomBytes(3).toString('hex')}`;
-  const network = `test-net-${name.slice(-6)}`;
-  let adapter: HypervisorAdapter;
+  let vm: LabVm;
+  let name: string;
   let tracker: ChangeTracker;
-  let dir: string;
   let session: BackupSession | undefined;
 
   before(async () => {
-    await ensureLabGuest();
-    dir = await labScratchDir('cbt');
-    adapter = openAdapter('qemu:///system');
-    await adapter.connect();
-    assert.ok(adapter.changeTracker, 'qemu:///system must offer change tracking');
-    tracker = adapter.changeTracker;
-    await adapter.ensureIsolatedNetwork({ name: network });
-    const disk = join(dir, 'vda.qcow2');
-    await makeDisk(disk, 'cbt', '16M');
-    await adapter.defineVm({
-      name,
-      memoryMiB: 256,
-      vcpus: 1,
-      boot: labBoot(),
-      disks: [{ path: disk, format: 'qcow2', target: 'vda' }],
-      nics: [{ network }],
-      serialLog: join(dir, 'console.log'),
-    });
-    await adapter.start(name);
-    await waitForSerialLine({ vm: name, file: join(dir, 'console.log'), pattern: GUEST_READY, timeoutMs: 60_000 });
+    vm = await createLabVm('cbt', { marker: 'cbt', diskSize: '16M' });
+    name = vm.name;
+    assert.ok(vm.adapter.changeTracker, 'qemu:///system must offer change tracking');
+    tracker = vm.adapter.changeTracker;
+    await vm.adapter.start(name);
+    await waitForSerialLine({ vm: name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
   });
 
   afterEach(async () => {
@@ -65,13 +45,7 @@ describe('changed-block tracking through libvirt checkpoints (qemu:///system)', 
     session = undefined;
   });
 
-  after(async () => {
-    await adapter.stop(name, { mode: 'force' }).catch(() => undefined);
-    await adapter.undefine(name).catch(() => undefined);
-    await adapter.removeNetwork(network).catch(() => undefined);
-    await adapter.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => destroyLabVm(vm));
 
   it('exports the whole disk at a first checkpoint, then exactly the blocks written since', async () => {
     const port = await freePort();
