@@ -37,6 +37,7 @@ const HeaderSchema = z.strictObject({
   protection: z.string().min(1),
   checkpoint: z.string().min(1),
   since: z.string().min(1).nullable(),
+  base: z.string().min(1).nullable(),
   disks: z.array(z.strictObject({ name: z.string().min(1), sizeBytes: z.number().int().nonnegative() })).min(1),
   createdAt: z.string(),
 });
@@ -49,6 +50,26 @@ const TrailerSchema = z.strictObject({
 
 /** zstd's worst case for incompressible input is a little larger than the input. */
 const MAX_PAYLOAD = MAX_FRAME_DATA + 64 * 1024;
+
+/**
+ * The Frame_Content_Size of a zstd frame (RFC 8878, 3.1.1.1), read before decompressing so a
+ * hostile payload cannot make the receiver allocate more than the frame's announced length.
+ * Undefined when the payload is not a zstd frame or does not say its size.
+ */
+function zstdContentSize(payload: Buffer): number | undefined {
+  if (payload.length < 6 || payload.readUInt32LE(0) !== 0xfd2fb528) return undefined;
+  const descriptor = payload[4]!;
+  const fcsFlag = descriptor >> 6;
+  const singleSegment = (descriptor >> 5) & 1;
+  const dictionaryBytes = [0, 1, 2, 4][descriptor & 3]!;
+  const at = 5 + (singleSegment ? 0 : 1) + dictionaryBytes;
+  const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
+  if (fcsBytes === 0 || payload.length < at + fcsBytes) return undefined;
+  if (fcsBytes === 1) return payload[at]!;
+  if (fcsBytes === 2) return payload.readUInt16LE(at) + 256;
+  if (fcsBytes === 4) return payload.readUInt32LE(at);
+  return Number(payload.readBigUInt64LE(at));
+}
 
 /** Reads exact byte counts from a chunked source without copying more than once. */
 class ByteReader {
@@ -200,8 +221,12 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     let data: Buffer;
     if (codec === Codec.Raw) data = payload;
     else if (codec === Codec.Zstd) {
+      const announced = zstdContentSize(payload);
+      if (announced !== length) {
+        throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} announces ${announced ?? 'no'} decompressed size, expected ${length}`, at);
+      }
       try {
-        data = decompress(payload, {});
+        data = decompress(payload, { windowLogMax: 22 });
       } catch (err) {
         throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} does not decompress: ${(err as Error).message}`, at);
       }

@@ -45,6 +45,11 @@ export interface StreamHeader {
   checkpoint: string;
   /** The checkpoint the target already has; null for a full (initial or resync) stream. */
   since: string | null;
+  /**
+   * The recovery point the receiver must hold as its newest for this stream to apply on top of it;
+   * null when the replica has no point yet. Guards against applying a delta to the wrong base.
+   */
+  base: string | null;
   disks: StreamDisk[];
   createdAt: string;
 }

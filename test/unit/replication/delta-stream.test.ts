@@ -13,6 +13,7 @@ function header(session = 's1'): StreamHeader {
     protection: 'web',
     checkpoint: 'vmdr-2',
     since: 'vmdr-1',
+    base: 'rp-1',
     disks: [
       { name: 'vda', sizeBytes: 64 * MiB },
       { name: 'vdb', sizeBytes: 8 * MiB + 513 },
