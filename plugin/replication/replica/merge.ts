@@ -1,0 +1,105 @@
+/**
+ * Retention merges: the oldest kept point ends up held by base.qcow2, the points under it go.
+ *
+ * The journal row is written, in the same transaction that removes the dropped points from the
+ * list, before any file changes: no listed point ever reads through a file whose bytes change.
+ * Then per disk, for each overlay of the plan oldest first: commit it into base (base now holds
+ * its content, the overlay still shadows it, so every chain above reads the same), point the next
+ * overlay at base, delete it. The last overlay (the kept point's own) is deleted only after the DB
+ * says base holds that point. Every step is repeatable, so `finishMerge` after a crash at any
+ * instant simply runs again from the first overlay of the plan that still exists.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { VmdrError } from '../../../hypervisors/errors.js';
+import { deleteMerge, insertMerge, pendingMerge } from '../../state/merges.js';
+import { deletePointsBefore, pointRows, setDiskImage, type PointRow } from '../../state/points.js';
+import type { StateStore } from '../../state/store.js';
+import { diskDir } from '../layout.js';
+import { failpoint } from './failpoints.js';
+import { BASE_IMAGE } from './files.js';
+import { backingOf, commitIntoBacking, removeFile, setBacking, shrinkTo, virtualSize } from './images.js';
+
+/** The replica chain is not what the merge journal expects; nothing further was changed. */
+export class MergeChainUnexpected extends VmdrError {
+  constructor(protection: string, file: string, detail: string) {
+    super('MERGE_CHAIN_UNEXPECTED', `retention merge of protection "${protection}" stopped at ${file}: ${detail}`, {
+      subject: { protection, file },
+      userError: false,
+      remedy: 'inspect the chain with `qemu-img info --backing-chain`; the listed points were not touched',
+    });
+  }
+}
+
+/** Per disk of `target`, its overlays from the bottom of its chain up to the target's own. */
+export function mergePlan(points: PointRow[], target: PointRow): Record<string, string[]> {
+  const plan: Record<string, string[]> = {};
+  const at = points.indexOf(target);
+  for (const { disk } of target.disks) {
+    const files: string[] = [];
+    // A disk's chain is the unbroken run of points that have it; an earlier run (removed, re-added) is another chain.
+    for (let i = at; i >= 0; i--) {
+      const d = points[i]!.disks.find((x) => x.disk === disk);
+      if (!d) break;
+      if (d.image !== BASE_IMAGE) files.unshift(d.image);
+    }
+    if (files.length > 0) plan[disk] = files;
+  }
+  return plan;
+}
+
+/**
+ * Records the intent: the journal says what to merge and the points under `target` leave the list.
+ * Call inside the transaction that chose `target`, so no pin can slip in between.
+ */
+export function startMerge(state: StateStore, points: PointRow[], target: PointRow): void {
+  insertMerge(state.db, { protection: target.protection, targetSeq: target.seq, plan: mergePlan(points, target), startedAtMs: Date.now() });
+  deletePointsBefore(state.db, target.protection, target.seq);
+}
+
+/** Finishes the protection's journaled merge, if any; returns the id of the point now held by base. */
+export async function finishMerge(storage: string, state: StateStore, protection: string): Promise<string | undefined> {
+  const merge = pendingMerge(state.db, protection);
+  if (!merge) return undefined;
+  for (const [disk, files] of Object.entries(merge.plan)) {
+    const dir = diskDir(storage, protection, disk);
+    const base = join(dir, BASE_IMAGE);
+    const first = files.findIndex((f) => existsSync(join(dir, f)));
+    if (first < 0) continue; // all merged and deleted: only the DB record was missing
+    for (let j = first; j < files.length; j++) {
+      const overlay = join(dir, files[j]!);
+      const backing = await backingOf(overlay);
+      if (backing !== BASE_IMAGE) throw new MergeChainUnexpected(protection, overlay, `its backing file is ${backing ?? 'none'}, expected ${BASE_IMAGE}`);
+      await commitIntoBacking(overlay);
+      failpoint('merge-after-commit');
+      // Base keeps its size when the disk shrank; the point it now holds must not read past its end.
+      const size = await virtualSize(overlay);
+      if ((await virtualSize(base)) > size) await shrinkTo(base, size);
+      const next = j + 1 < files.length ? files[j + 1] : nextOverlay(state, protection, merge.targetSeq, disk);
+      if (next) {
+        await setBacking(join(dir, next), BASE_IMAGE);
+        failpoint('merge-after-rebase');
+      }
+      if (j + 1 < files.length) {
+        await removeFile(overlay);
+        failpoint('merge-after-remove');
+      }
+    }
+  }
+  state.db
+    .transaction(() => {
+      for (const disk of Object.keys(merge.plan)) setDiskImage(state.db, protection, merge.targetSeq, disk, BASE_IMAGE);
+      deleteMerge(state.db, protection);
+    })
+    .immediate();
+  failpoint('merge-after-record');
+  for (const [disk, files] of Object.entries(merge.plan)) await removeFile(join(diskDir(storage, protection, disk), files[files.length - 1]!));
+  return `rp-${merge.targetSeq}`;
+}
+
+/** The overlay just above the target in this disk's chain: the next committed point that has the disk. */
+function nextOverlay(state: StateStore, protection: string, targetSeq: number, disk: string): string | undefined {
+  const next = pointRows(state.db, protection).find((p) => p.seq > targetSeq);
+  const d = next?.disks.find((x) => x.disk === disk);
+  return d && d.image !== BASE_IMAGE ? d.image : undefined;
+}

@@ -1,0 +1,227 @@
+/**
+ * The replica store on the DR host: per protected disk a qcow2 chain (base.qcow2, then one
+ * point-<seq>.qcow2 overlay per committed cycle), and the recovery points in the state file.
+ * A file is a recovery point only once the state file says so; everything else is debris that
+ * `recover()` removes. One writer per protection at a time, through a lease in the state file.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pendingMerge, protectionsWithMerges } from '../../state/merges.js';
+import { protectionsWithLeases } from '../../state/leases.js';
+import { latestSeq, pointRows, protectionsWithPoints, setPinned, type PointRow } from '../../state/points.js';
+import type { StateStore } from '../../state/store.js';
+import { baseImage, diskDir } from '../layout.js';
+import { ReplicaBusy, RecoveryPointNotFound } from './errors.js';
+import { failpoint } from './failpoints.js';
+import { pointFileName, subdirectories } from './files.js';
+import { createQcow2, removeFile } from './images.js';
+import { DEFAULT_LEASE_TTL_MS, ReplicaLease } from './lease.js';
+import { finishMerge, startMerge } from './merge.js';
+import { checkName, isValidName } from './names.js';
+import { deleteOrphans } from './orphans.js';
+import { PendingReplicaPoint } from './pending.js';
+import { retentionCut, type RetentionPolicy } from './retention.js';
+
+export interface RecoveryPointDisk {
+  disk: string;
+  /** Absolute path of the image that holds this point. */
+  image: string;
+  sizeBytes: number;
+}
+
+export interface RecoveryPoint {
+  /** 'rp-<seq>', unique within its protection. */
+  id: string;
+  protection: string;
+  seq: number;
+  /** The instant the source checkpoint was taken: what the data is the state of. */
+  time: Date;
+  committedAt: Date;
+  checkpoint: string;
+  /** The checkpoint this cycle was incremental from; null for full and resync. */
+  since: string | null;
+  kind: 'full' | 'incremental' | 'resync';
+  bytesShipped: number;
+  dataBytes: number;
+  zeroBytes: number;
+  disks: RecoveryPointDisk[];
+  pinned: boolean;
+}
+
+export interface PendingPoint {
+  readonly protection: string;
+  readonly seq: number;
+  /** One new overlay per disk, in the order of `disks` given to beginPoint. */
+  readonly overlays: { disk: string; image: string; sizeBytes: number }[];
+  commit(meta: {
+    time: Date;
+    checkpoint: string;
+    since: string | null;
+    kind: RecoveryPoint['kind'];
+    bytesShipped: number;
+    dataBytes: number;
+    zeroBytes: number;
+  }): Promise<RecoveryPoint>;
+  /** Removes the overlays; the replica stays at its last committed point. Safe after a failed commit and twice. */
+  discard(): Promise<void>;
+}
+
+export interface RecoverResult {
+  /** Absolute paths of the overlays deleted. */
+  discarded: string[];
+  /** '<protection>/rp-<seq>' of each point an interrupted merge left held by base.qcow2. */
+  mergesFinished: string[];
+  /** Protections skipped because a live writer holds them. */
+  busy: string[];
+}
+
+export class ReplicaStore {
+  private readonly leaseTtlMs: number;
+
+  constructor(
+    readonly storage: string,
+    private readonly state: StateStore,
+    options: { leaseTtlMs?: number } = {},
+  ) {
+    this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+  }
+
+  async recover(protection?: string): Promise<RecoverResult> {
+    const result: RecoverResult = { discarded: [], mergesFinished: [], busy: [] };
+    const names = protection
+      ? [protection]
+      : [
+          ...new Set([
+            ...protectionsWithPoints(this.state.db),
+            ...protectionsWithMerges(this.state.db),
+            ...protectionsWithLeases(this.state.db),
+            ...(await subdirectories(this.storage)).filter(isValidName),
+          ]),
+        ].sort();
+    if (protection) checkName('protection', protection);
+    for (const name of names) {
+      const lease = ReplicaLease.tryAcquire(this.state, name, 'recover', this.leaseTtlMs);
+      if (!lease) {
+        result.busy.push(name);
+        continue;
+      }
+      try {
+        const merged = await finishMerge(this.storage, this.state, name);
+        if (merged) result.mergesFinished.push(`${name}/${merged}`);
+        result.discarded.push(...(await deleteOrphans(this.storage, this.state, name)));
+      } finally {
+        lease.release();
+      }
+    }
+    return result;
+  }
+
+  listPoints(protection: string): RecoveryPoint[] {
+    return pointRows(this.state.db, protection).map((r) => this.toPoint(r));
+  }
+
+  latestPoint(protection: string): RecoveryPoint | undefined {
+    return this.listPoints(protection).at(-1);
+  }
+
+  getPoint(protection: string, id: string): RecoveryPoint {
+    const point = this.listPoints(protection).find((p) => p.id === id);
+    if (!point) throw new RecoveryPointNotFound(protection, id);
+    return point;
+  }
+
+  async beginPoint(protection: string, disks: { name: string; sizeBytes: number }[]): Promise<PendingPoint> {
+    checkName('protection', protection);
+    for (const d of disks) checkName('disk', d.name);
+    if (disks.length === 0 || new Set(disks.map((d) => d.name)).size !== disks.length) {
+      throw new RangeError(`beginPoint needs distinct disks, got [${disks.map((d) => d.name).join(', ')}]`);
+    }
+    const lease = ReplicaLease.acquire(this.state, protection, 'receive', this.leaseTtlMs);
+    const created: string[] = [];
+    try {
+      await deleteOrphans(this.storage, this.state, protection);
+      const latest = pointRows(this.state.db, protection).at(-1);
+      const seq = latestSeq(this.state.db, protection) + 1;
+      const overlays: PendingPoint['overlays'] = [];
+      for (const { name, sizeBytes } of disks) {
+        const dir = diskDir(this.storage, protection, name);
+        await mkdir(dir, { recursive: true });
+        const base = baseImage(this.storage, protection, name);
+        if (!existsSync(base)) await createQcow2(base, sizeBytes);
+        const image = join(dir, pointFileName(seq));
+        const backing = latest?.disks.find((x) => x.disk === name)?.image ?? 'base.qcow2';
+        await createQcow2(image, sizeBytes, backing);
+        created.push(image);
+        overlays.push({ disk: name, image, sizeBytes });
+      }
+      failpoint('begin-after-create');
+      return new PendingReplicaPoint(this.state, lease, protection, seq, overlays, (r) => this.toPoint(r));
+    } catch (err) {
+      for (const image of created) await removeFile(image).catch(() => undefined);
+      lease.release();
+      throw err;
+    }
+  }
+
+  async applyRetention(protection: string, policy: RetentionPolicy, now = new Date()): Promise<{ dropped: string[]; skipped?: string }> {
+    const lease = ReplicaLease.acquire(this.state, protection, 'retention', this.leaseTtlMs);
+    try {
+      await finishMerge(this.storage, this.state, protection);
+      const db = this.state.db;
+      const cut = db
+        .transaction(() => {
+          const points = pointRows(db, protection);
+          const chosen = retentionCut(points, policy, now);
+          if ('target' in chosen) startMerge(this.state, points, chosen.target);
+          return chosen;
+        })
+        .immediate();
+      if (!('target' in cut)) return cut.skipped ? { dropped: [], skipped: cut.skipped } : { dropped: [] };
+      failpoint('merge-after-intent');
+      await finishMerge(this.storage, this.state, protection);
+      await deleteOrphans(this.storage, this.state, protection);
+      return { dropped: cut.drop.map((p) => `rp-${p.seq}`) };
+    } finally {
+      lease.release();
+    }
+  }
+
+  /** A pinned point (booted by a failover or a drill) and every point under it stay as they are. */
+  pinPoint(protection: string, id: string): void {
+    this.setPin(protection, id, true);
+  }
+
+  unpinPoint(protection: string, id: string): void {
+    this.setPin(protection, id, false);
+  }
+
+  private setPin(protection: string, id: string, pinned: boolean): void {
+    const seq = /^rp-(\d+)$/.exec(id)?.[1];
+    const db = this.state.db;
+    db.transaction(() => {
+      if (pinned && pendingMerge(db, protection)) {
+        throw new ReplicaBusy(protection, 'a retention merge is unfinished; pin again after it ends (`recover()` finishes it)');
+      }
+      if (seq === undefined || !setPinned(db, protection, Number(seq), pinned)) throw new RecoveryPointNotFound(protection, id);
+    }).immediate();
+  }
+
+  private toPoint(r: PointRow): RecoveryPoint {
+    return {
+      id: `rp-${r.seq}`,
+      protection: r.protection,
+      seq: r.seq,
+      time: new Date(r.timeMs),
+      committedAt: new Date(r.committedAtMs),
+      checkpoint: r.checkpoint,
+      since: r.since,
+      kind: r.kind,
+      bytesShipped: r.bytesShipped,
+      dataBytes: r.dataBytes,
+      zeroBytes: r.zeroBytes,
+      pinned: r.pinned,
+      disks: r.disks.map((d) => ({ disk: d.disk, image: join(diskDir(this.storage, r.protection, d.disk), d.image), sizeBytes: d.sizeBytes })),
+    };
+  }
+}

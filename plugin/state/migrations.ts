@@ -1,0 +1,71 @@
+/**
+ * The state schema, one entry per version (PRAGMA user_version = index + 1). Entries are never
+ * edited once released: a change is a new entry at the end. Modules that own tables later add theirs here.
+ */
+export const migrations: readonly string[] = [
+  // 1: recovery points, the replica lease, the retention merge journal, sync history
+  `
+  CREATE TABLE recovery_points (
+    protection      TEXT    NOT NULL,
+    seq             INTEGER NOT NULL CHECK (seq > 0),
+    time_ms         INTEGER NOT NULL,
+    committed_at_ms INTEGER NOT NULL,
+    checkpoint      TEXT    NOT NULL,
+    since           TEXT,
+    kind            TEXT    NOT NULL CHECK (kind IN ('full', 'incremental', 'resync')),
+    bytes_shipped   INTEGER NOT NULL,
+    data_bytes      INTEGER NOT NULL,
+    zero_bytes      INTEGER NOT NULL,
+    pinned          INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (protection, seq)
+  ) STRICT;
+
+  -- image: a file name inside the disk's directory, so a replica directory can move
+  CREATE TABLE recovery_point_disks (
+    protection TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    disk       TEXT    NOT NULL,
+    image      TEXT    NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    ord        INTEGER NOT NULL,
+    PRIMARY KEY (protection, seq, disk),
+    FOREIGN KEY (protection, seq) REFERENCES recovery_points (protection, seq) ON DELETE CASCADE
+  ) STRICT;
+
+  -- at most one writer of a protection's replica (a pending point, a merge, a recovery)
+  CREATE TABLE replica_leases (
+    protection    TEXT    PRIMARY KEY,
+    holder        TEXT    NOT NULL,
+    host          TEXT    NOT NULL,
+    pid           INTEGER NOT NULL,
+    purpose       TEXT    NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+  ) STRICT;
+
+  -- an unfinished retention merge: target_seq ends up held by base.qcow2; plan is JSON
+  -- {disk: [overlay file names, oldest first]}
+  CREATE TABLE replica_merges (
+    protection    TEXT    PRIMARY KEY,
+    target_seq    INTEGER NOT NULL,
+    plan          TEXT    NOT NULL,
+    started_at_ms INTEGER NOT NULL
+  ) STRICT;
+
+  CREATE TABLE sync_runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    protection    TEXT    NOT NULL,
+    kind          TEXT    NOT NULL CHECK (kind IN ('full', 'incremental', 'resync')),
+    checkpoint    TEXT    NOT NULL,
+    since         TEXT,
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms   INTEGER,
+    outcome       TEXT    CHECK (outcome IN ('committed', 'failed')),
+    point         TEXT,
+    bytes_shipped INTEGER,
+    data_bytes    INTEGER,
+    error_code    TEXT,
+    error_message TEXT
+  ) STRICT;
+  CREATE INDEX sync_runs_by_protection ON sync_runs (protection, id);
+  `,
+];
