@@ -38,6 +38,7 @@ const HeaderSchema = z.strictObject({
   checkpoint: z.string().min(1),
   since: z.string().min(1).nullable(),
   base: z.string().min(1).nullable(),
+  kind: z.enum(['full', 'incremental', 'resync']),
   disks: z.array(z.strictObject({ name: z.string().min(1), sizeBytes: z.number().int().nonnegative() })).min(1),
   createdAt: z.string(),
 });

@@ -50,6 +50,8 @@ export interface StreamHeader {
    * null when the replica has no point yet. Guards against applying a delta to the wrong base.
    */
   base: string | null;
+  /** full: every byte of every disk; incremental: the dirty blocks since `since`; resync: the blocks whose hashes differed. */
+  kind: 'full' | 'incremental' | 'resync';
   disks: StreamDisk[];
   createdAt: string;
 }

@@ -14,6 +14,7 @@ function header(session = 's1'): StreamHeader {
     checkpoint: 'vmdr-2',
     since: 'vmdr-1',
     base: 'rp-1',
+    kind: 'incremental',
     disks: [
       { name: 'vda', sizeBytes: 64 * MiB },
       { name: 'vdb', sizeBytes: 8 * MiB + 513 },
