@@ -1,0 +1,111 @@
+/** Real qemu-io / qemu-img against replica images, and a fresh storage + state file per test. */
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { StateStore } from '../../../../plugin/state/store.js';
+import { ReplicaStore } from '../../../../plugin/replication/replica/store.js';
+
+const exec = promisify(execFile);
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+
+export interface Lab {
+  root: string;
+  storage: string;
+  statePath: string;
+  state: StateStore;
+  replicas: ReplicaStore;
+  cleanup(): Promise<void>;
+}
+
+export async function makeLab(): Promise<Lab> {
+  const root = await mkdtemp(join(tmpdir(), 'test-vmdr-replica-'));
+  const storage = join(root, 'storage');
+  const statePath = join(root, 'state', 'vmdr.db');
+  const state = StateStore.open(statePath);
+  return {
+    root,
+    storage,
+    statePath,
+    state,
+    replicas: new ReplicaStore(storage, state),
+    cleanup: async () => {
+      state.close();
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function writePattern(image: string, pattern: number, offset: number, length: number): Promise<void> {
+  await exec('qemu-io', ['-f', 'qcow2', '-c', `write -P ${pattern} ${offset} ${length}`, image]);
+}
+
+/** True when every byte of the range reads as `pattern`. */
+export async function reads(image: string, pattern: number, offset: number, length: number, format = 'qcow2'): Promise<boolean> {
+  try {
+    const { stdout } = await exec('qemu-io', ['-r', '-f', format, '-c', `read -P ${pattern} ${offset} ${length}`, image]);
+    return !/Pattern verification failed/.test(stdout);
+  } catch {
+    return false;
+  }
+}
+
+export async function virtualSize(image: string): Promise<number> {
+  const { stdout } = await exec('qemu-img', ['info', '--output=json', '-U', image]);
+  return (JSON.parse(stdout) as { 'virtual-size': number })['virtual-size'];
+}
+
+/** The whole content of an image as a raw file, to compare with later. */
+export async function snapshotRaw(image: string, to: string): Promise<void> {
+  await exec('qemu-img', ['convert', '-U', '-O', 'raw', image, to]);
+}
+
+/** Identical content and size (qemu-img compare -s). */
+export async function sameContent(image: string, raw: string): Promise<boolean> {
+  try {
+    await exec('qemu-img', ['compare', '-U', '-s', '-f', 'qcow2', '-F', 'raw', image, raw]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
+
+/**
+ * Runs test/unit/replication/replica/child.ts in another node process and resolves once it is
+ * reaped (no zombie keeps its pid looking alive), with what it printed. `onLine` sees each line
+ * of its stdout and may kill -9 it.
+ */
+export function runChild(
+  args: Record<string, unknown>,
+  options: { env?: Record<string, string>; onLine?: (line: string, kill: () => void) => void } = {},
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, JSON.stringify(args)], {
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    let pending = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      stdout += c;
+      pending += c;
+      const lines = pending.split('\n');
+      pending = lines.pop()!;
+      for (const line of lines) options.onLine?.(line, () => child.kill('SIGKILL'));
+    });
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.once('error', reject);
+    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+/** kill -9 the child as soon as it prints `line`. */
+export const killOn = (wanted: string) => (line: string, kill: () => void) => {
+  if (line === wanted) kill();
+};
