@@ -17,7 +17,8 @@ export interface NbdServer {
   listen: NbdListen;
   /** The NBD URI of the export, for nbdinfo and nbdcopy. */
   uri: string;
-  stop(): Promise<void>;
+  /** SIGTERM lets the server answer in-flight requests with ESHUTDOWN; SIGKILL is a crash. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
 export type Transport = 'tcp' | 'unix';
@@ -127,8 +128,8 @@ async function startServer(command: string, args: string[], listen: NbdListen, e
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     await exited;
     await remove();
   };
