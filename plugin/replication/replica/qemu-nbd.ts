@@ -74,13 +74,24 @@ export async function serveImage(image: string, options: { readOnly?: boolean; f
   }
 }
 
+/**
+ * qemu-nbd creates its socket before it opens the image, so a connection alone proves nothing:
+ * the server is ready once it greets (the "NBDMAGIC" of the newstyle handshake).
+ */
 function canConnect(socket: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(socket);
-    s.once('connect', () => {
+    let got = Buffer.alloc(0);
+    const done = (ok: boolean) => {
       s.destroy();
-      resolve(true);
+      resolve(ok);
+    };
+    s.on('data', (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk]);
+      if (got.length >= 8) done(got.subarray(0, 8).toString('latin1') === 'NBDMAGIC');
     });
-    s.once('error', () => resolve(false));
+    s.once('error', () => done(false));
+    s.once('end', () => done(false));
+    s.setTimeout(1000, () => done(false));
   });
 }
