@@ -119,6 +119,52 @@ export async function cuttingProxy(upstream: NbdListen, cutAfter: number): Promi
   };
 }
 
+/**
+ * A fault injector: a loopback TCP proxy that flips the first byte the server sends after the
+ * client's first transmission-phase request (the magic of the first reply), as a corrupting
+ * middlebox or a broken server would.
+ */
+export async function corruptingProxy(upstream: NbdListen): Promise<NbdServer> {
+  const REQUEST_MAGIC = 0x25609513;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const origin = connect(upstream.transport === 'tcp' ? { host: upstream.host, port: upstream.port } : { path: upstream.socket });
+    sockets.add(client).add(origin);
+    let armed = false;
+    let flipped = false;
+    client.on('data', (chunk: Buffer) => {
+      if (chunk.length >= 4 && chunk.readUInt32BE(0) === REQUEST_MAGIC) armed = true;
+      origin.write(chunk);
+    });
+    origin.on('data', (chunk: Buffer) => {
+      if (armed && !flipped) {
+        flipped = true;
+        chunk = Buffer.from(chunk);
+        chunk[0] = chunk[0]! ^ 0xff;
+      }
+      client.write(chunk);
+    });
+    for (const socket of [client, origin]) {
+      socket.on('error', () => undefined);
+      socket.on('close', () => {
+        sockets.delete(socket);
+        client.destroy();
+        origin.destroy();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const listen: NbdListen = { transport: 'tcp', host: '127.0.0.1', port: (server.address() as { port: number }).port };
+  return {
+    listen,
+    uri: nbdUri(listen),
+    stop: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
 async function chooseListen(transport: Transport, dir: string): Promise<NbdListen> {
   return transport === 'tcp' ? { transport, host: '127.0.0.1', port: await freePort() } : { transport, socket: join(dir, 'nbd.sock') };
 }

@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { NbdClient } from '../../../../plugin/replication/nbd/client.js';
 import { rejectsWith } from '../../../helpers/assertions.js';
-import { cuttingProxy, exec, freePort, nbdkit, qemuNbd, scratchDir, type NbdServer } from '../../../helpers/nbd-servers.js';
+import { corruptingProxy, cuttingProxy, exec, freePort, nbdkit, qemuNbd, scratchDir, type NbdServer } from '../../../helpers/nbd-servers.js';
 
 const MiB = 1024 * 1024;
 
@@ -69,6 +69,21 @@ describe('NBD client faults', function () {
     assert.match(failed[0]!.reason.message, /middle of a reply/);
     await rejectsWith(client.read(0, 512), 'NBD_CONNECTION_CLOSED');
     await client.close();
+  });
+
+  it('drops the connection with NBD_PROTOCOL_ERROR when a reply is malformed', async () => {
+    const server = await serveImage();
+    const proxy = await corruptingProxy(server.listen);
+    cleanups.push(() => proxy.stop());
+    const client = await NbdClient.connect(proxy.listen, { exportName: '' });
+    cleanups.push(() => client.destroy());
+    const [first, second] = await Promise.allSettled([client.read(0, MiB), client.read(MiB, MiB)]);
+    for (const result of [first, second]) {
+      assert.equal(result!.status, 'rejected');
+      assert.equal((result as PromiseRejectedResult).reason.code, 'NBD_PROTOCOL_ERROR');
+    }
+    assert.match((first as PromiseRejectedResult).reason.message, /bad reply magic/);
+    await rejectsWith(client.read(0, 512), 'NBD_PROTOCOL_ERROR');
   });
 
   it('rejects pending requests when the server process dies', async () => {
