@@ -19,7 +19,7 @@ export class ReplicaLease {
     readonly holder: string,
     private readonly ttlMs: number,
   ) {
-    this.timer = setInterval(() => this.renew(), Math.max(1000, Math.floor(ttlMs / 3)));
+    this.timer = setInterval(() => this.renew(), Math.max(100, Math.floor(ttlMs / 3)));
     this.timer.unref();
   }
 
