@@ -39,7 +39,18 @@ export const SiteSchema = z.strictObject({
   /** Where replicas and their recovery points live on a DR site. */
   storage: absolutePath.optional(),
   /** The replication receiver of a DR site. */
-  receiver: z.strictObject({ listen: hostPort }).optional(),
+  receiver: z
+    .strictObject({
+      /** host:port the receiver binds; senders connect to it unless `url` says otherwise. */
+      listen: hostPort,
+      url: z.url({ protocol: /^https$/, message: 'an https:// URL' }).optional(),
+      /**
+       * A directory holding tls.crt, tls.key and token. `vmdr serve` makes them when missing; a
+       * source host needs a copy of tls.crt (the pinned certificate) and token.
+       */
+      credentials: absolutePath.optional(),
+    })
+    .optional(),
 });
 
 export const TenantSchema = z.strictObject({
@@ -89,6 +100,8 @@ export const ProtectionSchema = z.strictObject({
   target: TargetSchema,
   /** The recovery point objective: how much data loss the owner accepts. */
   rpo: duration.prefault('15m'),
+  /** Continuous: sync cycles back to back (seconds of lag). Otherwise `vmdr serve` syncs every rpo/2. */
+  continuous: z.boolean().default(false),
   retention: z
     .strictObject({ keep: z.number().int().min(1).default(24), maxAge: duration.optional() })
     .default({ keep: 24 }),

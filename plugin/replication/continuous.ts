@@ -1,0 +1,38 @@
+/**
+ * Continuous replication of one protection: cycles back to back (or every rpo/2 when the
+ * protection is not continuous), each one a full sync cycle. A failed cycle is retried from the same
+ * checkpoint after a back-off that grows to 30 s; the loop ends only when its signal aborts.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Protection } from '../config/schema.js';
+import { syncProtection, type SyncResult } from './sync.js';
+
+type Deps = Parameters<typeof syncProtection>[1];
+
+export interface CycleReport {
+  protection: string;
+  result?: SyncResult;
+  error?: unknown;
+  /** Seconds between the newest recovery point's instant and the end of this cycle. */
+  lagSeconds?: number;
+}
+
+export async function replicateContinuously(protection: Protection, deps: Deps, options: { signal: AbortSignal; onCycle?: (report: CycleReport) => void }): Promise<void> {
+  const { signal } = options;
+  let backoff = 1_000;
+  while (!signal.aborted) {
+    const started = Date.now();
+    try {
+      const result = await syncProtection(protection, deps, { signal });
+      options.onCycle?.({ protection: protection.name, result, lagSeconds: (Date.now() - result.point.time.getTime()) / 1000 });
+      backoff = 1_000;
+      const pause = protection.continuous ? 0 : Math.max(0, protection.rpo / 2 - (Date.now() - started));
+      if (pause > 0) await sleep(pause, undefined, { signal }).catch(() => undefined);
+    } catch (error) {
+      if (signal.aborted) break;
+      options.onCycle?.({ protection: protection.name, error });
+      await sleep(backoff, undefined, { signal }).catch(() => undefined);
+      backoff = Math.min(30_000, backoff * 2);
+    }
+  }
+}

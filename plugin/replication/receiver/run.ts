@@ -1,0 +1,66 @@
+/**
+ * Starts the receiver of every DR site in the config that has one: its credentials (made when
+ * missing), its replica store recovered from whatever a crash left (uncommitted overlays go,
+ * interrupted merges finish), then the HTTPS endpoint. Retention runs after each commit.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { Config } from '../../config/schema.js';
+import { SiteStorageMissing } from '../../targets/errors.js';
+import type { StateStore } from '../../state/store.js';
+import { ReplicaStore } from '../replica/store.js';
+import { credentialsDir, ensureReceiverCredentials } from './credentials.js';
+import { startReceiver } from './server.js';
+
+export interface RunningReceiver {
+  site: string;
+  url: string;
+  credentials: string;
+  madeCredentials: boolean;
+  recovered: { discarded: string[]; mergesFinished: string[] };
+  close(): Promise<void>;
+}
+
+export async function startReceivers(config: Config, file: string, state: StateStore, only?: string): Promise<RunningReceiver[]> {
+  const running: RunningReceiver[] = [];
+  try {
+    for (const site of config.sites) {
+      if (!site.receiver || (only && site.name !== only)) continue;
+      if (!site.storage) throw new SiteStorageMissing(site.name, file);
+      const [host, port] = splitHostPort(site.receiver.listen);
+      const dir = credentialsDir(config, site);
+      const credentials = await ensureReceiverCredentials(dir, host);
+      const replicas = new ReplicaStore(site.storage, state);
+      const recovered = await replicas.recover();
+      let app: FastifyInstance | undefined;
+      ({ app } = await startReceiver(
+        {
+          config,
+          site: site.name,
+          replicas,
+          credentials,
+          onCommitted: async (p) => {
+            await replicas.applyRetention(p.name, { keep: p.retention.keep, ...(p.retention.maxAge ? { maxAgeMs: p.retention.maxAge } : {}) });
+          },
+        },
+        { host, port },
+      ));
+      running.push({
+        site: site.name,
+        url: site.receiver.url ?? `https://${site.receiver.listen}`,
+        credentials: dir,
+        madeCredentials: credentials.made,
+        recovered,
+        close: () => app!.close(),
+      });
+    }
+  } catch (err) {
+    await Promise.allSettled(running.map((r) => r.close()));
+    throw err;
+  }
+  return running;
+}
+
+function splitHostPort(listen: string): [string, number] {
+  const at = listen.lastIndexOf(':');
+  return [listen.slice(0, at), Number(listen.slice(at + 1))];
+}

@@ -1,0 +1,128 @@
+/**
+ * The replication receiver of a DR site: an HTTPS endpoint (fastify) that takes delta streams,
+ * answers which recovery point a protection's replica is at, and hashes a point's blocks for a
+ * resync. Every request carries the site's bearer token (checked in one hook, in constant time);
+ * the certificate is the one senders pin. Only protections whose target is this site are served.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import { z } from 'zod';
+import { VmdrError } from '../../../hypervisors/errors.js';
+import type { Config, Protection } from '../../config/schema.js';
+import { HASH_BLOCK, blockHashes } from '../capture/block-hashes.js';
+import { ALLOCATION_CONTEXT } from '../capture/extents.js';
+import { NbdClient } from '../nbd/client.js';
+import { serveImage } from '../replica/qemu-nbd.js';
+import type { RecoveryPoint, ReplicaStore } from '../replica/store.js';
+import { applyDeltaStream } from './apply.js';
+import type { ReceiverCredentials } from './credentials.js';
+import { PROTECTION_UNKNOWN, ReceiverRefused } from './errors.js';
+
+export const DELTA_STREAM_TYPE = 'application/vnd.vmdr.delta-stream';
+
+export interface ReceiverOptions {
+  config: Config;
+  site: string;
+  replicas: ReplicaStore;
+  credentials: ReceiverCredentials;
+  /** Called after each commit (retention); its failure does not undo the commit and goes to onWarning. */
+  onCommitted?: (protection: Protection, point: RecoveryPoint) => Promise<void>;
+  onWarning?: (err: unknown, context: { protection: string }) => void;
+}
+
+const HashesBody = z.strictObject({
+  point: z.string().min(1),
+  disk: z.string().min(1),
+  blockSize: z.number().int().min(4096).max(16 * 1024 * 1024).default(HASH_BLOCK),
+});
+
+/** HTTP status for a VmdrError code: the sender turns the body back into the same error. */
+function statusOf(err: VmdrError): number {
+  if (err instanceof ReceiverRefused) return err.status;
+  if (err.code.startsWith('STREAM_')) return 400;
+  if (err.code === 'REPLICA_BUSY') return 409;
+  if (err.code === 'RECOVERY_POINT_NOT_FOUND') return 404;
+  return 500;
+}
+
+export async function startReceiver(options: ReceiverOptions, listen: { host: string; port: number }): Promise<{ app: FastifyInstance; port: number }> {
+  const { config, site, replicas, credentials } = options;
+  const app = Fastify({ https: { cert: credentials.cert, key: credentials.key }, logger: false, requestTimeout: 0 });
+  const token = Buffer.from(`Bearer ${credentials.token}`);
+
+  // The delta stream is consumed as it arrives, never buffered: hand the raw request on.
+  app.addContentTypeParser(DELTA_STREAM_TYPE, (_req, payload, done) => done(null, payload));
+
+  app.addHook('onRequest', async (req, reply) => {
+    const given = Buffer.from(req.headers.authorization ?? '');
+    if (given.length !== token.length || !timingSafeEqual(given, token)) {
+      return reply.code(401).send({ error: { code: 'UNAUTHORIZED', message: 'missing or wrong receiver token' } });
+    }
+  });
+
+  app.setErrorHandler((err, _req, reply) => {
+    if (err instanceof VmdrError) return reply.code(statusOf(err)).send({ error: err.toJSON() });
+    if (err instanceof z.ZodError) return reply.code(400).send({ error: { code: 'BAD_REQUEST', message: err.issues[0]?.message } });
+    const status = (err as { statusCode?: number }).statusCode ?? 500;
+    return reply.code(status).send({ error: { code: status < 500 ? 'BAD_REQUEST' : 'INTERNAL', message: (err as Error).message } });
+  });
+
+  const protectionOf = (name: string): Protection => {
+    const p = config.protections.find((x) => x.name === name && x.target.site === site);
+    if (!p) throw new ReceiverRefused(PROTECTION_UNKNOWN, `site "${site}" holds no replica of protection "${name}"`, 404, { protection: name });
+    return p;
+  };
+  const send = (reply: FastifyReply, body: unknown) => reply.header('content-type', 'application/json').send(JSON.stringify(body));
+
+  app.get<{ Params: { protection: string } }>('/v1/protections/:protection/points', async (req, reply) => {
+    const p = protectionOf(req.params.protection);
+    return send(reply, { points: replicas.listPoints(p.name) });
+  });
+
+  app.get<{ Params: { protection: string } }>('/v1/protections/:protection/points/latest', async (req, reply) => {
+    const p = protectionOf(req.params.protection);
+    return send(reply, { point: replicas.latestPoint(p.name) ?? null });
+  });
+
+  app.post<{ Params: { protection: string } }>('/v1/protections/:protection/cycles', async (req, reply) => {
+    const p = protectionOf(req.params.protection);
+    if (req.headers['content-type'] !== DELTA_STREAM_TYPE) {
+      throw new ReceiverRefused('BAD_REQUEST', `a cycle's body must be ${DELTA_STREAM_TYPE}`, 415, { protection: p.name });
+    }
+    let wire = 0;
+    const body = req.body as AsyncIterable<Buffer>;
+    const counted = (async function* () {
+      for await (const chunk of body) {
+        wire += chunk.length;
+        yield chunk;
+      }
+    })();
+    const { point } = await applyDeltaStream(replicas, p.name, counted, () => wire);
+    await options.onCommitted?.(p, point).catch((err: unknown) => options.onWarning?.(err, { protection: p.name }));
+    return send(reply, { point });
+  });
+
+  app.post<{ Params: { protection: string } }>('/v1/protections/:protection/hashes', async (req, reply) => {
+    const p = protectionOf(req.params.protection);
+    const body = HashesBody.parse(req.body);
+    const point = replicas.getPoint(p.name, body.point);
+    const disk = point.disks.find((d) => d.disk === body.disk);
+    if (!disk) return reply.header('content-type', 'application/octet-stream').send(Buffer.alloc(0));
+    const server = await serveImage(disk.image, { readOnly: true });
+    try {
+      const client = await NbdClient.connect(server.listen, { exportName: '', metaContexts: [ALLOCATION_CONTEXT] });
+      try {
+        const hashes = await blockHashes(client, body.blockSize);
+        return reply.header('content-type', 'application/octet-stream').send(hashes);
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await server.stop();
+    }
+  });
+
+  await app.listen({ host: listen.host, port: listen.port });
+  return { app, port: (app.server.address() as AddressInfo).port };
+}

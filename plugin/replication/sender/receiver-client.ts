@@ -1,0 +1,143 @@
+/**
+ * The source host's side of the receiver's HTTPS API. The receiver's certificate is pinned (it is
+ * the only CA trusted for this connection) and the token rides in every request. A cycle's body is
+ * a generator piped into the request, so NBD reads on the source are paced by the network.
+ */
+import { request, Agent } from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { VmdrError } from '../../../hypervisors/errors.js';
+import type { RecoveryPoint } from '../replica/store.js';
+import { DELTA_STREAM_TYPE } from '../receiver/server.js';
+
+export class ReceiverUnreachable extends VmdrError {
+  constructor(url: string, site: string, detail: string, cause?: unknown) {
+    super('RECEIVER_UNREACHABLE', `cannot reach the receiver of site "${site}" at ${url}: ${detail}`, {
+      subject: { host: url, site },
+      cause,
+      remedy: `is \`vmdr serve\` running on site "${site}"?`,
+    });
+  }
+}
+
+type WirePoint = Omit<RecoveryPoint, 'time' | 'committedAt'> & { time: string; committedAt: string };
+const toPoint = (p: WirePoint): RecoveryPoint => ({ ...p, time: new Date(p.time), committedAt: new Date(p.committedAt) });
+
+export class ReceiverClient {
+  private readonly agent: Agent;
+  private readonly token: string;
+
+  constructor(
+    readonly url: string,
+    readonly site: string,
+    credentials: { cert: Buffer; token: string },
+  ) {
+    this.agent = new Agent({ ca: credentials.cert, keepAlive: true, maxSockets: 4 });
+    this.token = credentials.token;
+  }
+
+  async latestPoint(protection: string): Promise<RecoveryPoint | undefined> {
+    const body = (await this.json('GET', `/v1/protections/${encodeURIComponent(protection)}/points/latest`)) as { point: WirePoint | null };
+    return body.point ? toPoint(body.point) : undefined;
+  }
+
+  async listPoints(protection: string): Promise<RecoveryPoint[]> {
+    const body = (await this.json('GET', `/v1/protections/${encodeURIComponent(protection)}/points`)) as { points: WirePoint[] };
+    return body.points.map(toPoint);
+  }
+
+  /** The replica's block hashes of one disk at one point (empty when the point lacks that disk). */
+  async hashes(protection: string, point: string, disk: string, blockSize: number, signal?: AbortSignal): Promise<Buffer> {
+    const res = await this.send('POST', `/v1/protections/${encodeURIComponent(protection)}/hashes`, {
+      type: 'application/json',
+      body: Readable.from([Buffer.from(JSON.stringify({ point, disk, blockSize }))]),
+      signal,
+    });
+    return readAll(res);
+  }
+
+  /** Ships one cycle; resolves with the recovery point the receiver committed (its acknowledgement). */
+  async sendCycle(protection: string, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<RecoveryPoint> {
+    const res = await this.send('POST', `/v1/protections/${encodeURIComponent(protection)}/cycles`, {
+      type: DELTA_STREAM_TYPE,
+      body: Readable.from(body, { objectMode: false }),
+      signal,
+    });
+    return toPoint((JSON.parse((await readAll(res)).toString('utf8')) as { point: WirePoint }).point);
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private async json(method: string, path: string): Promise<unknown> {
+    return JSON.parse((await readAll(await this.send(method, path, {}))).toString('utf8'));
+  }
+
+  /** Resolves with a 2xx response; anything else becomes the receiver's own error (same code). */
+  private send(method: string, path: string, options: { type?: string; body?: Readable; signal?: AbortSignal }): Promise<IncomingMessage> {
+    const url = new URL(path, this.url);
+    return new Promise((resolve, reject) => {
+      const req = request(url, {
+        method,
+        agent: this.agent,
+        signal: options.signal,
+        headers: { authorization: `Bearer ${this.token}`, ...(options.type ? { 'content-type': options.type } : {}) },
+      });
+      let settled = false;
+      const fail = (err: unknown) => {
+        if (settled) return;
+        settled = true;
+        reject(this.translate(err));
+      };
+      req.on('error', fail);
+      req.on('response', (res) => {
+        if (res.statusCode && res.statusCode < 300) {
+          settled = true;
+          return resolve(res);
+        }
+        readAll(res).then((buf) => fail(remoteError(res.statusCode ?? 0, buf, this.url)), fail);
+      });
+      if (!options.body) return void req.end();
+      // The receiver may answer (refuse) before the body is all sent; its answer is the error to report.
+      pipeline(options.body, req).catch((err: unknown) => setTimeout(() => fail(err), 50));
+    });
+  }
+
+  private translate(err: unknown): unknown {
+    if (err instanceof VmdrError || (err as Error).name === 'AbortError') return err;
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    if (['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE'].includes(code) || /socket hang up/.test((err as Error).message)) {
+      return new ReceiverUnreachable(this.url, this.site, (err as Error).message, err);
+    }
+    if (/certificate|self.signed|altnames/i.test((err as Error).message)) {
+      return new VmdrError('RECEIVER_UNTRUSTED', `the receiver at ${this.url} did not present the pinned certificate: ${(err as Error).message}`, {
+        subject: { host: this.url },
+        cause: err,
+        remedy: "copy the DR site's tls.crt to this host",
+      });
+    }
+    return err;
+  }
+}
+
+function remoteError(status: number, body: Buffer, url: string): VmdrError {
+  try {
+    const { error } = JSON.parse(body.toString('utf8')) as { error: { code: string; message: string; [k: string]: unknown } };
+    const { code, message, remedy, ...subject } = error;
+    return new VmdrError(code, message, {
+      subject: subject as Record<string, string>,
+      ...(typeof remedy === 'string' ? { remedy } : {}),
+      userError: status < 500,
+    });
+  } catch {
+    return new VmdrError('RECEIVER_FAILED', `receiver at ${url} answered ${status}: ${body.toString('utf8').slice(0, 200)}`, { subject: { host: url }, userError: false });
+  }
+}
+
+async function readAll(res: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of res) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,189 @@
+/**
+ * One sync cycle of one protection, on its source host: ask the receiver which recovery point the
+ * replica is at, export the VM's disks frozen at a new checkpoint, ship what changed since the
+ * replica's checkpoint (or everything, or what block hashes say differs when no bitmap can be
+ * trusted), and on the receiver's acknowledgement drop the checkpoints no longer needed. A cycle
+ * that fails changes nothing the next cycle depends on: it starts again from the same checkpoint.
+ */
+import { randomUUID } from 'node:crypto';
+import type { BackupSession, ChangeTracker, TaskOptions } from '../../hypervisors/types.js';
+import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
+import type { Protection } from '../config/schema.js';
+import type { SiteConnections } from '../sites/connections.js';
+import type { StateStore } from '../state/store.js';
+import { recordSyncEnd, recordSyncStart } from '../state/sync-runs.js';
+import { HASH_BLOCK, blockHashes, differingRanges } from './capture/block-hashes.js';
+import { deltaStreamBody, type DiskToShip } from './capture/delta-body.js';
+import { ALLOCATION_CONTEXT, opBytes, planFull, planIncremental, planRanges, type ShipOp } from './capture/extents.js';
+import { NbdClient } from './nbd/client.js';
+import type { RecoveryPoint } from './replica/store.js';
+import { DeltaStreamEncoder } from './stream/encode.js';
+import type { StreamHeader } from './stream/format.js';
+import { newCheckpointName, pruneCheckpoints } from './sender/checkpoints.js';
+import { freeLoopbackPort } from './sender/nbd-port.js';
+import type { ReceiverClient } from './sender/receiver-client.js';
+
+export type SyncKind = StreamHeader['kind'];
+
+export interface SyncOptions extends TaskOptions {
+  /** Ship every byte even when an incremental is possible. */
+  full?: boolean;
+}
+
+export interface SyncResult {
+  protection: string;
+  kind: SyncKind;
+  /** Why this kind: "first sync", "checkpoint … is gone", ... */
+  reason: string;
+  point: RecoveryPoint;
+  checkpoint: string;
+  since: string | null;
+  /** Bytes of disk the cycle covered (data read plus zero ranges). */
+  bytesCovered: number;
+  /** Bytes of the delta stream on the wire (after compression, with framing). */
+  bytesShipped: number;
+  durationMs: number;
+}
+
+interface Choice {
+  kind: SyncKind;
+  since?: string;
+  reason: string;
+}
+
+/** Messages libvirt/QEMU give when a checkpoint's bitmap cannot be used (host crash, QEMU crash). */
+const BROKEN_BITMAP = /bitmap.*(inconsistent|missing|broken|in.use)|(inconsistent|missing|broken).*bitmap/i;
+
+export async function syncProtection(
+  protection: Protection,
+  deps: { sites: SiteConnections; state: StateStore; receiver: ReceiverClient },
+  options: SyncOptions = {},
+): Promise<SyncResult> {
+  const started = Date.now();
+  const { signal, onProgress } = options;
+  const source = await deps.sites.adapter(protection.source.site);
+  const tracker = source.changeTracker;
+  if (!tracker) throw new Unsupported('changed-block tracking', source.uri);
+  const vm = protection.source.vm;
+
+  onProgress?.({ phase: 'prepare', done: 0, total: 0 });
+  const latest = await deps.receiver.latestPoint(protection.name);
+  let choice = await choose(tracker, vm, latest, options.full);
+  // Leftovers of failed cycles; the checkpoint the replica is at stays.
+  await pruneCheckpoints(tracker, vm, protection.name, choice.since);
+
+  const checkpoint = newCheckpointName(protection.name);
+  const createdAt = new Date();
+  let session: BackupSession;
+  try {
+    session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback() });
+  } catch (err) {
+    if (!(choice.kind === 'incremental' && err instanceof VmdrError && BROKEN_BITMAP.test(err.message))) throw err;
+    choice = { kind: 'resync', reason: `the bitmap of checkpoint ${choice.since} cannot be used (${err.message})` };
+    await pruneCheckpoints(tracker, vm, protection.name, undefined);
+    session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback() });
+  }
+
+  const run = recordSyncStart(deps.state, { protection: protection.name, kind: choice.kind, checkpoint, since: choice.since ?? null });
+  const clients: NbdClient[] = [];
+  try {
+    const disks: DiskToShip[] = [];
+    const header: StreamHeader = {
+      session: randomUUID(),
+      protection: protection.name,
+      checkpoint,
+      since: choice.since ?? null,
+      base: latest?.id ?? null,
+      kind: choice.kind,
+      disks: [],
+      createdAt: createdAt.toISOString(),
+    };
+    for (const [index, exp] of session.exports.entries()) {
+      const contexts = [ALLOCATION_CONTEXT, ...(choice.kind === 'incremental' && exp.dirtyContext ? [exp.dirtyContext] : [])];
+      const client = await NbdClient.connect(session.listen, { exportName: exp.exportName, metaContexts: contexts, signal });
+      clients.push(client);
+      header.disks.push({ name: exp.disk, sizeBytes: client.size });
+      onProgress?.({ phase: choice.kind === 'resync' ? 'compare' : 'plan', done: index, total: session.exports.length, detail: exp.disk });
+      disks.push({ index, client, ops: await plan(choice, client, exp.dirtyContext, latest, exp.disk, deps.receiver, protection.name, signal) });
+    }
+
+    const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
+    let done = 0;
+    const encoder = new DeltaStreamEncoder(header);
+    const body = deltaStreamBody(
+      encoder,
+      disks,
+      (bytes) => {
+        done += bytes;
+        onProgress?.({ phase: 'ship', done, total });
+      },
+      signal,
+    );
+    const point = await deps.receiver.sendCycle(protection.name, body, signal);
+    onProgress?.({ phase: 'ship', done: total, total, detail: 'committed' });
+    recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
+    await closeAll(clients);
+    await session.end();
+    // Acknowledged: the replica is at `checkpoint` now, and older checkpoints are dead weight.
+    await pruneCheckpoints(tracker, vm, protection.name, checkpoint).catch(() => undefined);
+    return {
+      protection: protection.name,
+      kind: choice.kind,
+      reason: choice.reason,
+      point,
+      checkpoint,
+      since: choice.since ?? null,
+      bytesCovered: total,
+      bytesShipped: encoder.wireBytes,
+      durationMs: Date.now() - started,
+    };
+  } catch (err) {
+    const error = err instanceof VmdrError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: String((err as Error).message ?? err) };
+    recordSyncEnd(deps.state, run, { outcome: 'failed', error });
+    for (const c of clients) c.destroy();
+    await session.end().catch(() => undefined);
+    // The new checkpoint stays: the receiver may have committed it and lost only the answer. The
+    // next cycle asks the receiver and prunes whichever of the two the replica is not at.
+    throw err;
+  }
+}
+
+async function loopback() {
+  return { transport: 'tcp' as const, host: '127.0.0.1', port: await freeLoopbackPort() };
+}
+
+async function choose(tracker: ChangeTracker, vm: string, latest: RecoveryPoint | undefined, full?: boolean): Promise<Choice> {
+  if (!latest) return { kind: 'full', reason: 'first sync: the replica has no recovery point' };
+  if (full) return { kind: 'full', reason: 'a full sync was asked for' };
+  const names = new Set((await tracker.listCheckpoints(vm)).map((c) => c.name));
+  if (names.has(latest.checkpoint)) return { kind: 'incremental', since: latest.checkpoint, reason: `changes since checkpoint ${latest.checkpoint}` };
+  return { kind: 'resync', reason: `checkpoint ${latest.checkpoint} of recovery point ${latest.id} is gone from the source` };
+}
+
+async function plan(
+  choice: Choice,
+  client: NbdClient,
+  dirtyContext: string | undefined,
+  latest: RecoveryPoint | undefined,
+  disk: string,
+  receiver: ReceiverClient,
+  protection: string,
+  signal?: AbortSignal,
+): Promise<ShipOp[]> {
+  const allocation = await client.extents(ALLOCATION_CONTEXT);
+  if (choice.kind === 'full') return planFull(allocation);
+  if (choice.kind === 'incremental') {
+    // A disk added to the VM since the checkpoint has no bitmap, and on the DR side an empty base.
+    if (!dirtyContext) return planFull(allocation);
+    return planIncremental(await client.extents(dirtyContext), allocation);
+  }
+  const [mine, theirs] = await Promise.all([
+    blockHashes(client, HASH_BLOCK, signal),
+    receiver.hashes(protection, latest!.id, disk, HASH_BLOCK, signal),
+  ]);
+  return planRanges(differingRanges(mine, theirs, client.size, HASH_BLOCK), allocation);
+}
+
+async function closeAll(clients: NbdClient[]): Promise<void> {
+  await Promise.all(clients.map((c) => c.close()));
+}
