@@ -5,6 +5,10 @@ import { hideBin } from 'yargs/helpers';
 import { EXIT_USAGE } from './cli/report.js';
 import { configCommand } from './commands/config.js';
 import type { GlobalOptions } from './commands/options.js';
+import { pointsCommand } from './commands/points.js';
+import { protectCommand } from './commands/protect.js';
+import { serveCommand } from './commands/serve.js';
+import { syncCommand } from './commands/sync.js';
 import { statusCommand } from './commands/status.js';
 import { targetCommand } from './commands/target.js';
 import { vmCommand } from './commands/vm.js';
@@ -18,6 +22,10 @@ await yargs(hideBin(process.argv))
   .command<GlobalOptions>(configCommand)
   .command<GlobalOptions>(statusCommand)
   .command<GlobalOptions>(targetCommand)
+  .command(protectCommand)
+  .command(syncCommand)
+  .command(pointsCommand)
+  .command(serveCommand)
   .demandCommand(1, 'name a command; see vmdr --help')
   .strict()
   .fail((message, err) => {

@@ -1,12 +1,17 @@
 /**
  * What `vmdr status` reports for each protection: where its source and target VMs are and what
- * power state they are in. A site that cannot be reached is reported per row, not thrown: status is
- * what an operator runs when things are already broken.
+ * power state they are in, its newest recovery point and the lag behind the source (now minus the
+ * instant that point is the state of), and its last sync. A site that cannot be reached is reported
+ * per row, not thrown: status is what an operator runs when things are already broken.
+ * Recovery points are read from this host's state file: run it on the DR host (or a host sharing it).
  */
 import type { PowerState } from '../../hypervisors/types.js';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Config } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
+import { ReplicaStore } from '../replication/replica/store.js';
+import type { StateStore } from '../state/store.js';
+import { lastSyncRuns } from '../state/sync-runs.js';
 
 export interface VmState {
   site: string;
@@ -21,17 +26,41 @@ export interface ProtectionStatus {
   rpoSeconds: number;
   source: VmState;
   target: VmState;
+  lastPoint: { id: string; time: string } | null;
+  /** Seconds since the instant of the newest recovery point; null before the first one. */
+  lagSeconds: number | null;
+  /** True when the lag is past the RPO. */
+  rpoBreached: boolean;
+  lastSync: { outcome: string; kind: string; startedAt: string; endedAt: string | null; error: string | null } | null;
 }
 
-export async function protectionStatus(config: Config, sites: SiteConnections): Promise<ProtectionStatus[]> {
+export async function protectionStatus(config: Config, sites: SiteConnections, state: StateStore, now = new Date()): Promise<ProtectionStatus[]> {
   return Promise.all(
-    config.protections.map(async (p) => ({
-      protection: p.name,
-      tenant: p.tenant ?? null,
-      rpoSeconds: p.rpo / 1000,
-      source: await vmState(sites, p.source.site, p.source.vm),
-      target: await vmState(sites, p.target.site, p.target.vm),
-    })),
+    config.protections.map(async (p) => {
+      const storage = sites.site(p.target.site).storage;
+      const latest = storage ? new ReplicaStore(storage, state).latestPoint(p.name) : undefined;
+      const lag = latest ? Math.max(0, (now.getTime() - latest.time.getTime()) / 1000) : null;
+      const run = lastSyncRuns(state, p.name, 1)[0];
+      return {
+        protection: p.name,
+        tenant: p.tenant ?? null,
+        rpoSeconds: p.rpo / 1000,
+        source: await vmState(sites, p.source.site, p.source.vm),
+        target: await vmState(sites, p.target.site, p.target.vm),
+        lastPoint: latest ? { id: latest.id, time: latest.time.toISOString() } : null,
+        lagSeconds: lag,
+        rpoBreached: lag === null || lag * 1000 > p.rpo,
+        lastSync: run
+          ? {
+              outcome: run.outcome,
+              kind: run.kind,
+              startedAt: run.startedAt.toISOString(),
+              endedAt: run.endedAt?.toISOString() ?? null,
+              error: run.error ? `${run.error.code}: ${run.error.message}` : null,
+            }
+          : null,
+      };
+    }),
   );
 }
 

@@ -1,23 +1,20 @@
 import type { CommandModule } from 'yargs';
-import { loadConfig } from '../../plugin/config/load.js';
 import { protectionStatus } from '../../plugin/protections/status.js';
-import { SiteConnections } from '../../plugin/sites/connections.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import type { GlobalOptions } from './options.js';
+import { withReplicationContext } from './replication-context.js';
 
 export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
   command: 'status',
-  describe: 'Show every protection: its source and target VMs and their state',
+  describe: 'Show every protection: its VMs, newest recovery point, lag and last sync',
   handler: (argv) =>
-    run(argv, async () => {
-      const { file, config } = await loadConfig(argv.config);
-      const sites = new SiteConnections(config, file);
-      try {
-        const rows = await protectionStatus(config, sites);
+    run(argv, () =>
+      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
+        const rows = await protectionStatus(config, sites, state);
         if (argv.json) return printJson(rows);
         if (rows.length === 0) return void process.stdout.write(`${file}: no protections\n`);
         printTable(
-          ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'RPO'],
+          ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'RPO', 'LAST POINT', 'LAG', 'LAST SYNC'],
           rows.map((r) => [
             r.protection,
             r.tenant ?? '-',
@@ -26,10 +23,11 @@ export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
             `${r.target.vm}@${r.target.site}`,
             r.target.state,
             `${r.rpoSeconds}s`,
+            r.lastPoint ? `${r.lastPoint.id} ${r.lastPoint.time}` : '-',
+            r.lagSeconds === null ? '-' : `${r.lagSeconds.toFixed(1)}s${r.rpoBreached ? ' (RPO breached)' : ''}`,
+            r.lastSync ? `${r.lastSync.kind} ${r.lastSync.outcome}${r.lastSync.error ? `: ${r.lastSync.error}` : ''}` : '-',
           ]),
         );
-      } finally {
-        await sites.close();
-      }
-    }),
+      }),
+    ),
 };

@@ -1,0 +1,64 @@
+import type { Argv, CommandModule } from 'yargs';
+import { replicateContinuously } from '../../plugin/replication/continuous.js';
+import { startReceivers } from '../../plugin/replication/receiver/run.js';
+import { receiverFor } from '../../plugin/replication/sender/connect.js';
+import { printJson, run } from '../cli/report.js';
+import type { GlobalOptions } from './options.js';
+import { withReplicationContext } from './replication-context.js';
+import { describeSync } from './sync.js';
+
+interface ServeOptions extends GlobalOptions {
+  site?: string;
+  replicate: boolean;
+}
+
+/**
+ * The daemon: the receivers of the config's DR sites and a replication loop per protection. On
+ * SIGTERM or SIGINT it stops taking cycles, lets the loops end their backup jobs and closes.
+ */
+export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
+  command: 'serve',
+  describe: 'Run the daemon: DR receivers and continuous replication',
+  builder: (y: Argv<GlobalOptions>) =>
+    y
+      .option('site', { type: 'string', describe: 'Only run the receiver of this site' })
+      .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' }),
+  handler: (argv) =>
+    run(argv, () =>
+      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
+        const say = (event: Record<string, unknown>, text: string) => (argv.json ? printJson(event) : process.stdout.write(`${text}\n`));
+        const stop = new AbortController();
+        const end = () => stop.abort();
+        process.once('SIGINT', end).once('SIGTERM', end);
+        const receivers = await startReceivers(config, file, state, argv.site);
+        for (const r of receivers) {
+          say(
+            { event: 'receiver', site: r.site, url: r.url, credentials: r.credentials, madeCredentials: r.madeCredentials, recovered: r.recovered },
+            `receiver of site ${r.site} listening on ${r.url}${r.madeCredentials ? ` (made credentials in ${r.credentials})` : ''}` +
+              (r.recovered.discarded.length ? `; discarded ${r.recovered.discarded.length} uncommitted overlays` : ''),
+          );
+        }
+        const loops = argv.replicate
+          ? config.protections.map(async (p) => {
+              const receiver = await receiverFor(config, file, p);
+              try {
+                await replicateContinuously(p, { sites, state, receiver }, {
+                  signal: stop.signal,
+                  onCycle: (c) => {
+                    const error = c.error instanceof Error ? c.error.message : undefined;
+                    say({ event: 'cycle', ...c, error }, c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s` : `${c.protection}: cycle failed: ${error}`);
+                  },
+                });
+              } finally {
+                receiver.close();
+              }
+            })
+          : [];
+        say({ event: 'ready' }, 'vmdr serve: ready');
+        await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+        await Promise.allSettled(loops);
+        await Promise.allSettled(receivers.map((r) => r.close()));
+        say({ event: 'stopped' }, 'vmdr serve: stopped');
+      }),
+    ),
+};

@@ -1,0 +1,66 @@
+import type { Argv, CommandModule } from 'yargs';
+import { findProtection } from '../../plugin/protections/find.js';
+import { replicateContinuously } from '../../plugin/replication/continuous.js';
+import { receiverFor } from '../../plugin/replication/sender/connect.js';
+import { syncProtection, type SyncResult } from '../../plugin/replication/sync.js';
+import { printJson, run } from '../cli/report.js';
+import { formatBytes, progressReporter } from '../cli/progress.js';
+import type { GlobalOptions } from './options.js';
+import { withReplicationContext } from './replication-context.js';
+
+interface SyncOptions extends GlobalOptions {
+  vm: string;
+  full: boolean;
+  continuous: boolean;
+}
+
+export function describeSync(r: SyncResult): string {
+  return (
+    `${r.protection}: ${r.kind} (${r.reason}): recovery point ${r.point.id} at checkpoint ${r.checkpoint}, ` +
+    `${formatBytes(r.bytesCovered)} covered, ${formatBytes(r.bytesShipped)} shipped in ${(r.durationMs / 1000).toFixed(1)} s`
+  );
+}
+
+export const syncCommand: CommandModule<GlobalOptions, SyncOptions> = {
+  command: 'sync <vm>',
+  describe: 'Ship what changed on a protected VM to its DR replica as a new recovery point',
+  builder: (y: Argv<GlobalOptions>) =>
+    y
+      .positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' })
+      .option('full', { type: 'boolean', default: false, describe: 'Ship every byte, not only what changed' })
+      .option('continuous', { type: 'boolean', default: false, describe: 'Keep syncing, cycle after cycle, until interrupted' }),
+  handler: (argv) =>
+    run(argv, () =>
+      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
+        const protection = findProtection(config, file, argv.vm);
+        const receiver = await receiverFor(config, file, protection);
+        try {
+          if (argv.continuous) {
+            const stop = new AbortController();
+            const end = () => stop.abort();
+            process.once('SIGINT', end).once('SIGTERM', end);
+            await replicateContinuously(protection, { sites, state, receiver }, {
+              signal: stop.signal,
+              onCycle: (c) => {
+                const error = c.error instanceof Error ? c.error.message : c.error === undefined ? undefined : String(c.error);
+                if (argv.json) return printJson({ event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, ...(c.result ? { result: c.result } : {}), ...(error ? { error } : {}) });
+                process.stdout.write(c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s\n` : `${c.protection}: cycle failed, retrying: ${error}\n`);
+              },
+            });
+            return;
+          }
+          const progress = progressReporter({ json: argv.json, label: protection.name });
+          let result: SyncResult;
+          try {
+            result = await syncProtection(protection, { sites, state, receiver }, { full: argv.full, onProgress: progress.onProgress });
+          } finally {
+            progress.stop();
+          }
+          if (argv.json) return printJson({ event: 'result', ...result });
+          process.stdout.write(`${describeSync(result)}\n`);
+        } finally {
+          receiver.close();
+        }
+      }),
+    ),
+};
