@@ -35,7 +35,7 @@ export const protectCommand: CommandModule<GlobalOptions, ProtectOptions> = {
             const result = await syncProtection(protection, { sites, state, receiver }, { onProgress: progress.onProgress });
             progress.stop();
             if (argv.json) return printJson({ event: 'result', target: target!.vm, action: 'protected', ...result });
-            process.stdout.write(`${protection.name}: target ${target!.vm} ${target!.action}; ${describeSync(result)}\n`);
+            process.stdout.write(`${protection.name}: target ${target!.vm} ${target!.action}\n${describeSync(result)}\n`);
           } finally {
             progress.stop();
           }

@@ -2,17 +2,18 @@
  * The demo: vmdr's main job on the lab, end to end, narrated. Run through ./scripts/demo, which
  * sets the machine up first. It grows with each capability the product gains.
  */
-import { spawn } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { loadConfig } from '../../plugin/config/load.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
 import { applyIdentity } from '../../plugin/failover/identity.js';
-import { fileSize, GUEST_READY, waitForSerialLine } from '../../plugin/failover/serial-health.js';
-import { baseImage, serialLog } from '../../plugin/replication/layout.js';
-import { copyImage } from '../../plugin/replication/qemu-img.js';
+import { GUEST_READY, waitForSerialLine } from '../../plugin/failover/serial-health.js';
+import { targetSpec } from '../../plugin/targets/provision.js';
 import { ensureProductionVm, LAB_DIR } from './production.js';
 
+const exec = promisify(execFile);
 const CONFIG = process.argv[2] ?? 'templates/examples/lab.yaml';
 const VMDR = join(import.meta.dirname, '..', 'vmdr.js');
 
@@ -47,34 +48,61 @@ try {
   await vmdr('target', 'provision');
   await vmdr('status');
 
-  const p = config.protections.find((x) => x.name === 'acme-web') ?? config.protections[0]!;
-  const storage = sites.site(p.target.site).storage!;
-  step(`Seed ${p.name}'s replica from its source disk (offline copy; block replication replaces this step)`);
-  const source = await sites.adapter(p.source.site);
-  const sourceVm = await source.getVm(p.source.vm);
-  // The lab guest has no ACPI daemon (see templates/guest/init.sh); its disk is synced after boot.
-  await source.stop(sourceVm.name, { mode: 'force' });
-  for (const disk of sourceVm.disks.filter((d) => d.device === 'disk' && !d.identitySeed)) {
-    await copyImage(disk.path!, baseImage(storage, p.name, disk.target));
-    process.stdout.write(`${disk.path} -> ${baseImage(storage, p.name, disk.target)}\n`);
+  step('The DR receiver: `vmdr serve --no-replicate` in the background (HTTPS on loopback, token, pinned certificate)');
+  const serve = spawn(process.execPath, [VMDR, 'serve', '--no-replicate', '--config', CONFIG], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    serve.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      process.stdout.write(text);
+      if (text.includes('ready')) resolve();
+    });
+    serve.once('exit', (code) => reject(new Error(`vmdr serve exited with ${code}`)));
+  });
+  try {
+    step('Protect every VM: the first sync ships only allocated blocks; holes travel as zero frames');
+    for (const p of config.protections) await vmdr('protect', p.name);
+
+    const p = config.protections.find((x) => x.name === 'acme-web') ?? config.protections[0]!;
+    step(`Change 256 KiB on ${p.source.vm}'s disk while it runs, then sync: only the dirty blocks travel`);
+    await exec('virsh', ['-c', sites.site(p.source.site).uri, 'qemu-monitor-command', p.source.vm, '--hmp',
+      'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -P 0x5a 48M 256k"']);
+    await vmdr('sync', p.name);
+    await vmdr('points', p.name);
+    await vmdr('status');
+
+    step(`Boot ${p.name}'s newest recovery point in a throwaway VM with its DR identity (the chain is never written)`);
+    const dr = await sites.adapter(p.target.site);
+    const storage = sites.site(p.target.site).storage!;
+    const { stdout } = await exec(process.execPath, [VMDR, 'points', p.name, '--json', '--config', CONFIG]);
+    const newest = (JSON.parse(stdout) as { id: string; disks: { disk: string; image: string; sizeBytes: number }[] }[]).pop()!;
+    const bootDir = join(LAB_DIR, 'demo-boot');
+    await mkdir(bootDir, { recursive: true, mode: 0o755 });
+    const overlays = [];
+    for (const d of newest.disks) {
+      const overlay = join(bootDir, `${p.name}-${d.disk}.qcow2`);
+      await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', d.image, '-F', 'qcow2', overlay]);
+      overlays.push({ path: overlay, format: 'qcow2' as const, target: d.disk });
+    }
+    const bootVm = `vmdr-demo-${p.name}`;
+    const consoleLog = join(bootDir, 'console.log');
+    await rm(consoleLog, { force: true });
+    await dr.undefine(bootVm).catch(() => undefined);
+    await dr.defineVm({ ...targetSpec(p, storage, []), name: bootVm, disks: overlays, serialLog: consoleLog, labels: { role: 'demo' } });
+    const demoProtection = { ...p, target: { ...p.target, vm: bootVm } };
+    const applied = await applyIdentity(dr, demoProtection, storage);
+    const started = Date.now();
+    await dr.start(bootVm);
+    try {
+      const ready = await waitForSerialLine({ vm: bootVm, file: consoleLog, pattern: GUEST_READY, timeoutMs: 60_000 });
+      process.stdout.write(`${ready[0]}\n(point ${newest.id} healthy ${((Date.now() - started) / 1000).toFixed(1)} s after start: the marker is the source's, the identity is the DR one)\n`);
+    } finally {
+      await dr.stop(bootVm, { mode: 'force' }).catch(() => undefined);
+      await dr.undefine(bootVm);
+      await rm(applied.seed, { force: true });
+      await rm(bootDir, { recursive: true, force: true });
+    }
+  } finally {
+    serve.kill('SIGTERM');
   }
-  await ensureProductionVm(source, p.source.vm);
-
-  step(`Boot ${p.target.vm} with its DR identity and read what the guest applied`);
-  const dr = await sites.adapter(p.target.site);
-  const applied = await applyIdentity(dr, p, storage);
-  const consoleLog = serialLog(storage, p.name);
-  const from = await fileSize(consoleLog);
-  const started = Date.now();
-  await dr.start(p.target.vm);
-  const ready = await waitForSerialLine({ vm: p.target.vm, file: consoleLog, pattern: GUEST_READY, timeoutMs: 60_000, fromOffset: from });
-  process.stdout.write(`${ready[0]}\n(healthy ${((Date.now() - started) / 1000).toFixed(1)} s after start; seed ${applied.seed})\n`);
-  await vmdr('status');
-
-  step(`Power ${p.target.vm} off again: it stays pre-staged`);
-  await dr.stop(p.target.vm, { mode: 'force' });
-  await dr.detachIdentitySeed(p.target.vm);
-  await rm(applied.seed, { force: true });
   process.stdout.write(`done. The lab lives in ${LAB_DIR}.\n`);
 } finally {
   await sites.close();
