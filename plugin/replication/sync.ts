@@ -80,7 +80,9 @@ export async function syncProtection(
   } catch (err) {
     if (!(choice.kind === 'incremental' && err instanceof VmdrError && BROKEN_BITMAP.test(err.message))) throw err;
     choice = { kind: 'resync', reason: `the bitmap of checkpoint ${choice.since} cannot be used (${err.message})` };
-    await pruneCheckpoints(tracker, vm, protection.name, undefined);
+    // A broken checkpoint may refuse deletion too; the resync does not need it gone, and the
+    // prune after the next acknowledgement tries again.
+    await pruneCheckpoints(tracker, vm, protection.name, undefined).catch(() => undefined);
     session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback() });
   }
 

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { NbdListen } from '../../hypervisors/types.js';
+import type { NbdExtent } from '../../plugin/replication/nbd/client.js';
 
 export const exec = promisify(execFile);
 
@@ -205,4 +206,16 @@ async function waitUntilListening(listen: NbdListen, child: ChildProcess, timeou
     if (Date.now() > deadline) throw new Error(`not listening after ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/** nbdinfo --map of one context, merged the way the client merges: the reference extents. */
+export async function nbdinfoMap(uri: string, context = 'base:allocation'): Promise<NbdExtent[]> {
+  const { stdout } = await exec('nbdinfo', ['--json', `--map=${context}`, uri]);
+  const merged: NbdExtent[] = [];
+  for (const { offset, length, type } of JSON.parse(stdout) as { offset: number; length: number; type: number }[]) {
+    const last = merged.at(-1);
+    if (last && last.flags === type && last.offset + last.length === offset) last.length += length;
+    else merged.push({ offset, length, flags: type });
+  }
+  return merged;
 }

@@ -1,23 +1,12 @@
 import assert from 'node:assert/strict';
 import type { BackupSession, ChangeTracker } from '../../hypervisors/types.js';
-import { NbdClient, STATE_DIRTY, type NbdExtent } from '../../plugin/replication/nbd/client.js';
+import { NbdClient, STATE_DIRTY } from '../../plugin/replication/nbd/client.js';
 import { createLabVm, destroyLabVm, GUEST_READY, waitForSerialLine, type LabVm } from '../helpers/lab.js';
-import { exec, freePort, nbdUri } from '../helpers/nbd-servers.js';
+import { exec, freePort, nbdinfoMap, nbdUri } from '../helpers/nbd-servers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-/** nbdinfo --map of one context, merged the way the client merges. */
-async function nbdinfoMap(uri: string, context: string): Promise<NbdExtent[]> {
-  const { stdout } = await exec('nbdinfo', ['--json', `--map=${context}`, uri]);
-  const merged: NbdExtent[] = [];
-  for (const { offset, length, type } of JSON.parse(stdout) as { offset: number; length: number; type: number }[]) {
-    const last = merged.at(-1);
-    if (last && last.flags === type && last.offset + last.length === offset) last.length += length;
-    else merged.push({ offset, length, flags: type });
-  }
-  return merged;
-}
 
 describe("NBD client against QEMU's own export (libvirt pull backup of a running lab VM)", function () {
   this.timeout(120_000);

@@ -1,24 +1,13 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { NbdClient, STATE_HOLE, STATE_ZERO, type NbdExtent } from '../../../../plugin/replication/nbd/client.js';
-import { exec, qemuNbd, scratchDir, type NbdServer } from '../../../helpers/nbd-servers.js';
+import { NbdClient, STATE_HOLE, STATE_ZERO } from '../../../../plugin/replication/nbd/client.js';
+import { exec, nbdinfoMap, qemuNbd, scratchDir, type NbdServer } from '../../../helpers/nbd-servers.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 /** 64 distinct 64 KiB patterns from here on, for the many-requests test. */
 const PATTERNS_AT = 100 * MiB;
 
-/** nbdinfo --map of one context, merged the way the client merges. */
-async function nbdinfoMap(uri: string, context = 'base:allocation'): Promise<NbdExtent[]> {
-  const { stdout } = await exec('nbdinfo', ['--json', `--map=${context}`, uri]);
-  const merged: NbdExtent[] = [];
-  for (const { offset, length, type } of JSON.parse(stdout) as { offset: number; length: number; type: number }[]) {
-    const last = merged.at(-1);
-    if (last && last.flags === type && last.offset + last.length === offset) last.length += length;
-    else merged.push({ offset, length, flags: type });
-  }
-  return merged;
-}
 
 /** qemu-io's own pattern check on the image file: exit code 0 means the bytes are there. */
 async function imageHasPattern(image: string, format: string, pattern: number, offset: number, length: number): Promise<boolean> {
