@@ -5,14 +5,13 @@
  * replica's newest point, so a block hashes equal exactly when its bytes are equal.
  */
 import { createHash } from 'node:crypto';
-import type { NbdClient } from '../nbd/client.js';
+import { STATE_ZERO, type NbdClient } from '../nbd/client.js';
 import { ALLOCATION_CONTEXT, MAX_READ } from './extents.js';
 import { readAhead } from './read-ahead.js';
 
 /** The bitmap granularity QEMU uses by default: resync ships changed blocks plus at most one granule. */
 export const HASH_BLOCK = 64 * 1024;
 export const HASH_BYTES = 32;
-const STATE_ZERO = 2;
 
 function hash(data: Buffer): Buffer {
   return createHash('sha256').update(data).digest();

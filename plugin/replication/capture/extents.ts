@@ -3,13 +3,9 @@
  * that travels as a zero frame. Built from NBD block status: base:allocation says what is a hole or
  * reads as zeroes (never read, never sent as bytes), the dirty bitmap says what changed.
  */
-import type { NbdExtent } from '../nbd/client.js';
+import { STATE_DIRTY, STATE_ZERO, type NbdExtent } from '../nbd/client.js';
 
 export const ALLOCATION_CONTEXT = 'base:allocation';
-/** base:allocation: the range reads as zeroes (a hole, or zero clusters). */
-const STATE_ZERO = 2;
-/** qemu:dirty-bitmap:*: the range was written since the bitmap's checkpoint. */
-const STATE_DIRTY = 1;
 
 export interface ShipOp {
   kind: 'data' | 'zero';
