@@ -1,0 +1,208 @@
+/**
+ * What both benchmarks share: the tools they need (installed when missing), a bench VM on an
+ * isolated network of its own with a scratch directory QEMU can use, a config and `vmdr serve` for
+ * it, the machine's description, and a cleanup list that runs even after a failure. Nothing here
+ * sends traffic off loopback.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { open, readFile, rm, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { openAdapter } from '../../hypervisors/index.js';
+import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { GUEST_READY, labBoot, labScratchDir, waitForSerialLine } from '../../test/helpers/lab.js';
+import { startServe, type ServeProcess } from '../../test/helpers/vmdr-serve.js';
+
+export const exec = promisify(execFile);
+export const ROOT = join(import.meta.dirname, '..', '..');
+export const CLI = join(ROOT, 'dist', 'scripts', 'vmdr.js');
+export const URI = 'qemu:///system';
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;
+
+export const say = (s: string) => process.stderr.write(`[bench] ${s}\n`);
+export const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+export const mib = (b: number) => `${(b / MiB).toFixed(2)} MiB`;
+
+/** Times one async step with a monotonic clock. */
+export async function timed<T>(work: () => Promise<T>): Promise<{ ms: number; value: T }> {
+  const t0 = performance.now();
+  const value = await work();
+  return { ms: performance.now() - t0, value };
+}
+
+const has = (bin: string) => exec('sh', ['-c', `command -v ${bin}`]).then(() => true, () => false);
+
+/** scripts/lab/setup (build, daemons, lab guest), then the peers' Debian packages when missing. */
+export async function prepareMachine(tools: Record<string, string>): Promise<void> {
+  say('scripts/lab/setup (packages, build, libvirtd, lab guest)');
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(join(ROOT, 'scripts', 'lab', 'setup'), { stdio: ['ignore', 'inherit', 'inherit'] });
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`scripts/lab/setup exited with ${code}`))));
+  });
+  const missing: string[] = [];
+  for (const [bin, pkg] of Object.entries(tools)) if (!(await has(bin))) missing.push(pkg);
+  if (missing.length) {
+    say(`installing ${missing.join(' ')}`);
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    await exec('apt-get', ['update', '-q'], { env, maxBuffer: 64 * MiB });
+    await exec('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...new Set(missing)], { env, maxBuffer: 64 * MiB });
+  }
+}
+
+export async function describeMachine(): Promise<Record<string, string>> {
+  const first = async (cmd: string, args: string[]) => (await exec(cmd, args).then((r) => r.stdout, () => '?')).split('\n')[0]!.trim();
+  const cpuinfo = await readFile('/proc/cpuinfo', 'utf8');
+  return {
+    date: new Date().toISOString(),
+    cpus: `${cpus().length} × ${/model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? '?'}`,
+    memory: `${(totalmem() / GiB).toFixed(1)} GiB`,
+    kernel: await first('uname', ['-r']),
+    os: (/PRETTY_NAME="(.*)"/.exec(await readFile('/etc/os-release', 'utf8').catch(() => '')) ?? [])[1] ?? '?',
+    node: process.version,
+    qemu: await first('qemu-system-x86_64', ['--version']),
+    libvirt: `libvirtd ${await first('libvirtd', ['--version'])}`,
+    accel: 'TCG (domain type qemu; KVM unusable on this machine, see lab-notes)',
+    virtnbdbackup: await first('virtnbdbackup', ['-V']).catch(() => '?'),
+    rsync: await first('rsync', ['--version']),
+    nbdcopy: await first('nbdcopy', ['--version']),
+  };
+}
+
+/** Undo steps, run newest first, each one's failure reported and the rest still run. */
+export class Cleanup {
+  private readonly steps: [string, () => Promise<unknown>][] = [];
+  add(what: string, step: () => Promise<unknown>): void {
+    this.steps.push([what, step]);
+  }
+  async run(): Promise<void> {
+    for (const [what, step] of this.steps.reverse()) {
+      await step().catch((err: unknown) => say(`cleanup: ${what}: ${(err as Error).message}`));
+    }
+    this.steps.length = 0;
+  }
+}
+
+export interface BenchLab {
+  adapter: HypervisorAdapter;
+  dir: string;
+  network: string;
+  tag: string;
+}
+
+export async function openLab(cleanup: Cleanup, prefix: string): Promise<BenchLab> {
+  const tag = `${prefix}-${randomBytes(3).toString('hex')}`;
+  const dir = await labScratchDir(`bench-${prefix}`);
+  cleanup.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
+  const adapter = openAdapter(URI);
+  await adapter.connect();
+  cleanup.add('close libvirt connection', () => adapter.close());
+  const network = `test-net-${tag}`;
+  await adapter.ensureIsolatedNetwork({ name: network });
+  cleanup.add(`remove network ${network}`, () => adapter.removeNetwork(network));
+  return { adapter, dir, network, tag };
+}
+
+/** Defines and boots a 1-vCPU TCG lab VM on `disk`; resolves when its guest says it is ready. */
+export async function bootVm(lab: BenchLab, cleanup: Cleanup, name: string, disk: string, cmdline?: string): Promise<string> {
+  const log = join(lab.dir, `${name}.log`);
+  await lab.adapter.defineVm({
+    name,
+    memoryMiB: 256,
+    vcpus: 1,
+    boot: labBoot(cmdline),
+    disks: [{ path: disk, format: 'qcow2', target: 'vda' }],
+    nics: [{ network: lab.network }],
+    serialLog: log,
+  });
+  cleanup.add(`remove VM ${name}`, async () => {
+    await exec('virsh', ['-c', URI, 'domjobabort', name]).catch(() => undefined);
+    await lab.adapter.stop(name, { mode: 'force' }).catch(() => undefined);
+    // Checkpoints are metadata of the domain: undefine needs them gone (or --checkpoints-metadata).
+    await exec('virsh', ['-c', URI, 'undefine', name, '--checkpoints-metadata', '--nvram']).catch(() => lab.adapter.undefine(name));
+  });
+  await lab.adapter.start(name);
+  await waitForSerialLine({ vm: name, file: log, pattern: GUEST_READY, timeoutMs: 120_000 });
+  return log;
+}
+
+/** A config with one DR site on loopback and one protection per VM, and `vmdr serve` for it. */
+export async function startVmdr(
+  lab: BenchLab,
+  cleanup: Cleanup,
+  vms: { name: string; continuous?: boolean }[],
+): Promise<{ config: string; serve: ServeProcess }> {
+  const port = await freeLoopbackPort();
+  const boot = labBoot();
+  const config = join(lab.dir, 'vmdr.yaml');
+  await writeFile(
+    config,
+    `version: 1
+state: { path: ${join(lab.dir, 'state.db')} }
+sites:
+  - { name: prod, uri: "${URI}" }
+  - name: dr
+    uri: "${URI}"
+    storage: ${join(lab.dir, 'replicas')}
+    receiver: { listen: "127.0.0.1:${port}", credentials: ${join(lab.dir, 'receiver')} }
+protections:
+${vms
+  .map(
+    (v) => `  - name: ${v.name}
+    source: { site: prod, vm: ${v.name} }${v.continuous ? '\n    continuous: true' : ''}
+    target:
+      site: dr
+      vm: ${v.name}-dr
+      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
+      nics: [{ network: ${lab.network} }]`,
+  )
+  .join('\n')}
+`,
+  );
+  const serve = await startServe(config);
+  cleanup.add('stop vmdr serve', () => serve.stop());
+  return { config, serve };
+}
+
+/** Runs the built CLI with --json; resolves with its JSON lines and the wall-clock time. */
+export async function vmdrJson(args: string[]): Promise<{ ms: number; lines: Record<string, unknown>[] }> {
+  const { ms, value } = await timed(() => exec(process.execPath, [CLI, ...args, '--json'], { maxBuffer: 64 * MiB }));
+  return { ms, lines: value.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+}
+
+export async function virsh(...args: string[]): Promise<string> {
+  return (await exec('virsh', ['-c', URI, ...args], { maxBuffer: 16 * MiB })).stdout;
+}
+
+/** Every `wrote bytes=N` total the guest's writer loop printed so far, oldest first. */
+export async function readWriterLines(log: string): Promise<number[]> {
+  const text = await readFile(log, 'utf8');
+  return [...text.matchAll(/wrote bytes=(\d+)/g)].map((m) => Number(m[1]));
+}
+
+/** Reads a file fully once so every peer starts from the same (warm) page cache. */
+export async function warm(file: string): Promise<void> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(8 * MiB);
+    while ((await fh.read(buf, 0, buf.length, null)).bytesRead > 0);
+  } finally {
+    await fh.close();
+  }
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+/** A small markdown table. */
+export function table(head: string[], rows: (string | number)[][]): string {
+  const line = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
+  return [line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n');
+}
