@@ -70,6 +70,9 @@ export async function describeMachine(): Promise<Record<string, string>> {
     virtnbdbackup: await first('virtnbdbackup', ['-V']).catch(() => '?'),
     rsync: await first('rsync', ['--version']),
     nbdcopy: await first('nbdcopy', ['--version']),
+    commit: `${await first('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}; uncommitted changes in plugin/ hypervisors/ (others' work in the shared tree, built into dist/ by setup): ${
+      (await exec('git', ['-C', ROOT, 'status', '--short', '--', 'plugin', 'hypervisors']).then((r) => r.stdout, () => '?')).trim().split('\n').filter(Boolean).join(', ') || 'none'
+    }`,
   };
 }
 

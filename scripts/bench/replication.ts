@@ -238,7 +238,7 @@ async function main(): Promise<void> {
       maxBuffer: 16 * MiB,
     }).then(
       () => 'accepted it',
-      (err: { stderr?: string }) => `refused: ${(err.stderr ?? '').split('\n').find((l) => /foreign/i.test(l))?.replace(/^.*?(Foreign)/, '$1') ?? (err.stderr ?? '').trim().split('\n').pop()}`,
+      (err: { stderr?: string }) => `refused: ${(err.stderr ?? '').split('\n').find((l) => /foreign/i.test(l))?.replace(/^.*(Foreign checkpoint found)/, '$1') ?? (err.stderr ?? '').trim().split('\n').pop()}`,
     );
     await fsp.rm(join(lab.dir, 'vnb-probe'), { recursive: true, force: true });
     await exec('virsh', ['-c', URI, 'domjobabort', vm]).catch(() => undefined);
@@ -282,7 +282,7 @@ async function main(): Promise<void> {
       for (const f of vnbFiles.filter((x) => re.test(x))) sum += (await fsp.stat(join(vnbDir, f))).size;
       return sum;
     };
-    const vnbFullBytes = await sizeOf(/^vda\.full\..*\.data$/);
+    const vnbFullBytes = await sizeOf(/^vda\.full.*\.data$/);
     const vnbIncBytes = await sizeOf(/^vda\.inc\..*\.data$/);
     await deleteCheckpoints(vm, 'virtnbdbackup');
 
