@@ -167,6 +167,8 @@ export interface BackupOptions {
 /** Changed-block tracking where the hypervisor has it (QEMU dirty bitmaps; VMware CBT). */
 export interface ChangeTracker {
   listCheckpoints(vm: string): Promise<Checkpoint[]>;
+  /** The names alone, oldest first: one call where listCheckpoints makes one per checkpoint. */
+  checkpointNames(vm: string): Promise<string[]>;
   /**
    * Starts a pull backup of all the VM's disks at one instant and records checkpoint `checkpoint`
    * at that instant. With `since`, each export carries a dirty bitmap of the blocks changed since

@@ -24,11 +24,15 @@ function parse(text: string, what: string): XmlElement {
 export class LibvirtChangeTracker implements ChangeTracker {
   constructor(private readonly uri: string) {}
 
-  async listCheckpoints(vm: string): Promise<Checkpoint[]> {
-    const names = (await virsh(this.uri, ['checkpoint-list', vm, '--name', '--topological'], { operation: 'list checkpoints', vm }))
+  async checkpointNames(vm: string): Promise<string[]> {
+    return (await virsh(this.uri, ['checkpoint-list', vm, '--name', '--topological'], { operation: 'list checkpoints', vm }))
       .split('\n')
       .map((l) => l.trim())
       .filter(Boolean);
+  }
+
+  async listCheckpoints(vm: string): Promise<Checkpoint[]> {
+    const names = await this.checkpointNames(vm);
     return Promise.all(
       names.map(async (name) => {
         const xml = parse(await virsh(this.uri, ['checkpoint-dumpxml', vm, name], { operation: 'read checkpoint', vm }), 'checkpoint XML');

@@ -6,7 +6,7 @@
  * that fails changes nothing the next cycle depends on: it starts again from the same checkpoint.
  */
 import { randomUUID } from 'node:crypto';
-import type { BackupSession, ChangeTracker, TaskOptions } from '../../hypervisors/types.js';
+import type { BackupSession, TaskOptions } from '../../hypervisors/types.js';
 import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
@@ -67,10 +67,10 @@ export async function syncProtection(
   const vm = protection.source.vm;
 
   onProgress?.({ phase: 'prepare', done: 0, total: 0 });
-  const latest = await deps.receiver.latestPoint(protection.name);
-  let choice = await choose(tracker, vm, latest, options.full);
+  const [latest, names] = await Promise.all([deps.receiver.latestPoint(protection.name), tracker.checkpointNames(vm)]);
+  let choice = choose(names, latest, options.full);
   // Leftovers of failed cycles; the checkpoint the replica is at stays.
-  await pruneCheckpoints(tracker, vm, protection.name, choice.since);
+  await pruneCheckpoints(tracker, vm, protection.name, names, choice.since);
 
   const checkpoint = newCheckpointName(protection.name);
   const createdAt = new Date();
@@ -79,10 +79,11 @@ export async function syncProtection(
     session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback() });
   } catch (err) {
     if (!(choice.kind === 'incremental' && err instanceof VmdrError && BROKEN_BITMAP.test(err.message))) throw err;
-    choice = { kind: 'resync', reason: `the bitmap of checkpoint ${choice.since} cannot be used (${err.message})` };
+    const broken = choice.since!;
+    choice = { kind: 'resync', reason: `the bitmap of checkpoint ${broken} cannot be used (${err.message})` };
     // A broken checkpoint may refuse deletion too; the resync does not need it gone, and the
     // prune after the next acknowledgement tries again.
-    await pruneCheckpoints(tracker, vm, protection.name, undefined).catch(() => undefined);
+    await tracker.deleteCheckpoint(vm, broken).catch(() => undefined);
     session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback() });
   }
 
@@ -126,8 +127,9 @@ export async function syncProtection(
     recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
     await closeAll(clients);
     await session.end();
-    // Acknowledged: the replica is at `checkpoint` now, and older checkpoints are dead weight.
-    await pruneCheckpoints(tracker, vm, protection.name, checkpoint).catch(() => undefined);
+    // Acknowledged: the replica is at `checkpoint` now; the one it was at is dead weight (a
+    // failure here only leaves it for the next cycle's prune).
+    if (choice.since) await tracker.deleteCheckpoint(vm, choice.since).catch(() => undefined);
     return {
       protection: protection.name,
       kind: choice.kind,
@@ -154,11 +156,10 @@ async function loopback() {
   return { transport: 'tcp' as const, host: '127.0.0.1', port: await freeLoopbackPort() };
 }
 
-async function choose(tracker: ChangeTracker, vm: string, latest: RecoveryPoint | undefined, full?: boolean): Promise<Choice> {
+function choose(checkpoints: string[], latest: RecoveryPoint | undefined, full?: boolean): Choice {
   if (!latest) return { kind: 'full', reason: 'first sync: the replica has no recovery point' };
   if (full) return { kind: 'full', reason: 'a full sync was asked for' };
-  const names = new Set((await tracker.listCheckpoints(vm)).map((c) => c.name));
-  if (names.has(latest.checkpoint)) return { kind: 'incremental', since: latest.checkpoint, reason: `changes since checkpoint ${latest.checkpoint}` };
+  if (checkpoints.includes(latest.checkpoint)) return { kind: 'incremental', since: latest.checkpoint, reason: `changes since checkpoint ${latest.checkpoint}` };
   return { kind: 'resync', reason: `checkpoint ${latest.checkpoint} of recovery point ${latest.id} is gone from the source` };
 }
 

@@ -30,7 +30,13 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
         const stop = new AbortController();
         const end = () => stop.abort();
         process.once('SIGINT', end).once('SIGTERM', end);
-        const receivers = await startReceivers(config, file, state, argv.site);
+        const receivers = await startReceivers(config, file, state, {
+          ...(argv.site ? { only: argv.site } : {}),
+          onWarning: (err, context) => {
+            const message = err instanceof Error ? err.message : String(err);
+            say({ event: 'warning', ...context, message }, `warning: site ${context.site}, protection ${context.protection}: ${message}`);
+          },
+        });
         for (const r of receivers) {
           say(
             { event: 'receiver', site: r.site, url: r.url, credentials: r.credentials, madeCredentials: r.madeCredentials, recovered: r.recovered },

@@ -79,6 +79,7 @@ describe('changed-block tracking through libvirt checkpoints (qemu:///system)', 
   });
 
   it('keeps the checkpoint chain and deletes only checkpoints vmdr named', async () => {
+    assert.deepEqual(await tracker.checkpointNames(name), ['vmdr-1', 'vmdr-2']);
     const chain = await tracker.listCheckpoints(name);
     assert.deepEqual(chain.map((c) => [c.name, c.parent ?? null, c.disks]), [
       ['vmdr-1', null, ['vda']],

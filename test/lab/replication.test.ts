@@ -252,8 +252,12 @@ protections:
       await hmpFlush(writer, 0);
       await compareImages(disks.wda, image(last.point, 'vda'));
     });
-    // Retention kept three points and merged older ones down into base.qcow2.
-    const kept = await points(writer);
+    // Retention (which runs after the answer, in turn with the next cycle) kept three points and
+    // merged older ones down into base.qcow2.
+    let kept = await points(writer);
+    for (const deadline = Date.now() + 30_000; kept.length > 3 && Date.now() < deadline; kept = await points(writer)) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
     assert.equal(kept.length, 3);
     assert.equal(image(kept[0]!, 'vda'), join(dir, 'replicas', writer, 'vda', 'base.qcow2'));
     for (const p of kept) await exec('qemu-img', ['check', '-U', image(p, 'vda')]);

@@ -20,7 +20,13 @@ export interface RunningReceiver {
   close(): Promise<void>;
 }
 
-export async function startReceivers(config: Config, file: string, state: StateStore, only?: string): Promise<RunningReceiver[]> {
+export async function startReceivers(
+  config: Config,
+  file: string,
+  state: StateStore,
+  options: { only?: string; onWarning?: (err: unknown, context: { site: string; protection: string }) => void } = {},
+): Promise<RunningReceiver[]> {
+  const { only } = options;
   const running: RunningReceiver[] = [];
   try {
     for (const site of config.sites) {
@@ -38,6 +44,7 @@ export async function startReceivers(config: Config, file: string, state: StateS
           site: site.name,
           replicas,
           credentials,
+          onWarning: (err, context) => options.onWarning?.(err, { site: site.name, ...context }),
           onCommitted: async (p) => {
             await replicas.applyRetention(p.name, { keep: p.retention.keep, ...(p.retention.maxAge ? { maxAgeMs: p.retention.maxAge } : {}) });
           },

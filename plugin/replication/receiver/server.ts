@@ -18,6 +18,7 @@ import type { RecoveryPoint, ReplicaStore } from '../replica/store.js';
 import { applyDeltaStream } from './apply.js';
 import type { ReceiverCredentials } from './credentials.js';
 import { PROTECTION_UNKNOWN, ReceiverRefused } from './errors.js';
+import { SequencerByKey } from './sequencer.js';
 
 export const DELTA_STREAM_TYPE = 'application/vnd.vmdr.delta-stream';
 
@@ -26,7 +27,10 @@ export interface ReceiverOptions {
   site: string;
   replicas: ReplicaStore;
   credentials: ReceiverCredentials;
-  /** Called after each commit (retention); its failure does not undo the commit and goes to onWarning. */
+  /**
+   * Runs after each commit, once the sender has its answer, in turn with the protection's next
+   * cycle (retention merges); its failure does not undo the commit and goes to onWarning.
+   */
   onCommitted?: (protection: Protection, point: RecoveryPoint) => Promise<void>;
   onWarning?: (err: unknown, context: { protection: string }) => void;
 }
@@ -50,6 +54,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
   const { config, site, replicas, credentials } = options;
   const app = Fastify({ https: { cert: credentials.cert, key: credentials.key }, logger: false, requestTimeout: 0 });
   const token = Buffer.from(`Bearer ${credentials.token}`);
+  const turns = new SequencerByKey();
 
   // The delta stream is consumed as it arrives, never buffered: hand the raw request on.
   app.addContentTypeParser(DELTA_STREAM_TYPE, (_req, payload, done) => done(null, payload));
@@ -98,31 +103,38 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
         yield chunk;
       }
     })();
-    const { point } = await applyDeltaStream(replicas, p.name, counted, () => wire);
-    await options.onCommitted?.(p, point).catch((err: unknown) => options.onWarning?.(err, { protection: p.name }));
+    const { point } = await turns.run(p.name, () => applyDeltaStream(replicas, p.name, counted, () => wire));
+    if (options.onCommitted) {
+      void turns.run(p.name, () => options.onCommitted!(p, point)).catch((err: unknown) => options.onWarning?.(err, { protection: p.name }));
+    }
     return send(reply, { point });
   });
 
   app.post<{ Params: { protection: string } }>('/v1/protections/:protection/hashes', async (req, reply) => {
     const p = protectionOf(req.params.protection);
     const body = HashesBody.parse(req.body);
-    const point = replicas.getPoint(p.name, body.point);
-    const disk = point.disks.find((d) => d.disk === body.disk);
-    if (!disk) return reply.header('content-type', 'application/octet-stream').send(Buffer.alloc(0));
-    const server = await serveImage(disk.image, { readOnly: true });
-    try {
-      const client = await NbdClient.connect(server.listen, { exportName: '', metaContexts: [ALLOCATION_CONTEXT] });
-      try {
-        const hashes = await blockHashes(client, body.blockSize);
-        return reply.header('content-type', 'application/octet-stream').send(hashes);
-      } finally {
-        await client.close();
-      }
-    } finally {
-      await server.stop();
-    }
+    // In turn with merges: a point's image must not change under the hashing.
+    const hashes = await turns.run(p.name, () => hashPoint(replicas.getPoint(p.name, body.point), body.disk, body.blockSize));
+    return reply.header('content-type', 'application/octet-stream').send(hashes);
   });
 
   await app.listen({ host: listen.host, port: listen.port });
   return { app, port: (app.server.address() as AddressInfo).port };
+}
+
+/** The block hashes of one disk of a point; empty when the point has no such disk (a new disk). */
+async function hashPoint(point: RecoveryPoint, diskName: string, blockSize: number): Promise<Buffer> {
+  const disk = point.disks.find((d) => d.disk === diskName);
+  if (!disk) return Buffer.alloc(0);
+  const server = await serveImage(disk.image, { readOnly: true });
+  try {
+    const client = await NbdClient.connect(server.listen, { exportName: '', metaContexts: [ALLOCATION_CONTEXT] });
+    try {
+      return await blockHashes(client, blockSize);
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await server.stop();
+  }
 }

@@ -15,10 +15,10 @@ export function isCheckpointOf(protection: string, name: string): boolean {
   return new RegExp(`^vmdr-${escape(protection)}-\\d+$`).test(name);
 }
 
-/** Deletes this protection's checkpoints except `keep`; libvirt merges each bitmap into its parent. */
-export async function pruneCheckpoints(tracker: ChangeTracker, vm: string, protection: string, keep: string | undefined): Promise<string[]> {
-  const doomed = (await tracker.listCheckpoints(vm)).map((c) => c.name).filter((n) => n !== keep && isCheckpointOf(protection, n));
+/** Deletes this protection's checkpoints among `names` except `keep`; libvirt merges each bitmap into its parent. */
+export async function pruneCheckpoints(tracker: ChangeTracker, vm: string, protection: string, names: string[], keep: string | undefined): Promise<string[]> {
+  const doomed = names.filter((n) => n !== keep && isCheckpointOf(protection, n));
   // Newest first: deleting a leaf is the cheapest merge for QEMU.
-  for (const name of doomed.reverse()) await tracker.deleteCheckpoint(vm, name);
+  for (const name of [...doomed].reverse()) await tracker.deleteCheckpoint(vm, name);
   return doomed;
 }
