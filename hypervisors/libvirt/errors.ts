@@ -50,8 +50,9 @@ export function translateLibvirtError(err: unknown, ctx: LibvirtErrorContext): V
   }
   if (ctx.vm !== undefined) {
     if (/domain .*already exists|already exists with uuid/i.test(message)) return new VmAlreadyExists(ctx.vm, ctx.host, err);
-    // "Requested operation is not valid: domain is not running" (qemu), "domain 'x' not running" (test driver)
-    if (/(domain|guest)( '[^']*')? (is )?not running/i.test(message)) {
+    // "Requested operation is not valid: domain is not running" (qemu), "domain 'x' not running" (test
+    // driver), "cannot perform disk backup for inactive domain" (backup-begin)
+    if (/(domain|guest)( '[^']*')? (is )?not running|for inactive domain/i.test(message)) {
       return new InvalidPowerState(ctx.vm, ctx.host, 'shutoff', `cannot ${ctx.operation}`, err);
     }
     // "Requested operation is not valid: domain is already running", "... is already active"

@@ -287,6 +287,21 @@ protections:
     assert.equal(files.filter((f) => f.endsWith('.qcow2')).length, (await points()).length + 1, `only base and committed points: ${files}`);
   });
 
+  it('sync --full ships every allocated byte again as a new point; --json streams progress lines', async () => {
+    const r = await runVmdr(['sync', name, '--full', '--json', '--config', config]);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event: string; phase?: string; done?: number; total?: number; kind?: string; bytesCovered?: number; point?: Point });
+    const progress = lines.filter((l) => l.event === 'progress' && l.phase === 'ship');
+    assert.ok(progress.length >= 1, r.stdout);
+    const last = progress[progress.length - 1]!;
+    assert.equal(last.done, last.total);
+    const result = lines[lines.length - 1]!;
+    assert.equal(result.event, 'result');
+    assert.equal(result.kind, 'full');
+    assert.equal(result.bytesCovered, 64 * MiB + VDB_SIZE, 'a full sync covers every byte of both disks');
+    await assertPattern(image(result.point!, 'vdb'), '0xab', VDB_SIZE - 1536, 1536);
+  });
+
   it('shows each protection\'s newest point and lag in vmdr status', async () => {
     const rows = await vmdrJson<{ protection: string; lastPoint: { id: string } | null; lagSeconds: number | null; lastSync: { outcome: string } }[]>([
       'status', '--config', config,
@@ -298,10 +313,14 @@ protections:
     assert.equal(row.lastSync.outcome, 'committed');
   });
 
-  it('says in one line what is wrong: unknown VM, receiver down', async () => {
+  it('says in one line what is wrong: unknown VM, VM shut off, receiver down', async () => {
     const unknown = await runVmdr(['sync', 'no-such-vm', '--config', config]);
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /^vmdr: .*vmdr\.yaml: no protection named "no-such-vm"\n$/);
+    await adapter.stop(writer, { mode: 'force' });
+    const off = await runVmdr(['sync', writer, '--config', config]);
+    assert.equal(off.code, 1);
+    assert.match(off.stderr, new RegExp(`^vmdr: VM "${writer}" on qemu:///system is shut ?off; cannot begin backup\n$`));
     await serve!.stop();
     serve = undefined;
     const down = await runVmdr(['sync', name, '--config', config]);
