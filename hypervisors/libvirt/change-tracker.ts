@@ -14,6 +14,8 @@ import { virsh } from './virsh.js';
 import { at, buildXml, childElements, element, parseXml, textElement, textOf, type XmlElement } from './xml.js';
 
 export const CHECKPOINT_PREFIX = 'vmdr-';
+/** libvirt's words for a checkpoint whose bitmap QEMU cannot use: "missing or broken bitmap", "not found in backing chain". */
+const BROKEN_BITMAP = /bitmap .*not found in backing chain|missing or broken bitmap|bitmap.*inconsistent/i;
 
 function parse(text: string, what: string): XmlElement {
   const root = parseXml(text);
@@ -110,7 +112,12 @@ export class LibvirtChangeTracker implements ChangeTracker {
 
   async deleteCheckpoint(vm: string, name: string): Promise<void> {
     if (!name.startsWith(CHECKPOINT_PREFIX)) throw new NotManagedByVmdr('checkpoint', name, this.uri, { vm });
-    await virsh(this.uri, ['checkpoint-delete', vm, name], { operation: 'delete checkpoint', vm });
+    await virsh(this.uri, ['checkpoint-delete', vm, name], { operation: 'delete checkpoint', vm }).catch(async (err: unknown) => {
+      // After QEMU died without saving its bitmaps (host crash, kill -9), the checkpoint's bitmap
+      // is broken or gone and libvirt cannot merge it; its metadata is all that is left to remove.
+      if (!BROKEN_BITMAP.test((err as Error).message)) throw err;
+      await virsh(this.uri, ['checkpoint-delete', vm, name, '--metadata'], { operation: 'delete checkpoint', vm });
+    });
   }
 
   /** Every writable disk of the VM: the seed and CD-ROMs carry nothing to replicate. */

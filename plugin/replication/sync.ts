@@ -43,6 +43,8 @@ export interface SyncResult {
   /** Bytes of the delta stream on the wire (after compression, with framing). */
   bytesShipped: number;
   durationMs: number;
+  /** What went wrong without failing the cycle (an old checkpoint that would not go). */
+  warnings: string[];
 }
 
 interface Choice {
@@ -69,8 +71,12 @@ export async function syncProtection(
   onProgress?.({ phase: 'prepare', done: 0, total: 0 });
   const [latest, names] = await Promise.all([deps.receiver.latestPoint(protection.name), tracker.checkpointNames(vm)]);
   let choice = choose(names, latest, options.full);
-  // Leftovers of failed cycles; the checkpoint the replica is at stays.
-  await pruneCheckpoints(tracker, vm, protection.name, names, choice.since);
+  const warnings: string[] = [];
+  // Leftovers of failed cycles; the checkpoint the replica is at stays. One that cannot go is
+  // reported, not fatal: replication matters more than a tidy checkpoint list.
+  await pruneCheckpoints(tracker, vm, protection.name, names, choice.since).catch((err: unknown) => {
+    warnings.push(`could not delete an old checkpoint: ${(err as Error).message}`);
+  });
 
   const checkpoint = newCheckpointName(protection.name);
   const createdAt = new Date();
@@ -83,7 +89,7 @@ export async function syncProtection(
     choice = { kind: 'resync', reason: `the bitmap of checkpoint ${broken} cannot be used (${err.message})` };
     // A broken checkpoint may refuse deletion too; the resync does not need it gone, and the
     // prune after the next acknowledgement tries again.
-    await tracker.deleteCheckpoint(vm, broken).catch(() => undefined);
+    await tracker.deleteCheckpoint(vm, broken).catch((e: unknown) => warnings.push(`could not delete checkpoint ${broken}: ${(e as Error).message}`));
     session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback() });
   }
 
@@ -129,7 +135,10 @@ export async function syncProtection(
     await session.end();
     // Acknowledged: the replica is at `checkpoint` now; the one it was at is dead weight (a
     // failure here only leaves it for the next cycle's prune).
-    if (choice.since) await tracker.deleteCheckpoint(vm, choice.since).catch(() => undefined);
+    if (choice.since) {
+      const replaced = choice.since;
+      await tracker.deleteCheckpoint(vm, replaced).catch((e: unknown) => warnings.push(`could not delete checkpoint ${replaced}: ${(e as Error).message}`));
+    }
     return {
       protection: protection.name,
       kind: choice.kind,
@@ -140,6 +149,7 @@ export async function syncProtection(
       bytesCovered: total,
       bytesShipped: encoder.wireBytes,
       durationMs: Date.now() - started,
+      warnings,
     };
   } catch (err) {
     const error = err instanceof VmdrError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: String((err as Error).message ?? err) };

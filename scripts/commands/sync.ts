@@ -17,7 +17,8 @@ interface SyncOptions extends GlobalOptions {
 export function describeSync(r: SyncResult): string {
   return (
     `${r.protection}: ${r.kind} (${r.reason}): recovery point ${r.point.id} at checkpoint ${r.checkpoint}, ` +
-    `${formatBytes(r.bytesCovered)} covered, ${formatBytes(r.bytesShipped)} shipped in ${(r.durationMs / 1000).toFixed(1)} s`
+    `${formatBytes(r.bytesCovered)} covered, ${formatBytes(r.bytesShipped)} shipped in ${(r.durationMs / 1000).toFixed(1)} s` +
+    r.warnings.map((w) => `\n${r.protection}: warning: ${w}`).join('')
   );
 }
 

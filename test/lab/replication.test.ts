@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
-import { ensureLabGuest, GUEST_READY, labBoot, labScratchDir, makeDisk, runVmdr, waitForSerialLine } from '../helpers/lab.js';
+import { ensureLabGuest, fileSize, GUEST_READY, labBoot, labScratchDir, makeDisk, runVmdr, waitForSerialLine } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -238,6 +238,36 @@ protections:
     // The next cycle is incremental again.
     const next = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
     assert.equal(next.kind, 'incremental');
+  });
+
+  it('resyncs after QEMU dies without saving its bitmaps (kill -9), then goes incremental again', async () => {
+    const log = join(dir, `${name}.log`);
+    const { stdout: pid } = await exec('cat', [`/run/libvirt/qemu/${name}.pid`]);
+    process.kill(Number(pid.trim()), 'SIGKILL');
+    for (const deadline = Date.now() + 10_000; (await adapter.getVm(name)).powerState === 'running' && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const from = await fileSize(log);
+    await adapter.start(name);
+    await waitForSerialLine({ vm: name, file: log, pattern: GUEST_READY, timeoutMs: 60_000, fromOffset: from });
+    await hmpWrite(name, 1, '0x99', 5 * MiB, 64 * KiB);
+    const r = await paused(name, async () => {
+      const result = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+      await hmpFlush(name, 0);
+      await hmpFlush(name, 1);
+      await compareImages(disks.vda, image(result.point, 'vda'));
+      await compareImages(disks.vdb, image(result.point, 'vdb'));
+      return result;
+    });
+    assert.equal(r.kind, 'resync');
+    assert.match(r.reason, /cannot be used .*missing or broken bitmap/);
+    // The guest's boot wrote a little of vda (ext4 mount); nothing near the whole disk travels.
+    assert.ok(r.bytesCovered <= 2 * MiB, `covered ${r.bytesCovered}`);
+    const next = await vmdrJson<SyncJson & { warnings: string[] }>(['sync', name, '--config', config]);
+    assert.equal(next.kind, 'incremental');
+    assert.deepEqual(next.warnings, []);
+    const { stdout: left } = await exec('virsh', ['-c', 'qemu:///system', 'checkpoint-list', name, '--name']);
+    assert.deepEqual(left.trim().split('\n'), [next.checkpoint], 'the broken checkpoint is gone');
   });
 
   it('keeps up with a guest that writes during syncs; after it stops, replica = source', async () => {
