@@ -112,7 +112,8 @@ export async function syncProtection(
       const client = await NbdClient.connect(session.listen, { exportName: exp.exportName, metaContexts: contexts, signal });
       clients.push(client);
       header.disks.push({ name: exp.disk, sizeBytes: client.size });
-      onProgress?.({ phase: choice.kind === 'resync' ? 'compare' : 'plan', done: index, total: session.exports.length, detail: exp.disk });
+      // Planning has no byte count yet (total 0); only the ship phase counts bytes.
+      onProgress?.({ phase: choice.kind === 'resync' ? 'compare' : 'plan', done: 0, total: 0, detail: `${exp.disk} (${index + 1} of ${session.exports.length})` });
       disks.push({ index, client, ops: await plan(choice, client, exp.dirtyContext, latest, exp.disk, deps.receiver, protection.name, signal) });
     }
 

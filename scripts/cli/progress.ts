@@ -35,7 +35,7 @@ export function progressReporter(options: { json: boolean; label: string }): Pro
     };
   }
   if (!process.stderr.isTTY) return { onProgress: () => undefined, stop: () => undefined };
-  const started = Date.now();
+  let started = Date.now();
   const bar = new cliProgress.SingleBar(
     {
       stream: process.stderr,
@@ -48,6 +48,8 @@ export function progressReporter(options: { json: boolean; label: string }): Pro
   let begun = false;
   return {
     onProgress: (p) => {
+      // Phases without a byte count (preparing, planning) have nothing to draw yet.
+      if (p.total === 0) return;
       const payload = {
         phase: p.phase,
         doneBytes: formatBytes(p.done),
@@ -55,6 +57,7 @@ export function progressReporter(options: { json: boolean; label: string }): Pro
         rate: `${formatBytes(p.done / Math.max(0.001, (Date.now() - started) / 1000))}/s`,
       };
       if (!begun) {
+        started = Date.now();
         bar.start(Math.max(1, p.total), p.done, payload);
         begun = true;
       }
