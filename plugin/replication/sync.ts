@@ -82,18 +82,24 @@ export async function syncProtection(
   const createdAt = new Date();
   let session: BackupSession;
   try {
-    session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback() });
+    try {
+      session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback() });
+    } catch (err) {
+      if (!(choice.kind === 'incremental' && err instanceof VmdrError && BROKEN_BITMAP.test(err.message))) throw err;
+      const broken = choice.since!;
+      choice = { kind: 'resync', reason: `the bitmap of checkpoint ${broken} cannot be used (${err.message})` };
+      // A broken checkpoint may refuse deletion too; the resync does not need it gone, and the
+      // prune after the next acknowledgement tries again.
+      await tracker.deleteCheckpoint(vm, broken).catch((e: unknown) => warnings.push(`could not delete checkpoint ${broken}: ${(e as Error).message}`));
+      session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback() });
+    }
   } catch (err) {
-    if (!(choice.kind === 'incremental' && err instanceof VmdrError && BROKEN_BITMAP.test(err.message))) throw err;
-    const broken = choice.since!;
-    choice = { kind: 'resync', reason: `the bitmap of checkpoint ${broken} cannot be used (${err.message})` };
-    // A broken checkpoint may refuse deletion too; the resync does not need it gone, and the
-    // prune after the next acknowledgement tries again.
-    await tracker.deleteCheckpoint(vm, broken).catch((e: unknown) => warnings.push(`could not delete checkpoint ${broken}: ${(e as Error).message}`));
-    session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback() });
+    // A cycle that could not even start (VM off, libvirt down) is history `vmdr status` shows too.
+    recordFailure(deps.state, recordSyncStart(deps.state, runStart(protection, choice, checkpoint)), err);
+    throw err;
   }
 
-  const run = recordSyncStart(deps.state, { protection: protection.name, kind: choice.kind, checkpoint, since: choice.since ?? null });
+  const run = recordSyncStart(deps.state, runStart(protection, choice, checkpoint));
   const clients: NbdClient[] = [];
   try {
     const disks: DiskToShip[] = [];
@@ -153,14 +159,22 @@ export async function syncProtection(
       warnings,
     };
   } catch (err) {
-    const error = err instanceof VmdrError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: String((err as Error).message ?? err) };
-    recordSyncEnd(deps.state, run, { outcome: 'failed', error });
+    recordFailure(deps.state, run, err);
     for (const c of clients) c.destroy();
     await session.end().catch(() => undefined);
     // The new checkpoint stays: the receiver may have committed it and lost only the answer. The
     // next cycle asks the receiver and prunes whichever of the two the replica is not at.
     throw err;
   }
+}
+
+function runStart(protection: Protection, choice: Choice, checkpoint: string) {
+  return { protection: protection.name, kind: choice.kind, checkpoint, since: choice.since ?? null };
+}
+
+function recordFailure(state: StateStore, run: number, err: unknown): void {
+  const error = err instanceof VmdrError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: String((err as Error).message ?? err) };
+  recordSyncEnd(state, run, { outcome: 'failed', error });
 }
 
 async function loopback() {
