@@ -1,6 +1,5 @@
 import type { Argv, CommandModule } from 'yargs';
 import { replicateContinuously } from '../../plugin/replication/continuous.js';
-import { startReceivers } from '../../plugin/replication/receiver/run.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import { printJson, run } from '../cli/report.js';
 import type { GlobalOptions } from './options.js';
@@ -30,6 +29,8 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
         const stop = new AbortController();
         const end = () => stop.abort();
         process.once('SIGINT', end).once('SIGTERM', end);
+        // Loaded here, not at start-up: the HTTPS server (fastify) is only the daemon's.
+        const { startReceivers } = await import('../../plugin/replication/receiver/run.js');
         const receivers = await startReceivers(config, file, state, {
           ...(argv.site ? { only: argv.site } : {}),
           onWarning: (err, context) => {

@@ -15,12 +15,13 @@ import { ALLOCATION_CONTEXT } from '../capture/extents.js';
 import { NbdClient } from '../nbd/client.js';
 import { serveImage } from '../replica/qemu-nbd.js';
 import type { RecoveryPoint, ReplicaStore } from '../replica/store.js';
+import { DELTA_STREAM_TYPE } from '../stream/format.js';
+export { DELTA_STREAM_TYPE };
 import { applyDeltaStream } from './apply.js';
 import type { ReceiverCredentials } from './credentials.js';
 import { PROTECTION_UNKNOWN, ReceiverRefused } from './errors.js';
 import { SequencerByKey } from './sequencer.js';
 
-export const DELTA_STREAM_TYPE = 'application/vnd.vmdr.delta-stream';
 
 export interface ReceiverOptions {
   config: Config;
@@ -103,7 +104,13 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
         yield chunk;
       }
     })();
-    const { point } = await turns.run(p.name, () => applyDeltaStream(replicas, p.name, counted, () => wire));
+    const { point } = await turns.run(p.name, () => applyDeltaStream(replicas, p.name, counted, () => wire)).catch((err: unknown) => {
+      // A refused stream is answered before its body was read to the end, and Node does not drain
+      // a body that was partly read: the rest would stall the next request on this keep-alive
+      // connection forever. The connection ends with the answer instead.
+      void reply.header('connection', 'close');
+      throw err;
+    });
     if (options.onCommitted) {
       void turns.run(p.name, () => options.onCommitted!(p, point)).catch((err: unknown) => options.onWarning?.(err, { protection: p.name }));
     }

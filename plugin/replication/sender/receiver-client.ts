@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { VmdrError } from '../../../hypervisors/errors.js';
 import type { RecoveryPoint } from '../replica/store.js';
-import { DELTA_STREAM_TYPE } from '../receiver/server.js';
+import { DELTA_STREAM_TYPE } from '../stream/format.js';
 
 export class ReceiverUnreachable extends VmdrError {
   constructor(url: string, site: string, detail: string, cause?: unknown) {

@@ -8,6 +8,8 @@
  * is there to catch corruption, truncation, replays and bugs before anything reaches a replica.
  */
 export const STREAM_MAGIC = Buffer.from('VMDRDS\r\n', 'latin1');
+/** The HTTP media type of a request body that is one delta stream. */
+export const DELTA_STREAM_TYPE = 'application/vnd.vmdr.delta-stream';
 export const STREAM_VERSION = 1;
 export const STREAM_PREFIX_BYTES = 16; // magic(8) version(2) reserved(2) headerLength(4)
 export const MAX_HEADER_BYTES = 64 * 1024;
