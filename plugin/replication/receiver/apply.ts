@@ -49,22 +49,27 @@ export async function applyDeltaStream(
       servers.push(server);
       clients.push(await NbdClient.connect(server.listen, { exportName: '' }));
     }
-    const inFlight: Promise<void>[] = [];
+    const inFlight: { disk: number; from: number; to: number; done: Promise<void> }[] = [];
     let end;
     for await (const frame of frames) {
       if (frame.kind === FrameKind.End) {
         end = frame;
         break;
       }
+      const from = frame.offset;
+      const to = from + (frame.kind === FrameKind.Data ? frame.data.length : frame.length);
+      // NBD may complete concurrent requests in any order: a frame overlapping one still in flight
+      // waits for it, so overlapping frames land in stream order (the later one wins).
+      while (inFlight.some((w) => w.disk === frame.disk && w.from < to && from < w.to)) await inFlight.shift()!.done;
       const client = clients[frame.disk]!;
       const write = frame.kind === FrameKind.Data ? client.write(frame.offset, frame.data) : client.writeZeroes(frame.offset, frame.length);
       // Awaited in order below; until then a failure must not count as an unhandled rejection.
       write.catch(() => undefined);
-      inFlight.push(write);
+      inFlight.push({ disk: frame.disk, from, to, done: write });
       failpoint('receiver-frame');
-      if (inFlight.length >= WRITE_WINDOW) await inFlight.shift();
+      if (inFlight.length >= WRITE_WINDOW) await inFlight.shift()!.done;
     }
-    await Promise.all(inFlight);
+    await Promise.all(inFlight.map((w) => w.done));
     // decodeDeltaStream yields the end frame only after checking it; without it nothing commits.
     if (!end) throw new Error('delta stream ended without an end frame');
     await Promise.all(clients.map((c) => c.flush()));
