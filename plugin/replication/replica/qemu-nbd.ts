@@ -31,7 +31,11 @@ export async function serveImage(image: string, options: { readOnly?: boolean; f
   ];
   if (options.readOnly) args.push('--read-only');
   args.push(image);
-  const child = spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // --persistent keeps qemu-nbd running when its client goes, so it would outlive a receiver killed
+  // with -9 and keep the overlay's backing chain locked: the next retention merge (and so the
+  // restarted receiver's recovery) fails on the lock. PR_SET_PDEATHSIG (util-linux setpriv, which
+  // then execs qemu-nbd in the same process) makes the kernel kill it with its parent.
+  const child = spawn('setpriv', ['--pdeathsig', 'SIGKILL', '--', 'qemu-nbd', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
