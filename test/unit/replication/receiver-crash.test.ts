@@ -1,0 +1,253 @@
+/**
+ * kill -9 of the receiver at random moments: `vmdr serve --no-replicate` (the real daemon, from
+ * dist/) takes random two-disk cycles made with DeltaStreamEncoder and dies mid-way, by SIGKILL
+ * from here after a random delay or by a failpoint (VMDR_FAILPOINT) in the apply, the commit or a
+ * retention merge (keep 3, so merges run on every cycle). After each kill it is started again,
+ * its recover() runs, and every listed point must pass qemu-img check and read exactly the bytes
+ * the model says; the newest point is the last acknowledged one or the one whose answer was lost;
+ * no overlay is left that no point refers to; and the next cycle commits.
+ *
+ * VMDR_TEST_SEED=<n> replays a run's choices (offsets, data, kill modes; kill timing is real time).
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { VmdrError } from '../../../hypervisors/errors.js';
+import { loadSenderCredentials } from '../../../plugin/replication/receiver/credentials.js';
+import type { RecoveryPoint } from '../../../plugin/replication/replica/store.js';
+import { freeLoopbackPort } from '../../../plugin/replication/sender/nbd-port.js';
+import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
+import {
+  DiskModel,
+  KiB,
+  MiB,
+  Prng,
+  assertPointHolds,
+  chunks,
+  encodeStream,
+  randomOps,
+  receiverConfigYaml,
+  streamBytes,
+  streamHeader,
+  strayPointFiles,
+  type DiskSpec,
+} from '../../helpers/receiver-lab.js';
+import { startServe, type ServeProcess } from '../../helpers/vmdr-serve.js';
+
+const PROTECTION = 'crash-web';
+const KEEP = 3;
+const RUNS = Number(process.env['VMDR_CRASH_RUNS'] ?? 24);
+const DISKS: DiskSpec[] = [
+  { name: 'vda', sizeBytes: 4 * MiB },
+  { name: 'vdb', sizeBytes: 6 * MiB + 1536 },
+];
+const FAILPOINTS = [
+  'receiver-frame',
+  'receiver-before-commit',
+  'receiver-after-commit',
+  'begin-after-create',
+  'merge-after-intent',
+  'merge-after-commit',
+  'merge-after-rebase',
+  'merge-after-remove',
+  'merge-after-record',
+] as const;
+
+/** Resolves true when `serve` ended within `ms`. */
+function exitsWithin(serve: ServeProcess, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    serve.exited.then(() => true),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** SIGTERM, as an operator stops it; it must be gone within 10 s. */
+async function stopGracefully(serve: ServeProcess, context: string): Promise<void> {
+  serve.child.kill('SIGTERM');
+  if (!(await exitsWithin(serve, 10_000))) {
+    await kill9(serve);
+    assert.fail(`${context}: vmdr serve did not stop within 10 s of SIGTERM: ${serve.stderr()}`);
+  }
+}
+
+async function kill9(serve: ServeProcess): Promise<void> {
+  if (serve.child.exitCode === null && serve.child.signalCode === null) serve.child.kill('SIGKILL');
+  await serve.exited;
+}
+
+describe('receiver crash recovery: kill -9 of vmdr serve at random moments', function () {
+  this.timeout(240_000);
+  const seed = Number(process.env['VMDR_TEST_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
+  const rng = new Prng(seed);
+  let root: string;
+  let storage: string;
+  let config: string;
+  let credentialsDir: string;
+  let url: string;
+  let serve: ServeProcess | undefined;
+  /** seq → the bytes that point holds. */
+  const models = new Map<number, DiskModel>();
+  let cycle = 0;
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'test-vmdr-receiver-crash-'));
+    storage = join(root, 'replicas');
+    credentialsDir = join(root, 'receiver');
+    const port = await freeLoopbackPort();
+    url = `https://127.0.0.1:${port}`;
+    config = join(root, 'vmdr.yaml');
+    await writeFile(
+      config,
+      receiverConfigYaml({
+        statePath: join(root, 'state', 'vmdr.db'),
+        storage,
+        listen: `127.0.0.1:${port}`,
+        credentials: credentialsDir,
+        protections: [{ name: PROTECTION, keep: KEEP }],
+      }),
+    );
+  });
+
+  after(async () => {
+    if (serve) await kill9(serve);
+    await rm(root, { recursive: true, force: true });
+  });
+
+  async function withClient<T>(work: (client: ReceiverClient) => Promise<T>): Promise<T> {
+    const client = new ReceiverClient(url, 'dr', await loadSenderCredentials(credentialsDir));
+    try {
+      return await work(client);
+    } finally {
+      client.close();
+    }
+  }
+
+  /** A random cycle on `base`: its stream and the bytes its point must hold. */
+  function randomCycle(base: RecoveryPoint | undefined) {
+    cycle += 1;
+    const ops = randomOps(rng, DISKS, rng.int(2, 6), 768 * KiB);
+    const header = streamHeader({ protection: PROTECTION, disks: DISKS, base: base?.id ?? null, n: cycle });
+    const stream = encodeStream(header, ops);
+    const from = base ? models.get(base.seq) : DiskModel.empty(DISKS);
+    assert.ok(from, `no model for the base ${base?.id}`);
+    return { stream, model: from.after(ops), seq: (base?.seq ?? 0) + 1 };
+  }
+
+  /** Sends a cycle that must commit as the next point. */
+  async function goodCycle(context: string): Promise<RecoveryPoint> {
+    return withClient(async (client) => {
+      const base = await client.latestPoint(PROTECTION);
+      const c = randomCycle(base);
+      const point = await client.sendCycle(PROTECTION, chunks(streamBytes(c.stream)));
+      assert.equal(point.id, `rp-${c.seq}`, `${context}: the good cycle committed ${point.id}`);
+      models.set(c.seq, c.model);
+      return point;
+    });
+  }
+
+  /**
+   * After a restart: every listed point is clean and reads its model; the newest is the last
+   * acknowledged point or the unacknowledged candidate; no stray overlay; at most KEEP+1 points.
+   */
+  async function verify(context: string, acked: number, candidate?: { seq: number; model: DiskModel; acknowledged: boolean }): Promise<RecoveryPoint[]> {
+    const points = await withClient((c) => c.listPoints(PROTECTION));
+    const seqs = points.map((p) => p.seq);
+    assert.ok(seqs.length >= 1 && seqs.length <= KEEP + 1, `${context}: ${seqs.length} points listed (${seqs.join(', ')})`);
+    assert.ok(seqs.every((s, i) => i === 0 || s > seqs[i - 1]!), `${context}: points out of order: ${seqs.join(', ')}`);
+    const newest = seqs.at(-1)!;
+    if (candidate?.acknowledged) assert.equal(newest, candidate.seq, `${context}: the acknowledged rp-${candidate.seq} is not the newest (rp-${newest})`);
+    else if (candidate) assert.ok(newest === acked || newest === candidate.seq, `${context}: newest is rp-${newest}; expected rp-${acked} or the unacknowledged rp-${candidate.seq}`);
+    else assert.equal(newest, acked, `${context}: newest is rp-${newest}, expected rp-${acked}`);
+    if (candidate) {
+      if (newest === candidate.seq) models.set(candidate.seq, candidate.model);
+      else models.delete(candidate.seq);
+    }
+    for (const p of points) {
+      const model = models.get(p.seq);
+      assert.ok(model, `${context}: ${p.id} is listed but was never sent`);
+      await assertPointHolds(p, model, DISKS, `${context}: `);
+    }
+    assert.deepEqual(await strayPointFiles(storage, PROTECTION, points), [], `${context}: overlays no point refers to`);
+    return points;
+  }
+
+  it(`recovers to the last committed point after ${RUNS} kills at random moments, and the next cycle commits`, async function () {
+    const started = Date.now();
+    const outcomes: string[] = [];
+    try {
+      serve = await startServe(config);
+      let acked = (await goodCycle('initial full cycle')).seq;
+      for (let run = 1; run <= RUNS; run++) {
+        const t0 = Date.now();
+        const context = `run ${run} (VMDR_TEST_SEED=${seed})`;
+        const useFailpoint = rng.next() < 0.5;
+        let failpoint = '';
+        if (useFailpoint) {
+          const name = rng.pick(FAILPOINTS);
+          failpoint = name === 'receiver-frame' ? `${name}@${rng.int(1, 6)}` : name === 'merge-after-commit' ? `${name}@${rng.int(1, 2)}` : name;
+          await stopGracefully(serve!, context);
+          try {
+            serve = await startServe(config, { env: { VMDR_FAILPOINT: failpoint } });
+          } catch {
+            // It died in its start-up recovery (a merge left by the last graceful stop hit the failpoint): a kill too.
+            serve = undefined;
+          }
+        }
+        const delay = rng.int(0, 300);
+        let candidate: { seq: number; model: DiskModel; acknowledged: boolean } | undefined;
+        let how: string;
+        if (!serve) how = `${failpoint} during start-up recovery`;
+        else {
+          const victim = serve;
+          const killer = useFailpoint ? undefined : setTimeout(() => victim.child.kill('SIGKILL'), delay);
+          const answer = await withClient(async (client) => {
+            const base = await client.latestPoint(PROTECTION);
+            assert.equal(base?.seq, acked, `${context}: the receiver's newest before the cycle`);
+            const c = randomCycle(base);
+            candidate = { seq: c.seq, model: c.model, acknowledged: false };
+            return client.sendCycle(PROTECTION, chunks(streamBytes(c.stream))).then(
+              (p) => ({ point: p }),
+              (err: unknown) => ({ err }),
+            );
+          }).catch((err: unknown) => ({ err })); // killed before latestPoint answered
+          if ('point' in answer) {
+            assert.equal(answer.point.seq, candidate!.seq, `${context}: acknowledged ${answer.point.id}`);
+            candidate!.acknowledged = true;
+          } else if (!(answer.err instanceof VmdrError) || !['RECEIVER_UNREACHABLE'].includes(answer.err.code)) {
+            // A cut connection is the only refusal a good stream may meet.
+            assert.fail(`${context}: the cycle failed with ${String(answer.err)}`);
+          }
+          // A failpoint in a merge fires after the answer (retention runs then): give it a moment.
+          const died = await exitsWithin(victim, useFailpoint && failpoint.startsWith('merge') && candidate?.acknowledged ? 2000 : 0);
+          if (killer) clearTimeout(killer);
+          await kill9(victim);
+          const signal = await victim.exited;
+          assert.equal(signal, 'SIGKILL', `${context}: serve ended with ${signal}: ${victim.stderr()}`);
+          how = `${useFailpoint ? failpoint : `SIGKILL after ${delay} ms`}${useFailpoint && !died && candidate?.acknowledged ? ' (not reached; SIGKILL after the answer)' : ''}, cycle ${candidate?.acknowledged ? 'acknowledged' : 'cut'}`;
+        }
+        serve = await startServe(config);
+        const recovered = serve.events.find((e) => e.event === 'receiver') as { recovered?: { discarded: string[]; mergesFinished: string[] } } | undefined;
+        const points = await verify(`${context}, ${how}`, acked, candidate);
+        acked = points.at(-1)!.seq;
+        const next = await goodCycle(`${context}, next cycle`);
+        acked = next.seq;
+        const r = recovered?.recovered;
+        outcomes.push(
+          `run ${String(run).padStart(2)}: ${how}; newest after restart rp-${points.at(-1)!.seq}` +
+            `${r?.discarded.length ? `, discarded ${r.discarded.length}` : ''}${r?.mergesFinished.length ? `, finished merge ${r.mergesFinished.join(' ')}` : ''}; ${Date.now() - t0} ms`,
+        );
+      }
+      // The last acknowledged point, held after one more restart.
+      await stopGracefully(serve!, 'final stop');
+      serve = await startServe(config);
+      await verify(`final (VMDR_TEST_SEED=${seed})`, acked);
+      console.log(`      seed ${seed}, ${RUNS} runs in ${((Date.now() - started) / 1000).toFixed(1)} s\n      ${outcomes.join('\n      ')}`);
+    } catch (err) {
+      console.log(`      receiver crash suite failed; replay with VMDR_TEST_SEED=${seed}\n      ${outcomes.join('\n      ')}`);
+      if (serve) console.log(`      serve stderr: ${serve.stderr()}`);
+      throw err;
+    }
+  });
+});
