@@ -34,7 +34,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
   constructor(readonly uri: string) {
     this.conn = new LibvirtConnection(uri);
     this.networks = new LibvirtNetworks(uri, this.conn.virshSharesState);
-    this.changeTracker = this.conn.virshSharesState ? new LibvirtChangeTracker(uri) : undefined;
+    this.changeTracker = this.conn.virshSharesState ? new LibvirtChangeTracker(uri, (vm) => this.liveXml(vm)) : undefined;
   }
 
   async connect(): Promise<void> {
@@ -164,6 +164,12 @@ export class LibvirtAdapter implements HypervisorAdapter {
 
   removeNetwork(name: string): Promise<void> {
     return this.networks.remove(name);
+  }
+
+  /** The running definition, through the open connection (a sync cycle asks every time). */
+  private async liveXml(vm: string): Promise<string> {
+    const domain = await this.conn.lookup(vm);
+    return this.conn.call({ operation: 'read VM', vm }, (h) => h.domainGetXMLDesc(domain));
   }
 
   /** `vm` names the VM in errors until its XML has told us its name. */

@@ -24,7 +24,11 @@ function parse(text: string, what: string): XmlElement {
 }
 
 export class LibvirtChangeTracker implements ChangeTracker {
-  constructor(private readonly uri: string) {}
+  constructor(
+    private readonly uri: string,
+    /** The VM's live XML from the adapter's open connection: cheaper than a virsh process per cycle. */
+    private readonly domainXml: (vm: string) => Promise<string>,
+  ) {}
 
   async checkpointNames(vm: string): Promise<string[]> {
     return (await virsh(this.uri, ['checkpoint-list', vm, '--name', '--topological'], { operation: 'list checkpoints', vm }))
@@ -66,7 +70,13 @@ export class LibvirtChangeTracker implements ChangeTracker {
       element(
         'disks',
         {},
-        disks.map((d) => element('disk', { name: d, backup: 'yes', type: 'file' }, [element('scratch', { file: join(scratch, `${vm}-${d}.scratch`) })])),
+        // Export and bitmap names are set here, not left to libvirt's defaults, so the session is
+        // known without asking libvirt again (a virsh backup-dumpxml per cycle).
+        disks.map((d) =>
+          element('disk', { name: d, backup: 'yes', type: 'file', exportname: d, ...(options.since ? { exportbitmap: `backup-${d}` } : {}) }, [
+            element('scratch', { file: join(scratch, `${vm}-${d}.scratch`) }),
+          ]),
+        ),
       ),
     ]);
     const checkpoint = element('domaincheckpoint', {}, [
@@ -94,20 +104,12 @@ export class LibvirtChangeTracker implements ChangeTracker {
       });
       if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
     };
-    try {
-      const running = parse(await virsh(this.uri, ['backup-dumpxml', vm], { operation: 'read backup', vm }), 'backup XML');
-      const exports: BackupExport[] = childElements(at(running, 'disks') ?? element('disks'), 'disk')
-        .filter((d) => d.attrs.backup !== 'no')
-        .map((d) => ({
-          disk: d.attrs.name ?? '',
-          exportName: d.attrs.exportname ?? d.attrs.name ?? '',
-          ...(d.attrs.exportbitmap ? { dirtyContext: `qemu:dirty-bitmap:${d.attrs.exportbitmap}` } : {}),
-        }));
-      return { checkpoint: options.checkpoint, ...(options.since ? { since: options.since } : {}), listen: options.listen, exports, end };
-    } catch (err) {
-      await end().catch(() => undefined);
-      throw err;
-    }
+    const exports: BackupExport[] = disks.map((d) => ({
+      disk: d,
+      exportName: d,
+      ...(options.since ? { dirtyContext: `qemu:dirty-bitmap:backup-${d}` } : {}),
+    }));
+    return { checkpoint: options.checkpoint, ...(options.since ? { since: options.since } : {}), listen: options.listen, exports, end };
   }
 
   async deleteCheckpoint(vm: string, name: string): Promise<void> {
@@ -122,7 +124,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
 
   /** Every writable disk of the VM: the seed and CD-ROMs carry nothing to replicate. */
   private async backupDisks(vm: string): Promise<string[]> {
-    const xml = parse(await virsh(this.uri, ['dumpxml', vm], { operation: 'read VM', vm }), 'domain XML');
+    const xml = parse(await this.domainXml(vm), 'domain XML');
     return childElements(at(xml, 'devices') ?? element('devices'), 'disk')
       .filter((d) => d.attrs.device === 'disk' && !at(d, 'readonly'))
       .map((d) => at(d, 'target')?.attrs.dev ?? '')

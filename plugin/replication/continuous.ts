@@ -1,7 +1,7 @@
 /**
- * Continuous replication of one protection: cycles back to back (or every rpo/2 when the
- * protection is not continuous), each one a full sync cycle. A failed cycle is retried from the same
- * checkpoint after a back-off that grows to 30 s; the loop ends only when its signal aborts.
+ * Replication of one protection in a loop: cycles back to back, or one every `intervalMs`. A
+ * failed cycle is retried from the same checkpoint after a back-off that grows to 30 s; the loop
+ * ends only when its signal aborts.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Protection } from '../config/schema.js';
@@ -17,18 +17,30 @@ export interface CycleReport {
   lagSeconds?: number;
 }
 
-export async function replicateContinuously(protection: Protection, deps: Deps, options: { signal: AbortSignal; onCycle?: (report: CycleReport) => void }): Promise<void> {
+/** How long from one cycle's start to the next: back to back for continuous protections, else rpo/2. */
+export function cycleInterval(protection: Protection): number {
+  return protection.continuous ? 0 : protection.rpo / 2;
+}
+
+export async function replicateContinuously(
+  protection: Protection,
+  deps: Deps,
+  options: { signal: AbortSignal; intervalMs: number; onCycle?: (report: CycleReport) => void },
+): Promise<void> {
   const { signal } = options;
   let backoff = 1_000;
+  let previous: SyncResult | undefined;
   while (!signal.aborted) {
     const started = Date.now();
     try {
-      const result = await syncProtection(protection, deps, { signal });
+      const result = await syncProtection(protection, deps, { signal, ...(previous ? { previous } : {}) });
+      previous = result;
       options.onCycle?.({ protection: protection.name, result, lagSeconds: (Date.now() - result.point.time.getTime()) / 1000 });
       backoff = 1_000;
-      const pause = protection.continuous ? 0 : Math.max(0, protection.rpo / 2 - (Date.now() - started));
+      const pause = Math.max(0, options.intervalMs - (Date.now() - started));
       if (pause > 0) await sleep(pause, undefined, { signal }).catch(() => undefined);
     } catch (error) {
+      previous = undefined;
       if (signal.aborted) break;
       options.onCycle?.({ protection: protection.name, error });
       await sleep(backoff, undefined, { signal }).catch(() => undefined);

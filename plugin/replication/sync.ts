@@ -28,6 +28,13 @@ export type SyncKind = StreamHeader['kind'];
 export interface SyncOptions extends TaskOptions {
   /** Ship every byte even when an incremental is possible. */
   full?: boolean;
+  /**
+   * The last cycle of a loop that has run without a hitch since: the replica is at its point and
+   * its checkpoint is the only one of ours, so neither the receiver nor libvirt is asked again.
+   * Should either have changed behind the loop's back, the receiver refuses the stream's base (or
+   * backup-begin the checkpoint), the cycle fails, and the next one asks.
+   */
+  previous?: SyncResult;
 }
 
 export interface SyncResult {
@@ -69,7 +76,10 @@ export async function syncProtection(
   const vm = protection.source.vm;
 
   onProgress?.({ phase: 'prepare', done: 0, total: 0 });
-  const [latest, names] = await Promise.all([deps.receiver.latestPoint(protection.name), tracker.checkpointNames(vm)]);
+  const previous = options.previous?.warnings.length === 0 && !options.full ? options.previous : undefined;
+  const [latest, names] = previous
+    ? [previous.point, [previous.checkpoint]]
+    : await Promise.all([deps.receiver.latestPoint(protection.name), tracker.checkpointNames(vm)]);
   let choice = choose(names, latest, options.full);
   const warnings: string[] = [];
   // Leftovers of failed cycles; the checkpoint the replica is at stays. One that cannot go is

@@ -1,5 +1,5 @@
 import type { Argv, CommandModule } from 'yargs';
-import { replicateContinuously } from '../../plugin/replication/continuous.js';
+import { cycleInterval, replicateContinuously } from '../../plugin/replication/continuous.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import { printJson, run } from '../cli/report.js';
 import type { GlobalOptions } from './options.js';
@@ -51,6 +51,7 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
               try {
                 await replicateContinuously(p, { sites, state, receiver }, {
                   signal: stop.signal,
+                  intervalMs: cycleInterval(p),
                   onCycle: (c) => {
                     const error = c.error instanceof Error ? c.error.message : undefined;
                     say({ event: 'cycle', ...c, error }, c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s` : `${c.protection}: cycle failed: ${error}`);

@@ -42,6 +42,8 @@ export const syncCommand: CommandModule<GlobalOptions, SyncOptions> = {
             process.once('SIGINT', end).once('SIGTERM', end);
             await replicateContinuously(protection, { sites, state, receiver }, {
               signal: stop.signal,
+              // Asked for on the command line: back to back, whatever the protection's schedule.
+              intervalMs: 0,
               onCycle: (c) => {
                 const error = c.error instanceof Error ? c.error.message : c.error === undefined ? undefined : String(c.error);
                 if (argv.json) return printJson({ event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, ...(c.result ? { result: c.result } : {}), ...(error ? { error } : {}) });

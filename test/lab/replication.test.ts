@@ -5,9 +5,10 @@
  * recovery point's image with qemu-io, or a whole-disk qemu-img compare against the source.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
@@ -16,6 +17,7 @@ import { ensureLabGuest, fileSize, GUEST_READY, labBoot, labScratchDir, makeDisk
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
+const CLI = join(import.meta.dirname, '..', '..', 'dist', 'scripts', 'vmdr.js');
 const KiB = 1024;
 const MiB = 1024 * KiB;
 /** Not a multiple of the 64 KiB bitmap granularity: the last granule is 1.5 KiB long. */
@@ -291,6 +293,36 @@ protections:
     assert.equal(kept.length, 3);
     assert.equal(image(kept[0]!, 'vda'), join(dir, 'replicas', writer, 'vda', 'base.qcow2'));
     for (const p of kept) await exec('qemu-img', ['check', '-U', image(p, 'vda')]);
+  });
+
+  it('continuous mode: cycles back to back, rides out a receiver restart, stops cleanly on SIGTERM', async () => {
+    const loop = spawn(process.execPath, [CLI, 'sync', writer, '--continuous', '--json', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const cycles: { result?: SyncJson; error?: string; lagSeconds?: number }[] = [];
+    const exited = new Promise<number | null>((resolve) => loop.once('exit', (code) => resolve(code)));
+    createInterface({ input: loop.stdout! }).on('line', (line) => cycles.push(JSON.parse(line) as (typeof cycles)[number]));
+    const waitFor = async (what: string, ok: () => boolean) => {
+      for (const deadline = Date.now() + 90_000; !ok(); ) {
+        assert.ok(Date.now() < deadline, `${what}: ${JSON.stringify(cycles)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    try {
+      await waitFor('three cycles', () => cycles.filter((c) => c.result).length >= 3);
+      await serve!.stop();
+      await waitFor('a failed cycle', () => cycles.some((c) => c.error));
+      serve = await startServe(config);
+      const failedAt = cycles.length;
+      await waitFor('cycles again', () => cycles.slice(failedAt).filter((c) => c.result).length >= 2);
+    } finally {
+      loop.kill('SIGTERM');
+    }
+    assert.equal(await exited, 0);
+    const ok = cycles.filter((c) => c.result).map((c) => c.result!);
+    assert.ok(ok.every((r) => r.kind === 'incremental'), JSON.stringify(ok.map((r) => r.kind)));
+    const seqs = ok.map((r) => Number(r.point.id.slice(3)));
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'points only move forward');
+    assert.match(cycles.find((c) => c.error)!.error!, /cannot reach the receiver/);
+    for (const c of cycles.filter((x) => x.result)) assert.ok(c.lagSeconds! >= 0 && c.lagSeconds! < 60, `lag ${c.lagSeconds}`);
   });
 
   it('a receiver killed mid-stream: the next cycle starts from the same checkpoint, no full copy', async () => {
