@@ -16,4 +16,9 @@ export class SequencerByKey {
     });
     return next;
   }
+
+  /** Resolves once everything queued so far has settled (a daemon's shutdown waits for it). */
+  async idle(): Promise<void> {
+    while (this.tails.size > 0) await Promise.all(this.tails.values());
+  }
 }

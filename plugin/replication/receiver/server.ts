@@ -56,6 +56,9 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
   const app = Fastify({ https: { cert: credentials.cert, key: credentials.key }, logger: false, requestTimeout: 0 });
   const token = Buffer.from(`Bearer ${credentials.token}`);
   const turns = new SequencerByKey();
+  // A merge started after a commit must finish before the state file closes under it; a kill -9
+  // instead is what recover() is for.
+  app.addHook('onClose', async () => turns.idle());
 
   // The delta stream is consumed as it arrives, never buffered: hand the raw request on.
   app.addContentTypeParser(DELTA_STREAM_TYPE, (_req, payload, done) => done(null, payload));
