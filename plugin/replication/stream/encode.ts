@@ -31,6 +31,13 @@ export class DeltaStreamEncoder {
   private chain = 0;
   private readonly trailer: StreamTrailer = { frames: 0, dataBytes: 0, zeroBytes: 0 };
   private readonly level: number;
+  /**
+   * Frames to send raw before trying zstd again. Incompressible data (encrypted volumes, media,
+   * already-compressed files) costs zstd its full effort for no gain, so after each frame that
+   * did not shrink the encoder waits twice as long (up to 32 frames) before it tries again.
+   */
+  private skip = 0;
+  private skipNext = 1;
   /** Bytes of payload put on the wire so far (after compression), headers excluded. */
   wireBytes = 0;
 
@@ -62,11 +69,17 @@ export class DeltaStreamEncoder {
       const piece = data.subarray(at, Math.min(at + MAX_FRAME_DATA, data.length));
       let payload = piece;
       let codec = Codec.Raw;
-      if (this.level > 0) {
+      if (this.level > 0 && this.skip > 0) this.skip -= 1;
+      else if (this.level > 0) {
         const packed = compress(piece, { compressionLevel: this.level });
-        if (packed.length < piece.length) {
+        // Less than 3% saved is not worth the receiver's decompression either.
+        if (packed.length < piece.length * 0.97) {
           payload = packed;
           codec = Codec.Zstd;
+          this.skipNext = 1;
+        } else {
+          this.skip = this.skipNext;
+          this.skipNext = Math.min(32, this.skipNext * 2);
         }
       }
       out.push(this.frame(FrameKind.Data, codec, disk, offset + at, piece.length, crc32(piece), payload), payload);

@@ -161,3 +161,26 @@ describe('delta stream', () => {
     assert.match(err.message, /past the end of disk vdb/);
   });
 });
+
+describe('delta stream compression', () => {
+  it('stops trying zstd on incompressible data for a while, and tries again', async () => {
+    const encoder = new DeltaStreamEncoder(header('adaptive'));
+    const chunks: Buffer[] = [encoder.start()];
+    const KiB = 1024;
+    const codecs: number[] = [];
+    const frame = (data: Buffer, at: number) => {
+      const out = encoder.data(0, at, data);
+      codecs.push(out[0]!.readUInt8(13));
+      chunks.push(...out);
+    };
+    for (let i = 0; i < 4; i += 1) frame(randomBytes(64 * KiB), i * 64 * KiB);
+    frame(Buffer.alloc(64 * KiB, 0x41), 4 * 64 * KiB); // skipped: sent raw though it compresses
+    frame(Buffer.alloc(64 * KiB, 0x42), 5 * 64 * KiB); // tried again: compresses
+    frame(Buffer.alloc(64 * KiB, 0x43), 6 * 64 * KiB);
+    chunks.push(...encoder.end());
+    // random: tried, raw; random: skipped; random: tried, raw; random and 0x41: skipped; then zstd again
+    assert.deepEqual(codecs, [0, 0, 0, 0, 0, 1, 1]);
+    const { frames } = await decodeAll(chunks);
+    assert.ok((frames[4] as { data: Buffer }).data.equals(Buffer.alloc(64 * KiB, 0x41)));
+  });
+});
