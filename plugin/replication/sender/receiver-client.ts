@@ -61,7 +61,8 @@ export class ReceiverClient {
   async sendCycle(protection: string, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<RecoveryPoint> {
     const res = await this.send('POST', `/v1/protections/${encodeURIComponent(protection)}/cycles`, {
       type: DELTA_STREAM_TYPE,
-      body: Readable.from(body, { objectMode: false }),
+      // Run ahead of the socket by a few frames, so a slow moment on one side does not stall the other.
+      body: Readable.from(body, { objectMode: false, highWaterMark: 16 * 1024 * 1024 }),
       signal,
     });
     return toPoint((JSON.parse((await readAll(res)).toString('utf8')) as { point: WirePoint }).point);
