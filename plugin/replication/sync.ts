@@ -136,6 +136,10 @@ export async function syncProtection(
     const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
     let done = 0;
     const encoder = new DeltaStreamEncoder(header);
+    // The backup job ends as soon as the last read returns, while the receiver is still flushing
+    // and committing: the next cycle cannot begin its own job before this one has ended.
+    let captureEnded: Promise<void> | undefined;
+    const endCapture = () => (captureEnded ??= closeAll(clients).then(() => session.end()));
     const body = deltaStreamBody(
       encoder,
       disks,
@@ -144,12 +148,12 @@ export async function syncProtection(
         onProgress?.({ phase: 'ship', done, total });
       },
       signal,
+      () => void endCapture().catch(() => undefined),
     );
     const point = await deps.receiver.sendCycle(protection.name, body, signal);
     onProgress?.({ phase: 'ship', done: total, total, detail: 'committed' });
     recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
-    await closeAll(clients);
-    await session.end();
+    await endCapture();
     // Acknowledged: the replica is at `checkpoint` now; the one it was at is dead weight (a
     // failure here only leaves it for the next cycle's prune).
     if (choice.since) {

@@ -24,6 +24,8 @@ export async function* deltaStreamBody(
   disks: DiskToShip[],
   onBytes?: (bytes: number) => void,
   signal?: AbortSignal,
+  /** Called once every read has returned: the source's export is no longer needed. */
+  onAllRead?: () => void,
 ): AsyncGenerator<Buffer> {
   yield encoder.start();
   for (const disk of disks) {
@@ -36,5 +38,6 @@ export async function* deltaStreamBody(
       onBytes?.(op.length);
     }
   }
+  onAllRead?.();
   yield* encoder.end();
 }
