@@ -16,7 +16,6 @@ import { NbdClient } from '../nbd/client.js';
 import { serveImage } from '../replica/qemu-nbd.js';
 import type { RecoveryPoint, ReplicaStore } from '../replica/store.js';
 import { DELTA_STREAM_TYPE } from '../stream/format.js';
-export { DELTA_STREAM_TYPE };
 import { applyDeltaStream } from './apply.js';
 import type { ReceiverCredentials } from './credentials.js';
 import { PROTECTION_UNKNOWN, ReceiverRefused } from './errors.js';
