@@ -272,6 +272,23 @@ protections:
     assert.deepEqual(left.trim().split('\n'), [next.checkpoint], 'the broken checkpoint is gone');
   });
 
+  it('a disk hot-added to the protected VM joins its replica without operator action', async () => {
+    const vdc = join(dir, 'vdc.qcow2');
+    await exec('qemu-img', ['create', '-q', '-f', 'qcow2', vdc, String(8 * MiB)]);
+    await exec('chmod', ['644', vdc]);
+    await exec('virsh', ['-c', 'qemu:///system', 'attach-disk', name, vdc, 'vdc', '--driver', 'qemu', '--subdriver', 'qcow2', '--targetbus', 'virtio']);
+    await hmpWrite(name, 2, '0x61', 1 * MiB, 64 * KiB);
+    // The checkpoint has no bitmap for vdc, so libvirt refuses the incremental; hashes decide instead.
+    const r = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+    assert.equal(r.kind, 'resync');
+    assert.match(r.reason, /bitmap .* for disk 'vdc'/);
+    assert.deepEqual(r.point.disks.map((d) => [d.disk, d.sizeBytes]), [['vda', 64 * MiB], ['vdb', VDB_SIZE], ['vdc', 8 * MiB]]);
+    await assertPattern(image(r.point, 'vdc'), '0x61', 1 * MiB, 64 * KiB);
+    const next = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+    assert.equal(next.kind, 'incremental');
+    await exec('virsh', ['-c', 'qemu:///system', 'detach-disk', name, 'vdc']);
+  });
+
   it('keeps up with a guest that writes during syncs; after it stops, replica = source', async () => {
     await vmdrJson<SyncJson>(['protect', writer, '--config', config]);
     for (let i = 0; i < 3; i += 1) {
