@@ -175,14 +175,22 @@ protections:
 
   const points = async (vm = name) => vmdrJson<Point[]>(['points', vm, '--config', config]);
   const image = (p: Point, disk: string) => p.disks.find((d) => d.disk === disk)!.image;
+  /**
+   * Runs a vmdr command that makes a point with the guest paused, then compares each source disk
+   * with the point's image of it: the source is then exactly the checkpoint's state.
+   */
+  const frozenSync = <T extends { point: Point }>(vm: string, args: string[], sources: Record<string, string>) =>
+    paused(vm, async () => {
+      const result = await vmdrJson<T>([...args, '--config', config]);
+      for (const [i, [disk, path]] of Object.entries(sources).entries()) {
+        await hmpFlush(vm, i);
+        await compareImages(path, image(result.point, disk));
+      }
+      return result;
+    });
 
   it('protects a running two-disk VM: target pre-staged, first point equals the source', async () => {
-    const first = await paused(name, async () => {
-      const r = await vmdrJson<SyncJson & { action: string }>(['protect', name, '--config', config]);
-      await compareImages(disks.vda, r.point.disks[0]!.image);
-      await compareImages(disks.vdb, r.point.disks[1]!.image);
-      return r;
-    });
+    const first = await frozenSync<SyncJson & { action: string }>(name, ['protect', name], { vda: disks.vda, vdb: disks.vdb });
     assert.equal(first.action, 'protected');
     assert.equal(first.kind, 'full');
     assert.equal(first.point.id, 'rp-1');
@@ -199,14 +207,7 @@ protections:
     await hmpWrite(name, 0, '0xcd', 3 * MiB, 64 * KiB);
     await hmpWrite(name, 1, '0xab', VDB_SIZE - 1536, 1536);
     await hmpWrite(name, 1, '0x5a', 0, 4096);
-    const r = await paused(name, async () => {
-      const result = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
-      await hmpFlush(name, 0);
-      await hmpFlush(name, 1);
-      await compareImages(disks.vda, image(result.point, 'vda'));
-      await compareImages(disks.vdb, image(result.point, 'vdb'));
-      return result;
-    });
+    const r = await frozenSync<SyncJson>(name, ['sync', name], { vda: disks.vda, vdb: disks.vdb });
     assert.equal(r.kind, 'incremental');
     assert.equal(r.point.id, 'rp-2');
     // vda: one 64 KiB granule; vdb: the first granule and the 1.5 KiB last one. The idle guest may
@@ -227,12 +228,7 @@ protections:
     const last = before[before.length - 1]!;
     await exec('virsh', ['-c', 'qemu:///system', 'checkpoint-delete', name, last.checkpoint]);
     await hmpWrite(name, 0, '0x77', 10 * MiB, 128 * KiB);
-    const r = await paused(name, async () => {
-      const result = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
-      await hmpFlush(name, 0);
-      await compareImages(disks.vda, image(result.point, 'vda'));
-      return result;
-    });
+    const r = await frozenSync<SyncJson>(name, ['sync', name], { vda: disks.vda });
     assert.equal(r.kind, 'resync');
     assert.match(r.reason, /is gone/);
     assert.ok(r.bytesCovered >= 128 * KiB && r.bytesCovered <= 16 * 64 * KiB, `covered ${r.bytesCovered}`);
@@ -253,14 +249,7 @@ protections:
     await adapter.start(name);
     await waitForSerialLine({ vm: name, file: log, pattern: GUEST_READY, timeoutMs: 60_000, fromOffset: from });
     await hmpWrite(name, 1, '0x99', 5 * MiB, 64 * KiB);
-    const r = await paused(name, async () => {
-      const result = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
-      await hmpFlush(name, 0);
-      await hmpFlush(name, 1);
-      await compareImages(disks.vda, image(result.point, 'vda'));
-      await compareImages(disks.vdb, image(result.point, 'vdb'));
-      return result;
-    });
+    const r = await frozenSync<SyncJson>(name, ['sync', name], { vda: disks.vda, vdb: disks.vdb });
     assert.equal(r.kind, 'resync');
     assert.match(r.reason, /cannot be used .*missing or broken bitmap/);
     // The guest's boot wrote a little of vda (ext4 mount); nothing near the whole disk travels.
@@ -296,11 +285,7 @@ protections:
       assert.equal(r.kind, 'incremental');
       assert.ok(r.bytesCovered > 0, 'the writer changed something');
     }
-    await paused(writer, async () => {
-      const last = await vmdrJson<SyncJson>(['sync', writer, '--config', config]);
-      await hmpFlush(writer, 0);
-      await compareImages(disks.wda, image(last.point, 'vda'));
-    });
+    await frozenSync<SyncJson>(writer, ['sync', writer], { vda: disks.wda });
     // Retention (which runs after the answer, in turn with the next cycle) kept three points and
     // merged older ones down into base.qcow2.
     let kept = await points(writer);
