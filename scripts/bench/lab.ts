@@ -90,6 +90,31 @@ export class Cleanup {
   }
 }
 
+/**
+ * A benchmark's entry point: its body gets a Cleanup that runs however the body ends (success,
+ * failure, Ctrl-C or SIGTERM), then the process exits 0, 1 or 130.
+ */
+export function runBench(name: string, body: (cleanup: Cleanup) => Promise<void>): void {
+  const cleanup = new Cleanup();
+  const onSignal = () => {
+    say('interrupted: cleaning up');
+    void cleanup.run().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+  body(cleanup)
+    .finally(async () => {
+      say('cleaning up');
+      await cleanup.run();
+    })
+    .then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`${name} failed: ${(err as Error).stack ?? String(err)}\n`);
+        process.exit(1);
+      },
+    );
+}
+
 export interface BenchLab {
   adapter: HypervisorAdapter;
   dir: string;
