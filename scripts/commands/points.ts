@@ -1,6 +1,8 @@
+import { existsSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 import { findProtection } from '../../plugin/protections/find.js';
 import { ReplicaStore } from '../../plugin/replication/replica/store.js';
+import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import { SiteStorageMissing } from '../../plugin/targets/errors.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import { formatBytes } from '../cli/progress.js';
@@ -13,7 +15,7 @@ interface PointsOptions extends GlobalOptions {
 
 export const pointsCommand: CommandModule<GlobalOptions, PointsOptions> = {
   command: 'points <vm>',
-  describe: "List a protected VM's recovery points on its DR site, oldest first",
+  describe: "List a protected VM's recovery points on its DR site, oldest first (asks the site's receiver when run elsewhere)",
   builder: (y: Argv<GlobalOptions>) => y.positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' }),
   handler: (argv) =>
     run(argv, () =>
@@ -21,7 +23,18 @@ export const pointsCommand: CommandModule<GlobalOptions, PointsOptions> = {
         const protection = findProtection(config, file, argv.vm);
         const site = sites.site(protection.target.site);
         if (!site.storage) throw new SiteStorageMissing(site.name, file);
-        const points = new ReplicaStore(site.storage, state).listPoints(protection.name);
+        // On the DR host the state file knows the points; anywhere else (a source host) the
+        // site's receiver is asked.
+        const points = existsSync(site.storage)
+          ? new ReplicaStore(site.storage, state).listPoints(protection.name)
+          : await (async () => {
+              const receiver = await receiverFor(config, file, protection);
+              try {
+                return await receiver.listPoints(protection.name);
+              } finally {
+                receiver.close();
+              }
+            })();
         if (argv.json) return printJson(points);
         if (points.length === 0) return void process.stdout.write(`${protection.name}: no recovery points yet (vmdr protect ${protection.name})\n`);
         printTable(

@@ -1,0 +1,58 @@
+/**
+ * `vmdr points` where the DR site's storage is not on this host (a source host): the points come
+ * from the site's receiver, the same list the DR host's state file holds.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadSenderCredentials } from '../../../plugin/replication/receiver/credentials.js';
+import { freeLoopbackPort } from '../../../plugin/replication/sender/nbd-port.js';
+import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
+import { runVmdr } from '../../helpers/lab.js';
+import { KiB, MiB, chunks, encodeStream, receiverConfigYaml, streamBytes, streamHeader } from '../../helpers/receiver-lab.js';
+import { startServe, type ServeProcess } from '../../helpers/vmdr-serve.js';
+
+describe('vmdr points from a host that is not the DR host', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let serve: ServeProcess | undefined;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'test-vmdr-points-'));
+  });
+  after(async () => {
+    await serve?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('asks the receiver, and says so in one line when it is down', async () => {
+    const listen = `127.0.0.1:${await freeLoopbackPort()}`;
+    const credentials = join(dir, 'receiver');
+    const protections = [{ name: 'web' }];
+    const drConfig = join(dir, 'dr.yaml');
+    await writeFile(drConfig, receiverConfigYaml({ statePath: join(dir, 'dr.db'), storage: join(dir, 'replicas'), listen, credentials, protections }));
+    // The source host's copy: same receiver and credentials, its own state, no replicas here.
+    const sourceConfig = join(dir, 'source.yaml');
+    await writeFile(sourceConfig, receiverConfigYaml({ statePath: join(dir, 'source.db'), storage: join(dir, 'not-here'), listen, credentials, protections }));
+    serve = await startServe(drConfig);
+
+    const client = new ReceiverClient(`https://${listen}`, 'dr', await loadSenderCredentials(credentials));
+    const disks = [{ name: 'vda', sizeBytes: 4 * MiB }];
+    const stream = encodeStream(streamHeader({ protection: 'web', disks, base: null, n: 1 }), [{ kind: 'data', disk: 0, offset: 64 * KiB, data: Buffer.alloc(64 * KiB, 7) }]);
+    const committed = await client.sendCycle('web', chunks(streamBytes(stream)));
+    client.close();
+
+    const r = await runVmdr(['points', 'web', '--json', '--config', sourceConfig]);
+    assert.equal(r.code, 0, r.stderr);
+    const listed = JSON.parse(r.stdout) as { id: string; checkpoint: string; disks: { image: string }[] }[];
+    assert.deepEqual(listed.map((p) => [p.id, p.checkpoint]), [[committed.id, 'vmdr-web-1']]);
+    assert.equal(listed[0]!.disks[0]!.image, join(dir, 'replicas', 'web', 'vda', 'point-1.qcow2'), 'the DR host\'s path of the image');
+
+    await serve.stop();
+    serve = undefined;
+    const down = await runVmdr(['points', 'web', '--config', sourceConfig]);
+    assert.equal(down.code, 1);
+    assert.match(down.stderr, /^vmdr: cannot reach the receiver of site "dr" at https:\/\/127\.0\.0\.1:\d+: .*\n$/);
+  });
+});
