@@ -1,9 +1,6 @@
-import { existsSync } from 'node:fs';
 import type { Argv, CommandModule } from 'yargs';
 import { findProtection } from '../../plugin/protections/find.js';
-import { ReplicaStore } from '../../plugin/replication/replica/store.js';
-import { receiverFor } from '../../plugin/replication/sender/connect.js';
-import { SiteStorageMissing } from '../../plugin/targets/errors.js';
+import { listRecoveryPoints } from '../../plugin/replication/points.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import { formatBytes } from '../cli/progress.js';
 import type { GlobalOptions } from './options.js';
@@ -21,20 +18,7 @@ export const pointsCommand: CommandModule<GlobalOptions, PointsOptions> = {
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
         const protection = findProtection(config, file, argv.vm);
-        const site = sites.site(protection.target.site);
-        if (!site.storage) throw new SiteStorageMissing(site.name, file);
-        // On the DR host the state file knows the points; anywhere else (a source host) the
-        // site's receiver is asked.
-        const points = existsSync(site.storage)
-          ? new ReplicaStore(site.storage, state).listPoints(protection.name)
-          : await (async () => {
-              const receiver = await receiverFor(config, file, protection);
-              try {
-                return await receiver.listPoints(protection.name);
-              } finally {
-                receiver.close();
-              }
-            })();
+        const points = await listRecoveryPoints({ config, file, sites, state }, protection);
         if (argv.json) return printJson(points);
         if (points.length === 0) return void process.stdout.write(`${protection.name}: no recovery points yet (vmdr protect ${protection.name})\n`);
         printTable(

@@ -10,7 +10,7 @@ export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
-        const rows = await protectionStatus(config, sites, state);
+        const rows = await protectionStatus({ config, file, sites, state });
         if (argv.json) return printJson(rows);
         if (rows.length === 0) return void process.stdout.write(`${file}: no protections\n`);
         printTable(
@@ -23,7 +23,7 @@ export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
             `${r.target.vm}@${r.target.site}`,
             r.target.state,
             `${r.rpoSeconds}s`,
-            r.lastPoint ? `${r.lastPoint.id} ${r.lastPoint.time}` : '-',
+            r.lastPoint ? `${r.lastPoint.id} ${r.lastPoint.time}` : r.pointsProblem ? `? (${r.pointsProblem})` : '-',
             r.lagSeconds === null ? '-' : `${r.lagSeconds.toFixed(1)}s${r.rpoBreached ? ' (RPO breached)' : ''}`,
             r.lastSync ? `${r.lastSync.kind} ${r.lastSync.outcome}${r.lastSync.error ? `: ${r.lastSync.error}` : ''}` : '-',
           ]),

@@ -13,7 +13,7 @@ import { runVmdr } from '../../helpers/lab.js';
 import { KiB, MiB, chunks, encodeStream, receiverConfigYaml, streamBytes, streamHeader } from '../../helpers/receiver-lab.js';
 import { startServe, type ServeProcess } from '../../helpers/vmdr-serve.js';
 
-describe('vmdr points from a host that is not the DR host', function () {
+describe('vmdr points and status from a host that is not the DR host', function () {
   this.timeout(60_000);
   let dir: string;
   let serve: ServeProcess | undefined;
@@ -26,7 +26,7 @@ describe('vmdr points from a host that is not the DR host', function () {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('asks the receiver, and says so in one line when it is down', async () => {
+  it('asks the receiver (points and status), and says so when it is down', async () => {
     const listen = `127.0.0.1:${await freeLoopbackPort()}`;
     const credentials = join(dir, 'receiver');
     const protections = [{ name: 'web' }];
@@ -49,10 +49,22 @@ describe('vmdr points from a host that is not the DR host', function () {
     assert.deepEqual(listed.map((p) => [p.id, p.checkpoint]), [[committed.id, 'vmdr-web-1']]);
     assert.equal(listed[0]!.disks[0]!.image, join(dir, 'replicas', 'web', 'vda', 'point-1.qcow2'), 'the DR host\'s path of the image');
 
+    const status = await runVmdr(['status', '--json', '--config', sourceConfig]);
+    assert.equal(status.code, 0, status.stderr);
+    const [row] = JSON.parse(status.stdout) as { lastPoint: { id: string } | null; lagSeconds: number | null; pointsProblem: string | null }[];
+    assert.equal(row!.lastPoint?.id, committed.id);
+    assert.ok(row!.lagSeconds !== null && row!.lagSeconds > 0);
+
     await serve.stop();
     serve = undefined;
     const down = await runVmdr(['points', 'web', '--config', sourceConfig]);
     assert.equal(down.code, 1);
     assert.match(down.stderr, /^vmdr: cannot reach the receiver of site "dr" at https:\/\/127\.0\.0\.1:\d+: .*\n$/);
+    // status is what an operator runs when things are broken: the row says why, the command succeeds.
+    const blind = await runVmdr(['status', '--json', '--config', sourceConfig]);
+    assert.equal(blind.code, 0, blind.stderr);
+    const [row2] = JSON.parse(blind.stdout) as { lastPoint: unknown; pointsProblem: string | null }[];
+    assert.equal(row2!.lastPoint, null);
+    assert.match(row2!.pointsProblem ?? '', /cannot reach the receiver of site "dr"/);
   });
 });
