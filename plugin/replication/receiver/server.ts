@@ -127,7 +127,17 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     return reply.header('content-type', 'application/octet-stream').send(hashes);
   });
 
-  await app.listen({ host: listen.host, port: listen.port });
+  try {
+    await app.listen({ host: listen.host, port: listen.port });
+  } catch (err) {
+    await app.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'EADDRINUSE' ? 'the address is in use (is another vmdr serve running?)' : code === 'EADDRNOTAVAIL' ? 'no such address on this host' : (err as Error).message;
+    throw new VmdrError('RECEIVER_LISTEN_FAILED', `the receiver of site "${site}" cannot listen on ${listen.host}:${listen.port}: ${why}`, {
+      subject: { site, host: `${listen.host}:${listen.port}` },
+      cause: err,
+    });
+  }
   return { app, port: (app.server.address() as AddressInfo).port };
 }
 

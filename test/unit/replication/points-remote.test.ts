@@ -36,6 +36,9 @@ describe('vmdr points and status from a host that is not the DR host', function 
     const sourceConfig = join(dir, 'source.yaml');
     await writeFile(sourceConfig, receiverConfigYaml({ statePath: join(dir, 'source.db'), storage: join(dir, 'not-here'), listen, credentials, protections }));
     serve = await startServe(drConfig);
+    const second = await runVmdr(['serve', '--no-replicate', '--config', drConfig]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /^vmdr: the receiver of site "dr" cannot listen on 127\.0\.0\.1:\d+: the address is in use \(is another vmdr serve running\?\)\n$/);
 
     const client = new ReceiverClient(`https://${listen}`, 'dr', await loadSenderCredentials(credentials));
     const disks = [{ name: 'vda', sizeBytes: 4 * MiB }];
