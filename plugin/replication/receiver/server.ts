@@ -33,6 +33,11 @@ export interface ReceiverOptions {
    */
   onCommitted?: (protection: Protection, point: RecoveryPoint) => Promise<void>;
   onWarning?: (err: unknown, context: { protection: string }) => void;
+  /**
+   * A cycle whose body sends nothing for this long is abandoned (default 60 s): a link cut without
+   * a FIN must not hold the protection's turn, and its lease, forever.
+   */
+  bodyIdleTimeoutMs?: number;
 }
 
 const HashesBody = z.strictObject({
@@ -100,19 +105,28 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     }
     let wire = 0;
     const body = req.body as AsyncIterable<Buffer>;
+    const idleMs = options.bodyIdleTimeoutMs ?? 60_000;
+    // Socket inactivity ends the body with an error, which the decoder reports as a cut stream.
+    req.raw.setTimeout(idleMs, () =>
+      req.raw.destroy(new ReceiverRefused('STREAM_STALLED', `no data from the sender for ${idleMs / 1000} s`, 408, { protection: p.name })),
+    );
     const counted = (async function* () {
       for await (const chunk of body) {
         wire += chunk.length;
         yield chunk;
       }
     })();
-    const { point } = await turns.run(p.name, () => applyDeltaStream(replicas, p.name, counted, () => wire)).catch((err: unknown) => {
-      // A refused stream is answered before its body was read to the end, and Node does not drain
-      // a body that was partly read: the rest would stall the next request on this keep-alive
-      // connection forever. The connection ends with the answer instead.
-      void reply.header('connection', 'close');
-      throw err;
-    });
+    const { point } = await turns
+      .run(p.name, () => applyDeltaStream(replicas, p.name, counted, () => wire))
+      .catch((err: unknown) => {
+        // A refused stream is answered before its body was read to the end, and Node does not drain
+        // a body that was partly read: the rest would stall the next request on this keep-alive
+        // connection forever. The connection ends with the answer instead.
+        void reply.header('connection', 'close');
+        throw err;
+      })
+      // The watchdog is the body's; a later request on this connection (hashes) may be silent longer.
+      .finally(() => req.raw.setTimeout(0));
     if (options.onCommitted) {
       void turns.run(p.name, () => options.onCommitted!(p, point)).catch((err: unknown) => options.onWarning?.(err, { protection: p.name }));
     }

@@ -28,13 +28,18 @@ export class ReceiverClient {
   private readonly agent: Agent;
   private readonly token: string;
 
+  private readonly idleTimeoutMs: number;
+
   constructor(
     readonly url: string,
     readonly site: string,
     credentials: { cert: Buffer; token: string },
+    /** How long a request may see no byte from the receiver (default 2 min; hashes get 30). */
+    options: { idleTimeoutMs?: number } = {},
   ) {
     this.agent = new Agent({ ca: credentials.cert, keepAlive: true, maxSockets: 4 });
     this.token = credentials.token;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
   }
 
   async latestPoint(protection: string): Promise<RecoveryPoint | undefined> {
@@ -53,6 +58,8 @@ export class ReceiverClient {
       type: 'application/json',
       body: Readable.from([Buffer.from(JSON.stringify({ point, disk, blockSize }))]),
       signal,
+      // The receiver reads the whole disk before it answers: silence is expected for a while.
+      idleTimeoutMs: 30 * 60_000,
     });
     return readAll(res);
   }
@@ -76,16 +83,28 @@ export class ReceiverClient {
     return JSON.parse((await readAll(await this.send(method, path, {}))).toString('utf8'));
   }
 
-  /** Resolves with a 2xx response; anything else becomes the receiver's own error (same code). */
-  private send(method: string, path: string, options: { type?: string; body?: Readable; signal?: AbortSignal }): Promise<IncomingMessage> {
+  /**
+   * Resolves with a 2xx response; anything else becomes the receiver's own error (same code). A
+   * socket silent for the idle timeout (the receiver commits within seconds of the last byte)
+   * fails as unreachable: a link cut without a FIN must not hang a sync forever.
+   */
+  private send(
+    method: string,
+    path: string,
+    options: { type?: string; body?: Readable; signal?: AbortSignal; idleTimeoutMs?: number },
+  ): Promise<IncomingMessage> {
     const url = new URL(path, this.url);
     return new Promise((resolve, reject) => {
       const req = request(url, {
         method,
         agent: this.agent,
         signal: options.signal,
+        timeout: options.idleTimeoutMs ?? this.idleTimeoutMs,
         headers: { authorization: `Bearer ${this.token}`, ...(options.type ? { 'content-type': options.type } : {}) },
       });
+      req.on('timeout', () =>
+        req.destroy(Object.assign(new Error(`no answer for ${(options.idleTimeoutMs ?? this.idleTimeoutMs) / 1000} s`), { code: 'ETIMEDOUT' })),
+      );
       let settled = false;
       const fail = (err: unknown) => {
         if (settled) return;
