@@ -13,8 +13,13 @@ export interface CycleReport {
   protection: string;
   result?: SyncResult;
   error?: unknown;
-  /** Seconds between the newest recovery point's instant and the end of this cycle. */
+  /**
+   * Seconds between the newest recovery point this loop knows of and the end of this cycle; after
+   * a failed cycle it keeps growing, which is what an RPO alert needs to see.
+   */
   lagSeconds?: number;
+  /** The lag is past the protection's RPO: the data loss a failover now would cost is too large. */
+  rpoBreached?: boolean;
 }
 
 /** How long from one cycle's start to the next: back to back for continuous protections, else rpo/2. */
@@ -30,19 +35,26 @@ export async function replicateContinuously(
   const { signal } = options;
   let backoff = 1_000;
   let previous: SyncResult | undefined;
+  let newest: Date | undefined;
+  const lag = () => {
+    if (!newest) return {};
+    const lagSeconds = (Date.now() - newest.getTime()) / 1000;
+    return { lagSeconds, rpoBreached: lagSeconds * 1000 > protection.rpo };
+  };
   while (!signal.aborted) {
     const started = Date.now();
     try {
       const result = await syncProtection(protection, deps, { signal, ...(previous ? { previous } : {}) });
       previous = result;
-      options.onCycle?.({ protection: protection.name, result, lagSeconds: (Date.now() - result.point.time.getTime()) / 1000 });
+      newest = result.point.time;
+      options.onCycle?.({ protection: protection.name, result, ...lag() });
       backoff = 1_000;
       const pause = Math.max(0, options.intervalMs - (Date.now() - started));
       if (pause > 0) await sleep(pause, undefined, { signal }).catch(() => undefined);
     } catch (error) {
       previous = undefined;
       if (signal.aborted) break;
-      options.onCycle?.({ protection: protection.name, error });
+      options.onCycle?.({ protection: protection.name, error, ...lag() });
       await sleep(backoff, undefined, { signal }).catch(() => undefined);
       backoff = Math.min(30_000, backoff * 2);
     }

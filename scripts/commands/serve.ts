@@ -8,6 +8,7 @@ import { describeSync } from './sync.js';
 
 interface ServeOptions extends GlobalOptions {
   site?: string;
+  receive: boolean;
   replicate: boolean;
 }
 
@@ -21,6 +22,7 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
   builder: (y: Argv<GlobalOptions>) =>
     y
       .option('site', { type: 'string', describe: 'Only run the receiver of this site' })
+      .option('receive', { type: 'boolean', default: true, describe: 'Run the DR sites\' receivers (--no-receive on a source host)' })
       .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' }),
   handler: (argv) =>
     run(argv, () =>
@@ -31,7 +33,7 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
         process.once('SIGINT', end).once('SIGTERM', end);
         // Loaded here, not at start-up: the HTTPS server (fastify) is only the daemon's.
         const { startReceivers } = await import('../../plugin/replication/receiver/run.js');
-        const receivers = await startReceivers(config, file, state, {
+        const receivers = !argv.receive ? [] : await startReceivers(config, file, state, {
           ...(argv.site ? { only: argv.site } : {}),
           onWarning: (err, context) => {
             const message = err instanceof Error ? err.message : String(err);
@@ -55,6 +57,12 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
                   onCycle: (c) => {
                     const error = c.error instanceof Error ? c.error.message : undefined;
                     say({ event: 'cycle', ...c, error }, c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s` : `${c.protection}: cycle failed: ${error}`);
+                    if (c.rpoBreached) {
+                      say(
+                        { event: 'rpo-breached', protection: c.protection, lagSeconds: c.lagSeconds, rpoSeconds: p.rpo / 1000 },
+                        `${c.protection}: RPO breached: newest recovery point is ${c.lagSeconds?.toFixed(0)} s old (RPO ${p.rpo / 1000} s)`,
+                      );
+                    }
                   },
                 });
               } finally {

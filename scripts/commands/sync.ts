@@ -46,7 +46,7 @@ export const syncCommand: CommandModule<GlobalOptions, SyncOptions> = {
               intervalMs: 0,
               onCycle: (c) => {
                 const error = c.error instanceof Error ? c.error.message : c.error === undefined ? undefined : String(c.error);
-                if (argv.json) return printJson({ event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, ...(c.result ? { result: c.result } : {}), ...(error ? { error } : {}) });
+                if (argv.json) return printJson({ event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, rpoBreached: c.rpoBreached, ...(c.result ? { result: c.result } : {}), ...(error ? { error } : {}) });
                 process.stdout.write(c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s\n` : `${c.protection}: cycle failed, retrying: ${error}\n`);
               },
             });

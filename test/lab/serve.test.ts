@@ -1,0 +1,97 @@
+/**
+ * `vmdr serve` as deployed on two sites: on the DR site `--no-replicate` (receivers only), on the
+ * source host `--no-receive` (replication loops only). The loop of a continuous protection keeps
+ * cycling, rides out the receiver's absence, and raises an RPO alert once the newest recovery
+ * point is older than the RPO.
+ */
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { createLabVm, destroyLabVm, GUEST_READY, labBoot, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+
+interface Event {
+  event: string;
+  result?: { kind: string; point: { id: string } };
+  error?: string;
+  lagSeconds?: number;
+  rpoBreached?: boolean;
+}
+
+describe('vmdr serve: receivers on the DR site, replication loops on the source host (qemu:///system)', function () {
+  this.timeout(240_000);
+  let vm: LabVm;
+  let config: string;
+  let receiver: ServeProcess | undefined;
+  let loops: ServeProcess | undefined;
+
+  before(async () => {
+    vm = await createLabVm('serve', { marker: 'serve', diskSize: '32M' });
+    await vm.adapter.start(vm.name);
+    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+    const boot = labBoot();
+    config = join(vm.dir, 'vmdr.yaml');
+    await writeFile(
+      config,
+      `version: 1
+state: { path: ${join(vm.dir, 'state.db')} }
+sites:
+  - { name: prod, uri: "qemu:///system" }
+  - name: dr
+    uri: "qemu:///system"
+    storage: ${join(vm.dir, 'replicas')}
+    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(vm.dir, 'receiver')} }
+protections:
+  - name: ${vm.name}
+    source: { site: prod, vm: ${vm.name} }
+    continuous: true
+    rpo: 5s
+    target:
+      site: dr
+      vm: ${vm.name}-dr
+      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
+      nics: [{ network: ${vm.network} }]
+`,
+    );
+  });
+
+  after(async () => {
+    await loops?.stop();
+    await receiver?.stop();
+    await destroyLabVm(vm);
+  });
+
+  const waitFor = async (what: string, ok: (events: Event[]) => boolean) => {
+    for (const deadline = Date.now() + 90_000; !ok(loops!.events as unknown as Event[]); ) {
+      assert.ok(Date.now() < deadline, `${what}: ${JSON.stringify(loops!.events)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const cycles = () => (loops!.events as unknown as Event[]).filter((e) => e.event === 'cycle');
+
+  it('cycles back to back, alerts when the newest point passes the RPO, recovers, stops on SIGTERM', async () => {
+    receiver = await startServe(config);
+    loops = await startServe(config, { args: ['--no-receive'] });
+    assert.ok(!loops.events.some((e) => e.event === 'receiver'), 'the source host runs no receiver');
+    await waitFor('three committed cycles', () => cycles().filter((c) => c.result).length >= 3);
+    const first = cycles().filter((c) => c.result);
+    assert.equal(first[0]!.result!.kind, 'full');
+    assert.ok(first.slice(1).every((c) => c.result!.kind === 'incremental'));
+
+    await receiver.stop();
+    receiver = undefined;
+    await waitFor('an RPO alert', (events) => events.some((e) => e.event === 'rpo-breached'));
+    const alert = (loops.events as unknown as Event[]).find((e) => e.event === 'rpo-breached')!;
+    assert.ok(alert.lagSeconds! > 5, `lag ${alert.lagSeconds}`);
+    assert.match(cycles().find((c) => c.error)!.error!, /cannot reach the receiver of site "dr"/);
+
+    receiver = await startServe(config);
+    const before = cycles().length;
+    await waitFor('a cycle after the receiver is back', () => cycles().slice(before).some((c) => c.result));
+    await loops.stop();
+    assert.equal(await loops.exited, 0);
+    assert.equal((loops.events.at(-1) as unknown as Event).event, 'stopped');
+    loops = undefined;
+  });
+});
