@@ -21,7 +21,7 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
   describe: 'Run the daemon: DR receivers and continuous replication',
   builder: (y: Argv<GlobalOptions>) =>
     y
-      .option('site', { type: 'string', describe: 'Only run the receiver of this site' })
+      .option('site', { type: 'string', describe: "This host is this site: only its receiver, and only loops of protections whose source is here" })
       .option('receive', { type: 'boolean', default: true, describe: 'Run the DR sites\' receivers (--no-receive on a source host)' })
       .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' }),
   handler: (argv) =>
@@ -48,7 +48,7 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
           );
         }
         const loops = argv.replicate
-          ? config.protections.map(async (p) => {
+          ? config.protections.filter((p) => !argv.site || p.source.site === argv.site).map(async (p) => {
               const receiver = await receiverFor(config, file, p);
               try {
                 await replicateContinuously(p, { sites, state, receiver }, {

@@ -71,8 +71,8 @@ protections:
   const cycles = () => (loops!.events as unknown as Event[]).filter((e) => e.event === 'cycle');
 
   it('cycles back to back, alerts when the newest point passes the RPO, recovers, stops on SIGTERM', async () => {
-    receiver = await startServe(config);
-    loops = await startServe(config, { args: ['--no-receive'] });
+    receiver = await startServe(config, { args: ['--no-replicate', '--site', 'dr'] });
+    loops = await startServe(config, { args: ['--no-receive', '--site', 'prod'] });
     assert.ok(!loops.events.some((e) => e.event === 'receiver'), 'the source host runs no receiver');
     await waitFor('three committed cycles', () => cycles().filter((c) => c.result).length >= 3);
     const first = cycles().filter((c) => c.result);
