@@ -143,12 +143,30 @@ export interface BackupExport {
   sizeBytes?: number;
   /** NBD meta context carrying the blocks changed since the incremental base, when there is one. */
   dirtyContext?: string;
+  /** Where this export is served when it has a server of its own; default the session's `listen`. */
+  listen?: NbdListen;
 }
 
-/** A running pull-mode backup: NBD exports of the VM's disks frozen at one instant. */
+/**
+ * A running pull-mode backup: NBD exports of the VM's disks frozen at one instant.
+ *
+ * A VM that is shut off has no QEMU to run one; the adapter then exports its disk images as they
+ * were left at shutdown (`offline: true`). No checkpoint is created (`checkpoint` does not exist
+ * on the VM), and the data is the state of "everything up to the shutdown": the writes the bitmap
+ * of `since` has tracked, so `stateOf` is `since`, the checkpoint a recovery point of this data
+ * must record. The next online incremental from that same checkpoint ships the pre-shutdown writes
+ * again plus the new ones: a superset, which is correct. Offline without `since`, `stateOf` is
+ * absent: no checkpoint on the VM describes the data, and the caller must record one that cannot
+ * exist there so that the next cycle compares by hashes.
+ */
 export interface BackupSession {
+  /** The checkpoint asked for; created at the export's instant unless `offline`. */
   checkpoint: string;
+  /** The checkpoint whose state the exports hold: `checkpoint` online, `since` (or none) offline. */
+  stateOf?: string;
   since?: string;
+  /** The VM was shut off: its images were exported, no checkpoint was created. */
+  offline?: boolean;
   listen: NbdListen;
   exports: BackupExport[];
   /** Ends the hypervisor-side job and its exports. Safe to call twice. */
@@ -172,7 +190,8 @@ export interface ChangeTracker {
   /**
    * Starts a pull backup of all the VM's disks at one instant and records checkpoint `checkpoint`
    * at that instant. With `since`, each export carries a dirty bitmap of the blocks changed since
-   * that earlier checkpoint.
+   * that earlier checkpoint. A shut-off VM gives an offline session (see BackupSession); a `since`
+   * whose bitmap did not survive fails with "missing or broken bitmap", as it does online.
    */
   beginBackup(vm: string, options: BackupOptions): Promise<BackupSession>;
   deleteCheckpoint(vm: string, name: string): Promise<void>;

@@ -3,13 +3,15 @@
  * qcow2 images) and pull-mode backups that export every disk of the VM, frozen at one instant,
  * over NBD with a `qemu:dirty-bitmap:*` context of what changed since an earlier checkpoint.
  * The binding has no checkpoint or backup calls, so this speaks virsh. vmdr deletes only the
- * checkpoints it named (prefix `vmdr-`).
+ * checkpoints it named (prefix `vmdr-`). A shut-off VM has no QEMU to back up: its images are
+ * exported read-only by qemu-nbd instead (offline-export.ts), with the bitmap of `since`.
  */
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker } from '../types.js';
-import { NotManagedByVmdr } from '../errors.js';
+import { HypervisorOperationFailed, NotManagedByVmdr, VmdrError } from '../errors.js';
+import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
 import { virsh } from './virsh.js';
 import { at, buildXml, childElements, element, parseXml, textElement, textOf, type XmlElement } from './xml.js';
 
@@ -56,7 +58,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
   }
 
   async beginBackup(vm: string, options: BackupOptions): Promise<BackupSession> {
-    const disks = options.disks ?? (await this.backupDisks(vm));
+    const disks = options.disks ?? (await this.backupDisks(vm)).map((d) => d.target);
     // While the export lives, QEMU copies blocks the guest overwrites into a scratch image first.
     const scratch = options.scratchDir ?? (await mkdtemp(join(tmpdir(), 'vmdr-scratch-')));
     await chmod(scratch, 0o755);
@@ -90,6 +92,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
       await virsh(this.uri, ['backup-begin', vm, join(dir, 'backup.xml'), join(dir, 'checkpoint.xml')], { operation: 'begin backup', vm });
     } catch (err) {
       if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
+      if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return await this.beginOfflineBackup(vm, disks, options);
       throw err;
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -109,7 +112,52 @@ export class LibvirtChangeTracker implements ChangeTracker {
       exportName: d,
       ...(options.since ? { dirtyContext: `qemu:dirty-bitmap:backup-${d}` } : {}),
     }));
-    return { checkpoint: options.checkpoint, ...(options.since ? { since: options.since } : {}), listen: options.listen, exports, end };
+    return {
+      checkpoint: options.checkpoint,
+      stateOf: options.checkpoint,
+      ...(options.since ? { since: options.since } : {}),
+      listen: options.listen,
+      exports,
+      end,
+    };
+  }
+
+  /**
+   * The VM is shut off: each disk's image read by its own qemu-nbd, with the persistent bitmap of
+   * `since` that QEMU saved at shutdown. No checkpoint is created; the data is the state of `since`
+   * plus the writes up to the shutdown, so `since` is what the session says it is the state of.
+   */
+  private async beginOfflineBackup(vm: string, targets: string[], options: BackupOptions): Promise<BackupSession> {
+    const disks = (await this.backupDisks(vm)).filter((d) => targets.includes(d.target));
+    const { since } = options;
+    if (since) {
+      for (const d of disks) {
+        const usable = d.format === 'qcow2' && (await hasUsableBitmap(d.image, since).catch((err: unknown) => {
+          throw new HypervisorOperationFailed('read image info', this.uri, (err as Error).message, { vm, cause: err });
+        }));
+        if (!usable) {
+          throw new VmdrError('CHECKPOINT_BITMAP_BROKEN', `missing or broken bitmap '${since}' in ${d.image} (disk '${d.target}' of shut-off VM ${JSON.stringify(vm)})`, {
+            subject: { vm, host: this.uri, disk: d.target, checkpoint: since },
+          });
+        }
+      }
+    }
+    const served = await exportImagesOffline(disks.map((d) => ({ ...d, ...(since ? { bitmap: since } : {}) }))).catch((err: unknown) => {
+      throw new HypervisorOperationFailed('export shut-off disks', this.uri, (err as Error).message, { vm, cause: err });
+    });
+    return {
+      checkpoint: options.checkpoint,
+      ...(since ? { since, stateOf: since } : {}),
+      offline: true,
+      listen: options.listen,
+      exports: disks.map((d) => ({
+        disk: d.target,
+        exportName: d.target,
+        listen: { transport: 'unix', socket: served.sockets.get(d.target)! },
+        ...(since ? { dirtyContext: `qemu:dirty-bitmap:${since}` } : {}),
+      })),
+      end: served.stop,
+    };
   }
 
   async deleteCheckpoint(vm: string, name: string): Promise<void> {
@@ -123,11 +171,15 @@ export class LibvirtChangeTracker implements ChangeTracker {
   }
 
   /** Every writable disk of the VM: the seed and CD-ROMs carry nothing to replicate. */
-  private async backupDisks(vm: string): Promise<string[]> {
+  private async backupDisks(vm: string): Promise<{ target: string; image: string; format: 'qcow2' | 'raw' }[]> {
     const xml = parse(await this.domainXml(vm), 'domain XML');
     return childElements(at(xml, 'devices') ?? element('devices'), 'disk')
       .filter((d) => d.attrs.device === 'disk' && !at(d, 'readonly'))
-      .map((d) => at(d, 'target')?.attrs.dev ?? '')
-      .filter(Boolean);
+      .map((d) => ({
+        target: at(d, 'target')?.attrs.dev ?? '',
+        image: at(d, 'source')?.attrs.file ?? at(d, 'source')?.attrs.dev ?? '',
+        format: at(d, 'driver')?.attrs.type === 'raw' ? ('raw' as const) : ('qcow2' as const),
+      }))
+      .filter((d) => d.target);
   }
 }

@@ -4,6 +4,7 @@
  * replica's checkpoint (or everything, or what block hashes say differs when no bitmap can be
  * trusted), and on the receiver's acknowledgement drop the checkpoints no longer needed. A cycle
  * that fails changes nothing the next cycle depends on: it starts again from the same checkpoint.
+ * A shut-off VM's disks are read from their images (an offline session): see recordedCheckpoint.
  */
 import { randomUUID } from 'node:crypto';
 import type { BackupSession, TaskOptions } from '../../hypervisors/types.js';
@@ -52,6 +53,8 @@ export interface SyncResult {
   durationMs: number;
   /** What went wrong without failing the cycle (an old checkpoint that would not go). */
   warnings: string[];
+  /** The VM was shut off: its disks were read from their images, no checkpoint was made. */
+  offline?: true;
 }
 
 interface Choice {
@@ -76,7 +79,8 @@ export async function syncProtection(
   const vm = protection.source.vm;
 
   onProgress?.({ phase: 'prepare', done: 0, total: 0 });
-  const previous = options.previous?.warnings.length === 0 && !options.full ? options.previous : undefined;
+  // After an offline cycle the VM may have started: ask again.
+  const previous = options.previous?.warnings.length === 0 && !options.previous.offline && !options.full ? options.previous : undefined;
   const [latest, names] = previous
     ? [previous.point, [previous.checkpoint]]
     : await Promise.all([deps.receiver.latestPoint(protection.name), tracker.checkpointNames(vm)]);
@@ -109,14 +113,16 @@ export async function syncProtection(
     throw err;
   }
 
-  const run = recordSyncStart(deps.state, runStart(protection, choice, checkpoint));
+  const recorded = recordedCheckpoint(session, protection.name);
+  if (session.offline) choice = { ...choice, reason: `${choice.reason}; VM is shut off: its disks were read from their images` };
+  const run = recordSyncStart(deps.state, runStart(protection, choice, recorded));
   const clients: NbdClient[] = [];
   try {
     const disks: DiskToShip[] = [];
     const header: StreamHeader = {
       session: randomUUID(),
       protection: protection.name,
-      checkpoint,
+      checkpoint: recorded,
       since: choice.since ?? null,
       base: latest?.id ?? null,
       kind: choice.kind,
@@ -125,7 +131,7 @@ export async function syncProtection(
     };
     for (const [index, exp] of session.exports.entries()) {
       const contexts = [ALLOCATION_CONTEXT, ...(choice.kind === 'incremental' && exp.dirtyContext ? [exp.dirtyContext] : [])];
-      const client = await NbdClient.connect(session.listen, { exportName: exp.exportName, metaContexts: contexts, signal });
+      const client = await NbdClient.connect(exp.listen ?? session.listen, { exportName: exp.exportName, metaContexts: contexts, signal });
       clients.push(client);
       header.disks.push({ name: exp.disk, sizeBytes: client.size });
       // Planning has no byte count yet (total 0); only the ship phase counts bytes.
@@ -154,9 +160,9 @@ export async function syncProtection(
     onProgress?.({ phase: 'ship', done: total, total, detail: 'committed' });
     recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
     await endCapture();
-    // Acknowledged: the replica is at `checkpoint` now; the one it was at is dead weight (a
-    // failure here only leaves it for the next cycle's prune).
-    if (choice.since) {
+    // Acknowledged: the replica is at `recorded` now; the one it was at is dead weight (a failure
+    // here only leaves it for the next cycle's prune), unless it is `recorded` itself (offline).
+    if (choice.since && choice.since !== recorded) {
       const replaced = choice.since;
       await tracker.deleteCheckpoint(vm, replaced).catch((e: unknown) => warnings.push(`could not delete checkpoint ${replaced}: ${(e as Error).message}`));
     }
@@ -165,12 +171,13 @@ export async function syncProtection(
       kind: choice.kind,
       reason: choice.reason,
       point,
-      checkpoint,
+      checkpoint: recorded,
       since: choice.since ?? null,
       bytesCovered: total,
       bytesShipped: encoder.wireBytes,
       durationMs: Date.now() - started,
       warnings,
+      ...(session.offline ? { offline: true as const } : {}),
     };
   } catch (err) {
     recordFailure(deps.state, run, err);
@@ -180,6 +187,16 @@ export async function syncProtection(
     // next cycle asks the receiver and prunes whichever of the two the replica is not at.
     throw err;
   }
+}
+
+/**
+ * The checkpoint the new point records: the one the backup created; for an offline session (the VM
+ * is shut off) none was, and the data is the state up to the shutdown, which the bitmap of `since`
+ * has tracked: `since` it is. Without one, a name no VM has, so the next online cycle resyncs.
+ */
+function recordedCheckpoint(session: BackupSession, protection: string): string {
+  if (!session.offline) return session.checkpoint;
+  return session.stateOf ?? `vmdr-${protection}-offline-${Date.now()}`;
 }
 
 function runStart(protection: Protection, choice: Choice, checkpoint: string) {

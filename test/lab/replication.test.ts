@@ -35,6 +35,8 @@ interface SyncJson {
   event: string;
   kind: string;
   reason: string;
+  offline?: boolean;
+  warnings: string[];
   since: string | null;
   checkpoint: string;
   bytesCovered: number;
@@ -76,6 +78,19 @@ async function paused<T>(vm: string, work: () => Promise<T>): Promise<T> {
   } finally {
     await exec('virsh', ['-c', 'qemu:///system', 'resume', vm]);
   }
+}
+
+/** The persistent bitmaps QEMU left in a qcow2 image, by name: their flags ('in-use': not saved). */
+async function bitmaps(image: string): Promise<Map<string, string[]>> {
+  const { stdout } = await exec('qemu-img', ['info', '--output=json', '-U', image]);
+  const info = JSON.parse(stdout) as { 'format-specific': { data: { bitmaps?: { name: string; flags: string[] }[] } } };
+  return new Map((info['format-specific'].data.bitmaps ?? []).map((b) => [b.name, b.flags]));
+}
+
+/** Writes a pattern into a shut-off VM's image through QEMU's block layer (its enabled bitmaps see it). */
+async function offlineWrite(image: string, pattern: string, offset: number, length: number): Promise<void> {
+  const { stdout } = await exec('qemu-io', ['-f', 'qcow2', '-c', `write -P ${pattern} ${offset} ${length}`, image]);
+  assert.match(stdout, /wrote/, stdout);
 }
 
 async function compareImages(a: string, b: string): Promise<void> {
@@ -377,14 +392,92 @@ protections:
     assert.equal(row.lastSync.outcome, 'committed');
   });
 
-  it('says in one line what is wrong: unknown VM, VM shut off, receiver down', async () => {
+  const checkpointsOn = async (vm: string) => (await exec('virsh', ['-c', 'qemu:///system', 'checkpoint-list', vm, '--name'])).stdout.trim().split('\n').filter(Boolean);
+  /** Pulls the plug the way `virsh destroy` does: QEMU gets SIGTERM and saves its bitmaps first. */
+  const destroy = (vm: string) => exec('virsh', ['-c', 'qemu:///system', 'destroy', vm]);
+  const restart = async (vm: string) => {
+    const log = join(dir, `${vm}.log`);
+    const from = await fileSize(log);
+    await adapter.start(vm);
+    await waitForSerialLine({ vm, file: log, pattern: GUEST_READY, timeoutMs: 60_000, fromOffset: from });
+  };
+
+  it('syncs a shut-off VM from its images: the writes before and after shutdown, incremental from the same checkpoint', async () => {
+    const [checkpoint] = await checkpointsOn(name);
+    assert.equal((await points()).pop()!.checkpoint, checkpoint);
+    await hmpWrite(name, 0, '0x41', 30 * MiB, 64 * KiB);
+    await hmpWrite(name, 1, '0x42', 6 * MiB, 64 * KiB);
+    await destroy(name);
+    for (const path of [disks.vda, disks.vdb]) {
+      const flags = (await bitmaps(path)).get(checkpoint!);
+      assert.ok(flags && !flags.includes('in-use'), `${path}: QEMU saved the bitmap of ${checkpoint} on SIGTERM: ${flags}`);
+    }
+    await offlineWrite(disks.vda, '0x43', 40 * MiB, 64 * KiB);
+    await offlineWrite(disks.vdb, '0x44', 8 * MiB, 64 * KiB);
+
+    const r = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+    assert.equal(r.kind, 'incremental');
+    assert.equal(r.offline, true);
+    assert.match(r.reason, /VM is shut off: its disks were read from their images/);
+    assert.equal(r.since, checkpoint);
+    assert.equal(r.checkpoint, checkpoint, 'the point records the checkpoint its data is the state of');
+    assert.equal(r.point.checkpoint, checkpoint);
+    assert.deepEqual(r.warnings, []);
+    // Four granules of ours, plus the few the idle guest may have written before it was shut off.
+    assert.ok(r.bytesCovered >= 4 * 64 * KiB && r.bytesCovered <= 8 * 64 * KiB, `covered ${r.bytesCovered}`);
+    await assertPattern(image(r.point, 'vda'), '0x41', 30 * MiB, 64 * KiB);
+    await assertPattern(image(r.point, 'vdb'), '0x42', 6 * MiB, 64 * KiB);
+    await assertPattern(image(r.point, 'vda'), '0x43', 40 * MiB, 64 * KiB);
+    await assertPattern(image(r.point, 'vdb'), '0x44', 8 * MiB, 64 * KiB);
+    await compareImages(disks.vda, image(r.point, 'vda'));
+    await compareImages(disks.vdb, image(r.point, 'vdb'));
+    assert.deepEqual(await checkpointsOn(name), [checkpoint], 'no checkpoint made or deleted offline');
+
+    await restart(name);
+    await hmpWrite(name, 1, '0x45', 12 * MiB, 64 * KiB);
+    const next = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+    assert.equal(next.kind, 'incremental');
+    assert.equal(next.offline, undefined);
+    assert.equal(next.since, checkpoint);
+    assert.deepEqual(next.warnings, []);
+    await assertPattern(image(next.point, 'vdb'), '0x45', 12 * MiB, 64 * KiB);
+    await assertPattern(image(next.point, 'vda'), '0x43', 40 * MiB, 64 * KiB);
+    assert.deepEqual(await checkpointsOn(name), [next.checkpoint]);
+  });
+
+  it('a shut-off VM whose checkpoint bitmap is gone resyncs from its images by hashes', async () => {
+    const [checkpoint] = await checkpointsOn(name);
+    await destroy(name);
+    await exec('qemu-img', ['bitmap', '--remove', disks.vdb, checkpoint!]);
+    await offlineWrite(disks.vda, '0x46', 44 * MiB, 64 * KiB);
+    const r = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+    assert.equal(r.kind, 'resync');
+    assert.equal(r.offline, true);
+    assert.match(r.reason, /missing or broken bitmap/);
+    assert.match(r.checkpoint, new RegExp(`^vmdr-${name}-offline-\\d+$`), 'a checkpoint no VM has: the next cycle resyncs');
+    // Hashes find our granule, plus the few the idle guest may have written before it was shut off.
+    assert.ok(r.bytesCovered >= 64 * KiB && r.bytesCovered <= 8 * 64 * KiB, `covered ${r.bytesCovered}`);
+    await assertPattern(image(r.point, 'vda'), '0x46', 44 * MiB, 64 * KiB);
+    await compareImages(disks.vda, image(r.point, 'vda'));
+    await compareImages(disks.vdb, image(r.point, 'vdb'));
+
+    await restart(name);
+    const next = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+    assert.equal(next.kind, 'resync');
+    assert.match(next.reason, /is gone/);
+    assert.ok(next.bytesCovered <= 2 * MiB, `covered ${next.bytesCovered}`);
+    const again = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+    assert.equal(again.kind, 'incremental');
+    assert.deepEqual(await checkpointsOn(name), [again.checkpoint]);
+  });
+
+  it('says in one line what is wrong: unknown VM, receiver down (a shut-off VM syncs offline)', async () => {
     const unknown = await runVmdr(['sync', 'no-such-vm', '--config', config]);
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /^vmdr: .*vmdr\.yaml: no protection named "no-such-vm"\n$/);
     await adapter.stop(writer, { mode: 'force' });
-    const off = await runVmdr(['sync', writer, '--config', config]);
-    assert.equal(off.code, 1);
-    assert.match(off.stderr, new RegExp(`^vmdr: VM "${writer}" on qemu:///system is shut ?off; cannot begin backup\n$`));
+    const off = await vmdrJson<SyncJson>(['sync', writer, '--config', config]);
+    assert.equal(off.offline, true);
     await serve!.stop();
     serve = undefined;
     const down = await runVmdr(['sync', name, '--config', config]);
