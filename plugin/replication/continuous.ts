@@ -49,7 +49,10 @@ export async function replicateContinuously(
       newest = result.point.time;
       options.onCycle?.({ protection: protection.name, result, ...lag() });
       backoff = 1_000;
-      const pause = Math.max(0, options.intervalMs - (Date.now() - started));
+      // A shut-off VM's disks do not change: cycling back to back would ship the same
+      // pre-shutdown writes again and again. Look again at rpo/2, or sooner if asked.
+      const interval = result.offline ? Math.max(options.intervalMs, protection.rpo / 2) : options.intervalMs;
+      const pause = Math.max(0, interval - (Date.now() - started));
       if (pause > 0) await sleep(pause, undefined, { signal }).catch(() => undefined);
     } catch (error) {
       previous = undefined;
