@@ -185,3 +185,10 @@ export class CleanupFailed extends VmdrError {
     this.cleanupError = cleanupError;
   }
 }
+
+/** qemu-img, qemu-nbd or another image tool refused or failed: the image, the operation and its stderr. */
+export class ImageOperationFailed extends VmdrError {
+  constructor(operation: string, file: string, detail: string, cause?: unknown) {
+    super('IMAGE_OPERATION_FAILED', `${operation} ${file}: ${detail}`, { subject: { file }, cause });
+  }
+}

@@ -153,7 +153,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
       exports: disks.map((d) => ({
         disk: d.target,
         exportName: d.target,
-        listen: { transport: 'unix', socket: served.sockets.get(d.target)! },
+        listen: served.servers.get(d.target)!.listen,
         ...(since ? { dirtyContext: `qemu:dirty-bitmap:${since}` } : {}),
       })),
       end: served.stop,

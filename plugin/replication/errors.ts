@@ -1,8 +1,2 @@
-import { VmdrError } from '../../hypervisors/errors.js';
-
-/** qemu-img (or another image tool) refused or failed: the image, the operation and its stderr. */
-export class ImageOperationFailed extends VmdrError {
-  constructor(operation: string, file: string, detail: string, cause?: unknown) {
-    super('IMAGE_OPERATION_FAILED', `${operation} ${file}: ${detail}`, { subject: { file }, cause });
-  }
-}
+// The class lives beside the adapter interface: the libvirt adapter's offline export raises it too.
+export { ImageOperationFailed } from '../../hypervisors/errors.js';
