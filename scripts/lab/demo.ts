@@ -62,10 +62,10 @@ try {
     for (const p of config.protections) await vmdr('protect', p.name);
 
     const p = config.protections.find((x) => x.name === 'acme-web') ?? config.protections[0]!;
-    step(`Change 256 KiB on ${p.source.vm}'s disk while it runs, then sync: only the dirty blocks travel`);
+    step(`Change 256 KiB on ${p.source.vm}'s disk while it runs, then sync every VM: only the dirty blocks travel`);
     await exec('virsh', ['-c', sites.site(p.source.site).uri, 'qemu-monitor-command', p.source.vm, '--hmp',
       'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -P 0x5a 48M 256k"']);
-    await vmdr('sync', p.name);
+    for (const q of config.protections) await vmdr('sync', q.name);
     await vmdr('points', p.name);
     await vmdr('status');
 
