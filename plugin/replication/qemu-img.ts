@@ -14,9 +14,10 @@ export interface ImageInfo {
   backingFile?: string;
 }
 
-async function qemuImg(operation: string, file: string, args: string[]): Promise<string> {
+/** Runs qemu-img; `cwd` resolves relative names (the replica chain's bare backing file names). */
+export async function qemuImg(operation: string, file: string, args: string[], options: { cwd?: string } = {}): Promise<string> {
   try {
-    const { stdout } = await exec('qemu-img', args, { maxBuffer: 16 * 1024 * 1024 });
+    const { stdout } = await exec('qemu-img', args, { cwd: options.cwd, maxBuffer: 16 * 1024 * 1024 });
     return stdout;
   } catch (err) {
     const stderr = String((err as { stderr?: string }).stderr ?? '').trim();

@@ -3,50 +3,33 @@
  * are bare file names, resolved by qemu relative to the overlay, so a replica directory can move;
  * every call therefore runs with cwd = the disk directory. Each operation is idempotent.
  */
-import { execFile } from 'node:child_process';
 import { open, rm } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { promisify } from 'node:util';
-import { ImageOperationFailed } from '../errors.js';
+import { qemuImg } from '../qemu-img.js';
 
-const exec = promisify(execFile);
-
-async function qemuImg(operation: string, file: string, args: string[]): Promise<string> {
-  try {
-    const { stdout } = await exec('qemu-img', args, { cwd: dirname(file), maxBuffer: 16 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const stderr = String((err as { stderr?: string }).stderr ?? '').trim();
-    const detail = stderr.split('\n').pop()?.replace(/^qemu-img: /, '') || (err as Error).message;
-    throw new ImageOperationFailed(operation, file, detail, err);
-  }
-}
+/** qemu-img run in the image's own directory, where its bare backing file name resolves. */
+const qemuImgHere = (operation: string, file: string, args: string[]) => qemuImg(operation, file, args, { cwd: dirname(file) });
 
 /** An empty qcow2 of `sizeBytes`, optionally on `backing` (a file name in the same directory). */
 export async function createQcow2(file: string, sizeBytes: number, backing?: string): Promise<void> {
   const args = ['create', '-q', '-f', 'qcow2'];
   if (backing) args.push('-b', backing, '-F', 'qcow2');
   args.push(basename(file), String(sizeBytes));
-  await qemuImg('create image', file, args);
-}
-
-export async function virtualSize(file: string): Promise<number> {
-  const info = JSON.parse(await qemuImg('inspect image', file, ['info', '--output=json', '-U', basename(file)])) as { 'virtual-size': number };
-  return info['virtual-size'];
+  await qemuImgHere('create image', file, args);
 }
 
 /** Writes the overlay's data into its backing file and leaves the overlay as it was (repeatable). */
 export async function commitIntoBacking(overlay: string): Promise<void> {
-  await qemuImg('merge image into its backing file', overlay, ['commit', '-q', '-f', 'qcow2', '-d', basename(overlay)]);
+  await qemuImgHere('merge image into its backing file', overlay, ['commit', '-q', '-f', 'qcow2', '-d', basename(overlay)]);
 }
 
 /** Points the overlay at another backing file without touching data: the caller guarantees same content. */
 export async function setBacking(overlay: string, backing: string): Promise<void> {
-  await qemuImg('rebase image', overlay, ['rebase', '-q', '-f', 'qcow2', '-u', '-b', backing, '-F', 'qcow2', basename(overlay)]);
+  await qemuImgHere('rebase image', overlay, ['rebase', '-q', '-f', 'qcow2', '-u', '-b', backing, '-F', 'qcow2', basename(overlay)]);
 }
 
 export async function shrinkTo(file: string, sizeBytes: number): Promise<void> {
-  await qemuImg('shrink image', file, ['resize', '-q', '-f', 'qcow2', '--shrink', basename(file), String(sizeBytes)]);
+  await qemuImgHere('shrink image', file, ['resize', '-q', '-f', 'qcow2', '--shrink', basename(file), String(sizeBytes)]);
 }
 
 /** Makes a file's data and its directory entry durable: a committed point must survive a power cut. */
@@ -69,10 +52,4 @@ export async function removeFile(file: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
-}
-
-/** The overlay's backing file name as recorded in its header, or undefined for a base image. */
-export async function backingOf(file: string): Promise<string | undefined> {
-  const info = JSON.parse(await qemuImg('inspect image', file, ['info', '--output=json', '-U', basename(file)])) as { 'backing-filename'?: string };
-  return info['backing-filename'];
 }

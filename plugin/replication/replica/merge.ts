@@ -18,7 +18,8 @@ import type { StateStore } from '../../state/store.js';
 import { diskDir } from '../layout.js';
 import { failpoint } from './failpoints.js';
 import { BASE_IMAGE } from './files.js';
-import { backingOf, commitIntoBacking, removeFile, setBacking, shrinkTo, virtualSize } from './images.js';
+import { imageInfo } from '../qemu-img.js';
+import { commitIntoBacking, removeFile, setBacking, shrinkTo } from './images.js';
 
 /** The replica chain is not what the merge journal expects; nothing further was changed. */
 export class MergeChainUnexpected extends VmdrError {
@@ -68,13 +69,13 @@ export async function finishMerge(storage: string, state: StateStore, protection
     if (first < 0) continue; // all merged and deleted: only the DB record was missing
     for (let j = first; j < files.length; j++) {
       const overlay = join(dir, files[j]!);
-      const backing = await backingOf(overlay);
+      const backing = (await imageInfo(overlay)).backingFile;
       if (backing !== BASE_IMAGE) throw new MergeChainUnexpected(protection, overlay, `its backing file is ${backing ?? 'none'}, expected ${BASE_IMAGE}`);
       await commitIntoBacking(overlay);
       failpoint('merge-after-commit');
       // Base keeps its size when the disk shrank; the point it now holds must not read past its end.
-      const size = await virtualSize(overlay);
-      if ((await virtualSize(base)) > size) await shrinkTo(base, size);
+      const size = (await imageInfo(overlay)).virtualSize;
+      if ((await imageInfo(base)).virtualSize > size) await shrinkTo(base, size);
       const next = j + 1 < files.length ? files[j + 1] : nextOverlay(state, protection, merge.targetSeq, disk);
       if (next) {
         await setBacking(join(dir, next), BASE_IMAGE);
