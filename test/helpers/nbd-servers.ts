@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { NbdListen } from '../../hypervisors/types.js';
+import { freeLoopbackPort as freePort } from '../../plugin/replication/sender/nbd-port.js';
 import type { NbdExtent } from '../../plugin/replication/nbd/client.js';
 
 export const exec = promisify(execFile);
@@ -24,13 +25,8 @@ export interface NbdServer {
 
 export type Transport = 'tcp' | 'unix';
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+/** The product's own probe for a free loopback port. */
+export { freePort };
 
 export function nbdUri(listen: NbdListen, exportName = ''): string {
   return listen.transport === 'tcp'

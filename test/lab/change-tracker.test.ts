@@ -1,22 +1,15 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import type { BackupSession, ChangeTracker } from '../../hypervisors/types.js';
 import { rejectsWith } from '../helpers/assertions.js';
+import { freePort } from '../helpers/nbd-servers.js';
 import { createLabVm, destroyLabVm, GUEST_READY, waitForSerialLine, type LabVm } from '../helpers/lab.js';
 
 const exec = promisify(execFile);
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** nbdinfo --map: [offset, length, type] rows of one meta context. */
 async function map(port: number, exportName: string, context: string): Promise<{ offset: number; length: number; type: number }[]> {
