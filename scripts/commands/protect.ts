@@ -7,7 +7,7 @@ import { printJson, run } from '../cli/report.js';
 import { progressReporter } from '../cli/progress.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
-import { describeSync } from './sync.js';
+import { describeSync } from '../cli/cycles.js';
 
 interface ProtectOptions extends GlobalOptions {
   vm: string;

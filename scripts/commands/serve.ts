@@ -1,10 +1,10 @@
 import type { Argv, CommandModule } from 'yargs';
 import { cycleInterval, replicateContinuously } from '../../plugin/replication/continuous.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
-import { printJson, run } from '../cli/report.js';
+import { reportCycle, sayer } from '../cli/cycles.js';
+import { run } from '../cli/report.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
-import { describeSync } from './sync.js';
 
 interface ServeOptions extends GlobalOptions {
   site?: string;
@@ -27,7 +27,7 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
-        const say = (event: Record<string, unknown>, text: string) => (argv.json ? printJson(event) : process.stdout.write(`${text}\n`));
+        const say = sayer(argv.json);
         const stop = new AbortController();
         const end = () => stop.abort();
         process.once('SIGINT', end).once('SIGTERM', end);
@@ -54,16 +54,7 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
                 await replicateContinuously(p, { sites, state, receiver }, {
                   signal: stop.signal,
                   intervalMs: cycleInterval(p),
-                  onCycle: (c) => {
-                    const error = c.error instanceof Error ? c.error.message : undefined;
-                    say({ event: 'cycle', ...c, error }, c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s` : `${c.protection}: cycle failed: ${error}`);
-                    if (c.rpoBreached) {
-                      say(
-                        { event: 'rpo-breached', protection: c.protection, lagSeconds: c.lagSeconds, rpoSeconds: p.rpo / 1000 },
-                        `${c.protection}: RPO breached: newest recovery point is ${c.lagSeconds?.toFixed(0)} s old (RPO ${p.rpo / 1000} s)`,
-                      );
-                    }
-                  },
+                  onCycle: (c) => reportCycle(say, p, c),
                 });
               } finally {
                 receiver.close();

@@ -3,8 +3,9 @@ import { findProtection } from '../../plugin/protections/find.js';
 import { replicateContinuously } from '../../plugin/replication/continuous.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import { syncProtection, type SyncResult } from '../../plugin/replication/sync.js';
+import { describeSync, reportCycle, sayer } from '../cli/cycles.js';
 import { printJson, run } from '../cli/report.js';
-import { formatBytes, progressReporter } from '../cli/progress.js';
+import { progressReporter } from '../cli/progress.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
 
@@ -12,14 +13,6 @@ interface SyncOptions extends GlobalOptions {
   vm: string;
   full: boolean;
   continuous: boolean;
-}
-
-export function describeSync(r: SyncResult): string {
-  return (
-    `${r.protection}: ${r.kind} (${r.reason}): recovery point ${r.point.id} at checkpoint ${r.checkpoint}, ` +
-    `${formatBytes(r.bytesCovered)} covered, ${formatBytes(r.bytesShipped)} shipped in ${(r.durationMs / 1000).toFixed(1)} s` +
-    r.warnings.map((w) => `\n${r.protection}: warning: ${w}`).join('')
-  );
 }
 
 export const syncCommand: CommandModule<GlobalOptions, SyncOptions> = {
@@ -44,11 +37,7 @@ export const syncCommand: CommandModule<GlobalOptions, SyncOptions> = {
               signal: stop.signal,
               // Asked for on the command line: back to back, whatever the protection's schedule.
               intervalMs: 0,
-              onCycle: (c) => {
-                const error = c.error instanceof Error ? c.error.message : c.error === undefined ? undefined : String(c.error);
-                if (argv.json) return printJson({ event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, rpoBreached: c.rpoBreached, ...(c.result ? { result: c.result } : {}), ...(error ? { error } : {}) });
-                process.stdout.write(c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s\n` : `${c.protection}: cycle failed, retrying: ${error}\n`);
-              },
+              onCycle: (c) => reportCycle(sayer(argv.json), protection, c),
             });
             return;
           }

@@ -1,0 +1,39 @@
+/**
+ * How a replication loop reports, the same from `vmdr sync --continuous` and `vmdr serve`: one
+ * line (or one JSON event) per cycle, and an `rpo-breached` event when the newest point is older
+ * than the protection's RPO.
+ */
+import type { Protection } from '../../plugin/config/schema.js';
+import type { CycleReport } from '../../plugin/replication/continuous.js';
+import type { SyncResult } from '../../plugin/replication/sync.js';
+import { formatBytes } from './progress.js';
+import { printJson } from './report.js';
+
+/** Says one thing: as a JSON event with --json, else as a line of text. */
+export type Say = (event: Record<string, unknown>, text: string) => void;
+
+export function sayer(json: boolean): Say {
+  return (event, text) => (json ? printJson(event) : void process.stdout.write(`${text}\n`));
+}
+
+export function describeSync(r: SyncResult): string {
+  return (
+    `${r.protection}: ${r.kind} (${r.reason}): recovery point ${r.point.id} at checkpoint ${r.checkpoint}, ` +
+    `${formatBytes(r.bytesCovered)} covered, ${formatBytes(r.bytesShipped)} shipped in ${(r.durationMs / 1000).toFixed(1)} s` +
+    r.warnings.map((w) => `\n${r.protection}: warning: ${w}`).join('')
+  );
+}
+
+export function reportCycle(say: Say, protection: Protection, c: CycleReport): void {
+  const error = c.error === undefined ? undefined : c.error instanceof Error ? c.error.message : String(c.error);
+  say(
+    { event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, rpoBreached: c.rpoBreached, ...(c.result ? { result: c.result } : {}), ...(error ? { error } : {}) },
+    c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s` : `${c.protection}: cycle failed, retrying: ${error}`,
+  );
+  if (c.rpoBreached) {
+    say(
+      { event: 'rpo-breached', protection: c.protection, lagSeconds: c.lagSeconds, rpoSeconds: protection.rpo / 1000 },
+      `${c.protection}: RPO breached: newest recovery point is ${c.lagSeconds?.toFixed(0)} s old (RPO ${protection.rpo / 1000} s)`,
+    );
+  }
+}
