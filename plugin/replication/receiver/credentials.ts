@@ -22,6 +22,11 @@ export interface ReceiverCredentials {
   token: string;
 }
 
+/** Where senders reach a site's receiver: its `url`, else https:// on the address it listens on. */
+export function receiverUrl(receiver: NonNullable<Site['receiver']>): string {
+  return receiver.url ?? `https://${receiver.listen}`;
+}
+
 export function credentialsDir(config: Config, site: Site): string {
   return site.receiver?.credentials ?? join(dirname(config.state.path), `receiver-${site.name}`);
 }

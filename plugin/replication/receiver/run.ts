@@ -8,7 +8,7 @@ import type { Config } from '../../config/schema.js';
 import { SiteStorageMissing } from '../../targets/errors.js';
 import type { StateStore } from '../../state/store.js';
 import { ReplicaStore } from '../replica/store.js';
-import { credentialsDir, ensureReceiverCredentials } from './credentials.js';
+import { credentialsDir, ensureReceiverCredentials, receiverUrl } from './credentials.js';
 import { startReceiver } from './server.js';
 
 export interface RunningReceiver {
@@ -53,7 +53,7 @@ export async function startReceivers(
       ));
       running.push({
         site: site.name,
-        url: site.receiver.url ?? `https://${site.receiver.listen}`,
+        url: receiverUrl(site.receiver),
         credentials: dir,
         madeCredentials: credentials.made,
         recovered,

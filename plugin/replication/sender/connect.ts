@@ -1,6 +1,6 @@
 import type { Config, Protection } from '../../config/schema.js';
 import { VmdrError } from '../../../hypervisors/errors.js';
-import { credentialsDir, loadSenderCredentials } from '../receiver/credentials.js';
+import { credentialsDir, loadSenderCredentials, receiverUrl } from '../receiver/credentials.js';
 import { ReceiverClient } from './receiver-client.js';
 
 /** The receiver client for a protection's DR site, with that site's pinned certificate and token. */
@@ -12,6 +12,5 @@ export async function receiverFor(config: Config, file: string, protection: Prot
       remedy: `add receiver: { listen: HOST:PORT } to site "${site.name}"`,
     });
   }
-  const url = site.receiver.url ?? `https://${site.receiver.listen}`;
-  return new ReceiverClient(url, site.name, await loadSenderCredentials(credentialsDir(config, site)));
+  return new ReceiverClient(receiverUrl(site.receiver), site.name, await loadSenderCredentials(credentialsDir(config, site)));
 }
