@@ -127,6 +127,13 @@ export class NicNotFound extends VmdrError {
   }
 }
 
+/** The VM has no disk with the guest target the caller named. */
+export class DiskNotFound extends VmdrError {
+  constructor(vm: string, host: string, target: string) {
+    super('DISK_NOT_FOUND', `VM ${JSON.stringify(vm)} on ${host} has no disk ${target}`, { subject: { vm, host, disk: target } });
+  }
+}
+
 /** A NIC identity cannot be applied as asked: malformed MAC, or a MAC two NICs would share. */
 export class InvalidNicIdentity extends VmdrError {
   constructor(vm: string, host: string, mac: string, detail: string) {

@@ -216,6 +216,14 @@ export interface HypervisorAdapter {
 
   /** Changes the identity of the NIC currently holding `nicMac` (the VM must be off). */
   setNicIdentity(vm: string, nicMac: string, identity: NicIdentity): Promise<VmInfo>;
+  /**
+   * Points the VM's disks (matched by guest target: vda, sdb ...) at other images, such as a
+   * failover's overlay on top of a recovery point (the VM must be off). Disks not named keep
+   * their images; a named target the VM lacks is an error.
+   */
+  setDiskImages(vm: string, disks: { target: string; path: string; format: 'qcow2' | 'raw' }[]): Promise<VmInfo>;
+  /** Replaces the labels of a VM vmdr made (the VM may run): how a target's role changes. */
+  setLabels(vm: string, labels: Record<string, string>): Promise<void>;
   /** Attaches (or replaces) a read-only identity seed image (NoCloud ISO) as the VM's last disk. */
   attachIdentitySeed(vm: string, isoPath: string): Promise<void>;
   detachIdentitySeed(vm: string): Promise<void>;

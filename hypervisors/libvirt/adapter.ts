@@ -3,7 +3,7 @@
  * virsh for what the binding lacks (networks, undefine flags, block sizes).
  */
 import { DomainGetXMLDescFlags } from '@unraid/libvirt';
-import { CleanupFailed, InvalidPowerState, VmAlreadyExists, VmdrError } from '../errors.js';
+import { CleanupFailed, InvalidPowerState, NotManagedByVmdr, VmAlreadyExists, VmdrError } from '../errors.js';
 import type {
   ChangeTracker,
   HypervisorAdapter,
@@ -16,7 +16,8 @@ import type {
 } from '../types.js';
 import { LibvirtConnection, type Domain } from './connection.js';
 import { diskCapacities } from './disk-sizes.js';
-import { setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
+import { setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
+import { readLabels, setLabels } from './labels.js';
 import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
 import { LibvirtChangeTracker } from './change-tracker.js';
 import { LibvirtNetworks } from './networks.js';
@@ -130,6 +131,26 @@ export class LibvirtAdapter implements HypervisorAdapter {
       return true;
     });
     return this.describe(domain, vm);
+  }
+
+  async setDiskImages(vm: string, disks: { target: string; path: string; format: 'qcow2' | 'raw' }[]): Promise<VmInfo> {
+    const domain = await this.conn.lookup(vm);
+    await this.requireOff(domain, vm, 'change its disks');
+    await this.redefine(domain, vm, (xml) => {
+      setDiskImagesInXml(xml, { vm, host: this.uri }, disks);
+      return disks.length > 0;
+    });
+    return this.getVm(vm);
+  }
+
+  /** The persistent definition and, when the VM runs, the live one: labels are metadata only. */
+  async setLabels(vm: string, labels: Record<string, string>): Promise<void> {
+    const domain = await this.conn.lookup(vm);
+    await this.redefine(domain, vm, (xml) => {
+      if (readLabels(xml) === undefined) throw new NotManagedByVmdr('VM', vm, this.uri, { vm });
+      setLabels(xml, labels);
+      return true;
+    });
   }
 
   async attachIdentitySeed(vm: string, isoPath: string): Promise<void> {

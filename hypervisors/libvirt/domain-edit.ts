@@ -3,7 +3,7 @@
  * identity and the identity seed disk. Each works on the parsed XML and leaves redefining to the
  * caller, so a failure part way changes nothing in libvirt.
  */
-import { InvalidNicIdentity, NicNotFound } from '../errors.js';
+import { DiskNotFound, InvalidNicIdentity, NicNotFound } from '../errors.js';
 import type { NicIdentity } from '../types.js';
 import { diskElement, isSeedDisk, SEED_SERIAL, nextTarget } from './domain-xml.js';
 import { childElements, element, ensureChild, firstChild, removeChild, textElement, type XmlElement } from './xml.js';
@@ -51,6 +51,24 @@ export function setNicIdentityInXml(domain: XmlElement, at: EditTarget, nicMac: 
       const el = firstChild(nic, stale);
       if (el) removeChild(nic, el);
     }
+  }
+}
+
+/** Points each named disk at its new image; throws when the domain has no disk of that target. */
+export function setDiskImagesInXml(domain: XmlElement, at: EditTarget, disks: { target: string; path: string; format: string }[]): void {
+  const existing = childElements(ensureChild(domain, 'devices'), 'disk');
+  for (const wanted of disks) {
+    const disk = existing.find((d) => firstChild(d, 'target')?.attrs.dev === wanted.target && !isSeedDisk(d));
+    if (!disk) throw new DiskNotFound(at.vm, at.host, wanted.target);
+    const source = firstChild(disk, 'source');
+    if (source) source.attrs.file = wanted.path;
+    else disk.children.push(element('source', { file: wanted.path }));
+    const driver = firstChild(disk, 'driver');
+    if (driver) driver.attrs.type = wanted.format;
+    else disk.children.unshift(element('driver', { name: 'qemu', type: wanted.format }));
+    // A backing chain libvirt recorded for the old image does not describe the new one.
+    const backing = firstChild(disk, 'backingStore');
+    if (backing) removeChild(disk, backing);
   }
 }
 
