@@ -93,6 +93,40 @@ export const TargetSchema = z.strictObject({
   nics: z.array(TargetNicSchema).min(1, 'at least one NIC'),
 });
 
+/**
+ * When a failed-over VM counts as healthy: every configured check passes before `timeout`. With no
+ * check configured, a VM that is running is healthy. A plan starts its next group only then.
+ */
+export const HealthSchema = z.strictObject({
+  /** One deadline for all the checks together, counted from the start of the wait (right after boot). */
+  timeout: duration.prefault('2m'),
+  /** A line the guest prints on its serial console when it is up (the lab guest: "^VMDR-GUEST ready"). */
+  serial: z
+    .string()
+    .refine((source) => {
+      try {
+        new RegExp(source);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'a regular expression')
+    .optional(),
+  /** The QEMU guest agent answers guest-ping: the guest's userland runs, whatever it serves. */
+  agent: z.boolean().default(false),
+  /** host:port that must accept a TCP connection (a database, SSH) from the DR host. */
+  tcp: z.array(hostPort).default([]),
+  /** URLs that must answer; any 2xx or 3xx unless `status` names the one expected. */
+  http: z
+    .array(
+      z.strictObject({
+        url: z.url({ protocol: /^https?$/, message: 'an http:// or https:// URL' }),
+        status: z.number().int('an HTTP status such as 200').min(100, 'an HTTP status from 100 to 599').max(599, 'an HTTP status from 100 to 599').optional(),
+      }),
+    )
+    .default([]),
+});
+
 export const ProtectionSchema = z.strictObject({
   name,
   tenant: name.optional(),
@@ -105,6 +139,8 @@ export const ProtectionSchema = z.strictObject({
   retention: z
     .strictObject({ keep: z.number().int().min(1).default(24), maxAge: duration.optional() })
     .default({ keep: 24 }),
+  /** What the DR VM must show after a failover or in a drill before it counts as up. */
+  health: HealthSchema.prefault({}),
 });
 
 export const PlanGroupSchema = z.strictObject({
@@ -146,6 +182,7 @@ export type Config = z.infer<typeof ConfigObject>;
 export type Site = z.infer<typeof SiteSchema>;
 export type Tenant = z.infer<typeof TenantSchema>;
 export type Protection = z.infer<typeof ProtectionSchema>;
+export type HealthSpec = z.infer<typeof HealthSchema>;
 export type Target = z.infer<typeof TargetSchema>;
 export type TargetNic = z.infer<typeof TargetNicSchema>;
 export type Plan = z.infer<typeof PlanSchema>;

@@ -89,6 +89,52 @@ ${rest}`);
     expectInvalid(minimal('drills:\n  - { name: d, plan: p, schedule: "every day" }\n'), /drills\[0\]\.schedule: a cron expression/);
   });
 
+  describe('health checks', () => {
+    const withHealth = (health?: string) =>
+      minimal(`protections:
+  - name: web
+    source: { site: prod, vm: web }
+    target: { site: prod, vm: web-dr, nics: [{ network: dr }] }
+${health === undefined ? '' : `    health: ${health}\n`}`);
+
+    it('defaults to: running within 2 minutes, no other check', () => {
+      const web = parseConfig(withHealth(), 'vmdr.yaml').protections[0]!;
+      assert.deepEqual(web.health, { timeout: 2 * 60_000, agent: false, tcp: [], http: [] });
+    });
+
+    it('reads every kind of check, with durations in milliseconds', () => {
+      const health = '{ timeout: 90s, serial: "^VMDR-GUEST ready", agent: true, tcp: ["192.0.2.11:5432"], http: [{ url: "https://192.0.2.12/health", status: 204 }, { url: "http://192.0.2.12/" }] }';
+      const web = parseConfig(withHealth(health), 'vmdr.yaml').protections[0]!;
+      assert.deepEqual(web.health, {
+        timeout: 90_000,
+        serial: '^VMDR-GUEST ready',
+        agent: true,
+        tcp: ['192.0.2.11:5432'],
+        http: [{ url: 'https://192.0.2.12/health', status: 204 }, { url: 'http://192.0.2.12/' }],
+      });
+    });
+
+    it('gives the lab example a serial check on the ready line', async () => {
+      const { config } = await loadConfig(LAB);
+      for (const p of config.protections) assert.deepEqual(p.health, { timeout: 120_000, serial: '^VMDR-GUEST ready', agent: false, tcp: [], http: [] }, p.name);
+    });
+
+    it('refuses a serial pattern that is not a regular expression, naming its place', () => {
+      expectInvalid(withHealth('{ serial: "VMDR-GUEST (ready" }'), /^vmdr\.yaml:9:\d+: protections\[0\]\.health\.serial: a regular expression$/);
+    });
+
+    it('refuses a tcp check without a port, naming the entry', () => {
+      expectInvalid(withHealth('{ tcp: ["192.0.2.11:5432", "192.0.2.11"] }'), /^vmdr\.yaml:9:\d+: protections\[0\]\.health\.tcp\[1\]: host:port$/);
+    });
+
+    it('refuses other URL schemes, impossible statuses and unknown keys', () => {
+      expectInvalid(withHealth('{ http: [{ url: "ftp://192.0.2.12/" }] }'), /health\.http\[0\]\.url: an http:\/\/ or https:\/\/ URL$/);
+      expectInvalid(withHealth('{ http: [{ url: "http://192.0.2.12/", status: 700 }] }'), /health\.http\[0\]\.status: an HTTP status from 100 to 599$/);
+      expectInvalid(withHealth('{ timeout: soon }'), /health\.timeout: a duration such as 30s/);
+      expectInvalid(withHealth('{ ping: true }'), /unknown key "ping"$/);
+    });
+  });
+
   describe('files', () => {
     let dir: string;
     before(async () => (dir = await mkdtemp(join(tmpdir(), 'test-vmdr-config-'))));
