@@ -151,6 +151,35 @@ export class StopTimedOut extends VmdrError {
   }
 }
 
+/**
+ * The QEMU guest agent could not be asked. `reason` says whether waiting can help:
+ * 'not-configured': the VM has no agent channel, so no agent can ever answer;
+ * 'not-answering': the channel is there but no agent answered (the guest is still booting, or
+ * qemu-guest-agent is not installed or not running in it); a health wait asks again.
+ */
+export class GuestAgentUnavailable extends VmdrError {
+  constructor(
+    vm: string,
+    host: string,
+    readonly reason: 'not-configured' | 'not-answering',
+    detail: string,
+    cause?: unknown,
+  ) {
+    const what =
+      reason === 'not-configured'
+        ? `VM ${JSON.stringify(vm)} on ${host} has no QEMU guest agent channel`
+        : `the QEMU guest agent of VM ${JSON.stringify(vm)} on ${host} does not answer`;
+    super('GUEST_AGENT_UNAVAILABLE', `${what}: ${detail}`, {
+      subject: { vm, host, reason },
+      cause,
+      remedy:
+        reason === 'not-configured'
+          ? "add <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel> to its definition and install qemu-guest-agent in the guest, or drop the agent health check"
+          : 'is qemu-guest-agent installed and running in the guest?',
+    });
+  }
+}
+
 /** vmdr refuses to change or remove an object it did not make (a network, a VM, a checkpoint). */
 export class NotManagedByVmdr extends VmdrError {
   constructor(kind: string, name: string, host: string, subject: ErrorSubject = {}) {

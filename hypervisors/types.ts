@@ -208,6 +208,8 @@ export interface HypervisorAdapter {
   listVms(): Promise<VmInfo[]>;
   /** Accepts a name or an id (UUID), resolved once here. */
   getVm(ref: string): Promise<VmInfo>;
+  /** The power state alone: one cheap call, for waits that poll it (getVm reads much more). */
+  powerState(vm: string): Promise<PowerState>;
   defineVm(spec: VmSpec): Promise<VmInfo>;
   start(vm: string): Promise<void>;
   stop(vm: string, options: StopOptions): Promise<void>;
@@ -229,6 +231,12 @@ export interface HypervisorAdapter {
   detachIdentitySeed(vm: string): Promise<void>;
   /** Where the guest's serial console is written, when the VM has a file console. */
   serialLogPath(vm: string): Promise<string | undefined>;
+  /**
+   * Resolves when the QEMU guest agent answers guest-ping within `timeoutMs`. Fails with
+   * GuestAgentUnavailable: reason 'not-configured' (the VM has no agent channel; asking again will
+   * not help) or 'not-answering' (ask again later); InvalidPowerState when the VM is not running.
+   */
+  guestAgentPing(vm: string, timeoutMs: number): Promise<void>;
 
   listNetworks(): Promise<NetworkInfo[]>;
   /** Defines and starts an isolated network (no forwarding, no host address); idempotent. */

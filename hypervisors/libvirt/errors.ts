@@ -8,6 +8,7 @@
  * kept as `cause`.
  */
 import {
+  GuestAgentUnavailable,
   HypervisorOperationFailed,
   HypervisorUnreachable,
   InvalidPowerState,
@@ -58,6 +59,13 @@ export function translateLibvirtError(err: unknown, ctx: LibvirtErrorContext): V
     // "Requested operation is not valid: domain is already running", "... is already active"
     if (/(is )?already (running|active)/i.test(message)) {
       return new InvalidPowerState(ctx.vm, ctx.host, 'running', `cannot ${ctx.operation}`, err);
+    }
+    // qemu-agent-command: "argument unsupported: QEMU guest agent is not configured" (no channel);
+    // "Guest agent is not responding: QEMU guest agent is not connected" (no agent on the channel),
+    // "...: Guest agent not available for now" (it did not answer in time)
+    if (/guest agent is not configured/i.test(message)) return new GuestAgentUnavailable(ctx.vm, ctx.host, 'not-configured', detail, err);
+    if (/guest agent is not (responding|connected|available)|guest agent not available/i.test(message)) {
+      return new GuestAgentUnavailable(ctx.vm, ctx.host, 'not-answering', detail, err);
     }
   }
   return new HypervisorOperationFailed(ctx.operation, ctx.host, detail, { vm: ctx.vm, cause: err });
