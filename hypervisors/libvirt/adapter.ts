@@ -23,6 +23,7 @@ import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './dom
 import { LibvirtChangeTracker } from './change-tracker.js';
 import { LibvirtNetworks } from './networks.js';
 import { powerState, stopDomain } from './power.js';
+import { withStartToken } from './start-token.js';
 import { virsh } from './virsh.js';
 import { buildXml, type XmlElement } from './xml.js';
 
@@ -68,11 +69,11 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return info;
   }
 
-  async defineVm(spec: VmSpec): Promise<VmInfo> {
   async powerState(vm: string): Promise<PowerState> {
     return powerState(this.conn, await this.conn.lookup(vm), vm);
   }
 
+  async defineVm(spec: VmSpec): Promise<VmInfo> {
     const xml = await renderDomainXml(spec);
     const exists = await this.conn.lookup(spec.name).then(
       () => true,
@@ -102,7 +103,9 @@ export class LibvirtAdapter implements HypervisorAdapter {
 
   async start(vm: string): Promise<void> {
     const domain = await this.conn.lookup(vm);
-    await this.conn.call({ operation: 'start VM', vm }, (h) => h.domainCreate(domain));
+    // The split-brain hook lets a role=target VM start only with vmdr's token, keyed by name.
+    const name = await this.conn.call({ operation: 'read VM name', vm }, (h) => h.domainGetName(domain));
+    await withStartToken(this.uri, name, () => this.conn.call({ operation: 'start VM', vm }, (h) => h.domainCreate(domain)));
   }
 
   async stop(vm: string, options: StopOptions): Promise<void> {
@@ -180,9 +183,6 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return serialLogOf(parseDomain(xml, this.uri));
   }
 
-  listNetworks(): Promise<NetworkInfo[]> {
-    return this.networks.list();
-  }
   /** Through virsh: the binding has no agent call. The test driver has no guest agent at all. */
   async guestAgentPing(vm: string, timeoutMs: number): Promise<void> {
     // Looked up here for a clean VmNotFound: virsh says only "failed to get domain".
@@ -199,6 +199,9 @@ export class LibvirtAdapter implements HypervisorAdapter {
     });
   }
 
+  listNetworks(): Promise<NetworkInfo[]> {
+    return this.networks.list();
+  }
 
   ensureIsolatedNetwork(spec: IsolatedNetworkSpec): Promise<NetworkInfo> {
     return this.networks.ensureIsolated(spec);
