@@ -230,6 +230,8 @@ function networkError(err: unknown): string {
     case 'EAI_AGAIN':
       return `unknown host ${e.hostname ?? ''}`.trim();
     default:
+      // undici's words, without a code, for the ports on fetch's block list (6000, 6667, ...).
+      if (e.message === 'bad port') return 'fetch refuses this port (it is on the list of blocked ports); use a tcp check for it';
       return e.message || String(err);
   }
 }
