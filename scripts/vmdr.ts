@@ -4,6 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { EXIT_USAGE } from './cli/report.js';
 import { configCommand } from './commands/config.js';
+import { failoverCommand } from './commands/failover.js';
 import type { GlobalOptions } from './commands/options.js';
 import { pointsCommand } from './commands/points.js';
 import { protectCommand } from './commands/protect.js';
@@ -26,6 +27,7 @@ await yargs(hideBin(process.argv))
   .command(syncCommand)
   .command(pointsCommand)
   .command(serveCommand)
+  .command(failoverCommand)
   .demandCommand(1, 'name a command; see vmdr --help')
   .strict()
   .fail((message, err) => {

@@ -35,7 +35,7 @@ export function leaseIsLive(lease: LeaseRow, nowMs: number): boolean {
   return processExists(lease.pid);
 }
 
-function processExists(pid: number): boolean {
+export function processExists(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -68,4 +68,52 @@ export const migrations: readonly string[] = [
   ) STRICT;
   CREATE INDEX sync_runs_by_protection ON sync_runs (protection, id);
   `,
+  // 2: failovers (a journal of steps, recorded before and after each), who runs them, and the
+  // role of each protection (replicating, or failed over: its replica then takes no new point)
+  `
+  CREATE TABLE failovers (
+    id            TEXT    PRIMARY KEY,
+    kind          TEXT    NOT NULL CHECK (kind IN ('unplanned', 'planned', 'test', 'revert', 'failback')),
+    plan          TEXT,
+    request       TEXT    NOT NULL,
+    status        TEXT    NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms   INTEGER,
+    failure_at_ms INTEGER NOT NULL,
+    error_code    TEXT,
+    error_message TEXT
+  ) STRICT;
+
+  -- protection '' holds the steps of the whole run (a plan's groups)
+  CREATE TABLE failover_steps (
+    failover      TEXT    NOT NULL REFERENCES failovers (id) ON DELETE CASCADE,
+    protection    TEXT    NOT NULL,
+    step          TEXT    NOT NULL,
+    ord           INTEGER NOT NULL,
+    status        TEXT    NOT NULL CHECK (status IN ('started', 'done', 'failed', 'skipped')),
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms   INTEGER,
+    detail        TEXT,
+    error_code    TEXT,
+    error_message TEXT,
+    PRIMARY KEY (failover, protection, step)
+  ) STRICT;
+
+  -- one runner per protection; a row whose process is gone is an interrupted run (--resume)
+  CREATE TABLE failover_locks (
+    protection TEXT    PRIMARY KEY,
+    failover   TEXT    NOT NULL REFERENCES failovers (id) ON DELETE CASCADE,
+    host       TEXT    NOT NULL,
+    pid        INTEGER NOT NULL
+  ) STRICT;
+
+  CREATE TABLE protection_roles (
+    protection    TEXT    PRIMARY KEY,
+    role          TEXT    NOT NULL CHECK (role IN ('replicating', 'failed-over')),
+    failover      TEXT,
+    point         TEXT,
+    changed_at_ms INTEGER NOT NULL
+  ) STRICT;
+  `,
 ];
+

@@ -8,3 +8,9 @@ export const ROLE_TARGET = 'target';
 export function targetLabels(protection: string, tenant: string | undefined): Record<string, string> {
   return { [LABEL_ROLE]: ROLE_TARGET, [LABEL_PROTECTION]: protection, ...(tenant ? { [LABEL_TENANT]: tenant } : {}) };
 }
+
+/** A target that was failed over: production on the DR site, no longer guarded as a replica. */
+export const ROLE_PROMOTED = 'promoted';
+/** A throwaway VM of a test failover, on the drill's own bubble network. */
+export const ROLE_DRILL = 'drill';
+export const LABEL_FAILOVER = 'failover';

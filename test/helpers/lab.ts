@@ -38,13 +38,13 @@ export async function labScratchDir(prefix: string): Promise<string> {
 }
 
 /** Runs the built CLI; resolves with its exit code and output whatever the code. */
-export async function runVmdr(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function runVmdr(args: string[], env: Record<string, string> = {}): Promise<{ code: number; signal?: string; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [join(ROOT, 'dist', 'scripts', 'vmdr.js'), ...args]);
+    const { stdout, stderr } = await exec(process.execPath, [join(ROOT, 'dist', 'scripts', 'vmdr.js'), ...args], { env: { ...process.env, ...env } });
     return { code: 0, stdout, stderr };
   } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+    const e = err as { code?: number; signal?: string; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, ...(e.signal ? { signal: e.signal } : {}), stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
   }
 }
 

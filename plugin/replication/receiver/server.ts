@@ -50,7 +50,7 @@ const HashesBody = z.strictObject({
 function statusOf(err: VmdrError): number {
   if (err instanceof ReceiverRefused) return err.status;
   if (err.code.startsWith('STREAM_')) return 400;
-  if (err.code === 'REPLICA_BUSY') return 409;
+  if (err.code === 'REPLICA_BUSY' || err.code === 'PROTECTION_FAILED_OVER') return 409;
   if (err.code === 'RECOVERY_POINT_NOT_FOUND') return 404;
   return 500;
 }

@@ -50,3 +50,16 @@ export class OverlayMissing extends VmdrError {
     });
   }
 }
+
+/**
+ * The protection was failed over: its target runs as production and the replica must not move
+ * under it. Replication resumes only through a failback or a revert (split-brain guard).
+ */
+export class ProtectionFailedOver extends VmdrError {
+  constructor(protection: string, failover: string | null) {
+    super('PROTECTION_FAILED_OVER', `protection "${protection}" was failed over${failover ? ` (${failover})` : ''}; its replica takes no new recovery point`, {
+      subject: { protection, ...(failover ? { failover } : {}) },
+      remedy: `bring it home with \`vmdr failback ${protection}\`, or discard the DR side with \`vmdr failover ${protection} --revert\``,
+    });
+  }
+}

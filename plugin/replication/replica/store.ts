@@ -12,7 +12,8 @@ import { protectionsWithLeases } from '../../state/leases.js';
 import { latestSeq, pointRows, protectionsWithPoints, setPinned, type PointRow } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
 import { baseImage, diskDir } from '../layout.js';
-import { ReplicaBusy, RecoveryPointNotFound } from './errors.js';
+import { ProtectionFailedOver, ReplicaBusy, RecoveryPointNotFound } from './errors.js';
+import { roleOf } from '../../state/roles.js';
 import { failpoint } from './failpoints.js';
 import { pointFileName, subdirectories } from './files.js';
 import { createQcow2, removeFile } from './images.js';
@@ -81,7 +82,7 @@ export class ReplicaStore {
 
   constructor(
     readonly storage: string,
-    private readonly state: StateStore,
+    readonly state: StateStore,
     options: { leaseTtlMs?: number } = {},
   ) {
     this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
@@ -137,6 +138,8 @@ export class ReplicaStore {
     if (disks.length === 0 || new Set(disks.map((d) => d.name)).size !== disks.length) {
       throw new RangeError(`beginPoint needs distinct disks, got [${disks.map((d) => d.name).join(', ')}]`);
     }
+    const role = roleOf(this.state.db, protection);
+    if (role.role === 'failed-over') throw new ProtectionFailedOver(protection, role.failover);
     const lease = ReplicaLease.acquire(this.state, protection, 'receive', this.leaseTtlMs);
     const created: string[] = [];
     try {

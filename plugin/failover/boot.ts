@@ -1,0 +1,53 @@
+/**
+ * The steps every failover kind ends with, on a VM that is defined and off: give it its identity,
+ * start it, wait until it is healthy. Shared by the real failover (the pre-staged target) and the
+ * drill (a throwaway VM on a bubble network).
+ */
+import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import type { Protection } from '../config/schema.js';
+import { serialLog } from '../replication/layout.js';
+import { storageOf, type RunContext } from './context.js';
+import { waitUntilHealthy } from './health.js';
+import { applyIdentity } from './identity.js';
+import { fileSize } from './serial-health.js';
+
+export interface AppliedIdentityStep {
+  instanceId: string;
+  seed: string;
+  hostname: string;
+}
+
+export interface HealthStep {
+  healthyAt: string;
+  /** What the guest printed on its console when a serial check matched. */
+  guest: string | null;
+  checks: { check: string; afterMs: number; detail?: string }[];
+}
+
+/**
+ * `p` is the protection as this boot sees it: for a drill, its target names the drill VM and
+ * its NICs the bubble network.
+ */
+export async function bootWithIdentity(ctx: RunContext, adapter: HypervisorAdapter, p: Protection, console = serialLog(storageOf(ctx, p), p.name)): Promise<HealthStep> {
+  const j = ctx.journal;
+  const vm = p.target.vm;
+  await j.step<AppliedIdentityStep>(p.name, 'identity', async () => {
+    const applied = await applyIdentity(adapter, p, storageOf(ctx, p));
+    return { instanceId: applied.instanceId, seed: applied.seed, hostname: applied.identity.hostname };
+  });
+  const { serialFrom } = await j.step(p.name, 'start', async () => {
+    const running = (await adapter.getVm(vm)).powerState === 'running';
+    // Only what this boot prints counts; a resumed run whose VM already runs reads the whole log.
+    const from = running ? 0 : await fileSize(console);
+    if (!running) await adapter.start(vm);
+    return { serialFrom: from };
+  });
+  return j.step<HealthStep>(p.name, 'health', async () => {
+    const report = await waitUntilHealthy(adapter, vm, p.health, { serialLog: console, serialFrom, signal: ctx.signal });
+    return {
+      healthyAt: new Date().toISOString(),
+      guest: report.checks.find((c) => c.check === 'serial')?.detail ?? null,
+      checks: report.checks.map((c) => ({ check: c.check, afterMs: c.afterMs, ...(c.detail ? { detail: c.detail } : {}) })),
+    };
+  });
+}

@@ -1,0 +1,51 @@
+/** What every step of a failover run works with: the request, the connections, the journal. */
+import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import type { Config, Protection } from '../config/schema.js';
+import { ReplicaStore } from '../replication/replica/store.js';
+import type { SiteConnections } from '../sites/connections.js';
+import type { FailoverKind } from '../state/failovers.js';
+import type { StateStore } from '../state/store.js';
+import { SiteStorageMissing } from '../targets/errors.js';
+import type { FailoverJournal } from './journal.js';
+
+/** What was asked for; stored with the run so --resume does the same thing. */
+export interface FailoverRequest {
+  kind: FailoverKind;
+  plan?: string;
+  /** The protections, when no plan is named. */
+  protections: string[];
+  point?: string;
+  /** ISO time: the newest point at or before it. */
+  at?: string;
+  /** Unplanned with the source still running: power it off first (fence it). */
+  force?: boolean;
+  /** Planned: how long the source's guest may take to shut down before it is powered off. */
+  shutdownTimeoutMs?: number;
+}
+
+export interface RunContext {
+  id: string;
+  config: Config;
+  file: string;
+  sites: SiteConnections;
+  state: StateStore;
+  journal: FailoverJournal;
+  request: FailoverRequest;
+  /** When the failure (or the request) happened: the data-loss window is measured against it. */
+  failureAt: Date;
+  signal?: AbortSignal;
+}
+
+export function storageOf(ctx: RunContext, p: Protection): string {
+  const site = ctx.sites.site(p.target.site);
+  if (!site.storage) throw new SiteStorageMissing(site.name, ctx.file);
+  return site.storage;
+}
+
+export function replicasOf(ctx: RunContext, p: Protection): ReplicaStore {
+  return new ReplicaStore(storageOf(ctx, p), ctx.state);
+}
+
+export function drAdapter(ctx: RunContext, p: Protection): Promise<HypervisorAdapter> {
+  return ctx.sites.adapter(p.target.site);
+}

@@ -1,0 +1,102 @@
+/**
+ * A test failover (a drill) of one VM: the chosen point boots in a throwaway VM on the drill's own
+ * bubble network, with the target's identity, and must come up healthy. The source, the replica
+ * and the pre-staged target are never touched, and replication goes on: the point is only pinned
+ * for as long as the drill runs. Everything the drill made is removed afterwards.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { VmdrError } from '../../hypervisors/errors.js';
+import type { Protection } from '../config/schema.js';
+import { protectionDir } from '../replication/layout.js';
+import { LABEL_FAILOVER, LABEL_PROTECTION, LABEL_ROLE, LABEL_TENANT, ROLE_DRILL } from '../targets/labels.js';
+import { targetSpec } from '../targets/provision.js';
+import { bootWithIdentity, type AppliedIdentityStep, type HealthStep } from './boot.js';
+import { drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
+import { createOverlays, overlayPaths, removeOverlays } from './overlays.js';
+import { choosePoint, describePoint, releasePoint, type ChosenPoint } from './recovery-point.js';
+
+export interface DrillResult {
+  point: ChosenPoint;
+  health: HealthStep;
+}
+
+/** Drill names carry the run's id, so two drills of one VM never share a VM, a file or a network. */
+export function drillNames(ctx: RunContext, p: Protection) {
+  const short = ctx.id.slice(-6);
+  return {
+    vm: `${p.target.vm}-drill-${short}`,
+    overlay: `drill-${ctx.id}`,
+    console: join(protectionDir(storageOf(ctx, p), p.name), `drill-${ctx.id}-console.log`),
+  };
+}
+
+/** One bubble per drill and tenant: tenants never share a network, even in a drill. */
+export function bubbleName(ctx: RunContext, tenant: string | undefined): string {
+  return `vmdr-drill-${ctx.id.slice(-6)}${tenant ? `-${tenant}` : ''}`;
+}
+
+export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResult> {
+  const j = ctx.journal;
+  const names = drillNames(ctx, p);
+  const bubble = bubbleName(ctx, p.tenant);
+  const replicas = replicasOf(ctx, p);
+  const point = await j.step(p.name, 'choose-point', async () =>
+    describePoint(choosePoint(replicas, p, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined })),
+  );
+  await j.step(p.name, 'pin-point', async () => {
+    const pinnedBefore = replicas.getPoint(p.name, point.id).pinned;
+    replicas.pinPoint(p.name, point.id);
+    return { pinnedBefore };
+  });
+  const dr = await drAdapter(ctx, p);
+  const drill: Protection = {
+    ...p,
+    target: { ...p.target, vm: names.vm, nics: p.target.nics.map((n) => ({ ...n, network: bubble })) },
+  };
+  await j.step(p.name, 'define-drill-vm', async () => {
+    await dr.ensureIsolatedNetwork({ name: bubble, labels: { [LABEL_ROLE]: ROLE_DRILL, [LABEL_FAILOVER]: ctx.id, ...(p.tenant ? { [LABEL_TENANT]: p.tenant } : {}) } });
+    const disks = await createOverlays(point, names.overlay);
+    const exists = await dr.getVm(names.vm).then(
+      () => true,
+      (err: unknown) => (err instanceof VmdrError && err.code === 'VM_NOT_FOUND' ? false : Promise.reject(err)),
+    );
+    if (!exists) {
+      await dr.defineVm({
+        ...targetSpec(drill, storageOf(ctx, p), disks),
+        serialLog: names.console,
+        labels: { [LABEL_ROLE]: ROLE_DRILL, [LABEL_PROTECTION]: p.name, [LABEL_FAILOVER]: ctx.id, ...(p.tenant ? { [LABEL_TENANT]: p.tenant } : {}) },
+      });
+    }
+    return { vm: names.vm, network: bubble, disks };
+  });
+  const health = await bootWithIdentity(ctx, dr, drill, names.console);
+  return { point, health };
+}
+
+/**
+ * Removes what a drill of `p` made, whatever step it reached (a resumed or reverted drill runs it
+ * too). The bubble network is the run's, removed once all its VMs are gone.
+ */
+export async function removeDrill(ctx: RunContext, p: Protection): Promise<void> {
+  const j = ctx.journal;
+  const names = drillNames(ctx, p);
+  const point = j.result<ChosenPoint>(p.name, 'choose-point');
+  const pinned = j.result<{ pinnedBefore: boolean }>(p.name, 'pin-point');
+  const identity = j.result<AppliedIdentityStep>(p.name, 'identity');
+  await j.step(p.name, 'remove-drill-vm', async () => {
+    const dr = await drAdapter(ctx, p);
+    const gone = (err: unknown) => {
+      if (!(err instanceof VmdrError && err.code === 'VM_NOT_FOUND')) throw err;
+    };
+    await dr.stop(names.vm, { mode: 'force' }).catch((err: unknown) => {
+      if (!(err instanceof VmdrError && err.code === 'INVALID_POWER_STATE')) gone(err);
+    });
+    await dr.undefine(names.vm).catch(gone);
+    if (point) await removeOverlays(overlayPaths(point, names.overlay));
+    if (identity) await rm(identity.seed, { force: true });
+    await rm(names.console, { force: true });
+    if (point && pinned && !pinned.pinnedBefore) releasePoint(replicasOf(ctx, p), p.name, point.id);
+    return {};
+  });
+}

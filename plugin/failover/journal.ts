@@ -1,0 +1,85 @@
+/**
+ * The runner's memory: each step of a failover is written to the state file before it starts and
+ * after it ends, with what it produced. A step that is already done is not run again; its recorded
+ * result is returned instead. That is what makes `vmdr failover --resume` continue a run killed
+ * half way, and what the timeline report is built from. Steps must therefore be safe to repeat
+ * when they were started but not recorded as done.
+ */
+import { VmdrError } from '../../hypervisors/errors.js';
+import { failpoint } from '../replication/replica/failpoints.js';
+import { endStep, listSteps, startStep, type StepRow } from '../state/failovers.js';
+import type { StateStore } from '../state/store.js';
+import { FailoverStepFailed } from './errors.js';
+
+/** The protection a step of the whole run (not of one VM) is recorded under. */
+export const RUN = '';
+
+export interface StepEvent {
+  failover: string;
+  protection: string;
+  step: string;
+  status: 'started' | 'done' | 'failed' | 'skipped' | 'resumed';
+  at: Date;
+  detail?: unknown;
+  error?: { code: string; message: string };
+}
+
+export class FailoverJournal {
+  constructor(
+    readonly state: StateStore,
+    readonly failover: string,
+    private readonly onEvent?: (event: StepEvent) => void,
+  ) {}
+
+  steps(): StepRow[] {
+    return listSteps(this.state.db, this.failover);
+  }
+
+  done(protection: string, step: string): StepRow | undefined {
+    return this.steps().find((s) => s.protection === protection && s.step === step && s.status === 'done');
+  }
+
+  /** The recorded result of a finished step, or undefined when it has not finished. */
+  result<T>(protection: string, step: string): T | undefined {
+    const row = this.done(protection, step);
+    return row?.detail ? (JSON.parse(row.detail) as T) : undefined;
+  }
+
+  /**
+   * Runs `work` as step `step` of `protection`, unless it is already done. The result must be
+   * plain JSON (it is stored). A failure is recorded and rethrown as FailoverStepFailed.
+   */
+  async step<T>(protection: string, step: string, work: () => Promise<T>): Promise<T> {
+    const row = this.done(protection, step);
+    if (row) {
+      this.emit({ protection, step, status: 'resumed' });
+      return (row.detail ? JSON.parse(row.detail) : undefined) as T;
+    }
+    startStep(this.state.db, this.failover, protection, step);
+    this.emit({ protection, step, status: 'started' });
+    failpoint(`failover-before-${step}`);
+    let result: T;
+    try {
+      result = await work();
+    } catch (err) {
+      const error = err instanceof VmdrError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: (err as Error).message };
+      endStep(this.state.db, this.failover, protection, step, 'failed', { error });
+      this.emit({ protection, step, status: 'failed', error });
+      throw err instanceof FailoverStepFailed ? err : new FailoverStepFailed(this.failover, protection || 'run', step, err);
+    }
+    endStep(this.state.db, this.failover, protection, step, 'done', { detail: result ?? null });
+    this.emit({ protection, step, status: 'done', detail: result });
+    failpoint(`failover-after-${step}`);
+    return result;
+  }
+
+  skip(protection: string, step: string, reason: string): void {
+    startStep(this.state.db, this.failover, protection, step);
+    endStep(this.state.db, this.failover, protection, step, 'skipped', { detail: { reason } });
+    this.emit({ protection, step, status: 'skipped', detail: { reason } });
+  }
+
+  private emit(event: Omit<StepEvent, 'failover' | 'at'>): void {
+    this.onEvent?.({ failover: this.failover, at: new Date(), ...event });
+  }
+}

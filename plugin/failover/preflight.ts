@@ -1,0 +1,84 @@
+/**
+ * Everything a failover can check before it changes anything, for every VM of the run: the
+ * protection is not already failed over, its target exists, is vmdr's and is off, the DR networks
+ * exist, no running VM already has one of its MACs, a recovery point can be chosen, and the
+ * source is in a state this kind of failover accepts. A plan whose fifth VM would fail stops here,
+ * before its first VM was touched.
+ */
+import { VmdrError } from '../../hypervisors/errors.js';
+import type { HypervisorAdapter, PowerState, VmInfo } from '../../hypervisors/types.js';
+import { NetworkNotFound } from '../../hypervisors/errors.js';
+import type { Protection } from '../config/schema.js';
+import { roleOf } from '../state/roles.js';
+import { LABEL_PROTECTION, LABEL_ROLE } from '../targets/labels.js';
+import { drAdapter, replicasOf, type RunContext } from './context.js';
+import { AlreadyFailedOver, MacInUse, NoRecoveryPoint, SourceStillRunning, TargetNotReady } from './errors.js';
+import { choosePoint } from './recovery-point.js';
+
+export interface Preflight {
+  /** The source as seen now; 'unreachable' when its site does not answer (the site is lost). */
+  source: PowerState | 'unreachable' | 'missing';
+  /** The point that would be booted now (planned: the final sync makes a newer one). */
+  point: string;
+}
+
+export async function preflight(ctx: RunContext, p: Protection): Promise<Preflight> {
+  const role = roleOf(ctx.state.db, p.name);
+  if (role.role === 'failed-over') throw new AlreadyFailedOver(p.name, role.failover);
+  const kind = ctx.request.kind;
+  const point = choosePoint(replicasOf(ctx, p), p, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined });
+  const dr = await drAdapter(ctx, p);
+  if (kind !== 'test') await checkTarget(dr, p);
+  const source = await sourceState(ctx, p);
+  if (kind === 'unplanned' && source === 'running' && !ctx.request.force) throw new SourceStillRunning(p.name, p.source.vm, ctx.sites.site(p.source.site).uri);
+  if (kind === 'planned' && (source === 'unreachable' || source === 'missing')) {
+    throw new VmdrError('SOURCE_UNAVAILABLE', `a planned failover of "${p.name}" needs its source VM "${p.source.vm}", which is ${source}`, {
+      subject: { protection: p.name, vm: p.source.vm },
+      remedy: `fail over unplanned (without --planned) from recovery point ${point.id} or another`,
+    });
+  }
+  if (kind === 'planned' && ctx.request.point) throw new NoRecoveryPoint(p.name, 'cannot take --point on a planned failover: it boots the final sync');
+  return { source, point: point.id };
+}
+
+async function checkTarget(dr: HypervisorAdapter, p: Protection): Promise<void> {
+  const vm = await dr.getVm(p.target.vm).catch((err: unknown) => {
+    if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') {
+      throw new TargetNotReady(p.name, p.target.vm, dr.uri, 'does not exist', 'pre-stage it with `vmdr target provision`');
+    }
+    throw err;
+  });
+  if (vm.labels[LABEL_PROTECTION] !== p.name) throw new TargetNotReady(p.name, vm.name, dr.uri, 'was not made by vmdr for this protection');
+  if (vm.powerState !== 'shutoff') {
+    throw new TargetNotReady(p.name, vm.name, dr.uri, `is ${vm.powerState}`, 'a target runs only after a failover; if it was started by hand, stop it first');
+  }
+  const networks = new Set((await dr.listNetworks()).map((n) => n.name));
+  for (const nic of p.target.nics) if (!networks.has(nic.network)) throw new NetworkNotFound(nic.network, dr.uri);
+  const wanted = p.target.nics.map((n) => n.mac).filter((m): m is string => m !== undefined);
+  const twice = wanted.find((m, i) => wanted.indexOf(m) !== i);
+  if (twice) throw new MacInUse(p.name, twice, vm.name, dr.uri);
+  for (const other of await dr.listVms()) {
+    if (!isRival(other, p)) continue;
+    const clash = other.nics.find((n) => wanted.includes(n.mac.toLowerCase()));
+    if (clash) throw new MacInUse(p.name, clash.mac, other.name, dr.uri);
+  }
+}
+
+/**
+ * A running VM whose MAC would clash on the DR networks. The protection's own drill VMs sit on a
+ * bubble network of their own, and its source is stopped (fenced) before the target starts.
+ */
+function isRival(vm: VmInfo, p: Protection): boolean {
+  if (vm.powerState !== 'running' || vm.name === p.target.vm || vm.name === p.source.vm) return false;
+  return !(vm.labels[LABEL_ROLE] === 'drill' && vm.labels[LABEL_PROTECTION] === p.name);
+}
+
+async function sourceState(ctx: RunContext, p: Protection): Promise<Preflight['source']> {
+  try {
+    return (await (await ctx.sites.adapter(p.source.site)).getVm(p.source.vm)).powerState;
+  } catch (err) {
+    if (err instanceof VmdrError && err.code === 'HYPERVISOR_UNREACHABLE') return 'unreachable';
+    if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') return 'missing';
+    throw err;
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Which recovery point a failover boots, and holding it: the newest, the one the user named, or
+ * the newest at or before a moment. A booted point is pinned so retention never merges it (or
+ * anything under it) away while a VM runs on top of it.
+ */
+import type { Protection } from '../config/schema.js';
+import { ReplicaStore, type RecoveryPoint } from '../replication/replica/store.js';
+import { RecoveryPointNotFound } from '../replication/replica/errors.js';
+import { roleOf } from '../state/roles.js';
+import { NoRecoveryPoint } from './errors.js';
+
+export interface PointChoice {
+  /** A point id (rp-N). */
+  point?: string;
+  /** The newest point whose time is at or before this instant. */
+  at?: Date;
+}
+
+/** What a step records about its point: plain JSON. */
+export interface ChosenPoint {
+  id: string;
+  time: string;
+  checkpoint: string;
+  disks: { disk: string; image: string; sizeBytes: number }[];
+}
+
+export function choosePoint(replicas: ReplicaStore, p: Protection, choice: PointChoice): RecoveryPoint {
+  const points = replicas.listPoints(p.name);
+  if (points.length === 0) throw new NoRecoveryPoint(p.name);
+  if (choice.point) {
+    const found = points.find((x) => x.id === choice.point);
+    if (!found) throw new RecoveryPointNotFound(p.name, choice.point);
+    return found;
+  }
+  if (choice.at) {
+    const at = choice.at.getTime();
+    const found = points.filter((x) => x.time.getTime() <= at).at(-1);
+    if (!found) {
+      throw new NoRecoveryPoint(p.name, `has no recovery point at or before ${choice.at.toISOString()} (the oldest is ${points[0]!.id} of ${points[0]!.time.toISOString()})`);
+    }
+    return found;
+  }
+  return points.at(-1)!;
+}
+
+export function describePoint(point: RecoveryPoint): ChosenPoint {
+  return { id: point.id, time: point.time.toISOString(), checkpoint: point.checkpoint, disks: point.disks.map((d) => ({ ...d })) };
+}
+
+/**
+ * Unpins a point unless the protection still runs on it (a failover that is not undone): a drill
+ * and a failover of the same point share one pin, and the failover's matters more.
+ */
+export function releasePoint(replicas: ReplicaStore, protection: string, point: string, state = replicas.state): void {
+  const role = roleOf(state.db, protection);
+  if (role.role === 'failed-over' && role.point === point) return;
+  try {
+    replicas.unpinPoint(protection, point);
+  } catch (err) {
+    // Already gone (a revert ran twice): nothing holds it any more.
+    if (!(err instanceof RecoveryPointNotFound)) throw err;
+  }
+}

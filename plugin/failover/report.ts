@@ -1,0 +1,120 @@
+/**
+ * The timeline report of a failover, built from its journal alone (so a resumed or reverted run
+ * reports the same way): each step's start and end, each VM's point and health, the RTO (start
+ * of the run to its last VM healthy) and the data-loss window (the point's time against the
+ * moment of failure; for a planned failover, against the moment the source stopped).
+ */
+import { getFailover, listSteps, type FailoverKind, type StepRow } from '../state/failovers.js';
+import type { StateStore } from '../state/store.js';
+import type { HealthStep } from './boot.js';
+import { RUN } from './journal.js';
+import type { ChosenPoint } from './recovery-point.js';
+
+export interface StepReport {
+  step: string;
+  status: StepRow['status'];
+  startedAt: string;
+  endedAt: string | null;
+  durationMs: number | null;
+  error?: { code: string; message: string };
+}
+
+export interface VmReport {
+  protection: string;
+  targetVm: string;
+  group: string;
+  status: 'healthy' | 'failed' | 'skipped' | 'reverted' | 'pending';
+  point: { id: string; time: string } | null;
+  dataLossWindowMs: number | null;
+  healthyAt: string | null;
+  guest: string | null;
+  steps: StepReport[];
+}
+
+export interface FailoverReport {
+  id: string;
+  kind: FailoverKind;
+  plan: string | null;
+  status: 'running' | 'succeeded' | 'failed';
+  startedAt: string;
+  endedAt: string | null;
+  failureAt: string;
+  /** Start of the run to its last VM healthy; null when none became healthy. */
+  rtoMs: number | null;
+  groups: { name: string; status: StepRow['status'] | 'pending'; startedAt: string | null; endedAt: string | null }[];
+  run: StepReport[];
+  vms: VmReport[];
+  error?: { code: string; message: string };
+}
+
+export function buildReport(
+  state: StateStore,
+  id: string,
+  groups: { name: string; protections: { name: string; targetVm: string }[] }[],
+): FailoverReport {
+  const row = getFailover(state.db, id)!;
+  const steps = listSteps(state.db, id);
+  const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+  const stepsOf = (protection: string) => steps.filter((s) => s.protection === protection);
+  const detail = <T>(protection: string, step: string): T | undefined => {
+    const s = steps.find((x) => x.protection === protection && x.step === step && x.status === 'done');
+    return s?.detail ? (JSON.parse(s.detail) as T) : undefined;
+  };
+  const toStep = (s: StepRow): StepReport => ({
+    step: s.step,
+    status: s.status,
+    startedAt: iso(s.startedAtMs)!,
+    endedAt: iso(s.endedAtMs),
+    durationMs: s.endedAtMs === null ? null : s.endedAtMs - s.startedAtMs,
+    ...(s.errorCode ? { error: { code: s.errorCode, message: s.errorMessage ?? '' } } : {}),
+  });
+
+  const vms: VmReport[] = groups.flatMap((g) =>
+    g.protections.map((p) => {
+      const own = stepsOf(p.name);
+      const point = detail<ChosenPoint>(p.name, 'choose-point');
+      const health = detail<HealthStep>(p.name, 'health');
+      const stopped = detail<{ sourceStoppedAt: string }>(p.name, 'stop-source');
+      // Planned: the source stopped, then the final point was taken: whatever it wrote is in it.
+      const lossFrom = stopped ? Date.parse(stopped.sourceStoppedAt) : row.failureAtMs;
+      const status: VmReport['status'] = own.some((s) => s.step === 'skipped')
+        ? 'skipped'
+        : own.some((s) => s.status === 'failed')
+          ? 'failed'
+          : row.kind === 'revert' && own.length > 0 && own.every((s) => s.status === 'done')
+            ? 'reverted'
+            : health
+              ? 'healthy'
+              : 'pending';
+      return {
+        protection: p.name,
+        targetVm: p.targetVm,
+        group: g.name,
+        status,
+        point: point ? { id: point.id, time: point.time } : null,
+        dataLossWindowMs: point ? Math.max(0, lossFrom - Date.parse(point.time)) : null,
+        healthyAt: health?.healthyAt ?? null,
+        guest: health?.guest ?? null,
+        steps: own.map(toStep),
+      };
+    }),
+  );
+  const healthy = vms.map((v) => (v.healthyAt ? Date.parse(v.healthyAt) : NaN)).filter((t) => !Number.isNaN(t));
+  return {
+    id,
+    kind: row.kind,
+    plan: row.plan,
+    status: row.status,
+    startedAt: iso(row.startedAtMs)!,
+    endedAt: iso(row.endedAtMs),
+    failureAt: iso(row.failureAtMs)!,
+    rtoMs: healthy.length ? Math.max(...healthy) - row.startedAtMs : null,
+    groups: groups.map((g) => {
+      const s = steps.find((x) => x.protection === RUN && x.step === `group ${g.name}`);
+      return { name: g.name, status: s?.status ?? 'pending', startedAt: iso(s?.startedAtMs ?? null), endedAt: iso(s?.endedAtMs ?? null) };
+    }),
+    run: stepsOf(RUN).map(toStep),
+    vms,
+    ...(row.errorCode ? { error: { code: row.errorCode, message: row.errorMessage ?? '' } } : {}),
+  };
+}

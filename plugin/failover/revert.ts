@@ -1,0 +1,58 @@
+/**
+ * Undoing a failover of one VM, the DR side losing: the target is powered off and what it wrote
+ * is thrown away, it goes back to being the pre-staged replica target (its base images, its
+ * guard), the point is unpinned, replication resumes from the source, and a source this failover
+ * stopped or fenced is started again. The replica chain was never written, so the next sync is an
+ * ordinary one. This is the "explicit resync" way back; failback is the way that keeps DR changes.
+ */
+import { rm } from 'node:fs/promises';
+import { VmdrError } from '../../hypervisors/errors.js';
+import type { Protection } from '../config/schema.js';
+import { baseImage } from '../replication/layout.js';
+import type { FailoverJournal } from './journal.js';
+import { roleOf, setRole } from '../state/roles.js';
+import { targetLabels } from '../targets/labels.js';
+import type { AppliedIdentityStep } from './boot.js';
+import { drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
+import { overlayPaths, removeOverlays } from './overlays.js';
+import { releasePoint, type ChosenPoint } from './recovery-point.js';
+
+export async function revertVm(ctx: RunContext, p: Protection, original: FailoverJournal): Promise<void> {
+  const j = ctx.journal;
+  const dr = await drAdapter(ctx, p);
+  const storage = storageOf(ctx, p);
+  await j.step(p.name, 'stop-target', async () => {
+    await dr.stop(p.target.vm, { mode: 'force' });
+    return {};
+  });
+  await j.step(p.name, 'restore-target', async () => {
+    await dr.detachIdentitySeed(p.target.vm);
+    const vm = await dr.getVm(p.target.vm);
+    const disks = vm.disks.filter((d) => d.device === 'disk' && !d.identitySeed);
+    await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), format: 'qcow2' as const })));
+    await dr.setLabels(p.target.vm, targetLabels(p.name, p.tenant));
+    const point = original.result<ChosenPoint>(p.name, 'choose-point');
+    if (point) await removeOverlays(overlayPaths(point, `failover-${original.failover}`));
+    const identity = original.result<AppliedIdentityStep>(p.name, 'identity');
+    if (identity) await rm(identity.seed, { force: true });
+    return {};
+  });
+  await j.step(p.name, 'resume-replication', async () => {
+    const role = roleOf(ctx.state.db, p.name);
+    setRole(ctx.state.db, p.name, 'replicating');
+    if (role.point) releasePoint(replicasOf(ctx, p), p.name, role.point);
+    return {};
+  });
+  await j.step(p.name, 'restart-source', async () => {
+    const stopped = original.done(p.name, 'stop-source') ?? original.done(p.name, 'fence-source');
+    if (!stopped) return { started: false };
+    const source = await ctx.sites.adapter(p.source.site).catch(() => undefined);
+    const vm = await source?.getVm(p.source.vm).catch((err: unknown) => {
+      if (err instanceof VmdrError && (err.code === 'VM_NOT_FOUND' || err.code === 'HYPERVISOR_UNREACHABLE')) return undefined;
+      throw err;
+    });
+    if (!source || !vm || vm.powerState !== 'shutoff') return { started: false };
+    await source.start(p.source.vm);
+    return { started: true };
+  });
+}

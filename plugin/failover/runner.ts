@@ -1,0 +1,237 @@
+/**
+ * The failover runner: one VM or a plan's priority groups, in order. A group's VMs start in
+ * parallel up to the group's bound; the next group starts only when every VM of this one is
+ * healthy (or skipped, when the plan says so). Before anything changes, every VM of the run passes
+ * its preflight. The run is a persisted state machine (journal.ts): killed at any point, it is
+ * continued with `resume`, and no two runs ever hold the same protection.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Config, Plan, Protection } from '../config/schema.js';
+import { NotInConfig } from '../config/errors.js';
+import { findProtection } from '../protections/find.js';
+import type { SiteConnections } from '../sites/connections.js';
+import { endFailover, getFailover, insertFailover, reopenFailover, tryLockProtections, unfinishedFailover, unlockProtections, type FailoverRow } from '../state/failovers.js';
+import { roleOf } from '../state/roles.js';
+import type { StateStore } from '../state/store.js';
+import { VmdrError } from '../../hypervisors/errors.js';
+import { drAdapter, type FailoverRequest, type RunContext } from './context.js';
+import { bubbleName, drillVm, removeDrill } from './drill.js';
+import { FailoverInProgress, FailoverStepFailed, NotFailedOver, NothingToResume } from './errors.js';
+import { FailoverJournal, RUN, type StepEvent } from './journal.js';
+import { preflight, type Preflight } from './preflight.js';
+import { buildReport, type FailoverReport } from './report.js';
+import { revertVm } from './revert.js';
+import { takeOver } from './take-over.js';
+
+export interface RunnerDeps {
+  config: Config;
+  file: string;
+  sites: SiteConnections;
+  state: StateStore;
+}
+
+export interface FailoverOptions {
+  kind: 'unplanned' | 'planned' | 'test' | 'revert';
+  /** A protection or source VM name; or `plan`. */
+  vm?: string;
+  plan?: string;
+  point?: string;
+  at?: Date;
+  force?: boolean;
+  shutdownTimeoutMs?: number;
+  resume?: boolean;
+  signal?: AbortSignal;
+  onEvent?: (event: StepEvent) => void;
+}
+
+interface Group {
+  name: string;
+  protections: Protection[];
+  parallel: number;
+}
+
+export async function runFailover(deps: RunnerDeps, options: FailoverOptions): Promise<FailoverReport> {
+  const { plan, groups } = resolveGroups(deps, options);
+  const protections = groups.flatMap((g) => g.protections.map((p) => p.name));
+  let row: FailoverRow;
+  if (options.resume) {
+    row = resumable(deps, options, plan, protections);
+    lockOrRefuse(deps, row.id, protections, row.id);
+    reopenFailover(deps.state.db, row.id);
+  } else {
+    const request: FailoverRequest = {
+      kind: options.kind,
+      ...(plan ? { plan: plan.name } : {}),
+      protections,
+      ...(options.point ? { point: options.point } : {}),
+      ...(options.at ? { at: options.at.toISOString() } : {}),
+      ...(options.force ? { force: true } : {}),
+      ...(options.shutdownTimeoutMs !== undefined ? { shutdownTimeoutMs: options.shutdownTimeoutMs } : {}),
+    };
+    const now = Date.now();
+    const id = `fo-${new Date(now).toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(2).toString('hex')}`;
+    insertFailover(deps.state.db, { id, kind: options.kind, plan: plan?.name ?? null, request: JSON.stringify(request), startedAtMs: now, failureAtMs: now });
+    if (options.kind === 'revert') takeOverFromOriginals(deps, protections);
+    lockOrRefuse(deps, id, protections);
+    row = getFailover(deps.state.db, id)!;
+  }
+
+  const request = JSON.parse(row.request) as FailoverRequest;
+  const journal = new FailoverJournal(deps.state, row.id, options.onEvent);
+  const ctx: RunContext = { ...deps, id: row.id, journal, request, failureAt: new Date(row.failureAtMs), signal: options.signal };
+  let failure: unknown;
+  try {
+    if (request.kind === 'revert') await revertAll(ctx, groups);
+    else await runGroups(ctx, groups, plan);
+  } catch (err) {
+    // A preflight changes nothing: its own error says it best.
+    failure = err instanceof FailoverStepFailed && err.subject.protection === 'run' && err.subject.step === 'preflight' ? err.cause : err;
+  } finally {
+    if (request.kind === 'test') await cleanUpDrill(ctx, groups).catch((err: unknown) => (failure ??= err));
+  }
+  const error = failure === undefined ? undefined : failure instanceof VmdrError ? { code: failure.code, message: failure.message } : { code: 'INTERNAL', message: String(failure) };
+  endFailover(deps.state.db, row.id, error ? 'failed' : 'succeeded', error);
+  // A real failover that failed after it changed something keeps its protections: only --resume
+  // or --revert may touch them then.
+  const changedSomething = journal.steps().some((s) => s.protection !== RUN);
+  if (!error || request.kind === 'test' || request.kind === 'revert' || !changedSomething) unlockProtections(deps.state.db, row.id);
+  const report = buildReport(deps.state, row.id, groups.map((g) => ({ name: g.name, protections: g.protections.map((p) => ({ name: p.name, targetVm: p.target.vm })) })));
+  if (failure !== undefined) throw Object.assign(failure as object, { report });
+  return report;
+}
+
+function resolveGroups(deps: RunnerDeps, options: FailoverOptions): { plan?: Plan; groups: Group[] } {
+  if (options.plan) {
+    const plan = deps.config.plans.find((x) => x.name === options.plan);
+    if (!plan) throw new NotInConfig('plan', options.plan, deps.file);
+    const groups = plan.groups.map((g) => ({ name: g.name, parallel: g.parallel, protections: g.vms.map((v) => findProtection(deps.config, deps.file, v)) }));
+    return { plan, groups };
+  }
+  const p = findProtection(deps.config, deps.file, options.vm ?? '');
+  return { groups: [{ name: p.name, parallel: 1, protections: [p] }] };
+}
+
+function resumable(deps: RunnerDeps, options: FailoverOptions, plan: Plan | undefined, protections: string[]): FailoverRow {
+  const row = plan ? unfinishedFailover(deps.state.db, { plan: plan.name }) : unfinishedFailover(deps.state.db, { protection: protections[0]! });
+  if (!row || row.status === 'succeeded') throw new NothingToResume(plan ? `plan "${plan.name}"` : `"${protections[0]}"`);
+  return row;
+}
+
+function lockOrRefuse(deps: RunnerDeps, id: string, protections: string[], resuming?: string): void {
+  const lock = tryLockProtections(deps.state.db, id, protections);
+  if (lock.locked) return;
+  if (!resuming) deps.state.db.prepare('DELETE FROM failovers WHERE id = ?').run(id);
+  throw new FailoverInProgress(lock.heldBy.protection, lock.heldBy.failover, lock.live);
+}
+
+/** A revert takes the protections over from the run it undoes, unless that run is alive. */
+function takeOverFromOriginals(deps: RunnerDeps, protections: string[]): void {
+  for (const name of protections) {
+    const original = unfinishedFailover(deps.state.db, { protection: name });
+    if (!original) continue;
+    const probe = tryLockProtections(deps.state.db, original.id, [name]);
+    if (!probe.locked && probe.live) throw new FailoverInProgress(name, probe.heldBy.failover, true);
+    unlockProtections(deps.state.db, original.id);
+    if (original.status === 'running') endFailover(deps.state.db, original.id, 'failed', { code: 'REVERTED', message: 'undone by a revert' });
+  }
+}
+
+async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefined): Promise<void> {
+  const j = ctx.journal;
+  const all = groups.flatMap((g) => g.protections);
+  const checked = await j.step(RUN, 'preflight', async () => {
+    const results = await Promise.all(all.map(async (p) => [p.name, await preflight(ctx, p)] as const));
+    return Object.fromEntries(results) as Record<string, Preflight>;
+  });
+  for (const group of groups) {
+    await j.step(RUN, `group ${group.name}`, async () => {
+      const skipped: string[] = [];
+      await inParallel(group.protections, group.parallel, async (p) => {
+        try {
+          if (ctx.request.kind === 'test') await drillVm(ctx, p);
+          else await takeOver(ctx, p, checked[p.name]!);
+        } catch (err) {
+          const unhealthy = err instanceof VmdrError && err.subject.step === 'health';
+          if (!(unhealthy && plan?.onHealthFailure === 'skip')) throw err;
+          j.skip(p.name, 'skipped', `health check failed; the plan skips unhealthy VMs: ${(err as Error).message}`);
+          skipped.push(p.name);
+        }
+      });
+      return { vms: group.protections.map((p) => p.name), skipped };
+    });
+  }
+}
+
+/** Reverts newest group first: web servers go down before the database they use. */
+async function revertAll(ctx: RunContext, groups: Group[]): Promise<void> {
+  for (const group of [...groups].reverse()) {
+    await inParallel(group.protections, group.parallel, async (p) => {
+      const role = roleOf(ctx.state.db, p.name);
+      const originalId = role.failover ?? lastRunOf(ctx, p.name);
+      if (!originalId) throw new NotFailedOver(p.name, 'revert');
+      const original = getFailover(ctx.state.db, originalId)!;
+      const originalJournal = new FailoverJournal(ctx.state, originalId);
+      if (original.kind === 'test') {
+        const originalCtx = { ...ctx, id: originalId, journal: originalJournal };
+        await removeDrill(originalCtx, p);
+        await removeBubbles(originalCtx, [p]);
+      } else {
+        await revertVm(ctx, p, originalJournal);
+      }
+    });
+  }
+}
+
+/** The newest run of `protection` that did not succeed (a failed failover holds no role yet). */
+function lastRunOf(ctx: RunContext, protection: string): string | undefined {
+  const row = ctx.state.db
+    .prepare(
+      `SELECT f.id FROM failovers f JOIN failover_steps s ON s.failover = f.id
+       WHERE s.protection = ? AND f.kind != 'revert' AND f.status = 'failed' AND f.id != ? ORDER BY f.started_at_ms DESC LIMIT 1`,
+    )
+    .get(protection, ctx.id) as { id: string } | undefined;
+  return row?.id;
+}
+
+async function cleanUpDrill(ctx: RunContext, groups: Group[]): Promise<void> {
+  const all = groups.flatMap((g) => g.protections);
+  await ctx.journal.step(RUN, 'cleanup', async () => {
+    const results = await Promise.allSettled(all.map((p) => removeDrill(ctx, p)));
+    await removeBubbles(ctx, all);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return {};
+  });
+}
+
+async function removeBubbles(ctx: RunContext, protections: Protection[]): Promise<void> {
+  const seen = new Set<string>();
+  for (const p of protections) {
+    const name = bubbleName(ctx, p.tenant);
+    if (seen.has(name)) continue;
+    seen.add(name);
+    const dr = await drAdapter(ctx, p);
+    await dr.removeNetwork(name).catch((err: unknown) => {
+      if (!(err instanceof VmdrError && err.code === 'NETWORK_NOT_FOUND')) throw err;
+    });
+  }
+}
+
+/** Runs `work` on every item, at most `bound` at once; waits for all, then throws the first failure. */
+async function inParallel<T>(items: T[], bound: number, work: (item: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  let first: unknown;
+  let failed = false;
+  const worker = async () => {
+    for (let item = queue.shift(); item !== undefined && !failed; item = queue.shift()) {
+      try {
+        await work(item);
+      } catch (err) {
+        if (!failed) first = err;
+        failed = true;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(bound, items.length) }, worker));
+  if (failed) throw first;
+}

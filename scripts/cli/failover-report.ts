@@ -1,0 +1,47 @@
+/** A failover as a person reads it: steps as they happen, then the timeline and its figures. */
+import type { StepEvent } from '../../plugin/failover/journal.js';
+import type { FailoverReport } from '../../plugin/failover/report.js';
+
+const seconds = (ms: number | null) => (ms === null ? '-' : `${(ms / 1000).toFixed(1)} s`);
+
+/** One line per step as it starts or ends, timed from the run's start. */
+export function stepPrinter(write: (line: string) => void): (event: StepEvent) => void {
+  const started = Date.now();
+  const begun = new Map<string, number>();
+  return (e) => {
+    const key = `${e.protection}/${e.step}`;
+    const at = `+${((e.at.getTime() - started) / 1000).toFixed(1)}s`.padStart(8);
+    const who = (e.protection || 'run').padEnd(16);
+    if (e.status === 'started') {
+      begun.set(key, e.at.getTime());
+      return;
+    }
+    const took = begun.has(key) ? ` (${seconds(e.at.getTime() - begun.get(key)!)})` : '';
+    const why = e.error ? `: ${e.error.message}` : '';
+    write(`${at}  ${who}  ${e.step.padEnd(18)} ${e.status}${took}${why}`);
+  };
+}
+
+export function describeFailover(r: FailoverReport): string {
+  const t0 = Date.parse(r.startedAt);
+  const rel = (iso: string | null) => (iso ? `+${((Date.parse(iso) - t0) / 1000).toFixed(1)} s` : '-');
+  const lines = [
+    `failover ${r.id} (${r.kind}${r.plan ? `, plan ${r.plan}` : ''}): ${r.status}` +
+      (r.endedAt ? ` in ${seconds(Date.parse(r.endedAt) - t0)}` : '') +
+      (r.rtoMs !== null ? `; RTO ${seconds(r.rtoMs)}` : ''),
+  ];
+  for (const g of r.groups) {
+    if (r.groups.length > 1 || r.plan) lines.push(`  group ${g.name}: ${g.status} ${rel(g.startedAt)} -> ${rel(g.endedAt)}`);
+    for (const vm of r.vms.filter((v) => v.group === g.name)) {
+      const point = vm.point ? `${vm.point.id} of ${vm.point.time}` : 'no point';
+      const loss = vm.dataLossWindowMs !== null ? `, data-loss window ${seconds(vm.dataLossWindowMs)}` : '';
+      lines.push(`    ${vm.protection} -> ${vm.targetVm}: ${vm.status}${vm.healthyAt ? ` at ${rel(vm.healthyAt)}` : ''} (${point}${loss})`);
+      if (vm.guest) lines.push(`      guest: ${vm.guest}`);
+      for (const s of vm.steps) {
+        lines.push(`      ${s.step.padEnd(18)} ${s.status.padEnd(8)} ${rel(s.startedAt).padStart(9)}  ${seconds(s.durationMs).padStart(7)}${s.error ? `  ${s.error.message}` : ''}`);
+      }
+    }
+  }
+  if (r.error) lines.push(`  stopped: ${r.error.message}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,91 @@
+import type { Argv, CommandModule } from 'yargs';
+import { duration } from '../../plugin/config/schema.js';
+import type { FailoverReport } from '../../plugin/failover/report.js';
+import { runFailover, type FailoverOptions } from '../../plugin/failover/runner.js';
+import { describeFailover, stepPrinter } from '../cli/failover-report.js';
+import { EXIT_USAGE, printJson, run } from '../cli/report.js';
+import type { GlobalOptions } from './options.js';
+import { withReplicationContext } from './replication-context.js';
+
+interface FailoverArgs extends GlobalOptions {
+  vm?: string;
+  plan?: string;
+  test: boolean;
+  planned: boolean;
+  revert: boolean;
+  point?: string;
+  at?: string;
+  force: boolean;
+  resume: boolean;
+  'shutdown-timeout'?: string;
+}
+
+export const failoverCommand: CommandModule<GlobalOptions, FailoverArgs> = {
+  command: 'failover [vm]',
+  describe: 'Bring a protected VM (or a plan) up on its DR target: unplanned by default',
+  builder: (y: Argv<GlobalOptions>) =>
+    y
+      .positional('vm', { type: 'string', describe: 'Protection or source VM name' })
+      .option('plan', { type: 'string', describe: 'Fail over a plan: its groups in order' })
+      .option('test', { type: 'boolean', default: false, describe: 'A drill: boot in a bubble network, check health, remove it all' })
+      .option('planned', { type: 'boolean', default: false, describe: 'Shut the source down and ship a final delta first: no data loss' })
+      .option('revert', { type: 'boolean', default: false, describe: 'Undo a failover: the DR VM stops, its changes are discarded, replication resumes' })
+      .option('point', { type: 'string', describe: 'Boot this recovery point (see vmdr points)' })
+      .option('at', { type: 'string', describe: 'Boot the newest recovery point at or before this time (ISO 8601)' })
+      .option('force', { type: 'boolean', default: false, describe: 'Unplanned while the source runs: power the source off (fence it) first' })
+      .option('resume', { type: 'boolean', default: false, describe: 'Continue the failover that stopped half way' })
+      .option('shutdown-timeout', { type: 'string', describe: 'Planned: how long the source may take to shut down (default 2m)' }),
+  handler: (argv) => {
+    const wrong = usageProblem(argv);
+    if (wrong) {
+      process.stderr.write(`vmdr: ${wrong} (see vmdr failover --help)\n`);
+      process.exitCode = EXIT_USAGE;
+      return;
+    }
+    return run(argv, () =>
+      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
+        const stop = new AbortController();
+        const end = () => stop.abort();
+        process.once('SIGINT', end).once('SIGTERM', end);
+        const options: FailoverOptions = {
+          kind: argv.test ? 'test' : argv.planned ? 'planned' : argv.revert ? 'revert' : 'unplanned',
+          ...(argv.vm ? { vm: argv.vm } : {}),
+          ...(argv.plan ? { plan: argv.plan } : {}),
+          ...(argv.point ? { point: argv.point } : {}),
+          ...(argv.at ? { at: new Date(argv.at) } : {}),
+          force: argv.force,
+          resume: argv.resume,
+          ...(argv['shutdown-timeout'] ? { shutdownTimeoutMs: duration.parse(argv['shutdown-timeout']) } : {}),
+          signal: stop.signal,
+          ...(argv.json ? {} : { onEvent: stepPrinter((line) => process.stdout.write(`${line}\n`)) }),
+        };
+        let report: FailoverReport;
+        try {
+          report = await runFailover({ config, file, sites, state }, options);
+        } catch (err) {
+          // The report of a run that stopped comes first, then the one line that says why.
+          const partial = (err as { report?: FailoverReport }).report;
+          if (partial) {
+            if (argv.json) printJson(partial);
+            else process.stdout.write(`${describeFailover(partial)}\n`);
+          }
+          throw err;
+        }
+        if (argv.json) return printJson(report);
+        process.stdout.write(`${describeFailover(report)}\n`);
+      }),
+    );
+  },
+};
+
+/** What yargs cannot say about how the options combine; undefined when they make sense. */
+function usageProblem(argv: FailoverArgs): string | undefined {
+  if (Boolean(argv.vm) === Boolean(argv.plan)) return 'name a VM or a --plan (one of them)';
+  if ([argv.test, argv.planned, argv.revert].filter(Boolean).length > 1) return '--test, --planned and --revert exclude each other';
+  if (argv.point && argv.at) return '--point and --at exclude each other';
+  if (argv.at && Number.isNaN(Date.parse(argv.at))) return `--at ${JSON.stringify(argv.at)} is not a time such as 2026-11-25T12:00:00Z`;
+  const timeout = argv['shutdown-timeout'];
+  if (timeout !== undefined && !duration.safeParse(timeout).success) return `--shutdown-timeout ${JSON.stringify(timeout)} is not a duration such as 30s or 2m`;
+  return undefined;
+}
+

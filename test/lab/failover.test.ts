@@ -1,0 +1,207 @@
+/**
+ * Failover on the real lab: a source VM protected onto a pre-staged target through a running
+ * receiver, then each kind of failover as a user runs it from the CLI, judged by what the target
+ * guest prints (its identity, the source's marker), what its disk holds, and what the CLI says.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { FailoverReport } from '../../plugin/failover/report.js';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+
+const exec = promisify(execFile);
+const URI = 'qemu:///system';
+const MAC = '52:54:00:d9:00:01';
+
+describe('vmdr failover on the lab (qemu:///system)', function () {
+  this.timeout(600_000);
+  let vm: LabVm;
+  let config: string;
+  let receiver: ServeProcess | undefined;
+  let drNetwork: string;
+  const p = () => vm.name;
+  const target = () => `${vm.name}-dr`;
+  const vmdr = (...args: string[]) => runVmdr([...args, '--config', config]);
+  const failover = async (...args: string[]) => {
+    const r = await vmdr('failover', ...args, '--json');
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    return { ...r, report: (line.startsWith('{') ? JSON.parse(line) : undefined) as FailoverReport | undefined };
+  };
+  const virsh = (...args: string[]) => exec('virsh', ['-c', URI, ...args]).then((r) => r.stdout.trim());
+  const state = (name: string) => virsh('domstate', name);
+  const qemuIo = (name: string, command: string) => virsh('qemu-monitor-command', name, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${command}"`);
+
+  before(async () => {
+    vm = await createLabVm('failover', { marker: 'failover-src', diskSize: '32M' });
+    drNetwork = `test-dr-${vm.name.slice(-6)}`;
+    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
+    await vm.adapter.start(vm.name);
+    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+    const boot = labBoot();
+    config = join(vm.dir, 'vmdr.yaml');
+    await writeFile(
+      config,
+      `version: 1
+state: { path: ${join(vm.dir, 'state.db')} }
+sites:
+  - { name: prod, uri: "${URI}" }
+  - name: dr
+    uri: "${URI}"
+    storage: ${join(vm.dir, 'replicas')}
+    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(vm.dir, 'receiver')} }
+protections:
+  - name: ${vm.name}
+    source: { site: prod, vm: ${vm.name} }
+    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
+    target:
+      site: dr
+      vm: ${vm.name}-dr
+      hostname: failover-dr
+      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
+      nics: [{ mac: "${MAC}", network: ${drNetwork}, addresses: [192.0.2.21/24], gateway: 192.0.2.1, dns: [192.0.2.53] }]
+  - name: ${vm.name}-unsynced
+    source: { site: prod, vm: ${vm.name} }
+    target:
+      site: dr
+      vm: ${vm.name}-unsynced-dr
+      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
+      nics: [{ network: ${drNetwork} }]
+`,
+    );
+    receiver = await startServe(config, { args: ['--no-replicate'] });
+    for (const args of [['target', 'provision'], ['protect', vm.name]]) {
+      const r = await vmdr(...args);
+      assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
+    }
+  });
+
+  after(async () => {
+    await receiver?.stop();
+    for (const name of [target(), `${vm.name}-unsynced-dr`, `${vm.name}-rival`]) {
+      await vm.adapter.stop(name, { mode: 'force' }).catch(() => undefined);
+      await vm.adapter.undefine(name).catch(() => undefined);
+    }
+    await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
+    await destroyLabVm(vm);
+  });
+
+  it('refuses, before touching anything, what cannot work: each with one line and exit 1', async () => {
+    const running = await vmdr('failover', p());
+    assert.equal(running.code, 1);
+    assert.match(running.stderr, /^vmdr: source VM "\S+" of protection "\S+" is still running .*--planned.*--force/m);
+    assert.equal(running.stderr.trim().split('\n').length, 1, running.stderr);
+
+    const none = await vmdr('failover', `${vm.name}-unsynced`, '--force');
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /has no recovery point yet/);
+
+    const missing = await vmdr('failover', p(), '--point', 'rp-999', '--force');
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /has no recovery point rp-999/);
+
+    const early = await vmdr('failover', p(), '--at', '2001-01-01T00:00:00Z', '--force');
+    assert.equal(early.code, 1);
+    assert.match(early.stderr, /no recovery point at or before 2001-01-01/);
+
+    const badTime = await vmdr('failover', p(), '--at', 'yesterday');
+    assert.equal(badTime.code, 2);
+    assert.match(badTime.stderr, /--at "yesterday" is not a time/);
+
+    // A VM already on the DR host with the target's MAC.
+    await vm.adapter.defineVm({ name: `${vm.name}-rival`, memoryMiB: 128, vcpus: 1, boot: labBoot(), disks: [], nics: [{ network: drNetwork, mac: MAC }] });
+    await vm.adapter.start(`${vm.name}-rival`);
+    const clash = await vmdr('failover', p(), '--force');
+    await vm.adapter.stop(`${vm.name}-rival`, { mode: 'force' });
+    assert.equal(clash.code, 1);
+    assert.match(clash.stderr, new RegExp(`MAC ${MAC} .* already used by VM "${vm.name}-rival"`));
+
+    assert.equal(await state(vm.name), 'running', 'the source was not touched');
+    assert.equal(await state(target()), 'shut off', 'the target was not touched');
+  });
+
+  it('--test boots the newest point in a bubble with the DR identity, then removes it all; replication goes on', async () => {
+    const r = await failover(p(), '--test');
+    assert.equal(r.code, 0, r.stderr);
+    const vmReport = r.report!.vms[0]!;
+    assert.equal(vmReport.status, 'healthy');
+    assert.match(vmReport.guest!, /hostname=failover-dr /);
+    assert.match(vmReport.guest!, new RegExp(`mac=${MAC} ip=192.0.2.21/24 gw=192.0.2.1 dns=192.0.2.53 marker=failover-src `));
+    assert.match(vmReport.guest!, /mac-match=yes/);
+    const drillVm = `${target()}-drill-${r.report!.id.slice(-6)}`;
+    await assert.rejects(virsh('dominfo', drillVm), 'the drill VM is gone');
+    const networks = await virsh('net-list', '--all', '--name');
+    assert.ok(!networks.includes(`vmdr-drill-${r.report!.id.slice(-6)}`), networks);
+    assert.equal(await state(vm.name), 'running');
+    assert.equal(await state(target()), 'shut off');
+    const points = JSON.parse((await vmdr('points', p(), '--json')).stdout) as { id: string; pinned?: boolean }[];
+    assert.ok(points.every((x) => !x.pinned), 'the drill let go of its point');
+    const sync = await vmdr('sync', p());
+    assert.equal(sync.code, 0, sync.stderr);
+  });
+
+  it('planned: shuts the source down, ships a final delta, and the target holds what the source wrote last', async () => {
+    await qemuIo(vm.name, 'write -P 0x7e 8M 64k');
+    const r = await failover(p(), '--planned', '--shutdown-timeout', '2s');
+    assert.equal(r.code, 0, r.stderr);
+    const report = r.report!;
+    assert.equal(report.kind, 'planned');
+    assert.equal(report.vms[0]!.dataLossWindowMs, 0);
+    assert.deepEqual(
+      report.vms[0]!.steps.map((s) => s.step),
+      ['stop-source', 'final-sync', 'stop-replication', 'choose-point', 'pin-point', 'prepare-disks', 'promote', 'identity', 'start', 'health'],
+    );
+    assert.equal(await state(vm.name), 'shut off');
+    assert.equal(await state(target()), 'running');
+    // Read through the running target's own overlay (shared lock), as its guest sees the disk.
+    const image = (await virsh('domblklist', target())).split('\n').find((l) => l.trim().startsWith('vda'))!.trim().split(/\s+/)[1]!;
+    assert.match(image, /failover-fo-.*\.qcow2$/);
+    await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x7e 8M 64k', image]);
+    assert.match(report.vms[0]!.guest!, /marker=failover-src .*mac-match=yes/);
+
+    const sync = await vmdr('sync', p());
+    assert.equal(sync.code, 1);
+    assert.match(sync.stderr, /was failed over .* takes no new recovery point/);
+    const again = await vmdr('failover', p(), '--force');
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /is already failed over/);
+
+    const revert = await failover(p(), '--revert');
+    assert.equal(revert.code, 0, revert.stderr);
+    assert.equal(await state(target()), 'shut off');
+    assert.equal(await state(vm.name), 'running', 'the source this failover stopped is started again');
+    const labels = await virsh('dumpxml', '--inactive', target());
+    assert.match(labels, /key="role">target</);
+    assert.match(labels, /replicas\/[^/]+\/vda\/base\.qcow2/);
+    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+    const sync2 = await vmdr('sync', p());
+    assert.equal(sync2.code, 0, sync2.stderr);
+  });
+
+  it('unplanned, killed between two steps: a second run is refused, --resume finishes it', async () => {
+    const killed = await runVmdr(['failover', p(), '--force', '--json', '--config', config], { VMDR_FAILPOINT: 'failover-after-identity' });
+    assert.equal(killed.signal, 'SIGKILL');
+    assert.equal(await state(vm.name), 'shut off', 'the source was fenced');
+
+    const second = await vmdr('failover', p(), '--force');
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /stopped half way .*--resume/);
+
+    const resumed = await failover(p(), '--resume');
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const steps = resumed.report!.vms[0]!.steps;
+    assert.deepEqual(
+      steps.map((s) => `${s.step}:${s.status}`),
+      ['fence-source:done', 'stop-replication:done', 'choose-point:done', 'pin-point:done', 'prepare-disks:done', 'promote:done', 'identity:done', 'start:done', 'health:done'],
+    );
+    assert.match(resumed.report!.vms[0]!.guest!, /hostname=failover-dr .*marker=failover-src/);
+    assert.ok(resumed.report!.rtoMs! > 0);
+
+    const revert = await failover(p(), '--revert');
+    assert.equal(revert.code, 0, revert.stderr);
+    assert.equal(await state(target()), 'shut off');
+  });
+});
