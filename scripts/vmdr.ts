@@ -4,6 +4,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { EXIT_USAGE } from './cli/report.js';
 import { configCommand } from './commands/config.js';
+import { failbackCommand } from './commands/failback.js';
 import { failoverCommand } from './commands/failover.js';
 import type { GlobalOptions } from './commands/options.js';
 import { pointsCommand } from './commands/points.js';
@@ -28,6 +29,7 @@ await yargs(hideBin(process.argv))
   .command(pointsCommand)
   .command(serveCommand)
   .command(failoverCommand)
+  .command(failbackCommand)
   .demandCommand(1, 'name a command; see vmdr --help')
   .strict()
   .fail((message, err) => {

@@ -22,6 +22,7 @@ import { preflight, type Preflight } from './preflight.js';
 import { buildReport, type FailoverReport } from './report.js';
 import { revertVm } from './revert.js';
 import { takeOver } from './take-over.js';
+import { failBackVm, failbackPreflight, type FailbackPreflight } from './failback.js';
 
 export interface RunnerDeps {
   config: Config;
@@ -31,7 +32,7 @@ export interface RunnerDeps {
 }
 
 export interface FailoverOptions {
-  kind: 'unplanned' | 'planned' | 'test' | 'revert';
+  kind: 'unplanned' | 'planned' | 'test' | 'revert' | 'failback';
   /** A protection or source VM name; or `plan`. */
   vm?: string;
   plan?: string;
@@ -140,8 +141,9 @@ async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefine
   const j = ctx.journal;
   const all = groups.flatMap((g) => g.protections);
   const checked = await j.step(RUN, 'preflight', async () => {
-    const results = await Promise.all(all.map(async (p) => [p.name, await preflight(ctx, p)] as const));
-    return Object.fromEntries(results) as Record<string, Preflight>;
+    const check = (p: Protection) => (ctx.request.kind === 'failback' ? failbackPreflight(ctx, p) : preflight(ctx, p));
+    const results = await Promise.all(all.map(async (p) => [p.name, await check(p)] as const));
+    return Object.fromEntries(results) as Record<string, Preflight & FailbackPreflight>;
   });
   for (const group of groups) {
     await j.step(RUN, `group ${group.name}`, async () => {
@@ -149,6 +151,7 @@ async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefine
       await inParallel(group.protections, group.parallel, async (p) => {
         try {
           if (ctx.request.kind === 'test') await drillVm(ctx, p);
+          else if (ctx.request.kind === 'failback') await failBackVm(ctx, p, checked[p.name]!);
           else await takeOver(ctx, p, checked[p.name]!);
         } catch (err) {
           const unhealthy = err instanceof VmdrError && err.subject.step === 'health';

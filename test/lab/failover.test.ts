@@ -200,8 +200,29 @@ protections:
     assert.match(resumed.report!.vms[0]!.guest!, /hostname=failover-dr .*marker=failover-src/);
     assert.ok(resumed.report!.rtoMs! > 0);
 
-    const revert = await failover(p(), '--revert');
-    assert.equal(revert.code, 0, revert.stderr);
+  });
+
+  it('failback: what the DR VM wrote goes home (only what differs), the source runs again, replication resumes', async () => {
+    await qemuIo(target(), 'write -P 0x3c 12M 128k');
+    const r = await runVmdr(['failback', p(), '--shutdown-timeout', '2s', '--json', '--config', config]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as FailoverReport;
+    assert.equal(report.kind, 'failback');
+    assert.deepEqual(
+      report.vms[0]!.steps.map((s) => `${s.step}:${s.status}`),
+      ['reverse-sync:done', 'stop-target:done', 'final-delta:done', 'adopt-point:done', 'restore-target:done', 'start-source:done', 'health:done'],
+    );
+    assert.match(report.vms[0]!.guest!, /marker=failover-src /);
+    assert.equal(await state(vm.name), 'running');
     assert.equal(await state(target()), 'shut off');
+    await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x3c 12M 128k', vm.disk]);
+    assert.match(await virsh('dumpxml', '--inactive', target()), /key="role">target</);
+
+    const sync = await runVmdr(['sync', p(), '--json', '--config', config]);
+    assert.equal(sync.code, 0, sync.stderr);
+    const points = JSON.parse((await vmdr('points', p(), '--json')).stdout) as { id: string; disks: { image: string }[] }[];
+    const newest = points.at(-1)!;
+    await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x3c 12M 128k', newest.disks[0]!.image]);
+    await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x7e 8M 64k', newest.disks[0]!.image]);
   });
 });

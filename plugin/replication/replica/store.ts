@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pendingMerge, protectionsWithMerges } from '../../state/merges.js';
 import { protectionsWithLeases } from '../../state/leases.js';
-import { latestSeq, pointRows, protectionsWithPoints, setPinned, type PointRow } from '../../state/points.js';
+import { insertPoint, latestSeq, pointRows, protectionsWithPoints, setPinned, type PointRow } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
 import { baseImage, diskDir } from '../layout.js';
 import { ProtectionFailedOver, ReplicaBusy, RecoveryPointNotFound } from './errors.js';
@@ -185,6 +185,58 @@ export class ReplicaStore {
       await finishMerge(this.storage, this.state, protection);
       await deleteOrphans(this.storage, this.state, protection);
       return { dropped: cut.drop.map((p) => `rp-${p.seq}`) };
+    } finally {
+      lease.release();
+    }
+  }
+
+  /**
+   * Makes images that already hold a later state of the protection's disks its newest recovery
+   * point: after a failback, the DR VM's overlays on top of the newest point hold exactly what the
+   * source now holds, so forward replication goes on from there instead of copying it back again.
+   * `files` are names inside each disk's directory, each backed by the newest point's image.
+   * `within` runs in the same transaction (the role change that lets replication resume).
+   */
+  adoptPoint(
+    protection: string,
+    files: { disk: string; file: string }[],
+    meta: { time: Date; checkpoint: string },
+    within: () => void = () => undefined,
+  ): RecoveryPoint {
+    const lease = ReplicaLease.acquire(this.state, protection, 'adopt', this.leaseTtlMs);
+    try {
+      const db = this.state.db;
+      const seq = db
+        .transaction(() => {
+          const latest = pointRows(db, protection).at(-1);
+          if (!latest) throw new RecoveryPointNotFound(protection, 'rp-(any)');
+          const disks = latest.disks.map((d) => {
+            const adopted = files.find((f) => f.disk === d.disk);
+            if (!adopted) throw new RangeError(`adoptPoint: no image for disk ${d.disk} of ${protection}`);
+            return { disk: d.disk, image: adopted.file, sizeBytes: d.sizeBytes };
+          });
+          const next = latestSeq(db, protection) + 1;
+          const now = Date.now();
+          insertPoint(db, {
+            protection,
+            seq: next,
+            timeMs: meta.time.getTime(),
+            committedAtMs: now,
+            checkpoint: meta.checkpoint,
+            since: latest.checkpoint,
+            // Its content was made equal to the source's by comparing blocks, as a resync does.
+            kind: 'resync',
+            bytesShipped: 0,
+            dataBytes: 0,
+            zeroBytes: 0,
+            pinned: false,
+            disks,
+          });
+          within();
+          return next;
+        })
+        .immediate();
+      return this.getPoint(protection, `rp-${seq}`);
     } finally {
       lease.release();
     }

@@ -1,0 +1,133 @@
+/**
+ * Failback: the way home that keeps what the DR VM did. While the DR VM still runs, its disks
+ * are copied back into the source's own disk images, only the blocks that differ (reverse
+ * replication). Then, as a planned failover home: the DR VM shuts down, a final pass copies what
+ * changed meanwhile, the DR VM's overlays become the replica's newest recovery point (they hold
+ * exactly what the source now holds, so forward replication goes on without a copy), the target
+ * goes back to being the guarded replica target, and the source starts and must be healthy.
+ */
+import { rm } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { serveImageOverNbd } from '../../hypervisors/qemu-nbd.js';
+import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
+import type { Protection } from '../config/schema.js';
+import { baseImage } from '../replication/layout.js';
+import { freeLoopbackPort } from '../replication/sender/nbd-port.js';
+import { setPinned } from '../state/points.js';
+import { roleOf, setRole } from '../state/roles.js';
+import { targetLabels } from '../targets/labels.js';
+import type { AppliedIdentityStep } from './boot.js';
+import { drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
+import { copyDifferences, type CopyResult } from './copy-differences.js';
+import { NotFailedOver } from './errors.js';
+import { waitUntilHealthy } from './health.js';
+import { FailoverJournal } from './journal.js';
+import { overlayPaths } from './overlays.js';
+import type { ChosenPoint } from './recovery-point.js';
+import { fileSize } from './serial-health.js';
+
+const DEFAULT_SHUTDOWN_TIMEOUT_MS = 120_000;
+
+export interface FailbackPreflight {
+  failover: string;
+}
+
+/** Checked for every VM before anything moves: failed over, and the source is there and off. */
+export async function failbackPreflight(ctx: RunContext, p: Protection): Promise<FailbackPreflight> {
+  const role = roleOf(ctx.state.db, p.name);
+  if (role.role !== 'failed-over' || !role.failover) throw new NotFailedOver(p.name, 'fail back');
+  const source = await (await ctx.sites.adapter(p.source.site)).getVm(p.source.vm);
+  if (source.powerState !== 'shutoff') {
+    throw new VmdrError('SOURCE_NOT_OFF', `source VM "${p.source.vm}" of protection "${p.name}" is ${source.powerState}; failback writes the DR VM's disks into it`, {
+      subject: { protection: p.name, vm: p.source.vm },
+      remedy: 'stop it first: what it wrote since the failover is overwritten by the DR side',
+    });
+  }
+  if (!(await drAdapter(ctx, p)).changeTracker) throw new Unsupported('failback (it reads the DR VM through a backup export)', ctx.sites.site(p.target.site).uri);
+  return { failover: role.failover };
+}
+
+export async function failBackVm(ctx: RunContext, p: Protection, pre: FailbackPreflight): Promise<void> {
+  const j = ctx.journal;
+  const dr = await drAdapter(ctx, p);
+  const original = new FailoverJournal(ctx.state, pre.failover);
+  const point = original.result<ChosenPoint>(p.name, 'choose-point')!;
+  await j.step(p.name, 'reverse-sync', async () => {
+    if ((await dr.powerState(p.target.vm)) !== 'running') return { skipped: 'the DR VM is not running' };
+    return copyBack(ctx, p);
+  });
+  await j.step(p.name, 'stop-target', async () => {
+    const timeoutMs = ctx.request.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+    await dr.stop(p.target.vm, { mode: 'graceful', timeoutMs, forceOnTimeout: true, signal: ctx.signal });
+    return { stoppedAt: new Date().toISOString() };
+  });
+  await j.step(p.name, 'final-delta', () => copyBack(ctx, p));
+  await j.step(p.name, 'adopt-point', async () => {
+    const files = overlayPaths(point, `failover-${pre.failover}`).map((d) => ({ disk: d.target, file: basename(d.path) }));
+    const replicas = replicasOf(ctx, p);
+    if (replicas.latestPoint(p.name)?.disks.every((d) => files.some((f) => f.file === basename(d.image)))) return { point: replicas.latestPoint(p.name)!.id };
+    const adopted = replicas.adoptPoint(p.name, files, { time: new Date(), checkpoint: point.checkpoint }, () => {
+      setPinned(ctx.state.db, p.name, Number(point.id.slice(3)), false);
+      setRole(ctx.state.db, p.name, 'replicating');
+    });
+    return { point: adopted.id };
+  });
+  await j.step(p.name, 'restore-target', async () => {
+    await dr.detachIdentitySeed(p.target.vm);
+    const vm = await dr.getVm(p.target.vm);
+    const storage = storageOf(ctx, p);
+    const disks = vm.disks.filter((d) => d.device === 'disk' && !d.identitySeed);
+    await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), format: 'qcow2' as const })));
+    await dr.setLabels(p.target.vm, targetLabels(p.name, p.tenant));
+    const identity = original.result<AppliedIdentityStep>(p.name, 'identity');
+    if (identity) await rm(identity.seed, { force: true });
+    return {};
+  });
+  const source = await ctx.sites.adapter(p.source.site);
+  const { serialFrom } = await j.step(p.name, 'start-source', async () => {
+    const log = await source.serialLogPath(p.source.vm);
+    const running = (await source.powerState(p.source.vm)) === 'running';
+    const from = running || !log ? 0 : await fileSize(log);
+    if (!running) await source.start(p.source.vm);
+    return { serialFrom: from };
+  });
+  await j.step(p.name, 'health', async () => {
+    const report = await waitUntilHealthy(source, p.source.vm, p.health, { serialFrom, signal: ctx.signal });
+    return {
+      healthyAt: new Date().toISOString(),
+      guest: report.checks.find((c) => c.check === 'serial')?.detail ?? null,
+      checks: report.checks.map((c) => ({ check: c.check, afterMs: c.afterMs })),
+    };
+  });
+}
+
+/** One pass: every disk of the DR VM (frozen by a backup job while it runs) into the source's image. */
+async function copyBack(ctx: RunContext, p: Protection): Promise<CopyResult> {
+  const dr = await drAdapter(ctx, p);
+  const tracker = dr.changeTracker!;
+  const sourceVm = await (await ctx.sites.adapter(p.source.site)).getVm(p.source.vm);
+  const session = await tracker.beginBackup(p.target.vm, {
+    checkpoint: `vmdr-failback-${p.name}-${Date.now()}`,
+    listen: { transport: 'tcp', host: '127.0.0.1', port: await freeLoopbackPort() },
+  });
+  const total: CopyResult = { bytesCompared: 0, bytesCopied: 0 };
+  try {
+    for (const exp of session.exports) {
+      const disk = sourceVm.disks.find((d) => d.target === exp.disk && d.device === 'disk' && !d.identitySeed && d.path);
+      if (!disk) throw new VmdrError('DISK_NOT_FOUND', `source VM "${p.source.vm}" has no disk ${exp.disk} to take the failback`, { subject: { vm: p.source.vm, disk: exp.disk } });
+      const server = await serveImageOverNbd(disk.path!, { format: disk.format === 'raw' ? 'raw' : 'qcow2' });
+      try {
+        const copied = await copyDifferences({ listen: exp.listen ?? session.listen, exportName: exp.exportName }, { listen: server.listen, exportName: '' }, { disk: exp.disk }, ctx.signal);
+        total.bytesCompared += copied.bytesCompared;
+        total.bytesCopied += copied.bytesCopied;
+      } finally {
+        await server.stop();
+      }
+    }
+  } finally {
+    await session.end();
+    // The checkpoint was only the job's way in: the DR VM's chain of them is not kept.
+    if (!session.offline) await tracker.deleteCheckpoint(p.target.vm, session.checkpoint).catch(() => undefined);
+  }
+  return total;
+}
