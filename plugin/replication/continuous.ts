@@ -2,12 +2,25 @@
  * Replication of one protection in a loop: cycles back to back, or one every `intervalMs`. A
  * failed cycle is retried from the same checkpoint after a back-off that grows to 30 s; the loop
  * ends only when its signal aborts.
+ *
+ * A protection that was failed over takes no new recovery point (the receiver refuses the cycle
+ * with PROTECTION_FAILED_OVER): the loop says once that replication is paused, raises no RPO
+ * alert, and looks again rarely: it reads the role every few seconds where this host's state file
+ * holds it (the DR site is here), else it tries one cycle every 30 s. When a failback or a revert
+ * gives the replica back, the loop carries on by itself.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
+import { roleOf } from '../state/roles.js';
 import { syncProtection, type SyncResult } from './sync.js';
 
 type Deps = Parameters<typeof syncProtection>[1];
+
+/** How often a paused loop reads the role in this host's state file (no cycle, no receiver call). */
+const LOCAL_ROLE_POLL_MS = 5_000;
+/** How often a paused loop whose role lives on another host tries a cycle, which the receiver refuses while failed over. */
+const FAILED_OVER_RECHECK_MS = 30_000;
 
 export interface CycleReport {
   protection: string;
@@ -20,6 +33,10 @@ export interface CycleReport {
   lagSeconds?: number;
   /** The lag is past the protection's RPO: the data loss a failover now would cost is too large. */
   rpoBreached?: boolean;
+  /** Reported once when the loop pauses: the protection is failed over (by `failover`). */
+  paused?: { reason: 'failed-over'; failover: string | null };
+  /** On the first committed cycle after a pause. */
+  resumed?: true;
 }
 
 /** How long from one cycle's start to the next: back to back for continuous protections, else rpo/2. */
@@ -36,29 +53,50 @@ export async function replicateContinuously(
   let backoff = 1_000;
   let previous: SyncResult | undefined;
   let newest: Date | undefined;
+  let paused = false;
   const lag = () => {
     if (!newest) return {};
     const lagSeconds = (Date.now() - newest.getTime()) / 1000;
     return { lagSeconds, rpoBreached: lagSeconds * 1000 > protection.rpo };
   };
+  const pause = (failover: string | null) => {
+    previous = undefined;
+    if (!paused) options.onCycle?.({ protection: protection.name, paused: { reason: 'failed-over', failover } });
+    paused = true;
+  };
+  const wait = (ms: number) => sleep(ms, undefined, { signal }).catch(() => undefined);
   while (!signal.aborted) {
+    // Where the DR site is this host, its state file says so without a cycle.
+    const role = roleOf(deps.state.db, protection.name);
+    if (role.role === 'failed-over') {
+      pause(role.failover);
+      await wait(LOCAL_ROLE_POLL_MS);
+      continue;
+    }
     const started = Date.now();
     try {
       const result = await syncProtection(protection, deps, { signal, ...(previous ? { previous } : {}) });
       previous = result;
       newest = result.point.time;
-      options.onCycle?.({ protection: protection.name, result, ...lag() });
+      options.onCycle?.({ protection: protection.name, result, ...lag(), ...(paused ? { resumed: true as const } : {}) });
+      paused = false;
       backoff = 1_000;
       // A shut-off VM's disks do not change: cycling back to back would ship the same
       // pre-shutdown writes again and again. Look again at rpo/2, or sooner if asked.
       const interval = result.offline ? Math.max(options.intervalMs, protection.rpo / 2) : options.intervalMs;
-      const pause = Math.max(0, interval - (Date.now() - started));
-      if (pause > 0) await sleep(pause, undefined, { signal }).catch(() => undefined);
+      const rest = Math.max(0, interval - (Date.now() - started));
+      if (rest > 0) await wait(rest);
     } catch (error) {
       previous = undefined;
       if (signal.aborted) break;
+      if (error instanceof VmdrError && error.code === 'PROTECTION_FAILED_OVER') {
+        pause(typeof error.subject.failover === 'string' ? error.subject.failover : null);
+        // The role lives on the DR host: unless this host's state has it (read above), try again later.
+        if (roleOf(deps.state.db, protection.name).role !== 'failed-over') await wait(FAILED_OVER_RECHECK_MS);
+        continue;
+      }
       options.onCycle?.({ protection: protection.name, error, ...lag() });
-      await sleep(backoff, undefined, { signal }).catch(() => undefined);
+      await wait(backoff);
       backoff = Math.min(30_000, backoff * 2);
     }
   }

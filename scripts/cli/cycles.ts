@@ -1,7 +1,7 @@
 /**
  * How a replication loop reports, the same from `vmdr sync --continuous` and `vmdr serve`: one
- * line (or one JSON event) per cycle, and an `rpo-breached` event when the newest point is older
- * than the protection's RPO.
+ * line (or one JSON event) per cycle, an `rpo-breached` event when the newest point is older
+ * than the protection's RPO, and one `paused` event (then `resumed`) while the protection is failed over.
  */
 import type { Protection } from '../../plugin/config/schema.js';
 import type { CycleReport } from '../../plugin/replication/continuous.js';
@@ -25,6 +25,14 @@ export function describeSync(r: SyncResult): string {
 }
 
 export function reportCycle(say: Say, protection: Protection, c: CycleReport): void {
+  if (c.paused) {
+    const by = c.paused.failover ? ` (${c.paused.failover})` : '';
+    return say(
+      { event: 'paused', protection: c.protection, reason: c.paused.reason, failover: c.paused.failover },
+      `${c.protection}: replication paused: the protection is failed over${by}; it resumes by itself after a failback or a revert`,
+    );
+  }
+  if (c.resumed) say({ event: 'resumed', protection: c.protection }, `${c.protection}: replication resumed`);
   const error = c.error === undefined ? undefined : c.error instanceof Error ? c.error.message : String(c.error);
   say(
     { event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, rpoBreached: c.rpoBreached, ...(c.result ? { result: c.result } : {}), ...(error ? { error } : {}) },

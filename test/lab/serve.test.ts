@@ -2,12 +2,15 @@
  * `vmdr serve` as deployed on two sites: on the DR site `--no-replicate` (receivers only), on the
  * source host `--no-receive` (replication loops only). The loop of a continuous protection keeps
  * cycling, rides out the receiver's absence, and raises an RPO alert once the newest recovery
- * point is older than the RPO.
+ * point is older than the RPO. While the protection is failed over, the loop pauses (one event, no
+ * alert) and resumes by itself when the role is back to replicating.
  */
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { setRole } from '../../plugin/state/roles.js';
+import { StateStore } from '../../plugin/state/store.js';
 import { createLabVm, destroyLabVm, GUEST_READY, labBoot, waitForSerialLine, type LabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
@@ -17,12 +20,15 @@ interface Event {
   error?: string;
   lagSeconds?: number;
   rpoBreached?: boolean;
+  failover?: string;
 }
 
 describe('vmdr serve: receivers on the DR site, replication loops on the source host (qemu:///system)', function () {
   this.timeout(240_000);
   let vm: LabVm;
   let config: string;
+  /** The same sites and protection, with the state file a source host of its own would have. */
+  let sourceConfig: string;
   let receiver: ServeProcess | undefined;
   let loops: ServeProcess | undefined;
 
@@ -32,16 +38,15 @@ describe('vmdr serve: receivers on the DR site, replication loops on the source 
     await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
     const boot = labBoot();
     config = join(vm.dir, 'vmdr.yaml');
-    await writeFile(
-      config,
-      `version: 1
-state: { path: ${join(vm.dir, 'state.db')} }
+    sourceConfig = join(vm.dir, 'vmdr-source.yaml');
+    const yaml = (state: string) => `version: 1
+state: { path: ${join(vm.dir, state)} }
 sites:
   - { name: prod, uri: "qemu:///system" }
   - name: dr
     uri: "qemu:///system"
     storage: ${join(vm.dir, 'replicas')}
-    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(vm.dir, 'receiver')} }
+    receiver: { listen: "127.0.0.1:PORT", credentials: ${join(vm.dir, 'receiver')} }
 protections:
   - name: ${vm.name}
     source: { site: prod, vm: ${vm.name} }
@@ -52,8 +57,10 @@ protections:
       vm: ${vm.name}-dr
       boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
       nics: [{ network: ${vm.network} }]
-`,
-    );
+`;
+    const port = await freeLoopbackPort();
+    await writeFile(config, yaml('state.db').replace('PORT', String(port)));
+    await writeFile(sourceConfig, yaml('state-source.db').replace('PORT', String(port)));
   });
 
   after(async () => {
@@ -92,6 +99,39 @@ protections:
     await loops.stop();
     assert.equal(await loops.exited, 0);
     assert.equal((loops.events.at(-1) as unknown as Event).event, 'stopped');
+    loops = undefined;
+  });
+
+  it('pauses while the protection is failed over: one event, no retries reported, no RPO alert; resumes after it is given back', async () => {
+    receiver ??= await startServe(config);
+    // A source host of its own: the role lives only in the DR site's state file, so the loop learns
+    // it from the receiver's refusal (PROTECTION_FAILED_OVER, HTTP 409).
+    loops = await startServe(sourceConfig, { args: ['--no-receive', '--site', 'prod'] });
+    await waitFor('a committed cycle', () => cycles().some((c) => c.result));
+    const dr = StateStore.open(join(vm.dir, 'state.db'));
+    try {
+      setRole(dr.db, vm.name, 'failed-over', { failover: 'fo-test-serve' });
+      await waitFor('the pause', (events) => events.some((e) => e.event === 'paused'));
+      const pausedAt = loops.events.length;
+      const paused = (loops.events as unknown as Event[]).filter((e) => e.event === 'paused');
+      assert.equal(paused.length, 1);
+      assert.equal(paused[0]!.failover, 'fo-test-serve');
+      // Longer than the RPO (5 s): a loop still counting lag would raise an alert by now.
+      await new Promise((r) => setTimeout(r, 8_000));
+      const since = (loops.events as unknown as Event[]).slice(pausedAt);
+      assert.deepEqual(since.map((e) => e.event), [], `nothing reported while paused: ${JSON.stringify(since)}`);
+
+      setRole(dr.db, vm.name, 'replicating');
+      await waitFor('a committed cycle after the role is back', (events) => events.slice(pausedAt).some((e) => e.event === 'cycle' && e.result));
+      const after = (loops.events as unknown as Event[]).slice(pausedAt).map((e) => e.event);
+      assert.deepEqual(after.slice(0, 2), ['resumed', 'cycle']);
+      assert.ok(!after.includes('paused') && !after.includes('rpo-breached'), after.join(','));
+    } finally {
+      setRole(dr.db, vm.name, 'replicating');
+      dr.close();
+    }
+    await loops.stop();
+    assert.equal(await loops.exited, 0);
     loops = undefined;
   });
 });
