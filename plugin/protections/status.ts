@@ -5,15 +5,22 @@
  * per row, not thrown: status is what an operator runs when things are already broken. Recovery
  * points come from this host's state file where the DR storage is, else from the site's receiver;
  * a receiver that cannot be reached is a per-row problem too. The last sync is this host's history.
+ *
+ * The role (replicating, or failed over by which run onto which point) is the replica's, kept in the
+ * state file of the DR host: read there when that is this host; elsewhere it is known only when this
+ * host's last sync was refused because the protection is failed over. The lag of a failed-over
+ * protection is not an RPO breach: replication is paused on purpose.
  */
+import { existsSync } from 'node:fs';
 import type { PowerState } from '../../hypervisors/types.js';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
 import type { RecoveryPoint } from '../replication/replica/store.js';
 import type { SiteConnections } from '../sites/connections.js';
 import { listRecoveryPoints } from '../replication/points.js';
+import { roleOf, type ProtectionRole } from '../state/roles.js';
 import type { StateStore } from '../state/store.js';
-import { lastSyncRuns } from '../state/sync-runs.js';
+import { lastSyncRuns, type SyncRun } from '../state/sync-runs.js';
 
 export interface VmState {
   site: string;
@@ -28,12 +35,16 @@ export interface ProtectionStatus {
   rpoSeconds: number;
   source: VmState;
   target: VmState;
+  /** The replica's role; null when this host cannot know it (the DR state file is elsewhere). */
+  role: ProtectionRole | null;
+  /** For a failed-over protection: the run that did it and the point its target booted (null where not known). */
+  failover: { id: string | null; point: string | null } | null;
   lastPoint: { id: string; time: string } | null;
   /** Why the newest point could not be known (receiver unreachable, no storage configured). */
   pointsProblem: string | null;
   /** Seconds since the instant of the newest recovery point; null before the first one. */
   lagSeconds: number | null;
-  /** True when the lag is past the RPO. */
+  /** True when the lag is past the RPO, unless the protection is failed over. */
   rpoBreached: boolean;
   lastSync: { outcome: string; kind: string; startedAt: string; endedAt: string | null; error: string | null } | null;
 }
@@ -48,16 +59,19 @@ export async function protectionStatus(
       const { point: latest, problem } = await newestPoint(ctx, p);
       const lag = latest ? Math.max(0, (now.getTime() - latest.time.getTime()) / 1000) : null;
       const run = lastSyncRuns(state, p.name, 1)[0];
+      const { role, failover } = roleHere(ctx, p, run);
       return {
         protection: p.name,
         tenant: p.tenant ?? null,
         rpoSeconds: p.rpo / 1000,
         source: await vmState(sites, p.source.site, p.source.vm),
         target: await vmState(sites, p.target.site, p.target.vm),
+        role,
+        failover,
         lastPoint: latest ? { id: latest.id, time: latest.time.toISOString() } : null,
         pointsProblem: problem ?? null,
         lagSeconds: lag,
-        rpoBreached: lag === null || lag * 1000 > p.rpo,
+        rpoBreached: role !== 'failed-over' && (lag === null || lag * 1000 > p.rpo),
         lastSync: run
           ? {
               outcome: run.outcome,
@@ -70,6 +84,17 @@ export async function protectionStatus(
       };
     }),
   );
+}
+
+/** The role from the DR state file when it is this host's, else what the last sync was told. */
+function roleHere(ctx: { sites: SiteConnections; state: StateStore }, p: Protection, run: SyncRun | undefined): Pick<ProtectionStatus, 'role' | 'failover'> {
+  const storage = ctx.sites.site(p.target.site).storage;
+  if (storage && existsSync(storage)) {
+    const r = roleOf(ctx.state.db, p.name);
+    return { role: r.role, failover: r.role === 'failed-over' ? { id: r.failover, point: r.point } : null };
+  }
+  if (run?.error?.code === 'PROTECTION_FAILED_OVER') return { role: 'failed-over', failover: { id: null, point: null } };
+  return { role: null, failover: null };
 }
 
 async function vmState(sites: SiteConnections, site: string, vm: string): Promise<VmState> {

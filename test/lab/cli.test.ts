@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setRole } from '../../plugin/state/roles.js';
+import { StateStore } from '../../plugin/state/store.js';
 import { runVmdr } from '../helpers/lab.js';
 
 /** One line on stderr, no stack trace, a non-zero exit: what a user sees for a user error. */
@@ -74,6 +76,44 @@ protections:
     assert.equal(row!.source.state, 'missing');
     assert.equal(row!.target.state, 'missing');
     assertOneLineError(await runVmdr(['target', 'provision', '--config', file]), /^vmdr: VM "test-no-such-vm" does not exist on qemu:\/\/\/system$/);
+  });
+
+  it("shows each protection's role; a failed-over one's lag is no RPO breach", async () => {
+    const file = join(dir, 'roles.yaml');
+    const stateFile = join(dir, 'roles-state.db');
+    await writeFile(
+      file,
+      `version: 1
+state: { path: ${stateFile} }
+sites:
+  - { name: prod, uri: "qemu:///system" }
+  - { name: dr, uri: "qemu:///system", storage: ${dir} }
+protections:
+  - name: test-role
+    source: { site: prod, vm: test-no-such-vm }
+    target: { site: dr, vm: test-no-such-vm-dr, nics: [{ network: test-none }] }
+`,
+    );
+    type Row = { role: string | null; failover: { id: string | null; point: string | null } | null; rpoBreached: boolean };
+    const status = async () => {
+      const r = await runVmdr(['status', '--config', file, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as Row[])[0]!;
+    };
+    const before = await status();
+    assert.deepEqual([before.role, before.failover, before.rpoBreached], ['replicating', null, true], 'no point yet: breached');
+    const state = StateStore.open(stateFile);
+    try {
+      setRole(state.db, 'test-role', 'failed-over', { failover: 'fo-20261125T120000-abcd', point: 'rp-3' });
+    } finally {
+      state.close();
+    }
+    const after = await status();
+    assert.deepEqual([after.role, after.failover, after.rpoBreached], ['failed-over', { id: 'fo-20261125T120000-abcd', point: 'rp-3' }, false]);
+    const text = await runVmdr(['status', '--config', file]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^PROTECTION\s.*\sROLE\s/);
+    assert.match(text.stdout, /\sfailed over \(fo-20261125T120000-abcd, rp-3\)\s/);
   });
 
   it('answers a missing command with usage and exit 2', async () => {
