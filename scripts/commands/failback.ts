@@ -1,11 +1,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { duration } from '../../plugin/config/schema.js';
-import type { FailoverReport } from '../../plugin/failover/report.js';
-import { runFailover } from '../../plugin/failover/runner.js';
-import { describeFailover, stepPrinter } from '../cli/failover-report.js';
-import { EXIT_USAGE, printJson, run } from '../cli/report.js';
+import { EXIT_USAGE } from '../cli/report.js';
+import { runFailoverCommand } from './failover-run.js';
 import type { GlobalOptions } from './options.js';
-import { withReplicationContext } from './replication-context.js';
 
 interface FailbackArgs extends GlobalOptions {
   vm?: string;
@@ -36,32 +33,12 @@ export const failbackCommand: CommandModule<GlobalOptions, FailbackArgs> = {
       process.exitCode = EXIT_USAGE;
       return;
     }
-    return run(argv, () =>
-      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
-        const stop = new AbortController();
-        process.once('SIGINT', () => stop.abort()).once('SIGTERM', () => stop.abort());
-        let report: FailoverReport;
-        try {
-          report = await runFailover(
-            { config, file, sites, state },
-            {
-              kind: 'failback',
-              ...(argv.vm ? { vm: argv.vm } : {}),
-              ...(argv.plan ? { plan: argv.plan } : {}),
-              resume: argv.resume,
-              ...(timeout ? { shutdownTimeoutMs: duration.parse(timeout) } : {}),
-              signal: stop.signal,
-              ...(argv.json ? {} : { onEvent: stepPrinter((line) => process.stdout.write(`${line}\n`)) }),
-            },
-          );
-        } catch (err) {
-          const partial = (err as { report?: FailoverReport }).report;
-          if (partial) process.stdout.write(argv.json ? `${JSON.stringify(partial)}\n` : `${describeFailover(partial)}\n`);
-          throw err;
-        }
-        if (argv.json) return printJson(report);
-        process.stdout.write(`${describeFailover(report)}\n`);
-      }),
-    );
+    return runFailoverCommand(argv, {
+      kind: 'failback',
+      ...(argv.vm ? { vm: argv.vm } : {}),
+      ...(argv.plan ? { plan: argv.plan } : {}),
+      resume: argv.resume,
+      ...(timeout ? { shutdownTimeoutMs: duration.parse(timeout) } : {}),
+    });
   },
 };

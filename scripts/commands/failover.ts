@@ -1,11 +1,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { duration } from '../../plugin/config/schema.js';
-import type { FailoverReport } from '../../plugin/failover/report.js';
-import { runFailover, type FailoverOptions } from '../../plugin/failover/runner.js';
-import { describeFailover, stepPrinter } from '../cli/failover-report.js';
-import { EXIT_USAGE, printJson, run } from '../cli/report.js';
+import { EXIT_USAGE } from '../cli/report.js';
+import { runFailoverCommand } from './failover-run.js';
 import type { GlobalOptions } from './options.js';
-import { withReplicationContext } from './replication-context.js';
 
 interface FailoverArgs extends GlobalOptions {
   vm?: string;
@@ -42,39 +39,16 @@ export const failoverCommand: CommandModule<GlobalOptions, FailoverArgs> = {
       process.exitCode = EXIT_USAGE;
       return;
     }
-    return run(argv, () =>
-      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
-        const stop = new AbortController();
-        const end = () => stop.abort();
-        process.once('SIGINT', end).once('SIGTERM', end);
-        const options: FailoverOptions = {
-          kind: argv.test ? 'test' : argv.planned ? 'planned' : argv.revert ? 'revert' : 'unplanned',
-          ...(argv.vm ? { vm: argv.vm } : {}),
-          ...(argv.plan ? { plan: argv.plan } : {}),
-          ...(argv.point ? { point: argv.point } : {}),
-          ...(argv.at ? { at: new Date(argv.at) } : {}),
-          force: argv.force,
-          resume: argv.resume,
-          ...(argv['shutdown-timeout'] ? { shutdownTimeoutMs: duration.parse(argv['shutdown-timeout']) } : {}),
-          signal: stop.signal,
-          ...(argv.json ? {} : { onEvent: stepPrinter((line) => process.stdout.write(`${line}\n`)) }),
-        };
-        let report: FailoverReport;
-        try {
-          report = await runFailover({ config, file, sites, state }, options);
-        } catch (err) {
-          // The report of a run that stopped comes first, then the one line that says why.
-          const partial = (err as { report?: FailoverReport }).report;
-          if (partial) {
-            if (argv.json) printJson(partial);
-            else process.stdout.write(`${describeFailover(partial)}\n`);
-          }
-          throw err;
-        }
-        if (argv.json) return printJson(report);
-        process.stdout.write(`${describeFailover(report)}\n`);
-      }),
-    );
+    return runFailoverCommand(argv, {
+      kind: argv.test ? 'test' : argv.planned ? 'planned' : argv.revert ? 'revert' : 'unplanned',
+      ...(argv.vm ? { vm: argv.vm } : {}),
+      ...(argv.plan ? { plan: argv.plan } : {}),
+      ...(argv.point ? { point: argv.point } : {}),
+      ...(argv.at ? { at: new Date(argv.at) } : {}),
+      force: argv.force,
+      resume: argv.resume,
+      ...(argv['shutdown-timeout'] ? { shutdownTimeoutMs: duration.parse(argv['shutdown-timeout']) } : {}),
+    });
   },
 };
 

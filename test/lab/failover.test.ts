@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { FailoverReport } from '../../plugin/failover/report.js';
@@ -118,6 +118,26 @@ protections:
     await vm.adapter.stop(`${vm.name}-rival`, { mode: 'force' });
     assert.equal(clash.code, 1);
     assert.match(clash.stderr, new RegExp(`MAC ${MAC} .* already used by VM "${vm.name}-rival"`));
+
+    // The same protection with its DR network or its target VM gone.
+    const text = await readFile(config, 'utf8');
+    const variant = async (name: string, edit: (t: string) => string) => {
+      const file = join(vm.dir, `${name}.yaml`);
+      await writeFile(file, edit(text));
+      return runVmdr(['failover', p(), '--force', '--config', file]);
+    };
+    const noNetwork = await variant('no-network', (t) => t.replace(`network: ${drNetwork}, addresses`, 'network: vmdr-no-such-net, addresses'));
+    assert.equal(noNetwork.code, 1);
+    assert.match(noNetwork.stderr, /network "vmdr-no-such-net" .*(does not exist|not found)/i);
+    const noTarget = await variant('no-target', (t) => t.replace(`vm: ${vm.name}-dr\n`, `vm: ${vm.name}-gone\n`));
+    assert.equal(noTarget.code, 1);
+    assert.match(noTarget.stderr, /target VM "\S+-gone" .* does not exist \(pre-stage it with `vmdr target provision`\)/);
+
+    await vm.adapter.start(target());
+    const targetRunning = await vmdr('failover', p(), '--force');
+    await vm.adapter.stop(target(), { mode: 'force' });
+    assert.equal(targetRunning.code, 1);
+    assert.match(targetRunning.stderr, /target VM "\S+" .* is running/);
 
     assert.equal(await state(vm.name), 'running', 'the source was not touched');
     assert.equal(await state(target()), 'shut off', 'the target was not touched');
