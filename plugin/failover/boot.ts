@@ -42,8 +42,13 @@ export async function bootWithIdentity(ctx: RunContext, adapter: HypervisorAdapt
     if (!running) await adapter.start(vm);
     return { serialFrom: from };
   });
-  return j.step<HealthStep>(p.name, 'health', async () => {
-    const report = await waitUntilHealthy(adapter, vm, p.health, { serialLog: console, serialFrom, signal: ctx.signal });
+  return healthStep(ctx, adapter, p, { serialLog: console, serialFrom });
+}
+
+/** Waits until `p`'s health checks pass on `adapter`'s VM (the target, or the source after a failback). */
+export function healthStep(ctx: RunContext, adapter: HypervisorAdapter, p: Protection, where: { serialLog?: string; serialFrom: number; vm?: string }): Promise<HealthStep> {
+  return ctx.journal.step<HealthStep>(p.name, 'health', async () => {
+    const report = await waitUntilHealthy(adapter, where.vm ?? p.target.vm, p.health, { ...where, signal: ctx.signal });
     return {
       healthyAt: new Date().toISOString(),
       guest: report.checks.find((c) => c.check === 'serial')?.detail ?? null,

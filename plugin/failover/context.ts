@@ -8,6 +8,9 @@ import type { StateStore } from '../state/store.js';
 import { SiteStorageMissing } from '../targets/errors.js';
 import type { FailoverJournal } from './journal.js';
 
+/** How long a guest may take to shut down when the request does not say (planned, failback). */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 120_000;
+
 /** What was asked for; stored with the run so --resume does the same thing. */
 export interface FailoverRequest {
   kind: FailoverKind;

@@ -6,27 +6,23 @@
  * exactly what the source now holds, so forward replication goes on without a copy), the target
  * goes back to being the guarded replica target, and the source starts and must be healthy.
  */
-import { rm } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { serveImageOverNbd } from '../../hypervisors/qemu-nbd.js';
 import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
-import { baseImage } from '../replication/layout.js';
 import { freeLoopbackPort } from '../replication/sender/nbd-port.js';
 import { setPinned } from '../state/points.js';
 import { roleOf, setRole } from '../state/roles.js';
-import { targetLabels } from '../targets/labels.js';
-import type { AppliedIdentityStep } from './boot.js';
-import { drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
+import { healthStep } from './boot.js';
+import { restoreTarget } from './revert.js';
+import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, type RunContext } from './context.js';
 import { copyDifferences, type CopyResult } from './copy-differences.js';
 import { NotFailedOver } from './errors.js';
-import { waitUntilHealthy } from './health.js';
 import { FailoverJournal } from './journal.js';
 import { overlayPaths } from './overlays.js';
 import type { ChosenPoint } from './recovery-point.js';
 import { fileSize } from './serial-health.js';
 
-const DEFAULT_SHUTDOWN_TIMEOUT_MS = 120_000;
 
 export interface FailbackPreflight {
   failover: string;
@@ -73,14 +69,7 @@ export async function failBackVm(ctx: RunContext, p: Protection, pre: FailbackPr
     return { point: adopted.id };
   });
   await j.step(p.name, 'restore-target', async () => {
-    await dr.detachIdentitySeed(p.target.vm);
-    const vm = await dr.getVm(p.target.vm);
-    const storage = storageOf(ctx, p);
-    const disks = vm.disks.filter((d) => d.device === 'disk' && !d.identitySeed);
-    await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), format: 'qcow2' as const })));
-    await dr.setLabels(p.target.vm, targetLabels(p.name, p.tenant));
-    const identity = original.result<AppliedIdentityStep>(p.name, 'identity');
-    if (identity) await rm(identity.seed, { force: true });
+    await restoreTarget(ctx, p, original);
     return {};
   });
   const source = await ctx.sites.adapter(p.source.site);
@@ -91,14 +80,7 @@ export async function failBackVm(ctx: RunContext, p: Protection, pre: FailbackPr
     if (!running) await source.start(p.source.vm);
     return { serialFrom: from };
   });
-  await j.step(p.name, 'health', async () => {
-    const report = await waitUntilHealthy(source, p.source.vm, p.health, { serialFrom, signal: ctx.signal });
-    return {
-      healthyAt: new Date().toISOString(),
-      guest: report.checks.find((c) => c.check === 'serial')?.detail ?? null,
-      checks: report.checks.map((c) => ({ check: c.check, afterMs: c.afterMs })),
-    };
-  });
+  await healthStep(ctx, source, p, { serialFrom, vm: p.source.vm });
 }
 
 /** One pass: every disk of the DR VM (frozen by a backup job while it runs) into the source's image. */

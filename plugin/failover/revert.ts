@@ -20,21 +20,14 @@ import { releasePoint, type ChosenPoint } from './recovery-point.js';
 export async function revertVm(ctx: RunContext, p: Protection, original: FailoverJournal): Promise<void> {
   const j = ctx.journal;
   const dr = await drAdapter(ctx, p);
-  const storage = storageOf(ctx, p);
   await j.step(p.name, 'stop-target', async () => {
     await dr.stop(p.target.vm, { mode: 'force' });
     return {};
   });
   await j.step(p.name, 'restore-target', async () => {
-    await dr.detachIdentitySeed(p.target.vm);
-    const vm = await dr.getVm(p.target.vm);
-    const disks = vm.disks.filter((d) => d.device === 'disk' && !d.identitySeed);
-    await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), format: 'qcow2' as const })));
-    await dr.setLabels(p.target.vm, targetLabels(p.name, p.tenant));
+    await restoreTarget(ctx, p, original);
     const point = original.result<ChosenPoint>(p.name, 'choose-point');
     if (point) await removeOverlays(overlayPaths(point, `failover-${original.failover}`));
-    const identity = original.result<AppliedIdentityStep>(p.name, 'identity');
-    if (identity) await rm(identity.seed, { force: true });
     return {};
   });
   await j.step(p.name, 'resume-replication', async () => {
@@ -55,4 +48,20 @@ export async function revertVm(ctx: RunContext, p: Protection, original: Failove
     await source.start(p.source.vm);
     return { started: true };
   });
+}
+
+/**
+ * The target goes back to being the pre-staged replica target: no seed, its disks the replica's
+ * base images, labelled (and so guarded) as a target again. What it booted from is the caller's.
+ */
+export async function restoreTarget(ctx: RunContext, p: Protection, original: FailoverJournal): Promise<void> {
+  const dr = await drAdapter(ctx, p);
+  const storage = storageOf(ctx, p);
+  await dr.detachIdentitySeed(p.target.vm);
+  const vm = await dr.getVm(p.target.vm);
+  const disks = vm.disks.filter((d) => d.device === 'disk' && !d.identitySeed);
+  await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), format: 'qcow2' as const })));
+  await dr.setLabels(p.target.vm, targetLabels(p.name, p.tenant));
+  const identity = original.result<AppliedIdentityStep>(p.name, 'identity');
+  if (identity) await rm(identity.seed, { force: true });
 }

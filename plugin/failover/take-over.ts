@@ -14,13 +14,12 @@ import { syncProtection } from '../replication/sync.js';
 import { setRole } from '../state/roles.js';
 import { LABEL_FAILOVER, LABEL_ROLE, ROLE_PROMOTED, targetLabels } from '../targets/labels.js';
 import { bootWithIdentity, type HealthStep } from './boot.js';
-import { drAdapter, replicasOf, type RunContext } from './context.js';
+import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, type RunContext } from './context.js';
 import { NoRecoveryPoint } from './errors.js';
 import { createOverlays } from './overlays.js';
 import type { Preflight } from './preflight.js';
 import { choosePoint, describePoint, type ChosenPoint } from './recovery-point.js';
 
-const DEFAULT_SHUTDOWN_TIMEOUT_MS = 120_000;
 /** How long an in-flight sync cycle may take to finish once the replica stopped taking new ones. */
 const REPLICA_IDLE_TIMEOUT_MS = 120_000;
 
