@@ -3,14 +3,10 @@
  * sets the machine up first. It grows with each capability the product gains.
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { loadConfig } from '../../plugin/config/load.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
-import { applyIdentity } from '../../plugin/failover/identity.js';
-import { GUEST_READY, waitForSerialLine } from '../../plugin/failover/serial-health.js';
-import { targetSpec } from '../../plugin/targets/provision.js';
 import { ensureProductionVm, LAB_DIR } from './production.js';
 
 const exec = promisify(execFile);
@@ -69,37 +65,18 @@ try {
     await vmdr('points', p.name);
     await vmdr('status');
 
-    step(`Boot ${p.name}'s newest recovery point in a throwaway VM with its DR identity (the chain is never written)`);
-    const dr = await sites.adapter(p.target.site);
-    const storage = sites.site(p.target.site).storage!;
-    const { stdout } = await exec(process.execPath, [VMDR, 'points', p.name, '--json', '--config', CONFIG]);
-    const newest = (JSON.parse(stdout) as { id: string; disks: { disk: string; image: string; sizeBytes: number }[] }[]).pop()!;
-    const bootDir = join(LAB_DIR, 'demo-boot');
-    await mkdir(bootDir, { recursive: true, mode: 0o755 });
-    const overlays = [];
-    for (const d of newest.disks) {
-      const overlay = join(bootDir, `${p.name}-${d.disk}.qcow2`);
-      await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', d.image, '-F', 'qcow2', overlay]);
-      overlays.push({ path: overlay, format: 'qcow2' as const, target: d.disk });
-    }
-    const bootVm = `vmdr-demo-${p.name}`;
-    const consoleLog = join(bootDir, 'console.log');
-    await rm(consoleLog, { force: true });
-    await dr.undefine(bootVm).catch(() => undefined);
-    await dr.defineVm({ ...targetSpec(p, storage, []), name: bootVm, disks: overlays, serialLog: consoleLog, labels: { role: 'demo' } });
-    const demoProtection = { ...p, target: { ...p.target, vm: bootVm } };
-    const applied = await applyIdentity(dr, demoProtection, storage);
-    const started = Date.now();
-    await dr.start(bootVm);
-    try {
-      const ready = await waitForSerialLine({ vm: bootVm, file: consoleLog, pattern: GUEST_READY, timeoutMs: 60_000 });
-      process.stdout.write(`${ready[0]}\n(point ${newest.id} healthy ${((Date.now() - started) / 1000).toFixed(1)} s after start: the marker is the source's, the identity is the DR one)\n`);
-    } finally {
-      await dr.stop(bootVm, { mode: 'force' }).catch(() => undefined);
-      await dr.undefine(bootVm);
-      await rm(applied.seed, { force: true });
-      await rm(bootDir, { recursive: true, force: true });
-    }
+    const plan = config.plans.find((x) => x.name === 'acme-site') ?? config.plans[0]!;
+    step(`A drill of plan ${plan.name}: each VM boots its newest point in a bubble network of its own, with its DR identity, is checked healthy, then removed (sources, replicas and targets untouched)`);
+    await vmdr('failover', '--plan', plan.name, '--test');
+
+    step(`Production is lost: an unplanned failover of plan ${plan.name}, group after group; --force fences (powers off) the sources, which the lab still runs`);
+    await vmdr('failover', '--plan', plan.name, '--force');
+    await vmdr('status');
+
+    step(`Undo it: --revert stops the DR VMs and discards what they wrote, the targets are pre-staged again, the sources restart, replication resumes`);
+    await vmdr('failover', '--plan', plan.name, '--revert');
+    for (const q of config.protections) await vmdr('sync', q.name);
+    await vmdr('status');
   } finally {
     serve.kill('SIGTERM');
   }
