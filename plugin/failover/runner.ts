@@ -168,21 +168,28 @@ async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefine
 /** Reverts newest group first: web servers go down before the database they use. */
 async function revertAll(ctx: RunContext, groups: Group[]): Promise<void> {
   for (const group of [...groups].reverse()) {
-    await inParallel(group.protections, group.parallel, async (p) => {
-      const role = roleOf(ctx.state.db, p.name);
-      const originalId = role.failover ?? lastRunOf(ctx, p.name);
-      if (!originalId) throw new NotFailedOver(p.name, 'revert');
-      const original = getFailover(ctx.state.db, originalId)!;
-      const originalJournal = new FailoverJournal(ctx.state, originalId);
-      if (original.kind === 'test') {
-        const originalCtx = { ...ctx, id: originalId, journal: originalJournal };
-        await removeDrill(originalCtx, p);
-        await removeBubbles(originalCtx, [p]);
-      } else {
-        await revertVm(ctx, p, originalJournal);
-      }
+    await ctx.journal.step(RUN, `group ${group.name}`, async () => {
+      await revertGroup(ctx, group);
+      return { vms: group.protections.map((p) => p.name) };
     });
   }
+}
+
+async function revertGroup(ctx: RunContext, group: Group): Promise<void> {
+  await inParallel(group.protections, group.parallel, async (p) => {
+    const role = roleOf(ctx.state.db, p.name);
+    const originalId = role.failover ?? lastRunOf(ctx, p.name);
+    if (!originalId) throw new NotFailedOver(p.name, 'revert');
+    const original = getFailover(ctx.state.db, originalId)!;
+    const originalJournal = new FailoverJournal(ctx.state, originalId);
+    if (original.kind === 'test') {
+      const originalCtx = { ...ctx, id: originalId, journal: originalJournal };
+      await removeDrill(originalCtx, p);
+      await removeBubbles(originalCtx, [p]);
+    } else {
+      await revertVm(ctx, p, originalJournal);
+    }
+  });
 }
 
 /** The newest run of `protection` that did not succeed (a failed failover holds no role yet). */
