@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CleanupFailed, NetworkConflict, NotManagedByVmdr, Unsupported } from '../errors.js';
+import { CleanupFailed, NetworkConflict, NotManagedByVmdr, Unsupported, VmdrError } from '../errors.js';
 import type { IsolatedNetworkSpec, NetworkInfo } from '../types.js';
 import { readLabels, setLabels } from './labels.js';
 import { renderTemplate, templatePath } from './templates.js';
@@ -32,7 +32,19 @@ export class LibvirtNetworks {
       this.names(['net-list', '--all', '--name']),
       this.names(['net-list', '--name']),
     ]);
-    return Promise.all(all.map(async (name) => describe(await this.dumpXml(name), active.includes(name))));
+    const described = await Promise.all(
+      all.map((name) =>
+        this.dumpXml(name).then(
+          (xml) => describe(xml, active.includes(name)),
+          (err: unknown) => {
+            // Removed by someone else (a drill ending) since the list was taken: no longer there.
+            if (err instanceof VmdrError && err.code === 'NETWORK_NOT_FOUND') return undefined;
+            throw err;
+          },
+        ),
+      ),
+    );
+    return described.filter((n): n is NetworkInfo => n !== undefined);
   }
 
   /** Fails with NetworkNotFound when there is no such network. */

@@ -245,4 +245,24 @@ protections:
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x3c 12M 128k', newest.disks[0]!.image]);
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x7e 8M 64k', newest.disks[0]!.image]);
   });
+
+  it('killed inside any step (the step recorded as started, not done), --resume brings the VM up healthy', async () => {
+    const steps = ['preflight', 'fence-source', 'stop-replication', 'choose-point', 'pin-point', 'prepare-disks', 'promote', 'identity', 'start', 'health'];
+    for (const step of steps) {
+      if ((await state(vm.name)) !== 'running') await vm.adapter.start(vm.name);
+      const killed = await runVmdr(['failover', p(), '--force', '--json', '--config', config], { VMDR_FAILPOINT: `failover-before-${step}` });
+      assert.equal(killed.signal, 'SIGKILL', `${step}: ${killed.stderr}`);
+      const resumed = await failover(p(), '--resume');
+      assert.equal(resumed.code, 0, `${step}: ${resumed.stderr}`);
+      const vmReport = resumed.report!.vms[0]!;
+      assert.equal(vmReport.status, 'healthy', step);
+      assert.match(vmReport.guest!, /hostname=failover-dr .*marker=failover-src .*mac-match=yes/, step);
+      assert.equal(await state(vm.name), 'shut off', `${step}: the source is fenced`);
+      const revert = await failover(p(), '--revert');
+      assert.equal(revert.code, 0, `${step}: ${revert.stderr}`);
+      assert.equal(await state(target()), 'shut off', step);
+    }
+    const leftovers = (await exec('find', [join(vm.dir, 'replicas'), '-name', 'failover-*'])).stdout.trim();
+    assert.equal(leftovers, '', 'every failover overlay was removed by its revert');
+  });
 });
