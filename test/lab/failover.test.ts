@@ -35,6 +35,13 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
   const state = (name: string) => virsh('domstate', name);
   const qemuIo = (name: string, command: string) => virsh('qemu-monitor-command', name, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${command}"`);
 
+  /** The config with an edit: the same state file, so the same protection and its points. */
+  const configVariant = async (name: string, edit: (text: string) => string) => {
+    const file = join(vm.dir, `${name}.yaml`);
+    await writeFile(file, edit(await readFile(config, 'utf8')));
+    return file;
+  };
+
   before(async () => {
     vm = await createLabVm('failover', { marker: 'failover-src', diskSize: '32M' });
     drNetwork = `test-dr-${vm.name.slice(-6)}`;
@@ -120,12 +127,7 @@ protections:
     assert.match(clash.stderr, new RegExp(`MAC ${MAC} .* already used by VM "${vm.name}-rival"`));
 
     // The same protection with its DR network or its target VM gone.
-    const text = await readFile(config, 'utf8');
-    const variant = async (name: string, edit: (t: string) => string) => {
-      const file = join(vm.dir, `${name}.yaml`);
-      await writeFile(file, edit(text));
-      return runVmdr(['failover', p(), '--force', '--config', file]);
-    };
+    const variant = async (name: string, edit: (t: string) => string) => runVmdr(['failover', p(), '--force', '--config', await configVariant(name, edit)]);
     const noNetwork = await variant('no-network', (t) => t.replace(`network: ${drNetwork}, addresses`, 'network: vmdr-no-such-net, addresses'));
     assert.equal(noNetwork.code, 1);
     assert.match(noNetwork.stderr, /network "vmdr-no-such-net" .*(does not exist|not found)/i);
@@ -264,5 +266,39 @@ protections:
     }
     const leftovers = (await exec('find', [join(vm.dir, 'replicas'), '-name', 'failover-*'])).stdout.trim();
     assert.equal(leftovers, '', 'every failover overlay was removed by its revert');
+  });
+
+  it('a plan stops at a VM that fails its health check (a second run meanwhile is refused), or skips it when it says so', async () => {
+    const unhealthy = (policy: string) => (t: string) =>
+      `${t.replace('health: { serial: "^VMDR-GUEST ready", timeout: 90s }', 'health: { serial: "^never printed", timeout: 8s }')}plans:
+  - name: lone
+    onHealthFailure: ${policy}
+    groups: [{ name: first, vms: [${vm.name}] }]
+`;
+    const stopping = await configVariant('plan-stop', unhealthy('stop'));
+    if ((await state(vm.name)) !== 'running') await vm.adapter.start(vm.name);
+    const running = runVmdr(['failover', '--plan', 'lone', '--force', '--json', '--config', stopping]);
+    await new Promise((r) => setTimeout(r, 4000));
+    const second = await vmdr('failover', p(), '--force');
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /is being failed over by fo-\S+ right now \(wait for it to end\)/);
+    const stopped = await running;
+    assert.equal(stopped.code, 1);
+    assert.match(stopped.stderr, /failed its serial health check: no line matching \/\^never printed\//);
+    const report = JSON.parse(stopped.stdout.trim().split('\n').pop()!) as FailoverReport;
+    assert.equal(report.status, 'failed');
+    assert.deepEqual(report.groups.map((g) => `${g.name}:${g.status}`), ['first:failed']);
+    assert.equal(report.vms[0]!.status, 'failed');
+    assert.equal((await runVmdr(['failover', '--plan', 'lone', '--revert', '--config', stopping])).code, 0);
+
+    const skipping = await configVariant('plan-skip', unhealthy('skip'));
+    await vm.adapter.start(vm.name).catch(() => undefined);
+    const skipped = await runVmdr(['failover', '--plan', 'lone', '--force', '--json', '--config', skipping]);
+    assert.equal(skipped.code, 0, skipped.stderr);
+    const skipReport = JSON.parse(skipped.stdout.trim().split('\n').pop()!) as FailoverReport;
+    assert.equal(skipReport.status, 'succeeded');
+    assert.equal(skipReport.vms[0]!.status, 'skipped');
+    assert.equal((await runVmdr(['failover', '--plan', 'lone', '--revert', '--config', skipping])).code, 0);
+    assert.equal(await state(target()), 'shut off');
   });
 });
