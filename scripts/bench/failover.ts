@@ -1,0 +1,297 @@
+/**
+ * `npm run bench:failover` (issue 4): what vmdr adds to a failover's recovery time over just
+ * booting the same guests. One run, one machine, the many-to-one lab fleet (scripts/lab/fleet.ts):
+ * six lab VMs protected onto six pre-staged targets on one DR site, one plan with a single
+ * priority group (parallel 6), sources forced off (the site is lost). For 1 VM and for 6 VMs,
+ * three times each:
+ *   - floor: throwaway VMs with the targets' kernel, initrd, command line, memory and NIC count,
+ *     each on a qcow2 overlay of its protection's newest recovery point, defined beforehand
+ *     (outside the clock), then `virsh start` of all of them at once; the time until the last one
+ *     prints its VMDR-GUEST ready line. They have no identity seed and keep libvirt's MACs.
+ *   - vmdr failover (unplanned): `vmdr failover P|--plan PLAN --json`; the report's rtoMs (the
+ *     run's start to the last VM healthy) and the process's wall time; then `--revert` (timed
+ *     apart).
+ *   - vmdr drill: `vmdr failover … --test --json`, rtoMs and wall time (which includes removing
+ *     the drill).
+ * The order of floor and vmdr alternates from one repetition to the next, so neither always
+ * runs first on a cold page cache. Prints a markdown report on stdout (progress on stderr) and
+ * removes everything it made, also after a failure or Ctrl-C. No traffic leaves the machine: the
+ * guests sit on isolated bridges and the receiver listens on loopback.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { openAdapter } from '../../hypervisors/index.js';
+import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { GUEST_READY, waitForSerialLine } from '../../plugin/failover/serial-health.js';
+import { labScratchDir } from '../../test/helpers/lab.js';
+import { startServe } from '../../test/helpers/vmdr-serve.js';
+import { ensureFleetNetwork, ensureFleetSources, FLEET_BOOT, FLEET_TARGET_MEMORY_MIB, fleetConfig, fleetMembers, fleetNetwork, fleetPlan, removeFleet, type FleetMember } from '../lab/fleet.js';
+import { CLI, Cleanup, describeMachine, exec, MiB, prepareMachine, runBench, say, seconds, table, timed, URI, virsh } from './lab.js';
+
+const N = 6;
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
+const SIZES = [1, N];
+
+interface FailoverReport {
+  id: string;
+  kind: string;
+  status: string;
+  rtoMs: number;
+  groups: { name: string; startedAt: string; endedAt: string; status: string }[];
+  /** Run-level steps: preflight, one per priority group. */
+  run: { step: string; durationMs: number | null }[];
+  vms: { protection: string; status: string; healthyAt: string | null; steps: { step: string; durationMs: number; status: string }[] }[];
+  error?: { code: string; message: string };
+}
+
+interface Sample {
+  floorMs: number;
+  floorEach: number[];
+  rtoMs: number;
+  wallMs: number;
+  revertWallMs: number;
+  drillRtoMs: number;
+  drillWallMs: number;
+  /** Per step name: its mean duration over the VMs, from the failover's report. */
+  steps: Record<string, number>;
+  /** Run-level steps (preflight, each group): their durations. */
+  run: Record<string, number>;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+/** Runs the built CLI; resolves with its wall time and the one JSON object it printed, whatever its exit. */
+function vmdrReport(args: string[]): Promise<{ wallMs: number; code: number | null; report: FailoverReport; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, [CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (err += c));
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      const wallMs = performance.now() - t0;
+      try {
+        resolve({ wallMs, code, report: JSON.parse(out) as FailoverReport, stderr: err });
+      } catch {
+        reject(new Error(`vmdr ${args.join(' ')} exited ${code} without a JSON report: ${err.trim() || out.trim()}`));
+      }
+    });
+  });
+}
+
+async function vmdrOk(args: string[]): Promise<{ wallMs: number; report: FailoverReport }> {
+  const r = await vmdrReport(args);
+  if (r.code !== 0 || r.report.status !== 'succeeded') {
+    throw new Error(`vmdr ${args.join(' ')} exited ${r.code}, status ${r.report.status}: ${JSON.stringify(r.report.error ?? r.report.vms.map((v) => [v.protection, v.status]))} ${r.stderr.trim()}`);
+  }
+  return r;
+}
+
+interface Point {
+  id: string;
+  disks: { disk: string; image: string }[];
+}
+
+/**
+ * The floor: the same guests booted straight from overlays of their newest points, started all
+ * at once with `virsh start`; resolves with each guest's time to its ready line.
+ */
+async function floor(adapter: HypervisorAdapter, config: string, dir: string, prefix: string, members: FleetMember[]): Promise<number[]> {
+  const floorDir = join(dir, 'floor');
+  await mkdir(floorDir, { recursive: true, mode: 0o755 });
+  const vms: { name: string; log: string }[] = [];
+  try {
+    for (const m of members) {
+      const { stdout } = await exec(process.execPath, [CLI, 'points', m.protection, '--json', '--config', config], { maxBuffer: 16 * MiB });
+      const newest = (JSON.parse(stdout) as Point[]).at(-1);
+      if (!newest) throw new Error(`${m.protection} has no recovery point`);
+      const name = `${m.source}-floor`;
+      const disks = [];
+      for (const d of newest.disks) {
+        const overlay = join(floorDir, `${name}-${d.disk}.qcow2`);
+        await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', d.image, '-F', 'qcow2', overlay]);
+        disks.push({ path: overlay, format: 'qcow2' as const, target: d.disk });
+      }
+      const log = join(floorDir, `${name}.log`);
+      await adapter.defineVm({
+        name,
+        memoryMiB: FLEET_TARGET_MEMORY_MIB,
+        vcpus: 1,
+        boot: FLEET_BOOT,
+        disks,
+        nics: [{ network: fleetNetwork(prefix) }],
+        serialLog: log,
+        // Not role=target: the DR host's hook refuses to start those. The fleet label lets
+        // removeFleet sweep them up after a crash.
+        labels: { role: 'bench', fleet: prefix },
+      });
+      vms.push({ name, log });
+    }
+    const t0 = performance.now();
+    return await Promise.all(
+      vms.map(async ({ name, log }) => {
+        await virsh('start', name);
+        await waitForSerialLine({ vm: name, file: log, pattern: GUEST_READY, timeoutMs: 180_000, pollMs: 50 });
+        return performance.now() - t0;
+      }),
+    );
+  } finally {
+    for (const { name } of vms) {
+      await adapter.stop(name, { mode: 'force' }).catch(() => undefined);
+      await adapter.undefine(name);
+    }
+    await rm(floorDir, { recursive: true, force: true });
+  }
+}
+
+function stepMeans(report: FailoverReport): Record<string, number> {
+  const totals: Record<string, number> = {};
+  for (const vm of report.vms) for (const s of vm.steps) totals[s.step] = (totals[s.step] ?? 0) + s.durationMs / report.vms.length;
+  return totals;
+}
+
+function runSteps(report: FailoverReport): Record<string, number> {
+  return Object.fromEntries(report.run.map((s) => [s.step, s.durationMs ?? NaN]));
+}
+
+async function main(cleanup: Cleanup): Promise<void> {
+  await prepareMachine({ 'qemu-img': 'qemu-utils' });
+  const machine = await describeMachine();
+  for (const peer of ['virtnbdbackup', 'rsync', 'nbdcopy']) delete machine[peer];
+  machine.cpuModel = (await exec('lscpu').then((r) => /Model name:\s*(.*)/.exec(r.stdout)?.[1] ?? '?', () => '?')).trim();
+  const otherDomains = (await virsh('list', '--name')).split('\n').map((l) => l.trim()).filter(Boolean);
+
+  const prefix = `test-fo-${randomBytes(3).toString('hex')}`;
+  const members = fleetMembers({ n: N, prefix });
+  const plan = fleetPlan(prefix);
+  const dir = await labScratchDir('bench-failover');
+  const adapter = openAdapter(URI);
+  await adapter.connect();
+  cleanup.add('close libvirt connection', () => adapter.close());
+  cleanup.add(`remove the fleet ${prefix}`, () => removeFleet(adapter, { n: N, prefix, dir }));
+  const config = join(dir, 'vmdr.yaml');
+  await writeFile(config, fleetConfig({ n: N, prefix, dir, groups: [N], parallel: N, port: await freeLoopbackPort() }));
+
+  say(`fleet ${prefix}: ${N} sources, their DR network, the receiver`);
+  await ensureFleetNetwork(adapter, prefix);
+  await ensureFleetSources(adapter, members.map((m) => m.source));
+  const serve = await startServe(config);
+  cleanup.add('stop vmdr serve', () => serve.stop());
+  await exec(process.execPath, [CLI, 'target', 'provision', '--config', config]);
+  for (const m of members) {
+    say(`protect ${m.protection}`);
+    await exec(process.execPath, [CLI, 'protect', m.protection, '--json', '--config', config], { maxBuffer: 16 * MiB });
+  }
+  say('sources forced off: the production site is lost');
+  await Promise.all(members.map((m) => adapter.stop(m.source, { mode: 'force' })));
+
+  const load: string[] = [];
+  const samples = new Map<number, Sample[]>(SIZES.map((s) => [s, []]));
+  for (let rep = 1; rep <= REPEAT; rep += 1) {
+    for (const size of SIZES) {
+      const chosen = members.slice(0, size);
+      const subject = size === 1 ? [chosen[0]!.protection] : ['--plan', plan];
+      const runFloor = async () => {
+        say(`rep ${rep}, ${size} VM(s): floor (virsh start)`);
+        return floor(adapter, config, dir, prefix, chosen);
+      };
+      const runFailover = async () => {
+        say(`rep ${rep}, ${size} VM(s): vmdr failover ${subject.join(' ')}`);
+        const f = await vmdrOk(['failover', ...subject, '--config', config]);
+        if (f.report.kind !== 'unplanned') throw new Error(`expected an unplanned failover, got ${f.report.kind}`);
+        say(`  rtoMs ${f.report.rtoMs}, wall ${seconds(f.wallMs)}; revert`);
+        const revert = await timed(() => vmdrOk(['failover', ...subject, '--revert', '--config', config]));
+        return { f, revertWallMs: revert.ms };
+      };
+      load.push(loadavg()[0]!.toFixed(2));
+      let floorEach: number[];
+      let failover: Awaited<ReturnType<typeof runFailover>>;
+      if (rep % 2 === 1) {
+        floorEach = await runFloor();
+        failover = await runFailover();
+      } else {
+        failover = await runFailover();
+        floorEach = await runFloor();
+      }
+      say(`rep ${rep}, ${size} VM(s): vmdr failover ${subject.join(' ')} --test`);
+      const drill = await vmdrOk(['failover', ...subject, '--test', '--config', config]);
+      samples.get(size)!.push({
+        floorMs: Math.max(...floorEach),
+        floorEach,
+        rtoMs: failover.f.report.rtoMs,
+        wallMs: failover.f.wallMs,
+        revertWallMs: failover.revertWallMs,
+        drillRtoMs: drill.report.rtoMs,
+        drillWallMs: drill.wallMs,
+        steps: stepMeans(failover.f.report),
+        run: runSteps(failover.f.report),
+      });
+      say(`  floor ${seconds(Math.max(...floorEach))}, failover rto ${seconds(failover.f.report.rtoMs)}, drill rto ${seconds(drill.report.rtoMs)}`);
+    }
+  }
+  load.push(loadavg()[0]!.toFixed(2));
+
+  // ---- report
+  const out: string[] = [];
+  out.push(`## Failover benchmark run of ${machine.date!.slice(0, 10)}`, '');
+  out.push('Machine:', '', ...Object.entries(machine).map(([k, v]) => `- ${k}: ${v}`));
+  out.push(`- other running domains at start: ${otherDomains.join(', ') || 'none'}; 1-min load average before each measurement and at the end: ${load.join(', ')}`, '');
+  out.push(
+    `Fleet: ${N} lab guests (${FLEET_TARGET_MEMORY_MIB} MiB, 1 vCPU, TCG, direct kernel boot with \`${FLEET_BOOT.cmdline}\`, 64 MiB ext4 qcow2 disk, 1 NIC on an isolated bridge), ` +
+      `one plan with one priority group (parallel ${N}); sources forced off before the runs (unplanned failover from the newest point). ` +
+      `${REPEAT} repetitions; medians, with every value in brackets.`,
+    '',
+  );
+  const list = (xs: number[]) => `[${xs.map((x) => (x / 1000).toFixed(2)).join(', ')}]`;
+  const rows: (string | number)[][] = [];
+  for (const size of SIZES) {
+    const s = samples.get(size)!;
+    const pick = (f: (x: Sample) => number) => s.map(f);
+    const overhead = pick((x) => x.rtoMs - x.floorMs);
+    const ratio = pick((x) => x.rtoMs / x.floorMs);
+    rows.push([
+      `${size} VM${size > 1 ? 's' : ''}`,
+      `${seconds(median(pick((x) => x.floorMs)))} ${list(pick((x) => x.floorMs))}`,
+      `${seconds(median(pick((x) => x.rtoMs)))} ${list(pick((x) => x.rtoMs))}`,
+      `${seconds(median(pick((x) => x.wallMs)))} ${list(pick((x) => x.wallMs))}`,
+      `${seconds(median(overhead))} ${list(overhead)}`,
+      `${median(ratio).toFixed(2)} × [${ratio.map((r) => r.toFixed(2)).join(', ')}]`,
+      `${seconds(median(pick((x) => x.revertWallMs)))}`,
+      `${seconds(median(pick((x) => x.drillRtoMs)))} ${list(pick((x) => x.drillRtoMs))}`,
+      `${seconds(median(pick((x) => x.drillWallMs)))}`,
+    ]);
+  }
+  out.push(
+    table(
+      ['VMs', 'floor: virsh start → last ready', 'vmdr failover rtoMs', 'failover wall', 'overhead per group (rtoMs − floor)', 'ratio rtoMs / floor', 'revert wall', 'drill (--test) rtoMs', 'drill wall'],
+      rows,
+    ),
+    '',
+  );
+  out.push(
+    "Where the failover's time goes, from its report (medians over the repetitions): the run's own steps, then each VM step's mean over the VMs " +
+      '(the VMs of a group run side by side, so these overlap):',
+    '',
+  );
+  for (const size of SIZES) {
+    const s = samples.get(size)!;
+    const names = (pick: (x: Sample) => Record<string, number>) => [...new Set(s.flatMap((x) => Object.keys(pick(x))))];
+    const show = (pick: (x: Sample) => Record<string, number>) => names(pick).map((n) => `${n} ${seconds(median(s.map((x) => pick(x)[n] ?? 0)))}`).join(', ');
+    out.push(`- ${size} VM${size > 1 ? 's' : ''}: run: ${show((x) => x.run)}; per VM: ${show((x) => x.steps)}`);
+  }
+  out.push('');
+  process.stdout.write(`${out.join('\n')}\n`);
+  process.stdout.write(`\n<!-- raw: ${JSON.stringify(Object.fromEntries(samples))} -->\n`);
+}
+
+runBench('bench:failover', main);
