@@ -148,7 +148,8 @@ export class LibvirtAdapter implements HypervisorAdapter {
       setDiskImagesInXml(xml, { vm, host: this.uri }, disks);
       return disks.length > 0;
     });
-    return this.getVm(vm);
+    // Without capacities (a virsh call per disk): the caller just chose the images.
+    return this.describe(domain, vm);
   }
 
   /** The persistent definition and, when the VM runs, the live one: labels are metadata only. */

@@ -36,7 +36,7 @@ export async function bootWithIdentity(ctx: RunContext, adapter: HypervisorAdapt
     return { instanceId: applied.instanceId, seed: applied.seed, hostname: applied.identity.hostname };
   });
   const { serialFrom } = await j.step(p.name, 'start', async () => {
-    const running = (await adapter.getVm(vm)).powerState === 'running';
+    const running = (await adapter.powerState(vm)) === 'running';
     // Only what this boot prints counts; a resumed run whose VM already runs reads the whole log.
     const from = running ? 0 : await fileSize(console);
     if (!running) await adapter.start(vm);

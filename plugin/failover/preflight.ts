@@ -28,7 +28,7 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
   const kind = ctx.request.kind;
   const point = choosePoint(replicasOf(ctx, p), p, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined });
   const dr = await drAdapter(ctx, p);
-  if (kind !== 'test') await checkTarget(dr, p);
+  if (kind !== 'test') await checkTarget(dr, p, await inventoryOf(ctx, p.target.site, dr));
   const source = await sourceState(ctx, p);
   if (kind === 'unplanned' && source === 'running' && !ctx.request.force) throw new SourceStillRunning(p.name, p.source.vm, ctx.sites.site(p.source.site).uri);
   if (kind === 'planned' && (source === 'unreachable' || source === 'missing')) {
@@ -41,23 +41,39 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
   return { source, point: point.id };
 }
 
-async function checkTarget(dr: HypervisorAdapter, p: Protection): Promise<void> {
-  const vm = await dr.getVm(p.target.vm).catch((err: unknown) => {
-    if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') {
-      throw new TargetNotReady(p.name, p.target.vm, dr.uri, 'does not exist', 'pre-stage it with `vmdr target provision`');
-    }
-    throw err;
-  });
+interface Inventory {
+  vms: VmInfo[];
+  networks: Set<string>;
+}
+
+/**
+ * What a DR host has, read once per run and site: a plan of six VMs would otherwise list every
+ * VM and network of the host six times over (a virsh call per network), seconds of its RTO.
+ */
+const inventories = new WeakMap<RunContext, Map<string, Promise<Inventory>>>();
+function inventoryOf(ctx: RunContext, site: string, dr: HypervisorAdapter): Promise<Inventory> {
+  let bySite = inventories.get(ctx);
+  if (!bySite) inventories.set(ctx, (bySite = new Map()));
+  let inventory = bySite.get(site);
+  if (!inventory) {
+    inventory = Promise.all([dr.listVms(), dr.listNetworks()]).then(([vms, networks]) => ({ vms, networks: new Set(networks.map((n) => n.name)) }));
+    bySite.set(site, inventory);
+  }
+  return inventory;
+}
+
+async function checkTarget(dr: HypervisorAdapter, p: Protection, inventory: Inventory): Promise<void> {
+  const vm = inventory.vms.find((v) => v.name === p.target.vm);
+  if (!vm) throw new TargetNotReady(p.name, p.target.vm, dr.uri, 'does not exist', 'pre-stage it with `vmdr target provision`');
   if (vm.labels[LABEL_PROTECTION] !== p.name) throw new TargetNotReady(p.name, vm.name, dr.uri, 'was not made by vmdr for this protection');
   if (vm.powerState !== 'shutoff') {
     throw new TargetNotReady(p.name, vm.name, dr.uri, `is ${vm.powerState}`, 'a target runs only after a failover; if it was started by hand, stop it first');
   }
-  const networks = new Set((await dr.listNetworks()).map((n) => n.name));
-  for (const nic of p.target.nics) if (!networks.has(nic.network)) throw new NetworkNotFound(nic.network, dr.uri);
+  for (const nic of p.target.nics) if (!inventory.networks.has(nic.network)) throw new NetworkNotFound(nic.network, dr.uri);
   const wanted = p.target.nics.map((n) => n.mac).filter((m): m is string => m !== undefined);
   const twice = wanted.find((m, i) => wanted.indexOf(m) !== i);
   if (twice) throw new MacInUse(p.name, twice, vm.name, dr.uri);
-  for (const other of await dr.listVms()) {
+  for (const other of inventory.vms) {
     if (!isRival(other, p)) continue;
     const clash = other.nics.find((n) => wanted.includes(n.mac.toLowerCase()));
     if (clash) throw new MacInUse(p.name, clash.mac, other.name, dr.uri);
@@ -75,7 +91,7 @@ function isRival(vm: VmInfo, p: Protection): boolean {
 
 async function sourceState(ctx: RunContext, p: Protection): Promise<Preflight['source']> {
   try {
-    return (await (await ctx.sites.adapter(p.source.site)).getVm(p.source.vm)).powerState;
+    return await (await ctx.sites.adapter(p.source.site)).powerState(p.source.vm);
   } catch (err) {
     if (err instanceof VmdrError && err.code === 'HYPERVISOR_UNREACHABLE') return 'unreachable';
     if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') return 'missing';

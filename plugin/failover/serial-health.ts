@@ -36,7 +36,9 @@ export async function waitForSerialLine(wait: SerialWait): Promise<RegExpExecArr
   let text = '';
   for (;;) {
     text = await readFrom(wait.file, wait.fromOffset ?? 0);
-    for (const line of text.split('\n')) {
+    // QEMU writes the console a few bytes at a time: only a line that has ended counts, or a
+    // check would match (and report) half of what the guest is printing.
+    for (const line of text.split('\n').slice(0, -1)) {
       const match = wait.pattern.exec(line.replace(/\r$/, ''));
       if (match) return match;
     }
