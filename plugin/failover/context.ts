@@ -24,6 +24,8 @@ export interface FailoverRequest {
   force?: boolean;
   /** Planned: how long the source's guest may take to shut down before it is powered off. */
   shutdownTimeoutMs?: number;
+  /** Revert: the run each protection is undone from. */
+  originals?: Record<string, string>;
 }
 
 export interface RunContext {

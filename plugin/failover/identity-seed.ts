@@ -83,7 +83,10 @@ export async function writeIdentitySeed(outPath: string, identity: GuestIdentity
     await rename(tmp, outPath);
   } catch (err) {
     if (err instanceof VmdrError) throw err;
-    throw new VmdrError('SEED_WRITE_FAILED', `cannot write identity seed ${outPath}: ${(err as Error).message.split('\n')[0]}`, {
+    // execFile's message is the command line; what went wrong is on xorriso's stderr.
+    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim().split('\n').filter(Boolean).at(-1);
+    const detail = stderr ? `xorriso: ${stderr}` : (err as Error).message.split('\n')[0];
+    throw new VmdrError('SEED_WRITE_FAILED', `cannot write identity seed ${outPath}: ${detail}`, {
       subject: { file: outPath },
       cause: err,
     });

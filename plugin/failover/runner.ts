@@ -56,12 +56,14 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
   const protections = groups.flatMap((g) => g.protections.map((p) => p.name));
   let row: FailoverRow;
   if (options.resume) {
-    row = resumable(deps, options, plan, protections);
+    row = resumable(deps, plan, protections);
     lockOrRefuse(deps, row.id, protections, row.id);
     reopenFailover(deps.state.db, row.id);
   } else {
+    const originals = options.kind === 'revert' ? originalRuns(deps, protections) : undefined;
     const request: FailoverRequest = {
       kind: options.kind,
+      ...(originals ? { originals } : {}),
       ...(plan ? { plan: plan.name } : {}),
       protections,
       ...(options.point ? { point: options.point } : {}),
@@ -72,7 +74,7 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
     const now = Date.now();
     const id = `fo-${new Date(now).toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(2).toString('hex')}`;
     insertFailover(deps.state.db, { id, kind: options.kind, plan: plan?.name ?? null, request: JSON.stringify(request), startedAtMs: now, failureAtMs: now });
-    if (options.kind === 'revert') takeOverFromOriginals(deps, protections);
+    if (originals) releaseOriginals(deps, originals);
     lockOrRefuse(deps, id, protections);
     row = getFailover(deps.state.db, id)!;
   }
@@ -112,7 +114,7 @@ function resolveGroups(deps: RunnerDeps, options: FailoverOptions): { plan?: Pla
   return { groups: [{ name: p.name, parallel: 1, protections: [p] }] };
 }
 
-function resumable(deps: RunnerDeps, options: FailoverOptions, plan: Plan | undefined, protections: string[]): FailoverRow {
+function resumable(deps: RunnerDeps, plan: Plan | undefined, protections: string[]): FailoverRow {
   const row = plan ? unfinishedFailover(deps.state.db, { plan: plan.name }) : unfinishedFailover(deps.state.db, { protection: protections[0]! });
   if (!row || row.status === 'succeeded') throw new NothingToResume(plan ? `plan "${plan.name}"` : `"${protections[0]}"`);
   return row;
@@ -126,14 +128,28 @@ function lockOrRefuse(deps: RunnerDeps, id: string, protections: string[], resum
 }
 
 /** A revert takes the protections over from the run it undoes, unless that run is alive. */
-function takeOverFromOriginals(deps: RunnerDeps, protections: string[]): void {
+/**
+ * The run each protection of a revert undoes: the failover it is failed over by, or the real
+ * failover that stopped half way and still holds it. One that is still running is left alone.
+ */
+function originalRuns(deps: RunnerDeps, protections: string[]): Record<string, string> {
+  const originals: Record<string, string> = {};
   for (const name of protections) {
-    const original = unfinishedFailover(deps.state.db, { protection: name });
-    if (!original) continue;
-    const probe = tryLockProtections(deps.state.db, original.id, [name]);
+    const id = roleOf(deps.state.db, name).failover ?? unfinishedFailover(deps.state.db, { protection: name })?.id;
+    if (!id) throw new NotFailedOver(name, 'revert');
+    const probe = tryLockProtections(deps.state.db, id, [name]);
     if (!probe.locked && probe.live) throw new FailoverInProgress(name, probe.heldBy.failover, true);
-    unlockProtections(deps.state.db, original.id);
-    if (original.status === 'running') endFailover(deps.state.db, original.id, 'failed', { code: 'REVERTED', message: 'undone by a revert' });
+    originals[name] = id;
+  }
+  return originals;
+}
+
+/** The reverted runs let go of their protections and can no longer be resumed. */
+function releaseOriginals(deps: RunnerDeps, originals: Record<string, string>): void {
+  for (const id of new Set(Object.values(originals))) {
+    unlockProtections(deps.state.db, id);
+    const original = getFailover(deps.state.db, id);
+    if (original?.status === 'running') endFailover(deps.state.db, id, 'failed', { code: 'REVERTED', message: 'undone by a revert' });
   }
 }
 
@@ -177,8 +193,7 @@ async function revertAll(ctx: RunContext, groups: Group[]): Promise<void> {
 
 async function revertGroup(ctx: RunContext, group: Group): Promise<void> {
   await inParallel(group.protections, group.parallel, async (p) => {
-    const role = roleOf(ctx.state.db, p.name);
-    const originalId = role.failover ?? lastRunOf(ctx, p.name);
+    const originalId = ctx.request.originals?.[p.name];
     if (!originalId) throw new NotFailedOver(p.name, 'revert');
     const original = getFailover(ctx.state.db, originalId)!;
     const originalJournal = new FailoverJournal(ctx.state, originalId);
@@ -190,17 +205,6 @@ async function revertGroup(ctx: RunContext, group: Group): Promise<void> {
       await revertVm(ctx, p, originalJournal);
     }
   });
-}
-
-/** The newest run of `protection` that did not succeed (a failed failover holds no role yet). */
-function lastRunOf(ctx: RunContext, protection: string): string | undefined {
-  const row = ctx.state.db
-    .prepare(
-      `SELECT f.id FROM failovers f JOIN failover_steps s ON s.failover = f.id
-       WHERE s.protection = ? AND f.kind != 'revert' AND f.status = 'failed' AND f.id != ? ORDER BY f.started_at_ms DESC LIMIT 1`,
-    )
-    .get(protection, ctx.id) as { id: string } | undefined;
-  return row?.id;
 }
 
 async function cleanUpDrill(ctx: RunContext, groups: Group[]): Promise<void> {

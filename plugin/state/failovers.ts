@@ -113,15 +113,19 @@ export function endStep(
 
 /**
  * Takes every protection for `failover`, or none: a protection whose lock is held by a live
- * process (or by another run that died and was not resumed) is returned instead.
+ * process (even of this same run: a resume while it still runs), or by another run that died and
+ * was not resumed, is returned instead.
  */
 export function tryLockProtections(db: Database, failover: string, protections: string[]): { locked: true } | { locked: false; heldBy: LockRow; live: boolean } {
   return db
     .transaction(() => {
       for (const protection of protections) {
         const held = db.prepare('SELECT * FROM failover_locks WHERE protection = ?').get(protection) as LockRow | undefined;
-        if (!held || held.failover === failover) continue;
-        const live = held.host !== hostname() || processExists(held.pid);
+        if (!held) continue;
+        const ours = held.host === hostname() && held.pid === process.pid;
+        const live = !ours && (held.host !== hostname() || processExists(held.pid));
+        // A run is taken over (resumed) only from a process that is gone.
+        if (held.failover === failover && !live) continue;
         return { locked: false as const, heldBy: held, live };
       }
       const insert = db.prepare(
