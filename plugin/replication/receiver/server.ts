@@ -19,6 +19,7 @@ import { DELTA_STREAM_TYPE } from '../stream/format.js';
 import { applyDeltaStream } from './apply.js';
 import type { ReceiverCredentials } from './credentials.js';
 import { PROTECTION_UNKNOWN, ReceiverRefused } from './errors.js';
+import { roleOf } from '../../state/roles.js';
 import { SequencerByKey } from './sequencer.js';
 
 
@@ -95,7 +96,10 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
 
   app.get<{ Params: { protection: string } }>('/v1/protections/:protection/points/latest', async (req, reply) => {
     const p = protectionOf(req.params.protection);
-    return send(reply, { point: replicas.latestPoint(p.name) ?? null });
+    // The role rides along, so a sender learns that the protection was failed over before it
+    // starts streaming (a refusal mid-body reaches it as a cut connection, not as the reason).
+    const role = roleOf(replicas.state.db, p.name);
+    return send(reply, { point: replicas.latestPoint(p.name) ?? null, role: role.role, failover: role.failover });
   });
 
   app.post<{ Params: { protection: string } }>('/v1/protections/:protection/cycles', async (req, reply) => {

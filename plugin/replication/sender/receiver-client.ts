@@ -8,6 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { VmdrError } from '../../../hypervisors/errors.js';
+import { ProtectionFailedOver } from '../replica/errors.js';
 import type { RecoveryPoint } from '../replica/store.js';
 import { DELTA_STREAM_TYPE } from '../stream/format.js';
 
@@ -43,7 +44,12 @@ export class ReceiverClient {
   }
 
   async latestPoint(protection: string): Promise<RecoveryPoint | undefined> {
-    const body = (await this.json('GET', `/v1/protections/${encodeURIComponent(protection)}/points/latest`)) as { point: WirePoint | null };
+    const body = (await this.json('GET', `/v1/protections/${encodeURIComponent(protection)}/points/latest`)) as {
+      point: WirePoint | null;
+      role?: string;
+      failover?: string | null;
+    };
+    if (body.role === 'failed-over') throw new ProtectionFailedOver(protection, body.failover ?? null);
     return body.point ? toPoint(body.point) : undefined;
   }
 
