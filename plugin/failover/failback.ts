@@ -32,9 +32,9 @@ export interface FailbackPreflight {
 export async function failbackPreflight(ctx: RunContext, p: Protection): Promise<FailbackPreflight> {
   const role = roleOf(ctx.state.db, p.name);
   if (role.role !== 'failed-over' || !role.failover) throw new NotFailedOver(p.name, 'fail back');
-  const source = await (await ctx.sites.adapter(p.source.site)).getVm(p.source.vm);
-  if (source.powerState !== 'shutoff') {
-    throw new VmdrError('SOURCE_NOT_OFF', `source VM "${p.source.vm}" of protection "${p.name}" is ${source.powerState}; failback writes the DR VM's disks into it`, {
+  const state = await (await ctx.sites.adapter(p.source.site)).powerState(p.source.vm);
+  if (state !== 'shutoff') {
+    throw new VmdrError('SOURCE_NOT_OFF', `source VM "${p.source.vm}" of protection "${p.name}" is ${state}; failback writes the DR VM's disks into it`, {
       subject: { protection: p.name, vm: p.source.vm },
       remedy: 'stop it first: what it wrote since the failover is overwritten by the DR side',
     });

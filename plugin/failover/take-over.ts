@@ -38,7 +38,7 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
     ({ sourceStoppedAt } = await j.step(p.name, 'stop-source', async () => {
       const timeoutMs = ctx.request.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
       const adapter = await source();
-      const before = (await adapter.getVm(p.source.vm)).powerState;
+      const before = await adapter.powerState(p.source.vm);
       if (before !== 'shutoff') await adapter.stop(p.source.vm, { mode: 'graceful', timeoutMs, forceOnTimeout: true, signal: ctx.signal });
       return { sourceStoppedAt: new Date().toISOString(), was: before };
     }));
