@@ -72,15 +72,14 @@ export function setDiskImagesInXml(domain: XmlElement, at: EditTarget, disks: { 
   }
 }
 
-/** Adds `disk` after the VM's last data disk (the identity seed, when there is one, stays last). */
+/** Adds `disk` after the VM's disks (libvirt keeps them in its own order of bus and target). */
 export function addDiskToXml(domain: XmlElement, at: EditTarget, disk: DiskSpec & { target: string }): void {
   const devices = ensureChild(domain, 'devices');
   const disks = childElements(devices, 'disk');
   const used = new Set(disks.map((d) => firstChild(d, 'target')?.attrs.dev ?? ''));
   if (used.has(disk.target)) throw new HypervisorOperationFailed('add disk', at.host, `it already has a disk ${disk.target}`, { vm: at.vm });
-  const lastData = disks.filter((d) => !isSeedDisk(d)).at(-1);
-  const index = lastData ? devices.children.indexOf(lastData) + 1 : disks[0] ? devices.children.indexOf(disks[0]) : devices.children.length;
-  devices.children.splice(index, 0, diskElement(disk, used, 'ide'));
+  const last = disks.at(-1);
+  devices.children.splice(last ? devices.children.indexOf(last) + 1 : devices.children.length, 0, diskElement(disk, used, 'ide'));
 }
 
 /** Points the existing seed disk at `isoPath`, or adds one as the last virtio disk. */
