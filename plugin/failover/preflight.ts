@@ -2,8 +2,8 @@
  * Everything a failover can check before it changes anything, for every VM of the run: the
  * protection is not already failed over, its target exists, is vmdr's and is off, the DR networks
  * exist, no running VM already has one of its MACs, a recovery point can be chosen, the source is
- * in a state this kind of failover accepts, and the target has a disk for every disk it will boot:
- * the point's, and for a planned failover the source's own (its final sync may bring a disk the
+ * in a state this kind of failover accepts, and the target has exactly the disks it will boot:
+ * the point's, or for a planned failover the source's own (its final sync may bring a disk the
  * newest point lacks). A plan whose fifth VM would fail stops here, before its first VM was
  * touched. A drill boots a VM of its own made from the point's disks, so it needs no target.
  */
@@ -46,24 +46,38 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
 }
 
 /**
- * The failover points each disk of what it boots at the target's disk of that name: a disk the
- * target lacks would stop it at `prepare-disks`, after a planned one stopped the source.
+ * The failover points each disk it boots at the target's disk of that name, and leaves the
+ * target's other disks on their images. So the target must have every disk of what it boots (the
+ * point's; planned: the source's, which the final sync brings), or `prepare-disks` stops the run
+ * after a planned one stopped the source; and no other disk, which would boot on the replica's
+ * base image and write into the replica (a disk added after the point, one the source lost).
  */
 async function checkTargetDisks(ctx: RunContext, p: Protection, dr: HypervisorAdapter, point: { id: string; disks: { disk: string }[] }): Promise<void> {
   const target = (await inventoryOf(ctx, p.target.site, dr)).vms.find((v) => v.name === p.target.vm)!;
-  const has = new Set(dataDisks(target).map((d) => d.target));
-  const lacking = (disks: string[]) => disks.filter((d) => !has.has(d));
-  let missing = lacking(point.disks.map((d) => d.disk));
-  let from = `recovery point ${point.id} has`;
-  if (missing.length === 0 && ctx.request.kind === 'planned') {
+  const has = dataDisks(target).map((d) => d.target);
+  const refuse = (detail: string, remedy: string) => {
+    throw new TargetNotReady(p.name, target.name, dr.uri, detail, remedy);
+  };
+  const named = (disks: string[]) => `disk${disks.length > 1 ? 's' : ''} ${disks.join(', ')}`;
+  const provision = `bring it up to date with \`vmdr target provision ${p.name}\``;
+  const pointDisks = point.disks.map((d) => d.disk);
+  let boots = { disks: pointDisks, what: `recovery point ${point.id}` };
+  if (ctx.request.kind === 'planned') {
     const sources = await vmsOf(ctx, p.source.site, await ctx.sites.adapter(p.source.site));
     const source = sources.find((v) => v.name === p.source.vm || v.id === p.source.vm);
-    missing = lacking(source ? dataDisks(source).map((d) => d.target) : []);
-    from = `its source VM "${p.source.vm}" has and the final sync would bring`;
+    if (source) boots = { disks: dataDisks(source).map((d) => d.target), what: `its source VM "${p.source.vm}"` };
   }
-  if (missing.length === 0) return;
-  const disks = `disk${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`;
-  throw new TargetNotReady(p.name, target.name, dr.uri, `has no ${disks}, which ${from}`, `bring it up to date with \`vmdr target provision ${p.name}\``);
+  const lacking = boots.disks.filter((d) => !has.includes(d));
+  if (lacking.length) {
+    const who = lacking.every((d) => pointDisks.includes(d)) ? `recovery point ${point.id} has` : `${boots.what} has and the final sync would bring`;
+    refuse(`has no ${named(lacking)}, which ${who}`, provision);
+  }
+  const extra = has.filter((d) => !boots.disks.includes(d));
+  if (extra.length) {
+    const [they, them] = extra.length > 1 ? ['they', 'them'] : ['it', 'it'];
+    const orPoint = ctx.request.kind === 'planned' ? '' : `, or fail over to a point that has ${them}`;
+    refuse(`has ${named(extra)}, which ${boots.what} does not have: booted, ${they} would write into the replica`, `remove ${them} from the target VM first${orPoint}`);
+  }
 }
 
 interface Inventory {

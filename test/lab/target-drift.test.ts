@@ -122,7 +122,7 @@ protections:
     assert.match(text.stdout, new RegExp(`vdb missing on target \\(run \`vmdr target provision ${p()}\`\\)`));
   });
 
-  it('vmdr target provision adds the disk on the replica, grows a grown one, and refuses a running target', async () => {
+  it('vmdr target provision adds the disk on the replica, grows a grown one, and refuses a running target; an older point is then refused', async () => {
     await vm.adapter.start(target());
     const running = await vmdr('target', 'provision', p());
     await vm.adapter.stop(target(), { mode: 'force' });
@@ -134,6 +134,13 @@ protections:
     assert.match(added.stdout, /updated: added vdb\s/);
     assert.equal(await imageOf(target(), 'vdb'), join(vm.dir, 'replicas', p(), 'vdb', 'base.qcow2'));
     assert.deepEqual(await driftOf(), []);
+    // A point from before the disk was added: the target's vdb would boot on the replica's base.
+    const first = (await points())[0]!;
+    assert.deepEqual(first.disks.map((d) => d.disk), ['vda']);
+    const older = await vmdr('failover', p(), '--point', first.id, '--force');
+    assert.equal(older.code, 1);
+    assert.match(older.stderr, new RegExp(`^vmdr: target VM "${target()}" .* has disk vdb, which recovery point ${first.id} does not have: booted, it would write into the replica \\(remove it from the target VM first, or fail over to a point that has it\\)\\n$`));
+    assert.equal(await state(vm.name), 'running', 'the source was not fenced');
 
     await virsh('blockresize', vm.name, 'vdb', `${12 * MiB}B`);
     await write('vdb', '0x6b', 10 * MiB, 64 * 1024);
