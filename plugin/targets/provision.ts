@@ -27,6 +27,9 @@ import { dataDisks, targetDrift } from './drift.js';
 import { LABEL_PROTECTION, targetLabels } from './labels.js';
 import { SiteStorageMissing, TargetConflict, TargetInUse } from './errors.js';
 
+/** How long an update waits for a sync cycle writing the replica to end. */
+const CYCLE_WAIT_MS = 60_000;
+
 /** A disk an update changed: added to the target, or its base image grown to the source's size. */
 export interface DiskChange {
   disk: string;
@@ -116,7 +119,7 @@ async function updateTarget(p: Protection, adapter: HypervisorAdapter, source: V
   }
 
   const changes: DiskChange[] = [];
-  const lease = ReplicaLease.acquire(state(), p.name, 'provision');
+  const lease = await ReplicaLease.waitFor(state(), p.name, 'provision', CYCLE_WAIT_MS);
   try {
     for (const d of missing) {
       const disk = disks.find((x) => x.target === d.disk)!;
