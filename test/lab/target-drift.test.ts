@@ -92,6 +92,7 @@ protections:
 
   after(async () => {
     await receiver?.stop();
+    if (!vm) return;
     await vm.adapter.stop(target(), { mode: 'force' }).catch(() => undefined);
     await vm.adapter.undefine(target()).catch(() => undefined);
     await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
