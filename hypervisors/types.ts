@@ -224,6 +224,11 @@ export interface HypervisorAdapter {
    * their images; a named target the VM lacks is an error.
    */
   setDiskImages(vm: string, disks: { target: string; path: string; format: 'qcow2' | 'raw' }[]): Promise<VmInfo>;
+  /**
+   * Adds a disk to a VM that is off: how a pre-staged target takes a disk its source gained. Its
+   * guest target (vdc ...) is required and must be free on the VM.
+   */
+  addDisk(vm: string, disk: DiskSpec & { target: string }): Promise<VmInfo>;
   /** Replaces the labels of a VM vmdr made (the VM may run): how a target's role changes. */
   setLabels(vm: string, labels: Record<string, string>): Promise<void>;
   /** Attaches (or replaces) a read-only identity seed image (NoCloud ISO) as the VM's last disk. */

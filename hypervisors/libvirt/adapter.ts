@@ -6,6 +6,7 @@ import { DomainGetXMLDescFlags } from '@unraid/libvirt';
 import { CleanupFailed, InvalidPowerState, NotManagedByVmdr, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
 import type {
   ChangeTracker,
+  DiskSpec,
   HypervisorAdapter,
   IsolatedNetworkSpec,
   NetworkInfo,
@@ -17,7 +18,7 @@ import type {
 } from '../types.js';
 import { LibvirtConnection, type Domain } from './connection.js';
 import { diskCapacities } from './disk-sizes.js';
-import { setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
+import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
 import { readLabels, setLabels } from './labels.js';
 import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
 import { LibvirtChangeTracker } from './change-tracker.js';
@@ -149,6 +150,16 @@ export class LibvirtAdapter implements HypervisorAdapter {
       return disks.length > 0;
     });
     // Without capacities (a virsh call per disk): the caller just chose the images.
+    return this.describe(domain, vm);
+  }
+
+  async addDisk(vm: string, disk: DiskSpec & { target: string }): Promise<VmInfo> {
+    const domain = await this.conn.lookup(vm);
+    await this.requireOff(domain, vm, 'add a disk');
+    await this.redefine(domain, vm, (xml) => {
+      addDiskToXml(xml, { vm, host: this.uri }, disk);
+      return true;
+    });
     return this.describe(domain, vm);
   }
 

@@ -1,10 +1,10 @@
 /**
  * Changes to a VM's persistent definition (the XML libvirt boots it from next time): a NIC's
- * identity and the identity seed disk. Each works on the parsed XML and leaves redefining to the
+ * identity, its disks' images, an added disk and the identity seed disk. Each works on the parsed XML and leaves redefining to the
  * caller, so a failure part way changes nothing in libvirt.
  */
-import { DiskNotFound, InvalidNicIdentity, NicNotFound } from '../errors.js';
-import type { NicIdentity } from '../types.js';
+import { DiskNotFound, HypervisorOperationFailed, InvalidNicIdentity, NicNotFound } from '../errors.js';
+import type { DiskSpec, NicIdentity } from '../types.js';
 import { diskElement, isSeedDisk, SEED_SERIAL, nextTarget } from './domain-xml.js';
 import { childElements, element, ensureChild, firstChild, removeChild, textElement, type XmlElement } from './xml.js';
 
@@ -70,6 +70,16 @@ export function setDiskImagesInXml(domain: XmlElement, at: EditTarget, disks: { 
     const backing = firstChild(disk, 'backingStore');
     if (backing) removeChild(disk, backing);
   }
+}
+
+/** Adds `disk` after the VM's disks (libvirt keeps them in its own order of bus and target). */
+export function addDiskToXml(domain: XmlElement, at: EditTarget, disk: DiskSpec & { target: string }): void {
+  const devices = ensureChild(domain, 'devices');
+  const disks = childElements(devices, 'disk');
+  const used = new Set(disks.map((d) => firstChild(d, 'target')?.attrs.dev ?? ''));
+  if (used.has(disk.target)) throw new HypervisorOperationFailed('add disk', at.host, `it already has a disk ${disk.target}`, { vm: at.vm });
+  const last = disks.at(-1);
+  devices.children.splice(last ? devices.children.indexOf(last) + 1 : devices.children.length, 0, diskElement(disk, used, 'ide'));
 }
 
 /** Points the existing seed disk at `isoPath`, or adds one as the last virtio disk. */

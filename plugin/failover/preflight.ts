@@ -1,15 +1,18 @@
 /**
  * Everything a failover can check before it changes anything, for every VM of the run: the
  * protection is not already failed over, its target exists, is vmdr's and is off, the DR networks
- * exist, no running VM already has one of its MACs, a recovery point can be chosen, and the
- * source is in a state this kind of failover accepts. A plan whose fifth VM would fail stops here,
- * before its first VM was touched.
+ * exist, no running VM already has one of its MACs, a recovery point can be chosen, the source is
+ * in a state this kind of failover accepts, and the target has exactly the disks it will boot:
+ * the point's, or for a planned failover the source's own (its final sync may bring a disk the
+ * newest point lacks). A plan whose fifth VM would fail stops here, before its first VM was
+ * touched. A drill boots a VM of its own made from the point's disks, so it needs no target.
  */
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { HypervisorAdapter, PowerState, VmInfo } from '../../hypervisors/types.js';
 import { NetworkNotFound } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { roleOf } from '../state/roles.js';
+import { dataDisks } from '../targets/drift.js';
 import { LABEL_PROTECTION, LABEL_ROLE } from '../targets/labels.js';
 import { drAdapter, replicasOf, type RunContext } from './context.js';
 import { AlreadyFailedOver, MacInUse, NoRecoveryPoint, SourceStillRunning, TargetNotReady } from './errors.js';
@@ -38,7 +41,43 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
     });
   }
   if (kind === 'planned' && ctx.request.point) throw new NoRecoveryPoint(p.name, 'cannot take --point on a planned failover: it boots the final sync');
+  if (kind !== 'test') await checkTargetDisks(ctx, p, dr, point);
   return { source, point: point.id };
+}
+
+/**
+ * The failover points each disk it boots at the target's disk of that name, and leaves the
+ * target's other disks on their images. So the target must have every disk of what it boots (the
+ * point's; planned: the source's, which the final sync brings), or `prepare-disks` stops the run
+ * after a planned one stopped the source; and no other disk, which would boot on the replica's
+ * base image and write into the replica (a disk added after the point, one the source lost).
+ */
+async function checkTargetDisks(ctx: RunContext, p: Protection, dr: HypervisorAdapter, point: { id: string; disks: { disk: string }[] }): Promise<void> {
+  const target = (await inventoryOf(ctx, p.target.site, dr)).vms.find((v) => v.name === p.target.vm)!;
+  const has = dataDisks(target).map((d) => d.target);
+  const refuse = (detail: string, remedy: string) => {
+    throw new TargetNotReady(p.name, target.name, dr.uri, detail, remedy);
+  };
+  const named = (disks: string[]) => `disk${disks.length > 1 ? 's' : ''} ${disks.join(', ')}`;
+  const provision = `bring it up to date with \`vmdr target provision ${p.name}\``;
+  const pointDisks = point.disks.map((d) => d.disk);
+  let boots = { disks: pointDisks, what: `recovery point ${point.id}` };
+  if (ctx.request.kind === 'planned') {
+    const sources = await vmsOf(ctx, p.source.site, await ctx.sites.adapter(p.source.site));
+    const source = sources.find((v) => v.name === p.source.vm || v.id === p.source.vm);
+    if (source) boots = { disks: dataDisks(source).map((d) => d.target), what: `its source VM "${p.source.vm}"` };
+  }
+  const lacking = boots.disks.filter((d) => !has.includes(d));
+  if (lacking.length) {
+    const who = lacking.every((d) => pointDisks.includes(d)) ? `recovery point ${point.id} has` : `${boots.what} has and the final sync would bring`;
+    refuse(`has no ${named(lacking)}, which ${who}`, provision);
+  }
+  const extra = has.filter((d) => !boots.disks.includes(d));
+  if (extra.length) {
+    const [they, them] = extra.length > 1 ? ['they', 'them'] : ['it', 'it'];
+    const orPoint = ctx.request.kind === 'planned' ? '' : `, or fail over to a point that has ${them}`;
+    refuse(`has ${named(extra)}, which ${boots.what} does not have: booted, ${they} would write into the replica`, `remove ${them} from the target VM first${orPoint}`);
+  }
 }
 
 interface Inventory {
@@ -47,19 +86,27 @@ interface Inventory {
 }
 
 /**
- * What a DR host has, read once per run and site: a plan of six VMs would otherwise list every
- * VM and network of the host six times over (a virsh call per network), seconds of its RTO.
+ * What a host has, read once per run and site: a plan of six VMs would otherwise list every VM
+ * and network of the host six times over (a virsh call per network), seconds of its RTO.
  */
-const inventories = new WeakMap<RunContext, Map<string, Promise<Inventory>>>();
-function inventoryOf(ctx: RunContext, site: string, dr: HypervisorAdapter): Promise<Inventory> {
-  let bySite = inventories.get(ctx);
-  if (!bySite) inventories.set(ctx, (bySite = new Map()));
-  let inventory = bySite.get(site);
-  if (!inventory) {
-    inventory = Promise.all([dr.listVms(), dr.listNetworks()]).then(([vms, networks]) => ({ vms, networks: new Set(networks.map((n) => n.name)) }));
-    bySite.set(site, inventory);
-  }
-  return inventory;
+const perRun = new WeakMap<RunContext, Map<string, Promise<unknown>>>();
+function once<T>(ctx: RunContext, key: string, read: () => Promise<T>): Promise<T> {
+  let cache = perRun.get(ctx);
+  if (!cache) perRun.set(ctx, (cache = new Map()));
+  if (!cache.has(key)) cache.set(key, read());
+  return cache.get(key) as Promise<T>;
+}
+
+function vmsOf(ctx: RunContext, site: string, adapter: HypervisorAdapter): Promise<VmInfo[]> {
+  return once(ctx, `vms ${site}`, () => adapter.listVms());
+}
+
+async function inventoryOf(ctx: RunContext, site: string, dr: HypervisorAdapter): Promise<Inventory> {
+  const [vms, networks] = await Promise.all([
+    vmsOf(ctx, site, dr),
+    once(ctx, `networks ${site}`, async () => new Set((await dr.listNetworks()).map((n) => n.name))),
+  ]);
+  return { vms, networks };
 }
 
 async function checkTarget(dr: HypervisorAdapter, p: Protection, inventory: Inventory): Promise<void> {

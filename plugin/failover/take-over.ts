@@ -106,14 +106,5 @@ async function finalSync(ctx: RunContext, p: Protection): Promise<{ point: strin
 
 /** Once no new point may begin, a cycle already writing holds the replica lease until it ends. */
 async function waitForReplicaIdle(ctx: RunContext, p: Protection): Promise<void> {
-  const deadline = Date.now() + REPLICA_IDLE_TIMEOUT_MS;
-  for (;;) {
-    const lease = ReplicaLease.tryAcquire(ctx.state, p.name, 'failover');
-    if (lease) return lease.release();
-    if (Date.now() > deadline) {
-      ReplicaLease.acquire(ctx.state, p.name, 'failover').release(); // throws ReplicaBusy naming the holder
-      return;
-    }
-    await delay(200, undefined, { signal: ctx.signal });
-  }
+  (await ReplicaLease.waitFor(ctx.state, p.name, 'failover', REPLICA_IDLE_TIMEOUT_MS, ctx.signal)).release();
 }

@@ -10,6 +10,10 @@
  * state file of the DR host: read there when that is this host; elsewhere it is known only when this
  * host's last sync was refused because the protection is failed over. The lag of a failed-over
  * protection is not an RPO breach: replication is paused on purpose.
+ *
+ * Drift: the target's disks against the source's (one missing, of another size, or the source's no
+ * longer), what `vmdr target provision` fixes before a failover needs it. A failed-over target
+ * runs on a recovery point's overlays, so it is not compared.
  */
 import { existsSync } from 'node:fs';
 import type { PowerState } from '../../hypervisors/types.js';
@@ -21,6 +25,7 @@ import { listRecoveryPoints } from '../replication/points.js';
 import { roleOf, type ProtectionRole } from '../state/roles.js';
 import type { StateStore } from '../state/store.js';
 import { lastSyncRuns, type SyncRun } from '../state/sync-runs.js';
+import { protectionDrift, type DiskDrift } from '../targets/drift.js';
 
 export interface VmState {
   site: string;
@@ -47,6 +52,8 @@ export interface ProtectionStatus {
   /** True when the lag is past the RPO, unless the protection is failed over. */
   rpoBreached: boolean;
   lastSync: { outcome: string; kind: string; startedAt: string; endedAt: string | null; error: string | null } | null;
+  /** How the target's disks differ from the source's (empty: none); null when not compared (a VM unreadable, failed over). */
+  drift: DiskDrift[] | null;
 }
 
 export async function protectionStatus(
@@ -81,6 +88,7 @@ export async function protectionStatus(
               error: run.error ? `${run.error.code}: ${run.error.message}` : null,
             }
           : null,
+        drift: role === 'failed-over' ? null : await protectionDrift(sites, p),
       };
     }),
   );

@@ -17,3 +17,13 @@ export class SiteStorageMissing extends VmdrError {
     super('SITE_STORAGE_MISSING', `${file}: site "${site}" holds replicas but has no "storage" directory`, { subject: { file, site } });
   }
 }
+
+/** An existing target needs a change (a disk added or grown) that cannot be made now. */
+export class TargetInUse extends VmdrError {
+  constructor(protection: string, vm: string, host: string, wanted: string, why: string, remedy: string) {
+    super('TARGET_IN_USE', `cannot ${wanted} on target VM "${vm}" of protection "${protection}" on ${host}: ${why}`, {
+      subject: { protection, vm, host },
+      remedy,
+    });
+  }
+}

@@ -1,8 +1,15 @@
 /**
  * Pre-staging: each protection's target VM is defined on its DR site, powered off, with one disk
  * per source disk whose image is the replica's base (same virtual size as the source disk), on the
- * DR networks and with the MACs the config asks for. Running it again changes nothing; a VM of the
- * same name that vmdr did not make for this protection is never touched.
+ * DR networks and with the MACs the config asks for. A VM of the same name that vmdr did not make
+ * for this protection is never touched.
+ *
+ * Running it again brings an existing target up to date with its source's disks: a disk added to
+ * the source is added to the target (on the replica's base image of it, made here when no sync has
+ * brought it yet), a disk grown on the source has its base image grown. A failover boots overlays
+ * of the point's own size, so growth matters for the pre-staged target itself; a missing disk
+ * would stop a failover half way. Nothing else of an existing target changes, a disk the source
+ * lost is left (status shows it), and a running target or a failed-over protection is refused.
  */
 import { mkdir, access } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -11,62 +18,140 @@ import { NetworkNotFound, VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
 import { baseImage, protectionDir, serialLog } from '../replication/layout.js';
-import { createImage } from '../replication/qemu-img.js';
+import { createImage, imageInfo } from '../replication/qemu-img.js';
+import { growTo } from '../replication/replica/images.js';
+import { ReplicaLease } from '../replication/replica/lease.js';
+import { roleOf } from '../state/roles.js';
+import { StateStore } from '../state/store.js';
+import { dataDisks, targetDrift } from './drift.js';
 import { LABEL_PROTECTION, targetLabels } from './labels.js';
-import { SiteStorageMissing, TargetConflict } from './errors.js';
+import { SiteStorageMissing, TargetConflict, TargetInUse } from './errors.js';
+
+/** How long an update waits for a sync cycle writing the replica to end. */
+const CYCLE_WAIT_MS = 60_000;
+
+/** A disk an update changed: added to the target, or its base image grown to the source's size. */
+export interface DiskChange {
+  disk: string;
+  change: 'added' | 'grown';
+  sizeBytes: number;
+  /** Grown: the size it had. */
+  fromBytes?: number;
+}
 
 export interface ProvisionedTarget {
   protection: string;
   site: string;
   vm: string;
-  action: 'defined' | 'unchanged';
+  action: 'defined' | 'updated' | 'unchanged';
+  /** What an update changed; empty otherwise. */
+  changes: DiskChange[];
   disks: { target: string; path: string; capacityBytes: number }[];
 }
 
+/**
+ * `state` is the DR site's state file (the role of each protection, the replica lease); it is
+ * opened from the config only when an existing target needs an update and none was given.
+ */
 export async function provisionTargets(
   config: Config,
   file: string,
   sites: SiteConnections,
   only: string[] = [],
+  state?: StateStore,
 ): Promise<ProvisionedTarget[]> {
   const chosen = config.protections.filter((p) => only.length === 0 || only.includes(p.name));
   const results: ProvisionedTarget[] = [];
-  // One at a time: provisioning is rare, and a clear first error beats several interleaved ones.
-  for (const protection of chosen) results.push(await provisionTarget(protection, file, sites));
+  let opened: StateStore | undefined;
+  const stateStore = () => state ?? (opened ??= StateStore.open(config.state.path));
+  try {
+    // One at a time: provisioning is rare, and a clear first error beats several interleaved ones.
+    for (const protection of chosen) results.push(await provisionTarget(protection, file, sites, stateStore));
+  } finally {
+    opened?.close();
+  }
   return results;
 }
 
-async function provisionTarget(p: Protection, file: string, sites: SiteConnections): Promise<ProvisionedTarget> {
+type TargetDisk = ProvisionedTarget['disks'][number];
+
+async function provisionTarget(p: Protection, file: string, sites: SiteConnections, state: () => StateStore): Promise<ProvisionedTarget> {
   const site = sites.site(p.target.site);
   if (!site.storage) throw new SiteStorageMissing(site.name, file);
+  const storage = site.storage;
   const target = await sites.adapter(p.target.site);
   const source = await (await sites.adapter(p.source.site)).getVm(p.source.vm);
-  const disks = source.disks
-    // A seed attached for a boot carries identity, not data: it is never replicated.
-    .filter((d) => d.device === 'disk' && !d.identitySeed)
-    .map((d) => ({ target: d.target, path: baseImage(site.storage!, p.name, d.target), capacityBytes: d.capacityBytes ?? 0 }));
+  // A seed attached for a boot carries identity, not data: it is never replicated.
+  const disks = dataDisks(source).map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), capacityBytes: d.capacityBytes ?? 0 }));
 
   const existing = await findVm(target, p.target.vm);
   if (existing) {
     const owner = existing.labels[LABEL_PROTECTION];
     if (owner !== p.name) throw new TargetConflict(p.target.vm, target.uri, p.name, owner);
-    return { protection: p.name, site: site.name, vm: p.target.vm, action: 'unchanged', disks };
+    const changes = await updateTarget(p, target, source, existing, disks, state);
+    return { protection: p.name, site: site.name, vm: p.target.vm, action: changes.length ? 'updated' : 'unchanged', changes, disks };
   }
 
   await checkNetworks(target, p);
-  for (const disk of disks) {
-    if (await exists(disk.path)) continue;
-    if (!disk.capacityBytes) {
-      throw new VmdrError('DISK_SIZE_UNKNOWN', `cannot tell the size of disk ${disk.target} of VM "${source.name}"`, {
-        subject: { vm: source.name, host: p.source.site },
-      });
-    }
-    await mkdir(dirname(disk.path), { recursive: true, mode: 0o755 });
-    await createImage(disk.path, { sizeBytes: disk.capacityBytes });
+  for (const disk of disks) await ensureBaseImage(disk, source);
+  await mkdir(protectionDir(storage, p.name), { recursive: true, mode: 0o755 });
+  await target.defineVm(targetSpec(p, storage, disks));
+  return { protection: p.name, site: site.name, vm: p.target.vm, action: 'defined', changes: [], disks };
+}
+
+/**
+ * Adds the disks the target lacks and grows the base images smaller than the source's disks,
+ * holding the replica's lease: a cycle writing a point at the same time reads those images.
+ */
+async function updateTarget(p: Protection, adapter: HypervisorAdapter, source: VmInfo, target: VmInfo, disks: TargetDisk[], state: () => StateStore): Promise<DiskChange[]> {
+  const drift = targetDrift(source, target);
+  const missing = drift.filter((d) => d.kind === 'missing');
+  const grown = drift.filter((d) => d.kind === 'size' && d.sourceBytes! > d.targetBytes!);
+  if (missing.length === 0 && grown.length === 0) return [];
+
+  const what = [...missing.map((d) => `add disk ${d.disk}`), ...grown.map((d) => `grow disk ${d.disk}`)].join(', ');
+  const role = roleOf(state().db, p.name);
+  if (role.role === 'failed-over') {
+    throw new TargetInUse(p.name, target.name, adapter.uri, what, `its protection is failed over${role.failover ? ` (${role.failover})` : ''}`, `bring it home with \`vmdr failback ${p.name}\` (or undo the failover with --revert), then provision`);
   }
-  await mkdir(protectionDir(site.storage, p.name), { recursive: true, mode: 0o755 });
-  await target.defineVm(targetSpec(p, site.storage, disks));
-  return { protection: p.name, site: site.name, vm: p.target.vm, action: 'defined', disks };
+  if (target.powerState !== 'shutoff') {
+    throw new TargetInUse(p.name, target.name, adapter.uri, what, `it is ${target.powerState}`, 'a pre-staged target runs only after a failover; stop it first');
+  }
+
+  const changes: DiskChange[] = [];
+  const lease = await ReplicaLease.waitFor(state(), p.name, 'provision', CYCLE_WAIT_MS);
+  try {
+    for (const d of missing) {
+      const disk = disks.find((x) => x.target === d.disk)!;
+      await ensureBaseImage(disk, source);
+      await adapter.addDisk(target.name, { path: disk.path, format: 'qcow2', target: disk.target });
+      changes.push({ disk: d.disk, change: 'added', sizeBytes: disk.capacityBytes });
+      // A base made by an early sync of the disk, which the source grew since.
+      const size = (await imageInfo(disk.path)).virtualSize;
+      if (disk.capacityBytes > size) grown.push({ disk: d.disk, kind: 'size', sourceBytes: disk.capacityBytes, targetBytes: size });
+    }
+    for (const d of grown) {
+      await growTo(disks.find((x) => x.target === d.disk)!.path, d.sourceBytes!);
+      const added = changes.find((c) => c.disk === d.disk);
+      if (added) added.sizeBytes = d.sourceBytes!;
+      else changes.push({ disk: d.disk, change: 'grown', sizeBytes: d.sourceBytes!, fromBytes: d.targetBytes! });
+    }
+  } finally {
+    lease.release();
+  }
+  return changes;
+}
+
+/** The replica's base image of a disk, made empty at the source disk's size when no sync has made it yet. */
+async function ensureBaseImage(disk: TargetDisk, source: VmInfo): Promise<void> {
+  if (await exists(disk.path)) return;
+  if (!disk.capacityBytes) {
+    throw new VmdrError('DISK_SIZE_UNKNOWN', `cannot tell the size of disk ${disk.target} of VM "${source.name}"`, {
+      subject: { vm: source.name, disk: disk.target },
+    });
+  }
+  await mkdir(dirname(disk.path), { recursive: true, mode: 0o755 });
+  await createImage(disk.path, { sizeBytes: disk.capacityBytes });
 }
 
 export function targetSpec(p: Protection, storage: string, disks: { target: string; path: string }[]): VmSpec {

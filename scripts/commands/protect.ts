@@ -21,7 +21,7 @@ export const protectCommand: CommandModule<GlobalOptions, ProtectOptions> = {
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
         const protection = findProtection(config, file, argv.vm);
-        const [target] = await provisionTargets(config, file, sites, [protection.name]);
+        const [target] = await provisionTargets(config, file, sites, [protection.name], state);
         const receiver = await receiverFor(config, file, protection);
         try {
           const latest = await receiver.latestPoint(protection.name);

@@ -1,12 +1,13 @@
 import type { CommandModule } from 'yargs';
 import { protectionStatus, type ProtectionStatus } from '../../plugin/protections/status.js';
+import { formatBytes } from '../cli/progress.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
 
 export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
   command: 'status',
-  describe: 'Show every protection: its VMs, role (replicating or failed over), newest recovery point, lag and last sync',
+  describe: 'Show every protection: its VMs, role (replicating or failed over), newest recovery point, lag, last sync and how its target drifted from its source',
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
@@ -14,7 +15,7 @@ export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
         if (argv.json) return printJson(rows);
         if (rows.length === 0) return void process.stdout.write(`${file}: no protections\n`);
         printTable(
-          ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'ROLE', 'RPO', 'LAST POINT', 'LAG', 'LAST SYNC'],
+          ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'ROLE', 'RPO', 'LAST POINT', 'LAG', 'LAST SYNC', 'DRIFT'],
           rows.map((r) => [
             r.protection,
             r.tenant ?? '-',
@@ -27,6 +28,7 @@ export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
             r.lastPoint ? `${r.lastPoint.id} ${r.lastPoint.time}` : r.pointsProblem ? `? (${r.pointsProblem})` : '-',
             r.lagSeconds === null ? '-' : `${r.lagSeconds.toFixed(1)}s${r.rpoBreached ? ' (RPO breached)' : r.role === 'failed-over' ? ' (paused)' : ''}`,
             r.lastSync ? `${r.lastSync.kind} ${r.lastSync.outcome}${r.lastSync.error ? `: ${r.lastSync.error}` : ''}` : '-',
+            describeDrift(r),
           ]),
         );
       }),
@@ -39,4 +41,21 @@ function describeRole(r: ProtectionStatus): string {
   if (r.role === 'replicating') return 'replicating';
   const by = [r.failover?.id, r.failover?.point].filter((x): x is string => Boolean(x));
   return by.length ? `failed over (${by.join(', ')})` : 'failed over';
+}
+
+/** "-", "none", or what differs: "vdc missing on target; vdb 1.0 GiB on target, 2.0 GiB at source". */
+function describeDrift(r: ProtectionStatus): string {
+  if (r.drift === null) return '-';
+  if (r.drift.length === 0) return 'none';
+  const size = (n: number | undefined) => (n === undefined ? '?' : formatBytes(n));
+  const each = r.drift.map((d) =>
+    d.kind === 'missing'
+      ? `${d.disk} missing on target`
+      : d.kind === 'extra'
+        ? `${d.disk} not at source`
+        : `${d.disk} ${size(d.targetBytes)} on target, ${size(d.sourceBytes)} at source`,
+  );
+  // Provisioning adds and grows; a disk the source lost or a shrunk one it leaves as it is.
+  const fixable = r.drift.some((d) => d.kind === 'missing' || (d.kind === 'size' && (d.sourceBytes ?? 0) > (d.targetBytes ?? 0)));
+  return `${each.join('; ')}${fixable ? ` (run \`vmdr target provision ${r.protection}\`)` : ''}`;
 }

@@ -1,7 +1,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../plugin/config/load.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
-import { provisionTargets } from '../../plugin/targets/provision.js';
+import { provisionTargets, type ProvisionedTarget } from '../../plugin/targets/provision.js';
+import { formatBytes } from '../cli/progress.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import type { GlobalOptions } from './options.js';
 
@@ -11,7 +12,7 @@ interface ProvisionOptions extends GlobalOptions {
 
 const provision: CommandModule<GlobalOptions, ProvisionOptions> = {
   command: 'provision [protection..]',
-  describe: 'Pre-stage the target VMs of the config: defined, powered off, their disks the replica',
+  describe: "Pre-stage the target VMs of the config (defined, powered off, their disks the replica), or bring them up to date with their sources' disks",
   builder: (y: Argv<GlobalOptions>) =>
     y.positional('protection', { type: 'string', array: true, default: [], describe: 'Only these protections' }),
   handler: (argv) =>
@@ -19,17 +20,25 @@ const provision: CommandModule<GlobalOptions, ProvisionOptions> = {
       const { file, config } = await loadConfig(argv.config);
       const sites = new SiteConnections(config, file);
       try {
+        // The state file is opened only when a target needs an update: pre-staging needs none.
         const results = await provisionTargets(config, file, sites, argv.protection);
         if (argv.json) return printJson(results);
         printTable(
           ['PROTECTION', 'TARGET', 'SITE', 'ACTION', 'DISKS'],
-          results.map((r) => [r.protection, r.vm, r.site, r.action, r.disks.map((d) => d.path).join(',')]),
+          results.map((r) => [r.protection, r.vm, r.site, describeAction(r), r.disks.map((d) => d.path).join(',')]),
         );
       } finally {
         await sites.close();
       }
     }),
 };
+
+/** "defined", "unchanged", or "updated: added vdc, grew vdb to 2.0 GiB". */
+function describeAction(r: ProvisionedTarget): string {
+  if (r.action !== 'updated') return r.action;
+  const changes = r.changes.map((c) => (c.change === 'added' ? `added ${c.disk}` : `grew ${c.disk} to ${formatBytes(c.sizeBytes)}`));
+  return `updated: ${changes.join(', ')}`;
+}
 
 export const targetCommand: CommandModule<GlobalOptions, GlobalOptions> = {
   command: 'target <command>',

@@ -185,6 +185,27 @@ describe('libvirt adapter on the test driver', () => {
     await adapter.stop(s.name, { mode: 'force' });
   });
 
+  it('adds a disk to a VM that is off, beside an identity seed, and refuses a target already taken', async () => {
+    const s = spec();
+    await adapter.defineVm(s);
+    await adapter.attachIdentitySeed(s.name, join(dir, 'seed.iso'));
+    const vm = await adapter.addDisk(s.name, { path: join(dir, 'vdc.qcow2'), format: 'qcow2', target: 'vdc' });
+    assert.deepEqual(
+      vm.disks.map((d) => [d.target, d.path, d.identitySeed ?? false]),
+      [
+        ['vda', join(dir, 'vda.qcow2'), false],
+        ['vdb', join(dir, 'seed.iso'), true],
+        ['vdc', join(dir, 'vdc.qcow2'), false],
+      ],
+    );
+    const taken = await rejectsWith(adapter.addDisk(s.name, { path: join(dir, 'other.qcow2'), format: 'qcow2', target: 'vdc' }), 'HYPERVISOR_OPERATION_FAILED');
+    assert.match(taken.message, /already has a disk vdc/);
+    await adapter.start(s.name);
+    await rejectsWith(adapter.addDisk(s.name, { path: join(dir, 'vdd.qcow2'), format: 'qcow2', target: 'vdd' }), 'INVALID_POWER_STATE');
+    await adapter.stop(s.name, { mode: 'force' });
+    assert.deepEqual((await adapter.getVm(s.name)).disks.map((d) => d.target), ['vda', 'vdb', 'vdc']);
+  });
+
   it('keeps labels with any characters through a round trip', async () => {
     const labels = { protection: 'a<b&"c\'d>', tenant: 'ünïcødé', 'key with spaces': '', '{{not-a-placeholder}}': 'x' };
     const s = spec({ labels });

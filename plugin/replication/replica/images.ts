@@ -32,6 +32,11 @@ export async function shrinkTo(file: string, sizeBytes: number): Promise<void> {
   await qemuImgHere('shrink image', file, ['resize', '-q', '-f', 'qcow2', '--shrink', basename(file), String(sizeBytes)]);
 }
 
+/** Grows the virtual size; what the image held reads the same, the new end reads as zeros. */
+export async function growTo(file: string, sizeBytes: number): Promise<void> {
+  await qemuImgHere('grow image', file, ['resize', '-q', '-f', 'qcow2', basename(file), String(sizeBytes)]);
+}
+
 /** Makes a file's data and its directory entry durable: a committed point must survive a power cut. */
 export async function syncFile(file: string): Promise<void> {
   for (const path of [file, dirname(file)]) {

@@ -4,6 +4,7 @@
  * stops holding it (at once when it died on this host, after the TTL otherwise).
  */
 import { randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import { holdsLease, releaseLease, renewLease, tryAcquireLease } from '../../state/leases.js';
 import type { StateStore } from '../../state/store.js';
 import { ReplicaBusy } from './errors.js';
@@ -38,6 +39,19 @@ export class ReplicaLease {
       throw new ReplicaBusy(protection, `${h.purpose} in process ${h.pid} on ${h.host} holds it until ${new Date(h.expiresAtMs).toISOString()}`);
     }
     return new ReplicaLease(state, protection, holder, ttlMs);
+  }
+
+  /**
+   * The lease once a live holder lets go (a cycle ends, the next begins a moment later), checked
+   * every 200 ms; past `timeoutMs`, ReplicaBusy naming the holder.
+   */
+  static async waitFor(state: StateStore, protection: string, purpose: string, timeoutMs: number, signal?: AbortSignal): Promise<ReplicaLease> {
+    for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; ) {
+      const lease = ReplicaLease.tryAcquire(state, protection, purpose);
+      if (lease) return lease;
+      await delay(200, undefined, { signal });
+    }
+    return ReplicaLease.acquire(state, protection, purpose);
   }
 
   get held(): boolean {
