@@ -85,6 +85,7 @@ export async function syncProtection(
   // A backup job an earlier cycle left (its process died, or libvirtd restarted under its end)
   // would block this cycle's own; a cycle that ended cleanly left none. Awaited before the prune.
   const leftover = previous ? undefined : tracker.endLeftoverBackup(vm, { signal });
+  // Should the receiver or libvirt fail first, this rejection must not go unhandled.
   leftover?.catch(() => undefined);
   const [latest, names] = previous
     ? [previous.point, [previous.checkpoint]]
