@@ -228,3 +228,27 @@ export class ImageOperationFailed extends VmdrError {
     super('IMAGE_OPERATION_FAILED', `${operation} ${file}: ${detail}`, { subject: { file }, cause });
   }
 }
+
+/**
+ * The VM runs a job vmdr may not end: another tool's backup or migration, or a backup of a vmdr
+ * cycle that is still running. A new backup cannot begin until it ends; the next cycle looks again.
+ */
+export class BackupJobBusy extends VmdrError {
+  constructor(vm: string, host: string, job: string, owner: string, remedy: string) {
+    super('BACKUP_JOB_BUSY', `VM ${JSON.stringify(vm)} on ${host} has a running ${job} ${owner}; a new backup cannot begin until it ends`, {
+      subject: { vm, host, job },
+      remedy,
+    });
+  }
+}
+
+/** A backup job vmdr left on a VM would not end: the abort failed, or the job outlived the deadline. */
+export class BackupJobStuck extends VmdrError {
+  constructor(vm: string, host: string, job: string, owner: string, detail: string, remedy: string, cause?: unknown) {
+    super('BACKUP_JOB_STUCK', `VM ${JSON.stringify(vm)} on ${host}: the ${job} ${owner} did not end: ${detail}`, {
+      subject: { vm, host, job },
+      remedy,
+      cause,
+    });
+  }
+}

@@ -169,8 +169,20 @@ export interface BackupSession {
   offline?: boolean;
   listen: NbdListen;
   exports: BackupExport[];
-  /** Ends the hypervisor-side job and its exports. Safe to call twice. */
+  /**
+   * Ends the hypervisor-side job and its exports. Safe to call twice. A call that fails (the
+   * hypervisor restarted under it) has ended nothing: a later call tries again, and
+   * ChangeTracker.endLeftoverBackup ends the job for the next session.
+   */
   end(): Promise<void>;
+}
+
+/** A backup job an earlier session left on a VM, which endLeftoverBackup ended. */
+export interface EndedBackupJob {
+  /** What it was: "pull backup (NBD 127.0.0.1:41234, disks vda, vdb)". */
+  job: string;
+  /** Who left it: "vmdr process 1234 (no longer running)". */
+  leftBy: string;
 }
 
 export interface BackupOptions {
@@ -195,6 +207,14 @@ export interface ChangeTracker {
    */
   beginBackup(vm: string, options: BackupOptions): Promise<BackupSession>;
   deleteCheckpoint(vm: string, name: string): Promise<void>;
+  /**
+   * Ends the backup job a session of vmdr left on the VM (its process died, or the hypervisor
+   * restarted under it and its end() failed) and waits until it is gone, so that a new backup can
+   * begin. Resolves with what it ended, or undefined when the VM runs no job. A job it may not end
+   * (another tool's, or a session still in use) is refused with BACKUP_JOB_BUSY; one that will not
+   * end by the deadline (default 30 s) with BACKUP_JOB_STUCK.
+   */
+  endLeftoverBackup(vm: string, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<EndedBackupJob | undefined>;
 }
 
 export interface HypervisorAdapter {

@@ -4,26 +4,22 @@
  * over NBD with a `qemu:dirty-bitmap:*` context of what changed since an earlier checkpoint.
  * The binding has no checkpoint or backup calls, so this speaks virsh. vmdr deletes only the
  * checkpoints it named (prefix `vmdr-`). A shut-off VM has no QEMU to back up: its images are
- * exported read-only by qemu-nbd instead (offline-export.ts), with the bitmap of `since`.
+ * exported read-only by qemu-nbd instead (offline-export.ts), with the bitmap of `since`. A job
+ * a session left behind is found and ended by backup-jobs.ts.
  */
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker } from '../types.js';
+import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob } from '../types.js';
 import { HypervisorOperationFailed, NotManagedByVmdr, VmdrError } from '../errors.js';
+import { abortJob, endLeftoverBackup, markInUse, SCRATCH_DIR_PREFIX, scratchFileName } from './backup-jobs.js';
 import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
 import { virsh } from './virsh.js';
-import { at, buildXml, childElements, element, parseXml, textElement, textOf, type XmlElement } from './xml.js';
+import { at, buildXml, childElements, element, parseLibvirtXml, textElement, textOf } from './xml.js';
 
 export const CHECKPOINT_PREFIX = 'vmdr-';
 /** libvirt's words for a checkpoint whose bitmap QEMU cannot use: "missing or broken bitmap", "not found in backing chain". */
 const BROKEN_BITMAP = /bitmap .*not found in backing chain|missing or broken bitmap|bitmap.*inconsistent/i;
-
-function parse(text: string, what: string): XmlElement {
-  const root = parseXml(text);
-  if ('error' in root) throw new Error(`libvirt returned malformed ${what}: ${root.error}`);
-  return root;
-}
 
 export class LibvirtChangeTracker implements ChangeTracker {
   constructor(
@@ -43,7 +39,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
     const names = await this.checkpointNames(vm);
     return Promise.all(
       names.map(async (name) => {
-        const xml = parse(await virsh(this.uri, ['checkpoint-dumpxml', vm, name], { operation: 'read checkpoint', vm }), 'checkpoint XML');
+        const xml = parseLibvirtXml(await virsh(this.uri, ['checkpoint-dumpxml', vm, name], { operation: 'read checkpoint', vm }), 'checkpoint XML');
         const parent = textOf(at(xml, 'parent', 'name'));
         return {
           name,
@@ -60,8 +56,9 @@ export class LibvirtChangeTracker implements ChangeTracker {
   async beginBackup(vm: string, options: BackupOptions): Promise<BackupSession> {
     const disks = options.disks ?? (await this.backupDisks(vm)).map((d) => d.target);
     // While the export lives, QEMU copies blocks the guest overwrites into a scratch image first.
-    const scratch = options.scratchDir ?? (await mkdtemp(join(tmpdir(), 'vmdr-scratch-')));
+    const scratch = options.scratchDir ?? (await mkdtemp(SCRATCH_DIR_PREFIX));
     await chmod(scratch, 0o755);
+    const scratchFiles = disks.map((d) => join(scratch, scratchFileName(vm, d)));
     const server =
       options.listen.transport === 'tcp'
         ? element('server', { transport: 'tcp', name: options.listen.host, port: String(options.listen.port) })
@@ -74,9 +71,9 @@ export class LibvirtChangeTracker implements ChangeTracker {
         {},
         // Export and bitmap names are set here, not left to libvirt's defaults, so the session is
         // known without asking libvirt again (a virsh backup-dumpxml per cycle).
-        disks.map((d) =>
+        disks.map((d, i) =>
           element('disk', { name: d, backup: 'yes', type: 'file', exportname: d, ...(options.since ? { exportbitmap: `backup-${d}` } : {}) }, [
-            element('scratch', { file: join(scratch, `${vm}-${d}.scratch`) }),
+            element('scratch', { file: scratchFiles[i]! }),
           ]),
         ),
       ),
@@ -86,27 +83,32 @@ export class LibvirtChangeTracker implements ChangeTracker {
       element('disks', {}, disks.map((d) => element('disk', { name: d, checkpoint: 'bitmap' }))),
     ]);
     const dir = await mkdtemp(join(tmpdir(), 'vmdr-backup-'));
+    // In use before the job exists: a leftover sweep of another session must never see it unclaimed.
+    markInUse(scratchFiles, true);
     try {
       await writeFile(join(dir, 'backup.xml'), buildXml(backup));
       await writeFile(join(dir, 'checkpoint.xml'), buildXml(checkpoint));
       await virsh(this.uri, ['backup-begin', vm, join(dir, 'backup.xml'), join(dir, 'checkpoint.xml')], { operation: 'begin backup', vm });
     } catch (err) {
+      markInUse(scratchFiles, false);
       if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
       if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return await this.beginOfflineBackup(vm, disks, options);
       throw err;
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-    let ended = false;
-    const end = async () => {
-      if (ended) return;
-      ended = true;
-      // A pull backup has no natural end: aborting the job is how libvirt stops the exports.
-      await virsh(this.uri, ['domjobabort', vm], { operation: 'end backup', vm }).catch((err: unknown) => {
-        if (!/no job is active|not active/i.test((err as Error).message)) throw err;
-      });
-      if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
-    };
+    let ending: Promise<void> | undefined;
+    // A pull backup has no natural end: aborting the job is how libvirt stops the exports. Once
+    // end() is called the session is given up, so a job an abort failed to end is a leftover.
+    const end = () =>
+      (ending ??= (async () => {
+        markInUse(scratchFiles, false);
+        await abortJob(this.uri, vm);
+        if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
+      })().catch((err: unknown) => {
+        ending = undefined;
+        throw err;
+      }));
     const exports: BackupExport[] = disks.map((d) => ({
       disk: d,
       exportName: d,
@@ -160,6 +162,10 @@ export class LibvirtChangeTracker implements ChangeTracker {
     };
   }
 
+  endLeftoverBackup(vm: string, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<EndedBackupJob | undefined> {
+    return endLeftoverBackup(this.uri, vm, options);
+  }
+
   async deleteCheckpoint(vm: string, name: string): Promise<void> {
     if (!name.startsWith(CHECKPOINT_PREFIX)) throw new NotManagedByVmdr('checkpoint', name, this.uri, { vm });
     await virsh(this.uri, ['checkpoint-delete', vm, name], { operation: 'delete checkpoint', vm }).catch(async (err: unknown) => {
@@ -172,7 +178,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
 
   /** Every writable disk of the VM: the seed and CD-ROMs carry nothing to replicate. */
   private async backupDisks(vm: string): Promise<{ target: string; image: string; format: 'qcow2' | 'raw' }[]> {
-    const xml = parse(await this.domainXml(vm), 'domain XML');
+    const xml = parseLibvirtXml(await this.domainXml(vm), 'domain XML');
     return childElements(at(xml, 'devices') ?? element('devices'), 'disk')
       .filter((d) => d.attrs.device === 'disk' && !at(d, 'readonly'))
       .map((d) => ({

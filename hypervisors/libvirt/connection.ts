@@ -3,7 +3,7 @@
  * call goes through `call`, which turns libvirt's failures into vmdr's typed errors.
  */
 import { Hypervisor, type Domain } from '@unraid/libvirt';
-import { translateLibvirtError, type LibvirtErrorContext } from './errors.js';
+import { neverReachedLibvirt, translateLibvirtError, type LibvirtErrorContext } from './errors.js';
 
 export type { Domain };
 
@@ -41,11 +41,18 @@ export class LibvirtConnection {
     this.opening = undefined;
     if (!opening) return;
     const hypervisor = await opening.catch(() => undefined);
-    if (hypervisor) await this.call({ operation: 'close the connection' }, () => hypervisor.connectClose());
+    // Not through call(), which would open a fresh connection first. One libvirtd already closed
+    // (it restarted) is closed.
+    await hypervisor?.connectClose().catch((err: unknown) => {
+      if (!neverReachedLibvirt(err)) throw translateLibvirtError(err, { operation: 'close the connection', host: this.uri });
+    });
   }
 
-  /** Runs one binding call; its failure comes back as a typed error naming this host. */
-  async call<T>(ctx: Omit<LibvirtErrorContext, 'host'>, fn: (hypervisor: Hypervisor) => Promise<T>): Promise<T> {
+  /**
+   * Runs one binding call; its failure comes back as a typed error naming this host. A call on a
+   * connection libvirtd closed since (it restarted) runs once more on a fresh connection.
+   */
+  async call<T>(ctx: Omit<LibvirtErrorContext, 'host'>, fn: (hypervisor: Hypervisor) => Promise<T>, retried = false): Promise<T> {
     const hypervisor = await this.open();
     try {
       return await fn(hypervisor);
@@ -54,6 +61,7 @@ export class LibvirtConnection {
       // libvirtd went away under us (restart, crash): the next call opens a fresh connection
       // instead of failing forever on this dead one.
       if (translated.code === 'HYPERVISOR_UNREACHABLE') this.opening = undefined;
+      if (translated.code === 'HYPERVISOR_UNREACHABLE' && !retried && neverReachedLibvirt(err)) return this.call(ctx, fn, true);
       throw translated;
     }
   }

@@ -37,7 +37,20 @@ const UNREACHABLE = [
   /cannot recv data/i,
   /failed to connect to the hypervisor/i,
   /client socket is closed/i,
+  /cannot write data/i,
 ];
+/**
+ * A connection libvirtd closed under us (it restarted): the first call on it fails to write its
+ * request ("Cannot write data: Broken pipe"), the next finds the socket closed. Either way the
+ * request never reached a libvirtd, so it is safe to send again on a fresh connection.
+ */
+const NOT_SENT = [/client socket is closed/i, /cannot write data/i];
+
+/** The call failed before its request reached libvirtd (see NOT_SENT). */
+export function neverReachedLibvirt(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : String(err);
+  return NOT_SENT.some((re) => re.test(message));
+}
 
 export function translateLibvirtError(err: unknown, ctx: LibvirtErrorContext): VmdrError {
   if (err instanceof VmdrError) return err;

@@ -49,6 +49,13 @@ export function parseXml(text: string): XmlElement | { error: string } {
   return root ?? { error: 'no root element' };
 }
 
+/** The root of XML libvirt handed back; text that is not XML is libvirt's fault, not the user's. */
+export function parseLibvirtXml(text: string, what: string): XmlElement {
+  const root = parseXml(text);
+  if ('error' in root) throw new Error(`libvirt returned malformed ${what}: ${root.error}`);
+  return root;
+}
+
 export function buildXml(root: XmlElement): string {
   return builder.build([toOrdered(root)]) as string;
 }

@@ -20,6 +20,7 @@ import { NbdClient } from './nbd/client.js';
 import type { RecoveryPoint } from './replica/store.js';
 import { DeltaStreamEncoder } from './stream/encode.js';
 import type { StreamHeader } from './stream/format.js';
+import { failpoint } from './replica/failpoints.js';
 import { newCheckpointName, pruneCheckpoints } from './sender/checkpoints.js';
 import { freeLoopbackPort } from './sender/nbd-port.js';
 import type { ReceiverClient } from './sender/receiver-client.js';
@@ -81,18 +82,34 @@ export async function syncProtection(
   onProgress?.({ phase: 'prepare', done: 0, total: 0 });
   // After an offline cycle the VM may have started: ask again.
   const previous = options.previous?.warnings.length === 0 && !options.previous.offline && !options.full ? options.previous : undefined;
+  // A backup job an earlier cycle left (its process died, or libvirtd restarted under its end)
+  // would block this cycle's own; a cycle that ended cleanly left none. Awaited before the prune.
+  const leftover = previous ? undefined : tracker.endLeftoverBackup(vm, { signal });
+  // Should the receiver or libvirt fail first, this rejection must not go unhandled.
+  leftover?.catch(() => undefined);
   const [latest, names] = previous
     ? [previous.point, [previous.checkpoint]]
     : await Promise.all([deps.receiver.latestPoint(protection.name), tracker.checkpointNames(vm)]);
   let choice = choose(names, latest, options.full);
   const warnings: string[] = [];
+  const checkpoint = newCheckpointName(protection.name);
+  // A cycle that could not even start (VM off, libvirt down, a job in the way) is history `vmdr status` shows too.
+  const notStarted = (err: unknown) => {
+    recordFailure(deps.state, recordSyncStart(deps.state, runStart(protection, choice, checkpoint)), err);
+    return err;
+  };
+  try {
+    const ended = await leftover;
+    if (ended) warnings.push(`ended the ${ended.job} left on VM ${JSON.stringify(vm)} by ${ended.leftBy}`);
+  } catch (err) {
+    throw notStarted(err);
+  }
   // Leftovers of failed cycles; the checkpoint the replica is at stays. One that cannot go is
   // reported, not fatal: replication matters more than a tidy checkpoint list.
   await pruneCheckpoints(tracker, vm, protection.name, names, choice.since).catch((err: unknown) => {
     warnings.push(`could not delete an old checkpoint: ${(err as Error).message}`);
   });
 
-  const checkpoint = newCheckpointName(protection.name);
   const createdAt = new Date();
   let session: BackupSession;
   try {
@@ -108,9 +125,7 @@ export async function syncProtection(
       session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback() });
     }
   } catch (err) {
-    // A cycle that could not even start (VM off, libvirt down) is history `vmdr status` shows too.
-    recordFailure(deps.state, recordSyncStart(deps.state, runStart(protection, choice, checkpoint)), err);
-    throw err;
+    throw notStarted(err);
   }
 
   const recorded = recordedCheckpoint(session, protection.name);
@@ -156,10 +171,15 @@ export async function syncProtection(
       signal,
       () => void endCapture().catch(() => undefined),
     );
+    failpoint('sync-backup-running');
     const point = await deps.receiver.sendCycle(protection.name, body, signal);
     onProgress?.({ phase: 'ship', done: total, total, detail: 'committed' });
     recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
-    await endCapture();
+    // The point is safe whatever happens to the job; one that will not end (libvirtd is away) is
+    // said, and the next cycle ends it before it begins its own.
+    await endCapture()
+      .catch(() => session.end())
+      .catch((err: unknown) => warnings.push(`the backup job on VM ${JSON.stringify(vm)} did not end (${(err as Error).message}); the next cycle ends it first`));
     // Acknowledged: the replica is at `recorded` now; the one it was at is dead weight (a failure
     // here only leaves it for the next cycle's prune), unless it is `recorded` itself (offline).
     if (choice.since && choice.since !== recorded) {

@@ -14,6 +14,7 @@ import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { ensureLabGuest, fileSize, GUEST_READY, labBoot, labScratchDir, makeDisk, runVmdr, waitForSerialLine } from '../helpers/lab.js';
+import { assertPattern, hmpWrite } from '../helpers/patterns.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -44,23 +45,9 @@ interface SyncJson {
   point: Point;
 }
 
-async function hmpWrite(vm: string, disk: number, pattern: string, offset: number, length: number): Promise<void> {
-  const { stdout } = await exec('virsh', ['-c', 'qemu:///system', 'qemu-monitor-command', vm, '--hmp',
-    `qemu-io -d /machine/peripheral/virtio-disk${disk}/virtio-backend "write -P ${pattern} ${offset} ${length}"`]);
-  assert.doesNotMatch(stdout, /error|failed/i, stdout);
-}
-
 /** Flushes QEMU's own caches (qcow2 metadata too) so another reader of the source image sees it all. */
 async function hmpFlush(vm: string, disk: number): Promise<void> {
   await exec('virsh', ['-c', 'qemu:///system', 'qemu-monitor-command', vm, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk${disk}/virtio-backend "flush"`]);
-}
-
-/** Resolves when `image` holds `pattern` at [offset, offset+length); rejects with qemu-io's words otherwise. */
-async function assertPattern(image: string, pattern: string, offset: number, length: number): Promise<void> {
-  const { stdout } = await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', `read -P ${pattern} ${offset} ${length}`, image]).catch((err: { stdout?: string; stderr?: string }) => {
-    throw new assert.AssertionError({ message: `${image} lacks ${pattern} at ${offset}+${length}: ${err.stdout ?? ''}${err.stderr ?? ''}` });
-  });
-  assert.doesNotMatch(stdout, /Pattern verification failed/, `${image} lacks ${pattern} at ${offset}+${length}`);
 }
 
 async function assertNoPattern(image: string, pattern: string, offset: number, length: number): Promise<void> {

@@ -1,0 +1,296 @@
+/**
+ * A pull backup job outlives both a restart of libvirtd (as a libvirt upgrade does it) and the
+ * death of the vmdr process that began it, and until it is aborted no new backup of that VM can
+ * begin. Here libvirtd is restarted while a replication loop's backup job runs, three times, and a
+ * `vmdr sync` is killed with its job running: each time the next cycle ends the job vmdr left,
+ * starts from the checkpoint the replica acknowledged, and commits the writes made afterwards,
+ * with no domjobabort by hand. A job vmdr must not end is refused in one line.
+ *
+ * The moment is exact: VMDR_FAILPOINT=sync-backup-running:stop makes the sender stop itself
+ * (SIGSTOP) once its backup job runs and before it ships; the test restarts libvirtd, then
+ * continues it. libvirtd is up again (and vmdr's hook installed) when the suite ends, whatever
+ * happened.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { access, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { assertPattern, hmpWrite } from '../helpers/patterns.js';
+import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+
+const exec = promisify(execFile);
+const ROOT = join(import.meta.dirname, '..', '..');
+const CLI = join(ROOT, 'dist', 'scripts', 'vmdr.js');
+const MiB = 1024 * 1024;
+const STOP_AT_BACKUP = { VMDR_FAILPOINT: 'sync-backup-running:stop' };
+/** From libvirtd answering again to a committed point holding a write made after that. */
+const RECOVERY_BOUND_MS = 30_000;
+
+interface Point {
+  id: string;
+  checkpoint: string;
+  disks: { disk: string; image: string }[];
+}
+interface SyncResult {
+  kind: string;
+  since: string | null;
+  checkpoint: string;
+  warnings: string[];
+  point: Point;
+}
+interface Event {
+  event: string;
+  result?: SyncResult;
+  error?: string;
+}
+
+const virsh = async (...args: string[]) => (await exec('virsh', ['-c', 'qemu:///system', ...args])).stdout;
+const jobOf = (vm: string) => virsh('domjobinfo', vm);
+const checkpointsOn = async (vm: string) => (await virsh('checkpoint-list', vm, '--name')).trim().split('\n').filter(Boolean);
+
+/** The main libvirtd (the pidfile `libvirtd -d` writes): never a libvirtd of another namespace. */
+async function libvirtdPid(): Promise<number | undefined> {
+  const pid = Number((await readFile('/run/libvirtd.pid', 'utf8').catch(() => '')).trim());
+  return pid > 0 && processExists(pid) ? pid : undefined;
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function stopLibvirtd(signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
+  const pid = await libvirtdPid();
+  assert.ok(pid, 'libvirtd is running');
+  process.kill(pid, signal);
+  await until(`libvirtd (${pid}) to exit after ${signal}`, async () => !processExists(pid), 30_000);
+}
+
+/** Starts libvirtd the way the lab does (and puts vmdr's hook back if it went): waits until it answers. */
+async function startLibvirtd(): Promise<void> {
+  await exec(join(ROOT, 'scripts', 'lab', 'start-daemons'));
+}
+
+/** A process stopped by SIGSTOP: state T in /proc/PID/stat. */
+async function isStopped(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T');
+}
+
+async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 90_000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; !(await ok()); ) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('a backup job left behind by a libvirtd restart or a killed sync is ended by the next cycle (qemu:///system)', function () {
+  this.timeout(300_000);
+  let vm: LabVm;
+  let config: string;
+  let receiver: ServeProcess | undefined;
+  let loops: ServeProcess | undefined;
+
+  before(async () => {
+    vm = await createLabVm('restart', { marker: 'restart', diskSize: '32M' });
+    await vm.adapter.start(vm.name);
+    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+    const boot = labBoot();
+    config = join(vm.dir, 'vmdr.yaml');
+    await writeFile(
+      config,
+      `version: 1
+state: { path: ${join(vm.dir, 'state.db')} }
+sites:
+  - { name: prod, uri: "qemu:///system" }
+  - name: dr
+    uri: "qemu:///system"
+    storage: ${join(vm.dir, 'replicas')}
+    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(vm.dir, 'receiver')} }
+protections:
+  - name: ${vm.name}
+    source: { site: prod, vm: ${vm.name} }
+    continuous: true
+    retention: { keep: 100 }
+    target:
+      site: dr
+      vm: ${vm.name}-dr
+      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
+      nics: [{ network: ${vm.network} }]
+`,
+    );
+    receiver = await startServe(config, { args: ['--no-replicate', '--site', 'dr'] });
+  });
+
+  afterEach(async () => {
+    // Whatever failed: libvirtd up for everyone else, and no loop left stopped with a job running.
+    if (!(await libvirtdPid())) await startLibvirtd();
+    await stopLoops(loops);
+    loops = undefined;
+  });
+
+  after(async () => {
+    await receiver?.stop();
+    await virsh('domjobabort', vm.name).catch(() => undefined);
+    await destroyLabVm(vm);
+  });
+
+  /** SIGTERM, and SIGCONT for as long as it stops itself at the failpoint on its way out. */
+  async function stopLoops(serve: ServeProcess | undefined): Promise<void> {
+    if (!serve || serve.child.exitCode !== null || serve.child.signalCode !== null) return;
+    const pid = serve.child.pid!;
+    serve.child.kill('SIGTERM');
+    let done = false;
+    void serve.exited.then(() => (done = true));
+    while (!done) {
+      if (await isStopped(pid)) process.kill(pid, 'SIGCONT');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  const sync = async (env: Record<string, string> = {}): Promise<SyncResult> => {
+    const r = await runVmdr(['sync', vm.name, '--json', '--config', config], env);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as SyncResult;
+  };
+
+  it('libvirtd restarted inside a running backup job, three times: the loop ends the job it left and commits the writes made after each restart', async () => {
+    loops = await startServe(config, { args: ['--no-receive', '--site', 'prod'], env: STOP_AT_BACKUP });
+    const serve = loops;
+    const pid = serve.child.pid!;
+    const events = () => serve.events as unknown as Event[];
+    const committedSince = (mark: number) => events().slice(mark).filter((e) => e.event === 'cycle' && e.result);
+    // Once a round has done its restart the loop runs freely: every stop at the failpoint is
+    // continued. The bound: a backup-begin stuck behind the old job alone waits 30 s.
+    const runFreelyUntil = async (what: string, ok: () => Promise<boolean>) =>
+      until(what, async () => {
+        if (await isStopped(pid)) process.kill(pid, 'SIGCONT');
+        return ok();
+      }, RECOVERY_BOUND_MS);
+
+    const rounds = [
+      { signal: 'SIGTERM', downWhenTheCycleEnds: true },
+      { signal: 'SIGTERM', downWhenTheCycleEnds: false },
+      { signal: 'SIGKILL', downWhenTheCycleEnds: true },
+    ] as const;
+    const recoveryMs: number[] = [];
+    for (const [i, round] of rounds.entries()) {
+      const label = `round ${i + 1} (${round.signal}, libvirtd ${round.downWhenTheCycleEnds ? 'down' : 'back'} when the cycle ends its job)`;
+      await until(`${label}: the loop inside a cycle, its backup job running`, () => isStopped(pid));
+      assert.match(await jobOf(vm.name), /Operation:\s+Backup/, label);
+      const mark = events().length;
+      await stopLibvirtd(round.signal);
+      if (round.downWhenTheCycleEnds) {
+        process.kill(pid, 'SIGCONT');
+        // The cycle ships and commits; ending its job cannot reach libvirtd, and it says so.
+        await until(`${label}: the cycle to commit`, async () => committedSince(mark).length > 0, 60_000);
+        const { result } = committedSince(mark)[0]!;
+        assert.ok(result!.warnings.some((w) => /^the backup job on VM ".*" did not end \(.*\); the next cycle ends it first$/.test(w)), `${label}: ${JSON.stringify(result!.warnings)}`);
+        await startLibvirtd();
+      } else {
+        // libvirt keeps the job across its restart; the cycle ends it as usual.
+        await startLibvirtd();
+        assert.match(await jobOf(vm.name), /Operation:\s+Backup/, `${label}: the job survived the restart`);
+        process.kill(pid, 'SIGCONT');
+      }
+      const up = Date.now();
+      const pattern = `0x${(0x51 + i).toString(16)}`;
+      await hmpWrite(vm.name, 0, pattern, (4 + i) * MiB, 64 * 1024);
+      const afterWrite = events().length;
+      let holding: Point | undefined;
+      await runFreelyUntil(`${label}: a recovery point holding ${pattern}, written after the restart`, async () => {
+        const newest = committedSince(afterWrite).pop()?.result?.point;
+        if (newest && (await assertPattern(newest.disks[0]!.image, pattern, (4 + i) * MiB, 64 * 1024).then(() => true, () => false))) holding = newest;
+        return holding !== undefined;
+      });
+      recoveryMs.push(Date.now() - up);
+      if (round.downWhenTheCycleEnds) {
+        const ended = committedSince(mark).flatMap((e) => e.result!.warnings).filter((w) => /^ended the pull backup \(NBD 127\.0\.0\.1:\d+, disks vda\) left on VM ".*" by an earlier cycle of this process \(its end failed\)$/.test(w));
+        assert.equal(ended.length, 1, `${label}: the next cycle ended the job: ${JSON.stringify(events().slice(mark).map((e) => e.error ?? e.result?.warnings ?? e.event))}`);
+      }
+    }
+    console.log(`      recovery after libvirtd was up: ${recoveryMs.map((ms) => `${(ms / 1000).toFixed(1)} s`).join(', ')}`);
+    await stopLoops(serve);
+    // The only failed cycles are those that found libvirtd down: none waited on the job vmdr left
+    // ("cannot acquire state change lock"), none tripped over the connection libvirtd had closed.
+    const errors = events().filter((e) => e.error).map((e) => e.error!);
+    const unexpected = errors.filter((e) => !/^cannot reach hypervisor qemu:\/\/\/system: failed to connect to the hypervisor: /.test(e));
+    assert.deepEqual(unexpected, [], JSON.stringify(errors));
+    assert.ok(recoveryMs.every((ms) => ms < RECOVERY_BOUND_MS), `${recoveryMs}`);
+
+    // Nothing accumulated on the VM: one cycle later its only checkpoint is the replica's, and no job runs.
+    const last = await sync();
+    assert.deepEqual(await checkpointsOn(vm.name), [last.checkpoint]);
+    assert.match(await jobOf(vm.name), /Job type:\s+None/);
+  });
+
+  it('a `vmdr sync` killed (kill -9) with its backup job running: the next sync ends the job, starts from the acknowledged checkpoint, leaves no checkpoint behind', async () => {
+    const acknowledged = await sync();
+    await hmpWrite(vm.name, 0, '0x61', 10 * MiB, 64 * 1024);
+    const killed = await runVmdr(['sync', vm.name, '--config', config], { VMDR_FAILPOINT: 'sync-backup-running' });
+    assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+    assert.match(await jobOf(vm.name), /Operation:\s+Backup/, 'the killed sync left its backup job');
+    assert.equal((await checkpointsOn(vm.name)).length, 2, 'and the checkpoint it began');
+    // The scratch file's name carries the process that began the job.
+    const [, scratch, pid] = /<scratch file='([^']+\.vmdr-(\d+)\.scratch)'/.exec(await virsh('backup-dumpxml', vm.name)) ?? [];
+    assert.ok(scratch && pid, 'a scratch file marked with its process');
+    await hmpWrite(vm.name, 0, '0x62', 11 * MiB, 64 * 1024);
+
+    const r = await sync();
+    assert.equal(r.kind, 'incremental');
+    assert.equal(r.since, acknowledged.checkpoint, 'repeated from the checkpoint the replica acknowledged');
+    assert.ok(
+      r.warnings.some((w) => new RegExp(`^ended the pull backup \\(NBD 127\\.0\\.0\\.1:\\d+, disks vda\\) left on VM ".*" by vmdr process ${pid} \\(no longer running\\)$`).test(w)),
+      JSON.stringify(r.warnings),
+    );
+    await assertPattern(r.point.disks[0]!.image, '0x61', 10 * MiB, 64 * 1024);
+    await assertPattern(r.point.disks[0]!.image, '0x62', 11 * MiB, 64 * 1024);
+    assert.deepEqual(await checkpointsOn(vm.name), [r.checkpoint], 'the killed cycle\'s checkpoint is gone');
+    assert.match(await jobOf(vm.name), /Job type:\s+None/);
+    await assert.rejects(access(dirname(scratch)), `the killed sync's scratch directory ${dirname(scratch)} is removed`);
+  });
+
+  it('refuses in one line a job it must not end: a running vmdr cycle\'s, another tool\'s; both keep running', async () => {
+    const remedy = `\\(wait for it to end, or end it with \`virsh -c qemu:///system domjobabort ${vm.name}\`\\)`;
+    const running = spawn(process.execPath, [CLI, 'sync', vm.name, '--config', config], { env: { ...process.env, ...STOP_AT_BACKUP }, stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => running.once('exit', (code) => resolve(code)));
+    try {
+      await until('the first sync inside its cycle', () => isStopped(running.pid!));
+      const busy = await runVmdr(['sync', vm.name, '--config', config]);
+      assert.equal(busy.code, 1);
+      assert.match(
+        busy.stderr,
+        new RegExp(`^vmdr: VM "${vm.name}" on qemu:///system has a running pull backup \\(NBD 127\\.0\\.0\\.1:\\d+, disks vda\\) of vmdr process ${running.pid}, which is still running; a new backup cannot begin until it ends ${remedy}\\n$`),
+      );
+    } finally {
+      // Stopped at every pass of the failpoint: one pass, one SIGCONT.
+      if (running.exitCode === null && running.signalCode === null) process.kill(running.pid!, 'SIGCONT');
+    }
+    assert.equal(await exited, 0, 'the running sync was not disturbed');
+
+    const backup = join(vm.dir, 'other-backup.xml');
+    const checkpoint = join(vm.dir, 'other-checkpoint.xml');
+    await writeFile(
+      backup,
+      `<domainbackup mode='pull'><server transport='tcp' name='127.0.0.1' port='${await freeLoopbackPort()}'/><disks><disk name='vda' backup='yes' type='file'><scratch file='${join(vm.dir, 'other.scratch')}'/></disk></disks></domainbackup>`,
+    );
+    await writeFile(checkpoint, `<domaincheckpoint><name>test-other-tool</name><disks><disk name='vda' checkpoint='bitmap'/></disks></domaincheckpoint>`);
+    await virsh('backup-begin', vm.name, backup, checkpoint);
+    try {
+      const foreign = await runVmdr(['sync', vm.name, '--config', config]);
+      assert.equal(foreign.code, 1);
+      assert.match(foreign.stderr, new RegExp(`^vmdr: VM "${vm.name}" on qemu:///system has a running pull backup \\(NBD 127\\.0\\.0\\.1:\\d+, disks vda\\) that vmdr did not start; a new backup cannot begin until it ends ${remedy}\\n$`));
+      assert.match(await jobOf(vm.name), /Operation:\s+Backup/, "the other tool's job still runs");
+    } finally {
+      await virsh('domjobabort', vm.name);
+      await virsh('checkpoint-delete', vm.name, 'test-other-tool');
+    }
+  });
+});
