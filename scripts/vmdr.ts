@@ -2,7 +2,7 @@
 /** The vmdr command line: one module per command under scripts/commands/. */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { EXIT_USAGE, reportError } from './cli/report.js';
+import { EXIT_FAILURE, EXIT_USAGE, reportError } from './cli/report.js';
 import { configCommand } from './commands/config.js';
 import { failbackCommand } from './commands/failback.js';
 import { failoverCommand } from './commands/failover.js';
@@ -14,6 +14,14 @@ import { syncCommand } from './commands/sync.js';
 import { statusCommand } from './commands/status.js';
 import { targetCommand } from './commands/target.js';
 import { vmCommand } from './commands/vm.js';
+
+// What escapes every command (a background promise, a timer) is still one line; the stack with --debug.
+for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+  process.on(event, (err: unknown) => {
+    reportError(err, { json: process.argv.includes('--json') });
+    process.exit(EXIT_FAILURE);
+  });
+}
 
 await yargs(hideBin(process.argv))
   .scriptName('vmdr')
