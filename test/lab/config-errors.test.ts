@@ -88,3 +88,18 @@ describe('vmdr config check on a bad config', function () {
     assert.match(result.stderr, /^vmdr: .*YAML aliases copy more than 100000 values\nConfigInvalid: .*\n\s+at /);
   });
 });
+
+describe('vmdr on an error that is not one of its own (a bug)', () => {
+  // A rejection no command handles, planted in the CLI's process once the command has started.
+  const bug = { NODE_OPTIONS: '--import=data:text/javascript,setTimeout(()=>Promise.reject(new%20TypeError(%22planted%22)),300)' };
+
+  it('says "internal error" in one line, exit 1, and how to see where', async () => {
+    assertOneLineError(await runVmdr(['config', 'check', LAB], bug), /^vmdr: internal error: planted \(a bug in vmdr; --debug shows where\)$/);
+  });
+
+  it('prints the stack with --debug', async () => {
+    const result = await runVmdr(['config', 'check', LAB, '--debug'], bug);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /^vmdr: internal error: planted\nTypeError: planted\n\s+at /);
+  });
+});
