@@ -94,7 +94,7 @@ export function parseConfig(text: string, file: string): Config {
   try {
     data = doc.toJS({ maxAliasCount: MAX_ALIAS_VALUES });
   } catch (err) {
-    // toJS throws only for aliases (unresolved ones are syntax errors above): too many copies.
+    // toJS throws only for aliases, and aliasOverflow() found none wrong: the library counts more.
     throw new ConfigInvalid(file, {}, `YAML aliases copy more than ${MAX_ALIAS_VALUES} values`, err);
   }
   const result = ConfigSchema.safeParse(data ?? {});
@@ -138,9 +138,9 @@ function duplicateKey(doc: Document): Finding | undefined {
 }
 
 /**
- * The first alias that refers to its own anchor's value, or that brings the number of values
- * aliases copy past MAX_ALIAS_VALUES. One walk in document order, each
- * anchor's size measured once, so a bomb costs no more to measure than to read.
+ * The first alias that names no anchor, sits inside the value it names, or brings the number of
+ * values aliases copy past MAX_ALIAS_VALUES. One walk in document order, each anchor's size
+ * measured once, so a bomb costs no more to measure than to read.
  */
 function aliasOverflow(doc: Document): Finding | undefined {
   const anchors = new Map<string, unknown>();
@@ -153,8 +153,14 @@ function aliasOverflow(doc: Document): Finding | undefined {
     if (isAlias(node)) {
       const size = sizes.get(anchors.get(node.source));
       copied += size ?? 0;
-      if (size === undefined) found = { path: [...path], offset: node.range?.[0] ?? 0, problem: `alias *${node.source} is inside the value it names` };
-      else if (copied > MAX_ALIAS_VALUES) found = { path: [...path], offset: node.range?.[0] ?? 0, problem: `YAML aliases copy more than ${MAX_ALIAS_VALUES} values` };
+      const problem = !anchors.has(node.source)
+        ? `alias *${node.source} names no anchor before it`
+        : size === undefined
+          ? `alias *${node.source} is inside the value it names`
+          : copied > MAX_ALIAS_VALUES
+            ? `YAML aliases copy more than ${MAX_ALIAS_VALUES} values`
+            : undefined;
+      if (problem) found = { path: [...path], offset: node.range?.[0] ?? 0, problem };
       return size ?? 0;
     }
     const anchor = isNode(node) ? node.anchor : undefined;

@@ -244,8 +244,9 @@ sites:
         assert.deepEqual(config.protections[149]!.health.tcp, ['192.0.2.11:22']);
       });
 
-      it('refuses an alias inside the value it names', () => {
+      it('refuses an alias inside the value it names, and one naming no anchor', () => {
         expectInvalid('version: 1\nsites: &s\n  - *s\n', /^vmdr\.yaml:3:5: sites\[0\]: alias \*s is inside the value it names$/);
+        expectInvalid('version: 1\nsites:\n  - *s\n', /^vmdr\.yaml:3:5: sites\[0\]: alias \*s names no anchor before it$/);
       });
 
       it('refuses a key given twice, naming the second', () => {
