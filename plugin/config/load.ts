@@ -14,11 +14,19 @@ import { ConfigInvalid } from './errors.js';
  */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 /**
- * How many values YAML aliases may copy in all: enough for a block shared by a thousand protections,
- * far too few for a "billion laughs". aliasOverflow() counts them and says where; the yaml library's
- * maxAliasCount (a coarser count of the same) is set to it as a second guard.
+ * How many values (keys, values, list items) a config may hold, each alias counting as a copy of
+ * what it names. A realistic 1 MiB config holds about 120,000; the schema's work (and its list of
+ * issues) grows with this count, not with the bytes: a million empty {} took 1 GiB. It leaves room
+ * for a block shared by a thousand protections, and none for a "billion laughs". The yaml
+ * library's maxAliasCount (a coarser count of alias copies) is set to it as a second guard.
  */
-export const MAX_ALIAS_VALUES = 100_000;
+export const MAX_VALUES = 200_000;
+/**
+ * How many anchors and aliases a config may have in all. The yaml library resolves each alias by a
+ * scan of every anchor and alias before it: 150,000 aliases took 458 s. A thousand protections
+ * sharing a few blocks need a few thousand.
+ */
+export const MAX_ALIASES = 10_000;
 /** Flow collections ([ and {) nested deeper cost the parser memory for no config's sake. */
 export const MAX_FLOW_DEPTH = 32;
 const TOO_LARGE = 'larger than 1 MiB, the most a config may have';
@@ -85,17 +93,17 @@ export function parseConfig(text: string, file: string): Config {
       syntax.code === 'RESOURCE_EXHAUSTION' ? 'nested too deeply' : syntax.code === 'MULTIPLE_DOCS' ? 'more than one document (---)' : syntax.message.split('\n')[0];
     throw new ConfigInvalid(file, { position: `${pos.line}:${pos.col}` }, `not valid YAML: ${problem}`);
   }
-  const finding = duplicateKey(doc) ?? aliasOverflow(doc);
+  const finding = duplicateKey(doc) ?? countValues(doc);
   if (finding) {
     const pos = lines.linePos(finding.offset);
     throw new ConfigInvalid(file, { position: `${pos.line}:${pos.col}`, keyPath: locate(doc, lines, finding.path).keyPath }, finding.problem);
   }
   let data: unknown;
   try {
-    data = doc.toJS({ maxAliasCount: MAX_ALIAS_VALUES });
+    data = doc.toJS({ maxAliasCount: MAX_VALUES });
   } catch (err) {
-    // toJS throws only for aliases, and aliasOverflow() found none wrong: the library counts more.
-    throw new ConfigInvalid(file, {}, `YAML aliases copy more than ${MAX_ALIAS_VALUES} values`, err);
+    // toJS throws only for aliases, and countValues() found none wrong: the library counts more.
+    throw new ConfigInvalid(file, {}, `YAML aliases copy more than ${MAX_VALUES} values`, err);
   }
   const result = ConfigSchema.safeParse(data ?? {});
   if (result.success) return result.data;
@@ -138,32 +146,33 @@ function duplicateKey(doc: Document): Finding | undefined {
 }
 
 /**
- * The first alias that names no anchor, sits inside the value it names, or brings the number of
- * values aliases copy past MAX_ALIAS_VALUES. One walk in document order, each anchor's size
- * measured once, so a bomb costs no more to measure than to read.
+ * The first alias that names no anchor or sits inside the value it names, the first value past
+ * MAX_VALUES, or the first anchor or alias past MAX_ALIASES. One walk in document order, each
+ * anchor's size measured once, so a bomb costs no more to measure than to read.
  */
-function aliasOverflow(doc: Document): Finding | undefined {
+function countValues(doc: Document): Finding | undefined {
   const anchors = new Map<string, unknown>();
   const sizes = new Map<unknown, number>();
   const path: (string | number)[] = [];
-  let copied = 0;
+  let total = 0;
+  let named = 0;
   let found: Finding | undefined;
+  const refuse = (offset: number, problem: string) => {
+    found ??= { path: [...path], offset, problem };
+  };
   const measure = (node: unknown): number => {
-    if (found) return 0;
+    if (found || !isNode(node)) return 0;
+    const offset = node.range?.[0] ?? 0;
+    if ((isAlias(node) || node.anchor) && ++named > MAX_ALIASES) refuse(offset, `more than ${MAX_ALIASES} YAML anchors and aliases`);
     if (isAlias(node)) {
       const size = sizes.get(anchors.get(node.source));
-      copied += size ?? 0;
-      const problem = !anchors.has(node.source)
-        ? `alias *${node.source} names no anchor before it`
-        : size === undefined
-          ? `alias *${node.source} is inside the value it names`
-          : copied > MAX_ALIAS_VALUES
-            ? `YAML aliases copy more than ${MAX_ALIAS_VALUES} values`
-            : undefined;
-      if (problem) found = { path: [...path], offset: node.range?.[0] ?? 0, problem };
+      if (!anchors.has(node.source)) refuse(offset, `alias *${node.source} names no anchor before it`);
+      else if (size === undefined) refuse(offset, `alias *${node.source} is inside the value it names`);
+      else if ((total += size) > MAX_VALUES) refuse(offset, `YAML aliases bring the config past ${MAX_VALUES} values`);
       return size ?? 0;
     }
-    const anchor = isNode(node) ? node.anchor : undefined;
+    if ((total += 1) > MAX_VALUES) refuse(offset, `more than ${MAX_VALUES} values: a config is a page of settings, not a data set`);
+    const anchor = node.anchor;
     if (anchor) anchors.set(anchor, node);
     let size = 1;
     if (isMap(node)) {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, MAX_ALIAS_VALUES, MAX_CONFIG_BYTES, parseConfig } from '../../plugin/config/load.js';
+import { loadConfig, MAX_ALIASES, MAX_CONFIG_BYTES, MAX_VALUES, parseConfig } from '../../plugin/config/load.js';
 import { ConfigInvalid } from '../../plugin/config/errors.js';
 import { duration, MAX_TIMER_MS } from '../../plugin/config/schema.js';
 import { cycleInterval } from '../../plugin/replication/continuous.js';
@@ -231,7 +231,7 @@ sites:
           ...levels.slice(1).map((l, i) => `${l}: &${l} [${Array(9).fill(`*${levels[i]}`).join(', ')}]`),
           'sites: *i',
         ].join('\n');
-        expectInvalid(bomb, new RegExp(`^vmdr\\.yaml:\\d+:\\d+: [a-i]\\[\\d+\\]: YAML aliases copy more than ${MAX_ALIAS_VALUES} values$`));
+        expectInvalid(bomb, new RegExp(`^vmdr\\.yaml:\\d+:\\d+: [a-i]\\[\\d+\\]: YAML aliases bring the config past ${MAX_VALUES} values$`));
       });
 
       it("takes a block shared by many protections (past the yaml library's default of 100 uses)", () => {
@@ -244,6 +244,11 @@ sites:
         assert.deepEqual(config.protections[149]!.health.tcp, ['192.0.2.11:22']);
       });
 
+      it('refuses more than 10,000 anchors and aliases (the library resolves each by a scan of those before it)', () => {
+        const aliases = (n: number) => `version: 1\nx: [&a 1${', *a'.repeat(n)}]\n`;
+        expectInvalid(aliases(MAX_ALIASES), new RegExp(`^vmdr\\.yaml:2:\\d+: x\\[${MAX_ALIASES}\\]: more than ${MAX_ALIASES} YAML anchors and aliases$`));
+      });
+
       it('refuses an alias inside the value it names, and one naming no anchor', () => {
         expectInvalid('version: 1\nsites: &s\n  - *s\n', /^vmdr\.yaml:3:5: sites\[0\]: alias \*s is inside the value it names$/);
         expectInvalid('version: 1\nsites:\n  - *s\n', /^vmdr\.yaml:3:5: sites\[0\]: alias \*s names no anchor before it$/);
@@ -251,6 +256,13 @@ sites:
 
       it('refuses a key given twice, naming the second', () => {
         expectInvalid(minimal(protection('    rpo: 5m\n    rpo: 1m\n')), /^vmdr\.yaml:10:5: protections\[0\]\.rpo: duplicate key "rpo"$/);
+      });
+
+      it('refuses more than 200,000 values before the schema sees them, naming the first past the limit', () => {
+        const list = (n: number) => `version: 1\nx: [${Array(n).fill('1').join(',')}]\n`;
+        // The document's mapping, version, 1, x and the list: 5 values besides the items.
+        expectInvalid(list(MAX_VALUES - 5), /^vmdr\.yaml:1:1: sites: missing; expected array$/);
+        expectInvalid(list(MAX_VALUES - 4), new RegExp(`^vmdr\\.yaml:2:\\d+: x\\[${MAX_VALUES - 5}\\]: more than ${MAX_VALUES} values: a config is a page of settings, not a data set$`));
       });
 
       it('refuses [ and { nested deeper than 32', () => {
