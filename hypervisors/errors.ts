@@ -3,8 +3,9 @@
  *
  * Callers branch on `code`, never on message text. `subject` names the objects the error concerns
  * (vm, host, file, point, ...) so the CLI and the API can report them without parsing the message.
- * `userError` marks errors caused by input or environment the user controls: the CLI prints them as
- * one line without a stack trace. This class lives beside the adapter interface because both the
+ * `userError` marks errors caused by input or environment the user controls, as opposed to a peer
+ * breaking a protocol or vmdr's own state going wrong. The CLI prints every VmdrError as one line;
+ * the stack trace only with --debug. This class lives beside the adapter interface because both the
  * adapters and plugin/ raise errors of this shape and adapters may not import plugin/.
  */
 export interface ErrorSubject {

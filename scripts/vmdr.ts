@@ -2,7 +2,7 @@
 /** The vmdr command line: one module per command under scripts/commands/. */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { EXIT_USAGE } from './cli/report.js';
+import { EXIT_FAILURE, EXIT_USAGE, reportError } from './cli/report.js';
 import { configCommand } from './commands/config.js';
 import { failbackCommand } from './commands/failback.js';
 import { failoverCommand } from './commands/failover.js';
@@ -15,11 +15,23 @@ import { statusCommand } from './commands/status.js';
 import { targetCommand } from './commands/target.js';
 import { vmCommand } from './commands/vm.js';
 
+// What escapes every command (a background promise, a timer) is still one line; the stack with --debug.
+for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
+  process.on(event, (err: unknown) => {
+    reportError(err, { json: process.argv.includes('--json') });
+    process.exit(EXIT_FAILURE);
+  });
+}
+
 await yargs(hideBin(process.argv))
   .scriptName('vmdr')
   .usage('$0 <command> [options]\n\nDisaster recovery for libvirt/QEMU and vSphere VMs.')
   .option('config', { type: 'string', default: './vmdr.yaml', global: true, describe: 'Config file' })
   .option('json', { type: 'boolean', default: false, global: true, describe: 'Machine-readable output' })
+  .option('debug', { type: 'boolean', default: false, global: true, describe: 'On an error, print its stack trace and causes (as VMDR_DEBUG=1 does)' })
+  .middleware((argv) => {
+    if (argv.debug) process.env.VMDR_DEBUG = '1';
+  })
   .command<GlobalOptions>(vmCommand)
   .command<GlobalOptions>(configCommand)
   .command<GlobalOptions>(statusCommand)
@@ -33,7 +45,11 @@ await yargs(hideBin(process.argv))
   .demandCommand(1, 'name a command; see vmdr --help')
   .strict()
   .fail((message, err) => {
-    if (err) throw err;
+    // A command's own errors are reported by run(); this catches what escapes a builder or middleware.
+    if (err) {
+      process.exitCode = reportError(err, { json: process.argv.includes('--json') });
+      return;
+    }
     process.stderr.write(`vmdr: ${message} (see vmdr --help)\n`);
     process.exit(EXIT_USAGE);
   })

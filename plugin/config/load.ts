@@ -2,11 +2,41 @@
  * Reads vmdr.yaml. Every error names the file, where in it (line:column and the path of keys) and
  * what was expected, in one line: operators fix configs under pressure, often mid-incident.
  */
-import { readFile } from 'node:fs/promises';
-import { LineCounter, parseDocument, type Document } from 'yaml';
+import { open } from 'node:fs/promises';
+import { isAlias, isMap, isNode, isPair, isScalar, isSeq, Lexer, LineCounter, parseDocument, visit, type Document, type YAMLMap } from 'yaml';
 import type { z } from 'zod';
 import { ConfigSchema, type Config } from './schema.js';
 import { ConfigInvalid } from './errors.js';
+
+/**
+ * A config is a page of settings, not a data set: a larger file is refused before it is read, so
+ * parsing one takes seconds at worst, never minutes or gigabytes (docs/config.md has the figures).
+ */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+/**
+ * How many values (keys, values, list items) a config may hold, each alias counting as a copy of
+ * what it names. A realistic 1 MiB config holds about 120,000; the schema's work (and its list of
+ * issues) grows with this count, not with the bytes: a million empty {} took 1 GiB. It leaves room
+ * for a block shared by a thousand protections, and none for a "billion laughs". The yaml
+ * library's maxAliasCount (a coarser count of alias copies) is set to it as a second guard.
+ */
+export const MAX_VALUES = 200_000;
+/**
+ * How many anchors and aliases a config may have in all. The yaml library resolves each alias by a
+ * scan of every anchor and alias before it: 150,000 aliases took 458 s. A thousand protections
+ * sharing a few blocks need a few thousand.
+ */
+export const MAX_ALIASES = 10_000;
+/** Flow collections ([ and {) nested deeper cost the parser memory for no config's sake. */
+export const MAX_FLOW_DEPTH = 32;
+const TOO_LARGE = 'larger than 1 MiB, the most a config may have';
+
+/** Something wrong in a YAML document that parsed: where (keys and offset) and what. */
+interface Finding {
+  path: (string | number)[];
+  offset: number;
+  problem: string;
+}
 
 export interface LoadedConfig {
   file: string;
@@ -14,30 +44,165 @@ export interface LoadedConfig {
 }
 
 export async function loadConfig(file: string): Promise<LoadedConfig> {
-  let text: string;
+  return { file, config: parseConfig(await readConfigText(file), file) };
+}
+
+/** The file's text, read only when its size is within MAX_CONFIG_BYTES (a FIFO or a growing file too). */
+async function readConfigText(file: string): Promise<string> {
+  const refuse = (problem: string, cause?: unknown) => new ConfigInvalid(file, {}, problem, cause);
+  const handle = await open(file, 'r').catch((err: unknown) => {
+    throw refuse(readProblem(err), err);
+  });
   try {
-    text = await readFile(file, 'utf8');
+    const stats = await handle.stat();
+    if (stats.isDirectory()) throw refuse('is a directory, not a config file');
+    if (stats.size > MAX_CONFIG_BYTES) throw refuse(`${stats.size} bytes: ${TOO_LARGE}`);
+    const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let length = 0;
+    for (let n = -1; n !== 0 && length < buffer.length; length += n) {
+      ({ bytesRead: n } = await handle.read(buffer, length, buffer.length - length));
+    }
+    if (length > MAX_CONFIG_BYTES) throw refuse(TOO_LARGE);
+    return buffer.toString('utf8', 0, length);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const problem = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, not a config file' : `cannot read (${code})`;
-    throw new ConfigInvalid(file, {}, problem, err);
+    throw err instanceof ConfigInvalid ? err : refuse(readProblem(err), err);
+  } finally {
+    await handle.close();
   }
-  return { file, config: parseConfig(text, file) };
+}
+
+function readProblem(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EISDIR') return 'is a directory, not a config file';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  return `cannot read (${code ?? String(err)})`;
 }
 
 export function parseConfig(text: string, file: string): Config {
+  if (text.length > MAX_CONFIG_BYTES) throw new ConfigInvalid(file, {}, TOO_LARGE);
+  if (flowDepth(text) > MAX_FLOW_DEPTH) throw new ConfigInvalid(file, {}, `not valid YAML: [ and { nested more than ${MAX_FLOW_DEPTH} deep`);
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  // The library's own duplicate-key check compares every key with every other (minutes for a
+  // large map): duplicateKey() does it with a set.
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false });
   const syntax = doc.errors[0];
   if (syntax) {
     const pos = lines.linePos(syntax.pos[0]);
-    throw new ConfigInvalid(file, { position: `${pos.line}:${pos.col}` }, `not valid YAML: ${syntax.message.split('\n')[0]}`);
+    const problem =
+      syntax.code === 'RESOURCE_EXHAUSTION' ? 'nested too deeply' : syntax.code === 'MULTIPLE_DOCS' ? 'more than one document (---)' : syntax.message.split('\n')[0];
+    throw new ConfigInvalid(file, { position: `${pos.line}:${pos.col}` }, `not valid YAML: ${problem}`);
   }
-  const result = ConfigSchema.safeParse(doc.toJS() ?? {});
+  const finding = duplicateKey(doc) ?? countValues(doc);
+  if (finding) {
+    const pos = lines.linePos(finding.offset);
+    throw new ConfigInvalid(file, { position: `${pos.line}:${pos.col}`, keyPath: locate(doc, lines, finding.path).keyPath }, finding.problem);
+  }
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_VALUES });
+  } catch (err) {
+    // toJS throws only for aliases, and countValues() found none wrong: the library counts more.
+    throw new ConfigInvalid(file, {}, `YAML aliases copy more than ${MAX_VALUES} values`, err);
+  }
+  const result = ConfigSchema.safeParse(data ?? {});
   if (result.success) return result.data;
   const first = result.error.issues[0]!;
   const path = first.path.filter((k): k is string | number => typeof k !== 'symbol');
   throw new ConfigInvalid(file, locate(doc, lines, path), describe(first, doc.hasIn(path)));
+}
+
+/** How deep [ and { nest, counted by the lexer alone (cheap), stopping once past the limit. */
+function flowDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  for (const token of new Lexer().lex(text)) {
+    if (token === '[' || token === '{') deepest = Math.max(deepest, ++depth);
+    else if (token === ']' || token === '}') depth--;
+    if (deepest > MAX_FLOW_DEPTH) break;
+  }
+  return deepest;
+}
+
+/** The first key that appears twice in one mapping (the last would silently win). */
+function duplicateKey(doc: Document): Finding | undefined {
+  let found: Finding | undefined;
+  visit(doc, {
+    Map(_key, map: YAMLMap, ancestors) {
+      const seen = new Set<string>();
+      for (const pair of map.items) {
+        if (!isScalar(pair.key)) continue;
+        const key = String(pair.key.value);
+        if (seen.has(key)) {
+          found = { path: keyPath([...ancestors, map, pair]), offset: pair.key.range?.[0] ?? 0, problem: `duplicate key "${key}"` };
+          return visit.BREAK;
+        }
+        seen.add(key);
+      }
+      return undefined;
+    },
+  });
+  return found;
+}
+
+/**
+ * The first alias that names no anchor or sits inside the value it names, the first value past
+ * MAX_VALUES, or the first anchor or alias past MAX_ALIASES. One walk in document order, each
+ * anchor's size measured once, so a bomb costs no more to measure than to read.
+ */
+function countValues(doc: Document): Finding | undefined {
+  const anchors = new Map<string, unknown>();
+  const sizes = new Map<unknown, number>();
+  const path: (string | number)[] = [];
+  let total = 0;
+  let named = 0;
+  let found: Finding | undefined;
+  const refuse = (offset: number, problem: string) => {
+    found ??= { path: [...path], offset, problem };
+  };
+  const measure = (node: unknown): number => {
+    if (found || !isNode(node)) return 0;
+    const offset = node.range?.[0] ?? 0;
+    if ((isAlias(node) || node.anchor) && ++named > MAX_ALIASES) refuse(offset, `more than ${MAX_ALIASES} YAML anchors and aliases`);
+    if (isAlias(node)) {
+      const size = sizes.get(anchors.get(node.source));
+      if (!anchors.has(node.source)) refuse(offset, `alias *${node.source} names no anchor before it`);
+      else if (size === undefined) refuse(offset, `alias *${node.source} is inside the value it names`);
+      else if ((total += size) > MAX_VALUES) refuse(offset, `YAML aliases bring the config past ${MAX_VALUES} values`);
+      return size ?? 0;
+    }
+    if ((total += 1) > MAX_VALUES) refuse(offset, `more than ${MAX_VALUES} values: a config is a page of settings, not a data set`);
+    const anchor = node.anchor;
+    if (anchor) anchors.set(anchor, node);
+    let size = 1;
+    if (isMap(node)) {
+      for (const pair of node.items) {
+        path.push(isScalar(pair.key) ? String(pair.key.value) : '?');
+        size += measure(pair.key) + measure(pair.value);
+        path.pop();
+      }
+    } else if (isSeq(node)) {
+      node.items.forEach((item, i) => {
+        path.push(i);
+        size += measure(item);
+        path.pop();
+      });
+    }
+    if (anchor) sizes.set(node, size);
+    return size;
+  };
+  measure(doc.contents);
+  return found;
+}
+
+/** The keys and indexes leading through a chain of YAML nodes, from the document down. */
+function keyPath(chain: readonly unknown[]): (string | number)[] {
+  const keys: (string | number)[] = [];
+  chain.forEach((node, i) => {
+    if (isPair(node) && isScalar(node.key)) keys.push(String(node.key.value));
+    else if (isSeq(node)) keys.push(node.items.indexOf(chain[i + 1] as never));
+  });
+  return keys;
 }
 
 /** line:col of the deepest node that exists on the issue's path, and the path itself. */

@@ -11,14 +11,56 @@ const name = z.string().regex(NAME_PATTERN, 'a name of letters, digits, ".", "-"
 
 const DURATION_PATTERN = /^(\d+)(s|m|h|d)$/;
 const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-/** "90s", "15m", "4h", "7d" → milliseconds. */
-export const duration = z
+type DurationText = `${number}${keyof typeof UNIT_MS}`;
+const milliseconds = (text: string): number => {
+  const [, amount, unit] = DURATION_PATTERN.exec(text)!;
+  return Number(amount) * UNIT_MS[unit as keyof typeof UNIT_MS];
+};
+
+/** Node's timers take at most 2^31-1 ms (24.8 days); a longer delay fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * "90s", "15m", "4h", "7d" → milliseconds, from `min` to `max`. Each duration says its own range: a
+ * duration vmdr waits on must not reach MAX_TIMER_MS, and nothing sensible is 0.
+ */
+export function durationBetween(min: DurationText, max: DurationText) {
+  const [low, high] = [milliseconds(min), milliseconds(max)];
+  return z
+    .string()
+    .regex(DURATION_PATTERN, 'a duration such as 30s, 15m, 4h or 7d')
+    .transform(milliseconds)
+    .refine((ms) => ms >= low && ms <= high, `a duration from ${min} to ${max}`);
+}
+
+/** Any delay a timer can wait for (the CLI's --shutdown-timeout). */
+export const duration = durationBetween('1s', '24d');
+
+/** 1 to 65535: port 0 means "any free port" to bind() and nothing at all to connect(). */
+const isPort = (text: string) => /^\d{1,5}$/.test(text) && Number(text) >= 1 && Number(text) <= 65535;
+const PORT_RANGE = 'a port from 1 to 65535';
+/** The port of scheme://[user@]host:port/..., when the URI has one. */
+const URI_PORT = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/(?:[^@/?#]*@)?(?:\[[^\]/]*\]|[^:/?#[]*):([^/?#]*)/;
+const uriPortValid = (text: string) => {
+  const port = URI_PORT.exec(text)?.[1];
+  return port === undefined || isPort(port);
+};
+const hostPort = z
   .string()
-  .regex(DURATION_PATTERN, 'a duration such as 30s, 15m, 4h or 7d')
-  .transform((text) => {
-    const [, amount, unit] = DURATION_PATTERN.exec(text)!;
-    return Number(amount) * UNIT_MS[unit as keyof typeof UNIT_MS];
-  });
+  .regex(/^[^:\s]+:\d+$/, 'host:port')
+  .refine((text) => isPort(text.slice(text.lastIndexOf(':') + 1)), `host:port with ${PORT_RANGE}`);
+const url = (protocol: RegExp, message: string) => z.string().refine(uriPortValid, PORT_RANGE).pipe(z.url({ protocol, message }));
+
+/**
+ * A path in the config never climbs out of where it points (no ".." segment), so what an operator
+ * reads is where vmdr writes.
+ */
+const path = z
+  .string()
+  .min(1, 'a path')
+  .refine((p) => !p.includes('\0'), 'a path without NUL characters')
+  .refine((p) => !p.split('/').includes('..'), 'a path without ".." segments');
+const absolutePath = z.string().regex(/^\//, 'an absolute path').pipe(path);
 
 const mac = z
   .string()
@@ -29,13 +71,11 @@ const cidr = z.cidrv4({ message: 'an IPv4 address with prefix such as 192.0.2.10
 const hostname = z
   .string()
   .regex(/^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/, 'a hostname');
-const hostPort = z.string().regex(/^[^:\s]+:\d{1,5}$/, 'host:port');
-const absolutePath = z.string().regex(/^\//, 'an absolute path');
 
 export const SiteSchema = z.strictObject({
   name,
   /** qemu:///system, qemu+ssh://host/system, test:///default, vsphere://user@vcenter/Datacenter */
-  uri: z.string().min(1),
+  uri: z.string().min(1).refine(uriPortValid, PORT_RANGE),
   /** Where replicas and their recovery points live on a DR site. */
   storage: absolutePath.optional(),
   /** The replication receiver of a DR site. */
@@ -43,7 +83,7 @@ export const SiteSchema = z.strictObject({
     .strictObject({
       /** host:port the receiver binds; senders connect to it unless `url` says otherwise. */
       listen: hostPort,
-      url: z.url({ protocol: /^https$/, message: 'an https:// URL' }).optional(),
+      url: url(/^https$/, 'an https:// URL').optional(),
       /**
        * A directory holding tls.crt, tls.key and token. `vmdr serve` makes them when missing; a
        * source host needs a copy of tls.crt (the pinned certificate) and token.
@@ -88,7 +128,7 @@ export const TargetSchema = z.strictObject({
   vcpus: z.number().int().min(1).default(1),
   boot: BootSchema.default({ kind: 'disk' }),
   /** Domain template (libvirt) under templates/domains/, or an absolute path. */
-  template: z.string().optional(),
+  template: path.optional(),
   hostname: hostname.optional(),
   nics: z.array(TargetNicSchema).min(1, 'at least one NIC'),
 });
@@ -99,7 +139,7 @@ export const TargetSchema = z.strictObject({
  */
 export const HealthSchema = z.strictObject({
   /** One deadline for all the checks together, counted from the start of the wait (right after boot). */
-  timeout: duration.prefault('2m'),
+  timeout: durationBetween('1s', '12h').prefault('2m'),
   /** A line the guest prints on its serial console when it is up (the lab guest: "^VMDR-GUEST ready"). */
   serial: z
     .string()
@@ -120,7 +160,7 @@ export const HealthSchema = z.strictObject({
   http: z
     .array(
       z.strictObject({
-        url: z.url({ protocol: /^https?$/, message: 'an http:// or https:// URL' }),
+        url: url(/^https?$/, 'an http:// or https:// URL'),
         status: z.number().int('an HTTP status such as 200').min(100, 'an HTTP status from 100 to 599').max(599, 'an HTTP status from 100 to 599').optional(),
       }),
     )
@@ -132,12 +172,16 @@ export const ProtectionSchema = z.strictObject({
   tenant: name.optional(),
   source: z.strictObject({ site: name, vm: z.string().min(1) }),
   target: TargetSchema,
-  /** The recovery point objective: how much data loss the owner accepts. */
-  rpo: duration.prefault('15m'),
+  /**
+   * The recovery point objective: how much data loss the owner accepts. Up to 30 days although that
+   * passes MAX_TIMER_MS: vmdr waits at most rpo/2 (cycleInterval), never the rpo itself.
+   */
+  rpo: durationBetween('1s', '30d').prefault('15m'),
   /** Continuous: sync cycles back to back (seconds of lag). Otherwise `vmdr serve` syncs every rpo/2. */
   continuous: z.boolean().default(false),
   retention: z
-    .strictObject({ keep: z.number().int().min(1).default(24), maxAge: duration.optional() })
+    // maxAge is compared with the points' ages, never waited on: it may pass MAX_TIMER_MS.
+    .strictObject({ keep: z.number().int().min(1).default(24), maxAge: durationBetween('1m', '3650d').optional() })
     .default({ keep: 24 }),
   /** What the DR VM must show after a failover or in a drill before it counts as up. */
   health: HealthSchema.prefault({}),

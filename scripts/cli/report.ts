@@ -1,7 +1,8 @@
 /**
  * How the CLI speaks: results on stdout (a table, or JSON with --json), problems on stderr as one
- * line that says what was wrong and where, with a non-zero exit. A stack trace is printed only for
- * errors that are vmdr's own fault, or when VMDR_DEBUG is set.
+ * line that says what was wrong and where, with a non-zero exit. A stack trace (and the causes) is
+ * printed only with --debug or VMDR_DEBUG=1, whatever the error: an operator mid-incident reads the
+ * line, a developer asks for the rest.
  */
 import { VmdrError } from '../../hypervisors/errors.js';
 
@@ -23,8 +24,10 @@ export function printTable(headers: string[], rows: string[][]): void {
   process.stdout.write(`${[line(headers), ...rows.map(line)].join('\n')}\n`);
 }
 
+/** Set by --debug (or by the operator): print stack traces and causes. */
+export const debugging = (): boolean => !['', '0', undefined].includes(process.env.VMDR_DEBUG);
+
 export function reportError(err: unknown, options: OutputOptions): number {
-  const debug = Boolean(process.env.VMDR_DEBUG);
   if (err instanceof VmdrError) {
     if (options.json) {
       process.stderr.write(`${JSON.stringify({ error: err.toJSON() })}\n`);
@@ -32,13 +35,13 @@ export function reportError(err: unknown, options: OutputOptions): number {
       const remedy = err.remedy ? ` (${err.remedy})` : '';
       process.stderr.write(`vmdr: ${err.message}${remedy}\n`);
     }
-    if (debug || !err.userError) process.stderr.write(`${err.stack}\n${causeChain(err)}`);
-    return EXIT_FAILURE;
+  } else {
+    // Not one of vmdr's errors: a bug. Say so in one line, and how to see where it happened.
+    const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+    if (options.json) process.stderr.write(`${JSON.stringify({ error: { code: 'INTERNAL', message } })}\n`);
+    else process.stderr.write(`vmdr: internal error: ${message}${debugging() ? '' : ' (a bug in vmdr; --debug shows where)'}\n`);
   }
-  const message = err instanceof Error ? err.message : String(err);
-  if (options.json) process.stderr.write(`${JSON.stringify({ error: { code: 'INTERNAL', message } })}\n`);
-  else process.stderr.write(`vmdr: internal error: ${message}\n`);
-  process.stderr.write(`${err instanceof Error ? err.stack : ''}\n`);
+  if (debugging()) process.stderr.write(`${err instanceof Error ? `${err.stack}\n${causeChain(err)}` : ''}`);
   return EXIT_FAILURE;
 }
 

@@ -14,3 +14,12 @@ export async function rejectsWith(promise: Promise<unknown>, code: string): Prom
   assert.equal(caught.code, code, caught.message);
   return caught;
 }
+
+/** One line on stderr, no stack trace, exit code 1: what a user sees for a user error. */
+export function assertOneLineError(result: { code: number; stderr: string }, pattern: RegExp): void {
+  assert.equal(result.code, 1, `exit code; stderr: ${result.stderr}`);
+  const lines = result.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line, got:\n${result.stderr}`);
+  assert.match(lines[0]!, pattern);
+  assert.doesNotMatch(result.stderr, /\n\s+at /);
+}

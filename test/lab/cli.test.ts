@@ -4,16 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setRole } from '../../plugin/state/roles.js';
 import { StateStore } from '../../plugin/state/store.js';
+import { assertOneLineError } from '../helpers/assertions.js';
 import { runVmdr } from '../helpers/lab.js';
-
-/** One line on stderr, no stack trace, a non-zero exit: what a user sees for a user error. */
-function assertOneLineError(result: { code: number; stderr: string }, pattern: RegExp): void {
-  assert.equal(result.code, 1, `exit code; stderr: ${result.stderr}`);
-  const lines = result.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, `expected one line, got:\n${result.stderr}`);
-  assert.match(lines[0]!, pattern);
-  assert.doesNotMatch(result.stderr, /\n\s+at /);
-}
 
 describe('the vmdr CLI', function () {
   this.timeout(60_000);

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, parseConfig } from '../../plugin/config/load.js';
+import { loadConfig, MAX_ALIASES, MAX_CONFIG_BYTES, MAX_VALUES, parseConfig } from '../../plugin/config/load.js';
 import { ConfigInvalid } from '../../plugin/config/errors.js';
+import { duration, MAX_TIMER_MS } from '../../plugin/config/schema.js';
+import { cycleInterval } from '../../plugin/replication/continuous.js';
 
 const LAB = 'templates/examples/lab.yaml';
 
@@ -135,6 +137,151 @@ ${health === undefined ? '' : `    health: ${health}\n`}`);
     });
   });
 
+  describe('limits', () => {
+    const protection = (fields = '', target = '') => `protections:
+  - name: web
+    source: { site: prod, vm: web }
+    target: { site: prod, vm: web-dr, nics: [{ network: dr }]${target} }
+${fields}`;
+    const web = (text: string) => parseConfig(text, 'vmdr.yaml').protections[0]!;
+
+    describe('ports: 1 to 65535 wherever one appears', () => {
+      const receiver = (listen: string, url = '') => `version: 1
+sites:
+  - name: dr
+    uri: test:///default
+    receiver: { listen: "${listen}"${url ? `, url: "${url}"` : ''} }
+`;
+      it('takes the edge values', () => {
+        for (const port of [1, 65535]) {
+          assert.equal(parseConfig(receiver(`127.0.0.1:${port}`, `https://dr.example:${port}/`), 'vmdr.yaml').sites[0]!.receiver!.listen, `127.0.0.1:${port}`);
+          assert.deepEqual(web(minimal(protection(`    health: { tcp: ["192.0.2.11:${port}"], http: [{ url: "http://192.0.2.11:${port}/" }] }\n`))).health.tcp, [`192.0.2.11:${port}`]);
+          assert.equal(parseConfig(minimal().replace('test:///default', `"qemu+tcp://192.0.2.1:${port}/system"`), 'vmdr.yaml').sites[0]!.uri, `qemu+tcp://192.0.2.1:${port}/system`);
+        }
+      });
+
+      for (const port of ['0', '70000', '99999']) {
+        it(`refuses port ${port}, naming the place`, () => {
+          expectInvalid(receiver(`127.0.0.1:${port}`), /^vmdr\.yaml:5:\d+: sites\[0\]\.receiver\.listen: host:port with a port from 1 to 65535$/);
+          expectInvalid(receiver('127.0.0.1:8443', `https://dr.example:${port}/`), /^vmdr\.yaml:5:\d+: sites\[0\]\.receiver\.url: a port from 1 to 65535$/);
+          expectInvalid(minimal(protection(`    health: { tcp: ["192.0.2.11:${port}"] }\n`)), /: protections\[0\]\.health\.tcp\[0\]: host:port with a port from 1 to 65535$/);
+          expectInvalid(minimal(protection(`    health: { http: [{ url: "http://192.0.2.11:${port}/" }] }\n`)), /: protections\[0\]\.health\.http\[0\]\.url: a port from 1 to 65535$/);
+          expectInvalid(minimal().replace('test:///default', `"qemu+tcp://192.0.2.1:${port}/system"`), /^vmdr\.yaml:4:10: sites\[0\]\.uri: a port from 1 to 65535$/);
+        });
+      }
+    });
+
+    describe('durations: each its range, none past a timer', () => {
+      it('takes an rpo from 1s to 30d', () => {
+        assert.equal(web(minimal(protection('    rpo: 1s\n'))).rpo, 1_000);
+        assert.equal(web(minimal(protection('    rpo: 30d\n'))).rpo, 30 * 86_400_000);
+      });
+
+      for (const rpo of ['0m', '0s', '31d', '50d', '99999999999999999999d']) {
+        it(`refuses rpo: ${rpo}, naming the place`, () => {
+          expectInvalid(minimal(protection(`    rpo: ${rpo}\n`)), /^vmdr\.yaml:9:10: protections\[0\]\.rpo: a duration from 1s to 30d$/);
+        });
+      }
+
+      it('bounds the health timeout (1s to 12h) and the retention age (1m to 3650d)', () => {
+        assert.equal(web(minimal(protection('    health: { timeout: 1s }\n'))).health.timeout, 1_000);
+        assert.equal(web(minimal(protection('    health: { timeout: 12h }\n'))).health.timeout, 12 * 3_600_000);
+        expectInvalid(minimal(protection('    health: { timeout: 0s }\n')), /protections\[0\]\.health\.timeout: a duration from 1s to 12h$/);
+        expectInvalid(minimal(protection('    health: { timeout: 13h }\n')), /protections\[0\]\.health\.timeout: a duration from 1s to 12h$/);
+        assert.equal(web(minimal(protection('    retention: { maxAge: 3650d }\n'))).retention.maxAge, 3650 * 86_400_000);
+        expectInvalid(minimal(protection('    retention: { maxAge: 59s }\n')), /protections\[0\]\.retention\.maxAge: a duration from 1m to 3650d$/);
+      });
+
+      it('never makes vmdr wait longer than a timer can (2^31-1 ms)', () => {
+        const longest = web(minimal(protection('    rpo: 30d\n    health: { timeout: 12h }\n')));
+        assert.ok(cycleInterval(longest) <= MAX_TIMER_MS, `rpo/2 = ${cycleInterval(longest)} ms`);
+        assert.ok(longest.health.timeout <= MAX_TIMER_MS);
+        assert.equal(duration.parse('24d'), 24 * 86_400_000);
+        assert.ok(!duration.safeParse('25d').success, 'the CLI duration (--shutdown-timeout) stops before MAX_TIMER_MS');
+      });
+    });
+
+    describe('paths: no ".." anywhere', () => {
+      const lab = () => readFile(LAB, 'utf8');
+      for (const [field, from, to] of [
+        ['state.path', '/var/lib/vmdr/lab/state.db', '/var/lib/vmdr/../../etc/state.db'],
+        ['sites[1].storage', '/var/lib/vmdr/lab/replicas', '/var/lib/vmdr/lab/..'],
+        ['sites[1].receiver.credentials', '/var/lib/vmdr/lab/receiver-dr', '/var/lib/vmdr/lab/../x'],
+        ['protections[0].target.boot.kernel', 'kernel: /var/lib/vmdr/lab/vmlinuz', 'kernel: /boot/../vmlinuz'],
+        ['protections[0].target.boot.initrd', 'initrd: /var/lib/vmdr/lab/initrd.img', 'initrd: /boot/../initrd.img'],
+      ] as const) {
+        it(`refuses ".." in ${field}`, async () => {
+          expectInvalid((await lab()).replace(from, to), new RegExp(`: ${field.replace(/[[\].]/g, '\\$&')}: a path without "\\.\\." segments$`));
+        });
+      }
+
+      it('keeps a template name relative to templates/domains/, refusing ".." in it', () => {
+        assert.equal(web(minimal(protection('', ', template: libvirt-domain.xml'))).target.template, 'libvirt-domain.xml');
+        assert.equal(web(minimal(protection('', ', template: /srv/a..b/domain.xml'))).target.template, '/srv/a..b/domain.xml');
+        expectInvalid(minimal(protection('', ', template: ../../etc/domain.xml')), /protections\[0\]\.target\.template: a path without "\.\." segments$/);
+      });
+    });
+
+    describe('YAML', () => {
+      it('refuses an alias bomb, naming the alias that went past the limit', () => {
+        const levels = 'abcdefghi'.split('');
+        const bomb = [
+          'version: 1',
+          `a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]`,
+          ...levels.slice(1).map((l, i) => `${l}: &${l} [${Array(9).fill(`*${levels[i]}`).join(', ')}]`),
+          'sites: *i',
+        ].join('\n');
+        expectInvalid(bomb, new RegExp(`^vmdr\\.yaml:\\d+:\\d+: [a-i]\\[\\d+\\]: YAML aliases bring the config past ${MAX_VALUES} values$`));
+      });
+
+      it("takes a block shared by many protections (past the yaml library's default of 100 uses)", () => {
+        const protections = Array.from({ length: 150 }, (_, i) => `  - name: p${i}
+    source: { site: prod, vm: vm${i} }
+    target: { site: prod, vm: vm${i}-dr, nics: [{ network: dr }] }
+    health: ${i === 0 ? '&health { timeout: 5m, tcp: ["192.0.2.11:22"] }' : '*health'}
+`).join('');
+        const config = parseConfig(minimal(`protections:\n${protections}`), 'vmdr.yaml');
+        assert.deepEqual(config.protections[149]!.health.tcp, ['192.0.2.11:22']);
+      });
+
+      it('refuses more than 10,000 anchors and aliases (the library resolves each by a scan of those before it)', () => {
+        const aliases = (n: number) => `version: 1\nx: [&a 1${', *a'.repeat(n)}]\n`;
+        expectInvalid(aliases(MAX_ALIASES), new RegExp(`^vmdr\\.yaml:2:\\d+: x\\[${MAX_ALIASES}\\]: more than ${MAX_ALIASES} YAML anchors and aliases$`));
+      });
+
+      it('refuses an alias inside the value it names, and one naming no anchor', () => {
+        expectInvalid('version: 1\nsites: &s\n  - *s\n', /^vmdr\.yaml:3:5: sites\[0\]: alias \*s is inside the value it names$/);
+        expectInvalid('version: 1\nsites:\n  - *s\n', /^vmdr\.yaml:3:5: sites\[0\]: alias \*s names no anchor before it$/);
+      });
+
+      it('refuses a key given twice, naming the second', () => {
+        expectInvalid(minimal(protection('    rpo: 5m\n    rpo: 1m\n')), /^vmdr\.yaml:10:5: protections\[0\]\.rpo: duplicate key "rpo"$/);
+      });
+
+      it('refuses more than 200,000 values before the schema sees them, naming the first past the limit', () => {
+        const list = (n: number) => `version: 1\nx: [${Array(n).fill('1').join(',')}]\n`;
+        // The document's mapping, version, 1, x and the list: 5 values besides the items.
+        expectInvalid(list(MAX_VALUES - 5), /^vmdr\.yaml:1:1: sites: missing; expected array$/);
+        expectInvalid(list(MAX_VALUES - 4), new RegExp(`^vmdr\\.yaml:2:\\d+: x\\[${MAX_VALUES - 5}\\]: more than ${MAX_VALUES} values: a config is a page of settings, not a data set$`));
+      });
+
+      it('refuses [ and { nested deeper than 32', () => {
+        const nested = (depth: number) => `version: 1\nsites: ${'['.repeat(depth)}${']'.repeat(depth)}\n`;
+        expectInvalid(nested(32), /^vmdr\.yaml:2:9: sites\[0\]: expected object$/);
+        expectInvalid(nested(33), /^vmdr\.yaml: not valid YAML: \[ and \{ nested more than 32 deep$/);
+      });
+
+      it('parses a 1 MiB map of 90,000 keys in seconds (the library alone took 45 s)', function () {
+        this.timeout(60_000);
+        let text = 'version: 1\nx:\n';
+        for (let i = 0; text.length < MAX_CONFIG_BYTES - 20; i++) text += `  k${i}: 1\n`;
+        const started = Date.now();
+        expectInvalid(text, /^vmdr\.yaml:1:1: sites: missing; expected array$/);
+        assert.ok(Date.now() - started < 20_000, `${Date.now() - started} ms`);
+      });
+    });
+  });
+
   describe('files', () => {
     let dir: string;
     before(async () => (dir = await mkdtemp(join(tmpdir(), 'test-vmdr-config-'))));
@@ -142,6 +289,24 @@ ${health === undefined ? '' : `    health: ${health}\n`}`);
 
     it('says when the file does not exist', async () => {
       await assert.rejects(loadConfig(join(dir, 'nope.yaml')), /nope\.yaml: no such file$/);
+    });
+
+    it('refuses a file larger than 1 MiB before reading it, and takes one of exactly 1 MiB', async () => {
+      const file = join(dir, 'padded.yaml');
+      const valid = await readFile(LAB, 'utf8');
+      const padded = `${valid}#${'x'.repeat(MAX_CONFIG_BYTES - valid.length - 2)}\n`;
+      await writeFile(file, padded);
+      assert.equal((await loadConfig(file)).config.protections.length, 2);
+      await writeFile(file, `${padded} `);
+      await assert.rejects(loadConfig(file), /^ConfigInvalid: .*padded\.yaml: 1048577 bytes: larger than 1 MiB, the most a config may have$/);
+    });
+
+    it('reads no more than 1 MiB of an endless file', async () => {
+      await assert.rejects(loadConfig('/dev/zero'), /^ConfigInvalid: \/dev\/zero: larger than 1 MiB, the most a config may have$/);
+    });
+
+    it('says when the file is a directory', async () => {
+      await assert.rejects(loadConfig(dir), /: is a directory, not a config file$/);
     });
 
     it('says when the file is empty', async () => {

@@ -83,7 +83,7 @@ describe('replication receiver over HTTPS (in process, real qemu-nbd and SQLite)
       receiverConfigYaml({
         statePath,
         storage,
-        listen: '127.0.0.1:0',
+        listen: '127.0.0.1:8443',
         credentials: credentials.dir,
         protections: [{ name: WEB, keep: 1000 }, { name: DB }, { name: 'acme-far', site: 'dr2' }],
       }),

@@ -34,7 +34,7 @@ describe('a link that goes silent', function () {
     credentials = await ensureReceiverCredentials(join(root, 'receiver'), '127.0.0.1');
     const statePath = join(root, 'state.db');
     const config = parseConfig(
-      receiverConfigYaml({ statePath, storage: join(root, 'replicas'), listen: '127.0.0.1:0', credentials: credentials.dir, protections: [{ name: 'web' }] }),
+      receiverConfigYaml({ statePath, storage: join(root, 'replicas'), listen: '127.0.0.1:8443', credentials: credentials.dir, protections: [{ name: 'web' }] }),
       join(root, 'vmdr.yaml'),
     );
     state = StateStore.open(statePath);
