@@ -12,7 +12,7 @@ export class SourceIdentityChanged extends VmdrError {
       `protection "${protection}": source VM "${vm}" is now UUID ${found}, not UUID ${recorded} whose recovery points it holds; nothing was synced`,
       {
         subject: { protection, vm, recorded, found },
-        remedy: `if the new VM replaces the old one, run \`vmdr protect ${protection} --replace-source\` (the old points stay, pinned)`,
+        remedy: `if the new VM replaces the old one, run \`vmdr protect ${protection} --replace-source\`: the old points stay, pinned`,
       },
     );
   }

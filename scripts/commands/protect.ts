@@ -32,13 +32,14 @@ export const protectCommand: CommandModule<GlobalOptions, ProtectOptions> = {
       withReplicationContext(argv.config, async (ctx) => {
         const { file, config, sites } = ctx;
         const protection = findProtection(config, file, argv.vm);
-        const [target] = await provisionTargets(config, file, sites, [protection.name], ctx.state);
         const receiver = await receiverFor(config, file, protection);
         try {
-          if (argv['replace-source']) return await replaceSource(ctx, protection, receiver, target!, argv.json);
+          if (argv['replace-source']) return await replaceSource(ctx, protection, receiver, argv.json);
           const latest = await receiver.latestPoint(protection.name);
-          // Records the source's identity (refusing another VM under a recorded name) before the first byte ships.
+          // Records the source's identity, or refuses another VM under a recorded name, before the
+          // target is staged after that VM or a byte of it ships.
           const { source, notes } = await checkSource(await sites.adapter(protection.source.site), protection, receiver);
+          const [target] = await provisionTargets(config, file, sites, [protection.name], ctx.state);
           if (latest) {
             const summary = { protection: protection.name, target: target!.vm, action: 'already-protected', point: latest, source, notes };
             if (argv.json) return printJson({ event: 'result', ...summary });
@@ -57,9 +58,11 @@ export const protectCommand: CommandModule<GlobalOptions, ProtectOptions> = {
 };
 
 /** The VM under the source's name takes over; every existing point is kept for the old one. */
-async function replaceSource(ctx: ReplicationContext, protection: Protection, receiver: ReceiverClient, target: { vm: string }, json: boolean): Promise<void> {
+async function replaceSource(ctx: ReplicationContext, protection: Protection, receiver: ReceiverClient, json: boolean): Promise<void> {
   // The operator means the VM under the name now, not a recorded VM renamed elsewhere.
   const vm = await (await ctx.sites.adapter(protection.source.site)).getVm(protection.source.vm);
+  // Staged first: a target that cannot take the new VM leaves the protection as it was.
+  const [target] = await provisionTargets(ctx.config, ctx.file, ctx.sites, [protection.name], ctx.state);
   const r = await receiver.recordSource(protection.name, { uuid: vm.id, vm: vm.name }, true);
   const was = r.outcome === 'replaced' ? `UUID ${r.previous?.uuid ?? '(none recorded)'}` : 'the same VM';
   const kept = r.kept.length
@@ -67,7 +70,7 @@ async function replaceSource(ctx: ReplicationContext, protection: Protection, re
     : r.outcome === 'replaced' ? '; there were no points to keep' : ': nothing to replace';
   const said = `${protection.name}: source VM ${vm.name} is UUID ${vm.id} (was ${was})${kept}`;
   await firstSync(ctx, protection, receiver, json, (result) => ({
-    json: { target: target.vm, action: r.outcome === 'replaced' ? 'source-replaced' : 'unchanged', previous: r.previous, kept: r.kept, ...result },
+    json: { target: target!.vm, action: r.outcome === 'replaced' ? 'source-replaced' : 'unchanged', previous: r.previous, kept: r.kept, ...result },
     text: `${said}\n${describeSync(result)}`,
   }));
 }
