@@ -46,6 +46,6 @@ export function registerSourceRoutes(app: FastifyInstance, ctx: { protectionOf: 
   app.post<{ Params: { protection: string } }>('/v1/protections/:protection/points/release', async (req) => {
     const p = ctx.protectionOf(req.params.protection);
     const body = ReleaseBody.parse(req.body);
-    return { released: releaseKept(db(), p.name, body.points) };
+    return { released: releaseKept(ctx.replicas, p.name, body.points) };
   });
 }

@@ -63,13 +63,13 @@ describe('replica store: points of a replaced source VM', function () {
     assert.ok(await reads(old, 0x32, 2 * MiB, 64 * KiB), 'the old machine\'s point still reads its data');
 
     // Released one by one: a point that is not kept is left out of the answer, an unknown one is an error.
-    assert.deepEqual(releaseKept(lab.state.db, 'web', ['rp-3', 'rp-4']), ['rp-3']);
-    await rejectsWith(Promise.resolve().then(() => releaseKept(lab.state.db, 'web', ['rp-9'])), 'RECOVERY_POINT_NOT_FOUND');
-    await rejectsWith(Promise.resolve().then(() => releaseKept(lab.state.db, 'web', ['nonsense'])), 'RECOVERY_POINT_NOT_FOUND');
+    assert.deepEqual(releaseKept(lab.replicas, 'web', ['rp-3', 'rp-4']), ['rp-3']);
+    await rejectsWith(Promise.resolve().then(() => releaseKept(lab.replicas, 'web', ['rp-9'])), 'RECOVERY_POINT_NOT_FOUND');
+    await rejectsWith(Promise.resolve().then(() => releaseKept(lab.replicas, 'web', ['nonsense'])), 'RECOVERY_POINT_NOT_FOUND');
     assert.deepEqual((await lab.replicas.applyRetention('web', { keep: 1 })).dropped, []);
 
-    assert.deepEqual(releaseKept(lab.state.db, 'web', 'replaced'), ['rp-1', 'rp-2']);
-    assert.deepEqual(releaseKept(lab.state.db, 'web', 'replaced'), [], 'twice is harmless');
+    assert.deepEqual(releaseKept(lab.replicas, 'web', 'replaced'), ['rp-1', 'rp-2']);
+    assert.deepEqual(releaseKept(lab.replicas, 'web', 'replaced'), [], 'twice is harmless');
     assert.deepEqual((await lab.replicas.applyRetention('web', { keep: 1 })).dropped, ['rp-1', 'rp-2', 'rp-3', 'rp-4']);
     const [left] = lab.replicas.listPoints('web');
     assert.equal(left!.id, 'rp-5');
