@@ -6,6 +6,9 @@
  */
 import type { Database } from './store.js';
 
+/** What a kept point says of its VM when the protection had no identity recorded before it was replaced. */
+export const UNRECORDED = 'unrecorded';
+
 export interface SourceRow {
   protection: string;
   /** The hypervisor's stable id of the VM: libvirt's UUID. */
@@ -63,7 +66,7 @@ export function recordSource(
         return { outcome: 'unchanged', source: recordedSource(db, protection)! };
       }
       if (!options.replace) return before ? { outcome: 'conflict', source: before } : { outcome: 'recorded', source: write() };
-      const old = before?.vmUuid ?? 'unrecorded';
+      const old = before?.vmUuid ?? UNRECORDED;
       const kept = (
         db.prepare('SELECT seq FROM recovery_points WHERE protection = ? AND replaced_source IS NULL ORDER BY seq').all(protection) as { seq: number }[]
       ).map((r) => r.seq);

@@ -2,6 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { findProtection } from '../../plugin/protections/find.js';
 import { releasePoints } from '../../plugin/protections/source-record.js';
 import { listRecoveryPoints } from '../../plugin/replication/points.js';
+import { UNRECORDED } from '../../plugin/state/sources.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import { formatBytes } from '../cli/progress.js';
 import type { GlobalOptions } from './options.js';
@@ -42,7 +43,7 @@ export const pointsCommand: CommandModule<GlobalOptions, PointsOptions> = {
           points.map((p) => [
             p.id,
             p.time.toISOString(),
-            p.kind + (p.pinned ? ' (pinned)' : '') + (p.replacedSource ? ` (pinned: replaced VM ${p.replacedSource})` : ''),
+            p.kind + (p.pinned ? ' (pinned)' : '') + (p.replacedSource ? ` (pinned: replaced VM ${p.replacedSource === UNRECORDED ? 'of unrecorded UUID' : p.replacedSource})` : ''),
             p.checkpoint,
             formatBytes(p.bytesShipped),
             p.disks.map((d) => `${d.disk}=${d.image}`).join(' '),
