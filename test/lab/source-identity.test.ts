@@ -5,7 +5,8 @@
  * UUIDs before anything is captured, the points stay as they were, `vmdr status` flags it and the
  * loop of `vmdr serve` raises one alert. `vmdr protect --replace-source` moves the protection onto
  * the new VM: its first point holds the new disk, the old points stay listed and pinned through a
- * retention that would have merged them, until `vmdr points --release replaced`. A rename (same
+ * retention that would have merged them, and a drill boots the old machine from one of them, until
+ * `vmdr points --release replaced`. A rename (same
  * UUID) is followed. The VMs stay shut off: their disks are read from their images, which is the
  * path where nothing but the identity check stood between the new disk and the replica.
  */
@@ -61,6 +62,7 @@ protections:
     source: { site: prod, vm: ${vm.name} }
     rpo: 4s
     retention: { keep: 2 }
+    health: { serial: "^VMDR-GUEST ready", timeout: 120s }
     target:
       site: dr
       vm: ${vm.name}-dr
@@ -74,7 +76,7 @@ protections:
   after(async () => {
     await loops?.stop();
     await receiver?.stop();
-    for (const name of [`${vm.name}-dr`, `${vm.name}-renamed`]) await vm.adapter.undefine(name).catch(() => undefined);
+    for (const name of vm ? [`${vm.name}-dr`, `${vm.name}-renamed`] : []) await vm.adapter.undefine(name).catch(() => undefined);
     await destroyLabVm(vm);
   });
 
@@ -158,6 +160,14 @@ protections:
     assert.deepEqual(after.map((p) => [p.id, p.replacedSource]), [['rp-1', old.id], ['rp-2', old.id], ['rp-3', null], ['rp-4', null]]);
     await compareImages(vm.disk, after[1]!.disks[0]!.image);
     assert.match(await vmdr(['points', vm.name]), new RegExp(`^rp-2 .* \\(pinned: replaced VM ${old.id}\\)`, 'm'));
+    // Usable for failover: a drill of the old VM's newest point boots the old machine's disk, and
+    // ending the drill (which unpins what it pinned) leaves the point kept.
+    const drill = await runVmdr(['failover', vm.name, '--test', '--point', 'rp-2', '--json', '--config', config]);
+    assert.equal(drill.code, 0, drill.stderr);
+    const report = JSON.parse(drill.stdout.trim().split('\n').pop()!) as { vms: { status: string; point: string; guest?: string }[] };
+    assert.equal(report.vms[0]!.status, 'healthy');
+    assert.match(report.vms[0]!.guest ?? '', / marker=old /);
+    assert.deepEqual((await points()).map((p) => [p.id, p.pinned, p.replacedSource]).slice(0, 2), [['rp-1', false, old.id], ['rp-2', false, old.id]]);
     const [row2] = JSON.parse(await vmdr(['status', '--json'])) as { sourceIdentity: { replaced: boolean; recorded: string } }[];
     assert.deepEqual([row2!.sourceIdentity.replaced, row2!.sourceIdentity.recorded], [false, replacement.id]);
 
