@@ -1,5 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { findProtection } from '../../plugin/protections/find.js';
+import { replaceSource } from '../../plugin/protections/replace-source.js';
 import { checkSource } from '../../plugin/protections/source-identity.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import type { ReceiverClient } from '../../plugin/replication/sender/receiver-client.js';
@@ -34,7 +35,7 @@ export const protectCommand: CommandModule<GlobalOptions, ProtectOptions> = {
         const protection = findProtection(config, file, argv.vm);
         const receiver = await receiverFor(config, file, protection);
         try {
-          if (argv['replace-source']) return await replaceSource(ctx, protection, receiver, argv.json);
+          if (argv['replace-source']) return await replaceSourceAndSync(ctx, protection, receiver, argv.json);
           const latest = await receiver.latestPoint(protection.name);
           // Records the source's identity, or refuses another VM under a recorded name, before the
           // target is staged after that VM or a byte of it ships.
@@ -57,20 +58,16 @@ export const protectCommand: CommandModule<GlobalOptions, ProtectOptions> = {
     ),
 };
 
-/** The VM under the source's name takes over; every existing point is kept for the old one. */
-async function replaceSource(ctx: ReplicationContext, protection: Protection, receiver: ReceiverClient, json: boolean): Promise<void> {
-  // The operator means the VM under the name now, not a recorded VM renamed elsewhere.
-  const vm = await (await ctx.sites.adapter(protection.source.site)).getVm(protection.source.vm);
-  // Staged first: a target that cannot take the new VM leaves the protection as it was.
-  const [target] = await provisionTargets(ctx.config, ctx.file, ctx.sites, [protection.name], ctx.state);
-  const r = await receiver.recordSource(protection.name, { uuid: vm.id, vm: vm.name }, true);
+/** Moves the protection onto the VM now under the source's name, then ships its first point. */
+async function replaceSourceAndSync(ctx: ReplicationContext, protection: Protection, receiver: ReceiverClient, json: boolean): Promise<void> {
+  const r = await replaceSource(ctx, protection, receiver);
   const was = r.outcome === 'replaced' ? `UUID ${r.previous?.uuid ?? '(none recorded)'}` : 'the same VM';
   const kept = r.kept.length
     ? `; the old VM's points ${r.kept.join(', ')} stay, pinned, until \`vmdr points ${protection.name} --release replaced\``
     : r.outcome === 'replaced' ? '; there were no points to keep' : ': nothing to replace';
-  const said = `${protection.name}: source VM ${vm.name} is UUID ${vm.id} (was ${was})${kept}`;
+  const said = `${protection.name}: source VM ${r.vm.name} is UUID ${r.vm.uuid} (was ${was})${kept}`;
   await firstSync(ctx, protection, receiver, json, (result) => ({
-    json: { target: target!.vm, action: r.outcome === 'replaced' ? 'source-replaced' : 'unchanged', previous: r.previous, kept: r.kept, ...result },
+    json: { target: r.target, action: r.outcome === 'replaced' ? 'source-replaced' : 'unchanged', previous: r.previous, kept: r.kept, ...result },
     text: `${said}\n${describeSync(result)}`,
   }));
 }
