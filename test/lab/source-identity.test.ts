@@ -2,8 +2,8 @@
  * A customer's server reinstalled under the same name, on the real lab (libvirtd, `vmdr serve` as
  * the DR receiver, the built CLI): the protected VM is removed and another one, with another UUID
  * and another disk, is defined under its name. `vmdr sync` refuses it in one line naming both
- * UUIDs before anything is captured, the points stay as they were, `vmdr status` flags it and the
- * loop of `vmdr serve` raises one alert. `vmdr protect --replace-source` moves the protection onto
+ * UUIDs before anything is captured, the points stay as they were, a planned failover refuses to
+ * stop it, `vmdr status` flags it and the loop of `vmdr serve` raises one alert. `vmdr protect --replace-source` moves the protection onto
  * the new VM: its first point holds the new disk, the old points stay listed and pinned through a
  * retention that would have merged them, and a drill boots the old machine from one of them, until
  * `vmdr points --release replaced`. A rename (same
@@ -129,6 +129,12 @@ protections:
     const protectAgain = await runVmdr(['protect', vm.name, '--config', config]);
     assert.equal(protectAgain.code, 1);
     assert.match(protectAgain.stderr, /^vmdr: .* is now UUID .*; nothing was synced/);
+
+    // A planned failover would stop the source: it must not stop a VM that only took the name.
+    const planned = await runVmdr(['failover', vm.name, '--planned', '--config', config]);
+    assert.equal(planned.code, 1);
+    assert.match(planned.stderr, new RegExp(`^vmdr: protection "${vm.name}": source VM "${vm.name}" is now UUID ${replacement.id}, not UUID ${old.id} .*\n$`));
+    assert.deepEqual(await points(), before, 'no final sync');
 
     const [row] = JSON.parse(await vmdr(['status', '--json'])) as { sourceIdentity: { recorded: string; current: string; replaced: boolean } }[];
     assert.deepEqual(row!.sourceIdentity, { recorded: old.id, current: replacement.id, replaced: true, renamedTo: null, problem: null });
