@@ -2,16 +2,18 @@
  * Everything a failover can check before it changes anything, for every VM of the run: the
  * protection is not already failed over, its target exists, is vmdr's and is off, the DR networks
  * exist, no running VM already has one of its MACs, a recovery point can be chosen, the source is
- * in a state this kind of failover accepts, and the target has exactly the disks it will boot:
- * the point's, or for a planned failover the source's own (its final sync may bring a disk the
- * newest point lacks). A plan whose fifth VM would fail stops here, before its first VM was
+ * in a state this kind of failover accepts and, when it will be stopped or fenced, is the VM the
+ * points are of, and the target has exactly the disks it will boot: the point's, or for a
+ * planned failover the source's own (its final sync may bring a disk the newest point lacks). A plan whose fifth VM would fail stops here, before its first VM was
  * touched. A drill boots a VM of its own made from the point's disks, so it needs no target.
  */
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { HypervisorAdapter, PowerState, VmInfo } from '../../hypervisors/types.js';
 import { NetworkNotFound } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
+import { resolveSource } from '../protections/source-identity.js';
 import { roleOf } from '../state/roles.js';
+import { recordedSource } from '../state/sources.js';
 import { dataDisks } from '../targets/drift.js';
 import { LABEL_PROTECTION, LABEL_ROLE } from '../targets/labels.js';
 import { drAdapter, replicasOf, type RunContext } from './context.js';
@@ -41,6 +43,11 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
     });
   }
   if (kind === 'planned' && ctx.request.point) throw new NoRecoveryPoint(p.name, 'cannot take --point on a planned failover: it boots the final sync');
+  // Stopping or fencing the source must not hit another VM that took its name (SOURCE_IDENTITY_CHANGED).
+  const recorded = recordedSource(ctx.state.db, p.name);
+  if (recorded && (kind === 'planned' || (kind === 'unplanned' && source === 'running'))) {
+    await resolveSource(await ctx.sites.adapter(p.source.site), p.name, p.source.vm, { uuid: recorded.vmUuid });
+  }
   if (kind !== 'test') await checkTargetDisks(ctx, p, dr, point);
   return { source, point: point.id };
 }

@@ -14,6 +14,10 @@
  * Drift: the target's disks against the source's (one missing, of another size, or the source's no
  * longer), what `vmdr target provision` fixes before a failover needs it. A failed-over target
  * runs on a recovery point's overlays, so it is not compared.
+ *
+ * The source's identity is checked against the one the DR site recorded for the protection's
+ * points (from this host's state file or the receiver, as the points): another machine under the
+ * source's name is flagged (its syncs are refused), and so is the recorded VM found under another name.
  */
 import { existsSync } from 'node:fs';
 import type { PowerState } from '../../hypervisors/types.js';
@@ -23,6 +27,8 @@ import type { RecoveryPoint } from '../replication/replica/store.js';
 import type { SiteConnections } from '../sites/connections.js';
 import { listRecoveryPoints } from '../replication/points.js';
 import { roleOf, type ProtectionRole } from '../state/roles.js';
+import { resolveSource } from './source-identity.js';
+import { recordedSourceOf } from './source-record.js';
 import type { StateStore } from '../state/store.js';
 import { lastSyncRuns, type SyncRun } from '../state/sync-runs.js';
 import { protectionDrift, type DiskDrift } from '../targets/drift.js';
@@ -54,6 +60,21 @@ export interface ProtectionStatus {
   lastSync: { outcome: string; kind: string; startedAt: string; endedAt: string | null; error: string | null } | null;
   /** How the target's disks differ from the source's (empty: none); null when not compared (a VM unreadable, failed over). */
   drift: DiskDrift[] | null;
+  sourceIdentity: SourceIdentityStatus;
+}
+
+/** The source VM against the identity (UUID) the DR site recorded for the protection's points. */
+export interface SourceIdentityStatus {
+  /** Null before the first protect or sync recorded one, or when the DR site cannot be asked. */
+  recorded: string | null;
+  /** The UUID of the VM now under the config's name (or of the recorded VM, renamed); null when missing. */
+  current: string | null;
+  /** Another machine is under the source's name: its syncs are refused until `vmdr protect --replace-source`. */
+  replaced: boolean;
+  /** The config's name is gone and the recorded VM is named this now (syncs follow it). */
+  renamedTo: string | null;
+  /** Why it could not be checked (receiver or hypervisor unreachable). */
+  problem: string | null;
 }
 
 export async function protectionStatus(
@@ -67,6 +88,7 @@ export async function protectionStatus(
       const lag = latest ? Math.max(0, (now.getTime() - latest.time.getTime()) / 1000) : null;
       const run = lastSyncRuns(state, p.name, 1)[0];
       const { role, failover } = roleHere(ctx, p, run);
+      const sourceIdentity = await identityOf(ctx, p);
       return {
         protection: p.name,
         tenant: p.tenant ?? null,
@@ -89,9 +111,31 @@ export async function protectionStatus(
             }
           : null,
         drift: role === 'failed-over' ? null : await protectionDrift(sites, p),
+        sourceIdentity,
       };
     }),
   );
+}
+
+async function identityOf(ctx: Parameters<typeof recordedSourceOf>[0], p: Protection): Promise<SourceIdentityStatus> {
+  const none = { recorded: null, current: null, replaced: false, renamedTo: null, problem: null };
+  try {
+    const recorded = await recordedSourceOf(ctx, p);
+    if (!recorded) return none;
+    const at = { ...none, recorded: recorded.uuid };
+    try {
+      const found = await resolveSource(await ctx.sites.adapter(p.source.site), p.name, p.source.vm, recorded);
+      return { ...at, current: found.uuid, renamedTo: found.renamed?.to ?? null };
+    } catch (err) {
+      if (!(err instanceof VmdrError)) throw err;
+      if (err.code === 'SOURCE_IDENTITY_CHANGED') return { ...at, current: String(err.subject.found), replaced: true };
+      if (err.code === 'VM_NOT_FOUND') return at;
+      return { ...at, problem: err.message };
+    }
+  } catch (err) {
+    if (err instanceof VmdrError) return { ...none, problem: err.message };
+    throw err;
+  }
 }
 
 /** The role from the DR state file when it is this host's, else what the last sync was told. */

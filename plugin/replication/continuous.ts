@@ -8,6 +8,10 @@
  * alert, and looks again rarely: it reads the role every few seconds where this host's state file
  * holds it (the DR site is here), else it tries one cycle every 30 s. When a failback or a revert
  * gives the replica back, the loop carries on by itself.
+ *
+ * A protection whose source VM is another machine than the one its points are of (the cycle is
+ * refused with SOURCE_IDENTITY_CHANGED before it captures anything) pauses the same way: said
+ * once, no RPO alert, one look every 30 s, on by itself after `vmdr protect --replace-source`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
@@ -21,6 +25,8 @@ type Deps = Parameters<typeof syncProtection>[1];
 const LOCAL_ROLE_POLL_MS = 5_000;
 /** How often a paused loop whose role lives on another host tries a cycle, which the receiver refuses while failed over. */
 const FAILED_OVER_RECHECK_MS = 30_000;
+/** How often a loop paused for a replaced source VM looks again (a cycle refused before it captures anything). */
+const SOURCE_RECHECK_MS = 30_000;
 
 export interface CycleReport {
   protection: string;
@@ -33,8 +39,11 @@ export interface CycleReport {
   lagSeconds?: number;
   /** The lag is past the protection's RPO: the data loss a failover now would cost is too large. */
   rpoBreached?: boolean;
-  /** Reported once when the loop pauses: the protection is failed over (by `failover`). */
-  paused?: { reason: 'failed-over'; failover: string | null };
+  /**
+   * Reported once when the loop pauses: the protection is failed over (by `failover`), or its
+   * source VM is another machine than the one recorded (`vmdr protect --replace-source` resumes it).
+   */
+  paused?: { reason: 'failed-over'; failover: string | null } | { reason: 'source-replaced'; error: VmdrError };
   /** On the first committed cycle after a pause. */
   resumed?: true;
 }
@@ -53,23 +62,24 @@ export async function replicateContinuously(
   let backoff = 1_000;
   let previous: SyncResult | undefined;
   let newest: Date | undefined;
-  let paused = false;
+  /** Why the loop is paused, once it said so: said again only when the reason changes. */
+  let paused: string | undefined;
   const lag = () => {
     if (!newest) return {};
     const lagSeconds = (Date.now() - newest.getTime()) / 1000;
     return { lagSeconds, rpoBreached: lagSeconds * 1000 > protection.rpo };
   };
-  const pause = (failover: string | null) => {
+  const pause = (why: NonNullable<CycleReport['paused']>) => {
     previous = undefined;
-    if (!paused) options.onCycle?.({ protection: protection.name, paused: { reason: 'failed-over', failover } });
-    paused = true;
+    if (paused !== why.reason) options.onCycle?.({ protection: protection.name, paused: why });
+    paused = why.reason;
   };
   const wait = (ms: number) => sleep(ms, undefined, { signal }).catch(() => undefined);
   while (!signal.aborted) {
     // Where the DR site is this host, its state file says so without a cycle.
     const role = roleOf(deps.state.db, protection.name);
     if (role.role === 'failed-over') {
-      pause(role.failover);
+      pause({ reason: 'failed-over', failover: role.failover });
       await wait(LOCAL_ROLE_POLL_MS);
       continue;
     }
@@ -79,7 +89,7 @@ export async function replicateContinuously(
       previous = result;
       newest = result.point.time;
       options.onCycle?.({ protection: protection.name, result, ...lag(), ...(paused ? { resumed: true as const } : {}) });
-      paused = false;
+      paused = undefined;
       backoff = 1_000;
       // A shut-off VM's disks do not change: cycling back to back would ship the same
       // pre-shutdown writes again and again. Look again at rpo/2, or sooner if asked.
@@ -90,9 +100,16 @@ export async function replicateContinuously(
       previous = undefined;
       if (signal.aborted) break;
       if (error instanceof VmdrError && error.code === 'PROTECTION_FAILED_OVER') {
-        pause(typeof error.subject.failover === 'string' ? error.subject.failover : null);
+        pause({ reason: 'failed-over', failover: typeof error.subject.failover === 'string' ? error.subject.failover : null });
         // The role lives on the DR host: unless this host's state has it (read above), try again later.
         if (roleOf(deps.state.db, protection.name).role !== 'failed-over') await wait(FAILED_OVER_RECHECK_MS);
+        continue;
+      }
+      if (error instanceof VmdrError && error.code === 'SOURCE_IDENTITY_CHANGED') {
+        // An alert once, not an RPO alert and a failed cycle every time: only the operator can say
+        // which machine is the protected one.
+        pause({ reason: 'source-replaced', error });
+        await wait(SOURCE_RECHECK_MS);
         continue;
       }
       options.onCycle?.({ protection: protection.name, error, ...lag() });

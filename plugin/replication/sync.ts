@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { BackupSession, TaskOptions } from '../../hypervisors/types.js';
 import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
+import { checkSource } from '../protections/source-identity.js';
 import type { SiteConnections } from '../sites/connections.js';
 import type { StateStore } from '../state/store.js';
 import { recordSyncEnd, recordSyncStart } from '../state/sync-runs.js';
@@ -56,6 +57,8 @@ export interface SyncResult {
   warnings: string[];
   /** The VM was shut off: its disks were read from their images, no checkpoint was made. */
   offline?: true;
+  /** The source VM synced: its name now (it may have been renamed) and its identity. */
+  source: { vm: string; uuid: string };
 }
 
 interface Choice {
@@ -77,21 +80,27 @@ export async function syncProtection(
   const source = await deps.sites.adapter(protection.source.site);
   const tracker = source.changeTracker;
   if (!tracker) throw new Unsupported('changed-block tracking', source.uri);
-  const vm = protection.source.vm;
 
   onProgress?.({ phase: 'prepare', done: 0, total: 0 });
   // After an offline cycle the VM may have started: ask again.
   const previous = options.previous?.warnings.length === 0 && !options.previous.offline && !options.full ? options.previous : undefined;
+  const warnings: string[] = [];
+  // Another VM under the source's name is refused here, before anything is captured. A loop's
+  // next cycle needs no new look: a replaced VM lacks the checkpoint, and that cycle fails.
+  const [latest, sourceVm] = previous
+    ? [previous.point, previous.source]
+    : await Promise.all([
+        deps.receiver.latestPoint(protection.name),
+        checkSource(source, protection, deps.receiver).then(({ source: s, notes }) => (warnings.push(...notes), { vm: s.vm, uuid: s.uuid })),
+      ]);
+  const vm = sourceVm.vm;
   // A backup job an earlier cycle left (its process died, or libvirtd restarted under its end)
   // would block this cycle's own; a cycle that ended cleanly left none. Awaited before the prune.
   const leftover = previous ? undefined : tracker.endLeftoverBackup(vm, { signal });
-  // Should the receiver or libvirt fail first, this rejection must not go unhandled.
+  // Should libvirt fail first, this rejection must not go unhandled.
   leftover?.catch(() => undefined);
-  const [latest, names] = previous
-    ? [previous.point, [previous.checkpoint]]
-    : await Promise.all([deps.receiver.latestPoint(protection.name), tracker.checkpointNames(vm)]);
+  const names = previous ? [previous.checkpoint] : await tracker.checkpointNames(vm);
   let choice = choose(names, latest, options.full);
-  const warnings: string[] = [];
   const checkpoint = newCheckpointName(protection.name);
   // A cycle that could not even start (VM off, libvirt down, a job in the way) is history `vmdr status` shows too.
   const notStarted = (err: unknown) => {
@@ -117,6 +126,8 @@ export async function syncProtection(
       session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback() });
     } catch (err) {
       if (!(choice.kind === 'incremental' && err instanceof VmdrError && BROKEN_BITMAP.test(err.message))) throw err;
+      // The loop's fast path did not look: a VM replaced since lacks the bitmap too, and must not be resynced.
+      if (previous) await checkSource(source, protection, deps.receiver);
       const broken = choice.since!;
       choice = { kind: 'resync', reason: `the bitmap of checkpoint ${broken} cannot be used (${err.message})` };
       // A broken checkpoint may refuse deletion too; the resync does not need it gone, and the
@@ -198,6 +209,7 @@ export async function syncProtection(
       durationMs: Date.now() - started,
       warnings,
       ...(session.offline ? { offline: true as const } : {}),
+      source: sourceVm,
     };
   } catch (err) {
     recordFailure(deps.state, run, err);

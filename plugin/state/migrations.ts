@@ -115,5 +115,19 @@ export const migrations: readonly string[] = [
     changed_at_ms INTEGER NOT NULL
   ) STRICT;
   `,
+  // 3: the identity (UUID) of each protection's source VM, kept beside its replica; and the points
+  // kept for a source VM that was replaced (re-protected onto another VM): retention leaves them,
+  // as it leaves pinned ones, until the operator releases them
+  `
+  CREATE TABLE protection_sources (
+    protection     TEXT    PRIMARY KEY,
+    vm_uuid        TEXT    NOT NULL,
+    vm_name        TEXT    NOT NULL,
+    recorded_at_ms INTEGER NOT NULL
+  ) STRICT;
+
+  -- the UUID of the replaced source VM this point is of; NULL for points of the current one
+  ALTER TABLE recovery_points ADD COLUMN replaced_source TEXT;
+  `,
 ];
 

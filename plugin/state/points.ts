@@ -25,6 +25,12 @@ export interface PointRow {
   dataBytes: number;
   zeroBytes: number;
   pinned: boolean;
+  /**
+   * The UUID of the source VM this point is of, when the protection was moved onto another VM
+   * since (see state/sources.ts): retention keeps the point until the operator releases it.
+   * Written only there; absent or null on points of the current source.
+   */
+  replacedSource?: string | null;
   disks: PointDiskRow[];
 }
 
@@ -40,6 +46,7 @@ interface RawPoint {
   data_bytes: number;
   zero_bytes: number;
   pinned: number;
+  replaced_source: string | null;
 }
 
 interface RawDisk {
@@ -73,6 +80,7 @@ export function pointRows(db: Database, protection: string): PointRow[] {
     dataBytes: p.data_bytes,
     zeroBytes: p.zero_bytes,
     pinned: p.pinned !== 0,
+    replacedSource: p.replaced_source,
     disks: bySeq.get(p.seq) ?? [],
   }));
 }

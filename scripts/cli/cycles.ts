@@ -1,7 +1,8 @@
 /**
  * How a replication loop reports, the same from `vmdr sync --continuous` and `vmdr serve`: one
  * line (or one JSON event) per cycle, an `rpo-breached` event when the newest point is older
- * than the protection's RPO, and one `paused` event (then `resumed`) while the protection is failed over.
+ * than the protection's RPO, one `paused` event (then `resumed`) while the protection is failed over,
+ * and one `source-replaced` alert (then `resumed`) while its source VM is another machine.
  */
 import type { Protection } from '../../plugin/config/schema.js';
 import type { CycleReport } from '../../plugin/replication/continuous.js';
@@ -25,6 +26,14 @@ export function describeSync(r: SyncResult): string {
 }
 
 export function reportCycle(say: Say, protection: Protection, c: CycleReport): void {
+  if (c.paused?.reason === 'source-replaced') {
+    // An alert, as rpo-breached is: the protection takes no new point until the operator acts.
+    const e = c.paused.error;
+    return say(
+      { event: 'source-replaced', protection: c.protection, vm: e.subject.vm, recorded: e.subject.recorded, found: e.subject.found, message: e.message, remedy: e.remedy },
+      `${c.protection}: ALERT: replication paused: ${e.message}${e.remedy ? ` (${e.remedy})` : ''}`,
+    );
+  }
   if (c.paused) {
     const by = c.paused.failover ? ` (${c.paused.failover})` : '';
     return say(

@@ -1,6 +1,8 @@
 import type { Argv, CommandModule } from 'yargs';
 import { findProtection } from '../../plugin/protections/find.js';
+import { releasePoints } from '../../plugin/protections/source-record.js';
 import { listRecoveryPoints } from '../../plugin/replication/points.js';
+import { UNRECORDED } from '../../plugin/state/sources.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import { formatBytes } from '../cli/progress.js';
 import type { GlobalOptions } from './options.js';
@@ -8,17 +10,32 @@ import { withReplicationContext } from './replication-context.js';
 
 interface PointsOptions extends GlobalOptions {
   vm: string;
+  release?: string[];
 }
 
 export const pointsCommand: CommandModule<GlobalOptions, PointsOptions> = {
   command: 'points <vm>',
   describe: "List a protected VM's recovery points on its DR site, oldest first (asks the site's receiver when run elsewhere)",
-  builder: (y: Argv<GlobalOptions>) => y.positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' }),
+  builder: (y: Argv<GlobalOptions>) =>
+    y.positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' }).option('release', {
+      type: 'string',
+      array: true,
+      describe: "Let retention merge points kept for a replaced source VM: `replaced` (all of them) or point ids (rp-3 rp-4)",
+    }),
   handler: (argv) =>
     run(argv, () =>
-      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
-        const protection = findProtection(config, file, argv.vm);
-        const points = await listRecoveryPoints({ config, file, sites, state }, protection);
+      withReplicationContext(argv.config, async (ctx) => {
+        const protection = findProtection(ctx.config, ctx.file, argv.vm);
+        if (argv.release) {
+          const which = argv.release.length === 1 && argv.release[0] === 'replaced' ? ('replaced' as const) : argv.release;
+          const released = await releasePoints(ctx, protection, which);
+          const notKept = which === 'replaced' ? [] : which.filter((id) => !released.includes(id));
+          if (argv.json) return printJson({ protection: protection.name, released, notKept });
+          const said = released.length ? `released ${released.join(', ')}: retention may merge them now` : 'no point was kept for a replaced source VM';
+          const also = notKept.length ? ` (${notKept.join(', ')} ${notKept.length > 1 ? 'were' : 'was'} not kept)` : '';
+          return void process.stdout.write(`${protection.name}: ${said}${also}\n`);
+        }
+        const points = await listRecoveryPoints(ctx, protection);
         if (argv.json) return printJson(points);
         if (points.length === 0) return void process.stdout.write(`${protection.name}: no recovery points yet (vmdr protect ${protection.name})\n`);
         printTable(
@@ -26,7 +43,7 @@ export const pointsCommand: CommandModule<GlobalOptions, PointsOptions> = {
           points.map((p) => [
             p.id,
             p.time.toISOString(),
-            p.kind + (p.pinned ? ' (pinned)' : ''),
+            p.kind + (p.pinned ? ' (pinned)' : '') + (p.replacedSource ? ` (pinned: replaced VM ${p.replacedSource === UNRECORDED ? 'of unrecorded UUID' : p.replacedSource})` : ''),
             p.checkpoint,
             formatBytes(p.bytesShipped),
             p.disks.map((d) => `${d.disk}=${d.image}`).join(' '),

@@ -20,7 +20,7 @@ export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
             r.protection,
             r.tenant ?? '-',
             `${r.source.vm}@${r.source.site}`,
-            r.source.state,
+            r.source.state + (r.sourceIdentity.replaced ? ', REPLACED' : r.sourceIdentity.renamedTo ? ', renamed' : ''),
             `${r.target.vm}@${r.target.site}`,
             r.target.state,
             describeRole(r),
@@ -31,6 +31,17 @@ export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
             describeDrift(r),
           ]),
         );
+        for (const r of rows) {
+          const id = r.sourceIdentity;
+          if (id.replaced) {
+            process.stdout.write(
+              `${r.protection}: source VM ${r.source.vm} is another machine (UUID ${id.current}) than the one protected (UUID ${id.recorded}); ` +
+                `its syncs are refused: \`vmdr protect ${r.protection} --replace-source\` makes it the source and keeps the old points\n`,
+            );
+          } else if (id.renamedTo) {
+            process.stdout.write(`${r.protection}: source VM ${r.source.vm} is now named ${id.renamedTo} (UUID ${id.recorded}); syncs follow it: update the config\n`);
+          }
+        }
       }),
     ),
 };

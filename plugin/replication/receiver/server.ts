@@ -21,6 +21,7 @@ import type { ReceiverCredentials } from './credentials.js';
 import { PROTECTION_UNKNOWN, ReceiverRefused } from './errors.js';
 import { roleOf } from '../../state/roles.js';
 import { SequencerByKey } from './sequencer.js';
+import { registerSourceRoutes } from './source-routes.js';
 
 
 export interface ReceiverOptions {
@@ -144,6 +145,8 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     const hashes = await turns.run(p.name, () => hashPoint(replicas.getPoint(p.name, body.point), body.disk, body.blockSize));
     return reply.header('content-type', 'application/octet-stream').send(hashes);
   });
+
+  registerSourceRoutes(app, { protectionOf, replicas });
 
   try {
     await app.listen({ host: listen.host, port: listen.port });

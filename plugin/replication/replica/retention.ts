@@ -19,8 +19,9 @@ export function retentionCut(points: PointRow[], policy: RetentionPolicy, now: D
     i === last || (i > last - policy.keep && (policy.maxAgeMs === undefined || now.getTime() - p.timeMs <= policy.maxAgeMs));
   const firstKept = points.findIndex(retained);
   if (firstKept <= 0) return { drop: [] };
-  // Merging into base passes through every point under the oldest kept one, so any pin stops it.
-  const pinned = points.filter((p) => p.pinned).map((p) => `rp-${p.seq}`);
+  // Merging into base passes through every point under the oldest kept one, so any pin stops it;
+  // so do the points kept for a replaced source VM, until the operator releases them.
+  const pinned = points.filter((p) => p.pinned || p.replacedSource).map((p) => `rp-${p.seq}`);
   if (pinned.length > 0) {
     const ids = points.slice(0, firstKept).map((p) => `rp-${p.seq}`);
     return { drop: [], skipped: `${ids.join(', ')} not merged: ${pinned.join(', ')} ${pinned.length > 1 ? 'are' : 'is'} pinned` };

@@ -48,6 +48,11 @@ export interface RecoveryPoint {
   zeroBytes: number;
   disks: RecoveryPointDisk[];
   pinned: boolean;
+  /**
+   * The UUID of the replaced source VM this point is of (`vmdr protect --replace-source`): kept
+   * by retention until released with `vmdr points --release`. Null for points of the current source.
+   */
+  replacedSource: string | null;
 }
 
 export interface PendingPoint {
@@ -276,6 +281,7 @@ export class ReplicaStore {
       dataBytes: r.dataBytes,
       zeroBytes: r.zeroBytes,
       pinned: r.pinned,
+      replacedSource: r.replacedSource ?? null,
       disks: r.disks.map((d) => ({ disk: d.disk, image: join(diskDir(this.storage, r.protection, d.disk), d.image), sizeBytes: d.sizeBytes })),
     };
   }

@@ -10,6 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { VmdrError } from '../../../hypervisors/errors.js';
 import { ProtectionFailedOver } from '../replica/errors.js';
 import type { RecoveryPoint } from '../replica/store.js';
+import type { RecordedSource } from '../../protections/source-identity.js';
 import { DELTA_STREAM_TYPE } from '../stream/format.js';
 
 export class ReceiverUnreachable extends VmdrError {
@@ -58,6 +59,29 @@ export class ReceiverClient {
     return body.points.map(toPoint);
   }
 
+  /** The identity of the source VM the protection's points are of, as the DR site recorded it. */
+  async recordedSource(protection: string): Promise<RecordedSource | undefined> {
+    const body = (await this.json('GET', `/v1/protections/${encodeURIComponent(protection)}/source`)) as { source: RecordedSource | null };
+    return body.source ?? undefined;
+  }
+
+  /**
+   * Records `vm` as the protection's source. Without `replace`, another identity already recorded
+   * wins (outcome 'conflict'); with it, the new one takes over and every existing point is kept for the old.
+   */
+  async recordSource(
+    protection: string,
+    vm: { uuid: string; vm: string },
+    replace = false,
+  ): Promise<{ outcome: 'recorded' | 'unchanged' | 'conflict' | 'replaced'; source: RecordedSource; previous: RecordedSource | null; kept: string[] }> {
+    return (await this.json('PUT', `/v1/protections/${encodeURIComponent(protection)}/source`, { ...vm, replace })) as Awaited<ReturnType<ReceiverClient['recordSource']>>;
+  }
+
+  /** Ends the keeping of points of a replaced source VM; answers the ids released. */
+  async releasePoints(protection: string, points: string[] | 'replaced'): Promise<string[]> {
+    return ((await this.json('POST', `/v1/protections/${encodeURIComponent(protection)}/points/release`, { points })) as { released: string[] }).released;
+  }
+
   /** The replica's block hashes of one disk at one point (empty when the point lacks that disk). */
   async hashes(protection: string, point: string, disk: string, blockSize: number, signal?: AbortSignal): Promise<Buffer> {
     const res = await this.send('POST', `/v1/protections/${encodeURIComponent(protection)}/hashes`, {
@@ -85,8 +109,9 @@ export class ReceiverClient {
     this.agent.destroy();
   }
 
-  private async json(method: string, path: string): Promise<unknown> {
-    return JSON.parse((await readAll(await this.send(method, path, {}))).toString('utf8'));
+  private async json(method: string, path: string, body?: unknown): Promise<unknown> {
+    const options = body === undefined ? {} : { type: 'application/json', body: Readable.from([Buffer.from(JSON.stringify(body))]) };
+    return JSON.parse((await readAll(await this.send(method, path, options))).toString('utf8'));
   }
 
   /**
