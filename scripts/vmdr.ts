@@ -15,6 +15,10 @@ import { statusCommand } from './commands/status.js';
 import { targetCommand } from './commands/target.js';
 import { vmCommand } from './commands/vm.js';
 
+// Everything vmdr writes (replica images, seeds, state, credentials) is customers' or secret:
+// private from the start, for the files its children (qemu-img, xorriso, openssl) create too.
+process.umask(0o077);
+
 await yargs(hideBin(process.argv))
   .scriptName('vmdr')
   .usage('$0 <command> [options]\n\nDisaster recovery for libvirt/QEMU and vSphere VMs.')

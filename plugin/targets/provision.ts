@@ -4,7 +4,7 @@
  * DR networks and with the MACs the config asks for. Running it again changes nothing; a VM of the
  * same name that vmdr did not make for this protection is never touched.
  */
-import { mkdir, access } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { HypervisorAdapter, VmInfo, VmSpec } from '../../hypervisors/types.js';
 import { NetworkNotFound, VmdrError } from '../../hypervisors/errors.js';
@@ -12,6 +12,7 @@ import type { Config, Protection } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
 import { baseImage, protectionDir, serialLog } from '../replication/layout.js';
 import { createImage } from '../replication/qemu-img.js';
+import { letHypervisorReach, makeReplicaDir } from '../replication/replica/access.js';
 import { LABEL_PROTECTION, targetLabels } from './labels.js';
 import { SiteStorageMissing, TargetConflict } from './errors.js';
 
@@ -61,10 +62,11 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
         subject: { vm: source.name, host: p.source.site },
       });
     }
-    await mkdir(dirname(disk.path), { recursive: true, mode: 0o755 });
+    await makeReplicaDir(site.storage, dirname(disk.path));
     await createImage(disk.path, { sizeBytes: disk.capacityBytes });
   }
-  await mkdir(protectionDir(site.storage, p.name), { recursive: true, mode: 0o755 });
+  await makeReplicaDir(site.storage, protectionDir(site.storage, p.name));
+  await letHypervisorReach(site.storage, p.name, await target.imageUser());
   await target.defineVm(targetSpec(p, site.storage, disks));
   return { protection: p.name, site: site.name, vm: p.target.vm, action: 'defined', disks };
 }
