@@ -11,12 +11,14 @@
  *   down to the images (root:libvirt-qemu 0710): it can open a name it is given, it cannot list,
  *   create or delete one, and every other user is kept out at the storage directory.
  */
+import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { VmdrError } from '../../../hypervisors/errors.js';
 import type { ImageUser } from '../../../hypervisors/types.js';
 import { diskDir, protectionDir } from '../layout.js';
 import { subdirectories } from './files.js';
+import { isValidName } from './names.js';
 
 /** Group search only: see the module comment. */
 const REACHABLE_DIR_MODE = 0o710;
@@ -78,11 +80,31 @@ export async function reclaimImages(storage: string, protection: string): Promis
   }
 }
 
-async function makePrivate(dir: string): Promise<void> {
-  for (const file of await filesIn(dir)) {
-    const st = await stat(file);
-    if (st.mode & 0o077) await chmod(file, st.mode & 0o700);
+/**
+ * Closes a replica written before these rules (0644 images in 0755 directories), when the
+ * receiver starts: a directory keeps at most its owner's bits and group search, a file its
+ * owner's bits. What QEMU needs to boot is given back by letHypervisorReach when it boots.
+ */
+export async function closeReplicas(storage: string): Promise<void> {
+  if (!existsSync(storage)) return;
+  await narrow(storage, REACHABLE_DIR_MODE);
+  for (const protection of (await subdirectories(storage)).filter(isValidName)) {
+    const top = join(storage, protection);
+    for (const dir of [top, ...(await subdirectories(top)).map((d) => join(top, d))]) {
+      await narrow(dir, REACHABLE_DIR_MODE);
+      await makePrivate(dir);
+    }
   }
+}
+
+async function makePrivate(dir: string): Promise<void> {
+  for (const file of await filesIn(dir)) await narrow(file, 0o700);
+}
+
+/** Drops the mode bits outside `allowed`, when there are any. */
+async function narrow(path: string, allowed: number): Promise<void> {
+  const mode = (await stat(path)).mode & 0o7777;
+  if (mode & ~allowed) await chmod(path, mode & allowed);
 }
 
 async function filesIn(dir: string): Promise<string[]> {

@@ -3,7 +3,7 @@ import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseImageUser } from '../../../../hypervisors/libvirt/image-user.js';
-import { letHypervisorReach, makeReplicaDir, reclaimImages } from '../../../../plugin/replication/replica/access.js';
+import { closeReplicas, letHypervisorReach, makeReplicaDir, reclaimImages } from '../../../../plugin/replication/replica/access.js';
 import { rejectsWith } from '../../../helpers/assertions.js';
 
 /** Runs as root, like vmdr: chown to the stand-in hypervisor user works. */
@@ -58,6 +58,20 @@ describe('replica access: who may open a replica', () => {
     const err = await rejectsWith(letHypervisorReach(join(closed, 'replicas'), 'web', QEMU), 'STORAGE_UNREACHABLE');
     assert.equal(err.subject.file, closed);
     assert.match(err.message, new RegExp(`cannot pass through ${closed} to reach site storage ${closed}/replicas`));
+  });
+
+  it('closes a replica written before these rules when the receiver starts (0644 images in 0755 directories)', async () => {
+    const storage = join(root, 'replicas');
+    const disk = join(storage, 'web', 'vda');
+    await mkdir(disk, { recursive: true, mode: 0o755 });
+    await chmod(storage, 0o755);
+    await writeFile(join(disk, 'point-1.qcow2'), 'customer data', { mode: 0o644 });
+    await writeFile(join(storage, 'web', 'console.log'), 'guest output', { mode: 0o640 });
+    await closeReplicas(storage);
+    for (const d of [storage, join(storage, 'web'), disk]) assert.equal(await mode(d), 0o710, d);
+    assert.equal(await mode(join(disk, 'point-1.qcow2')), 0o600);
+    assert.equal(await mode(join(storage, 'web', 'console.log')), 0o600);
+    await closeReplicas(join(root, 'none')); // a site that has received nothing yet
   });
 
   it('takes back the images libvirt left owned by the hypervisor user', async () => {
