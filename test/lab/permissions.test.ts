@@ -65,8 +65,9 @@ describe('least privilege on disk (qemu:///system)', function () {
   const assertClosedToOthers = async (context: string) => {
     const entries = await everything();
     for (const e of entries) {
-      // A directory may let QEMU's group search it (0710), nothing more; a file is its owner's alone.
-      const allowed = e.dir ? 0o710 : 0o600;
+      // A replica directory may let QEMU's group search it (0710), nothing more; the state and
+      // credentials directories are root's alone; a file is its owner's alone.
+      const allowed = !e.dir ? 0o600 : e.path.startsWith(roots()[0]!) ? 0o700 : 0o710;
       assert.equal(e.mode & ~allowed, 0, `${context}: ${e.path} is ${e.mode.toString(8)}`);
       assert.equal(await canRead('nobody', e), false, `${context}: nobody can read ${e.path}`);
     }
