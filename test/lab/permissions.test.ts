@@ -114,6 +114,7 @@ protections:
 
   after(async () => {
     await serve?.stop();
+    if (!vm) return;
     await vm.adapter.stop(`${vm.name}-dr`, { mode: 'force' }).catch(() => undefined);
     await vm.adapter.undefine(`${vm.name}-dr`).catch(() => undefined);
     await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
