@@ -268,6 +268,18 @@ export interface HypervisorAdapter {
   ensureIsolatedNetwork(spec: IsolatedNetworkSpec): Promise<NetworkInfo>;
   removeNetwork(name: string): Promise<void>;
 
+  /**
+   * The local user and group this host's VM processes open disk images as (libvirt: QEMU's DAC
+   * label, libvirt-qemu on Debian), so the directories holding images can let that user through
+   * and no one else; undefined when images are not opened by a local user (libvirt's test driver).
+   */
+  imageUser(): Promise<ImageUser | undefined>;
+
   /** Present where the hypervisor tracks changed blocks. */
   readonly changeTracker?: ChangeTracker;
+}
+
+export interface ImageUser {
+  uid: number;
+  gid: number;
 }

@@ -23,6 +23,10 @@ for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
   });
 }
 
+// Everything vmdr writes (replica images, seeds, state, credentials) is customers' or secret:
+// private from the start, for the files its children (qemu-img, xorriso, openssl) create too.
+process.umask(0o077);
+
 await yargs(hideBin(process.argv))
   .scriptName('vmdr')
   .usage('$0 <command> [options]\n\nDisaster recovery for libvirt/QEMU and vSphere VMs.')

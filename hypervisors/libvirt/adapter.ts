@@ -8,6 +8,7 @@ import type {
   ChangeTracker,
   DiskSpec,
   HypervisorAdapter,
+  ImageUser,
   IsolatedNetworkSpec,
   NetworkInfo,
   NicIdentity,
@@ -22,6 +23,7 @@ import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFr
 import { readLabels, setLabels } from './labels.js';
 import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
 import { LibvirtChangeTracker } from './change-tracker.js';
+import { readImageUser } from './image-user.js';
 import { LibvirtNetworks } from './networks.js';
 import { powerState, stopDomain } from './power.js';
 import { withStartToken } from './start-token.js';
@@ -100,6 +102,19 @@ export class LibvirtAdapter implements HypervisorAdapter {
       }
       throw err;
     }
+  }
+
+  private imageUserRead: Promise<ImageUser | undefined> | undefined;
+
+  /** Read once per adapter: qemu.conf changes only with a libvirtd restart. */
+  imageUser(): Promise<ImageUser | undefined> {
+    // The in-process test driver runs no QEMU, and virsh cannot reach it.
+    if (!this.conn.virshSharesState) return Promise.resolve(undefined);
+    this.imageUserRead ??= readImageUser(this.uri).catch((err: unknown) => {
+      this.imageUserRead = undefined;
+      throw err;
+    });
+    return this.imageUserRead;
   }
 
   async start(vm: string): Promise<void> {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { protectionDir } from '../replication/layout.js';
+import { reclaimImages } from '../replication/replica/access.js';
 import { LABEL_FAILOVER, LABEL_PROTECTION, LABEL_ROLE, LABEL_TENANT, ROLE_DRILL } from '../targets/labels.js';
 import { targetSpec } from '../targets/provision.js';
 import { bootWithIdentity, type AppliedIdentityStep, type HealthStep } from './boot.js';
@@ -56,7 +57,7 @@ export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResu
   };
   await j.step(p.name, 'define-drill-vm', async () => {
     await dr.ensureIsolatedNetwork({ name: bubble, labels: { [LABEL_ROLE]: ROLE_DRILL, [LABEL_FAILOVER]: ctx.id, ...(p.tenant ? { [LABEL_TENANT]: p.tenant } : {}) } });
-    const disks = await createOverlays(point, names.overlay);
+    const disks = await createOverlays(point, names.overlay, { adapter: dr, storage: storageOf(ctx, p), protection: p.name });
     const exists = await dr.getVm(names.vm).then(
       () => true,
       (err: unknown) => (err instanceof VmdrError && err.code === 'VM_NOT_FOUND' ? false : Promise.reject(err)),
@@ -94,6 +95,7 @@ export async function removeDrill(ctx: RunContext, p: Protection): Promise<void>
     });
     await dr.undefine(names.vm).catch(gone);
     if (point) await removeOverlays(overlayPaths(point, names.overlay));
+    await reclaimImages(storageOf(ctx, p), p.name);
     if (identity) await rm(identity.seed, { force: true });
     await rm(names.console, { force: true });
     if (point && pinned && !pinned.pinnedBefore) releasePoint(replicasOf(ctx, p), p.name, point.id);

@@ -9,6 +9,7 @@ import { rm } from 'node:fs/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { baseImage } from '../replication/layout.js';
+import { reclaimImages } from '../replication/replica/access.js';
 import type { FailoverJournal } from './journal.js';
 import { roleOf, setRole } from '../state/roles.js';
 import { targetLabels } from '../targets/labels.js';
@@ -64,4 +65,6 @@ export async function restoreTarget(ctx: RunContext, p: Protection, original: Fa
   await dr.setLabels(p.target.vm, targetLabels(p.name, p.tenant));
   const identity = original.result<AppliedIdentityStep>(p.name, 'identity');
   if (identity) await rm(identity.seed, { force: true });
+  // The target is off: the point images libvirt lent to its QEMU come back to vmdr.
+  await reclaimImages(storage, p.name);
 }

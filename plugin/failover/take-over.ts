@@ -14,7 +14,7 @@ import { syncProtection } from '../replication/sync.js';
 import { setRole } from '../state/roles.js';
 import { LABEL_FAILOVER, LABEL_ROLE, ROLE_PROMOTED, targetLabels } from '../targets/labels.js';
 import { bootWithIdentity, type HealthStep } from './boot.js';
-import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, type RunContext } from './context.js';
+import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
 import { NoRecoveryPoint } from './errors.js';
 import { createOverlays } from './overlays.js';
 import type { Preflight } from './preflight.js';
@@ -71,7 +71,7 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
   });
   const dr = await drAdapter(ctx, p);
   await j.step(p.name, 'prepare-disks', async () => {
-    const disks = await createOverlays(point, `failover-${ctx.id}`);
+    const disks = await createOverlays(point, `failover-${ctx.id}`, { adapter: dr, storage: storageOf(ctx, p), protection: p.name });
     await dr.setDiskImages(p.target.vm, disks);
     return { disks };
   });

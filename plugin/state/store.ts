@@ -1,9 +1,11 @@
 /**
  * The one SQLite file every CLI command and the daemon open. WAL so readers never block the
  * writer; synchronous FULL because a committed recovery point is acknowledged to the sender and
- * must survive a power cut; busy_timeout so two processes queue instead of failing.
+ * must survive a power cut; busy_timeout so two processes queue instead of failing. It names every
+ * customer's VMs and points, so it is 0600 (SQLite gives its -wal and -shm the database's mode)
+ * in a directory vmdr makes 0700.
  */
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { VmdrError } from '../../hypervisors/errors.js';
@@ -22,7 +24,8 @@ export class StateStore {
     const file = resolve(path);
     let db: Database.Database | undefined;
     try {
-      mkdirSync(dirname(file), { recursive: true });
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      makePrivate(file);
       db = new Database(file, { timeout: 5000 });
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
@@ -43,6 +46,16 @@ export class StateStore {
 
   close(): void {
     if (this.db.open) this.db.close();
+  }
+}
+
+/** Created 0600 before SQLite opens it; a state file from before this rule loses its group and other bits. */
+function makePrivate(file: string): void {
+  closeSync(openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    if (!existsSync(f)) continue;
+    const mode = statSync(f).mode;
+    if (mode & 0o077) chmodSync(f, mode & 0o700);
   }
 }
 

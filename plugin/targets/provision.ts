@@ -11,7 +11,7 @@
  * would stop a failover half way. Nothing else of an existing target changes, a disk the source
  * lost is left (status shows it), and a running target or a failed-over protection is refused.
  */
-import { mkdir, access } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { HypervisorAdapter, VmInfo, VmSpec } from '../../hypervisors/types.js';
 import { NetworkNotFound, VmdrError } from '../../hypervisors/errors.js';
@@ -19,6 +19,7 @@ import type { Config, Protection } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
 import { baseImage, protectionDir, serialLog } from '../replication/layout.js';
 import { createImage, imageInfo } from '../replication/qemu-img.js';
+import { letHypervisorReach, makeReplicaDir } from '../replication/replica/access.js';
 import { growTo } from '../replication/replica/images.js';
 import { ReplicaLease } from '../replication/replica/lease.js';
 import { roleOf } from '../state/roles.js';
@@ -88,13 +89,14 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
   if (existing) {
     const owner = existing.labels[LABEL_PROTECTION];
     if (owner !== p.name) throw new TargetConflict(p.target.vm, target.uri, p.name, owner);
-    const changes = await updateTarget(p, target, source, existing, disks, state);
+    const changes = await updateTarget(p, storage, target, source, existing, disks, state);
     return { protection: p.name, site: site.name, vm: p.target.vm, action: changes.length ? 'updated' : 'unchanged', changes, disks };
   }
 
   await checkNetworks(target, p);
-  for (const disk of disks) await ensureBaseImage(disk, source);
-  await mkdir(protectionDir(storage, p.name), { recursive: true, mode: 0o755 });
+  for (const disk of disks) await ensureBaseImage(storage, disk, source);
+  await makeReplicaDir(storage, protectionDir(storage, p.name));
+  await letHypervisorReach(storage, p.name, await target.imageUser());
   await target.defineVm(targetSpec(p, storage, disks));
   return { protection: p.name, site: site.name, vm: p.target.vm, action: 'defined', changes: [], disks };
 }
@@ -103,7 +105,7 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
  * Adds the disks the target lacks and grows the base images smaller than the source's disks,
  * holding the replica's lease: a cycle writing a point at the same time reads those images.
  */
-async function updateTarget(p: Protection, adapter: HypervisorAdapter, source: VmInfo, target: VmInfo, disks: TargetDisk[], state: () => StateStore): Promise<DiskChange[]> {
+async function updateTarget(p: Protection, storage: string, adapter: HypervisorAdapter, source: VmInfo, target: VmInfo, disks: TargetDisk[], state: () => StateStore): Promise<DiskChange[]> {
   const drift = targetDrift(source, target);
   const missing = drift.filter((d) => d.kind === 'missing');
   const grown = drift.filter((d) => d.kind === 'size' && d.sourceBytes! > d.targetBytes!);
@@ -123,7 +125,8 @@ async function updateTarget(p: Protection, adapter: HypervisorAdapter, source: V
   try {
     for (const d of missing) {
       const disk = disks.find((x) => x.target === d.disk)!;
-      await ensureBaseImage(disk, source);
+      await ensureBaseImage(storage, disk, source);
+      await letHypervisorReach(storage, p.name, await adapter.imageUser());
       await adapter.addDisk(target.name, { path: disk.path, format: 'qcow2', target: disk.target });
       changes.push({ disk: d.disk, change: 'added', sizeBytes: disk.capacityBytes });
       // A base made by an early sync of the disk, which the source grew since.
@@ -143,14 +146,14 @@ async function updateTarget(p: Protection, adapter: HypervisorAdapter, source: V
 }
 
 /** The replica's base image of a disk, made empty at the source disk's size when no sync has made it yet. */
-async function ensureBaseImage(disk: TargetDisk, source: VmInfo): Promise<void> {
+async function ensureBaseImage(storage: string, disk: TargetDisk, source: VmInfo): Promise<void> {
   if (await exists(disk.path)) return;
   if (!disk.capacityBytes) {
     throw new VmdrError('DISK_SIZE_UNKNOWN', `cannot tell the size of disk ${disk.target} of VM "${source.name}"`, {
       subject: { vm: source.name, disk: disk.target },
     });
   }
-  await mkdir(dirname(disk.path), { recursive: true, mode: 0o755 });
+  await makeReplicaDir(storage, dirname(disk.path));
   await createImage(disk.path, { sizeBytes: disk.capacityBytes });
 }
 

@@ -1,12 +1,13 @@
 /**
  * Starts the receiver of every DR site in the config that has one: its credentials (made when
  * missing), its replica store recovered from whatever a crash left (uncommitted overlays go,
- * interrupted merges finish), then the HTTPS endpoint. Retention runs after each commit.
+ * interrupted merges finish) and closed to other users, then the HTTPS endpoint. Retention runs after each commit.
  */
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../../config/schema.js';
 import { SiteStorageMissing } from '../../targets/errors.js';
 import type { StateStore } from '../../state/store.js';
+import { closeReplicas } from '../replica/access.js';
 import { ReplicaStore } from '../replica/store.js';
 import { credentialsDir, ensureReceiverCredentials, receiverUrl } from './credentials.js';
 import { startReceiver } from './server.js';
@@ -37,6 +38,7 @@ export async function startReceivers(
       const credentials = await ensureReceiverCredentials(dir, host);
       const replicas = new ReplicaStore(site.storage, state);
       const recovered = await replicas.recover();
+      await closeReplicas(site.storage);
       let app: FastifyInstance | undefined;
       ({ app } = await startReceiver(
         {

@@ -5,7 +5,6 @@
  * `recover()` removes. One writer per protection at a time, through a lease in the state file.
  */
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pendingMerge, protectionsWithMerges } from '../../state/merges.js';
 import { protectionsWithLeases } from '../../state/leases.js';
@@ -14,6 +13,7 @@ import type { StateStore } from '../../state/store.js';
 import { baseImage, diskDir } from '../layout.js';
 import { ProtectionFailedOver, ReplicaBusy, RecoveryPointNotFound } from './errors.js';
 import { roleOf } from '../../state/roles.js';
+import { makeReplicaDir } from './access.js';
 import { failpoint } from './failpoints.js';
 import { pointFileName, subdirectories } from './files.js';
 import { createQcow2, removeFile } from './images.js';
@@ -154,7 +154,7 @@ export class ReplicaStore {
       const overlays: PendingPoint['overlays'] = [];
       for (const { name, sizeBytes } of disks) {
         const dir = diskDir(this.storage, protection, name);
-        await mkdir(dir, { recursive: true });
+        await makeReplicaDir(this.storage, dir);
         const base = baseImage(this.storage, protection, name);
         if (!existsSync(base)) await createQcow2(base, sizeBytes);
         const image = join(dir, pointFileName(seq));

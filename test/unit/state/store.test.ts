@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile, chmod, mkdir } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile, chmod, mkdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -90,5 +90,23 @@ describe('state store', () => {
     } finally {
       store.close();
     }
+  });
+
+  it('keeps the state private: the file, its -wal and -shm 0600, a directory it makes 0700; an older 0644 file is closed', async () => {
+    const mode = async (f: string) => (await stat(f)).mode & 0o777;
+    const path = join(root, 'state', 'vmdr.db');
+    const store = StateStore.open(path);
+    try {
+      store.db.exec('CREATE TABLE t (x); INSERT INTO t VALUES (1)');
+      assert.equal(await mode(join(root, 'state')), 0o700);
+      for (const f of [path, `${path}-wal`, `${path}-shm`]) assert.equal(await mode(f), 0o600, f);
+    } finally {
+      store.close();
+    }
+    const old = join(root, 'old.db');
+    new Database(old).close();
+    await chmod(old, 0o644);
+    StateStore.open(old).close();
+    assert.equal(await mode(old), 0o600);
   });
 });

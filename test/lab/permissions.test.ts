@@ -1,0 +1,162 @@
+/**
+ * Least privilege on disk, on the real lab: a VM protected through `vmdr serve`, drilled, failed
+ * over and reverted from the CLI (QEMU, as libvirt-qemu, boots an overlay on a recovery point).
+ * Then every file and directory vmdr made (state, credentials, replica, overlays, seeds, console
+ * logs) is tried as other users would: `nobody` reads none of them, and once no VM runs on the
+ * replica, neither does libvirt-qemu (every customer's QEMU runs as that one user).
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { lstat, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { FailoverReport } from '../../plugin/failover/report.js';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+
+const exec = promisify(execFile);
+const URI = 'qemu:///system';
+
+interface Entry {
+  path: string;
+  dir: boolean;
+  mode: number;
+  uid: number;
+}
+
+async function walk(root: string): Promise<Entry[]> {
+  const st = await lstat(root);
+  const entries: Entry[] = [{ path: root, dir: st.isDirectory(), mode: st.mode & 0o7777, uid: st.uid }];
+  if (st.isDirectory()) for (const name of await readdir(root)) entries.push(...(await walk(join(root, name))));
+  return entries;
+}
+
+/** Whether `user` can read the file or list the directory: the real kernel check, not the mode bits. */
+async function canRead(user: string, entry: Entry): Promise<boolean> {
+  const as = ['--reuid', user, '--regid', user === 'nobody' ? 'nogroup' : user, '--init-groups', '--'];
+  return exec('setpriv', [...as, ...(entry.dir ? ['ls', entry.path] : ['head', '-c', '1', entry.path])]).then(
+    () => true,
+    () => false,
+  );
+}
+
+describe('least privilege on disk (qemu:///system)', function () {
+  this.timeout(600_000);
+  let vm: LabVm;
+  let config: string;
+  let serve: ServeProcess | undefined;
+  let drNetwork: string;
+  const outputs: string[] = [];
+  const roots = () => [join(vm.dir, 'state'), join(vm.dir, 'replicas')];
+  const vmdr = async (...args: string[]) => {
+    const r = await runVmdr([...args, '--config', config]);
+    outputs.push(r.stdout, r.stderr);
+    return r;
+  };
+  const failover = async (...args: string[]) => {
+    const r = await vmdr('failover', ...args, '--json');
+    assert.equal(r.code, 0, `failover ${args.join(' ')}: ${r.stderr}`);
+    return JSON.parse(r.stdout.trim().split('\n').pop()!) as FailoverReport;
+  };
+  const everything = async () => (await Promise.all(roots().map(walk))).flat();
+
+  /** No file or directory vmdr made is open to `nobody`, by its mode or in fact. */
+  const assertClosedToOthers = async (context: string) => {
+    const entries = await everything();
+    for (const e of entries) {
+      // A replica directory may let QEMU's group search it (0710), nothing more; the state and
+      // credentials directories are root's alone; a file is its owner's alone.
+      const allowed = !e.dir ? 0o600 : e.path.startsWith(roots()[0]!) ? 0o700 : 0o710;
+      assert.equal(e.mode & ~allowed, 0, `${context}: ${e.path} is ${e.mode.toString(8)}`);
+      assert.equal(await canRead('nobody', e), false, `${context}: nobody can read ${e.path}`);
+    }
+    return entries;
+  };
+
+  before(async () => {
+    vm = await createLabVm('perms', { marker: 'perms-src', diskSize: '32M' });
+    drNetwork = `test-dr-${vm.name.slice(-6)}`;
+    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
+    await vm.adapter.start(vm.name);
+    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+    const boot = labBoot();
+    config = join(vm.dir, 'vmdr.yaml');
+    // The credentials are left at their default place: receiver-dr beside the state file.
+    await writeFile(
+      config,
+      `version: 1
+state: { path: ${join(vm.dir, 'state', 'state.db')} }
+sites:
+  - { name: prod, uri: "${URI}" }
+  - name: dr
+    uri: "${URI}"
+    storage: ${join(vm.dir, 'replicas')}
+    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}" }
+protections:
+  - name: ${vm.name}
+    source: { site: prod, vm: ${vm.name} }
+    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
+    target:
+      site: dr
+      vm: ${vm.name}-dr
+      hostname: perms-dr
+      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
+      nics: [{ network: ${drNetwork}, addresses: [192.0.2.31/24] }]
+`,
+    );
+    serve = await startServe(config, { args: ['--no-replicate'] });
+    for (const args of [['target', 'provision'], ['protect', vm.name], ['sync', vm.name]]) {
+      const r = await vmdr(...args);
+      assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
+    }
+  });
+
+  after(async () => {
+    await serve?.stop();
+    if (!vm) return;
+    await vm.adapter.stop(`${vm.name}-dr`, { mode: 'force' }).catch(() => undefined);
+    await vm.adapter.undefine(`${vm.name}-dr`).catch(() => undefined);
+    await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
+    await destroyLabVm(vm);
+  });
+
+  it('a drill, then a failover: QEMU boots an overlay on a point, and nothing vmdr made is open to nobody', async () => {
+    const drill = await failover(vm.name, '--test');
+    assert.equal(drill.vms[0]!.status, 'healthy');
+
+    const report = await failover(vm.name, '--force');
+    assert.equal(report.vms[0]!.status, 'healthy');
+    assert.match(report.vms[0]!.guest!, /hostname=perms-dr .*marker=perms-src /, 'the guest booted the replica');
+
+    const entries = await assertClosedToOthers('failed over');
+    const names = entries.map((e) => e.path);
+    for (const expected of [/state\/state\.db$/, /state\/state\.db-wal$/, /state\/receiver-dr\/token$/, /state\/receiver-dr\/tls\.key$/, /vda\/base\.qcow2$/, /vda\/point-2\.qcow2$/, /vda\/failover-fo-[^/]+\.qcow2$/, /\/seed-[^/]+\.iso$/, /\/console\.log$/]) {
+      assert.ok(names.some((n) => expected.test(n)), `the walk saw ${expected} (${names.join(', ')})`);
+    }
+    // What libvirt lent QEMU while the VM runs: the whole chain under the overlay, nothing else.
+    const qemu = Number((await exec('id', ['-u', 'libvirt-qemu'])).stdout.trim());
+    const lent = entries.filter((e) => e.uid === qemu).map((e) => e.path.replace(/.*\//, ''));
+    assert.deepEqual(lent.filter((n) => n.endsWith('.qcow2')).sort(), [`failover-${report.id}.qcow2`, 'base.qcow2', 'point-1.qcow2', 'point-2.qcow2'].sort());
+  });
+
+  it('after the revert, QEMU\'s user reads no image either, and no output of vmdr shows the token', async () => {
+    await failover(vm.name, '--revert');
+    const entries = await assertClosedToOthers('reverted');
+    for (const e of entries.filter((x) => !x.dir)) {
+      assert.equal(await canRead('libvirt-qemu', e), false, `libvirt-qemu can read ${e.path} with no VM running on it`);
+    }
+    assert.ok(!entries.some((e) => /failover-|seed-/.test(e.path)), 'the revert removed its overlay and seed');
+    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+    const sync = await vmdr('sync', vm.name);
+    assert.equal(sync.code, 0, sync.stderr);
+
+    const token = (await readFile(join(vm.dir, 'state', 'receiver-dr', 'token'), 'utf8')).trim();
+    assert.equal(token.length, 64);
+    await serve!.stop();
+    const logged = [JSON.stringify(serve!.events), serve!.stderr(), ...outputs].join('\n');
+    assert.ok(logged.includes('receiver-dr'), 'serve said where its credentials are');
+    assert.ok(!logged.includes(token), 'the token appears in an output of vmdr');
+  });
+});
+
