@@ -88,6 +88,8 @@ async function copyBack(ctx: RunContext, p: Protection): Promise<CopyResult> {
   const dr = await drAdapter(ctx, p);
   const tracker = dr.changeTracker!;
   const sourceVm = await (await ctx.sites.adapter(p.source.site)).getVm(p.source.vm);
+  // A failback killed inside a pass left its backup job on the DR VM; --resume must not wait on it.
+  await tracker.endLeftoverBackup(p.target.vm, { signal: ctx.signal });
   const session = await tracker.beginBackup(p.target.vm, {
     checkpoint: `vmdr-failback-${p.name}-${Date.now()}`,
     listen: { transport: 'tcp', host: '127.0.0.1', port: await freeLoopbackPort() },
