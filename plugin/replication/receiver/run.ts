@@ -14,6 +14,8 @@ import { startReceiver } from './server.js';
 export interface RunningReceiver {
   site: string;
   url: string;
+  /** The address it listens on, with the port really bound (the config may say port 0). */
+  listening: string;
   credentials: string;
   madeCredentials: boolean;
   recovered: { discarded: string[]; mergesFinished: string[] };
@@ -24,7 +26,7 @@ export async function startReceivers(
   config: Config,
   file: string,
   state: StateStore,
-  options: { only?: string; onWarning?: (err: unknown, context: { site: string; protection: string }) => void } = {},
+  options: { only?: string; onWarning?: (err: unknown, context: { site: string; protection?: string; correlation?: string }) => void } = {},
 ): Promise<RunningReceiver[]> {
   const { only } = options;
   const running: RunningReceiver[] = [];
@@ -38,7 +40,8 @@ export async function startReceivers(
       const replicas = new ReplicaStore(site.storage, state);
       const recovered = await replicas.recover();
       let app: FastifyInstance | undefined;
-      ({ app } = await startReceiver(
+      let bound: number;
+      ({ app, port: bound } = await startReceiver(
         {
           config,
           site: site.name,
@@ -53,7 +56,8 @@ export async function startReceivers(
       ));
       running.push({
         site: site.name,
-        url: receiverUrl(site.receiver),
+        url: receiverUrl(port === 0 ? { ...site.receiver, listen: `${host}:${bound}` } : site.receiver),
+        listening: `${host}:${bound}`,
         credentials: dir,
         madeCredentials: credentials.made,
         recovered,
