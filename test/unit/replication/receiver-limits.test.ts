@@ -1,0 +1,319 @@
+/**
+ * The receiver against senders that are hostile or broken: connections that never finish, a
+ * sender that trickles, stream headers that declare too much, a hash request that would answer
+ * hundreds of MiB. Real HTTPS on loopback, real qemu-nbd, SQLite and qemu-img; every refusal is
+ * checked as a user would (status, code, the replica's files on disk).
+ */
+import assert from 'node:assert/strict';
+import { readdir, rm, mkdtemp } from 'node:fs/promises';
+import { request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { FastifyInstance } from 'fastify';
+import { parseConfig } from '../../../plugin/config/load.js';
+import { ensureReceiverCredentials, type ReceiverCredentials } from '../../../plugin/replication/receiver/credentials.js';
+import { startReceiver } from '../../../plugin/replication/receiver/server.js';
+import { ReplicaStore } from '../../../plugin/replication/replica/store.js';
+import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
+import { DELTA_STREAM_TYPE, type StreamHeader } from '../../../plugin/replication/stream/format.js';
+import { currentLease } from '../../../plugin/state/leases.js';
+import { StateStore } from '../../../plugin/state/store.js';
+import { rejectsWith } from '../../helpers/assertions.js';
+import { KiB, MiB, chunks, encodeStream, localHashes, receiverConfigYaml, streamBytes, streamHeader, strayPointFiles, type Op } from '../../helpers/receiver-lab.js';
+
+const GiB = 1024 * MiB;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Every file and directory under `dir`, relative, sorted. */
+async function tree(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
+  return entries.map(String).sort();
+}
+
+describe('receiver limits: hostile and broken senders', function () {
+  this.timeout(120_000);
+  let root: string;
+  let storage: string;
+  let state: StateStore;
+  let replicas: ReplicaStore;
+  let credentials: ReceiverCredentials;
+  let app: FastifyInstance;
+  let port: number;
+  let url: string;
+  let client: ReceiverClient;
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'test-vmdr-limits-'));
+    storage = join(root, 'replicas');
+    credentials = await ensureReceiverCredentials(join(root, 'receiver'), '127.0.0.1');
+    const statePath = join(root, 'state.db');
+    const config = parseConfig(
+      receiverConfigYaml({
+        statePath,
+        storage,
+        listen: '127.0.0.1:0',
+        credentials: credentials.dir,
+        protections: [{ name: 'slow' }, { name: 'hdr' }, { name: 'fresh' }, { name: 'sparse' }],
+      }),
+      join(root, 'vmdr.yaml'),
+    );
+    state = StateStore.open(statePath);
+    replicas = new ReplicaStore(storage, state);
+    ({ app, port } = await startReceiver(
+      // A tiny budget (a 4 MiB cycle may keep the receiver waiting 4 s in all) and two cycles at once.
+      { config, site: 'dr', replicas, credentials, bodyIdleTimeoutMs: 2_000, limits: { minCycleMs: 3_000, minRateBytesPerSecond: 1 * MiB, maxCycles: 2 } },
+      { host: '127.0.0.1', port: 0 },
+    ));
+    url = `https://127.0.0.1:${port}`;
+    client = new ReceiverClient(url, 'dr', credentials);
+  });
+
+  after(async () => {
+    client?.close();
+    await app?.close();
+    state?.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  /** One request on its own connection; the answer's status, code and raw text. */
+  function ask(method: string, path: string, o: { body?: Buffer; type?: string; token?: string | null } = {}) {
+    return new Promise<{ status: number; code: string | undefined; text: string; connection: string | undefined }>((resolve, reject) => {
+      const headers: Record<string, string> = {};
+      if (o.token !== null) headers['authorization'] = `Bearer ${o.token ?? credentials.token}`;
+      if (o.type) headers['content-type'] = o.type;
+      const req = request(new URL(path, url), { method, ca: credentials.cert, agent: false, headers });
+      req.on('error', reject);
+      req.on('response', (res) => {
+        const got: Buffer[] = [];
+        res.on('data', (c: Buffer) => got.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(got).toString('utf8');
+          let code: string | undefined;
+          try {
+            code = (JSON.parse(text) as { error?: { code?: string } }).error?.code;
+          } catch {
+            code = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, code, text, connection: res.headers.connection });
+        });
+      });
+      req.end(o.body);
+    });
+  }
+
+  const disk4 = [{ name: 'vda', sizeBytes: 4 * MiB }];
+  const twoDisks = [
+    { name: 'vda', sizeBytes: 4 * MiB },
+    { name: 'vdb', sizeBytes: 2 * MiB },
+  ];
+  const someOps = (n: number): Op[] => Array.from({ length: n }, (_, i) => ({ kind: 'data', disk: 0, offset: i * 64 * KiB, data: Buffer.alloc(4 * KiB, i + 1) }));
+
+  it('closes every unauthenticated POST that trickles a body within a few seconds, with a 401', async () => {
+    const n = 60;
+    const started = Date.now();
+    const results = await Promise.all(
+      Array.from({ length: n }, () =>
+        new Promise<{ closedAfterMs: number; head: string }>((resolve, reject) => {
+          const socket = connect({ host: '127.0.0.1', port, ca: credentials.cert, servername: 'localhost' });
+          let head = '';
+          let timer: NodeJS.Timeout | undefined;
+          socket.on('secureConnect', () => {
+            socket.write(`POST /v1/protections/slow/cycles HTTP/1.1\r\nHost: x\r\nContent-Type: ${DELTA_STREAM_TYPE}\r\nContent-Length: 100000000\r\n\r\n`);
+            // A byte every 100 ms: never silent, never done.
+            timer = setInterval(() => socket.writable && socket.write('x'), 100);
+          });
+          socket.on('data', (c: Buffer) => (head += c.toString('latin1')));
+          socket.on('error', () => undefined);
+          socket.on('close', () => {
+            clearInterval(timer);
+            resolve({ closedAfterMs: Date.now() - started, head });
+          });
+          setTimeout(() => reject(new Error('a connection was still open after 20 s')), 20_000).unref();
+        }),
+      ),
+    );
+    const slowest = Math.max(...results.map((r) => r.closedAfterMs));
+    console.log(`      ${n} trickling unauthenticated POSTs: all closed, the last after ${slowest} ms`);
+    assert.ok(slowest < 5_000, `the last connection closed after ${slowest} ms`);
+    for (const r of results) {
+      assert.match(r.head, /^HTTP\/1\.1 401 /);
+      assert.match(r.head, /connection: close/i);
+      assert.match(r.head, /"code":"UNAUTHORIZED"/);
+    }
+  });
+
+  it('a cycle whose sender trickles past its budget fails (CYCLE_TOO_SLOW): nothing committed, and the cycle waiting behind it commits', async () => {
+    const slow = encodeStream(streamHeader({ protection: 'slow', disks: disk4, base: null, n: 1 }), someOps(10));
+    const good = encodeStream(streamHeader({ protection: 'slow', disks: disk4, base: null, n: 2 }), someOps(3));
+    // One frame every 1.5 s: under the 2 s silence limit, but 10 frames are far past the 4 s budget.
+    const trickle = (async function* () {
+      yield slow.start;
+      for (const f of slow.frames) {
+        await sleep(1_500);
+        yield f;
+      }
+    })();
+    const started = Date.now();
+    const slowDone = client.sendCycle('slow', trickle);
+    slowDone.catch(() => undefined);
+    await sleep(300);
+    // Waiting behind it takes longer than this sender's idle limit: the receiver's 102s keep it alive.
+    const patient = new ReceiverClient(url, 'dr', credentials, { idleTimeoutMs: 1_500 });
+    try {
+      const goodDone = patient.sendCycle('slow', chunks(streamBytes(good)));
+      goodDone.catch(() => undefined);
+      await sleep(300);
+      // Two cycles are all this receiver takes (maxCycles 2), and a protection has at most two.
+      const third = encodeStream(streamHeader({ protection: 'hdr', disks: disk4, base: null, n: 1 }), someOps(1));
+      const busy = await ask('POST', '/v1/protections/hdr/cycles', { body: Buffer.concat(streamBytes(third)), type: DELTA_STREAM_TYPE });
+      assert.equal(busy.status, 503);
+      assert.equal(busy.code, 'RECEIVER_BUSY');
+      const err = await rejectsWith(slowDone, 'CYCLE_TOO_SLOW');
+      const took = Date.now() - started;
+      assert.ok(took > 3_500 && took < 9_000, `refused after ${took} ms`);
+      assert.match(err.message, /nothing was committed/);
+      const point = await goodDone;
+      assert.equal(point.id, 'rp-1');
+      assert.equal(point.checkpoint, good.header.checkpoint);
+    } finally {
+      patient.close();
+    }
+    assert.deepEqual(replicas.listPoints('slow').map((p) => p.id), ['rp-1']);
+    assert.deepEqual(await strayPointFiles(storage, 'slow', replicas.listPoints('slow')), []);
+    assert.equal(currentLease(state.db, 'slow'), undefined);
+  });
+
+  describe('stream headers are checked before anything is created', () => {
+    let base: { header: StreamHeader };
+    before(async () => {
+      base = encodeStream(streamHeader({ protection: 'hdr', disks: twoDisks, base: null, n: 1 }), someOps(2));
+      assert.equal((await client.sendCycle('hdr', chunks(streamBytes(base as ReturnType<typeof encodeStream>)))).id, 'rp-1');
+    });
+
+    /** Sends a stream with `edit` applied to a good next header; it must be refused with `status`/`code` and change nothing. */
+    async function refusedHeader(protection: string, edit: (h: StreamHeader) => void, status: number, code: string): Promise<void> {
+      const header = streamHeader({ protection, disks: twoDisks, base: replicas.latestPoint(protection)?.id ?? null, n: 2 });
+      edit(header);
+      const stream = encodeStream(header, someOps(2));
+      const filesBefore = await tree(storage);
+      const pointsBefore = replicas.listPoints(protection).map((p) => p.id);
+      const answer = await ask('POST', `/v1/protections/${protection}/cycles`, { body: Buffer.concat(streamBytes(stream)), type: DELTA_STREAM_TYPE });
+      assert.equal(answer.status, status, answer.text);
+      assert.equal(answer.code, code, answer.text);
+      assert.deepEqual(await tree(storage), filesBefore, 'a refused header created files');
+      assert.deepEqual(replicas.listPoints(protection).map((p) => p.id), pointsBefore);
+      assert.equal(currentLease(state.db, protection), undefined);
+    }
+
+    const many = (n: number) => Array.from({ length: n }, (_, i) => ({ name: `vd${i}`, sizeBytes: 1 * MiB }));
+
+    it('refuses far more disks than the replica has (and than any first cycle may have), starting nothing', async () => {
+      await refusedHeader('hdr', (h) => (h.disks = many(100)), 422, 'STREAM_TOO_MANY_DISKS');
+      await refusedHeader('hdr', (h) => (h.disks = many(7)), 422, 'STREAM_TOO_MANY_DISKS'); // 2 + 4 allowed
+      await refusedHeader('fresh', (h) => (h.disks = many(100)), 422, 'STREAM_TOO_MANY_DISKS');
+      assert.deepEqual(await tree(join(storage, 'fresh')), [], 'no directory for the refused protection');
+    });
+
+    it('refuses invalid and repeated disk names (400, not 500)', async () => {
+      for (const name of ['../../etc', 'a b', '.hidden', '', 'x'.repeat(200)]) {
+        await refusedHeader('hdr', (h) => (h.disks = [{ name, sizeBytes: 1 * MiB }, twoDisks[1]!]), 400, 'STREAM_BAD_HEADER');
+      }
+      await refusedHeader('hdr', (h) => (h.disks = [twoDisks[0]!, twoDisks[0]!]), 400, 'STREAM_BAD_HEADER');
+    });
+
+    it('refuses absurd disk sizes: not whole sectors, or more than 64 TiB', async () => {
+      await refusedHeader('hdr', (h) => (h.disks = [{ name: 'vda', sizeBytes: 4 * MiB + 1000 }, twoDisks[1]!]), 422, 'STREAM_DISK_SIZE_INVALID');
+      await refusedHeader('hdr', (h) => (h.disks = [{ name: 'vda', sizeBytes: 65 * 1024 * GiB }, twoDisks[1]!]), 422, 'STREAM_DISK_SIZE_INVALID');
+    });
+
+    it('refuses a createdAt far ahead of the clock, before its base point, or not a time; the body is never applied', async () => {
+      await refusedHeader('hdr', (h) => (h.createdAt = '9999-01-01T00:00:00.000Z'), 422, 'STREAM_TIME_INVALID');
+      await refusedHeader('hdr', (h) => (h.createdAt = new Date(Date.now() + 3600_000).toISOString()), 422, 'STREAM_TIME_INVALID');
+      await refusedHeader('hdr', (h) => (h.createdAt = '2020-01-01T00:00:00.000Z'), 422, 'STREAM_TIME_INVALID');
+      await refusedHeader('hdr', (h) => (h.createdAt = 'garbage'), 400, 'STREAM_BAD_HEADER');
+      await refusedHeader('hdr', (h) => (h.createdAt = '2026-13-45T99:00:00Z'), 400, 'STREAM_BAD_HEADER');
+      // A time a little ahead (clocks differ) is fine.
+      const header = streamHeader({ protection: 'hdr', disks: twoDisks, base: 'rp-1', n: 3 });
+      header.createdAt = new Date(Date.now() + 60_000).toISOString();
+      assert.equal((await client.sendCycle('hdr', chunks(streamBytes(encodeStream(header, someOps(1)))))).id, 'rp-2');
+    });
+
+    it('takes a disk added to the VM; a refused stream with a new disk leaves neither its directory nor its base image', async () => {
+      const withNew = [...twoDisks, { name: 'vdc', sizeBytes: 1 * MiB }];
+      // rp-2 was made a minute ahead of the clock; these come after it.
+      const after = (header: StreamHeader) => ({ ...header, createdAt: new Date(Date.now() + 120_000).toISOString() });
+      const filesBefore = await tree(storage);
+      // The new disk's overlay and base image exist once the stream is past its header; then a frame is corrupt.
+      const bad = encodeStream(after(streamHeader({ protection: 'hdr', disks: withNew, base: 'rp-2', n: 4 })), [
+        { kind: 'data', disk: 2, offset: 0, data: Buffer.alloc(64 * KiB, 7) },
+        { kind: 'data', disk: 0, offset: 0, data: Buffer.alloc(64 * KiB, 8) },
+      ]);
+      const frame = Buffer.from(bad.frames[1]!);
+      frame[50] = frame[50]! ^ 1;
+      await rejectsWith(client.sendCycle('hdr', chunks([bad.start, bad.frames[0]!, frame, ...bad.frames.slice(2)])), 'STREAM_CHECKSUM_MISMATCH');
+      assert.deepEqual(await tree(storage), filesBefore, 'the refused stream left files');
+      const good = encodeStream(after(streamHeader({ protection: 'hdr', disks: withNew, base: 'rp-2', n: 5 })), [{ kind: 'data', disk: 2, offset: 0, data: Buffer.alloc(64 * KiB, 9) }]);
+      const point = await client.sendCycle('hdr', chunks(streamBytes(good)));
+      assert.deepEqual(point.disks.map((d) => d.disk), ['vda', 'vdb', 'vdc']);
+    });
+  });
+
+  describe('block hashes', () => {
+    const big = [{ name: 'vda', sizeBytes: 64 * GiB }];
+    const head = Buffer.alloc(1 * MiB, 0x5a);
+
+    before(async () => {
+      const stream = encodeStream(streamHeader({ protection: 'sparse', disks: big, base: null, n: 1 }), [{ kind: 'data', disk: 0, offset: 0, data: head }]);
+      assert.equal((await client.sendCycle('sparse', chunks(streamBytes(stream)))).id, 'rp-1');
+    });
+
+    it('refuses a block size below the replica granularity (64 KiB) or not a power of two (422)', async () => {
+      for (const blockSize of [4096, 32 * KiB, 100_000, 64 * MiB]) {
+        const answer = await ask('POST', '/v1/protections/sparse/hashes', { body: Buffer.from(JSON.stringify({ point: 'rp-1', disk: 'vda', blockSize })), type: 'application/json' });
+        assert.equal(answer.status, 422, answer.text);
+        assert.equal(answer.code, 'HASH_BLOCK_SIZE_INVALID');
+      }
+    });
+
+    it('streams the hashes of a 64 GiB sparse disk and keeps answering other requests meanwhile', async () => {
+      const lag = monitorEventLoopDelay({ resolution: 10 });
+      let slowestOther = 0;
+      let others = 0;
+      let done = false;
+      lag.enable();
+      const heapBefore = process.memoryUsage().arrayBuffers;
+      let peakBuffers = 0;
+      const started = Date.now();
+      const hashing = client.hashes('sparse', 'rp-1', 'vda', 64 * KiB).finally(() => (done = true));
+      const probe = (async () => {
+        while (!done) {
+          const t = Date.now();
+          const answer = await ask('GET', '/v1/protections/sparse/points/latest');
+          assert.equal(answer.status, 200);
+          slowestOther = Math.max(slowestOther, Date.now() - t);
+          others += 1;
+          peakBuffers = Math.max(peakBuffers, process.memoryUsage().arrayBuffers - heapBefore);
+          await sleep(20);
+        }
+      })();
+      const hashes = await hashing;
+      await probe;
+      lag.disable();
+      const took = Date.now() - started;
+      const blocks = (64 * GiB) / (64 * KiB);
+      assert.equal(hashes.length, blocks * 32);
+      const want = localHashes(Buffer.concat([head, Buffer.alloc(64 * KiB)]));
+      assert.ok(hashes.subarray(0, want.length).equals(want), 'the first 17 blocks hash as their bytes');
+      assert.ok(hashes.subarray(hashes.length - 32).equals(want.subarray(want.length - 32)), 'the last block hashes as zeroes');
+      const maxLagMs = lag.max / 1e6;
+      console.log(
+        `      64 GiB sparse disk, 64 KiB blocks: ${hashes.length / MiB} MiB of hashes in ${took} ms; ${others} other requests answered meanwhile, ` +
+          `slowest ${slowestOther} ms; event loop lag max ${maxLagMs.toFixed(0)} ms; array buffers +${(peakBuffers / MiB).toFixed(0)} MiB (client copy included)`,
+      );
+      assert.ok(others >= 2, `only ${others} other requests answered while hashing`);
+      assert.ok(maxLagMs < 300, `the event loop was held for ${maxLagMs} ms`);
+    });
+  });
+});
