@@ -15,6 +15,7 @@ import type { Config, Protection } from '../../config/schema.js';
 import { HASH_BLOCK, HASH_BYTES, blockHashStream } from '../capture/block-hashes.js';
 import { ALLOCATION_CONTEXT } from '../capture/extents.js';
 import { NbdClient } from '../nbd/client.js';
+import { isValidName } from '../replica/names.js';
 import { serveImage } from '../replica/qemu-nbd.js';
 import type { RecoveryPoint, ReplicaStore } from '../replica/store.js';
 import { decodeDeltaStream } from '../stream/decode.js';
@@ -73,7 +74,7 @@ const ROUTES = /^\/v1\/protections\/[^/?]+\/(points|points\/latest|cycles|hashes
 
 const HashesBody = z.strictObject({
   point: z.string().min(1).max(64),
-  disk: z.string().min(1).max(128),
+  disk: z.string().refine(isValidName, 'not a disk name'),
   blockSize: z.number().int().positive().default(HASH_BLOCK),
 });
 
