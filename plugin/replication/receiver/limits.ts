@@ -12,7 +12,12 @@ const MiB = 1024 * 1024;
 const TiB = 1024 * 1024 * MiB;
 
 export interface ReceiverLimits {
-  /** Cycles being received or waiting for their turn, all protections together; more answer 503. */
+  /** Connections open at once; the kernel refuses more. Senders keep up to 4 each. */
+  maxConnections: number;
+  /**
+   * Cycles and hash requests being served or waiting for their turn, all protections together;
+   * more answer 503. Each may hold about 32 MiB (docs/replication.md): this bounds the memory.
+   */
   maxCycles: number;
   /** Disks of the first stream of an empty replica (nothing else says how many the VM has). */
   maxDisks: number;
@@ -31,6 +36,7 @@ export interface ReceiverLimits {
 }
 
 export const DEFAULT_LIMITS: ReceiverLimits = {
+  maxConnections: 256,
   maxCycles: 16,
   maxDisks: 32,
   newDisks: 4,

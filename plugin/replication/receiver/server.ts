@@ -51,8 +51,6 @@ export interface ReceiverOptions {
   limits?: Partial<ReceiverLimits>;
 }
 
-/** Connections open at once (senders keep a few each); more are refused by the kernel's backlog. */
-export const MAX_CONNECTIONS = 256;
 /** Request line and headers: a sender's are a few hundred bytes. */
 const MAX_HEADER_BYTES = 8 * 1024;
 const MAX_URL_BYTES = 1024;
@@ -103,11 +101,17 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     frameworkErrors: (err, _req, reply) => answer(reply, err),
     clientErrorHandler: (err, socket) => refuseMalformed(err as NodeJS.ErrnoException, socket),
   });
-  app.server.maxConnections = MAX_CONNECTIONS;
+  app.server.maxConnections = limits.maxConnections;
   const token = Buffer.from(`Bearer ${credentials.token}`);
   const turns = new SequencerByKey();
   const cycles = new Map<string, number>();
-  let cyclesInAll = 0;
+  /** Cycles and hash requests under way: each holds buffers, so their number bounds the memory. */
+  let busy = 0;
+  const refuseWhenBusy = (reply: FastifyReply, protection: string) => {
+    if (busy < limits.maxCycles) return;
+    void reply.header('retry-after', '30');
+    throw new ReceiverRefused('RECEIVER_BUSY', `the receiver of site "${site}" serves ${limits.maxCycles} cycles and hash requests at once; try again later`, 503, { protection });
+  };
   // A merge started after a commit must finish before the state file closes under it; a kill -9
   // instead is what recover() is for.
   app.addHook('onClose', async () => turns.idle());
@@ -179,14 +183,11 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     if (req.headers['content-type'] !== DELTA_STREAM_TYPE) {
       throw new ReceiverRefused('UNSUPPORTED_MEDIA_TYPE', `a cycle's body must be ${DELTA_STREAM_TYPE}`, 415, { protection: p.name });
     }
-    if (cyclesInAll >= limits.maxCycles) {
-      void reply.header('retry-after', '30');
-      throw new ReceiverRefused('RECEIVER_BUSY', `the receiver of site "${site}" takes ${limits.maxCycles} cycles at once; try again later`, 503, { protection: p.name });
-    }
+    refuseWhenBusy(reply, p.name);
     if ((cycles.get(p.name) ?? 0) >= CYCLES_PER_PROTECTION) {
       throw new ReceiverRefused('REPLICA_BUSY', `protection "${p.name}" already has a cycle running and one waiting`, 409, { protection: p.name });
     }
-    cyclesInAll += 1;
+    busy += 1;
     cycles.set(p.name, (cycles.get(p.name) ?? 0) + 1);
     let stopWaiting = () => {};
     try {
@@ -209,7 +210,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
       return send(reply, { point });
     } finally {
       stopWaiting();
-      cyclesInAll -= 1;
+      busy -= 1;
       const left = (cycles.get(p.name) ?? 1) - 1;
       if (left > 0) cycles.set(p.name, left);
       else cycles.delete(p.name);
@@ -229,6 +230,8 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     }
     // The turn may take a while to come, and the hashing reads the disk: the socket's idle timer
     // goes back on once the answer starts (a client that stops reading it is dropped).
+    refuseWhenBusy(reply, p.name);
+    busy += 1;
     req.raw.setTimeout(0);
     const stopWaiting = whileWaiting(reply);
     try {
@@ -241,6 +244,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
       });
     } finally {
       stopWaiting();
+      busy -= 1;
     }
     return reply;
   });
