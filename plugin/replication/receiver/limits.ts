@@ -14,6 +14,8 @@ const TiB = 1024 * 1024 * MiB;
 export interface ReceiverLimits {
   /** Connections open at once; the kernel refuses more. Senders keep up to 4 each. */
   maxConnections: number;
+  /** From a connection's start to the end of its TLS handshake, and again to the end of a request's headers. */
+  headersTimeoutMs: number;
   /**
    * Cycles and hash requests being served or waiting for their turn, all protections together;
    * more answer 503. Each may hold about 32 MiB (docs/replication.md): this bounds the memory.
@@ -37,6 +39,7 @@ export interface ReceiverLimits {
 
 export const DEFAULT_LIMITS: ReceiverLimits = {
   maxConnections: 256,
+  headersTimeoutMs: 10_000,
   maxCycles: 16,
   maxDisks: 32,
   newDisks: 4,

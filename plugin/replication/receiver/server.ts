@@ -56,7 +56,6 @@ const MAX_HEADER_BYTES = 8 * 1024;
 const MAX_URL_BYTES = 1024;
 /** JSON bodies (the hashes request) are tiny. */
 const JSON_BODY_LIMIT = 16 * 1024;
-const HEADERS_TIMEOUT_MS = 10_000;
 /**
  * The whole of one request, a backstop only: a cycle has its own budget from its size (limits.ts),
  * and a cycle of a large VM over a slow link legitimately lasts hours.
@@ -84,10 +83,11 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     https: {
       cert: credentials.cert,
       key: credentials.key,
+      handshakeTimeout: limits.headersTimeoutMs,
       // Node's http options ride with the TLS ones: how long the headers may take, and how often
       // it checks (default 30 s, too coarse for a 10 s limit).
-      headersTimeout: HEADERS_TIMEOUT_MS,
-      connectionsCheckingInterval: 1_000,
+      headersTimeout: limits.headersTimeoutMs,
+      connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs / 2),
       maxHeaderSize: MAX_HEADER_BYTES,
     } as { cert: Buffer; key: Buffer },
     logger: false,

@@ -63,8 +63,8 @@ describe('receiver limits: hostile and broken senders', function () {
     state = StateStore.open(statePath);
     replicas = new ReplicaStore(storage, state);
     ({ app, port } = await startReceiver(
-      // A tiny budget (a 4 MiB cycle may keep the receiver waiting 4 s in all) and two cycles at once.
-      { config, site: 'dr', replicas, credentials, onWarning: (err, context) => warnings.push({ err, context }), bodyIdleTimeoutMs: 2_000, limits: { minCycleMs: 3_000, minRateBytesPerSecond: 1 * MiB, maxCycles: 2 } },
+      // A tiny budget (a 4 MiB cycle may keep the receiver waiting 4 s in all), two cycles at once, 2 s for headers.
+      { config, site: 'dr', replicas, credentials, onWarning: (err, context) => warnings.push({ err, context }), bodyIdleTimeoutMs: 2_000, limits: { minCycleMs: 3_000, minRateBytesPerSecond: 1 * MiB, maxCycles: 2, headersTimeoutMs: 2_000 } },
       { host: '127.0.0.1', port: 0 },
     ));
     url = `https://127.0.0.1:${port}`;
@@ -143,6 +143,32 @@ describe('receiver limits: hostile and broken senders', function () {
       assert.match(r.head, /connection: close/i);
       assert.match(r.head, /"code":"UNAUTHORIZED"/);
     }
+  });
+
+  it('closes connections that never finish their TLS handshake or their headers (slowloris)', async () => {
+    const started = Date.now();
+    const closed = (socket: import('node:net').Socket) => new Promise<number>((resolve) => {
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(Date.now() - started));
+    });
+    // A TCP connection that never starts TLS.
+    const { connect: tcp } = await import('node:net');
+    const silentTcp = closed(tcp({ host: '127.0.0.1', port }));
+    // TLS done, then nothing at all.
+    const silentTls = closed(connect({ host: '127.0.0.1', port, ca: credentials.cert, servername: 'localhost' }));
+    // TLS done, then headers a byte at a time, never ending: never idle, never a request.
+    const trickler = connect({ host: '127.0.0.1', port, ca: credentials.cert, servername: 'localhost' });
+    let answer = '';
+    trickler.on('data', (c: Buffer) => (answer += c.toString('utf8')));
+    const headers = `GET /v1/protections/slow/points HTTP/1.1\r\nHost: x\r\nX-Pad: ${'z'.repeat(1000)}`;
+    let at = 0;
+    const timer = setInterval(() => trickler.writable && trickler.write(headers[at++ % headers.length]!), 100);
+    const trickled = closed(trickler).finally(() => clearInterval(timer));
+    const times = await Promise.all([silentTcp, silentTls, trickled]);
+    console.log(`      closed after ${times.join(', ')} ms (TCP only, TLS and silent, headers trickling)`);
+    for (const t of times) assert.ok(t < 6_000, `a connection stayed open ${t} ms`);
+    assert.match(answer, /^HTTP\/1\.1 408 /);
+    assert.match(answer, /"code":"REQUEST_TIMEOUT"/);
   });
 
   it('a cycle whose sender trickles past its budget fails (CYCLE_TOO_SLOW): nothing committed, and the cycle waiting behind it commits', async () => {
