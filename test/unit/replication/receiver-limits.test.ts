@@ -344,6 +344,31 @@ describe('receiver limits: hostile and broken senders', function () {
       assert.ok(slowestOther < 1_000, `another request waited ${slowestOther} ms`);
       assert.ok(maxLagMs < 1_000, `the event loop was held for ${maxLagMs} ms`);
     });
+    it('a client that goes away in the middle of the answer releases the protection at once', async () => {
+      const gone = await new Promise<number>((resolve, reject) => {
+        const req = request(new URL('/v1/protections/sparse/hashes', url), {
+          method: 'POST',
+          ca: credentials.cert,
+          agent: false,
+          headers: { authorization: `Bearer ${credentials.token}`, 'content-type': 'application/json' },
+        });
+        req.on('error', () => undefined);
+        req.on('response', (res) => {
+          res.once('data', (c: Buffer) => {
+            req.destroy();
+            resolve(c.length);
+          });
+        });
+        req.end(JSON.stringify({ point: 'rp-1', disk: 'vda' }));
+        setTimeout(() => reject(new Error('no answer')), 10_000).unref();
+      });
+      assert.ok(gone > 0);
+      // The next request of the protection takes its turn: the hashing stopped with its client.
+      const started = Date.now();
+      const hashes = await client.hashes('sparse', 'rp-1', 'vda', 4 * MiB);
+      assert.equal(hashes.length, ((64 * GiB) / (4 * MiB)) * 32);
+      assert.ok(Date.now() - started < 5_000, `waited ${Date.now() - started} ms`);
+    });
   });
 
   describe('error answers: every route and bad input', () => {
