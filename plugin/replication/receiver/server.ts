@@ -3,6 +3,8 @@
  * answers which recovery point a protection's replica is at, and hashes a point's blocks for a
  * resync. Every request carries the site's bearer token (checked in one hook, in constant time);
  * the certificate is the one senders pin. Only protections whose target is this site are served.
+ * Every wait is bounded and every refusal ends its connection (docs/replication.md, "The
+ * receiver's limits"): a sender with the token is trusted with data, not with the receiver's time.
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
