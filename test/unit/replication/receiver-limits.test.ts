@@ -213,10 +213,9 @@ describe('receiver limits: hostile and broken senders', function () {
   });
 
   describe('stream headers are checked before anything is created', () => {
-    let base: { header: StreamHeader };
     before(async () => {
-      base = encodeStream(streamHeader({ protection: 'hdr', disks: twoDisks, base: null, n: 1 }), someOps(2));
-      assert.equal((await client.sendCycle('hdr', chunks(streamBytes(base as ReturnType<typeof encodeStream>)))).id, 'rp-1');
+      const first = encodeStream(streamHeader({ protection: 'hdr', disks: twoDisks, base: null, n: 1 }), someOps(2));
+      assert.equal((await client.sendCycle('hdr', chunks(streamBytes(first)))).id, 'rp-1');
     });
 
     /** Sends a stream with `edit` applied to a good next header; it must be refused with `status`/`code` and change nothing. */
