@@ -81,7 +81,7 @@ export function checkStreamHeader(header: StreamHeader, protection: string, newe
   const created = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(header.createdAt) ? Date.parse(header.createdAt) : NaN;
   if (Number.isNaN(created)) refuse('STREAM_BAD_HEADER', `createdAt ${JSON.stringify(header.createdAt.slice(0, 64))} is not an ISO 8601 time`, 400);
   if (created > now + limits.clockSkewMs) {
-    refuse('STREAM_TIME_INVALID', `createdAt ${header.createdAt} is more than ${limits.clockSkewMs / 60_000} min ahead of this host's clock (${new Date(now).toISOString()})`);
+    refuse('STREAM_TIME_INVALID', `createdAt ${header.createdAt} is more than ${limits.clockSkewMs / 60_000} min ahead of the receiver's clock (${new Date(now).toISOString()}): is the source host's clock right?`);
   }
   const base = header.base === null ? undefined : newest?.id === header.base ? newest : undefined;
   if (base && created < base.time.getTime()) {
