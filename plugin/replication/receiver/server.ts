@@ -69,7 +69,7 @@ const MAX_REQUESTS_PER_SOCKET = 1000;
 /** At most one cycle of a protection waits while another is applied: a third is pointless (it would fail on its base). */
 const CYCLES_PER_PROTECTION = 2;
 /** The routes, for a 405 on a known path with the wrong method. */
-const ROUTES = /^\/v1\/protections\/[^/?]+\/(points|points\/latest|cycles|hashes)(\?.*)?$/;
+const ROUTES = /^\/v1\/protections\/[^/?]+\/(points|points\/latest|points\/release|source|cycles|hashes)(\?.*)?$/;
 
 const HashesBody = z.strictObject({
   point: z.string().min(1).max(64),

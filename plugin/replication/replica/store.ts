@@ -151,8 +151,8 @@ export class ReplicaStore {
       const overlays: PendingPoint['overlays'] = [];
       for (const { name, sizeBytes } of disks) {
         const dir = diskDir(this.storage, protection, name);
-        const firstMade = await mkdir(dir, { recursive: true });
-        if (firstMade) made.dirs.unshift(...(dir === firstMade ? [dir] : [dir, protectionDir(this.storage, protection)]));
+        for (const d of [protectionDir(this.storage, protection), dir]) if (!existsSync(d)) made.dirs.unshift(d);
+        await mkdir(dir, { recursive: true });
         const base = baseImage(this.storage, protection, name);
         if (!existsSync(base)) {
           made.bases.push(base);

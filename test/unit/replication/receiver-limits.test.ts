@@ -54,7 +54,8 @@ describe('receiver limits: hostile and broken senders', function () {
       receiverConfigYaml({
         statePath,
         storage,
-        listen: '127.0.0.1:0',
+        // The config's port is never bound here (startReceiver is given port 0).
+        listen: '127.0.0.1:8443',
         credentials: credentials.dir,
         protections: [{ name: 'slow' }, { name: 'hdr' }, { name: 'fresh' }, { name: 'sparse' }],
       }),
