@@ -37,13 +37,14 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
           ...(argv.site ? { only: argv.site } : {}),
           onWarning: (err, context) => {
             const message = err instanceof Error ? err.message : String(err);
-            say({ event: 'warning', ...context, message }, `warning: site ${context.site}, protection ${context.protection}: ${message}`);
+            const about = context.protection ? `protection ${context.protection}` : `request ${context.correlation}`;
+            say({ event: 'warning', ...context, message }, `warning: site ${context.site}, ${about}: ${message}`);
           },
         });
         for (const r of receivers) {
           say(
-            { event: 'receiver', site: r.site, url: r.url, credentials: r.credentials, madeCredentials: r.madeCredentials, recovered: r.recovered },
-            `receiver of site ${r.site} listening on ${r.url}${r.madeCredentials ? ` (made credentials in ${r.credentials})` : ''}` +
+            { event: 'receiver', site: r.site, url: r.url, listening: r.listening, credentials: r.credentials, madeCredentials: r.madeCredentials, recovered: r.recovered },
+            `receiver of site ${r.site} listening on https://${r.listening}${r.url === `https://${r.listening}` ? '' : ` (senders use ${r.url})`}${r.madeCredentials ? ` (made credentials in ${r.credentials})` : ''}` +
               (r.recovered.discarded.length ? `; discarded ${r.recovered.discarded.length} uncommitted overlays` : ''),
           );
         }

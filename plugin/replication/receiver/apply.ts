@@ -6,7 +6,7 @@
  * committed point and the sender repeats the cycle from the same checkpoint.
  */
 import { NbdClient } from '../nbd/client.js';
-import { decodeDeltaStream } from '../stream/decode.js';
+import type { DecodedStream } from '../stream/decode.js';
 import { FrameKind } from '../stream/format.js';
 import { failpoint } from '../replica/failpoints.js';
 import { serveImage } from '../replica/qemu-nbd.js';
@@ -15,22 +15,21 @@ import { ReceiverRefused, STREAM_BASE_MISMATCH } from './errors.js';
 
 /** NBD writes in flight per cycle: keeps qemu-nbd busy without buffering much of the stream. */
 const WRITE_WINDOW = 16;
+/** And the bytes they may hold: a cycle's share of the receiver's memory bound (docs/replication.md). */
+export const WRITE_WINDOW_BYTES = 16 * 1024 * 1024;
 
 export interface ApplyResult {
   point: RecoveryPoint;
   wireBytes: number;
 }
 
+/** `stream` is decoded and its header checked (limits.ts); frames are read from here on. */
 export async function applyDeltaStream(
   replicas: ReplicaStore,
   protection: string,
-  body: AsyncIterable<Buffer | Uint8Array | string>,
+  { header, frames }: DecodedStream,
   onWireBytes: () => number,
 ): Promise<ApplyResult> {
-  const { header, frames } = await decodeDeltaStream(body);
-  if (header.protection !== protection) {
-    throw new ReceiverRefused('STREAM_BAD_HEADER', `stream is for protection "${header.protection}", sent to "${protection}"`, 400, { protection });
-  }
   const newest = replicas.latestPoint(protection);
   if ((newest?.id ?? null) !== header.base) {
     throw new ReceiverRefused(
@@ -43,13 +42,30 @@ export async function applyDeltaStream(
   const pending = await replicas.beginPoint(protection, header.disks);
   const servers: Awaited<ReturnType<typeof serveImage>>[] = [];
   const clients: NbdClient[] = [];
-  try {
-    for (const overlay of pending.overlays) {
-      const server = await serveImage(overlay.image);
-      servers.push(server);
-      clients.push(await NbdClient.connect(server.listen, { exportName: '' }));
+  // A disk's qemu-nbd starts with its first frame: a disk the cycle did not touch costs no process.
+  const opening = new Map<number, Promise<NbdClient>>();
+  const clientOf = (disk: number) => {
+    let client = opening.get(disk);
+    if (!client) {
+      client = (async () => {
+        const server = await serveImage(pending.overlays[disk]!.image);
+        servers.push(server);
+        const c = await NbdClient.connect(server.listen, { exportName: '' });
+        clients.push(c);
+        return c;
+      })();
+      opening.set(disk, client);
     }
-    const inFlight: { disk: number; from: number; to: number; done: Promise<void> }[] = [];
+    return client;
+  };
+  try {
+    const inFlight: { disk: number; from: number; to: number; bytes: number; done: Promise<void> }[] = [];
+    let bytesInFlight = 0;
+    const settleOldest = async () => {
+      const w = inFlight.shift()!;
+      await w.done;
+      bytesInFlight -= w.bytes;
+    };
     let end;
     for await (const frame of frames) {
       if (frame.kind === FrameKind.End) {
@@ -60,14 +76,16 @@ export async function applyDeltaStream(
       const to = from + (frame.kind === FrameKind.Data ? frame.data.length : frame.length);
       // NBD may complete concurrent requests in any order: a frame overlapping one still in flight
       // waits for it, so overlapping frames land in stream order (the later one wins).
-      while (inFlight.some((w) => w.disk === frame.disk && w.from < to && from < w.to)) await inFlight.shift()!.done;
-      const client = clients[frame.disk]!;
+      while (inFlight.some((w) => w.disk === frame.disk && w.from < to && from < w.to)) await settleOldest();
+      const client = await clientOf(frame.disk);
       const write = frame.kind === FrameKind.Data ? client.write(frame.offset, frame.data) : client.writeZeroes(frame.offset, frame.length);
       // Awaited in order below; until then a failure must not count as an unhandled rejection.
       write.catch(() => undefined);
-      inFlight.push({ disk: frame.disk, from, to, done: write });
+      const bytes = frame.kind === FrameKind.Data ? frame.data.length : 0;
+      inFlight.push({ disk: frame.disk, from, to, bytes, done: write });
+      bytesInFlight += bytes;
       failpoint('receiver-frame');
-      if (inFlight.length >= WRITE_WINDOW) await inFlight.shift()!.done;
+      while (inFlight.length >= WRITE_WINDOW || bytesInFlight >= WRITE_WINDOW_BYTES) await settleOldest();
     }
     await Promise.all(inFlight.map((w) => w.done));
     // decodeDeltaStream yields the end frame only after checking it; without it nothing commits.
@@ -88,6 +106,8 @@ export async function applyDeltaStream(
     failpoint('receiver-after-commit');
     return { point, wireBytes: onWireBytes() };
   } catch (err) {
+    // A connection still opening when a frame failed is waited for, so it is closed here too.
+    await Promise.allSettled(opening.values());
     for (const c of clients) c.destroy();
     await Promise.allSettled(servers.map((s) => s.stop()));
     await pending.discard();

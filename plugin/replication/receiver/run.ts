@@ -15,6 +15,8 @@ import { startReceiver } from './server.js';
 export interface RunningReceiver {
   site: string;
   url: string;
+  /** The address it listens on, with the port really bound (the config may say port 0). */
+  listening: string;
   credentials: string;
   madeCredentials: boolean;
   recovered: { discarded: string[]; mergesFinished: string[] };
@@ -25,7 +27,7 @@ export async function startReceivers(
   config: Config,
   file: string,
   state: StateStore,
-  options: { only?: string; onWarning?: (err: unknown, context: { site: string; protection: string }) => void } = {},
+  options: { only?: string; onWarning?: (err: unknown, context: { site: string; protection?: string; correlation?: string }) => void } = {},
 ): Promise<RunningReceiver[]> {
   const { only } = options;
   const running: RunningReceiver[] = [];
@@ -40,7 +42,8 @@ export async function startReceivers(
       const recovered = await replicas.recover();
       await closeReplicas(site.storage);
       let app: FastifyInstance | undefined;
-      ({ app } = await startReceiver(
+      let bound: number;
+      ({ app, port: bound } = await startReceiver(
         {
           config,
           site: site.name,
@@ -55,7 +58,8 @@ export async function startReceivers(
       ));
       running.push({
         site: site.name,
-        url: receiverUrl(site.receiver),
+        url: receiverUrl(port === 0 ? { ...site.receiver, listen: `${host}:${bound}` } : site.receiver),
+        listening: `${host}:${bound}`,
         credentials: dir,
         madeCredentials: credentials.made,
         recovered,

@@ -2,6 +2,7 @@
  * A recovery point being received: one new overlay per disk, invisible to everyone until commit
  * records it (and releases the lease) in one transaction.
  */
+import { rmdir } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { holdsLease, releaseLease } from '../../state/leases.js';
 import { insertPoint, latestSeq, type PointRow } from '../../state/points.js';
@@ -13,6 +14,23 @@ import type { PendingPoint, RecoveryPoint } from './store.js';
 
 type CommitMeta = Parameters<PendingPoint['commit']>[0];
 
+/** Files and directories beginPoint made for one point; dirs deepest first. */
+export interface MadeForPoint {
+  overlays: string[];
+  bases: string[];
+  dirs: string[];
+}
+
+/** Removes what a point that was never committed made; a directory something else put a file in stays. */
+export async function removeMade(made: MadeForPoint): Promise<void> {
+  for (const file of [...made.overlays, ...made.bases]) await removeFile(file);
+  for (const dir of made.dirs) {
+    await rmdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT' && err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;
+    });
+  }
+}
+
 export class PendingReplicaPoint implements PendingPoint {
   private status: 'open' | 'committed' | 'discarded' = 'open';
 
@@ -23,6 +41,7 @@ export class PendingReplicaPoint implements PendingPoint {
     readonly seq: number,
     readonly overlays: { disk: string; image: string; sizeBytes: number }[],
     private readonly toPoint: (row: PointRow) => RecoveryPoint,
+    private readonly made: MadeForPoint = { overlays: overlays.map((o) => o.image), bases: [], dirs: [] },
   ) {}
 
   async commit(meta: CommitMeta): Promise<RecoveryPoint> {
@@ -65,7 +84,7 @@ export class PendingReplicaPoint implements PendingPoint {
   async discard(): Promise<void> {
     if (this.status !== 'open') return;
     // Without the lease the overlay names may already belong to another writer: leave them to recover().
-    if (this.lease.held) for (const o of this.overlays) await removeFile(o.image);
+    if (this.lease.held) await removeMade(this.made);
     this.status = 'discarded';
     this.lease.release();
   }

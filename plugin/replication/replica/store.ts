@@ -10,7 +10,7 @@ import { pendingMerge, protectionsWithMerges } from '../../state/merges.js';
 import { protectionsWithLeases } from '../../state/leases.js';
 import { insertPoint, latestSeq, pointRows, protectionsWithPoints, setPinned, type PointRow } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
-import { baseImage, diskDir } from '../layout.js';
+import { baseImage, diskDir, protectionDir } from '../layout.js';
 import { ProtectionFailedOver, ReplicaBusy, RecoveryPointNotFound } from './errors.js';
 import { roleOf } from '../../state/roles.js';
 import { makeReplicaDir } from './access.js';
@@ -21,7 +21,7 @@ import { DEFAULT_LEASE_TTL_MS, ReplicaLease } from './lease.js';
 import { finishMerge, startMerge } from './merge.js';
 import { checkName, isValidName } from './names.js';
 import { deleteOrphans } from './orphans.js';
-import { PendingReplicaPoint } from './pending.js';
+import { PendingReplicaPoint, removeMade, type MadeForPoint } from './pending.js';
 import { retentionCut, type RetentionPolicy } from './retention.js';
 
 export interface RecoveryPointDisk {
@@ -146,7 +146,9 @@ export class ReplicaStore {
     const role = roleOf(this.state.db, protection);
     if (role.role === 'failed-over') throw new ProtectionFailedOver(protection, role.failover);
     const lease = ReplicaLease.acquire(this.state, protection, 'receive', this.leaseTtlMs);
-    const created: string[] = [];
+    // What this point makes besides its overlays (a new disk's directory and empty base image):
+    // a point that is never committed leaves none of it behind.
+    const made: MadeForPoint = { overlays: [], bases: [], dirs: [] };
     try {
       await deleteOrphans(this.storage, this.state, protection);
       const latest = pointRows(this.state.db, protection).at(-1);
@@ -154,19 +156,23 @@ export class ReplicaStore {
       const overlays: PendingPoint['overlays'] = [];
       for (const { name, sizeBytes } of disks) {
         const dir = diskDir(this.storage, protection, name);
+        for (const d of [protectionDir(this.storage, protection), dir]) if (!existsSync(d)) made.dirs.unshift(d);
         await makeReplicaDir(this.storage, dir);
         const base = baseImage(this.storage, protection, name);
-        if (!existsSync(base)) await createQcow2(base, sizeBytes);
+        if (!existsSync(base)) {
+          made.bases.push(base);
+          await createQcow2(base, sizeBytes);
+        }
         const image = join(dir, pointFileName(seq));
         const backing = latest?.disks.find((x) => x.disk === name)?.image ?? 'base.qcow2';
+        made.overlays.push(image);
         await createQcow2(image, sizeBytes, backing);
-        created.push(image);
         overlays.push({ disk: name, image, sizeBytes });
       }
       failpoint('begin-after-create');
-      return new PendingReplicaPoint(this.state, lease, protection, seq, overlays, (r) => this.toPoint(r));
+      return new PendingReplicaPoint(this.state, lease, protection, seq, overlays, (r) => this.toPoint(r), made);
     } catch (err) {
-      for (const image of created) await removeFile(image).catch(() => undefined);
+      await removeMade(made).catch(() => undefined);
       lease.release();
       throw err;
     }

@@ -1,0 +1,90 @@
+/**
+ * What a receiver accepts from a sender that holds its token: how many cycles at once, how long a
+ * cycle may take, and what a stream header may declare. Everything here is checked before a
+ * replica is touched, so a refused header creates nothing on disk and starts no qemu-nbd.
+ */
+import type { RecoveryPoint } from '../replica/store.js';
+import { isValidName } from '../replica/names.js';
+import type { StreamHeader } from '../stream/format.js';
+import { ReceiverRefused } from './errors.js';
+
+const MiB = 1024 * 1024;
+const TiB = 1024 * 1024 * MiB;
+
+export interface ReceiverLimits {
+  /** Connections open at once; the kernel refuses more. Senders keep up to 4 each. */
+  maxConnections: number;
+  /** From a connection's start to the end of its TLS handshake, and again to the end of a request's headers. */
+  headersTimeoutMs: number;
+  /**
+   * Cycles and hash requests being served or waiting for their turn, all protections together;
+   * more answer 503. Each may hold about 32 MiB (docs/replication.md): this bounds the memory.
+   */
+  maxCycles: number;
+  /** Disks of the first stream of an empty replica (nothing else says how many the VM has). */
+  maxDisks: number;
+  /** Disks a stream may add to those of the replica's newest point (disks hot-added to the VM). */
+  newDisks: number;
+  /** The largest disk a stream may declare. */
+  maxDiskBytes: number;
+  /** How far ahead of this host's clock a stream's createdAt may be. */
+  clockSkewMs: number;
+  /**
+   * The slowest a sender may be: a cycle whose sender keeps the receiver waiting longer than
+   * declared size / minRate (but never less than minCycleMs) fails, and its turn goes to the next.
+   */
+  minRateBytesPerSecond: number;
+  minCycleMs: number;
+}
+
+export const DEFAULT_LIMITS: ReceiverLimits = {
+  maxConnections: 256,
+  headersTimeoutMs: 10_000,
+  maxCycles: 16,
+  maxDisks: 32,
+  newDisks: 4,
+  maxDiskBytes: 64 * TiB,
+  clockSkewMs: 10 * 60_000,
+  minRateBytesPerSecond: 1 * MiB,
+  minCycleMs: 3 * 60_000,
+};
+
+/** How long a cycle may keep the receiver waiting for its bytes, from what its header declares. */
+export function cycleBudgetMs(header: StreamHeader, limits: ReceiverLimits): number {
+  // Every disk in full is the most a stream can carry (zero frames carry no payload): an upper bound.
+  const declared = header.disks.reduce((sum, d) => sum + d.sizeBytes, 0);
+  return Math.max(limits.minCycleMs, Math.ceil((declared / limits.minRateBytesPerSecond) * 1000));
+}
+
+/**
+ * Refuses a header whose protection, disks or time this replica cannot take: `newest` is the
+ * replica's newest point (the disks the protection has), `now` this host's clock.
+ */
+export function checkStreamHeader(header: StreamHeader, protection: string, newest: RecoveryPoint | undefined, limits: ReceiverLimits, now = Date.now()): void {
+  const refuse = (code: string, message: string, status = 422) => {
+    throw new ReceiverRefused(code, `stream header refused: ${message}`, status, { protection });
+  };
+  if (header.protection !== protection) refuse('STREAM_BAD_HEADER', `the stream is for protection "${header.protection}", sent to "${protection}"`, 400);
+  const names = new Set<string>();
+  for (const d of header.disks) {
+    if (!isValidName(d.name)) refuse('STREAM_BAD_HEADER', `disk name ${JSON.stringify(d.name.slice(0, 64))} is not a valid disk name`, 400);
+    if (names.has(d.name)) refuse('STREAM_BAD_HEADER', `disk ${d.name} is named twice`, 400);
+    names.add(d.name);
+    if (d.sizeBytes === 0 || d.sizeBytes % 512 !== 0) refuse('STREAM_DISK_SIZE_INVALID', `disk ${d.name} of ${d.sizeBytes} bytes is not a whole number of 512-byte sectors`);
+    if (d.sizeBytes > limits.maxDiskBytes) refuse('STREAM_DISK_SIZE_INVALID', `disk ${d.name} of ${d.sizeBytes} bytes is larger than the receiver takes (${limits.maxDiskBytes})`);
+  }
+  const allowed = newest ? Math.min(limits.maxDisks, newest.disks.length + limits.newDisks) : limits.maxDisks;
+  if (header.disks.length > allowed) {
+    const why = newest ? `its replica has ${newest.disks.length} and a cycle may add ${limits.newDisks}` : `the receiver takes at most ${limits.maxDisks}`;
+    refuse('STREAM_TOO_MANY_DISKS', `${header.disks.length} disks; ${why}`);
+  }
+  const created = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/.test(header.createdAt) ? Date.parse(header.createdAt) : NaN;
+  if (Number.isNaN(created)) refuse('STREAM_BAD_HEADER', `createdAt ${JSON.stringify(header.createdAt.slice(0, 64))} is not an ISO 8601 time`, 400);
+  if (created > now + limits.clockSkewMs) {
+    refuse('STREAM_TIME_INVALID', `createdAt ${header.createdAt} is more than ${limits.clockSkewMs / 60_000} min ahead of the receiver's clock (${new Date(now).toISOString()}): is the source host's clock right?`);
+  }
+  const base = header.base === null ? undefined : newest?.id === header.base ? newest : undefined;
+  if (base && created < base.time.getTime()) {
+    refuse('STREAM_TIME_INVALID', `createdAt ${header.createdAt} is before its base point ${base.id} (${base.time.toISOString()})`);
+  }
+}
