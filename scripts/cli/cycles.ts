@@ -4,6 +4,7 @@
  * than the protection's RPO, one `paused` event (then `resumed`) while the protection is failed over,
  * and one `source-replaced` alert (then `resumed`) while its source VM is another machine.
  */
+import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../../plugin/config/schema.js';
 import type { CycleReport } from '../../plugin/replication/continuous.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
@@ -43,8 +44,10 @@ export function reportCycle(say: Say, protection: Protection, c: CycleReport): v
   }
   if (c.resumed) say({ event: 'resumed', protection: c.protection }, `${c.protection}: replication resumed`);
   const error = c.error === undefined ? undefined : c.error instanceof Error ? c.error.message : String(c.error);
+  // Automation branches on the code, never on the words.
+  const code = c.error instanceof VmdrError ? c.error.code : undefined;
   say(
-    { event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, rpoBreached: c.rpoBreached, ...(c.result ? { result: c.result } : {}), ...(error ? { error } : {}) },
+    { event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, rpoBreached: c.rpoBreached, ...(c.result ? { result: c.result } : {}), ...(error ? { error, code: code ?? 'INTERNAL' } : {}) },
     c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s` : `${c.protection}: cycle failed, retrying: ${error}`,
   );
   if (c.rpoBreached) {

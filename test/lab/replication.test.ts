@@ -244,7 +244,7 @@ protections:
     const log = join(dir, `${name}.log`);
     const { stdout: pid } = await exec('cat', [`/run/libvirt/qemu/${name}.pid`]);
     process.kill(Number(pid.trim()), 'SIGKILL');
-    for (const deadline = Date.now() + 10_000; (await adapter.getVm(name)).powerState === 'running' && Date.now() < deadline; ) {
+    for (const deadline = Date.now() + 10_000; (await adapter.powerState(name)) === 'running' && Date.now() < deadline; ) {
       await new Promise((r) => setTimeout(r, 100));
     }
     const from = await fileSize(log);
