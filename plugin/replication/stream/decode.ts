@@ -6,7 +6,6 @@
  * with what was received.
  */
 import { crc32 } from 'node:zlib';
-import { decompress } from 'zstd-napi';
 import { z } from 'zod';
 import {
   Codec,
@@ -31,6 +30,7 @@ import {
   STREAM_TRUNCATED,
   STREAM_VERSION_UNSUPPORTED,
 } from './errors.js';
+import { decompressFrame, ZstdRefusal } from './zstd.js';
 
 const HeaderSchema = z.strictObject({
   session: z.string().min(1),
@@ -40,7 +40,7 @@ const HeaderSchema = z.strictObject({
   base: z.string().min(1).nullable(),
   kind: z.enum(['full', 'incremental', 'resync']),
   disks: z.array(z.strictObject({ name: z.string().min(1), sizeBytes: z.number().int().nonnegative() })).min(1),
-  createdAt: z.string(),
+  createdAt: z.iso.datetime(),
 });
 
 const TrailerSchema = z.strictObject({
@@ -51,26 +51,8 @@ const TrailerSchema = z.strictObject({
 
 /** zstd's worst case for incompressible input is a little larger than the input. */
 const MAX_PAYLOAD = MAX_FRAME_DATA + 64 * 1024;
-
-/**
- * The Frame_Content_Size of a zstd frame (RFC 8878, 3.1.1.1), read before decompressing so a
- * hostile payload cannot make the receiver allocate more than the frame's announced length.
- * Undefined when the payload is not a zstd frame or does not say its size.
- */
-function zstdContentSize(payload: Buffer): number | undefined {
-  if (payload.length < 6 || payload.readUInt32LE(0) !== 0xfd2fb528) return undefined;
-  const descriptor = payload[4]!;
-  const fcsFlag = descriptor >> 6;
-  const singleSegment = (descriptor >> 5) & 1;
-  const dictionaryBytes = [0, 1, 2, 4][descriptor & 3]!;
-  const at = 5 + (singleSegment ? 0 : 1) + dictionaryBytes;
-  const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
-  if (fcsBytes === 0 || payload.length < at + fcsBytes) return undefined;
-  if (fcsBytes === 1) return payload[at]!;
-  if (fcsBytes === 2) return payload.readUInt16LE(at) + 256;
-  if (fcsBytes === 4) return payload.readUInt32LE(at);
-  return Number(payload.readBigUInt64LE(at));
-}
+/** The end frame's JSON trailer is three counts: anything longer is not one. */
+const MAX_TRAILER_BYTES = 1024;
 
 /** Reads exact byte counts from a chunked source without copying more than once. */
 class ByteReader {
@@ -188,6 +170,7 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     expected += 1;
 
     if (kind === FrameKind.End) {
+      if (payloadLength > MAX_TRAILER_BYTES) throw new StreamError(STREAM_BAD_FRAME, `end frame carries ${payloadLength} bytes, not a trailer`, at);
       let trailer;
       try {
         trailer = TrailerSchema.parse(JSON.parse(payload.toString('utf8')));
@@ -222,14 +205,11 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     let data: Buffer;
     if (codec === Codec.Raw) data = payload;
     else if (codec === Codec.Zstd) {
-      const announced = zstdContentSize(payload);
-      if (announced !== length) {
-        throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} announces ${announced ?? 'no'} decompressed size, expected ${length}`, at);
-      }
       try {
-        data = decompress(payload, { windowLogMax: 22 });
+        data = decompressFrame(payload, length);
       } catch (err) {
-        throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} does not decompress: ${(err as Error).message}`, at);
+        if (!(err instanceof ZstdRefusal)) throw err;
+        throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} ${err.message}`, at);
       }
     } else throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown codec ${codec}`, at);
     if (data.length !== length) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} holds ${data.length} bytes, announced ${length}`, at);
