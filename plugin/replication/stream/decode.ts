@@ -7,6 +7,7 @@
  */
 import { crc32 } from 'node:zlib';
 import { z } from 'zod';
+import { NAME_PATTERN } from '../../config/schema.js';
 import {
   Codec,
   FRAME_HEADER_BYTES,
@@ -39,7 +40,11 @@ const HeaderSchema = z.strictObject({
   since: z.string().min(1).nullable(),
   base: z.string().min(1).nullable(),
   kind: z.enum(['full', 'incremental', 'resync']),
-  disks: z.array(z.strictObject({ name: z.string().min(1), sizeBytes: z.number().int().nonnegative() })).min(1),
+  // Disk names become directory names on the DR site: the config's name rule, and each once.
+  disks: z
+    .array(z.strictObject({ name: z.string().regex(NAME_PATTERN, 'a disk name of letters, digits, ".", "-" or "_"'), sizeBytes: z.number().int().nonnegative() }))
+    .min(1)
+    .refine((disks) => new Set(disks.map((d) => d.name)).size === disks.length, 'disk names must be distinct'),
   createdAt: z.iso.datetime(),
 });
 
@@ -136,7 +141,10 @@ export async function decodeDeltaStream(source: AsyncIterable<Buffer | Uint8Arra
   try {
     header = HeaderSchema.parse(JSON.parse(json.subarray(0, length).toString('utf8')));
   } catch (err) {
-    throw new StreamError(STREAM_BAD_HEADER, `stream header is not valid: ${(err as Error).message.split('\n')[0]}`);
+    // One line naming the field: zod's own message is a multi-line JSON dump.
+    const issue = err instanceof z.ZodError ? err.issues[0] : undefined;
+    const why = issue ? `${issue.path.length > 0 ? issue.path.join('.') : 'the header'}: ${issue.message}` : (err as Error).message.split('\n')[0];
+    throw new StreamError(STREAM_BAD_HEADER, `stream header is not valid: ${why}`);
   }
   return { header, frames: readFrames(reader, header, chain) };
 }
@@ -171,6 +179,11 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
 
     if (kind === FrameKind.End) {
       if (payloadLength > MAX_TRAILER_BYTES) throw new StreamError(STREAM_BAD_FRAME, `end frame carries ${payloadLength} bytes, not a trailer`, at);
+      // Every field of a frame means something or is zero: a sealed frame with a stray value was
+      // made by something other than our encoder, and is not trusted for the rest.
+      if (codec !== Codec.Raw || disk !== 0 || offset !== 0 || length !== payloadLength || dataCrc !== crc32(payload)) {
+        throw new StreamError(STREAM_BAD_FRAME, 'end frame has fields an end frame does not carry', at);
+      }
       let trailer;
       try {
         trailer = TrailerSchema.parse(JSON.parse(payload.toString('utf8')));
@@ -196,6 +209,7 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     }
     if (kind === FrameKind.Zero) {
       if (payloadLength !== 0) throw new StreamError(STREAM_BAD_FRAME, `zero frame ${seq} carries a payload`, at);
+      if (codec !== Codec.Raw || dataCrc !== 0) throw new StreamError(STREAM_BAD_FRAME, `zero frame ${seq} has a codec or data checksum`, at);
       zeroBytes += length;
       yield { kind, seq, disk, offset, length };
       continue;
