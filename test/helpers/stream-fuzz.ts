@@ -569,9 +569,10 @@ export type { Context as FuzzContext };
 
 /**
  * The run's seed (fixed unless VMDR_FUZZ_SEED says otherwise, so CI runs the same cases every
- * time), its number of cases (VMDR_FUZZ_CASES) and the one case to replay (VMDR_FUZZ_ONLY).
+ * time), its number of cases (VMDR_FUZZ_CASES, or the variable named) and the one case to replay
+ * (VMDR_FUZZ_ONLY).
  */
-export function fuzzSettings(defaultCases: number): { seed: number; cases: number; only?: number } {
+export function fuzzSettings(defaultCases: number, casesVariable = 'VMDR_FUZZ_CASES'): { seed: number; cases: number; only?: number } {
   const int = (name: string): number | undefined => {
     const v = process.env[name];
     if (v === undefined || v === '') return undefined;
@@ -580,5 +581,5 @@ export function fuzzSettings(defaultCases: number): { seed: number; cases: numbe
     return n;
   };
   const only = int('VMDR_FUZZ_ONLY');
-  return { seed: int('VMDR_FUZZ_SEED') ?? 0x5eed_1009, cases: int('VMDR_FUZZ_CASES') ?? defaultCases, ...(only === undefined ? {} : { only }) };
+  return { seed: int('VMDR_FUZZ_SEED') ?? 0x5eed_1009, cases: int(casesVariable) ?? defaultCases, ...(only === undefined ? {} : { only }) };
 }
