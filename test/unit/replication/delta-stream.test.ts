@@ -155,6 +155,30 @@ describe('delta stream', () => {
     await refused([v2, ...frames.flat()], 'STREAM_VERSION_UNSUPPORTED');
   });
 
+  it('refuses a header whose disk name could leave its directory, repeats, or whose date is not one, in one line naming the field', async () => {
+    const bad: [Partial<StreamHeader>, RegExp][] = [
+      [{ disks: [{ name: '../../etc', sizeBytes: 1024 }] }, /^delta stream refused: stream header is not valid: disks\.0\.name: a disk name of /],
+      [{ disks: [{ name: 'vda', sizeBytes: 1024 }, { name: 'vda', sizeBytes: 1024 }] }, /disks: disk names must be distinct/],
+      [{ createdAt: 'yesterday' }, /createdAt: /],
+      [{ disks: [{ name: 'vda', sizeBytes: 2 ** 53 }] }, /disks\.0\.sizeBytes: /],
+    ];
+    for (const [edit, message] of bad) {
+      const encoder = new DeltaStreamEncoder({ ...header(), ...edit });
+      const err = await refused([encoder.start(), ...encoder.end()], 'STREAM_BAD_HEADER');
+      assert.match(err.message, message);
+      assert.doesNotMatch(err.message, /\n/);
+    }
+  });
+
+  it('refuses zero and end frames carrying fields they do not have, even correctly sealed', async () => {
+    const zero = await refused(forgeStream(header('z'), [{ kind: FrameKind.Zero, codec: Codec.Zstd, length: 4096 }]), 'STREAM_BAD_FRAME');
+    assert.match(zero.message, /zero frame 0 has a codec or data checksum/);
+    const start = new DeltaStreamEncoder(header('e')).start();
+    const trailer = Buffer.from(JSON.stringify({ frames: 1, dataBytes: 0, zeroBytes: 0 }));
+    const end = sealFrame(start.readUInt32BE(start.length - 4), 0, { kind: FrameKind.End, disk: 1, length: trailer.length, payload: trailer, data: trailer });
+    assert.match((await refused([start, end], 'STREAM_BAD_FRAME')).message, /end frame has fields an end frame does not carry/);
+  });
+
   it('refuses a frame that writes past the end of its disk', async () => {
     const encoder = new DeltaStreamEncoder(header());
     const start = encoder.start();
