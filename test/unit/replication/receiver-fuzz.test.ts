@@ -131,6 +131,7 @@ describe('receiver fuzz over HTTPS (hostile cycles beside a good one; real qemu-
           while (!c.mustRefuse);
         }
         let code: string;
+        const sentAt = performance.now();
         try {
           // TCP re-chunks a body anyway: one buffer is as hostile and much faster to send.
           const point = await r.client.sendCycle(FUZZ, chunks([Buffer.concat(c.chunks)]));
@@ -139,7 +140,11 @@ describe('receiver fuzz over HTTPS (hostile cycles beside a good one; real qemu-
           if (!(err instanceof VmdrError)) throw err;
           code = err.code;
         }
-        assert.match(code, /^STREAM_[A-Z_]+$/, `hostile cycle ${i} (${c.name}): refused with ${code}, not a STREAM_* code; replay: VMDR_FUZZ_SEED=${seed}`);
+        // A receiver may refuse before it has read the whole body and close the connection while
+        // the sender still writes: the sender then sees the cut rather than the answer.
+        assert.match(code, /^(STREAM_[A-Z_]+|RECEIVER_UNREACHABLE)$/, `hostile cycle ${i} (${c.name}): refused with ${code}; replay: VMDR_FUZZ_SEED=${seed}`);
+        const tookMs = performance.now() - sentAt;
+        assert.ok(tookMs < 30_000, `hostile cycle ${i} (${c.name}) took ${Math.round(tookMs)} ms to be refused`);
         refusals.set(code, (refusals.get(code) ?? 0) + 1);
         assert.deepEqual(r.replicas.listPoints(FUZZ).map((p) => p.id), ['rp-1'], `after hostile cycle ${i} (${c.name})`);
       }
