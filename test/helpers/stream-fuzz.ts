@@ -534,8 +534,7 @@ function rechunk(b: Buffer, rng: Prng): Buffer[] {
 
 /**
  * One hostile case made from `stream`: one structural mutation (reseal most of the time), then,
- * one time in four, one byte-level change. `only` restricts the families (e.g. to the ones the
- * receiver fuzz wants).
+ * one time in four, one byte-level change; the same `rng` state gives the same case.
  */
 export function mutate(stream: EncodedStream, ctx: Context, rng: Prng): FuzzCase {
   const valid = Buffer.concat([stream.start, ...stream.frames]);
@@ -565,7 +564,6 @@ export function mutate(stream: EncodedStream, ctx: Context, rng: Prng): FuzzCase
   return { name: label, chunks: rechunk(out, rng), mustRefuse: !identical && verdict === 'refuse', identical };
 }
 
-export type { Context as FuzzContext };
 
 /**
  * The run's seed (fixed unless VMDR_FUZZ_SEED says otherwise, so CI runs the same cases every
