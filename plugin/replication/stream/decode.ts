@@ -31,7 +31,7 @@ import {
   STREAM_TRUNCATED,
   STREAM_VERSION_UNSUPPORTED,
 } from './errors.js';
-import { decompressFrame, ZstdRefusal } from './zstd.js';
+import { decompressFrame } from './zstd.js';
 
 const HeaderSchema = z.strictObject({
   session: z.string().min(1),
@@ -218,14 +218,8 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     if (length > MAX_FRAME_DATA) throw new StreamError(STREAM_BAD_FRAME, `data frame ${seq} covers ${length} bytes, more than ${MAX_FRAME_DATA}`, at);
     let data: Buffer;
     if (codec === Codec.Raw) data = payload;
-    else if (codec === Codec.Zstd) {
-      try {
-        data = decompressFrame(payload, length);
-      } catch (err) {
-        if (!(err instanceof ZstdRefusal)) throw err;
-        throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} ${err.message}`, at);
-      }
-    } else throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown codec ${codec}`, at);
+    else if (codec === Codec.Zstd) data = decompressFrame(payload, length, at);
+    else throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown codec ${codec}`, at);
     if (data.length !== length) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} holds ${data.length} bytes, announced ${length}`, at);
     if (crc32(data) !== dataCrc) throw new StreamError(STREAM_CHECKSUM_MISMATCH, `frame ${seq} data checksum mismatch`, at);
     dataBytes += length;
