@@ -117,6 +117,7 @@ describe('receiver fuzz over HTTPS (hostile cycles beside a good one; real qemu-
 
     const refusals = new Map<string, number>();
     const t0 = performance.now();
+    let seconds = 0;
     try {
       for (let i = 0; i < cases; i++) {
         let c: FuzzCase;
@@ -148,12 +149,14 @@ describe('receiver fuzz over HTTPS (hostile cycles beside a good one; real qemu-
         refusals.set(code, (refusals.get(code) ?? 0) + 1);
         assert.deepEqual(r.replicas.listPoints(FUZZ).map((p) => p.id), ['rp-1'], `after hostile cycle ${i} (${c.name})`);
       }
+      seconds = (performance.now() - t0) / 1000;
     } finally {
+      // Also after a failure: a sampler or a good loop left running would keep mocha from exiting.
       hostileDone = true;
+      clearInterval(sampler);
+      await goodLoop.catch(() => undefined);
     }
-    const seconds = (performance.now() - t0) / 1000;
     await goodLoop;
-    clearInterval(sampler);
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
     const grew = Math.max(peakRss - rssBefore, process.resourceUsage().maxRSS * 1024 - Math.max(peakBefore, rssBefore));
     console.log(
