@@ -121,13 +121,14 @@ describe('receiver fuzz over HTTPS (hostile cycles beside a good one; real qemu-
     try {
       for (let i = 0; i < cases; i++) {
         let c: FuzzCase;
+        // Each case from its own generator: the good loop draws from `rng` meanwhile, at its own pace.
+        const caseRng = new Prng((seed ^ Math.imul(i + 1, 0x85ebca6b)) >>> 0);
         if (i % 10 === 9) {
           // Streams the decoder takes, for another protection or another base: the receiver's own checks.
-          const wrong = i % 20 === 9 ? { protection: GOOD, base: rp1[0]!.id } : { protection: FUZZ, base: rng.pick([null, 'rp-7']) };
+          const wrong = i % 20 === 9 ? { protection: GOOD, base: rp1[0]!.id } : { protection: FUZZ, base: caseRng.pick([null, 'rp-7']) };
           const header = streamHeader({ protection: wrong.protection, disks: DISKS, base: wrong.base, n: 1000 + i });
           c = { name: `receiver.${i % 20 === 9 ? 'otherProtection' : 'otherBase'}`, chunks: streamBytes(encodeStream(header, validOps)), mustRefuse: true, identical: false };
         } else {
-          const caseRng = new Prng((seed ^ Math.imul(i + 1, 0x85ebca6b)) >>> 0);
           do c = mutate(valid.stream, { other, diskSizes: DISKS.map((d) => d.sizeBytes) }, caseRng);
           while (!c.mustRefuse);
         }
