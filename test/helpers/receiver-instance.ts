@@ -32,7 +32,9 @@ export async function startTestReceiver(protections: ProtectionSpec[], prefix = 
   const storage = join(root, 'replicas');
   const statePath = join(root, 'state', 'vmdr.db');
   const credentials = await ensureReceiverCredentials(join(root, 'receiver'), '127.0.0.1');
-  const config = parseConfig(receiverConfigYaml({ statePath, storage, listen: '127.0.0.1:0', credentials: credentials.dir, protections }), join(root, 'vmdr.yaml'));
+  // The config's port is never bound here: startReceiver is given port 0.
+  const yaml = receiverConfigYaml({ statePath, storage, listen: '127.0.0.1:8443', credentials: credentials.dir, protections });
+  const config = parseConfig(yaml, join(root, 'vmdr.yaml'));
   const state = StateStore.open(statePath);
   const replicas = new ReplicaStore(storage, state);
   const { app, port } = await startReceiver({ config, site: 'dr', replicas, credentials }, { host: '127.0.0.1', port: 0 });
