@@ -6,8 +6,8 @@
  * with what was received.
  */
 import { crc32 } from 'node:zlib';
-import { decompress } from 'zstd-napi';
 import { z } from 'zod';
+import { NAME_PATTERN } from '../../config/schema.js';
 import {
   Codec,
   FRAME_HEADER_BYTES,
@@ -31,6 +31,7 @@ import {
   STREAM_TRUNCATED,
   STREAM_VERSION_UNSUPPORTED,
 } from './errors.js';
+import { decompressFrame } from './zstd.js';
 
 const HeaderSchema = z.strictObject({
   session: z.string().min(1),
@@ -39,8 +40,12 @@ const HeaderSchema = z.strictObject({
   since: z.string().min(1).nullable(),
   base: z.string().min(1).nullable(),
   kind: z.enum(['full', 'incremental', 'resync']),
-  disks: z.array(z.strictObject({ name: z.string().min(1), sizeBytes: z.number().int().nonnegative() })).min(1),
-  createdAt: z.string(),
+  // Disk names become directory names on the DR site: the config's name rule, and each once.
+  disks: z
+    .array(z.strictObject({ name: z.string().regex(NAME_PATTERN, 'a disk name of letters, digits, ".", "-" or "_"'), sizeBytes: z.number().int().nonnegative() }))
+    .min(1)
+    .refine((disks) => new Set(disks.map((d) => d.name)).size === disks.length, 'disk names must be distinct'),
+  createdAt: z.iso.datetime(),
 });
 
 const TrailerSchema = z.strictObject({
@@ -51,26 +56,8 @@ const TrailerSchema = z.strictObject({
 
 /** zstd's worst case for incompressible input is a little larger than the input. */
 const MAX_PAYLOAD = MAX_FRAME_DATA + 64 * 1024;
-
-/**
- * The Frame_Content_Size of a zstd frame (RFC 8878, 3.1.1.1), read before decompressing so a
- * hostile payload cannot make the receiver allocate more than the frame's announced length.
- * Undefined when the payload is not a zstd frame or does not say its size.
- */
-function zstdContentSize(payload: Buffer): number | undefined {
-  if (payload.length < 6 || payload.readUInt32LE(0) !== 0xfd2fb528) return undefined;
-  const descriptor = payload[4]!;
-  const fcsFlag = descriptor >> 6;
-  const singleSegment = (descriptor >> 5) & 1;
-  const dictionaryBytes = [0, 1, 2, 4][descriptor & 3]!;
-  const at = 5 + (singleSegment ? 0 : 1) + dictionaryBytes;
-  const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag]!;
-  if (fcsBytes === 0 || payload.length < at + fcsBytes) return undefined;
-  if (fcsBytes === 1) return payload[at]!;
-  if (fcsBytes === 2) return payload.readUInt16LE(at) + 256;
-  if (fcsBytes === 4) return payload.readUInt32LE(at);
-  return Number(payload.readBigUInt64LE(at));
-}
+/** The end frame's JSON trailer is three counts: anything longer is not one. */
+const MAX_TRAILER_BYTES = 1024;
 
 /** Reads exact byte counts from a chunked source without copying more than once. */
 class ByteReader {
@@ -154,7 +141,10 @@ export async function decodeDeltaStream(source: AsyncIterable<Buffer | Uint8Arra
   try {
     header = HeaderSchema.parse(JSON.parse(json.subarray(0, length).toString('utf8')));
   } catch (err) {
-    throw new StreamError(STREAM_BAD_HEADER, `stream header is not valid: ${(err as Error).message.split('\n')[0]}`);
+    // One line naming the field: zod's own message is a multi-line JSON dump.
+    const issue = err instanceof z.ZodError ? err.issues[0] : undefined;
+    const why = issue ? `${issue.path.length > 0 ? issue.path.join('.') : 'the header'}: ${issue.message}` : (err as Error).message.split('\n')[0];
+    throw new StreamError(STREAM_BAD_HEADER, `stream header is not valid: ${why}`);
   }
   return { header, frames: readFrames(reader, header, chain) };
 }
@@ -188,6 +178,12 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     expected += 1;
 
     if (kind === FrameKind.End) {
+      if (payloadLength > MAX_TRAILER_BYTES) throw new StreamError(STREAM_BAD_FRAME, `end frame carries ${payloadLength} bytes, not a trailer`, at);
+      // Every field of a frame means something or is zero: a sealed frame with a stray value was
+      // made by something other than our encoder, and is not trusted for the rest.
+      if (codec !== Codec.Raw || disk !== 0 || offset !== 0 || length !== payloadLength || dataCrc !== crc32(payload)) {
+        throw new StreamError(STREAM_BAD_FRAME, 'end frame has fields an end frame does not carry', at);
+      }
       let trailer;
       try {
         trailer = TrailerSchema.parse(JSON.parse(payload.toString('utf8')));
@@ -213,6 +209,7 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     }
     if (kind === FrameKind.Zero) {
       if (payloadLength !== 0) throw new StreamError(STREAM_BAD_FRAME, `zero frame ${seq} carries a payload`, at);
+      if (codec !== Codec.Raw || dataCrc !== 0) throw new StreamError(STREAM_BAD_FRAME, `zero frame ${seq} has a codec or data checksum`, at);
       zeroBytes += length;
       yield { kind, seq, disk, offset, length };
       continue;
@@ -221,17 +218,8 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     if (length > MAX_FRAME_DATA) throw new StreamError(STREAM_BAD_FRAME, `data frame ${seq} covers ${length} bytes, more than ${MAX_FRAME_DATA}`, at);
     let data: Buffer;
     if (codec === Codec.Raw) data = payload;
-    else if (codec === Codec.Zstd) {
-      const announced = zstdContentSize(payload);
-      if (announced !== length) {
-        throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} announces ${announced ?? 'no'} decompressed size, expected ${length}`, at);
-      }
-      try {
-        data = decompress(payload, { windowLogMax: 22 });
-      } catch (err) {
-        throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} does not decompress: ${(err as Error).message}`, at);
-      }
-    } else throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown codec ${codec}`, at);
+    else if (codec === Codec.Zstd) data = decompressFrame(payload, length, at);
+    else throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown codec ${codec}`, at);
     if (data.length !== length) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} holds ${data.length} bytes, announced ${length}`, at);
     if (crc32(data) !== dataCrc) throw new StreamError(STREAM_CHECKSUM_MISMATCH, `frame ${seq} data checksum mismatch`, at);
     dataBytes += length;

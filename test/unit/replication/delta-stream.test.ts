@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { DeltaStreamEncoder } from '../../../plugin/replication/stream/encode.js';
 import { decodeDeltaStream } from '../../../plugin/replication/stream/decode.js';
-import { FrameKind, MAX_FRAME_DATA, type Frame, type StreamHeader } from '../../../plugin/replication/stream/format.js';
+import { compress } from 'zstd-napi';
+import { Codec, FrameKind, MAX_FRAME_DATA, type Frame, type StreamHeader } from '../../../plugin/replication/stream/format.js';
 import { StreamError } from '../../../plugin/replication/stream/errors.js';
+import { forgeStream, lyingZstd, sealFrame, skippableFrame, withoutContentSize } from '../../helpers/stream-forge.js';
 
 const MiB = 1024 * 1024;
 
@@ -153,6 +155,30 @@ describe('delta stream', () => {
     await refused([v2, ...frames.flat()], 'STREAM_VERSION_UNSUPPORTED');
   });
 
+  it('refuses a header whose disk name could leave its directory, repeats, or whose date is not one, in one line naming the field', async () => {
+    const bad: [Partial<StreamHeader>, RegExp][] = [
+      [{ disks: [{ name: '../../etc', sizeBytes: 1024 }] }, /^delta stream refused: stream header is not valid: disks\.0\.name: a disk name of /],
+      [{ disks: [{ name: 'vda', sizeBytes: 1024 }, { name: 'vda', sizeBytes: 1024 }] }, /disks: disk names must be distinct/],
+      [{ createdAt: 'yesterday' }, /createdAt: /],
+      [{ disks: [{ name: 'vda', sizeBytes: 2 ** 53 }] }, /disks\.0\.sizeBytes: /],
+    ];
+    for (const [edit, message] of bad) {
+      const encoder = new DeltaStreamEncoder({ ...header(), ...edit });
+      const err = await refused([encoder.start(), ...encoder.end()], 'STREAM_BAD_HEADER');
+      assert.match(err.message, message);
+      assert.doesNotMatch(err.message, /\n/);
+    }
+  });
+
+  it('refuses zero and end frames carrying fields they do not have, even correctly sealed', async () => {
+    const zero = await refused(forgeStream(header('z'), [{ kind: FrameKind.Zero, codec: Codec.Zstd, length: 4096 }]), 'STREAM_BAD_FRAME');
+    assert.match(zero.message, /zero frame 0 has a codec or data checksum/);
+    const start = new DeltaStreamEncoder(header('e')).start();
+    const trailer = Buffer.from(JSON.stringify({ frames: 1, dataBytes: 0, zeroBytes: 0 }));
+    const end = sealFrame(start.readUInt32BE(start.length - 4), 0, { kind: FrameKind.End, disk: 1, length: trailer.length, payload: trailer, data: trailer });
+    assert.match((await refused([start, end], 'STREAM_BAD_FRAME')).message, /end frame has fields an end frame does not carry/);
+  });
+
   it('refuses a frame that writes past the end of its disk', async () => {
     const encoder = new DeltaStreamEncoder(header());
     const start = encoder.start();
@@ -182,5 +208,100 @@ describe('delta stream compression', () => {
     assert.deepEqual(codecs, [0, 0, 0, 0, 0, 1, 1]);
     const { frames } = await decodeAll(chunks);
     assert.ok((frames[4] as { data: Buffer }).data.equals(Buffer.alloc(64 * KiB, 0x41)));
+  });
+});
+
+/**
+ * What a call did to the process's memory: growth of the resident set, of Buffer memory, and of
+ * the peak resident set (the kernel's high-water mark, which catches a buffer allocated and
+ * dropped before the call returned).
+ */
+async function memoryOf<T>(run: () => Promise<T>): Promise<{ result: T; grewBy: number }> {
+  const before = process.memoryUsage();
+  const peakBefore = process.resourceUsage().maxRSS * 1024;
+  const result = await run();
+  const after = process.memoryUsage();
+  const peakAfter = process.resourceUsage().maxRSS * 1024;
+  return { result, grewBy: Math.max(after.rss - before.rss, after.arrayBuffers - before.arrayBuffers, peakAfter - peakBefore) };
+}
+
+describe('delta stream: decoding is bounded whatever a zstd payload announces', () => {
+  const zeros = Buffer.alloc(MAX_FRAME_DATA);
+  const zerosZstd = compress(zeros, { compressionLevel: 1 });
+  /** One data frame of `length` bytes at offset 0 of vda, its payload `payload` as zstd. */
+  const zstdFrame = (payload: Buffer, length = MAX_FRAME_DATA, data: Buffer = zeros.subarray(0, length)) => ({
+    kind: FrameKind.Data,
+    codec: Codec.Zstd,
+    length,
+    payload,
+    data,
+  });
+
+  /** Refused as STREAM_BAD_FRAME naming frame 0, and the process grew by less than 64 MiB doing it. */
+  async function refusedBounded(payload: Buffer, length?: number, data?: Buffer): Promise<StreamError> {
+    const { result: err, grewBy } = await memoryOf(() => refused(forgeStream(header('bomb'), [zstdFrame(payload, length, data)]), 'STREAM_BAD_FRAME'));
+    assert.match(err.message, /frame 0 /);
+    assert.deepEqual(err.subject, { seq: 0, offset: 0 });
+    assert.ok(grewBy < 64 * MiB, `memory grew by ${(grewBy / MiB).toFixed(1)} MiB refusing it`);
+    return err;
+  }
+
+  it('refuses concatenated frames that announce 3.7 GiB in a 140 KB payload (the bomb of issue 9), allocating nothing for them', async () => {
+    const bomb = Buffer.concat(Array.from({ length: 950 }, () => zerosZstd));
+    assert.ok(bomb.length < 150_000, `bomb of ${bomb.length} bytes`);
+    const err = await refusedBounded(bomb);
+    assert.match(err.message, /after its zstd frame/);
+  });
+
+  it('refuses the largest payload a frame may carry, all of it 4 MiB zstd frames (over 100 GiB announced)', async () => {
+    const count = Math.floor((MAX_FRAME_DATA + 60 * 1024) / zerosZstd.length);
+    await refusedBounded(Buffer.concat(Array.from({ length: count }, () => zerosZstd)));
+  });
+
+  it('refuses a zstd frame that announces no size, and one whose announced size is not the frame length', async () => {
+    assert.match((await refusedBounded(withoutContentSize(zerosZstd))).message, /announces no decompressed size/);
+    const small = compress(Buffer.alloc(64 * 1024, 0x61), { compressionLevel: 1 });
+    assert.match((await refusedBounded(small)).message, /announces 65536 decompressed size, expected 4194304/);
+  });
+
+  it('stops a frame that decompresses to more than its header announced at the declared length', async () => {
+    // Says 4 MiB (the frame length) and holds 4 MiB + 64 KiB: zstd writes into a 4 MiB + 1 buffer.
+    const err = await refusedBounded(lyingZstd(Buffer.alloc(MAX_FRAME_DATA + 64 * 1024), MAX_FRAME_DATA));
+    assert.match(err.message, /decompresses to more|does not decompress/);
+    // Says 1000 bytes and holds 64 KiB.
+    await refusedBounded(lyingZstd(Buffer.alloc(64 * 1024, 0x62), 1000), 1000, Buffer.alloc(1000, 0x62));
+  });
+
+  it('refuses a frame that says more than it holds', async () => {
+    await refusedBounded(lyingZstd(Buffer.alloc(32 * 1024, 0x63), 65_000), 65_000, Buffer.alloc(65_000, 0x63));
+  });
+
+  it('refuses skippable frames before, after, or instead of the data, and bytes after the frame', async () => {
+    const note = skippableFrame(Buffer.alloc(1000, 0x20));
+    assert.match((await refusedBounded(Buffer.concat([note, zerosZstd]))).message, /is not a zstd frame/);
+    await refusedBounded(Buffer.concat([zerosZstd, note]));
+    await refusedBounded(note);
+    await refusedBounded(Buffer.concat([zerosZstd, Buffer.from('junk')]));
+  });
+
+  it('refuses a zstd frame cut short', async () => {
+    const cut = compress(randomBytes(200_000), { compressionLevel: 1 });
+    await refusedBounded(cut.subarray(0, cut.length - 100), 200_000, Buffer.alloc(200_000));
+  });
+
+  it('takes a legitimate 4 MiB frame of zeros (147 bytes of zstd), allocating about its 4 MiB', async () => {
+    const { result, grewBy } = await memoryOf(() => decodeAll(forgeStream(header('zeros'), [zstdFrame(zerosZstd)])));
+    const data = result.frames.filter((f) => f.kind === FrameKind.Data);
+    assert.equal(data.length, 1);
+    assert.ok(data[0]!.data.equals(zeros));
+    assert.ok(grewBy < 32 * MiB, `memory grew by ${(grewBy / MiB).toFixed(1)} MiB`);
+  });
+
+  it('refuses an end frame too long to be a trailer without parsing it', async () => {
+    const start = new DeltaStreamEncoder(header('trailer')).start();
+    const chain = start.readUInt32BE(start.length - 4);
+    const big = Buffer.from(JSON.stringify({ frames: 1, dataBytes: 0, zeroBytes: 0, pad: 'x'.repeat(4000) }));
+    const err = await refused([start, sealFrame(chain, 0, { kind: FrameKind.End, length: big.length, payload: big, data: big })], 'STREAM_BAD_FRAME');
+    assert.match(err.message, /not a trailer/);
   });
 });
