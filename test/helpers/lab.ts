@@ -4,10 +4,12 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, mkdtemp, chmod, rm } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, chmod, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { GUEST_READY, waitForSerialLine } from '../../plugin/failover/serial-health.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { LAB_DIR, labBoot, makeDisk } from '../../scripts/lab/production.js';
 
@@ -87,4 +89,38 @@ export async function destroyLabVm(vm: LabVm | undefined): Promise<void> {
   await vm.adapter.removeNetwork(vm.network).catch(() => undefined);
   await vm.adapter.close();
   await rm(vm.dir, { recursive: true, force: true });
+}
+
+/** Starts a lab VM and waits until its guest prints the ready line. */
+export async function bootLabVm(vm: LabVm): Promise<void> {
+  await vm.adapter.start(vm.name);
+  await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+}
+
+/**
+ * Writes vm.dir/vmdr.yaml for a one-host lab: sites prod and dr on the same libvirtd, the DR
+ * site's storage and receiver (on a free loopback port) under vm.dir, then the protections given
+ * as YAML. `credentials: false` leaves the receiver's credentials at their default place.
+ */
+export async function writeOneHostConfig(
+  vm: LabVm,
+  protections: string,
+  options: { statePath?: string; credentials?: boolean } = {},
+): Promise<string> {
+  const config = join(vm.dir, 'vmdr.yaml');
+  const credentials = options.credentials === false ? '' : `, credentials: ${join(vm.dir, 'receiver')}`;
+  await writeFile(
+    config,
+    `version: 1
+state: { path: ${options.statePath ?? join(vm.dir, 'state.db')} }
+sites:
+  - { name: prod, uri: "qemu:///system" }
+  - name: dr
+    uri: "qemu:///system"
+    storage: ${join(vm.dir, 'replicas')}
+    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}"${credentials} }
+protections:
+${protections}`,
+  );
+  return config;
 }

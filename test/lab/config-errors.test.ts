@@ -90,8 +90,18 @@ describe('vmdr config check on a bad config', function () {
 });
 
 describe('vmdr on an error that is not one of its own (a bug)', () => {
-  // A rejection no command handles, planted in the CLI's process once the command has started.
-  const bug = { NODE_OPTIONS: '--import=data:text/javascript,setTimeout(()=>Promise.reject(new%20TypeError(%22planted%22)),300)' };
+  // A rejection no command handles, planted in the CLI's process the moment the CLI has installed
+  // its handler for them (a timer instead raced the CLI's start on a loaded machine).
+  const planted = `const on = process.on.bind(process);
+process.on = (event, listener) => {
+  on(event, listener);
+  if (event === 'unhandledRejection') {
+    process.on = on;
+    queueMicrotask(() => Promise.reject(new TypeError('planted')));
+  }
+  return process;
+};`;
+  const bug = { NODE_OPTIONS: `--import=data:text/javascript,${encodeURIComponent(planted)}` };
 
   it('says "internal error" in one line, exit 1, and how to see where', async () => {
     assertOneLineError(await runVmdr(['config', 'check', LAB], bug), /^vmdr: internal error: planted \(a bug in vmdr; --debug shows where\)$/);

@@ -9,8 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { FailoverReport } from '../../plugin/failover/report.js';
-import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
-import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -46,22 +45,11 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     vm = await createLabVm('failover', { marker: 'failover-src', diskSize: '32M' });
     drNetwork = `test-dr-${vm.name.slice(-6)}`;
     await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await vm.adapter.start(vm.name);
-    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+    await bootLabVm(vm);
     const boot = labBoot();
-    config = join(vm.dir, 'vmdr.yaml');
-    await writeFile(
-      config,
-      `version: 1
-state: { path: ${join(vm.dir, 'state.db')} }
-sites:
-  - { name: prod, uri: "${URI}" }
-  - name: dr
-    uri: "${URI}"
-    storage: ${join(vm.dir, 'replicas')}
-    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(vm.dir, 'receiver')} }
-protections:
-  - name: ${vm.name}
+    config = await writeOneHostConfig(
+      vm,
+      `  - name: ${vm.name}
     source: { site: prod, vm: ${vm.name} }
     health: { serial: "^VMDR-GUEST ready", timeout: 90s }
     target:

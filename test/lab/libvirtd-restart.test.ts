@@ -17,7 +17,7 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
-import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { createLabVm, destroyLabVm, labBoot, runVmdr, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
 import { assertPattern, hmpWrite } from '../helpers/patterns.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
@@ -101,22 +101,11 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
 
   before(async () => {
     vm = await createLabVm('restart', { marker: 'restart', diskSize: '32M' });
-    await vm.adapter.start(vm.name);
-    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+    await bootLabVm(vm);
     const boot = labBoot();
-    config = join(vm.dir, 'vmdr.yaml');
-    await writeFile(
-      config,
-      `version: 1
-state: { path: ${join(vm.dir, 'state.db')} }
-sites:
-  - { name: prod, uri: "qemu:///system" }
-  - name: dr
-    uri: "qemu:///system"
-    storage: ${join(vm.dir, 'replicas')}
-    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(vm.dir, 'receiver')} }
-protections:
-  - name: ${vm.name}
+    config = await writeOneHostConfig(
+      vm,
+      `  - name: ${vm.name}
     source: { site: prod, vm: ${vm.name} }
     continuous: true
     retention: { keep: 100 }

@@ -7,16 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { lstat, readdir, readFile, writeFile } from 'node:fs/promises';
+import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { FailoverReport } from '../../plugin/failover/report.js';
-import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
-import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
-const URI = 'qemu:///system';
 
 interface Entry {
   path: string;
@@ -78,23 +76,12 @@ describe('least privilege on disk (qemu:///system)', function () {
     vm = await createLabVm('perms', { marker: 'perms-src', diskSize: '32M' });
     drNetwork = `test-dr-${vm.name.slice(-6)}`;
     await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await vm.adapter.start(vm.name);
-    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
+    await bootLabVm(vm);
     const boot = labBoot();
-    config = join(vm.dir, 'vmdr.yaml');
     // The credentials are left at their default place: receiver-dr beside the state file.
-    await writeFile(
-      config,
-      `version: 1
-state: { path: ${join(vm.dir, 'state', 'state.db')} }
-sites:
-  - { name: prod, uri: "${URI}" }
-  - name: dr
-    uri: "${URI}"
-    storage: ${join(vm.dir, 'replicas')}
-    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}" }
-protections:
-  - name: ${vm.name}
+    config = await writeOneHostConfig(
+      vm,
+      `  - name: ${vm.name}
     source: { site: prod, vm: ${vm.name} }
     health: { serial: "^VMDR-GUEST ready", timeout: 90s }
     target:
@@ -103,7 +90,7 @@ protections:
       hostname: perms-dr
       boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
       nics: [{ network: ${drNetwork}, addresses: [192.0.2.31/24] }]
-`,
+`, { statePath: join(vm.dir, 'state', 'state.db'), credentials: false },
     );
     serve = await startServe(config, { args: ['--no-replicate'] });
     for (const args of [['target', 'provision'], ['protect', vm.name], ['sync', vm.name]]) {

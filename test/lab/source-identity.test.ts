@@ -12,11 +12,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
-import { createLabVm, destroyLabVm, labBoot, makeDisk, runVmdr, type LabVm } from '../helpers/lab.js';
+import { createLabVm, destroyLabVm, labBoot, makeDisk, runVmdr, type LabVm, writeOneHostConfig } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -46,19 +44,9 @@ describe('a different VM under a protected name does not take over its protectio
   before(async () => {
     vm = await createLabVm('ident', { marker: 'old', diskSize: '32M' });
     const boot = labBoot();
-    config = join(vm.dir, 'vmdr.yaml');
-    await writeFile(
-      config,
-      `version: 1
-state: { path: ${join(vm.dir, 'state.db')} }
-sites:
-  - { name: prod, uri: "qemu:///system" }
-  - name: dr
-    uri: "qemu:///system"
-    storage: ${join(vm.dir, 'replicas')}
-    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(vm.dir, 'receiver')} }
-protections:
-  - name: ${vm.name}
+    config = await writeOneHostConfig(
+      vm,
+      `  - name: ${vm.name}
     source: { site: prod, vm: ${vm.name} }
     rpo: 4s
     retention: { keep: 2 }
