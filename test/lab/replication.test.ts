@@ -282,7 +282,11 @@ protections:
 
   it('keeps up with a guest that writes during syncs; after it stops, replica = source', async () => {
     await vmdrJson<SyncJson>(['protect', writer, '--config', config]);
+    const writerLog = join(dir, `${writer}.log`);
     for (let i = 0; i < 3; i += 1) {
+      // The guest reports every third write (each followed by its own sync): a loaded machine can
+      // stall a TCG guest for longer than a cycle, so wait until it wrote since the last cycle.
+      await waitForSerialLine({ vm: writer, file: writerLog, pattern: /^VMDR-GUEST wrote bytes=/, timeoutMs: 60_000, fromOffset: await fileSize(writerLog) });
       const r = await vmdrJson<SyncJson>(['sync', writer, '--config', config]);
       assert.equal(r.kind, 'incremental');
       assert.ok(r.bytesCovered > 0, 'the writer changed something');
