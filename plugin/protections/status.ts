@@ -20,7 +20,7 @@
  * source's name is flagged (its syncs are refused), and so is the recorded VM found under another name.
  */
 import { existsSync } from 'node:fs';
-import type { PowerState } from '../../hypervisors/types.js';
+import type { PowerState, VmInfo } from '../../hypervisors/types.js';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
 import type { RecoveryPoint } from '../replication/replica/store.js';
@@ -31,7 +31,7 @@ import { resolveSource } from './source-identity.js';
 import { recordedSourceOf } from './source-record.js';
 import type { StateStore } from '../state/store.js';
 import { lastSyncRuns, type SyncRun } from '../state/sync-runs.js';
-import { protectionDrift, type DiskDrift } from '../targets/drift.js';
+import { targetDrift, type DiskDrift } from '../targets/drift.js';
 
 export interface VmState {
   site: string;
@@ -89,12 +89,14 @@ export async function protectionStatus(
       const run = lastSyncRuns(state, p.name, 1)[0];
       const { role, failover } = roleHere(ctx, p, run);
       const sourceIdentity = await identityOf(ctx, p);
+      // Each VM is read once: its power state and its disks (for the drift) come from one answer.
+      const [source, target] = await Promise.all([readVm(sites, p.source.site, p.source.vm), readVm(sites, p.target.site, p.target.vm)]);
       return {
         protection: p.name,
         tenant: p.tenant ?? null,
         rpoSeconds: p.rpo / 1000,
-        source: await vmState(sites, p.source.site, p.source.vm),
-        target: await vmState(sites, p.target.site, p.target.vm),
+        source: source.state,
+        target: target.state,
         role,
         failover,
         lastPoint: latest ? { id: latest.id, time: latest.time.toISOString() } : null,
@@ -110,7 +112,7 @@ export async function protectionStatus(
               error: run.error ? `${run.error.code}: ${run.error.message}` : null,
             }
           : null,
-        drift: role === 'failed-over' ? null : await protectionDrift(sites, p),
+        drift: role === 'failed-over' || !source.info || !target.info ? null : targetDrift(source.info, target.info),
         sourceIdentity,
       };
     }),
@@ -149,14 +151,15 @@ function roleHere(ctx: { sites: SiteConnections; state: StateStore }, p: Protect
   return { role: null, failover: null };
 }
 
-async function vmState(sites: SiteConnections, site: string, vm: string): Promise<VmState> {
+/** A VM as status shows it, and what the hypervisor said of it when it could be read. */
+async function readVm(sites: SiteConnections, site: string, vm: string): Promise<{ state: VmState; info?: VmInfo }> {
   try {
-    const adapter = await sites.adapter(site);
-    return { site, vm, state: (await adapter.getVm(vm)).powerState };
+    const info = await (await sites.adapter(site)).getVm(vm);
+    return { state: { site, vm, state: info.powerState }, info };
   } catch (err) {
     if (!(err instanceof VmdrError)) throw err;
-    if (err.code === 'VM_NOT_FOUND') return { site, vm, state: 'missing' };
-    if (err.code === 'HYPERVISOR_UNREACHABLE') return { site, vm, state: 'unreachable', problem: err.message };
+    if (err.code === 'VM_NOT_FOUND') return { state: { site, vm, state: 'missing' } };
+    if (err.code === 'HYPERVISOR_UNREACHABLE') return { state: { site, vm, state: 'unreachable', problem: err.message } };
     throw err;
   }
 }

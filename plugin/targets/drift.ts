@@ -4,9 +4,6 @@
  * disk the source no longer has. Read by `vmdr status`, acted on by `vmdr target provision`.
  */
 import type { DiskInfo, VmInfo } from '../../hypervisors/types.js';
-import { VmdrError } from '../../hypervisors/errors.js';
-import type { Protection } from '../config/schema.js';
-import type { SiteConnections } from '../sites/connections.js';
 
 export interface DiskDrift {
   disk: string;
@@ -39,19 +36,3 @@ export function targetDrift(source: VmInfo, target: VmInfo): DiskDrift[] {
   return drift;
 }
 
-/**
- * The drift of a protection's target as its two sites see it now; null when either VM cannot be
- * read (missing, site unreachable): the status row's power states already say why.
- */
-export async function protectionDrift(sites: SiteConnections, p: Protection): Promise<DiskDrift[] | null> {
-  const read = async (site: string, vm: string) => {
-    try {
-      return await (await sites.adapter(site)).getVm(vm);
-    } catch (err) {
-      if (err instanceof VmdrError && (err.code === 'VM_NOT_FOUND' || err.code === 'HYPERVISOR_UNREACHABLE')) return undefined;
-      throw err;
-    }
-  };
-  const [source, target] = await Promise.all([read(p.source.site, p.source.vm), read(p.target.site, p.target.vm)]);
-  return source && target ? targetDrift(source, target) : null;
-}
