@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { duration } from '../../plugin/config/schema.js';
 import { EXIT_USAGE } from '../cli/report.js';
 import { runFailoverCommand } from './failover-run.js';
-import type { GlobalOptions } from './options.js';
+import { shutdownTimeoutProblem, type GlobalOptions } from './options.js';
 
 interface FailbackArgs extends GlobalOptions {
   vm?: string;
@@ -25,9 +25,7 @@ export const failbackCommand: CommandModule<GlobalOptions, FailbackArgs> = {
     const wrong =
       Boolean(argv.vm) === Boolean(argv.plan)
         ? 'name a VM or a --plan (one of them)'
-        : timeout !== undefined && !duration.safeParse(timeout).success
-          ? `--shutdown-timeout ${JSON.stringify(timeout)} is not a duration such as 30s or 2m`
-          : undefined;
+        : shutdownTimeoutProblem(timeout);
     if (wrong) {
       process.stderr.write(`vmdr: ${wrong} (see vmdr failback --help)\n`);
       process.exitCode = EXIT_USAGE;

@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { duration } from '../../plugin/config/schema.js';
 import { EXIT_USAGE } from '../cli/report.js';
 import { runFailoverCommand } from './failover-run.js';
-import type { GlobalOptions } from './options.js';
+import { shutdownTimeoutProblem, type GlobalOptions } from './options.js';
 
 interface FailoverArgs extends GlobalOptions {
   vm?: string;
@@ -58,8 +58,6 @@ function usageProblem(argv: FailoverArgs): string | undefined {
   if ([argv.test, argv.planned, argv.revert].filter(Boolean).length > 1) return '--test, --planned and --revert exclude each other';
   if (argv.point && argv.at) return '--point and --at exclude each other';
   if (argv.at && Number.isNaN(Date.parse(argv.at))) return `--at ${JSON.stringify(argv.at)} is not a time such as 2026-11-25T12:00:00Z`;
-  const timeout = argv['shutdown-timeout'];
-  if (timeout !== undefined && !duration.safeParse(timeout).success) return `--shutdown-timeout ${JSON.stringify(timeout)} is not a duration such as 30s or 2m`;
-  return undefined;
+  return shutdownTimeoutProblem(argv['shutdown-timeout']);
 }
 

@@ -113,4 +113,14 @@ protections:
     assert.equal(r.code, 2);
     assert.match(r.stderr, /name a command/);
   });
+
+  it('says what a --shutdown-timeout may be, in one line with exit 2, for failover and failback alike', async () => {
+    for (const command of ['failover', 'failback']) {
+      for (const [value, expected] of [['30d', 'a duration from 1s to 24d'], ['soon', 'a duration such as 30s, 15m, 4h or 7d']] as const) {
+        const r = await runVmdr([command, 'web', '--shutdown-timeout', value]);
+        assert.equal(r.code, 2, r.stderr);
+        assert.equal(r.stderr, `vmdr: --shutdown-timeout "${value}" is not ${expected} (see vmdr ${command} --help)\n`);
+      }
+    }
+  });
 });
