@@ -231,6 +231,20 @@ export class ImageOperationFailed extends VmdrError {
 }
 
 /**
+ * A checkpoint's dirty bitmap cannot be used for an incremental backup: QEMU died without saving
+ * it, it was removed, or the disk joined the VM after the checkpoint. Only a full read or a
+ * comparison of block hashes can tell what changed since; callers branch on this code.
+ */
+export class CheckpointBitmapBroken extends VmdrError {
+  constructor(vm: string, host: string, checkpoint: string, detail: string, extra: { disk?: string; cause?: unknown } = {}) {
+    super('CHECKPOINT_BITMAP_BROKEN', detail, {
+      subject: { vm, host, checkpoint, ...(extra.disk ? { disk: extra.disk } : {}) },
+      ...(extra.cause ? { cause: extra.cause } : {}),
+    });
+  }
+}
+
+/**
  * The VM runs a job vmdr may not end: another tool's backup or migration, or a backup of a vmdr
  * cycle that is still running. A new backup cannot begin until it ends; the next cycle looks again.
  */

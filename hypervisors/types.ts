@@ -202,8 +202,9 @@ export interface ChangeTracker {
   /**
    * Starts a pull backup of all the VM's disks at one instant and records checkpoint `checkpoint`
    * at that instant. With `since`, each export carries a dirty bitmap of the blocks changed since
-   * that earlier checkpoint. A shut-off VM gives an offline session (see BackupSession); a `since`
-   * whose bitmap did not survive fails with "missing or broken bitmap", as it does online.
+   * that earlier checkpoint. A shut-off VM gives an offline session (see BackupSession). A `since`
+   * whose bitmap cannot be used (it did not survive, or a disk joined after it) fails with
+   * CheckpointBitmapBroken (CHECKPOINT_BITMAP_BROKEN), online and offline alike.
    */
   beginBackup(vm: string, options: BackupOptions): Promise<BackupSession>;
   deleteCheckpoint(vm: string, name: string): Promise<void>;

@@ -11,7 +11,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob } from '../types.js';
-import { HypervisorOperationFailed, NotManagedByVmdr, VmdrError } from '../errors.js';
+import { CheckpointBitmapBroken, HypervisorOperationFailed, NotManagedByVmdr, VmdrError } from '../errors.js';
 import { abortJob, endLeftoverBackup, markInUse, SCRATCH_DIR_PREFIX, scratchFileName } from './backup-jobs.js';
 import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
 import { virsh } from './virsh.js';
@@ -19,7 +19,7 @@ import { at, buildXml, childElements, element, parseLibvirtXml, textElement, tex
 
 export const CHECKPOINT_PREFIX = 'vmdr-';
 /** libvirt's words for a checkpoint whose bitmap QEMU cannot use: "missing or broken bitmap", "not found in backing chain". */
-const BROKEN_BITMAP = /bitmap .*not found in backing chain|missing or broken bitmap|bitmap.*inconsistent/i;
+const BROKEN_BITMAP = /bitmap .*not found in backing chain|missing or broken bitmap|bitmap.*(inconsistent|in.use)/i;
 
 export class LibvirtChangeTracker implements ChangeTracker {
   constructor(
@@ -93,6 +93,10 @@ export class LibvirtChangeTracker implements ChangeTracker {
       markInUse(scratchFiles, false);
       if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
       if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return await this.beginOfflineBackup(vm, disks, options);
+      // Translated here, once: libvirt (through virsh) gives only words for it.
+      if (options.since && err instanceof Error && BROKEN_BITMAP.test(err.message)) {
+        throw new CheckpointBitmapBroken(vm, this.uri, options.since, err.message, { cause: err });
+      }
       throw err;
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -138,9 +142,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
           throw new HypervisorOperationFailed('read image info', this.uri, (err as Error).message, { vm, cause: err });
         }));
         if (!usable) {
-          throw new VmdrError('CHECKPOINT_BITMAP_BROKEN', `missing or broken bitmap '${since}' in ${d.image} (disk '${d.target}' of shut-off VM ${JSON.stringify(vm)})`, {
-            subject: { vm, host: this.uri, disk: d.target, checkpoint: since },
-          });
+          throw new CheckpointBitmapBroken(vm, this.uri, since, `missing or broken bitmap '${since}' in ${d.image} (disk '${d.target}' of shut-off VM ${JSON.stringify(vm)})`, { disk: d.target });
         }
       }
     }

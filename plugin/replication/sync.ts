@@ -67,9 +67,6 @@ interface Choice {
   reason: string;
 }
 
-/** Messages libvirt/QEMU give when a checkpoint's bitmap cannot be used (host crash, QEMU crash). */
-const BROKEN_BITMAP = /bitmap.*(inconsistent|missing|broken|in.use)|(inconsistent|missing|broken).*bitmap/i;
-
 export async function syncProtection(
   protection: Protection,
   deps: { sites: SiteConnections; state: StateStore; receiver: ReceiverClient },
@@ -125,7 +122,7 @@ export async function syncProtection(
     try {
       session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback() });
     } catch (err) {
-      if (!(choice.kind === 'incremental' && err instanceof VmdrError && BROKEN_BITMAP.test(err.message))) throw err;
+      if (!(choice.kind === 'incremental' && err instanceof VmdrError && err.code === 'CHECKPOINT_BITMAP_BROKEN')) throw err;
       // The loop's fast path did not look: a VM replaced since lacks the bitmap too, and must not be resynced.
       if (previous) await checkSource(source, protection, deps.receiver);
       const broken = choice.since!;
