@@ -26,6 +26,23 @@ export class ReceiverUnreachable extends VmdrError {
 type WirePoint = Omit<RecoveryPoint, 'time' | 'committedAt'> & { time: string; committedAt: string };
 const toPoint = (p: WirePoint): RecoveryPoint => ({ ...p, time: new Date(p.time), committedAt: new Date(p.committedAt) });
 
+/** Socket failures (Node's codes): the receiver is down, away, or cut the connection. */
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);
+/** TLS verification failures (OpenSSL's codes, as Node reports them): not the certificate pinned. */
+const UNTRUSTED_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 export class ReceiverClient {
   private readonly agent: Agent;
   private readonly token: string;
@@ -159,10 +176,9 @@ export class ReceiverClient {
   private translate(err: unknown): unknown {
     if (err instanceof VmdrError || (err as Error).name === 'AbortError') return err;
     const code = (err as NodeJS.ErrnoException).code ?? '';
-    if (['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE'].includes(code) || /socket hang up/.test((err as Error).message)) {
-      return new ReceiverUnreachable(this.url, this.site, (err as Error).message, err);
-    }
-    if (/certificate|self.signed|altnames/i.test((err as Error).message)) {
+    // Node's own codes decide ("socket hang up" is ECONNRESET); its words are only reported.
+    if (UNREACHABLE_CODES.has(code)) return new ReceiverUnreachable(this.url, this.site, (err as Error).message, err);
+    if (UNTRUSTED_CODES.has(code)) {
       return new VmdrError('RECEIVER_UNTRUSTED', `the receiver at ${this.url} did not present the pinned certificate: ${(err as Error).message}`, {
         subject: { host: this.url },
         cause: err,
