@@ -213,6 +213,12 @@ export const DrillSchema = z.strictObject({
 const ConfigObject = z.strictObject({
   version: z.literal(1),
   state: z.strictObject({ path: absolutePath }).default({ path: '/var/lib/vmdr/state.db' }),
+  /**
+   * The site this host is. Other sites are then reached only through their `vmdr serve` endpoint,
+   * never through their hypervisor URI. Absent: every site is reached from here (one host, or a
+   * host that reaches the others' hypervisors through remote URIs).
+   */
+  localSite: name.optional(),
   sites: z.array(SiteSchema).min(1, 'at least one site'),
   tenants: z.array(TenantSchema).default([]),
   protections: z.array(ProtectionSchema).default([]),
@@ -244,6 +250,7 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
     return seen;
   };
   const sites = unique(config.sites, 'sites');
+  if (config.localSite !== undefined && !sites.has(config.localSite)) issue(['localSite'], `unknown site "${config.localSite}"`);
   const tenants = unique(config.tenants, 'tenants');
   const protections = unique(config.protections, 'protections');
   const plans = unique(config.plans, 'plans');

@@ -1,0 +1,50 @@
+/**
+ * What a failover, a revert and a failback ask of a protection's source site. The source site is
+ * the one host that may touch the source VM: on one host (or without `localSite`) these run here
+ * through its adapter; across two sites they run in the source site's `vmdr serve`, asked over its
+ * endpoint. The runner is the same either way, and never reaches the source's hypervisor itself.
+ */
+import type { PowerState, Progress, StopOptions, VmInfo } from '../../hypervisors/types.js';
+import type { HealthSpec, Protection } from '../config/schema.js';
+
+export interface SourceStop {
+  /** When the source was down (ISO): a planned failover's final point is younger. */
+  stoppedAt: string;
+  was: PowerState;
+}
+
+export interface FinalSync {
+  point: string;
+  kind: string;
+  bytesShipped: number;
+}
+
+export interface SourceFence {
+  fencedAt: string;
+  was: PowerState;
+}
+
+export interface SourceHealth {
+  healthyAt: string;
+  guest: string | null;
+  checks: { check: string; afterMs: number; detail?: string }[];
+}
+
+export interface SourceSite {
+  readonly site: string;
+  /** True when reached through the site's endpoint, false when through a local adapter. */
+  readonly remote: boolean;
+
+  powerState(p: Protection): Promise<PowerState>;
+  vm(p: Protection): Promise<VmInfo>;
+  /** Stops the source VM (graceful with a timeout, then forced when asked; or forced at once). */
+  stop(p: Protection, how: Omit<StopOptions, 'signal'>, signal?: AbortSignal): Promise<SourceStop>;
+  /** A planned failover's final delta from the stopped source, shipped by the source site to the DR receiver. */
+  finalSync(p: Protection, options?: { signal?: AbortSignal; onProgress?: (progress: Progress) => void }): Promise<FinalSync>;
+  /** Powers the source off (when it runs), labels it role=fenced and turns its autostart off. */
+  fence(p: Protection, failover: string): Promise<SourceFence>;
+  /** Lifts the fence and starts the source (failback, revert); the start token is written on its host. Resolves with the console offset this boot prints from. */
+  startSource(p: Protection): Promise<{ serialFrom: number }>;
+  /** Waits until the source VM passes the protection's health checks, from console offset `serialFrom`. */
+  waitHealthy(p: Protection, health: HealthSpec, serialFrom: number, signal?: AbortSignal): Promise<SourceHealth>;
+}
