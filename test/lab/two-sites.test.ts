@@ -11,6 +11,8 @@ import { chmod, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { openAdapter } from '../../hypervisors/index.js';
+import { diskDir } from '../../plugin/replication/layout.js';
+import { pointFilesIn } from '../../plugin/replication/replica/files.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { bootLabVm, createLabVm, destroyLabVm, ensureLabGuest, labScratchDir, type LabVm } from '../helpers/lab.js';
 import { hmpWrite } from '../helpers/patterns.js';
@@ -31,10 +33,10 @@ async function points(site: LabSite, config: string, protection: string): Promis
 }
 
 /** Resolves when `check` finds what it looks for in the events a daemon printed so far. */
-async function eventually<T>(what: string, check: () => T | undefined, timeoutMs: number): Promise<T> {
+async function eventually<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const found = check();
+    const found = await check();
     if (found !== undefined) return found;
     if (Date.now() > deadline) throw new Error(`no ${what} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 200));
@@ -176,6 +178,10 @@ describe('the two-site lab: two hosts, and replication across them', function ()
     const sync = lab.source.startVmdr(['sync', protection, '--json'], { config: configs.source });
     const ended = new Promise<number | string | null>((resolve) => sync.once('exit', (code, signal) => resolve(code ?? signal)));
     const shipping = await shippingPast(sync, 0.25, 90_000);
+    // The DR site is writing the cycle's overlay: a point file beyond the committed one.
+    const drDisk = diskDir(configs.storage.dr, protection, 'vda');
+    assert.equal((await pointFilesIn(drDisk)).length, 2, 'the DR site writes the new overlay');
+    const killedAt = Date.now();
     await lab.source.kill();
     assert.notEqual(await ended, 0, 'the sync ended with the site');
     assert.ok(shipping.total >= 24 * MiB, `the cycle was to ship the write: ${JSON.stringify(shipping)}`);
@@ -186,6 +192,9 @@ describe('the two-site lab: two hosts, and replication across them', function ()
     const image = first.disks.find((d) => d.disk === 'vda')!.image;
     await assertSameBytes(lab.dr, atFirstPoint, image);
     assert.equal((await lab.dr.exec('qemu-img', ['check', '-U', image])).code, 0);
+    // The DR site notices the lost peer and discards the half-written overlay.
+    await eventually('discarded overlay', async () => ((await pointFilesIn(drDisk)).length === 1 ? true : undefined), 60_000);
+    process.stdout.write(`      (the DR site discarded the overlay ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill)\n`);
 
     // The source site comes back as a rebooted host would: its VM defined, shut off.
     await lab.source.up();
