@@ -126,7 +126,8 @@ export interface TwoSiteConfigs {
 
 /**
  * One config per site under `dir`: the same sites `source` and `dr`, the same protections and
- * plans (YAML, indented as list items), `localSite` set to the site that reads it. Each site's
+ * plans (YAML, indented as list items; `extra`: more top-level YAML such as tenants or drills),
+ * `localSite` set to the site that reads it. Each site's
  * endpoint listens on its WAN address: the DR site's receives replication, the source site's is
  * where the other parts add the source-side routes.
  *
@@ -134,7 +135,7 @@ export interface TwoSiteConfigs {
  * where the other site reads the pinned certificate and token. That stands in for the copy an
  * operator makes between real hosts until site pairing (`vmdr site pair`) replaces it.
  */
-export async function writeTwoSiteConfigs(dir: string, options: { protections: string; plans?: string }): Promise<TwoSiteConfigs> {
+export async function writeTwoSiteConfigs(dir: string, options: { protections: string; plans?: string; extra?: string }): Promise<TwoSiteConfigs> {
   const names: SiteName[] = ['source', 'dr'];
   const per = <T>(f: (n: SiteName) => T) => Object.fromEntries(names.map((n) => [n, f(n)])) as Record<SiteName, T>;
   const state = per((n) => join(dir, n, 'state.db'));
@@ -160,7 +161,7 @@ sites:
 ${sitesYaml}
 protections:
 ${options.protections}
-${options.plans ? `plans:\n${options.plans}\n` : ''}`,
+${options.plans ? `plans:\n${options.plans}\n` : ''}${options.extra ? `${options.extra}\n` : ''}`,
       { mode: 0o600 },
     );
     return file;
