@@ -85,6 +85,11 @@ describe('the two-site lab: two hosts, and replication across them', function ()
 
   after(async () => {
     await Promise.allSettled([drServe?.stop(), sourceServe?.stop()]);
+    // A test that failed after killing the source site leaves it down, and its VM defined there.
+    if (lab && vm) {
+      await lab.source.up().catch(() => undefined);
+      vm.adapter = await adapterOf(lab.source.uri).catch(() => vm!.adapter);
+    }
     await lab?.wanRate('off').catch(() => undefined);
     await destroyLabVm(vm);
     await Promise.allSettled(opened.map((a) => a.close()));
