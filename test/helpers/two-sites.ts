@@ -99,8 +99,12 @@ function site(name: SiteName): LabSite {
   };
 }
 
-/** Brings the two-site lab up once per test process (again after a site was killed); idempotent. */
+/**
+ * Brings the two-site lab up once per test process, and again when a site is down (killed through
+ * this helper or by `scripts/lab/sites kill`); idempotent.
+ */
 export async function twoSites(): Promise<TwoSites> {
+  if (lab && (await run(SITES_SCRIPT, ['status'])).code !== 0) lab = undefined;
   lab ??= sites('up').then(
     () => undefined,
     (err: unknown) => {
