@@ -15,3 +15,17 @@ export class NotInConfig extends VmdrError {
     super('NOT_IN_CONFIG', `${file}: no ${kind} named "${name}"`, { subject: { file, [kind]: name } });
   }
 }
+
+/**
+ * The config says this host is site `localSite`, and something asked for another site's
+ * hypervisor: across hosts a site is asked through its `vmdr serve` endpoint, never through its
+ * hypervisor URI (which, on this host, may well name this host's own hypervisor).
+ */
+export class SiteNotLocal extends VmdrError {
+  constructor(site: string, localSite: string, file: string) {
+    super('SITE_NOT_LOCAL', `${file}: site "${site}" is another host (this host is site "${localSite}"): its hypervisor is not reached from here`, {
+      subject: { file, site, localSite },
+      remedy: `run this on site "${site}"'s host`,
+    });
+  }
+}

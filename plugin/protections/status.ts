@@ -19,7 +19,6 @@
  * points (from this host's state file or the receiver, as the points): another machine under the
  * source's name is flagged (its syncs are refused), and so is the recorded VM found under another name.
  */
-import { existsSync } from 'node:fs';
 import type { PowerState, VmInfo } from '../../hypervisors/types.js';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
@@ -142,8 +141,7 @@ async function identityOf(ctx: Parameters<typeof recordedSourceOf>[0], p: Protec
 
 /** The role from the DR state file when it is this host's, else what the last sync was told. */
 function roleHere(ctx: { sites: SiteConnections; state: StateStore }, p: Protection, run: SyncRun | undefined): Pick<ProtectionStatus, 'role' | 'failover'> {
-  const storage = ctx.sites.site(p.target.site).storage;
-  if (storage && existsSync(storage)) {
+  if (ctx.sites.holdsStorage(p.target.site)) {
     const r = roleOf(ctx.state.db, p.name);
     return { role: r.role, failover: r.role === 'failed-over' ? { id: r.failover, point: r.point } : null };
   }
@@ -159,7 +157,8 @@ async function readVm(sites: SiteConnections, site: string, vm: string): Promise
   } catch (err) {
     if (!(err instanceof VmdrError)) throw err;
     if (err.code === 'VM_NOT_FOUND') return { state: { site, vm, state: 'missing' } };
-    if (err.code === 'HYPERVISOR_UNREACHABLE') return { state: { site, vm, state: 'unreachable', problem: err.message } };
+    // Another host's hypervisor (SITE_NOT_LOCAL) is not reachable from here by design.
+    if (err.code === 'HYPERVISOR_UNREACHABLE' || err.code === 'SITE_NOT_LOCAL') return { state: { site, vm, state: 'unreachable', problem: err.message } };
     throw err;
   }
 }

@@ -2,7 +2,6 @@
  * Where a question about a protection's replica is answered: this host's state file and storage
  * when the DR site's storage is here, else the site's receiver (a source host, an operator's host).
  */
-import { existsSync } from 'node:fs';
 import type { Config, Protection } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
 import type { StateStore } from '../state/store.js';
@@ -20,7 +19,7 @@ export async function atDrSite<T>(
 ): Promise<T> {
   const site = ctx.sites.site(protection.target.site);
   if (!site.storage) throw new SiteStorageMissing(site.name, ctx.file);
-  if (existsSync(site.storage)) return here(site.storage, ctx.state);
+  if (ctx.sites.holdsStorage(site.name)) return here(site.storage, ctx.state);
   const receiver = await receiverFor(ctx.config, ctx.file, protection);
   try {
     return await remote(receiver);

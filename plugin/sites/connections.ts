@@ -1,11 +1,14 @@
 /**
  * One open adapter per site for the length of a command or a daemon task. Whoever opens a
  * connection through this pool lets the pool close it, so no command leaks a libvirt connection.
+ * Where the config says which site this host is (`localSite`), only that site's hypervisor is
+ * opened: another site's URI is that host's view (qemu:///system there is not qemu:///system here).
  */
+import { existsSync } from 'node:fs';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import type { Config, Site } from '../config/schema.js';
-import { NotInConfig } from '../config/errors.js';
+import { NotInConfig, SiteNotLocal } from '../config/errors.js';
 
 export class SiteConnections {
   private readonly open = new Map<string, HypervisorAdapter>();
@@ -21,9 +24,23 @@ export class SiteConnections {
     return site;
   }
 
+  /**
+   * Whether this host holds the site's replica storage: it is the site (localSite), or, without
+   * localSite, the storage path exists here. Another site's path may exist here too (a shared
+   * filesystem, the two-site lab) and is not this host's to read.
+   */
+  holdsStorage(siteName: string): boolean {
+    const site = this.site(siteName);
+    if (!site.storage) return false;
+    const local = this.config.localSite;
+    return local === undefined ? existsSync(site.storage) : local === site.name;
+  }
+
   async adapter(siteName: string): Promise<HypervisorAdapter> {
     const existing = this.open.get(siteName);
     if (existing) return existing;
+    const local = this.config.localSite;
+    if (local !== undefined && siteName !== local) throw new SiteNotLocal(this.site(siteName).name, local, this.file);
     const adapter = openAdapter(this.site(siteName).uri);
     await adapter.connect();
     this.open.set(siteName, adapter);

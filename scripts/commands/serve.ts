@@ -21,20 +21,23 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
   describe: 'Run the daemon: DR receivers and continuous replication',
   builder: (y: Argv<GlobalOptions>) =>
     y
-      .option('site', { type: 'string', describe: "This host is this site: only its receiver, and only loops of protections whose source is here" })
+      .option('site', { type: 'string', describe: "This host is this site: only its receiver, and only loops of protections whose source is here (default: the config's localSite)" })
       .option('receive', { type: 'boolean', default: true, describe: 'Run the DR sites\' receivers (--no-receive on a source host)' })
       .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' }),
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
         const say = sayer(argv.json);
+        // A host that knows which site it is serves only that site: another site's receiver
+        // listens on the other host's address.
+        const site = argv.site ?? config.localSite;
         const stop = new AbortController();
         const end = () => stop.abort();
         process.once('SIGINT', end).once('SIGTERM', end);
         // Loaded here, not at start-up: the HTTPS server (fastify) is only the daemon's.
         const { startReceivers } = await import('../../plugin/replication/receiver/run.js');
         const receivers = !argv.receive ? [] : await startReceivers(config, file, state, {
-          ...(argv.site ? { only: argv.site } : {}),
+          ...(site ? { only: site } : {}),
           onWarning: (err, context) => {
             const message = err instanceof Error ? err.message : String(err);
             const about = context.protection ? `protection ${context.protection}` : `request ${context.correlation}`;
@@ -49,7 +52,7 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
           );
         }
         const loops = argv.replicate
-          ? config.protections.filter((p) => !argv.site || p.source.site === argv.site).map(async (p) => {
+          ? config.protections.filter((p) => !site || p.source.site === site).map(async (p) => {
               const receiver = await receiverFor(config, file, p);
               try {
                 await replicateContinuously(p, { sites, state, receiver }, {

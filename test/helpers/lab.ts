@@ -60,11 +60,12 @@ export interface LabVm {
   log: string;
 }
 
-export async function createLabVm(prefix: string, options: { marker: string; diskSize?: string; cmdline?: string }): Promise<LabVm> {
+/** `uri`: the libvirtd to define it on (a two-site lab site's, say); this host's by default. */
+export async function createLabVm(prefix: string, options: { marker: string; diskSize?: string; cmdline?: string; uri?: string }): Promise<LabVm> {
   await ensureLabGuest();
   const name = `test-${prefix}-${randomBytes(3).toString('hex')}`;
   const dir = await labScratchDir(prefix);
-  const adapter = openAdapter('qemu:///system');
+  const adapter = openAdapter(options.uri ?? 'qemu:///system');
   await adapter.connect();
   const vm: LabVm = { adapter, name, network: `test-net-${name.slice(-6)}`, dir, disk: join(dir, 'vda.qcow2'), log: join(dir, 'console.log') };
   await adapter.ensureIsolatedNetwork({ name: vm.network });

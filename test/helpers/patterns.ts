@@ -10,8 +10,8 @@ import { promisify } from 'node:util';
 const exec = promisify(execFile);
 
 /** Writes `pattern` (a byte, "0xcd") to the VM's virtio disk number `disk` at [offset, offset+length). */
-export async function hmpWrite(vm: string, disk: number, pattern: string, offset: number, length: number): Promise<void> {
-  const { stdout } = await exec('virsh', ['-c', 'qemu:///system', 'qemu-monitor-command', vm, '--hmp',
+export async function hmpWrite(vm: string, disk: number, pattern: string, offset: number, length: number, uri = 'qemu:///system'): Promise<void> {
+  const { stdout } = await exec('virsh', ['-c', uri, 'qemu-monitor-command', vm, '--hmp',
     `qemu-io -d /machine/peripheral/virtio-disk${disk}/virtio-backend "write -P ${pattern} ${offset} ${length}"`]);
   assert.doesNotMatch(stdout, /error|failed/i, stdout);
 }

@@ -3,6 +3,7 @@
  * the environment a test gives it (a failpoint, say), and stopped or killed like an operator would.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -16,10 +17,25 @@ export interface ServeProcess {
   /** Resolves with the exit code or signal when it ends. */
   exited: Promise<number | string | null>;
   stop(): Promise<void>;
+  /** SIGKILL, as `kill -9` would; resolves once it ended. */
+  kill(): Promise<void>;
 }
 
-export async function startServe(config: string, options: { args?: string[]; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--json', '--config', config, ...(options.args ?? ['--no-replicate'])], {
+export interface ServeOptions {
+  args?: string[];
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  /**
+   * A command that runs the daemon as its only child, e.g. `scripts/lab/sites exec dr --` (nsenter
+   * into a lab site): signals go to that child, the daemon, not to the command.
+   */
+  via?: string[];
+}
+
+export async function startServe(config: string, options: ServeOptions = {}): Promise<ServeProcess> {
+  const daemon = [CLI, 'serve', '--json', '--config', config, ...(options.args ?? ['--no-replicate'])];
+  const [command, ...prefix] = options.via ?? [process.execPath];
+  const child = spawn(command!, options.via ? [...prefix, process.execPath, ...daemon] : daemon, {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -40,8 +56,20 @@ export async function startServe(config: string, options: { args?: string[]; env
     void exited.then((code) => reject(new Error(`vmdr serve exited (${code}) before it was ready: ${err.trim()}`)));
     setTimeout(() => reject(new Error(`vmdr serve was not ready within ${options.timeoutMs ?? 20_000} ms: ${err.trim()}`)), options.timeoutMs ?? 20_000).unref();
   });
+  const signal = async (name: NodeJS.Signals) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    if (!options.via) return void child.kill(name);
+    const children = await readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').catch(() => '');
+    const daemonPid = Number(children.trim().split(/\s+/)[0]);
+    if (daemonPid > 0) process.kill(daemonPid, name);
+    else child.kill(name);
+  };
   const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await signal('SIGTERM');
+    await exited;
+  };
+  const kill = async () => {
+    await signal('SIGKILL');
     await exited;
   };
   try {
@@ -50,5 +78,5 @@ export async function startServe(config: string, options: { args?: string[]; env
     await stop();
     throw e;
   }
-  return { child, events, stderr: () => err, exited, stop };
+  return { child, events, stderr: () => err, exited, stop, kill };
 }

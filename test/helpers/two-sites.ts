@@ -1,0 +1,174 @@
+/**
+ * The two-site lab for tests (scripts/lab/sites): a source site and a DR site, each a host of its
+ * own on this machine (its own libvirtd, /run, loopback and processes), joined by a veth WAN.
+ * A test runs commands and `vmdr serve` inside a site, inspects a site's libvirtd from outside
+ * through `uri`, and loses a site with `kill()` as a power cut would.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { startServe, type ServeOptions, type ServeProcess } from './vmdr-serve.js';
+
+const exec = promisify(execFile);
+const ROOT = join(import.meta.dirname, '..', '..');
+const SITES_SCRIPT = join(ROOT, 'scripts', 'lab', 'sites');
+const CLI = join(ROOT, 'dist', 'scripts', 'vmdr.js');
+const SITES_DIR = process.env.VMDR_LAB_SITES ?? '/var/lib/vmdr-lab/sites';
+
+export type SiteName = 'source' | 'dr';
+
+export interface RunResult {
+  code: number;
+  signal?: string;
+  stdout: string;
+  stderr: string;
+}
+
+export interface LabSite {
+  name: SiteName;
+  /** This site's address on the WAN (the veth between the sites). */
+  wanAddress: string;
+  /** This site's libvirtd, reached from outside the site (the test's own process). */
+  uri: string;
+  /** Runs `cmd` inside the site; resolves with its exit code and output whatever the code. */
+  exec(cmd: string, args: string[], options?: { env?: Record<string, string>; timeoutMs?: number }): Promise<RunResult>;
+  /** Starts the built CLI inside the site, `--config config` appended, and leaves it running (stdout, stderr piped). */
+  startVmdr(args: string[], options: { config: string; env?: Record<string, string> }): ChildProcess;
+  /** Runs the built CLI inside the site, `--config config` appended. */
+  vmdr(args: string[], options: { config: string; env?: Record<string, string> }): Promise<RunResult>;
+  /** `vmdr serve --json --config config` inside the site; resolves once it printed ready. */
+  serve(config: string, options?: Omit<ServeOptions, 'via'>): Promise<ServeProcess>;
+  /** The whole site lost at once: SIGKILL to its namespace's PID 1, everything inside dies. */
+  kill(): Promise<void>;
+  /** Brings the site back (both sites up, the WAN rejoined): its libvirt directories survived. */
+  up(): Promise<void>;
+}
+
+export interface TwoSites {
+  source: LabSite;
+  dr: LabSite;
+  /** A token-bucket limit on both ends of the WAN ("200mbit"), or "off". */
+  wanRate(rate: string): Promise<void>;
+}
+
+const WAN: Record<SiteName, string> = { source: '198.18.0.1', dr: '198.18.0.2' };
+
+async function run(file: string, args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunResult> {
+  try {
+    const { stdout, stderr } = await exec(file, args, {
+      env: { ...process.env, ...options.env },
+      maxBuffer: 64 * 1024 * 1024,
+      ...(options.timeoutMs ? { timeout: options.timeoutMs, killSignal: 'SIGKILL' as const } : {}),
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number | string; signal?: string; stdout?: string; stderr?: string; message?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, ...(e.signal ? { signal: e.signal } : {}), stdout: e.stdout ?? '', stderr: e.stderr ?? e.message ?? '' };
+  }
+}
+
+async function sites(...args: string[]): Promise<string> {
+  const r = await run(SITES_SCRIPT, args);
+  if (r.code !== 0) throw new Error(`scripts/lab/sites ${args.join(' ')} failed (${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
+  return r.stdout;
+}
+
+let lab: Promise<void> | undefined;
+
+function site(name: SiteName): LabSite {
+  const inside = ['exec', name, '--'];
+  return {
+    name,
+    wanAddress: WAN[name],
+    uri: `qemu+unix:///system?socket=${join(SITES_DIR, name, 'run-libvirt', 'libvirt-sock')}`,
+    exec: (cmd, args, options) => run(SITES_SCRIPT, [...inside, cmd, ...args], options),
+    vmdr: (args, options) => run(SITES_SCRIPT, [...inside, process.execPath, CLI, ...args, '--config', options.config], options.env ? { env: options.env } : {}),
+    startVmdr: (args, options) =>
+      spawn(SITES_SCRIPT, [...inside, process.execPath, CLI, ...args, '--config', options.config], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] }),
+    serve: (config, options = {}) => startServe(config, { ...options, via: [SITES_SCRIPT, ...inside] }),
+    kill: async () => {
+      lab = undefined;
+      await sites('kill', name);
+    },
+    up: async () => {
+      lab = undefined;
+      await twoSites();
+    },
+  };
+}
+
+/**
+ * Brings the two-site lab up once per test process, and again when a site is down (killed through
+ * this helper or by `scripts/lab/sites kill`); idempotent.
+ */
+export async function twoSites(): Promise<TwoSites> {
+  if (lab && (await run(SITES_SCRIPT, ['status'])).code !== 0) lab = undefined;
+  lab ??= sites('up').then(
+    () => undefined,
+    (err: unknown) => {
+      lab = undefined;
+      throw err;
+    },
+  );
+  await lab;
+  return { source: site('source'), dr: site('dr'), wanRate: async (rate) => void (await sites('wan-rate', rate)) };
+}
+
+export interface TwoSiteConfigs {
+  /** The config `vmdr` reads on each site (localSite differs, nothing else does). */
+  source: string;
+  dr: string;
+  /** Each site's state file and storage: separate, as two hosts' would be. */
+  state: Record<SiteName, string>;
+  storage: Record<SiteName, string>;
+  /** Each site's endpoint (receiver) on its WAN address. */
+  endpoint: Record<SiteName, string>;
+  credentials: Record<SiteName, string>;
+}
+
+/**
+ * One config per site under `dir`: the same sites `source` and `dr`, the same protections and
+ * plans (YAML, indented as list items; `extra`: more top-level YAML such as tenants or drills),
+ * `localSite` set to the site that reads it. Each site's
+ * endpoint listens on its WAN address: the DR site's receives replication, the source site's is
+ * where the other parts add the source-side routes.
+ *
+ * Credentials: each endpoint makes its own in a directory on the filesystem both sites share,
+ * where the other site reads the pinned certificate and token. That stands in for the copy an
+ * operator makes between real hosts until site pairing (`vmdr site pair`) replaces it.
+ */
+export async function writeTwoSiteConfigs(dir: string, options: { protections: string; plans?: string; extra?: string }): Promise<TwoSiteConfigs> {
+  const names: SiteName[] = ['source', 'dr'];
+  const per = <T>(f: (n: SiteName) => T) => Object.fromEntries(names.map((n) => [n, f(n)])) as Record<SiteName, T>;
+  const state = per((n) => join(dir, n, 'state.db'));
+  const storage = per((n) => join(dir, n, 'storage'));
+  const credentials = per((n) => join(dir, 'credentials', n));
+  // Each site's network namespace is its own: any port free here is free there.
+  const ports = { source: await freeLoopbackPort(), dr: await freeLoopbackPort() };
+  const endpoint = per((n) => `${WAN[n]}:${ports[n]}`);
+  // 0711: QEMU (libvirt-qemu) walks into the DR storage to boot a failed-over VM, and reads nothing else here.
+  for (const n of names) await mkdir(join(dir, n), { recursive: true, mode: 0o711 });
+  await mkdir(join(dir, 'credentials'), { recursive: true, mode: 0o700 });
+  const configFor = async (local: SiteName) => {
+    const file = join(dir, local, 'vmdr.yaml');
+    const sitesYaml = names
+      .map((n) => `  - name: ${n}\n    uri: "qemu:///system"\n    storage: ${storage[n]}\n    receiver: { listen: "${endpoint[n]}", credentials: ${credentials[n]} }`)
+      .join('\n');
+    await writeFile(
+      file,
+      `version: 1
+localSite: ${local}
+state: { path: ${state[local]} }
+sites:
+${sitesYaml}
+protections:
+${options.protections}
+${options.plans ? `plans:\n${options.plans}\n` : ''}${options.extra ? `${options.extra}\n` : ''}`,
+      { mode: 0o600 },
+    );
+    return file;
+  };
+  return { source: await configFor('source'), dr: await configFor('dr'), state, storage, endpoint, credentials };
+}
