@@ -27,7 +27,7 @@ function header(session = 's1'): StreamHeader {
 }
 
 /** A stream as a list of frames, each frame a list of buffers, so tests can cut and splice it. */
-function encode(session = 's1', random = randomBytes(6 * MiB)) {
+function encode(session = 's1', random: Buffer = randomBytes(6 * MiB)) {
   const encoder = new DeltaStreamEncoder(header(session));
   const start = encoder.start();
   const frames: Buffer[][] = [];
