@@ -67,7 +67,7 @@ export async function finishMerge(storage: string, state: StateStore, protection
   const point = `rp-${merge.targetSeq}`;
   const total = Object.values(merge.plan).reduce((sum, files) => sum + files.length, 0);
   let done = 0;
-  const report = (disk?: string) => onProgress?.({ phase: 'merge', unit: 'steps', done, total, subject: { protection, point, ...(disk ? { disk } : {}) } });
+  const report = (disk?: string) => onProgress?.({ phase: 'merge', unit: 'steps', done, total, subject: { protection, point }, ...(disk ? { detail: `disk ${disk}` } : {}) });
   report();
   for (const [disk, files] of Object.entries(merge.plan)) {
     const dir = diskDir(storage, protection, disk);
