@@ -33,7 +33,8 @@ export type ProgressEvent = Progress & { event?: string };
  * `phases` ends with done == total (its last event). Returns the events of those phases.
  */
 export function assertProgress(events: ProgressEvent[], phases: string[]): ProgressEvent[] {
-  const progress = events.filter((e) => e.event === undefined || e.event === 'progress');
+  // A command's other lines (its result, its report) are not progress.
+  const progress = events.filter((e) => e.event === 'progress' || (e.event === undefined && typeof e.phase === 'string'));
   for (const e of progress) {
     assert.ok(Number.isFinite(e.done) && Number.isFinite(e.total) && e.done >= 0 && e.done <= e.total, `done <= total: ${JSON.stringify(e)}`);
   }
@@ -47,6 +48,6 @@ export function assertProgress(events: ProgressEvent[], phases: string[]): Progr
 }
 
 /** The JSON lines a command wrote with --json. */
-export function jsonLines(stdout: string): Record<string, unknown>[] {
-  return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+export function jsonLines<T = Record<string, unknown>>(stdout: string): T[] {
+  return stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as T);
 }

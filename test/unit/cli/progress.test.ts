@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import type { Progress } from '../../../hypervisors/types.js';
 import { drawProgress, formatDuration, PaceMeter, progressReporter, ProgressThrottle, stepLog } from '../../../scripts/cli/progress.js';
-import { assertProgress, jsonLines } from '../../helpers/assertions.js';
+import { assertProgress, jsonLines, type ProgressEvent } from '../../helpers/assertions.js';
 
 const MiB = 1024 * 1024;
 const web = { protection: 'web', vm: 'acme-web' };
@@ -71,10 +71,10 @@ describe('progress drawing and throttling (scripts/cli/progress.ts)', () => {
       r.onProgress(ship(i * 1000, 1_000_000));
     }
     r.stop();
-    const lines = jsonLines(out.text);
+    const lines = jsonLines<ProgressEvent>(out.text);
     assert.ok(lines.length <= 2 + 6, `throttled: ${lines.length} lines`);
     assert.deepEqual(lines[0], { event: 'progress', phase: 'prepare', unit: 'steps', done: 0, total: 1, subject: web });
-    assertProgress(lines as never, ['prepare', 'ship']);
+    assertProgress(lines, ['prepare', 'ship']);
   });
 
   it('on a terminal redraws one bar in place, keeps steps and ended bars as lines; nothing on a pipe', () => {
