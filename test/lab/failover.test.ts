@@ -229,7 +229,7 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     const copies = assertProgress(jsonLines<ProgressEvent>(killed.stdout), ['compare', 'copy']);
     assert.ok(copies.every((e) => e.unit === 'bytes' && e.subject?.protection === p() && e.subject?.disk === 'vda'), JSON.stringify(copies));
     assert.equal(copies.filter((e) => e.phase === 'compare').pop()!.total, 32 * 1024 * 1024);
-    const passes = copies.filter((e) => e.phase === 'copy' && e.done === 0);
+    const passes = copies.filter((e, i) => e.phase === 'copy' && copies[i - 1]?.phase === 'compare');
     assert.equal(passes.length, 2, 'reverse-sync and final-delta');
     assert.ok(passes[0]!.total >= 128 * 1024, `the DR VM's 128 KiB went home: ${JSON.stringify(passes)}`);
     const r = await runVmdr(['failback', p(), '--resume', '--json', '--config', config]);
