@@ -114,12 +114,31 @@ export interface IsolatedNetworkSpec {
   labels?: Record<string, string>;
 }
 
-/** The shape every long operation reports progress in; the CLI draws it, the API streams it. */
+/**
+ * The shape every long operation reports progress in (sync cycles, failover steps, the failback
+ * copy, retention merges, provisioning); the CLI draws it, the daemon logs its steps, the API
+ * streams it. There is no other progress type: extend this one.
+ */
 export interface Progress {
   phase: string;
+  /** `done <= total`; the last event of a phase that ended well has `done === total`. */
   done: number;
   total: number;
+  /** What done and total count: bytes (drawn as a bar with rate and ETA) or steps (a line each). Default steps. */
+  unit?: 'bytes' | 'steps';
+  /** Which object the work is about: several run at once (a plan's VMs, a VM's disks). */
+  subject?: ProgressSubject;
   detail?: string;
+}
+
+export interface ProgressSubject {
+  protection?: string;
+  vm?: string;
+  disk?: string;
+  /** A failover run's id. */
+  failover?: string;
+  /** A recovery point's id (a merge's target). */
+  point?: string;
 }
 
 export interface TaskOptions {

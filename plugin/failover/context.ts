@@ -1,5 +1,5 @@
 /** What every step of a failover run works with: the request, the connections, the journal. */
-import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import type { HypervisorAdapter, Progress } from '../../hypervisors/types.js';
 import type { Config, Protection } from '../config/schema.js';
 import { ReplicaStore } from '../replication/replica/store.js';
 import type { SiteConnections } from '../sites/connections.js';
@@ -39,6 +39,7 @@ export interface RunContext {
   /** When the failure (or the request) happened: the data-loss window is measured against it. */
   failureAt: Date;
   signal?: AbortSignal;
+  onProgress?: (progress: Progress) => void;
 }
 
 export function storageOf(ctx: RunContext, p: Protection): string {

@@ -5,8 +5,8 @@
  * replication resync uses. What the source still holds is not sent back over the wire.
  */
 import { VmdrError } from '../../hypervisors/errors.js';
-import type { NbdListen } from '../../hypervisors/types.js';
-import { blockHashes, differingRanges } from '../replication/capture/block-hashes.js';
+import type { NbdListen, TaskOptions } from '../../hypervisors/types.js';
+import { blockHashes, blockHashStream, differingRanges, HASH_BLOCK, HASH_BYTES } from '../replication/capture/block-hashes.js';
 import { MAX_READ } from '../replication/capture/extents.js';
 import { NbdClient } from '../replication/nbd/client.js';
 
@@ -21,8 +21,11 @@ export async function copyDifferences(
   from: { listen: NbdListen; exportName: string },
   to: { listen: NbdListen; exportName: string },
   what: { disk: string },
-  signal?: AbortSignal,
+  task: TaskOptions = {},
 ): Promise<CopyResult> {
+  const { signal } = task;
+  const subject = { disk: what.disk };
+  const report = (phase: 'compare' | 'copy', done: number, total: number) => task.onProgress?.({ phase, unit: 'bytes', done, total, subject });
   const source = await NbdClient.connect(from.listen, { exportName: from.exportName, signal });
   try {
     const target = await NbdClient.connect(to.listen, { exportName: to.exportName, signal });
@@ -32,22 +35,28 @@ export async function copyDifferences(
           subject: { disk: what.disk },
         });
       }
-      const [a, b] = await Promise.all([blockHashes(source, undefined, signal), blockHashes(target, undefined, signal)]);
+      const [a, b] = await Promise.all([hashesCounted(source, (n) => report('compare', n, source.size), signal), blockHashes(target, undefined, signal)]);
+      report('compare', source.size, source.size);
       const chunks = differingRanges(a, b, source.size).flatMap((r) => {
         const out: { offset: number; length: number }[] = [];
         for (let at = r.offset; at < r.offset + r.length; at += MAX_READ) out.push({ offset: at, length: Math.min(MAX_READ, r.offset + r.length - at) });
         return out;
       });
+      const toCopy = chunks.reduce((sum, c) => sum + c.length, 0);
       let copied = 0;
+      report('copy', 0, toCopy);
       const worker = async () => {
         for (let c = chunks.shift(); c; c = chunks.shift()) {
           signal?.throwIfAborted();
           await target.write(c.offset, await source.read(c.offset, c.length));
           copied += c.length;
+          report('copy', copied, toCopy);
         }
       };
       await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
       await target.flush();
+      // Over only once flushed: the bytes are on the source's disk.
+      report('copy', toCopy, toCopy);
       return { bytesCompared: source.size, bytesCopied: copied };
     } finally {
       await target.close();
@@ -55,4 +64,16 @@ export async function copyDifferences(
   } finally {
     await source.close();
   }
+}
+
+/** The block hashes of `client`, saying how many of its bytes are hashed as they come. */
+async function hashesCounted(client: NbdClient, onBytes: (bytes: number) => void, signal?: AbortSignal): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let hashed = 0;
+  for await (const part of blockHashStream(client, HASH_BLOCK, signal)) {
+    parts.push(part);
+    hashed = Math.min(client.size, hashed + (part.length / HASH_BYTES) * HASH_BLOCK);
+    onBytes(hashed);
+  }
+  return Buffer.concat(parts);
 }

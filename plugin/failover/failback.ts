@@ -101,7 +101,10 @@ async function copyBack(ctx: RunContext, p: Protection): Promise<CopyResult> {
       if (!disk) throw new VmdrError('DISK_NOT_FOUND', `source VM "${p.source.vm}" has no disk ${exp.disk} to take the failback`, { subject: { vm: p.source.vm, disk: exp.disk } });
       const server = await serveImageOverNbd(disk.path!, { format: disk.format === 'raw' ? 'raw' : 'qcow2' });
       try {
-        const copied = await copyDifferences({ listen: exp.listen ?? session.listen, exportName: exp.exportName }, { listen: server.listen, exportName: '' }, { disk: exp.disk }, ctx.signal);
+        const copied = await copyDifferences({ listen: exp.listen ?? session.listen, exportName: exp.exportName }, { listen: server.listen, exportName: '' }, { disk: exp.disk }, {
+          signal: ctx.signal,
+          onProgress: ctx.onProgress && ((pr) => ctx.onProgress!({ ...pr, subject: { failover: ctx.id, protection: p.name, vm: p.target.vm, ...pr.subject } })),
+        });
         total.bytesCompared += copied.bytesCompared;
         total.bytesCopied += copied.bytesCopied;
       } finally {

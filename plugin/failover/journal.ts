@@ -6,6 +6,7 @@
  * when they were started but not recorded as done.
  */
 import { VmdrError } from '../../hypervisors/errors.js';
+import type { Progress } from '../../hypervisors/types.js';
 import { failpoint } from '../replication/replica/failpoints.js';
 import { endStep, listSteps, startStep, type StepRow } from '../state/failovers.js';
 import type { StateStore } from '../state/store.js';
@@ -29,6 +30,7 @@ export class FailoverJournal {
     readonly state: StateStore,
     readonly failover: string,
     private readonly onEvent?: (event: StepEvent) => void,
+    private readonly onProgress?: (progress: Progress) => void,
   ) {}
 
   steps(): StepRow[] {
@@ -81,5 +83,19 @@ export class FailoverJournal {
 
   private emit(event: Omit<StepEvent, 'failover' | 'at'>): void {
     this.onEvent?.({ failover: this.failover, at: new Date(), ...event });
+    this.onProgress?.(stepProgress(this.failover, event));
   }
+}
+
+/** A step as progress: one step of one VM (or of the run), begun (0 of 1) or over (1 of 1). */
+function stepProgress(failover: string, e: Omit<StepEvent, 'failover' | 'at'>): Progress {
+  const over = e.status === 'done' || e.status === 'skipped' || e.status === 'resumed';
+  return {
+    phase: e.step,
+    unit: 'steps',
+    done: over ? 1 : 0,
+    total: 1,
+    subject: { failover, ...(e.protection === RUN ? {} : { protection: e.protection }) },
+    detail: e.error ? `${e.status}: ${e.error.message}` : e.status,
+  };
 }

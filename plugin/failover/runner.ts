@@ -14,6 +14,7 @@ import { endFailover, getFailover, insertFailover, reopenFailover, tryLockProtec
 import { roleOf } from '../state/roles.js';
 import type { StateStore } from '../state/store.js';
 import { VmdrError } from '../../hypervisors/errors.js';
+import type { Progress } from '../../hypervisors/types.js';
 import { drAdapter, type FailoverRequest, type RunContext } from './context.js';
 import { bubbleName, drillVm, removeDrill } from './drill.js';
 import { FailoverInProgress, FailoverStepFailed, NotFailedOver, NothingToResume } from './errors.js';
@@ -43,6 +44,8 @@ export interface FailoverOptions {
   resume?: boolean;
   signal?: AbortSignal;
   onEvent?: (event: StepEvent) => void;
+  /** Each step begun and over, and the bytes of the copies inside steps (failback). */
+  onProgress?: (progress: Progress) => void;
 }
 
 interface Group {
@@ -80,8 +83,8 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
   }
 
   const request = JSON.parse(row.request) as FailoverRequest;
-  const journal = new FailoverJournal(deps.state, row.id, options.onEvent);
-  const ctx: RunContext = { ...deps, id: row.id, journal, request, failureAt: new Date(row.failureAtMs), signal: options.signal };
+  const journal = new FailoverJournal(deps.state, row.id, options.onEvent, options.onProgress);
+  const ctx: RunContext = { ...deps, id: row.id, journal, request, failureAt: new Date(row.failureAtMs), signal: options.signal, onProgress: options.onProgress };
   let failure: unknown;
   try {
     if (request.kind === 'revert') await revertAll(ctx, groups);

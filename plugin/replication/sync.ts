@@ -7,7 +7,7 @@
  * A shut-off VM's disks are read from their images (an offline session): see recordedCheckpoint.
  */
 import { randomUUID } from 'node:crypto';
-import type { BackupSession, TaskOptions } from '../../hypervisors/types.js';
+import type { BackupSession, Progress, TaskOptions } from '../../hypervisors/types.js';
 import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { checkSource } from '../protections/source-identity.js';
@@ -73,12 +73,14 @@ export async function syncProtection(
   options: SyncOptions = {},
 ): Promise<SyncResult> {
   const started = Date.now();
-  const { signal, onProgress } = options;
+  const { signal } = options;
+  const subject = { protection: protection.name, vm: protection.source.vm };
+  const onProgress = options.onProgress && ((p: Progress) => options.onProgress!({ ...p, subject }));
   const source = await deps.sites.adapter(protection.source.site);
   const tracker = source.changeTracker;
   if (!tracker) throw new Unsupported('changed-block tracking', source.uri);
 
-  onProgress?.({ phase: 'prepare', done: 0, total: 0 });
+  onProgress?.({ phase: 'prepare', unit: 'steps', done: 0, total: 1, detail: 'checkpoint and backup job' });
   // After an offline cycle the VM may have started: ask again.
   const previous = options.previous?.warnings.length === 0 && !options.previous.offline && !options.full ? options.previous : undefined;
   const warnings: string[] = [];
@@ -136,6 +138,7 @@ export async function syncProtection(
     throw notStarted(err);
   }
 
+  onProgress?.({ phase: 'prepare', unit: 'steps', done: 1, total: 1, detail: session.offline ? 'VM is shut off: reading its images' : `checkpoint ${checkpoint}` });
   const recorded = recordedCheckpoint(session, protection.name);
   if (session.offline) choice = { ...choice, reason: `${choice.reason}; VM is shut off: its disks were read from their images` };
   const run = recordSyncStart(deps.state, runStart(protection, choice, recorded));
@@ -157,9 +160,12 @@ export async function syncProtection(
       const client = await NbdClient.connect(exp.listen ?? session.listen, { exportName: exp.exportName, metaContexts: contexts, signal });
       clients.push(client);
       header.disks.push({ name: exp.disk, sizeBytes: client.size });
-      // Planning has no byte count yet (total 0); only the ship phase counts bytes.
-      onProgress?.({ phase: choice.kind === 'resync' ? 'compare' : 'plan', done: 0, total: 0, detail: `${exp.disk} (${index + 1} of ${session.exports.length})` });
+      // Planning counts disks; only the ship phase knows its bytes.
+      const phase = choice.kind === 'resync' ? 'compare' : 'plan';
+      const count = session.exports.length;
+      onProgress?.({ phase, unit: 'steps', done: index, total: count, detail: exp.disk });
       disks.push({ index, client, ops: await plan(choice, client, exp.dirtyContext, latest, exp.disk, deps.receiver, protection.name, signal) });
+      onProgress?.({ phase, unit: 'steps', done: index + 1, total: count, detail: exp.disk });
     }
 
     const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
@@ -174,14 +180,14 @@ export async function syncProtection(
       disks,
       (bytes) => {
         done += bytes;
-        onProgress?.({ phase: 'ship', done, total });
+        onProgress?.({ phase: 'ship', unit: 'bytes', done: Math.min(done, total), total });
       },
       signal,
       () => void endCapture().catch(() => undefined),
     );
     failpoint('sync-backup-running');
     const point = await deps.receiver.sendCycle(protection.name, body, signal);
-    onProgress?.({ phase: 'ship', done: total, total, detail: 'committed' });
+    onProgress?.({ phase: 'ship', unit: 'bytes', done: total, total, detail: `committed ${point.id}` });
     recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
     // The point is safe whatever happens to the job; one that will not end (libvirtd is away) is
     // said, and the next cycle ends it before it begins its own.

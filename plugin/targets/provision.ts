@@ -13,7 +13,7 @@
  */
 import { access } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { HypervisorAdapter, VmInfo, VmSpec } from '../../hypervisors/types.js';
+import type { HypervisorAdapter, TaskOptions, VmInfo, VmSpec } from '../../hypervisors/types.js';
 import { NetworkNotFound, VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
@@ -60,6 +60,7 @@ export async function provisionTargets(
   sites: SiteConnections,
   only: string[] = [],
   state?: StateStore,
+  task: Pick<TaskOptions, 'onProgress'> = {},
 ): Promise<ProvisionedTarget[]> {
   const chosen = config.protections.filter((p) => only.length === 0 || only.includes(p.name));
   const results: ProvisionedTarget[] = [];
@@ -67,7 +68,11 @@ export async function provisionTargets(
   const stateStore = () => state ?? (opened ??= StateStore.open(config.state.path));
   try {
     // One at a time: provisioning is rare, and a clear first error beats several interleaved ones.
-    for (const protection of chosen) results.push(await provisionTarget(protection, file, sites, stateStore));
+    for (const protection of chosen) {
+      const subject = { protection: protection.name, vm: protection.target.vm };
+      const report: Report = (phase, done, total, detail) => task.onProgress?.({ phase, unit: 'steps', done, total, subject, ...(detail ? { detail } : {}) });
+      results.push(await provisionTarget(protection, file, sites, stateStore, report));
+    }
   } finally {
     opened?.close();
   }
@@ -76,7 +81,10 @@ export async function provisionTargets(
 
 type TargetDisk = ProvisionedTarget['disks'][number];
 
-async function provisionTarget(p: Protection, file: string, sites: SiteConnections, state: () => StateStore): Promise<ProvisionedTarget> {
+/** A target's steps: `define` (each base image made, then the VM) or `update` (each disk added or grown). */
+type Report = (phase: 'define' | 'update', done: number, total: number, detail?: string) => void;
+
+async function provisionTarget(p: Protection, file: string, sites: SiteConnections, state: () => StateStore, report: Report): Promise<ProvisionedTarget> {
   const site = sites.site(p.target.site);
   if (!site.storage) throw new SiteStorageMissing(site.name, file);
   const storage = site.storage;
@@ -89,15 +97,21 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
   if (existing) {
     const owner = existing.labels[LABEL_PROTECTION];
     if (owner !== p.name) throw new TargetConflict(p.target.vm, target.uri, p.name, owner);
-    const changes = await updateTarget(p, storage, target, source, existing, disks, state);
+    const changes = await updateTarget(p, storage, target, source, existing, disks, state, report);
     return { protection: p.name, site: site.name, vm: p.target.vm, action: changes.length ? 'updated' : 'unchanged', changes, disks };
   }
 
   await checkNetworks(target, p);
-  for (const disk of disks) await ensureBaseImage(storage, disk, source);
+  const steps = disks.length + 1;
+  report('define', 0, steps);
+  for (const [i, disk] of disks.entries()) {
+    await ensureBaseImage(storage, disk, source);
+    report('define', i + 1, steps, `base image of disk ${disk.target}`);
+  }
   await makeReplicaDir(storage, protectionDir(storage, p.name));
   await letHypervisorReach(storage, p.name, await target.imageUser());
   await target.defineVm(targetSpec(p, storage, disks));
+  report('define', steps, steps, `VM ${p.target.vm}`);
   return { protection: p.name, site: site.name, vm: p.target.vm, action: 'defined', changes: [], disks };
 }
 
@@ -105,11 +119,14 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
  * Adds the disks the target lacks and grows the base images smaller than the source's disks,
  * holding the replica's lease: a cycle writing a point at the same time reads those images.
  */
-async function updateTarget(p: Protection, storage: string, adapter: HypervisorAdapter, source: VmInfo, target: VmInfo, disks: TargetDisk[], state: () => StateStore): Promise<DiskChange[]> {
+async function updateTarget(p: Protection, storage: string, adapter: HypervisorAdapter, source: VmInfo, target: VmInfo, disks: TargetDisk[], state: () => StateStore, report: Report): Promise<DiskChange[]> {
   const drift = targetDrift(source, target);
   const missing = drift.filter((d) => d.kind === 'missing');
   const grown = drift.filter((d) => d.kind === 'size' && d.sourceBytes! > d.targetBytes!);
-  if (missing.length === 0 && grown.length === 0) return [];
+  if (missing.length === 0 && grown.length === 0) {
+    report('update', 0, 0, 'up to date');
+    return [];
+  }
 
   const what = [...missing.map((d) => `add disk ${d.disk}`), ...grown.map((d) => `grow disk ${d.disk}`)].join(', ');
   const role = roleOf(state().db, p.name);
@@ -122,6 +139,10 @@ async function updateTarget(p: Protection, storage: string, adapter: HypervisorA
 
   const changes: DiskChange[] = [];
   const lease = await ReplicaLease.waitFor(state(), p.name, 'provision', CYCLE_WAIT_MS);
+  // An added disk may need growing too: the total is counted again at each step.
+  let done = 0;
+  const step = (detail?: string) => report('update', done, missing.length + grown.length, detail);
+  step();
   try {
     for (const d of missing) {
       const disk = disks.find((x) => x.target === d.disk)!;
@@ -132,12 +153,16 @@ async function updateTarget(p: Protection, storage: string, adapter: HypervisorA
       // A base made by an early sync of the disk, which the source grew since.
       const size = (await imageInfo(disk.path)).virtualSize;
       if (disk.capacityBytes > size) grown.push({ disk: d.disk, kind: 'size', sourceBytes: disk.capacityBytes, targetBytes: size });
+      done += 1;
+      step(`added disk ${d.disk}`);
     }
     for (const d of grown) {
       await growTo(disks.find((x) => x.target === d.disk)!.path, d.sourceBytes!);
       const added = changes.find((c) => c.disk === d.disk);
       if (added) added.sizeBytes = d.sourceBytes!;
       else changes.push({ disk: d.disk, change: 'grown', sizeBytes: d.sourceBytes!, fromBytes: d.targetBytes! });
+      done += 1;
+      step(`grew disk ${d.disk}`);
     }
   } finally {
     lease.release();

@@ -68,7 +68,7 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 };
 
-/** Runs the built CLI; resolves with its wall time and the one JSON object it printed, whatever its exit. */
+/** Runs the built CLI; resolves with its wall time and the report (the last JSON line, after the progress lines), whatever its exit. */
 function vmdrReport(args: string[]): Promise<{ wallMs: number; code: number | null; report: FailoverReport; stderr: string }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
@@ -81,7 +81,7 @@ function vmdrReport(args: string[]): Promise<{ wallMs: number; code: number | nu
     child.once('exit', (code) => {
       const wallMs = performance.now() - t0;
       try {
-        resolve({ wallMs, code, report: JSON.parse(out) as FailoverReport, stderr: err });
+        resolve({ wallMs, code, report: JSON.parse(out.trim().split('\n').pop()!) as FailoverReport, stderr: err });
       } catch {
         reject(new Error(`vmdr ${args.join(' ')} exited ${code} without a JSON report: ${err.trim() || out.trim()}`));
       }

@@ -6,11 +6,12 @@
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { runFailover, type FailoverOptions } from '../../plugin/failover/runner.js';
 import { describeFailover, stepPrinter } from '../cli/failover-report.js';
+import { progressReporter } from '../cli/progress.js';
 import { printJson, run } from '../cli/report.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
 
-export function runFailoverCommand(argv: GlobalOptions, options: Omit<FailoverOptions, 'signal' | 'onEvent'>): Promise<void> {
+export function runFailoverCommand(argv: GlobalOptions, options: Omit<FailoverOptions, 'signal' | 'onEvent' | 'onProgress'>): Promise<void> {
   const print = (report: FailoverReport) => (argv.json ? printJson(report) : process.stdout.write(`${describeFailover(report)}\n`));
   return run(argv, () =>
     withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
@@ -18,11 +19,18 @@ export function runFailoverCommand(argv: GlobalOptions, options: Omit<FailoverOp
       const end = () => stop.abort();
       process.once('SIGINT', end).once('SIGTERM', end);
       let report: FailoverReport;
+      // On a terminal the steps have their timed lines (stepPrinter); progress adds the copies' bars.
+      const progress = progressReporter({ json: argv.json, steps: argv.json });
       try {
         report = await runFailover(
           { config, file, sites, state },
-          { ...options, signal: stop.signal, ...(argv.json ? {} : { onEvent: stepPrinter((line) => process.stdout.write(`${line}\n`)) }) },
-        );
+          {
+            ...options,
+            signal: stop.signal,
+            onProgress: progress.onProgress,
+            ...(argv.json ? {} : { onEvent: stepPrinter((line) => process.stdout.write(`${line}\n`)) }),
+          },
+        ).finally(() => progress.stop());
       } catch (err) {
         const partial = (err as { report?: FailoverReport }).report;
         if (partial) print(partial);

@@ -40,7 +40,8 @@ export const protectCommand: CommandModule<GlobalOptions, ProtectOptions> = {
           // Records the source's identity, or refuses another VM under a recorded name, before the
           // target is staged after that VM or a byte of it ships.
           const { source, notes } = await checkSource(await sites.adapter(protection.source.site), protection, receiver);
-          const [target] = await provisionTargets(config, file, sites, [protection.name], ctx.state);
+          const staging = progressReporter({ json: argv.json, label: protection.name });
+          const [target] = await provisionTargets(config, file, sites, [protection.name], ctx.state, { onProgress: staging.onProgress }).finally(() => staging.stop());
           if (latest) {
             const summary = { protection: protection.name, target: target!.vm, action: 'already-protected', point: latest, source, notes };
             if (argv.json) return printJson({ event: 'result', ...summary });

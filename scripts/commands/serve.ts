@@ -2,6 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { cycleInterval, replicateContinuously } from '../../plugin/replication/continuous.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import { reportCycle, sayer } from '../cli/cycles.js';
+import { stepLog } from '../cli/progress.js';
 import { run } from '../cli/report.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
@@ -38,6 +39,7 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
         const { startReceivers } = await import('../../plugin/replication/receiver/run.js');
         const receivers = !argv.receive ? [] : await startReceivers(config, file, state, {
           ...(site ? { only: site } : {}),
+          onProgress: stepLog(say),
           onWarning: (err, context) => {
             const message = err instanceof Error ? err.message : String(err);
             const about = context.protection ? `protection ${context.protection}` : `request ${context.correlation}`;

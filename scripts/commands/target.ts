@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../plugin/config/load.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
 import { provisionTargets, type ProvisionedTarget } from '../../plugin/targets/provision.js';
-import { formatBytes } from '../cli/progress.js';
+import { formatBytes, progressReporter } from '../cli/progress.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import type { GlobalOptions } from './options.js';
 
@@ -21,7 +21,8 @@ const provision: CommandModule<GlobalOptions, ProvisionOptions> = {
       const sites = new SiteConnections(config, file);
       try {
         // The state file is opened only when a target needs an update: pre-staging needs none.
-        const results = await provisionTargets(config, file, sites, argv.protection);
+        const progress = progressReporter({ json: argv.json });
+        const results = await provisionTargets(config, file, sites, argv.protection, undefined, { onProgress: progress.onProgress }).finally(() => progress.stop());
         if (argv.json) return printJson(results);
         printTable(
           ['PROTECTION', 'TARGET', 'SITE', 'ACTION', 'DISKS'],

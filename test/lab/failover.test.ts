@@ -9,6 +9,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { FailoverReport } from '../../plugin/failover/report.js';
+import { assertProgress, jsonLines, type ProgressEvent } from '../helpers/assertions.js';
 import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
@@ -137,6 +138,13 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     const r = await failover(p(), '--test');
     assert.equal(r.code, 0, r.stderr);
     const vmReport = r.report!.vms[0]!;
+    // --json streams each step of the run and of the VM as progress: begun (0 of 1), then over (1 of 1).
+    const steps = [...r.report!.run, ...vmReport.steps];
+    const progress = assertProgress(jsonLines<ProgressEvent>(r.stdout), steps.map((s) => s.step));
+    for (const s of steps) {
+      const own = progress.filter((e) => e.phase === s.step && e.subject?.failover === r.report!.id && e.subject?.protection === (vmReport.steps.includes(s) ? p() : undefined));
+      assert.deepEqual(own.map((e) => [e.done, e.total, e.unit]), [[0, 1, 'steps'], [1, 1, 'steps']], `step ${s.step}: ${JSON.stringify(own)}`);
+    }
     assert.equal(vmReport.status, 'healthy');
     assert.match(vmReport.guest!, /hostname=failover-dr /);
     assert.match(vmReport.guest!, new RegExp(`mac=${MAC} ip=192.0.2.21/24 gw=192.0.2.1 dns=192.0.2.53 marker=failover-src `));
@@ -217,6 +225,13 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     // Killed after the data went home but before the replica adopted it: the resumed run finishes.
     const killed = await runVmdr(['failback', p(), '--shutdown-timeout', '2s', '--json', '--config', config], { VMDR_FAILPOINT: 'failover-before-adopt-point' });
     assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+    // Both passes home said, per disk as they went, the bytes compared and the bytes copied.
+    const copies = assertProgress(jsonLines<ProgressEvent>(killed.stdout), ['compare', 'copy']);
+    assert.ok(copies.every((e) => e.unit === 'bytes' && e.subject?.protection === p() && e.subject?.disk === 'vda'), JSON.stringify(copies));
+    assert.equal(copies.filter((e) => e.phase === 'compare').pop()!.total, 32 * 1024 * 1024);
+    const passes = copies.filter((e, i) => e.phase === 'copy' && copies[i - 1]?.phase === 'compare');
+    assert.equal(passes.length, 2, 'reverse-sync and final-delta');
+    assert.ok(passes[0]!.total >= 128 * 1024, `the DR VM's 128 KiB went home: ${JSON.stringify(passes)}`);
     const r = await runVmdr(['failback', p(), '--resume', '--json', '--config', config]);
     assert.equal(r.code, 0, r.stderr);
     const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as FailoverReport;

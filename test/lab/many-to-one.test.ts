@@ -121,7 +121,7 @@ describe('many to one: six source VMs fail over onto one DR host, each onto its 
   it('fails the plan over: groups in order, every VM healthy with its own identity and its own data', async () => {
     const result = await runVmdr(['failover', '--plan', plan, '--json', '--config', config]);
     assert.ok(result.stdout.trim(), `no report on stdout; exit ${result.code}: ${result.stderr.trim()}`);
-    report = JSON.parse(result.stdout) as FailoverReport;
+    report = JSON.parse(result.stdout.trim().split('\n').pop()!) as FailoverReport;
     assert.equal(result.code, 0, `exit ${result.code}: ${result.stderr.trim()}\n${JSON.stringify(report.error ?? report.vms.flatMap((v) => v.steps.filter((s) => s.error)))}`);
     assert.equal(report.status, 'succeeded');
     assert.equal(report.kind, 'unplanned');
@@ -163,7 +163,7 @@ describe('many to one: six source VMs fail over onto one DR host, each onto its 
   it('--revert gives every target back to replication: shut off, labelled role=target', async () => {
     assert.ok(report, 'the failover did not run');
     const result = await vmdr('failover', '--plan', plan, '--revert', '--json');
-    const revert = JSON.parse(result.stdout) as FailoverReport;
+    const revert = JSON.parse(result.stdout.trim().split('\n').pop()!) as FailoverReport;
     assert.equal(revert.status, 'succeeded');
     assert.equal(revert.kind, 'revert');
     for (const m of members) {

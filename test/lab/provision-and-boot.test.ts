@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { openAdapter } from '../../hypervisors/index.js';
-import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import type { HypervisorAdapter, Progress } from '../../hypervisors/types.js';
 import { parseConfig } from '../../plugin/config/load.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
 import { provisionTargets } from '../../plugin/targets/provision.js';
@@ -12,6 +12,7 @@ import { baseImage, serialLog } from '../../plugin/replication/layout.js';
 import { copyImage, imageInfo } from '../../plugin/replication/qemu-img.js';
 import { ensureProductionVm, LAB_DIR } from '../../scripts/lab/production.js';
 import { ensureLabGuest, fileSize, GUEST_READY, labScratchDir, parseGuestFields, waitForSerialLine } from '../helpers/lab.js';
+import { assertProgress } from '../helpers/assertions.js';
 
 describe('pre-staged target on the real lab (qemu:///system)', function () {
   this.timeout(180_000);
@@ -66,8 +67,12 @@ protections:
     const production = await ensureProductionVm(adapter, source);
     assert.equal(production.ready.marker, source);
     sites = new SiteConnections(config(), 'test.yaml');
-    const [result] = await provisionTargets(config(), 'test.yaml', sites);
+    const progress: Progress[] = [];
+    const [result] = await provisionTargets(config(), 'test.yaml', sites, [], undefined, { onProgress: (p) => progress.push(p) });
     assert.equal(result!.action, 'defined');
+    // Per target, in steps: its one disk's base image, then the VM defined.
+    assertProgress(progress, ['define']);
+    assert.deepEqual(progress.map((p) => [p.done, p.total, p.subject?.protection, p.subject?.vm]), [[0, 2, 'web', target], [1, 2, 'web', target], [2, 2, 'web', target]]);
     const vm = await adapter.getVm(target);
     assert.equal(vm.powerState, 'shutoff');
     assert.equal(vm.nics[0]!.network, drNetwork);
@@ -77,8 +82,10 @@ protections:
     const sourceDisk = await imageInfo(production.vm.disks[0]!.path!);
     assert.equal(replica.virtualSize, sourceDisk.virtualSize);
 
-    const [again] = await provisionTargets(config(), 'test.yaml', sites);
+    progress.length = 0;
+    const [again] = await provisionTargets(config(), 'test.yaml', sites, [], undefined, { onProgress: (p) => progress.push(p) });
     assert.equal(again!.action, 'unchanged');
+    assert.deepEqual(progress.map((p) => `${p.phase} ${p.done}/${p.total} ${p.detail}`), ['update 0/0 up to date']);
   });
 
   it('boots the target from the replica with the DR hostname, MAC and address it was given', async () => {

@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { assertProgress, type ProgressEvent } from '../helpers/assertions.js';
 import { ensureLabGuest, fileSize, GUEST_READY, labBoot, labScratchDir, makeDisk, runVmdr, waitForSerialLine } from '../helpers/lab.js';
 import { assertPattern, hmpWrite } from '../helpers/patterns.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
@@ -361,10 +362,11 @@ protections:
     const r = await runVmdr(['sync', name, '--full', '--json', '--config', config]);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event: string; phase?: string; done?: number; total?: number; kind?: string; bytesCovered?: number; point?: Point });
-    const progress = lines.filter((l) => l.event === 'progress' && l.phase === 'ship');
-    assert.ok(progress.length >= 1, r.stdout);
-    const last = progress[progress.length - 1]!;
-    assert.equal(last.done, last.total);
+    // Each phase of the cycle, about this protection, ends done == total; ship counts the bytes covered.
+    const progress = assertProgress(lines as ProgressEvent[], ['prepare', 'plan', 'ship']);
+    assert.deepEqual([...new Set(progress.map((l) => `${l.phase} ${l.unit} ${l.subject?.protection}`))], [`prepare steps ${name}`, `plan steps ${name}`, `ship bytes ${name}`]);
+    assert.equal(progress.filter((l) => l.phase === 'plan').pop()!.total, 2, 'planned per disk');
+    assert.equal(progress.pop()!.total, 64 * MiB + VDB_SIZE);
     const result = lines[lines.length - 1]!;
     assert.equal(result.event, 'result');
     assert.equal(result.kind, 'full');

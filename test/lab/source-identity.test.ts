@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createLabVm, destroyLabVm, labBoot, makeDisk, runVmdr, type LabVm, writeOneHostConfig } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { assertProgress, type ProgressEvent } from '../helpers/assertions.js';
 
 const exec = promisify(execFile);
 
@@ -179,6 +180,14 @@ describe('a different VM under a protected name does not take over its protectio
       assert.ok(Date.now() < deadline, `retention did not merge the released points: ${left.join()}`);
       await new Promise((r) => setTimeout(r, 500));
     }
+    // The receiver's daemon logged the merge as steps (overlays committed into base), not bytes.
+    const merged = () => (receiver!.events as unknown as ProgressEvent[]).filter((e) => e.event === 'progress');
+    for (const deadline = Date.now() + 20_000; !merged().some((e) => e.subject?.point === 'rp-4' && e.done === e.total); ) {
+      assert.ok(Date.now() < deadline, `no merge logged: ${JSON.stringify(receiver!.events)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assertProgress(merged(), ['merge']);
+    assert.ok(merged().every((e) => e.unit === 'steps' && e.subject?.protection === vm.name), JSON.stringify(merged()));
     const [row3] = JSON.parse(await vmdr(['status', '--json'])) as { sourceIdentity: { renamedTo: string | null } }[];
     assert.equal(row3!.sourceIdentity.renamedTo, `${vm.name}-renamed`);
   });

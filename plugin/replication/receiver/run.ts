@@ -4,6 +4,7 @@
  * interrupted merges finish) and closed to other users, then the HTTPS endpoint. Retention runs after each commit.
  */
 import type { FastifyInstance } from 'fastify';
+import type { Progress } from '../../../hypervisors/types.js';
 import type { Config } from '../../config/schema.js';
 import { SiteStorageMissing } from '../../targets/errors.js';
 import type { StateStore } from '../../state/store.js';
@@ -27,7 +28,12 @@ export async function startReceivers(
   config: Config,
   file: string,
   state: StateStore,
-  options: { only?: string; onWarning?: (err: unknown, context: { site: string; protection?: string; correlation?: string }) => void } = {},
+  options: {
+    only?: string;
+    onWarning?: (err: unknown, context: { site: string; protection?: string; correlation?: string }) => void;
+    /** The retention merges as they go. */
+    onProgress?: (progress: Progress) => void;
+  } = {},
 ): Promise<RunningReceiver[]> {
   const { only } = options;
   const running: RunningReceiver[] = [];
@@ -51,7 +57,9 @@ export async function startReceivers(
           credentials,
           onWarning: (err, context) => options.onWarning?.(err, { site: site.name, ...context }),
           onCommitted: async (p) => {
-            await replicas.applyRetention(p.name, { keep: p.retention.keep, ...(p.retention.maxAge ? { maxAgeMs: p.retention.maxAge } : {}) });
+            await replicas.applyRetention(p.name, { keep: p.retention.keep, ...(p.retention.maxAge ? { maxAgeMs: p.retention.maxAge } : {}) }, new Date(), {
+              ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+            });
           },
         },
         { host, port },

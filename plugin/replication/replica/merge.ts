@@ -12,6 +12,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { VmdrError } from '../../../hypervisors/errors.js';
+import type { Progress } from '../../../hypervisors/types.js';
 import { deleteMerge, insertMerge, pendingMerge } from '../../state/merges.js';
 import { deletePointsBefore, pointRows, setDiskImage, type PointRow } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
@@ -59,14 +60,22 @@ export function startMerge(state: StateStore, points: PointRow[], target: PointR
 }
 
 /** Finishes the protection's journaled merge, if any; returns the id of the point now held by base. */
-export async function finishMerge(storage: string, state: StateStore, protection: string): Promise<string | undefined> {
+export async function finishMerge(storage: string, state: StateStore, protection: string, onProgress?: (progress: Progress) => void): Promise<string | undefined> {
   const merge = pendingMerge(state.db, protection);
   if (!merge) return undefined;
+  // Counted in overlays committed into base: each is one qemu-img commit, the merge's unit of work.
+  const point = `rp-${merge.targetSeq}`;
+  const total = Object.values(merge.plan).reduce((sum, files) => sum + files.length, 0);
+  let done = 0;
+  const report = (disk?: string) => onProgress?.({ phase: 'merge', unit: 'steps', done, total, subject: { protection, point }, ...(disk ? { detail: `disk ${disk}` } : {}) });
+  report();
   for (const [disk, files] of Object.entries(merge.plan)) {
     const dir = diskDir(storage, protection, disk);
     const base = join(dir, BASE_IMAGE);
-    const first = files.findIndex((f) => existsSync(join(dir, f)));
-    if (first < 0) continue; // all merged and deleted: only the DB record was missing
+    const found = files.findIndex((f) => existsSync(join(dir, f)));
+    // None left: all merged and deleted, only the DB record was missing.
+    const first = found < 0 ? files.length : found;
+    done += first;
     for (let j = first; j < files.length; j++) {
       const overlay = join(dir, files[j]!);
       const backing = (await imageInfo(overlay)).backingFile;
@@ -85,6 +94,8 @@ export async function finishMerge(storage: string, state: StateStore, protection
         await removeFile(overlay);
         failpoint('merge-after-remove');
       }
+      done += 1;
+      report(disk);
     }
   }
   state.db
@@ -95,7 +106,7 @@ export async function finishMerge(storage: string, state: StateStore, protection
     .immediate();
   failpoint('merge-after-record');
   for (const [disk, files] of Object.entries(merge.plan)) await removeFile(join(diskDir(storage, protection, disk), files[files.length - 1]!));
-  return `rp-${merge.targetSeq}`;
+  return point;
 }
 
 /** The overlay just above the target in this disk's chain: the next committed point that has the disk. */

@@ -6,6 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import type { TaskOptions } from '../../../hypervisors/types.js';
 import { pendingMerge, protectionsWithMerges } from '../../state/merges.js';
 import { protectionsWithLeases } from '../../state/leases.js';
 import { insertPoint, latestSeq, pointRows, protectionsWithPoints, setPinned, type PointRow } from '../../state/points.js';
@@ -178,10 +179,10 @@ export class ReplicaStore {
     }
   }
 
-  async applyRetention(protection: string, policy: RetentionPolicy, now = new Date()): Promise<{ dropped: string[]; skipped?: string }> {
+  async applyRetention(protection: string, policy: RetentionPolicy, now = new Date(), task: Pick<TaskOptions, 'onProgress'> = {}): Promise<{ dropped: string[]; skipped?: string }> {
     const lease = ReplicaLease.acquire(this.state, protection, 'retention', this.leaseTtlMs);
     try {
-      await finishMerge(this.storage, this.state, protection);
+      await finishMerge(this.storage, this.state, protection, task.onProgress);
       const db = this.state.db;
       const cut = db
         .transaction(() => {
@@ -193,7 +194,7 @@ export class ReplicaStore {
         .immediate();
       if (!('target' in cut)) return cut.skipped ? { dropped: [], skipped: cut.skipped } : { dropped: [] };
       failpoint('merge-after-intent');
-      await finishMerge(this.storage, this.state, protection);
+      await finishMerge(this.storage, this.state, protection, task.onProgress);
       await deleteOrphans(this.storage, this.state, protection);
       return { dropped: cut.drop.map((p) => `rp-${p.seq}`) };
     } finally {

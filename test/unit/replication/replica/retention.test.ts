@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { rejectsWith } from '../../../helpers/assertions.js';
+import type { Progress } from '../../../../hypervisors/types.js';
+import { assertProgress, rejectsWith } from '../../../helpers/assertions.js';
 import { KiB, MiB, killOn, makeLab, reads, runChild, sameContent, snapshotRaw, writePattern, type Lab } from './helpers.js';
 
 const HOUR = 3600_000;
@@ -73,8 +74,13 @@ describe('replica store: retention merges', function () {
     for (let n = 1; n <= 5; n++) await point(n);
     const snaps = await snapshotAll();
     // keep 3 keeps rp-3..rp-5; maxAge 1.5 h at T0+5h drops rp-3 (2 h old) too.
-    const result = await lab.replicas.applyRetention('web', { keep: 3, maxAgeMs: 1.5 * HOUR }, new Date(T0 + 5 * HOUR));
+    const progress: Progress[] = [];
+    const result = await lab.replicas.applyRetention('web', { keep: 3, maxAgeMs: 1.5 * HOUR }, new Date(T0 + 5 * HOUR), { onProgress: (p) => progress.push(p) });
     assert.deepEqual(result, { dropped: ['rp-1', 'rp-2', 'rp-3'] });
+    // Said in overlays committed into base, about the point base ends up holding.
+    assertProgress(progress, ['merge']);
+    assert.deepEqual([...new Set(progress.map((p) => `${p.subject?.protection} ${p.subject?.point} ${p.unit}`))], ['web rp-4 steps']);
+    assert.deepEqual(progress.map((p) => p.done), [...Array(progress[0]!.total + 1).keys()], `one step per overlay: ${JSON.stringify(progress)}`);
     const points = lab.replicas.listPoints('web');
     assert.deepEqual(points.map((p) => p.id), ['rp-4', 'rp-5']);
     assert.deepEqual(points[0]!.disks.map((d) => d.image), [join(lab.storage, 'web', 'vda', 'base.qcow2'), join(lab.storage, 'web', 'vdb', 'base.qcow2')]);
