@@ -7,7 +7,7 @@
  */
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { BootNameInvalid } from '../errors.js';
+import { BootNameInvalid, ImageOperationFailed } from '../errors.js';
 import { qemuImg } from '../qemu-img.js';
 import type { BootDisk, BootDisksRequest, PointDisk } from '../types.js';
 
@@ -17,13 +17,19 @@ export function overlayPath(disk: PointDisk, boot: string): string {
   return join(dirname(disk.image), `${boot}.qcow2`);
 }
 
-/** Makes the overlays that are missing; an existing one may hold what a booted guest wrote. */
+/**
+ * Makes the overlays that are missing. An existing one may hold what a booted guest wrote and is
+ * kept, once qemu-img says it is an overlay of this very image: a file of that name that is not
+ * (the point's image itself, another point) would be written by the VM, so it is refused.
+ */
 export async function createOverlays(request: BootDisksRequest): Promise<BootDisk[]> {
   if (!BOOT_NAME.test(request.boot)) throw new BootNameInvalid(request.boot);
   const made: BootDisk[] = [];
   for (const disk of request.disks) {
     const path = overlayPath(disk, request.boot);
-    if (!(await exists(path))) {
+    if (await exists(path)) {
+      await checkOverlayOf(path, disk.image);
+    } else {
       // Under another name until whole: a run killed inside qemu-img leaves no half overlay to keep.
       const part = `${path}.part`;
       const args = ['create', '-q', '-f', 'qcow2', '-b', basename(disk.image), '-F', 'qcow2', basename(part), String(disk.sizeBytes)];
@@ -36,12 +42,22 @@ export async function createOverlays(request: BootDisksRequest): Promise<BootDis
   return made;
 }
 
+/** Removes only overlays of the point's images: a release never deletes a replica file. */
 export async function removeOverlays(request: BootDisksRequest): Promise<void> {
   if (!BOOT_NAME.test(request.boot)) throw new BootNameInvalid(request.boot);
   for (const disk of request.disks) {
     const path = overlayPath(disk, request.boot);
     await rm(`${path}.part`, { force: true });
-    await rm(path, { force: true });
+    if (!(await exists(path))) continue;
+    await checkOverlayOf(path, disk.image);
+    await rm(path);
+  }
+}
+
+async function checkOverlayOf(path: string, image: string): Promise<void> {
+  const info = JSON.parse(await qemuImg('inspect boot overlay', path, ['info', '--output=json', '-U', path])) as { format?: string; 'backing-filename'?: string };
+  if (info.format !== 'qcow2' || info['backing-filename'] !== basename(image)) {
+    throw new ImageOperationFailed('keep boot overlay', path, `it exists and is not an overlay of ${basename(image)}; it is left as it is`);
   }
 }
 

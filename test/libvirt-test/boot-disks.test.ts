@@ -128,7 +128,7 @@ describe('boot disks on a recovery point (libvirt adapter, test driver)', () => 
     assert.deepEqual(Object.keys(await replicaFiles()).sort(), Object.keys(before).sort());
   });
 
-  it('refuses a running VM and a boot name that is not a file name, making nothing', async () => {
+  it('refuses a running VM, a boot name that is not a file name, and one naming a replica file, changing nothing', async () => {
     const before = await replicaFiles();
     const vm = await defineVm();
     await adapter.start(vm);
@@ -137,6 +137,12 @@ describe('boot disks on a recovery point (libvirt adapter, test driver)', () => 
     for (const boot of ['../escape', 'a/b', '', '.hidden', 'x'.repeat(129)]) {
       await rejectsWith(adapter.prepareBootDisks({ boot, disks }), 'BOOT_NAME_INVALID');
       await rejectsWith(adapter.releaseBootDisks({ boot, disks }), 'BOOT_NAME_INVALID');
+    }
+    // A boot named like a replica file would have the VM write into the replica: refused too.
+    for (const boot of ['point-1', 'base']) {
+      const err = await rejectsWith(adapter.prepareBootDisks({ vm, boot, disks }), 'IMAGE_OPERATION_FAILED');
+      assert.match(err.message, /is not an overlay of point-1\.qcow2/);
+      await rejectsWith(adapter.releaseBootDisks({ boot, disks }), 'IMAGE_OPERATION_FAILED');
     }
     assert.deepEqual(await replicaFiles(), before);
     assert.deepEqual((await adapter.getVm(vm)).disks.map((d) => d.path), [join(dir, 'vda', 'base.qcow2'), join(dir, 'vdb', 'base.qcow2')]);
