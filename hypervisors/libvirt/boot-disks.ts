@@ -28,7 +28,7 @@ export async function createOverlays(request: BootDisksRequest): Promise<BootDis
   for (const disk of request.disks) {
     const path = overlayPath(disk, request.boot);
     if (await exists(path)) {
-      await checkOverlayOf(path, disk.image);
+      await checkOverlayOf(path, disk.image, 'keep boot overlay');
     } else {
       // Under another name until whole: a run killed inside qemu-img leaves no half overlay to keep.
       const part = `${path}.part`;
@@ -49,15 +49,15 @@ export async function removeOverlays(request: BootDisksRequest): Promise<void> {
     const path = overlayPath(disk, request.boot);
     await rm(`${path}.part`, { force: true });
     if (!(await exists(path))) continue;
-    await checkOverlayOf(path, disk.image);
+    await checkOverlayOf(path, disk.image, 'remove boot overlay');
     await rm(path);
   }
 }
 
-async function checkOverlayOf(path: string, image: string): Promise<void> {
+async function checkOverlayOf(path: string, image: string, operation: string): Promise<void> {
   const info = JSON.parse(await qemuImg('inspect boot overlay', path, ['info', '--output=json', '-U', path])) as { format?: string; 'backing-filename'?: string };
   if (info.format !== 'qcow2' || info['backing-filename'] !== basename(image)) {
-    throw new ImageOperationFailed('keep boot overlay', path, `it exists and is not an overlay of ${basename(image)}; it is left as it is`);
+    throw new ImageOperationFailed(operation, path, `it exists and is not an overlay of ${basename(image)}; it is left as it is`);
   }
 }
 

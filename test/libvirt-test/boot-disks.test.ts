@@ -142,7 +142,8 @@ describe('boot disks on a recovery point (libvirt adapter, test driver)', () => 
     for (const boot of ['point-1', 'base']) {
       const err = await rejectsWith(adapter.prepareBootDisks({ vm, boot, disks }), 'IMAGE_OPERATION_FAILED');
       assert.match(err.message, /is not an overlay of point-1\.qcow2/);
-      await rejectsWith(adapter.releaseBootDisks({ boot, disks }), 'IMAGE_OPERATION_FAILED');
+      const release = await rejectsWith(adapter.releaseBootDisks({ boot, disks }), 'IMAGE_OPERATION_FAILED');
+      assert.match(release.message, /^remove boot overlay \S+: it exists and is not an overlay of point-1\.qcow2/);
     }
     assert.deepEqual(await replicaFiles(), before);
     assert.deepEqual((await adapter.getVm(vm)).disks.map((d) => d.path), [join(dir, 'vda', 'base.qcow2'), join(dir, 'vdb', 'base.qcow2')]);
