@@ -196,6 +196,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
   }
 
   async prepareBootDisks(request: BootDisksRequest & { vm?: string }): Promise<BootDisk[]> {
+    this.requireLocalFiles('preparing boot disks');
     // Refused before a file is made: nothing changes for a VM that runs.
     if (request.vm) await this.requireOff(await this.conn.lookup(request.vm), request.vm, 'change its disks');
     const disks = await createOverlays(request);
@@ -203,12 +204,14 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return disks;
   }
 
-  releaseBootDisks(request: BootDisksRequest): Promise<void> {
-    return removeOverlays(request);
+  async releaseBootDisks(request: BootDisksRequest): Promise<void> {
+    this.requireLocalFiles('releasing boot disks');
+    await removeOverlays(request);
   }
 
   /** NICs first (each a redefinition), then the seed: beside the VM's first disk image. */
   async applyGuestIdentity(vm: string, identity: GuestIdentity): Promise<AppliedGuestIdentity> {
+    this.requireLocalFiles('giving a guest its identity');
     checkGuestIdentity(vm, identity);
     const domain = await this.conn.lookup(vm);
     await this.requireOff(domain, vm, 'give it an identity');
@@ -241,6 +244,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
    * the reference again and finishes, where the other order would forget a file.
    */
   async removeGuestIdentity(vm: string): Promise<void> {
+    this.requireLocalFiles('taking a guest identity away');
     const domain = await this.conn.lookup(vm);
     await this.requireOff(domain, vm, 'take its identity seed away');
     const seed = (await this.describe(domain, vm)).disks.find((d) => d.identitySeed)?.path;
@@ -304,6 +308,14 @@ export class LibvirtAdapter implements HypervisorAdapter {
       const bytes = capacity.get(disk.target);
       if (bytes !== undefined) disk.capacityBytes = bytes;
     }
+  }
+
+  /**
+   * Boot disks and seeds are files vmdr writes with qemu-img and xorriso where it runs: that must
+   * be the libvirt host itself (each site's own vmdr does it for its VMs).
+   */
+  private requireLocalFiles(operation: string): void {
+    if (new URL(this.uri).hostname) throw new Unsupported(`${operation} through a remote libvirt URI (vmdr writes those files on the host it runs on: run it on that host)`, this.uri);
   }
 
   private async requireOff(domain: Domain, vm: string, wanted: string): Promise<void> {

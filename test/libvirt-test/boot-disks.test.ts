@@ -149,6 +149,15 @@ describe('boot disks on a recovery point (libvirt adapter, test driver)', () => 
     assert.deepEqual((await adapter.getVm(vm)).disks.map((d) => d.path), [join(dir, 'vda', 'base.qcow2'), join(dir, 'vdb', 'base.qcow2')]);
   });
 
+  it('refuses a remote libvirt URI before it connects: the files would be written on the wrong host', async () => {
+    const remote = openAdapter('qemu+ssh://dr.example.invalid/system');
+    const err = await rejectsWith(remote.prepareBootDisks({ boot: 'failover-fo-test6', disks }), 'UNSUPPORTED');
+    assert.match(err.message, /^preparing boot disks through a remote libvirt URI .* is not supported on qemu\+ssh:\/\/dr\.example\.invalid\/system$/);
+    await rejectsWith(remote.releaseBootDisks({ boot: 'failover-fo-test6', disks }), 'UNSUPPORTED');
+    await rejectsWith(remote.applyGuestIdentity('test-x', { instanceId: 'x', hostname: 'x', nics: [] }), 'UNSUPPORTED');
+    await rejectsWith(remote.removeGuestIdentity('test-x'), 'UNSUPPORTED');
+  });
+
   it('says which image it could not put an overlay on', async () => {
     const missing = { target: 'vda', image: join(dir, 'vda', 'point-9.qcow2'), sizeBytes: MiB };
     const err = await rejectsWith(adapter.prepareBootDisks({ boot: 'failover-fo-test5', disks: [missing] }), 'IMAGE_OPERATION_FAILED');
