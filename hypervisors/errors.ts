@@ -142,6 +142,25 @@ export class InvalidNicIdentity extends VmdrError {
   }
 }
 
+/** A guest identity cannot be given as asked: a value that is not a hostname, a MAC or an IPv4 address. */
+export class IdentityInvalid extends VmdrError {
+  constructor(vm: string, field: string, value: string, expected: string) {
+    const shown = value.length > 80 ? `${value.slice(0, 80)}…` : value;
+    super('IDENTITY_INVALID', `VM ${JSON.stringify(vm)}: identity ${field} ${JSON.stringify(shown)} is not ${expected}`, { subject: { vm, field } });
+  }
+}
+
+/** A boot's name would not make a file name of its own (prepareBootDisks, releaseBootDisks). */
+export class BootNameInvalid extends VmdrError {
+  constructor(boot: string) {
+    const shown = boot.length > 80 ? `${boot.slice(0, 80)}…` : boot;
+    super('BOOT_NAME_INVALID', `boot name ${JSON.stringify(shown)} is not 1 to 128 letters, digits, '.', '_' or '-' starting with a letter or digit`, {
+      subject: { boot: shown },
+      userError: false,
+    });
+  }
+}
+
 /** A graceful stop asked the guest to shut down and it was still running at the deadline. */
 export class StopTimedOut extends VmdrError {
   constructor(vm: string, host: string, timeoutMs: number) {

@@ -17,7 +17,7 @@ export interface DiskInfo {
   bus?: string;
   /** Virtual size in bytes, when the hypervisor can tell without reading the disk. */
   capacityBytes?: number;
-  /** True for the identity seed vmdr attached (attachIdentitySeed): not a disk to replicate. */
+  /** True for the identity seed vmdr attached (applyGuestIdentity): not a disk to replicate. */
   identitySeed?: boolean;
 }
 
@@ -84,6 +84,64 @@ export interface VmSpec {
 export interface NicIdentity {
   mac?: string;
   network?: string;
+}
+
+/** One disk of a recovery point, as the replica holds it: what a boot from that point starts from. */
+export interface PointDisk {
+  /** Guest-visible target (vda, sdb, scsi0:1). */
+  target: string;
+  /** The point's image of the disk (libvirt: a qcow2 file of the replica chain). Never written. */
+  image: string;
+  /** The disk's virtual size at that point. */
+  sizeBytes: number;
+}
+
+/** What a VM booted from a recovery point runs on, per disk (see prepareBootDisks). */
+export interface BootDisk {
+  target: string;
+  /** Host path (libvirt) or datastore path (vSphere) of what the VM opens. */
+  path: string;
+  format: 'qcow2' | 'raw';
+}
+
+export interface BootDisksRequest {
+  /**
+   * What this boot is called (`failover-<run>`, `drill-<run>`): letters, digits, '.', '_', '-'.
+   * The same name finds again what was prepared for it, so a resumed step keeps what a booted
+   * guest wrote and a release removes exactly that.
+   */
+  boot: string;
+  disks: PointDisk[];
+}
+
+/** Who the guest is once it boots at the DR site: its NICs in the hypervisor and its own settings. */
+export interface GuestIdentity {
+  /**
+   * Names this identity; a new one makes the guest's agent (cloud-init, cloudbase-init, VMware
+   * customization) apply it again. Letters, digits, '.', '_', ':', '-'; at most 128.
+   */
+  instanceId: string;
+  hostname: string;
+  /** In the VM's NIC order: the first is given to the VM's first NIC. */
+  nics: GuestNicIdentity[];
+}
+
+export interface GuestNicIdentity {
+  /** The MAC the NIC takes; absent, it keeps the one it has. */
+  mac?: string;
+  /** The network (libvirt network, vSphere port group) it joins; absent, it stays where it is. */
+  network?: string;
+  /** IPv4 address/prefix, as the guest configures them. */
+  addresses: string[];
+  gateway?: string;
+  dns?: string[];
+}
+
+export interface AppliedGuestIdentity {
+  /** The VM's NICs as the guest finds them: a NIC that was given no MAC keeps the hypervisor's. */
+  nics: { mac: string; network?: string }[];
+  /** Where the in-guest identity is kept, when it is a file (libvirt: the seed image): for the record. */
+  seed?: string;
 }
 
 export interface StopOptions {
@@ -271,9 +329,43 @@ export interface HypervisorAdapter {
   addDisk(vm: string, disk: DiskSpec & { target: string }): Promise<VmInfo>;
   /** Replaces the labels of a VM vmdr made (the VM may run): how a target's role changes. */
   setLabels(vm: string, labels: Record<string, string>): Promise<void>;
-  /** Attaches (or replaces) a read-only identity seed image (NoCloud ISO) as the VM's last disk. */
-  attachIdentitySeed(vm: string, isoPath: string): Promise<void>;
-  detachIdentitySeed(vm: string): Promise<void>;
+  /**
+   * Makes what a VM boots from when it boots a recovery point, without ever writing the point's
+   * images: a writable layer per disk on top of the point's image, each disk's virtual size the
+   * point's. What already exists for this boot is kept, not made again: it may hold what a booted
+   * guest wrote. With `vm` (off), the VM's disks (matched by guest target) are pointed at them;
+   * without, the caller defines a VM on the disks returned (a drill).
+   *
+   * libvirt: a qcow2 overlay `<boot>.qcow2` beside each point image, its backing file the point
+   * image's bare file name (as in the replica chain, so the directory can move). vSphere would
+   * make a delta disk (a linked clone's child disk) on the point's VMDK in the same datastore
+   * folder and reconfigure the VM's disk onto it.
+   *
+   * Who may open them is the caller's business (the directories are the replica's).
+   */
+  prepareBootDisks(request: BootDisksRequest & { vm?: string }): Promise<BootDisk[]>;
+  /**
+   * Removes what prepareBootDisks made for `boot` on these disks, and only that: what a guest
+   * wrote there is gone. No VM may still use them. Nothing left to remove is not an error.
+   */
+  releaseBootDisks(request: BootDisksRequest): Promise<void>;
+  /**
+   * Gives a VM that is off the identity it is to boot with: its NICs' MACs and networks, and the
+   * guest's own hostname, addresses, gateway and DNS for the guest to apply at boot. A VM that
+   * already had one gets this one instead. Invalid values are refused (IDENTITY_INVALID) before
+   * anything changes.
+   *
+   * libvirt: a NoCloud seed (ISO 9660 labelled `cidata`, read by cloud-init and cloudbase-init)
+   * written beside the VM's first disk image as `seed-<instanceId>.iso`, 0600, and attached
+   * read-only as the VM's last disk; a seed it replaces is deleted. vSphere would run a guest
+   * customization spec (CustomizeVM_Task) and needs no file.
+   */
+  applyGuestIdentity(vm: string, identity: GuestIdentity): Promise<AppliedGuestIdentity>;
+  /**
+   * Takes the in-guest identity away from a VM that is off (libvirt: detaches the seed and deletes
+   * it); its NICs stay as they are. A VM without one is not an error.
+   */
+  removeGuestIdentity(vm: string): Promise<void>;
   /** Where the guest's serial console is written, when the VM has a file console. */
   serialLogPath(vm: string): Promise<string | undefined>;
   /**

@@ -3,10 +3,15 @@
  * virsh for what the binding lacks (networks, undefine flags, block sizes, the guest agent).
  */
 import { DomainGetXMLDescFlags } from '@unraid/libvirt';
-import { CleanupFailed, InvalidPowerState, NotManagedByVmdr, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
+import { CleanupFailed, HypervisorOperationFailed, IdentityInvalid, InvalidPowerState, NotManagedByVmdr, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
+import { checkGuestIdentity } from '../guest-identity.js';
 import type {
+  AppliedGuestIdentity,
+  BootDisk,
+  BootDisksRequest,
   ChangeTracker,
   DiskSpec,
+  GuestIdentity,
   HypervisorAdapter,
   ImageUser,
   IsolatedNetworkSpec,
@@ -17,12 +22,14 @@ import type {
   VmInfo,
   VmSpec,
 } from '../types.js';
+import { createOverlays, removeOverlays } from './boot-disks.js';
 import { LibvirtConnection, type Domain } from './connection.js';
 import { diskCapacities } from './disk-sizes.js';
 import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
 import { readLabels, setLabels } from './labels.js';
 import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
 import { LibvirtChangeTracker } from './change-tracker.js';
+import { deleteIdentitySeed, seedPath, writeIdentitySeed } from './identity-seed.js';
 import { readImageUser } from './image-user.js';
 import { LibvirtNetworks } from './networks.js';
 import { powerState, stopDomain } from './power.js';
@@ -188,19 +195,60 @@ export class LibvirtAdapter implements HypervisorAdapter {
     });
   }
 
-  async attachIdentitySeed(vm: string, isoPath: string): Promise<void> {
-    const domain = await this.conn.lookup(vm);
-    await this.requireOff(domain, vm, 'attach an identity seed');
-    await this.redefine(domain, vm, (xml) => {
-      setSeedDiskInXml(xml, isoPath);
-      return true;
-    });
+  async prepareBootDisks(request: BootDisksRequest & { vm?: string }): Promise<BootDisk[]> {
+    this.requireLocalFiles('preparing boot disks');
+    // Refused before a file is made: nothing changes for a VM that runs.
+    if (request.vm) await this.requireOff(await this.conn.lookup(request.vm), request.vm, 'change its disks');
+    const disks = await createOverlays(request);
+    if (request.vm) await this.setDiskImages(request.vm, disks);
+    return disks;
   }
 
-  /** Removing a seed that is not there is not an error. */
-  async detachIdentitySeed(vm: string): Promise<void> {
+  async releaseBootDisks(request: BootDisksRequest): Promise<void> {
+    this.requireLocalFiles('releasing boot disks');
+    await removeOverlays(request);
+  }
+
+  /** NICs first (each a redefinition), then the seed: beside the VM's first disk image. */
+  async applyGuestIdentity(vm: string, identity: GuestIdentity): Promise<AppliedGuestIdentity> {
+    this.requireLocalFiles('giving a guest its identity');
+    checkGuestIdentity(vm, identity);
     const domain = await this.conn.lookup(vm);
-    await this.requireOff(domain, vm, 'detach its identity seed');
+    await this.requireOff(domain, vm, 'give it an identity');
+    let info = await this.describe(domain, vm);
+    if (identity.nics.length > info.nics.length) {
+      throw new IdentityInvalid(vm, 'nics', `${identity.nics.length} NICs`, `at most the ${info.nics.length} NICs the VM has`);
+    }
+    const home = info.disks.find((d) => d.device === 'disk' && !d.identitySeed && d.path)?.path;
+    if (!home) throw new HypervisorOperationFailed('apply guest identity', this.uri, 'it has no disk image to keep its identity seed beside', { vm });
+    for (const [i, wanted] of identity.nics.entries()) {
+      const nic = info.nics[i]!;
+      const mac = wanted.mac?.toLowerCase();
+      if ((mac !== undefined && nic.mac !== mac) || (wanted.network !== undefined && nic.network !== wanted.network)) {
+        info = await this.setNicIdentity(vm, nic.mac, { mac, network: wanted.network });
+      }
+    }
+    const seed = seedPath(home, identity.instanceId);
+    await writeIdentitySeed(seed, { ...identity, nics: identity.nics.map((nic, i) => ({ ...nic, mac: info.nics[i]!.mac })) });
+    const replaced = info.disks.find((d) => d.identitySeed)?.path;
+    await this.redefine(domain, vm, (xml) => {
+      setSeedDiskInXml(xml, seed);
+      return true;
+    });
+    if (replaced && replaced !== seed) await deleteIdentitySeed(replaced);
+    return { nics: info.nics.map((n) => ({ mac: n.mac, ...(n.network ? { network: n.network } : {}) })), seed };
+  }
+
+  /**
+   * The file goes before the definition's reference to it: a call cut short between the two finds
+   * the reference again and finishes, where the other order would forget a file.
+   */
+  async removeGuestIdentity(vm: string): Promise<void> {
+    this.requireLocalFiles('taking a guest identity away');
+    const domain = await this.conn.lookup(vm);
+    await this.requireOff(domain, vm, 'take its identity seed away');
+    const seed = (await this.describe(domain, vm)).disks.find((d) => d.identitySeed)?.path;
+    if (seed) await deleteIdentitySeed(seed);
     await this.redefine(domain, vm, (xml) => removeSeedDiskFromXml(xml));
   }
 
@@ -260,6 +308,14 @@ export class LibvirtAdapter implements HypervisorAdapter {
       const bytes = capacity.get(disk.target);
       if (bytes !== undefined) disk.capacityBytes = bytes;
     }
+  }
+
+  /**
+   * Boot disks and seeds are files vmdr writes with qemu-img and xorriso where it runs: that must
+   * be the libvirt host itself (each site's own vmdr does it for its VMs).
+   */
+  private requireLocalFiles(operation: string): void {
+    if (new URL(this.uri).hostname) throw new Unsupported(`${operation} through a remote libvirt URI (vmdr writes those files on the host it runs on: run it on that host)`, this.uri);
   }
 
   private async requireOff(domain: Domain, vm: string, wanted: string): Promise<void> {

@@ -8,14 +8,8 @@ import type { Protection } from '../config/schema.js';
 import { serialLog } from '../replication/layout.js';
 import { storageOf, type RunContext } from './context.js';
 import { waitUntilHealthy } from './health.js';
-import { applyIdentity } from './identity.js';
+import { applyIdentity, type AppliedIdentity } from './identity.js';
 import { fileSize } from './serial-health.js';
-
-export interface AppliedIdentityStep {
-  instanceId: string;
-  seed: string;
-  hostname: string;
-}
 
 export interface HealthStep {
   healthyAt: string;
@@ -31,10 +25,7 @@ export interface HealthStep {
 export async function bootWithIdentity(ctx: RunContext, adapter: HypervisorAdapter, p: Protection, console = serialLog(storageOf(ctx, p), p.name)): Promise<HealthStep> {
   const j = ctx.journal;
   const vm = p.target.vm;
-  await j.step<AppliedIdentityStep>(p.name, 'identity', async () => {
-    const applied = await applyIdentity(adapter, p, storageOf(ctx, p));
-    return { instanceId: applied.instanceId, seed: applied.seed, hostname: applied.identity.hostname };
-  });
+  await j.step<AppliedIdentity>(p.name, 'identity', () => applyIdentity(adapter, p));
   const { serialFrom } = await j.step(p.name, 'start', async () => {
     const running = (await adapter.powerState(vm)) === 'running';
     // Only what this boot prints counts; a resumed run whose VM already runs reads the whole log.

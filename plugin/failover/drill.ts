@@ -12,9 +12,9 @@ import { protectionDir } from '../replication/layout.js';
 import { reclaimImages } from '../replication/replica/access.js';
 import { LABEL_FAILOVER, LABEL_PROTECTION, LABEL_ROLE, LABEL_TENANT, ROLE_DRILL } from '../targets/labels.js';
 import { targetSpec } from '../targets/provision.js';
-import { bootWithIdentity, type AppliedIdentityStep, type HealthStep } from './boot.js';
+import { bootWithIdentity, type HealthStep } from './boot.js';
+import { prepareBootDisks, releaseBootDisks } from './boot-disks.js';
 import { drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
-import { createOverlays, overlayPaths, removeOverlays } from './overlays.js';
 import { choosePoint, describePoint, releasePoint, type ChosenPoint } from './recovery-point.js';
 
 export interface DrillResult {
@@ -27,7 +27,7 @@ export function drillNames(ctx: RunContext, p: Protection) {
   const short = ctx.id.slice(-6);
   return {
     vm: `${p.target.vm}-drill-${short}`,
-    overlay: `drill-${ctx.id}`,
+    boot: `drill-${ctx.id}`,
     console: join(protectionDir(storageOf(ctx, p), p.name), `drill-${ctx.id}-console.log`),
   };
 }
@@ -57,7 +57,7 @@ export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResu
   };
   await j.step(p.name, 'define-drill-vm', async () => {
     await dr.ensureIsolatedNetwork({ name: bubble, labels: { [LABEL_ROLE]: ROLE_DRILL, [LABEL_FAILOVER]: ctx.id, ...(p.tenant ? { [LABEL_TENANT]: p.tenant } : {}) } });
-    const disks = await createOverlays(point, names.overlay, { adapter: dr, storage: storageOf(ctx, p), protection: p.name });
+    const disks = await prepareBootDisks(dr, point, names.boot, { storage: storageOf(ctx, p), protection: p.name });
     const exists = await dr.getVm(names.vm).then(
       () => true,
       (err: unknown) => (err instanceof VmdrError && err.code === 'VM_NOT_FOUND' ? false : Promise.reject(err)),
@@ -84,7 +84,6 @@ export async function removeDrill(ctx: RunContext, p: Protection): Promise<void>
   const names = drillNames(ctx, p);
   const point = j.result<ChosenPoint>(p.name, 'choose-point');
   const pinned = j.result<{ pinnedBefore: boolean }>(p.name, 'pin-point');
-  const identity = j.result<AppliedIdentityStep>(p.name, 'identity');
   await j.step(p.name, 'remove-drill-vm', async () => {
     const dr = await drAdapter(ctx, p);
     const gone = (err: unknown) => {
@@ -93,10 +92,11 @@ export async function removeDrill(ctx: RunContext, p: Protection): Promise<void>
     await dr.stop(names.vm, { mode: 'force' }).catch((err: unknown) => {
       if (!(err instanceof VmdrError && err.code === 'INVALID_POWER_STATE')) gone(err);
     });
+    // Before the VM goes: the VM's definition is what says where its identity is kept.
+    await dr.removeGuestIdentity(names.vm).catch(gone);
     await dr.undefine(names.vm).catch(gone);
-    if (point) await removeOverlays(overlayPaths(point, names.overlay));
+    if (point) await releaseBootDisks(dr, point, names.boot);
     await reclaimImages(storageOf(ctx, p), p.name);
-    if (identity) await rm(identity.seed, { force: true });
     await rm(names.console, { force: true });
     if (point && pinned && !pinned.pinnedBefore) releasePoint(replicasOf(ctx, p), p.name, point.id);
     return {};

@@ -8,6 +8,7 @@
  */
 import { basename } from 'node:path';
 import { serveImageOverNbd } from '../../hypervisors/qemu-nbd.js';
+import type { BootDisk } from '../../hypervisors/types.js';
 import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { freeLoopbackPort } from '../replication/sender/nbd-port.js';
@@ -19,7 +20,6 @@ import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, type RunContext } f
 import { copyDifferences, type CopyResult } from './copy-differences.js';
 import { NotFailedOver } from './errors.js';
 import { FailoverJournal } from './journal.js';
-import { overlayPaths } from './overlays.js';
 import type { ChosenPoint } from './recovery-point.js';
 import { fileSize } from './serial-health.js';
 
@@ -59,7 +59,14 @@ export async function failBackVm(ctx: RunContext, p: Protection, pre: FailbackPr
   });
   await j.step(p.name, 'final-delta', () => copyBack(ctx, p));
   await j.step(p.name, 'adopt-point', async () => {
-    const files = overlayPaths(point, `failover-${pre.failover}`).map((d) => ({ disk: d.target, file: basename(d.path) }));
+    // What the DR VM ran on, as the failover recorded it: files beside the point's images.
+    const prepared = original.result<{ disks: BootDisk[] }>(p.name, 'prepare-disks');
+    if (!prepared) {
+      throw new VmdrError('BOOT_DISKS_UNKNOWN', `failover ${pre.failover} of protection "${p.name}" recorded no boot disks: what its DR VM wrote cannot become a recovery point`, {
+        subject: { protection: p.name, failover: pre.failover },
+      });
+    }
+    const files = prepared.disks.map((d) => ({ disk: d.target, file: basename(d.path) }));
     const replicas = replicasOf(ctx, p);
     if (replicas.latestPoint(p.name)?.disks.every((d) => files.some((f) => f.file === basename(d.image)))) return { point: replicas.latestPoint(p.name)!.id };
     const adopted = replicas.adoptPoint(p.name, files, { time: new Date(), checkpoint: point.checkpoint }, () => {
@@ -69,7 +76,7 @@ export async function failBackVm(ctx: RunContext, p: Protection, pre: FailbackPr
     return { point: adopted.id };
   });
   await j.step(p.name, 'restore-target', async () => {
-    await restoreTarget(ctx, p, original);
+    await restoreTarget(ctx, p);
     return {};
   });
   const source = await ctx.sites.adapter(p.source.site);

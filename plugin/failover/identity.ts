@@ -1,46 +1,31 @@
 /**
  * Gives a target VM the network identity its protection asks for, before it boots: the NIC MACs
- * and networks in the VM definition, and the in-guest hostname and addresses through a NoCloud
- * seed with a fresh instance id (a new instance id is what makes cloud-init apply it again).
+ * and networks, and the in-guest hostname and addresses, through the DR adapter
+ * (applyGuestIdentity), with a fresh instance id (a new instance id is what makes the guest apply
+ * it again).
  */
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
-import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import type { GuestIdentity, HypervisorAdapter } from '../../hypervisors/types.js';
 import type { Protection } from '../config/schema.js';
-import { protectionDir } from '../replication/layout.js';
-import { writeIdentitySeed, type GuestIdentity } from './identity-seed.js';
 
 export interface AppliedIdentity {
   instanceId: string;
-  seed: string;
-  identity: GuestIdentity;
+  hostname: string;
+  /** Where the adapter keeps it, when it is a file. */
+  seed?: string;
 }
 
-/** Sets MACs and networks on the (stopped) target, writes its seed and attaches it. */
-export async function applyIdentity(adapter: HypervisorAdapter, p: Protection, storage: string): Promise<AppliedIdentity> {
-  let vm = await adapter.getVm(p.target.vm);
-  for (const [i, wanted] of p.target.nics.entries()) {
-    const nic = vm.nics[i];
-    if (!nic) continue;
-    if ((wanted.mac && nic.mac !== wanted.mac) || nic.network !== wanted.network) {
-      vm = await adapter.setNicIdentity(vm.name, nic.mac, { mac: wanted.mac, network: wanted.network });
-    }
-  }
-  const instanceId = `vmdr-${p.name}-${randomUUID()}`;
-  const identity: GuestIdentity = {
-    instanceId,
+export function guestIdentity(p: Protection): GuestIdentity {
+  return {
+    instanceId: `vmdr-${p.name}-${randomUUID()}`,
     hostname: p.target.hostname ?? p.target.vm,
-    // The seed names each NIC by the MAC it now has: a NIC without a configured MAC keeps the
-    // one the hypervisor gave it.
-    nics: p.target.nics.map((nic, i) => ({
-      mac: vm.nics[i]?.mac ?? nic.mac ?? '',
-      addresses: nic.addresses,
-      gateway: nic.gateway,
-      dns: nic.dns,
-    })),
+    nics: p.target.nics.map((nic) => ({ mac: nic.mac, network: nic.network, addresses: nic.addresses, gateway: nic.gateway, dns: nic.dns })),
   };
-  const seed = join(protectionDir(storage, p.name), `seed-${instanceId}.iso`);
-  await writeIdentitySeed(seed, identity);
-  await adapter.attachIdentitySeed(vm.name, seed);
-  return { instanceId, seed, identity };
+}
+
+/** On the (stopped) target `p.target.vm`. */
+export async function applyIdentity(adapter: HypervisorAdapter, p: Protection): Promise<AppliedIdentity> {
+  const identity = guestIdentity(p);
+  const applied = await adapter.applyGuestIdentity(p.target.vm, identity);
+  return { instanceId: identity.instanceId, hostname: identity.hostname, ...(applied.seed ? { seed: applied.seed } : {}) };
 }

@@ -5,17 +5,15 @@
  * stopped or fenced is started again. The replica chain was never written, so the next sync is an
  * ordinary one. This is the "explicit resync" way back; failback is the way that keeps DR changes.
  */
-import { rm } from 'node:fs/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
-import { baseImage } from '../replication/layout.js';
+import { baseImage, REPLICA_IMAGE_FORMAT } from '../replication/layout.js';
 import { reclaimImages } from '../replication/replica/access.js';
 import type { FailoverJournal } from './journal.js';
 import { roleOf, setRole } from '../state/roles.js';
 import { targetLabels } from '../targets/labels.js';
-import type { AppliedIdentityStep } from './boot.js';
 import { drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
-import { overlayPaths, removeOverlays } from './overlays.js';
+import { failoverBoot, releaseBootDisks } from './boot-disks.js';
 import { releasePoint, type ChosenPoint } from './recovery-point.js';
 
 export async function revertVm(ctx: RunContext, p: Protection, original: FailoverJournal): Promise<void> {
@@ -26,9 +24,9 @@ export async function revertVm(ctx: RunContext, p: Protection, original: Failove
     return {};
   });
   await j.step(p.name, 'restore-target', async () => {
-    await restoreTarget(ctx, p, original);
+    await restoreTarget(ctx, p);
     const point = original.result<ChosenPoint>(p.name, 'choose-point');
-    if (point) await removeOverlays(overlayPaths(point, `failover-${original.failover}`));
+    if (point) await releaseBootDisks(dr, point, failoverBoot(original.failover));
     return {};
   });
   await j.step(p.name, 'resume-replication', async () => {
@@ -52,19 +50,18 @@ export async function revertVm(ctx: RunContext, p: Protection, original: Failove
 }
 
 /**
- * The target goes back to being the pre-staged replica target: no seed, its disks the replica's
- * base images, labelled (and so guarded) as a target again. What it booted from is the caller's.
+ * The target goes back to being the pre-staged replica target: no guest identity, its disks the
+ * replica's base images, labelled (and so guarded) as a target again. What it booted from is the
+ * caller's.
  */
-export async function restoreTarget(ctx: RunContext, p: Protection, original: FailoverJournal): Promise<void> {
+export async function restoreTarget(ctx: RunContext, p: Protection): Promise<void> {
   const dr = await drAdapter(ctx, p);
   const storage = storageOf(ctx, p);
-  await dr.detachIdentitySeed(p.target.vm);
+  await dr.removeGuestIdentity(p.target.vm);
   const vm = await dr.getVm(p.target.vm);
   const disks = vm.disks.filter((d) => d.device === 'disk' && !d.identitySeed);
-  await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), format: 'qcow2' as const })));
+  await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), format: REPLICA_IMAGE_FORMAT })));
   await dr.setLabels(p.target.vm, targetLabels(p.name, p.tenant));
-  const identity = original.result<AppliedIdentityStep>(p.name, 'identity');
-  if (identity) await rm(identity.seed, { force: true });
   // The target is off: the point images libvirt lent to its QEMU come back to vmdr.
   await reclaimImages(storage, p.name);
 }

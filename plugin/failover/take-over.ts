@@ -16,7 +16,7 @@ import { LABEL_FAILOVER, LABEL_ROLE, ROLE_PROMOTED, targetLabels } from '../targ
 import { bootWithIdentity, type HealthStep } from './boot.js';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
 import { NoRecoveryPoint } from './errors.js';
-import { createOverlays } from './overlays.js';
+import { failoverBoot, prepareBootDisks } from './boot-disks.js';
 import type { Preflight } from './preflight.js';
 import { choosePoint, describePoint, type ChosenPoint } from './recovery-point.js';
 
@@ -71,8 +71,7 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
   });
   const dr = await drAdapter(ctx, p);
   await j.step(p.name, 'prepare-disks', async () => {
-    const disks = await createOverlays(point, `failover-${ctx.id}`, { adapter: dr, storage: storageOf(ctx, p), protection: p.name });
-    await dr.setDiskImages(p.target.vm, disks);
+    const disks = await prepareBootDisks(dr, point, failoverBoot(ctx.id), { storage: storageOf(ctx, p), protection: p.name, vm: p.target.vm });
     return { disks };
   });
   await j.step(p.name, 'promote', async () => {

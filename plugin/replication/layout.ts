@@ -4,6 +4,9 @@
  */
 import { join } from 'node:path';
 
+/** The replica's images are qcow2 (a chain of overlays needs backing files): the base too. */
+export const REPLICA_IMAGE_FORMAT = 'qcow2';
+
 export function protectionDir(storage: string, protection: string): string {
   return join(storage, protection);
 }

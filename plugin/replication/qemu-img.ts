@@ -1,29 +1,13 @@
 /**
- * The few qemu-img operations the replica store needs, each one argv array (never a shell string)
- * and each failure an ImageOperationFailed carrying qemu-img's own last line.
+ * The few qemu-img operations the replica store needs, run through the one qemu-img runner
+ * (hypervisors/qemu-img.ts, which the libvirt adapter shares).
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { ImageOperationFailed } from './errors.js';
-
-const exec = promisify(execFile);
+import { qemuImg } from '../../hypervisors/qemu-img.js';
 
 export interface ImageInfo {
   format: string;
   virtualSize: number;
   backingFile?: string;
-}
-
-/** Runs qemu-img; `cwd` resolves relative names (the replica chain's bare backing file names). */
-export async function qemuImg(operation: string, file: string, args: string[], options: { cwd?: string } = {}): Promise<string> {
-  try {
-    const { stdout } = await exec('qemu-img', args, { cwd: options.cwd, maxBuffer: 16 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const stderr = String((err as { stderr?: string }).stderr ?? '').trim();
-    const detail = stderr.split('\n').pop()?.replace(/^qemu-img: /, '') || (err as Error).message;
-    throw new ImageOperationFailed(operation, file, detail, err);
-  }
 }
 
 export async function createImage(file: string, options: { sizeBytes: number; format?: 'qcow2' | 'raw'; backing?: string }): Promise<void> {

@@ -17,7 +17,7 @@ import type { HypervisorAdapter, TaskOptions, VmInfo, VmSpec } from '../../hyper
 import { NetworkNotFound, VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
-import { baseImage, protectionDir, serialLog } from '../replication/layout.js';
+import { baseImage, protectionDir, REPLICA_IMAGE_FORMAT, serialLog } from '../replication/layout.js';
 import { createImage, imageInfo } from '../replication/qemu-img.js';
 import { letHypervisorReach, makeReplicaDir } from '../replication/replica/access.js';
 import { growTo } from '../replication/replica/images.js';
@@ -182,13 +182,14 @@ async function ensureBaseImage(storage: string, disk: TargetDisk, source: VmInfo
   await createImage(disk.path, { sizeBytes: disk.capacityBytes });
 }
 
-export function targetSpec(p: Protection, storage: string, disks: { target: string; path: string }[]): VmSpec {
+/** `disks`: the replica's base images (pre-staging), or a boot's disks in their own format (a drill). */
+export function targetSpec(p: Protection, storage: string, disks: { target: string; path: string; format?: 'qcow2' | 'raw' }[]): VmSpec {
   return {
     name: p.target.vm,
     memoryMiB: p.target.memoryMiB,
     vcpus: p.target.vcpus,
     boot: p.target.boot,
-    disks: disks.map((d) => ({ path: d.path, format: 'qcow2', target: d.target })),
+    disks: disks.map((d) => ({ path: d.path, format: d.format ?? REPLICA_IMAGE_FORMAT, target: d.target })),
     nics: p.target.nics.map((n) => ({ network: n.network, mac: n.mac })),
     serialLog: serialLog(storage, p.name),
     labels: targetLabels(p.name, p.tenant),

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -15,7 +16,8 @@ import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
 const URI = 'qemu:///system';
-const MAC = '52:54:00:d9:00:01';
+// Its own per run: preflight refuses a MAC a running VM has, and other runs of this suite may be running.
+const MAC = `52:54:00:d9:${[...randomBytes(2)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
 
 describe('vmdr failover on the lab (qemu:///system)', function () {
   this.timeout(600_000);
@@ -153,6 +155,8 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     await assert.rejects(virsh('dominfo', drillVm), 'the drill VM is gone');
     const networks = await virsh('net-list', '--all', '--name');
     assert.ok(!networks.includes(`vmdr-drill-${r.report!.id.slice(-6)}`), networks);
+    const files = (await exec('find', [join(vm.dir, 'replicas'), '-name', `drill-${r.report!.id}*`, '-o', '-name', 'seed-*'])).stdout.trim();
+    assert.equal(files, '', 'the drill removed its boot disks and its seed');
     assert.equal(await state(vm.name), 'running');
     assert.equal(await state(target()), 'shut off');
     const points = JSON.parse((await vmdr('points', p(), '--json')).stdout) as { id: string; pinned?: boolean }[];

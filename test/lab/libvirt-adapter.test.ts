@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, rm, writeFile } from 'node:fs/promises';
+import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
@@ -127,7 +127,7 @@ describe('libvirt adapter on qemu:///system with the lab guest', function () {
   it('will not change a running VM’s identity', async () => {
     const err = await rejectsWith(adapter.setNicIdentity(vm, mac1, { mac: mac2 }), 'INVALID_POWER_STATE');
     assert.deepEqual(err.subject, { vm, host: URI, state: 'running' });
-    await rejectsWith(adapter.attachIdentitySeed(vm, join(dir, 'seed.iso')), 'INVALID_POWER_STATE');
+    await rejectsWith(adapter.applyGuestIdentity(vm, { instanceId: `test-instance-${suffix}`, hostname: 'test-running', nics: [] }), 'INVALID_POWER_STATE');
   });
 
   it('stops gracefully within a deadline, or says it could not; gives up on abort; forces when asked', async () => {
@@ -158,25 +158,31 @@ describe('libvirt adapter on qemu:///system with the lab guest', function () {
     await adapter.stop(vm, { mode: 'force' });
   });
 
-  it('attaches an identity seed the guest reads at boot, and detaches it', async () => {
-    const seedDir = join(dir, 'seed');
-    await mkdir(seedDir);
-    await writeFile(join(seedDir, 'meta-data'), `instance-id: test-instance-${suffix}\nlocal-hostname: test-seeded-${suffix}\n`);
-    await writeFile(join(seedDir, 'user-data'), '#cloud-config\n');
-    const iso = join(dir, 'seed.iso');
-    await exec('xorriso', ['-as', 'mkisofs', '-quiet', '-V', 'cidata', '-J', '-r', '-o', iso, seedDir]);
-
-    await adapter.attachIdentitySeed(vm, iso);
+  it('gives the guest the identity it reads at boot (MAC, network, hostname, address), and takes it away', async () => {
+    const applied = await adapter.applyGuestIdentity(vm, {
+      instanceId: `test-instance-${suffix}`,
+      hostname: `test-seeded-${suffix}`,
+      nics: [{ mac: mac1, network: netA, addresses: ['192.0.2.41/24'], gateway: '192.0.2.1', dns: ['192.0.2.53'] }],
+    });
+    assert.deepEqual(applied.nics, [{ mac: mac1, network: netA }]);
+    assert.equal(applied.seed, join(dir, `seed-test-instance-${suffix}.iso`));
     const seeded = await adapter.getVm(vm);
-    assert.deepEqual(seeded.disks.at(-1), { target: 'vdb', device: 'disk', path: iso, format: 'raw', bus: 'virtio', identitySeed: true, capacityBytes: seeded.disks.at(-1)?.capacityBytes });
+    assert.deepEqual(seeded.disks.at(-1), { target: 'vdb', device: 'disk', path: applied.seed, format: 'raw', bus: 'virtio', identitySeed: true, capacityBytes: seeded.disks.at(-1)?.capacityBytes });
     const guest = await bootAndRead();
     assert.equal(guest.seed, 'yes');
     assert.equal(guest.hostname, `test-seeded-${suffix}`);
     assert.equal(guest.instance, `test-instance-${suffix}`);
+    assert.equal(guest.mac, mac1);
+    assert.equal(guest['mac-match'], 'yes');
+    assert.equal(guest.ip, '192.0.2.41/24');
+    assert.equal(guest.gw, '192.0.2.1');
+    assert.equal(guest.dns, '192.0.2.53');
+    assert.equal((await adapter.getVm(vm)).nics[0]?.bridge, (await network(netA)).bridge);
     await adapter.stop(vm, { mode: 'force' });
 
-    await adapter.detachIdentitySeed(vm);
+    await adapter.removeGuestIdentity(vm);
     assert.deepEqual((await adapter.getVm(vm)).disks.map((d) => d.path), [disk]);
+    await assert.rejects(access(applied.seed!), { code: 'ENOENT' });
   });
 
   it('undefines the VM but leaves its disk image, and the checkpoint bitmaps inside it, alone', async () => {

@@ -93,7 +93,7 @@ protections:
     await adapter.stop(source, { mode: 'force' });
     await copyImage(src.disks[0]!.path!, baseImage(storage, 'web', 'vda'));
     const protection = config().protections[0]!;
-    const applied = await applyIdentity(adapter, protection, storage);
+    const applied = await applyIdentity(adapter, protection);
     const log = serialLog(storage, 'web');
     const from = await fileSize(log);
     await adapter.start(target);

@@ -159,42 +159,17 @@ describe('libvirt adapter on the test driver', () => {
     assert.match(err.message, /2 NICs have this MAC/);
   });
 
-  it('attaches an identity seed as the last disk, replaces it, and detaches it', async () => {
-    const s = spec();
-    await adapter.defineVm(s);
-    await adapter.attachIdentitySeed(s.name, join(dir, 'seed-1.iso'));
-    let disks = (await adapter.getVm(s.name)).disks;
-    assert.deepEqual(disks.at(-1), { target: 'vdb', device: 'disk', path: join(dir, 'seed-1.iso'), format: 'raw', bus: 'virtio', identitySeed: true });
-
-    await adapter.attachIdentitySeed(s.name, join(dir, 'seed-2.iso'));
-    disks = (await adapter.getVm(s.name)).disks;
-    assert.deepEqual(
-      disks.map((d) => [d.target, d.path]),
-      [
-        ['vda', join(dir, 'vda.qcow2')],
-        ['vdb', join(dir, 'seed-2.iso')],
-      ],
-    );
-
-    await adapter.detachIdentitySeed(s.name);
-    assert.deepEqual((await adapter.getVm(s.name)).disks.map((d) => d.target), ['vda']);
-    await adapter.detachIdentitySeed(s.name);
-
-    await adapter.start(s.name);
-    await rejectsWith(adapter.attachIdentitySeed(s.name, join(dir, 'seed-3.iso')), 'INVALID_POWER_STATE');
-    await adapter.stop(s.name, { mode: 'force' });
-  });
-
   it('adds a disk to a VM that is off, beside an identity seed, and refuses a target already taken', async () => {
     const s = spec();
     await adapter.defineVm(s);
-    await adapter.attachIdentitySeed(s.name, join(dir, 'seed.iso'));
+    const { seed } = await adapter.applyGuestIdentity(s.name, { instanceId: 'vmdr-test-seed', hostname: 'test-seeded', nics: [] });
+    assert.equal(seed, join(dir, 'seed-vmdr-test-seed.iso'));
     const vm = await adapter.addDisk(s.name, { path: join(dir, 'vdc.qcow2'), format: 'qcow2', target: 'vdc' });
     assert.deepEqual(
       vm.disks.map((d) => [d.target, d.path, d.identitySeed ?? false]),
       [
         ['vda', join(dir, 'vda.qcow2'), false],
-        ['vdb', join(dir, 'seed.iso'), true],
+        ['vdb', seed, true],
         ['vdc', join(dir, 'vdc.qcow2'), false],
       ],
     );

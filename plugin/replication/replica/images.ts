@@ -5,7 +5,7 @@
  */
 import { open, rm } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { qemuImg } from '../qemu-img.js';
+import { qemuImg } from '../../../hypervisors/qemu-img.js';
 
 /** qemu-img run in the image's own directory, where its bare backing file name resolves. */
 const qemuImgHere = (operation: string, file: string, args: string[]) => qemuImg(operation, file, args, { cwd: dirname(file) });
