@@ -39,8 +39,16 @@ export interface VmInfo {
   vcpus: number;
   disks: DiskInfo[];
   nics: NicInfo[];
-  /** Who owns it: vmdr marks the VMs it made (role, tenant, protection). Empty for foreign VMs. */
+  /**
+   * vmdr's marks: on the VMs it made (role, tenant, protection), and on a source VM it fenced
+   * (role=fenced). Empty on a VM vmdr never marked.
+   */
   labels: Record<string, string>;
+  /**
+   * The hypervisor starts the VM when it starts itself (libvirt's autostart). Read by getVm only
+   * (listVms leaves it out), and absent where the hypervisor cannot tell.
+   */
+  autostart?: boolean;
 }
 
 export interface DiskSpec {
@@ -269,8 +277,14 @@ export interface HypervisorAdapter {
    * guest target (vdc ...) is required and must be free on the VM.
    */
   addDisk(vm: string, disk: DiskSpec & { target: string }): Promise<VmInfo>;
-  /** Replaces the labels of a VM vmdr made (the VM may run): how a target's role changes. */
+  /**
+   * Replaces vmdr's labels on any VM, one vmdr made (how a target's role changes) or not (how a
+   * source is fenced); an empty set removes vmdr's mark altogether. They are written to the
+   * definition the VM boots from next, so set them while the VM is off to see them in getVm.
+   */
   setLabels(vm: string, labels: Record<string, string>): Promise<void>;
+  /** Whether the hypervisor starts the VM when it starts itself (libvirt's autostart). */
+  setAutostart(vm: string, autostart: boolean): Promise<void>;
   /** Attaches (or replaces) a read-only identity seed image (NoCloud ISO) as the VM's last disk. */
   attachIdentitySeed(vm: string, isoPath: string): Promise<void>;
   detachIdentitySeed(vm: string): Promise<void>;

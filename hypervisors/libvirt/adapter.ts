@@ -3,7 +3,7 @@
  * virsh for what the binding lacks (networks, undefine flags, block sizes, the guest agent).
  */
 import { DomainGetXMLDescFlags } from '@unraid/libvirt';
-import { CleanupFailed, InvalidPowerState, NotManagedByVmdr, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
+import { CleanupFailed, InvalidPowerState, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
 import type {
   ChangeTracker,
   DiskSpec,
@@ -20,7 +20,7 @@ import type {
 import { LibvirtConnection, type Domain } from './connection.js';
 import { diskCapacities } from './disk-sizes.js';
 import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
-import { readLabels, setLabels } from './labels.js';
+import { removeLabels, setLabels } from './labels.js';
 import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
 import { LibvirtChangeTracker } from './change-tracker.js';
 import { readImageUser } from './image-user.js';
@@ -68,7 +68,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
 
   async getVm(ref: string): Promise<VmInfo> {
     const info = await this.describe(await this.conn.lookup(ref), ref);
-    await this.addCapacities(info);
+    await Promise.all([this.addCapacities(info), this.addAutostart(info)]);
     return info;
   }
 
@@ -178,14 +178,22 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return this.describe(domain, vm);
   }
 
-  /** The persistent definition and, when the VM runs, the live one: labels are metadata only. */
+  /** The persistent definition, which a running VM takes at its next boot: labels are metadata only. */
   async setLabels(vm: string, labels: Record<string, string>): Promise<void> {
     const domain = await this.conn.lookup(vm);
     await this.redefine(domain, vm, (xml) => {
-      if (readLabels(xml) === undefined) throw new NotManagedByVmdr('VM', vm, this.uri, { vm });
+      if (Object.keys(labels).length === 0) return removeLabels(xml);
       setLabels(xml, labels);
       return true;
     });
+  }
+
+  /** Through virsh: the binding has no autostart call. */
+  async setAutostart(vm: string, autostart: boolean): Promise<void> {
+    const domain = await this.conn.lookup(vm);
+    if (!this.conn.virshSharesState) throw new Unsupported('autostart (virsh cannot share the in-process test driver)', this.uri);
+    const uuid = await this.conn.call({ operation: 'read VM UUID', vm }, (h) => h.domainGetUUIDString(domain));
+    await virsh(this.uri, ['autostart', ...(autostart ? [] : ['--disable']), '--domain', uuid], { operation: autostart ? 'turn autostart on' : 'turn autostart off', vm });
   }
 
   async attachIdentitySeed(vm: string, isoPath: string): Promise<void> {
@@ -260,6 +268,14 @@ export class LibvirtAdapter implements HypervisorAdapter {
       const bytes = capacity.get(disk.target);
       if (bytes !== undefined) disk.capacityBytes = bytes;
     }
+  }
+
+  private async addAutostart(info: VmInfo): Promise<void> {
+    // The binding has no autostart call, and virsh cannot see the test driver's VMs.
+    if (!this.conn.virshSharesState) return;
+    const out = await virsh(this.uri, ['dominfo', '--domain', info.id], { operation: 'read autostart', vm: info.name });
+    const value = /^Autostart:\s*(\S+)/m.exec(out)?.[1];
+    if (value === 'enable' || value === 'disable') info.autostart = value === 'enable';
   }
 
   private async requireOff(domain: Domain, vm: string, wanted: string): Promise<void> {

@@ -12,10 +12,17 @@
  * A protection whose source VM is another machine than the one its points are of (the cycle is
  * refused with SOURCE_IDENTITY_CHANGED before it captures anything) pauses the same way: said
  * once, no RPO alert, one look every 30 s, on by itself after `vmdr protect --replace-source`.
+ *
+ * A failed-over protection's source must not run beside its DR twin: when the loop learns of the
+ * failover (the first answer of the DR site after it, which is also the first thing a starting
+ * `vmdr serve` asks before it touches the VM), it fences the source VM on this site (plugin/sites/
+ * fence.ts) and says so once. A source site that was cut off during an unplanned failover is fenced
+ * this way when it comes back. A failback or a revert lifts the fence before it starts the source.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
+import { fenceSource } from '../sites/fence.js';
 import { roleOf } from '../state/roles.js';
 import { syncProtection, type SyncResult } from './sync.js';
 
@@ -46,6 +53,10 @@ export interface CycleReport {
   paused?: { reason: 'failed-over'; failover: string | null } | { reason: 'source-replaced'; error: VmdrError };
   /** On the first committed cycle after a pause. */
   resumed?: true;
+  /** Once per failover: the loop fenced the source VM (it was not fenced yet). */
+  fenced?: { vm: string; failover: string | null; fencedAt: string; was: string };
+  /** The source should be fenced and could not be; the loop tries again at its next look. */
+  fenceFailed?: { vm: string; failover: string | null; error: unknown };
 }
 
 /** How long from one cycle's start to the next: back to back for continuous protections, else rpo/2. */
@@ -74,12 +85,27 @@ export async function replicateContinuously(
     if (paused !== why.reason) options.onCycle?.({ protection: protection.name, paused: why });
     paused = why.reason;
   };
+  /** The failover the source was fenced for: fenced once per failover, not at every look. */
+  let fencedFor: string | null | undefined;
+  const fence = async (failover: string | null) => {
+    if (fencedFor !== undefined && fencedFor === failover) return;
+    const vm = protection.source.vm;
+    try {
+      const source = await deps.sites.adapter(protection.source.site);
+      const done = await fenceSource(source, vm, { protection: protection.name, failover: failover ?? 'unknown' });
+      fencedFor = failover;
+      if (!done.already) options.onCycle?.({ protection: protection.name, fenced: { vm, failover, fencedAt: done.fencedAt, was: done.was } });
+    } catch (error) {
+      if (!signal.aborted) options.onCycle?.({ protection: protection.name, fenceFailed: { vm, failover, error } });
+    }
+  };
   const wait = (ms: number) => sleep(ms, undefined, { signal }).catch(() => undefined);
   while (!signal.aborted) {
     // Where the DR site is this host, its state file says so without a cycle.
     const role = roleOf(deps.state.db, protection.name);
     if (role.role === 'failed-over') {
       pause({ reason: 'failed-over', failover: role.failover });
+      await fence(role.failover);
       await wait(LOCAL_ROLE_POLL_MS);
       continue;
     }
@@ -90,6 +116,7 @@ export async function replicateContinuously(
       newest = result.point.time;
       options.onCycle?.({ protection: protection.name, result, ...lag(), ...(paused ? { resumed: true as const } : {}) });
       paused = undefined;
+      fencedFor = undefined;
       backoff = 1_000;
       // A shut-off VM's disks do not change: cycling back to back would ship the same
       // pre-shutdown writes again and again. Look again at rpo/2, or sooner if asked.
@@ -100,7 +127,9 @@ export async function replicateContinuously(
       previous = undefined;
       if (signal.aborted) break;
       if (error instanceof VmdrError && error.code === 'PROTECTION_FAILED_OVER') {
-        pause({ reason: 'failed-over', failover: typeof error.subject.failover === 'string' ? error.subject.failover : null });
+        const failover = typeof error.subject.failover === 'string' ? error.subject.failover : null;
+        pause({ reason: 'failed-over', failover });
+        await fence(failover);
         // The role lives on the DR host: unless this host's state has it (read above), try again later.
         if (roleOf(deps.state.db, protection.name).role !== 'failed-over') await wait(FAILED_OVER_RECHECK_MS);
         continue;
