@@ -23,7 +23,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { fenceSource } from '../sites/fence.js';
+import { resolveSource } from '../protections/source-identity.js';
 import { roleOf } from '../state/roles.js';
+import { recordedSource } from '../state/sources.js';
 import { syncProtection, type SyncResult } from './sync.js';
 
 type Deps = Parameters<typeof syncProtection>[1];
@@ -87,16 +89,26 @@ export async function replicateContinuously(
   };
   /** The failover the source was fenced for: fenced once per failover, not at every look. */
   let fencedFor: string | null | undefined;
-  const fence = async (failover: string | null) => {
+  /** The last failure to fence, said again only when it changes (the loop retries at every look). */
+  let fenceProblem: string | undefined;
+  /**
+   * `recorded` reads the DR site's record of the source's identity (from where the role was read):
+   * the VM fenced is the one the points are of, never another machine that took its name since.
+   */
+  const fence = async (failover: string | null, recorded: () => Promise<{ uuid: string } | undefined>) => {
     if (fencedFor !== undefined && fencedFor === failover) return;
-    const vm = protection.source.vm;
+    let vm = protection.source.vm;
     try {
       const source = await deps.sites.adapter(protection.source.site);
+      vm = (await resolveSource(source, protection.name, vm, await recorded())).vm;
       const done = await fenceSource(source, vm, { protection: protection.name, failover: failover ?? 'unknown' });
       fencedFor = failover;
+      fenceProblem = undefined;
       if (!done.already) options.onCycle?.({ protection: protection.name, fenced: { vm, failover, fencedAt: done.fencedAt, was: done.was } });
     } catch (error) {
-      if (!signal.aborted) options.onCycle?.({ protection: protection.name, fenceFailed: { vm, failover, error } });
+      const problem = error instanceof Error ? error.message : String(error);
+      if (!signal.aborted && problem !== fenceProblem) options.onCycle?.({ protection: protection.name, fenceFailed: { vm, failover, error } });
+      fenceProblem = problem;
     }
   };
   const wait = (ms: number) => sleep(ms, undefined, { signal }).catch(() => undefined);
@@ -105,7 +117,10 @@ export async function replicateContinuously(
     const role = roleOf(deps.state.db, protection.name);
     if (role.role === 'failed-over') {
       pause({ reason: 'failed-over', failover: role.failover });
-      await fence(role.failover);
+      await fence(role.failover, async () => {
+        const row = recordedSource(deps.state.db, protection.name);
+        return row && { uuid: row.vmUuid };
+      });
       await wait(LOCAL_ROLE_POLL_MS);
       continue;
     }
@@ -129,7 +144,7 @@ export async function replicateContinuously(
       if (error instanceof VmdrError && error.code === 'PROTECTION_FAILED_OVER') {
         const failover = typeof error.subject.failover === 'string' ? error.subject.failover : null;
         pause({ reason: 'failed-over', failover });
-        await fence(failover);
+        await fence(failover, () => deps.receiver.recordedSource(protection.name));
         // The role lives on the DR host: unless this host's state has it (read above), try again later.
         if (roleOf(deps.state.db, protection.name).role !== 'failed-over') await wait(FAILED_OVER_RECHECK_MS);
         continue;
