@@ -279,8 +279,8 @@ export interface HypervisorAdapter {
   addDisk(vm: string, disk: DiskSpec & { target: string }): Promise<VmInfo>;
   /**
    * Replaces vmdr's labels on any VM, one vmdr made (how a target's role changes) or not (how a
-   * source is fenced); an empty set removes vmdr's mark altogether. They are written to the
-   * definition the VM boots from next, so set them while the VM is off to see them in getVm.
+   * source is fenced); an empty set removes vmdr's mark altogether. The VM may run: labels are
+   * read from, and written to, the definition it boots from next.
    */
   setLabels(vm: string, labels: Record<string, string>): Promise<void>;
   /** Whether the hypervisor starts the VM when it starts itself (libvirt's autostart). */

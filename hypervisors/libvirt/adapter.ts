@@ -20,7 +20,7 @@ import type {
 import { LibvirtConnection, type Domain } from './connection.js';
 import { diskCapacities } from './disk-sizes.js';
 import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
-import { removeLabels, setLabels } from './labels.js';
+import { readLabels, removeLabels, setLabels } from './labels.js';
 import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
 import { LibvirtChangeTracker } from './change-tracker.js';
 import { readImageUser } from './image-user.js';
@@ -178,7 +178,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return this.describe(domain, vm);
   }
 
-  /** The persistent definition, which a running VM takes at its next boot: labels are metadata only. */
+  /** The persistent definition, which getVm reads them from (a running VM too): labels are metadata only. */
   async setLabels(vm: string, labels: Record<string, string>): Promise<void> {
     const domain = await this.conn.lookup(vm);
     await this.redefine(domain, vm, (xml) => {
@@ -257,6 +257,12 @@ export class LibvirtAdapter implements HypervisorAdapter {
     const xml = await this.conn.call({ operation: 'read VM definition', vm }, (h) => h.domainGetXMLDesc(domain));
     const info = parseDomainXml(xml, 'unknown', this.uri);
     info.powerState = await powerState(this.conn, domain, info.name);
+    if (info.powerState !== 'shutoff') {
+      // Labels are what vmdr wrote last (setLabels writes the persistent definition): a running
+      // VM's live definition still has the ones it booted with.
+      const persistent = await this.conn.call({ operation: 'read VM definition', vm: info.name }, (h) => h.domainGetXMLDesc(domain, DomainGetXMLDescFlags.INACTIVE));
+      info.labels = readLabels(parseDomain(persistent, this.uri)) ?? {};
+    }
     return info;
   }
 

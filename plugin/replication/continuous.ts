@@ -22,7 +22,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
-import { fenceSource } from '../sites/fence.js';
+import { fenceSource, unfenceSource } from '../sites/fence.js';
 import { resolveSource } from '../protections/source-identity.js';
 import { roleOf } from '../state/roles.js';
 import { recordedSource } from '../state/sources.js';
@@ -57,8 +57,10 @@ export interface CycleReport {
   resumed?: true;
   /** Once per failover: the loop fenced the source VM (it was not fenced yet). */
   fenced?: { vm: string; failover: string | null; fencedAt: string; was: string };
+  /** On resuming after a failover: the fence the loop (or the failover) left on the source was lifted. */
+  unfenced?: { vm: string; failover: string };
   /** The source should be fenced and could not be; the loop tries again at its next look. */
-  fenceFailed?: { vm: string; failover: string | null; error: unknown };
+  fenceFailed?: { vm: string; failover: string | null; error: unknown; lifting?: true };
 }
 
 /** How long from one cycle's start to the next: back to back for continuous protections, else rpo/2. */
@@ -89,6 +91,8 @@ export async function replicateContinuously(
   };
   /** The failover the source was fenced for: fenced once per failover, not at every look. */
   let fencedFor: string | null | undefined;
+  /** A fence may be left on the source: at the loop's start (a revert while it was down), and after a failover. */
+  let staleFence = true;
   /** The last failure to fence, said again only when it changes (the loop retries at every look). */
   let fenceProblem: string | undefined;
   /**
@@ -103,12 +107,28 @@ export async function replicateContinuously(
       vm = (await resolveSource(source, protection.name, vm, await recorded())).vm;
       const done = await fenceSource(source, vm, { protection: protection.name, failover: failover ?? 'unknown' });
       fencedFor = failover;
+      staleFence = true;
       fenceProblem = undefined;
       if (!done.already) options.onCycle?.({ protection: protection.name, fenced: { vm, failover, fencedAt: done.fencedAt, was: done.was } });
     } catch (error) {
       const problem = error instanceof Error ? error.message : String(error);
       if (!signal.aborted && problem !== fenceProblem) options.onCycle?.({ protection: protection.name, fenceFailed: { vm, failover, error } });
       fenceProblem = problem;
+    }
+  };
+  /**
+   * The failover is over (a failback or a revert gave the replica back, or this cycle would not
+   * have committed): a fence left on the source has done its job. A revert of a failover whose
+   * source was off starts nothing, and would otherwise leave it fenced for good. Not started here:
+   * whether it runs is the failback's or the revert's, or the operator's, call.
+   */
+  const unfence = async (vm: string) => {
+    try {
+      const lifted = await unfenceSource(await deps.sites.adapter(protection.source.site), vm, { protection: protection.name });
+      if (lifted) options.onCycle?.({ protection: protection.name, unfenced: { vm, failover: lifted.failover } });
+    } catch (error) {
+      // The next pause and resume tries again; replication itself is fine.
+      options.onCycle?.({ protection: protection.name, fenceFailed: { vm, failover: null, error, lifting: true } });
     }
   };
   const wait = (ms: number) => sleep(ms, undefined, { signal }).catch(() => undefined);
@@ -130,6 +150,8 @@ export async function replicateContinuously(
       previous = result;
       newest = result.point.time;
       options.onCycle?.({ protection: protection.name, result, ...lag(), ...(paused ? { resumed: true as const } : {}) });
+      if (staleFence) await unfence(result.source.vm);
+      staleFence = false;
       paused = undefined;
       fencedFor = undefined;
       backoff = 1_000;

@@ -52,36 +52,37 @@ export interface FenceResult extends SourceFence {
 }
 
 /**
- * Fences source VM `vm`: powered off (forced) when it runs, labelled, autostart off. Idempotent: a
+ * Fences source VM `vm`: labelled, autostart off, powered off (forced) when it runs. Idempotent: a
  * VM fenced before keeps its first fence's time and the autostart and labels it had before it;
  * only the failover is the newest. A step that failed half way is completed by the next call.
  */
 export async function fenceSource(adapter: HypervisorAdapter, vm: string, by: { protection: string; failover: string }): Promise<FenceResult> {
   const info = await adapter.getVm(vm);
   const was: PowerState = info.powerState;
-  // Off first: the labels go to the definition the VM boots from next, which a running VM's live
-  // definition does not show, so a fence half done (off, not yet labelled) is read right next time.
-  if (was !== 'shutoff') await adapter.stop(vm, { mode: 'force' });
   const earlier = fenceOf(info);
   const mark: FenceMark = earlier
     ? { ...earlier, protection: by.protection, failover: by.failover }
     : { ...by, fencedAt: new Date().toISOString(), autostart: info.autostart ?? false, before: info.labels };
+  // Marked first, then off: there is no moment when the VM is off and a plain start would be let
+  // through. The mark keeps the autostart the VM had, so a fence half done is completed right.
   const labels = fenceLabels(mark);
   const relabel = !sameLabels(labels, info.labels);
   if (relabel) await adapter.setLabels(vm, labels);
   // Undefined: the hypervisor cannot tell (libvirt's test driver), and has no autostart to turn off.
   if (info.autostart) await adapter.setAutostart(vm, false);
+  if (was !== 'shutoff') await adapter.stop(vm, { mode: 'force' });
   return { fencedAt: mark.fencedAt, was, already: was === 'shutoff' && !relabel && !info.autostart };
 }
 
 /**
  * Lifts the fence: the autostart the VM had comes back, then the labels it had (none on a VM vmdr
- * did not make). Resolves with the fence lifted; undefined when the VM was not fenced.
+ * did not make). Resolves with the fence lifted; undefined when the VM was not fenced (or, with
+ * `protection`, not fenced for that protection).
  */
-export async function unfenceSource(adapter: HypervisorAdapter, vm: string): Promise<FenceMark | undefined> {
+export async function unfenceSource(adapter: HypervisorAdapter, vm: string, only?: { protection: string }): Promise<FenceMark | undefined> {
   const info = await adapter.getVm(vm);
   const mark = fenceOf(info);
-  if (!mark) return undefined;
+  if (!mark || (only && mark.protection !== only.protection)) return undefined;
   // Autostart first: with the labels gone, a second call could no longer tell what to put back.
   if (mark.autostart && info.autostart === false) await adapter.setAutostart(vm, true);
   await adapter.setLabels(vm, mark.before);

@@ -36,13 +36,21 @@ export function reportCycle(say: Say, protection: Protection, c: CycleReport): v
         `it starts again with \`vmdr failback ${c.protection}\` or \`vmdr failover ${c.protection} --revert\``,
     );
   }
+  if (c.unfenced) {
+    return say(
+      { event: 'source-unfenced', protection: c.protection, vm: c.unfenced.vm, failover: c.unfenced.failover },
+      `${c.protection}: lifted the fence of failover ${c.unfenced.failover} from source VM ${c.unfenced.vm}: the protection replicates again`,
+    );
+  }
   if (c.fenceFailed) {
     const f = c.fenceFailed;
     const message = f.error instanceof Error ? f.error.message : String(f.error);
     const code = f.error instanceof VmdrError ? f.error.code : 'INTERNAL';
     return say(
-      { event: 'fence-failed', protection: c.protection, vm: f.vm, failover: f.failover, error: message, code },
-      `${c.protection}: ALERT: the protection is failed over and its source VM ${f.vm} could not be fenced, retrying: ${message}`,
+      { event: 'fence-failed', protection: c.protection, vm: f.vm, failover: f.failover, lifting: f.lifting ?? false, error: message, code },
+      f.lifting
+        ? `${c.protection}: warning: could not lift the fence from source VM ${f.vm}: ${message}`
+        : `${c.protection}: ALERT: the protection is failed over and its source VM ${f.vm} could not be fenced, retrying: ${message}`,
     );
   }
   if (c.paused?.reason === 'source-replaced') {

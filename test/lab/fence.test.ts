@@ -3,7 +3,8 @@
  * powers the source off, marks it and turns its autostart off; a plain `virsh start` is refused
  * with the way back; vmdr's own start lifts the fence and puts the autostart back. The source
  * site's `vmdr serve` fences the source at the DR site's first answer after a failover, also when
- * it starts with the VM running (libvirt's autostart at boot), and `vmdr status` shows it.
+ * it starts with the VM running (libvirt's autostart at boot), `vmdr status` shows it, and the
+ * loop lifts the fence once the failover is over.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -126,7 +127,7 @@ protections:
     assert.ok(!(await virsh('dumpxml', '--inactive', vm.name)).stdout.includes('vmdr.dev'), 'no vmdr metadata on a VM vmdr did not make');
   });
 
-  it("vmdr serve fences the source at the DR site's first answer after a failover, and at its own start; status shows it", async () => {
+  it("vmdr serve fences the source at the DR site's first answer after a failover, and at its own start; status shows it; lifted when it is over", async () => {
     receiver = await startServe(receiverConfig, { args: ['--no-replicate', '--site', 'dr'] });
     loops = await startServe(sourceConfig, { args: ['--no-receive', '--site', 'prod'] });
     const events = () => loops!.events as unknown as Event[];
@@ -174,6 +175,15 @@ protections:
       assert.equal(first[0]!.was, 'running');
       assert.equal(await domstate(vm.name), 'shut off');
       assert.equal(await autostart(vm.name), 'disable');
+
+      // The failover is over (a revert or a failback gave the replica back): the first committed
+      // cycle lifts the fence it left, and starts nothing.
+      setRole(dr.db, protection, 'replicating');
+      await waitFor('the fence lifted', () => events().some((e) => e.event === 'source-unfenced'));
+      assert.equal(events().find((e) => e.event === 'source-unfenced')!.failover, 'fo-test-serve');
+      assert.equal(await autostart(vm.name), 'enable');
+      assert.deepEqual((await vm.adapter.getVm(vm.name)).labels, {});
+      assert.equal(await domstate(vm.name), 'shut off');
       await loops.stop();
       assert.equal(await loops.exited, 0);
       loops = undefined;
