@@ -120,11 +120,13 @@ export async function replicateContinuously(
    * The failover is over (a failback or a revert gave the replica back, or this cycle would not
    * have committed): a fence left on the source has done its job. A revert of a failover whose
    * source was off starts nothing, and would otherwise leave it fenced for good. Not started here:
-   * whether it runs is the failback's or the revert's, or the operator's, call.
+   * whether it runs is the failback's or the revert's, or the operator's, call. Only a fence older
+   * than the cycle: one put up while it ran may be a new failover's, whose role has not flipped yet.
    */
-  const unfence = async (vm: string) => {
+  const unfence = async (vm: string, cycleStarted: number) => {
     try {
-      const lifted = await unfenceSource(await deps.sites.adapter(protection.source.site), vm, { protection: protection.name });
+      const source = await deps.sites.adapter(protection.source.site);
+      const lifted = await unfenceSource(source, vm, { protection: protection.name, fencedBefore: new Date(cycleStarted) });
       if (lifted) options.onCycle?.({ protection: protection.name, unfenced: { vm, failover: lifted.failover } });
     } catch (error) {
       // The next pause and resume tries again; replication itself is fine.
@@ -150,7 +152,7 @@ export async function replicateContinuously(
       previous = result;
       newest = result.point.time;
       options.onCycle?.({ protection: protection.name, result, ...lag(), ...(paused ? { resumed: true as const } : {}) });
-      if (staleFence) await unfence(result.source.vm);
+      if (staleFence) await unfence(result.source.vm, started);
       staleFence = false;
       paused = undefined;
       fencedFor = undefined;

@@ -76,13 +76,14 @@ export async function fenceSource(adapter: HypervisorAdapter, vm: string, by: { 
 
 /**
  * Lifts the fence: the autostart the VM had comes back, then the labels it had (none on a VM vmdr
- * did not make). Resolves with the fence lifted; undefined when the VM was not fenced (or, with
- * `protection`, not fenced for that protection).
+ * did not make). Resolves with the fence lifted; undefined when the VM was not fenced, or with
+ * `only` not by that protection before that moment.
  */
-export async function unfenceSource(adapter: HypervisorAdapter, vm: string, only?: { protection: string }): Promise<FenceMark | undefined> {
+export async function unfenceSource(adapter: HypervisorAdapter, vm: string, only?: { protection: string; fencedBefore: Date }): Promise<FenceMark | undefined> {
   const info = await adapter.getVm(vm);
   const mark = fenceOf(info);
-  if (!mark || (only && mark.protection !== only.protection)) return undefined;
+  if (!mark) return undefined;
+  if (only && (mark.protection !== only.protection || !(Date.parse(mark.fencedAt) < only.fencedBefore.getTime()))) return undefined;
   // Autostart first: with the labels gone, a second call could no longer tell what to put back.
   if (mark.autostart && info.autostart === false) await adapter.setAutostart(vm, true);
   await adapter.setLabels(vm, mark.before);
