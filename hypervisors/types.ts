@@ -39,8 +39,16 @@ export interface VmInfo {
   vcpus: number;
   disks: DiskInfo[];
   nics: NicInfo[];
-  /** Who owns it: vmdr marks the VMs it made (role, tenant, protection). Empty for foreign VMs. */
+  /**
+   * vmdr's marks: on the VMs it made (role, tenant, protection), and on a source VM it fenced
+   * (role=fenced). Empty on a VM vmdr never marked.
+   */
   labels: Record<string, string>;
+  /**
+   * The hypervisor starts the VM when it starts itself (libvirt's autostart). Read by getVm only
+   * (listVms leaves it out), and absent where the hypervisor cannot tell.
+   */
+  autostart?: boolean;
 }
 
 export interface DiskSpec {
@@ -327,7 +335,11 @@ export interface HypervisorAdapter {
    * guest target (vdc ...) is required and must be free on the VM.
    */
   addDisk(vm: string, disk: DiskSpec & { target: string }): Promise<VmInfo>;
-  /** Replaces the labels of a VM vmdr made (the VM may run): how a target's role changes. */
+  /**
+   * Replaces vmdr's labels on any VM, one vmdr made (how a target's role changes) or not (how a
+   * source is fenced); an empty set removes vmdr's mark altogether. The VM may run: labels are
+   * read from, and written to, the definition it boots from next.
+   */
   setLabels(vm: string, labels: Record<string, string>): Promise<void>;
   /**
    * Makes what a VM boots from when it boots a recovery point, without ever writing the point's
@@ -366,6 +378,8 @@ export interface HypervisorAdapter {
    * it); its NICs stay as they are. A VM without one is not an error.
    */
   removeGuestIdentity(vm: string): Promise<void>;
+  /** Whether the hypervisor starts the VM when it starts itself (libvirt's autostart). */
+  setAutostart(vm: string, autostart: boolean): Promise<void>;
   /** Where the guest's serial console is written, when the VM has a file console. */
   serialLogPath(vm: string): Promise<string | undefined>;
   /**

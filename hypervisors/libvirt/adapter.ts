@@ -3,7 +3,7 @@
  * virsh for what the binding lacks (networks, undefine flags, block sizes, the guest agent).
  */
 import { DomainGetXMLDescFlags } from '@unraid/libvirt';
-import { CleanupFailed, HypervisorOperationFailed, IdentityInvalid, InvalidPowerState, NotManagedByVmdr, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
+import { CleanupFailed, HypervisorOperationFailed, IdentityInvalid, InvalidPowerState, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
 import { checkGuestIdentity } from '../guest-identity.js';
 import type {
   AppliedGuestIdentity,
@@ -26,7 +26,7 @@ import { createOverlays, removeOverlays } from './boot-disks.js';
 import { LibvirtConnection, type Domain } from './connection.js';
 import { diskCapacities } from './disk-sizes.js';
 import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
-import { readLabels, setLabels } from './labels.js';
+import { readLabels, removeLabels, setLabels } from './labels.js';
 import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
 import { LibvirtChangeTracker } from './change-tracker.js';
 import { deleteIdentitySeed, seedPath, writeIdentitySeed } from './identity-seed.js';
@@ -75,7 +75,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
 
   async getVm(ref: string): Promise<VmInfo> {
     const info = await this.describe(await this.conn.lookup(ref), ref);
-    await this.addCapacities(info);
+    await Promise.all([this.addCapacities(info), this.addAutostart(info)]);
     return info;
   }
 
@@ -185,14 +185,22 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return this.describe(domain, vm);
   }
 
-  /** The persistent definition and, when the VM runs, the live one: labels are metadata only. */
+  /** The persistent definition, which getVm reads them from (a running VM too): labels are metadata only. */
   async setLabels(vm: string, labels: Record<string, string>): Promise<void> {
     const domain = await this.conn.lookup(vm);
     await this.redefine(domain, vm, (xml) => {
-      if (readLabels(xml) === undefined) throw new NotManagedByVmdr('VM', vm, this.uri, { vm });
+      if (Object.keys(labels).length === 0) return removeLabels(xml);
       setLabels(xml, labels);
       return true;
     });
+  }
+
+  /** Through virsh: the binding has no autostart call. */
+  async setAutostart(vm: string, autostart: boolean): Promise<void> {
+    const domain = await this.conn.lookup(vm);
+    if (!this.conn.virshSharesState) throw new Unsupported('autostart (virsh cannot share the in-process test driver)', this.uri);
+    const uuid = await this.conn.call({ operation: 'read VM UUID', vm }, (h) => h.domainGetUUIDString(domain));
+    await virsh(this.uri, ['autostart', ...(autostart ? [] : ['--disable']), '--domain', uuid], { operation: autostart ? 'turn autostart on' : 'turn autostart off', vm });
   }
 
   async prepareBootDisks(request: BootDisksRequest & { vm?: string }): Promise<BootDisk[]> {
@@ -297,6 +305,12 @@ export class LibvirtAdapter implements HypervisorAdapter {
     const xml = await this.conn.call({ operation: 'read VM definition', vm }, (h) => h.domainGetXMLDesc(domain));
     const info = parseDomainXml(xml, 'unknown', this.uri);
     info.powerState = await powerState(this.conn, domain, info.name);
+    if (info.powerState !== 'shutoff') {
+      // Labels are what vmdr wrote last (setLabels writes the persistent definition): a running
+      // VM's live definition still has the ones it booted with.
+      const persistent = await this.conn.call({ operation: 'read VM definition', vm: info.name }, (h) => h.domainGetXMLDesc(domain, DomainGetXMLDescFlags.INACTIVE));
+      info.labels = readLabels(parseDomain(persistent, this.uri)) ?? {};
+    }
     return info;
   }
 
@@ -316,6 +330,14 @@ export class LibvirtAdapter implements HypervisorAdapter {
    */
   private requireLocalFiles(operation: string): void {
     if (new URL(this.uri).hostname) throw new Unsupported(`${operation} through a remote libvirt URI (vmdr writes those files on the host it runs on: run it on that host)`, this.uri);
+  }
+
+  private async addAutostart(info: VmInfo): Promise<void> {
+    // The binding has no autostart call, and virsh cannot see the test driver's VMs.
+    if (!this.conn.virshSharesState) return;
+    const out = await virsh(this.uri, ['dominfo', '--domain', info.id], { operation: 'read autostart', vm: info.name });
+    const value = /^Autostart:\s*(\S+)/m.exec(out)?.[1];
+    if (value === 'enable' || value === 'disable') info.autostart = value === 'enable';
   }
 
   private async requireOff(domain: Domain, vm: string, wanted: string): Promise<void> {

@@ -32,6 +32,14 @@ export function setLabels(root: XmlElement, labels: Record<string, string>): voi
   metadata.children.push(labelsElement(labels));
 }
 
+/** Takes vmdr's labels element out (a fence lifted from a VM vmdr did not make); true when there was one. */
+export function removeLabels(root: XmlElement): boolean {
+  const existing = findLabels(root);
+  if (!existing) return false;
+  removeChild(childElements(root, 'metadata')[0]!, existing);
+  return true;
+}
+
 /** vmdr's labels, or undefined when vmdr did not make this object. */
 export function readLabels(root: XmlElement): Record<string, string> | undefined {
   const el = findLabels(root);

@@ -1,7 +1,7 @@
 /**
  * The runner's half of the split-brain guard. scripts/hooks/libvirt-qemu, installed as libvirt's
- * qemu hook, refuses to start a VM labelled role=target (a DR replica under replication) unless the
- * one-shot token file /run/vmdr/start-allowed/<domain name>, younger than 120 s, exists. libvirt
+ * qemu hook, refuses to start a VM labelled role=target (a DR replica under replication) or
+ * role=fenced (a failed-over source, plugin/sites/fence.ts) unless the one-shot token file /run/vmdr/start-allowed/<domain name>, younger than 120 s, exists. libvirt
  * tells the hook the domain's name, the operation and its XML, never who asked: without the token
  * the hook cannot tell vmdr's start from anyone else's `virsh start`. So the adapter writes the
  * token right before it asks libvirt to start a VM and removes it afterwards (the hook also removes

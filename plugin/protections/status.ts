@@ -18,6 +18,9 @@
  * The source's identity is checked against the one the DR site recorded for the protection's
  * points (from this host's state file or the receiver, as the points): another machine under the
  * source's name is flagged (its syncs are refused), and so is the recorded VM found under another name.
+ *
+ * A source VM a failover fenced (plugin/sites/fence.ts) is shown so, from its own labels: that is
+ * known on the source's site even when the DR site, which holds the role, cannot be reached.
  */
 import type { PowerState, VmInfo } from '../../hypervisors/types.js';
 import { VmdrError } from '../../hypervisors/errors.js';
@@ -30,6 +33,7 @@ import { resolveSource } from './source-identity.js';
 import { recordedSourceOf } from './source-record.js';
 import type { StateStore } from '../state/store.js';
 import { lastSyncRuns, type SyncRun } from '../state/sync-runs.js';
+import { fenceOf as fenceMarkOf } from '../sites/fence.js';
 import { targetDrift, type DiskDrift } from '../targets/drift.js';
 
 export interface VmState {
@@ -37,6 +41,8 @@ export interface VmState {
   vm: string;
   state: PowerState | 'missing' | 'unreachable';
   problem?: string;
+  /** The source only: the fence a failover put on it (read from its labels), null when it has none. */
+  fenced?: { failover: string; fencedAt: string } | null;
 }
 
 export interface ProtectionStatus {
@@ -94,7 +100,7 @@ export async function protectionStatus(
         protection: p.name,
         tenant: p.tenant ?? null,
         rpoSeconds: p.rpo / 1000,
-        source: source.state,
+        source: { ...source.state, fenced: fenceOf(source.info) },
         target: target.state,
         role,
         failover,
@@ -137,6 +143,11 @@ async function identityOf(ctx: Parameters<typeof recordedSourceOf>[0], p: Protec
     if (err instanceof VmdrError) return { ...none, problem: err.message };
     throw err;
   }
+}
+
+function fenceOf(vm: VmInfo | undefined): VmState['fenced'] {
+  const mark = vm && fenceMarkOf(vm);
+  return mark ? { failover: mark.failover, fencedAt: mark.fencedAt } : null;
 }
 
 /** The role from the DR state file when it is this host's, else what the last sync was told. */

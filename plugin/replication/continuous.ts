@@ -12,11 +12,20 @@
  * A protection whose source VM is another machine than the one its points are of (the cycle is
  * refused with SOURCE_IDENTITY_CHANGED before it captures anything) pauses the same way: said
  * once, no RPO alert, one look every 30 s, on by itself after `vmdr protect --replace-source`.
+ *
+ * A failed-over protection's source must not run beside its DR twin: when the loop learns of the
+ * failover (the first answer of the DR site after it, which is also the first thing a starting
+ * `vmdr serve` asks before it touches the VM), it fences the source VM on this site (plugin/sites/
+ * fence.ts) and says so once. A source site that was cut off during an unplanned failover is fenced
+ * this way when it comes back. A failback or a revert lifts the fence before it starts the source.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
+import { fenceSource, unfenceSource } from '../sites/fence.js';
+import { resolveSource } from '../protections/source-identity.js';
 import { roleOf } from '../state/roles.js';
+import { recordedSource } from '../state/sources.js';
 import { syncProtection, type SyncResult } from './sync.js';
 
 type Deps = Parameters<typeof syncProtection>[1];
@@ -46,6 +55,12 @@ export interface CycleReport {
   paused?: { reason: 'failed-over'; failover: string | null } | { reason: 'source-replaced'; error: VmdrError };
   /** On the first committed cycle after a pause. */
   resumed?: true;
+  /** Once per failover: the loop fenced the source VM (it was not fenced yet). */
+  fenced?: { vm: string; failover: string | null; fencedAt: string; was: string };
+  /** On resuming after a failover: the fence the loop (or the failover) left on the source was lifted. */
+  unfenced?: { vm: string; failover: string };
+  /** The source should be fenced and could not be; the loop tries again at its next look. */
+  fenceFailed?: { vm: string; failover: string | null; error: unknown; lifting?: true };
 }
 
 /** How long from one cycle's start to the next: back to back for continuous protections, else rpo/2. */
@@ -74,12 +89,60 @@ export async function replicateContinuously(
     if (paused !== why.reason) options.onCycle?.({ protection: protection.name, paused: why });
     paused = why.reason;
   };
+  /** The failover the source was fenced for: fenced once per failover, not at every look. */
+  let fencedFor: string | null | undefined;
+  /** A fence may be left on the source: at the loop's start (a revert while it was down), and after a failover. */
+  let staleFence = true;
+  /** The last failure to fence, said again only when it changes (the loop retries at every look). */
+  let fenceProblem: string | undefined;
+  /**
+   * `recorded` reads the DR site's record of the source's identity (from where the role was read):
+   * the VM fenced is the one the points are of, never another machine that took its name since.
+   */
+  const fence = async (failover: string | null, recorded: () => Promise<{ uuid: string } | undefined>) => {
+    if (fencedFor !== undefined && fencedFor === failover) return;
+    let vm = protection.source.vm;
+    try {
+      const source = await deps.sites.adapter(protection.source.site);
+      vm = (await resolveSource(source, protection.name, vm, await recorded())).vm;
+      const done = await fenceSource(source, vm, { protection: protection.name, failover: failover ?? 'unknown' });
+      fencedFor = failover;
+      staleFence = true;
+      fenceProblem = undefined;
+      if (!done.already) options.onCycle?.({ protection: protection.name, fenced: { vm, failover, fencedAt: done.fencedAt, was: done.was } });
+    } catch (error) {
+      const problem = error instanceof Error ? error.message : String(error);
+      if (!signal.aborted && problem !== fenceProblem) options.onCycle?.({ protection: protection.name, fenceFailed: { vm, failover, error } });
+      fenceProblem = problem;
+    }
+  };
+  /**
+   * The failover is over (a failback or a revert gave the replica back, or this cycle would not
+   * have committed): a fence left on the source has done its job. A revert of a failover whose
+   * source was off starts nothing, and would otherwise leave it fenced for good. Not started here:
+   * whether it runs is the failback's or the revert's, or the operator's, call. Only a fence older
+   * than the cycle: one put up while it ran may be a new failover's, whose role has not flipped yet.
+   */
+  const unfence = async (vm: string, cycleStarted: number) => {
+    try {
+      const source = await deps.sites.adapter(protection.source.site);
+      const lifted = await unfenceSource(source, vm, { protection: protection.name, fencedBefore: new Date(cycleStarted) });
+      if (lifted) options.onCycle?.({ protection: protection.name, unfenced: { vm, failover: lifted.failover } });
+    } catch (error) {
+      // The next pause and resume tries again; replication itself is fine.
+      options.onCycle?.({ protection: protection.name, fenceFailed: { vm, failover: null, error, lifting: true } });
+    }
+  };
   const wait = (ms: number) => sleep(ms, undefined, { signal }).catch(() => undefined);
   while (!signal.aborted) {
     // Where the DR site is this host, its state file says so without a cycle.
     const role = roleOf(deps.state.db, protection.name);
     if (role.role === 'failed-over') {
       pause({ reason: 'failed-over', failover: role.failover });
+      await fence(role.failover, async () => {
+        const row = recordedSource(deps.state.db, protection.name);
+        return row && { uuid: row.vmUuid };
+      });
       await wait(LOCAL_ROLE_POLL_MS);
       continue;
     }
@@ -89,7 +152,10 @@ export async function replicateContinuously(
       previous = result;
       newest = result.point.time;
       options.onCycle?.({ protection: protection.name, result, ...lag(), ...(paused ? { resumed: true as const } : {}) });
+      if (staleFence) await unfence(result.source.vm, started);
+      staleFence = false;
       paused = undefined;
+      fencedFor = undefined;
       backoff = 1_000;
       // A shut-off VM's disks do not change: cycling back to back would ship the same
       // pre-shutdown writes again and again. Look again at rpo/2, or sooner if asked.
@@ -100,7 +166,9 @@ export async function replicateContinuously(
       previous = undefined;
       if (signal.aborted) break;
       if (error instanceof VmdrError && error.code === 'PROTECTION_FAILED_OVER') {
-        pause({ reason: 'failed-over', failover: typeof error.subject.failover === 'string' ? error.subject.failover : null });
+        const failover = typeof error.subject.failover === 'string' ? error.subject.failover : null;
+        pause({ reason: 'failed-over', failover });
+        await fence(failover, () => deps.receiver.recordedSource(protection.name));
         // The role lives on the DR host: unless this host's state has it (read above), try again later.
         if (roleOf(deps.state.db, protection.name).role !== 'failed-over') await wait(FAILED_OVER_RECHECK_MS);
         continue;

@@ -14,3 +14,5 @@ export const ROLE_PROMOTED = 'promoted';
 /** A throwaway VM of a test failover, on the drill's own bubble network. */
 export const ROLE_DRILL = 'drill';
 export const LABEL_FAILOVER = 'failover';
+/** A source VM a failover fenced: powered off, autostart off, started again only by vmdr (failback, revert). */
+export const ROLE_FENCED = 'fenced';

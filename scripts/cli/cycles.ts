@@ -1,7 +1,8 @@
 /**
  * How a replication loop reports, the same from `vmdr sync --continuous` and `vmdr serve`: one
  * line (or one JSON event) per cycle, an `rpo-breached` event when the newest point is older
- * than the protection's RPO, one `paused` event (then `resumed`) while the protection is failed over,
+ * than the protection's RPO, one `paused` event (then `resumed`) while the protection is failed over
+ * and one `source-fenced` event when the loop fenced its source for that failover,
  * and one `source-replaced` alert (then `resumed`) while its source VM is another machine.
  */
 import { VmdrError } from '../../hypervisors/errors.js';
@@ -27,6 +28,31 @@ export function describeSync(r: SyncResult): string {
 }
 
 export function reportCycle(say: Say, protection: Protection, c: CycleReport): void {
+  if (c.fenced) {
+    const f = c.fenced;
+    return say(
+      { event: 'source-fenced', protection: c.protection, vm: f.vm, failover: f.failover, fencedAt: f.fencedAt, was: f.was },
+      `${c.protection}: fenced source VM ${f.vm} (was ${f.was}): the protection is failed over${f.failover ? ` (${f.failover})` : ''}; ` +
+        `it starts again with \`vmdr failback ${c.protection}\` or \`vmdr failover ${c.protection} --revert\``,
+    );
+  }
+  if (c.unfenced) {
+    return say(
+      { event: 'source-unfenced', protection: c.protection, vm: c.unfenced.vm, failover: c.unfenced.failover },
+      `${c.protection}: lifted the fence of failover ${c.unfenced.failover} from source VM ${c.unfenced.vm}: the protection replicates again`,
+    );
+  }
+  if (c.fenceFailed) {
+    const f = c.fenceFailed;
+    const message = f.error instanceof Error ? f.error.message : String(f.error);
+    const code = f.error instanceof VmdrError ? f.error.code : 'INTERNAL';
+    return say(
+      { event: 'fence-failed', protection: c.protection, vm: f.vm, failover: f.failover, lifting: f.lifting ?? false, error: message, code },
+      f.lifting
+        ? `${c.protection}: warning: could not lift the fence from source VM ${f.vm}: ${message}`
+        : `${c.protection}: ALERT: the protection is failed over and its source VM ${f.vm} could not be fenced, retrying: ${message}`,
+    );
+  }
   if (c.paused?.reason === 'source-replaced') {
     // An alert, as rpo-breached is: the protection takes no new point until the operator acts.
     const e = c.paused.error;

@@ -20,7 +20,7 @@ export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
             r.protection,
             r.tenant ?? '-',
             `${r.source.vm}@${r.source.site}`,
-            r.source.state + (r.sourceIdentity.replaced ? ', REPLACED' : r.sourceIdentity.renamedTo ? ', renamed' : ''),
+            r.source.state + (r.source.fenced ? ', FENCED' : '') + (r.sourceIdentity.replaced ? ', REPLACED' : r.sourceIdentity.renamedTo ? ', renamed' : ''),
             `${r.target.vm}@${r.target.site}`,
             r.target.state,
             describeRole(r),
@@ -32,6 +32,11 @@ export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
           ]),
         );
         for (const r of rows) {
+          if (r.source.fenced) {
+            process.stdout.write(
+              `${r.protection}: source VM ${r.source.vm} is fenced (failover ${r.source.fenced.failover}, ${r.source.fenced.fencedAt}): only \`vmdr failback ${r.protection}\` or \`vmdr failover ${r.protection} --revert\` starts it\n`,
+            );
+          }
           const id = r.sourceIdentity;
           if (id.replaced) {
             process.stdout.write(

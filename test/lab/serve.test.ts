@@ -3,7 +3,7 @@
  * source host `--no-receive` (replication loops only). The loop of a continuous protection keeps
  * cycling, rides out the receiver's absence, and raises an RPO alert once the newest recovery
  * point is older than the RPO. While the protection is failed over, the loop pauses (one event, no
- * alert) and resumes by itself when the role is back to replicating.
+ * alert; its source is fenced) and resumes by itself when the role is back to replicating.
  */
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
@@ -112,6 +112,8 @@ protections:
     try {
       setRole(dr.db, vm.name, 'failed-over', { failover: 'fo-test-serve' });
       await waitFor('the pause', (events) => events.some((e) => e.event === 'paused'));
+      // Its source must not run beside the DR twin: the loop fences it (test/lab/fence.test.ts), once.
+      await waitFor('the fence', (events) => events.some((e) => e.event === 'source-fenced'));
       const pausedAt = loops.events.length;
       const paused = (loops.events as unknown as Event[]).filter((e) => e.event === 'paused');
       assert.equal(paused.length, 1);
