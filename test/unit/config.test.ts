@@ -154,7 +154,7 @@ sites:
 `;
       it('takes the edge values', () => {
         for (const port of [1, 65535]) {
-          assert.equal(parseConfig(receiver(`127.0.0.1:${port}`, `https://dr.example:${port}/`), 'vmdr.yaml').sites[0]!.receiver!.listen, `127.0.0.1:${port}`);
+          assert.equal(parseConfig(receiver(`127.0.0.1:${port}`, `https://dr.example:${port}/`), 'vmdr.yaml').sites[0]!.endpoint!.listen, `127.0.0.1:${port}`);
           assert.deepEqual(web(minimal(protection(`    health: { tcp: ["192.0.2.11:${port}"], http: [{ url: "http://192.0.2.11:${port}/" }] }\n`))).health.tcp, [`192.0.2.11:${port}`]);
           assert.equal(parseConfig(minimal().replace('test:///default', `"qemu+tcp://192.0.2.1:${port}/system"`), 'vmdr.yaml').sites[0]!.uri, `qemu+tcp://192.0.2.1:${port}/system`);
         }
