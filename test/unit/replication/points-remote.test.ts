@@ -63,12 +63,12 @@ describe('vmdr points and status from a host that is not the DR host', function 
     serve = undefined;
     const down = await runVmdr(['points', 'web', '--config', sourceConfig]);
     assert.equal(down.code, 1);
-    assert.match(down.stderr, /^vmdr: cannot reach the receiver of site "dr" at https:\/\/127\.0\.0\.1:\d+: .*\n$/);
+    assert.match(down.stderr, /^vmdr: cannot reach the endpoint of site "dr" at https:\/\/127\.0\.0\.1:\d+: .*\n$/);
     // status is what an operator runs when things are broken: the row says why, the command succeeds.
     const blind = await runVmdr(['status', '--json', '--config', sourceConfig]);
     assert.equal(blind.code, 0, blind.stderr);
     const [row2] = JSON.parse(blind.stdout) as { lastPoint: unknown; pointsProblem: string | null }[];
     assert.equal(row2!.lastPoint, null);
-    assert.match(row2!.pointsProblem ?? '', /cannot reach the receiver of site "dr"/);
+    assert.match(row2!.pointsProblem ?? '', /cannot reach the endpoint of site "dr"/);
   });
 });
