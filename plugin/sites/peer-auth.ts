@@ -26,17 +26,15 @@ declare module 'fastify' {
   }
 }
 
-/** A request whose client certificate is not pinned (or that presents none): 401, before routing. */
+/** A request whose client certificate is not pinned (or that presents none): 401 (answers.ts), before routing. */
 export class PeerUnknown extends VmdrError {
-  readonly status = 401;
   constructor(message: string) {
     super('PEER_UNKNOWN', message, { remedy: 'pair the sites: `vmdr site show` on each, `vmdr site pair` on the other' });
   }
 }
 
-/** A paired site asked about what is not its to ask: answered as for what does not exist. */
+/** A paired site asked about what is not its to ask: answered as for what does not exist (404). */
 export class PeerNotAllowed extends VmdrError {
-  readonly status = 404;
   constructor() {
     super('PROTECTION_UNKNOWN', 'no such protection on this site');
   }

@@ -87,7 +87,7 @@ export class PeerClient {
   /** A JSON request (or none) with a JSON answer. */
   async json(method: string, path: string, body?: unknown, options: Omit<PeerRequest, 'json' | 'body' | 'type'> = {}): Promise<unknown> {
     const res = await this.request(method, path, { ...options, ...(body === undefined ? {} : { json: body }) });
-    return JSON.parse((await readAll(res, MAX_ANSWER_BYTES)).toString('utf8'));
+    return this.parse((await readAll(res, MAX_ANSWER_BYTES)).toString('utf8'));
   }
 
   /** The answer's lines, each parsed as JSON, as they arrive (progress, then a result). */
@@ -100,14 +100,22 @@ export class PeerClient {
       while ((nl = rest.indexOf('\n')) >= 0) {
         const line = rest.slice(0, nl).trim();
         rest = rest.slice(nl + 1);
-        if (line) yield JSON.parse(line);
+        if (line) yield this.parse(line);
       }
       if (rest.length > MAX_LINE_BYTES) {
         res.destroy();
         throw new VmdrError('PEER_ANSWER_INVALID', `site "${this.site}" at ${this.url} sent a line longer than ${MAX_LINE_BYTES} bytes`, { subject: { host: this.url, site: this.site }, userError: false });
       }
     }
-    if (rest.trim()) yield JSON.parse(rest);
+    if (rest.trim()) yield this.parse(rest);
+  }
+
+  private parse(text: string): unknown {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new VmdrError('PEER_ANSWER_INVALID', `site "${this.site}" at ${this.url} answered with something that is not JSON`, { subject: { host: this.url, site: this.site }, cause: err, userError: false });
+    }
   }
 
   /**

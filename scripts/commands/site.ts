@@ -1,4 +1,5 @@
 import type { Argv, CommandModule } from 'yargs';
+import { NotInConfig } from '../../plugin/config/errors.js';
 import { loadConfig } from '../../plugin/config/load.js';
 import { credentialsDir, endpointUrl, ensureIdentity, loadIdentity } from '../../plugin/sites/identity.js';
 import { localSiteOf } from '../../plugin/sites/peer-connect.js';
@@ -72,7 +73,7 @@ const pair: CommandModule<GlobalOptions, PairOptions> = {
       const { file, config } = await loadConfig(argv.config);
       const site = localSiteOf(config, file, argv.site);
       // The peer must be a site of the config: a pin under another name would never be used.
-      if (!config.sites.some((s) => s.name === argv.peer)) localSiteOf(config, file, argv.peer);
+      if (!config.sites.some((s) => s.name === argv.peer)) throw new NotInConfig('site', argv.peer, file);
       const identity = await loadIdentity(credentialsDir(config, site));
       const pem = await readCertificateFile(argv.cert, argv.peer);
       const pinned = await pairPeer(identity, site.name, argv.peer, pem, { file: argv.cert, ...(argv.fingerprint !== undefined ? { fingerprint: argv.fingerprint } : {}) });

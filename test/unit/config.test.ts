@@ -206,7 +206,7 @@ sites:
       for (const [field, from, to] of [
         ['state.path', '/var/lib/vmdr/lab/state.db', '/var/lib/vmdr/../../etc/state.db'],
         ['sites[1].storage', '/var/lib/vmdr/lab/replicas', '/var/lib/vmdr/lab/..'],
-        ['sites[1].receiver.credentials', '/var/lib/vmdr/lab/receiver-dr', '/var/lib/vmdr/lab/../x'],
+        ['sites[1].endpoint.credentials', '/var/lib/vmdr/lab/receiver-dr', '/var/lib/vmdr/lab/../x'],
         ['protections[0].target.boot.kernel', 'kernel: /var/lib/vmdr/lab/vmlinuz', 'kernel: /boot/../vmlinuz'],
         ['protections[0].target.boot.initrd', 'initrd: /var/lib/vmdr/lab/initrd.img', 'initrd: /boot/../initrd.img'],
       ] as const) {

@@ -217,6 +217,32 @@ describe('sites pair and authenticate each other (mutual TLS, pinned certificate
     });
   });
 
+  it('the peer client streams a request body and reads an NDJSON answer line by line, from an endpoint that sees its certificate', async () => {
+    const { createServer } = await import('node:https');
+    const server = createServer({ cert: dr.cert, key: dr.key, requestCert: true, rejectUnauthorized: false }, (req, res) => {
+      const fingerprint = (req.socket as import('node:tls').TLSSocket).getPeerCertificate().fingerprint256;
+      let size = 0;
+      req.on('data', (c: Buffer) => (size += c.length));
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        // Lines cut across writes: the client joins them.
+        res.write(`{"step":1,"of":2}\n{"step":2,`);
+        setTimeout(() => res.end(`"of":2}\n{"result":{"bytes":${size},"client":"SHA256:${fingerprint}"}}\n`), 20);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { Readable } = await import('node:stream');
+    const peer = new PeerClient(`https://127.0.0.1:${(server.address() as import('node:net').AddressInfo).port}`, 'dr', { cert: prod.cert, key: prod.key, pinned: dr.cert });
+    try {
+      const lines: unknown[] = [];
+      for await (const line of peer.ndjson('POST', '/progress', { body: Readable.from([Buffer.alloc(3 * MiB, 1)]), type: 'application/octet-stream' })) lines.push(line);
+      assert.deepEqual(lines, [{ step: 1, of: 2 }, { step: 2, of: 2 }, { result: { bytes: 3 * MiB, client: prod.fingerprint } }]);
+    } finally {
+      peer.close();
+      server.close();
+    }
+  });
+
   it('reads `receiver:` as the older spelling of `endpoint:`, and refuses both at once', () => {
     const older = parseConfig(configYaml(root).replace('endpoint: { listen: "127.0.0.1:8443"', 'receiver: { listen: "127.0.0.1:8443"'), 'vmdr.yaml');
     assert.equal(older.sites.find((s) => s.name === 'dr')!.endpoint!.listen, '127.0.0.1:8443');
