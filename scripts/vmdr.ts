@@ -10,6 +10,7 @@ import type { GlobalOptions } from './commands/options.js';
 import { pointsCommand } from './commands/points.js';
 import { protectCommand } from './commands/protect.js';
 import { serveCommand } from './commands/serve.js';
+import { siteCommand } from './commands/site.js';
 import { syncCommand } from './commands/sync.js';
 import { statusCommand } from './commands/status.js';
 import { targetCommand } from './commands/target.js';
@@ -44,6 +45,7 @@ await yargs(hideBin(process.argv))
   .command(syncCommand)
   .command(pointsCommand)
   .command(serveCommand)
+  .command<GlobalOptions>(siteCommand)
   .command(failoverCommand)
   .command(failbackCommand)
   .demandCommand(1, 'name a command; see vmdr --help')

@@ -72,26 +72,33 @@ const hostname = z
   .string()
   .regex(/^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/, 'a hostname');
 
-export const SiteSchema = z.strictObject({
-  name,
-  /** qemu:///system, qemu+ssh://host/system, test:///default, vsphere://user@vcenter/Datacenter */
-  uri: z.string().min(1).refine(uriPortValid, PORT_RANGE),
-  /** Where replicas and their recovery points live on a DR site. */
-  storage: absolutePath.optional(),
-  /** The replication receiver of a DR site. */
-  receiver: z
-    .strictObject({
-      /** host:port the receiver binds; senders connect to it unless `url` says otherwise. */
-      listen: hostPort,
-      url: url(/^https$/, 'an https:// URL').optional(),
-      /**
-       * A directory holding tls.crt, tls.key and token. `vmdr serve` makes them when missing; a
-       * source host needs a copy of tls.crt (the pinned certificate) and token.
-       */
-      credentials: absolutePath.optional(),
-    })
-    .optional(),
+/** The one HTTPS endpoint of a site's `vmdr serve` (docs/sites.md). */
+const EndpointSchema = z.strictObject({
+  /** host:port the endpoint binds; peers connect to it unless `url` says otherwise. */
+  listen: hostPort,
+  url: url(/^https$/, 'an https:// URL').optional(),
+  /**
+   * The site's credentials directory: tls.key and tls.crt (its identity, made by `vmdr serve` or
+   * `vmdr site init` when missing) and peers/SITE.crt (the pinned certificates of paired sites).
+   */
+  credentials: absolutePath.optional(),
 });
+
+export const SiteSchema = z
+  .strictObject({
+    name,
+    /** qemu:///system, qemu+ssh://host/system, test:///default, vsphere://user@vcenter/Datacenter */
+    uri: z.string().min(1).refine(uriPortValid, PORT_RANGE),
+    /** Where replicas and their recovery points live on a DR site. */
+    storage: absolutePath.optional(),
+    endpoint: EndpointSchema.optional(),
+    /** The older spelling of `endpoint` (when only DR sites had one): the same meaning. */
+    receiver: EndpointSchema.optional(),
+  })
+  .superRefine((site, ctx) => {
+    if (site.endpoint && site.receiver) ctx.addIssue({ code: 'custom', path: ['receiver'], message: 'the older spelling of "endpoint": give only one of them' });
+  })
+  .transform(({ receiver, ...site }) => ({ ...site, endpoint: site.endpoint ?? receiver }));
 
 export const TenantSchema = z.strictObject({
   name,

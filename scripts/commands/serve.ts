@@ -22,14 +22,14 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
   describe: 'Run the daemon: DR receivers and continuous replication',
   builder: (y: Argv<GlobalOptions>) =>
     y
-      .option('site', { type: 'string', describe: "This host is this site: only its receiver, and only loops of protections whose source is here (default: the config's localSite)" })
-      .option('receive', { type: 'boolean', default: true, describe: 'Run the DR sites\' receivers (--no-receive on a source host)' })
+      .option('site', { type: 'string', describe: "This host is this site: only its endpoint, and only loops of protections whose source is here (default: localSite)" })
+      .option('receive', { type: 'boolean', default: true, describe: 'Run the sites\' endpoints (--no-receive: replication loops only)' })
       .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' }),
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
         const say = sayer(argv.json);
-        // A host that knows which site it is serves only that site: another site's receiver
+        // A host that knows which site it is serves only that site: another site's endpoint
         // listens on the other host's address.
         const site = argv.site ?? config.localSite;
         const stop = new AbortController();
@@ -48,8 +48,8 @@ export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
         });
         for (const r of receivers) {
           say(
-            { event: 'receiver', site: r.site, url: r.url, listening: r.listening, credentials: r.credentials, madeCredentials: r.madeCredentials, recovered: r.recovered },
-            `receiver of site ${r.site} listening on https://${r.listening}${r.url === `https://${r.listening}` ? '' : ` (senders use ${r.url})`}${r.madeCredentials ? ` (made credentials in ${r.credentials})` : ''}` +
+            { event: 'receiver', site: r.site, url: r.url, listening: r.listening, credentials: r.credentials, madeCredentials: r.madeCredentials, fingerprint: r.fingerprint, recovered: r.recovered },
+            `endpoint of site ${r.site} listening on https://${r.listening}${r.url === `https://${r.listening}` ? '' : ` (peers use ${r.url})`}, certificate ${r.fingerprint}${r.madeCredentials ? ` (made in ${r.credentials})` : ''}` +
               (r.recovered.discarded.length ? `; discarded ${r.recovered.discarded.length} uncommitted overlays` : ''),
           );
         }

@@ -44,7 +44,7 @@ try {
   await vmdr('target', 'provision');
   await vmdr('status');
 
-  step('The DR receiver: `vmdr serve --no-replicate` in the background (HTTPS on loopback, token, pinned certificate)');
+  step('The DR receiver: `vmdr serve --no-replicate` in the background (HTTPS on loopback, mutual TLS: one host presents and pins the DR site\'s own certificate)');
   const serve = spawn(process.execPath, [VMDR, 'serve', '--no-replicate', '--config', CONFIG], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     serve.stdout!.setEncoding('utf8').on('data', (text: string) => {

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { parseConfig } from '../../plugin/config/load.js';
-import { ensureReceiverCredentials, type ReceiverCredentials } from '../../plugin/replication/receiver/credentials.js';
+import { ensureIdentity, type SiteIdentity } from '../../plugin/sites/identity.js';
+import { asThisSite } from '../../plugin/sites/peer-connect.js';
 import { startReceiver } from '../../plugin/replication/receiver/server.js';
 import { ReplicaStore } from '../../plugin/replication/replica/store.js';
 import { ReceiverClient } from '../../plugin/replication/sender/receiver-client.js';
@@ -20,7 +21,7 @@ export interface TestReceiver {
   storage: string;
   state: StateStore;
   replicas: ReplicaStore;
-  credentials: ReceiverCredentials;
+  credentials: SiteIdentity;
   app: FastifyInstance;
   url: string;
   client: ReceiverClient;
@@ -31,7 +32,7 @@ export async function startTestReceiver(protections: ProtectionSpec[], prefix = 
   const root = await mkdtemp(join(tmpdir(), prefix));
   const storage = join(root, 'replicas');
   const statePath = join(root, 'state', 'vmdr.db');
-  const credentials = await ensureReceiverCredentials(join(root, 'receiver'), '127.0.0.1');
+  const credentials = await ensureIdentity(join(root, 'receiver'), 'dr');
   // The config's port is never bound here: startReceiver is given port 0.
   const yaml = receiverConfigYaml({ statePath, storage, listen: '127.0.0.1:8443', credentials: credentials.dir, protections });
   const config = parseConfig(yaml, join(root, 'vmdr.yaml'));
@@ -39,7 +40,7 @@ export async function startTestReceiver(protections: ProtectionSpec[], prefix = 
   const replicas = new ReplicaStore(storage, state);
   const { app, port } = await startReceiver({ config, site: 'dr', replicas, credentials }, { host: '127.0.0.1', port: 0 });
   const url = `https://127.0.0.1:${port}`;
-  const client = new ReceiverClient(url, 'dr', { cert: credentials.cert, token: credentials.token });
+  const client = new ReceiverClient(url, 'dr', asThisSite(credentials));
   return {
     root,
     storage,

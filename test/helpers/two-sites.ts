@@ -9,6 +9,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { ensureIdentity } from '../../plugin/sites/identity.js';
+import { pairPeer } from '../../plugin/sites/peers.js';
 import { startServe, type ServeOptions, type ServeProcess } from './vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -135,9 +137,9 @@ export interface TwoSiteConfigs {
  * endpoint listens on its WAN address: the DR site's receives replication, the source site's is
  * where the other parts add the source-side routes.
  *
- * Credentials: each endpoint makes its own in a directory on the filesystem both sites share,
- * where the other site reads the pinned certificate and token. That stands in for the copy an
- * operator makes between real hosts until site pairing (`vmdr site pair`) replaces it.
+ * Credentials: each site's identity (key and certificate) is made here, in its own directory,
+ * and each site pins the other's certificate (`peers/SITE.crt`), as `vmdr site show` on one site
+ * and `vmdr site pair` on the other do between real hosts (docs/sites.md).
  */
 export async function writeTwoSiteConfigs(dir: string, options: { protections: string; plans?: string; extra?: string }): Promise<TwoSiteConfigs> {
   const names: SiteName[] = ['source', 'dr'];
@@ -151,10 +153,14 @@ export async function writeTwoSiteConfigs(dir: string, options: { protections: s
   // 0711: QEMU (libvirt-qemu) walks into the DR storage to boot a failed-over VM, and reads nothing else here.
   for (const n of names) await mkdir(join(dir, n), { recursive: true, mode: 0o711 });
   await mkdir(join(dir, 'credentials'), { recursive: true, mode: 0o700 });
+  const identity = per((n) => ensureIdentity(credentials[n], n, [WAN[n]]));
+  for (const [here, peer] of [['source', 'dr'], ['dr', 'source']] as const) {
+    await pairPeer(await identity[here], here, peer, (await identity[peer]).cert, { file: join(credentials[peer], 'tls.crt') });
+  }
   const configFor = async (local: SiteName) => {
     const file = join(dir, local, 'vmdr.yaml');
     const sitesYaml = names
-      .map((n) => `  - name: ${n}\n    uri: "qemu:///system"\n    storage: ${storage[n]}\n    receiver: { listen: "${endpoint[n]}", credentials: ${credentials[n]} }`)
+      .map((n) => `  - name: ${n}\n    uri: "qemu:///system"\n    storage: ${storage[n]}\n    endpoint: { listen: "${endpoint[n]}", credentials: ${credentials[n]} }`)
       .join('\n');
     await writeFile(
       file,

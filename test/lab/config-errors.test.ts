@@ -35,8 +35,8 @@ describe('vmdr config check on a bad config', function () {
   const cases: { name: string; text: () => string; error: string }[] = [
     { name: 'an alias bomb', text: bomb, error: ':\\d+:\\d+: [a-i]\\[\\d+\\]: YAML aliases bring the config past 200000 values' },
     { name: 'a 2 MiB file', text: () => `${lab}#${'x'.repeat(2 * 1024 * 1024 - lab.length - 2)}\n`, error: ': 2097152 bytes: larger than 1 MiB, the most a config may have' },
-    { name: 'port 0', text: () => lab.replace('listen: 127.0.0.1:8443', 'listen: 127.0.0.1:0'), error: ':16:15: sites\\[1\\]\\.receiver\\.listen: host:port with a port from 1 to 65535' },
-    { name: 'port 70000', text: () => lab.replace('listen: 127.0.0.1:8443', 'listen: 127.0.0.1:70000'), error: ':16:15: sites\\[1\\]\\.receiver\\.listen: host:port with a port from 1 to 65535' },
+    { name: 'port 0', text: () => lab.replace('listen: 127.0.0.1:8443', 'listen: 127.0.0.1:0'), error: ':16:15: sites\\[1\\]\\.endpoint\\.listen: host:port with a port from 1 to 65535' },
+    { name: 'port 70000', text: () => lab.replace('listen: 127.0.0.1:8443', 'listen: 127.0.0.1:70000'), error: ':16:15: sites\\[1\\]\\.endpoint\\.listen: host:port with a port from 1 to 65535' },
     { name: 'rpo: 0m', text: () => lab.replace('rpo: 5m', 'rpo: 0m'), error: ':32:10: protections\\[0\\]\\.rpo: a duration from 1s to 30d' },
     { name: 'rpo: 31d', text: () => lab.replace('rpo: 5m', 'rpo: 31d'), error: ':32:10: protections\\[0\\]\\.rpo: a duration from 1s to 30d' },
     {

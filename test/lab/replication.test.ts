@@ -330,7 +330,7 @@ protections:
     assert.ok(ok.every((r) => r.kind === 'incremental'), JSON.stringify(ok.map((r) => r.kind)));
     const seqs = ok.map((r) => Number(r.point.id.slice(3)));
     assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'points only move forward');
-    assert.match(cycles.find((c) => c.error)!.error!, /cannot reach the receiver/);
+    assert.match(cycles.find((c) => c.error)!.error!, /cannot reach the endpoint/);
     for (const c of cycles.filter((x) => x.result)) assert.ok(c.lagSeconds! >= 0 && c.lagSeconds! < 60, `lag ${c.lagSeconds}`);
   });
 
@@ -342,7 +342,7 @@ protections:
     for (let i = 0; i < 8; i += 1) await hmpWrite(name, 0, '0x3c', 20 * MiB + i * 512 * KiB, 64 * KiB);
     const failed = await runVmdr(['sync', name, '--config', config]);
     assert.equal(failed.code, 1);
-    assert.match(failed.stderr, /^vmdr: cannot reach the receiver of site "dr" at https:\/\/127\.0\.0\.1:\d+: .*\n$/);
+    assert.match(failed.stderr, /^vmdr: cannot reach the endpoint of site "dr" at https:\/\/127\.0\.0\.1:\d+: .*\n$/);
     assert.equal(await serve.exited, 'SIGKILL');
 
     serve = await startServe(config);
@@ -475,6 +475,6 @@ protections:
     serve = undefined;
     const down = await runVmdr(['sync', name, '--config', config]);
     assert.equal(down.code, 1);
-    assert.match(down.stderr, /^vmdr: cannot reach the receiver of site "dr" .*\(is `vmdr serve` running on site "dr"\?\)\n$/);
+    assert.match(down.stderr, /^vmdr: cannot reach the endpoint of site "dr" .*\(is `vmdr serve` running on site "dr"\?\)\n$/);
   });
 });

@@ -91,7 +91,7 @@ protections:
     await waitFor('an RPO alert', (events) => events.some((e) => e.event === 'rpo-breached'));
     const alert = (loops.events as unknown as Event[]).find((e) => e.event === 'rpo-breached')!;
     assert.ok(alert.lagSeconds! > 5, `lag ${alert.lagSeconds}`);
-    assert.match(cycles().find((c) => c.error)!.error!, /cannot reach the receiver of site "dr"/);
+    assert.match(cycles().find((c) => c.error)!.error!, /cannot reach the endpoint of site "dr"/);
 
     receiver = await startServe(config);
     const before = cycles().length;

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter, VmSpec } from '../../hypervisors/types.js';
 import { checkSource, renamedWarning, resolveSource } from '../../plugin/protections/source-identity.js';
-import { loadSenderCredentials } from '../../plugin/replication/receiver/credentials.js';
+import { loadIdentity } from '../../plugin/sites/identity.js';
+import { asThisSite } from '../../plugin/sites/peer-connect.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { ReceiverClient } from '../../plugin/replication/sender/receiver-client.js';
 import { rejectsWith } from '../helpers/assertions.js';
@@ -54,7 +55,7 @@ describe('source identity of a protection (test:///default, a real receiver)', f
     sourceConfig = join(dir, 'source.yaml');
     await writeFile(sourceConfig, receiverConfigYaml({ statePath: join(dir, 'source.db'), storage: join(dir, 'not-here'), listen, credentials, protections }));
     serve = await startServe(drConfig);
-    client = new ReceiverClient(`https://${listen}`, 'dr', await loadSenderCredentials(credentials));
+    client = new ReceiverClient(`https://${listen}`, 'dr', asThisSite(await loadIdentity(credentials)));
   });
 
   after(async () => {
@@ -123,12 +124,11 @@ describe('source identity of a protection (test:///default, a real receiver)', f
   });
 
   it('answers bad requests on its routes with 400/404 and a code, never 500', async () => {
-    const token = (await loadSenderCredentials(join(dir, 'receiver'))).token;
     const ask = async (method: string, path: string, body?: unknown) => {
       const { request } = await import('node:https');
-      const cert = (await loadSenderCredentials(join(dir, 'receiver'))).cert;
+      const { cert, key } = await loadIdentity(join(dir, 'receiver'));
       return new Promise<{ status: number; code: string }>((resolve, reject) => {
-        const req = request(`https://${listen}${path}`, { method, ca: cert, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, (res) => {
+        const req = request(`https://${listen}${path}`, { method, ca: cert, cert, key, headers: { 'content-type': 'application/json' } }, (res) => {
           let text = '';
           res.setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: res.statusCode!, code: (JSON.parse(text) as { error?: { code: string } }).error?.code ?? '' }));
         });

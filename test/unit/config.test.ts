@@ -154,7 +154,7 @@ sites:
 `;
       it('takes the edge values', () => {
         for (const port of [1, 65535]) {
-          assert.equal(parseConfig(receiver(`127.0.0.1:${port}`, `https://dr.example:${port}/`), 'vmdr.yaml').sites[0]!.receiver!.listen, `127.0.0.1:${port}`);
+          assert.equal(parseConfig(receiver(`127.0.0.1:${port}`, `https://dr.example:${port}/`), 'vmdr.yaml').sites[0]!.endpoint!.listen, `127.0.0.1:${port}`);
           assert.deepEqual(web(minimal(protection(`    health: { tcp: ["192.0.2.11:${port}"], http: [{ url: "http://192.0.2.11:${port}/" }] }\n`))).health.tcp, [`192.0.2.11:${port}`]);
           assert.equal(parseConfig(minimal().replace('test:///default', `"qemu+tcp://192.0.2.1:${port}/system"`), 'vmdr.yaml').sites[0]!.uri, `qemu+tcp://192.0.2.1:${port}/system`);
         }
@@ -206,7 +206,7 @@ sites:
       for (const [field, from, to] of [
         ['state.path', '/var/lib/vmdr/lab/state.db', '/var/lib/vmdr/../../etc/state.db'],
         ['sites[1].storage', '/var/lib/vmdr/lab/replicas', '/var/lib/vmdr/lab/..'],
-        ['sites[1].receiver.credentials', '/var/lib/vmdr/lab/receiver-dr', '/var/lib/vmdr/lab/../x'],
+        ['sites[1].endpoint.credentials', '/var/lib/vmdr/lab/receiver-dr', '/var/lib/vmdr/lab/../x'],
         ['protections[0].target.boot.kernel', 'kernel: /var/lib/vmdr/lab/vmlinuz', 'kernel: /boot/../vmlinuz'],
         ['protections[0].target.boot.initrd', 'initrd: /var/lib/vmdr/lab/initrd.img', 'initrd: /boot/../initrd.img'],
       ] as const) {

@@ -23,6 +23,8 @@ const STATUS_OF_CODE: Record<string, number> = {
   REPLICA_LEASE_LOST: 409,
   PROTECTION_FAILED_OVER: 409,
   INVALID_REPLICA_NAME: 400,
+  PEER_UNKNOWN: 401,
+  PROTECTION_UNKNOWN: 404,
 };
 
 /** fastify's own errors for a request it could not parse. */

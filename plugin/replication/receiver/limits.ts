@@ -1,5 +1,5 @@
 /**
- * What a receiver accepts from a sender that holds its token: how many cycles at once, how long a
+ * What a receiver accepts from a paired sender: how many cycles at once, how long a
  * cycle may take, and what a stream header may declare. Everything here is checked before a
  * replica is touched, so a refused header creates nothing on disk and starts no qemu-nbd.
  */

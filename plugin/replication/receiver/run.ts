@@ -1,7 +1,8 @@
 /**
- * Starts the receiver of every DR site in the config that has one: its credentials (made when
- * missing), its replica store recovered from whatever a crash left (uncommitted overlays go,
- * interrupted merges finish) and closed to other users, then the HTTPS endpoint. Retention runs after each commit.
+ * Starts the endpoint of every site in the config that has one (or only `only`'s: `vmdr serve`
+ * passes the config's localSite): its identity (made when missing), the replica store of a site that protections target,
+ * recovered from whatever a crash left (uncommitted overlays go, interrupted merges finish) and
+ * closed to other users, then the HTTPS endpoint. Retention runs after each commit.
  */
 import type { FastifyInstance } from 'fastify';
 import type { Progress } from '../../../hypervisors/types.js';
@@ -10,7 +11,7 @@ import { SiteStorageMissing } from '../../targets/errors.js';
 import type { StateStore } from '../../state/store.js';
 import { closeReplicas } from '../replica/access.js';
 import { ReplicaStore } from '../replica/store.js';
-import { credentialsDir, ensureReceiverCredentials, receiverUrl } from './credentials.js';
+import { credentialsDir, endpointUrl, ensureIdentity } from '../../sites/identity.js';
 import { startReceiver } from './server.js';
 
 export interface RunningReceiver {
@@ -20,6 +21,8 @@ export interface RunningReceiver {
   listening: string;
   credentials: string;
   madeCredentials: boolean;
+  /** SHA256:… of the site's certificate, the one its peers pin. */
+  fingerprint: string;
   recovered: { discarded: string[]; mergesFinished: string[] };
   close(): Promise<void>;
 }
@@ -39,25 +42,28 @@ export async function startReceivers(
   const running: RunningReceiver[] = [];
   try {
     for (const site of config.sites) {
-      if (!site.receiver || (only && site.name !== only)) continue;
-      if (!site.storage) throw new SiteStorageMissing(site.name, file);
-      const [host, port] = splitHostPort(site.receiver.listen);
+      const endpoint = site.endpoint;
+      if (!endpoint || (only && site.name !== only)) continue;
+      const targeted = config.protections.some((p) => p.target.site === site.name);
+      if (targeted && !site.storage) throw new SiteStorageMissing(site.name, file);
+      const [host, port] = splitHostPort(endpoint.listen);
       const dir = credentialsDir(config, site);
-      const credentials = await ensureReceiverCredentials(dir, host);
-      const replicas = new ReplicaStore(site.storage, state);
-      const recovered = await replicas.recover();
-      await closeReplicas(site.storage);
+      const urlHost = endpoint.url ? new URL(endpoint.url).hostname.replace(/^\[|\]$/g, '') : host;
+      const credentials = await ensureIdentity(dir, site.name, [host, urlHost]);
+      const replicas = targeted ? new ReplicaStore(site.storage!, state) : undefined;
+      const recovered = replicas ? await replicas.recover() : { discarded: [], mergesFinished: [] };
+      if (replicas) await closeReplicas(replicas.storage);
       let app: FastifyInstance | undefined;
       let bound: number;
       ({ app, port: bound } = await startReceiver(
         {
           config,
           site: site.name,
-          replicas,
+          ...(replicas ? { replicas } : {}),
           credentials,
           onWarning: (err, context) => options.onWarning?.(err, { site: site.name, ...context }),
           onCommitted: async (p) => {
-            await replicas.applyRetention(p.name, { keep: p.retention.keep, ...(p.retention.maxAge ? { maxAgeMs: p.retention.maxAge } : {}) }, new Date(), {
+            await replicas!.applyRetention(p.name, { keep: p.retention.keep, ...(p.retention.maxAge ? { maxAgeMs: p.retention.maxAge } : {}) }, new Date(), {
               ...(options.onProgress ? { onProgress: options.onProgress } : {}),
             });
           },
@@ -66,10 +72,11 @@ export async function startReceivers(
       ));
       running.push({
         site: site.name,
-        url: receiverUrl(port === 0 ? { ...site.receiver, listen: `${host}:${bound}` } : site.receiver),
+        url: endpointUrl(port === 0 ? { ...endpoint, listen: `${host}:${bound}` } : endpoint),
         listening: `${host}:${bound}`,
         credentials: dir,
         madeCredentials: credentials.made,
+        fingerprint: credentials.fingerprint,
         recovered,
         close: () => app!.close(),
       });

@@ -1,16 +1,16 @@
 /**
- * The replication receiver of a DR site: an HTTPS endpoint (fastify) that takes delta streams,
- * answers which recovery point a protection's replica is at, and hashes a point's blocks for a
- * resync. Every request carries the site's bearer token (checked in one hook, in constant time);
- * the certificate is the one senders pin. Only protections whose target is this site are served.
- * Every wait is bounded and every refusal ends its connection (docs/replication.md, "The
- * receiver's limits"): a sender with the token is trusted with data, not with the receiver's time.
+ * A site's endpoint (fastify over mutual TLS), with the replication receiver's routes: it takes
+ * delta streams, answers which recovery point a protection's replica is at, and hashes a point's
+ * blocks for a resync. Every client presents a certificate, and a request from no paired site is
+ * refused in one hook before routing (plugin/sites/peer-auth.ts); a protection is served only
+ * when this site is its target, and only to its source site. Every wait is bounded and every
+ * refusal ends its connection (docs/replication.md, "The receiver's limits"): a paired site is
+ * trusted with data, not with the endpoint's time.
  */
-import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { VmdrError } from '../../../hypervisors/errors.js';
 import type { Config, Protection } from '../../config/schema.js';
@@ -24,7 +24,9 @@ import { decodeDeltaStream } from '../stream/decode.js';
 import { DELTA_STREAM_TYPE, MAX_FRAME_DATA } from '../stream/format.js';
 import { errorAnswer } from './answers.js';
 import { applyDeltaStream } from './apply.js';
-import type { ReceiverCredentials } from './credentials.js';
+import type { SiteIdentity } from '../../sites/identity.js';
+import { identifyPeer, requirePeer } from '../../sites/peer-auth.js';
+import { PinnedPeers } from '../../sites/peers.js';
 import { CycleBody } from './cycle-body.js';
 import { PROTECTION_UNKNOWN, ReceiverRefused } from './errors.js';
 import { DEFAULT_LIMITS, checkStreamHeader, cycleBudgetMs, type ReceiverLimits } from './limits.js';
@@ -35,8 +37,10 @@ import { registerSourceRoutes } from './source-routes.js';
 export interface ReceiverOptions {
   config: Config;
   site: string;
-  replicas: ReplicaStore;
-  credentials: ReceiverCredentials;
+  /** Absent on a site no protection targets (a source site): then no protection is served. */
+  replicas?: ReplicaStore;
+  /** The site's identity: the endpoint's certificate, and the certificate that means "this site" when a client presents it. */
+  credentials: SiteIdentity;
   /**
    * Runs after each commit, once the sender has its answer, in turn with the protection's next
    * cycle (retention merges); its failure does not undo the commit and goes to onWarning.
@@ -79,13 +83,20 @@ const HashesBody = z.strictObject({
 });
 
 export async function startReceiver(options: ReceiverOptions, listen: { host: string; port: number }): Promise<{ app: FastifyInstance; port: number }> {
-  const { config, site, replicas, credentials } = options;
+  const { config, site, credentials } = options;
+  // Only reached through protectionOf, which serves no protection when the site holds no replicas.
+  const replicas = options.replicas as ReplicaStore;
+  const peers = new PinnedPeers(credentials.dir);
   const limits: ReceiverLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const idleMs = options.bodyIdleTimeoutMs ?? 60_000;
   const app = Fastify({
     https: {
       cert: credentials.cert,
       key: credentials.key,
+      // Mutual TLS: every client shows a certificate; which ones are welcome is the onRequest
+      // hook's decision (by pinned fingerprint), so a refusal is an answer with a code, not a cut handshake.
+      requestCert: true,
+      rejectUnauthorized: false,
       handshakeTimeout: limits.headersTimeoutMs,
       // Node's http options ride with the TLS ones: how long the headers may take, and how often
       // it checks (default 30 s, too coarse for a 10 s limit).
@@ -105,7 +116,6 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     clientErrorHandler: (err, socket) => refuseMalformed(err as NodeJS.ErrnoException, socket),
   });
   app.server.maxConnections = limits.maxConnections;
-  const token = Buffer.from(`Bearer ${credentials.token}`);
   const turns = new SequencerByKey();
   const cycles = new Map<string, number>();
   /** Cycles and hash requests under way: each holds buffers, so their number bounds the memory. */
@@ -132,9 +142,10 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     if (req.url.length > MAX_URL_BYTES) {
       return answer(reply, new ReceiverRefused('URI_TOO_LONG', `the URL is longer than ${MAX_URL_BYTES} bytes`, 414));
     }
-    const given = Buffer.from(req.headers.authorization ?? '');
-    if (given.length !== token.length || !timingSafeEqual(given, token)) {
-      return answer(reply, new ReceiverRefused('UNAUTHORIZED', 'missing or wrong receiver token', 401));
+    try {
+      req.peer = await identifyPeer(req, { site, fingerprint: credentials.fingerprint }, peers);
+    } catch (err) {
+      return answer(reply, err);
     }
   });
 
@@ -152,9 +163,12 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
       : answer(reply, new ReceiverRefused('NOT_FOUND', 'no such route', 404)),
   );
 
-  const protectionOf = (name: string): Protection => {
-    const p = config.protections.find((x) => x.name === name && x.target.site === site);
-    if (!p) throw new ReceiverRefused(PROTECTION_UNKNOWN, `site "${site}" holds no replica of protection "${name}"`, 404, { protection: name });
+  /** The protection named, when its replica is here and the peer asking is its source site; else the same 404 either way. */
+  const protectionOf = (req: FastifyRequest, name: string): Protection => {
+    const unknown = () => new ReceiverRefused(PROTECTION_UNKNOWN, `site "${site}" holds no replica of protection "${name}"`, 404, { protection: name });
+    const p = options.replicas ? config.protections.find((x) => x.name === name && x.target.site === site) : undefined;
+    if (!p) throw unknown();
+    requirePeer(req, p.source.site, unknown);
     return p;
   };
   const send = (reply: FastifyReply, body: unknown) => reply.header('content-type', 'application/json').send(JSON.stringify(body));
@@ -169,12 +183,12 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
   };
 
   app.get<{ Params: { protection: string } }>('/v1/protections/:protection/points', async (req, reply) => {
-    const p = protectionOf(req.params.protection);
+    const p = protectionOf(req, req.params.protection);
     return send(reply, { points: replicas.listPoints(p.name) });
   });
 
   app.get<{ Params: { protection: string } }>('/v1/protections/:protection/points/latest', async (req, reply) => {
-    const p = protectionOf(req.params.protection);
+    const p = protectionOf(req, req.params.protection);
     // The role rides along, so a sender learns that the protection was failed over before it
     // starts streaming (a refusal mid-body reaches it as a cut connection, not as the reason).
     const role = roleOf(replicas.state.db, p.name);
@@ -182,7 +196,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
   });
 
   app.post<{ Params: { protection: string } }>('/v1/protections/:protection/cycles', async (req, reply) => {
-    const p = protectionOf(req.params.protection);
+    const p = protectionOf(req, req.params.protection);
     if (req.headers['content-type'] !== DELTA_STREAM_TYPE) {
       throw new ReceiverRefused('UNSUPPORTED_MEDIA_TYPE', `a cycle's body must be ${DELTA_STREAM_TYPE}`, 415, { protection: p.name });
     }
@@ -221,7 +235,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
   });
 
   app.post<{ Params: { protection: string } }>('/v1/protections/:protection/hashes', async (req, reply) => {
-    const p = protectionOf(req.params.protection);
+    const p = protectionOf(req, req.params.protection);
     const body = HashesBody.parse(req.body);
     if (body.blockSize < HASH_BLOCK || body.blockSize > MAX_FRAME_DATA || (body.blockSize & (body.blockSize - 1)) !== 0) {
       throw new ReceiverRefused(

@@ -3,9 +3,10 @@
  * are of, recording it (at protect, or adopted by the first sync of a protection that has none),
  * replacing it (`vmdr protect --replace-source`, which keeps every existing point for the old VM),
  * and releasing kept points. A source host reaches the DR site's state file only through these.
- * Registered by startReceiver after its own routes: registerSourceRoutes(app, { protectionOf, replicas }).
+ * Registered by startReceiver after its own routes: registerSourceRoutes(app, { protectionOf, replicas });
+ * protectionOf answers only the protection's source site (requirePeer).
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Protection } from '../../config/schema.js';
 import { releaseKept, toRecordedSource } from '../../protections/source-record.js';
@@ -22,17 +23,17 @@ const ReleaseBody = z.strictObject({
   points: z.union([z.literal('replaced'), z.array(z.string().min(1).max(64)).min(1).max(10_000)]),
 });
 
-export function registerSourceRoutes(app: FastifyInstance, ctx: { protectionOf: (name: string) => Protection; replicas: ReplicaStore }): void {
+export function registerSourceRoutes(app: FastifyInstance, ctx: { protectionOf: (req: FastifyRequest, name: string) => Protection; replicas: ReplicaStore }): void {
   const db = () => ctx.replicas.state.db;
 
   app.get<{ Params: { protection: string } }>('/v1/protections/:protection/source', async (req) => {
-    const p = ctx.protectionOf(req.params.protection);
+    const p = ctx.protectionOf(req, req.params.protection);
     const row = recordedSource(db(), p.name);
     return { source: row ? toRecordedSource(row) : null };
   });
 
   app.put<{ Params: { protection: string } }>('/v1/protections/:protection/source', async (req) => {
-    const p = ctx.protectionOf(req.params.protection);
+    const p = ctx.protectionOf(req, req.params.protection);
     const body = RecordBody.parse(req.body);
     const r = recordSource(db(), p.name, { uuid: body.uuid, name: body.vm }, { replace: body.replace });
     return {
@@ -44,7 +45,7 @@ export function registerSourceRoutes(app: FastifyInstance, ctx: { protectionOf: 
   });
 
   app.post<{ Params: { protection: string } }>('/v1/protections/:protection/points/release', async (req) => {
-    const p = ctx.protectionOf(req.params.protection);
+    const p = ctx.protectionOf(req, req.params.protection);
     const body = ReleaseBody.parse(req.body);
     return { released: releaseKept(ctx.replicas, p.name, body.points) };
   });

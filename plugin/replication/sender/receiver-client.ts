@@ -1,64 +1,29 @@
 /**
- * The source host's side of the receiver's HTTPS API. The receiver's certificate is pinned (it is
- * the only CA trusted for this connection) and the token rides in every request. A cycle's body is
- * a generator piped into the request, so NBD reads on the source are paced by the network.
+ * The source site's side of the DR site's receiver routes, over the peer client (mutual TLS: this
+ * site's certificate presented, the DR site's pinned). A cycle's body is a generator piped into
+ * the request, so NBD reads on the source are paced by the network.
  */
-import { request, Agent } from 'node:https';
-import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { VmdrError } from '../../../hypervisors/errors.js';
 import { ProtectionFailedOver } from '../replica/errors.js';
 import type { RecoveryPoint } from '../replica/store.js';
 import type { RecordedSource } from '../../protections/source-identity.js';
+import { PeerClient, readAll, type PeerCredentials } from '../../sites/peer-client.js';
 import { DELTA_STREAM_TYPE } from '../stream/format.js';
-
-export class ReceiverUnreachable extends VmdrError {
-  constructor(url: string, site: string, detail: string, cause?: unknown) {
-    super('RECEIVER_UNREACHABLE', `cannot reach the receiver of site "${site}" at ${url}: ${detail}`, {
-      subject: { host: url, site },
-      cause,
-      remedy: `is \`vmdr serve\` running on site "${site}"?`,
-    });
-  }
-}
 
 type WirePoint = Omit<RecoveryPoint, 'time' | 'committedAt'> & { time: string; committedAt: string };
 const toPoint = (p: WirePoint): RecoveryPoint => ({ ...p, time: new Date(p.time), committedAt: new Date(p.committedAt) });
 
-/** Socket failures (Node's codes): the receiver is down, away, or cut the connection. */
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);
-/** TLS verification failures (OpenSSL's codes, as Node reports them): not the certificate pinned. */
-const UNTRUSTED_CODES = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_SIGNATURE_FAILURE',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
-
 export class ReceiverClient {
-  private readonly agent: Agent;
-  private readonly token: string;
-
-  private readonly idleTimeoutMs: number;
+  private readonly peer: PeerClient;
 
   constructor(
     readonly url: string,
     readonly site: string,
-    credentials: { cert: Buffer; token: string },
+    credentials: PeerCredentials,
     /** How long a request may see no byte from the receiver (default 2 min; hashes get 30). */
     options: { idleTimeoutMs?: number } = {},
   ) {
-    this.agent = new Agent({ ca: credentials.cert, keepAlive: true, maxSockets: 4 });
-    this.token = credentials.token;
-    this.idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
+    this.peer = new PeerClient(url, site, credentials, options);
   }
 
   async latestPoint(protection: string): Promise<RecoveryPoint | undefined> {
@@ -101,19 +66,19 @@ export class ReceiverClient {
 
   /** The replica's block hashes of one disk at one point (empty when the point lacks that disk). */
   async hashes(protection: string, point: string, disk: string, blockSize: number, signal?: AbortSignal): Promise<Buffer> {
-    const res = await this.send('POST', `/v1/protections/${encodeURIComponent(protection)}/hashes`, {
-      type: 'application/json',
-      body: Readable.from([Buffer.from(JSON.stringify({ point, disk, blockSize }))]),
+    const res = await this.peer.request('POST', `/v1/protections/${encodeURIComponent(protection)}/hashes`, {
+      json: { point, disk, blockSize },
       signal,
       // The receiver reads the whole disk before it answers: silence is expected for a while.
       idleTimeoutMs: 30 * 60_000,
     });
-    return readAll(res);
+    // As long as the disk is (32 bytes a block, the length said up front): a pinned peer's answer.
+    return readAll(res, Number.MAX_SAFE_INTEGER);
   }
 
   /** Ships one cycle; resolves with the recovery point the receiver committed (its acknowledgement). */
   async sendCycle(protection: string, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<RecoveryPoint> {
-    const res = await this.send('POST', `/v1/protections/${encodeURIComponent(protection)}/cycles`, {
+    const res = await this.peer.request('POST', `/v1/protections/${encodeURIComponent(protection)}/cycles`, {
       type: DELTA_STREAM_TYPE,
       // Run ahead of the socket by a few frames, so a slow moment on one side does not stall the other.
       body: Readable.from(body, { objectMode: false, highWaterMark: 16 * 1024 * 1024 }),
@@ -123,88 +88,10 @@ export class ReceiverClient {
   }
 
   close(): void {
-    this.agent.destroy();
+    this.peer.close();
   }
 
-  private async json(method: string, path: string, body?: unknown): Promise<unknown> {
-    const options = body === undefined ? {} : { type: 'application/json', body: Readable.from([Buffer.from(JSON.stringify(body))]) };
-    return JSON.parse((await readAll(await this.send(method, path, options))).toString('utf8'));
+  private json(method: string, path: string, body?: unknown): Promise<unknown> {
+    return this.peer.json(method, path, body);
   }
-
-  /**
-   * Resolves with a 2xx response; anything else becomes the receiver's own error (same code). A
-   * socket silent for the idle timeout (the receiver commits within seconds of the last byte)
-   * fails as unreachable: a link cut without a FIN must not hang a sync forever.
-   */
-  private send(
-    method: string,
-    path: string,
-    options: { type?: string; body?: Readable; signal?: AbortSignal; idleTimeoutMs?: number },
-  ): Promise<IncomingMessage> {
-    const url = new URL(path, this.url);
-    return new Promise((resolve, reject) => {
-      const req = request(url, {
-        method,
-        agent: this.agent,
-        signal: options.signal,
-        timeout: options.idleTimeoutMs ?? this.idleTimeoutMs,
-        headers: { authorization: `Bearer ${this.token}`, ...(options.type ? { 'content-type': options.type } : {}) },
-      });
-      req.on('timeout', () =>
-        req.destroy(Object.assign(new Error(`no answer for ${(options.idleTimeoutMs ?? this.idleTimeoutMs) / 1000} s`), { code: 'ETIMEDOUT' })),
-      );
-      let settled = false;
-      const fail = (err: unknown) => {
-        if (settled) return;
-        settled = true;
-        reject(this.translate(err));
-      };
-      req.on('error', fail);
-      req.on('response', (res) => {
-        if (res.statusCode && res.statusCode < 300) {
-          settled = true;
-          return resolve(res);
-        }
-        readAll(res).then((buf) => fail(remoteError(res.statusCode ?? 0, buf, this.url)), fail);
-      });
-      if (!options.body) return void req.end();
-      // The receiver may answer (refuse) before the body is all sent; its answer is the error to report.
-      pipeline(options.body, req).catch((err: unknown) => setTimeout(() => fail(err), 50));
-    });
-  }
-
-  private translate(err: unknown): unknown {
-    if (err instanceof VmdrError || (err as Error).name === 'AbortError') return err;
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    // Node's own codes decide ("socket hang up" is ECONNRESET); its words are only reported.
-    if (UNREACHABLE_CODES.has(code)) return new ReceiverUnreachable(this.url, this.site, (err as Error).message, err);
-    if (UNTRUSTED_CODES.has(code)) {
-      return new VmdrError('RECEIVER_UNTRUSTED', `the receiver at ${this.url} did not present the pinned certificate: ${(err as Error).message}`, {
-        subject: { host: this.url },
-        cause: err,
-        remedy: "copy the DR site's tls.crt to this host",
-      });
-    }
-    return err;
-  }
-}
-
-function remoteError(status: number, body: Buffer, url: string): VmdrError {
-  try {
-    const { error } = JSON.parse(body.toString('utf8')) as { error: { code: string; message: string; [k: string]: unknown } };
-    const { code, message, remedy, ...subject } = error;
-    return new VmdrError(code, message, {
-      subject: subject as Record<string, string>,
-      ...(typeof remedy === 'string' ? { remedy } : {}),
-      userError: status < 500,
-    });
-  } catch {
-    return new VmdrError('RECEIVER_FAILED', `receiver at ${url} answered ${status}: ${body.toString('utf8').slice(0, 200)}`, { subject: { host: url }, userError: false });
-  }
-}
-
-async function readAll(res: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of res) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadSenderCredentials } from '../../../plugin/replication/receiver/credentials.js';
+import { loadIdentity } from '../../../plugin/sites/identity.js';
+import { asThisSite } from '../../../plugin/sites/peer-connect.js';
 import { freeLoopbackPort } from '../../../plugin/replication/sender/nbd-port.js';
 import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
 import { runVmdr } from '../../helpers/lab.js';
@@ -40,7 +41,7 @@ describe('vmdr points and status from a host that is not the DR host', function 
     assert.equal(second.code, 1);
     assert.match(second.stderr, /^vmdr: the receiver of site "dr" cannot listen on 127\.0\.0\.1:\d+: the address is in use \(is another vmdr serve running\?\)\n$/);
 
-    const client = new ReceiverClient(`https://${listen}`, 'dr', await loadSenderCredentials(credentials));
+    const client = new ReceiverClient(`https://${listen}`, 'dr', asThisSite(await loadIdentity(credentials)));
     const disks = [{ name: 'vda', sizeBytes: 4 * MiB }];
     const stream = encodeStream(streamHeader({ protection: 'web', disks, base: null, n: 1 }), [{ kind: 'data', disk: 0, offset: 64 * KiB, data: Buffer.alloc(64 * KiB, 7) }]);
     const committed = await client.sendCycle('web', chunks(streamBytes(stream)));
@@ -62,12 +63,12 @@ describe('vmdr points and status from a host that is not the DR host', function 
     serve = undefined;
     const down = await runVmdr(['points', 'web', '--config', sourceConfig]);
     assert.equal(down.code, 1);
-    assert.match(down.stderr, /^vmdr: cannot reach the receiver of site "dr" at https:\/\/127\.0\.0\.1:\d+: .*\n$/);
+    assert.match(down.stderr, /^vmdr: cannot reach the endpoint of site "dr" at https:\/\/127\.0\.0\.1:\d+: .*\n$/);
     // status is what an operator runs when things are broken: the row says why, the command succeeds.
     const blind = await runVmdr(['status', '--json', '--config', sourceConfig]);
     assert.equal(blind.code, 0, blind.stderr);
     const [row2] = JSON.parse(blind.stdout) as { lastPoint: unknown; pointsProblem: string | null }[];
     assert.equal(row2!.lastPoint, null);
-    assert.match(row2!.pointsProblem ?? '', /cannot reach the receiver of site "dr"/);
+    assert.match(row2!.pointsProblem ?? '', /cannot reach the endpoint of site "dr"/);
   });
 });

@@ -14,7 +14,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VmdrError } from '../../../hypervisors/errors.js';
-import { loadSenderCredentials } from '../../../plugin/replication/receiver/credentials.js';
+import { loadIdentity } from '../../../plugin/sites/identity.js';
+import { asThisSite } from '../../../plugin/sites/peer-connect.js';
 import type { RecoveryPoint } from '../../../plugin/replication/replica/store.js';
 import { freeLoopbackPort } from '../../../plugin/replication/sender/nbd-port.js';
 import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
@@ -116,7 +117,7 @@ describe('receiver crash recovery: kill -9 of vmdr serve at random moments', fun
   });
 
   async function withClient<T>(work: (client: ReceiverClient) => Promise<T>): Promise<T> {
-    const client = new ReceiverClient(url, 'dr', await loadSenderCredentials(credentialsDir));
+    const client = new ReceiverClient(url, 'dr', asThisSite(await loadIdentity(credentialsDir)));
     try {
       return await work(client);
     } finally {
@@ -215,7 +216,7 @@ describe('receiver crash recovery: kill -9 of vmdr serve at random moments', fun
           if ('point' in answer) {
             assert.equal(answer.point.seq, candidate!.seq, `${context}: acknowledged ${answer.point.id}`);
             candidate!.acknowledged = true;
-          } else if (!(answer.err instanceof VmdrError) || !['RECEIVER_UNREACHABLE'].includes(answer.err.code)) {
+          } else if (!(answer.err instanceof VmdrError) || !['PEER_UNREACHABLE'].includes(answer.err.code)) {
             // A cut connection is the only refusal a good stream may meet.
             assert.fail(`${context}: the cycle failed with ${String(answer.err)}`);
           }

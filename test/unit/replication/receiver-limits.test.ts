@@ -13,7 +13,8 @@ import { connect } from 'node:tls';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance } from 'fastify';
 import { parseConfig } from '../../../plugin/config/load.js';
-import { ensureReceiverCredentials, type ReceiverCredentials } from '../../../plugin/replication/receiver/credentials.js';
+import { ensureIdentity, type SiteIdentity } from '../../../plugin/sites/identity.js';
+import { asThisSite } from '../../../plugin/sites/peer-connect.js';
 import { startReceiver } from '../../../plugin/replication/receiver/server.js';
 import { ReplicaStore } from '../../../plugin/replication/replica/store.js';
 import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
@@ -38,7 +39,9 @@ describe('receiver limits: hostile and broken senders', function () {
   let storage: string;
   let state: StateStore;
   let replicas: ReplicaStore;
-  let credentials: ReceiverCredentials;
+  let credentials: SiteIdentity;
+  /** A site this receiver is not paired with. */
+  let stranger: SiteIdentity;
   let app: FastifyInstance;
   let port: number;
   let url: string;
@@ -48,7 +51,8 @@ describe('receiver limits: hostile and broken senders', function () {
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'test-vmdr-limits-'));
     storage = join(root, 'replicas');
-    credentials = await ensureReceiverCredentials(join(root, 'receiver'), '127.0.0.1');
+    credentials = await ensureIdentity(join(root, 'receiver'), 'dr');
+    stranger = await ensureIdentity(join(root, 'stranger'), 'stranger');
     const statePath = join(root, 'state.db');
     const config = parseConfig(
       receiverConfigYaml({
@@ -69,7 +73,7 @@ describe('receiver limits: hostile and broken senders', function () {
       { host: '127.0.0.1', port: 0 },
     ));
     url = `https://127.0.0.1:${port}`;
-    client = new ReceiverClient(url, 'dr', credentials);
+    client = new ReceiverClient(url, 'dr', asThisSite(credentials));
   });
 
   after(async () => {
@@ -80,12 +84,11 @@ describe('receiver limits: hostile and broken senders', function () {
   });
 
   /** One request on its own connection; the answer's status, code and raw text. */
-  function ask(method: string, path: string, o: { body?: Buffer; type?: string; token?: string | null } = {}) {
+  function ask(method: string, path: string, o: { body?: Buffer; type?: string; as?: SiteIdentity | null } = {}) {
     return new Promise<{ status: number; code: string | undefined; text: string; connection: string | undefined }>((resolve, reject) => {
       const headers: Record<string, string> = {};
-      if (o.token !== null) headers['authorization'] = `Bearer ${o.token ?? credentials.token}`;
       if (o.type) headers['content-type'] = o.type;
-      const req = request(new URL(path, url), { method, ca: credentials.cert, agent: false, headers });
+      const req = request(new URL(path, url), { method, ca: credentials.cert, agent: false, headers, ...(o.as === null ? {} : { cert: (o.as ?? credentials).cert, key: (o.as ?? credentials).key }) });
       req.on('error', reject);
       req.on('response', (res) => {
         const got: Buffer[] = [];
@@ -142,7 +145,7 @@ describe('receiver limits: hostile and broken senders', function () {
     for (const r of results) {
       assert.match(r.head, /^HTTP\/1\.1 401 /);
       assert.match(r.head, /connection: close/i);
-      assert.match(r.head, /"code":"UNAUTHORIZED"/);
+      assert.match(r.head, /"code":"PEER_UNKNOWN"/);
     }
   });
 
@@ -188,7 +191,7 @@ describe('receiver limits: hostile and broken senders', function () {
     slowDone.catch(() => undefined);
     await sleep(300);
     // Waiting behind it takes longer than this sender's idle limit: the receiver's 102s keep it alive.
-    const patient = new ReceiverClient(url, 'dr', credentials, { idleTimeoutMs: 1_500 });
+    const patient = new ReceiverClient(url, 'dr', asThisSite(credentials), { idleTimeoutMs: 1_500 });
     try {
       const goodDone = patient.sendCycle('slow', chunks(streamBytes(good)));
       goodDone.catch(() => undefined);
@@ -349,8 +352,10 @@ describe('receiver limits: hostile and broken senders', function () {
         const req = request(new URL('/v1/protections/sparse/hashes', url), {
           method: 'POST',
           ca: credentials.cert,
+          cert: credentials.cert,
+          key: credentials.key,
           agent: false,
-          headers: { authorization: `Bearer ${credentials.token}`, 'content-type': 'application/json' },
+          headers: { 'content-type': 'application/json' },
         });
         req.on('error', () => undefined);
         req.on('response', (res) => {
@@ -391,8 +396,8 @@ describe('receiver limits: hostile and broken senders', function () {
       const table: Case[] = [];
       for (const r of routes) {
         table.push(
-          [`${r.name}: no token`, r.method, r.path('hdr'), { ...r.good, token: null }, 401, 'UNAUTHORIZED'],
-          [`${r.name}: wrong token`, r.method, r.path('hdr'), { ...r.good, token: `${credentials.token.slice(1)}0` }, 401, 'UNAUTHORIZED'],
+          [`${r.name}: no client certificate`, r.method, r.path('hdr'), { ...r.good, as: null }, 401, 'PEER_UNKNOWN'],
+          [`${r.name}: an unpaired site's certificate`, r.method, r.path('hdr'), { ...r.good, as: stranger }, 401, 'PEER_UNKNOWN'],
           [`${r.name}: unknown protection`, r.method, r.path('nope'), r.good, 404, 'PROTECTION_UNKNOWN'],
           [`${r.name}: protection of another site`, r.method, r.path('acme-far'), r.good, 404, 'PROTECTION_UNKNOWN'],
           [`${r.name}: a name that is a path`, r.method, r.path('..%2F..%2Fetc'), r.good, 404, 'PROTECTION_UNKNOWN'],
@@ -433,7 +438,7 @@ describe('receiver limits: hostile and broken senders', function () {
 
     /** Nothing of the DR host's layout or its SQL in an answer. */
     function assertDiscreet(text: string, what: string): void {
-      for (const secret of [root, storage, '/var/', '/tmp/', '/etc/', 'sqlite', 'SQLITE', 'SELECT ', 'INSERT ', credentials.token]) {
+      for (const secret of [root, storage, '/var/', '/tmp/', '/etc/', 'sqlite', 'SQLITE', 'SELECT ', 'INSERT ', credentials.key.toString('utf8').split('\n')[1]!]) {
         assert.ok(!text.includes(secret), `${what}: the answer contains ${JSON.stringify(secret)}: ${text.slice(0, 300)}`);
       }
     }

@@ -7,7 +7,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../../../plugin/config/load.js';
-import { loadSenderCredentials } from '../../../plugin/replication/receiver/credentials.js';
+import { loadIdentity } from '../../../plugin/sites/identity.js';
+import { asThisSite } from '../../../plugin/sites/peer-connect.js';
 import { startReceivers, type RunningReceiver } from '../../../plugin/replication/receiver/run.js';
 import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
 import { StateStore } from '../../../plugin/state/store.js';
@@ -35,14 +36,14 @@ describe('a receiver on port 0', function () {
       receiverConfigYaml({ statePath: join(dir, 'dr.db'), storage: join(dir, 'replicas'), listen: '127.0.0.1:8443', credentials, protections: [{ name: 'web' }] }),
       file,
     );
-    config.sites.find((s) => s.name === 'dr')!.receiver!.listen = '127.0.0.1:0';
+    config.sites.find((s) => s.name === 'dr')!.endpoint!.listen = '127.0.0.1:0';
     state = StateStore.open(join(dir, 'dr.db'));
     running = await startReceivers(config, file, state);
     const [receiver] = running;
     const port = Number(/^127\.0\.0\.1:(\d+)$/.exec(receiver!.listening)?.[1]);
     assert.ok(port > 0, `listening on ${receiver!.listening}`);
     assert.equal(receiver!.url, `https://127.0.0.1:${port}`);
-    const client = new ReceiverClient(receiver!.url, 'dr', await loadSenderCredentials(credentials));
+    const client = new ReceiverClient(receiver!.url, 'dr', asThisSite(await loadIdentity(credentials)));
     try {
       assert.equal(await client.latestPoint('web'), undefined);
     } finally {

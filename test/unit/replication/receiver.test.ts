@@ -16,7 +16,8 @@ import type { FastifyInstance } from 'fastify';
 import { VmdrError } from '../../../hypervisors/errors.js';
 import { parseConfig } from '../../../plugin/config/load.js';
 import type { Config } from '../../../plugin/config/schema.js';
-import { ensureReceiverCredentials, type ReceiverCredentials } from '../../../plugin/replication/receiver/credentials.js';
+import { ensureIdentity, type SiteIdentity } from '../../../plugin/sites/identity.js';
+import { asThisSite } from '../../../plugin/sites/peer-connect.js';
 import { startReceiver } from '../../../plugin/replication/receiver/server.js';
 import { DELTA_STREAM_TYPE } from '../../../plugin/replication/stream/format.js';
 import { ReplicaStore, type RecoveryPoint } from '../../../plugin/replication/replica/store.js';
@@ -64,7 +65,7 @@ describe('replication receiver over HTTPS (in process, real qemu-nbd and SQLite)
   let storage: string;
   let state: StateStore;
   let replicas: ReplicaStore;
-  let credentials: ReceiverCredentials;
+  let credentials: SiteIdentity;
   let config: Config;
   let app: FastifyInstance;
   let url: string;
@@ -78,7 +79,7 @@ describe('replication receiver over HTTPS (in process, real qemu-nbd and SQLite)
     root = await mkdtemp(join(tmpdir(), 'test-vmdr-receiver-'));
     storage = join(root, 'replicas');
     const statePath = join(root, 'state', 'vmdr.db');
-    credentials = await ensureReceiverCredentials(join(root, 'receiver'), '127.0.0.1');
+    credentials = await ensureIdentity(join(root, 'receiver'), 'dr');
     config = parseConfig(
       receiverConfigYaml({
         statePath,
@@ -106,7 +107,7 @@ describe('replication receiver over HTTPS (in process, real qemu-nbd and SQLite)
       { host: '127.0.0.1', port: 0 },
     ));
     url = `https://127.0.0.1:${port}`;
-    client = new ReceiverClient(url, 'dr', { cert: credentials.cert, token: credentials.token });
+    client = new ReceiverClient(url, 'dr', asThisSite(credentials));
   });
 
   after(async () => {
@@ -169,18 +170,21 @@ describe('replication receiver over HTTPS (in process, real qemu-nbd and SQLite)
   }
 
   /** A raw HTTPS request, for the statuses the client turns into codes. */
-  function raw(path: string, body: Buffer[], o: { token?: string; type?: string } = {}): Promise<{ status: number; body: { error?: { code: string } } }> {
+  function raw(path: string, body: Buffer[], o: { as?: { cert: Buffer; key: Buffer } | null; type?: string } = {}): Promise<{ status: number; body: { error?: { code: string } }; connection: string | undefined }> {
+    const as = o.as === undefined ? credentials : o.as;
     return new Promise((resolve, reject) => {
       const req = request(new URL(path, url), {
         method: 'POST',
         ca: credentials.cert,
-        headers: { authorization: `Bearer ${o.token ?? credentials.token}`, 'content-type': o.type ?? DELTA_STREAM_TYPE },
+        agent: false,
+        ...(as ? { cert: as.cert, key: as.key } : {}),
+        headers: { 'content-type': o.type ?? DELTA_STREAM_TYPE },
       });
       req.on('error', reject);
       req.on('response', (res) => {
         const got: Buffer[] = [];
         res.on('data', (c: Buffer) => got.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(got).toString('utf8') || '{}') }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(got).toString('utf8') || '{}'), connection: res.headers.connection }));
       });
       for (const b of body) req.write(b);
       req.end();
@@ -430,38 +434,40 @@ describe('replication receiver over HTTPS (in process, real qemu-nbd and SQLite)
     assert.deepEqual(await strayPointFiles(storage, 'no-such-protection', []), []);
   });
 
-  it('refuses a wrong or missing token (UNAUTHORIZED, 401) before reading anything', async () => {
+  it('refuses a client with an unpinned certificate or none (PEER_UNKNOWN, 401) before reading anything', async () => {
     const before = replicas.listPoints(WEB);
     const { stream, model } = nextCycle(randomOps(rng, DISKS, 2, 64 * KiB));
-    const wrong = new ReceiverClient(url, 'dr', { cert: credentials.cert, token: `${credentials.token.slice(0, -1)}${credentials.token.endsWith('0') ? '1' : '0'}` });
+    const stranger = await ensureIdentity(join(root, 'stranger'), 'stranger');
+    const wrong = new ReceiverClient(url, 'dr', { cert: stranger.cert, key: stranger.key, pinned: credentials.cert });
     try {
-      await rejectsWith(wrong.sendCycle(WEB, chunks(streamBytes(stream))), 'UNAUTHORIZED');
-      await rejectsWith(wrong.latestPoint(WEB), 'UNAUTHORIZED');
-      await rejectsWith(wrong.hashes(WEB, before.at(-1)!.id, 'vda', 64 * KiB), 'UNAUTHORIZED');
+      await rejectsWith(wrong.sendCycle(WEB, chunks(streamBytes(stream))), 'PEER_UNKNOWN');
+      await rejectsWith(wrong.latestPoint(WEB), 'PEER_UNKNOWN');
+      await rejectsWith(wrong.hashes(WEB, before.at(-1)!.id, 'vda', 64 * KiB), 'PEER_UNKNOWN');
     } finally {
       wrong.close();
     }
-    for (const token of ['', 'x', credentials.token.toUpperCase() === credentials.token ? 'y' : credentials.token.toUpperCase()]) {
-      const answer = await raw(`/v1/protections/${WEB}/cycles`, streamBytes(stream), { token });
+    for (const as of [stranger, null]) {
+      const answer = await raw(`/v1/protections/${WEB}/cycles`, streamBytes(stream), { as });
       assert.equal(answer.status, 401);
-      assert.equal(answer.body.error?.code, 'UNAUTHORIZED');
+      assert.equal(answer.body.error?.code, 'PEER_UNKNOWN');
+      assert.equal(answer.connection, 'close');
     }
     await assertNothingLeft(before);
-    // The very same stream with the right token applies.
+    // The very same stream from this site's own certificate applies.
     const point = await client.sendCycle(WEB, chunks(streamBytes(stream)));
     assert.equal(point.id, `rp-${before.at(-1)!.seq + 1}`);
     models.set(point.id, model);
     await assertPointHolds(latest()!, model, DISKS);
   });
 
-  it('refuses a receiver that does not present the pinned certificate (RECEIVER_UNTRUSTED)', async () => {
+  it('refuses a receiver that does not present the pinned certificate (PEER_UNTRUSTED)', async () => {
     const before = replicas.listPoints(WEB);
-    const other = await ensureReceiverCredentials(join(root, 'other-receiver'), '127.0.0.1');
-    const untrusting = new ReceiverClient(url, 'dr', { cert: other.cert, token: credentials.token });
+    const other = await ensureIdentity(join(root, 'other-receiver'), 'dr');
+    const untrusting = new ReceiverClient(url, 'dr', { cert: credentials.cert, key: credentials.key, pinned: other.cert });
     try {
       const { stream } = nextCycle(randomOps(rng, DISKS, 2, 64 * KiB));
-      await rejectsWith(untrusting.sendCycle(WEB, chunks(streamBytes(stream))), 'RECEIVER_UNTRUSTED');
-      await rejectsWith(untrusting.latestPoint(WEB), 'RECEIVER_UNTRUSTED');
+      await rejectsWith(untrusting.sendCycle(WEB, chunks(streamBytes(stream))), 'PEER_UNTRUSTED');
+      await rejectsWith(untrusting.latestPoint(WEB), 'PEER_UNTRUSTED');
     } finally {
       untrusting.close();
     }

@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { parseConfig } from '../../../plugin/config/load.js';
-import { ensureReceiverCredentials, type ReceiverCredentials } from '../../../plugin/replication/receiver/credentials.js';
+import { ensureIdentity, type SiteIdentity } from '../../../plugin/sites/identity.js';
+import { asThisSite } from '../../../plugin/sites/peer-connect.js';
 import { startReceiver } from '../../../plugin/replication/receiver/server.js';
 import { ReplicaStore } from '../../../plugin/replication/replica/store.js';
 import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
@@ -24,14 +25,14 @@ describe('a link that goes silent', function () {
   let root: string;
   let state: StateStore;
   let replicas: ReplicaStore;
-  let credentials: ReceiverCredentials;
+  let credentials: SiteIdentity;
   let app: FastifyInstance;
   let url: string;
   let silent: Server | undefined;
 
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'test-vmdr-stalls-'));
-    credentials = await ensureReceiverCredentials(join(root, 'receiver'), '127.0.0.1');
+    credentials = await ensureIdentity(join(root, 'receiver'), 'dr');
     const statePath = join(root, 'state.db');
     const config = parseConfig(
       receiverConfigYaml({ statePath, storage: join(root, 'replicas'), listen: '127.0.0.1:8443', credentials: credentials.dir, protections: [{ name: 'web' }] }),
@@ -52,7 +53,7 @@ describe('a link that goes silent', function () {
   });
 
   it('the receiver abandons a cycle whose sender stops sending, and takes the next one', async () => {
-    const client = new ReceiverClient(url, 'dr', credentials);
+    const client = new ReceiverClient(url, 'dr', asThisSite(credentials));
     const stream = encodeStream(streamHeader({ protection: 'web', disks, base: null, n: 1 }), [{ kind: 'data', disk: 0, offset: 0, data: Buffer.alloc(64 * KiB, 1) }]);
     const [start, ...frames] = streamBytes(stream);
     // The header and nothing else, then silence: the generator never finishes.
@@ -84,9 +85,9 @@ describe('a link that goes silent', function () {
     silent = createServer(() => undefined);
     await new Promise<void>((resolve) => silent!.listen(0, '127.0.0.1', resolve));
     const port = (silent.address() as { port: number }).port;
-    const client = new ReceiverClient(`https://127.0.0.1:${port}`, 'dr', credentials, { idleTimeoutMs: 1_000 });
+    const client = new ReceiverClient(`https://127.0.0.1:${port}`, 'dr', asThisSite(credentials), { idleTimeoutMs: 1_000 });
     const started = Date.now();
-    const err = await rejectsWith(client.latestPoint('web'), 'RECEIVER_UNREACHABLE');
+    const err = await rejectsWith(client.latestPoint('web'), 'PEER_UNREACHABLE');
     assert.ok(Date.now() - started < 10_000);
     assert.match(err.message, /no answer for 1 s/);
     client.close();
