@@ -17,6 +17,7 @@ import { HASH_BLOCK, HASH_BYTES, blockHashStream } from '../replication/capture/
 import { CycleBody } from '../replication/receiver/cycle-body.js';
 import { PROTECTION_UNKNOWN, ReceiverRefused } from '../replication/receiver/errors.js';
 import { cycleBudgetMs, type ReceiverLimits } from '../replication/receiver/limits.js';
+import { SequencerByKey } from '../replication/receiver/sequencer.js';
 import { isValidName } from '../replication/replica/names.js';
 import { decodeDeltaStream } from '../replication/stream/decode.js';
 import { DELTA_STREAM_TYPE } from '../replication/stream/format.js';
@@ -25,13 +26,18 @@ import { requirePeer } from './peer-auth.js';
 
 /** Failback requests under way on this site, all protections together: each holds a qemu-nbd and up to 32 MiB. */
 const MAX_FAILBACK_REQUESTS = 8;
+/** One request on a disk, and one waiting for its turn: a third is a DR site out of step. */
+const REQUESTS_PER_DISK = 2;
 
 type Params = { protection: string; disk: string };
 
 export function registerFailbackRoutes(app: FastifyInstance, ctx: { config: Config; site: string; idleMs: number; limits: ReceiverLimits }): void {
   const sites = new SiteConnections(ctx.config, 'the config');
   app.addHook('onClose', async () => sites.close());
-  const busy = new Set<string>();
+  const turns = new SequencerByKey();
+  const queued = new Map<string, number>();
+  let busy = 0;
+  app.addHook('onClose', async () => turns.idle());
 
   const protectionOf = (name: string): Protection => {
     const p = ctx.config.protections.find((x) => x.name === name && x.source.site === ctx.site);
@@ -39,18 +45,25 @@ export function registerFailbackRoutes(app: FastifyInstance, ctx: { config: Conf
     return p;
   };
 
-  /** Runs one request on one disk of the source VM, alone on that disk; the source side's refusals keep their codes. */
+  /**
+   * Runs one request on one disk of the source VM in its turn (a pass's blocks follow its hashes
+   * at once, while the hashing's writer still closes), one waiting at most; the source side's
+   * refusals keep their codes.
+   */
   const onDisk = async <T>(p: Protection, disk: string, reply: FastifyReply, run: () => Promise<T>): Promise<T> => {
     if (!isValidName(disk)) throw new ReceiverRefused('BAD_REQUEST', `"${disk}" is not a disk name`, 400, { protection: p.name });
     const key = `${p.name}\n${disk}`;
-    if (busy.has(key)) throw new ReceiverRefused('FAILBACK_BUSY', `disk ${disk} of protection "${p.name}" is already being compared or written`, 409, { protection: p.name });
-    if (busy.size >= MAX_FAILBACK_REQUESTS) {
+    if ((queued.get(key) ?? 0) >= REQUESTS_PER_DISK) {
+      throw new ReceiverRefused('FAILBACK_BUSY', `disk ${disk} of protection "${p.name}" is already being compared or written, and another request waits`, 409, { protection: p.name });
+    }
+    if (busy >= MAX_FAILBACK_REQUESTS) {
       void reply.header('retry-after', '30');
       throw new ReceiverRefused('RECEIVER_BUSY', `site "${ctx.site}" serves ${MAX_FAILBACK_REQUESTS} failback requests at once; try again later`, 503, { protection: p.name });
     }
-    busy.add(key);
+    busy += 1;
+    queued.set(key, (queued.get(key) ?? 0) + 1);
     try {
-      return await run();
+      return await turns.run(key, run);
     } catch (err) {
       // A stream refused by the decoder answers with its own code; the source VM's state (running,
       // no such disk, too small) is the DR site's to fix, not a fault of this site.
@@ -59,7 +72,10 @@ export function registerFailbackRoutes(app: FastifyInstance, ctx: { config: Conf
       }
       throw err;
     } finally {
-      busy.delete(key);
+      busy -= 1;
+      const left = (queued.get(key) ?? 1) - 1;
+      if (left > 0) queued.set(key, left);
+      else queued.delete(key);
     }
   };
 
