@@ -36,7 +36,7 @@ export function describeFailover(r: FailoverReport): string {
     for (const vm of r.vms.filter((v) => v.group === g.name)) {
       const point = vm.point ? `${vm.point.id} of ${vm.point.time}` : 'no point';
       const loss = vm.dataLossWindowMs !== null ? `, data-loss window ${seconds(vm.dataLossWindowMs)}` : '';
-      lines.push(`    ${vm.protection} -> ${vm.vm}: ${vm.status}${vm.healthyAt ? ` at ${rel(vm.healthyAt)}` : ''} (${point}${loss})`);
+      lines.push(`    ${vm.protection} -> ${vm.vm}${r.kind === 'failback' ? ' (the source VM)' : ''}: ${vm.status}${vm.healthyAt ? ` at ${rel(vm.healthyAt)}` : ''} (${point}${loss})`);
       if (vm.guest) lines.push(`      guest: ${vm.guest}`);
       for (const pass of vm.passes ?? []) {
         const differed = pass.bytesDiffering === null ? '' : `, ${formatBytes(pass.bytesDiffering)} differed`;
