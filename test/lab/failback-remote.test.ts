@@ -2,9 +2,9 @@
  * Failback with its source side remote: the source site's `vmdr serve` (its own config with
  * `localSite: prod`, its own state file) on 127.0.0.1, the DR side's `vmdr failback` with
  * `localSite: dr`, so the DR VM's blocks reach the source's image only through that endpoint.
- * Faults on the way: the source site unreachable (a clear error, the run resumable), the DR side
- * killed -9 in the middle of a pass. Judged by the source's image against the DR VM's disk, byte
- * for byte, the report's passes, and the source's guest coming up.
+ * Faults on the way: the source site unreachable (a clear error, the run resumable), its daemon
+ * killed -9 while it writes, the DR side killed -9 in the middle of a pass. Judged by the source's
+ * image against the DR VM's disk, byte for byte, the report's passes, and the source coming up.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -78,7 +78,7 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     await destroyLabVm(vm);
   });
 
-  it('what the DR VM wrote reaches the source only through its site, byte for byte, through an unreachable site and a kill -9 mid-pass', async () => {
+  it('what the DR VM wrote reaches the source only through its site, byte for byte, through an unreachable site and either side killed -9 mid-pass', async () => {
     await virsh('qemu-monitor-command', target(), '--hmp', 'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -P 0x5d 9M 192k"');
 
     // The source site is down: one line naming it, nothing lost, the run resumable.
@@ -91,8 +91,16 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     assert.equal(error.step, 'reverse-sync');
     assert.match(error.message, /cannot reach the receiver of site "prod"/);
 
+    // The source site's daemon killed -9 while it writes the first frame into the source's image.
+    sourceServe = await startServe(sourceConfig, { args: ['--no-replicate', '--site', 'prod'], env: { VMDR_FAILPOINT: 'receiver-frame' } });
+    const cut = await failback('--resume');
+    assert.equal(await sourceServe.exited, 'SIGKILL');
+    assert.equal(cut.code, 1, cut.stderr);
+    assert.equal((JSON.parse(cut.stderr) as { error: { cause: string } }).error.cause, 'RECEIVER_UNREACHABLE');
+
+    // The DR side killed -9 in the middle of sending a pass's blocks (the DR VM wrote more meanwhile).
+    await virsh('qemu-monitor-command', target(), '--hmp', 'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -P 0x6e 20M 64k"');
     sourceServe = await startServe(sourceConfig, { args: ['--no-replicate', '--site', 'prod'] });
-    // Killed in the middle of sending a pass's blocks.
     const killed = await failback('--resume', 'VMDR_FAILPOINT=failback-sending@3');
     assert.equal(killed.signal, 'SIGKILL', killed.stderr);
     // Killed once both passes are done, before the source starts: the images must be equal now.
@@ -102,6 +110,7 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     const drDisk = points.at(-1)!.disks[0]!.image;
     await exec('qemu-img', ['compare', '-U', '-f', 'qcow2', '-F', 'qcow2', vm.disk, drDisk]);
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x5d 9M 192k', vm.disk]);
+    await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x6e 20M 64k', vm.disk]);
 
     const done = await failback('--resume');
     assert.equal(done.code, 0, done.stderr);
