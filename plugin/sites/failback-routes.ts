@@ -33,15 +33,17 @@ type Params = { protection: string; disk: string };
 
 export function registerFailbackRoutes(app: FastifyInstance, ctx: { config: Config; site: string; idleMs: number; limits: ReceiverLimits }): void {
   const sites = new SiteConnections(ctx.config, 'the config');
-  app.addHook('onClose', async () => sites.close());
   const turns = new SequencerByKey();
   const queued = new Map<string, number>();
   let busy = 0;
-  app.addHook('onClose', async () => turns.idle());
+  app.addHook('onClose', async () => {
+    await turns.idle();
+    await sites.close();
+  });
 
   const protectionOf = (name: string): Protection => {
     const p = ctx.config.protections.find((x) => x.name === name && x.source.site === ctx.site);
-    if (!p) throw new ReceiverRefused(PROTECTION_UNKNOWN, `site "${ctx.site}" is not the source site of a protection "${name}"`, 404, { protection: name });
+    if (!p) throw new ReceiverRefused(PROTECTION_UNKNOWN, `site "${ctx.site}" is not the source site of protection "${name}"`, 404, { protection: name });
     return p;
   };
 
