@@ -11,8 +11,11 @@ import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { loadConfig } from '../../plugin/config/load.js';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { SiteConnections } from '../../plugin/sites/connections.js';
+import { failbackSourceOf } from '../../plugin/sites/failback-source.js';
 import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
@@ -125,5 +128,16 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     assert.ok(mine.passes!.every((x) => x.bytesDiffering! < 4 * 1024 * 1024), JSON.stringify(mine.passes));
     assert.equal(await virsh('domstate', vm.name), 'running');
     assert.equal(await virsh('domstate', target()), 'shut off');
+
+    // Now it runs, its site opens no writer on its disk, whoever asks.
+    const { config } = await loadConfig(failbackConfig);
+    const sites = new SiteConnections(config, failbackConfig);
+    const source = await failbackSourceOf({ config, file: failbackConfig, sites }, config.protections[0]!);
+    try {
+      await assert.rejects(source.hashes(config.protections[0]!, 'vda', 32 * 1024 * 1024), { code: 'INVALID_POWER_STATE' });
+    } finally {
+      source.close();
+      await sites.close();
+    }
   });
 });
