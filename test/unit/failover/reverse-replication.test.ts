@@ -260,6 +260,11 @@ protections:
     }
   });
 
+  it("opens no writer through a remote libvirt URI: qemu-nbd would open an image of this host", async () => {
+    const remote = openAdapter('qemu+ssh://source.example.invalid/system');
+    await assert.rejects(remote.openDiskWriter(vmName, 'vda'), { code: 'UNSUPPORTED' });
+  });
+
   it('on one host (no localSite) the same pass runs in this process through the adapter', async () => {
     await writeDr(7 * MiB, randomBytes(64 * KiB));
     const { localSite: _drop, ...oneHost } = drConfig;
