@@ -100,16 +100,16 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     assert.equal(away.code, 1, away.stderr);
     assert.equal(away.stderr.trim().split('\n').length, 1, away.stderr);
     const { error } = JSON.parse(away.stderr) as { error: { cause: string; step: string; message: string } };
-    assert.equal(error.cause, 'RECEIVER_UNREACHABLE');
+    assert.equal(error.cause, 'PEER_UNREACHABLE');
     assert.equal(error.step, 'reverse-sync');
-    assert.match(error.message, /cannot reach the receiver of site "prod"/);
+    assert.match(error.message, /cannot reach the endpoint of site "prod"/);
 
     // The source site's daemon killed -9 while it writes the first frame into the source's image.
     sourceServe = await startServe(sourceConfig, { args: ['--no-replicate', '--site', 'prod'], env: { VMDR_FAILPOINT: 'receiver-frame' } });
     const cut = await failback(failbackConfig, '--resume');
     assert.equal(await sourceServe.exited, 'SIGKILL');
     assert.equal(cut.code, 1, cut.stderr);
-    assert.equal((JSON.parse(cut.stderr) as { error: { cause: string } }).error.cause, 'RECEIVER_UNREACHABLE');
+    assert.equal((JSON.parse(cut.stderr) as { error: { cause: string } }).error.cause, 'PEER_UNREACHABLE');
 
     // The DR side killed -9 in the middle of sending a pass's blocks (the DR VM wrote more meanwhile).
     await virsh('qemu-monitor-command', target(), '--hmp', 'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -P 0x6e 20M 64k"');
