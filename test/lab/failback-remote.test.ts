@@ -57,8 +57,7 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
       nics: [{ network: ${drNetwork} }]
 `,
     );
-    // The source site gets an endpoint of its own; the DR side keeps copies of its credentials
-    // (here the very directory the source site's serve makes them in).
+    // The source site gets an endpoint of its own, and the two sites are paired below.
     const prod = `  - name: prod\n    uri: "qemu:///system"\n    storage: ${join(vm.dir, 'source-storage')}\n    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(vm.dir, 'endpoint-prod')} }`;
     const text = (await readFile(base, 'utf8')).replace('  - { name: prod, uri: "qemu:///system" }', prod);
     drConfig = join(vm.dir, 'dr.yaml');
@@ -68,8 +67,15 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     await writeFile(failbackConfig, `localSite: dr\n${text}`);
     await writeFile(sourceConfig, `localSite: prod\n${text.replace(join(vm.dir, 'state.db'), join(vm.dir, 'source-state.db'))}`);
     drServe = await startServe(drConfig, { args: ['--no-replicate', '--site', 'dr'] });
-    // Its first start makes the source site's credentials.
+    // Its first start makes the source site's certificate; each site then pins the other's.
     sourceServe = await startServe(sourceConfig, { args: ['--no-replicate', '--site', 'prod'] });
+    for (const [config, peer, cert] of [
+      [failbackConfig, 'prod', join(vm.dir, 'endpoint-prod', 'tls.crt')],
+      [sourceConfig, 'dr', join(vm.dir, 'receiver', 'tls.crt')],
+    ] as const) {
+      const r = await runVmdr(['site', 'pair', peer, '--cert', cert, '--config', config]);
+      assert.equal(r.code, 0, `vmdr site pair ${peer}: ${r.stderr}`);
+    }
     for (const args of [['target', 'provision'], ['protect', vm.name], ['failover', vm.name, '--force']]) {
       const r = await runVmdr([...args, '--config', drConfig]);
       assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
