@@ -26,7 +26,9 @@ import { freeLoopbackPort } from '../../../plugin/replication/sender/nbd-port.js
 import { DeltaStreamEncoder } from '../../../plugin/replication/stream/encode.js';
 import { SiteConnections } from '../../../plugin/sites/connections.js';
 import { failbackSourceOf, type FailbackSource } from '../../../plugin/sites/failback-source.js';
+import { RemoteFailbackSource } from '../../../plugin/sites/failback-client.js';
 import { ensureIdentity } from '../../../plugin/sites/identity.js';
+import { PeerClient } from '../../../plugin/sites/peer-client.js';
 import { pairPeer } from '../../../plugin/sites/peers.js';
 import { StateStore } from '../../../plugin/state/store.js';
 
@@ -262,6 +264,19 @@ protections:
       await assert.rejects(source.hashes(p, 'vdz', SIZE), { code: 'DISK_NOT_FOUND' });
     } finally {
       source.close();
+    }
+  });
+
+  it("answers only the protection's DR site: another paired site learns nothing of it", async () => {
+    const cee = await ensureIdentity(join(root, 'endpoint-cee'), 'cee');
+    const sourceIdentity = await ensureIdentity(join(root, 'endpoint-source'), 'source');
+    await pairPeer(sourceIdentity, 'source', 'cee', cee.cert, { file: 'cee.crt' });
+    const asCee = new RemoteFailbackSource(new PeerClient(`https://127.0.0.1:${relay.port}`, 'source', { cert: cee.cert, key: cee.key, pinned: sourceIdentity.cert }));
+    try {
+      await assert.rejects(asCee.hashes(p, 'vda', SIZE), { code: 'PROTECTION_UNKNOWN' });
+      await assert.rejects(asCee.write(p, 'vda', (async function* () { yield Buffer.from('not read'); })()), { code: 'PROTECTION_UNKNOWN' });
+    } finally {
+      asCee.close();
     }
   });
 
