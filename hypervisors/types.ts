@@ -262,6 +262,19 @@ export interface BackupSession {
   end(): Promise<void>;
 }
 
+/**
+ * A writable NBD export of one disk of a VM that is off (openDiskWriter): how failback writes the
+ * DR side's blocks into the source's own image. It may be read too (the hashes a pass compares).
+ * While it is open the VM cannot start (the image is locked to the writer).
+ */
+export interface DiskWriter {
+  disk: string;
+  listen: NbdListen;
+  exportName: string;
+  /** Ends the export (what was not flushed may be lost); the VM may start again. Safe twice. */
+  close(): Promise<void>;
+}
+
 /** A backup job an earlier session left on a VM, which endLeftoverBackup ended. */
 export interface EndedBackupJob {
   /** What it was: "pull backup (NBD 127.0.0.1:41234, disks vda, vdb)". */
@@ -380,6 +393,11 @@ export interface HypervisorAdapter {
   removeGuestIdentity(vm: string): Promise<void>;
   /** Whether the hypervisor starts the VM when it starts itself (libvirt's autostart). */
   setAutostart(vm: string, autostart: boolean): Promise<void>;
+  /**
+   * Opens a writer on disk `disk` (guest target: vda, sdb ...) of a VM that is off. Fails with
+   * InvalidPowerState when it is not off, DiskNotFound when it has no such disk.
+   */
+  openDiskWriter(vm: string, disk: string): Promise<DiskWriter>;
   /** Where the guest's serial console is written, when the VM has a file console. */
   serialLogPath(vm: string): Promise<string | undefined>;
   /**

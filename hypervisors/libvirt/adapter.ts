@@ -11,6 +11,7 @@ import type {
   BootDisksRequest,
   ChangeTracker,
   DiskSpec,
+  DiskWriter,
   GuestIdentity,
   HypervisorAdapter,
   ImageUser,
@@ -25,6 +26,7 @@ import type {
 import { createOverlays, removeOverlays } from './boot-disks.js';
 import { LibvirtConnection, type Domain } from './connection.js';
 import { diskCapacities } from './disk-sizes.js';
+import { openDiskWriter } from './disk-writer.js';
 import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
 import { readLabels, removeLabels, setLabels } from './labels.js';
 import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
@@ -258,6 +260,15 @@ export class LibvirtAdapter implements HypervisorAdapter {
     const seed = (await this.describe(domain, vm)).disks.find((d) => d.identitySeed)?.path;
     if (seed) await deleteIdentitySeed(seed);
     await this.redefine(domain, vm, (xml) => removeSeedDiskFromXml(xml));
+  }
+
+  async openDiskWriter(vm: string, disk: string): Promise<DiskWriter> {
+    // qemu-nbd opens the image where vmdr runs, which must be the libvirt host.
+    this.requireLocalFiles("writing a VM's disk");
+    const domain = await this.conn.lookup(vm);
+    if (!this.conn.virshSharesState) throw new Unsupported("writing a VM's disk (the test driver's disks are not files)", this.uri);
+    await this.requireOff(domain, vm, 'write its disks');
+    return openDiskWriter(this.uri, await this.describe(domain, vm), disk);
   }
 
   async serialLogPath(vm: string): Promise<string | undefined> {

@@ -7,11 +7,11 @@
  * goes back to being the guarded replica target, and the source starts and must be healthy.
  */
 import { basename } from 'node:path';
-import { serveImageOverNbd } from '../../hypervisors/qemu-nbd.js';
 import type { BootDisk } from '../../hypervisors/types.js';
 import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { freeLoopbackPort } from '../replication/sender/nbd-port.js';
+import { failbackSourceOf } from '../sites/failback-source.js';
 import { setPinned } from '../state/points.js';
 import { roleOf, setRole } from '../state/roles.js';
 import { healthStep } from './boot.js';
@@ -90,35 +90,34 @@ export async function failBackVm(ctx: RunContext, p: Protection, pre: FailbackPr
   await healthStep(ctx, source, p, { serialFrom, vm: p.source.vm });
 }
 
-/** One pass: every disk of the DR VM (frozen by a backup job while it runs) into the source's image. */
+/**
+ * One pass: every disk of the DR VM (frozen by a backup job while it runs) into the source's
+ * image, through the source site (failback-source.ts). Each disk's stream is committed on its own;
+ * a pass cut half way is simply run again (by --resume): it compares every disk anew.
+ */
 async function copyBack(ctx: RunContext, p: Protection): Promise<CopyResult> {
   const dr = await drAdapter(ctx, p);
   const tracker = dr.changeTracker!;
-  const sourceVm = await (await ctx.sites.adapter(p.source.site)).getVm(p.source.vm);
   // A failback killed inside a pass left its backup job on the DR VM; --resume must not wait on it.
   await tracker.endLeftoverBackup(p.target.vm, { signal: ctx.signal });
   const session = await tracker.beginBackup(p.target.vm, {
     checkpoint: `vmdr-failback-${p.name}-${Date.now()}`,
     listen: { transport: 'tcp', host: '127.0.0.1', port: await freeLoopbackPort() },
   });
-  const total: CopyResult = { bytesCompared: 0, bytesCopied: 0 };
+  const source = await failbackSourceOf(ctx, p);
+  const total: CopyResult = { bytesCompared: 0, bytesDiffering: 0, bytesSent: 0 };
   try {
     for (const exp of session.exports) {
-      const disk = sourceVm.disks.find((d) => d.target === exp.disk && d.device === 'disk' && !d.identitySeed && d.path);
-      if (!disk) throw new VmdrError('DISK_NOT_FOUND', `source VM "${p.source.vm}" has no disk ${exp.disk} to take the failback`, { subject: { vm: p.source.vm, disk: exp.disk } });
-      const server = await serveImageOverNbd(disk.path!, { format: disk.format === 'raw' ? 'raw' : 'qcow2' });
-      try {
-        const copied = await copyDifferences({ listen: exp.listen ?? session.listen, exportName: exp.exportName }, { listen: server.listen, exportName: '' }, { disk: exp.disk }, {
-          signal: ctx.signal,
-          onProgress: ctx.onProgress && ((pr) => ctx.onProgress!({ ...pr, subject: { failover: ctx.id, protection: p.name, vm: p.target.vm, ...pr.subject } })),
-        });
-        total.bytesCompared += copied.bytesCompared;
-        total.bytesCopied += copied.bytesCopied;
-      } finally {
-        await server.stop();
-      }
+      const pass = await copyDifferences({ listen: exp.listen ?? session.listen, exportName: exp.exportName, checkpoint: session.checkpoint }, source, p, exp.disk, {
+        signal: ctx.signal,
+        onProgress: ctx.onProgress && ((pr) => ctx.onProgress!({ ...pr, subject: { failover: ctx.id, protection: p.name, vm: p.target.vm, ...pr.subject } })),
+      });
+      total.bytesCompared += pass.bytesCompared;
+      total.bytesDiffering += pass.bytesDiffering;
+      total.bytesSent += pass.bytesSent;
     }
   } finally {
+    source.close();
     await session.end();
     // The checkpoint was only the job's way in: the DR VM's chain of them is not kept.
     if (!session.offline) await tracker.deleteCheckpoint(p.target.vm, session.checkpoint).catch(() => undefined);

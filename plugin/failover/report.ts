@@ -19,9 +19,21 @@ export interface StepReport {
   error?: { code: string; message: string };
 }
 
+/** One failback pass (reverse-sync while the DR VM runs, final-delta after it stopped). */
+export interface PassReport {
+  step: string;
+  bytesCompared: number;
+  /** Bytes of the blocks that differed (older runs recorded no such figure: null). */
+  bytesDiffering: number | null;
+  /** Bytes sent to the source site on the wire (older runs: the bytes copied). */
+  bytesSent: number;
+}
+
 export interface VmReport {
   protection: string;
   targetVm: string;
+  /** The VM that came up: the target for a failover, the source VM for a failback. */
+  vm: string;
   group: string;
   status: 'healthy' | 'failed' | 'skipped' | 'reverted' | 'pending';
   point: { id: string; time: string } | null;
@@ -29,6 +41,8 @@ export interface VmReport {
   healthyAt: string | null;
   guest: string | null;
   steps: StepReport[];
+  /** A failback's copy passes, in order, with what they compared and sent. */
+  passes?: PassReport[];
 }
 
 export interface FailoverReport {
@@ -50,7 +64,7 @@ export interface FailoverReport {
 export function buildReport(
   state: StateStore,
   id: string,
-  groups: { name: string; protections: { name: string; targetVm: string }[] }[],
+  groups: { name: string; protections: { name: string; targetVm: string; sourceVm: string }[] }[],
 ): FailoverReport {
   const row = getFailover(state.db, id)!;
   const steps = listSteps(state.db, id);
@@ -89,6 +103,7 @@ export function buildReport(
       return {
         protection: p.name,
         targetVm: p.targetVm,
+        vm: row.kind === 'failback' ? p.sourceVm : p.targetVm,
         group: g.name,
         status,
         point: point ? { id: point.id, time: point.time } : null,
@@ -96,6 +111,7 @@ export function buildReport(
         healthyAt: health?.healthyAt ?? null,
         guest: health?.guest ?? null,
         steps: own.map(toStep),
+        ...(row.kind === 'failback' ? { passes: passesOf(own) } : {}),
       };
     }),
   );
@@ -117,4 +133,15 @@ export function buildReport(
     vms,
     ...(row.errorCode ? { error: { code: row.errorCode, message: row.errorMessage ?? '' } } : {}),
   };
+}
+
+const PASSES = ['reverse-sync', 'final-delta'];
+
+function passesOf(steps: StepRow[]): PassReport[] {
+  return steps.flatMap((s) => {
+    if (!PASSES.includes(s.step) || s.status !== 'done' || !s.detail) return [];
+    const d = JSON.parse(s.detail) as { bytesCompared?: number; bytesDiffering?: number; bytesSent?: number; bytesCopied?: number };
+    if (d.bytesCompared === undefined) return []; // a pass skipped (the DR VM was not running)
+    return [{ step: s.step, bytesCompared: d.bytesCompared, bytesDiffering: d.bytesDiffering ?? null, bytesSent: d.bytesSent ?? d.bytesCopied ?? 0 }];
+  });
 }

@@ -101,7 +101,7 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
   // or --revert may touch them then.
   const changedSomething = journal.steps().some((s) => s.protection !== RUN);
   if (!error || request.kind === 'test' || request.kind === 'revert' || !changedSomething) unlockProtections(deps.state.db, row.id);
-  const report = buildReport(deps.state, row.id, groups.map((g) => ({ name: g.name, protections: g.protections.map((p) => ({ name: p.name, targetVm: p.target.vm })) })));
+  const report = buildReport(deps.state, row.id, groups.map((g) => ({ name: g.name, protections: g.protections.map((p) => ({ name: p.name, targetVm: p.target.vm, sourceVm: p.source.vm })) })));
   if (failure !== undefined) throw Object.assign(failure as object, { report });
   return report;
 }

@@ -1,6 +1,7 @@
 /** A failover as a person reads it: steps as they happen, then the timeline and its figures. */
 import type { StepEvent } from '../../plugin/failover/journal.js';
 import type { FailoverReport } from '../../plugin/failover/report.js';
+import { formatBytes } from './progress.js';
 
 const seconds = (ms: number | null) => (ms === null ? '-' : `${(ms / 1000).toFixed(1)} s`);
 
@@ -35,8 +36,12 @@ export function describeFailover(r: FailoverReport): string {
     for (const vm of r.vms.filter((v) => v.group === g.name)) {
       const point = vm.point ? `${vm.point.id} of ${vm.point.time}` : 'no point';
       const loss = vm.dataLossWindowMs !== null ? `, data-loss window ${seconds(vm.dataLossWindowMs)}` : '';
-      lines.push(`    ${vm.protection} -> ${vm.targetVm}: ${vm.status}${vm.healthyAt ? ` at ${rel(vm.healthyAt)}` : ''} (${point}${loss})`);
+      lines.push(`    ${vm.protection} -> ${vm.vm}${r.kind === 'failback' ? ' (the source VM)' : ''}: ${vm.status}${vm.healthyAt ? ` at ${rel(vm.healthyAt)}` : ''} (${point}${loss})`);
       if (vm.guest) lines.push(`      guest: ${vm.guest}`);
+      for (const pass of vm.passes ?? []) {
+        const differed = pass.bytesDiffering === null ? '' : `, ${formatBytes(pass.bytesDiffering)} differed`;
+        lines.push(`      ${pass.step}: compared ${formatBytes(pass.bytesCompared)}${differed}, ${formatBytes(pass.bytesSent)} sent to the source`);
+      }
       for (const s of vm.steps) {
         lines.push(`      ${s.step.padEnd(18)} ${s.status.padEnd(8)} ${rel(s.startedAt).padStart(9)}  ${seconds(s.durationMs).padStart(7)}${s.error ? `  ${s.error.message}` : ''}`);
       }

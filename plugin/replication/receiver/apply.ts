@@ -7,16 +7,12 @@
  */
 import { NbdClient } from '../nbd/client.js';
 import type { DecodedStream } from '../stream/decode.js';
-import { FrameKind } from '../stream/format.js';
 import { failpoint } from '../replica/failpoints.js';
 import { serveImage } from '../replica/qemu-nbd.js';
 import type { RecoveryPoint, ReplicaStore } from '../replica/store.js';
 import { ReceiverRefused, STREAM_BASE_MISMATCH } from './errors.js';
+import { writeFrames } from './write-frames.js';
 
-/** NBD writes in flight per cycle: keeps qemu-nbd busy without buffering much of the stream. */
-const WRITE_WINDOW = 16;
-/** And the bytes they may hold: a cycle's share of the receiver's memory bound (docs/replication.md). */
-export const WRITE_WINDOW_BYTES = 16 * 1024 * 1024;
 
 export interface ApplyResult {
   point: RecoveryPoint;
@@ -59,35 +55,7 @@ export async function applyDeltaStream(
     return client;
   };
   try {
-    const inFlight: { disk: number; from: number; to: number; bytes: number; done: Promise<void> }[] = [];
-    let bytesInFlight = 0;
-    const settleOldest = async () => {
-      const w = inFlight.shift()!;
-      await w.done;
-      bytesInFlight -= w.bytes;
-    };
-    let end;
-    for await (const frame of frames) {
-      if (frame.kind === FrameKind.End) {
-        end = frame;
-        break;
-      }
-      const from = frame.offset;
-      const to = from + (frame.kind === FrameKind.Data ? frame.data.length : frame.length);
-      // NBD may complete concurrent requests in any order: a frame overlapping one still in flight
-      // waits for it, so overlapping frames land in stream order (the later one wins).
-      while (inFlight.some((w) => w.disk === frame.disk && w.from < to && from < w.to)) await settleOldest();
-      const client = await clientOf(frame.disk);
-      const write = frame.kind === FrameKind.Data ? client.write(frame.offset, frame.data) : client.writeZeroes(frame.offset, frame.length);
-      // Awaited in order below; until then a failure must not count as an unhandled rejection.
-      write.catch(() => undefined);
-      const bytes = frame.kind === FrameKind.Data ? frame.data.length : 0;
-      inFlight.push({ disk: frame.disk, from, to, bytes, done: write });
-      bytesInFlight += bytes;
-      failpoint('receiver-frame');
-      while (inFlight.length >= WRITE_WINDOW || bytesInFlight >= WRITE_WINDOW_BYTES) await settleOldest();
-    }
-    await Promise.all(inFlight.map((w) => w.done));
+    const end = await writeFrames(frames, clientOf);
     // decodeDeltaStream yields the end frame only after checking it; without it nothing commits.
     if (!end) throw new Error('delta stream ended without an end frame');
     await Promise.all(clients.map((c) => c.flush()));

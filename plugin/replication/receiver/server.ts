@@ -33,6 +33,7 @@ import { DEFAULT_LIMITS, checkStreamHeader, cycleBudgetMs, type ReceiverLimits }
 import { roleOf } from '../../state/roles.js';
 import { SequencerByKey } from './sequencer.js';
 import { registerSourceRoutes } from './source-routes.js';
+import { registerFailbackRoutes } from '../../sites/failback-routes.js';
 
 export interface ReceiverOptions {
   config: Config;
@@ -267,6 +268,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
   });
 
   registerSourceRoutes(app, { protectionOf, replicas });
+  registerFailbackRoutes(app, { config, site, idleMs, limits });
 
   try {
     await app.listen({ host: listen.host, port: listen.port });
