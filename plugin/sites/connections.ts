@@ -10,6 +10,14 @@ import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import type { Config, Site } from '../config/schema.js';
 import { NotInConfig, SiteNotLocal } from '../config/errors.js';
 
+/**
+ * Whether this host is site `site`, or may act as it: the config says this host is that site
+ * (`localSite`), or says nothing (one host, or remote hypervisor URIs from here).
+ */
+export function isLocalSite(config: Config, site: string): boolean {
+  return config.localSite === undefined || config.localSite === site;
+}
+
 export class SiteConnections {
   private readonly open = new Map<string, HypervisorAdapter>();
 
@@ -39,8 +47,7 @@ export class SiteConnections {
   async adapter(siteName: string): Promise<HypervisorAdapter> {
     const existing = this.open.get(siteName);
     if (existing) return existing;
-    const local = this.config.localSite;
-    if (local !== undefined && siteName !== local) throw new SiteNotLocal(this.site(siteName).name, local, this.file);
+    if (!isLocalSite(this.config, siteName)) throw new SiteNotLocal(this.site(siteName).name, this.config.localSite!, this.file);
     const adapter = openAdapter(this.site(siteName).uri);
     await adapter.connect();
     this.open.set(siteName, adapter);

@@ -9,7 +9,7 @@ import { sourceDiskHashes, writeFailbackStream, type FailbackWritten } from '../
 import { decodeDeltaStream } from '../replication/stream/decode.js';
 import { RemoteFailbackSource } from './failback-client.js';
 import { connectPeer } from './peer-connect.js';
-import type { SiteConnections } from './connections.js';
+import { isLocalSite, type SiteConnections } from './connections.js';
 
 export interface FailbackSource {
   readonly remote: boolean;
@@ -20,13 +20,8 @@ export interface FailbackSource {
   close(): void;
 }
 
-/** Where this host is another site than p's source site, that site is reached only through its endpoint. */
-export function sourceSiteIsRemote(config: Config, p: Protection): boolean {
-  return config.localSite !== undefined && config.localSite !== p.source.site;
-}
-
 export async function failbackSourceOf(ctx: { config: Config; file: string; sites: SiteConnections }, p: Protection): Promise<FailbackSource> {
-  if (sourceSiteIsRemote(ctx.config, p)) {
+  if (!isLocalSite(ctx.config, p.source.site)) {
     return new RemoteFailbackSource(await connectPeer(ctx.config, ctx.file, p.source.site));
   }
   const adapter = await ctx.sites.adapter(p.source.site);
