@@ -8,7 +8,7 @@ import type { Config, Protection } from '../config/schema.js';
 import type { ReceiverClient } from '../replication/sender/receiver-client.js';
 import type { SiteConnections } from '../sites/connections.js';
 import type { StateStore } from '../state/store.js';
-import { provisionTargets } from '../targets/provision.js';
+import { stageTargetOf } from '../targets/provision.js';
 
 export async function replaceSource(
   ctx: { config: Config; file: string; sites: SiteConnections; state: StateStore },
@@ -17,7 +17,7 @@ export async function replaceSource(
 ): Promise<{ target: string; vm: { name: string; uuid: string } } & Awaited<ReturnType<ReceiverClient['recordSource']>>> {
   // The operator means the VM under the name now, not a recorded VM renamed elsewhere.
   const vm = await (await ctx.sites.adapter(protection.source.site)).getVm(protection.source.vm);
-  const [target] = await provisionTargets(ctx.config, ctx.file, ctx.sites, [protection.name], ctx.state);
+  const target = await stageTargetOf(ctx.config, ctx.file, ctx.sites, protection, ctx.state);
   const recorded = await receiver.recordSource(protection.name, { uuid: vm.id, vm: vm.name }, true);
-  return { target: target!.vm, vm: { name: vm.name, uuid: vm.id }, ...recorded };
+  return { target: target.vm, vm: { name: vm.name, uuid: vm.id }, ...recorded };
 }

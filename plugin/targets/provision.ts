@@ -16,7 +16,7 @@ import { dirname } from 'node:path';
 import type { HypervisorAdapter, TaskOptions, VmInfo, VmSpec } from '../../hypervisors/types.js';
 import { NetworkNotFound, VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
-import type { SiteConnections } from '../sites/connections.js';
+import { isLocalSite, type SiteConnections } from '../sites/connections.js';
 import { baseImage, protectionDir, REPLICA_IMAGE_FORMAT, serialLog } from '../replication/layout.js';
 import { createImage, imageInfo } from '../replication/qemu-img.js';
 import { letHypervisorReach, makeReplicaDir } from '../replication/replica/access.js';
@@ -48,6 +48,24 @@ export interface ProvisionedTarget {
   /** What an update changed; empty otherwise. */
   changes: DiskChange[];
   disks: { target: string; path: string; capacityBytes: number }[];
+}
+
+/**
+ * What `vmdr protect` does with the target: stages it here when this host is the target's site;
+ * on two hosts the DR site stages its targets itself (`vmdr target provision` there), and the
+ * source site only names it.
+ */
+export async function stageTargetOf(
+  config: Config,
+  file: string,
+  sites: SiteConnections,
+  p: Protection,
+  state?: StateStore,
+  task: Pick<TaskOptions, 'onProgress'> = {},
+): Promise<{ vm: string; action: ProvisionedTarget['action'] | 'staged-by-its-site' }> {
+  if (!isLocalSite(config, p.target.site)) return { vm: p.target.vm, action: 'staged-by-its-site' };
+  const [target] = await provisionTargets(config, file, sites, [p.name], state, task);
+  return target!;
 }
 
 /**

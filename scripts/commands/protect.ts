@@ -5,7 +5,7 @@ import { checkSource } from '../../plugin/protections/source-identity.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import type { ReceiverClient } from '../../plugin/replication/sender/receiver-client.js';
 import { syncProtection } from '../../plugin/replication/sync.js';
-import { provisionTargets } from '../../plugin/targets/provision.js';
+import { stageTargetOf } from '../../plugin/targets/provision.js';
 import { printJson, run } from '../cli/report.js';
 import { progressReporter } from '../cli/progress.js';
 import type { GlobalOptions } from './options.js';
@@ -41,16 +41,16 @@ export const protectCommand: CommandModule<GlobalOptions, ProtectOptions> = {
           // target is staged after that VM or a byte of it ships.
           const { source, notes } = await checkSource(await sites.adapter(protection.source.site), protection, receiver);
           const staging = progressReporter({ json: argv.json, label: protection.name });
-          const [target] = await provisionTargets(config, file, sites, [protection.name], ctx.state, { onProgress: staging.onProgress }).finally(() => staging.stop());
+          const target = await stageTargetOf(config, file, sites, protection, ctx.state, { onProgress: staging.onProgress }).finally(() => staging.stop());
           if (latest) {
-            const summary = { protection: protection.name, target: target!.vm, action: 'already-protected', point: latest, source, notes };
+            const summary = { protection: protection.name, target: target.vm, action: 'already-protected', point: latest, source, notes };
             if (argv.json) return printJson({ event: 'result', ...summary });
             const said = notes.map((n) => `\n${protection.name}: ${n}`).join('');
             return void process.stdout.write(`${protection.name}: already protected; newest recovery point ${latest.id} (${latest.time.toISOString()})${said}\n`);
           }
           await firstSync(ctx, protection, receiver, argv.json, (result) => ({
-            json: { target: target!.vm, action: 'protected', ...result },
-            text: `${protection.name}: target ${target!.vm} ${target!.action}; source VM ${source.vm} (UUID ${source.uuid})\n${describeSync(result)}`,
+            json: { target: target.vm, action: 'protected', ...result },
+            text: `${protection.name}: target ${target.vm} ${target.action === 'staged-by-its-site' ? `on site ${protection.target.site} (staged there by \`vmdr target provision\`)` : target.action}; source VM ${source.vm} (UUID ${source.uuid})\n${describeSync(result)}`,
           }));
         } finally {
           receiver.close();
