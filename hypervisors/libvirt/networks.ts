@@ -73,7 +73,11 @@ export class LibvirtNetworks {
       if (spec.bridge && existing.bridge !== spec.bridge) {
         throw new NetworkConflict(spec.name, this.uri, `exists with bridge ${existing.bridge ?? '(none)'}, not ${spec.bridge}`);
       }
-      if (!existing.active) await this.run(['net-start', spec.name], 'start network', spec.name);
+      if (!existing.active) {
+        await this.run(['net-start', spec.name], 'start network', spec.name);
+        // Found down: the host restarted and nothing brought it back (made before vmdr set autostart).
+        await this.run(['net-autostart', spec.name], 'autostart network', spec.name);
+      }
       return { ...existing, active: true };
     }
 
@@ -84,8 +88,11 @@ export class LibvirtNetworks {
     await this.withXmlFile(buildXml(network), (file) => this.run(['net-define', file], 'define network', spec.name));
     try {
       await this.run(['net-start', spec.name], 'start network', spec.name);
+      // A host that restarts brings the network back before it starts VMs on it (a fenced source
+      // started by failback, a DR VM by its autostart).
+      await this.run(['net-autostart', spec.name], 'autostart network', spec.name);
     } catch (err) {
-      // Defined but not started: take the definition back so a retry starts clean.
+      // Defined but not started (or not to be restarted): take the definition back so a retry starts clean.
       try {
         await this.run(['net-undefine', spec.name], 'undefine network', spec.name);
       } catch (cleanupErr) {
