@@ -36,7 +36,8 @@ interface Deps {
   config: Config;
   file: string;
   site: string;
-  state: StateStore;
+  /** None: the endpoint serves no source-site route (a receiver started without a state file). */
+  state?: StateStore;
   onWarning?: (err: unknown, context: { protection?: string; correlation?: string }) => void;
 }
 
@@ -45,9 +46,10 @@ type Work<T> = (source: LocalSourceSite, p: Protection, tools: { signal: AbortSi
 export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void {
   const protectionOf = (req: FastifyRequest<{ Params: { protection: string } }>): Protection => {
     const name = req.params.protection;
-    const p = deps.config.protections.find((x) => x.name === name && x.source.site === deps.site);
-    if (!p) throw new ReceiverRefused(PROTECTION_UNKNOWN, `site "${deps.site}" is not the source site of protection "${name}"`, 404, { protection: name });
-    requirePeer(req, p.target.site);
+    const unknown = () => new ReceiverRefused(PROTECTION_UNKNOWN, `site "${deps.site}" is not the source site of protection "${name}"`, 404, { protection: name });
+    const p = deps.state ? deps.config.protections.find((x) => x.name === name && x.source.site === deps.site) : undefined;
+    if (!p) throw unknown();
+    requirePeer(req, p.target.site, unknown);
     return p;
   };
 
@@ -55,7 +57,7 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
   const withSource = async <T>(p: Protection, work: (source: LocalSourceSite) => Promise<T>): Promise<T> => {
     const sites = new SiteConnections(deps.config, deps.file);
     try {
-      return await work(new LocalSourceSite(deps.site, { config: deps.config, file: deps.file, sites, state: deps.state }));
+      return await work(new LocalSourceSite(deps.site, { config: deps.config, file: deps.file, sites, state: deps.state! }));
     } finally {
       await sites.close();
     }
