@@ -13,6 +13,7 @@ import { receiverFor } from '../replication/sender/connect.js';
 import { syncProtection } from '../replication/sync.js';
 import type { StateStore } from '../state/store.js';
 import type { SiteConnections } from './connections.js';
+import { fenceSource, startUnfenced, unfenceSource } from './fence.js';
 import type { FinalSync, SourceFence, SourceHealth, SourceSite, SourceStop } from './source-site.js';
 
 /** A final sync that meets a cycle of the daemon's loop waits for it this many times, a second apart. */
@@ -66,22 +67,20 @@ export class LocalSourceSite implements SourceSite {
     }
   }
 
-  /** The one place a source is fenced; for now a running source is powered off. */
-  async fence(p: Protection, _failover: string): Promise<SourceFence> {
-    const adapter = await this.adapter();
-    const was = await adapter.powerState(p.source.vm);
-    if (was !== 'shutoff') await adapter.stop(p.source.vm, { mode: 'force' });
-    return { fencedAt: new Date().toISOString(), was };
+  async fence(p: Protection, failover: string): Promise<SourceFence> {
+    const { fencedAt, was } = await fenceSource(await this.adapter(), p.source.vm, { protection: p.name, failover });
+    return { fencedAt, was };
   }
 
-  /** adapter.start writes the split-brain start token on this host, the VM's own. */
+  /** The fence lifted, then adapter.start, which writes the split-brain start token on this host, the VM's own. */
   async startSource(p: Protection): Promise<{ serialFrom: number }> {
     const adapter = await this.adapter();
     const log = await adapter.serialLogPath(p.source.vm);
     const running = (await adapter.powerState(p.source.vm)) === 'running';
     // Only what this boot prints counts; a source already running is read from the start.
     const serialFrom = running || !log ? 0 : await fileSize(log);
-    if (!running) await adapter.start(p.source.vm);
+    if (running) await unfenceSource(adapter, p.source.vm);
+    else await startUnfenced(adapter, p.source.vm);
     return { serialFrom };
   }
 

@@ -25,7 +25,8 @@ describe('failover across two sites (two vmdr daemons, the DR side never touches
   let drDaemon: ServeProcess | undefined;
   let sourceDaemon: ServeProcess | undefined;
   const target = () => `${vm.name}-dr`;
-  const state = (name: string) => exec('virsh', ['-c', URI, 'domstate', name]).then((r) => r.stdout.trim());
+  const virsh = (...args: string[]) => exec('virsh', ['-c', URI, ...args]).then((r) => r.stdout.trim());
+  const state = (name: string) => virsh('domstate', name);
   const fromDr = (...args: string[]) => runVmdr([...args, '--config', configs.dr]);
   const failover = async (...args: string[]) => {
     const r = await fromDr('failover', vm.name, ...args, '--json');
@@ -92,6 +93,22 @@ describe('failover across two sites (two vmdr daemons, the DR side never touches
     assert.equal(revert.code, 0, revert.stderr);
     assert.equal(await state(target()), 'shut off');
     assert.equal(await state(vm.name), 'running', 'the source daemon started its VM again');
+    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 90_000 });
+  });
+
+  it('unplanned --force with the source running: the source daemon fences it (off, marked fenced); revert lifts the fence and starts it', async () => {
+    const r = await failover('--force');
+    assert.equal(r.code, 0, r.stderr);
+    const vmReport = r.report!.vms[0]!;
+    assert.equal(vmReport.status, 'healthy');
+    assert.equal(vmReport.sourceNotFenced, null);
+    assert.equal(await state(vm.name), 'shut off');
+    assert.match(await virsh('dumpxml', '--inactive', vm.name), /key="role">fenced</);
+
+    const revert = await failover('--revert');
+    assert.equal(revert.code, 0, revert.stderr);
+    assert.equal(await state(vm.name), 'running');
+    assert.doesNotMatch(await virsh('dumpxml', '--inactive', vm.name), /key="role">fenced</, 'the fence was lifted');
     await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 90_000 });
   });
 
