@@ -39,7 +39,9 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
       const stopped = await source.stop(p, how, ctx.signal);
       return { sourceStoppedAt: stopped.stoppedAt, was: stopped.was };
     }));
-    await j.step(p.name, 'final-sync', () => source.finalSync(p, { signal: ctx.signal }));
+    await j.step(p.name, 'final-sync', () =>
+      source.finalSync(p, { ...(ctx.signal ? { signal: ctx.signal } : {}), ...(ctx.onProgress ? { onProgress: (pr) => ctx.onProgress!({ ...pr, subject: { failover: ctx.id, ...pr.subject } }) } : {}) }),
+    );
   } else if (pre.source === 'running' || pre.source === 'paused') {
     await j.step(p.name, 'fence-source', async () => {
       // Forced by the user: two live copies of one server must never be, so the source goes off.

@@ -41,7 +41,7 @@ interface Deps {
   onWarning?: (err: unknown, context: { protection?: string; correlation?: string }) => void;
 }
 
-type Work<T> = (source: LocalSourceSite, p: Protection, tools: { signal: AbortSignal; onProgress: (progress: Progress) => void }) => Promise<T>;
+type Work<T> = (source: LocalSourceSite, tools: { signal: AbortSignal; onProgress: (progress: Progress) => void }) => Promise<T>;
 
 export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void {
   const protectionOf = (req: FastifyRequest<{ Params: { protection: string } }>): Protection => {
@@ -63,7 +63,7 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
     }
   };
 
-  const streamed = <T>(reply: FastifyReply, p: Protection, work: Work<T>) => {
+  const streamed = <T>(reply: FastifyReply, p: Protection, op: string, work: Work<T>) => {
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, { 'content-type': NDJSON });
@@ -77,9 +77,9 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
       line({ progress });
     };
     const heartbeat = setInterval(() => {
-      if (Date.now() - last >= HEARTBEAT_MS) onProgress({ phase: 'waiting', done: 0, total: 0 });
+      if (Date.now() - last >= HEARTBEAT_MS) onProgress({ phase: 'waiting', done: 0, total: 1, subject: { protection: p.name, vm: p.source.vm }, detail: `source site: ${op}` });
     }, HEARTBEAT_MS / 3);
-    void withSource(p, (source) => work(source, p, { signal: gone.signal, onProgress }))
+    void withSource(p, (source) => work(source, { signal: gone.signal, onProgress }))
       .then(
         (result) => line({ result }),
         (err: unknown) => line(errorLine(err, p, deps)),
@@ -104,25 +104,25 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
   route('POST', 'stop', (req, reply) => {
     const p = protectionOf(req);
     const how = StopBody.parse(req.body);
-    streamed(reply, p, (s, _p, { signal }) => s.stop(p, how, signal));
+    streamed(reply, p, 'stop', (s, { signal }) => s.stop(p, how, signal));
   });
   route('POST', 'final-sync', (req, reply) => {
     const p = protectionOf(req);
-    streamed(reply, p, (s, _p, tools) => s.finalSync(p, tools));
+    streamed(reply, p, 'final-sync', (s, tools) => s.finalSync(p, tools));
   });
   route('POST', 'fence', (req, reply) => {
     const p = protectionOf(req);
     const { failover } = FenceBody.parse(req.body);
-    streamed(reply, p, (s) => s.fence(p, failover));
+    streamed(reply, p, 'fence', (s) => s.fence(p, failover));
   });
   route('POST', 'start', (req, reply) => {
     const p = protectionOf(req);
-    streamed(reply, p, (s) => s.startSource(p));
+    streamed(reply, p, 'start', (s) => s.startSource(p));
   });
   route('POST', 'health', (req, reply) => {
     const p = protectionOf(req);
     const { serialFrom } = HealthBody.parse(req.body);
-    streamed(reply, p, (s, _p, { signal }) => s.waitHealthy(p, p.health, serialFrom, signal));
+    streamed(reply, p, 'health', (s, { signal }) => s.waitHealthy(p, p.health, serialFrom, signal));
   });
 }
 
