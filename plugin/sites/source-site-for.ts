@@ -6,17 +6,16 @@ import { VmNotFound } from '../../hypervisors/errors.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import type { Config, Protection } from '../config/schema.js';
 import type { StateStore } from '../state/store.js';
-import type { SiteConnections } from './connections.js';
+import { isLocalSite, type SiteConnections } from './connections.js';
 import { LocalSourceSite } from './local-source.js';
 import { RemoteSourceSite } from './remote-source.js';
 import type { SourceSite } from './source-site.js';
 
 type Deps = { config: Config; file: string; sites: SiteConnections; state: StateStore };
 
-const isLocal = (deps: Deps, p: Protection) => !deps.config.localSite || deps.config.localSite === p.source.site;
 
 export function sourceSiteFor(deps: Deps, p: Protection): SourceSite {
-  return isLocal(deps, p) ? new LocalSourceSite(p.source.site, deps) : new RemoteSourceSite(p.source.site, deps.config, deps.file);
+  return isLocalSite(deps.config, p.source.site) ? new LocalSourceSite(p.source.site, deps) : new RemoteSourceSite(p.source.site, deps.config, deps.file);
 }
 
 /**
@@ -25,7 +24,7 @@ export function sourceSiteFor(deps: Deps, p: Protection): SourceSite {
  * as missing there.
  */
 export function sourceVmLookup(deps: Deps, p: Protection): Pick<HypervisorAdapter, 'getVm'> {
-  if (isLocal(deps, p)) return { getVm: async (vm) => (await deps.sites.adapter(p.source.site)).getVm(vm) };
+  if (isLocalSite(deps.config, p.source.site)) return { getVm: async (vm) => (await deps.sites.adapter(p.source.site)).getVm(vm) };
   const site = sourceSiteFor(deps, p);
   return { getVm: (vm) => (vm === p.source.vm ? site.vm(p) : Promise.reject(new VmNotFound(vm, `site "${p.source.site}"`))) };
 }
