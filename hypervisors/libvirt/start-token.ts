@@ -11,8 +11,13 @@
  * The hook runs on the host libvirtd runs on and looks in that host's /run. vmdr can write there only
  * when it runs on the same host, which it knows only from a local URI (qemu:///system). Over a
  * remote URI (qemu+ssh://host/system, qemu+tls://…) vmdr cannot write the token, so nothing is
- * written and the hook on that host refuses vmdr's start of a target like anyone else's: fail over
- * with a vmdr running on the DR host (its site's URI local there).
+ * written and the hook on that host refuses vmdr's start of a target like anyone else's.
+ *
+ * So every start of a VM is vmdr's on the VM's own host: a target (failover, drill) is started by
+ * the DR site's runner on the DR host; the source (revert's restart, failback) is started by the
+ * source site's own `vmdr serve`, asked over its endpoint (plugin/sites/remote-source.ts), never
+ * by the DR host through the source's hypervisor. With two sites (`localSite` set) no vmdr process
+ * opens another site's hypervisor at all.
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -7,7 +7,7 @@ import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import type { Protection } from '../config/schema.js';
 import { serialLog } from '../replication/layout.js';
 import { storageOf, type RunContext } from './context.js';
-import { waitUntilHealthy } from './health.js';
+import { healthSummary, waitUntilHealthy } from './health.js';
 import { applyIdentity, type AppliedIdentity } from './identity.js';
 import { fileSize } from './serial-health.js';
 
@@ -36,14 +36,9 @@ export async function bootWithIdentity(ctx: RunContext, adapter: HypervisorAdapt
   return healthStep(ctx, adapter, p, { serialLog: console, serialFrom });
 }
 
-/** Waits until `p`'s health checks pass on `adapter`'s VM (the target, or the source after a failback). */
+/** Waits until `p`'s health checks pass on `adapter`'s VM (the target, or a drill VM). */
 export function healthStep(ctx: RunContext, adapter: HypervisorAdapter, p: Protection, where: { serialLog?: string; serialFrom: number; vm?: string }): Promise<HealthStep> {
   return ctx.journal.step<HealthStep>(p.name, 'health', async () => {
-    const report = await waitUntilHealthy(adapter, where.vm ?? p.target.vm, p.health, { ...where, signal: ctx.signal });
-    return {
-      healthyAt: new Date().toISOString(),
-      guest: report.checks.find((c) => c.check === 'serial')?.detail ?? null,
-      checks: report.checks.map((c) => ({ check: c.check, afterMs: c.afterMs, ...(c.detail ? { detail: c.detail } : {}) })),
-    };
+    return healthSummary(await waitUntilHealthy(adapter, where.vm ?? p.target.vm, p.health, { ...where, signal: ctx.signal }));
   });
 }

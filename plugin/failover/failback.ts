@@ -14,14 +14,14 @@ import { freeLoopbackPort } from '../replication/sender/nbd-port.js';
 import { failbackSourceOf } from '../sites/failback-source.js';
 import { setPinned } from '../state/points.js';
 import { roleOf, setRole } from '../state/roles.js';
-import { healthStep } from './boot.js';
+import type { HealthStep } from './boot.js';
+import { sourceSiteFor } from '../sites/source-site-for.js';
 import { restoreTarget } from './revert.js';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, type RunContext } from './context.js';
 import { copyDifferences, type CopyResult } from './copy-differences.js';
 import { NotFailedOver } from './errors.js';
 import { FailoverJournal } from './journal.js';
 import type { ChosenPoint } from './recovery-point.js';
-import { fileSize } from './serial-health.js';
 
 
 export interface FailbackPreflight {
@@ -32,7 +32,7 @@ export interface FailbackPreflight {
 export async function failbackPreflight(ctx: RunContext, p: Protection): Promise<FailbackPreflight> {
   const role = roleOf(ctx.state.db, p.name);
   if (role.role !== 'failed-over' || !role.failover) throw new NotFailedOver(p.name, 'fail back');
-  const state = await (await ctx.sites.adapter(p.source.site)).powerState(p.source.vm);
+  const state = await sourceSiteFor(ctx, p).powerState(p);
   if (state !== 'shutoff') {
     throw new VmdrError('SOURCE_NOT_OFF', `source VM "${p.source.vm}" of protection "${p.name}" is ${state}; failback writes the DR VM's disks into it`, {
       subject: { protection: p.name, vm: p.source.vm },
@@ -79,15 +79,10 @@ export async function failBackVm(ctx: RunContext, p: Protection, pre: FailbackPr
     await restoreTarget(ctx, p);
     return {};
   });
-  const source = await ctx.sites.adapter(p.source.site);
-  const { serialFrom } = await j.step(p.name, 'start-source', async () => {
-    const log = await source.serialLogPath(p.source.vm);
-    const running = (await source.powerState(p.source.vm)) === 'running';
-    const from = running || !log ? 0 : await fileSize(log);
-    if (!running) await source.start(p.source.vm);
-    return { serialFrom: from };
-  });
-  await healthStep(ctx, source, p, { serialFrom, vm: p.source.vm });
+  // Started and watched by its own site: the start token is written on the host whose hook reads it.
+  const source = sourceSiteFor(ctx, p);
+  const { serialFrom } = await j.step(p.name, 'start-source', () => source.startSource(p));
+  await j.step<HealthStep>(p.name, 'health', () => source.waitHealthy(p, p.health, serialFrom, ctx.signal));
 }
 
 /**

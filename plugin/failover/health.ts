@@ -58,6 +58,15 @@ interface Wait {
 /** One look: passed (with what answered), or not yet (and why). Failures that waiting cannot cure throw. */
 type Attempt = (attemptMs: number) => Promise<{ ok: true; detail?: string } | { ok: false; why: string }>;
 
+/** What a health wait tells the journal and the report: when, what the guest printed, which checks. */
+export function healthSummary(report: HealthReport): { healthyAt: string; guest: string | null; checks: { check: string; afterMs: number; detail?: string }[] } {
+  return {
+    healthyAt: new Date().toISOString(),
+    guest: report.checks.find((c) => c.check === 'serial')?.detail ?? null,
+    checks: report.checks.map((c) => ({ check: c.check, afterMs: c.afterMs, ...(c.detail ? { detail: c.detail } : {}) })),
+  };
+}
+
 /**
  * Resolves when every check in `spec` has passed (with no check configured: when the VM runs).
  * Throws HealthCheckFailed for the first check that misses `spec.timeout`, and at once when the VM

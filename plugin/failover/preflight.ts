@@ -10,6 +10,8 @@
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { HypervisorAdapter, PowerState, VmInfo } from '../../hypervisors/types.js';
 import { NetworkNotFound } from '../../hypervisors/errors.js';
+import { sourceSiteFor, sourceVmLookup } from '../sites/source-site-for.js';
+import type { SourceSite } from '../sites/source-site.js';
 import type { Protection } from '../config/schema.js';
 import { resolveSource } from '../protections/source-identity.js';
 import { roleOf } from '../state/roles.js';
@@ -34,21 +36,23 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
   const point = choosePoint(replicasOf(ctx, p), p, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined });
   const dr = await drAdapter(ctx, p);
   if (kind !== 'test') await checkTarget(dr, p, await inventoryOf(ctx, p.target.site, dr));
-  const source = await sourceState(ctx, p);
-  if (kind === 'unplanned' && source === 'running' && !ctx.request.force) throw new SourceStillRunning(p.name, p.source.vm, ctx.sites.site(p.source.site).uri);
+  const site = sourceSiteFor(ctx, p);
+  const source = await sourceState(site, p);
+  if (kind === 'unplanned' && source === 'running' && !ctx.request.force) throw new SourceStillRunning(p.name, p.source.vm, site.remote ? `site "${p.source.site}"` : ctx.sites.site(p.source.site).uri);
   if (kind === 'planned' && (source === 'unreachable' || source === 'missing')) {
-    throw new VmdrError('SOURCE_UNAVAILABLE', `a planned failover of "${p.name}" needs its source VM "${p.source.vm}", which is ${source}`, {
-      subject: { protection: p.name, vm: p.source.vm },
-      remedy: `fail over unplanned (without --planned) from recovery point ${point.id} or another`,
+    const which = source === 'unreachable' && site.remote ? `its source site "${p.source.site}", which does not answer` : `its source VM "${p.source.vm}", which is ${source}`;
+    throw new VmdrError('SOURCE_UNAVAILABLE', `a planned failover of "${p.name}" needs ${which}`, {
+      subject: { protection: p.name, vm: p.source.vm, site: p.source.site },
+      remedy: `fail over unplanned (without --planned; add --force should the source still run) from recovery point ${point.id} or another`,
     });
   }
   if (kind === 'planned' && ctx.request.point) throw new NoRecoveryPoint(p.name, 'cannot take --point on a planned failover: it boots the final sync');
   // Stopping or fencing the source must not hit another VM that took its name (SOURCE_IDENTITY_CHANGED).
   const recorded = recordedSource(ctx.state.db, p.name);
   if (recorded && (kind === 'planned' || (kind === 'unplanned' && source === 'running'))) {
-    await resolveSource(await ctx.sites.adapter(p.source.site), p.name, p.source.vm, { uuid: recorded.vmUuid });
+    await resolveSource(sourceVmLookup(ctx, p), p.name, p.source.vm, { uuid: recorded.vmUuid });
   }
-  if (kind !== 'test') await checkTargetDisks(ctx, p, dr, point);
+  if (kind !== 'test') await checkTargetDisks(ctx, p, dr, point, site);
   return { source, point: point.id };
 }
 
@@ -59,7 +63,7 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
  * after a planned one stopped the source; and no other disk, which would boot on the replica's
  * base image and write into the replica (a disk added after the point, one the source lost).
  */
-async function checkTargetDisks(ctx: RunContext, p: Protection, dr: HypervisorAdapter, point: { id: string; disks: { disk: string }[] }): Promise<void> {
+async function checkTargetDisks(ctx: RunContext, p: Protection, dr: HypervisorAdapter, point: { id: string; disks: { disk: string }[] }, site: SourceSite): Promise<void> {
   const target = (await inventoryOf(ctx, p.target.site, dr)).vms.find((v) => v.name === p.target.vm)!;
   const has = dataDisks(target).map((d) => d.target);
   const refuse = (detail: string, remedy: string) => {
@@ -70,8 +74,10 @@ async function checkTargetDisks(ctx: RunContext, p: Protection, dr: HypervisorAd
   const pointDisks = point.disks.map((d) => d.disk);
   let boots = { disks: pointDisks, what: `recovery point ${point.id}` };
   if (ctx.request.kind === 'planned') {
-    const sources = await vmsOf(ctx, p.source.site, await ctx.sites.adapter(p.source.site));
-    const source = sources.find((v) => v.name === p.source.vm || v.id === p.source.vm);
+    const source = await site.vm(p).catch((err: unknown) => {
+      if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') return undefined;
+      throw err;
+    });
     if (source) boots = { disks: dataDisks(source).map((d) => d.target), what: `its source VM "${p.source.vm}"` };
   }
   const lacking = boots.disks.filter((d) => !has.includes(d));
@@ -143,12 +149,13 @@ function isRival(vm: VmInfo, p: Protection): boolean {
   return !(vm.labels[LABEL_ROLE] === 'drill' && vm.labels[LABEL_PROTECTION] === p.name);
 }
 
-async function sourceState(ctx: RunContext, p: Protection): Promise<Preflight['source']> {
+async function sourceState(site: SourceSite, p: Protection): Promise<Preflight['source']> {
   try {
-    return await (await ctx.sites.adapter(p.source.site)).powerState(p.source.vm);
+    return await site.powerState(p);
   } catch (err) {
-    if (err instanceof VmdrError && err.code === 'HYPERVISOR_UNREACHABLE') return 'unreachable';
+    if (err instanceof VmdrError && (err.code === 'HYPERVISOR_UNREACHABLE' || err.code === 'SOURCE_SITE_UNREACHABLE')) return 'unreachable';
     if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') return 'missing';
     throw err;
   }
 }
+

@@ -40,6 +40,8 @@ export interface VmReport {
   dataLossWindowMs: number | null;
   healthyAt: string | null;
   guest: string | null;
+  /** Why the source could not be fenced (its site does not answer); null when it was, or did not need to be. */
+  sourceNotFenced: string | null;
   steps: StepReport[];
   /** A failback's copy passes, in order, with what they compared and sent. */
   passes?: PassReport[];
@@ -89,6 +91,7 @@ export function buildReport(
       const point = detail<ChosenPoint>(p.name, 'choose-point');
       const health = detail<HealthStep>(p.name, 'health');
       const stopped = detail<{ sourceStoppedAt: string }>(p.name, 'stop-source');
+      const fence = detail<{ fenced?: boolean; why?: string }>(p.name, 'fence-source');
       // Planned: the source stopped, then the final point was taken: whatever it wrote is in it.
       const lossFrom = stopped ? Date.parse(stopped.sourceStoppedAt) : row.failureAtMs;
       const status: VmReport['status'] = own.some((s) => s.step === 'skipped')
@@ -110,6 +113,7 @@ export function buildReport(
         dataLossWindowMs: point ? Math.max(0, lossFrom - Date.parse(point.time)) : null,
         healthyAt: health?.healthyAt ?? null,
         guest: health?.guest ?? null,
+        sourceNotFenced: fence?.fenced === false ? (fence.why ?? 'the source could not be fenced') : null,
         steps: own.map(toStep),
         ...(row.kind === 'failback' ? { passes: passesOf(own) } : {}),
       };

@@ -10,6 +10,7 @@ import type { Protection } from '../config/schema.js';
 import { baseImage, REPLICA_IMAGE_FORMAT } from '../replication/layout.js';
 import { reclaimImages } from '../replication/replica/access.js';
 import type { FailoverJournal } from './journal.js';
+import { sourceSiteFor } from '../sites/source-site-for.js';
 import { roleOf, setRole } from '../state/roles.js';
 import { targetLabels } from '../targets/labels.js';
 import { drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
@@ -36,15 +37,17 @@ export async function revertVm(ctx: RunContext, p: Protection, original: Failove
     return {};
   });
   await j.step(p.name, 'restart-source', async () => {
+    // A source this failover stopped or fenced; one it could not fence (its site was lost) was not.
     const stopped = original.done(p.name, 'stop-source') ?? original.done(p.name, 'fence-source');
-    if (!stopped) return { started: false };
-    const source = await ctx.sites.adapter(p.source.site).catch(() => undefined);
-    const vm = await source?.getVm(p.source.vm).catch((err: unknown) => {
-      if (err instanceof VmdrError && (err.code === 'VM_NOT_FOUND' || err.code === 'HYPERVISOR_UNREACHABLE')) return undefined;
+    if (!stopped || original.result<{ fenced?: boolean }>(p.name, 'fence-source')?.fenced === false) return { started: false };
+    // Started by its own site: the start token is written on the host whose hook reads it.
+    const source = sourceSiteFor(ctx, p);
+    const state = await source.powerState(p).catch((err: unknown) => {
+      if (err instanceof VmdrError && ['VM_NOT_FOUND', 'HYPERVISOR_UNREACHABLE', 'SOURCE_SITE_UNREACHABLE'].includes(err.code)) return undefined;
       throw err;
     });
-    if (!source || !vm || vm.powerState !== 'shutoff') return { started: false };
-    await source.start(p.source.vm);
+    if (state !== 'shutoff') return { started: false, ...(state ? {} : { why: `source site "${p.source.site}" or its VM is not there` }) };
+    await source.startSource(p);
     return { started: true };
   });
 }

@@ -5,12 +5,10 @@
  * the replica stops taking points (split-brain guard), the point is pinned, the target boots
  * from its own overlay on top of it with the DR identity, and it must come up healthy.
  */
-import { setTimeout as delay } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { ReplicaLease } from '../replication/replica/lease.js';
-import { receiverFor } from '../replication/sender/connect.js';
-import { syncProtection } from '../replication/sync.js';
+import { sourceSiteFor } from '../sites/source-site-for.js';
 import { setRole } from '../state/roles.js';
 import { LABEL_FAILOVER, LABEL_ROLE, ROLE_PROMOTED, targetLabels } from '../targets/labels.js';
 import { bootWithIdentity, type HealthStep } from './boot.js';
@@ -32,23 +30,32 @@ export interface TakeOverResult {
 
 export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): Promise<TakeOverResult> {
   const j = ctx.journal;
-  const source = () => ctx.sites.adapter(p.source.site);
+  const source = sourceSiteFor(ctx, p);
   let sourceStoppedAt: string | undefined;
   if (ctx.request.kind === 'planned') {
+    // The source site stops its VM and ships the final delta; this side boots what that committed.
     ({ sourceStoppedAt } = await j.step(p.name, 'stop-source', async () => {
-      const timeoutMs = ctx.request.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
-      const adapter = await source();
-      const before = await adapter.powerState(p.source.vm);
-      if (before !== 'shutoff') await adapter.stop(p.source.vm, { mode: 'graceful', timeoutMs, forceOnTimeout: true, signal: ctx.signal });
-      return { sourceStoppedAt: new Date().toISOString(), was: before };
+      const how = { mode: 'graceful' as const, timeoutMs: ctx.request.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS, forceOnTimeout: true };
+      const stopped = await source.stop(p, how, ctx.signal);
+      return { sourceStoppedAt: stopped.stoppedAt, was: stopped.was };
     }));
-    await j.step(p.name, 'final-sync', () => finalSync(ctx, p));
+    await j.step(p.name, 'final-sync', () =>
+      source.finalSync(p, { ...(ctx.signal ? { signal: ctx.signal } : {}), ...(ctx.onProgress ? { onProgress: (pr) => ctx.onProgress!({ ...pr, subject: { failover: ctx.id, ...pr.subject } }) } : {}) }),
+    );
   } else if (pre.source === 'running' || pre.source === 'paused') {
     await j.step(p.name, 'fence-source', async () => {
       // Forced by the user: two live copies of one server must never be, so the source goes off.
-      await (await source()).stop(p.source.vm, { mode: 'force' });
-      return { fencedAt: new Date().toISOString() };
+      // Only its own site may do that; a site that stopped answering since the preflight is
+      // recorded as not fenced, and the failover goes on (the site is lost).
+      try {
+        return { fenced: true, ...(await source.fence(p, ctx.id)) };
+      } catch (err) {
+        if (!(err instanceof VmdrError && err.code === 'SOURCE_SITE_UNREACHABLE')) throw err;
+        return { fenced: false, why: err.message };
+      }
     });
+  } else if (pre.source === 'unreachable') {
+    await j.step(p.name, 'fence-source', async () => ({ fenced: false, why: `source site "${p.source.site}" did not answer` }));
   }
 
   await j.step(p.name, 'stop-replication', async () => {
@@ -80,27 +87,6 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
   });
   const health = await bootWithIdentity(ctx, dr, p);
   return { point, health, ...(sourceStoppedAt ? { sourceStoppedAt } : {}) };
-}
-
-/**
- * The final delta of a planned failover, from the shut-off source. A cycle the daemon's loop
- * started at the same moment makes the receiver answer "busy": wait for it and try again.
- */
-async function finalSync(ctx: RunContext, p: Protection): Promise<{ point: string; kind: string; bytesShipped: number }> {
-  const receiver = await receiverFor(ctx.config, ctx.file, p);
-  try {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const result = await syncProtection(p, { sites: ctx.sites, state: ctx.state, receiver }, { signal: ctx.signal });
-        return { point: result.point.id, kind: result.kind, bytesShipped: result.bytesShipped };
-      } catch (err) {
-        if (!(err instanceof VmdrError && err.code === 'REPLICA_BUSY') || attempt >= 10) throw err;
-        await delay(1000, undefined, { signal: ctx.signal });
-      }
-    }
-  } finally {
-    receiver.close();
-  }
 }
 
 /** Once no new point may begin, a cycle already writing holds the replica lease until it ends. */

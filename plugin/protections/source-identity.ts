@@ -29,7 +29,7 @@ export interface ResolvedSource {
  * for it (none: whatever VM has the name). Throws SourceIdentityChanged for another machine under
  * the name, and the adapter's VM_NOT_FOUND when neither the name nor the recorded UUID exists.
  */
-export async function resolveSource(adapter: HypervisorAdapter, protection: string, vm: string, recorded: Pick<RecordedSource, 'uuid'> | undefined): Promise<ResolvedSource> {
+export async function resolveSource(adapter: Pick<HypervisorAdapter, 'getVm'>, protection: string, vm: string, recorded: Pick<RecordedSource, 'uuid'> | undefined): Promise<ResolvedSource> {
   const named = await adapter.getVm(vm).catch((err: unknown) => {
     if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND' && recorded) return err;
     throw err;

@@ -30,6 +30,7 @@ import type { SiteConnections } from '../sites/connections.js';
 import { listRecoveryPoints } from '../replication/points.js';
 import { roleOf, type ProtectionRole } from '../state/roles.js';
 import { resolveSource } from './source-identity.js';
+import { sourceSiteFor, sourceVmLookup } from '../sites/source-site-for.js';
 import { recordedSourceOf } from './source-record.js';
 import type { StateStore } from '../state/store.js';
 import { lastSyncRuns, type SyncRun } from '../state/sync-runs.js';
@@ -95,7 +96,10 @@ export async function protectionStatus(
       const { role, failover } = roleHere(ctx, p, run);
       const sourceIdentity = await identityOf(ctx, p);
       // Each VM is read once: its power state and its disks (for the drift) come from one answer.
-      const [source, target] = await Promise.all([readVm(sites, p.source.site, p.source.vm), readVm(sites, p.target.site, p.target.vm)]);
+      const [source, target] = await Promise.all([
+        readVm(p.source.site, p.source.vm, () => sourceSiteFor(ctx, p).vm(p)),
+        readVm(p.target.site, p.target.vm, async () => (await sites.adapter(p.target.site)).getVm(p.target.vm)),
+      ]);
       return {
         protection: p.name,
         tenant: p.tenant ?? null,
@@ -131,7 +135,7 @@ async function identityOf(ctx: Parameters<typeof recordedSourceOf>[0], p: Protec
     if (!recorded) return none;
     const at = { ...none, recorded: recorded.uuid };
     try {
-      const found = await resolveSource(await ctx.sites.adapter(p.source.site), p.name, p.source.vm, recorded);
+      const found = await resolveSource(sourceVmLookup(ctx, p), p.name, p.source.vm, recorded);
       return { ...at, current: found.uuid, renamedTo: found.renamed?.to ?? null };
     } catch (err) {
       if (!(err instanceof VmdrError)) throw err;
@@ -161,15 +165,15 @@ function roleHere(ctx: { sites: SiteConnections; state: StateStore }, p: Protect
 }
 
 /** A VM as status shows it, and what the hypervisor said of it when it could be read. */
-async function readVm(sites: SiteConnections, site: string, vm: string): Promise<{ state: VmState; info?: VmInfo }> {
+async function readVm(site: string, vm: string, read: () => Promise<VmInfo>): Promise<{ state: VmState; info?: VmInfo }> {
   try {
-    const info = await (await sites.adapter(site)).getVm(vm);
+    const info = await read();
     return { state: { site, vm, state: info.powerState }, info };
   } catch (err) {
     if (!(err instanceof VmdrError)) throw err;
     if (err.code === 'VM_NOT_FOUND') return { state: { site, vm, state: 'missing' } };
     // Another host's hypervisor (SITE_NOT_LOCAL) is not reachable from here by design.
-    if (err.code === 'HYPERVISOR_UNREACHABLE' || err.code === 'SITE_NOT_LOCAL') return { state: { site, vm, state: 'unreachable', problem: err.message } };
+    if (['HYPERVISOR_UNREACHABLE', 'SITE_NOT_LOCAL', 'SOURCE_SITE_UNREACHABLE'].includes(err.code)) return { state: { site, vm, state: 'unreachable', problem: err.message } };
     throw err;
   }
 }

@@ -39,3 +39,14 @@ export class PairingRefused extends VmdrError {
     super(code, message, { subject, cause });
   }
 }
+
+/** The source site's endpoint did not answer, or its answer broke off: the site may be lost. */
+export class SourceSiteUnreachable extends VmdrError {
+  constructor(site: string, url: string, detail: string, cause?: unknown) {
+    super('SOURCE_SITE_UNREACHABLE', `source site "${site}" does not answer at ${url}: ${detail}`, {
+      subject: { site, host: url },
+      cause,
+      remedy: `is \`vmdr serve\` running on site "${site}"?`,
+    });
+  }
+}

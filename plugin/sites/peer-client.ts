@@ -171,16 +171,17 @@ export class PeerClient {
   }
 }
 
+/** A peer's error ({code, message, remedy, ...subject}) as the typed error it was there, same code. */
+export function rebuildPeerError(error: { code: unknown; message: unknown; [k: string]: unknown }, userError: boolean): VmdrError {
+  const { code, message, remedy, ...subject } = error;
+  if (typeof code !== 'string' || typeof message !== 'string') throw new Error('no error');
+  return new VmdrError(code, message, { subject: subject as Record<string, string>, ...(typeof remedy === 'string' ? { remedy } : {}), userError });
+}
+
 function peerError(status: number, body: Buffer, url: string, site: string): VmdrError {
   try {
     const { error } = JSON.parse(body.toString('utf8')) as { error: { code: string; message: string; [k: string]: unknown } };
-    const { code, message, remedy, ...subject } = error;
-    if (typeof code !== 'string' || typeof message !== 'string') throw new Error('no error');
-    return new VmdrError(code, message, {
-      subject: subject as Record<string, string>,
-      ...(typeof remedy === 'string' ? { remedy } : {}),
-      userError: status < 500,
-    });
+    return rebuildPeerError(error, status < 500);
   } catch {
     return new VmdrError('PEER_FAILED', `site "${site}" at ${url} answered ${status}: ${body.toString('utf8').slice(0, 200)}`, { subject: { host: url, site }, userError: false });
   }

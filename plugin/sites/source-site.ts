@@ -7,6 +7,9 @@
 import type { PowerState, Progress, StopOptions, VmInfo } from '../../hypervisors/types.js';
 import type { HealthSpec, Protection } from '../config/schema.js';
 
+/** Where the source site's endpoint serves these (source-site-routes.ts). */
+export const SOURCE_SITE_PREFIX = '/v1/source-site';
+
 export interface SourceStop {
   /** When the source was down (ISO): a planned failover's final point is younger. */
   stoppedAt: string;

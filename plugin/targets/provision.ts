@@ -17,6 +17,7 @@ import type { HypervisorAdapter, TaskOptions, VmInfo, VmSpec } from '../../hyper
 import { NetworkNotFound, VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
 import { isLocalSite, type SiteConnections } from '../sites/connections.js';
+import { sourceSiteFor } from '../sites/source-site-for.js';
 import { baseImage, protectionDir, REPLICA_IMAGE_FORMAT, serialLog } from '../replication/layout.js';
 import { createImage, imageInfo } from '../replication/qemu-img.js';
 import { letHypervisorReach, makeReplicaDir } from '../replication/replica/access.js';
@@ -89,7 +90,7 @@ export async function provisionTargets(
     for (const protection of chosen) {
       const subject = { protection: protection.name, vm: protection.target.vm };
       const report: Report = (phase, done, total, detail) => task.onProgress?.({ phase, unit: 'steps', done, total, subject, ...(detail ? { detail } : {}) });
-      results.push(await provisionTarget(protection, file, sites, stateStore, report));
+      results.push(await provisionTarget(protection, file, sites, stateStore, report, config));
     }
   } finally {
     opened?.close();
@@ -102,12 +103,13 @@ type TargetDisk = ProvisionedTarget['disks'][number];
 /** A target's steps: `define` (each base image made, then the VM) or `update` (each disk added or grown). */
 type Report = (phase: 'define' | 'update', done: number, total: number, detail?: string) => void;
 
-async function provisionTarget(p: Protection, file: string, sites: SiteConnections, state: () => StateStore, report: Report): Promise<ProvisionedTarget> {
+async function provisionTarget(p: Protection, file: string, sites: SiteConnections, state: () => StateStore, report: Report, config: Config): Promise<ProvisionedTarget> {
   const site = sites.site(p.target.site);
   if (!site.storage) throw new SiteStorageMissing(site.name, file);
   const storage = site.storage;
   const target = await sites.adapter(p.target.site);
-  const source = await (await sites.adapter(p.source.site)).getVm(p.source.vm);
+  // Asked of the source's own site (its endpoint, from another host); only a final sync reads the state.
+  const source = await sourceSiteFor({ config, file, sites, get state() { return state(); } }, p).vm(p);
   // A seed attached for a boot carries identity, not data: it is never replicated.
   const disks = dataDisks(source).map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), capacityBytes: d.capacityBytes ?? 0 }));
 

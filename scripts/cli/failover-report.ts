@@ -42,6 +42,7 @@ export function describeFailover(r: FailoverReport): string {
         const differed = pass.bytesDiffering === null ? '' : `, ${formatBytes(pass.bytesDiffering)} differed`;
         lines.push(`      ${pass.step}: compared ${formatBytes(pass.bytesCompared)}${differed}, ${formatBytes(pass.bytesSent)} sent to the source`);
       }
+      if (vm.sourceNotFenced) lines.push(`      warning: the source could not be fenced: ${vm.sourceNotFenced}`);
       for (const s of vm.steps) {
         lines.push(`      ${s.step.padEnd(18)} ${s.status.padEnd(8)} ${rel(s.startedAt).padStart(9)}  ${seconds(s.durationMs).padStart(7)}${s.error ? `  ${s.error.message}` : ''}`);
       }

@@ -141,7 +141,12 @@ export interface TwoSiteConfigs {
  * and each site pins the other's certificate (`peers/SITE.crt`), as `vmdr site show` on one site
  * and `vmdr site pair` on the other do between real hosts (docs/sites.md).
  */
-export async function writeTwoSiteConfigs(dir: string, options: { protections: string; plans?: string; extra?: string }): Promise<TwoSiteConfigs> {
+/**
+ * `oneHost`: both sites on this host's own libvirtd and loopback (no namespaces), as two hosts
+ * still: the DR site's config names the source's hypervisor by a socket that does not exist, so
+ * the DR side can reach the source only through the source site's endpoint.
+ */
+export async function writeTwoSiteConfigs(dir: string, options: { protections: string; plans?: string; extra?: string; oneHost?: boolean }): Promise<TwoSiteConfigs> {
   const names: SiteName[] = ['source', 'dr'];
   const per = <T>(f: (n: SiteName) => T) => Object.fromEntries(names.map((n) => [n, f(n)])) as Record<SiteName, T>;
   const state = per((n) => join(dir, n, 'state.db'));
@@ -149,18 +154,20 @@ export async function writeTwoSiteConfigs(dir: string, options: { protections: s
   const credentials = per((n) => join(dir, 'credentials', n));
   // Each site's network namespace is its own: any port free here is free there.
   const ports = { source: await freeLoopbackPort(), dr: await freeLoopbackPort() };
-  const endpoint = per((n) => `${WAN[n]}:${ports[n]}`);
+  const address = (n: SiteName) => (options.oneHost ? '127.0.0.1' : WAN[n]);
+  const endpoint = per((n) => `${address(n)}:${ports[n]}`);
   // 0711: QEMU (libvirt-qemu) walks into the DR storage to boot a failed-over VM, and reads nothing else here.
   for (const n of names) await mkdir(join(dir, n), { recursive: true, mode: 0o711 });
   await mkdir(join(dir, 'credentials'), { recursive: true, mode: 0o700 });
-  const identity = per((n) => ensureIdentity(credentials[n], n, [WAN[n]]));
+  const identity = per((n) => ensureIdentity(credentials[n], n, [address(n)]));
   for (const [here, peer] of [['source', 'dr'], ['dr', 'source']] as const) {
     await pairPeer(await identity[here], here, peer, (await identity[peer]).cert, { file: join(credentials[peer], 'tls.crt') });
   }
+  const uriOf = (n: SiteName, local: SiteName) => (options.oneHost && n !== local ? 'qemu+unix:///system?socket=/nonexistent/libvirt-sock' : 'qemu:///system');
   const configFor = async (local: SiteName) => {
     const file = join(dir, local, 'vmdr.yaml');
     const sitesYaml = names
-      .map((n) => `  - name: ${n}\n    uri: "qemu:///system"\n    storage: ${storage[n]}\n    endpoint: { listen: "${endpoint[n]}", credentials: ${credentials[n]} }`)
+      .map((n) => `  - name: ${n}\n    uri: "${uriOf(n, local)}"\n    storage: ${storage[n]}\n    endpoint: { listen: "${endpoint[n]}", credentials: ${credentials[n]} }`)
       .join('\n');
     await writeFile(
       file,

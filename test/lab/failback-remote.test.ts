@@ -94,10 +94,10 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
   it('what the DR VM wrote reaches the source only through its site, byte for byte, through an unreachable site and either side killed -9 mid-pass', async () => {
     await virsh('qemu-monitor-command', target(), '--hmp', 'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -P 0x5d 9M 192k"');
 
-    // Until the runner asks the source site for its preflight, start and health through SourceSite
-    // (helper "crosssite"), those run under the one-host config; every copy pass below runs with
-    // `localSite: dr`, where the source's hypervisor cannot be opened at all (SITE_NOT_LOCAL).
-    const checked = await failback(drConfig, 'VMDR_FAILPOINT=failover-after-preflight');
+    // Every run below is the DR side's (`localSite: dr`), where the source's hypervisor cannot be
+    // opened at all (SITE_NOT_LOCAL): its preflight, copy passes, start and health go through the
+    // source site's daemon.
+    const checked = await failback(failbackConfig, 'VMDR_FAILPOINT=failover-after-preflight');
     assert.equal(checked.signal, 'SIGKILL', checked.stderr);
 
     // The source site is down: one line naming it, nothing lost, the run resumable.
@@ -131,7 +131,7 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x5d 9M 192k', vm.disk]);
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x6e 20M 64k', vm.disk]);
 
-    const done = await failback(drConfig, '--resume');
+    const done = await failback(failbackConfig, '--resume');
     assert.equal(done.code, 0, done.stderr);
     const report = JSON.parse(done.stdout.trim().split('\n').pop()!) as FailoverReport;
     const mine = report.vms[0]!;

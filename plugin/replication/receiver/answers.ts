@@ -60,7 +60,7 @@ export function errorAnswer(err: unknown): ErrorAnswer {
 }
 
 /** What a refusal tells the client: code, message, remedy and the names it concerns (never a file of this host). */
-function publicError(err: VmdrError): ErrorAnswer['body']['error'] {
+export function publicError(err: VmdrError): ErrorAnswer['body']['error'] {
   const { file: _file, path: _path, ...subject } = err.subject;
   return { code: err.code, message: err.message, ...subject, ...(err.remedy ? { remedy: err.remedy } : {}) };
 }

@@ -61,6 +61,8 @@ export async function startReceivers(
           site: site.name,
           ...(replicas ? { replicas } : {}),
           credentials,
+          file,
+          state,
           onWarning: (err, context) => options.onWarning?.(err, { site: site.name, ...context }),
           onCommitted: async (p) => {
             await replicas!.applyRetention(p.name, { keep: p.retention.keep, ...(p.retention.maxAge ? { maxAgeMs: p.retention.maxAge } : {}) }, new Date(), {

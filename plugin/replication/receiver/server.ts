@@ -34,6 +34,8 @@ import { roleOf } from '../../state/roles.js';
 import { SequencerByKey } from './sequencer.js';
 import { registerSourceRoutes } from './source-routes.js';
 import { registerFailbackRoutes } from '../../sites/failback-routes.js';
+import type { StateStore } from '../../state/store.js';
+import { registerSourceSiteRoutes } from '../../sites/source-site-routes.js';
 
 export interface ReceiverOptions {
   config: Config;
@@ -57,6 +59,10 @@ export interface ReceiverOptions {
   bodyIdleTimeoutMs?: number;
   /** What one sender may ask of the receiver (limits.ts); defaults in DEFAULT_LIMITS. */
   limits?: Partial<ReceiverLimits>;
+  /** The config file, named by errors of the source-site routes. */
+  file?: string;
+  /** This host's state file, for the source-site routes (a final sync records its run there). */
+  state?: StateStore;
 }
 
 /** Request line and headers: a sender's are a few hundred bytes. */
@@ -269,6 +275,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
 
   registerSourceRoutes(app, { protectionOf, replicas });
   registerFailbackRoutes(app, { config, site, idleMs, limits });
+  registerSourceSiteRoutes(app, { config, file: options.file ?? 'the config', site, state: options.state ?? options.replicas?.state, onWarning: options.onWarning });
 
   try {
     await app.listen({ host: listen.host, port: listen.port });

@@ -1,0 +1,103 @@
+/**
+ * The DR site asks the source site through its endpoint (RemoteSourceSite against the real
+ * source-site routes over mutual TLS on loopback, the source VM on libvirt's test driver): answers
+ * and NDJSON results come back, refusals keep their code, a site that is not the protection's DR
+ * site learns nothing, and a source site that does not answer is SOURCE_SITE_UNREACHABLE naming it.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { parseConfig } from '../../../plugin/config/load.js';
+import type { Config } from '../../../plugin/config/schema.js';
+import { startReceiver } from '../../../plugin/replication/receiver/server.js';
+import { freeLoopbackPort } from '../../../plugin/replication/sender/nbd-port.js';
+import { ensureIdentity } from '../../../plugin/sites/identity.js';
+import { connectPeer } from '../../../plugin/sites/peer-connect.js';
+import { pairPeer } from '../../../plugin/sites/peers.js';
+import { RemoteSourceSite } from '../../../plugin/sites/remote-source.js';
+import { SOURCE_SITE_PREFIX } from '../../../plugin/sites/source-site.js';
+import { StateStore } from '../../../plugin/state/store.js';
+import { rejectsWith } from '../../helpers/assertions.js';
+
+describe('the source site asked through its endpoint (RemoteSourceSite, source-site routes)', function () {
+  this.timeout(60_000);
+  let root: string;
+  let port: number;
+  let state: StateStore;
+  let app: FastifyInstance | undefined;
+  const configs: Record<string, Config> = {};
+  const file = (site: string) => join(root, `${site}.yaml`);
+  const remote = (as: string) => new RemoteSourceSite('source', configs[as]!, file(as));
+  const web = (as: string) => configs[as]!.protections.find((p) => p.name === 'web')!;
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'test-vmdr-source-site-'));
+    port = await freeLoopbackPort();
+    const yaml = (local: string) => `version: 1
+localSite: ${local}
+state: { path: ${join(root, `${local}.db`)} }
+sites:
+  - { name: source, uri: "test:///default", endpoint: { listen: "127.0.0.1:${port}", credentials: ${join(root, 'source')} } }
+  - { name: dr, uri: "test:///default", storage: ${join(root, 'replicas')}, endpoint: { listen: "127.0.0.1:1", credentials: ${join(root, 'dr')} } }
+  - { name: other, uri: "test:///default", storage: ${join(root, 'other-replicas')}, endpoint: { listen: "127.0.0.1:2", credentials: ${join(root, 'other')} } }
+protections:
+  - { name: web, source: { site: source, vm: test }, target: { site: dr, vm: web-dr, nics: [{ network: n }] } }
+${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, target: { site: dr, vm: ghost-dr, nics: [{ network: n }] } }\n' : ''}`;
+    for (const site of ['source', 'dr', 'other']) configs[site] = parseConfig(yaml(site), file(site));
+    const [source, dr, other] = await Promise.all([
+      ensureIdentity(join(root, 'source'), 'source', ['127.0.0.1']),
+      ensureIdentity(join(root, 'dr'), 'dr'),
+      ensureIdentity(join(root, 'other'), 'other'),
+    ]);
+    // The source site is paired with both; only dr is web's DR site.
+    await pairPeer(source, 'source', 'dr', dr.cert, { file: 'dr.crt' });
+    await pairPeer(source, 'source', 'other', other.cert, { file: 'other.crt' });
+    await pairPeer(dr, 'dr', 'source', source.cert, { file: 'source.crt' });
+    await pairPeer(other, 'other', 'source', source.cert, { file: 'source.crt' });
+    state = StateStore.open(join(root, 'source.db'));
+    ({ app } = await startReceiver({ config: configs.source!, site: 'source', credentials: source, file: file('source'), state }, { host: '127.0.0.1', port }));
+  });
+
+  after(async () => {
+    await app?.close();
+    state?.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it("answers the source VM's power state and definition, and a stop's result after its NDJSON lines", async () => {
+    const site = remote('dr');
+    assert.equal(site.remote, true);
+    assert.equal(await site.powerState(web('dr')), 'running');
+    assert.equal((await site.vm(web('dr'))).name, 'test');
+    const stopped = await site.stop(web('dr'), { mode: 'force' });
+    assert.equal(stopped.was, 'running');
+    assert.ok(Date.parse(stopped.stoppedAt) > 0);
+  });
+
+  it("a protection the source site does not have, and a site that is not the protection's DR site: PROTECTION_UNKNOWN", async () => {
+    const ghost = configs.dr!.protections.find((p) => p.name === 'ghost')!;
+    await rejectsWith(remote('dr').powerState(ghost), 'PROTECTION_UNKNOWN');
+    await rejectsWith(remote('other').powerState(web('other')), 'PROTECTION_UNKNOWN');
+    await rejectsWith(remote('other').fence(web('other'), 'fo-1'), 'PROTECTION_UNKNOWN');
+  });
+
+  it('a body out of bounds is refused with 400 BAD_REQUEST, before anything runs', async () => {
+    const client = await connectPeer(configs.dr!, file('dr'), 'source');
+    try {
+      await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/web/stop`, { mode: 'pull-the-plug' }), 'BAD_REQUEST');
+      await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/web/fence`, { failover: 'x'.repeat(200) }), 'BAD_REQUEST');
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a source site that does not answer: SOURCE_SITE_UNREACHABLE naming it', async () => {
+    await app!.close();
+    app = undefined;
+    const err = await rejectsWith(remote('dr').powerState(web('dr')), 'SOURCE_SITE_UNREACHABLE');
+    assert.equal(err.subject.site, 'source');
+    assert.match(err.message, /^source site "source" does not answer at https:\/\/127\.0\.0\.1:\d+/);
+  });
+});
