@@ -93,7 +93,7 @@ async function linkTransfer(lab: TwoSites, bytes: number): Promise<{ ms: number;
     const s = require('node:net').createServer((c) => {
       let n = 0, t0;
       c.on('data', (b) => { t0 ??= performance.now(); n += b.length; });
-      c.on('end', () => { process.stdout.write(JSON.stringify({ ms: performance.now() - t0, bytes: n })); c.end(); s.close(); });
+      c.on('end', () => process.stdout.write(JSON.stringify({ ms: performance.now() - t0, bytes: n }), () => process.exit(0)));
     });
     s.listen(Number(process.argv[2]), process.argv[1]);
     setTimeout(() => process.exit(2), 300000);`, lab.dr.wanAddress, port], { timeoutMs: 310_000 });
@@ -112,8 +112,10 @@ async function linkTransfer(lab: TwoSites, bytes: number): Promise<{ ms: number;
       });
     };
     go(100);`, lab.dr.wanAddress, port, String(bytes)], { timeoutMs: 310_000 });
-  const got = await receiver;
-  if (sent.code !== 0 || got.code !== 0) throw new Error(`TCP transfer between the sites failed: ${sent.stderr.trim() || got.stderr.trim()}`);
+  if (sent.code !== 0) throw new Error(`TCP transfer between the sites: the sender failed: ${sent.stderr.trim()}`);
+  // The sender is done once the receiver has every byte: it ends within a moment.
+  const got = await Promise.race([receiver, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('TCP transfer between the sites: the receiver did not end')), 30_000).unref())]);
+  if (got.code !== 0) throw new Error(`TCP transfer between the sites: the receiver failed: ${got.stderr.trim()}`);
   return JSON.parse(got.stdout) as { ms: number; bytes: number };
 }
 
