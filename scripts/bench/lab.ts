@@ -6,7 +6,8 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { chmod, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -233,4 +234,121 @@ export function percentile(sorted: number[], p: number): number {
 export function table(head: string[], rows: (string | number)[][]): string {
   const line = (cells: (string | number)[]) => `| ${cells.join(' | ')} |`;
   return [line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+/** mulberry32: a seeded PRNG, so offsets and text are the same on every run. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const WORDS = (() => {
+  const r = prng(7);
+  const syl = ['ka', 're', 'to', 'mi', 'su', 'lo', 'ne', 'va', 'di', 'po', 'an', 'er', 'ix', 'ul', 'ost', 'ber', 'gra', 'tic'];
+  return Array.from({ length: 600 }, () => Array.from({ length: 1 + Math.floor(r() * 4) }, () => syl[Math.floor(r() * syl.length)]).join(''));
+})();
+const SERVICES = ['nginx', 'postgres', 'sshd', 'cron', 'app-api', 'app-worker', 'kernel', 'systemd', 'redis', 'haproxy'];
+
+/** Log-like text: timestamps, hosts, services, request ids, words. zstd -3 shrinks it about 3-4×. */
+export function text(bytes: number, seed: number): Buffer {
+  const r = prng(seed);
+  const parts: string[] = [];
+  let n = 0;
+  let t = 1_700_000_000_000 + Math.floor(r() * 1e9);
+  while (n < bytes) {
+    t += Math.floor(r() * 2000);
+    const words = Array.from({ length: 3 + Math.floor(r() * 9) }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');
+    const line =
+      `${new Date(t).toISOString()} host-${Math.floor(r() * 40)} ${SERVICES[Math.floor(r() * SERVICES.length)]}[${1000 + Math.floor(r() * 30000)}]: ` +
+      `${words} req=${Math.floor(r() * 0xffffffff).toString(16).padStart(8, '0')} status=${[200, 200, 200, 204, 301, 404, 500][Math.floor(r() * 7)]} ` +
+      `bytes=${Math.floor(r() * 100000)} ms=${(r() * 900).toFixed(1)}\n`;
+    parts.push(line);
+    n += line.length;
+  }
+  return Buffer.from(parts.join('')).subarray(0, bytes);
+}
+
+async function writeStream(path: string, chunks: () => Iterable<Buffer>): Promise<void> {
+  const out = createWriteStream(path);
+  for (const c of chunks()) if (!out.write(c)) await new Promise<void>((r) => out.once('drain', () => r()));
+  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+}
+
+export const DATA_FILE_SIZE = 16 * MiB;
+
+/**
+ * A qcow2 root disk for the lab guest of `size` bytes: ext4 holding /vmdr-marker and one 16 MiB
+ * file per entry of `files`, incompressible random or log-like text.
+ */
+export async function makeDataDisk(dir: string, disk: string, marker: string, size: number, files: ('random' | 'text')[]): Promise<void> {
+  const root = join(dir, `root-${randomBytes(3).toString('hex')}`);
+  await mkdir(root, { recursive: true });
+  await writeFile(join(root, 'vmdr-marker'), `${marker}\n`);
+  for (const [i, kind] of files.entries()) {
+    await writeStream(join(root, kind === 'random' ? `blob-${i}.bin` : `log-${i}.txt`), function* () {
+      for (let done = 0; done < DATA_FILE_SIZE; done += MiB) yield kind === 'random' ? randomBytes(MiB) : text(MiB, i * 1000 + done / MiB);
+    });
+  }
+  const raw = `${root}.raw`;
+  await exec('mke2fs', ['-q', '-t', 'ext4', '-E', 'lazy_itable_init=0,lazy_journal_init=0', '-d', root, '-F', raw, String(size / KiB) + 'k']);
+  await exec('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, disk]);
+  await chmod(disk, 0o644);
+  await rm(raw);
+  await rm(root, { recursive: true });
+}
+
+export const WRITES = 160;
+export const WRITE_SIZE = 64 * KiB;
+
+export interface Write {
+  offset: number;
+  file: string;
+}
+
+/**
+ * 160 distinct 64 KiB-aligned offsets in [64 MiB, diskSize), away from the file system's first
+ * metadata and its backup superblocks, each with its own 64 KiB file: 32 KiB random + 32 KiB text.
+ */
+export async function makeWrites(dir: string, diskSize: number): Promise<Write[]> {
+  const wdir = join(dir, 'writes');
+  await mkdir(wdir, { recursive: true });
+  await chmod(wdir, 0o755);
+  const r = prng(160);
+  const avoid = new Set([128, 384, 640, 896].map((m) => (m * MiB) / WRITE_SIZE));
+  const chosen = new Set<number>();
+  while (chosen.size < WRITES) {
+    const g = (64 * MiB) / WRITE_SIZE + Math.floor(r() * ((diskSize - 64 * MiB) / WRITE_SIZE));
+    if (!avoid.has(g)) chosen.add(g);
+  }
+  const writes: Write[] = [];
+  let i = 0;
+  for (const g of chosen) {
+    const file = join(wdir, `w-${String(i).padStart(3, '0')}.bin`);
+    await writeFile(file, Buffer.concat([randomBytes(WRITE_SIZE / 2), text(WRITE_SIZE / 2, 50_000 + i)]));
+    await chmod(file, 0o644);
+    writes.push({ offset: g * WRITE_SIZE, file });
+    i += 1;
+  }
+  return writes;
+}
+
+/** An HMP qemu-io command on the VM's first virtio disk, through the libvirtd at `uri`. */
+export async function qemuIo(vm: string, command: string, uri = URI): Promise<string> {
+  const { stdout } = await exec('virsh', ['-c', uri, 'qemu-monitor-command', vm, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${command}"`], { maxBuffer: 16 * MiB });
+  return stdout;
+}
+
+/** The writes made through QEMU's block layer (so the dirty bitmap sees them), then a flush. */
+export async function applyWrites(vm: string, writes: Write[], uri = URI): Promise<void> {
+  for (const w of writes) {
+    const out = await qemuIo(vm, `write -q -s ${w.file} ${w.offset} ${WRITE_SIZE}`, uri);
+    if (/error|failed|cannot|invalid/i.test(out)) throw new Error(`qemu-io write at ${w.offset}: ${out.trim()}`);
+  }
+  await qemuIo(vm, 'flush', uri);
 }

@@ -11,127 +11,17 @@
  * virtnbdbackup's full backup, repeats the very same writes, and runs virtnbdbackup's incremental.
  * Prints a markdown report on stdout (progress on stderr); everything it made is removed at the end.
  */
-import { randomBytes } from 'node:crypto';
-import { chmod, chown, createWriteStream, mkdir, readdir, rm, stat, writeFile } from 'node:fs';
+import { chmod, chown, mkdir, readdir, rm, stat, writeFile } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
-import { Cleanup, GiB, runBench, KiB, MiB, URI, bootVm, describeMachine, exec, mib, openLab, prepareMachine, say, seconds, startVmdr, table, timed, virsh, vmdrJson, warm } from './lab.js';
+import { Cleanup, GiB, runBench, MiB, URI, WRITES, WRITE_SIZE, applyWrites, bootVm, makeDataDisk, makeWrites, qemuIo, type Write, describeMachine, exec, mib, openLab, prepareMachine, say, seconds, startVmdr, table, timed, virsh, vmdrJson, warm } from './lab.js';
 
 const fsp = { chmod: promisify(chmod), chown: promisify(chown), mkdir: promisify(mkdir), readdir: promisify(readdir), rm: promisify(rm), stat: promisify(stat), writeFile: promisify(writeFile) };
 
 const DISK_SIZE = GiB;
 const DATA_FILES = 48; // 48 × 16 MiB = 768 MiB: 24 random, 24 text
-const DATA_FILE_SIZE = 16 * MiB;
-const WRITES = 160;
-const WRITE_SIZE = 64 * KiB;
 const BYTES_CHANGED = WRITES * WRITE_SIZE;
-
-/** mulberry32: a seeded PRNG, so offsets and text are the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const WORDS = (() => {
-  const r = prng(7);
-  const syl = ['ka', 're', 'to', 'mi', 'su', 'lo', 'ne', 'va', 'di', 'po', 'an', 'er', 'ix', 'ul', 'ost', 'ber', 'gra', 'tic'];
-  return Array.from({ length: 600 }, () => Array.from({ length: 1 + Math.floor(r() * 4) }, () => syl[Math.floor(r() * syl.length)]).join(''));
-})();
-const SERVICES = ['nginx', 'postgres', 'sshd', 'cron', 'app-api', 'app-worker', 'kernel', 'systemd', 'redis', 'haproxy'];
-
-/** Log-like text: timestamps, hosts, services, request ids, words. zstd -3 shrinks it about 3-4×. */
-function text(bytes: number, seed: number): Buffer {
-  const r = prng(seed);
-  const parts: string[] = [];
-  let n = 0;
-  let t = 1_700_000_000_000 + Math.floor(r() * 1e9);
-  while (n < bytes) {
-    t += Math.floor(r() * 2000);
-    const words = Array.from({ length: 3 + Math.floor(r() * 9) }, () => WORDS[Math.floor(r() * WORDS.length)]).join(' ');
-    const line =
-      `${new Date(t).toISOString()} host-${Math.floor(r() * 40)} ${SERVICES[Math.floor(r() * SERVICES.length)]}[${1000 + Math.floor(r() * 30000)}]: ` +
-      `${words} req=${Math.floor(r() * 0xffffffff).toString(16).padStart(8, '0')} status=${[200, 200, 200, 204, 301, 404, 500][Math.floor(r() * 7)]} ` +
-      `bytes=${Math.floor(r() * 100000)} ms=${(r() * 900).toFixed(1)}\n`;
-    parts.push(line);
-    n += line.length;
-  }
-  return Buffer.from(parts.join('')).subarray(0, bytes);
-}
-
-async function writeStream(path: string, chunks: () => Iterable<Buffer>): Promise<void> {
-  const out = createWriteStream(path);
-  for (const c of chunks()) if (!out.write(c)) await new Promise<void>((r) => out.once('drain', () => r()));
-  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
-}
-
-/** A 1 GiB ext4 qcow2 root disk for the lab guest with 768 MiB of files: 384 random, 384 text. */
-async function makeDataDisk(dir: string, disk: string, marker: string): Promise<void> {
-  const root = join(dir, 'root');
-  await fsp.mkdir(root, { recursive: true });
-  await fsp.writeFile(join(root, 'vmdr-marker'), `${marker}\n`);
-  for (let i = 0; i < DATA_FILES; i += 1) {
-    const random = i % 2 === 0;
-    await writeStream(join(root, random ? `blob-${i}.bin` : `log-${i}.txt`), function* () {
-      for (let done = 0; done < DATA_FILE_SIZE; done += MiB) yield random ? randomBytes(MiB) : text(MiB, i * 1000 + done / MiB);
-    });
-  }
-  const raw = join(dir, 'disk.raw');
-  await exec('mke2fs', ['-q', '-t', 'ext4', '-E', 'lazy_itable_init=0,lazy_journal_init=0', '-d', root, '-F', raw, String(DISK_SIZE / KiB) + 'k']);
-  await exec('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, disk]);
-  await fsp.chmod(disk, 0o644);
-  await fsp.rm(raw);
-  await fsp.rm(root, { recursive: true });
-}
-
-interface Write {
-  offset: number;
-  file: string;
-}
-
-/**
- * 160 distinct 64 KiB-aligned offsets in [64 MiB, 1 GiB), away from the file system's first
- * metadata and its backup superblocks, each with its own 64 KiB file: 32 KiB random + 32 KiB text.
- */
-async function makeWrites(dir: string): Promise<Write[]> {
-  const wdir = join(dir, 'writes');
-  await fsp.mkdir(wdir, { recursive: true });
-  await fsp.chmod(wdir, 0o755);
-  const r = prng(160);
-  const avoid = new Set([128, 384, 640, 896].map((m) => (m * MiB) / WRITE_SIZE));
-  const chosen = new Set<number>();
-  while (chosen.size < WRITES) {
-    const g = (64 * MiB) / WRITE_SIZE + Math.floor(r() * ((DISK_SIZE - 64 * MiB) / WRITE_SIZE));
-    if (!avoid.has(g)) chosen.add(g);
-  }
-  const writes: Write[] = [];
-  let i = 0;
-  for (const g of chosen) {
-    const file = join(wdir, `w-${String(i).padStart(3, '0')}.bin`);
-    await fsp.writeFile(file, Buffer.concat([randomBytes(WRITE_SIZE / 2), text(WRITE_SIZE / 2, 50_000 + i)]));
-    await fsp.chmod(file, 0o644);
-    writes.push({ offset: g * WRITE_SIZE, file });
-    i += 1;
-  }
-  return writes;
-}
-
-const qemuIo = (vm: string, command: string) =>
-  virsh('qemu-monitor-command', vm, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${command}"`);
-
-async function applyWrites(vm: string, writes: Write[]): Promise<void> {
-  for (const w of writes) {
-    const out = await qemuIo(vm, `write -q -s ${w.file} ${w.offset} ${WRITE_SIZE}`);
-    if (/error|failed|cannot|invalid/i.test(out)) throw new Error(`qemu-io write at ${w.offset}: ${out.trim()}`);
-  }
-  await qemuIo(vm, 'flush');
-}
 
 /** Proves the data really landed: reads one written range back through qemu-io and compares. */
 async function checkWrite(disk: string, w: Write): Promise<void> {
@@ -160,8 +50,8 @@ async function main(cleanup: Cleanup): Promise<void> {
   const vm = `test-bench-${lab.tag}`;
   const disk = join(lab.dir, 'vda.qcow2');
   say(`building the 1 GiB disk with 768 MiB of files in ${lab.dir}`);
-  await makeDataDisk(lab.dir, disk, vm);
-  const writes = await makeWrites(lab.dir);
+  await makeDataDisk(lab.dir, disk, vm, DISK_SIZE, Array.from({ length: DATA_FILES }, (_, i) => (i % 2 === 0 ? 'random' : 'text')));
+  const writes = await makeWrites(lab.dir, DISK_SIZE);
   // libvirt-qemu (QEMU) binds virtnbdbackup's NBD socket: a directory it may write.
   const sockDir = join(lab.dir, 'sock');
   await fsp.mkdir(sockDir);
