@@ -239,13 +239,13 @@ async function main(cleanup: Cleanup): Promise<void> {
   let failbackSection: string[];
   let failedOver = false;
   try {
-    say('planned failover of the random VM: vmdr serve on the source site, target provision, failover --planned on the DR site');
+    say('planned failover of the random VM: vmdr serve on the source site, target provision and failover --planned on the DR site');
     const sourceServe = await lab.source.serve(configs.source);
     cleanup.add('stop vmdr serve on the source site', () => sourceServe.stop());
-    // Provisioning reads the source VM, so it runs on the source site; when that fails, the
-    // failover's own error says what is missing.
-    const provision = await lab.source.vmdr(['target', 'provision', vms.random, '--json'], { config: configs.source });
-    if (provision.code !== 0) say(`vmdr target provision on the source site exited with ${provision.code}: ${provision.stderr.trim().split('\n').pop()}`);
+    // The DR site stages its target; it reads the source VM's disks from the source site's
+    // endpoint. When that fails, the failover's own error says what is missing.
+    const provision = await lab.dr.vmdr(['target', 'provision', vms.random, '--json'], { config: configs.dr });
+    if (provision.code !== 0) say(`vmdr target provision on the DR site exited with ${provision.code}: ${provision.stderr.trim().split('\n').pop()}`);
     const t0 = performance.now();
     const f = await lab.dr.vmdr(['failover', vms.random, '--planned', '--json'], { config: configs.dr });
     const wallMs = performance.now() - t0;
