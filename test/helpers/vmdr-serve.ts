@@ -3,9 +3,9 @@
  * the environment a test gives it (a failpoint, say), and stopped or killed like an operator would.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { signalThroughNsenter } from '../../scripts/lab/site-process.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'scripts', 'vmdr.js');
 
@@ -59,10 +59,7 @@ export async function startServe(config: string, options: ServeOptions = {}): Pr
   const signal = async (name: NodeJS.Signals) => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     if (!options.via) return void child.kill(name);
-    const children = await readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').catch(() => '');
-    const daemonPid = Number(children.trim().split(/\s+/)[0]);
-    if (daemonPid > 0) process.kill(daemonPid, name);
-    else child.kill(name);
+    await signalThroughNsenter(child, name);
   };
   const stop = async () => {
     await signal('SIGTERM');
