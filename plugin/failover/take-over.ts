@@ -63,6 +63,11 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
     await waitForReplicaIdle(ctx, p);
     return {};
   });
+  if (ctx.request.kind === 'planned') {
+    // The source this failover stopped stays stopped: fenced once no cycle can commit any more
+    // (the source site's loop lifts a fence older than a cycle it commits).
+    await j.step(p.name, 'fence-source', async () => ({ fenced: true, ...(await source.fence(p, ctx.id)) }));
+  }
   const replicas = replicasOf(ctx, p);
   const point = await j.step(p.name, 'choose-point', async () => {
     const chosen = choosePoint(replicas, p, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined });

@@ -174,9 +174,13 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     assert.equal(report.vms[0]!.dataLossWindowMs, 0);
     assert.deepEqual(
       report.vms[0]!.steps.map((s) => s.step),
-      ['stop-source', 'final-sync', 'stop-replication', 'choose-point', 'pin-point', 'prepare-disks', 'promote', 'identity', 'start', 'health'],
+      ['stop-source', 'final-sync', 'stop-replication', 'fence-source', 'choose-point', 'pin-point', 'prepare-disks', 'promote', 'identity', 'start', 'health'],
     );
     assert.equal(await state(vm.name), 'shut off');
+    // The source it stopped stays stopped: labelled fenced, its start refused by the hook.
+    assert.match(await virsh('dumpxml', '--inactive', vm.name), /key="role">fenced</);
+    const start = await virsh('start', vm.name).then(() => 'started', (err: { stderr?: string }) => err.stderr ?? String(err));
+    assert.match(start, /vmdr: VM \S+ is the fenced source of protection/);
     assert.equal(await state(target()), 'running');
     // Read through the running target's own overlay (shared lock), as its guest sees the disk.
     const image = (await virsh('domblklist', target())).split('\n').find((l) => l.trim().startsWith('vda'))!.trim().split(/\s+/)[1]!;
