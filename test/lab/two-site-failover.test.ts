@@ -59,7 +59,7 @@ describe('failover and failback on two sites (each vmdr on its own site, the WAN
   const points = async () => {
     const r = await onDr('points', p(), '--json');
     assert.equal(r.code, 0, r.stderr);
-    return JSON.parse(r.stdout) as { id: string; disks: { disk: string; image: string }[] }[];
+    return JSON.parse(r.stdout) as { id: string; time: string; disks: { disk: string; image: string }[] }[];
   };
   /** The vmdr process inside the site was killed -9 (the exec wrapper reports it as 128+9 or as the signal). */
   const killed = (r: RunResult) => r.signal === 'SIGKILL' || r.code === 137;
@@ -248,5 +248,46 @@ describe('failover and failback on two sites (each vmdr on its own site, the WAN
     const from = await fileSize(vm.log);
     await virsh(lab.source, 'start', vm.name);
     await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 90_000, fromOffset: from });
+  });
+  it("the source site's clock 5 min off (faketime): points carry the source's clock; ahead is taken within the skew limit, behind is refused; --at compares with those times", async () => {
+    const syncAt = (clock: string) => lab.source.vmdr(['sync', p()], { config: configs.source, clock });
+    const ids = async () => (await points()).map((x) => x.id);
+    const before = await points();
+
+    // Further ahead than the receiver allows (10 min): refused, one line, nothing committed.
+    const far = await syncAt('+11m');
+    assert.notEqual(far.code, 0);
+    assert.equal(far.stderr.trim().split('\n').length, 1, far.stderr);
+    assert.match(far.stderr, /min ahead of the receiver's clock.*is the source host's clock right\?/);
+    assert.deepEqual(await ids(), before.map((x) => x.id));
+
+    // 5 min ahead: taken, and the point is stamped with the source's clock, 5 min in the DR site's future.
+    const ahead = await syncAt('+5m');
+    assert.equal(ahead.code, 0, ahead.stderr);
+    const after = await points();
+    assert.equal(after.length, before.length + 1);
+    const stamped = Date.parse(after.at(-1)!.time);
+    assert.ok(Math.abs(stamped - (Date.now() + 5 * 60_000)) < 60_000, `the point's time ${new Date(stamped).toISOString()} is the source's clock`);
+
+    // `--at` (an instant) is compared with those stamps: "now" on the DR site's clock does not
+    // reach the point the source stamped 5 min ahead, so a drill at now boots the one before.
+    const drill = await failover('--test', '--at', new Date().toISOString());
+    assert.equal(drill.code, 0, drill.stderr);
+    assert.equal(drill.report!.vms[0]!.point!.id, before.at(-1)!.id);
+
+    // 5 min behind, minutes after the sites were paired: the DR site's certificate is not valid
+    // yet by the source's clock, and the line says to look at the clock.
+    const behind = await syncAt('-5m');
+    assert.notEqual(behind.code, 0);
+    assert.equal(behind.stderr.trim().split('\n').length, 1, behind.stderr);
+    assert.match(behind.stderr, /the certificate the endpoint at \S+ presented for site "dr" is outside its dates by this host's clock/, behind.stderr);
+    // The clock set right again, behind the newest point's stamp (made 5 min ahead): refused, the
+    // points stay in order; replication waits until the clock passes that stamp.
+    const right = await syncAt('+0');
+    assert.notEqual(right.code, 0);
+    assert.equal(right.stderr.trim().split('\n').length, 1, right.stderr);
+    assert.match(right.stderr, /createdAt \S+ is before its base point/, right.stderr);
+    assert.deepEqual(await ids(), after.map((x) => x.id));
+    assert.equal(await state(lab.source, vm.name), 'running');
   });
 });
