@@ -200,12 +200,19 @@ describe('failover and failback on two sites (each vmdr on its own site, the WAN
     assert.equal(await state(lab.dr, target()), 'shut off');
   });
 
-  it('the source site lost: unplanned failover says it could not fence; the site comes back fenced; after the revert its own start goes through', async () => {
+  it('the source site lost: planned is refused, unplanned says it could not fence; the site comes back fenced; after the revert its own start goes through', async () => {
     // A point to fail over to that is the source as it runs now.
     const sync = await onSource('sync', p());
     assert.equal(sync.code, 0, sync.stderr);
     await lab.source.kill();
     sourceServe = undefined;
+
+    // Planned, with the whole site gone (not only its daemon): refused the same way, nothing changed.
+    const planned = await onDr('failover', p(), '--planned');
+    assert.notEqual(planned.code, 0);
+    assert.match(planned.stderr, /^vmdr: a planned failover of "\S+" needs its source site "source", which does not answer.*without --planned.*--force/);
+    assert.equal(await state(lab.dr, target()), 'shut off');
+    assert.equal(await role(), 'replicating');
 
     const r = await failover();
     assert.equal(r.code, 0, r.stderr);
