@@ -11,14 +11,26 @@ export class PeerUnreachable extends VmdrError {
   }
 }
 
-/** The endpoint answered with a certificate other than the one pinned for its site. */
+/**
+ * The endpoint answered with a certificate other than the one pinned for its site, or with the
+ * pinned one outside its dates by this host's clock (`clock`: OpenSSL's CERT_NOT_YET_VALID or
+ * CERT_HAS_EXPIRED), which a clock minutes behind does to a certificate made minutes ago.
+ */
 export class PeerUntrusted extends VmdrError {
-  constructor(url: string, site: string, detail: string, cause?: unknown) {
-    super('PEER_UNTRUSTED', `the endpoint at ${url} did not present the certificate pinned for site "${site}": ${detail}`, {
-      subject: { host: url, site },
-      cause,
-      remedy: `compare \`vmdr site show\` on site "${site}" with the certificate pinned here, and pair again if it changed`,
-    });
+  constructor(url: string, site: string, detail: string, cause?: unknown, clock = false) {
+    super(
+      'PEER_UNTRUSTED',
+      clock
+        ? `the certificate the endpoint at ${url} presented for site "${site}" is outside its dates by this host's clock (${new Date().toISOString()}): ${detail}`
+        : `the endpoint at ${url} did not present the certificate pinned for site "${site}": ${detail}`,
+      {
+        subject: { host: url, site },
+        cause,
+        remedy: clock
+          ? `is this host's clock right? compare it with site "${site}"'s`
+          : `compare \`vmdr site show\` on site "${site}" with the certificate pinned here, and pair again if it changed`,
+      },
+    );
   }
 }
 

@@ -56,6 +56,9 @@ const UNTRUSTED_CODES = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
+/** Of those, the ones about the certificate's dates, judged by this host's clock. */
+const CLOCK_CODES = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
+
 export class PeerClient {
   private readonly agent: Agent;
   private readonly idleTimeoutMs: number;
@@ -166,7 +169,7 @@ export class PeerClient {
     const code = (err as NodeJS.ErrnoException).code ?? '';
     // Node's own codes decide ("socket hang up" is ECONNRESET); its words are only reported.
     if (UNREACHABLE_CODES.has(code)) return new PeerUnreachable(this.url, this.site, (err as Error).message, err);
-    if (UNTRUSTED_CODES.has(code)) return new PeerUntrusted(this.url, this.site, (err as Error).message, err);
+    if (UNTRUSTED_CODES.has(code)) return new PeerUntrusted(this.url, this.site, (err as Error).message, err, CLOCK_CODES.has(code));
     return err;
   }
 }

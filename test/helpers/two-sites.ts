@@ -38,8 +38,12 @@ export interface LabSite {
   exec(cmd: string, args: string[], options?: { env?: Record<string, string>; timeoutMs?: number }): Promise<RunResult>;
   /** Starts the built CLI inside the site, `--config config` appended, and leaves it running (stdout, stderr piped). */
   startVmdr(args: string[], options: { config: string; env?: Record<string, string> }): ChildProcess;
-  /** Runs the built CLI inside the site, `--config config` appended. */
-  vmdr(args: string[], options: { config: string; env?: Record<string, string> }): Promise<RunResult>;
+  /**
+   * Runs the built CLI inside the site, `--config config` appended. `clock`: an offset such as
+   * "+5m" or "-5m" that this one process's clock runs at (Debian's faketime, libfaketime): the
+   * sites share this machine's clock, as two hosts with synchronised clocks would not always.
+   */
+  vmdr(args: string[], options: { config: string; env?: Record<string, string>; clock?: string }): Promise<RunResult>;
   /** `vmdr serve --json --config config` inside the site; resolves once it printed ready. */
   serve(config: string, options?: Omit<ServeOptions, 'via'>): Promise<ServeProcess>;
   /** The whole site lost at once: SIGKILL to its namespace's PID 1, everything inside dies. */
@@ -86,7 +90,8 @@ function site(name: SiteName): LabSite {
     wanAddress: WAN[name],
     uri: `qemu+unix:///system?socket=${join(SITES_DIR, name, 'run-libvirt', 'libvirt-sock')}`,
     exec: (cmd, args, options) => run(SITES_SCRIPT, [...inside, cmd, ...args], options),
-    vmdr: (args, options) => run(SITES_SCRIPT, [...inside, process.execPath, CLI, ...args, '--config', options.config], options.env ? { env: options.env } : {}),
+    vmdr: (args, options) =>
+      run(SITES_SCRIPT, [...inside, ...(options.clock ? ['faketime', '-f', options.clock] : []), process.execPath, CLI, ...args, '--config', options.config], options.env ? { env: options.env } : {}),
     startVmdr: (args, options) =>
       spawn(SITES_SCRIPT, [...inside, process.execPath, CLI, ...args, '--config', options.config], { env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] }),
     serve: (config, options = {}) => startServe(config, { ...options, via: [SITES_SCRIPT, ...inside] }),
