@@ -10,6 +10,7 @@ import type { Protection } from '../config/schema.js';
 import { baseImage, REPLICA_IMAGE_FORMAT } from '../replication/layout.js';
 import { reclaimImages } from '../replication/replica/access.js';
 import type { FailoverJournal } from './journal.js';
+import { fenceOf } from '../sites/fence.js';
 import { sourceSiteFor } from '../sites/source-site-for.js';
 import { roleOf, setRole } from '../state/roles.js';
 import { targetLabels } from '../targets/labels.js';
@@ -37,16 +38,19 @@ export async function revertVm(ctx: RunContext, p: Protection, original: Failove
     return {};
   });
   await j.step(p.name, 'restart-source', async () => {
-    // A source this failover stopped or fenced; one it could not fence (its site was lost) was not.
-    const stopped = original.done(p.name, 'stop-source') ?? original.done(p.name, 'fence-source');
-    if (!stopped || original.result<{ fenced?: boolean }>(p.name, 'fence-source')?.fenced === false) return { started: false };
+    // A source this failover stopped or fenced, or one its site fenced for this failover when it
+    // came back (its site was lost during the failover); never a source that was simply off.
+    const stopped = original.done(p.name, 'stop-source') || original.result<{ fenced?: boolean }>(p.name, 'fence-source')?.fenced === true;
     // Started by its own site: the start token is written on the host whose hook reads it.
     const source = sourceSiteFor(ctx, p);
-    const state = await source.powerState(p).catch((err: unknown) => {
+    const vm = await source.vm(p).catch((err: unknown) => {
       if (err instanceof VmdrError && ['VM_NOT_FOUND', 'HYPERVISOR_UNREACHABLE', 'SOURCE_SITE_UNREACHABLE'].includes(err.code)) return undefined;
       throw err;
     });
-    if (state !== 'shutoff') return { started: false, ...(state ? {} : { why: `source site "${p.source.site}" or its VM is not there` }) };
+    if (!vm) return { started: false, why: `source site "${p.source.site}" or its VM is not there` };
+    const fence = fenceOf(vm);
+    const fencedForThis = fence?.protection === p.name && fence.failover === original.failover;
+    if (vm.powerState !== 'shutoff' || !(stopped || fencedForThis)) return { started: false };
     await source.startSource(p);
     return { started: true };
   });
