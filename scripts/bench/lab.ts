@@ -315,11 +315,12 @@ export interface Write {
  * 160 distinct 64 KiB-aligned offsets in [64 MiB, diskSize), away from the file system's first
  * metadata and its backup superblocks, each with its own 64 KiB file: 32 KiB random + 32 KiB text.
  */
-export async function makeWrites(dir: string, diskSize: number): Promise<Write[]> {
-  const wdir = join(dir, 'writes');
+/** `seed` picks the offsets and the text: another seed writes what the disk does not hold yet. */
+export async function makeWrites(dir: string, diskSize: number, seed = 160): Promise<Write[]> {
+  const wdir = join(dir, seed === 160 ? 'writes' : `writes-${seed}`);
   await mkdir(wdir, { recursive: true });
   await chmod(wdir, 0o755);
-  const r = prng(160);
+  const r = prng(seed);
   const avoid = new Set([128, 384, 640, 896].map((m) => (m * MiB) / WRITE_SIZE));
   const chosen = new Set<number>();
   while (chosen.size < WRITES) {
@@ -330,7 +331,7 @@ export async function makeWrites(dir: string, diskSize: number): Promise<Write[]
   let i = 0;
   for (const g of chosen) {
     const file = join(wdir, `w-${String(i).padStart(3, '0')}.bin`);
-    await writeFile(file, Buffer.concat([randomBytes(WRITE_SIZE / 2), text(WRITE_SIZE / 2, 50_000 + i)]));
+    await writeFile(file, Buffer.concat([randomBytes(WRITE_SIZE / 2), text(WRITE_SIZE / 2, (seed === 160 ? 50_000 : seed * 1000) + i)]));
     await chmod(file, 0o644);
     writes.push({ offset: g * WRITE_SIZE, file });
     i += 1;
