@@ -92,7 +92,9 @@ export function buildReport(
       const health = detail<HealthStep>(p.name, 'health');
       const stopped = detail<{ sourceStoppedAt: string }>(p.name, 'stop-source');
       const fence = detail<{ fenced?: boolean; why?: string }>(p.name, 'fence-source');
-      // Planned: the source stopped, then the final point was taken: whatever it wrote is in it.
+      // Planned: the source stopped, then the final point was taken: whatever it wrote is in it,
+      // so nothing is lost (the stop is on the source site's clock, the point on this one's).
+      const final = detail<{ point: string }>(p.name, 'final-sync');
       const lossFrom = stopped ? Date.parse(stopped.sourceStoppedAt) : row.failureAtMs;
       const status: VmReport['status'] = own.some((s) => s.step === 'skipped')
         ? 'skipped'
@@ -110,7 +112,7 @@ export function buildReport(
         group: g.name,
         status,
         point: point ? { id: point.id, time: point.time } : null,
-        dataLossWindowMs: point ? Math.max(0, lossFrom - Date.parse(point.time)) : null,
+        dataLossWindowMs: !point ? null : stopped && final?.point === point.id ? 0 : Math.max(0, lossFrom - Date.parse(point.time)),
         healthyAt: health?.healthyAt ?? null,
         guest: health?.guest ?? null,
         sourceNotFenced: fence?.fenced === false ? (fence.why ?? 'the source could not be fenced') : null,

@@ -13,7 +13,6 @@ import { setRole } from '../state/roles.js';
 import { LABEL_FAILOVER, LABEL_ROLE, ROLE_PROMOTED, targetLabels } from '../targets/labels.js';
 import { bootWithIdentity, type HealthStep } from './boot.js';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
-import { NoRecoveryPoint } from './errors.js';
 import { failoverBoot, prepareBootDisks } from './boot-disks.js';
 import type { Preflight } from './preflight.js';
 import { choosePoint, describePoint, type ChosenPoint } from './recovery-point.js';
@@ -32,6 +31,7 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
   const j = ctx.journal;
   const source = sourceSiteFor(ctx, p);
   let sourceStoppedAt: string | undefined;
+  let finalPoint: string | undefined;
   if (ctx.request.kind === 'planned') {
     // The source site stops its VM and ships the final delta; this side boots what that committed.
     ({ sourceStoppedAt } = await j.step(p.name, 'stop-source', async () => {
@@ -39,9 +39,9 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
       const stopped = await source.stop(p, how, ctx.signal);
       return { sourceStoppedAt: stopped.stoppedAt, was: stopped.was };
     }));
-    await j.step(p.name, 'final-sync', () =>
+    ({ point: finalPoint } = await j.step(p.name, 'final-sync', () =>
       source.finalSync(p, { ...(ctx.signal ? { signal: ctx.signal } : {}), ...(ctx.onProgress ? { onProgress: (pr) => ctx.onProgress!({ ...pr, subject: { failover: ctx.id, ...pr.subject } }) } : {}) }),
-    );
+    ));
   } else if (pre.source === 'running' || pre.source === 'paused') {
     await j.step(p.name, 'fence-source', async () => {
       // Forced by the user: two live copies of one server must never be, so the source goes off.
@@ -70,10 +70,9 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
   }
   const replicas = replicasOf(ctx, p);
   const point = await j.step(p.name, 'choose-point', async () => {
-    const chosen = choosePoint(replicas, p, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined });
-    if (sourceStoppedAt && chosen.time.getTime() < Date.parse(sourceStoppedAt)) {
-      throw new NoRecoveryPoint(p.name, `has no recovery point taken after its source stopped at ${sourceStoppedAt} (newest: ${chosen.id})`);
-    }
+    // Planned: the point the final sync committed, taken after the source stopped (the two sites'
+    // clocks are not compared: a point's time is on this site's clock, the stop on the source's).
+    const chosen = choosePoint(replicas, p, { point: finalPoint ?? ctx.request.point, at: finalPoint || !ctx.request.at ? undefined : new Date(ctx.request.at) });
     return describePoint(chosen);
   });
   await j.step(p.name, 'pin-point', async () => {

@@ -15,6 +15,9 @@ import type { PeerCertificate } from 'node:tls';
 import { VmdrError } from '../../hypervisors/errors.js';
 import { PeerUnreachable, PeerUntrusted } from './errors.js';
 
+/** The request header in which a caller says what its clock reads as it sends. */
+export const CLOCK_HEADER = 'x-vmdr-clock';
+
 /** What one site needs to call another: its own certificate and key, and the peer's pinned certificate. */
 export interface PeerCredentials {
   cert: Buffer;
@@ -137,7 +140,8 @@ export class PeerClient {
         agent: this.agent,
         signal: options.signal,
         timeout: idleMs,
-        headers: type ? { 'content-type': type } : {},
+        // The caller's clock: a receiver puts a point's time on its own clock with it (limits.ts).
+        headers: { ...(type ? { 'content-type': type } : {}), [CLOCK_HEADER]: new Date().toISOString() },
       });
       req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer for ${idleMs / 1000} s`), { code: 'ETIMEDOUT' })));
       let settled = false;

@@ -25,6 +25,8 @@ export async function applyDeltaStream(
   protection: string,
   { header, frames }: DecodedStream,
   onWireBytes: () => number,
+  /** senderClockOffsetMs: the point's time is on this host's clock. */
+  clockOffsetMs = 0,
 ): Promise<ApplyResult> {
   const newest = replicas.latestPoint(protection);
   if ((newest?.id ?? null) !== header.base) {
@@ -63,7 +65,7 @@ export async function applyDeltaStream(
     await Promise.all(servers.map((s) => s.stop()));
     failpoint('receiver-before-commit');
     const point = await pending.commit({
-      time: new Date(header.createdAt),
+      time: new Date(Date.parse(header.createdAt) + clockOffsetMs),
       checkpoint: header.checkpoint,
       since: header.since,
       kind: header.kind,

@@ -60,7 +60,21 @@ export function cycleBudgetMs(header: StreamHeader, limits: ReceiverLimits): num
  * replica's newest point (the disks the protection has), `now` this host's clock. What any header
  * must be (distinct disk names of the name rule, an ISO createdAt) the decoder has checked.
  */
-export function checkStreamHeader(header: StreamHeader, protection: string, newest: RecoveryPoint | undefined, limits: ReceiverLimits, now = Date.now()): void {
+/**
+ * How far the sender's clock is behind this host's (negative: ahead), from what it said it read as
+ * it sent (`x-vmdr-clock`): added to a stream's createdAt, it puts the point's time on this host's
+ * clock, the one `--at`, lags and data-loss windows are read on. Within 2 s it is taken as 0 (that
+ * much is the network and NTP, not a skew), and beyond the skew limit the sender's clock is not
+ * believed either: createdAt stays as sent, and a stream that far ahead is refused below.
+ */
+export function senderClockOffsetMs(said: string | string[] | undefined, limits: ReceiverLimits, now = Date.now()): number {
+  const reading = typeof said === 'string' ? Date.parse(said) : NaN;
+  if (Number.isNaN(reading)) return 0;
+  const offset = now - reading;
+  return Math.abs(offset) <= 2_000 || Math.abs(offset) > limits.clockSkewMs ? 0 : offset;
+}
+
+export function checkStreamHeader(header: StreamHeader, protection: string, newest: RecoveryPoint | undefined, limits: ReceiverLimits, now = Date.now(), offsetMs = 0): void {
   const refuse = (code: string, message: string, status = 422) => {
     throw new ReceiverRefused(code, `stream header refused: ${message}`, status, { protection });
   };
@@ -79,7 +93,8 @@ export function checkStreamHeader(header: StreamHeader, protection: string, newe
     refuse('STREAM_TIME_INVALID', `createdAt ${header.createdAt} is more than ${limits.clockSkewMs / 60_000} min ahead of the receiver's clock (${new Date(now).toISOString()}): is the source host's clock right?`);
   }
   const base = header.base === null ? undefined : newest?.id === header.base ? newest : undefined;
-  if (base && created < base.time.getTime()) {
-    refuse('STREAM_TIME_INVALID', `createdAt ${header.createdAt} is before its base point ${base.id} (${base.time.toISOString()})`);
+  if (base && created + offsetMs < base.time.getTime()) {
+    const said = offsetMs ? ` (${new Date(created + offsetMs).toISOString()} on the receiver's clock)` : '';
+    refuse('STREAM_TIME_INVALID', `createdAt ${header.createdAt}${said} is before its base point ${base.id} (${base.time.toISOString()})`);
   }
 }

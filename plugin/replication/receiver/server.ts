@@ -29,7 +29,8 @@ import { identifyPeer, requirePeer } from '../../sites/peer-auth.js';
 import { PinnedPeers } from '../../sites/peers.js';
 import { CycleBody } from './cycle-body.js';
 import { PROTECTION_UNKNOWN, ReceiverRefused } from './errors.js';
-import { DEFAULT_LIMITS, checkStreamHeader, cycleBudgetMs, type ReceiverLimits } from './limits.js';
+import { DEFAULT_LIMITS, checkStreamHeader, cycleBudgetMs, senderClockOffsetMs, type ReceiverLimits } from './limits.js';
+import { CLOCK_HEADER } from '../../sites/peer-client.js';
 import { roleOf } from '../../state/roles.js';
 import { SequencerByKey } from './sequencer.js';
 import { registerSourceRoutes } from './source-routes.js';
@@ -221,12 +222,13 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
       const body = new CycleBody(req.body as AsyncIterable<Buffer>, p.name, idleMs, limits.minCycleMs);
       const stream = await decodeDeltaStream(body);
       // Before the turn and before anything exists on disk: a header the replica cannot take.
-      checkStreamHeader(stream.header, p.name, replicas.latestPoint(p.name), limits);
+      const offsetMs = senderClockOffsetMs(req.headers[CLOCK_HEADER], limits);
+      checkStreamHeader(stream.header, p.name, replicas.latestPoint(p.name), limits, Date.now(), offsetMs);
       body.setBudget(cycleBudgetMs(stream.header, limits));
       stopWaiting = whileWaiting(reply);
       const { point } = await turns.run(p.name, () => {
         stopWaiting();
-        return applyDeltaStream(replicas, p.name, stream, () => body.wire);
+        return applyDeltaStream(replicas, p.name, stream, () => body.wire, offsetMs);
       });
       if (options.onCommitted) {
         void turns.run(p.name, () => options.onCommitted!(p, point)).catch((err: unknown) => options.onWarning?.(err, { protection: p.name }));
