@@ -1,20 +1,9 @@
 #!/usr/bin/env node
-/** The vmdr command line: one module per command under scripts/commands/. */
+/** The vmdr command line: one module per command under scripts/commands/, each loaded when it runs. */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { EXIT_FAILURE, EXIT_USAGE, reportError } from './cli/report.js';
-import { configCommand } from './commands/config.js';
-import { failbackCommand } from './commands/failback.js';
-import { failoverCommand } from './commands/failover.js';
-import type { GlobalOptions } from './commands/options.js';
-import { pointsCommand } from './commands/points.js';
-import { protectCommand } from './commands/protect.js';
-import { serveCommand } from './commands/serve.js';
-import { siteCommand } from './commands/site.js';
-import { syncCommand } from './commands/sync.js';
-import { statusCommand } from './commands/status.js';
-import { targetCommand } from './commands/target.js';
-import { vmCommand } from './commands/vm.js';
+import { withCommands } from './commands/index.js';
 
 // What escapes every command (a background promise, a timer) is still one line; the stack with --debug.
 for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
@@ -28,7 +17,7 @@ for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
 // private from the start, for the files its children (qemu-img, xorriso, openssl) create too.
 process.umask(0o077);
 
-await yargs(hideBin(process.argv))
+const cli = yargs(hideBin(process.argv))
   .scriptName('vmdr')
   .usage('$0 <command> [options]\n\nDisaster recovery for libvirt/QEMU and vSphere VMs.')
   .option('config', { type: 'string', default: './vmdr.yaml', global: true, describe: 'Config file' })
@@ -36,18 +25,9 @@ await yargs(hideBin(process.argv))
   .option('debug', { type: 'boolean', default: false, global: true, describe: 'On an error, print its stack trace and causes (as VMDR_DEBUG=1 does)' })
   .middleware((argv) => {
     if (argv.debug) process.env.VMDR_DEBUG = '1';
-  })
-  .command<GlobalOptions>(vmCommand)
-  .command<GlobalOptions>(configCommand)
-  .command<GlobalOptions>(statusCommand)
-  .command<GlobalOptions>(targetCommand)
-  .command(protectCommand)
-  .command(syncCommand)
-  .command(pointsCommand)
-  .command(serveCommand)
-  .command<GlobalOptions>(siteCommand)
-  .command(failoverCommand)
-  .command(failbackCommand)
+  });
+
+await withCommands(cli)
   .demandCommand(1, 'name a command; see vmdr --help')
   .strict()
   .fail((message, err) => {

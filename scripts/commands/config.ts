@@ -1,6 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../plugin/config/load.js';
 import { printJson, run } from '../cli/report.js';
+import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 
 interface CheckOptions extends GlobalOptions {
@@ -32,9 +33,7 @@ const check: CommandModule<GlobalOptions, CheckOptions> = {
     }),
 };
 
-export const configCommand: CommandModule<GlobalOptions, GlobalOptions> = {
-  command: 'config <command>',
-  describe: 'Work with the config file',
+export const configCommand: CommandBody<GlobalOptions> = {
   builder: (y) => y.command(check).demandCommand(1),
   handler: () => undefined,
 };

@@ -1,6 +1,7 @@
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { duration } from '../../plugin/config/schema.js';
 import { EXIT_USAGE } from '../cli/report.js';
+import type { CommandBody } from './index.js';
 import { runFailoverCommand } from './failover-run.js';
 import { shutdownTimeoutProblem, type GlobalOptions } from './options.js';
 
@@ -11,9 +12,7 @@ interface FailbackArgs extends GlobalOptions {
   'shutdown-timeout'?: string;
 }
 
-export const failbackCommand: CommandModule<GlobalOptions, FailbackArgs> = {
-  command: 'failback [vm]',
-  describe: 'Bring a failed-over VM (or plan) home with what it did on the DR site: only changed blocks travel back',
+export const failbackCommand: CommandBody<FailbackArgs> = {
   builder: (y: Argv<GlobalOptions>) =>
     y
       .positional('vm', { type: 'string', describe: 'Protection or source VM name' })

@@ -1,6 +1,7 @@
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { duration } from '../../plugin/config/schema.js';
 import { EXIT_USAGE } from '../cli/report.js';
+import type { CommandBody } from './index.js';
 import { runFailoverCommand } from './failover-run.js';
 import { shutdownTimeoutProblem, type GlobalOptions } from './options.js';
 
@@ -17,9 +18,7 @@ interface FailoverArgs extends GlobalOptions {
   'shutdown-timeout'?: string;
 }
 
-export const failoverCommand: CommandModule<GlobalOptions, FailoverArgs> = {
-  command: 'failover [vm]',
-  describe: 'Bring a protected VM (or a plan) up on its DR target: unplanned by default',
+export const failoverCommand: CommandBody<FailoverArgs> = {
   builder: (y: Argv<GlobalOptions>) =>
     y
       .positional('vm', { type: 'string', describe: 'Protection or source VM name' })

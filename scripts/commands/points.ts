@@ -1,10 +1,11 @@
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { findProtection } from '../../plugin/protections/find.js';
 import { releasePoints } from '../../plugin/protections/source-record.js';
 import { listRecoveryPoints } from '../../plugin/replication/points.js';
 import { UNRECORDED } from '../../plugin/state/sources.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import { formatBytes } from '../cli/progress.js';
+import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
 
@@ -13,9 +14,7 @@ interface PointsOptions extends GlobalOptions {
   release?: string[];
 }
 
-export const pointsCommand: CommandModule<GlobalOptions, PointsOptions> = {
-  command: 'points <vm>',
-  describe: "List a protected VM's recovery points on its DR site, oldest first (asks the site's receiver when run elsewhere)",
+export const pointsCommand: CommandBody<PointsOptions> = {
   builder: (y: Argv<GlobalOptions>) =>
     y.positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' }).option('release', {
       type: 'string',

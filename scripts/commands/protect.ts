@@ -1,4 +1,4 @@
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { findProtection } from '../../plugin/protections/find.js';
 import { replaceSource } from '../../plugin/protections/replace-source.js';
 import { checkSource } from '../../plugin/protections/source-identity.js';
@@ -8,6 +8,7 @@ import { syncProtection } from '../../plugin/replication/sync.js';
 import { stageTargetOf } from '../../plugin/targets/provision.js';
 import { printJson, run } from '../cli/report.js';
 import { progressReporter } from '../cli/progress.js';
+import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext, type ReplicationContext } from './replication-context.js';
 import { describeSync } from '../cli/cycles.js';
@@ -18,9 +19,7 @@ interface ProtectOptions extends GlobalOptions {
   'replace-source': boolean;
 }
 
-export const protectCommand: CommandModule<GlobalOptions, ProtectOptions> = {
-  command: 'protect <vm>',
-  describe: 'Start protecting a VM: pre-stage its DR target and ship its first recovery point',
+export const protectCommand: CommandBody<ProtectOptions> = {
   builder: (y: Argv<GlobalOptions>) =>
     y.positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' }).option('replace-source', {
       type: 'boolean',

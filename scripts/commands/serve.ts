@@ -1,9 +1,10 @@
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { cycleInterval, replicateContinuously } from '../../plugin/replication/continuous.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import { reportCycle, sayer } from '../cli/cycles.js';
 import { stepLog } from '../cli/progress.js';
 import { run } from '../cli/report.js';
+import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
 
@@ -17,9 +18,7 @@ interface ServeOptions extends GlobalOptions {
  * The daemon: the receivers of the config's DR sites and a replication loop per protection. On
  * SIGTERM or SIGINT it stops taking cycles, lets the loops end their backup jobs and closes.
  */
-export const serveCommand: CommandModule<GlobalOptions, ServeOptions> = {
-  command: 'serve',
-  describe: 'Run the daemon: DR receivers and continuous replication',
+export const serveCommand: CommandBody<ServeOptions> = {
   builder: (y: Argv<GlobalOptions>) =>
     y
       .option('site', { type: 'string', describe: "This host is this site: only its endpoint, and only loops of protections whose source is here (default: localSite)" })

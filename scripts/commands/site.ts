@@ -6,6 +6,7 @@ import { localSiteOf } from '../../plugin/sites/peer-connect.js';
 import { listPeers, pairPeer, readCertificateFile, unpairPeer } from '../../plugin/sites/peers.js';
 import { PeerNotPaired } from '../../plugin/sites/errors.js';
 import { printJson, run } from '../cli/report.js';
+import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 
 interface SiteOptions extends GlobalOptions {
@@ -99,9 +100,7 @@ const unpair: CommandModule<GlobalOptions, UnpairOptions> = {
     }),
 };
 
-export const siteCommand: CommandModule<GlobalOptions, GlobalOptions> = {
-  command: 'site <command>',
-  describe: "This site's identity, and pairing with peer sites",
+export const siteCommand: CommandBody<GlobalOptions> = {
   builder: (y) => y.command(init).command(show).command(pair).command(unpair).demandCommand(1),
   handler: () => undefined,
 };

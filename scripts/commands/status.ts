@@ -1,13 +1,11 @@
-import type { CommandModule } from 'yargs';
 import { protectionStatus, type ProtectionStatus } from '../../plugin/protections/status.js';
 import { formatBytes } from '../cli/progress.js';
 import { printJson, printTable, run } from '../cli/report.js';
+import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
 
-export const statusCommand: CommandModule<GlobalOptions, GlobalOptions> = {
-  command: 'status',
-  describe: 'Show every protection: its VMs, role (replicating or failed over), newest recovery point, lag, last sync and how its target drifted from its source',
+export const statusCommand: CommandBody<GlobalOptions> = {
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, sites, state }) => {

@@ -1,4 +1,4 @@
-import type { Argv, CommandModule } from 'yargs';
+import type { Argv } from 'yargs';
 import { findProtection } from '../../plugin/protections/find.js';
 import { replicateContinuously } from '../../plugin/replication/continuous.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
@@ -6,6 +6,7 @@ import { syncProtection, type SyncResult } from '../../plugin/replication/sync.j
 import { describeSync, reportCycle, sayer } from '../cli/cycles.js';
 import { printJson, run } from '../cli/report.js';
 import { progressReporter } from '../cli/progress.js';
+import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
 
@@ -15,9 +16,7 @@ interface SyncOptions extends GlobalOptions {
   continuous: boolean;
 }
 
-export const syncCommand: CommandModule<GlobalOptions, SyncOptions> = {
-  command: 'sync <vm>',
-  describe: 'Ship what changed on a protected VM to its DR replica as a new recovery point',
+export const syncCommand: CommandBody<SyncOptions> = {
   builder: (y: Argv<GlobalOptions>) =>
     y
       .positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' })

@@ -4,6 +4,7 @@ import { SiteConnections } from '../../plugin/sites/connections.js';
 import { provisionTargets, type ProvisionedTarget } from '../../plugin/targets/provision.js';
 import { formatBytes, progressReporter } from '../cli/progress.js';
 import { printJson, printTable, run } from '../cli/report.js';
+import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 
 interface ProvisionOptions extends GlobalOptions {
@@ -41,9 +42,7 @@ function describeAction(r: ProvisionedTarget): string {
   return `updated: ${changes.join(', ')}`;
 }
 
-export const targetCommand: CommandModule<GlobalOptions, GlobalOptions> = {
-  command: 'target <command>',
-  describe: 'Manage the pre-staged DR target VMs',
+export const targetCommand: CommandBody<GlobalOptions> = {
   builder: (y) => y.command(provision).demandCommand(1),
   handler: () => undefined,
 };

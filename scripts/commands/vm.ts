@@ -1,6 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { openAdapter } from '../../hypervisors/index.js';
 import { printJson, printTable, run } from '../cli/report.js';
+import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 
 interface ListOptions extends GlobalOptions {
@@ -40,9 +41,7 @@ const list: CommandModule<GlobalOptions, ListOptions> = {
     }),
 };
 
-export const vmCommand: CommandModule<GlobalOptions, GlobalOptions> = {
-  command: 'vm <command>',
-  describe: 'Look at the VMs of a hypervisor',
+export const vmCommand: CommandBody<GlobalOptions> = {
   builder: (y) => y.command(list).demandCommand(1),
   handler: () => undefined,
 };

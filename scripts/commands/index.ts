@@ -1,0 +1,66 @@
+/**
+ * Every command of vmdr: what `vmdr --help` lists, and the module that does it. A command's module
+ * is loaded only when that command runs (or shows its own help), so each command pays for the
+ * modules it uses and no other: `vmdr --help` opens nothing, and `vmdr status` never loads the
+ * HTTPS server or the failover runner.
+ */
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import type { GlobalOptions } from './options.js';
+
+/** What a command's module exports: its options and positionals (or none), and its handler. */
+export interface CommandBody<T> {
+  builder?: (y: Argv<GlobalOptions>) => Argv<T>;
+  handler: (argv: ArgumentsCamelCase<T>) => void | Promise<void>;
+}
+
+export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
+  return y
+    .command(lazy('vm <command>', 'Look at the VMs of a hypervisor', async () => (await import('./vm.js')).vmCommand))
+    .command(lazy('config <command>', 'Work with the config file', async () => (await import('./config.js')).configCommand))
+    .command(
+      lazy(
+        'status',
+        'Show every protection: its VMs, role (replicating or failed over), newest recovery point, lag, last sync and how its target drifted from its source',
+        async () => (await import('./status.js')).statusCommand,
+      ),
+    )
+    .command(lazy('target <command>', 'Manage the pre-staged DR target VMs', async () => (await import('./target.js')).targetCommand))
+    .command(
+      lazy('protect <vm>', 'Start protecting a VM: pre-stage its DR target and ship its first recovery point', async () => (await import('./protect.js')).protectCommand),
+    )
+    .command(lazy('sync <vm>', 'Ship what changed on a protected VM to its DR replica as a new recovery point', async () => (await import('./sync.js')).syncCommand))
+    .command(
+      lazy(
+        'points <vm>',
+        "List a protected VM's recovery points on its DR site, oldest first (asks the site's receiver when run elsewhere)",
+        async () => (await import('./points.js')).pointsCommand,
+      ),
+    )
+    .command(lazy('serve', 'Run the daemon: DR receivers and continuous replication', async () => (await import('./serve.js')).serveCommand))
+    .command(lazy('site <command>', "This site's identity, and pairing with peer sites", async () => (await import('./site.js')).siteCommand))
+    .command(
+      lazy('failover [vm]', 'Bring a protected VM (or a plan) up on its DR target: unplanned by default', async () => (await import('./failover.js')).failoverCommand),
+    )
+    .command(
+      lazy(
+        'failback [vm]',
+        'Bring a failed-over VM (or plan) home with what it did on the DR site: only changed blocks travel back',
+        async () => (await import('./failback.js')).failbackCommand,
+      ),
+    );
+}
+
+/** A command whose module is loaded when yargs builds it (yargs awaits an async builder). */
+function lazy<T>(command: string, describe: string, load: () => Promise<CommandBody<T>>): CommandModule<GlobalOptions, T> {
+  let body: CommandBody<T> | undefined;
+  return {
+    command,
+    describe,
+    builder: async (y) => {
+      body = await load();
+      // A command without a builder takes only the global options: T is GlobalOptions.
+      return body.builder ? body.builder(y) : (y as unknown as Argv<T>);
+    },
+    handler: (argv) => body!.handler(argv),
+  };
+}
