@@ -5,7 +5,6 @@
  * opened: another site's URI is that host's view (qemu:///system there is not qemu:///system here).
  */
 import { existsSync } from 'node:fs';
-import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import type { Config, Site } from '../config/schema.js';
 import { NotInConfig, SiteNotLocal } from '../config/errors.js';
@@ -19,7 +18,8 @@ export function isLocalSite(config: Config, site: string): boolean {
 }
 
 export class SiteConnections {
-  private readonly open = new Map<string, HypervisorAdapter>();
+  /** Each site's adapter, connected or connecting: callers at the same moment share one connection. */
+  private readonly open = new Map<string, Promise<HypervisorAdapter>>();
 
   constructor(
     private readonly config: Config,
@@ -44,19 +44,31 @@ export class SiteConnections {
     return local === undefined ? existsSync(site.storage) : local === site.name;
   }
 
-  async adapter(siteName: string): Promise<HypervisorAdapter> {
-    const existing = this.open.get(siteName);
-    if (existing) return existing;
+  adapter(siteName: string): Promise<HypervisorAdapter> {
+    let adapter = this.open.get(siteName);
+    if (!adapter) {
+      const connecting = this.connect(siteName);
+      this.open.set(siteName, connecting);
+      // A site that could not be opened is tried again by the next caller.
+      connecting.catch(() => this.open.get(siteName) === connecting && this.open.delete(siteName));
+      adapter = connecting;
+    }
+    return adapter;
+  }
+
+  private async connect(siteName: string): Promise<HypervisorAdapter> {
     if (!isLocalSite(this.config, siteName)) throw new SiteNotLocal(this.site(siteName).name, this.config.localSite!, this.file);
+    // The adapters' modules (a hypervisor binding, its XML) load with the first site opened: a
+    // command that never talks to a hypervisor (points, site, config) never loads them.
+    const { openAdapter } = await import('../../hypervisors/index.js');
     const adapter = openAdapter(this.site(siteName).uri);
     await adapter.connect();
-    this.open.set(siteName, adapter);
     return adapter;
   }
 
   async close(): Promise<void> {
     const adapters = [...this.open.values()];
     this.open.clear();
-    await Promise.allSettled(adapters.map((a) => a.close()));
+    await Promise.allSettled(adapters.map(async (a) => (await a).close()));
   }
 }

@@ -10,7 +10,6 @@ import type { Config, HealthSpec, Protection } from '../config/schema.js';
 import { healthSummary, waitUntilHealthy } from '../failover/health.js';
 import { fileSize } from '../failover/serial-health.js';
 import { receiverFor } from '../replication/sender/connect.js';
-import { syncProtection } from '../replication/sync.js';
 import type { StateStore } from '../state/store.js';
 import type { SiteConnections } from './connections.js';
 import { fenceSource, startUnfenced, unfenceSource } from './fence.js';
@@ -51,6 +50,8 @@ export class LocalSourceSite implements SourceSite {
    * makes the receiver answer "busy": wait for it and try again.
    */
   async finalSync(p: Protection, options: { signal?: AbortSignal; onProgress?: (progress: Progress) => void } = {}): Promise<FinalSync> {
+    // The sender (NBD, zstd) is a planned failover's: `vmdr status` asks this site for power states only.
+    const { syncProtection } = await import('../replication/sync.js');
     const receiver = await receiverFor(this.deps.config, this.deps.file, p);
     try {
       for (let attempt = 1; ; attempt++) {

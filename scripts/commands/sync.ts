@@ -1,6 +1,5 @@
 import type { Argv } from 'yargs';
 import { findProtection } from '../../plugin/protections/find.js';
-import { replicateContinuously } from '../../plugin/replication/continuous.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import { syncProtection, type SyncResult } from '../../plugin/replication/sync.js';
 import { describeSync, reportCycle, sayer } from '../cli/cycles.js';
@@ -32,6 +31,7 @@ export const syncCommand: CommandBody<SyncOptions> = {
             const stop = new AbortController();
             const end = () => stop.abort();
             process.once('SIGINT', end).once('SIGTERM', end);
+            const { replicateContinuously } = await import('../../plugin/replication/continuous.js');
             await replicateContinuously(protection, { sites, state, receiver }, {
               signal: stop.signal,
               // Asked for on the command line: back to back, whatever the protection's schedule.
