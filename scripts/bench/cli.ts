@@ -4,7 +4,8 @@
  * an isolated network of its own, protected onto this machine's libvirtd (`vmdr protect`, then
  * `vmdr serve --no-replicate` as its DR receiver). Each command is a process started and awaited
  * the same way (its wall time, spawn to exit), warmed up first, then run in turns so the machine's
- * noise falls on all of them alike; the median of the runs is reported, with the fastest beside it:
+ * noise falls on all of them alike; the median of the runs is reported, with the fastest beside it
+ * and the mean CPU time of the command's process tree (less swayed by a busy machine than wall time):
  *   - `vmdr --help`: start-up alone, nothing opened;
  *   - `vmdr status --json`: config, state file, both sites' VMs, the newest point;
  *   - `vmdr sync VM --json`: one incremental cycle of an idle guest (checkpoint, backup, ship, commit);
@@ -13,9 +14,10 @@
  * a failure or Ctrl-C. `--no-setup` skips scripts/lab/setup on a machine already set up.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeDisk } from '../lab/production.js';
-import { bootVm, CLI, describeMachine, exec, openLab, prepareMachine, runBench, say, startVmdr, table, timed, URI, type Cleanup } from './lab.js';
+import { bootVm, CLI, describeMachine, exec, openLab, percentile, prepareMachine, runBench, say, startVmdr, table, timed, URI, type Cleanup } from './lab.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 const WARMUP = 2;
@@ -27,9 +29,25 @@ interface Command {
   check: (stdout: string) => void;
 }
 
-/** Runs `argv` once; resolves with its wall time, rejects with its stderr when it exits non-zero. */
-function once(command: Command): Promise<number> {
-  return timed(
+/**
+ * CPU time of this process's children that ended (and were reaped), with theirs: cutime + cstime
+ * of /proc/self/stat, in clock ticks of 10 ms (USER_HZ 100 on Linux).
+ */
+function childrenCpuMs(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) * 10;
+}
+
+interface Run {
+  ms: number;
+  cpuMs: number;
+}
+
+/** Runs `argv` once; resolves with its wall and CPU time, rejects with its stderr when it exits non-zero. */
+async function once(command: Command): Promise<Run> {
+  const cpu0 = childrenCpuMs();
+  const { ms, value } = await timed(
     () =>
       new Promise<string>((resolve, reject) => {
         const [file, ...args] = command.argv;
@@ -37,17 +55,13 @@ function once(command: Command): Promise<number> {
           err ? reject(new Error(`${command.name}: ${err.message.split('\n')[0]} ${stderr.trim()}`)) : resolve(stdout),
         );
       }),
-  ).then(({ ms, value }) => {
-    command.check(value);
-    return ms;
-  });
+  );
+  const cpuMs = childrenCpuMs() - cpu0;
+  command.check(value);
+  return { ms, cpuMs };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
+const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
 
 async function main(cleanup: Cleanup): Promise<void> {
   if (!process.argv.includes('--no-setup')) await prepareMachine({});
@@ -80,33 +94,36 @@ async function main(cleanup: Cleanup): Promise<void> {
     { name: 'virsh list (peer)', argv: ['virsh', '-c', URI, 'list'], check: (out) => void (out.includes(vm) || fail('VM not listed')) },
     { name: 'node, empty script (reference)', argv: [process.execPath, '-e', '0'], check: () => undefined },
   ];
-  const times = new Map<Command, number[]>(commands.map((c) => [c, []]));
+  const runs = new Map<Command, Run[]>(commands.map((c) => [c, []]));
   say(`${WARMUP} warm-up runs, then ${RUNS} timed runs of each, in turns`);
   for (let i = 0; i < WARMUP + RUNS; i += 1) {
     for (const c of commands) {
-      const ms = await once(c);
-      if (i >= WARMUP) times.get(c)!.push(ms);
+      const run = await once(c);
+      if (i >= WARMUP) runs.get(c)!.push(run);
     }
   }
+  const wall = (c: Command) => runs.get(c)!.map((r) => r.ms);
+  const cpu = (c: Command) => runs.get(c)!.reduce((sum, r) => sum + r.cpuMs, 0) / RUNS;
 
-  const peer = median(times.get(commands[3]!)!);
+  const peer = median(wall(commands[3]!));
   const ms = (x: number) => `${x.toFixed(0)} ms`;
   const out: string[] = [];
   out.push(`## CLI start-up benchmark run of ${machine.date!.slice(0, 10)}`, '');
   out.push('Machine:', '', ...Object.entries(machine).map(([k, v]) => `- ${k}: ${v}`), '');
-  out.push(`Each command ${RUNS} times after ${WARMUP} warm-up runs, in turns; wall time of the process, spawn to exit.`, '');
+  out.push(
+    `Each command ${RUNS} times after ${WARMUP} warm-up runs, in turns. Wall: the process, spawn to exit. ` +
+      "CPU: user + system of the process and its children (virsh, qemu-img), not the receiver's (`vmdr serve`) work for a sync.",
+    '',
+  );
   out.push(
     table(
-      ['command', 'median', 'fastest', 'median / virsh list'],
-      commands.map((c) => {
-        const t = times.get(c)!;
-        return [c.name, ms(median(t)), ms(Math.min(...t)), `${(median(t) / peer).toFixed(1)} ×`];
-      }),
+      ['command', 'wall, median', 'wall, fastest', 'median / virsh list', 'CPU, mean'],
+      commands.map((c) => [c.name, ms(median(wall(c))), ms(Math.min(...wall(c))), `${(median(wall(c)) / peer).toFixed(1)} ×`, ms(cpu(c))]),
     ),
     '',
   );
   process.stdout.write(`${out.join('\n')}\n`);
-  process.stdout.write(`\n<!-- raw: ${JSON.stringify(Object.fromEntries(commands.map((c) => [c.name, times.get(c)!.map((t) => Math.round(t))])))} -->\n`);
+  process.stdout.write(`\n<!-- raw (wall ms): ${JSON.stringify(Object.fromEntries(commands.map((c) => [c.name, wall(c).map((t) => Math.round(t))])))} -->\n`);
 }
 
 function fail(why: string): never {
