@@ -31,6 +31,7 @@ export const syncCommand: CommandBody<SyncOptions> = {
             const stop = new AbortController();
             const end = () => stop.abort();
             process.once('SIGINT', end).once('SIGTERM', end);
+            // Loaded here, not with the command: one sync (the usual) needs no loop.
             const { replicateContinuously } = await import('../../plugin/replication/continuous.js');
             await replicateContinuously(protection, { sites, state, receiver }, {
               signal: stop.signal,
