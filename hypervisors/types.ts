@@ -150,6 +150,8 @@ export interface AppliedGuestIdentity {
   nics: { mac: string; network?: string }[];
   /** Where the in-guest identity is kept, when it is a file (libvirt: the seed image): for the record. */
   seed?: string;
+  /** False when the VM already had this very identity and nothing was changed. */
+  written: boolean;
 }
 
 export interface StopOptions {
@@ -378,7 +380,9 @@ export interface HypervisorAdapter {
    * Gives a VM that is off the identity it is to boot with: its NICs' MACs and networks, and the
    * guest's own hostname, addresses, gateway and DNS for the guest to apply at boot. A VM that
    * already had one gets this one instead. Invalid values are refused (IDENTITY_INVALID) before
-   * anything changes.
+   * anything changes. One that already has this very identity (the same instanceId, its NICs as
+   * asked) is left as it is (`written: false`): an instance id names one identity, so the caller
+   * gives a new one whenever anything in it changes.
    *
    * libvirt: a NoCloud seed (ISO 9660 labelled `cidata`, read by cloud-init and cloudbase-init)
    * written beside the VM's first disk image as `seed-<instanceId>.iso`, 0600, and attached
