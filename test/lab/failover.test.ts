@@ -165,7 +165,7 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     const networks = await virsh('net-list', '--all', '--name');
     assert.ok(!networks.includes(`vmdr-drill-${r.report!.id.slice(-6)}`), networks);
     assert.equal(vmReport.identity, 'written', 'a drill VM is new: it gets a seed of its own');
-    const files = (await exec('find', [join(vm.dir, 'replicas'), '-name', `drill-${r.report!.id}*`, '-o', '-name', 'seed-*'])).stdout.trim().split('\n');
+    const files = (await exec('find', [join(vm.dir, 'replicas', p()), '-name', `drill-${r.report!.id}*`, '-o', '-name', 'seed-*'])).stdout.trim().split('\n');
     assert.deepEqual(files, [await targetSeed()], 'the drill removed its boot disks and its seed; the target keeps its own');
     assert.equal(await state(vm.name), 'running');
     assert.equal(await state(target()), 'shut off');
@@ -289,7 +289,7 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     assert.equal(await targetSeed(), now, 'the revert keeps the target identity');
 
     // The config as it was: provisioning writes its identity again, then finds it in place.
-    const provision = async () => JSON.parse((await vmdr('target', 'provision', p(), '--json')).stdout) as { action: string; identity: string }[];
+    const provision = async () => JSON.parse((await vmdr('target', 'provision', p(), '--json')).stdout.trim().split('\n').pop()!) as { action: string; identity: string }[];
     assert.deepEqual((await provision()).map((x) => [x.action, x.identity]), [['updated', 'written']]);
     assert.deepEqual((await provision()).map((x) => [x.action, x.identity]), [['unchanged', 'in-place']]);
     assert.equal(await targetSeed(), before);
