@@ -178,6 +178,10 @@ async function updateTarget(p: Protection, storage: string, adapter: HypervisorA
   const step = (detail?: string) => report('update', done, missing.length + grown.length, detail);
   step();
   try {
+    // The identity seed stays the target's last disk: the guest finds the data disks in the
+    // source's order (a disk added after the seed would come after it), and the seed may hold
+    // the name the new disk takes. It is given again once the disks are in (provisionTarget).
+    if (missing.length && target.disks.some((d) => d.identitySeed)) await adapter.removeGuestIdentity(target.name);
     for (const d of missing) {
       const disk = disks.find((x) => x.target === d.disk)!;
       await ensureBaseImage(storage, disk, source);

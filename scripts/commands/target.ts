@@ -34,11 +34,11 @@ const provision: CommandModule<GlobalOptions, ProvisionOptions> = {
     }),
 };
 
-/** "defined", "unchanged", or "updated: added vdc, grew vdb to 2.0 GiB, new identity". */
+/** "defined", "unchanged", or "updated: added vdc, grew vdb to 2.0 GiB, identity seed written". */
 function describeAction(r: ProvisionedTarget): string {
   if (r.action !== 'updated') return r.action;
   const changes = r.changes.map((c) => (c.change === 'added' ? `added ${c.disk}` : `grew ${c.disk} to ${formatBytes(c.sizeBytes)}`));
-  if (r.identity === 'written') changes.push('new identity');
+  if (r.identity === 'written') changes.push('identity seed written');
   return `updated: ${changes.join(', ')}`;
 }
 
