@@ -213,12 +213,21 @@ export class LibvirtAdapter implements HypervisorAdapter {
     await virsh(this.uri, ['autostart', ...(autostart ? [] : ['--disable']), '--domain', uuid], { operation: autostart ? 'turn autostart on' : 'turn autostart off', vm });
   }
 
-  async prepareBootDisks(request: BootDisksRequest & { vm?: string }): Promise<BootDisk[]> {
+  /** With `vm`: one redefinition for its disks and its labels (a failover's promotion). */
+  async prepareBootDisks(request: BootDisksRequest & { vm?: string; labels?: Record<string, string> }): Promise<BootDisk[]> {
     this.requireLocalFiles('preparing boot disks');
+    const { vm, labels } = request;
     // Refused before a file is made: nothing changes for a VM that runs.
-    if (request.vm) await this.requireOff(await this.conn.lookup(request.vm), request.vm, 'change its disks');
+    const domain = vm === undefined ? undefined : await this.conn.lookup(vm);
+    if (domain && vm) await this.requireOff(domain, vm, 'change its disks');
     const disks = await createOverlays(request);
-    if (request.vm) await this.setDiskImages(request.vm, disks);
+    if (domain && vm) {
+      await this.redefine(domain, vm, (xml) => {
+        setDiskImagesInXml(xml, { vm, host: this.uri }, disks);
+        if (labels) setLabels(xml, labels);
+        return true;
+      });
+    }
     return disks;
   }
 
