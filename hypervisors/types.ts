@@ -150,6 +150,8 @@ export interface AppliedGuestIdentity {
   nics: { mac: string; network?: string }[];
   /** Where the in-guest identity is kept, when it is a file (libvirt: the seed image): for the record. */
   seed?: string;
+  /** False when the VM already had this very identity and nothing was changed. */
+  written: boolean;
 }
 
 export interface StopOptions {
@@ -358,8 +360,9 @@ export interface HypervisorAdapter {
    * Makes what a VM boots from when it boots a recovery point, without ever writing the point's
    * images: a writable layer per disk on top of the point's image, each disk's virtual size the
    * point's. What already exists for this boot is kept, not made again: it may hold what a booted
-   * guest wrote. With `vm` (off), the VM's disks (matched by guest target) are pointed at them;
-   * without, the caller defines a VM on the disks returned (a drill).
+   * guest wrote. With `vm` (off), the VM's disks (matched by guest target) are pointed at them,
+   * and with `labels` its labels replaced as setLabels would, in the same change of its
+   * definition; without `vm`, the caller defines a VM on the disks returned (a drill).
    *
    * libvirt: a qcow2 overlay `<boot>.qcow2` beside each point image, its backing file the point
    * image's bare file name (as in the replica chain, so the directory can move). vSphere would
@@ -368,7 +371,7 @@ export interface HypervisorAdapter {
    *
    * Who may open them is the caller's business (the directories are the replica's).
    */
-  prepareBootDisks(request: BootDisksRequest & { vm?: string }): Promise<BootDisk[]>;
+  prepareBootDisks(request: BootDisksRequest & { vm?: string; labels?: Record<string, string> }): Promise<BootDisk[]>;
   /**
    * Removes what prepareBootDisks made for `boot` on these disks, and only that: what a guest
    * wrote there is gone. No VM may still use them. Nothing left to remove is not an error.
@@ -378,7 +381,9 @@ export interface HypervisorAdapter {
    * Gives a VM that is off the identity it is to boot with: its NICs' MACs and networks, and the
    * guest's own hostname, addresses, gateway and DNS for the guest to apply at boot. A VM that
    * already had one gets this one instead. Invalid values are refused (IDENTITY_INVALID) before
-   * anything changes.
+   * anything changes. One that already has this very identity (the same instanceId, its NICs as
+   * asked) is left as it is (`written: false`): an instance id names one identity, so the caller
+   * gives a new one whenever anything in it changes.
    *
    * libvirt: a NoCloud seed (ISO 9660 labelled `cidata`, read by cloud-init and cloudbase-init)
    * written beside the VM's first disk image as `seed-<instanceId>.iso`, 0600, and attached

@@ -2,6 +2,7 @@
  * The libvirt adapter: vmdr's HypervisorAdapter over @unraid/libvirt for domain lifecycle and
  * virsh for what the binding lacks (networks, undefine flags, block sizes, the guest agent).
  */
+import { stat } from 'node:fs/promises';
 import { DomainGetXMLDescFlags } from '@unraid/libvirt';
 import { CleanupFailed, HypervisorOperationFailed, IdentityInvalid, InvalidPowerState, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
 import { checkGuestIdentity } from '../guest-identity.js';
@@ -38,6 +39,13 @@ import { powerState, stopDomain } from './power.js';
 import { withStartToken } from './start-token.js';
 import { virsh } from './virsh.js';
 import { buildXml, type XmlElement } from './xml.js';
+
+async function isFile(path: string): Promise<boolean> {
+  return stat(path).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+}
 
 export class LibvirtAdapter implements HypervisorAdapter {
   readonly kind = 'libvirt' as const;
@@ -205,12 +213,21 @@ export class LibvirtAdapter implements HypervisorAdapter {
     await virsh(this.uri, ['autostart', ...(autostart ? [] : ['--disable']), '--domain', uuid], { operation: autostart ? 'turn autostart on' : 'turn autostart off', vm });
   }
 
-  async prepareBootDisks(request: BootDisksRequest & { vm?: string }): Promise<BootDisk[]> {
+  /** With `vm`: one redefinition for its disks and its labels (a failover's promotion). */
+  async prepareBootDisks(request: BootDisksRequest & { vm?: string; labels?: Record<string, string> }): Promise<BootDisk[]> {
     this.requireLocalFiles('preparing boot disks');
+    const { vm, labels } = request;
     // Refused before a file is made: nothing changes for a VM that runs.
-    if (request.vm) await this.requireOff(await this.conn.lookup(request.vm), request.vm, 'change its disks');
+    const domain = vm === undefined ? undefined : await this.conn.lookup(vm);
+    if (domain && vm) await this.requireOff(domain, vm, 'change its disks');
     const disks = await createOverlays(request);
-    if (request.vm) await this.setDiskImages(request.vm, disks);
+    if (domain && vm) {
+      await this.redefine(domain, vm, (xml) => {
+        setDiskImagesInXml(xml, { vm, host: this.uri }, disks);
+        if (labels) setLabels(xml, labels);
+        return true;
+      });
+    }
     return disks;
   }
 
@@ -231,6 +248,12 @@ export class LibvirtAdapter implements HypervisorAdapter {
     }
     const home = info.disks.find((d) => d.device === 'disk' && !d.identitySeed && d.path)?.path;
     if (!home) throw new HypervisorOperationFailed('apply guest identity', this.uri, 'it has no disk image to keep its identity seed beside', { vm });
+    const seed = seedPath(home, identity.instanceId);
+    const replaced = info.disks.find((d) => d.identitySeed)?.path;
+    const nicsAsAsked = identity.nics.every((wanted, i) => (wanted.mac === undefined || info.nics[i]!.mac === wanted.mac.toLowerCase()) && (wanted.network === undefined || info.nics[i]!.network === wanted.network));
+    const applied = () => ({ nics: info.nics.map((n) => ({ mac: n.mac, ...(n.network ? { network: n.network } : {}) })), seed });
+    // The seed is named by its instance id, so the one attached and on disk is this identity's.
+    if (nicsAsAsked && replaced === seed && (await isFile(seed))) return { ...applied(), written: false };
     for (const [i, wanted] of identity.nics.entries()) {
       const nic = info.nics[i]!;
       const mac = wanted.mac?.toLowerCase();
@@ -238,15 +261,13 @@ export class LibvirtAdapter implements HypervisorAdapter {
         info = await this.setNicIdentity(vm, nic.mac, { mac, network: wanted.network });
       }
     }
-    const seed = seedPath(home, identity.instanceId);
     await writeIdentitySeed(seed, { ...identity, nics: identity.nics.map((nic, i) => ({ ...nic, mac: info.nics[i]!.mac })) });
-    const replaced = info.disks.find((d) => d.identitySeed)?.path;
     await this.redefine(domain, vm, (xml) => {
       setSeedDiskInXml(xml, seed);
       return true;
     });
     if (replaced && replaced !== seed) await deleteIdentitySeed(replaced);
-    return { nics: info.nics.map((n) => ({ mac: n.mac, ...(n.network ? { network: n.network } : {}) })), seed };
+    return { ...applied(), written: true };
   }
 
   /**

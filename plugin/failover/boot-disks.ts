@@ -20,10 +20,15 @@ export function pointDisks(point: ChosenPoint): PointDisk[] {
 
 /**
  * Prepares `boot`'s disks on `point` for protection `protection` in site storage `storage`; with
- * `vm`, that VM's disks are pointed at them.
+ * `vm`, that VM's disks are pointed at them (and its labels set to `labels`, in the same change).
  */
-export async function prepareBootDisks(adapter: HypervisorAdapter, point: ChosenPoint, boot: string, at: { storage: string; protection: string; vm?: string }): Promise<BootDisk[]> {
-  const disks = await adapter.prepareBootDisks({ boot, disks: pointDisks(point), ...(at.vm ? { vm: at.vm } : {}) });
+export async function prepareBootDisks(
+  adapter: HypervisorAdapter,
+  point: ChosenPoint,
+  boot: string,
+  at: { storage: string; protection: string; vm?: string; labels?: Record<string, string> },
+): Promise<BootDisk[]> {
+  const disks = await adapter.prepareBootDisks({ boot, disks: pointDisks(point), ...(at.vm ? { vm: at.vm } : {}), ...(at.labels ? { labels: at.labels } : {}) });
   await letHypervisorReach(at.storage, at.protection, await adapter.imageUser());
   return disks;
 }

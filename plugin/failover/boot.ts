@@ -1,14 +1,14 @@
 /**
- * The steps every failover kind ends with, on a VM that is defined and off: give it its identity,
- * start it, wait until it is healthy. Shared by the real failover (the pre-staged target) and the
+ * The steps every failover kind ends with, on a VM that is defined and off: see that it has its
+ * identity, start it, wait until it is healthy. Shared by the real failover (the pre-staged target) and the
  * drill (a throwaway VM on a bubble network).
  */
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import type { Protection } from '../config/schema.js';
 import { serialLog } from '../replication/layout.js';
+import { giveIdentity, type AppliedIdentity } from '../targets/identity.js';
 import { storageOf, type RunContext } from './context.js';
 import { healthSummary, waitUntilHealthy } from './health.js';
-import { applyIdentity, type AppliedIdentity } from './identity.js';
 import { fileSize } from './serial-health.js';
 
 export interface HealthStep {
@@ -25,7 +25,8 @@ export interface HealthStep {
 export async function bootWithIdentity(ctx: RunContext, adapter: HypervisorAdapter, p: Protection, console = serialLog(storageOf(ctx, p), p.name)): Promise<HealthStep> {
   const j = ctx.journal;
   const vm = p.target.vm;
-  await j.step<AppliedIdentity>(p.name, 'identity', () => applyIdentity(adapter, p));
+  // A pre-staged target has it from provisioning: this only checks, unless the config changed since.
+  await j.step<AppliedIdentity>(p.name, 'identity', () => giveIdentity(adapter, p));
   const { serialFrom } = await j.step(p.name, 'start', async () => {
     const running = (await adapter.powerState(vm)) === 'running';
     // Only what this boot prints counts; a resumed run whose VM already runs reads the whole log.

@@ -37,6 +37,8 @@ export interface HealthWaitOptions {
 }
 
 const POLL_MS = 200;
+/** The console is a local file read from where the last look ended: looking often costs little, and every look earlier shortens the RTO. */
+const SERIAL_POLL_MS = 50;
 /** The longest one TCP connect, HTTP request or agent ping may take before it counts as no answer. */
 const ATTEMPT_MS = 3_000;
 /**
@@ -147,7 +149,7 @@ async function serialCheck(w: Wait, pattern: RegExp, options: HealthWaitOptions)
       fromOffset: from,
       timeoutMs: Math.max(0, w.deadline - Date.now()),
       signal: w.signal,
-      pollMs: POLL_MS,
+      pollMs: SERIAL_POLL_MS,
     });
     // exec ran on one line of the console: its input is the whole line the guest printed.
     return passed(w, 'serial', match.input);

@@ -6,6 +6,7 @@
  */
 import { getFailover, listSteps, type FailoverKind, type StepRow } from '../state/failovers.js';
 import type { StateStore } from '../state/store.js';
+import type { AppliedIdentity } from '../targets/identity.js';
 import type { HealthStep } from './boot.js';
 import { RUN } from './journal.js';
 import type { ChosenPoint } from './recovery-point.js';
@@ -40,6 +41,12 @@ export interface VmReport {
   dataLossWindowMs: number | null;
   healthyAt: string | null;
   guest: string | null;
+  /**
+   * What the identity step did: found the identity provisioning gave the VM in place, or wrote it
+   * (a drill's VM; a target whose config changed since, or provisioned before vmdr did it then).
+   * Null before the step (or from a run older than this field).
+   */
+  identity: AppliedIdentity['action'] | null;
   /** Why the source could not be fenced (its site does not answer); null when it was, or did not need to be. */
   sourceNotFenced: string | null;
   steps: StepReport[];
@@ -90,6 +97,7 @@ export function buildReport(
       const own = stepsOf(p.name);
       const point = detail<ChosenPoint>(p.name, 'choose-point');
       const health = detail<HealthStep>(p.name, 'health');
+      const identity = detail<Partial<AppliedIdentity>>(p.name, 'identity');
       const stopped = detail<{ sourceStoppedAt: string }>(p.name, 'stop-source');
       const fence = detail<{ fenced?: boolean; why?: string }>(p.name, 'fence-source');
       // Planned: the source stopped, then the final point was taken: whatever it wrote is in it,
@@ -115,6 +123,7 @@ export function buildReport(
         dataLossWindowMs: !point ? null : stopped && final?.point === point.id ? 0 : Math.max(0, lossFrom - Date.parse(point.time)),
         healthyAt: health?.healthyAt ?? null,
         guest: health?.guest ?? null,
+        identity: identity?.action ?? null,
         sourceNotFenced: fence?.fenced === false ? (fence.why ?? 'the source could not be fenced') : null,
         steps: own.map(toStep),
         ...(row.kind === 'failback' ? { passes: passesOf(own) } : {}),

@@ -57,14 +57,14 @@ export async function revertVm(ctx: RunContext, p: Protection, original: Failove
 }
 
 /**
- * The target goes back to being the pre-staged replica target: no guest identity, its disks the
- * replica's base images, labelled (and so guarded) as a target again. What it booted from is the
- * caller's.
+ * The target goes back to being the pre-staged replica target: its disks the replica's base
+ * images, labelled (and so guarded) as a target again. What it booted from is the caller's. Its
+ * identity stays: it is the config's, given at provisioning (or by the failover, when the config
+ * had changed since), and the next failover finds it in place.
  */
 export async function restoreTarget(ctx: RunContext, p: Protection): Promise<void> {
   const dr = await drAdapter(ctx, p);
   const storage = storageOf(ctx, p);
-  await dr.removeGuestIdentity(p.target.vm);
   const vm = await dr.getVm(p.target.vm);
   const disks = vm.disks.filter((d) => d.device === 'disk' && !d.identitySeed);
   await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), format: REPLICA_IMAGE_FORMAT })));

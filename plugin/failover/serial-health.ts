@@ -4,6 +4,7 @@
  * before the boot), so a line from an earlier boot never counts.
  */
 import { open, stat } from 'node:fs/promises';
+import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as delay } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 
@@ -30,34 +31,50 @@ export interface SerialWait {
   pollMs?: number;
 }
 
-/** Resolves with the first matching line; on timeout the error quotes the console's last lines. */
+/** At most this much of the console is read at a time, and kept of a line that has not ended. */
+const READ_BYTES = 256 * 1024;
+const MAX_LINE_BYTES = 64 * 1024;
+
+/**
+ * Resolves with the first matching line; on timeout the error quotes the console's last lines.
+ * Each look reads only what the console got since the last one: a guest that prints without end
+ * costs neither memory nor time beyond that.
+ */
 export async function waitForSerialLine(wait: SerialWait): Promise<RegExpExecArray> {
   const deadline = Date.now() + wait.timeoutMs;
-  let text = '';
+  const decoder = new StringDecoder('utf8');
+  let offset = wait.fromOffset ?? 0;
+  let partial = '';
+  let last: string[] = [];
   for (;;) {
-    text = await readFrom(wait.file, wait.fromOffset ?? 0);
+    const chunk = await readFrom(wait.file, offset, READ_BYTES);
+    offset += chunk.length;
     // QEMU writes the console a few bytes at a time: only a line that has ended counts, or a
     // check would match (and report) half of what the guest is printing.
-    for (const line of text.split('\n').slice(0, -1)) {
-      const match = wait.pattern.exec(line.replace(/\r$/, ''));
+    const lines = (partial + decoder.write(chunk)).split('\n');
+    partial = lines.pop()!.slice(-MAX_LINE_BYTES);
+    for (const raw of lines) {
+      const line = raw.replace(/\r$/, '');
+      const match = wait.pattern.exec(line);
       if (match) return match;
+      if (line.trim()) last = [...last.slice(-2), line.trim()];
     }
+    if (chunk.length === READ_BYTES) continue;
     if (Date.now() >= deadline) break;
     await delay(wait.pollMs ?? 100, undefined, { signal: wait.signal });
   }
-  const tail = text.trim().split('\n').slice(-3).join(' | ') || '(console is empty)';
+  const tail = [...last, partial.trim()].filter(Boolean).slice(-3).join(' | ') || '(console is empty)';
   throw new HealthCheckFailed(wait.vm, 'serial console', `no line matching ${wait.pattern} within ${wait.timeoutMs / 1000} s; last output: ${tail}`);
 }
 
-async function readFrom(file: string, offset: number): Promise<string> {
+/** Up to `max` bytes from `offset`; none when the file is missing or has no more. */
+async function readFrom(file: string, offset: number, max: number): Promise<Buffer> {
   const handle = await open(file, 'r').catch(() => undefined);
-  if (!handle) return '';
+  if (!handle) return Buffer.alloc(0);
   try {
-    const { size } = await handle.stat();
-    if (size <= offset) return '';
-    const buffer = Buffer.alloc(size - offset);
-    await handle.read(buffer, 0, buffer.length, offset);
-    return buffer.toString('utf8');
+    const buffer = Buffer.alloc(max);
+    const { bytesRead } = await handle.read(buffer, 0, max, offset);
+    return buffer.subarray(0, bytesRead);
   } finally {
     await handle.close();
   }

@@ -81,12 +81,15 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
     return {};
   });
   const dr = await drAdapter(ctx, p);
-  await j.step(p.name, 'prepare-disks', async () => {
-    const disks = await prepareBootDisks(dr, point, failoverBoot(ctx.id), { storage: storageOf(ctx, p), protection: p.name, vm: p.target.vm });
-    return { disks };
+  const promoted = { ...targetLabels(p.name, p.tenant), [LABEL_ROLE]: ROLE_PROMOTED, [LABEL_FAILOVER]: ctx.id };
+  // One redefinition of the target for its boot disks and its promotion; `promote` then only
+  // records it (it writes the labels itself for a run whose prepare-disks did not: an older one).
+  const prepared = await j.step(p.name, 'prepare-disks', async () => {
+    const disks = await prepareBootDisks(dr, point, failoverBoot(ctx.id), { storage: storageOf(ctx, p), protection: p.name, vm: p.target.vm, labels: promoted });
+    return { disks, promoted: true };
   });
   await j.step(p.name, 'promote', async () => {
-    await dr.setLabels(p.target.vm, { ...targetLabels(p.name, p.tenant), [LABEL_ROLE]: ROLE_PROMOTED, [LABEL_FAILOVER]: ctx.id });
+    if (!prepared.promoted) await dr.setLabels(p.target.vm, promoted);
     return {};
   });
   const health = await bootWithIdentity(ctx, dr, p);

@@ -10,6 +10,10 @@
  * of the point's own size, so growth matters for the pre-staged target itself; a missing disk
  * would stop a failover half way. Nothing else of an existing target changes, a disk the source
  * lost is left (status shows it), and a running target or a failed-over protection is refused.
+ *
+ * Each target is given its DR identity here (MACs, networks, the guest's hostname and addresses:
+ * identity.ts), not at failover time: it does not depend on the point. Run again after the
+ * config changed it, provisioning gives the target the new one; a failover checks it is in place.
  */
 import { access } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -26,6 +30,7 @@ import { ReplicaLease } from '../replication/replica/lease.js';
 import { roleOf } from '../state/roles.js';
 import { StateStore } from '../state/store.js';
 import { dataDisks, targetDrift } from './drift.js';
+import { giveIdentity, type AppliedIdentity } from './identity.js';
 import { LABEL_PROTECTION, targetLabels } from './labels.js';
 import { SiteStorageMissing, TargetConflict, TargetInUse } from './errors.js';
 
@@ -48,6 +53,11 @@ export interface ProvisionedTarget {
   action: 'defined' | 'updated' | 'unchanged';
   /** What an update changed; empty otherwise. */
   changes: DiskChange[];
+  /**
+   * The target's DR identity: written now, already in place, or left for now because the target
+   * is not off (it runs after a failover: the next provisioning or failover gives it).
+   */
+  identity: AppliedIdentity['action'] | 'left';
   disks: { target: string; path: string; capacityBytes: number }[];
 }
 
@@ -118,11 +128,13 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
     const owner = existing.labels[LABEL_PROTECTION];
     if (owner !== p.name) throw new TargetConflict(p.target.vm, target.uri, p.name, owner);
     const changes = await updateTarget(p, storage, target, source, existing, disks, state, report);
-    return { protection: p.name, site: site.name, vm: p.target.vm, action: changes.length ? 'updated' : 'unchanged', changes, disks };
+    const identity = existing.powerState === 'shutoff' ? (await giveIdentity(target, p)).action : 'left';
+    const action = changes.length || identity === 'written' ? 'updated' : 'unchanged';
+    return { protection: p.name, site: site.name, vm: p.target.vm, action, changes, identity, disks };
   }
 
   await checkNetworks(target, p);
-  const steps = disks.length + 1;
+  const steps = disks.length + 2;
   report('define', 0, steps);
   for (const [i, disk] of disks.entries()) {
     await ensureBaseImage(storage, disk, source);
@@ -131,8 +143,10 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
   await makeReplicaDir(storage, protectionDir(storage, p.name));
   await letHypervisorReach(storage, p.name, await target.imageUser());
   await target.defineVm(targetSpec(p, storage, disks));
-  report('define', steps, steps, `VM ${p.target.vm}`);
-  return { protection: p.name, site: site.name, vm: p.target.vm, action: 'defined', changes: [], disks };
+  report('define', steps - 1, steps, `VM ${p.target.vm}`);
+  await giveIdentity(target, p);
+  report('define', steps, steps, 'identity');
+  return { protection: p.name, site: site.name, vm: p.target.vm, action: 'defined', changes: [], identity: 'written', disks };
 }
 
 /**
@@ -164,6 +178,10 @@ async function updateTarget(p: Protection, storage: string, adapter: HypervisorA
   const step = (detail?: string) => report('update', done, missing.length + grown.length, detail);
   step();
   try {
+    // The identity seed stays the target's last disk: the guest finds the data disks in the
+    // source's order (a disk added after the seed would come after it), and the seed may hold
+    // the name the new disk takes. It is given again once the disks are in (provisionTarget).
+    if (missing.length && target.disks.some((d) => d.identitySeed)) await adapter.removeGuestIdentity(target.name);
     for (const d of missing) {
       const disk = disks.find((x) => x.target === d.disk)!;
       await ensureBaseImage(storage, disk, source);

@@ -44,7 +44,7 @@ interface FailoverReport {
   groups: { name: string; startedAt: string; endedAt: string; status: string }[];
   /** Run-level steps: preflight, one per priority group. */
   run: { step: string; durationMs: number | null }[];
-  vms: { protection: string; status: string; healthyAt: string | null; steps: { step: string; durationMs: number; status: string }[] }[];
+  vms: { protection: string; status: string; healthyAt: string | null; identity: string | null; steps: { step: string; durationMs: number; status: string }[] }[];
   error?: { code: string; message: string };
 }
 
@@ -60,6 +60,8 @@ interface Sample {
   steps: Record<string, number>;
   /** Run-level steps (preflight, each group): their durations. */
   run: Record<string, number>;
+  /** What each VM's identity step did: in-place (given at provisioning) or written. */
+  identity: string[];
 }
 
 const median = (xs: number[]) => {
@@ -235,6 +237,7 @@ async function main(cleanup: Cleanup): Promise<void> {
         drillWallMs: drill.wallMs,
         steps: stepMeans(failover.f.report),
         run: runSteps(failover.f.report),
+        identity: failover.f.report.vms.map((v) => v.identity ?? 'unknown'),
       });
       say(`  floor ${seconds(Math.max(...floorEach))}, failover rto ${seconds(failover.f.report.rtoMs)}, drill rto ${seconds(drill.report.rtoMs)}`);
     }
@@ -287,7 +290,8 @@ async function main(cleanup: Cleanup): Promise<void> {
     const s = samples.get(size)!;
     const names = (pick: (x: Sample) => Record<string, number>) => [...new Set(s.flatMap((x) => Object.keys(pick(x))))];
     const show = (pick: (x: Sample) => Record<string, number>) => names(pick).map((n) => `${n} ${seconds(median(s.map((x) => pick(x)[n] ?? 0)))}`).join(', ');
-    out.push(`- ${size} VM${size > 1 ? 's' : ''}: run: ${show((x) => x.run)}; per VM: ${show((x) => x.steps)}`);
+    const identity = Object.entries(s.flatMap((x) => x.identity).reduce<Record<string, number>>((n, a) => ({ ...n, [a]: (n[a] ?? 0) + 1 }), {}));
+    out.push(`- ${size} VM${size > 1 ? 's' : ''}: run: ${show((x) => x.run)}; per VM: ${show((x) => x.steps)}; identity step: ${identity.map(([a, n]) => `${a} ×${n}`).join(', ')}`);
   }
   out.push('');
   process.stdout.write(`${out.join('\n')}\n`);

@@ -35,10 +35,11 @@ const provision: CommandModule<GlobalOptions, ProvisionOptions> = {
     }),
 };
 
-/** "defined", "unchanged", or "updated: added vdc, grew vdb to 2.0 GiB". */
+/** "defined", "unchanged", or "updated: added vdc, grew vdb to 2.0 GiB, identity seed written". */
 function describeAction(r: ProvisionedTarget): string {
   if (r.action !== 'updated') return r.action;
   const changes = r.changes.map((c) => (c.change === 'added' ? `added ${c.disk}` : `grew ${c.disk} to ${formatBytes(c.sizeBytes)}`));
+  if (r.identity === 'written') changes.push('identity seed written');
   return `updated: ${changes.join(', ')}`;
 }
 

@@ -34,6 +34,13 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     return { ...r, report: (line.startsWith('{') ? JSON.parse(line) : undefined) as FailoverReport | undefined };
   };
   const virsh = (...args: string[]) => exec('virsh', ['-c', URI, ...args]).then((r) => r.stdout.trim());
+  /** The seed attached to the target (its last disk), as libvirt has it. */
+  const targetSeed = async () => {
+    const seed = (await virsh('domblklist', target())).split('\n').map((l) => l.trim().split(/\s+/)[1] ?? '').find((f) => /\/seed-[^/]+\.iso$/.test(f));
+    assert.ok(seed, 'the target has an identity seed');
+    await readFile(seed);
+    return seed;
+  };
   const state = (name: string) => virsh('domstate', name);
   const qemuIo = (name: string, command: string) => virsh('qemu-monitor-command', name, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${command}"`);
 
@@ -75,6 +82,8 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
       const r = await vmdr(...args);
       assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
     }
+    // Provisioning gave the target its identity seed: a failover only checks it.
+    await targetSeed();
   });
 
   after(async () => {
@@ -155,8 +164,9 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     await assert.rejects(virsh('dominfo', drillVm), 'the drill VM is gone');
     const networks = await virsh('net-list', '--all', '--name');
     assert.ok(!networks.includes(`vmdr-drill-${r.report!.id.slice(-6)}`), networks);
-    const files = (await exec('find', [join(vm.dir, 'replicas'), '-name', `drill-${r.report!.id}*`, '-o', '-name', 'seed-*'])).stdout.trim();
-    assert.equal(files, '', 'the drill removed its boot disks and its seed');
+    assert.equal(vmReport.identity, 'written', 'a drill VM is new: it gets a seed of its own');
+    const files = (await exec('find', [join(vm.dir, 'replicas', p()), '-name', `drill-${r.report!.id}*`, '-o', '-name', 'seed-*'])).stdout.trim().split('\n');
+    assert.deepEqual(files, [await targetSeed()], 'the drill removed its boot disks and its seed; the target keeps its own');
     assert.equal(await state(vm.name), 'running');
     assert.equal(await state(target()), 'shut off');
     const points = JSON.parse((await vmdr('points', p(), '--json')).stdout) as { id: string; pinned?: boolean }[];
@@ -187,6 +197,7 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     assert.match(image, /failover-fo-.*\.qcow2$/);
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x7e 8M 64k', image]);
     assert.match(report.vms[0]!.guest!, /marker=failover-src .*mac-match=yes/);
+    assert.equal(report.vms[0]!.identity, 'in-place', 'provisioning gave the target its identity');
 
     const sync = await vmdr('sync', p());
     assert.equal(sync.code, 1);
@@ -260,6 +271,28 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
     const newest = points.at(-1)!;
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x3c 12M 128k', newest.disks[0]!.image]);
     await exec('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0x7e 8M 64k', newest.disks[0]!.image]);
+  });
+
+  it('an identity changed in the config: the failover gives the target the new one (the guest prints it); provisioning gives it back', async () => {
+    const before = await targetSeed();
+    const changed = await configVariant('new-identity', (t) => t.replace('hostname: failover-dr\n', 'hostname: failover-dr2\n').replace('addresses: [192.0.2.21/24]', 'addresses: [192.0.2.22/24]'));
+    const r = await runVmdr(['failover', p(), '--force', '--json', '--config', changed]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as FailoverReport;
+    assert.equal(report.vms[0]!.identity, 'written');
+    assert.match(report.vms[0]!.guest!, new RegExp(`hostname=failover-dr2 mac=${MAC} ip=192.0.2.22/24 .*marker=failover-src .*seed=yes mac-match=yes`));
+    const now = await targetSeed();
+    assert.notEqual(now, before);
+    await assert.rejects(readFile(before), { code: 'ENOENT' }, 'the seed it replaced is deleted');
+    const revert = await runVmdr(['failover', p(), '--revert', '--config', changed]);
+    assert.equal(revert.code, 0, revert.stderr);
+    assert.equal(await targetSeed(), now, 'the revert keeps the target identity');
+
+    // The config as it was: provisioning writes its identity again, then finds it in place.
+    const provision = async () => JSON.parse((await vmdr('target', 'provision', p(), '--json')).stdout.trim().split('\n').pop()!) as { action: string; identity: string }[];
+    assert.deepEqual((await provision()).map((x) => [x.action, x.identity]), [['updated', 'written']]);
+    assert.deepEqual((await provision()).map((x) => [x.action, x.identity]), [['unchanged', 'in-place']]);
+    assert.equal(await targetSeed(), before);
   });
 
   it('killed inside any step (the step recorded as started, not done), --resume brings the VM up healthy', async () => {

@@ -133,7 +133,8 @@ describe('least privilege on disk (qemu:///system)', function () {
     for (const e of entries.filter((x) => !x.dir)) {
       assert.equal(await canRead('libvirt-qemu', e), false, `libvirt-qemu can read ${e.path} with no VM running on it`);
     }
-    assert.ok(!entries.some((e) => /failover-|seed-/.test(e.path)), 'the revert removed its overlay and seed');
+    assert.ok(!entries.some((e) => /failover-/.test(e.path)), 'the revert removed its overlay');
+    assert.equal(entries.filter((e) => /\/seed-[^/]+\.iso$/.test(e.path)).length, 1, "the target's own identity seed stays (provisioning's)");
     await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
     const sync = await vmdr('sync', vm.name);
     assert.equal(sync.code, 0, sync.stderr);

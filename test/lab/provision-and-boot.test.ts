@@ -7,7 +7,7 @@ import type { HypervisorAdapter, Progress } from '../../hypervisors/types.js';
 import { parseConfig } from '../../plugin/config/load.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
 import { provisionTargets } from '../../plugin/targets/provision.js';
-import { applyIdentity } from '../../plugin/failover/identity.js';
+import { giveIdentity } from '../../plugin/targets/identity.js';
 import { baseImage, serialLog } from '../../plugin/replication/layout.js';
 import { copyImage, imageInfo } from '../../plugin/replication/qemu-img.js';
 import { ensureProductionVm, LAB_DIR } from '../../scripts/lab/production.js';
@@ -70,9 +70,10 @@ protections:
     const progress: Progress[] = [];
     const [result] = await provisionTargets(config(), 'test.yaml', sites, [], undefined, { onProgress: (p) => progress.push(p) });
     assert.equal(result!.action, 'defined');
-    // Per target, in steps: its one disk's base image, then the VM defined.
+    assert.equal(result!.identity, 'written');
+    // Per target, in steps: its one disk's base image, the VM defined, its identity given.
     assertProgress(progress, ['define']);
-    assert.deepEqual(progress.map((p) => [p.done, p.total, p.subject?.protection, p.subject?.vm]), [[0, 2, 'web', target], [1, 2, 'web', target], [2, 2, 'web', target]]);
+    assert.deepEqual(progress.map((p) => [p.done, p.total, p.subject?.protection, p.subject?.vm]), [[0, 3, 'web', target], [1, 3, 'web', target], [2, 3, 'web', target], [3, 3, 'web', target]]);
     const vm = await adapter.getVm(target);
     assert.equal(vm.powerState, 'shutoff');
     assert.equal(vm.nics[0]!.network, drNetwork);
@@ -85,6 +86,7 @@ protections:
     progress.length = 0;
     const [again] = await provisionTargets(config(), 'test.yaml', sites, [], undefined, { onProgress: (p) => progress.push(p) });
     assert.equal(again!.action, 'unchanged');
+    assert.equal(again!.identity, 'in-place');
     assert.deepEqual(progress.map((p) => `${p.phase} ${p.done}/${p.total} ${p.detail}`), ['update 0/0 up to date']);
   });
 
@@ -93,7 +95,10 @@ protections:
     await adapter.stop(source, { mode: 'force' });
     await copyImage(src.disks[0]!.path!, baseImage(storage, 'web', 'vda'));
     const protection = config().protections[0]!;
-    const applied = await applyIdentity(adapter, protection);
+    // Given at provisioning: the failover's identity step finds it in place and changes nothing.
+    const applied = await giveIdentity(adapter, protection);
+    assert.equal(applied.action, 'in-place');
+    assert.deepEqual((await adapter.getVm(target)).disks.filter((d) => d.identitySeed).map((d) => d.path), [applied.seed]);
     const log = serialLog(storage, 'web');
     const from = await fileSize(log);
     await adapter.start(target);

@@ -119,7 +119,13 @@ describe('a disk added to a protected VM (qemu:///system)', function () {
 
     const added = await vmdr('target', 'provision', p());
     assert.equal(added.code, 0, added.stderr);
-    assert.match(added.stdout, /updated: added vdb\s/);
+    // The seed (given at provisioning) was taken off and given again after the new disk: it stays the last one.
+    assert.match(added.stdout, /updated: added vdb, identity seed written\s/);
+    const disks = (await virsh('domblklist', target())).split('\n').slice(2).map((l) => l.trim().split(/\s+/).join(' '));
+    assert.equal(disks.length, 3, disks.join('; '));
+    assert.match(disks[0]!, /^vda \S+\/vda\/base\.qcow2$/);
+    assert.match(disks[1]!, /^vdb \S+\/vdb\/base\.qcow2$/);
+    assert.match(disks[2]!, /^vdc \S+\/vda\/seed-[^/]+\.iso$/);
     assert.equal(await imageOf(target(), 'vdb'), join(vm.dir, 'replicas', p(), 'vdb', 'base.qcow2'));
     assert.deepEqual(await driftOf(), []);
     // A point from before the disk was added: the target's vdb would boot on the replica's base.

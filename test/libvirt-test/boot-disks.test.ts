@@ -106,9 +106,11 @@ describe('boot disks on a recovery point (libvirt adapter, test driver)', () => 
       boot.map((d) => [d.target, d.path, 'qcow2']),
     );
 
-    // The guest writes; a resumed step prepares again and keeps what it wrote.
+    // The guest writes; a resumed step prepares again and keeps what it wrote. With labels, the
+    // same change of the definition promotes the VM (a failover's one redefinition).
     await write(boot[0]!.path, 0, 65536, 0x77);
-    assert.deepEqual(await adapter.prepareBootDisks({ vm, boot: 'failover-fo-test1', disks }), boot);
+    assert.deepEqual(await adapter.prepareBootDisks({ vm, boot: 'failover-fo-test1', disks, labels: { role: 'promoted', failover: 'fo-test1' } }), boot);
+    assert.deepEqual((await adapter.getVm(vm)).labels, { role: 'promoted', failover: 'fo-test1' });
     assert.ok(await holds(boot[0]!.path, 0, 65536, 0x77), 'the existing overlay was kept');
 
     const after = await replicaFiles();

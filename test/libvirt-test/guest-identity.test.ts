@@ -94,6 +94,7 @@ describe('guest identity (libvirt adapter, test driver)', () => {
         { mac: givenMac, network: 'default' },
       ],
       seed,
+      written: true,
     });
     const info = await adapter.getVm(vm);
     assert.deepEqual(info.nics.map((n) => n.mac), ['52:54:00:ab:00:01', givenMac]);
@@ -112,6 +113,26 @@ describe('guest identity (libvirt adapter, test driver)', () => {
         eth1: { match: { macaddress: givenMac }, 'set-name': 'eth1', addresses: ['198.51.100.7/25'] },
       },
     });
+  });
+
+  it('the same identity again changes nothing; a seed gone or a NIC changed by hand is written again', async () => {
+    const vm = await defineVm();
+    const wanted = identity(`vmdr-web-${suffix}-4`);
+    const first = await adapter.applyGuestIdentity(vm, wanted);
+    const written = (await stat(first.seed!)).mtimeMs;
+    const again = await adapter.applyGuestIdentity(vm, wanted);
+    assert.deepEqual(again, { ...first, written: false });
+    assert.equal((await stat(first.seed!)).mtimeMs, written, 'the seed in place was not rewritten');
+
+    await rm(first.seed!);
+    assert.equal((await adapter.applyGuestIdentity(vm, wanted)).written, true);
+    await access(first.seed!);
+
+    await adapter.setNicIdentity(vm, '52:54:00:ab:00:01', { mac: '52:54:00:ab:00:99' });
+    const fixed = await adapter.applyGuestIdentity(vm, wanted);
+    assert.equal(fixed.written, true);
+    assert.equal(fixed.nics[0]!.mac, '52:54:00:ab:00:01');
+    assert.deepEqual((await adapter.getVm(vm)).disks.filter((d) => d.identitySeed).map((d) => d.path), [first.seed]);
   });
 
   it('a new identity replaces the seed (the old file is deleted); removing it detaches and deletes it, NICs stay', async () => {

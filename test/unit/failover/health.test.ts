@@ -267,6 +267,17 @@ describe('failover health checks', () => {
       assert.equal(report.checks.find((c) => c.check === 'serial')?.detail, 'VMDR-GUEST ready hostname=db-dr mac=52:54:00:d7:00:01');
     });
 
+    it('finds the line behind a console larger than one read, and after a line that never ends', async () => {
+      const log = join(dir, 'console-large.log');
+      // 2 MiB of boot noise, then a 1 MiB line without an end, then the ready line on its own.
+      await writeFile(log, `${'[    0.000000] noise\n'.repeat(100_000)}${'x'.repeat(1024 * 1024)}\nVMDR-GUEST ready hostname=`);
+      const waiting = waitUntilHealthy(adapter, RUNNING_VM, spec({ timeout: '10s', serial: '^VMDR-GUEST ready' }), { serialLog: log, serialFrom: 0 });
+      await delay(100);
+      await appendFile(log, 'big-dr\n');
+      const report = await waiting;
+      assert.equal(report.checks.find((c) => c.check === 'serial')?.detail, 'VMDR-GUEST ready hostname=big-dr');
+    });
+
     it('fails at the timeout quoting the console\'s last lines', async () => {
       const log = join(dir, 'console-miss.log');
       await writeFile(log, 'VMDR-GUEST ready hostname=earlier-boot\nKernel panic - not syncing: VFS: Unable to mount root fs\n');
