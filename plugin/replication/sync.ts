@@ -170,7 +170,7 @@ export async function syncProtection(
 
     const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
     let done = 0;
-    const encoder = new DeltaStreamEncoder(header);
+    const encoder = new DeltaStreamEncoder(header, { compressionLevel: protection.compression === 'off' ? 0 : 1 });
     // The backup job ends as soon as the last read returns, while the receiver is still flushing
     // and committing: the next cycle cannot begin its own job before this one has ended.
     let captureEnded: Promise<void> | undefined;

@@ -198,25 +198,75 @@ describe('delta stream', () => {
 });
 
 describe('delta stream compression', () => {
-  it('stops trying zstd on incompressible data for a while, and tries again', async () => {
+  const KiB = 1024;
+  const text = (bytes: number) => Buffer.from('GET /api/v1/orders?id=42 200 0.013s host=web-3\n'.repeat(Math.ceil(bytes / 48)).slice(0, bytes));
+  const codecsOf = (buffers: Buffer[]) => buffers.filter((_, i) => i % 2 === 0).map((h) => h.readUInt8(13));
+
+  it('judges each frame by itself: random data raw, what compresses in zstd, right after random data', async () => {
     const encoder = new DeltaStreamEncoder(header('adaptive'));
     const chunks: Buffer[] = [encoder.start()];
-    const KiB = 1024;
+    const frames = [
+      randomBytes(MiB), // probed: its samples do not compress, so zstd never sees the whole
+      randomBytes(64 * KiB), // too small to probe: tried, does not pay
+      text(MiB),
+      Buffer.concat([randomBytes(768 * KiB), text(256 * KiB)]), // one sample of four compresses: tried, pays
+      Buffer.alloc(MiB, 0x41),
+    ];
+    let at = 0;
     const codecs: number[] = [];
-    const frame = (data: Buffer, at: number) => {
-      const out = encoder.data(0, at, data);
-      codecs.push(out[0]!.readUInt8(13));
+    for (const f of frames) {
+      const out = encoder.data(0, at, f);
+      codecs.push(...codecsOf(out));
       chunks.push(...out);
-    };
-    for (let i = 0; i < 4; i += 1) frame(randomBytes(64 * KiB), i * 64 * KiB);
-    frame(Buffer.alloc(64 * KiB, 0x41), 4 * 64 * KiB); // skipped: sent raw though it compresses
-    frame(Buffer.alloc(64 * KiB, 0x42), 5 * 64 * KiB); // tried again: compresses
-    frame(Buffer.alloc(64 * KiB, 0x43), 6 * 64 * KiB);
+      at += f.length;
+    }
     chunks.push(...encoder.end());
-    // random: tried, raw; random: skipped; random: tried, raw; random and 0x41: skipped; then zstd again
-    assert.deepEqual(codecs, [0, 0, 0, 0, 0, 1, 1]);
-    const { frames } = await decodeAll(chunks);
-    assert.ok((frames[4] as { data: Buffer }).data.equals(Buffer.alloc(64 * KiB, 0x41)));
+    assert.deepEqual(codecs, [Codec.Raw, Codec.Raw, Codec.Zstd, Codec.Zstd, Codec.Zstd]);
+    const got = (await decodeAll(chunks)).frames.filter((f) => f.kind === FrameKind.Data) as { data: Buffer }[];
+    assert.deepEqual(got.map((f) => f.data), frames);
+  });
+
+  it('makes the same bytes whether frames are packed in its thread or on worker threads, several at once', async () => {
+    const frames = [text(3 * MiB), randomBytes(5 * MiB), Buffer.alloc(200, 0x5a), Buffer.concat([text(MiB), randomBytes(MiB)])];
+    const inThread = new DeltaStreamEncoder(header('same'));
+    const expected = [inThread.start()];
+    let at = 0;
+    for (const f of frames) {
+      expected.push(...inThread.data(0, at, f));
+      at += f.length;
+    }
+    expected.push(...inThread.end());
+
+    const offThread = new DeltaStreamEncoder(header('same'));
+    const got = [offThread.start()];
+    // Each pack takes its buffer over: hand it copies, and keep the originals to compare.
+    const packed = await Promise.all(frames.map((f) => offThread.pack(Buffer.from(f))));
+    at = 0;
+    for (const [i, p] of packed.entries()) {
+      got.push(...offThread.packedData(0, at, p));
+      at += frames[i]!.length;
+    }
+    got.push(...offThread.end());
+    assert.ok(Buffer.concat(got).equals(Buffer.concat(expected)), 'the two streams differ');
+    assert.equal(offThread.wireBytes, inThread.wireBytes);
+    const decoded = (await decodeAll(got)).frames.filter((f) => f.kind === FrameKind.Data) as { data: Buffer }[];
+    assert.ok(Buffer.concat(decoded.map((f) => f.data)).equals(Buffer.concat(frames)));
+  });
+
+  it('moves a buffer that owns its memory to a worker, and copies one that shares it (the pool of small Buffers)', async () => {
+    const encoder = new DeltaStreamEncoder(header('moves'));
+    encoder.start();
+    const own = Buffer.from(text(MiB));
+    const [packedOwn] = await encoder.pack(own);
+    assert.equal(own.length, 0, 'a buffer that owns its memory is moved, not copied');
+    assert.equal(packedOwn!.codec, Codec.Zstd);
+
+    const small = Buffer.from('small data frame');
+    const neighbour = Buffer.from('shares the pool');
+    const [packedSmall] = await encoder.pack(small);
+    assert.equal(small.toString(), 'small data frame', 'a pooled buffer is copied, and stays usable');
+    assert.equal(neighbour.toString(), 'shares the pool');
+    assert.ok(packedSmall!.payload.equals(small));
   });
 });
 

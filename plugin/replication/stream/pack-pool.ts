@@ -1,0 +1,117 @@
+/**
+ * Worker threads that pack data frames (CRC, zstd; pack.ts) off the main thread, which meanwhile
+ * reads NBD replies and encrypts the HTTPS body: zstd alone held the sender's main thread for
+ * most of a full sync (about 130 MiB/s of log-like text per core here). One pool per process,
+ * started on first use; its threads do not keep the process alive when idle.
+ */
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker, type Transferable } from 'node:worker_threads';
+import type { Packed } from './pack.js';
+
+export interface PackJob {
+  id: number;
+  data: Uint8Array;
+  level: number;
+}
+
+export type PackReply = ({ id: number } & Omit<Packed, 'payload'> & { payload: Uint8Array }) | { id: number; error: string };
+
+/**
+ * The memory of `view` to move to the other thread, when the view is all of it. A view into a
+ * larger block (Node's pool of small Buffers, a slice of a bigger read) is copied instead:
+ * moving its block would take the rest of it away from whoever else holds it.
+ */
+export function movable(view: Uint8Array): Transferable[] {
+  const whole = view.byteOffset === 0 && view.byteLength === view.buffer.byteLength && !(view.buffer instanceof SharedArrayBuffer);
+  return whole ? [view.buffer as ArrayBuffer] : [];
+}
+
+/** Moves or copies: after the call the caller must not use `data`. */
+function owned(data: Buffer): Uint8Array {
+  return movable(data).length > 0 ? data : new Uint8Array(data);
+}
+
+// Worker entries are loaded by path; from sources (tsx, the tests) the worker registers tsx first.
+const fromSource = import.meta.url.endsWith('.ts');
+const ENTRY = new URL(fromSource ? './pack-worker.ts' : './pack-worker.js', import.meta.url).href;
+const TSX = fromSource ? tsxApi() : null;
+const BOOT = `const { workerData: w } = require('node:worker_threads');
+(w.tsx ? import(w.tsx).then((api) => api.register()) : Promise.resolve()).then(() => import(w.entry));`;
+
+/** tsx's ESM API, as its package exports it (its CommonJS twin cannot load from an eval'd worker). */
+function tsxApi(): string {
+  const require = createRequire(import.meta.url);
+  const manifest = require.resolve('tsx/package.json');
+  const exported = (require(manifest) as { exports: Record<string, { import: { default: string } }> }).exports['./esm/api']!.import.default;
+  return pathToFileURL(join(dirname(manifest), exported)).href;
+}
+
+interface Pending {
+  resolve(p: Packed): void;
+  reject(err: Error): void;
+}
+
+class PackWorker {
+  readonly worker: Worker;
+  readonly pending = new Map<number, Pending>();
+
+  constructor(onGone: (w: PackWorker) => void) {
+    this.worker = new Worker(BOOT, { eval: true, workerData: { entry: ENTRY, tsx: TSX } });
+    this.worker.unref();
+    this.worker.on('message', (reply: PackReply) => {
+      const job = this.pending.get(reply.id);
+      if (!job) return;
+      this.settled(reply.id);
+      if ('error' in reply) return job.reject(new Error(`packing a frame failed: ${reply.error}`));
+      const { id: _, payload, ...packed } = reply;
+      job.resolve({ ...packed, payload: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength) });
+    });
+    const fail = (err: Error) => {
+      onGone(this);
+      for (const job of this.pending.values()) job.reject(err);
+      this.pending.clear();
+    };
+    this.worker.on('error', (err) => fail(new Error(`a pack worker failed: ${err.message}`)));
+    this.worker.on('exit', (code) => fail(new Error(`a pack worker exited (${code})`)));
+  }
+
+  send(id: number, job: Pending, data: Buffer, level: number): void {
+    // A thread with work keeps the process alive until the work is back.
+    if (this.pending.size === 0) this.worker.ref();
+    this.pending.set(id, job);
+    const view = owned(data);
+    this.worker.postMessage({ id, data: view, level } satisfies PackJob, movable(view));
+  }
+
+  private settled(id: number): void {
+    this.pending.delete(id);
+    if (this.pending.size === 0) this.worker.unref();
+  }
+}
+
+/** One thread per core but one (the main thread's), at least one, at most four. */
+const SIZE = Number(process.env.VMDR_PACK_THREADS ?? Math.max(1, Math.min(4, availableParallelism() - 1)));
+const workers: PackWorker[] = [];
+let nextId = 1;
+
+/**
+ * `data` packed (pack.ts) on a worker thread, the least busy. Takes `data` over: its memory moves
+ * to the worker, and the caller must not use it after the call (a raw frame's payload is the same
+ * bytes, handed back).
+ */
+export function packOffThread(data: Buffer, level: number): Promise<Packed> {
+  while (workers.length < SIZE) {
+    workers.push(
+      new PackWorker((gone) => {
+        const at = workers.indexOf(gone);
+        if (at >= 0) workers.splice(at, 1);
+      }),
+    );
+  }
+  const worker = workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+  const id = nextId++;
+  return new Promise<Packed>((resolve, reject) => worker.send(id, { resolve, reject }, data, level));
+}
