@@ -20,6 +20,7 @@ import { ALLOCATION_CONTEXT, opBytes, planFull, planIncremental, planRanges, typ
 import { NbdClient } from './nbd/client.js';
 import type { RecoveryPoint } from './replica/store.js';
 import { DeltaStreamEncoder } from './stream/encode.js';
+import { startPackWorkers } from './stream/pack-pool.js';
 import type { StreamHeader } from './stream/format.js';
 import { failpoint } from './replica/failpoints.js';
 import { newCheckpointName, pruneCheckpoints } from './sender/checkpoints.js';
@@ -81,6 +82,8 @@ export async function syncProtection(
   if (!tracker) throw new Unsupported('changed-block tracking', source.uri);
 
   onProgress?.({ phase: 'prepare', unit: 'steps', done: 0, total: 1, detail: 'checkpoint and backup job' });
+  // zstd's threads load while the backup job is set up; until they are up, frames are packed here.
+  if (protection.compression !== 'off') void startPackWorkers();
   // After an offline cycle the VM may have started: ask again.
   const previous = options.previous?.warnings.length === 0 && !options.previous.offline && !options.full ? options.previous : undefined;
   const warnings: string[] = [];

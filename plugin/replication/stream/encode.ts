@@ -72,14 +72,15 @@ export class DeltaStreamEncoder {
   }
 
   /**
-   * `data` packed on a worker thread, one Packed per frame, for `packedData` later: several of
-   * these may run at once. Takes `data` over (its memory moves to the worker).
+   * `data` packed, one Packed per frame, for `packedData` later: several of these may run at once.
+   * zstd runs on a worker thread once one is up; without compression only the CRC is left,
+   * cheaper here than a trip to a worker. Takes `data` over (its memory may move to the worker).
    */
   async pack(data: Buffer): Promise<Packed[]> {
-    const pieces: Promise<Packed>[] = [];
+    const pieces: (Packed | Promise<Packed>)[] = [];
     for (let at = 0; at < data.length; at += MAX_FRAME_DATA) {
       const piece = data.length <= MAX_FRAME_DATA ? data : data.subarray(at, Math.min(at + MAX_FRAME_DATA, data.length));
-      pieces.push(packOffThread(piece, this.level));
+      pieces.push((this.level !== 0 && packOffThread(piece, this.level)) || packData(piece, this.level));
     }
     return Promise.all(pieces);
   }

@@ -17,6 +17,7 @@ export interface PackJob {
   level: number;
 }
 
+/** A job's answer; a worker first says 'ready' once it has loaded. */
 export type PackReply = ({ id: number } & Omit<Packed, 'payload'> & { payload: Uint8Array }) | { id: number; error: string };
 
 /**
@@ -57,11 +58,18 @@ interface Pending {
 class PackWorker {
   readonly worker: Worker;
   readonly pending = new Map<number, Pending>();
+  /** It has loaded zstd and answered: jobs go to it from now on. */
+  ready = false;
 
   constructor(onGone: (w: PackWorker) => void) {
     this.worker = new Worker(BOOT, { eval: true, workerData: { entry: ENTRY, tsx: TSX } });
     this.worker.unref();
-    this.worker.on('message', (reply: PackReply) => {
+    this.worker.on('message', (reply: PackReply | 'ready') => {
+      if (reply === 'ready') {
+        this.ready = true;
+        for (const wake of waiting.splice(0)) wake(true);
+        return;
+      }
       const job = this.pending.get(reply.id);
       if (!job) return;
       this.settled(reply.id);
@@ -93,25 +101,49 @@ class PackWorker {
 }
 
 /** One thread per core but one (the main thread's), at least one, at most four. */
-const SIZE = Number(process.env.VMDR_PACK_THREADS ?? Math.max(1, Math.min(4, availableParallelism() - 1)));
+const SIZE = Math.max(1, Math.min(4, availableParallelism() - 1));
 const workers: PackWorker[] = [];
+/** A worker died before it was ready (it cannot load zstd here): the pool stays closed, the caller packs. */
+let unavailable = false;
 let nextId = 1;
+const waiting: ((ready: boolean) => void)[] = [];
 
 /**
- * `data` packed (pack.ts) on a worker thread, the least busy. Takes `data` over: its memory moves
- * to the worker, and the caller must not use it after the call (a raw frame's payload is the same
- * bytes, handed back).
+ * Starts the workers, if they are not up; resolves true once one is ready, false if they cannot
+ * run here. A cycle calls it as it begins, so the workers load while the backup job is set up.
  */
-export function packOffThread(data: Buffer, level: number): Promise<Packed> {
-  while (workers.length < SIZE) {
+export function startPackWorkers(): Promise<boolean> {
+  start();
+  if (workers.some((w) => w.ready)) return Promise.resolve(true);
+  if (unavailable && workers.length === 0) return Promise.resolve(false);
+  return new Promise((resolve) => waiting.push(resolve));
+}
+
+function start(): void {
+  while (!unavailable && workers.length < SIZE) {
     workers.push(
       new PackWorker((gone) => {
         const at = workers.indexOf(gone);
         if (at >= 0) workers.splice(at, 1);
+        if (!gone.ready) unavailable = true;
+        if (workers.length === 0) for (const wake of waiting.splice(0)) wake(false);
       }),
     );
   }
-  const worker = workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+}
+
+/**
+ * `data` packed (pack.ts) on a worker thread, the least busy; undefined while no worker is ready
+ * (the first call starts them, and a small cycle is over before they are up) or when workers
+ * cannot run here: the caller packs in its own thread then. Takes `data` over: its memory moves to
+ * the worker, and the caller must not use it after the call (a raw frame's payload is the same
+ * bytes, handed back).
+ */
+export function packOffThread(data: Buffer, level: number): Promise<Packed> | undefined {
+  start();
+  const ready = workers.filter((w) => w.ready);
+  if (ready.length === 0) return undefined;
+  const worker = ready.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
   const id = nextId++;
   return new Promise<Packed>((resolve, reject) => worker.send(id, { resolve, reject }, data, level));
 }

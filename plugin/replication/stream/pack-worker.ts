@@ -16,3 +16,4 @@ parentPort!.on('message', (job: PackJob) => {
   }
   parentPort!.postMessage(reply, 'payload' in reply ? movable(reply.payload) : []);
 });
+parentPort!.postMessage('ready');

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { DeltaStreamEncoder } from '../../../plugin/replication/stream/encode.js';
+import { startPackWorkers } from '../../../plugin/replication/stream/pack-pool.js';
 import { decodeDeltaStream } from '../../../plugin/replication/stream/decode.js';
 import { compress } from 'zstd-napi';
 import { Codec, FrameKind, MAX_FRAME_DATA, type Frame, type StreamHeader } from '../../../plugin/replication/stream/format.js';
@@ -227,6 +228,7 @@ describe('delta stream compression', () => {
   });
 
   it('makes the same bytes whether frames are packed in its thread or on worker threads, several at once', async () => {
+    assert.equal(await startPackWorkers(), true, 'the pack workers did not start');
     const frames = [text(3 * MiB), randomBytes(5 * MiB), Buffer.alloc(200, 0x5a), Buffer.concat([text(MiB), randomBytes(MiB)])];
     const inThread = new DeltaStreamEncoder(header('same'));
     const expected = [inThread.start()];
@@ -254,6 +256,7 @@ describe('delta stream compression', () => {
   });
 
   it('moves a buffer that owns its memory to a worker, and copies one that shares it (the pool of small Buffers)', async () => {
+    assert.equal(await startPackWorkers(), true, 'the pack workers did not start');
     const encoder = new DeltaStreamEncoder(header('moves'));
     encoder.start();
     const own = Buffer.from(text(MiB));
