@@ -63,7 +63,6 @@ class PackWorker {
 
   constructor(onGone: (w: PackWorker) => void) {
     this.worker = new Worker(BOOT, { eval: true, workerData: { entry: ENTRY, tsx: TSX } });
-    this.worker.unref();
     this.worker.on('message', (reply: PackReply | 'ready') => {
       if (reply === 'ready') {
         this.ready = true;
@@ -84,6 +83,8 @@ class PackWorker {
     };
     this.worker.on('error', (err) => fail(new Error(`a pack worker failed: ${err.message}`)));
     this.worker.on('exit', (code) => fail(new Error(`a pack worker exited (${code})`)));
+    // After the listeners: a 'message' listener refs the worker again.
+    this.worker.unref();
   }
 
   send(id: number, job: Pending, data: Buffer, level: number): void {

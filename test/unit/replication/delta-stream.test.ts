@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { DeltaStreamEncoder } from '../../../plugin/replication/stream/encode.js';
 import { startPackWorkers } from '../../../plugin/replication/stream/pack-pool.js';
@@ -253,6 +254,22 @@ describe('delta stream compression', () => {
     assert.equal(offThread.wireBytes, inThread.wireBytes);
     const decoded = (await decodeAll(got)).frames.filter((f) => f.kind === FrameKind.Data) as { data: Buffer }[];
     assert.ok(Buffer.concat(decoded.map((f) => f.data)).equals(Buffer.concat(frames)));
+  });
+
+  it('lets a process exit by itself with its pack workers started, used or not (a `vmdr sync` must end)', async () => {
+    const pool = new URL('../../../plugin/replication/stream/pack-pool.ts', import.meta.url).href;
+    const encoder = new URL('../../../plugin/replication/stream/encode.ts', import.meta.url).href;
+    for (const script of [
+      `import(${JSON.stringify(pool)}).then((m) => void m.startPackWorkers())`,
+      `import(${JSON.stringify(pool)}).then(async (m) => { await m.startPackWorkers(); const { DeltaStreamEncoder } = await import(${JSON.stringify(encoder)}); await new DeltaStreamEncoder(${JSON.stringify(header('exit'))}).pack(Buffer.alloc(1 << 20, 1)); })`,
+    ]) {
+      const started = Date.now();
+      const { code } = await new Promise<{ code: number | null }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', '-e', script], { stdio: 'inherit', timeout: 20_000 });
+        child.once('exit', (c) => resolve({ code: c }));
+      });
+      assert.equal(code, 0, `the process did not end by itself (${Date.now() - started} ms): ${script}`);
+    }
   });
 
   it('moves a buffer that owns its memory to a worker, and copies one that shares it (the pool of small Buffers)', async () => {
