@@ -83,7 +83,7 @@ export async function syncProtection(
 
   onProgress?.({ phase: 'prepare', unit: 'steps', done: 0, total: 1, detail: 'checkpoint and backup job' });
   // zstd's threads load while the backup job is set up; until they are up, frames are packed here.
-  if (protection.compression !== 'off') void startPackWorkers();
+  if (protection.compression !== 'off') startPackWorkers();
   // After an offline cycle the VM may have started: ask again.
   const previous = options.previous?.warnings.length === 0 && !options.previous.offline && !options.full ? options.previous : undefined;
   const warnings: string[] = [];

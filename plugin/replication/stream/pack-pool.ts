@@ -67,6 +67,7 @@ class PackWorker {
       if (reply === 'ready') {
         this.ready = true;
         for (const wake of waiting.splice(0)) wake(true);
+        for (const w of workers) w.keepAlive();
         return;
       }
       const job = this.pending.get(reply.id);
@@ -88,16 +89,21 @@ class PackWorker {
   }
 
   send(id: number, job: Pending, data: Buffer, level: number): void {
-    // A thread with work keeps the process alive until the work is back.
-    if (this.pending.size === 0) this.worker.ref();
     this.pending.set(id, job);
+    this.keepAlive();
     const view = owned(data);
     this.worker.postMessage({ id, data: view, level } satisfies PackJob, movable(view));
   }
 
+  /** A thread with work, or one someone waits for, keeps the process alive; an idle one does not. */
+  keepAlive(): void {
+    if (this.pending.size > 0 || (!this.ready && waiting.length > 0)) this.worker.ref();
+    else this.worker.unref();
+  }
+
   private settled(id: number): void {
     this.pending.delete(id);
-    if (this.pending.size === 0) this.worker.unref();
+    this.keepAlive();
   }
 }
 
@@ -110,17 +116,20 @@ let nextId = 1;
 const waiting: ((ready: boolean) => void)[] = [];
 
 /**
- * Starts the workers, if they are not up; resolves true once one is ready, false if they cannot
- * run here. A cycle calls it as it begins, so the workers load while the backup job is set up.
+ * Resolves true once a worker is ready (starting them if they are not), false if they cannot run
+ * here; the process stays alive for it.
  */
-export function startPackWorkers(): Promise<boolean> {
-  start();
+export function packWorkersReady(): Promise<boolean> {
+  startPackWorkers();
   if (workers.some((w) => w.ready)) return Promise.resolve(true);
   if (unavailable && workers.length === 0) return Promise.resolve(false);
-  return new Promise((resolve) => waiting.push(resolve));
+  const ready = new Promise<boolean>((resolve) => waiting.push(resolve));
+  for (const w of workers) w.keepAlive();
+  return ready;
 }
 
-function start(): void {
+/** Starts the workers if they are not up. A cycle calls it as it begins, so they load while the backup job is set up. */
+export function startPackWorkers(): void {
   while (!unavailable && workers.length < SIZE) {
     workers.push(
       new PackWorker((gone) => {
@@ -141,7 +150,7 @@ function start(): void {
  * bytes, handed back).
  */
 export function packOffThread(data: Buffer, level: number): Promise<Packed> | undefined {
-  start();
+  startPackWorkers();
   const ready = workers.filter((w) => w.ready);
   if (ready.length === 0) return undefined;
   const worker = ready.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { DeltaStreamEncoder } from '../../../plugin/replication/stream/encode.js';
-import { startPackWorkers } from '../../../plugin/replication/stream/pack-pool.js';
+import { packWorkersReady } from '../../../plugin/replication/stream/pack-pool.js';
 import { decodeDeltaStream } from '../../../plugin/replication/stream/decode.js';
 import { compress } from 'zstd-napi';
 import { Codec, FrameKind, MAX_FRAME_DATA, type Frame, type StreamHeader } from '../../../plugin/replication/stream/format.js';
@@ -229,7 +229,7 @@ describe('delta stream compression', () => {
   });
 
   it('makes the same bytes whether frames are packed in its thread or on worker threads, several at once', async () => {
-    assert.equal(await startPackWorkers(), true, 'the pack workers did not start');
+    assert.equal(await packWorkersReady(), true, 'the pack workers did not start');
     const frames = [text(3 * MiB), randomBytes(5 * MiB), Buffer.alloc(200, 0x5a), Buffer.concat([text(MiB), randomBytes(MiB)])];
     const inThread = new DeltaStreamEncoder(header('same'));
     const expected = [inThread.start()];
@@ -259,21 +259,24 @@ describe('delta stream compression', () => {
   it('lets a process exit by itself with its pack workers started, used or not (a `vmdr sync` must end)', async () => {
     const pool = new URL('../../../plugin/replication/stream/pack-pool.ts', import.meta.url).href;
     const encoder = new URL('../../../plugin/replication/stream/encode.ts', import.meta.url).href;
-    for (const script of [
-      `import(${JSON.stringify(pool)}).then((m) => void m.startPackWorkers())`,
-      `import(${JSON.stringify(pool)}).then(async (m) => { await m.startPackWorkers(); const { DeltaStreamEncoder } = await import(${JSON.stringify(encoder)}); await new DeltaStreamEncoder(${JSON.stringify(header('exit'))}).pack(Buffer.alloc(1 << 20, 1)); })`,
+    for (const [script, says] of [
+      [`import(${JSON.stringify(pool)}).then((m) => { m.startPackWorkers(); process.stdout.write('started'); })`, 'started'],
+      [`import(${JSON.stringify(pool)}).then(async (m) => { await m.packWorkersReady(); const { DeltaStreamEncoder } = await import(${JSON.stringify(encoder)}); const [p] = await new DeltaStreamEncoder(${JSON.stringify(header('exit'))}).pack(Buffer.alloc(1 << 20, 1)); process.stdout.write(\`packed \${p.payload.length}\`); })`, 'packed '],
     ]) {
       const started = Date.now();
-      const { code } = await new Promise<{ code: number | null }>((resolve) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', '-e', script], { stdio: 'inherit', timeout: 20_000 });
-        child.once('exit', (c) => resolve({ code: c }));
+      const { code, out } = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', '-e', script!], { stdio: ['ignore', 'pipe', 'inherit'], timeout: 20_000 });
+        let out = '';
+        child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+        child.once('exit', (c) => resolve({ code: c, out }));
       });
       assert.equal(code, 0, `the process did not end by itself (${Date.now() - started} ms): ${script}`);
+      assert.ok(out.startsWith(says!), `it ended before its work was done: ${JSON.stringify(out)}`);
     }
   });
 
   it('moves a buffer that owns its memory to a worker, and copies one that shares it (the pool of small Buffers)', async () => {
-    assert.equal(await startPackWorkers(), true, 'the pack workers did not start');
+    assert.equal(await packWorkersReady(), true, 'the pack workers did not start');
     const encoder = new DeltaStreamEncoder(header('moves'));
     encoder.start();
     const own = Buffer.from(text(MiB));
