@@ -9,6 +9,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker, type Transferable } from 'node:worker_threads';
+import { PackWorkerFailed } from './errors.js';
 import type { Packed } from './pack.js';
 
 export interface PackJob {
@@ -73,7 +74,7 @@ class PackWorker {
       const job = this.pending.get(reply.id);
       if (!job) return;
       this.settled(reply.id);
-      if ('error' in reply) return job.reject(new Error(`packing a frame failed: ${reply.error}`));
+      if ('error' in reply) return job.reject(new PackWorkerFailed(reply.error));
       const { id: _, payload, ...packed } = reply;
       job.resolve({ ...packed, payload: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength) });
     });
@@ -82,8 +83,8 @@ class PackWorker {
       for (const job of this.pending.values()) job.reject(err);
       this.pending.clear();
     };
-    this.worker.on('error', (err) => fail(new Error(`a pack worker failed: ${err.message}`)));
-    this.worker.on('exit', (code) => fail(new Error(`a pack worker exited (${code})`)));
+    this.worker.on('error', (err) => fail(new PackWorkerFailed(err.message)));
+    this.worker.on('exit', (code) => fail(new PackWorkerFailed(`it exited with code ${code}`)));
     // After the listeners: a 'message' listener refs the worker again.
     this.worker.unref();
   }
