@@ -20,7 +20,7 @@ import { ALLOCATION_CONTEXT, opBytes, planFull, planIncremental, planRanges, typ
 import { NbdClient } from './nbd/client.js';
 import type { RecoveryPoint } from './replica/store.js';
 import { DeltaStreamEncoder } from './stream/encode.js';
-import { startPackWorkers } from './stream/pack-pool.js';
+import { startPackWorkersFor } from './stream/pack-pool.js';
 import type { StreamHeader } from './stream/format.js';
 import { failpoint } from './replica/failpoints.js';
 import { newCheckpointName, pruneCheckpoints } from './sender/checkpoints.js';
@@ -82,8 +82,6 @@ export async function syncProtection(
   if (!tracker) throw new Unsupported('changed-block tracking', source.uri);
 
   onProgress?.({ phase: 'prepare', unit: 'steps', done: 0, total: 1, detail: 'checkpoint and backup job' });
-  // zstd's threads load while the backup job is set up; until they are up, frames are packed here.
-  if (protection.compression !== 'off') startPackWorkers();
   // After an offline cycle the VM may have started: ask again.
   const previous = options.previous?.warnings.length === 0 && !options.previous.offline && !options.full ? options.previous : undefined;
   const warnings: string[] = [];
@@ -172,6 +170,8 @@ export async function syncProtection(
     }
 
     const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
+    // zstd's threads load while the first frames are read and packed here.
+    if (protection.compression !== 'off') startPackWorkersFor(disks.reduce((sum, d) => sum + opBytes(d.ops, 'data'), 0));
     let done = 0;
     const encoder = new DeltaStreamEncoder(header, { compressionLevel: protection.compression === 'off' ? 0 : 1 });
     // The backup job ends as soon as the last read returns, while the receiver is still flushing

@@ -21,6 +21,7 @@ import { ALLOCATION_CONTEXT, opBytes, planFull } from '../../plugin/replication/
 import { NbdClient } from '../../plugin/replication/nbd/client.js';
 import { ReceiverClient } from '../../plugin/replication/sender/receiver-client.js';
 import { DeltaStreamEncoder } from '../../plugin/replication/stream/encode.js';
+import { startPackWorkersFor } from '../../plugin/replication/stream/pack-pool.js';
 import { ensureIdentity } from '../../plugin/sites/identity.js';
 import { asThisSite } from '../../plugin/sites/peer-connect.js';
 import { Cleanup, exec, GiB, makeDataDisk, MiB, runBench, say, timed } from './lab.js';
@@ -108,6 +109,7 @@ async function main(cleanup: Cleanup): Promise<void> {
     const run = await timed(async () => {
       const nbd = await NbdClient.connect(server.listen, { exportName: 'vda', metaContexts: [ALLOCATION_CONTEXT] });
       const ops = planFull(await nbd.extents(ALLOCATION_CONTEXT));
+      if (level !== 0) startPackWorkersFor(opBytes(ops, 'data'));
       const latest = await receiver.latestPoint(PROTECTION);
       const encoder = new DeltaStreamEncoder(
         { session: randomUUID(), protection: PROTECTION, checkpoint: `vmdr-${PROTECTION}-${Date.now()}`, since: null, base: latest?.id ?? null, kind: 'full', disks: [{ name: 'vda', sizeBytes: nbd.size }], createdAt: new Date().toISOString() },

@@ -129,7 +129,10 @@ export function packWorkersReady(): Promise<boolean> {
   return ready;
 }
 
-/** Starts the workers if they are not up. A cycle calls it as it begins, so they load while the backup job is set up. */
+/**
+ * Starts the workers if they are not up. A cycle calls it once it knows its data is worth them
+ * (startPackWorkersFor), so they load while the first frames are read.
+ */
 export function startPackWorkers(): void {
   while (!unavailable && workers.length < SIZE) {
     workers.push(
@@ -144,14 +147,25 @@ export function startPackWorkers(): void {
 }
 
 /**
+ * Below this much data a cycle packs in its own thread: a worker takes about 40 ms of CPU to load
+ * on the lab machine, about what zstd needs for an incremental's 10 MiB (half of it text), and
+ * the cycle would be over before the worker helped.
+ */
+const WORTH_WORKERS = 32 * 1024 * 1024;
+
+/** Starts the workers when `dataBytes` are to be packed with zstd (see WORTH_WORKERS). */
+export function startPackWorkersFor(dataBytes: number): void {
+  if (dataBytes >= WORTH_WORKERS) startPackWorkers();
+}
+
+/**
  * `data` packed (pack.ts) on a worker thread, the least busy; undefined while no worker is ready
- * (the first call starts them, and a small cycle is over before they are up) or when workers
- * cannot run here: the caller packs in its own thread then. Takes `data` over: its memory moves to
+ * (none was started, or it is still loading) or when workers cannot run here: the caller packs
+ * in its own thread then. Takes `data` over: its memory moves to
  * the worker, and the caller must not use it after the call (a raw frame's payload is the same
  * bytes, handed back).
  */
 export function packOffThread(data: Buffer, level: number): Promise<Packed> | undefined {
-  startPackWorkers();
   const ready = workers.filter((w) => w.ready);
   if (ready.length === 0) return undefined;
   const worker = ready.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
