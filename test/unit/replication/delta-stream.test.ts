@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+import { crc32Combine } from '../../../plugin/replication/stream/crc.js';
 import { DeltaStreamEncoder } from '../../../plugin/replication/stream/encode.js';
 import { packWorkersReady } from '../../../plugin/replication/stream/pack-pool.js';
 import { decodeDeltaStream } from '../../../plugin/replication/stream/decode.js';
@@ -196,6 +198,17 @@ describe('delta stream', () => {
     const past = encoder.data(1, 8 * MiB + 1, Buffer.alloc(513));
     const err = await refused([start, ...past, ...encoder.end()], 'STREAM_BAD_FRAME');
     assert.match(err.message, /past the end of disk vdb/);
+  });
+});
+
+describe('delta stream CRC', () => {
+  it('joins the CRCs of two byte strings into the CRC of both, as zlib computes it over the bytes', () => {
+    for (const [a, b] of [[0, 0], [36, 0], [36, 1], [1, 7], [36, 65536], [5000, 123457], [36, MAX_FRAME_DATA]] as const) {
+      const first = randomBytes(a + 1).subarray(1);
+      const second = randomBytes(b + 1).subarray(1);
+      const seed = 0x9e3779b9;
+      assert.equal(crc32Combine(crc32(first, seed), crc32(second), b), crc32(Buffer.concat([first, second]), seed), `${a} + ${b} bytes`);
+    }
   });
 });
 
