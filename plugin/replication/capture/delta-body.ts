@@ -17,13 +17,8 @@ export interface DiskToShip {
 }
 
 const ZEROES = Buffer.alloc(MAX_READ);
-/**
- * Ops read or packed at once per disk, and their bytes: enough to hide the round trips of an
- * incremental's many small reads (64 KiB granules) and keep the pack workers busy, few enough to
- * bound memory (32 MiB read, as much packed).
- */
-const READ_WINDOW = 64;
-const READ_BUDGET = 8 * MAX_READ;
+/** Ops read or packed at once per disk: enough to hide a round trip and keep the pack workers busy, few enough to bound memory (32 MiB read, as much packed). */
+const READ_WINDOW = 8;
 
 export async function* deltaStreamBody(
   encoder: DeltaStreamEncoder,
@@ -41,7 +36,7 @@ export async function* deltaStreamBody(
       // Allocated but all zeroes (a guest that zeroed a file, a preallocated image): a zero frame.
       return data.equals(ZEROES.subarray(0, data.length)) ? undefined : encoder.pack(data);
     };
-    for await (const [op, packed] of readAhead(disk.ops, fetch, READ_WINDOW, { budget: READ_BUDGET, weight: (op) => (op.kind === 'data' ? op.length : 0) })) {
+    for await (const [op, packed] of readAhead(disk.ops, fetch, READ_WINDOW)) {
       signal?.throwIfAborted();
       if (!packed) yield* encoder.zero(disk.index, op.offset, op.length);
       else yield* encoder.packedData(disk.index, op.offset, packed);

@@ -80,33 +80,6 @@ describe('what a cycle ships', () => {
     assert.equal(peak, 3);
   });
 
-  it('read-ahead with a byte budget: many small reads in flight, few large ones, one that is larger than the budget alone', async () => {
-    let bytes = 0;
-    let peakBytes = 0;
-    let running = 0;
-    let peak = 0;
-    const sizes = [...Array(20).fill(64), 1000, 400, 400, 400, 5000, 64];
-    const fetch = async (size: number) => {
-      bytes += size;
-      running += 1;
-      peakBytes = Math.max(peakBytes, bytes);
-      peak = Math.max(peak, running);
-      await new Promise((r) => setTimeout(r, 2));
-      bytes -= size;
-      running -= 1;
-      return size;
-    };
-    const out: number[] = [];
-    for await (const [, v] of readAhead(sizes, fetch, 16, { budget: 1024, weight: (n) => n })) out.push(v);
-    assert.deepEqual(out, sizes);
-    assert.equal(peak, 16, 'small reads fill the window');
-    // 5000 runs alone (over the budget by itself); nothing else ever passes 1024 bytes in flight.
-    assert.equal(peakBytes, 5000);
-    bytes = peakBytes = 0;
-    for await (const _ of readAhead(sizes.filter((n) => n !== 5000), fetch, 16, { budget: 1024, weight: (n) => n })) void _;
-    assert.ok(peakBytes <= 1024, `${peakBytes} bytes in flight`);
-  });
-
   it('read-ahead surfaces a failed fetch at its turn, without an unhandled rejection', async () => {
     const fetch = async (n: number) => {
       if (n === 2) throw new Error('EIO at 2');
