@@ -4,7 +4,8 @@
  * half log-like text) served read-only by qemu-nbd on loopback, shipped as one full cycle
  * (NbdClient → DeltaStreamEncoder → HTTPS) to a real receiver (replica store, qemu-nbd, SQLite) in
  * a child process, against nbdcopy of the same export into a qcow2 through qemu-nbd, in the same
- * run. `--compression off|auto`, `--rounds N`, `--no-peer` (vmdr only), `--sink` (a receiver that
+ * run. `--compression off|auto`, `--rounds N`, `--incremental` (an incremental's shape instead:
+ * the 160 scattered 64 KiB granules of the replication bench), `--no-peer` (vmdr only), `--sink` (a receiver that
  * only reads the body: the sender's own ceiling), `--profile DIR` (the receiver's CPU profile; run
  * the script with `node --import tsx --cpu-prof` for the sender's). VMDR_BENCH_DISK=FILE reuses a
  * disk made earlier (the script never writes to it). Traffic stays on loopback. Prints one line
@@ -17,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { deltaStreamBody } from '../../plugin/replication/capture/delta-body.js';
-import { ALLOCATION_CONTEXT, opBytes, planFull } from '../../plugin/replication/capture/extents.js';
+import { ALLOCATION_CONTEXT, opBytes, planFull, planRanges } from '../../plugin/replication/capture/extents.js';
 import { NbdClient } from '../../plugin/replication/nbd/client.js';
 import { ReceiverClient } from '../../plugin/replication/sender/receiver-client.js';
 import { DeltaStreamEncoder } from '../../plugin/replication/stream/encode.js';
@@ -28,6 +29,8 @@ import { Cleanup, exec, GiB, makeDataDisk, MiB, runBench, say, timed } from './l
 import { qemuNbd } from '../../test/helpers/nbd-servers.js';
 
 const PROTECTION = 'bench-pipeline';
+/** An incremental's shape: the replication bench's 160 granules of 64 KiB, scattered over [64 MiB, 1 GiB). */
+const SCATTERED = Array.from({ length: 160 }, (_, i) => ({ offset: 64 * 1024 * 1024 + ((i * 7919) % 15360) * 65536, length: 65536 })).sort((a, b) => a.offset - b.offset);
 
 /** The child: a receiver as `vmdr serve` runs it, in its own process (its own core, as on a DR host). */
 async function receiverChild(): Promise<void> {
@@ -82,7 +85,7 @@ async function startReceiverProcess(cleanup: Cleanup, profileDir?: string, sink 
 }
 
 async function main(cleanup: Cleanup): Promise<void> {
-  const { values } = parseArgs({ options: { compression: { type: 'string', default: 'auto' }, rounds: { type: 'string', default: '1' }, 'no-peer': { type: 'boolean' }, sink: { type: 'boolean' }, profile: { type: 'string' } } });
+  const { values } = parseArgs({ options: { compression: { type: 'string', default: 'auto' }, rounds: { type: 'string', default: '1' }, 'no-peer': { type: 'boolean' }, sink: { type: 'boolean' }, incremental: { type: 'boolean' }, profile: { type: 'string' } } });
   const dir = await mkdtemp(join(tmpdir(), 'test-vmdr-pipeline-'));
   cleanup.add('scratch dir', () => rm(dir, { recursive: true, force: true }));
   let disk = process.env.VMDR_BENCH_DISK;
@@ -105,23 +108,27 @@ async function main(cleanup: Cleanup): Promise<void> {
       await rm(target);
       process.stdout.write(`nbdcopy → qcow2: ${(peer.ms / 1000).toFixed(2)} s, ${(GiB / MiB / (peer.ms / 1000)).toFixed(0)} MiB/s\n`);
     }
-    const cpu0 = process.cpuUsage();
-    const run = await timed(async () => {
+    const cycle = async (kind: 'full' | 'incremental') => {
       const nbd = await NbdClient.connect(server.listen, { exportName: 'vda', metaContexts: [ALLOCATION_CONTEXT] });
-      const ops = planFull(await nbd.extents(ALLOCATION_CONTEXT));
+      const allocation = await nbd.extents(ALLOCATION_CONTEXT);
+      const ops = kind === 'full' ? planFull(allocation) : planRanges(SCATTERED, allocation);
       if (level !== 0) startPackWorkersFor(opBytes(ops, 'data'));
       const latest = await receiver.latestPoint(PROTECTION);
-      const encoder = new DeltaStreamEncoder(
-        { session: randomUUID(), protection: PROTECTION, checkpoint: `vmdr-${PROTECTION}-${Date.now()}`, since: null, base: latest?.id ?? null, kind: 'full', disks: [{ name: 'vda', sizeBytes: nbd.size }], createdAt: new Date().toISOString() },
-        { compressionLevel: level },
-      );
+      const header = {
+        session: randomUUID(), protection: PROTECTION, checkpoint: `vmdr-${PROTECTION}-${Date.now()}`, since: kind === 'full' ? null : (latest?.checkpoint ?? 'none'),
+        base: latest?.id ?? null, kind, disks: [{ name: 'vda', sizeBytes: nbd.size }], createdAt: new Date().toISOString(),
+      };
+      const encoder = new DeltaStreamEncoder(header, { compressionLevel: level });
       const point = await receiver.sendCycle(PROTECTION, deltaStreamBody(encoder, [{ index: 0, client: nbd, ops }]));
       await nbd.close();
       return { point, wire: encoder.wireBytes, data: opBytes(ops, 'data') };
-    });
+    };
+    if (values.incremental && !values.sink && !(await receiver.latestPoint(PROTECTION))) await cycle('full');
+    const cpu0 = process.cpuUsage();
+    const run = await timed(() => cycle(values.incremental ? 'incremental' : 'full'));
     const cpu = process.cpuUsage(cpu0);
     process.stdout.write(
-      `vmdr (compression ${values.compression}): ${(run.ms / 1000).toFixed(2)} s, ${(GiB / MiB / (run.ms / 1000)).toFixed(0)} MiB/s; ` +
+      `vmdr ${values.incremental ? `incremental, ${SCATTERED.length} × 64 KiB` : 'full'} (compression ${values.compression}): ${(run.ms / 1000).toFixed(2)} s, ${(GiB / MiB / (run.ms / 1000)).toFixed(0)} MiB/s of disk; ` +
         `data ${(run.value.data / MiB).toFixed(0)} MiB, wire ${(run.value.wire / MiB).toFixed(0)} MiB, ${run.value.point.id}; ` +
         `sender CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s (user ${(cpu.user / 1e6).toFixed(2)})\n`,
     );
