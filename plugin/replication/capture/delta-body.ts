@@ -1,7 +1,7 @@
 /**
  * The body of one cycle's delta stream: the header, then each disk's ops read over NBD and packed
- * (CRC, zstd) on worker threads, several of each in flight, and framed in order, then the end
- * frame. A generator, so the HTTPS request that carries it pulls buffers at the network's pace and
+ * (CRC, zstd; on worker threads for a large cycle), several of each in flight, and framed in
+ * order, then the end frame. A generator, so the HTTPS request that carries it pulls buffers at the network's pace and
  * at most a few frames are ever in memory.
  */
 import type { NbdClient } from '../nbd/client.js';
@@ -17,7 +17,7 @@ export interface DiskToShip {
 }
 
 const ZEROES = Buffer.alloc(MAX_READ);
-/** Ops read or packed at once per disk: enough to hide a round trip and keep the pack workers busy, few enough to bound memory (32 MiB read, as much packed). */
+/** Ops read or packed at once per disk: enough to hide a round trip and keep the pack workers busy, few enough to bound memory (32 MiB). */
 const READ_WINDOW = 8;
 
 export async function* deltaStreamBody(

@@ -28,7 +28,7 @@ const MAX_ZERO_RUN = 0x8000_0000;
 const EMPTY = Buffer.alloc(0);
 
 export interface EncoderOptions {
-  /** zstd level; 0 turns compression off. Level 1 keeps up with a disk on one core. */
+  /** zstd level (default 1); 0 sends every frame raw (a protection's `compression: off`). */
   compressionLevel?: number;
 }
 

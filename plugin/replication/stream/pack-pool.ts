@@ -2,7 +2,8 @@
  * Worker threads that pack data frames (CRC, zstd; pack.ts) off the main thread, which meanwhile
  * reads NBD replies and encrypts the HTTPS body: zstd alone held the sender's main thread for
  * most of a full sync (about 130 MiB/s of log-like text per core here). One pool per process,
- * started on first use; its threads do not keep the process alive when idle.
+ * started by a cycle with enough data to pack (startPackWorkersFor); its threads do not keep the
+ * process alive when idle, and until one is ready (or when none can start) the caller packs.
  */
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
@@ -161,9 +162,8 @@ export function startPackWorkersFor(dataBytes: number): void {
 /**
  * `data` packed (pack.ts) on a worker thread, the least busy; undefined while no worker is ready
  * (none was started, or it is still loading) or when workers cannot run here: the caller packs
- * in its own thread then. Takes `data` over: its memory moves to
- * the worker, and the caller must not use it after the call (a raw frame's payload is the same
- * bytes, handed back).
+ * in its own thread then. Takes `data` over: its memory moves to the worker, and the caller must
+ * not use it after the call (a raw frame's payload is the same bytes, handed back).
  */
 export function packOffThread(data: Buffer, level: number): Promise<Packed> | undefined {
   const ready = workers.filter((w) => w.ready);
