@@ -186,6 +186,11 @@ export const ProtectionSchema = z.strictObject({
   rpo: durationBetween('1s', '30d').prefault('15m'),
   /** Continuous: sync cycles back to back (seconds of lag). Otherwise `vmdr serve` syncs every rpo/2. */
   continuous: z.boolean().default(false),
+  /**
+   * auto: zstd on what compresses (fewer bytes on a WAN, more CPU on both sites); off: data travels
+   * raw (a fast link, or CPU the sites cannot spare). Checksums and TLS stay either way.
+   */
+  compression: z.enum(['auto', 'off']).default('auto'),
   retention: z
     // maxAge is compared with the points' ages, never waited on: it may pass MAX_TIMER_MS.
     .strictObject({ keep: z.number().int().min(1).default(24), maxAge: durationBetween('1m', '3650d').optional() })

@@ -20,6 +20,7 @@ import { ALLOCATION_CONTEXT, opBytes, planFull, planIncremental, planRanges, typ
 import { NbdClient } from './nbd/client.js';
 import type { RecoveryPoint } from './replica/store.js';
 import { DeltaStreamEncoder } from './stream/encode.js';
+import { startPackWorkersFor } from './stream/pack-pool.js';
 import type { StreamHeader } from './stream/format.js';
 import { failpoint } from './replica/failpoints.js';
 import { newCheckpointName, pruneCheckpoints } from './sender/checkpoints.js';
@@ -169,8 +170,10 @@ export async function syncProtection(
     }
 
     const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
+    // zstd's threads load while the first frames are read and packed here.
+    if (protection.compression !== 'off') startPackWorkersFor(disks.reduce((sum, d) => sum + opBytes(d.ops, 'data'), 0));
     let done = 0;
-    const encoder = new DeltaStreamEncoder(header);
+    const encoder = new DeltaStreamEncoder(header, { compressionLevel: protection.compression === 'off' ? 0 : 1 });
     // The backup job ends as soon as the last read returns, while the receiver is still flushing
     // and committing: the next cycle cannot begin its own job before this one has ended.
     let captureEnded: Promise<void> | undefined;
@@ -264,12 +267,15 @@ async function plan(
   protection: string,
   signal?: AbortSignal,
 ): Promise<ShipOp[]> {
+  // An incremental asks for both maps at once: one round trip to the export instead of two.
+  const dirty = choice.kind === 'incremental' && dirtyContext ? client.extents(dirtyContext) : undefined;
+  dirty?.catch(() => undefined);
   const allocation = await client.extents(ALLOCATION_CONTEXT);
   if (choice.kind === 'full') return planFull(allocation);
   if (choice.kind === 'incremental') {
     // A disk added to the VM since the checkpoint has no bitmap, and on the DR side an empty base.
-    if (!dirtyContext) return planFull(allocation);
-    return planIncremental(await client.extents(dirtyContext), allocation);
+    if (!dirty) return planFull(allocation);
+    return planIncremental(await dirty, allocation);
   }
   const [mine, theirs] = await Promise.all([
     blockHashes(client, HASH_BLOCK, signal),

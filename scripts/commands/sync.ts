@@ -13,6 +13,7 @@ interface SyncOptions extends GlobalOptions {
   vm: string;
   full: boolean;
   continuous: boolean;
+  compression?: 'auto' | 'off';
 }
 
 export const syncCommand: CommandBody<SyncOptions> = {
@@ -20,11 +21,13 @@ export const syncCommand: CommandBody<SyncOptions> = {
     y
       .positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' })
       .option('full', { type: 'boolean', default: false, describe: 'Ship every byte, not only what changed' })
-      .option('continuous', { type: 'boolean', default: false, describe: 'Keep syncing, cycle after cycle, until interrupted' }),
+      .option('continuous', { type: 'boolean', default: false, describe: 'Keep syncing, cycle after cycle, until interrupted' })
+      .option('compression', { choices: ['auto', 'off'] as const, describe: "zstd on what compresses (auto) or raw data (off); default: the protection's `compression`" }),
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
-        const protection = findProtection(config, file, argv.vm);
+        const found = findProtection(config, file, argv.vm);
+        const protection = argv.compression ? { ...found, compression: argv.compression } : found;
         const receiver = await receiverFor(config, file, protection);
         try {
           if (argv.continuous) {

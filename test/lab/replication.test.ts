@@ -374,6 +374,16 @@ protections:
     await assertPattern(image(result.point!, 'vdb'), '0xab', VDB_SIZE - 1536, 1536);
   });
 
+  it('sync --full --compression off sends the data raw, and the point still equals the source', async () => {
+    const packed = await vmdrJson<SyncJson & { point: { dataBytes: number } }>(['sync', name, '--full', '--config', config]);
+    const r = await frozenSync<SyncJson & { point: Point & { dataBytes: number } }>(name, ['sync', name, '--full', '--compression', 'off'], { vda: disks.vda, vdb: disks.vdb });
+    assert.equal(r.kind, 'full');
+    // Raw: every data byte on the wire, plus 40 bytes of header a frame; zstd shipped less than the data.
+    assert.ok(r.bytesShipped >= r.point.dataBytes, `shipped ${r.bytesShipped} for ${r.point.dataBytes} bytes of data`);
+    assert.ok(r.bytesShipped <= r.point.dataBytes + 64 * KiB, `shipped ${r.bytesShipped} for ${r.point.dataBytes} bytes of data`);
+    assert.ok(packed.bytesShipped < packed.point.dataBytes, `with compression: shipped ${packed.bytesShipped} for ${packed.point.dataBytes}`);
+  });
+
   it('shows each protection\'s newest point and lag in vmdr status', async () => {
     const rows = await vmdrJson<{ protection: string; lastPoint: { id: string } | null; lagSeconds: number | null; lastSync: { outcome: string } }[]>([
       'status', '--config', config,

@@ -40,6 +40,15 @@ describe('config', () => {
     assert.deepEqual(config.plans[0]!.groups.map((g) => g.parallel), [4, 4]);
   });
 
+  it('compresses by default; `compression: off` sends raw; anything else is refused, naming the place', async () => {
+    const { config } = await loadConfig(LAB);
+    assert.deepEqual([...new Set(config.protections.map((p) => p.compression))], ['auto']);
+    const protection = (compression: string) =>
+      minimal(`protections:\n  - name: web\n    source: { site: prod, vm: web }\n    compression: ${compression}\n    target: { site: prod, vm: web-dr, nics: [{ network: n }] }\n`);
+    assert.equal(parseConfig(protection('off'), 'vmdr.yaml').protections[0]!.compression, 'off');
+    expectInvalid(protection('fast'), /^vmdr\.yaml:8:18: protections\[0\]\.compression: expected one of "auto", "off"$/);
+  });
+
   it('names the file, line, column and key path of a wrong type', () => {
     expectInvalid(minimal('protections:\n  - name: 5\n'), /^vmdr\.yaml:6:11: protections\[0\]\.name: expected string$/);
   });

@@ -1,7 +1,8 @@
 /**
- * The body of one cycle's delta stream: the header, then each disk's ops read over NBD (several
- * reads in flight) and framed, then the end frame. A generator, so the HTTPS request that carries
- * it pulls buffers at the network's pace and at most a few frames are ever in memory.
+ * The body of one cycle's delta stream: the header, then each disk's ops read over NBD and packed
+ * (CRC, zstd; on worker threads for a large cycle), several of each in flight, and framed in
+ * order, then the end frame. A generator, so the HTTPS request that carries it pulls buffers at the network's pace and
+ * at most a few frames are ever in memory.
  */
 import type { NbdClient } from '../nbd/client.js';
 import type { DeltaStreamEncoder } from '../stream/encode.js';
@@ -16,7 +17,7 @@ export interface DiskToShip {
 }
 
 const ZEROES = Buffer.alloc(MAX_READ);
-/** Reads in flight per disk: enough to hide a round trip, few enough to bound memory (32 MiB). */
+/** Ops read or packed at once per disk: enough to hide a round trip and keep the pack workers busy, few enough to bound memory (32 MiB). */
 const READ_WINDOW = 8;
 
 export async function* deltaStreamBody(
@@ -29,12 +30,16 @@ export async function* deltaStreamBody(
 ): AsyncGenerator<Buffer> {
   yield encoder.start();
   for (const disk of disks) {
-    const read = (op: ShipOp) => (op.kind === 'data' ? disk.client.read(op.offset, op.length) : Promise.resolve(undefined));
-    for await (const [op, data] of readAhead(disk.ops, read, READ_WINDOW)) {
-      signal?.throwIfAborted();
+    const fetch = async (op: ShipOp) => {
+      if (op.kind === 'zero') return undefined;
+      const data = await disk.client.read(op.offset, op.length);
       // Allocated but all zeroes (a guest that zeroed a file, a preallocated image): a zero frame.
-      if (!data || data.equals(ZEROES.subarray(0, data.length))) yield* encoder.zero(disk.index, op.offset, op.length);
-      else yield* encoder.data(disk.index, op.offset, data);
+      return data.equals(ZEROES.subarray(0, data.length)) ? undefined : encoder.pack(data);
+    };
+    for await (const [op, packed] of readAhead(disk.ops, fetch, READ_WINDOW)) {
+      signal?.throwIfAborted();
+      if (!packed) yield* encoder.zero(disk.index, op.offset, op.length);
+      else yield* encoder.packedData(disk.index, op.offset, packed);
       onBytes?.(op.length);
     }
   }

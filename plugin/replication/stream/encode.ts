@@ -1,10 +1,13 @@
 /**
  * Writes a delta stream (docs/delta-stream.md). The encoder hands back buffers rather than
  * writing them, so the caller's transport (an HTTPS request body) applies its own back-pressure.
- * Data is compressed with zstd and sent raw when compression does not pay.
+ * Data is compressed with zstd and sent raw when compression does not pay. A data frame's byte
+ * work (CRCs, zstd: pack.ts) runs in the caller's thread (`data`) or on a worker thread
+ * (`pack` then `packedData`, several frames at once); the frame headers, their order and the
+ * chain stay here.
  */
 import { crc32 } from 'node:zlib';
-import { compress } from 'zstd-napi';
+import { crc32Combine } from './crc.js';
 import {
   Codec,
   FRAME_HEADER_BYTES,
@@ -17,12 +20,15 @@ import {
   type StreamHeader,
   type StreamTrailer,
 } from './format.js';
+import { packOffThread } from './pack-pool.js';
+import { packData, type Packed } from './pack.js';
 
 /** Zero frames carry no payload; their length field is 32 bits, so long zero runs are split. */
 const MAX_ZERO_RUN = 0x8000_0000;
+const EMPTY = Buffer.alloc(0);
 
 export interface EncoderOptions {
-  /** zstd level; 0 turns compression off. Level 1 keeps up with a disk on one core. */
+  /** zstd level (default 1); 0 sends every frame raw (a protection's `compression: off`). */
   compressionLevel?: number;
 }
 
@@ -31,13 +37,6 @@ export class DeltaStreamEncoder {
   private chain = 0;
   private readonly trailer: StreamTrailer = { frames: 0, dataBytes: 0, zeroBytes: 0 };
   private readonly level: number;
-  /**
-   * Frames to send raw before trying zstd again. Incompressible data (encrypted volumes, media,
-   * already-compressed files) costs zstd its full effort for no gain, so after each frame that
-   * did not shrink the encoder waits twice as long (up to 32 frames) before it tries again.
-   */
-  private skip = 0;
-  private skipNext = 1;
   /** Bytes of payload put on the wire so far (after compression), headers excluded. */
   wireBytes = 0;
 
@@ -67,23 +66,33 @@ export class DeltaStreamEncoder {
     const out: Buffer[] = [];
     for (let at = 0; at < data.length; at += MAX_FRAME_DATA) {
       const piece = data.subarray(at, Math.min(at + MAX_FRAME_DATA, data.length));
-      let payload = piece;
-      let codec = Codec.Raw;
-      if (this.level > 0 && this.skip > 0) this.skip -= 1;
-      else if (this.level > 0) {
-        const packed = compress(piece, { compressionLevel: this.level });
-        // Less than 3% saved is not worth the receiver's decompression either.
-        if (packed.length < piece.length * 0.97) {
-          payload = packed;
-          codec = Codec.Zstd;
-          this.skipNext = 1;
-        } else {
-          this.skip = this.skipNext;
-          this.skipNext = Math.min(32, this.skipNext * 2);
-        }
-      }
-      out.push(this.frame(FrameKind.Data, codec, disk, offset + at, piece.length, crc32(piece), payload), payload);
-      this.trailer.dataBytes += piece.length;
+      out.push(...this.packedData(disk, offset + at, [packData(piece, this.level)]));
+    }
+    return out;
+  }
+
+  /**
+   * `data` packed, one Packed per frame, for `packedData` later: several of these may run at once.
+   * zstd runs on a worker thread once one is up; without compression only the CRC is left,
+   * cheaper here than a trip to a worker. Takes `data` over (its memory may move to the worker).
+   */
+  async pack(data: Buffer): Promise<Packed[]> {
+    const pieces: (Packed | Promise<Packed>)[] = [];
+    for (let at = 0; at < data.length; at += MAX_FRAME_DATA) {
+      const piece = data.length <= MAX_FRAME_DATA ? data : data.subarray(at, Math.min(at + MAX_FRAME_DATA, data.length));
+      pieces.push((this.level !== 0 && packOffThread(piece, this.level)) || packData(piece, this.level));
+    }
+    return Promise.all(pieces);
+  }
+
+  /** The frames of data packed by `pack`, starting at `offset` of disk `disk`, in order. */
+  packedData(disk: number, offset: number, packed: Packed[]): Buffer[] {
+    const out: Buffer[] = [];
+    let at = offset;
+    for (const p of packed) {
+      out.push(this.frame(FrameKind.Data, p.codec, disk, at, p.length, p.dataCrc, p.payload, p.payloadCrc), p.payload);
+      this.trailer.dataBytes += p.length;
+      at += p.length;
     }
     return out;
   }
@@ -92,7 +101,7 @@ export class DeltaStreamEncoder {
     const out: Buffer[] = [];
     for (let at = 0; at < length; at += MAX_ZERO_RUN) {
       const run = Math.min(MAX_ZERO_RUN, length - at);
-      out.push(this.frame(FrameKind.Zero, Codec.Raw, disk, offset + at, run, 0, Buffer.alloc(0)));
+      out.push(this.frame(FrameKind.Zero, Codec.Raw, disk, offset + at, run, 0, EMPTY, 0));
       this.trailer.zeroBytes += run;
     }
     return out;
@@ -101,10 +110,12 @@ export class DeltaStreamEncoder {
   end(): Buffer[] {
     const trailer: StreamTrailer = { ...this.trailer, frames: this.seq + 1 };
     const payload = Buffer.from(JSON.stringify(trailer), 'utf8');
-    return [this.frame(FrameKind.End, Codec.Raw, 0, 0, payload.length, crc32(payload), payload), payload];
+    const crc = crc32(payload);
+    return [this.frame(FrameKind.End, Codec.Raw, 0, 0, payload.length, crc, payload, crc), payload];
   }
 
-  private frame(kind: FrameKind, codec: Codec, disk: number, offset: number, length: number, dataCrc: number, payload: Buffer): Buffer {
+  /** A frame's header; its CRC joins the header's with the payload's (`payloadCrc`), so the payload is not read again. */
+  private frame(kind: FrameKind, codec: Codec, disk: number, offset: number, length: number, dataCrc: number, payload: Buffer, payloadCrc: number): Buffer {
     const h = Buffer.alloc(FRAME_HEADER_BYTES);
     h.writeUInt32BE(FRAME_MAGIC, 0);
     h.writeBigUInt64BE(BigInt(this.seq), 4);
@@ -115,7 +126,7 @@ export class DeltaStreamEncoder {
     h.writeUInt32BE(length, 24);
     h.writeUInt32BE(payload.length, 28);
     h.writeUInt32BE(dataCrc, 32);
-    h.writeUInt32BE(crc32(payload, crc32(h.subarray(0, 36), this.chain)), 36);
+    h.writeUInt32BE(crc32Combine(crc32(h.subarray(0, 36), this.chain), payloadCrc, payload.length), 36);
     this.seq += 1;
     this.trailer.frames = this.seq;
     this.wireBytes += h.length + payload.length;

@@ -18,3 +18,13 @@ export const STREAM_CHECKSUM_MISMATCH = 'STREAM_CHECKSUM_MISMATCH';
 export const STREAM_OUT_OF_ORDER = 'STREAM_OUT_OF_ORDER';
 export const STREAM_BAD_FRAME = 'STREAM_BAD_FRAME';
 export const STREAM_TRUNCATED = 'STREAM_TRUNCATED';
+
+/**
+ * A thread that packs frames on the source (CRC, zstd) died or failed a frame: the cycle fails and
+ * the next one starts again from the same checkpoint, with a new thread.
+ */
+export class PackWorkerFailed extends VmdrError {
+  constructor(detail: string) {
+    super('PACK_WORKER_FAILED', `a thread packing the delta stream's frames failed: ${detail}`, { userError: false });
+  }
+}

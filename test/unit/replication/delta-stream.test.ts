@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+import { crc32Combine } from '../../../plugin/replication/stream/crc.js';
 import { DeltaStreamEncoder } from '../../../plugin/replication/stream/encode.js';
+import { packWorkersReady } from '../../../plugin/replication/stream/pack-pool.js';
 import { decodeDeltaStream } from '../../../plugin/replication/stream/decode.js';
 import { compress } from 'zstd-napi';
 import { Codec, FrameKind, MAX_FRAME_DATA, type Frame, type StreamHeader } from '../../../plugin/replication/stream/format.js';
@@ -198,25 +202,96 @@ describe('delta stream', () => {
 });
 
 describe('delta stream compression', () => {
-  it('stops trying zstd on incompressible data for a while, and tries again', async () => {
+  const KiB = 1024;
+  const text = (bytes: number) => Buffer.from('GET /api/v1/orders?id=42 200 0.013s host=web-3\n'.repeat(Math.ceil(bytes / 48)).slice(0, bytes));
+  const codecsOf = (buffers: Buffer[]) => buffers.filter((_, i) => i % 2 === 0).map((h) => h.readUInt8(13));
+
+  it('judges each frame by itself: random data raw, what compresses in zstd, right after random data', async () => {
     const encoder = new DeltaStreamEncoder(header('adaptive'));
     const chunks: Buffer[] = [encoder.start()];
-    const KiB = 1024;
+    const frames = [
+      randomBytes(MiB), // probed: its samples do not compress, so zstd never sees the whole
+      randomBytes(64 * KiB), // too small to probe: tried, does not pay
+      text(MiB),
+      Buffer.concat([randomBytes(768 * KiB), text(256 * KiB)]), // one sample of four compresses: tried, pays
+      Buffer.alloc(MiB, 0x41),
+    ];
+    let at = 0;
     const codecs: number[] = [];
-    const frame = (data: Buffer, at: number) => {
-      const out = encoder.data(0, at, data);
-      codecs.push(out[0]!.readUInt8(13));
+    for (const f of frames) {
+      const out = encoder.data(0, at, f);
+      codecs.push(...codecsOf(out));
       chunks.push(...out);
-    };
-    for (let i = 0; i < 4; i += 1) frame(randomBytes(64 * KiB), i * 64 * KiB);
-    frame(Buffer.alloc(64 * KiB, 0x41), 4 * 64 * KiB); // skipped: sent raw though it compresses
-    frame(Buffer.alloc(64 * KiB, 0x42), 5 * 64 * KiB); // tried again: compresses
-    frame(Buffer.alloc(64 * KiB, 0x43), 6 * 64 * KiB);
+      at += f.length;
+    }
     chunks.push(...encoder.end());
-    // random: tried, raw; random: skipped; random: tried, raw; random and 0x41: skipped; then zstd again
-    assert.deepEqual(codecs, [0, 0, 0, 0, 0, 1, 1]);
-    const { frames } = await decodeAll(chunks);
-    assert.ok((frames[4] as { data: Buffer }).data.equals(Buffer.alloc(64 * KiB, 0x41)));
+    assert.deepEqual(codecs, [Codec.Raw, Codec.Raw, Codec.Zstd, Codec.Zstd, Codec.Zstd]);
+    const got = (await decodeAll(chunks)).frames.filter((f) => f.kind === FrameKind.Data) as { data: Buffer }[];
+    assert.deepEqual(got.map((f) => f.data), frames);
+  });
+
+  it('makes the same bytes whether frames are packed in its thread or on worker threads, several at once', async () => {
+    assert.equal(await packWorkersReady(), true, 'the pack workers did not start');
+    const frames = [text(3 * MiB), randomBytes(5 * MiB), Buffer.alloc(200, 0x5a), Buffer.concat([text(MiB), randomBytes(MiB)])];
+    const inThread = new DeltaStreamEncoder(header('same'));
+    const expected = [inThread.start()];
+    let at = 0;
+    for (const f of frames) {
+      expected.push(...inThread.data(0, at, f));
+      at += f.length;
+    }
+    expected.push(...inThread.end());
+
+    const offThread = new DeltaStreamEncoder(header('same'));
+    const got = [offThread.start()];
+    // Each pack takes its buffer over: hand it copies, and keep the originals to compare.
+    const packed = await Promise.all(frames.map((f) => offThread.pack(Buffer.from(f))));
+    at = 0;
+    for (const [i, p] of packed.entries()) {
+      got.push(...offThread.packedData(0, at, p));
+      at += frames[i]!.length;
+    }
+    got.push(...offThread.end());
+    assert.ok(Buffer.concat(got).equals(Buffer.concat(expected)), 'the two streams differ');
+    assert.equal(offThread.wireBytes, inThread.wireBytes);
+    const decoded = (await decodeAll(got)).frames.filter((f) => f.kind === FrameKind.Data) as { data: Buffer }[];
+    assert.ok(Buffer.concat(decoded.map((f) => f.data)).equals(Buffer.concat(frames)));
+  });
+
+  it('lets a process exit by itself with its pack workers started, used or not (a `vmdr sync` must end)', async () => {
+    const pool = new URL('../../../plugin/replication/stream/pack-pool.ts', import.meta.url).href;
+    const encoder = new URL('../../../plugin/replication/stream/encode.ts', import.meta.url).href;
+    for (const [script, says] of [
+      [`import(${JSON.stringify(pool)}).then((m) => { m.startPackWorkers(); process.stdout.write('started'); })`, 'started'],
+      [`import(${JSON.stringify(pool)}).then(async (m) => { await m.packWorkersReady(); const { DeltaStreamEncoder } = await import(${JSON.stringify(encoder)}); const [p] = await new DeltaStreamEncoder(${JSON.stringify(header('exit'))}).pack(Buffer.alloc(1 << 20, 1)); process.stdout.write(\`packed \${p.payload.length}\`); })`, 'packed '],
+    ]) {
+      const started = Date.now();
+      const { code, out } = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', '-e', script!], { stdio: ['ignore', 'pipe', 'inherit'], timeout: 20_000 });
+        let out = '';
+        child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+        child.once('exit', (c) => resolve({ code: c, out }));
+      });
+      assert.equal(code, 0, `the process did not end by itself (${Date.now() - started} ms): ${script}`);
+      assert.ok(out.startsWith(says!), `it ended before its work was done: ${JSON.stringify(out)}`);
+    }
+  });
+
+  it('moves a buffer that owns its memory to a worker, and copies one that shares it (the pool of small Buffers)', async () => {
+    assert.equal(await packWorkersReady(), true, 'the pack workers did not start');
+    const encoder = new DeltaStreamEncoder(header('moves'));
+    encoder.start();
+    const own = Buffer.from(text(MiB));
+    const [packedOwn] = await encoder.pack(own);
+    assert.equal(own.length, 0, 'a buffer that owns its memory is moved, not copied');
+    assert.equal(packedOwn!.codec, Codec.Zstd);
+
+    const small = Buffer.from('small data frame');
+    const neighbour = Buffer.from('shares the pool');
+    const [packedSmall] = await encoder.pack(small);
+    assert.equal(small.toString(), 'small data frame', 'a pooled buffer is copied, and stays usable');
+    assert.equal(neighbour.toString(), 'shares the pool');
+    assert.ok(packedSmall!.payload.equals(small));
   });
 });
 
@@ -312,5 +387,16 @@ describe('delta stream: decoding is bounded whatever a zstd payload announces', 
     const big = Buffer.from(JSON.stringify({ frames: 1, dataBytes: 0, zeroBytes: 0, pad: 'x'.repeat(4000) }));
     const err = await refused([start, sealFrame(chain, 0, { kind: FrameKind.End, length: big.length, payload: big, data: big })], 'STREAM_BAD_FRAME');
     assert.match(err.message, /not a trailer/);
+  });
+});
+
+describe('delta stream CRC', () => {
+  it('joins the CRCs of two byte strings into the CRC of both, as zlib computes it over the bytes', () => {
+    for (const [a, b] of [[0, 0], [36, 0], [36, 1], [1, 7], [36, 65536], [5000, 123457], [36, MAX_FRAME_DATA]] as const) {
+      const first = randomBytes(a + 1).subarray(1);
+      const second = randomBytes(b + 1).subarray(1);
+      const seed = 0x9e3779b9;
+      assert.equal(crc32Combine(crc32(first, seed), crc32(second), b), crc32(Buffer.concat([first, second]), seed), `${a} + ${b} bytes`);
+    }
   });
 });
