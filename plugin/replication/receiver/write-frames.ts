@@ -35,8 +35,10 @@ export async function writeFrames(frames: AsyncIterable<Frame>, clientOf: (disk:
     const from = frame.offset;
     const to = from + (frame.kind === FrameKind.Data ? frame.data.length : frame.length);
     while (inFlight.some((w) => w.disk === frame.disk && w.from < to && from < w.to)) await settleOldest();
-    const client = await clientOf(frame.disk);
-    const write = frame.kind === FrameKind.Data ? client.write(frame.offset, frame.data) : client.writeZeroes(frame.offset, frame.length);
+    // Not awaited: while a disk's connection opens, the next frames are read and decoded (within the window).
+    const write = clientOf(frame.disk).then((client) =>
+      frame.kind === FrameKind.Data ? client.write(frame.offset, frame.data) : client.writeZeroes(frame.offset, frame.length),
+    );
     // Awaited in order below; until then a failure must not count as an unhandled rejection.
     write.catch(() => undefined);
     const bytes = frame.kind === FrameKind.Data ? frame.data.length : 0;
