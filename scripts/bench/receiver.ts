@@ -9,8 +9,8 @@
  *   - incremental cycles of 160 scattered 64 KiB frames (32 KiB random + 32 KiB text each, as the
  *     replication bench's writes), each sent once the previous one is answered, as a loop does.
  * Beside each, the CPU the receiver spent (vmdr serve, and the qemu-img and qemu-nbd it ran).
- * VMDR_BENCH_CYCLES sets the number of incremental cycles (default 20); VMDR_BENCH_CPU_PROFILE=DIR
- * writes vmdr serve's CPU profile (node --cpu-prof) into DIR when it stops. Prints markdown on stdout.
+ * VMDR_BENCH_CYCLES sets the number of incremental cycles (default 20); VMDR_BENCH_NODE_FLAGS gives
+ * vmdr serve's node flags (`--cpu-prof --cpu-prof-dir=DIR` for a CPU profile). Prints markdown on stdout.
  */
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -87,10 +87,14 @@ async function main(cleanup: Cleanup): Promise<void> {
       protections: [{ name: PROTECTION, keep: 24 }],
     }),
   );
-  const profile = process.env['VMDR_BENCH_CPU_PROFILE'];
-  // --cpu-prof is refused in NODE_OPTIONS: the daemon's node is started with it through sh.
-  const serve = await startServe(config, profile ? { via: ['sh', '-c', `exec "$0" --cpu-prof --cpu-prof-dir=${profile} "$@"`] } : {});
-  cleanup.add('stop vmdr serve', () => serve.stop());
+  const nodeFlags = process.env['VMDR_BENCH_NODE_FLAGS'];
+  // Node refuses --cpu-prof in NODE_OPTIONS: the daemon's node is exec'ed with the flags by sh.
+  const serve = await startServe(config, nodeFlags ? { via: ['sh', '-c', `exec "$0" ${nodeFlags} "$@"`] } : {});
+  // SIGTERM to the daemon itself (with `via`, ServeProcess.stop signals a child of the daemon, here a qemu-nbd).
+  cleanup.add('stop vmdr serve', async () => {
+    serve.child.kill('SIGTERM');
+    await serve.exited;
+  });
   const client = new ReceiverClient(`https://127.0.0.1:${port}`, 'dr', asThisSite(await loadIdentity(credentials)));
   cleanup.add('close the client', async () => client.close());
 

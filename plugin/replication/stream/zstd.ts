@@ -36,9 +36,9 @@ function decompressionContext(): Binding.DCtx {
  * skippable frame or trailing bytes have no use but to multiply what a small payload makes the
  * receiver produce), when its header does not announce exactly `length` bytes, or when it
  * decompresses to anything else. At most `length` + 1 bytes are ever allocated, whatever the
- * payload says.
+ * payload says; none when `into` has room for them.
  */
-export function decompressFrame(payload: Buffer, length: number, at: { seq: number; offset: number }): Buffer {
+export function decompressFrame(payload: Buffer, length: number, at: { seq: number; offset: number }, into?: Buffer): Buffer {
   const refuse = (why: string) => new StreamError(STREAM_BAD_FRAME, `frame ${at.seq} ${why}`, at);
   if (payload.length < 4 || payload.readUInt32LE(0) !== ZSTD_MAGIC) throw refuse('is not a zstd frame');
   let announced: number | null;
@@ -52,7 +52,7 @@ export function decompressFrame(payload: Buffer, length: number, at: { seq: numb
   if (announced !== length) throw refuse(`announces ${announced ?? 'no'} decompressed size, expected ${length}`);
   if (frameBytes !== payload.length) throw refuse(`holds ${payload.length - frameBytes} bytes after its zstd frame (a payload is exactly one zstd frame)`);
   // One byte of room beyond the declared length: a frame that fills it produces more than it said.
-  const out = Buffer.allocUnsafe(length + 1);
+  const out = into && into.length > length ? into.subarray(0, length + 1) : Buffer.allocUnsafe(length + 1);
   const dctx = decompressionContext();
   let produced = 0;
   let consumed = 0;
