@@ -7,7 +7,8 @@
  *     replication bench's disk) and 256 MiB of zero frames, against nbdcopy of the same bytes from
  *     a local raw file into a qcow2 through a captive qemu-nbd (the write floor on this machine);
  *   - incremental cycles of 160 scattered 64 KiB frames (32 KiB random + 32 KiB text each, as the
- *     replication bench's writes), each sent once the previous one is answered, as a loop does.
+ *     replication bench's writes), each sent VMDR_BENCH_GAP_MS (100) after the previous answer, as
+ *     a loop's sender does after its capture.
  * Beside each, the CPU the receiver spent (vmdr serve, and the qemu-img and qemu-nbd it ran).
  * VMDR_BENCH_CYCLES sets the number of incremental cycles (default 20); VMDR_BENCH_NODE_FLAGS gives
  * vmdr serve's node flags (`--cpu-prof --cpu-prof-dir=DIR` for a CPU profile). Prints markdown on stdout.
@@ -32,6 +33,12 @@ const DATA_BYTES = 768 * MiB;
 const WRITES = 160;
 const WRITE = 64 * KiB;
 const CYCLES = Number(process.env['VMDR_BENCH_CYCLES'] ?? 20);
+/**
+ * Between an answer and the next cycle's first byte a loop's sender takes its checkpoint, starts
+ * the backup job and reads the extents (0.2–0.5 s in docs/benchmarks.md's phase table): the
+ * receiver's work after an answer (retention, the next overlays) has that long.
+ */
+const GAP_MS = Number(process.env['VMDR_BENCH_GAP_MS'] ?? 100);
 
 function randomBytes(r: () => number, n: number): Buffer {
   const b = Buffer.allocUnsafe(n);
@@ -133,6 +140,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   cpu = await cpuOf(pid);
   for (const [i, ops] of streams.entries()) {
     const stream = encodeStream(streamHeader({ protection: PROTECTION, disks: [DISK], base: point.id, n: i + 2 }), ops);
+    await new Promise((r) => setTimeout(r, GAP_MS));
     t0 = performance.now();
     point = await client.sendCycle(PROTECTION, chunks(streamBytes(stream)));
     cycleMs.push(performance.now() - t0);
@@ -158,7 +166,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   console.log();
   console.log(
     table(
-      [`incremental (${WRITES} × 64 KiB), ${CYCLES} cycles`, 'p50', 'p95', 'max', 'receiver CPU per cycle'],
+      [`incremental (${WRITES} × 64 KiB), ${CYCLES} cycles ${GAP_MS} ms apart`, 'p50', 'p95', 'max', 'receiver CPU per cycle'],
       [['whole cycle (client)', ...stat(cycleMs), `${(cycleCpu.own * 1000).toFixed(0)} ms + ${(cycleCpu.children * 1000).toFixed(0)} ms`]],
     ),
   );
