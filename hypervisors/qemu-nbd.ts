@@ -77,7 +77,8 @@ export async function serveImageOverNbd(image: string, options: ServeNbdOptions 
       return fail(last || `qemu-nbd exited with ${child.exitCode ?? child.signalCode}`);
     }
     if (Date.now() > deadline) return fail(`qemu-nbd did not serve it within ${START_TIMEOUT_MS / 1000} s`);
-    await new Promise((r) => setTimeout(r, 20));
+    // Until its socket exists; once it does, greets() waits for the greeting itself.
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 

@@ -37,7 +37,10 @@ export async function applyDeltaStream(
       { protection, point: header.base ?? undefined },
     );
   }
-  const pending = await replicas.beginPoint(protection, header.disks);
+  // The overlays are made, and each disk's qemu-nbd started, while the first frames are read and
+  // decoded: on a small cycle that preparation would otherwise follow the sender's last byte.
+  const preparing = replicas.beginPoint(protection, header.disks);
+  preparing.catch(() => undefined);
   const servers: Awaited<ReturnType<typeof serveImage>>[] = [];
   const clients: NbdClient[] = [];
   // A disk's qemu-nbd starts with its first frame: a disk the cycle did not touch costs no process.
@@ -46,7 +49,7 @@ export async function applyDeltaStream(
     let client = opening.get(disk);
     if (!client) {
       client = (async () => {
-        const server = await serveImage(pending.overlays[disk]!.image);
+        const server = await serveImage((await preparing).overlays[disk]!.image);
         servers.push(server);
         const c = await NbdClient.connect(server.listen, { exportName: '' });
         clients.push(c);
@@ -60,6 +63,7 @@ export async function applyDeltaStream(
     const end = await writeFrames(frames, clientOf);
     // decodeDeltaStream yields the end frame only after checking it; without it nothing commits.
     if (!end) throw new Error('delta stream ended without an end frame');
+    const pending = await preparing;
     await Promise.all(clients.map((c) => c.flush()));
     await Promise.all(clients.map((c) => c.close()));
     await Promise.all(servers.map((s) => s.stop()));
@@ -80,7 +84,8 @@ export async function applyDeltaStream(
     await Promise.allSettled(opening.values());
     for (const c of clients) c.destroy();
     await Promise.allSettled(servers.map((s) => s.stop()));
-    await pending.discard();
+    const pending = await preparing.catch(() => undefined);
+    await pending?.discard();
     throw err;
   }
 }

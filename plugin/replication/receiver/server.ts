@@ -233,6 +233,8 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
       if (options.onCommitted) {
         void turns.run(p.name, () => options.onCommitted!(p, point)).catch((err: unknown) => options.onWarning?.(err, { protection: p.name }));
       }
+      // After retention, in the same turns: the next cycle then finds its overlays made.
+      void turns.run(p.name, () => replicas.prepareNext(p.name)).catch((err: unknown) => options.onWarning?.(err, { protection: p.name }));
       return send(reply, { point });
     } finally {
       stopWaiting();

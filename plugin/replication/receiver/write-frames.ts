@@ -9,7 +9,7 @@ import { failpoint } from '../replica/failpoints.js';
 import { FrameKind, type EndFrame, type Frame } from '../stream/format.js';
 
 /** NBD writes in flight per stream: keeps qemu-nbd busy without buffering much of the stream. */
-const WRITE_WINDOW = 16;
+const WRITE_WINDOW = 64;
 /** And the bytes they may hold: a stream's share of the receiver's memory bound (docs/replication.md). */
 export const WRITE_WINDOW_BYTES = 16 * 1024 * 1024;
 
@@ -19,11 +19,17 @@ export const WRITE_WINDOW_BYTES = 16 * 1024 * 1024;
  * flushed here: the caller flushes before it calls anything committed.
  */
 export async function writeFrames(frames: AsyncIterable<Frame>, clientOf: (disk: number) => Promise<NbdClient>): Promise<EndFrame | undefined> {
-  const inFlight: { disk: number; from: number; to: number; bytes: number; done: Promise<void> }[] = [];
+  const inFlight: { disk: number; from: number; to: number; bytes: number; done: Promise<void>; release?: () => void }[] = [];
   let bytesInFlight = 0;
+  // A frame's buffer goes back to the decoder only once its write has completed (the server has
+  // read it all); after a failed write it is left to the garbage collector.
+  const settle = async (w: (typeof inFlight)[number]) => {
+    await w.done;
+    w.release?.();
+  };
   const settleOldest = async () => {
     const w = inFlight.shift()!;
-    await w.done;
+    await settle(w);
     bytesInFlight -= w.bytes;
   };
   let end: EndFrame | undefined;
@@ -35,16 +41,18 @@ export async function writeFrames(frames: AsyncIterable<Frame>, clientOf: (disk:
     const from = frame.offset;
     const to = from + (frame.kind === FrameKind.Data ? frame.data.length : frame.length);
     while (inFlight.some((w) => w.disk === frame.disk && w.from < to && from < w.to)) await settleOldest();
-    const client = await clientOf(frame.disk);
-    const write = frame.kind === FrameKind.Data ? client.write(frame.offset, frame.data) : client.writeZeroes(frame.offset, frame.length);
+    // Not awaited: while a disk's connection opens, the next frames are read and decoded (within the window).
+    const write = clientOf(frame.disk).then((client) =>
+      frame.kind === FrameKind.Data ? client.write(frame.offset, frame.data) : client.writeZeroes(frame.offset, frame.length),
+    );
     // Awaited in order below; until then a failure must not count as an unhandled rejection.
     write.catch(() => undefined);
     const bytes = frame.kind === FrameKind.Data ? frame.data.length : 0;
-    inFlight.push({ disk: frame.disk, from, to, bytes, done: write });
+    inFlight.push({ disk: frame.disk, from, to, bytes, done: write, ...(frame.kind === FrameKind.Data && frame.release ? { release: frame.release } : {}) });
     bytesInFlight += bytes;
     failpoint('receiver-frame');
     while (inFlight.length >= WRITE_WINDOW || bytesInFlight >= WRITE_WINDOW_BYTES) await settleOldest();
   }
-  await Promise.all(inFlight.map((w) => w.done));
+  await Promise.all(inFlight.map(settle));
   return end;
 }

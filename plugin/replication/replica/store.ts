@@ -5,6 +5,7 @@
  * `recover()` removes. One writer per protection at a time, through a lease in the state file.
  */
 import { existsSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TaskOptions } from '../../../hypervisors/types.js';
 import { pendingMerge, protectionsWithMerges } from '../../state/merges.js';
@@ -16,7 +17,7 @@ import { ProtectionFailedOver, ReplicaBusy, RecoveryPointNotFound } from './erro
 import { roleOf } from '../../state/roles.js';
 import { makeReplicaDir } from './access.js';
 import { failpoint } from './failpoints.js';
-import { pointFileName, subdirectories } from './files.js';
+import { nextFileName, pointFileName, subdirectories } from './files.js';
 import { createQcow2, removeFile } from './images.js';
 import { DEFAULT_LEASE_TTL_MS, ReplicaLease } from './lease.js';
 import { finishMerge, startMerge } from './merge.js';
@@ -83,8 +84,19 @@ export interface RecoverResult {
   busy: string[];
 }
 
+/** Overlays made ahead for a protection's next point, each on the newest point's image of its disk. */
+interface NextOverlays {
+  seq: number;
+  overlays: { disk: string; image: string; sizeBytes: number; backing: string }[];
+}
+
 export class ReplicaStore {
   private readonly leaseTtlMs: number;
+  /**
+   * By protection, what prepareNext made. In this process's memory only: another process, or
+   * this one after a restart, sees next-N.qcow2 files as debris that recover() removes.
+   */
+  private readonly next = new Map<string, NextOverlays>();
 
   constructor(
     readonly storage: string,
@@ -116,7 +128,7 @@ export class ReplicaStore {
       try {
         const merged = await finishMerge(this.storage, this.state, name);
         if (merged) result.mergesFinished.push(`${name}/${merged}`);
-        result.discarded.push(...(await deleteOrphans(this.storage, this.state, name)));
+        result.discarded.push(...(await this.deleteOrphans(name)));
       } finally {
         lease.release();
       }
@@ -150,8 +162,10 @@ export class ReplicaStore {
     // What this point makes besides its overlays (a new disk's directory and empty base image):
     // a point that is never committed leaves none of it behind.
     const made: MadeForPoint = { overlays: [], bases: [], dirs: [] };
+    const ahead = this.next.get(protection);
     try {
-      await deleteOrphans(this.storage, this.state, protection);
+      await this.deleteOrphans(protection);
+      this.next.delete(protection);
       const latest = pointRows(this.state.db, protection).at(-1);
       const seq = latestSeq(this.state.db, protection) + 1;
       const overlays: PendingPoint['overlays'] = [];
@@ -167,14 +181,49 @@ export class ReplicaStore {
         const image = join(dir, pointFileName(seq));
         const backing = latest?.disks.find((x) => x.disk === name)?.image ?? 'base.qcow2';
         made.overlays.push(image);
-        await createQcow2(image, sizeBytes, backing);
+        // Made ahead for this very point, on the same backing and size: renamed, not made again.
+        const ready = ahead?.seq === seq ? ahead.overlays.find((o) => o.disk === name && o.sizeBytes === sizeBytes && o.backing === backing) : undefined;
+        if (ready && existsSync(ready.image)) await rename(ready.image, image);
+        else await createQcow2(image, sizeBytes, backing);
         overlays.push({ disk: name, image, sizeBytes });
       }
+      // Those made ahead for a disk the stream does not carry, or of another size.
+      for (const o of ahead?.overlays ?? []) await removeFile(o.image);
       failpoint('begin-after-create');
       return new PendingReplicaPoint(this.state, lease, protection, seq, overlays, (r) => this.toPoint(r), made);
     } catch (err) {
       await removeMade(made).catch(() => undefined);
       lease.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Makes the overlays of the protection's next point ahead, on top of its newest point, so the
+   * next cycle starts writing without waiting for qemu-img. They are not a point and become one
+   * only through beginPoint (which holds the lease, and takes them only when they are still on
+   * the newest point) and commit; a crash leaves them to recover(). No lease is taken: they are
+   * files no one else uses, and the replica stays free for other writers. The caller runs it in
+   * the protection's turn, as beginPoint.
+   */
+  async prepareNext(protection: string): Promise<void> {
+    const latest = pointRows(this.state.db, protection).at(-1);
+    const seq = latestSeq(this.state.db, protection) + 1;
+    const previous = this.next.get(protection);
+    if (!latest || previous?.seq === seq || roleOf(this.state.db, protection).role === 'failed-over') return;
+    this.next.delete(protection);
+    for (const o of previous?.overlays ?? []) await removeFile(o.image);
+    const overlays: NextOverlays['overlays'] = [];
+    try {
+      for (const d of latest.disks) {
+        const image = join(diskDir(this.storage, protection, d.disk), nextFileName(seq));
+        overlays.push({ disk: d.disk, image, sizeBytes: d.sizeBytes, backing: d.image });
+        await createQcow2(image, d.sizeBytes, d.image);
+      }
+      failpoint('prepare-after-create');
+      this.next.set(protection, { seq, overlays });
+    } catch (err) {
+      for (const o of overlays) await removeFile(o.image).catch(() => undefined);
       throw err;
     }
   }
@@ -195,7 +244,7 @@ export class ReplicaStore {
       if (!('target' in cut)) return cut.skipped ? { dropped: [], skipped: cut.skipped } : { dropped: [] };
       failpoint('merge-after-intent');
       await finishMerge(this.storage, this.state, protection, task.onProgress);
-      await deleteOrphans(this.storage, this.state, protection);
+      await this.deleteOrphans(protection);
       return { dropped: cut.drop.map((p) => `rp-${p.seq}`) };
     } finally {
       lease.release();
@@ -272,6 +321,11 @@ export class ReplicaStore {
       }
       if (seq === undefined || !setPinned(db, protection, Number(seq), pinned)) throw new RecoveryPointNotFound(protection, id);
     }).immediate();
+  }
+
+  /** Overlays nothing refers to, but those this process made ahead for the next point. */
+  private deleteOrphans(protection: string): Promise<string[]> {
+    return deleteOrphans(this.storage, this.state, protection, new Set(this.next.get(protection)?.overlays.map((o) => o.image)));
   }
 
   private toPoint(r: PointRow): RecoveryPoint {

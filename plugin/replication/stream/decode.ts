@@ -31,6 +31,7 @@ import {
   STREAM_TRUNCATED,
   STREAM_VERSION_UNSUPPORTED,
 } from './errors.js';
+import { giveBackFrameBuffer, POOLED_FROM_BYTES, takeFrameBuffer } from './frame-buffers.js';
 import { decompressFrame } from './zstd.js';
 
 const HeaderSchema = z.strictObject({
@@ -70,8 +71,11 @@ class ByteReader {
     this.iterator = source[Symbol.asyncIterator]();
   }
 
-  /** Resolves with exactly n bytes, or undefined at a clean end of input before the first byte. */
-  async read(n: number, what: string): Promise<Buffer | undefined> {
+  /**
+   * Resolves with exactly n bytes, or undefined at a clean end of input before the first byte.
+   * Bytes spread over several chunks are gathered into `into` when it is large enough.
+   */
+  async read(n: number, what: string, into?: Buffer): Promise<Buffer | undefined> {
     if (n === 0) return Buffer.alloc(0);
     while (this.buffered < n && !this.done) {
       const next = await this.iterator.next();
@@ -86,14 +90,14 @@ class ByteReader {
       if (this.buffered === 0) return undefined;
       throw new StreamError(STREAM_TRUNCATED, `input ended inside ${what} (${this.buffered} of ${n} bytes)`);
     }
-    return this.take(n);
+    return this.take(n, into);
   }
 
   async atEnd(): Promise<boolean> {
     return (await this.read(1, 'trailing data')) === undefined;
   }
 
-  private take(n: number): Buffer {
+  private take(n: number, into?: Buffer): Buffer {
     const first = this.chunks[0]!;
     if (first.length >= n) {
       const out = first.subarray(0, n);
@@ -102,7 +106,7 @@ class ByteReader {
       this.buffered -= n;
       return out;
     }
-    const out = Buffer.allocUnsafe(n);
+    const out = into && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
     let filled = 0;
     while (filled < n) {
       const chunk = this.chunks[0]!;
@@ -115,6 +119,15 @@ class ByteReader {
     this.buffered -= n;
     return out;
   }
+}
+
+/** Gives `buffer` back once, however often it is called. */
+function releaser(buffer: Buffer): () => void {
+  let given = false;
+  return () => {
+    if (!given) giveBackFrameBuffer(buffer);
+    given = true;
+  };
 }
 
 export interface DecodedStream {
@@ -167,7 +180,8 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     const dataCrc = h.readUInt32BE(32);
     const at = { seq, offset };
     if (payloadLength > MAX_PAYLOAD) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} announces a ${payloadLength}-byte payload`, at);
-    const payload = (await reader.read(payloadLength, `frame ${seq}'s payload`)) ?? Buffer.alloc(0);
+    const pooled = payloadLength >= POOLED_FROM_BYTES ? takeFrameBuffer() : undefined;
+    const payload = (await reader.read(payloadLength, `frame ${seq}'s payload`, pooled)) ?? Buffer.alloc(0);
     if (payload.length !== payloadLength) throw new StreamError(STREAM_TRUNCATED, `input ended inside frame ${seq}`, at);
     // Checksum before anything else: a replayed frame from another stream fails here, which is
     // more precise than reporting its sequence number as out of order.
@@ -217,12 +231,21 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     if (kind !== FrameKind.Data) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown kind ${kind}`, at);
     if (length > MAX_FRAME_DATA) throw new StreamError(STREAM_BAD_FRAME, `data frame ${seq} covers ${length} bytes, more than ${MAX_FRAME_DATA}`, at);
     let data: Buffer;
+    // The pooled buffer holding `data`, if any: the payload's (unless one chunk held all of it and
+    // nothing was copied), or the one zstd wrote into.
+    let holder = pooled && payload.buffer === pooled.buffer ? pooled : undefined;
+    if (pooled && !holder) giveBackFrameBuffer(pooled);
     if (codec === Codec.Raw) data = payload;
-    else if (codec === Codec.Zstd) data = decompressFrame(payload, length, at);
-    else throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown codec ${codec}`, at);
+    else if (codec === Codec.Zstd) {
+      const out = length >= POOLED_FROM_BYTES ? takeFrameBuffer() : undefined;
+      data = decompressFrame(payload, length, at, out);
+      // The compressed bytes are done with; the output is the frame's.
+      if (holder) giveBackFrameBuffer(holder);
+      holder = out && data.buffer === out.buffer ? out : undefined;
+    } else throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown codec ${codec}`, at);
     if (data.length !== length) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} holds ${data.length} bytes, announced ${length}`, at);
     if (crc32(data) !== dataCrc) throw new StreamError(STREAM_CHECKSUM_MISMATCH, `frame ${seq} data checksum mismatch`, at);
     dataBytes += length;
-    yield { kind, seq, disk, offset, data };
+    yield holder ? { kind, seq, disk, offset, data, release: releaser(holder) } : { kind, seq, disk, offset, data };
   }
 }

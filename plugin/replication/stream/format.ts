@@ -70,6 +70,8 @@ export interface DataFrame {
   disk: number;
   offset: number;
   data: Buffer;
+  /** Set by the decoder on a frame whose data is a reusable buffer: call once `data` is no longer used. */
+  release?: () => void;
 }
 
 export interface ZeroFrame {

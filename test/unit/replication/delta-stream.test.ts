@@ -201,6 +201,38 @@ describe('delta stream', () => {
   });
 });
 
+describe('delta stream: large frames in reused buffers', () => {
+  /** Six 4 MiB frames, random and compressible alternately, delivered in TLS-record-sized chunks. */
+  function largeFrames() {
+    const datas = Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? randomBytes(4 * MiB) : Buffer.alloc(4 * MiB, i)));
+    const encoder = new DeltaStreamEncoder(header());
+    const parts = [encoder.start(), ...datas.flatMap((d, i) => encoder.data(0, i * 4 * MiB, d)), ...encoder.end()];
+    const whole = Buffer.concat(parts);
+    async function* body() {
+      for (let at = 0; at < whole.length; at += 16 * 1024) yield whole.subarray(at, at + 16 * 1024);
+    }
+    return { datas, body };
+  }
+
+  it('never hands out the bytes of a frame that was not released, and reads right when each is released at once', async () => {
+    for (const releasing of [false, true]) {
+      const { datas, body } = largeFrames();
+      const kept: Frame[] = [];
+      for await (const f of (await decodeDeltaStream(body())).frames) {
+        if (f.kind !== FrameKind.Data) continue;
+        assert.ok(f.release, 'a 4 MiB frame comes in a reusable buffer');
+        if (releasing) {
+          assert.ok(f.data.equals(datas[f.offset / (4 * MiB)]!), `frame at ${f.offset} read right`);
+          f.release();
+          f.release(); // twice is once
+        } else kept.push(f);
+      }
+      // Frames still held read their own bytes after every later frame was decoded.
+      for (const f of kept) assert.ok(f.kind === FrameKind.Data && f.data.equals(datas[f.offset / (4 * MiB)]!), `frame at ${f.kind === FrameKind.Data ? f.offset : '?'} kept its bytes`);
+    }
+  });
+});
+
 describe('delta stream compression', () => {
   const KiB = 1024;
   const text = (bytes: number) => Buffer.from('GET /api/v1/orders?id=42 200 0.013s host=web-3\n'.repeat(Math.ceil(bytes / 48)).slice(0, bytes));

@@ -1,16 +1,17 @@
 /**
  * kill -9 of the receiver at random moments: `vmdr serve --no-replicate` (the real daemon, from
  * dist/) takes random two-disk cycles made with DeltaStreamEncoder and dies mid-way, by SIGKILL
- * from here after a random delay or by a failpoint (VMDR_FAILPOINT) in the apply, the commit or a
- * retention merge (keep 3, so merges run on every cycle). After each kill it is started again,
- * its recover() runs, and every listed point must pass qemu-img check and read exactly the bytes
- * the model says; the newest point is the last acknowledged one or the one whose answer was lost;
- * no overlay is left that no point refers to; and the next cycle commits.
+ * from here after a random delay or by a failpoint (VMDR_FAILPOINT) in the apply, the commit, a
+ * retention merge (keep 3, so merges run on every cycle) or the overlays made ahead for the next
+ * point. After each kill it is started again, its recover() runs, and every listed point must
+ * pass qemu-img check and read exactly the bytes the model says; the newest point is the last
+ * acknowledged one or the one whose answer was lost; no overlay is left that no point refers to;
+ * and the next cycle commits.
  *
  * VMDR_TEST_SEED=<n> replays a run's choices (offsets, data, kill modes; kill timing is real time).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VmdrError } from '../../../hypervisors/errors.js';
@@ -48,6 +49,7 @@ const FAILPOINTS = [
   'receiver-before-commit',
   'receiver-after-commit',
   'begin-after-create',
+  'prepare-after-create',
   'merge-after-intent',
   'merge-after-commit',
   'merge-after-rebase',
@@ -171,6 +173,9 @@ describe('receiver crash recovery: kill -9 of vmdr serve at random moments', fun
       await assertPointHolds(p, model, DISKS, `${context}: `);
     }
     assert.deepEqual(await strayPointFiles(storage, PROTECTION, points), [], `${context}: overlays no point refers to`);
+    // Overlays made ahead by the killed receiver are debris to the new one (it makes its own after its next commit).
+    const ahead = (await readdir(storage, { recursive: true })).map(String).filter((f) => /(^|\/)next-\d+\.qcow2$/.test(f));
+    assert.deepEqual(ahead, [], `${context}: overlays made ahead by the killed receiver`);
     return points;
   }
 
@@ -220,8 +225,9 @@ describe('receiver crash recovery: kill -9 of vmdr serve at random moments', fun
             // A cut connection is the only refusal a good stream may meet.
             assert.fail(`${context}: the cycle failed with ${String(answer.err)}`);
           }
-          // A failpoint in a merge fires after the answer (retention runs then): give it a moment.
-          const died = await exitsWithin(victim, useFailpoint && failpoint.startsWith('merge') && candidate?.acknowledged ? 2000 : 0);
+          // A failpoint in a merge or in making the next overlays fires after the answer (both run then): give it a moment.
+          const afterAnswer = failpoint.startsWith('merge') || failpoint.startsWith('prepare');
+          const died = await exitsWithin(victim, useFailpoint && afterAnswer && candidate?.acknowledged ? 2000 : 0);
           if (killer) clearTimeout(killer);
           await kill9(victim);
           const signal = await victim.exited;

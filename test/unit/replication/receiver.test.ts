@@ -8,9 +8,9 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { request } from 'node:https';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import { VmdrError } from '../../../hypervisors/errors.js';
@@ -258,6 +258,33 @@ describe('replication receiver over HTTPS (in process, real qemu-nbd and SQLite)
     await assertPointHolds(latest()!, model, DISKS);
     await assertPointHolds(replicas.getPoint(WEB, 'rp-1'), models.get('rp-1')!, DISKS);
     assert.equal(replicas.getPoint(WEB, 'rp-1').disks[0]!.image, rp1.disks[0]!.image);
+  });
+
+  it('makes the overlays of the next point ahead after a commit, and the next cycle writes into those very files; recover() removes such files it did not make', async () => {
+    const rp2 = latest()!;
+    const next = rp2.disks.map((d) => join(dirname(d.image), 'next-3.qcow2'));
+    await eventually(async () => {
+      for (const f of next) await stat(f);
+    });
+    for (const [i, f] of next.entries()) {
+      const info = JSON.parse((await exec('qemu-img', ['info', '-U', '--output=json', f])).stdout) as { 'virtual-size': number; 'backing-filename': string };
+      assert.equal(info['backing-filename'], basename(rp2.disks[i]!.image), `${f} is on the newest point`);
+      assert.equal(info['virtual-size'], DISKS[i]!.sizeBytes);
+    }
+    const inodes = await Promise.all(next.map(async (f) => (await stat(f)).ino));
+    const rp3 = await commit(randomOps(rng, DISKS, 4, 256 * KiB));
+    assert.deepEqual(await Promise.all(rp3.disks.map(async (d) => (await stat(d.image)).ino)), inodes, 'rp-3 is written into the overlays made ahead');
+    for (const f of next) await assert.rejects(stat(f), { code: 'ENOENT' });
+    await assertPointHolds(rp2, models.get(rp2.id)!, DISKS);
+    // What a killed receiver made ahead is debris to the next one; what this one made stays.
+    const ours = rp3.disks.map((d) => join(dirname(d.image), 'next-4.qcow2'));
+    await eventually(async () => {
+      for (const f of ours) await stat(f);
+    });
+    const debris = join(dirname(rp3.disks[0]!.image), 'next-9.qcow2');
+    await exec('qemu-img', ['create', '-q', '-f', 'qcow2', debris, '1M']);
+    assert.deepEqual((await replicas.recover(WEB)).discarded, [debris]);
+    for (const f of ours) await stat(f);
   });
 
   it('refuses a flipped byte in a frame payload (STREAM_CHECKSUM_MISMATCH)', async () => {
