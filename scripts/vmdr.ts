@@ -6,6 +6,9 @@ import { EXIT_FAILURE, EXIT_USAGE, reportError } from './cli/report.js';
 import { withCommands } from './commands/index.js';
 
 // What escapes every command (a background promise, a timer) is still one line; the stack with --debug.
+// Read from argv here, not only by yargs: such an error can come before a command's module has
+// loaded and yargs has run its middleware.
+if (process.argv.includes('--debug')) process.env.VMDR_DEBUG = '1';
 for (const event of ['uncaughtException', 'unhandledRejection'] as const) {
   process.on(event, (err: unknown) => {
     reportError(err, { json: process.argv.includes('--json') });
