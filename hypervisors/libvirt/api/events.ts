@@ -1,0 +1,76 @@
+/**
+ * Domain lifecycle events and connection-closed notices on the main thread, from the one event
+ * loop thread of the process (event-loop.ts). That thread must have registered libvirt's event
+ * loop before any connection opens (keepalive needs it), so `started()` is awaited before each open.
+ */
+import { EventEmitter } from 'node:events';
+import type { Worker } from 'node:worker_threads';
+import type { Handle } from './native.js';
+import type { LoopMessage, LoopRequest } from './event-loop.js';
+import { startThread } from './thread-file.js';
+
+export interface LifecycleEvent {
+  conn: Handle;
+  uuid: string;
+  name: string;
+  /** virDomainEventType (VIR_DOMAIN_EVENT in codes.ts) */
+  event: number;
+  detail: number;
+}
+
+class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
+  private loop: Promise<Worker> | undefined;
+  /** What to do when a watched connection closes, by connection. */
+  private readonly onClosed = new Map<Handle, (reason: number) => void>();
+  private nextId = 1;
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+
+  started(): Promise<Worker> {
+    this.loop ??= new Promise<Worker>((resolve, reject) => {
+      const worker = startThread('event-loop', import.meta.url);
+      worker.unref();
+      worker.on('message', (message: LoopMessage) => {
+        if (message.kind === 'ready') resolve(worker);
+        else if (message.kind === 'done') {
+          const waiter = this.waiting.get(message.id);
+          this.waiting.delete(message.id);
+          if (message.error) waiter?.reject(new Error(message.error));
+          else waiter?.resolve();
+        } else if (message.kind === 'lifecycle') this.emit('lifecycle', message);
+        else {
+          const onClosed = this.onClosed.get(message.conn);
+          this.onClosed.delete(message.conn);
+          onClosed?.(message.reason);
+        }
+      });
+      worker.on('error', (err) => {
+        this.loop = undefined;
+        reject(err);
+      });
+    });
+    return this.loop;
+  }
+
+  /** Reports the connection's domain events from now on, and its closing to `onClosed`. */
+  watch(conn: Handle, onClosed: (reason: number) => void): Promise<void> {
+    this.onClosed.set(conn, onClosed);
+    return this.ask({ id: this.nextId++, watch: conn });
+  }
+
+  unwatch(conn: Handle): Promise<void> {
+    this.onClosed.delete(conn);
+    return this.ask({ id: this.nextId++, unwatch: conn });
+  }
+
+  private async ask(request: LoopRequest): Promise<void> {
+    const worker = await this.started();
+    await new Promise<void>((resolve, reject) => {
+      this.waiting.set(request.id, { resolve, reject });
+      worker.postMessage(request);
+    });
+  }
+}
+
+export const libvirtEvents = new LibvirtEvents();
+// Every wait for a VM's state change listens while it waits; a plan waits for many VMs at once.
+libvirtEvents.setMaxListeners(0);

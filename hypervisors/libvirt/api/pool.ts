@@ -1,0 +1,127 @@
+/**
+ * Runs the binding's procedures on a few worker threads. Why threads and not koffi's async calls:
+ * libvirt keeps a failure's error per thread, so the call and its virGetLastError() must run on
+ * the same thread, which an async call on libuv's pool cannot promise. Each thread runs one
+ * procedure at a time; up to MAX_THREADS run at once (a plan starts its VMs in parallel), more
+ * wait their turn. A procedure that does not return in time is given up: its caller gets
+ * LibvirtCallTimedOut, and its thread, still inside libvirt, leaves the pool.
+ */
+import type { Worker } from 'node:worker_threads';
+import type { FailureDetail, Procedures } from './procedures.js';
+import { startThread } from './thread-file.js';
+import type { Reply, Request } from './worker.js';
+
+const MAX_THREADS = 8;
+
+/** libvirt refused or failed the call; `detail` has libvirt's code, domain and message. */
+export class LibvirtCallFailed extends Error {
+  constructor(readonly detail: FailureDetail) {
+    super(detail.message);
+    this.name = 'LibvirtCallFailed';
+  }
+}
+
+export class LibvirtCallTimedOut extends Error {
+  constructor(
+    readonly procedure: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`libvirt did not answer ${procedure} within ${timeoutMs / 1000} s`);
+    this.name = 'LibvirtCallTimedOut';
+  }
+}
+
+interface Job {
+  request: Request;
+  timeoutMs: number;
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+}
+
+interface Thread {
+  worker: Worker;
+  job?: Job;
+  timer?: NodeJS.Timeout;
+}
+
+export type ProcedureName = keyof Procedures;
+export type ProcedureArgs<K extends ProcedureName> = Parameters<Procedures[K]>;
+export type ProcedureResult<K extends ProcedureName> = ReturnType<Procedures[K]>;
+
+class CallPool {
+  private readonly threads = new Set<Thread>();
+  private readonly queue: Job[] = [];
+  private nextId = 1;
+
+  run<K extends ProcedureName>(name: K, args: ProcedureArgs<K>, timeoutMs: number): Promise<ProcedureResult<K>> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ request: { id: this.nextId++, name, args }, timeoutMs, resolve: resolve as (v: unknown) => void, reject });
+      this.dispatch();
+    });
+  }
+
+  /** Starts a thread ahead of the first call, so its start-up overlaps other work. */
+  warm(): void {
+    if (this.threads.size === 0) this.spawn();
+  }
+
+  private dispatch(): void {
+    while (this.queue.length > 0) {
+      const idle = [...this.threads].find((t) => !t.job) ?? (this.threads.size < MAX_THREADS ? this.spawn() : undefined);
+      if (!idle) return;
+      this.assign(idle, this.queue.shift()!);
+    }
+  }
+
+  private spawn(): Thread {
+    const thread: Thread = { worker: startThread('worker', import.meta.url) };
+    thread.worker.unref();
+    thread.worker.on('message', (reply: Reply) => this.settle(thread, reply));
+    // The thread could not load libvirt (or died): its job fails with the reason, and the pool
+    // makes a fresh thread for the next one.
+    thread.worker.on('error', (err) => this.lose(thread, err));
+    thread.worker.on('exit', () => this.lose(thread, new Error('a libvirt call thread exited')));
+    this.threads.add(thread);
+    return thread;
+  }
+
+  private assign(thread: Thread, job: Job): void {
+    thread.job = job;
+    // Only a thread with work keeps the process alive.
+    thread.worker.ref();
+    thread.timer = setTimeout(() => {
+      job.reject(new LibvirtCallTimedOut(String(job.request.name), job.timeoutMs));
+      this.threads.delete(thread);
+      thread.worker.unref();
+      this.dispatch();
+    }, job.timeoutMs);
+    thread.worker.postMessage(job.request);
+  }
+
+  private settle(thread: Thread, reply: Reply): void {
+    const job = thread.job;
+    clearTimeout(thread.timer);
+    thread.job = undefined;
+    if (!this.threads.has(thread)) {
+      // It answered after its caller gave up on it.
+      void thread.worker.terminate();
+      return;
+    }
+    thread.worker.unref();
+    if (job && job.request.id === reply.id) {
+      if ('failure' in reply) job.reject(new LibvirtCallFailed(reply.failure));
+      else job.resolve(reply.value);
+    }
+    this.dispatch();
+  }
+
+  private lose(thread: Thread, err: Error): void {
+    if (!this.threads.delete(thread)) return;
+    clearTimeout(thread.timer);
+    thread.job?.reject(err);
+    this.dispatch();
+  }
+}
+
+/** One pool for the process: every connection's calls share its threads. */
+export const callPool = new CallPool();

@@ -1,0 +1,403 @@
+/**
+ * The typed binding: each procedure is a few libvirt calls made synchronously on one worker thread
+ * (pool.ts runs them), so that a failure's virGetLastError() is read on the thread that failed:
+ * libvirt keeps the last error per thread. A procedure takes and returns plain values (handles are
+ * numbers), looks up what it works on and frees it again, so nothing but the connection outlives
+ * one call.
+ */
+import {
+  VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY,
+  VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL,
+  VIR_DOMAIN_STATE,
+  VIR_DOMAIN_XML,
+  VIR_ERR,
+  VIR_TYPED_PARAM,
+} from './codes.js';
+import { BlockInfoStruct, ErrorStruct, koffi, libvirt, TypedParameterStruct, type Handle } from './native.js';
+
+/** What libvirt said about a failed call, as posted back to the main thread. */
+export interface FailureDetail {
+  /** The C function that failed: "virDomainCreate". */
+  call: string;
+  code: number;
+  domain: number;
+  message: string;
+}
+
+export class ProcedureFailed extends Error {
+  constructor(readonly detail: FailureDetail) {
+    super(detail.message);
+  }
+}
+
+/** A VM by UUID or name: a VM named like a UUID is still found by its name. */
+export type DomainRef = string;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function fail(call: string): never {
+  const n = libvirt();
+  const err = n.virGetLastError();
+  const e = err ? (koffi.decode(err, ErrorStruct) as { code: number; domain: number; message: string | null }) : undefined;
+  n.virResetLastError();
+  throw new ProcedureFailed({ call, code: e?.code ?? VIR_ERR.INTERNAL_ERROR, domain: e?.domain ?? 0, message: e?.message?.trim() || `${call} failed and libvirt gave no reason` });
+}
+
+/** A handle or string: NULL (0) is failure. */
+function ok<T>(call: string, value: T): T {
+  if (value === 0 || value === null) fail(call);
+  return value;
+}
+
+/** An int: -1 is failure; counts and flags are 0 or more. */
+function rc(call: string, value: number): number {
+  if (value < 0) fail(call);
+  return value;
+}
+
+function lookupDomain(conn: Handle, ref: DomainRef): Handle {
+  const n = libvirt();
+  n.virResetLastError();
+  if (UUID.test(ref)) {
+    const byUuid = n.virDomainLookupByUUIDString(conn, ref) as Handle;
+    if (byUuid) return byUuid;
+    const code = (koffi.decode(n.virGetLastError() ?? fail('virDomainLookupByUUIDString'), ErrorStruct) as { code: number }).code;
+    if (code !== VIR_ERR.NO_DOMAIN) fail('virDomainLookupByUUIDString');
+  }
+  return ok('virDomainLookupByName', n.virDomainLookupByName(conn, ref) as Handle);
+}
+
+function withDomain<T>(conn: Handle, ref: DomainRef, fn: (dom: Handle) => T): T {
+  const dom = lookupDomain(conn, ref);
+  try {
+    return fn(dom);
+  } finally {
+    libvirt().virDomainFree(dom);
+  }
+}
+
+function withNetwork<T>(conn: Handle, name: string, fn: (net: Handle) => T): T {
+  const n = libvirt();
+  const net = ok('virNetworkLookupByName', n.virNetworkLookupByName(conn, name) as Handle);
+  try {
+    return fn(net);
+  } finally {
+    n.virNetworkFree(net);
+  }
+}
+
+/** A C array of handles libvirt allocated: read, then freed (the handles themselves by the caller). */
+function takeHandles(array: unknown, count: number): Handle[] {
+  if (count <= 0 || !array) return [];
+  const handles = (koffi.decode(array, 'uintptr_t', count) as (number | bigint)[]).map(Number);
+  libvirt().free(array);
+  return handles;
+}
+
+function stateOf(dom: Handle): number {
+  const state = [0];
+  rc('virDomainGetState', libvirt().virDomainGetState(dom, state, [0], 0));
+  return state[0]!;
+}
+
+function uuidOf(dom: Handle): string {
+  const buf = Buffer.alloc(37);
+  rc('virDomainGetUUIDString', libvirt().virDomainGetUUIDString(dom, buf));
+  return buf.toString('latin1', 0, 36);
+}
+
+function autostartOf(get: (h: Handle, out: number[]) => number, call: string, h: Handle): boolean {
+  const out = [0];
+  rc(call, get(h, out));
+  return out[0] === 1;
+}
+
+export interface DomainDescription {
+  uuid: string;
+  name: string;
+  state: number;
+  autostart: boolean;
+  /** The live definition of a running VM, the persistent one of a shut-off VM. */
+  xml: string;
+  /** The persistent definition when the VM is not shut off (labels are written there). */
+  inactiveXml?: string;
+}
+
+function describe(dom: Handle, flags: number): DomainDescription {
+  const n = libvirt();
+  const state = stateOf(dom);
+  const description: DomainDescription = {
+    uuid: uuidOf(dom),
+    name: ok('virDomainGetName', n.virDomainGetName(dom) as string),
+    state,
+    autostart: autostartOf(n.virDomainGetAutostart, 'virDomainGetAutostart', dom),
+    xml: ok('virDomainGetXMLDesc', n.virDomainGetXMLDesc(dom, flags) as string),
+  };
+  if (state !== VIR_DOMAIN_STATE.SHUTOFF) description.inactiveXml = ok('virDomainGetXMLDesc', n.virDomainGetXMLDesc(dom, flags | VIR_DOMAIN_XML.INACTIVE) as string);
+  return description;
+}
+
+export interface JobInfo {
+  /** virDomainJobType */
+  type: number;
+  /** virDomainJobOperation, when libvirt says. */
+  operation?: number;
+}
+
+export interface NetworkDescription {
+  name: string;
+  active: boolean;
+  autostart: boolean;
+  xml: string;
+}
+
+function describeNetwork(net: Handle): NetworkDescription {
+  const n = libvirt();
+  const active = rc('virNetworkIsActive', n.virNetworkIsActive(net) as number);
+  return {
+    name: ok('virNetworkGetName', n.virNetworkGetName(net) as string),
+    active: active === 1,
+    autostart: autostartOf(n.virNetworkGetAutostart, 'virNetworkGetAutostart', net),
+    xml: ok('virNetworkGetXMLDesc', n.virNetworkGetXMLDesc(net, 0) as string),
+  };
+}
+
+export const procedures = {
+  /** Opens a connection with keepalive where the driver has it (remote URIs, qemu:///system). */
+  open(uri: string, keepalive: { intervalSeconds: number; count: number }): Handle {
+    const n = libvirt();
+    const conn = ok('virConnectOpen', n.virConnectOpen(uri) as Handle);
+    // -1 from drivers that run in this process (test://): they cannot lose their connection.
+    if (n.virConnectSetKeepAlive(conn, keepalive.intervalSeconds, keepalive.count) < 0) n.virResetLastError();
+    return conn;
+  },
+
+  close(conn: Handle): void {
+    libvirt().virConnectClose(conn);
+    libvirt().virResetLastError();
+  },
+
+  isAlive(conn: Handle): boolean {
+    return libvirt().virConnectIsAlive(conn) === 1;
+  },
+
+  capabilities(conn: Handle): string {
+    return ok('virConnectGetCapabilities', libvirt().virConnectGetCapabilities(conn) as string);
+  },
+
+  /** Every VM, described; one undefined while the list is read is left out. */
+  describeAllDomains(conn: Handle, flags: number): DomainDescription[] {
+    const n = libvirt();
+    const out: unknown[] = [null];
+    const count = rc('virConnectListAllDomains', n.virConnectListAllDomains(conn, out, 0) as number);
+    const described: DomainDescription[] = [];
+    for (const dom of takeHandles(out[0], count)) {
+      try {
+        described.push(describe(dom, flags));
+      } catch (err) {
+        if (!(err instanceof ProcedureFailed && err.detail.code === VIR_ERR.NO_DOMAIN)) throw err;
+      } finally {
+        n.virDomainFree(dom);
+      }
+    }
+    return described;
+  },
+
+  describeDomain(conn: Handle, ref: DomainRef, flags: number): DomainDescription {
+    return withDomain(conn, ref, (dom) => describe(dom, flags));
+  },
+
+  identifyDomain(conn: Handle, ref: DomainRef): { uuid: string; name: string } {
+    return withDomain(conn, ref, (dom) => ({ uuid: uuidOf(dom), name: ok('virDomainGetName', libvirt().virDomainGetName(dom) as string) }));
+  },
+
+  domainState(conn: Handle, ref: DomainRef): number {
+    return withDomain(conn, ref, stateOf);
+  },
+
+  domainXml(conn: Handle, ref: DomainRef, flags: number): string {
+    return withDomain(conn, ref, (dom) => ok('virDomainGetXMLDesc', libvirt().virDomainGetXMLDesc(dom, flags) as string));
+  },
+
+  /** Defines (or redefines, for the same name and UUID) a VM; returns its UUID. */
+  defineDomain(conn: Handle, xml: string): string {
+    const n = libvirt();
+    const dom = ok('virDomainDefineXML', n.virDomainDefineXML(conn, xml) as Handle);
+    try {
+      return uuidOf(dom);
+    } finally {
+      n.virDomainFree(dom);
+    }
+  },
+
+  undefineDomain(conn: Handle, ref: DomainRef, flags: number): void {
+    withDomain(conn, ref, (dom) => rc('virDomainUndefineFlags', libvirt().virDomainUndefineFlags(dom, flags)));
+  },
+
+  startDomain(conn: Handle, ref: DomainRef): void {
+    withDomain(conn, ref, (dom) => rc('virDomainCreate', libvirt().virDomainCreate(dom)));
+  },
+
+  shutdownDomain(conn: Handle, ref: DomainRef): void {
+    withDomain(conn, ref, (dom) => rc('virDomainShutdown', libvirt().virDomainShutdown(dom)));
+  },
+
+  destroyDomain(conn: Handle, ref: DomainRef): void {
+    withDomain(conn, ref, (dom) => rc('virDomainDestroy', libvirt().virDomainDestroy(dom)));
+  },
+
+  setDomainAutostart(conn: Handle, ref: DomainRef, autostart: boolean): void {
+    withDomain(conn, ref, (dom) => rc('virDomainSetAutostart', libvirt().virDomainSetAutostart(dom, autostart ? 1 : 0)));
+  },
+
+  /** Virtual sizes of the named disks, as QEMU (or the image header) reports them. */
+  diskCapacities(conn: Handle, ref: DomainRef, disks: string[]): Record<string, number> {
+    return withDomain(conn, ref, (dom) => {
+      const sizes: Record<string, number> = {};
+      for (const disk of disks) {
+        const info = { capacity: 0 as number | bigint };
+        rc('virDomainGetBlockInfo', libvirt().virDomainGetBlockInfo(dom, disk, info, 0));
+        sizes[disk] = Number(info.capacity);
+      }
+      return sizes;
+    });
+  },
+
+  /** One QEMU guest agent command (JSON); its JSON answer. */
+  agentCommand(conn: Handle, ref: DomainRef, command: string, timeoutSeconds: number): string {
+    return withDomain(conn, ref, (dom) => ok('virDomainQemuAgentCommand', libvirt().virDomainQemuAgentCommand(dom, command, timeoutSeconds, 0) as string));
+  },
+
+  /** Parents before children. */
+  listCheckpoints(conn: Handle, ref: DomainRef): { name: string; xml: string }[] {
+    return withDomain(conn, ref, (dom) => {
+      const n = libvirt();
+      const out: unknown[] = [null];
+      const count = rc('virDomainListAllCheckpoints', n.virDomainListAllCheckpoints(dom, out, VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL) as number);
+      const handles = takeHandles(out[0], count);
+      try {
+        return handles.map((cp) => ({
+          name: ok('virDomainCheckpointGetName', n.virDomainCheckpointGetName(cp) as string),
+          xml: ok('virDomainCheckpointGetXMLDesc', n.virDomainCheckpointGetXMLDesc(cp, 0) as string),
+        }));
+      } finally {
+        for (const cp of handles) n.virDomainCheckpointFree(cp);
+      }
+    });
+  },
+
+  listCheckpointNames(conn: Handle, ref: DomainRef): string[] {
+    return withDomain(conn, ref, (dom) => {
+      const n = libvirt();
+      const out: unknown[] = [null];
+      const count = rc('virDomainListAllCheckpoints', n.virDomainListAllCheckpoints(dom, out, VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL) as number);
+      const handles = takeHandles(out[0], count);
+      try {
+        return handles.map((cp) => ok('virDomainCheckpointGetName', n.virDomainCheckpointGetName(cp) as string));
+      } finally {
+        for (const cp of handles) n.virDomainCheckpointFree(cp);
+      }
+    });
+  },
+
+  deleteCheckpoint(conn: Handle, ref: DomainRef, name: string, metadataOnly: boolean): void {
+    withDomain(conn, ref, (dom) => {
+      const n = libvirt();
+      const cp = ok('virDomainCheckpointLookupByName', n.virDomainCheckpointLookupByName(dom, name, 0) as Handle);
+      try {
+        rc('virDomainCheckpointDelete', n.virDomainCheckpointDelete(cp, metadataOnly ? VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY : 0));
+      } finally {
+        n.virDomainCheckpointFree(cp);
+      }
+    });
+  },
+
+  beginBackup(conn: Handle, ref: DomainRef, backupXml: string, checkpointXml: string | null): void {
+    withDomain(conn, ref, (dom) => rc('virDomainBackupBegin', libvirt().virDomainBackupBegin(dom, backupXml, checkpointXml, 0)));
+  },
+
+  backupXml(conn: Handle, ref: DomainRef): string {
+    return withDomain(conn, ref, (dom) => ok('virDomainBackupGetXMLDesc', libvirt().virDomainBackupGetXMLDesc(dom, 0) as string));
+  },
+
+  abortJob(conn: Handle, ref: DomainRef): void {
+    withDomain(conn, ref, (dom) => rc('virDomainAbortJob', libvirt().virDomainAbortJob(dom)));
+  },
+
+  jobInfo(conn: Handle, ref: DomainRef): JobInfo {
+    return withDomain(conn, ref, (dom) => {
+      const n = libvirt();
+      const type = [0];
+      const params: unknown[] = [null];
+      const count = [0];
+      rc('virDomainGetJobStats', n.virDomainGetJobStats(dom, type, params, count, 0));
+      const info: JobInfo = { type: type[0]! };
+      if (params[0] && count[0]! > 0) {
+        const list = koffi.decode(params[0], TypedParameterStruct, count[0]!) as { field: string; type: number; value: number | bigint }[];
+        const operation = list.find((p) => p.field === 'operation' && p.type === VIR_TYPED_PARAM.INT);
+        // The union's low 32 bits hold an int.
+        if (operation) info.operation = Number(BigInt.asIntN(32, BigInt(operation.value)));
+        n.virTypedParamsFree(params[0], count[0]!);
+      }
+      return info;
+    });
+  },
+
+  describeAllNetworks(conn: Handle): NetworkDescription[] {
+    const n = libvirt();
+    const out: unknown[] = [null];
+    const count = rc('virConnectListAllNetworks', n.virConnectListAllNetworks(conn, out, 0) as number);
+    const described: NetworkDescription[] = [];
+    for (const net of takeHandles(out[0], count)) {
+      try {
+        described.push(describeNetwork(net));
+      } catch (err) {
+        if (!(err instanceof ProcedureFailed && err.detail.code === VIR_ERR.NO_NETWORK)) throw err;
+      } finally {
+        n.virNetworkFree(net);
+      }
+    }
+    return described;
+  },
+
+  describeNetwork(conn: Handle, name: string): NetworkDescription {
+    return withNetwork(conn, name, describeNetwork);
+  },
+
+  /** Defines a persistent network, then starts it and marks it autostart as asked. */
+  defineNetwork(conn: Handle, xml: string, options: { start: boolean; autostart: boolean }): string {
+    const n = libvirt();
+    const net = ok('virNetworkDefineXML', n.virNetworkDefineXML(conn, xml) as Handle);
+    try {
+      if (options.autostart) rc('virNetworkSetAutostart', n.virNetworkSetAutostart(net, 1));
+      if (options.start && n.virNetworkIsActive(net) !== 1) rc('virNetworkCreate', n.virNetworkCreate(net));
+      return ok('virNetworkGetName', n.virNetworkGetName(net) as string);
+    } finally {
+      n.virNetworkFree(net);
+    }
+  },
+
+  startNetwork(conn: Handle, name: string): void {
+    withNetwork(conn, name, (net) => rc('virNetworkCreate', libvirt().virNetworkCreate(net)));
+  },
+
+  setNetworkAutostart(conn: Handle, name: string, autostart: boolean): void {
+    withNetwork(conn, name, (net) => rc('virNetworkSetAutostart', libvirt().virNetworkSetAutostart(net, autostart ? 1 : 0)));
+  },
+
+  /** Stops it if it runs, then removes its definition. */
+  removeNetwork(conn: Handle, name: string): void {
+    withNetwork(conn, name, (net) => {
+      const n = libvirt();
+      if (n.virNetworkIsActive(net) === 1) rc('virNetworkDestroy', n.virNetworkDestroy(net));
+      rc('virNetworkUndefine', n.virNetworkUndefine(net));
+    });
+  },
+
+  /** For tests of the pool: a call that blocks its thread, as a hung libvirtd would. */
+  sleepForTest(ms: number): void {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  },
+};
+
+export type Procedures = typeof procedures;
