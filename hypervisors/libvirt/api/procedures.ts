@@ -94,6 +94,21 @@ function takeHandles(array: unknown, count: number): Handle[] {
   return handles;
 }
 
+/** Each checkpoint of the VM, parents before children, read by `read` and freed. */
+function withCheckpoints<T>(conn: Handle, ref: DomainRef, read: (cp: Handle) => T): T[] {
+  return withDomain(conn, ref, (dom) => {
+    const n = libvirt();
+    const out: unknown[] = [null];
+    const count = rc('virDomainListAllCheckpoints', n.virDomainListAllCheckpoints(dom, out, VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL) as number);
+    const handles = takeHandles(out[0], count);
+    try {
+      return handles.map(read);
+    } finally {
+      for (const cp of handles) n.virDomainCheckpointFree(cp);
+    }
+  });
+}
+
 function stateOf(dom: Handle): number {
   const state = [0];
   rc('virDomainGetState', libvirt().virDomainGetState(dom, state, [0], 0));
@@ -270,34 +285,14 @@ export const procedures = {
 
   /** Parents before children. */
   listCheckpoints(conn: Handle, ref: DomainRef): { name: string; xml: string }[] {
-    return withDomain(conn, ref, (dom) => {
-      const n = libvirt();
-      const out: unknown[] = [null];
-      const count = rc('virDomainListAllCheckpoints', n.virDomainListAllCheckpoints(dom, out, VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL) as number);
-      const handles = takeHandles(out[0], count);
-      try {
-        return handles.map((cp) => ({
-          name: ok('virDomainCheckpointGetName', n.virDomainCheckpointGetName(cp) as string),
-          xml: ok('virDomainCheckpointGetXMLDesc', n.virDomainCheckpointGetXMLDesc(cp, 0) as string),
-        }));
-      } finally {
-        for (const cp of handles) n.virDomainCheckpointFree(cp);
-      }
-    });
+    return withCheckpoints(conn, ref, (cp) => ({
+      name: ok('virDomainCheckpointGetName', libvirt().virDomainCheckpointGetName(cp) as string),
+      xml: ok('virDomainCheckpointGetXMLDesc', libvirt().virDomainCheckpointGetXMLDesc(cp, 0) as string),
+    }));
   },
 
   listCheckpointNames(conn: Handle, ref: DomainRef): string[] {
-    return withDomain(conn, ref, (dom) => {
-      const n = libvirt();
-      const out: unknown[] = [null];
-      const count = rc('virDomainListAllCheckpoints', n.virDomainListAllCheckpoints(dom, out, VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL) as number);
-      const handles = takeHandles(out[0], count);
-      try {
-        return handles.map((cp) => ok('virDomainCheckpointGetName', n.virDomainCheckpointGetName(cp) as string));
-      } finally {
-        for (const cp of handles) n.virDomainCheckpointFree(cp);
-      }
-    });
+    return withCheckpoints(conn, ref, (cp) => ok('virDomainCheckpointGetName', libvirt().virDomainCheckpointGetName(cp) as string));
   },
 
   deleteCheckpoint(conn: Handle, ref: DomainRef, name: string, metadataOnly: boolean): void {
