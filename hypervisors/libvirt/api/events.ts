@@ -28,7 +28,6 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
   started(): Promise<Worker> {
     this.loop ??= new Promise<Worker>((resolve, reject) => {
       const worker = startThread('event-loop', import.meta.url);
-      worker.unref();
       worker.on('message', (message: LoopMessage) => {
         if (message.kind === 'ready') resolve(worker);
         else if (message.kind === 'done') {
@@ -47,6 +46,8 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
         this.loop = undefined;
         reject(err);
       });
+      // After the listeners: adding a 'message' listener refs the worker again.
+      worker.unref();
     });
     return this.loop;
   }

@@ -75,12 +75,13 @@ class CallPool {
 
   private spawn(): Thread {
     const thread: Thread = { worker: startThread('worker', import.meta.url) };
-    thread.worker.unref();
     thread.worker.on('message', (reply: Reply) => this.settle(thread, reply));
     // The thread could not load libvirt (or died): its job fails with the reason, and the pool
     // makes a fresh thread for the next one.
     thread.worker.on('error', (err) => this.lose(thread, err));
     thread.worker.on('exit', () => this.lose(thread, new Error('a libvirt call thread exited')));
+    // After the listeners: adding a 'message' listener refs the worker again.
+    thread.worker.unref();
     this.threads.add(thread);
     return thread;
   }
