@@ -55,6 +55,32 @@ export class HypervisorUnreachable extends VmdrError {
   }
 }
 
+/** The hypervisor's library refused the URI itself (an unknown transport, a malformed query). */
+export class HypervisorUriInvalid extends VmdrError {
+  constructor(uri: string, detail: string, cause?: unknown) {
+    super('HYPERVISOR_URI_INVALID', `hypervisor URI ${JSON.stringify(uri)} is not usable: ${detail}`, { subject: { host: uri }, cause });
+  }
+}
+
+/** A call to the hypervisor did not return in time (a hung daemon, a stuck storage device). */
+export class HypervisorTimedOut extends VmdrError {
+  constructor(operation: string, host: string, timeoutMs: number, options: { vm?: string; cause?: unknown } = {}) {
+    const on = options.vm ? ` VM ${JSON.stringify(options.vm)} on` : '';
+    super('HYPERVISOR_TIMED_OUT', `${operation}${on} ${host}: no answer within ${timeoutMs / 1000} s`, {
+      subject: { host, vm: options.vm },
+      cause: options.cause,
+      remedy: 'is the hypervisor daemon responsive? The call may still complete there: check the object before retrying',
+    });
+  }
+}
+
+/** The hypervisor refused a definition (a VM's or a network's): malformed or invalid XML, an unsupported setting. */
+export class DefinitionRejected extends VmdrError {
+  constructor(what: string, host: string, detail: string, subject: ErrorSubject = {}, cause?: unknown) {
+    super('DEFINITION_REJECTED', `${host} refused the definition of ${what}: ${detail}`, { subject: { host, ...subject }, cause });
+  }
+}
+
 /** No adapter knows the scheme of this URI. */
 export class UnknownHypervisorUri extends VmdrError {
   constructor(uri: string, known: readonly string[]) {

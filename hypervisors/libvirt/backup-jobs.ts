@@ -13,7 +13,8 @@ import { basename, dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { BackupJobBusy, BackupJobStuck, VmdrError } from '../errors.js';
 import type { EndedBackupJob } from '../types.js';
-import { virsh } from './virsh.js';
+import { JOB_OPERATIONS, VIR_DOMAIN_JOB, VIR_DOMAIN_JOB_OPERATION_BACKUP } from './api/codes.js';
+import type { LibvirtConnection } from './connection.js';
 import { at, childElements, element, parseLibvirtXml } from './xml.js';
 
 /** Where beginBackup makes a session's scratch directory when the caller names none. */
@@ -46,28 +47,29 @@ interface RunningJob {
 }
 
 /** Aborts the VM's job. A job that is gone by the time the abort arrives counts as ended. */
-export async function abortJob(uri: string, vm: string, signal?: AbortSignal): Promise<void> {
-  await virsh(uri, ['domjobabort', vm], { operation: 'end backup', vm, signal }).catch(async (err: unknown) => {
-    // Asked again instead of reading the message: an abort that failed because no job is left is done.
-    if (await runningJob(uri, vm, signal).then((job) => job === undefined, () => false)) return;
+export async function abortJob(conn: LibvirtConnection, vm: string, signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted();
+  await conn.call({ operation: 'end backup', vm }, 'abortJob', vm).catch(async (err: unknown) => {
+    // Asked again: an abort that failed because no job is left is done.
+    if (await runningJob(conn, vm, signal).then((job) => job === undefined, () => false)) return;
     throw err;
   });
 }
 
-export async function endLeftoverBackup(uri: string, vm: string, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<EndedBackupJob | undefined> {
+export async function endLeftoverBackup(conn: LibvirtConnection, vm: string, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<EndedBackupJob | undefined> {
   const { signal, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
-  const job = await runningJob(uri, vm, signal);
+  const job = await runningJob(conn, vm, signal);
   if (!job) return undefined;
-  const remedy = `end it with \`virsh -c ${uri} domjobabort ${vm}\``;
+  const remedy = `end it with \`virsh -c ${conn.uri} domjobabort ${vm}\``;
   const owner = ownerOf(job);
-  if (owner.inUse) throw new BackupJobBusy(vm, uri, job.description, owner.text, `wait for it to end, or ${remedy}`);
-  const stuck = (detail: string, cause?: unknown) => new BackupJobStuck(vm, uri, job.description, `left by ${owner.text}`, detail, remedy, cause);
-  await abortJob(uri, vm, signal).catch((err: unknown) => {
+  if (owner.inUse) throw new BackupJobBusy(vm, conn.uri, job.description, owner.text, `wait for it to end, or ${remedy}`);
+  const stuck = (detail: string, cause?: unknown) => new BackupJobStuck(vm, conn.uri, job.description, `left by ${owner.text}`, detail, remedy, cause);
+  await abortJob(conn, vm, signal).catch((err: unknown) => {
     if (err instanceof VmdrError && err.code === 'HYPERVISOR_UNREACHABLE') throw err;
-    throw stuck(`domjobabort failed: ${(err as Error).message}`, err);
+    throw stuck(`aborting it failed: ${(err as Error).message}`, err);
   });
-  for (const deadline = Date.now() + timeoutMs; await runningJob(uri, vm, signal); ) {
-    if (Date.now() >= deadline) throw stuck(`it was still running ${timeoutMs / 1000} s after domjobabort`);
+  for (const deadline = Date.now() + timeoutMs; await runningJob(conn, vm, signal); ) {
+    if (Date.now() >= deadline) throw stuck(`it was still running ${timeoutMs / 1000} s after it was aborted`);
     await delay(POLL_MS, undefined, { signal });
   }
   // libvirt removed the scratch files with the job; the directory a dead process made is left.
@@ -78,23 +80,21 @@ export async function endLeftoverBackup(uri: string, vm: string, options: { sign
 }
 
 /** The VM's running job, if any: libvirt runs at most one (a backup, a migration, a save, ...). */
-async function runningJob(uri: string, vm: string, signal?: AbortSignal): Promise<RunningJob | undefined> {
-  const info = await virsh(uri, ['domjobinfo', vm], { operation: 'read the job of', vm, signal }).catch((err: unknown) => {
+async function runningJob(conn: LibvirtConnection, vm: string, signal?: AbortSignal): Promise<RunningJob | undefined> {
+  signal?.throwIfAborted();
+  const info = await conn.call({ operation: 'read the job of', vm, requires: 'running' }, 'jobInfo', vm).catch((err: unknown) => {
     // A shut-off VM has no QEMU and so no job.
-    if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return '';
+    if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return undefined;
     throw err;
   });
-  const field = (name: string) => new RegExp(`^${name}:\\s*(.*?)\\s*$`, 'm').exec(info)?.[1];
-  const type = field('Job type');
-  if (!type || type === 'None' || type === 'Completed') return undefined;
-  const operation = field('Operation') ?? 'unknown';
-  if (operation !== 'Backup') return { description: `${operation.toLowerCase()} job`, scratch: [] };
+  if (!info || info.type === VIR_DOMAIN_JOB.NONE || info.type === VIR_DOMAIN_JOB.COMPLETED) return undefined;
+  if (info.operation !== VIR_DOMAIN_JOB_OPERATION_BACKUP) return { description: `${JOB_OPERATIONS[info.operation ?? 0] ?? 'unknown'} job`, scratch: [] };
   let xml: string;
   try {
-    xml = await virsh(uri, ['backup-dumpxml', vm], { operation: 'read the backup job of', vm, signal });
+    xml = await conn.call({ operation: 'read the backup job of', vm }, 'backupXml', vm);
   } catch (err) {
     // The job may have ended between the two questions.
-    if (!(await runningJob(uri, vm, signal).catch(() => undefined))) return undefined;
+    if (!(await runningJob(conn, vm, signal).catch(() => undefined))) return undefined;
     throw err;
   }
   const backup = parseLibvirtXml(xml, 'backup XML');

@@ -2,44 +2,45 @@
  * QEMU's changed-block tracking through libvirt: checkpoints (persistent dirty bitmaps in the
  * qcow2 images) and pull-mode backups that export every disk of the VM, frozen at one instant,
  * over NBD with a `qemu:dirty-bitmap:*` context of what changed since an earlier checkpoint.
- * The binding has no checkpoint or backup calls, so this speaks virsh. vmdr deletes only the
+ * Every call goes over the adapter's one connection. vmdr deletes only the
  * checkpoints it named (prefix `vmdr-`). A shut-off VM has no QEMU to back up: its images are
  * exported read-only by qemu-nbd instead (offline-export.ts), with the bitmap of `since`. A job
  * a session left behind is found and ended by backup-jobs.ts.
  */
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob } from '../types.js';
 import { CheckpointBitmapBroken, HypervisorOperationFailed, NotManagedByVmdr, VmdrError } from '../errors.js';
+import { VIR_ERR } from './api/codes.js';
 import { abortJob, endLeftoverBackup, markInUse, SCRATCH_DIR_PREFIX, scratchFileName } from './backup-jobs.js';
+import type { LibvirtConnection } from './connection.js';
+import { libvirtCode } from './errors.js';
 import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
-import { virsh } from './virsh.js';
 import { at, buildXml, childElements, element, parseLibvirtXml, textElement, textOf } from './xml.js';
 
 export const CHECKPOINT_PREFIX = 'vmdr-';
-/** libvirt's words for a checkpoint whose bitmap QEMU cannot use: "missing or broken bitmap", "not found in backing chain". */
-const BROKEN_BITMAP = /bitmap .*not found in backing chain|missing or broken bitmap|bitmap.*(inconsistent|in.use)/i;
+
+/** libvirt's code for a checkpoint whose bitmap QEMU cannot use (missing, broken, not in the backing chain). */
+function bitmapBroken(err: unknown): boolean {
+  return libvirtCode((err as { cause?: unknown }).cause ?? err) === VIR_ERR.CHECKPOINT_INCONSISTENT;
+}
 
 export class LibvirtChangeTracker implements ChangeTracker {
-  constructor(
-    private readonly uri: string,
-    /** The VM's live XML from the adapter's open connection: cheaper than a virsh process per cycle. */
-    private readonly domainXml: (vm: string) => Promise<string>,
-  ) {}
+  constructor(private readonly conn: LibvirtConnection) {}
+
+  private get uri(): string {
+    return this.conn.uri;
+  }
 
   async checkpointNames(vm: string): Promise<string[]> {
-    return (await virsh(this.uri, ['checkpoint-list', vm, '--name', '--topological'], { operation: 'list checkpoints', vm }))
-      .split('\n')
-      .map((l) => l.trim())
-      .filter(Boolean);
+    return this.conn.call({ operation: 'list checkpoints', vm }, 'listCheckpointNames', vm);
   }
 
   async listCheckpoints(vm: string): Promise<Checkpoint[]> {
-    const names = await this.checkpointNames(vm);
+    const checkpoints = await this.conn.call({ operation: 'list checkpoints', vm }, 'listCheckpoints', vm);
     return Promise.all(
-      names.map(async (name) => {
-        const xml = parseLibvirtXml(await virsh(this.uri, ['checkpoint-dumpxml', vm, name], { operation: 'read checkpoint', vm }), 'checkpoint XML');
+      checkpoints.map(async ({ name, xml: text }) => {
+        const xml = parseLibvirtXml(text, 'checkpoint XML');
         const parent = textOf(at(xml, 'parent', 'name'));
         return {
           name,
@@ -82,24 +83,16 @@ export class LibvirtChangeTracker implements ChangeTracker {
       textElement('name', options.checkpoint),
       element('disks', {}, disks.map((d) => element('disk', { name: d, checkpoint: 'bitmap' }))),
     ]);
-    const dir = await mkdtemp(join(tmpdir(), 'vmdr-backup-'));
     // In use before the job exists: a leftover sweep of another session must never see it unclaimed.
     markInUse(scratchFiles, true);
     try {
-      await writeFile(join(dir, 'backup.xml'), buildXml(backup));
-      await writeFile(join(dir, 'checkpoint.xml'), buildXml(checkpoint));
-      await virsh(this.uri, ['backup-begin', vm, join(dir, 'backup.xml'), join(dir, 'checkpoint.xml')], { operation: 'begin backup', vm });
+      await this.conn.call({ operation: 'begin backup', vm, requires: 'running' }, 'beginBackup', vm, buildXml(backup), buildXml(checkpoint));
     } catch (err) {
       markInUse(scratchFiles, false);
       if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
       if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return await this.beginOfflineBackup(vm, disks, options);
-      // Translated here, once: libvirt (through virsh) gives only words for it.
-      if (options.since && err instanceof Error && BROKEN_BITMAP.test(err.message)) {
-        throw new CheckpointBitmapBroken(vm, this.uri, options.since, err.message, { cause: err });
-      }
+      if (options.since && bitmapBroken(err)) throw new CheckpointBitmapBroken(vm, this.uri, options.since, (err as Error).message, { cause: err });
       throw err;
-    } finally {
-      await rm(dir, { recursive: true, force: true });
     }
     let ending: Promise<void> | undefined;
     // A pull backup has no natural end: aborting the job is how libvirt stops the exports. Once
@@ -107,7 +100,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
     const end = () =>
       (ending ??= (async () => {
         markInUse(scratchFiles, false);
-        await abortJob(this.uri, vm);
+        await abortJob(this.conn, vm);
         if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
       })().catch((err: unknown) => {
         ending = undefined;
@@ -165,22 +158,22 @@ export class LibvirtChangeTracker implements ChangeTracker {
   }
 
   endLeftoverBackup(vm: string, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<EndedBackupJob | undefined> {
-    return endLeftoverBackup(this.uri, vm, options);
+    return endLeftoverBackup(this.conn, vm, options);
   }
 
   async deleteCheckpoint(vm: string, name: string): Promise<void> {
     if (!name.startsWith(CHECKPOINT_PREFIX)) throw new NotManagedByVmdr('checkpoint', name, this.uri, { vm });
-    await virsh(this.uri, ['checkpoint-delete', vm, name], { operation: 'delete checkpoint', vm }).catch(async (err: unknown) => {
+    await this.conn.call({ operation: 'delete checkpoint', vm }, 'deleteCheckpoint', vm, name, false).catch(async (err: unknown) => {
       // After QEMU died without saving its bitmaps (host crash, kill -9), the checkpoint's bitmap
       // is broken or gone and libvirt cannot merge it; its metadata is all that is left to remove.
-      if (!BROKEN_BITMAP.test((err as Error).message)) throw err;
-      await virsh(this.uri, ['checkpoint-delete', vm, name, '--metadata'], { operation: 'delete checkpoint', vm });
+      if (!bitmapBroken(err)) throw err;
+      await this.conn.call({ operation: 'delete checkpoint', vm }, 'deleteCheckpoint', vm, name, true);
     });
   }
 
   /** Every writable disk of the VM: the seed and CD-ROMs carry nothing to replicate. */
   private async backupDisks(vm: string): Promise<{ target: string; image: string; format: 'qcow2' | 'raw' }[]> {
-    const xml = parseLibvirtXml(await this.domainXml(vm), 'domain XML');
+    const xml = parseLibvirtXml(await this.conn.call({ operation: 'read VM', vm }, 'domainXml', vm, 0), 'domain XML');
     return childElements(at(xml, 'devices') ?? element('devices'), 'disk')
       .filter((d) => d.attrs.device === 'disk' && !at(d, 'readonly'))
       .map((d) => ({

@@ -1,34 +1,69 @@
 /**
- * The connection to libvirtd through @unraid/libvirt (N-API). It opens on first use, and every
- * call goes through `call`, which turns libvirt's failures into vmdr's typed errors.
+ * One connection to a libvirt host, through the binding in api/: opened on first use with
+ * keepalive, watched for its closing (libvirtd restarted, keepalive timed out) and opened afresh
+ * by the next call after that. Every call goes through `call`, which bounds it in time and turns
+ * libvirt's failures into vmdr's typed errors naming this host.
  */
-import { Hypervisor, type Domain } from '@unraid/libvirt';
-import { neverReachedLibvirt, translateLibvirtError, type LibvirtErrorContext } from './errors.js';
+import { InvalidPowerState, VmdrError } from '../errors.js';
+import type { PowerState } from '../types.js';
+import { libvirtEvents } from './api/events.js';
+import type { Handle } from './api/native.js';
+import { callPool, type ProcedureArgs, type ProcedureName, type ProcedureResult } from './api/pool.js';
+import { isConnectionFailure, neverSent, translateLibvirtError, type LibvirtErrorContext } from './errors.js';
+import { powerStateOf } from './power-states.js';
 
-export type { Domain };
+/** libvirt's client default is 5 s × 5; a dead libvirtd is noticed after about 20 s instead of 30. */
+const KEEPALIVE = { intervalSeconds: 5, count: 3 };
+const OPEN_TIMEOUT_MS = 30_000;
+export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Procedures that only read: one that failed on a connection closed under it is asked again on a fresh one. */
+const READS: ReadonlySet<ProcedureName> = new Set<ProcedureName>([
+  'isAlive',
+  'capabilities',
+  'describeAllDomains',
+  'describeDomain',
+  'identifyDomain',
+  'domainState',
+  'domainXml',
+  'diskCapacities',
+  'listCheckpoints',
+  'listCheckpointNames',
+  'backupXml',
+  'jobInfo',
+  'describeAllNetworks',
+  'describeNetwork',
+]);
+
+type Tail<T extends unknown[]> = T extends [unknown, ...infer R] ? R : never;
+
+export interface CallContext extends Omit<LibvirtErrorContext, 'host'> {
+  timeoutMs?: number;
+  /**
+   * The power state the VM must be in for this call. When the call fails and the VM is found in
+   * another state, the failure is InvalidPowerState with the state it is in (libvirt's drivers
+   * report this with different codes; the state itself is unambiguous).
+   */
+  requires?: 'running' | 'shutoff';
+}
 
 export class LibvirtConnection {
-  private opening: Promise<Hypervisor> | undefined;
+  private opening: Promise<Handle> | undefined;
+  /** Every handle this connection has had: events of an earlier one may still arrive. */
+  private readonly handles = new Set<Handle>();
 
   constructor(readonly uri: string) {}
 
-  /**
-   * libvirt's test driver lives inside this process: a virsh child process opening the same URI
-   * gets a fresh, separate copy of it. Operations that can only be done through virsh are therefore
-   * not available on test:// URIs.
-   */
-  get virshSharesState(): boolean {
-    return !/^test(\+[a-z0-9]+)?:/i.test(this.uri);
-  }
-
-  async open(): Promise<Hypervisor> {
+  /** The current handle, opening a connection when there is none. */
+  open(): Promise<Handle> {
+    callPool.warm();
     // A failed open is forgotten so the next call tries again (libvirtd may have been started since).
     this.opening ??= (async () => {
-      const hypervisor = new Hypervisor({ uri: this.uri });
-      await hypervisor.connectOpen();
-      return hypervisor;
+      await libvirtEvents.started();
+      const conn = await callPool.run('open', [this.uri, KEEPALIVE], OPEN_TIMEOUT_MS);
+      this.handles.add(conn);
+      await libvirtEvents.watch(conn, () => void this.forget(conn));
+      return conn;
     })().catch((err: unknown) => {
       this.opening = undefined;
       throw translateLibvirtError(err, { operation: 'connect', host: this.uri });
@@ -39,44 +74,65 @@ export class LibvirtConnection {
   async close(): Promise<void> {
     const opening = this.opening;
     this.opening = undefined;
-    if (!opening) return;
-    const hypervisor = await opening.catch(() => undefined);
-    // Not through call(), which would open a fresh connection first. One libvirtd already closed
-    // (it restarted) is closed.
-    await hypervisor?.connectClose().catch((err: unknown) => {
-      if (!neverReachedLibvirt(err)) throw translateLibvirtError(err, { operation: 'close the connection', host: this.uri });
-    });
+    const conn = await opening?.catch(() => undefined);
+    if (conn !== undefined) await this.release(conn);
+  }
+
+  /** Whether libvirt events carrying this handle are about this connection's host. */
+  owns(handle: Handle): boolean {
+    return this.handles.has(handle);
+  }
+
+  /** The handle libvirt events of this connection carry now, if it is open. */
+  async currentHandle(): Promise<Handle | undefined> {
+    return this.opening?.catch(() => undefined);
   }
 
   /**
-   * Runs one binding call; its failure comes back as a typed error naming this host. A call on a
-   * connection libvirtd closed since (it restarted) runs once more on a fresh connection.
+   * Runs one procedure of the binding on this connection. A read that failed because libvirtd
+   * closed the connection (a restart) runs once more on a fresh connection, and so does any call
+   * that was never sent; other calls cut off by a closing fail with HypervisorUnreachable, and
+   * the next call opens a fresh connection.
    */
-  async call<T>(ctx: Omit<LibvirtErrorContext, 'host'>, fn: (hypervisor: Hypervisor) => Promise<T>, retried = false): Promise<T> {
-    const hypervisor = await this.open();
-    try {
-      return await fn(hypervisor);
-    } catch (err) {
-      const translated = translateLibvirtError(err, { ...ctx, host: this.uri });
-      // libvirtd went away under us (restart, crash): the next call opens a fresh connection
-      // instead of failing forever on this dead one.
-      if (translated.code === 'HYPERVISOR_UNREACHABLE') this.opening = undefined;
-      if (translated.code === 'HYPERVISOR_UNREACHABLE' && !retried && neverReachedLibvirt(err)) return this.call(ctx, fn, true);
-      throw translated;
+  async call<K extends ProcedureName>(ctx: CallContext, name: K, ...args: Tail<ProcedureArgs<K>>): Promise<ProcedureResult<K>> {
+    for (let attempt = 0; ; attempt++) {
+      const conn = await this.open();
+      try {
+        return await callPool.run(name, [conn, ...args] as unknown as ProcedureArgs<K>, ctx.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
+      } catch (err) {
+        if (isConnectionFailure(err) && !(await this.alive(conn))) {
+          await this.forget(conn);
+          if (attempt === 0 && (READS.has(name) || neverSent(err))) continue;
+        }
+        throw await this.translate(err, ctx, conn);
+      }
     }
   }
 
-  /** Resolves a VM by UUID or name; a VM named like a UUID is still found by its name. */
-  async lookup(ref: string): Promise<Domain> {
-    return this.call({ operation: 'look up VM', vm: ref }, async (h) => {
-      if (UUID.test(ref)) {
-        try {
-          return await h.domainLookupByUUIDString(ref);
-        } catch {
-          // Not a UUID of any VM: fall through to names.
-        }
-      }
-      return h.domainLookupByName(ref);
-    });
+  private async translate(err: unknown, ctx: CallContext, conn: Handle): Promise<VmdrError> {
+    const translated = translateLibvirtError(err, { ...ctx, host: this.uri });
+    if (ctx.requires === undefined || ctx.vm === undefined || translated.code !== 'HYPERVISOR_OPERATION_FAILED') return translated;
+    const state = await callPool.run('domainState', [conn, ctx.vm], 10_000).then(powerStateOf, () => undefined);
+    if (state === undefined || state === ctx.requires || (ctx.requires === 'running' && state === 'paused')) return translated;
+    return new InvalidPowerState(ctx.vm, this.uri, state, `cannot ${ctx.operation}`, err);
+  }
+
+  private alive(conn: Handle): Promise<boolean> {
+    return callPool.run('isAlive', [conn], 10_000).catch(() => false);
+  }
+
+  /** The connection is gone: the next call opens another. */
+  private async forget(conn: Handle): Promise<void> {
+    const current = await this.currentHandle();
+    if (current !== conn) return;
+    this.opening = undefined;
+    await this.release(conn).catch(() => undefined);
+  }
+
+  private async release(conn: Handle): Promise<void> {
+    await libvirtEvents.unwatch(conn).catch(() => undefined);
+    await callPool.run('close', [conn], 10_000).catch(() => undefined);
   }
 }
+
+export type { PowerState };

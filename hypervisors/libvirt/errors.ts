@@ -1,22 +1,23 @@
 /**
- * The one place where libvirt's failures become vmdr's typed errors.
- *
- * Why message text: @unraid/libvirt gives every LibvirtError the code -1 (it drops virError's code
- * and domain), and virsh reports failures only as text on stderr. libvirt's messages are stable
- * across releases for the cases below; everything else becomes HypervisorOperationFailed with
- * libvirt's own words. Callers branch on the resulting `code`, never on the text; the original is
- * kept as `cause`.
+ * The one place where libvirt's failures become vmdr's typed errors, by libvirt's error code and
+ * domain (virterror.h), never by its message text; libvirt's words are kept in the message and
+ * the original failure as `cause`. Power-state refusals are decided in connection.ts, which can
+ * ask the VM's state (drivers report them with different codes).
  */
 import {
+  DefinitionRejected,
   GuestAgentUnavailable,
   HypervisorOperationFailed,
+  HypervisorTimedOut,
   HypervisorUnreachable,
-  InvalidPowerState,
+  HypervisorUriInvalid,
   NetworkNotFound,
   VmAlreadyExists,
   VmdrError,
   VmNotFound,
 } from '../errors.js';
+import { VIR_ERR, VIR_FROM } from './api/codes.js';
+import { LibvirtCallFailed, LibvirtCallTimedOut } from './api/pool.js';
 
 export interface LibvirtErrorContext {
   /** A verb phrase saying what we were doing: "start VM", "define network". */
@@ -24,66 +25,58 @@ export interface LibvirtErrorContext {
   host: string;
   vm?: string;
   network?: string;
+  /** Asking the guest agent: an unsupported argument then means the VM has no agent channel. */
+  agent?: boolean;
 }
 
-const UNREACHABLE = [
-  /failed to connect socket/i,
-  /transport in URL not recognised/i,
-  /no connection driver available/i,
-  /cannot read CA certificate/i,
-  /unable to connect to server/i,
-  /connection refused/i,
-  /end of file while reading data/i,
-  /cannot recv data/i,
-  /failed to connect to the hypervisor/i,
-  /client socket is closed/i,
-  /cannot write data/i,
-];
-/**
- * A connection libvirtd closed under us (it restarted): the first call on it fails to write its
- * request ("Cannot write data: Broken pipe"), the next finds the socket closed. Either way the
- * request never reached a libvirtd, so it is safe to send again on a fresh connection.
- */
-const NOT_SENT = [/client socket is closed/i, /cannot write data/i];
+/** The connection itself failed: libvirtd went away, refused us, or never answered. */
+export function isConnectionFailure(err: unknown): boolean {
+  if (!(err instanceof LibvirtCallFailed)) return false;
+  const { code, domain } = err.detail;
+  if (code === VIR_ERR.NO_CONNECT || code === VIR_ERR.INVALID_CONN || code === VIR_ERR.AUTH_FAILED) return true;
+  return (domain === VIR_FROM.RPC || domain === VIR_FROM.REMOTE) && (code === VIR_ERR.SYSTEM_ERROR || code === VIR_ERR.RPC || code === VIR_ERR.INTERNAL_ERROR || code === VIR_ERR.OPERATION_TIMEOUT);
+}
 
-/** The call failed before its request reached libvirtd (see NOT_SENT). */
-export function neverReachedLibvirt(err: unknown): boolean {
-  const message = err instanceof Error ? err.message : String(err);
-  return NOT_SENT.some((re) => re.test(message));
+/**
+ * The request was never written: libvirt found the connection's socket already closed (libvirtd
+ * restarted since the connection's last call). Sending it again on a fresh connection is safe.
+ */
+export function neverSent(err: unknown): boolean {
+  return err instanceof LibvirtCallFailed && err.detail.domain === VIR_FROM.RPC && err.detail.code === VIR_ERR.INTERNAL_ERROR;
+}
+
+export function libvirtCode(err: unknown): number | undefined {
+  return err instanceof LibvirtCallFailed ? err.detail.code : undefined;
 }
 
 export function translateLibvirtError(err: unknown, ctx: LibvirtErrorContext): VmdrError {
   if (err instanceof VmdrError) return err;
-  const message = (err instanceof Error ? err.message : String(err)).trim();
-  const detail = message || 'libvirt gave no reason';
-
-  if (UNREACHABLE.some((re) => re.test(message))) return new HypervisorUnreachable(ctx.host, detail, err);
-  if (/domain not found|no domain with matching/i.test(message)) return new VmNotFound(ctx.vm ?? '?', ctx.host, err);
-  if (/network not found|no network with matching/i.test(message)) {
-    return new NetworkNotFound(ctx.network ?? quoted(message) ?? '?', ctx.host, err);
+  if (err instanceof LibvirtCallTimedOut) return new HypervisorTimedOut(`${ctx.operation} (${err.procedure})`, ctx.host, err.timeoutMs, { vm: ctx.vm, cause: err });
+  if (!(err instanceof LibvirtCallFailed)) {
+    return new HypervisorOperationFailed(ctx.operation, ctx.host, err instanceof Error ? err.message : String(err), { vm: ctx.vm, cause: err });
   }
-  if (ctx.vm !== undefined) {
-    if (/domain .*already exists|already exists with uuid/i.test(message)) return new VmAlreadyExists(ctx.vm, ctx.host, err);
-    // "Requested operation is not valid: domain is not running" (qemu), "domain 'x' not running" (test
-    // driver), "cannot perform disk backup for inactive domain" (backup-begin)
-    if (/(domain|guest)( '[^']*')? (is )?not running|for inactive domain/i.test(message)) {
-      return new InvalidPowerState(ctx.vm, ctx.host, 'shutoff', `cannot ${ctx.operation}`, err);
+  const { code, message } = err.detail;
+  if (ctx.operation === 'connect' && (code === VIR_ERR.INVALID_ARG || code === VIR_ERR.NO_CONNECT)) return new HypervisorUriInvalid(ctx.host, message, err);
+  if (isConnectionFailure(err)) return new HypervisorUnreachable(ctx.host, message, err);
+  switch (code) {
+    case VIR_ERR.NO_DOMAIN:
+      return new VmNotFound(ctx.vm ?? '?', ctx.host, err);
+    case VIR_ERR.NO_NETWORK:
+      return new NetworkNotFound(ctx.network ?? '?', ctx.host, err);
+    case VIR_ERR.DOM_EXIST:
+      return new VmAlreadyExists(ctx.vm ?? '?', ctx.host, err);
+    case VIR_ERR.XML_ERROR:
+    case VIR_ERR.XML_DETAIL:
+    case VIR_ERR.XML_INVALID_SCHEMA:
+    case VIR_ERR.CONFIG_UNSUPPORTED: {
+      const what = ctx.vm !== undefined ? `VM ${JSON.stringify(ctx.vm)}` : ctx.network !== undefined ? `network ${JSON.stringify(ctx.network)}` : 'an object';
+      return new DefinitionRejected(what, ctx.host, message.replace(/\s*\n[\s\S]*$/, ''), { vm: ctx.vm, network: ctx.network }, err);
     }
-    // "Requested operation is not valid: domain is already running", "... is already active"
-    if (/(is )?already (running|active)/i.test(message)) {
-      return new InvalidPowerState(ctx.vm, ctx.host, 'running', `cannot ${ctx.operation}`, err);
-    }
-    // qemu-agent-command: "argument unsupported: QEMU guest agent is not configured" (no channel);
-    // "Guest agent is not responding: QEMU guest agent is not connected" (no agent on the channel),
-    // "...: Guest agent not available for now" (it did not answer in time)
-    if (/guest agent is not configured/i.test(message)) return new GuestAgentUnavailable(ctx.vm, ctx.host, 'not-configured', detail, err);
-    if (/guest agent is not (responding|connected|available)|guest agent not available/i.test(message)) {
-      return new GuestAgentUnavailable(ctx.vm, ctx.host, 'not-answering', detail, err);
-    }
+    case VIR_ERR.AGENT_UNRESPONSIVE:
+    case VIR_ERR.AGENT_UNSYNCED:
+      return new GuestAgentUnavailable(ctx.vm ?? '?', ctx.host, 'not-answering', message, err);
+    case VIR_ERR.ARGUMENT_UNSUPPORTED:
+      if (ctx.agent) return new GuestAgentUnavailable(ctx.vm ?? '?', ctx.host, 'not-configured', message, err);
   }
-  return new HypervisorOperationFailed(ctx.operation, ctx.host, detail, { vm: ctx.vm, cause: err });
-}
-
-function quoted(message: string): string | undefined {
-  return /'([^']+)'/.exec(message)?.[1];
+  return new HypervisorOperationFailed(ctx.operation, ctx.host, message, { vm: ctx.vm, cause: err });
 }

@@ -3,14 +3,14 @@
  * capabilities (`+64055:+64055`), which follows qemu.conf's `user` and `group`.
  */
 import type { ImageUser } from '../types.js';
-import { virsh } from './virsh.js';
+import type { LibvirtConnection } from './connection.js';
 import { at, childElements, firstChild, parseXml, textOf } from './xml.js';
 
 /** vmdr's domains are TCG (type='qemu'); a host that only lists kvm runs both as the same user. */
 const DOMAIN_TYPES = ['qemu', 'kvm'];
 
-export async function readImageUser(uri: string): Promise<ImageUser | undefined> {
-  return parseImageUser(await virsh(uri, ['capabilities'], { operation: 'read host capabilities' }));
+export async function readImageUser(conn: LibvirtConnection): Promise<ImageUser | undefined> {
+  return parseImageUser(await conn.call({ operation: 'read host capabilities' }, 'capabilities'));
 }
 
 export function parseImageUser(capabilitiesXml: string): ImageUser | undefined {

@@ -1,72 +1,93 @@
 /**
- * Power: libvirt's domain states in vmdr's words, and stopping a VM the way StopOptions asks
- * (graceful with a deadline, optionally forced after it; or forced at once).
+ * Power: reading a VM's state, and stopping it the way StopOptions asks (graceful with a deadline,
+ * optionally forced after it; or forced at once). A graceful stop waits for libvirt's "stopped"
+ * event of the VM, not by asking its state over and over.
  */
-import { DomainState } from '@unraid/libvirt';
-import { setTimeout as delay } from 'node:timers/promises';
-import { StopTimedOut } from '../errors.js';
+import { StopTimedOut, VmdrError } from '../errors.js';
 import type { PowerState, StopOptions } from '../types.js';
-import type { Domain, LibvirtConnection } from './connection.js';
+import { VIR_DOMAIN_EVENT } from './api/codes.js';
+import { libvirtEvents, type LifecycleEvent } from './api/events.js';
+import type { LibvirtConnection } from './connection.js';
+import { powerStateOf } from './power-states.js';
 
 export const DEFAULT_GRACEFUL_TIMEOUT_MS = 60_000;
-const POLL_MS = 200;
+/**
+ * Events of a connection that closed and reopened during the wait are lost; the state is read
+ * again this often so such a wait still ends.
+ */
+const RECHECK_MS = 10_000;
 
-export function powerStateOf(state: DomainState): PowerState {
-  switch (state) {
-    case DomainState.RUNNING:
-    case DomainState.BLOCKED:
-      return 'running';
-    case DomainState.PAUSED:
-      return 'paused';
-    case DomainState.SHUTDOWN:
-      return 'shutting-down';
-    case DomainState.SHUTOFF:
-      return 'shutoff';
-    case DomainState.CRASHED:
-      return 'crashed';
-    case DomainState.PMSUSPENDED:
-      return 'suspended';
-    default:
-      return 'unknown';
-  }
-}
-
-export async function powerState(conn: LibvirtConnection, domain: Domain, vm: string): Promise<PowerState> {
-  const info = await conn.call({ operation: 'read power state', vm }, (h) => h.domainGetInfo(domain));
-  return powerStateOf(info.state);
+export async function powerState(conn: LibvirtConnection, vm: string): Promise<PowerState> {
+  return powerStateOf(await conn.call({ operation: 'read power state', vm }, 'domainState', vm));
 }
 
 /** A VM that is already off stays off and this returns at once. */
-export async function stopDomain(conn: LibvirtConnection, domain: Domain, vm: string, options: StopOptions): Promise<void> {
-  if ((await powerState(conn, domain, vm)) === 'shutoff') return;
-  if (options.mode === 'force') return destroy(conn, domain, vm);
+export async function stopDomain(conn: LibvirtConnection, vm: string, uuid: string, options: StopOptions): Promise<void> {
+  if ((await powerState(conn, vm)) === 'shutoff') return;
+  if (options.mode === 'force') return destroy(conn, vm);
 
-  await conn.call({ operation: 'request guest shutdown', vm }, (h) => h.domainShutdown(domain)).catch((err: unknown) => {
-    // It went off between our look and the request: that is what was asked for.
-    if ((err as { code?: string }).code !== 'INVALID_POWER_STATE') throw err;
-  });
   const timeoutMs = options.timeoutMs ?? DEFAULT_GRACEFUL_TIMEOUT_MS;
-  if (await waitForShutoff(conn, domain, vm, Date.now() + timeoutMs, options.signal)) return;
+  const stopped = waitForShutoff(conn, vm, uuid, Date.now() + timeoutMs, options.signal);
+  try {
+    await conn.call({ operation: 'request guest shutdown', vm, requires: 'running' }, 'shutdownDomain', vm).catch((err: unknown) => {
+      // It went off between our look and the request: that is what was asked for.
+      if (!(err instanceof VmdrError && err.code === 'INVALID_POWER_STATE')) throw err;
+    });
+  } catch (err) {
+    stopped.cancel();
+    throw err;
+  }
+  if (await stopped.done) return;
   if (!options.forceOnTimeout) throw new StopTimedOut(vm, conn.uri, timeoutMs);
-  await destroy(conn, domain, vm);
+  await destroy(conn, vm);
 }
 
-async function destroy(conn: LibvirtConnection, domain: Domain, vm: string): Promise<void> {
-  await conn.call({ operation: 'force off', vm }, (h) => h.domainDestroy(domain)).catch((err: unknown) => {
-    if ((err as { code?: string }).code !== 'INVALID_POWER_STATE') throw err;
+async function destroy(conn: LibvirtConnection, vm: string): Promise<void> {
+  await conn.call({ operation: 'force off', vm, requires: 'running' }, 'destroyDomain', vm).catch((err: unknown) => {
+    if (!(err instanceof VmdrError && err.code === 'INVALID_POWER_STATE')) throw err;
   });
 }
 
-/** Polls until the VM is off or the deadline passes; an abort rejects with the signal's own reason. */
-async function waitForShutoff(conn: LibvirtConnection, domain: Domain, vm: string, deadline: number, signal?: AbortSignal): Promise<boolean> {
-  for (;;) {
-    signal?.throwIfAborted();
-    if ((await powerState(conn, domain, vm)) === 'shutoff') return true;
-    const left = deadline - Date.now();
-    if (left <= 0) return false;
-    await delay(Math.min(POLL_MS, left), undefined, { signal }).catch((err: unknown) => {
-      // timers/promises wraps the reason in its own AbortError; the caller should get what it aborted with.
-      throw signal?.aborted ? signal.reason : err;
-    });
+/**
+ * Resolves true when the VM stops (its event, or a state read finding it off), false at the
+ * deadline; an abort rejects with the signal's own reason. Listening starts before the caller
+ * asks the guest to stop, so the event cannot slip past.
+ */
+function waitForShutoff(conn: LibvirtConnection, vm: string, uuid: string, deadline: number, signal?: AbortSignal): { done: Promise<boolean>; cancel: () => void } {
+  let finish: (stopped: boolean) => void = () => undefined;
+  let fail: (err: unknown) => void = () => undefined;
+  const done = new Promise<boolean>((resolve, reject) => {
+    finish = resolve;
+    fail = reject;
+  });
+  const onEvent = (event: LifecycleEvent) => {
+    if (event.uuid === uuid && event.event === VIR_DOMAIN_EVENT.STOPPED && conn.owns(event.conn)) end(true);
+  };
+  const recheck = () =>
+    void powerState(conn, vm).then(
+      (state) => state === 'shutoff' && end(true),
+      () => undefined,
+    );
+  const onAbort = () => {
+    cleanup();
+    fail(signal!.reason);
+  };
+  const timer = setTimeout(() => end(false), Math.max(0, deadline - Date.now()));
+  const rechecks = setInterval(recheck, RECHECK_MS);
+  const cleanup = () => {
+    clearTimeout(timer);
+    clearInterval(rechecks);
+    libvirtEvents.off('lifecycle', onEvent);
+    signal?.removeEventListener('abort', onAbort);
+  };
+  const end = (stopped: boolean) => {
+    cleanup();
+    finish(stopped);
+  };
+  if (signal?.aborted) onAbort();
+  else {
+    signal?.addEventListener('abort', onAbort, { once: true });
+    libvirtEvents.on('lifecycle', onEvent);
   }
+  return { done, cancel: () => end(false) };
 }
