@@ -128,7 +128,8 @@ export class LibvirtAdapter implements HypervisorAdapter {
     // libvirt refuses a plain undefine of a VM with checkpoints (vmdr's change tracking makes
     // them), snapshots or NVRAM. These flags drop only libvirt's metadata about them: the bitmaps
     // and snapshots inside the images stay.
-    const flags = VIR_DOMAIN_UNDEFINE.CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE.SNAPSHOTS_METADATA | VIR_DOMAIN_UNDEFINE.KEEP_NVRAM;
+    // The test driver keeps no checkpoints or NVRAM and refuses those flags.
+    const flags = this.uri.startsWith('test') ? 0 : VIR_DOMAIN_UNDEFINE.CHECKPOINTS_METADATA | VIR_DOMAIN_UNDEFINE.SNAPSHOTS_METADATA | VIR_DOMAIN_UNDEFINE.KEEP_NVRAM;
     await this.conn.call({ operation: 'undefine VM', vm }, 'undefineDomain', vm, flags);
   }
 

@@ -264,8 +264,12 @@ describe('libvirt adapter on the test driver', () => {
     assert.equal(def.labels, undefined);
   });
 
-  it('does not pretend to define networks the test driver would forget', async () => {
-    await rejectsWith(adapter.ensureIsolatedNetwork({ name: 'test-bubble' }), 'UNSUPPORTED');
+  it('defines an isolated network, marked as vmdr’s and started, and removes it', async () => {
+    const name = `test-bubble-${randomBytes(3).toString('hex')}`;
+    const made = await adapter.ensureIsolatedNetwork({ name, labels: { drill: 'd1' } });
+    assert.deepEqual([made.name, made.active, made.isolated, made.labels], [name, true, true, { drill: 'd1' }]);
+    await adapter.removeNetwork(name);
+    await rejectsWith(adapter.removeNetwork(name), 'NETWORK_NOT_FOUND');
   });
 });
 

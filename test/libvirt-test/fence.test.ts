@@ -40,8 +40,7 @@ describe('fencing a source VM (test:///default)', () => {
     assert.equal(first.was, 'running');
     const info = await adapter.getVm(vm);
     assert.equal(info.powerState, 'shutoff');
-    // The test driver has no autostart: none read, none turned off.
-    assert.equal(info.autostart, undefined);
+    assert.equal(info.autostart, false);
     assert.deepEqual(fenceOf(info), { protection: 'acme-web', failover: 'fo-1', fencedAt: first.fencedAt, autostart: false, before: own });
     assert.equal(info.labels.tenant, 'acme');
 
