@@ -24,13 +24,17 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
   private readonly onClosed = new Map<Handle, (reason: number) => void>();
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  /** The thread keeps the process alive only while somebody waits on it (its start, a request). */
+  private holds = 0;
 
   started(): Promise<Worker> {
     this.loop ??= new Promise<Worker>((resolve, reject) => {
       const worker = startThread('event-loop', import.meta.url);
       worker.on('message', (message: LoopMessage) => {
-        if (message.kind === 'ready') resolve(worker);
-        else if (message.kind === 'done') {
+        if (message.kind === 'ready') {
+          this.release(worker);
+          resolve(worker);
+        } else if (message.kind === 'done') {
           const waiter = this.waiting.get(message.id);
           this.waiting.delete(message.id);
           if (message.error) waiter?.reject(new Error(message.error));
@@ -44,10 +48,11 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
       });
       worker.on('error', (err) => {
         this.loop = undefined;
+        this.holds = 0;
         reject(err);
       });
-      // After the listeners: adding a 'message' listener refs the worker again.
-      worker.unref();
+      // Adding a 'message' listener has ref'd the worker: that is the hold on its start.
+      this.holds++;
     });
     return this.loop;
   }
@@ -65,10 +70,19 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
 
   private async ask(request: LoopRequest): Promise<void> {
     const worker = await this.started();
-    await new Promise<void>((resolve, reject) => {
-      this.waiting.set(request.id, { resolve, reject });
-      worker.postMessage(request);
-    });
+    if (this.holds++ === 0) worker.ref();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.waiting.set(request.id, { resolve, reject });
+        worker.postMessage(request);
+      });
+    } finally {
+      this.release(worker);
+    }
+  }
+
+  private release(worker: Worker): void {
+    if (--this.holds === 0) worker.unref();
   }
 }
 

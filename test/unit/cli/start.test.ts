@@ -57,7 +57,7 @@ function assertNotLoaded(loaded: Loaded, what: { modules?: string[]; packages?: 
   assert.deepEqual({ modules, packages }, { modules: [], packages: [] });
 }
 
-const HYPERVISOR = { modules: ['hypervisors/libvirt/'], packages: ['@unraid/libvirt', 'koffi', 'fast-xml-parser'] };
+const HYPERVISOR = { modules: ['hypervisors/libvirt/'], packages: ['koffi', 'fast-xml-parser'] };
 const DAEMON = { modules: ['plugin/replication/receiver/', 'plugin/failover/runner.js'], packages: ['fastify', 'pino'] };
 
 describe('what each command loads (scripts/commands/index.ts)', () => {
