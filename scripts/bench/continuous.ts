@@ -7,7 +7,7 @@
  *
  * Then, to show where a cycle's time goes, an instrumented harness runs more cycles in this
  * process through plugin/replication/sync.ts itself, with the change tracker and the receiver
- * client wrapped in timers (virsh calls, NBD, HTTPS); with BENCH_STRACE=1 `vmdr serve` is traced with strace
+ * client wrapped in timers (libvirt calls, NBD, HTTPS); with BENCH_STRACE=1 `vmdr serve` is traced with strace
  * (execve and exits only) for the receiver's child processes (qemu-img, qemu-nbd).
  * No plugin code is changed; nothing leaves loopback.
  */
@@ -159,10 +159,10 @@ async function main(cleanup: Cleanup): Promise<void> {
   const tracker = real.changeTracker!;
   // Every method of the change tracker timed under its own name (the interface may grow).
   const label: Record<string, string> = {
-    listCheckpoints: 'virsh checkpoint-list + checkpoint-dumpxml each',
-    checkpointNames: 'virsh checkpoint-list',
-    deleteCheckpoint: 'virsh checkpoint-delete',
-    beginBackup: 'virsh dumpxml + backup-begin + backup-dumpxml',
+    listCheckpoints: 'libvirt: list checkpoints + their XML',
+    checkpointNames: 'libvirt: list checkpoint names',
+    deleteCheckpoint: 'libvirt: delete checkpoint',
+    beginBackup: 'libvirt: domain XML (its disks) + backup begin',
   };
   const timedTracker = new Proxy(tracker, {
     get: (t, p) => {
@@ -174,7 +174,7 @@ async function main(cleanup: Cleanup): Promise<void> {
         return async (...a: unknown[]) => {
           const session = (await span(name, () => fn(...a))) as BackupSession;
           backupEnd = now();
-          return { ...session, end: () => span('virsh domjobabort', () => session.end()) };
+          return { ...session, end: () => span('libvirt: abort backup job', () => session.end()) };
         };
       }
       return (...a: unknown[]) => span(name, () => fn(...a));
