@@ -121,6 +121,7 @@ export async function syncProtection(
 
   const createdAt = new Date();
   let session: BackupSession;
+  failpoint('sync-before-backup');
   try {
     try {
       session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback() });
