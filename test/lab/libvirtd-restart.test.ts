@@ -14,8 +14,9 @@
  * The faults of a single `vmdr sync` line up the same way: libvirtd killed (as a crash does it)
  * inside the cycle before its backup begins fails it in one line and commits nothing; killed while
  * the cycle ships it does not fail it (QEMU, not libvirtd, serves the backup's data); either way
- * the next sync once libvirtd is back is incremental. The VM undefined while its cycle ships, then
- * destroyed: the cycle commits, the next one fails in one line and the replica keeps its points.
+ * the next sync once libvirtd is back is incremental. The VM undefined while its cycle ships runs on
+ * (transient) and stays protected; destroyed while a cycle ships, that cycle fails in one line
+ * naming the VM, the next says it does not exist, and the replica keeps its points.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
@@ -232,6 +233,7 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
     assert.equal(r.kind, 'incremental');
     assert.equal(r.since, last.checkpoint);
     await assertPattern(r.point.disks[0]!.image, '0x72', 13 * MiB, MiB);
+    assert.equal(shipped.stderr, '', 'nothing on stderr: libvirt prints nothing of its own');
     assert.ok(r.warnings.some((w) => /^the backup job on VM ".*" did not end \(.*\); the next cycle ends it first$/.test(w)), JSON.stringify(r.warnings));
 
     await hmpWrite(vm.name, 0, '0x73', 14 * MiB, MiB);
@@ -244,7 +246,7 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
     await compareImages(vm.disk, next.point.disks[0]!.image);
   });
 
-  it('the VM undefined while its protection syncs: the cycle commits what it captured; destroyed as well, the next sync fails in one line (VM_NOT_FOUND) and the replica keeps its points', async () => {
+  it('the VM undefined while its protection syncs: that cycle commits, the next is incremental; destroyed while one ships: one line naming the VM, nothing committed; the next sync fails with VM_NOT_FOUND and the replica keeps its points', async () => {
     const inactiveXml = join(vm.dir, 'restore.xml');
     await writeFile(inactiveXml, await virsh('dumpxml', '--inactive', vm.name));
     try {
@@ -265,7 +267,13 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
       const kept = await pointsOf();
       assert.equal(kept.at(-1)!.id, transient.point.id);
 
-      await virsh('destroy', vm.name);
+      // Destroyed while a cycle ships (transient, it is gone then): QEMU's export closes under the cycle.
+      await hmpWrite(vm.name, 0, '0x76', 17 * MiB, MiB);
+      const destroyed = await syncAcross('sync-backup-running', () => virsh('destroy', vm.name));
+      assert.equal(destroyed.code, 1, destroyed.stderr);
+      assert.equal(destroyed.stderr, `vmdr: the backup export of VM "${vm.name}" on qemu:///system failed while the cycle shipped: the VM no longer exists; nothing was committed\n`);
+      assert.deepEqual(await pointsOf(), kept, 'nothing committed');
+
       const gone = await runVmdr(['sync', vm.name, '--config', config]);
       assert.equal(gone.code, 1, gone.stderr);
       assert.match(gone.stderr, new RegExp(`^vmdr: VM "${vm.name}" does not exist on qemu:///system[^\\n]*\\n$`));
