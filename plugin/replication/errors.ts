@@ -1,7 +1,7 @@
+import { VmdrError } from '../../hypervisors/errors.js';
+
 // The class lives beside the adapter interface: the libvirt adapter's offline export raises it too.
 export { ImageOperationFailed } from '../../hypervisors/errors.js';
-
-import { VmdrError } from '../../hypervisors/errors.js';
 
 /**
  * The source VM's backup export failed under a cycle (the VM destroyed, QEMU gone): the receiver

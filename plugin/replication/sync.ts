@@ -291,6 +291,7 @@ async function plan(
   return planRanges(differingRanges(mine, theirs, client.size, HASH_BLOCK), allocation);
 }
 
+/** `items` unchanged; a failure is told to `onFailure` before it goes on to whoever pulls them. */
 async function* noting<T>(onFailure: (err: unknown) => void, items: AsyncGenerator<T>): AsyncGenerator<T> {
   try {
     yield* items;
