@@ -46,9 +46,12 @@ export class VmdrError extends Error {
 
 /** The hypervisor could not be reached at all (daemon down, wrong host, refused connection). */
 export class HypervisorUnreachable extends VmdrError {
-  constructor(host: string, detail: string, cause?: unknown) {
-    super('HYPERVISOR_UNREACHABLE', `cannot reach hypervisor ${host}: ${detail}`, {
-      subject: { host },
+  /** `during`: the call that found it unreachable, so that one line says what failed and for which VM. */
+  constructor(host: string, detail: string, cause?: unknown, during: { operation?: string; vm?: string } = {}) {
+    const forVm = during.vm !== undefined ? ` for VM ${JSON.stringify(during.vm)}` : '';
+    const operation = during.operation ? ` (${during.operation})` : '';
+    super('HYPERVISOR_UNREACHABLE', `cannot reach hypervisor ${host}${forVm}${operation}: ${detail}`, {
+      subject: { host, vm: during.vm },
       cause,
       remedy: host.startsWith('qemu') ? 'is libvirtd running? (./scripts/lab/start-daemons)' : undefined,
     });

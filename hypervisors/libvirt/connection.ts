@@ -96,7 +96,10 @@ export class LibvirtConnection {
    */
   async call<K extends ProcedureName>(ctx: CallContext, name: K, ...args: Tail<ProcedureArgs<K>>): Promise<ProcedureResult<K>> {
     for (let attempt = 0; ; attempt++) {
-      const conn = await this.open();
+      // libvirtd down when the call opens its connection: the call's words (what, which VM), not the open's.
+      const conn = await this.open().catch((err: unknown) => {
+        throw err instanceof VmdrError && err.code === 'HYPERVISOR_UNREACHABLE' ? translateLibvirtError(err.cause, { ...ctx, host: this.uri }) : err;
+      });
       try {
         return await callPool.run(name, [conn, ...args] as unknown as ProcedureArgs<K>, ctx.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
       } catch (err) {

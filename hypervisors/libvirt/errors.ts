@@ -57,7 +57,7 @@ export function translateLibvirtError(err: unknown, ctx: LibvirtErrorContext): V
   }
   const { code, message } = err.detail;
   if (ctx.operation === 'connect' && (code === VIR_ERR.INVALID_ARG || code === VIR_ERR.NO_CONNECT)) return new HypervisorUriInvalid(ctx.host, message, err);
-  if (isConnectionFailure(err)) return new HypervisorUnreachable(ctx.host, message, err);
+  if (isConnectionFailure(err)) return new HypervisorUnreachable(ctx.host, message, err, { vm: ctx.vm, ...(ctx.operation === 'connect' ? {} : { operation: ctx.operation }) });
   switch (code) {
     case VIR_ERR.NO_DOMAIN:
       return new VmNotFound(ctx.vm ?? '?', ctx.host, err);

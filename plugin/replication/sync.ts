@@ -7,7 +7,7 @@
  * A shut-off VM's disks are read from their images (an offline session): see recordedCheckpoint.
  */
 import { randomUUID } from 'node:crypto';
-import type { BackupSession, Progress, TaskOptions } from '../../hypervisors/types.js';
+import type { BackupSession, HypervisorAdapter, Progress, TaskOptions } from '../../hypervisors/types.js';
 import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { checkSource } from '../protections/source-identity.js';
@@ -18,6 +18,8 @@ import { HASH_BLOCK, blockHashes, differingRanges } from './capture/block-hashes
 import { deltaStreamBody, type DiskToShip } from './capture/delta-body.js';
 import { ALLOCATION_CONTEXT, opBytes, planFull, planIncremental, planRanges, type ShipOp } from './capture/extents.js';
 import { NbdClient } from './nbd/client.js';
+import { NbdError } from './nbd/errors.js';
+import { BackupExportLost } from './errors.js';
 import type { RecoveryPoint } from './replica/store.js';
 import { DeltaStreamEncoder } from './stream/encode.js';
 import { startPackWorkersFor } from './stream/pack-pool.js';
@@ -121,6 +123,7 @@ export async function syncProtection(
 
   const createdAt = new Date();
   let session: BackupSession;
+  failpoint('sync-before-backup');
   try {
     try {
       session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback() });
@@ -178,7 +181,9 @@ export async function syncProtection(
     // and committing: the next cycle cannot begin its own job before this one has ended.
     let captureEnded: Promise<void> | undefined;
     const endCapture = () => (captureEnded ??= closeAll(clients).then(() => session.end()));
-    const body = deltaStreamBody(
+    // The request a failed read of the export breaks only says its stream was cut: the read's failure is the cycle's.
+    let exportFailed: NbdError | undefined;
+    const body = noting((err) => err instanceof NbdError && (exportFailed ??= err), deltaStreamBody(
       encoder,
       disks,
       (bytes) => {
@@ -187,9 +192,11 @@ export async function syncProtection(
       },
       signal,
       () => void endCapture().catch(() => undefined),
-    );
+    ));
     failpoint('sync-backup-running');
-    const point = await deps.receiver.sendCycle(protection.name, body, signal);
+    const point = await deps.receiver.sendCycle(protection.name, body, signal).catch(async (err: unknown) => {
+      throw exportFailed ? await exportLost(source, vm, exportFailed) : err;
+    });
     onProgress?.({ phase: 'ship', unit: 'bytes', done: total, total, detail: `committed ${point.id}` });
     recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
     // The point is safe whatever happens to the job; one that will not end (libvirtd is away) is
@@ -282,6 +289,23 @@ async function plan(
     receiver.hashes(protection, latest!.id, disk, HASH_BLOCK, signal),
   ]);
   return planRanges(differingRanges(mine, theirs, client.size, HASH_BLOCK), allocation);
+}
+
+/** `items` unchanged; a failure is told to `onFailure` before it goes on to whoever pulls them. */
+async function* noting<T>(onFailure: (err: unknown) => void, items: AsyncGenerator<T>): AsyncGenerator<T> {
+  try {
+    yield* items;
+  } catch (err) {
+    onFailure(err);
+    throw err;
+  }
+}
+
+/** Why the export failed, as the user sees it: the VM gone or no longer running, else the NBD failure itself. */
+async function exportLost(source: HypervisorAdapter, vm: string, err: NbdError): Promise<BackupExportLost> {
+  const state = await source.powerState(vm).catch((e: unknown) => (e instanceof VmdrError && e.code === 'VM_NOT_FOUND' ? 'gone' : undefined));
+  const why = state === 'gone' ? 'the VM no longer exists' : state && state !== 'running' && state !== 'paused' ? `the VM is ${state}` : err.message;
+  return new BackupExportLost(vm, source.uri, why, err);
 }
 
 async function closeAll(clients: NbdClient[]): Promise<void> {

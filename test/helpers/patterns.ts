@@ -23,3 +23,10 @@ export async function assertPattern(image: string, pattern: string, offset: numb
   });
   assert.doesNotMatch(stdout, /Pattern verification failed/, `${image} lacks ${pattern} at ${offset}+${length}`);
 }
+
+/** Resolves when the two images hold the same bytes (a live source disk may be one); rejects with qemu-img's words. */
+export async function compareImages(a: string, b: string): Promise<void> {
+  await exec('qemu-img', ['compare', '-U', a, b]).catch((err: { stdout?: string }) => {
+    throw new assert.AssertionError({ message: `${a} and ${b} differ: ${err.stdout ?? ''}` });
+  });
+}

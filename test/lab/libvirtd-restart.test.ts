@@ -10,6 +10,13 @@
  * (SIGSTOP) once its backup job runs and before it ships; the test restarts libvirtd, then
  * continues it. libvirtd is up again (and vmdr's hook installed) when the suite ends, whatever
  * happened.
+ *
+ * The faults of a single `vmdr sync` line up the same way: libvirtd killed (as a crash does it)
+ * inside the cycle before its backup begins fails it in one line and commits nothing; killed while
+ * the cycle ships it does not fail it (QEMU, not libvirtd, serves the backup's data); either way
+ * the next sync once libvirtd is back is incremental. The VM undefined while its cycle ships runs on
+ * (transient) and stays protected; destroyed while a cycle ships, that cycle fails in one line
+ * naming the VM, the next says it does not exist, and the replica keeps its points.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
@@ -18,7 +25,7 @@ import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { createLabVm, destroyLabVm, labBoot, runVmdr, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
-import { assertPattern, hmpWrite } from '../helpers/patterns.js';
+import { assertPattern, compareImages, hmpWrite } from '../helpers/patterns.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -26,6 +33,8 @@ const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'scripts', 'vmdr.js');
 const MiB = 1024 * 1024;
 const STOP_AT_BACKUP = { VMDR_FAILPOINT: 'sync-backup-running:stop' };
+/** A `vmdr sync` stopped at a failpoint is continued and must end within this. */
+const SYNC_BOUND_MS = 90_000;
 /** From libvirtd answering again to a committed point holding a write made after that. */
 const RECOVERY_BOUND_MS = 30_000;
 
@@ -38,6 +47,7 @@ interface SyncResult {
   kind: string;
   since: string | null;
   checkpoint: string;
+  bytesCovered: number;
   warnings: string[];
   point: Point;
 }
@@ -150,6 +160,133 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as SyncResult;
   };
+
+  const pointsOf = async (): Promise<Point[]> => {
+    const r = await runVmdr(['points', vm.name, '--json', '--config', config]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as Point[];
+  };
+
+  /** Guest writes QEMU still holds in its qcow2 caches reach the image file, for qemu-img to compare. */
+  const flushSource = () => virsh('qemu-monitor-command', vm.name, '--hmp', 'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "flush"');
+
+  /**
+   * `vmdr sync ARGS` stopped at `failpoint` (SIGSTOP) while `meanwhile` happens to the host, then
+   * continued: its exit code and output. Bounded: killed if it has not ended SYNC_BOUND_MS later.
+   */
+  async function syncAcross(failpoint: string, meanwhile: () => Promise<unknown>, args: string[] = []) {
+    const child = spawn(process.execPath, [CLI, 'sync', vm.name, ...args, '--config', config], {
+      env: { ...process.env, VMDR_FAILPOINT: `${failpoint}:stop` },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    const running = () => child.exitCode === null && child.signalCode === null;
+    try {
+      await until(`the sync to stop at ${failpoint}`, async () => !running() || (await isStopped(child.pid!)), 60_000);
+      assert.ok(running(), `the sync ended before ${failpoint}: ${stderr}`);
+      await meanwhile();
+    } finally {
+      if (running()) process.kill(child.pid!, 'SIGCONT');
+    }
+    const timer = setTimeout(() => child.kill('SIGKILL'), SYNC_BOUND_MS);
+    const code = await exited.finally(() => clearTimeout(timer));
+    assert.notEqual(code, null, `the sync did not end within ${SYNC_BOUND_MS / 1000} s of libvirtd's fault: ${stderr}`);
+    return { code: code!, stdout, stderr };
+  }
+
+  it('libvirtd killed inside a `vmdr sync` before its backup begins: one line naming VM and host, nothing committed; once back, the next sync is incremental and the replica matches the source', async () => {
+    const last = await sync();
+    const before = await pointsOf();
+    await hmpWrite(vm.name, 0, '0x71', 12 * MiB, MiB);
+
+    const failed = await syncAcross('sync-before-backup', () => stopLibvirtd('SIGKILL'));
+    await startLibvirtd();
+    assert.equal(failed.code, 1, failed.stderr);
+    assert.match(
+      failed.stderr,
+      new RegExp(`^vmdr: cannot reach hypervisor qemu:///system for VM "${vm.name}" \\([A-Za-z ]+\\): Failed to connect socket to '/var/run/libvirt/libvirt-sock': Connection refused \\(is libvirtd running\\? [^\\n]*\\)\\n$`),
+    );
+    assert.deepEqual(await pointsOf(), before, 'no new recovery point');
+    await assert.rejects(assertPattern(before.at(-1)!.disks[0]!.image, '0x71', 12 * MiB, MiB), 'the replica is at its last committed point');
+
+    const next = await sync();
+    assert.equal(next.kind, 'incremental');
+    assert.equal(next.since, last.checkpoint);
+    // What changed is the 1 MiB written (in 64 KiB bitmap granules), not the 32 MiB disk.
+    assert.ok(next.bytesCovered >= MiB && next.bytesCovered <= 2 * MiB, `${next.bytesCovered} bytes covered`);
+    await flushSource();
+    await compareImages(vm.disk, next.point.disks[0]!.image);
+  });
+
+  it('libvirtd killed while a `vmdr sync` ships: the point QEMU captured commits (the job that could not end is a warning); once back, the next sync ends that job and is incremental', async () => {
+    const last = await sync();
+    await hmpWrite(vm.name, 0, '0x72', 13 * MiB, MiB);
+
+    const shipped = await syncAcross('sync-backup-running', () => stopLibvirtd('SIGKILL'), ['--json']);
+    await startLibvirtd();
+    assert.equal(shipped.code, 0, shipped.stderr);
+    const r = JSON.parse(shipped.stdout.trim().split('\n').pop()!) as SyncResult;
+    assert.equal(r.kind, 'incremental');
+    assert.equal(r.since, last.checkpoint);
+    await assertPattern(r.point.disks[0]!.image, '0x72', 13 * MiB, MiB);
+    assert.equal(shipped.stderr, '', 'nothing on stderr: libvirt prints nothing of its own');
+    assert.ok(r.warnings.some((w) => /^the backup job on VM ".*" did not end \(.*\); the next cycle ends it first$/.test(w)), JSON.stringify(r.warnings));
+
+    await hmpWrite(vm.name, 0, '0x73', 14 * MiB, MiB);
+    const next = await sync();
+    assert.equal(next.kind, 'incremental');
+    assert.equal(next.since, r.checkpoint);
+    assert.ok(next.warnings.some((w) => /^ended the pull backup \(NBD 127\.0\.0\.1:\d+, disks vda\) left on VM ".*" by vmdr process \d+ \(no longer running\)$/.test(w)), JSON.stringify(next.warnings));
+    assert.ok(next.bytesCovered >= MiB && next.bytesCovered <= 2 * MiB, `${next.bytesCovered} bytes covered`);
+    await flushSource();
+    await compareImages(vm.disk, next.point.disks[0]!.image);
+  });
+
+  it('the VM undefined while its protection syncs: that cycle commits, the next is incremental; destroyed while one ships: one line naming the VM, nothing committed; the next sync fails with VM_NOT_FOUND and the replica keeps its points', async () => {
+    const inactiveXml = join(vm.dir, 'restore.xml');
+    await writeFile(inactiveXml, await virsh('dumpxml', '--inactive', vm.name));
+    try {
+      const last = await sync();
+      await hmpWrite(vm.name, 0, '0x74', 15 * MiB, MiB);
+      const undefined_ = await syncAcross('sync-backup-running', () => virsh('undefine', vm.name), ['--json']);
+      assert.equal(undefined_.code, 0, undefined_.stderr);
+      assert.match(await virsh('dominfo', vm.name), /Persistent:\s+no/, 'the VM runs on, transient');
+      const r = JSON.parse(undefined_.stdout.trim().split('\n').pop()!) as SyncResult;
+      assert.equal(r.since, last.checkpoint);
+      await assertPattern(r.point.disks[0]!.image, '0x74', 15 * MiB, MiB);
+      // Transient, it is still the protected VM: its checkpoints went nowhere, the next cycle is incremental.
+      await hmpWrite(vm.name, 0, '0x75', 16 * MiB, MiB);
+      const transient = await sync();
+      assert.equal(transient.kind, 'incremental');
+      assert.equal(transient.since, r.checkpoint);
+      await assertPattern(transient.point.disks[0]!.image, '0x75', 16 * MiB, MiB);
+      const kept = await pointsOf();
+      assert.equal(kept.at(-1)!.id, transient.point.id);
+
+      // Destroyed while a cycle ships (transient, it is gone then): QEMU's export closes under the cycle.
+      await hmpWrite(vm.name, 0, '0x76', 17 * MiB, MiB);
+      const destroyed = await syncAcross('sync-backup-running', () => virsh('destroy', vm.name));
+      assert.equal(destroyed.code, 1, destroyed.stderr);
+      assert.equal(destroyed.stderr, `vmdr: the backup export of VM "${vm.name}" on qemu:///system failed while the cycle shipped: the VM no longer exists; nothing was committed\n`);
+      assert.deepEqual(await pointsOf(), kept, 'nothing committed');
+
+      const gone = await runVmdr(['sync', vm.name, '--config', config]);
+      assert.equal(gone.code, 1, gone.stderr);
+      assert.match(gone.stderr, new RegExp(`^vmdr: VM "${vm.name}" does not exist on qemu:///system[^\\n]*\\n$`));
+      const goneJson = await runVmdr(['sync', vm.name, '--json', '--config', config]);
+      assert.equal(goneJson.code, 1);
+      assert.equal((JSON.parse(goneJson.stderr) as { error: { code: string } }).error.code, 'VM_NOT_FOUND');
+      assert.deepEqual(await pointsOf(), kept, 'the replica keeps its points');
+    } finally {
+      // The VM as the suite made it: defined, running, its guest up.
+      if (!(await virsh('list', '--all', '--name')).split('\n').includes(vm.name)) await virsh('define', inactiveXml);
+      if (!(await virsh('list', '--name')).split('\n').includes(vm.name)) await bootLabVm(vm);
+    }
+  });
 
   it('libvirtd restarted inside a running backup job, three times: the loop ends the job it left and commits the writes made after each restart', async () => {
     loops = await startServe(config, { args: ['--no-receive', '--site', 'prod'], env: STOP_AT_BACKUP });

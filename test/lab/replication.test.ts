@@ -15,7 +15,7 @@ import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { assertProgress, type ProgressEvent } from '../helpers/assertions.js';
 import { ensureLabGuest, fileSize, GUEST_READY, labBoot, labScratchDir, makeDisk, runVmdr, waitForSerialLine } from '../helpers/lab.js';
-import { assertPattern, hmpWrite } from '../helpers/patterns.js';
+import { assertPattern, compareImages, hmpWrite } from '../helpers/patterns.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -79,12 +79,6 @@ async function bitmaps(image: string): Promise<Map<string, string[]>> {
 async function offlineWrite(image: string, pattern: string, offset: number, length: number): Promise<void> {
   const { stdout } = await exec('qemu-io', ['-f', 'qcow2', '-c', `write -P ${pattern} ${offset} ${length}`, image]);
   assert.match(stdout, /wrote/, stdout);
-}
-
-async function compareImages(a: string, b: string): Promise<void> {
-  await exec('qemu-img', ['compare', '-U', a, b]).catch((err: { stdout?: string }) => {
-    throw new assert.AssertionError({ message: `${a} and ${b} differ: ${err.stdout ?? ''}` });
-  });
 }
 
 async function vmdrJson<T>(args: string[]): Promise<T> {

@@ -15,6 +15,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createLabVm, destroyLabVm, labBoot, makeDisk, runVmdr, type LabVm, writeOneHostConfig } from '../helpers/lab.js';
+import { compareImages } from '../helpers/patterns.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 import { assertProgress, type ProgressEvent } from '../helpers/assertions.js';
 
@@ -26,12 +27,6 @@ interface Point {
   pinned: boolean;
   replacedSource: string | null;
   disks: { disk: string; image: string }[];
-}
-
-async function compareImages(a: string, b: string): Promise<void> {
-  await exec('qemu-img', ['compare', '-U', a, b]).catch((err: { stdout?: string }) => {
-    throw new assert.AssertionError({ message: `${a} and ${b} differ: ${err.stdout ?? ''}` });
-  });
 }
 
 describe('a different VM under a protected name does not take over its protection (qemu:///system)', function () {
