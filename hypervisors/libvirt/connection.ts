@@ -52,7 +52,11 @@ export class LibvirtConnection {
   /** Every handle this connection has had: events of an earlier one may still arrive. */
   private readonly handles = new Set<Handle>();
 
-  constructor(readonly uri: string) {}
+  constructor(
+    readonly uri: string,
+    /** Each call's bound unless it names its own (CallContext.timeoutMs). */
+    readonly callTimeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+  ) {}
 
   /** The current handle, opening a connection when there is none. */
   open(): Promise<Handle> {
@@ -60,7 +64,7 @@ export class LibvirtConnection {
     // A failed open is forgotten so the next call tries again (libvirtd may have been started since).
     this.opening ??= (async () => {
       await libvirtEvents.started();
-      const conn = await callPool.run('open', [this.uri, KEEPALIVE], OPEN_TIMEOUT_MS);
+      const conn = await callPool.run('open', [this.uri, KEEPALIVE], Math.min(OPEN_TIMEOUT_MS, this.callTimeoutMs));
       this.handles.add(conn);
       await libvirtEvents.watch(conn, () => void this.forget(conn));
       return conn;
@@ -98,7 +102,7 @@ export class LibvirtConnection {
     for (let attempt = 0; ; attempt++) {
       const conn = await this.open();
       try {
-        return await callPool.run(name, [conn, ...args] as unknown as ProcedureArgs<K>, ctx.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
+        return await callPool.run(name, [conn, ...args] as unknown as ProcedureArgs<K>, ctx.timeoutMs ?? this.callTimeoutMs);
       } catch (err) {
         if (isConnectionFailure(err) && !(await this.alive(conn))) {
           await this.forget(conn);

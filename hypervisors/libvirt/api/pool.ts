@@ -7,6 +7,7 @@
  * LibvirtCallTimedOut, and its thread, still inside libvirt, leaves the pool.
  */
 import type { Worker } from 'node:worker_threads';
+import type { LibraryFailure } from '../../errors.js';
 import type { FailureDetail, Procedures } from './procedures.js';
 import { startThread } from './thread-file.js';
 import type { Reply, Request } from './worker.js';
@@ -18,6 +19,11 @@ export class LibvirtCallFailed extends Error {
   constructor(readonly detail: FailureDetail) {
     super(detail.message);
     this.name = 'LibvirtCallFailed';
+  }
+
+  /** Kept by the VmdrError this becomes, and shown in the CLI's --json error. */
+  get libraryFailure(): LibraryFailure {
+    return { library: 'libvirt', code: this.detail.code, domain: this.detail.domain };
   }
 }
 
