@@ -21,7 +21,7 @@ export interface LifecycleEvent {
 class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
   private loop: Promise<Worker> | undefined;
   /** What to do when a watched connection closes, by connection. */
-  private readonly onClosed = new Map<Handle, (reason: number) => void>();
+  private readonly onClosed = new Map<Handle, () => void>();
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   /** The thread keeps the process alive only while somebody waits on it (its start, a request). */
@@ -43,7 +43,7 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
         else {
           const onClosed = this.onClosed.get(message.conn);
           this.onClosed.delete(message.conn);
-          onClosed?.(message.reason);
+          onClosed?.();
         }
       });
       worker.on('error', (err) => {
@@ -58,7 +58,7 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
   }
 
   /** Reports the connection's domain events from now on, and its closing to `onClosed`. */
-  watch(conn: Handle, onClosed: (reason: number) => void): Promise<void> {
+  watch(conn: Handle, onClosed: () => void): Promise<void> {
     this.onClosed.set(conn, onClosed);
     return this.ask({ id: this.nextId++, watch: conn });
   }

@@ -47,7 +47,6 @@ export const TypedParameterStruct = koffi.struct('vmdr_virTypedParameter', {
 });
 
 export const LifecycleCallback = koffi.proto('int vmdr_lifecycle_cb(uintptr_t conn, uintptr_t dom, int event, int detail, void *opaque)');
-export const CloseCallback = koffi.proto('void vmdr_close_cb(uintptr_t conn, int reason, void *opaque)');
 export const TimeoutCallback = koffi.proto('void vmdr_timeout_cb(int timer, void *opaque)');
 
 function declare() {
@@ -69,8 +68,6 @@ function declare() {
     virConnectSetKeepAlive: f('int', 'virConnectSetKeepAlive', [H, 'int', 'uint']),
     virConnectIsAlive: f('int', 'virConnectIsAlive', [H]),
     virConnectGetCapabilities: f(ownedString, 'virConnectGetCapabilities', [H]),
-    virConnectRegisterCloseCallback: f('int', 'virConnectRegisterCloseCallback', [H, koffi.pointer(CloseCallback), 'void *', 'void *']),
-    virConnectUnregisterCloseCallback: f('int', 'virConnectUnregisterCloseCallback', [H, koffi.pointer(CloseCallback)]),
 
     // domains
     virConnectListAllDomains: f('int', 'virConnectListAllDomains', [H, koffi.out(koffi.pointer('void *')), 'uint']),
