@@ -8,7 +8,7 @@ import { InvalidPowerState, VmdrError } from '../errors.js';
 import type { PowerState } from '../types.js';
 import { libvirtEvents } from './api/events.js';
 import type { Handle } from './api/native.js';
-import { callPool, type ProcedureArgs, type ProcedureName, type ProcedureResult } from './api/pool.js';
+import { callPool, LibvirtCallTimedOut, type ProcedureArgs, type ProcedureName, type ProcedureResult } from './api/pool.js';
 import { isConnectionFailure, neverSent, translateLibvirtError, type LibvirtErrorContext } from './errors.js';
 import { powerStateOf } from './power-states.js';
 
@@ -16,6 +16,8 @@ import { powerStateOf } from './power-states.js';
 const KEEPALIVE = { intervalSeconds: 5, count: 3 };
 const OPEN_TIMEOUT_MS = 30_000;
 export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
+/** Longer than the keepalive takes to give a silent libvirtd up (5 s × 3, and a margin). */
+const RELEASE_WAIT_MS = 30_000;
 
 /** Procedures that only read: one that failed on a connection closed under it is asked again on a fresh one. */
 const READS: ReadonlySet<ProcedureName> = new Set<ProcedureName>([
@@ -79,7 +81,8 @@ export class LibvirtConnection {
     const opening = this.opening;
     this.opening = undefined;
     const conn = await opening?.catch(() => undefined);
-    if (conn !== undefined) await this.release(conn);
+    // Closing does not wait for calls given up on: the caller is done with this connection.
+    if (conn !== undefined) await this.release(conn, 0);
   }
 
   /** Whether libvirt events carrying this handle are about this connection's host. */
@@ -100,7 +103,10 @@ export class LibvirtConnection {
    */
   async call<K extends ProcedureName>(ctx: CallContext, name: K, ...args: Tail<ProcedureArgs<K>>): Promise<ProcedureResult<K>> {
     for (let attempt = 0; ; attempt++) {
-      const conn = await this.open();
+      const conn = await this.open().catch((err: unknown) => {
+        // Connecting did not answer in time (a frozen libvirtd): say which call and VM waited.
+        throw err instanceof VmdrError && err.cause instanceof LibvirtCallTimedOut ? translateLibvirtError(err.cause, { ...ctx, host: this.uri }) : err;
+      });
       try {
         return await callPool.run(name, [conn, ...args] as unknown as ProcedureArgs<K>, ctx.timeoutMs ?? this.callTimeoutMs);
       } catch (err) {
@@ -130,11 +136,15 @@ export class LibvirtConnection {
     const current = await this.currentHandle();
     if (current !== conn) return;
     this.opening = undefined;
-    await this.release(conn).catch(() => undefined);
+    await this.release(conn, RELEASE_WAIT_MS).catch(() => undefined);
   }
 
-  private async release(conn: Handle): Promise<void> {
+  private async release(conn: Handle, waitMs: number): Promise<void> {
     await libvirtEvents.unwatch(conn).catch(() => undefined);
+    // A call given up on (a frozen libvirtd) may still be inside libvirt on this connection:
+    // closing it then would free it under that call. Such a connection is left open (a leak, not
+    // a crash); libvirt ends those calls when its keepalive gives the connection up.
+    if (!(await callPool.quiet(conn, waitMs))) return;
     await callPool.run('close', [conn], 10_000).catch(() => undefined);
   }
 }
