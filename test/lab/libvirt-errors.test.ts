@@ -1,6 +1,7 @@
 /**
  * The libvirt adapter's failures on this host's real libvirtd (qemu:///system): the table of error
- * cases (test/helpers/adapter-error-cases.ts, also run on the test driver); libvirtd restarted
+ * cases (test/helpers/adapter-error-cases.ts, also run on the test driver); a checkpoint whose
+ * bitmap QEMU lost; libvirtd restarted
  * between two calls and stopped during one; and libvirtd frozen (SIGSTOP) so that a call never
  * returns: it fails after the site's call timeout naming the call and the VM, and the adapter
  * works again once libvirtd does, also after libvirt's keepalive gave the frozen connection up.
@@ -12,15 +13,16 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { VmdrError, type HypervisorAdapter, type VmSpec } from '../../hypervisors/types.js';
 import { describeErrorCases, type ErrorCaseFixture } from '../helpers/adapter-error-cases.js';
 import { rejectsWith } from '../helpers/assertions.js';
 import { labBoot, labScratchDir } from '../helpers/lab.js';
-import { isStopped, libvirtdPid, startLibvirtd, stopLibvirtd } from '../helpers/libvirtd.js';
+import { isStopped, libvirtdPid, startLibvirtd, stopLibvirtd, until } from '../helpers/libvirtd.js';
 
 const exec = promisify(execFile);
 const URI = 'qemu:///system';
@@ -100,6 +102,23 @@ describe('libvirt adapter errors on qemu:///system', function () {
   });
 
   describeErrorCases('qemu', () => fixture);
+
+  it('a checkpoint whose bitmap QEMU lost (killed): CHECKPOINT_BITMAP_BROKEN keeping libvirt\'s 109, and the checkpoint can still be deleted', async () => {
+    const tracker = adapter.changeTracker!;
+    const listen = async () => ({ transport: 'tcp' as const, host: '127.0.0.1', port: await freeLoopbackPort() });
+    const session = await tracker.beginBackup(running, { checkpoint: 'vmdr-errors-1', listen: await listen() });
+    await session.end();
+    // Killed, QEMU never writes the bitmap it kept in memory into the image.
+    process.kill(Number((await readFile(`/run/libvirt/qemu/${running}.pid`, 'utf8')).trim()), 'SIGKILL');
+    await until('QEMU to be gone', async () => (await adapter.powerState(running)) === 'shutoff', 10_000);
+    await adapter.start(running);
+    const err = await rejectsWith(tracker.beginBackup(running, { checkpoint: 'vmdr-errors-2', since: 'vmdr-errors-1', listen: await listen() }), 'CHECKPOINT_BITMAP_BROKEN');
+    assert.equal(err.subject.checkpoint, 'vmdr-errors-1');
+    assert.deepEqual(err.toJSON().libvirt, { code: 109 /* VIR_ERR_CHECKPOINT_INCONSISTENT */, domain: 10 /* VIR_FROM_QEMU */ });
+    // libvirt refuses to delete it (VIR_ERR_INTERNAL_ERROR: "bitmap not found in backing chain"); vmdr removes its metadata.
+    await tracker.deleteCheckpoint(running, 'vmdr-errors-1');
+    assert.deepEqual(await tracker.checkpointNames(running), []);
+  });
 
   it('works again after libvirtd restarted between two calls; a call while it is down fails at once, typed', async () => {
     const other = openAdapter(URI);
