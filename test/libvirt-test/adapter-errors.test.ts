@@ -1,7 +1,7 @@
 /**
  * The libvirt adapter's error cases on libvirt's test driver (test:///default, in this process):
  * the table in test/helpers/adapter-error-cases.ts, which the lab suite runs on qemu:///system too,
- * and a hypervisor URI of a transport nobody knows given to the CLI.
+ * and what the CLI says of a libvirtd it cannot reach and of a URI of a transport nobody knows.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -65,6 +65,17 @@ describe('libvirt adapter errors on the test driver', () => {
   });
 
   describeErrorCases('test', () => fixture);
+
+  it('shows libvirt\'s code and domain in the CLI\'s --json error, one line either way (vmdr vm list)', async () => {
+    const uri = 'qemu+unix:///system?socket=/nonexistent/libvirt-sock';
+    const plain = await runVmdr(['vm', 'list', '--host', uri]);
+    assertOneLineError(plain, /^vmdr: cannot reach hypervisor qemu\+unix:\/\/\/system\?socket=\/nonexistent\/libvirt-sock: .*\(is libvirtd running\?/);
+    const json = await runVmdr(['vm', 'list', '--host', uri, '--json']);
+    assert.equal(json.code, 1, json.stderr);
+    assert.equal(json.stderr.trim().split('\n').length, 1, json.stderr);
+    const { error } = JSON.parse(json.stderr) as { error: { code: string; host: string; libvirt: unknown } };
+    assert.deepEqual([error.code, error.host, error.libvirt], ['HYPERVISOR_UNREACHABLE', uri, { code: 38, domain: 7 }]);
+  });
 
   it('names a URI of an unknown transport in one line, and its code with --json (vmdr status)', async () => {
     const uri = 'qemu+bogus:///system';
