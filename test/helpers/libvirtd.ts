@@ -31,7 +31,19 @@ export async function stopLibvirtd(signal: 'SIGTERM' | 'SIGKILL'): Promise<void>
   const pid = await libvirtdPid();
   assert.ok(pid, 'libvirtd is running');
   process.kill(pid, signal);
-  await until(`libvirtd (${pid}) to exit after ${signal}`, async () => !processExists(pid), 30_000);
+  // libvirtd forces its own shutdown 30 s after a SIGTERM its jobs do not let it finish.
+  await until(`libvirtd (${pid}) to exit after ${signal}`, async () => !processExists(pid), 45_000);
+}
+
+/** libvirtd answering again, whatever a test left it in: frozen (SIGSTOP), shutting down, or gone. */
+export async function ensureLibvirtd(): Promise<void> {
+  const pid = await libvirtdPid();
+  if (pid !== undefined && (await isStopped(pid))) process.kill(pid, 'SIGCONT');
+  await startLibvirtd().catch(async (err: unknown) => {
+    if (pid === undefined) throw err;
+    await until(`libvirtd (${pid}) to finish shutting down`, async () => !processExists(pid), 45_000);
+    await startLibvirtd();
+  });
 }
 
 /** Starts libvirtd the way the lab does (and puts vmdr's hook back if it went): waits until it answers. */

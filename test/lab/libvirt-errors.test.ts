@@ -22,7 +22,7 @@ import { VmdrError, type HypervisorAdapter, type VmSpec } from '../../hypervisor
 import { describeErrorCases, type ErrorCaseFixture } from '../helpers/adapter-error-cases.js';
 import { rejectsWith } from '../helpers/assertions.js';
 import { labBoot, labScratchDir } from '../helpers/lab.js';
-import { isStopped, libvirtdPid, startLibvirtd, stopLibvirtd, until } from '../helpers/libvirtd.js';
+import { ensureLibvirtd, isStopped, libvirtdPid, startLibvirtd, stopLibvirtd, until } from '../helpers/libvirtd.js';
 
 const exec = promisify(execFile);
 const URI = 'qemu:///system';
@@ -46,9 +46,7 @@ describe('libvirt adapter errors on qemu:///system', function () {
 
   before(async () => {
     // A run that died frozen or stopped left libvirtd so: this suite needs it answering.
-    const pid = await libvirtdPid();
-    if (pid === undefined) await startLibvirtd();
-    else if (await isStopped(pid)) process.kill(pid, 'SIGCONT');
+    await ensureLibvirtd();
     dir = await labScratchDir('libvirt-errors');
     const disk = join(dir, 'vda.qcow2');
     await exec('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '16M']);
@@ -84,9 +82,7 @@ describe('libvirt adapter errors on qemu:///system', function () {
   });
 
   after(async () => {
-    const pid = await libvirtdPid();
-    if (pid === undefined) await startLibvirtd();
-    else if (await isStopped(pid)) process.kill(pid, 'SIGCONT');
+    await ensureLibvirtd();
     const problems: string[] = [];
     for (const name of made) {
       await adapter
@@ -120,7 +116,7 @@ describe('libvirt adapter errors on qemu:///system', function () {
     assert.deepEqual(await tracker.checkpointNames(running), []);
   });
 
-  it('works again after libvirtd restarted between two calls; a call while it is down fails at once, typed', async () => {
+  it('works again after libvirtd restarted between two calls; a call while it is gone fails at once, typed', async () => {
     const other = openAdapter(URI);
     try {
       assert.equal(await other.powerState(running), 'running');
@@ -130,7 +126,8 @@ describe('libvirt adapter errors on qemu:///system', function () {
       await other.setAutostart(running, false);
       assert.equal(await other.powerState(running), 'running');
 
-      await stopLibvirtd('SIGTERM');
+      // Gone for good this time (killed, as a crash or an OOM kill ends it).
+      await stopLibvirtd('SIGKILL');
       try {
         const { ms, result: err } = await timed(() => rejectsWith(other.getVm(running), 'HYPERVISOR_UNREACHABLE'));
         assert.ok(ms < 5_000, `failed within 5 s, not ${ms} ms`);
