@@ -19,12 +19,32 @@ export interface ErrorSubject {
   [key: string]: string | number | undefined;
 }
 
+/**
+ * The failure of a hypervisor's own library behind a VmdrError, as that library numbers it (for
+ * libvirt: virterror.h's error code and domain), so a user can look it up and a bug report carries it.
+ */
+export interface LibraryFailure {
+  /** Which library: the key it is reported under in the JSON ("libvirt"). */
+  library: string;
+  code: number;
+  domain: number;
+}
+
+/** The library failure carried by `cause`, or by the cause of a VmdrError it wraps. */
+function libraryFailureOf(cause: unknown): LibraryFailure | undefined {
+  if (cause instanceof VmdrError) return cause.libraryFailure;
+  const failure = (cause as { libraryFailure?: LibraryFailure } | null | undefined)?.libraryFailure;
+  return typeof failure?.library === 'string' ? failure : undefined;
+}
+
 export class VmdrError extends Error {
   readonly code: string;
   readonly subject: ErrorSubject;
   readonly userError: boolean;
   /** What the user can do about it, when we know. */
   readonly remedy: string | undefined;
+  /** What the hypervisor's library said, when a failure of it caused this error. */
+  readonly libraryFailure: LibraryFailure | undefined;
 
   constructor(
     code: string,
@@ -37,10 +57,13 @@ export class VmdrError extends Error {
     this.subject = options.subject ?? {};
     this.userError = options.userError ?? true;
     this.remedy = options.remedy;
+    this.libraryFailure = libraryFailureOf(options.cause);
   }
 
   toJSON(): Record<string, unknown> {
-    return { code: this.code, message: this.message, ...this.subject, remedy: this.remedy };
+    const failure = this.libraryFailure;
+    const library = failure ? { [failure.library]: { code: failure.code, domain: failure.domain } } : {};
+    return { code: this.code, message: this.message, ...this.subject, remedy: this.remedy, ...library };
   }
 }
 
@@ -53,7 +76,7 @@ export class HypervisorUnreachable extends VmdrError {
     super('HYPERVISOR_UNREACHABLE', `cannot reach hypervisor ${host}${forVm}${operation}: ${detail}`, {
       subject: { host, vm: during.vm },
       cause,
-      remedy: host.startsWith('qemu') ? 'is libvirtd running? (./scripts/lab/start-daemons)' : undefined,
+      remedy: host.startsWith('qemu') ? 'is libvirtd running on that host? On the lab machine scripts/lab/start-daemons starts it' : undefined,
     });
   }
 }

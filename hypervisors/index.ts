@@ -4,11 +4,11 @@
  */
 import { UnknownHypervisorUri, Unsupported } from './errors.js';
 import { LibvirtAdapter } from './libvirt/adapter.js';
-import type { HypervisorAdapter } from './types.js';
+import type { AdapterOptions, HypervisorAdapter } from './types.js';
 
-type AdapterFactory = (uri: string) => HypervisorAdapter;
+type AdapterFactory = (uri: string, options: AdapterOptions) => HypervisorAdapter;
 
-const libvirt: AdapterFactory = (uri) => new LibvirtAdapter(uri);
+const libvirt: AdapterFactory = (uri, options) => new LibvirtAdapter(uri, options);
 
 const vsphere: AdapterFactory = (uri) => {
   throw new Unsupported('talking to vSphere (its adapter comes later; only libvirt URIs work for now)', uri);
@@ -31,9 +31,9 @@ const ADAPTERS: ReadonlyMap<string, AdapterFactory> = new Map([
 export const KNOWN_SCHEMES: readonly string[] = [...ADAPTERS.keys()];
 
 /** The adapter for `uri`, not yet connected (call connect(), or let the first call connect). */
-export function openAdapter(uri: string): HypervisorAdapter {
+export function openAdapter(uri: string, options: AdapterOptions = {}): HypervisorAdapter {
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(uri)?.[1]?.toLowerCase();
   const factory = scheme === undefined ? undefined : ADAPTERS.get(scheme);
   if (!factory) throw new UnknownHypervisorUri(uri, KNOWN_SCHEMES.map((s) => `${s}://`));
-  return factory(uri);
+  return factory(uri, options);
 }

@@ -318,6 +318,16 @@ export interface ChangeTracker {
   endLeftoverBackup(vm: string, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<EndedBackupJob | undefined>;
 }
 
+/** How an adapter talks to its hypervisor, from the site's config. */
+export interface AdapterOptions {
+  /**
+   * How long one call to the hypervisor may go unanswered before it fails with HypervisorTimedOut
+   * naming the call and the VM (a hung daemon, stuck storage). Default 120 s. Calls that wait on
+   * purpose (a guest agent command, a graceful stop) keep their own longer bounds.
+   */
+  callTimeoutMs?: number;
+}
+
 export interface HypervisorAdapter {
   readonly kind: 'libvirt' | 'vsphere';
   readonly uri: string;

@@ -6,6 +6,7 @@ import { stat } from 'node:fs/promises';
 import { HypervisorOperationFailed, IdentityInvalid, InvalidPowerState, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
 import { checkGuestIdentity } from '../guest-identity.js';
 import type {
+  AdapterOptions,
   AppliedGuestIdentity,
   BootDisk,
   BootDisksRequest,
@@ -53,8 +54,11 @@ export class LibvirtAdapter implements HypervisorAdapter {
   private readonly networks: LibvirtNetworks;
   readonly changeTracker: ChangeTracker;
 
-  constructor(readonly uri: string) {
-    this.conn = new LibvirtConnection(uri);
+  constructor(
+    readonly uri: string,
+    options: AdapterOptions = {},
+  ) {
+    this.conn = new LibvirtConnection(uri, options.callTimeoutMs);
     this.networks = new LibvirtNetworks(this.conn);
     this.changeTracker = new LibvirtChangeTracker(this.conn);
   }

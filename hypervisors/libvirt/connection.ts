@@ -8,7 +8,7 @@ import { InvalidPowerState, VmdrError } from '../errors.js';
 import type { PowerState } from '../types.js';
 import { libvirtEvents } from './api/events.js';
 import type { Handle } from './api/native.js';
-import { callPool, type ProcedureArgs, type ProcedureName, type ProcedureResult } from './api/pool.js';
+import { callPool, LibvirtCallTimedOut, type ProcedureArgs, type ProcedureName, type ProcedureResult } from './api/pool.js';
 import { isConnectionFailure, neverSent, translateLibvirtError, type LibvirtErrorContext } from './errors.js';
 import { powerStateOf } from './power-states.js';
 
@@ -16,6 +16,8 @@ import { powerStateOf } from './power-states.js';
 const KEEPALIVE = { intervalSeconds: 5, count: 3 };
 const OPEN_TIMEOUT_MS = 30_000;
 export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
+/** Longer than the keepalive takes to give a silent libvirtd up (5 s × 3, and a margin). */
+const RELEASE_WAIT_MS = 30_000;
 
 /** Procedures that only read: one that failed on a connection closed under it is asked again on a fresh one. */
 const READS: ReadonlySet<ProcedureName> = new Set<ProcedureName>([
@@ -52,7 +54,11 @@ export class LibvirtConnection {
   /** Every handle this connection has had: events of an earlier one may still arrive. */
   private readonly handles = new Set<Handle>();
 
-  constructor(readonly uri: string) {}
+  constructor(
+    readonly uri: string,
+    /** Each call's bound unless it names its own (CallContext.timeoutMs). */
+    readonly callTimeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+  ) {}
 
   /** The current handle, opening a connection when there is none. */
   open(): Promise<Handle> {
@@ -60,7 +66,7 @@ export class LibvirtConnection {
     // A failed open is forgotten so the next call tries again (libvirtd may have been started since).
     this.opening ??= (async () => {
       await libvirtEvents.started();
-      const conn = await callPool.run('open', [this.uri, KEEPALIVE], OPEN_TIMEOUT_MS);
+      const conn = await callPool.run('open', [this.uri, KEEPALIVE], Math.min(OPEN_TIMEOUT_MS, this.callTimeoutMs));
       this.handles.add(conn);
       await libvirtEvents.watch(conn, () => void this.forget(conn));
       return conn;
@@ -75,7 +81,8 @@ export class LibvirtConnection {
     const opening = this.opening;
     this.opening = undefined;
     const conn = await opening?.catch(() => undefined);
-    if (conn !== undefined) await this.release(conn);
+    // Closing does not wait for calls given up on: the caller is done with this connection.
+    if (conn !== undefined) await this.release(conn, 0);
   }
 
   /** Whether libvirt events carrying this handle are about this connection's host. */
@@ -96,12 +103,13 @@ export class LibvirtConnection {
    */
   async call<K extends ProcedureName>(ctx: CallContext, name: K, ...args: Tail<ProcedureArgs<K>>): Promise<ProcedureResult<K>> {
     for (let attempt = 0; ; attempt++) {
-      // libvirtd down when the call opens its connection: the call's words (what, which VM), not the open's.
       const conn = await this.open().catch((err: unknown) => {
-        throw err instanceof VmdrError && err.code === 'HYPERVISOR_UNREACHABLE' ? translateLibvirtError(err.cause, { ...ctx, host: this.uri }) : err;
+        // libvirtd down or frozen when the call opens its connection: the call's words (what, which VM), not the open's.
+        const unreachable = err instanceof VmdrError && err.code === 'HYPERVISOR_UNREACHABLE';
+        throw unreachable || (err instanceof VmdrError && err.cause instanceof LibvirtCallTimedOut) ? translateLibvirtError((err as VmdrError).cause, { ...ctx, host: this.uri }) : err;
       });
       try {
-        return await callPool.run(name, [conn, ...args] as unknown as ProcedureArgs<K>, ctx.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS);
+        return await callPool.run(name, [conn, ...args] as unknown as ProcedureArgs<K>, ctx.timeoutMs ?? this.callTimeoutMs);
       } catch (err) {
         if (isConnectionFailure(err) && !(await this.alive(conn))) {
           await this.forget(conn);
@@ -129,11 +137,15 @@ export class LibvirtConnection {
     const current = await this.currentHandle();
     if (current !== conn) return;
     this.opening = undefined;
-    await this.release(conn).catch(() => undefined);
+    await this.release(conn, RELEASE_WAIT_MS).catch(() => undefined);
   }
 
-  private async release(conn: Handle): Promise<void> {
+  private async release(conn: Handle, waitMs: number): Promise<void> {
     await libvirtEvents.unwatch(conn).catch(() => undefined);
+    // A call given up on (a frozen libvirtd) may still be inside libvirt on this connection:
+    // closing it then would free it under that call. Such a connection is left open (a leak, not
+    // a crash); libvirt ends those calls when its keepalive gives the connection up.
+    if (!(await callPool.quiet(conn, waitMs))) return;
     await callPool.run('close', [conn], 10_000).catch(() => undefined);
   }
 }

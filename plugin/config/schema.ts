@@ -89,6 +89,11 @@ export const SiteSchema = z
     name,
     /** qemu:///system, qemu+ssh://host/system, test:///default, vsphere://user@vcenter/Datacenter */
     uri: z.string().min(1).refine(uriPortValid, PORT_RANGE),
+    /**
+     * How long one call to the site's hypervisor may go unanswered (a hung libvirtd, stuck storage)
+     * before it fails naming the call and the VM. Default 120s.
+     */
+    callTimeout: durationBetween('1s', '1h').optional(),
     /** Where replicas and their recovery points live on a DR site. */
     storage: absolutePath.optional(),
     endpoint: EndpointSchema.optional(),

@@ -61,7 +61,8 @@ export class SiteConnections {
     // The adapters' modules (a hypervisor binding, its XML) load with the first site opened: a
     // command that never talks to a hypervisor (points, site, config) never loads them.
     const { openAdapter } = await import('../../hypervisors/index.js');
-    const adapter = openAdapter(this.site(siteName).uri);
+    const site = this.site(siteName);
+    const adapter = openAdapter(site.uri, { callTimeoutMs: site.callTimeout });
     await adapter.connect();
     return adapter;
   }

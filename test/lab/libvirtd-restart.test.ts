@@ -20,12 +20,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { access, readFile, writeFile } from 'node:fs/promises';
+import { access, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { createLabVm, destroyLabVm, labBoot, runVmdr, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
 import { assertPattern, compareImages, hmpWrite } from '../helpers/patterns.js';
+import { isStopped, libvirtdPid, startLibvirtd, stopLibvirtd, until } from '../helpers/libvirtd.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -61,46 +62,6 @@ interface Event {
 const virsh = async (...args: string[]) => (await exec('virsh', ['-c', 'qemu:///system', ...args])).stdout;
 const jobOf = (vm: string) => virsh('domjobinfo', vm);
 const checkpointsOn = async (vm: string) => (await virsh('checkpoint-list', vm, '--name')).trim().split('\n').filter(Boolean);
-
-/** The main libvirtd (the pidfile `libvirtd -d` writes): never a libvirtd of another namespace. */
-async function libvirtdPid(): Promise<number | undefined> {
-  const pid = Number((await readFile('/run/libvirtd.pid', 'utf8').catch(() => '')).trim());
-  return pid > 0 && processExists(pid) ? pid : undefined;
-}
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function stopLibvirtd(signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
-  const pid = await libvirtdPid();
-  assert.ok(pid, 'libvirtd is running');
-  process.kill(pid, signal);
-  await until(`libvirtd (${pid}) to exit after ${signal}`, async () => !processExists(pid), 30_000);
-}
-
-/** Starts libvirtd the way the lab does (and puts vmdr's hook back if it went): waits until it answers. */
-async function startLibvirtd(): Promise<void> {
-  await exec(join(ROOT, 'scripts', 'lab', 'start-daemons'));
-}
-
-/** A process stopped by SIGSTOP: state T in /proc/PID/stat. */
-async function isStopped(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T');
-}
-
-async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 90_000): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; !(await ok()); ) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('a backup job left behind by a libvirtd restart or a killed sync is ended by the next cycle (qemu:///system)', function () {
   this.timeout(300_000);

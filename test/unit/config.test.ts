@@ -201,6 +201,15 @@ sites:
         expectInvalid(minimal(protection('    retention: { maxAge: 59s }\n')), /protections\[0\]\.retention\.maxAge: a duration from 1m to 3650d$/);
       });
 
+      it('bounds a site\'s call timeout (1s to 1h, default left to the adapter: 120 s)', () => {
+        const site = (line: string) => parseConfig(minimal().replace('uri: test:///default', `uri: test:///default\n    ${line}`), 'vmdr.yaml').sites[0]!;
+        assert.equal(site('callTimeout: 2s').callTimeout, 2_000);
+        assert.equal(site('callTimeout: 1h').callTimeout, 3_600_000);
+        assert.equal(parseConfig(minimal(), 'vmdr.yaml').sites[0]!.callTimeout, undefined);
+        expectInvalid(minimal().replace('uri: test:///default', 'uri: test:///default\n    callTimeout: 0s'), /sites\[0\]\.callTimeout: a duration from 1s to 1h$/);
+        expectInvalid(minimal().replace('uri: test:///default', 'uri: test:///default\n    callTimeout: soon'), /sites\[0\]\.callTimeout: a duration such as 30s/);
+      });
+
       it('never makes vmdr wait longer than a timer can (2^31-1 ms)', () => {
         const longest = web(minimal(protection('    rpo: 30d\n    health: { timeout: 12h }\n')));
         assert.ok(cycleInterval(longest) <= MAX_TIMER_MS, `rpo/2 = ${cycleInterval(longest)} ms`);

@@ -11,7 +11,7 @@
  * each watched connection a few times a second costs nothing.
  */
 import { parentPort } from 'node:worker_threads';
-import { koffi, libvirt, LifecycleCallback, TimeoutCallback, type Handle } from './native.js';
+import { koffi, libvirt, LifecycleCallback, type Handle } from './native.js';
 import { VIR_DOMAIN_EVENT_ID_LIFECYCLE } from './codes.js';
 
 export type LoopRequest = { id: number; watch: Handle } | { id: number; unwatch: Handle };
@@ -28,20 +28,25 @@ if (n.virEventRegisterDefaultImpl() < 0) throw new Error('libvirt could not regi
 /** Lifecycle callback ids by connection. */
 const watched = new Map<Handle, number>();
 
-const CHECK_ALIVE_EVERY = 3;
-let ticks = 0;
-// The loop returns to JS at least this often, so requests from the main thread are read; every
-// few ticks, each watched connection is asked whether it is still open.
-const tick = koffi.register(() => {
-  if (++ticks % CHECK_ALIVE_EVERY !== 0) return;
+// The loop returns to JS at least this often, so requests from the main thread are read. The
+// timer's callback is a C no-op (getpid, as for the error handler in native.ts), not a JS
+// function: libvirt would call a JS callback from native code also while Node tears this thread
+// down (at exit), and V8 aborts the process then.
+n.virEventAddTimeout(100, n.dlsym(null, 'getpid'), null, null);
+
+const CHECK_ALIVE_MS = 300;
+let checkedAt = 0;
+/** Each watched connection is asked whether it is still open (see the header: no close callback). */
+function checkAlive(): void {
+  if (Date.now() - checkedAt < CHECK_ALIVE_MS) return;
+  checkedAt = Date.now();
   for (const conn of watched.keys()) {
     if (n.virConnectIsAlive(conn) !== 0) continue;
     n.virResetLastError();
     unwatch(conn);
     post({ kind: 'closed', conn });
   }
-}, koffi.pointer(TimeoutCallback));
-n.virEventAddTimeout(100, tick, null, null);
+}
 
 const lifecycle = koffi.register((conn: Handle, dom: Handle, event: number, detail: number) => {
   const uuid = Buffer.alloc(37);
@@ -73,6 +78,7 @@ parentPort!.on('message', (request: LoopRequest) => {
 post({ kind: 'ready' });
 const spin = () => {
   n.virEventRunDefaultImpl();
+  checkAlive();
   setImmediate(spin);
 };
 spin();

@@ -47,7 +47,6 @@ export const TypedParameterStruct = koffi.struct('vmdr_virTypedParameter', {
 });
 
 export const LifecycleCallback = koffi.proto('int vmdr_lifecycle_cb(uintptr_t conn, uintptr_t dom, int event, int detail, void *opaque)');
-export const TimeoutCallback = koffi.proto('void vmdr_timeout_cb(int timer, void *opaque)');
 
 function declare() {
   const lib = koffi.load('libvirt.so.0');
@@ -124,7 +123,7 @@ function declare() {
     // events
     virEventRegisterDefaultImpl: f('int', 'virEventRegisterDefaultImpl', []),
     virEventRunDefaultImpl: f('int', 'virEventRunDefaultImpl', []),
-    virEventAddTimeout: f('int', 'virEventAddTimeout', ['int', koffi.pointer(TimeoutCallback), 'void *', 'void *']),
+    virEventAddTimeout: f('int', 'virEventAddTimeout', ['int', 'void *', 'void *', 'void *']),
     virConnectDomainEventRegisterAny: f('int', 'virConnectDomainEventRegisterAny', [H, H, 'int', koffi.pointer(LifecycleCallback), 'void *', 'void *']),
     virConnectDomainEventDeregisterAny: f('int', 'virConnectDomainEventDeregisterAny', [H, 'int']),
   };

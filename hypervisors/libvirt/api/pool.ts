@@ -7,6 +7,7 @@
  * LibvirtCallTimedOut, and its thread, still inside libvirt, leaves the pool.
  */
 import type { Worker } from 'node:worker_threads';
+import type { LibraryFailure } from '../../errors.js';
 import type { FailureDetail, Procedures } from './procedures.js';
 import { startThread } from './thread-file.js';
 import type { Reply, Request } from './worker.js';
@@ -18,6 +19,11 @@ export class LibvirtCallFailed extends Error {
   constructor(readonly detail: FailureDetail) {
     super(detail.message);
     this.name = 'LibvirtCallFailed';
+  }
+
+  /** Kept by the VmdrError this becomes, and shown in the CLI's --json error. */
+  get libraryFailure(): LibraryFailure {
+    return { library: 'libvirt', code: this.detail.code, domain: this.detail.domain };
   }
 }
 
@@ -50,6 +56,10 @@ export type ProcedureResult<K extends ProcedureName> = ReturnType<Procedures[K]>
 
 class CallPool {
   private readonly threads = new Set<Thread>();
+  /** Threads whose call was given up and is still inside libvirt. */
+  private readonly givenUp = new Set<Thread>();
+  /** Who waits for no thread to be inside a call on a connection (see `quiet`). */
+  private readonly quietWaiters = new Set<() => void>();
   private readonly queue: Job[] = [];
   private nextId = 1;
 
@@ -57,6 +67,30 @@ class CallPool {
     return new Promise((resolve, reject) => {
       this.queue.push({ request: { id: this.nextId++, name, args }, timeoutMs, resolve: resolve as (v: unknown) => void, reject });
       this.dispatch();
+    });
+  }
+
+  /**
+   * Resolves true once no thread is inside a call on connection `conn` (calls given up on
+   * included), false if one still is after `timeoutMs`. Closing a connection frees it under a
+   * thread still inside a call on it (a call given up on a frozen libvirtd) and crashes the process.
+   */
+  quiet(conn: unknown, timeoutMs: number): Promise<boolean> {
+    const busy = () => [...this.threads, ...this.givenUp].some((t) => t.job?.request.args[0] === conn);
+    if (!busy()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const check = () => {
+        if (busy()) return;
+        done(true);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      timer.unref();
+      const done = (quiet: boolean) => {
+        clearTimeout(timer);
+        this.quietWaiters.delete(check);
+        resolve(quiet);
+      };
+      this.quietWaiters.add(check);
     });
   }
 
@@ -93,6 +127,7 @@ class CallPool {
     thread.timer = setTimeout(() => {
       job.reject(new LibvirtCallTimedOut(String(job.request.name), job.timeoutMs));
       this.threads.delete(thread);
+      this.givenUp.add(thread);
       thread.worker.unref();
       this.dispatch();
     }, job.timeoutMs);
@@ -103,8 +138,10 @@ class CallPool {
     const job = thread.job;
     clearTimeout(thread.timer);
     thread.job = undefined;
+    this.notifyQuiet();
     if (!this.threads.has(thread)) {
       // It answered after its caller gave up on it.
+      this.givenUp.delete(thread);
       void thread.worker.terminate();
       return;
     }
@@ -117,10 +154,19 @@ class CallPool {
   }
 
   private lose(thread: Thread, err: Error): void {
-    if (!this.threads.delete(thread)) return;
+    const given = this.givenUp.delete(thread);
+    if (!this.threads.delete(thread) && !given) return;
     clearTimeout(thread.timer);
-    thread.job?.reject(err);
+    const job = thread.job;
+    thread.job = undefined;
+    this.notifyQuiet();
+    if (given) return;
+    job?.reject(err);
     this.dispatch();
+  }
+
+  private notifyQuiet(): void {
+    for (const check of [...this.quietWaiters]) check();
   }
 }
 
