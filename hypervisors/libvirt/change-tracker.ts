@@ -71,7 +71,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
         'disks',
         {},
         // Export and bitmap names are set here, not left to libvirt's defaults, so the session is
-        // known without asking libvirt again (a virsh backup-dumpxml per cycle).
+        // known without asking libvirt for the backup XML again each cycle.
         disks.map((d, i) =>
           element('disk', { name: d, backup: 'yes', type: 'file', exportname: d, ...(options.since ? { exportbitmap: `backup-${d}` } : {}) }, [
             element('scratch', { file: scratchFiles[i]! }),

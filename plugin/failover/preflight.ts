@@ -100,7 +100,7 @@ interface Inventory {
 
 /**
  * What a host has, read once per run and site: a plan of six VMs would otherwise list every VM
- * and network of the host six times over (a virsh call per network), seconds of its RTO.
+ * and network of the host six times over (a libvirt call per network), time off its RTO.
  */
 const perRun = new WeakMap<RunContext, Map<string, Promise<unknown>>>();
 function once<T>(ctx: RunContext, key: string, read: () => Promise<T>): Promise<T> {
