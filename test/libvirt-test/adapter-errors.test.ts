@@ -77,6 +77,24 @@ describe('libvirt adapter errors on the test driver', () => {
     assert.deepEqual([error.code, error.host, error.libvirt], ['HYPERVISOR_UNREACHABLE', uri, { code: 38, domain: 7 }]);
   });
 
+  it('reaches remote hosts the way libvirt does: ssh, tcp and tls URIs to a closed loopback port fail at once, naming the URI', async function () {
+    this.timeout(30_000);
+    for (const uri of ['qemu+ssh://nobody@127.0.0.1:1/system', 'qemu+tcp://127.0.0.1:1/system', 'qemu+tls://127.0.0.1:1/system']) {
+      const remote = openAdapter(uri);
+      const started = Date.now();
+      try {
+        const err = await remote.connect().then(() => assert.fail(`${uri}: connected`), (e: unknown) => e);
+        assert.ok(err instanceof VmdrError, String(err));
+        assert.equal(err.code, 'HYPERVISOR_UNREACHABLE', `${uri}: ${err.message}`);
+        assert.ok(err.message.startsWith(`cannot reach hypervisor ${uri}: `), err.message);
+        assert.ok(!err.message.includes('\n'), err.message);
+        assert.ok(Date.now() - started < 10_000, `${uri}: ${Date.now() - started} ms`);
+      } finally {
+        await remote.close();
+      }
+    }
+  });
+
   it('names a URI of an unknown transport in one line, and its code with --json (vmdr status)', async () => {
     const uri = 'qemu+bogus:///system';
     const config = join(dir, 'vmdr.yaml');
