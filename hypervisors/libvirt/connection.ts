@@ -134,8 +134,11 @@ export class LibvirtConnection {
 
   /** The connection is gone: the next call opens another. */
   private async forget(conn: Handle): Promise<void> {
-    const current = await this.currentHandle();
-    if (current !== conn) return;
+    // Its closing notice and a call that failed on it may both forget it; only the first releases
+    // it (a second virConnectClose would free it under whoever holds it next).
+    const opening = this.opening;
+    const current = await opening?.catch(() => undefined);
+    if (current !== conn || this.opening !== opening) return;
     this.opening = undefined;
     await this.release(conn, RELEASE_WAIT_MS).catch(() => undefined);
   }
