@@ -76,7 +76,7 @@ export class HypervisorUnreachable extends VmdrError {
     super('HYPERVISOR_UNREACHABLE', `cannot reach hypervisor ${host}${forVm}${operation}: ${detail}`, {
       subject: { host, vm: during.vm },
       cause,
-      remedy: host.startsWith('qemu') ? 'is libvirtd running on that host? On the lab machine scripts/lab/start-daemons starts it' : undefined,
+      remedy: host.startsWith('qemu') ? 'is libvirtd running? On the lab machine, scripts/lab/start-daemons starts it' : undefined,
     });
   }
 }

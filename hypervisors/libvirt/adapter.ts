@@ -122,8 +122,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
   }
 
   async stop(vm: string, options: StopOptions): Promise<void> {
-    const { uuid } = await this.conn.call({ operation: 'look up VM', vm }, 'identifyDomain', vm);
-    await stopDomain(this.conn, vm, uuid, options);
+    await stopDomain(this.conn, vm, options);
   }
 
   /** The VM must be off. Disk images, NVRAM files and consoles logs stay where they are. */

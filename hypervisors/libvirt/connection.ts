@@ -51,8 +51,6 @@ export interface CallContext extends Omit<LibvirtErrorContext, 'host'> {
 
 export class LibvirtConnection {
   private opening: Promise<Handle> | undefined;
-  /** Every handle this connection has had: events of an earlier one may still arrive. */
-  private readonly handles = new Set<Handle>();
 
   constructor(
     readonly uri: string,
@@ -67,7 +65,6 @@ export class LibvirtConnection {
     this.opening ??= (async () => {
       await libvirtEvents.started();
       const conn = await callPool.run('open', [this.uri, KEEPALIVE], Math.min(OPEN_TIMEOUT_MS, this.callTimeoutMs));
-      this.handles.add(conn);
       await libvirtEvents.watch(conn, () => void this.forget(conn));
       return conn;
     })().catch((err: unknown) => {
@@ -83,16 +80,6 @@ export class LibvirtConnection {
     const conn = await opening?.catch(() => undefined);
     // Closing does not wait for calls given up on: the caller is done with this connection.
     if (conn !== undefined) await this.release(conn, 0);
-  }
-
-  /** Whether libvirt events carrying this handle are about this connection's host. */
-  owns(handle: Handle): boolean {
-    return this.handles.has(handle);
-  }
-
-  /** The handle libvirt events of this connection carry now, if it is open. */
-  async currentHandle(): Promise<Handle | undefined> {
-    return this.opening?.catch(() => undefined);
   }
 
   /**
@@ -145,11 +132,9 @@ export class LibvirtConnection {
 
   private async release(conn: Handle, waitMs: number): Promise<void> {
     await libvirtEvents.unwatch(conn).catch(() => undefined);
-    // A call given up on (a frozen libvirtd) may still be inside libvirt on this connection:
-    // closing it then would free it under that call. Such a connection is left open (a leak, not
-    // a crash); libvirt ends those calls when its keepalive gives the connection up.
-    if (!(await callPool.quiet(conn, waitMs))) return;
-    await callPool.run('close', [conn], 10_000).catch(() => undefined);
+    // A call given up on (a frozen libvirtd) may still be inside libvirt on this connection: it
+    // stays open then (a leak, not a crash); libvirt ends such calls when its keepalive gives up.
+    await callPool.closeWhenUnused(conn, waitMs).catch(() => false);
   }
 }
 

@@ -1,33 +1,29 @@
 /**
  * Power: reading a VM's state, and stopping it the way StopOptions asks (graceful with a deadline,
- * optionally forced after it; or forced at once). A graceful stop waits for libvirt's "stopped"
- * event of the VM, not by asking its state over and over.
+ * optionally forced after it; or forced at once). A graceful stop asks the VM's state every
+ * POLL_MS over the open connection (a fraction of a millisecond each), not libvirt's "stopped"
+ * event: libvirt's event callbacks crash a Node process that calls libvirt from worker threads
+ * (see api/event-loop.ts).
  */
 import { StopTimedOut, VmdrError } from '../errors.js';
 import type { PowerState, StopOptions } from '../types.js';
-import { VIR_DOMAIN_EVENT } from './api/codes.js';
-import { libvirtEvents, type LifecycleEvent } from './api/events.js';
 import type { LibvirtConnection } from './connection.js';
 import { powerStateOf } from './power-states.js';
 
 export const DEFAULT_GRACEFUL_TIMEOUT_MS = 60_000;
-/**
- * Events of a connection that closed and reopened during the wait are lost; the state is read
- * again this often so such a wait still ends.
- */
-const RECHECK_MS = 10_000;
+const POLL_MS = 100;
 
 export async function powerState(conn: LibvirtConnection, vm: string): Promise<PowerState> {
   return powerStateOf(await conn.call({ operation: 'read power state', vm }, 'domainState', vm));
 }
 
 /** A VM that is already off stays off and this returns at once. */
-export async function stopDomain(conn: LibvirtConnection, vm: string, uuid: string, options: StopOptions): Promise<void> {
+export async function stopDomain(conn: LibvirtConnection, vm: string, options: StopOptions): Promise<void> {
   if ((await powerState(conn, vm)) === 'shutoff') return;
   if (options.mode === 'force') return destroy(conn, vm);
 
   const timeoutMs = options.timeoutMs ?? DEFAULT_GRACEFUL_TIMEOUT_MS;
-  const stopped = waitForShutoff(conn, vm, uuid, Date.now() + timeoutMs, options.signal);
+  const stopped = waitForShutoff(conn, vm, Date.now() + timeoutMs, options.signal);
   try {
     await conn.call({ operation: 'request guest shutdown', vm, requires: 'running' }, 'shutdownDomain', vm).catch((err: unknown) => {
       // It went off between our look and the request: that is what was asked for.
@@ -49,35 +45,37 @@ async function destroy(conn: LibvirtConnection, vm: string): Promise<void> {
 }
 
 /**
- * Resolves true when the VM stops (its event, or a state read finding it off), false at the
- * deadline; an abort rejects with the signal's own reason. Listening starts before the caller
- * asks the guest to stop, so the event cannot slip past.
+ * Resolves true when the VM is found off, false at the deadline; an abort rejects with the
+ * signal's own reason. It starts before the caller asks the guest to stop; a state it cannot read
+ * (libvirtd restarting) is asked again at the next poll.
  */
-function waitForShutoff(conn: LibvirtConnection, vm: string, uuid: string, deadline: number, signal?: AbortSignal): { done: Promise<boolean>; cancel: () => void } {
+function waitForShutoff(conn: LibvirtConnection, vm: string, deadline: number, signal?: AbortSignal): { done: Promise<boolean>; cancel: () => void } {
   let finish: (stopped: boolean) => void = () => undefined;
   let fail: (err: unknown) => void = () => undefined;
   const done = new Promise<boolean>((resolve, reject) => {
     finish = resolve;
     fail = reject;
   });
-  const onEvent = (event: LifecycleEvent) => {
-    if (event.uuid === uuid && event.event === VIR_DOMAIN_EVENT.STOPPED && conn.owns(event.conn)) end(true);
-  };
-  const recheck = () =>
+  let poll: NodeJS.Timeout | undefined;
+  let ended = false;
+  const ask = () => {
+    poll = undefined;
     void powerState(conn, vm).then(
       (state) => state === 'shutoff' && end(true),
       () => undefined,
-    );
+    ).finally(() => {
+      if (!ended) poll = setTimeout(ask, POLL_MS);
+    });
+  };
   const onAbort = () => {
     cleanup();
     fail(signal!.reason);
   };
   const timer = setTimeout(() => end(false), Math.max(0, deadline - Date.now()));
-  const rechecks = setInterval(recheck, RECHECK_MS);
   const cleanup = () => {
+    ended = true;
     clearTimeout(timer);
-    clearInterval(rechecks);
-    libvirtEvents.off('lifecycle', onEvent);
+    clearTimeout(poll);
     signal?.removeEventListener('abort', onAbort);
   };
   const end = (stopped: boolean) => {
@@ -87,7 +85,7 @@ function waitForShutoff(conn: LibvirtConnection, vm: string, uuid: string, deadl
   if (signal?.aborted) onAbort();
   else {
     signal?.addEventListener('abort', onAbort, { once: true });
-    libvirtEvents.on('lifecycle', onEvent);
+    poll = setTimeout(ask, POLL_MS);
   }
   return { done, cancel: () => end(false) };
 }

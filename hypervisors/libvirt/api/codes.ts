@@ -62,10 +62,6 @@ export const JOB_OPERATIONS = ['unknown', 'start', 'save', 'restore', 'incoming 
 /** virTypedParameterType */
 export const VIR_TYPED_PARAM = { INT: 1, UINT: 2, LLONG: 3, ULLONG: 4, DOUBLE: 5, BOOLEAN: 6, STRING: 7 } as const;
 
-export const VIR_DOMAIN_EVENT_ID_LIFECYCLE = 0;
-/** virDomainEventType */
-export const VIR_DOMAIN_EVENT = { DEFINED: 0, UNDEFINED: 1, STARTED: 2, SUSPENDED: 3, RESUMED: 4, STOPPED: 5, SHUTDOWN: 6, PMSUSPENDED: 7, CRASHED: 8 } as const;
-
 /** virConnectCloseReason */
 export const CLOSE_REASONS = ['I/O error', 'end of file from libvirtd', 'keepalive timed out', 'closed by this process'] as const;
 

@@ -1,29 +1,19 @@
 /**
- * Domain lifecycle events and connection-closed notices on the main thread, from the one event
- * loop thread of the process (event-loop.ts). That thread must have registered libvirt's event
- * loop before any connection opens (keepalive needs it), so `started()` is awaited before each open.
+ * Connection-closed notices on the main thread, from the one event loop thread of the process
+ * (event-loop.ts). That thread must have registered libvirt's event loop before any connection
+ * opens (keepalive needs it), so `started()` is awaited before each open.
  */
-import { EventEmitter } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 import type { Handle } from './native.js';
 import type { LoopMessage, LoopRequest } from './event-loop.js';
 import { startThread } from './thread-file.js';
 
-export interface LifecycleEvent {
-  conn: Handle;
-  uuid: string;
-  name: string;
-  /** virDomainEventType (VIR_DOMAIN_EVENT in codes.ts) */
-  event: number;
-  detail: number;
-}
-
-class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
+class LibvirtEvents {
   private loop: Promise<Worker> | undefined;
   /** What to do when a watched connection closes, by connection. */
   private readonly onClosed = new Map<Handle, () => void>();
   private nextId = 1;
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  private readonly waiting = new Map<number, () => void>();
   /** The thread keeps the process alive only while somebody waits on it (its start, a request). */
   private holds = 0;
 
@@ -37,10 +27,8 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
         } else if (message.kind === 'done') {
           const waiter = this.waiting.get(message.id);
           this.waiting.delete(message.id);
-          if (message.error) waiter?.reject(new Error(message.error));
-          else waiter?.resolve();
-        } else if (message.kind === 'lifecycle') this.emit('lifecycle', message);
-        else {
+          waiter?.();
+        } else {
           const onClosed = this.onClosed.get(message.conn);
           this.onClosed.delete(message.conn);
           onClosed?.();
@@ -57,7 +45,7 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
     return this.loop;
   }
 
-  /** Reports the connection's domain events from now on, and its closing to `onClosed`. */
+  /** Reports the connection's closing to `onClosed`. */
   watch(conn: Handle, onClosed: () => void): Promise<void> {
     this.onClosed.set(conn, onClosed);
     return this.ask({ id: this.nextId++, watch: conn });
@@ -72,8 +60,8 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
     const worker = await this.started();
     if (this.holds++ === 0) worker.ref();
     try {
-      await new Promise<void>((resolve, reject) => {
-        this.waiting.set(request.id, { resolve, reject });
+      await new Promise<void>((resolve) => {
+        this.waiting.set(request.id, resolve);
         worker.postMessage(request);
       });
     } finally {
@@ -87,5 +75,3 @@ class LibvirtEvents extends EventEmitter<{ lifecycle: [LifecycleEvent] }> {
 }
 
 export const libvirtEvents = new LibvirtEvents();
-// Every wait for a VM's state change listens while it waits; a plan waits for many VMs at once.
-libvirtEvents.setMaxListeners(0);

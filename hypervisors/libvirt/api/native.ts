@@ -46,7 +46,6 @@ export const TypedParameterStruct = koffi.struct('vmdr_virTypedParameter', {
   value: 'int64',
 });
 
-export const LifecycleCallback = koffi.proto('int vmdr_lifecycle_cb(uintptr_t conn, uintptr_t dom, int event, int detail, void *opaque)');
 
 function declare() {
   const lib = koffi.load('libvirt.so.0');
@@ -124,8 +123,6 @@ function declare() {
     virEventRegisterDefaultImpl: f('int', 'virEventRegisterDefaultImpl', []),
     virEventRunDefaultImpl: f('int', 'virEventRunDefaultImpl', []),
     virEventAddTimeout: f('int', 'virEventAddTimeout', ['int', 'void *', 'void *', 'void *']),
-    virConnectDomainEventRegisterAny: f('int', 'virConnectDomainEventRegisterAny', [H, H, 'int', koffi.pointer(LifecycleCallback), 'void *', 'void *']),
-    virConnectDomainEventDeregisterAny: f('int', 'virConnectDomainEventDeregisterAny', [H, 'int']),
   };
 }
 

@@ -9,6 +9,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { LibraryFailure } from '../../errors.js';
 import type { FailureDetail, Procedures } from './procedures.js';
+import { VIR_ERR, VIR_FROM } from './codes.js';
 import { startThread } from './thread-file.js';
 import type { Reply, Request } from './worker.js';
 
@@ -58,12 +59,21 @@ class CallPool {
   private readonly threads = new Set<Thread>();
   /** Threads whose call was given up and is still inside libvirt. */
   private readonly givenUp = new Set<Thread>();
-  /** Who waits for no thread to be inside a call on a connection (see `quiet`). */
+  /** Connections being closed: calls on them are refused (see `closeWhenUnused`). */
+  private readonly retired = new Set<unknown>();
+  /** Who waits for a connection to be unused (see `closeWhenUnused`). */
   private readonly quietWaiters = new Set<() => void>();
   private readonly queue: Job[] = [];
   private nextId = 1;
 
   run<K extends ProcedureName>(name: K, args: ProcedureArgs<K>, timeoutMs: number): Promise<ProcedureResult<K>> {
+    if (this.retired.has(args[0])) {
+      return Promise.reject(new LibvirtCallFailed({ call: String(name), code: VIR_ERR.INTERNAL_ERROR, domain: VIR_FROM.RPC, message: 'the connection is being closed' }));
+    }
+    return this.enqueue(name, args, timeoutMs);
+  }
+
+  private enqueue<K extends ProcedureName>(name: K, args: ProcedureArgs<K>, timeoutMs: number): Promise<ProcedureResult<K>> {
     return new Promise((resolve, reject) => {
       this.queue.push({ request: { id: this.nextId++, name, args }, timeoutMs, resolve: resolve as (v: unknown) => void, reject });
       this.dispatch();
@@ -71,12 +81,26 @@ class CallPool {
   }
 
   /**
-   * Resolves true once no thread is inside a call on connection `conn` (calls given up on
-   * included), false if one still is after `timeoutMs`. Closing a connection frees it under a
-   * thread still inside a call on it (a call given up on a frozen libvirtd) and crashes the process.
+   * Closes connection `conn` once nothing uses it: no call on it queued, running, or given up on
+   * and still inside libvirt (virConnectClose frees the connection under such a call, and the
+   * process crashes). From now on a call on it is refused without being sent (as libvirt refuses
+   * a call on a closed socket, so callers open a fresh connection and send it there). Resolves
+   * false, leaving the connection open (a leak, not a crash), if it is still in use after `waitMs`.
    */
-  quiet(conn: unknown, timeoutMs: number): Promise<boolean> {
-    const busy = () => [...this.threads, ...this.givenUp].some((t) => t.job?.request.args[0] === conn);
+  async closeWhenUnused(conn: unknown, waitMs: number): Promise<boolean> {
+    this.retired.add(conn);
+    if (!(await this.unused(conn, waitMs))) return false;
+    try {
+      await this.enqueue('close', [conn] as ProcedureArgs<'close'>, 10_000);
+    } finally {
+      // libvirt may hand the same address to a connection opened later.
+      this.retired.delete(conn);
+    }
+    return true;
+  }
+
+  private unused(conn: unknown, timeoutMs: number): Promise<boolean> {
+    const busy = () => [...this.threads, ...this.givenUp].some((t) => t.job?.request.args[0] === conn) || this.queue.some((j) => j.request.args[0] === conn);
     if (!busy()) return Promise.resolve(true);
     return new Promise((resolve) => {
       const check = () => {
@@ -85,10 +109,10 @@ class CallPool {
       };
       const timer = setTimeout(() => done(false), timeoutMs);
       timer.unref();
-      const done = (quiet: boolean) => {
+      const done = (unused: boolean) => {
         clearTimeout(timer);
         this.quietWaiters.delete(check);
-        resolve(quiet);
+        resolve(unused);
       };
       this.quietWaiters.add(check);
     });
