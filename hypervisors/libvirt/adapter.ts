@@ -258,9 +258,12 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return serialLogOf(parseDomain(xml, this.uri));
   }
 
-  /** The test driver has no guest agent at all. */
+  /** The test driver has no guest agent at all (a VM it does not have is still VM_NOT_FOUND). */
   async guestAgentPing(vm: string, timeoutMs: number): Promise<void> {
-    if (this.uri.startsWith('test')) throw new Unsupported('asking the QEMU guest agent (the test driver has none)', this.uri);
+    if (this.uri.startsWith('test')) {
+      await this.conn.call({ operation: 'look up VM', vm }, 'domainState', vm);
+      throw new Unsupported('asking the QEMU guest agent (the test driver has none)', this.uri);
+    }
     // libvirt counts whole seconds; 0 would mean "do not wait".
     const seconds = Math.max(1, Math.ceil(timeoutMs / 1000));
     await this.conn.call({ operation: 'ping the guest agent', vm, agent: true, requires: 'running', timeoutMs: seconds * 1000 + 10_000 }, 'agentCommand', vm, JSON.stringify({ execute: 'guest-ping' }), seconds);
