@@ -14,6 +14,7 @@ import { startThread } from './thread-file.js';
 import type { Reply, Request } from './worker.js';
 
 const MAX_THREADS = 8;
+const GROW_AFTER_MS = 20;
 
 /** libvirt refused or failed the call; `detail` has libvirt's code, domain and message. */
 export class LibvirtCallFailed extends Error {
@@ -64,6 +65,7 @@ class CallPool {
   /** Who waits for a connection to be unused (see `closeWhenUnused`). */
   private readonly quietWaiters = new Set<() => void>();
   private readonly queue: Job[] = [];
+  private growing: NodeJS.Timeout | undefined;
   private nextId = 1;
 
   run<K extends ProcedureName>(name: K, args: ProcedureArgs<K>, timeoutMs: number): Promise<ProcedureResult<K>> {
@@ -125,10 +127,27 @@ class CallPool {
 
   private dispatch(): void {
     while (this.queue.length > 0) {
-      const idle = [...this.threads].find((t) => !t.job) ?? (this.threads.size < MAX_THREADS ? this.spawn() : undefined);
-      if (!idle) return;
+      const idle = [...this.threads].find((t) => !t.job) ?? (this.threads.size === 0 ? this.spawn() : undefined);
+      if (!idle) {
+        if (this.threads.size < MAX_THREADS) this.growSoon();
+        return;
+      }
       this.assign(idle, this.queue.shift()!);
     }
+  }
+
+  /**
+   * Most calls return in under a millisecond, so threads are added only for calls that have waited
+   * GROW_AFTER_MS behind busy ones (VMs starting, a backup beginning): a CLI's burst of reads does
+   * not start eight threads (each costs a few tens of ms of CPU to start and load libvirt).
+   */
+  private growSoon(): void {
+    this.growing ??= setTimeout(() => {
+      this.growing = undefined;
+      const add = Math.min(this.queue.length, MAX_THREADS - this.threads.size);
+      for (let i = 0; i < add; i++) this.spawn();
+      this.dispatch();
+    }, GROW_AFTER_MS);
   }
 
   private spawn(): Thread {
