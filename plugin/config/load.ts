@@ -2,17 +2,14 @@
  * Reads vmdr.yaml. Every error names the file, where in it (line:column and the path of keys) and
  * what was expected, in one line: operators fix configs under pressure, often mid-incident.
  */
-import { open } from 'node:fs/promises';
 import { isAlias, isMap, isNode, isPair, isScalar, isSeq, Lexer, LineCounter, parseDocument, visit, type Document, type YAMLMap } from 'yaml';
 import type { z } from 'zod';
 import { ConfigSchema, type Config } from './schema.js';
 import { ConfigInvalid } from './errors.js';
+import { configFingerprint, MAX_CONFIG_BYTES, readConfigText, TOO_LARGE } from './text.js';
 
-/**
- * A config is a page of settings, not a data set: a larger file is refused before it is read, so
- * parsing one takes seconds at worst, never minutes or gigabytes (docs/config.md has the figures).
- */
-export const MAX_CONFIG_BYTES = 1024 * 1024;
+export { MAX_CONFIG_BYTES };
+
 /**
  * How many values (keys, values, list items) a config may hold, each alias counting as a copy of
  * what it names. A realistic 1 MiB config holds about 120,000; the schema's work (and its list of
@@ -29,7 +26,6 @@ export const MAX_VALUES = 200_000;
 export const MAX_ALIASES = 10_000;
 /** Flow collections ([ and {) nested deeper cost the parser memory for no config's sake. */
 export const MAX_FLOW_DEPTH = 32;
-const TOO_LARGE = 'larger than 1 MiB, the most a config may have';
 
 /** Something wrong in a YAML document that parsed: where (keys and offset) and what. */
 interface Finding {
@@ -41,42 +37,13 @@ interface Finding {
 export interface LoadedConfig {
   file: string;
   config: Config;
+  /** Which text it was (configFingerprint): a daemon and a CLI tell whether they read the same. */
+  fingerprint: string;
 }
 
 export async function loadConfig(file: string): Promise<LoadedConfig> {
-  return { file, config: parseConfig(await readConfigText(file), file) };
-}
-
-/** The file's text, read only when its size is within MAX_CONFIG_BYTES (a FIFO or a growing file too). */
-async function readConfigText(file: string): Promise<string> {
-  const refuse = (problem: string, cause?: unknown) => new ConfigInvalid(file, {}, problem, cause);
-  const handle = await open(file, 'r').catch((err: unknown) => {
-    throw refuse(readProblem(err), err);
-  });
-  try {
-    const stats = await handle.stat();
-    if (stats.isDirectory()) throw refuse('is a directory, not a config file');
-    if (stats.size > MAX_CONFIG_BYTES) throw refuse(`${stats.size} bytes: ${TOO_LARGE}`);
-    const buffer = Buffer.alloc(MAX_CONFIG_BYTES + 1);
-    let length = 0;
-    for (let n = -1; n !== 0 && length < buffer.length; length += n) {
-      ({ bytesRead: n } = await handle.read(buffer, length, buffer.length - length));
-    }
-    if (length > MAX_CONFIG_BYTES) throw refuse(TOO_LARGE);
-    return buffer.toString('utf8', 0, length);
-  } catch (err) {
-    throw err instanceof ConfigInvalid ? err : refuse(readProblem(err), err);
-  } finally {
-    await handle.close();
-  }
-}
-
-function readProblem(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return 'no such file';
-  if (code === 'EISDIR') return 'is a directory, not a config file';
-  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
-  return `cannot read (${code ?? String(err)})`;
+  const text = await readConfigText(file);
+  return { file, config: parseConfig(text, file), fingerprint: configFingerprint(text) };
 }
 
 export function parseConfig(text: string, file: string): Config {

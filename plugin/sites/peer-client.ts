@@ -14,6 +14,7 @@ import { pipeline } from 'node:stream/promises';
 import type { PeerCertificate } from 'node:tls';
 import { VmdrError } from '../../hypervisors/errors.js';
 import { PeerUnreachable, PeerUntrusted } from './errors.js';
+import { readLines, rebuildError } from './ndjson.js';
 
 /** The request header in which a caller says what its clock reads as it sends. */
 export const CLOCK_HEADER = 'x-vmdr-clock';
@@ -98,30 +99,19 @@ export class PeerClient {
 
   /** The answer's lines, each parsed as JSON, as they arrive (progress, then a result). */
   async *ndjson(method: string, path: string, options: PeerRequest = {}): AsyncGenerator<unknown> {
-    const res = await this.request(method, path, options);
-    let rest = '';
-    for await (const chunk of res) {
-      rest += (chunk as Buffer).toString('utf8');
-      let nl: number;
-      while ((nl = rest.indexOf('\n')) >= 0) {
-        const line = rest.slice(0, nl).trim();
-        rest = rest.slice(nl + 1);
-        if (line) yield this.parse(line);
-      }
-      if (rest.length > MAX_LINE_BYTES) {
-        res.destroy();
-        throw new VmdrError('PEER_ANSWER_INVALID', `site "${this.site}" at ${this.url} sent a line longer than ${MAX_LINE_BYTES} bytes`, { subject: { host: this.url, site: this.site }, userError: false });
-      }
-    }
-    if (rest.trim()) yield this.parse(rest);
+    yield* readLines(await this.request(method, path, options), MAX_LINE_BYTES, (what, cause) => this.invalid(`sent ${what}`, cause));
   }
 
   private parse(text: string): unknown {
     try {
       return JSON.parse(text);
     } catch (err) {
-      throw new VmdrError('PEER_ANSWER_INVALID', `site "${this.site}" at ${this.url} answered with something that is not JSON`, { subject: { host: this.url, site: this.site }, cause: err, userError: false });
+      throw this.invalid('answered with something that is not JSON', err);
     }
+  }
+
+  private invalid(what: string, cause?: unknown): VmdrError {
+    return new VmdrError('PEER_ANSWER_INVALID', `site "${this.site}" at ${this.url} ${what}`, { subject: { host: this.url, site: this.site }, cause, userError: false });
   }
 
   /**
@@ -178,17 +168,10 @@ export class PeerClient {
   }
 }
 
-/** A peer's error ({code, message, remedy, ...subject}) as the typed error it was there, same code. */
-export function rebuildPeerError(error: { code: unknown; message: unknown; [k: string]: unknown }, userError: boolean): VmdrError {
-  const { code, message, remedy, ...subject } = error;
-  if (typeof code !== 'string' || typeof message !== 'string') throw new Error('no error');
-  return new VmdrError(code, message, { subject: subject as Record<string, string>, ...(typeof remedy === 'string' ? { remedy } : {}), userError });
-}
-
 function peerError(status: number, body: Buffer, url: string, site: string): VmdrError {
   try {
     const { error } = JSON.parse(body.toString('utf8')) as { error: { code: string; message: string; [k: string]: unknown } };
-    return rebuildPeerError(error, status < 500);
+    return rebuildError(error, status < 500);
   } catch {
     return new VmdrError('PEER_FAILED', `site "${site}" at ${url} answered ${status}: ${body.toString('utf8').slice(0, 200)}`, { subject: { host: url, site }, userError: false });
   }

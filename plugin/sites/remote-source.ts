@@ -8,14 +8,13 @@ import { VmdrError } from '../../hypervisors/errors.js';
 import type { PowerState, Progress, StopOptions, VmInfo } from '../../hypervisors/types.js';
 import type { Config, HealthSpec, Protection } from '../config/schema.js';
 import { SourceSiteUnreachable } from './errors.js';
-import { rebuildPeerError, type PeerClient } from './peer-client.js';
+import { resultOf } from './ndjson.js';
+import type { PeerClient } from './peer-client.js';
 import { connectPeer } from './peer-connect.js';
 import { SOURCE_SITE_PREFIX, type FinalSync, type SourceFence, type SourceHealth, type SourceSite, type SourceStop } from './source-site.js';
 
 /** The source site sends a line at least every 15 s while it works: this much silence is a lost site. */
 const IDLE_MS = 60_000;
-
-type Line = { progress?: Progress; result?: unknown; error?: { code: string; message: string }; userError?: boolean };
 
 export class RemoteSourceSite implements SourceSite {
   readonly remote = true;
@@ -61,14 +60,11 @@ export class RemoteSourceSite implements SourceSite {
 
   /** A long operation: NDJSON progress lines, then one result or error line. */
   private operate(p: Protection, op: string, body: unknown, options: { signal?: AbortSignal; onProgress?: (progress: Progress) => void } = {}): Promise<unknown> {
-    return this.call(async (client) => {
-      for await (const line of client.ndjson('POST', this.path(p, op), { json: body, ...(options.signal ? { signal: options.signal } : {}) }) as AsyncGenerator<Line>) {
-        if (line.progress) options.onProgress?.(line.progress);
-        else if (line.error) throw rebuildPeerError(line.error, line.userError ?? true);
-        else if ('result' in line) return line.result;
-      }
-      throw new SourceSiteUnreachable(this.site, client.url, `its answer to ${op} ended before its result`);
-    });
+    return this.call((client) =>
+      resultOf(client.ndjson('POST', this.path(p, op), { json: body, ...(options.signal ? { signal: options.signal } : {}) }), options.onProgress, () =>
+        new SourceSiteUnreachable(this.site, client.url, `its answer to ${op} ended before its result`),
+      ),
+    );
   }
 
   private path(p: Protection, op: string): string {

@@ -17,12 +17,10 @@ import { PROTECTION_UNKNOWN, ReceiverRefused } from '../replication/receiver/err
 import type { StateStore } from '../state/store.js';
 import { SiteConnections } from './connections.js';
 import { LocalSourceSite } from './local-source.js';
+import { answerStreamed, type AnswerLine } from './ndjson.js';
 import { requirePeer } from './peer-auth.js';
 import { SOURCE_SITE_PREFIX } from './source-site.js';
 
-export const NDJSON = 'application/x-ndjson';
-/** A line every so often while an operation says nothing, well inside the endpoint's 60 s. */
-const HEARTBEAT_MS = 15_000;
 
 const StopBody = z.strictObject({
   mode: z.enum(['graceful', 'force']),
@@ -65,29 +63,12 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
 
   const streamed = <T>(reply: FastifyReply, p: Protection, op: string, work: Work<T>) => {
     reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, { 'content-type': NDJSON });
-    const line = (value: unknown) => res.write(`${JSON.stringify(value)}\n`);
-    const gone = new AbortController();
-    // The caller gave up (or its site went away): a wait for a guest or a health check stops.
-    res.on('close', () => gone.abort(new VmdrError('CALLER_GONE', `the DR site of protection "${p.name}" closed the connection`)));
-    let last = Date.now();
-    const onProgress = (progress: Progress) => {
-      last = Date.now();
-      line({ progress });
-    };
-    const heartbeat = setInterval(() => {
-      if (Date.now() - last >= HEARTBEAT_MS) onProgress({ phase: 'waiting', done: 0, total: 1, subject: { protection: p.name, vm: p.source.vm }, detail: `source site: ${op}` });
-    }, HEARTBEAT_MS / 3);
-    void withSource(p, (source) => work(source, { signal: gone.signal, onProgress }))
-      .then(
-        (result) => line({ result }),
-        (err: unknown) => line(errorLine(err, p, deps)),
-      )
-      .finally(() => {
-        clearInterval(heartbeat);
-        res.end();
-      });
+    void answerStreamed(reply.raw, {
+      waiting: () => ({ phase: 'waiting', done: 0, total: 1, subject: { protection: p.name, vm: p.source.vm }, detail: `source site: ${op}` }),
+      gone: () => new VmdrError('CALLER_GONE', `the DR site of protection "${p.name}" closed the connection`),
+      errorLine: (err) => errorLine(err, p, deps),
+      work: (tools) => withSource(p, (source) => work(source, tools)),
+    });
   };
 
   const route = (method: 'GET' | 'POST', op: string, handler: (req: FastifyRequest<{ Params: { protection: string } }>, reply: FastifyReply) => unknown) =>
@@ -127,7 +108,7 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
 }
 
 /** A VmdrError goes back with its code and subjects (never a file of this host); anything else as internal. */
-function errorLine(err: unknown, p: Protection, deps: Deps): { error: Record<string, unknown>; userError: boolean } {
+function errorLine(err: unknown, p: Protection, deps: Deps): AnswerLine {
   if (err instanceof VmdrError) return { error: publicError(err), userError: err.userError };
   const { body, correlation } = errorAnswer(err);
   if (correlation) deps.onWarning?.(err, { protection: p.name, correlation });

@@ -4,7 +4,9 @@
  * scattered 64 KiB writes (again half random, half text) made through QEMU's block layer with
  * HMP qemu-io `write -s FILE`. Measures:
  *   - incremental: `vmdr sync` (capture + ship + commit) against `virtnbdbackup -l inc` (capture
- *     only) and `rsync --inplace --no-whole-file` of the raw image;
+ *     only) and `rsync --inplace --no-whole-file` of the raw image. `vmdr serve` runs (the DR
+ *     receiver), so `vmdr sync` hands the sync to it, as on a host that runs the daemon; the same
+ *     writes are then made again and synced with `--no-daemon` (the CLI's own process);
  *   - initial: `vmdr sync` of an unprotected VM (full), then again with `--full --compression
  *     off`, against nbdcopy of the same export.
  * virtnbdbackup refuses to run while a checkpoint it did not make exists ("Foreign checkpoint
@@ -150,6 +152,13 @@ async function main(cleanup: Cleanup): Promise<void> {
   const inc = await vmdrJson(['sync', vm, '--config', config]);
   const incResult = inc.lines.find((l) => l.event === 'result') as { kind: string; bytesShipped: number; bytesCovered: number; durationMs: number; point: { dataBytes: number; zeroBytes: number } };
   if (incResult.kind !== 'incremental') throw new Error(`second vmdr sync was ${incResult.kind}, not incremental`);
+  // The same writes again, synced by the CLI's own process: what a host without `vmdr serve` pays.
+  say('incremental: the same writes again, then vmdr sync --no-daemon');
+  await applyWrites(vm, writes);
+  await warm(disk);
+  const incHere = await vmdrJson(['sync', vm, '--no-daemon', '--config', config]);
+  const incHereResult = incHere.lines.find((l) => l.event === 'result') as typeof incResult;
+  if (incHereResult.kind !== 'incremental') throw new Error(`vmdr sync --no-daemon was ${incHereResult.kind}, not incremental`);
 
   // ---- rsync of the raw image: the disk after the writes, as raw, against the baseline
   say('incremental: rsync --inplace --no-whole-file of the raw image');
@@ -185,12 +194,14 @@ async function main(cleanup: Cleanup): Promise<void> {
 
   // ---- report
   const vnbIncRow: Row = { tool: 'virtnbdbackup -l inc (capture only, to local file)', ms: vnbInc.ms, bytes: vnbIncBytes, note: 'sparse-stream data file, uncompressed' };
-  const vmdrIncRow: Row = {
-    tool: 'vmdr sync (incremental: capture + ship + commit)',
-    ms: inc.ms,
-    bytes: incResult.bytesShipped,
-    note: `in-process ${seconds(incResult.durationMs)}; covered ${mib(incResult.bytesCovered)}, data ${mib(incResult.point.dataBytes)} before zstd, wire ${mib(incResult.bytesShipped)}`,
-  };
+  const incRow = (tool: string, run: typeof inc, r: typeof incResult): Row => ({
+    tool,
+    ms: run.ms,
+    bytes: r.bytesShipped,
+    note: `sync itself ${seconds(r.durationMs)}; covered ${mib(r.bytesCovered)}, data ${mib(r.point.dataBytes)} before zstd, wire ${mib(r.bytesShipped)}`,
+  });
+  const vmdrIncRow = incRow('vmdr sync (incremental: capture + ship + commit), handed to the running vmdr serve', inc, incResult);
+  const vmdrIncHereRow = incRow('vmdr sync --no-daemon (the same, in the CLI process)', incHere, incHereResult);
   const rsyncRow: Row = { tool: 'rsync --inplace --no-whole-file (raw image)', ms: rsync.ms, bytes: literal, note: `literal ${mib(literal)}, matched ${mib(matched)}; reads both 1 GiB files` };
   const timeRatio = vmdrIncRow.ms / vnbIncRow.ms;
   const byteRatio = vmdrIncRow.bytes / BYTES_CHANGED;
@@ -216,13 +227,14 @@ async function main(cleanup: Cleanup): Promise<void> {
       [
         [vmdrIncRow.tool, seconds(vmdrIncRow.ms), mib(vmdrIncRow.bytes), `time ${timeRatio.toFixed(2)} × virtnbdbackup`, '≤ 0.5 ×', yes(timeRatio <= 0.5)],
         ['', '', '', `shipped ${byteRatio.toFixed(3)} × bytes changed`, '≤ 1.05 ×', yes(byteRatio <= 1.05)],
+        [vmdrIncHereRow.tool, seconds(vmdrIncHereRow.ms), mib(vmdrIncHereRow.bytes), `time ${(vmdrIncHereRow.ms / vnbIncRow.ms).toFixed(2)} × virtnbdbackup`, '', ''],
         [vnbIncRow.tool, seconds(vnbIncRow.ms), mib(vnbIncRow.bytes), '1.00 (peer)', '', ''],
         [rsyncRow.tool, seconds(rsyncRow.ms), mib(rsyncRow.bytes), `vmdr time ${(vmdrIncRow.ms / rsyncRow.ms).toFixed(2)} × rsync`, '', ''],
       ],
     ),
     '',
   );
-  for (const r of [vmdrIncRow, vnbIncRow, rsyncRow]) out.push(`- ${r.tool}: ${r.note}`);
+  for (const r of [vmdrIncRow, vmdrIncHereRow, vnbIncRow, rsyncRow]) out.push(`- ${r.tool}: ${r.note}`);
   out.push('');
   out.push('### Initial', '');
   const tput = (ms: number) => `${(DISK_SIZE / MiB / (ms / 1000)).toFixed(0)} MiB/s`;

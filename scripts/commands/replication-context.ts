@@ -10,16 +10,18 @@ import { StateStore } from '../../plugin/state/store.js';
 export interface ReplicationContext {
   file: string;
   config: Config;
+  /** Which text of the config file (load.ts). */
+  fingerprint: string;
   sites: SiteConnections;
   state: StateStore;
 }
 
 export async function withReplicationContext<T>(configFile: string, work: (ctx: ReplicationContext) => Promise<T>): Promise<T> {
-  const { file, config } = await loadConfig(configFile);
+  const { file, config, fingerprint } = await loadConfig(configFile);
   const state = StateStore.open(config.state.path);
   const sites = new SiteConnections(config, file);
   try {
-    return await work({ file, config, sites, state });
+    return await work({ file, config, fingerprint, sites, state });
   } finally {
     await sites.close();
     state.close();

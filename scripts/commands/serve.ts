@@ -1,12 +1,15 @@
+import { realpath } from 'node:fs/promises';
 import type { Argv } from 'yargs';
+import { VmdrError } from '../../hypervisors/errors.js';
+import type { ControlServer } from '../../plugin/control/server.js';
 import { cycleInterval, replicateContinuously } from '../../plugin/replication/continuous.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
-import { reportCycle, sayer } from '../cli/cycles.js';
+import { describeSync, reportCycle, sayer, type Say } from '../cli/cycles.js';
 import { stepLog } from '../cli/progress.js';
 import { run } from '../cli/report.js';
 import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
-import { withReplicationContext } from './replication-context.js';
+import { withReplicationContext, type ReplicationContext } from './replication-context.js';
 
 interface ServeOptions extends GlobalOptions {
   site?: string;
@@ -26,7 +29,7 @@ export const serveCommand: CommandBody<ServeOptions> = {
       .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' }),
   handler: (argv) =>
     run(argv, () =>
-      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
+      withReplicationContext(argv.config, async ({ file, config, fingerprint, sites, state }) => {
         const say = sayer(argv.json);
         // A host that knows which site it is serves only that site: another site's endpoint
         // listens on the other host's address.
@@ -66,11 +69,34 @@ export const serveCommand: CommandBody<ServeOptions> = {
               }
             })
           : [];
-        say({ event: 'ready' }, 'vmdr serve: ready');
+        const control = await startControl({ file, config, fingerprint, sites, state }, say);
+        say({ event: 'ready', ...(control ? { control: control.socket } : {}) }, 'vmdr serve: ready');
         await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+        await control?.close();
         await Promise.allSettled(loops);
         await Promise.allSettled(receivers.map((r) => r.close()));
         say({ event: 'stopped' }, 'vmdr serve: stopped');
       }),
     ),
 };
+
+/**
+ * The control socket `vmdr sync` hands its one-shot syncs to. The first daemon of a config takes
+ * it: a second one (the DR site's receiver and the source's loops as two daemons of one config)
+ * runs without, and the syncs go to the first.
+ */
+async function startControl(ctx: ReplicationContext, say: Say): Promise<ControlServer | undefined> {
+  const { startControlServer } = await import('../../plugin/control/server.js');
+  try {
+    return await startControlServer(await realpath(ctx.file), {
+      ...ctx,
+      onWarning: (err) => say({ event: 'warning', message: String(err) }, `warning: control socket: ${err instanceof Error ? err.message : String(err)}`),
+      onSynced: (r) =>
+        say({ event: 'sync', handedOver: true, protection: r.protection, kind: r.kind, point: r.point.id, durationMs: r.durationMs }, `${describeSync(r)} (asked by vmdr sync)`),
+    });
+  } catch (err) {
+    if (!(err instanceof VmdrError && err.code === 'SERVE_ALREADY_RUNNING')) throw err;
+    say({ event: 'warning', ...err.toJSON() }, `warning: ${err.message}: syncs handed over go to that one`);
+    return undefined;
+  }
+}

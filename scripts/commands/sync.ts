@@ -1,61 +1,54 @@
 import type { Argv } from 'yargs';
-import { findProtection } from '../../plugin/protections/find.js';
-import { receiverFor } from '../../plugin/replication/sender/connect.js';
-import { syncProtection, type SyncResult } from '../../plugin/replication/sync.js';
-import { describeSync, reportCycle, sayer } from '../cli/cycles.js';
+import { handOffSync } from '../../plugin/control/client.js';
+import type { SyncResult } from '../../plugin/replication/sync.js';
+import type { SyncRequest } from '../../plugin/replication/sync-request.js';
+import { describeSync } from '../cli/cycles.js';
 import { printJson, run } from '../cli/report.js';
 import { progressReporter } from '../cli/progress.js';
 import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
-import { withReplicationContext } from './replication-context.js';
 
 interface SyncOptions extends GlobalOptions {
   vm: string;
   full: boolean;
   continuous: boolean;
+  daemon: boolean;
   compression?: 'auto' | 'off';
 }
 
+/**
+ * One sync goes to this host's `vmdr serve` when one runs for the same config (plugin/control/):
+ * its connections are open and its threads warm, so this process only starts and asks. Otherwise,
+ * and for --continuous, the sync runs here (sync-here.ts, loaded only then).
+ */
 export const syncCommand: CommandBody<SyncOptions> = {
   builder: (y: Argv<GlobalOptions>) =>
     y
       .positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' })
       .option('full', { type: 'boolean', default: false, describe: 'Ship every byte, not only what changed' })
       .option('continuous', { type: 'boolean', default: false, describe: 'Keep syncing, cycle after cycle, until interrupted' })
-      .option('compression', { choices: ['auto', 'off'] as const, describe: "zstd on what compresses (auto) or raw data (off); default: the protection's `compression`" }),
+      .option('compression', { choices: ['auto', 'off'] as const, describe: "zstd on what compresses (auto) or raw data (off); default: the protection's `compression`" })
+      .option('daemon', { type: 'boolean', default: true, describe: 'Hand the sync to this host\'s `vmdr serve` for this config when one runs (--no-daemon: sync in this process)' }),
   handler: (argv) =>
-    run(argv, () =>
-      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
-        const found = findProtection(config, file, argv.vm);
-        const protection = argv.compression ? { ...found, compression: argv.compression } : found;
-        const receiver = await receiverFor(config, file, protection);
+    run(argv, async () => {
+      const ask: SyncRequest = { vm: argv.vm, full: argv.full, ...(argv.compression ? { compression: argv.compression } : {}) };
+      // A failpoint (the crash tests' VMDR_FAILPOINT) is armed in this process: the sync must run here to meet it.
+      if (!argv.continuous && argv.daemon && process.env.VMDR_FAILPOINT === undefined) {
+        const progress = progressReporter({ json: argv.json, label: argv.vm });
+        let handed: SyncResult | undefined;
         try {
-          if (argv.continuous) {
-            const stop = new AbortController();
-            const end = () => stop.abort();
-            process.once('SIGINT', end).once('SIGTERM', end);
-            // Loaded here, not with the command: one sync (the usual) needs no loop.
-            const { replicateContinuously } = await import('../../plugin/replication/continuous.js');
-            await replicateContinuously(protection, { sites, state, receiver }, {
-              signal: stop.signal,
-              // Asked for on the command line: back to back, whatever the protection's schedule.
-              intervalMs: 0,
-              onCycle: (c) => reportCycle(sayer(argv.json), protection, c),
-            });
-            return;
-          }
-          const progress = progressReporter({ json: argv.json, label: protection.name });
-          let result: SyncResult;
-          try {
-            result = await syncProtection(protection, { sites, state, receiver }, { full: argv.full, onProgress: progress.onProgress });
-          } finally {
-            progress.stop();
-          }
-          if (argv.json) return printJson({ event: 'result', ...result });
-          process.stdout.write(`${describeSync(result)}\n`);
+          handed = await handOffSync(argv.config, ask, { onProgress: progress.onProgress });
         } finally {
-          receiver.close();
+          progress.stop();
         }
-      }),
-    ),
+        if (handed) return printSync(handed, argv.json);
+      }
+      const { syncHere } = await import('./sync-here.js');
+      await syncHere(argv.config, ask, { json: argv.json, continuous: argv.continuous }, printSync);
+    }),
 };
+
+function printSync(result: SyncResult, json: boolean): void {
+  if (json) return printJson({ event: 'result', ...result });
+  process.stdout.write(`${describeSync(result)}\n`);
+}
