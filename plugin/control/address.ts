@@ -9,8 +9,10 @@ import { realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { configFingerprint, readConfigText } from '../config/text.js';
 
-/** Beside other daemons' sockets; tmpfs, so a reboot leaves no stale one. */
-export const CONTROL_DIR = process.env.VMDR_CONTROL_DIR ?? '/run/vmdr';
+/** Beside other daemons' sockets; tmpfs, so a reboot leaves no stale one. VMDR_CONTROL_DIR moves it (tests). */
+export function controlDir(): string {
+  return process.env.VMDR_CONTROL_DIR ?? '/run/vmdr';
+}
 
 export interface ControlAddress {
   socket: string;
@@ -19,7 +21,7 @@ export interface ControlAddress {
 }
 
 export function controlSocket(realConfigPath: string): string {
-  return join(CONTROL_DIR, `control-${createHash('sha256').update(realConfigPath).digest('hex').slice(0, 16)}.sock`);
+  return join(controlDir(), `control-${createHash('sha256').update(realConfigPath).digest('hex').slice(0, 16)}.sock`);
 }
 
 /** The address for config `file`; undefined when the file cannot be read (the command's own load says why). */

@@ -5,7 +5,7 @@
  * 0600 in a 0700 directory; requests are small and bounded in size and time; a caller that hangs
  * up aborts its sync.
  */
-import { mkdir, stat, unlink } from 'node:fs/promises';
+import { chmod, mkdir, stat, unlink } from 'node:fs/promises';
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { z } from 'zod';
@@ -46,7 +46,7 @@ export async function startControlServer(realConfigPath: string, deps: ControlDe
   await privateDirectory(dirname(socket));
   await takeOver(socket, deps.file);
   const inFlight = new Set<Promise<void>>();
-  const server = createServer({ requestTimeout: 10_000, headersTimeout: 5_000, maxHeaderSize: 8192, keepAliveTimeout: 1_000 }, (req, res) => {
+  const server = createServer({ requestTimeout: 5_000, headersTimeout: 2_000, connectionsCheckingInterval: 500, maxHeaderSize: 8192, keepAliveTimeout: 1_000 }, (req, res) => {
     const done = handle(req, res, deps).catch((err: unknown) => deps.onWarning?.(err));
     inFlight.add(done);
     void done.finally(() => inFlight.delete(done));
@@ -56,6 +56,8 @@ export async function startControlServer(realConfigPath: string, deps: ControlDe
     server.once('error', reject);
     server.listen(socket, () => resolve());
   });
+  // Whatever the umask: the directory keeps others out already, this keeps the socket so too.
+  await chmod(socket, 0o600);
   return {
     socket,
     close: async () => {
@@ -102,16 +104,14 @@ async function readBody(req: IncomingMessage): Promise<string | undefined> {
   let text = '';
   for await (const chunk of req) {
     text += (chunk as Buffer).toString('utf8');
-    if (text.length > CONTROL_BODY_BYTES) {
-      req.destroy();
-      return undefined;
-    }
+    if (text.length > CONTROL_BODY_BYTES) return undefined;
   }
   return text;
 }
 
 function refuse(res: ServerResponse, status: number, code: string, message: string): void {
-  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code, message } }));
+  // The connection ends with the answer: what the caller still sends is not read.
+  res.writeHead(status, { 'content-type': 'application/json', connection: 'close' }).end(JSON.stringify({ error: { code, message } }));
 }
 
 /** Made 0700 if missing; refused when another user owns it or others may enter it. */
