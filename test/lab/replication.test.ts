@@ -334,7 +334,9 @@ protections:
     const before = await points();
     const last = before[before.length - 1]!;
     for (let i = 0; i < 8; i += 1) await hmpWrite(name, 0, '0x3c', 20 * MiB + i * 512 * KiB, 64 * KiB);
-    const failed = await runVmdr(['sync', name, '--config', config]);
+    // The sender in a process of its own, as on a source host apart from the DR site's daemon
+    // (handed to this one-host lab's daemon, the sync would die with it: SERVE_LOST).
+    const failed = await runVmdr(['sync', name, '--no-daemon', '--config', config]);
     assert.equal(failed.code, 1);
     assert.match(failed.stderr, /^vmdr: cannot reach the endpoint of site "dr" at https:\/\/127\.0\.0\.1:\d+: .*\n$/);
     assert.equal(await serve.exited, 'SIGKILL');
