@@ -8,7 +8,8 @@
  * and the mean CPU time of the command's process tree (less swayed by a busy machine than wall time):
  *   - `vmdr --help`: start-up alone, nothing opened;
  *   - `vmdr status --json`: config, state file, both sites' VMs, the newest point;
- *   - `vmdr sync VM --json`: one incremental cycle of an idle guest (checkpoint, backup, ship, commit);
+ *   - `vmdr sync VM --json`: one incremental cycle of an idle guest (checkpoint, backup, ship,
+ *     commit), handed to the running `vmdr serve`, and again with `--no-daemon` (in the CLI);
  *   - `virsh -c qemu:///system list` (the peer) and an empty `node` (Node's own start, for reference).
  * Prints a markdown report on stdout (progress on stderr) and removes everything it made, also after
  * a failure or Ctrl-C. `--no-setup` skips scripts/lab/setup on a machine already set up.
@@ -86,11 +87,11 @@ async function main(cleanup: Cleanup): Promise<void> {
       argv: vmdr('status', '--json', '--config', config),
       check: (out) => void ((json(out)[0] as { protection: string }[]).some((r) => r.protection === vm) || fail('protection missing')),
     },
-    {
-      name: `vmdr sync VM --json`,
-      argv: vmdr('sync', vm, '--json', '--config', config),
-      check: (out) => void (json(out).some((l) => (l as { kind?: string }).kind === 'incremental') || fail('not an incremental sync')),
-    },
+    ...[[], ['--no-daemon']].map((extra) => ({
+      name: `vmdr sync VM --json${extra.length ? ` ${extra.join(' ')}` : ' (handed to vmdr serve)'}`,
+      argv: vmdr('sync', vm, '--json', ...extra, '--config', config),
+      check: (out: string) => void (json(out).some((l) => (l as { kind?: string }).kind === 'incremental') || fail('not an incremental sync')),
+    })),
     { name: 'virsh list (peer)', argv: ['virsh', '-c', URI, 'list'], check: (out) => void (out.includes(vm) || fail('VM not listed')) },
     { name: 'node, empty script (reference)', argv: [process.execPath, '-e', '0'], check: () => undefined },
   ];
@@ -105,7 +106,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   const wall = (c: Command) => runs.get(c)!.map((r) => r.ms);
   const cpu = (c: Command) => runs.get(c)!.reduce((sum, r) => sum + r.cpuMs, 0) / RUNS;
 
-  const peer = median(wall(commands[3]!));
+  const peer = median(wall(commands.find((c) => c.argv[0] === 'virsh')!));
   const ms = (x: number) => `${x.toFixed(0)} ms`;
   const out: string[] = [];
   out.push(`## CLI start-up benchmark run of ${machine.date!.slice(0, 10)}`, '');
