@@ -159,7 +159,7 @@ export async function bootVm(lab: BenchLab, cleanup: Cleanup, name: string, disk
   return log;
 }
 
-/** A config with one DR site on loopback and one protection per VM, and `vmdr serve` for it. */
+/** A config with one DR site on loopback and one protection per VM, and a `vmdr serve` for each site. */
 export async function startVmdr(
   lab: BenchLab,
   cleanup: Cleanup,
@@ -192,8 +192,12 @@ ${vms
   .join('\n')}
 `,
   );
-  const serve = await startServe(config);
-  cleanup.add('stop vmdr serve', () => serve.stop());
+  // Two daemons, as on two hosts: the DR site's receiver, and the source site's, to which
+  // `vmdr sync` hands its syncs (its control socket), so the sender is not the receiver's process.
+  const serve = await startServe(config, { args: ['--site', 'dr', '--no-replicate'] });
+  cleanup.add('stop vmdr serve (dr)', () => serve.stop());
+  const source = await startServe(config, { args: ['--site', 'prod', '--no-receive', '--no-replicate'] });
+  cleanup.add('stop vmdr serve (prod)', () => source.stop());
   return { config, serve };
 }
 

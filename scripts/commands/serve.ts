@@ -69,7 +69,9 @@ export const serveCommand: CommandBody<ServeOptions> = {
               }
             })
           : [];
-        const control = await startControl({ file, config, fingerprint, sites, state }, say);
+        // A daemon of a DR site alone has no source VM to sync: the control socket is a source site's.
+        const servesSources = !site || config.protections.some((p) => p.source.site === site);
+        const control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say) : undefined;
         say({ event: 'ready', ...(control ? { control: control.socket } : {}) }, 'vmdr serve: ready');
         await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
         await control?.close();
@@ -81,9 +83,8 @@ export const serveCommand: CommandBody<ServeOptions> = {
 };
 
 /**
- * The control socket `vmdr sync` hands its one-shot syncs to. The first daemon of a config takes
- * it: a second one (the DR site's receiver and the source's loops as two daemons of one config)
- * runs without, and the syncs go to the first.
+ * The control socket `vmdr sync` hands its one-shot syncs to. The first daemon of a config that
+ * serves a source site takes it: a second one runs without, and the syncs go to the first.
  */
 async function startControl(ctx: ReplicationContext, say: Say): Promise<ControlServer | undefined> {
   const { startControlServer } = await import('../../plugin/control/server.js');

@@ -3,7 +3,8 @@
  * daemon runs the sync and the CLI prints its result; the CLI runs the sync itself with
  * --no-daemon, when the config was edited since the daemon read it, and when no daemon runs (it
  * stopped, or died and left its socket); a CLI killed mid-sync ends its sync in the daemon, and the
- * next one goes on incrementally; errors read the same either way.
+ * next one goes on incrementally; errors read the same either way; the first daemon of a config
+ * that serves a source site holds the socket.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -103,6 +104,25 @@ describe('vmdr sync handed to vmdr serve (qemu:///system)', function () {
     const next = await sync();
     assert.equal(next.kind, 'incremental');
     assert.deepEqual(handed().slice(before), [next.point.id], 'the killed CLI\'s sync made no point');
+  });
+
+  it('a second daemon of the config runs without the socket, and one of the DR site alone does not ask for it', async () => {
+    const second = await startServe(config, { args: ['--no-receive', '--no-replicate'] });
+    const drOnly = await startServe(config, { args: ['--site', 'dr', '--no-receive', '--no-replicate'] });
+    try {
+      const ready = (s: ServeProcess) => s.events.find((e) => e.event === 'ready')!;
+      assert.equal(ready(second).control, undefined);
+      assert.equal(second.events.find((e) => e.event === 'warning')?.code, 'SERVE_ALREADY_RUNNING');
+      assert.equal(ready(drOnly).control, undefined);
+      assert.equal(drOnly.events.some((e) => e.event === 'warning'), false);
+    } finally {
+      await second.stop();
+      await drOnly.stop();
+    }
+    // The first daemon still has it.
+    const before = handed().length;
+    await sync();
+    assert.equal(handed().length, before + 1);
   });
 
   it('with the daemon stopped, or killed with its socket left behind, the CLI syncs itself; a new daemon takes the socket', async () => {
