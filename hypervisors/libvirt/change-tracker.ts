@@ -58,7 +58,9 @@ export class LibvirtChangeTracker implements ChangeTracker {
     const disks = options.disks ?? (await this.backupDisks(vm)).map((d) => d.target);
     // While the export lives, QEMU copies blocks the guest overwrites into a scratch image first.
     const scratch = options.scratchDir ?? (await mkdtemp(SCRATCH_DIR_PREFIX));
-    await chmod(scratch, 0o755);
+    // The scratch images hold the guest's blocks as they were: QEMU (another user) opens them by
+    // name, so it needs to pass through the directory, and nobody needs to list it.
+    await chmod(scratch, 0o711);
     const scratchFiles = disks.map((d) => join(scratch, scratchFileName(vm, d)));
     const server =
       options.listen.transport === 'tcp'

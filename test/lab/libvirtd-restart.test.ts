@@ -20,7 +20,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { access, writeFile } from 'node:fs/promises';
+import { access, readdir, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
@@ -351,6 +352,12 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
     const exited = new Promise<number | null>((resolve) => running.once('exit', (code) => resolve(code)));
     try {
       await until('the first sync inside its cycle', () => isStopped(running.pid!));
+      // The scratch image holds the guest's old blocks: QEMU's alone, in a directory nobody lists.
+      const dirs = (await readdir(tmpdir())).filter((d) => d.startsWith('vmdr-scratch-')).map((d) => join(tmpdir(), d));
+      const ours = (await Promise.all(dirs.map(async (d) => ((await readdir(d)).some((f) => f.startsWith(`${vm.name}-vda.`)) ? d : undefined)))).filter(Boolean) as string[];
+      assert.equal(ours.length, 1, `scratch directories of ${vm.name}: ${ours.join(', ')}`);
+      assert.equal((await stat(ours[0]!)).mode & 0o777, 0o711);
+      for (const f of await readdir(ours[0]!)) assert.equal((await stat(join(ours[0]!, f))).mode & 0o777, 0o600, f);
       const busy = await runVmdr(['sync', vm.name, '--config', config]);
       assert.equal(busy.code, 1);
       assert.match(
