@@ -16,6 +16,8 @@ export interface LifecycleEvent {
   event: number;
   /** What kind of that event (for STOPPED: shutdown, destroyed, crashed, ...). */
   detail: number;
+  /** When libvirt reported it to this process (ms since the epoch, to the microsecond). */
+  at: number;
 }
 
 export interface Watcher {
@@ -25,7 +27,7 @@ export interface Watcher {
 }
 
 /** struct vmdr_event_record in shim/vmdr-events.c. */
-const RECORD = { bytes: 512, watch: 0, kind: 8, event: 12, detail: 16, uuid: 24, uuidBytes: 40, name: 64, nameBytes: 448 } as const;
+const RECORD = { bytes: 512, watch: 0, time: 8, kind: 16, event: 20, detail: 24, uuid: 32, uuidBytes: 40, name: 72, nameBytes: 440 } as const;
 const KIND = { LIFECYCLE: 1, CLOSED: 2 } as const;
 
 function cString(record: Buffer, at: number, bytes: number): string {
@@ -84,6 +86,7 @@ class LibvirtEvents {
         name: cString(record, RECORD.name, RECORD.nameBytes),
         event,
         detail: record.readInt32LE(RECORD.detail),
+        at: Number(record.readBigUInt64LE(RECORD.time)) / 1000,
       });
     }
   }

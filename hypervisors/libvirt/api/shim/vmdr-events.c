@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libvirt/libvirt.h>
@@ -35,12 +36,13 @@ enum { RECORD_LIFECYCLE = 1, RECORD_CLOSED = 2 };
 /* Read by api/events.ts: keep the two in step. */
 struct vmdr_event_record {
     uint64_t watch;   /* which watched connection (vmdr_events_watch's number) */
+    uint64_t time;    /* when libvirt reported it: microseconds since the epoch */
     int32_t kind;     /* RECORD_* */
     int32_t event;    /* lifecycle: virDomainEventType; closed: virConnectCloseReason */
     int32_t detail;   /* lifecycle: the event's detail (virDomainEventStoppedDetailType, ...) */
     int32_t unused;
     char uuid[40];    /* VIR_UUID_STRING_BUFLEN and padding */
-    char name[448];   /* NUL-terminated, cut at 447 bytes */
+    char name[440];   /* NUL-terminated, cut at 439 bytes */
 };
 _Static_assert(sizeof(struct vmdr_event_record) == 512, "api/events.ts reads 512-byte records");
 
@@ -64,6 +66,10 @@ static unsigned long dropped;
 /* Writes one record for a connection still watched; a record for one no longer watched is dropped. */
 static void post(virConnectPtr conn, struct vmdr_event_record *record)
 {
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    record->time = (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < watch_count; i++) {
         if (watches[i].conn != conn)
