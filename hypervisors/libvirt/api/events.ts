@@ -92,4 +92,9 @@ class LibvirtEvents {
   }
 }
 
-export const libvirtEvents = new LibvirtEvents();
+/**
+ * One reader of the shim's pipe per process, even if this module is loaded twice (two readers of
+ * one pipe would each take records the other's watchers wait for).
+ */
+const ONE_PER_PROCESS = Symbol.for('vmdr.libvirtEvents');
+export const libvirtEvents: LibvirtEvents = ((globalThis as Record<symbol, unknown>)[ONE_PER_PROCESS] ??= new LibvirtEvents()) as LibvirtEvents;
