@@ -1,8 +1,9 @@
 /**
  * One connection to a libvirt host, through the binding in api/: opened on first use with
  * keepalive, watched for its closing (libvirtd restarted, keepalive timed out) and opened afresh
- * by the next call after that, and for its VMs' lifecycle events (`onLifecycle`). Every call goes through `call`, which bounds it in time and turns
- * libvirt's failures into vmdr's typed errors naming this host.
+ * by the next call after that, and for its VMs' lifecycle events (`onLifecycle`). Every call goes
+ * through `call`, which bounds it in time and turns libvirt's failures into vmdr's typed errors
+ * naming this host.
  */
 import { InvalidPowerState, VmdrError } from '../errors.js';
 import type { PowerState } from '../types.js';
