@@ -18,7 +18,6 @@ function declare() {
     vmdr_events_start: lib.func('int vmdr_events_start(void)'),
     vmdr_events_watch: lib.func('vmdr_events_watch', 'int', [H]),
     vmdr_events_unwatch: lib.func('vmdr_events_unwatch', 'void', [H]),
-    vmdr_events_dropped: lib.func('unsigned long vmdr_events_dropped(void)'),
   };
 }
 

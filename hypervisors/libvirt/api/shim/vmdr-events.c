@@ -61,7 +61,6 @@ static uint64_t next_watch = 1;
 static int records[2] = {-1, -1};
 static int started = -1;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static unsigned long dropped;
 
 /* Writes one record for a connection still watched; a record for one no longer watched is dropped. */
 static void post(virConnectPtr conn, struct vmdr_event_record *record)
@@ -76,8 +75,8 @@ static void post(virConnectPtr conn, struct vmdr_event_record *record)
             continue;
         record->watch = watches[i].id;
         /* A full pipe (the main thread is not reading) drops the record: waits fall back to polling. */
-        if (write(records[1], record, sizeof *record) != (ssize_t)sizeof *record)
-            dropped++;
+        ssize_t written = write(records[1], record, sizeof *record);
+        (void)written;
         break;
     }
     pthread_mutex_unlock(&lock);
@@ -193,17 +192,6 @@ int vmdr_events_watch(virConnectPtr conn)
     }
     pthread_mutex_unlock(&lock);
     return lifecycle < 0 ? -1 : (int)added.id;
-}
-
-/* Records dropped because the pipe was full, since the process started. */
-unsigned long vmdr_events_dropped(void)
-{
-    unsigned long count;
-
-    pthread_mutex_lock(&lock);
-    count = dropped;
-    pthread_mutex_unlock(&lock);
-    return count;
 }
 
 /*
