@@ -1,12 +1,13 @@
 /**
  * One connection to a libvirt host, through the binding in api/: opened on first use with
  * keepalive, watched for its closing (libvirtd restarted, keepalive timed out) and opened afresh
- * by the next call after that. Every call goes through `call`, which bounds it in time and turns
- * libvirt's failures into vmdr's typed errors naming this host.
+ * by the next call after that, and for its VMs' lifecycle events (`onLifecycle`). Every call goes
+ * through `call`, which bounds it in time and turns libvirt's failures into vmdr's typed errors
+ * naming this host.
  */
 import { InvalidPowerState, VmdrError } from '../errors.js';
 import type { PowerState } from '../types.js';
-import { libvirtEvents } from './api/events.js';
+import { libvirtEvents, type LifecycleEvent } from './api/events.js';
 import type { Handle } from './api/native.js';
 import { callPool, LibvirtCallTimedOut, type ProcedureArgs, type ProcedureName, type ProcedureResult } from './api/pool.js';
 import { isConnectionFailure, neverSent, translateLibvirtError, type LibvirtErrorContext } from './errors.js';
@@ -51,6 +52,9 @@ export interface CallContext extends Omit<LibvirtErrorContext, 'host'> {
 
 export class LibvirtConnection {
   private opening: Promise<Handle> | undefined;
+  /** The events' watch number of each open handle. */
+  private readonly watches = new Map<Handle, number>();
+  private readonly lifecycleListeners = new Set<(event: LifecycleEvent) => void>();
 
   constructor(
     readonly uri: string,
@@ -63,15 +67,31 @@ export class LibvirtConnection {
     callPool.warm();
     // A failed open is forgotten so the next call tries again (libvirtd may have been started since).
     this.opening ??= (async () => {
-      await libvirtEvents.started();
-      const conn = await callPool.run('open', [this.uri, KEEPALIVE], Math.min(OPEN_TIMEOUT_MS, this.callTimeoutMs));
-      await libvirtEvents.watch(conn, () => void this.forget(conn));
+      const { conn, watch, events } = await callPool.run('open', [this.uri, KEEPALIVE], Math.min(OPEN_TIMEOUT_MS, this.callTimeoutMs));
+      if (watch > 0) {
+        this.watches.set(conn, watch);
+        libvirtEvents.watch(events, watch, {
+          lifecycle: (event) => {
+            for (const listener of [...this.lifecycleListeners]) listener(event);
+          },
+          closed: () => void this.forget(conn),
+        });
+      }
       return conn;
     })().catch((err: unknown) => {
       this.opening = undefined;
       throw translateLibvirtError(err, { operation: 'connect', host: this.uri });
     });
     return this.opening;
+  }
+
+  /**
+   * Calls `listener` with each lifecycle event of this host's VMs until the returned function is
+   * called, across reconnects; events while no connection is open (libvirtd restarting) are missed.
+   */
+  onLifecycle(listener: (event: LifecycleEvent) => void): () => void {
+    this.lifecycleListeners.add(listener);
+    return () => this.lifecycleListeners.delete(listener);
   }
 
   async close(): Promise<void> {
@@ -131,7 +151,10 @@ export class LibvirtConnection {
   }
 
   private async release(conn: Handle, waitMs: number): Promise<void> {
-    await libvirtEvents.unwatch(conn).catch(() => undefined);
+    const watch = this.watches.get(conn);
+    this.watches.delete(conn);
+    if (watch !== undefined) libvirtEvents.unwatch(watch);
+    // The close procedure unwatches the connection in libvirt before it closes it.
     // A call given up on (a frozen libvirtd) may still be inside libvirt on this connection: it
     // stays open then (a leak, not a crash); libvirt ends such calls when its keepalive gives up.
     await callPool.closeWhenUnused(conn, waitMs).catch(() => false);

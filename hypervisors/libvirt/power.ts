@@ -1,17 +1,18 @@
 /**
  * Power: reading a VM's state, and stopping it the way StopOptions asks (graceful with a deadline,
- * optionally forced after it; or forced at once). A graceful stop asks the VM's state every
- * POLL_MS over the open connection (a fraction of a millisecond each), not libvirt's "stopped"
- * event: libvirt's event callbacks crash a Node process that calls libvirt from worker threads
- * (see api/event-loop.ts).
+ * optionally forced after it; or forced at once). A graceful stop returns when libvirt reports the
+ * VM stopped (its lifecycle event, api/events.ts); the VM's state is also asked every
+ * FALLBACK_POLL_MS, in case the event is missed (a reconnect while the guest shuts down drops the
+ * connection's registration).
  */
 import { StopTimedOut, VmdrError } from '../errors.js';
 import type { PowerState, StopOptions } from '../types.js';
+import { VIR_DOMAIN_EVENT } from './api/codes.js';
 import type { LibvirtConnection } from './connection.js';
 import { powerStateOf } from './power-states.js';
 
 export const DEFAULT_GRACEFUL_TIMEOUT_MS = 60_000;
-const POLL_MS = 100;
+const FALLBACK_POLL_MS = 1_000;
 
 export async function powerState(conn: LibvirtConnection, vm: string): Promise<PowerState> {
   return powerStateOf(await conn.call({ operation: 'read power state', vm }, 'domainState', vm));
@@ -23,11 +24,14 @@ export async function stopDomain(conn: LibvirtConnection, vm: string, options: S
   if (options.mode === 'force') return destroy(conn, vm);
 
   const timeoutMs = options.timeoutMs ?? DEFAULT_GRACEFUL_TIMEOUT_MS;
-  const stopped = waitForShutoff(conn, vm, Date.now() + timeoutMs, options.signal);
+  // Events name VMs by UUID: `vm` may be a name.
+  const { uuid } = await conn.call({ operation: 'look up VM', vm }, 'identifyDomain', vm);
+  const stopped = waitForShutoff(conn, vm, uuid, Date.now() + timeoutMs, options.signal);
   try {
     await conn.call({ operation: 'request guest shutdown', vm, requires: 'running' }, 'shutdownDomain', vm).catch((err: unknown) => {
       // It went off between our look and the request: that is what was asked for.
       if (!(err instanceof VmdrError && err.code === 'INVALID_POWER_STATE')) throw err;
+      stopped.check();
     });
   } catch (err) {
     stopped.cancel();
@@ -45,11 +49,18 @@ async function destroy(conn: LibvirtConnection, vm: string): Promise<void> {
 }
 
 /**
- * Resolves true when the VM is found off, false at the deadline; an abort rejects with the
- * signal's own reason. It starts before the caller asks the guest to stop; a state it cannot read
- * (libvirtd restarting) is asked again at the next poll.
+ * Resolves true when the VM is reported stopped or found off, false at the deadline; an abort
+ * rejects with the signal's own reason. It starts before the caller asks the guest to stop; a
+ * state it cannot read (libvirtd restarting) is asked again at the next poll. `check` asks the
+ * state now.
  */
-function waitForShutoff(conn: LibvirtConnection, vm: string, deadline: number, signal?: AbortSignal): { done: Promise<boolean>; cancel: () => void } {
+function waitForShutoff(
+  conn: LibvirtConnection,
+  vm: string,
+  uuid: string,
+  deadline: number,
+  signal?: AbortSignal,
+): { done: Promise<boolean>; cancel: () => void; check: () => void } {
   let finish: (stopped: boolean) => void = () => undefined;
   let fail: (err: unknown) => void = () => undefined;
   const done = new Promise<boolean>((resolve, reject) => {
@@ -58,15 +69,23 @@ function waitForShutoff(conn: LibvirtConnection, vm: string, deadline: number, s
   });
   let poll: NodeJS.Timeout | undefined;
   let ended = false;
-  const ask = () => {
-    poll = undefined;
-    void powerState(conn, vm).then(
+  const check = () =>
+    powerState(conn, vm).then(
       (state) => state === 'shutoff' && end(true),
       () => undefined,
-    ).finally(() => {
-      if (!ended) poll = setTimeout(ask, POLL_MS);
+    );
+  const ask = () => {
+    poll = undefined;
+    void check().finally(() => {
+      if (!ended) poll = setTimeout(ask, FALLBACK_POLL_MS);
     });
   };
+  const unsubscribe = conn.onLifecycle((event) => {
+    if (event.uuid !== uuid) return;
+    if (event.event === VIR_DOMAIN_EVENT.STOPPED) end(true);
+    // The guest has shut down; QEMU may not have ended yet.
+    else if (event.event === VIR_DOMAIN_EVENT.SHUTDOWN) void check();
+  });
   const onAbort = () => {
     cleanup();
     fail(signal!.reason);
@@ -74,18 +93,20 @@ function waitForShutoff(conn: LibvirtConnection, vm: string, deadline: number, s
   const timer = setTimeout(() => end(false), Math.max(0, deadline - Date.now()));
   const cleanup = () => {
     ended = true;
+    unsubscribe();
     clearTimeout(timer);
     clearTimeout(poll);
     signal?.removeEventListener('abort', onAbort);
   };
   const end = (stopped: boolean) => {
+    if (ended) return;
     cleanup();
     finish(stopped);
   };
   if (signal?.aborted) onAbort();
   else {
     signal?.addEventListener('abort', onAbort, { once: true });
-    poll = setTimeout(ask, POLL_MS);
+    poll = setTimeout(ask, FALLBACK_POLL_MS);
   }
-  return { done, cancel: () => end(false) };
+  return { done, cancel: () => end(false), check: () => void check() };
 }

@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict';
 import { VIR_DOMAIN_STATE, VIR_ERR, VIR_FROM } from '../../hypervisors/libvirt/api/codes.js';
-import { libvirtEvents } from '../../hypervisors/libvirt/api/events.js';
 import type { Handle } from '../../hypervisors/libvirt/api/native.js';
 import { callPool, LibvirtCallFailed, LibvirtCallTimedOut } from '../../hypervisors/libvirt/api/pool.js';
 
@@ -26,13 +25,10 @@ describe('libvirt C API binding', () => {
   let test: Handle;
 
   before(async () => {
-    await libvirtEvents.started();
-    test = await callPool.run('open', ['test:///default', KEEPALIVE], TIMEOUT);
-    await libvirtEvents.watch(test, () => undefined);
+    test = (await callPool.run('open', ['test:///default', KEEPALIVE], TIMEOUT)).conn;
   });
 
   after(async () => {
-    await libvirtEvents.unwatch(test);
     await callPool.run('close', [test], TIMEOUT);
   });
 
@@ -53,7 +49,7 @@ describe('libvirt C API binding', () => {
     }
 
     it('a missing VM on the lab libvirtd: code 42 from the QEMU driver', async () => {
-      const conn = await callPool.run('open', ['qemu:///system', KEEPALIVE], TIMEOUT);
+      const { conn } = await callPool.run('open', ['qemu:///system', KEEPALIVE], TIMEOUT);
       try {
         const detail = await failure(callPool.run('domainState', [conn, 'no-such-vm'], TIMEOUT));
         assert.deepEqual([detail.code, detail.domain], [VIR_ERR.NO_DOMAIN, VIR_FROM.QEMU]);

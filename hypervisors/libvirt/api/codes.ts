@@ -46,6 +46,11 @@ export const VIR_FROM = {
 /** virDomainState */
 export const VIR_DOMAIN_STATE = { NOSTATE: 0, RUNNING: 1, BLOCKED: 2, PAUSED: 3, SHUTDOWN: 4, SHUTOFF: 5, CRASHED: 6, PMSUSPENDED: 7 } as const;
 
+/** virDomainEventType: what a lifecycle event reports (api/events.ts). */
+export const VIR_DOMAIN_EVENT = { DEFINED: 0, UNDEFINED: 1, STARTED: 2, SUSPENDED: 3, RESUMED: 4, STOPPED: 5, SHUTDOWN: 6, PMSUSPENDED: 7, CRASHED: 8 } as const;
+/** virDomainEventStoppedDetailType: why a VM stopped. */
+export const VIR_DOMAIN_EVENT_STOPPED = { SHUTDOWN: 0, DESTROYED: 1, CRASHED: 2, MIGRATED: 3, SAVED: 4, FAILED: 5, FROM_SNAPSHOT: 6 } as const;
+
 export const VIR_DOMAIN_XML = { SECURE: 1 << 0, INACTIVE: 1 << 1 } as const;
 
 export const VIR_DOMAIN_UNDEFINE = { SNAPSHOTS_METADATA: 1 << 1, KEEP_NVRAM: 1 << 3, CHECKPOINTS_METADATA: 1 << 4 } as const;

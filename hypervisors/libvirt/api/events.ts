@@ -1,77 +1,100 @@
 /**
- * Connection-closed notices on the main thread, from the one event loop thread of the process
- * (event-loop.ts). That thread must have registered libvirt's event loop before any connection
- * opens (keepalive needs it), so `started()` is awaited before each open.
+ * libvirt's notices on the main thread: each VM's lifecycle on a watched connection (started,
+ * stopped, ...) and the connection's closing (libvirtd went away, or keepalive gave it up). The
+ * C shim (shim/vmdr-events.c) writes them from libvirt's threads as fixed-size records to a pipe,
+ * which this reads like a socket; nothing here calls libvirt, and libvirt calls no JavaScript.
+ * A connection is watched by the open procedure itself (procedures.ts), so no event between the
+ * open and the first call is missed, and it is unwatched by the close procedure before it closes.
  */
-import type { Worker } from 'node:worker_threads';
-import type { Handle } from './native.js';
-import type { LoopMessage, LoopRequest } from './event-loop.js';
-import { startThread } from './thread-file.js';
+import { Socket } from 'node:net';
+
+/** One VM's change of state, as libvirt reports it (virDomainEventType and its detail). */
+export interface LifecycleEvent {
+  uuid: string;
+  name: string;
+  /** VIR_DOMAIN_EVENT (codes.ts): DEFINED, STARTED, STOPPED, ... */
+  event: number;
+  /** What kind of that event (for STOPPED: shutdown, destroyed, crashed, ...). */
+  detail: number;
+  /** When libvirt reported it to this process (ms since the epoch, to the microsecond). */
+  at: number;
+}
+
+export interface Watcher {
+  lifecycle(event: LifecycleEvent): void;
+  /** `reason` is a virConnectCloseReason (CLOSE_REASONS). */
+  closed(reason: number): void;
+}
+
+/** struct vmdr_event_record in shim/vmdr-events.c. */
+const RECORD = { bytes: 512, watch: 0, time: 8, kind: 16, event: 20, detail: 24, uuid: 32, uuidBytes: 40, name: 72, nameBytes: 440 } as const;
+const KIND = { LIFECYCLE: 1, CLOSED: 2 } as const;
+
+function cString(record: Buffer, at: number, bytes: number): string {
+  const end = record.indexOf(0, at);
+  return record.toString('utf8', at, end < 0 || end > at + bytes ? at + bytes : end);
+}
 
 class LibvirtEvents {
-  private loop: Promise<Worker> | undefined;
-  /** What to do when a watched connection closes, by connection. */
-  private readonly onClosed = new Map<Handle, () => void>();
-  private nextId = 1;
-  private readonly waiting = new Map<number, () => void>();
-  /** The thread keeps the process alive only while somebody waits on it (its start, a request). */
-  private holds = 0;
+  private reader: Socket | undefined;
+  private readonly watchers = new Map<number, Watcher>();
+  /** The start of a record whose rest has not been read yet. */
+  private partial: Buffer = Buffer.alloc(0);
 
-  started(): Promise<Worker> {
-    this.loop ??= new Promise<Worker>((resolve, reject) => {
-      const worker = startThread('event-loop', import.meta.url);
-      worker.on('message', (message: LoopMessage) => {
-        if (message.kind === 'ready') {
-          this.release(worker);
-          resolve(worker);
-        } else if (message.kind === 'done') {
-          const waiter = this.waiting.get(message.id);
-          this.waiting.delete(message.id);
-          waiter?.();
-        } else {
-          const onClosed = this.onClosed.get(message.conn);
-          this.onClosed.delete(message.conn);
-          onClosed?.();
-        }
-      });
-      worker.on('error', (err) => {
-        this.loop = undefined;
-        this.holds = 0;
-        reject(err);
-      });
-      // Adding a 'message' listener has ref'd the worker: that is the hold on its start.
-      this.holds++;
-    });
-    return this.loop;
+  /**
+   * Sends the records of watch number `watch` (from the open procedure) to `watcher` from now on;
+   * `pipe` is the shim's pipe the open procedure returned.
+   */
+  watch(pipe: number, watch: number, watcher: Watcher): void {
+    this.listen(pipe);
+    this.watchers.set(watch, watcher);
   }
 
-  /** Reports the connection's closing to `onClosed`. */
-  watch(conn: Handle, onClosed: () => void): Promise<void> {
-    this.onClosed.set(conn, onClosed);
-    return this.ask({ id: this.nextId++, watch: conn });
+  /** Records of `watch` still in the pipe are dropped. */
+  unwatch(watch: number): void {
+    this.watchers.delete(watch);
   }
 
-  unwatch(conn: Handle): Promise<void> {
-    this.onClosed.delete(conn);
-    return this.ask({ id: this.nextId++, unwatch: conn });
+  private listen(pipe: number): void {
+    if (this.reader) return;
+    const reader = new Socket({ fd: pipe, readable: true, writable: false });
+    // Notices never keep the process alive: whoever waits for one holds a timer of its own.
+    reader.unref();
+    reader.on('data', (chunk: Buffer) => this.read(chunk));
+    // The pipe does not fail while the process lives; if it did, waits would fall back to asking
+    // the VM's state and calls would find their connection closed themselves.
+    reader.on('error', () => undefined);
+    this.reader = reader;
   }
 
-  private async ask(request: LoopRequest): Promise<void> {
-    const worker = await this.started();
-    if (this.holds++ === 0) worker.ref();
-    try {
-      await new Promise<void>((resolve) => {
-        this.waiting.set(request.id, resolve);
-        worker.postMessage(request);
+  private read(chunk: Buffer): void {
+    const data = this.partial.length > 0 ? Buffer.concat([this.partial, chunk]) : chunk;
+    let at = 0;
+    for (; at + RECORD.bytes <= data.length; at += RECORD.bytes) this.dispatch(data.subarray(at, at + RECORD.bytes));
+    this.partial = Buffer.from(data.subarray(at));
+  }
+
+  private dispatch(record: Buffer): void {
+    const watcher = this.watchers.get(Number(record.readBigUInt64LE(RECORD.watch)));
+    if (!watcher) return;
+    const kind = record.readInt32LE(RECORD.kind);
+    const event = record.readInt32LE(RECORD.event);
+    if (kind === KIND.CLOSED) watcher.closed(event);
+    else if (kind === KIND.LIFECYCLE) {
+      watcher.lifecycle({
+        uuid: cString(record, RECORD.uuid, RECORD.uuidBytes),
+        name: cString(record, RECORD.name, RECORD.nameBytes),
+        event,
+        detail: record.readInt32LE(RECORD.detail),
+        at: Number(record.readBigUInt64LE(RECORD.time)) / 1000,
       });
-    } finally {
-      this.release(worker);
     }
-  }
-
-  private release(worker: Worker): void {
-    if (--this.holds === 0) worker.unref();
   }
 }
 
-export const libvirtEvents = new LibvirtEvents();
+/**
+ * One reader of the shim's pipe per process, even if this module is loaded twice (two readers of
+ * one pipe would each take records the other's watchers wait for).
+ */
+const ONE_PER_PROCESS = Symbol.for('vmdr.libvirtEvents');
+export const libvirtEvents: LibvirtEvents = ((globalThis as Record<symbol, unknown>)[ONE_PER_PROCESS] ??= new LibvirtEvents()) as LibvirtEvents;

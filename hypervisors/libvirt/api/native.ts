@@ -118,11 +118,6 @@ function declare() {
     virNetworkCreate: f('int', 'virNetworkCreate', [H]),
     virNetworkDestroy: f('int', 'virNetworkDestroy', [H]),
     virNetworkUndefine: f('int', 'virNetworkUndefine', [H]),
-
-    // events
-    virEventRegisterDefaultImpl: f('int', 'virEventRegisterDefaultImpl', []),
-    virEventRunDefaultImpl: f('int', 'virEventRunDefaultImpl', []),
-    virEventAddTimeout: f('int', 'virEventAddTimeout', ['int', 'void *', 'void *', 'void *']),
   };
 }
 

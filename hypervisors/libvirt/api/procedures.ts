@@ -13,6 +13,7 @@ import {
   VIR_ERR,
   VIR_TYPED_PARAM,
 } from './codes.js';
+import { eventsShim } from './events-shim.js';
 import { BlockInfoStruct, ErrorStruct, koffi, libvirt, TypedParameterStruct, type Handle } from './native.js';
 
 /** What libvirt said about a failed call, as posted back to the main thread. */
@@ -28,6 +29,14 @@ export class ProcedureFailed extends Error {
   constructor(readonly detail: FailureDetail) {
     super(detail.message);
   }
+}
+
+export interface OpenedConnection {
+  conn: Handle;
+  /** The shim's number for this connection in its records; 0: none come. */
+  watch: number;
+  /** The pipe the shim writes its records to, the same for every connection of the process. */
+  events: number;
 }
 
 /** A VM by UUID or name: a VM named like a UUID is still found by its name. */
@@ -178,16 +187,27 @@ function describeNetwork(net: Handle): NetworkDescription {
 }
 
 export const procedures = {
-  /** Opens a connection with keepalive where the driver has it (remote URIs, qemu:///system). */
-  open(uri: string, keepalive: { intervalSeconds: number; count: number }): Handle {
+  /**
+   * Opens a connection with keepalive where the driver has it (remote URIs, qemu:///system), and
+   * watches it: its VMs' lifecycle and its closing come as records on the pipe `events` under
+   * the number `watch` (events.ts); `watch` is 0 when the driver has no lifecycle events.
+   */
+  open(uri: string, keepalive: { intervalSeconds: number; count: number }): OpenedConnection {
     const n = libvirt();
+    const shim = eventsShim();
+    // Keepalive and events need libvirt's event loop registered before the first open.
+    const events = rc('vmdr_events_start', shim.vmdr_events_start() as number);
     const conn = ok('virConnectOpen', n.virConnectOpen(uri) as Handle);
     // -1 from drivers that run in this process (test://): they cannot lose their connection.
     if (n.virConnectSetKeepAlive(conn, keepalive.intervalSeconds, keepalive.count) < 0) n.virResetLastError();
-    return conn;
+    const watch = shim.vmdr_events_watch(conn) as number;
+    if (watch < 0) n.virResetLastError();
+    return { conn, watch: Math.max(watch, 0), events };
   },
 
+  /** Unwatches the connection first: a callback of libvirt's on a freed connection would crash the process. */
   close(conn: Handle): void {
+    eventsShim().vmdr_events_unwatch(conn);
     libvirt().virConnectClose(conn);
     libvirt().virResetLastError();
   },
