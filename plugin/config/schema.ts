@@ -3,6 +3,7 @@
  * API's documentation: one source of truth. Field names follow what users already know from libvirt
  * and vSphere (mac, network, memoryMiB) rather than inventing new words.
  */
+import { hypervisorOf, KNOWN_URI_PREFIXES } from '../../hypervisors/schemes.js';
 import { z } from 'zod';
 import cron from 'node-cron';
 
@@ -88,7 +89,11 @@ export const SiteSchema = z
   .strictObject({
     name,
     /** qemu:///system, qemu+ssh://host/system, test:///default, vsphere://user@vcenter/Datacenter */
-    uri: z.string().min(1).refine(uriPortValid, PORT_RANGE),
+    uri: z
+      .string()
+      .min(1)
+      .refine(uriPortValid, PORT_RANGE)
+      .refine((uri) => hypervisorOf(uri) !== undefined, { error: (issue) => `${JSON.stringify(issue.input)} is not a hypervisor URI vmdr knows: expected one of ${KNOWN_URI_PREFIXES.join(', ')}` }),
     /**
      * How long one call to the site's hypervisor may go unanswered (a hung libvirtd, stuck storage)
      * before it fails naming the call and the VM. Default 120s.

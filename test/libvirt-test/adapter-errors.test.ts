@@ -95,7 +95,7 @@ describe('libvirt adapter errors on the test driver', () => {
     }
   });
 
-  it('names a URI of an unknown transport in one line, and its code with --json (vmdr status)', async () => {
+  it('names a URI of an unknown transport in one line, where the config has it, and its code with --json (vmdr status, vmdr config check)', async () => {
     const uri = 'qemu+bogus:///system';
     const config = join(dir, 'vmdr.yaml');
     // status opens the sites of the protections it reports.
@@ -112,13 +112,16 @@ protections:
     target: { site: dr, vm: web-dr, nics: [{ network: default }] }
 `,
     );
-    const plain = await runVmdr(['status', '--config', config]);
-    assertOneLineError(plain, /^vmdr: unknown hypervisor URI "qemu\+bogus:\/\/\/system": expected one of qemu:\/\//);
+    // Refused with the config, before anything is opened: `vmdr config check` says it too.
+    for (const command of ['status', 'config check']) {
+      const plain = await runVmdr([...command.split(' '), '--config', config]);
+      assertOneLineError(plain, /^vmdr: .*vmdr\.yaml:4:24: sites\[0\]\.uri: "qemu\+bogus:\/\/\/system" is not a hypervisor URI vmdr knows: expected one of qemu:\/\//);
+    }
     const json = await runVmdr(['status', '--config', config, '--json']);
     assert.equal(json.code, 1, json.stderr);
     assert.equal(json.stderr.trim().split('\n').length, 1, json.stderr);
-    const { error } = JSON.parse(json.stderr) as { error: { code: string; host: string } };
-    assert.equal(error.code, 'UNKNOWN_HYPERVISOR_URI');
-    assert.equal(error.host, uri);
+    const { error } = JSON.parse(json.stderr) as { error: { code: string; path: string } };
+    assert.equal(error.code, 'CONFIG_INVALID');
+    assert.equal(error.path, 'sites[0].uri');
   });
 });
