@@ -1,9 +1,10 @@
 /**
- * One connection to a libvirt host, through the binding in api/: opened on first use with
- * keepalive, watched for its closing (libvirtd restarted, keepalive timed out) and opened afresh
- * by the next call after that, and for its VMs' lifecycle events (`onLifecycle`). Every call goes
- * through `call`, which bounds it in time and turns libvirt's failures into vmdr's typed errors
- * naming this host.
+ * One connection to a libvirt host, through the binding in api/: opened on first use, watched for
+ * its closing (libvirtd restarted) and opened afresh by the next call after that, or after a call
+ * on it got no answer in time (libvirtd hung, or a remote host gone silent: libvirt's keepalive,
+ * which would notice, crashes the process; see api/procedures.ts `open`), and watched for its VMs'
+ * lifecycle events (`onLifecycle`). Every call goes through `call`, which bounds it in time and
+ * turns libvirt's failures into vmdr's typed errors naming this host.
  */
 import { InvalidPowerState, VmdrError } from '../errors.js';
 import type { PowerState } from '../types.js';
@@ -13,12 +14,8 @@ import { callPool, LibvirtCallTimedOut, type ProcedureArgs, type ProcedureName, 
 import { isConnectionFailure, neverSent, translateLibvirtError, type LibvirtErrorContext } from './errors.js';
 import { powerStateOf } from './power-states.js';
 
-/** libvirt's client default is 5 s × 5; a dead libvirtd is noticed after about 20 s instead of 30. */
-const KEEPALIVE = { intervalSeconds: 5, count: 3 };
 const OPEN_TIMEOUT_MS = 30_000;
 export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
-/** Longer than the keepalive takes to give a silent libvirtd up (5 s × 3, and a margin). */
-const RELEASE_WAIT_MS = 30_000;
 
 /** Procedures that only read: one that failed on a connection closed under it is asked again on a fresh one. */
 const READS: ReadonlySet<ProcedureName> = new Set<ProcedureName>([
@@ -67,7 +64,7 @@ export class LibvirtConnection {
     callPool.warm();
     // A failed open is forgotten so the next call tries again (libvirtd may have been started since).
     this.opening ??= (async () => {
-      const { conn, watch, events } = await callPool.run('open', [this.uri, KEEPALIVE], Math.min(OPEN_TIMEOUT_MS, this.callTimeoutMs));
+      const { conn, watch, events } = await callPool.run('open', [this.uri], Math.min(OPEN_TIMEOUT_MS, this.callTimeoutMs));
       if (watch > 0) {
         this.watches.set(conn, watch);
         libvirtEvents.watch(events, watch, {
@@ -98,8 +95,12 @@ export class LibvirtConnection {
     const opening = this.opening;
     this.opening = undefined;
     const conn = await opening?.catch(() => undefined);
-    // Closing does not wait for calls given up on: the caller is done with this connection.
-    if (conn !== undefined) await this.release(conn, 0);
+    if (conn === undefined) return;
+    // Closing does not wait for calls given up on (libvirtd may be frozen): the connection is
+    // closed once they come back.
+    const waits = callPool.inUse(conn);
+    const released = this.release(conn);
+    if (!waits) await released;
   }
 
   /**
@@ -118,6 +119,9 @@ export class LibvirtConnection {
       try {
         return await callPool.run(name, [conn, ...args] as unknown as ProcedureArgs<K>, ctx.timeoutMs ?? this.callTimeoutMs);
       } catch (err) {
+        // No answer in time: the next call opens a fresh connection, which fails at once if the
+        // host is gone; this one is closed when libvirt gives its calls back.
+        if (err instanceof LibvirtCallTimedOut) void this.forget(conn);
         if (isConnectionFailure(err) && !(await this.alive(conn))) {
           await this.forget(conn);
           if (attempt === 0 && (READS.has(name) || neverSent(err))) continue;
@@ -147,17 +151,16 @@ export class LibvirtConnection {
     const current = await opening?.catch(() => undefined);
     if (current !== conn || this.opening !== opening) return;
     this.opening = undefined;
-    await this.release(conn, RELEASE_WAIT_MS).catch(() => undefined);
+    // Not awaited: calls given up on may hold it until libvirtd answers.
+    void this.release(conn);
   }
 
-  private async release(conn: Handle, waitMs: number): Promise<void> {
+  private async release(conn: Handle): Promise<void> {
     const watch = this.watches.get(conn);
     this.watches.delete(conn);
     if (watch !== undefined) libvirtEvents.unwatch(watch);
     // The close procedure unwatches the connection in libvirt before it closes it.
-    // A call given up on (a frozen libvirtd) may still be inside libvirt on this connection: it
-    // stays open then (a leak, not a crash); libvirt ends such calls when its keepalive gives up.
-    await callPool.closeWhenUnused(conn, waitMs).catch(() => false);
+    await callPool.closeWhenUnused(conn).catch(() => undefined);
   }
 }
 

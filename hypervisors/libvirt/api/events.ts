@@ -1,6 +1,6 @@
 /**
  * libvirt's notices on the main thread: each VM's lifecycle on a watched connection (started,
- * stopped, ...) and the connection's closing (libvirtd went away, or keepalive gave it up). The
+ * stopped, ...) and the connection's closing (libvirtd went away, or the socket failed). The
  * C shim (shim/vmdr-events.c) writes them from libvirt's threads as fixed-size records to a pipe,
  * which this reads like a socket; nothing here calls libvirt, and libvirt calls no JavaScript.
  * A connection is watched by the open procedure itself (procedures.ts), so no event between the

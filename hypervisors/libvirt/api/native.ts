@@ -63,7 +63,6 @@ function declare() {
     // connections
     virConnectOpen: f(H, 'virConnectOpen', ['str']),
     virConnectClose: f('int', 'virConnectClose', [H]),
-    virConnectSetKeepAlive: f('int', 'virConnectSetKeepAlive', [H, 'int', 'uint']),
     virConnectIsAlive: f('int', 'virConnectIsAlive', [H]),
     virConnectGetCapabilities: f(ownedString, 'virConnectGetCapabilities', [H]),
 

@@ -4,17 +4,21 @@
  * the same thread, which an async call on libuv's pool cannot promise. Each thread runs one
  * procedure at a time; up to MAX_THREADS run at once (a plan starts its VMs in parallel), more
  * wait their turn. A procedure that does not return in time is given up: its caller gets
- * LibvirtCallTimedOut, and its thread, still inside libvirt, leaves the pool.
+ * LibvirtCallTimedOut, and its thread, still inside libvirt, leaves the pool until libvirt
+ * answers. A host that leaves MAX_GIVEN_UP_PER_HOST calls unanswered is sent no more until one of
+ * them comes back: its further calls fail at once, so a hung libvirtd cannot pile up threads.
  */
 import type { Worker } from 'node:worker_threads';
 import type { LibraryFailure } from '../../errors.js';
-import type { FailureDetail, Procedures } from './procedures.js';
+import type { FailureDetail, OpenedConnection, Procedures } from './procedures.js';
 import { VIR_ERR, VIR_FROM } from './codes.js';
 import { startThread } from './thread-file.js';
 import type { Reply, Request } from './worker.js';
 
 const MAX_THREADS = 8;
 const GROW_AFTER_MS = 20;
+/** Threads one host may hold inside libvirt after their calls were given up (each costs ~10 MB). */
+export const MAX_GIVEN_UP_PER_HOST = 4;
 
 /** libvirt refused or failed the call; `detail` has libvirt's code, domain and message. */
 export class LibvirtCallFailed extends Error {
@@ -33,8 +37,14 @@ export class LibvirtCallTimedOut extends Error {
   constructor(
     readonly procedure: string,
     readonly timeoutMs: number,
+    /** Set when the call was not sent: this many earlier calls to the same host are still unanswered. */
+    readonly unanswered?: number,
   ) {
-    super(`libvirt did not answer ${procedure} within ${timeoutMs / 1000} s`);
+    super(
+      unanswered === undefined
+        ? `libvirt did not answer ${procedure} within ${timeoutMs / 1000} s`
+        : `libvirt has not answered ${unanswered} earlier calls to this host; ${procedure} was not sent`,
+    );
     this.name = 'LibvirtCallTimedOut';
   }
 }
@@ -64,6 +74,8 @@ class CallPool {
   private readonly retired = new Set<unknown>();
   /** Who waits for a connection to be unused (see `closeWhenUnused`). */
   private readonly quietWaiters = new Set<() => void>();
+  /** The URI each open connection was opened with: given-up calls are counted by host. */
+  private readonly hosts = new Map<unknown, unknown>();
   private readonly queue: Job[] = [];
   private growing: NodeJS.Timeout | undefined;
   private nextId = 1;
@@ -72,7 +84,26 @@ class CallPool {
     if (this.retired.has(args[0])) {
       return Promise.reject(new LibvirtCallFailed({ call: String(name), code: VIR_ERR.INTERNAL_ERROR, domain: VIR_FROM.RPC, message: 'the connection is being closed' }));
     }
+    const unanswered = this.unansweredOn(this.hostOf({ name, args }));
+    if (unanswered >= MAX_GIVEN_UP_PER_HOST) return Promise.reject(new LibvirtCallTimedOut(String(name), timeoutMs, unanswered));
     return this.enqueue(name, args, timeoutMs);
+  }
+
+  /** The host a call goes to: the URI it opens, or the one its connection was opened with. */
+  private hostOf(request: Pick<Request, 'name' | 'args'>): unknown {
+    const first = request.args[0];
+    return request.name === 'open' ? first : (this.hosts.get(first) ?? first);
+  }
+
+  private unansweredOn(host: unknown): number {
+    let count = 0;
+    for (const t of this.givenUp) if (t.job && this.hostOf(t.job.request) === host) count++;
+    return count;
+  }
+
+  /** Whether a call on `conn` is queued, running, or given up on and still inside libvirt. */
+  inUse(conn: unknown): boolean {
+    return [...this.threads, ...this.givenUp].some((t) => t.job?.request.args[0] === conn) || this.queue.some((j) => j.request.args[0] === conn);
   }
 
   private enqueue<K extends ProcedureName>(name: K, args: ProcedureArgs<K>, timeoutMs: number): Promise<ProcedureResult<K>> {
@@ -86,35 +117,29 @@ class CallPool {
    * Closes connection `conn` once nothing uses it: no call on it queued, running, or given up on
    * and still inside libvirt (virConnectClose frees the connection under such a call, and the
    * process crashes). From now on a call on it is refused without being sent (as libvirt refuses
-   * a call on a closed socket, so callers open a fresh connection and send it there). Resolves
-   * false, leaving the connection open (a leak, not a crash), if it is still in use after `waitMs`.
+   * a call on a closed socket, so callers open a fresh connection and send it there). Waits as long
+   * as libvirt holds a call given up on: such calls end when libvirtd answers or the socket fails,
+   * and there are at most MAX_GIVEN_UP_PER_HOST of them.
    */
-  async closeWhenUnused(conn: unknown, waitMs: number): Promise<boolean> {
+  async closeWhenUnused(conn: unknown): Promise<void> {
     this.retired.add(conn);
-    if (!(await this.unused(conn, waitMs))) return false;
+    await this.unused(conn);
     try {
       await this.enqueue('close', [conn] as ProcedureArgs<'close'>, 10_000);
     } finally {
       // libvirt may hand the same address to a connection opened later.
       this.retired.delete(conn);
+      this.hosts.delete(conn);
     }
-    return true;
   }
 
-  private unused(conn: unknown, timeoutMs: number): Promise<boolean> {
-    const busy = () => [...this.threads, ...this.givenUp].some((t) => t.job?.request.args[0] === conn) || this.queue.some((j) => j.request.args[0] === conn);
-    if (!busy()) return Promise.resolve(true);
+  private unused(conn: unknown): Promise<void> {
+    if (!this.inUse(conn)) return Promise.resolve();
     return new Promise((resolve) => {
       const check = () => {
-        if (busy()) return;
-        done(true);
-      };
-      const timer = setTimeout(() => done(false), timeoutMs);
-      timer.unref();
-      const done = (unused: boolean) => {
-        clearTimeout(timer);
+        if (this.inUse(conn)) return;
         this.quietWaiters.delete(check);
-        resolve(unused);
+        resolve();
       };
       this.quietWaiters.add(check);
     });
@@ -186,12 +211,17 @@ class CallPool {
       // It answered after its caller gave up on it.
       this.givenUp.delete(thread);
       void thread.worker.terminate();
+      // Nobody holds a connection opened too late: it is closed at once.
+      if (job?.request.name === 'open' && 'value' in reply) void this.enqueue('close', [(reply.value as OpenedConnection).conn], 10_000).catch(() => undefined);
       return;
     }
     thread.worker.unref();
     if (job && job.request.id === reply.id) {
       if ('failure' in reply) job.reject(new LibvirtCallFailed(reply.failure));
-      else job.resolve(reply.value);
+      else {
+        if (job.request.name === 'open') this.hosts.set((reply.value as OpenedConnection).conn, job.request.args[0]);
+        job.resolve(reply.value);
+      }
     }
     this.dispatch();
   }

@@ -188,18 +188,20 @@ function describeNetwork(net: Handle): NetworkDescription {
 
 export const procedures = {
   /**
-   * Opens a connection with keepalive where the driver has it (remote URIs, qemu:///system), and
-   * watches it: its VMs' lifecycle and its closing come as records on the pipe `events` under
-   * the number `watch` (events.ts); `watch` is 0 when the driver has no lifecycle events.
+   * Opens a connection and watches it: its VMs' lifecycle and its closing come as records on the
+   * pipe `events` under the number `watch` (events.ts); `watch` is 0 when the driver has no
+   * lifecycle events. Without libvirt's keepalive: when keepalive gives a connection up while
+   * several threads wait on it, libvirt 9.0's client leaves the I/O watch of the thread that gave
+   * up on the connection's GLib context, pointing into that thread's stack; the thread waiting
+   * next runs it once libvirtd answers, and the process crashes (docs/libvirt.md, "A frozen
+   * libvirtd"). A silent libvirtd is noticed by calls timing out instead (connection.ts).
    */
-  open(uri: string, keepalive: { intervalSeconds: number; count: number }): OpenedConnection {
+  open(uri: string): OpenedConnection {
     const n = libvirt();
     const shim = eventsShim();
-    // Keepalive and events need libvirt's event loop registered before the first open.
+    // Events need libvirt's event loop registered before the first open.
     const events = rc('vmdr_events_start', shim.vmdr_events_start() as number);
     const conn = ok('virConnectOpen', n.virConnectOpen(uri) as Handle);
-    // -1 from drivers that run in this process (test://): they cannot lose their connection.
-    if (n.virConnectSetKeepAlive(conn, keepalive.intervalSeconds, keepalive.count) < 0) n.virResetLastError();
     const watch = shim.vmdr_events_watch(conn) as number;
     if (watch < 0) n.virResetLastError();
     return { conn, watch: Math.max(watch, 0), events };

@@ -142,7 +142,8 @@ static void start(void)
 
 /*
  * Registers libvirt's event loop and starts its thread, once per process; it must happen before
- * the first virConnectOpen (keepalive needs the loop). Returns the pipe's read end, or -1.
+ * the first virConnectOpen (libvirt registers each connection's socket with it). Returns the
+ * pipe's read end, or -1.
  */
 int vmdr_events_start(void)
 {
