@@ -13,12 +13,17 @@ import type { LibraryFailure } from '../../errors.js';
 import type { FailureDetail, OpenedConnection, Procedures } from './procedures.js';
 import { VIR_ERR, VIR_FROM } from './codes.js';
 import { startThread } from './thread-file.js';
-import type { Reply, Request } from './worker.js';
+import type { Reply, Request, ThreadMessage } from './worker.js';
 
 const MAX_THREADS = 8;
 const GROW_AFTER_MS = 20;
 /** Threads one host may hold inside libvirt after their calls were given up (each costs ~10 MB). */
 export const MAX_GIVEN_UP_PER_HOST = 4;
+/**
+ * A call's time starts when its thread has loaded (a fresh thread takes tens of ms, seconds under
+ * tsx on a busy machine): a thread's start is not libvirt's silence. This bounds a start that hangs.
+ */
+const START_ALLOWANCE_MS = 30_000;
 
 /** libvirt refused or failed the call; `detail` has libvirt's code, domain and message. */
 export class LibvirtCallFailed extends Error {
@@ -58,6 +63,7 @@ interface Job {
 
 interface Thread {
   worker: Worker;
+  ready?: boolean;
   job?: Job;
   timer?: NodeJS.Timeout;
 }
@@ -177,7 +183,7 @@ class CallPool {
 
   private spawn(): Thread {
     const thread: Thread = { worker: startThread('worker', import.meta.url) };
-    thread.worker.on('message', (reply: Reply) => this.settle(thread, reply));
+    thread.worker.on('message', (message: ThreadMessage) => ('ready' in message ? this.started(thread) : this.settle(thread, message)));
     // The thread could not load libvirt (or died): its job fails with the reason, and the pool
     // makes a fresh thread for the next one.
     thread.worker.on('error', (err) => this.lose(thread, err));
@@ -192,14 +198,24 @@ class CallPool {
     thread.job = job;
     // Only a thread with work keeps the process alive.
     thread.worker.ref();
+    this.startClock(thread, job, job.timeoutMs + (thread.ready ? 0 : START_ALLOWANCE_MS));
+    thread.worker.postMessage(job.request);
+  }
+
+  private started(thread: Thread): void {
+    thread.ready = true;
+    if (thread.job) this.startClock(thread, thread.job, thread.job.timeoutMs);
+  }
+
+  private startClock(thread: Thread, job: Job, ms: number): void {
+    clearTimeout(thread.timer);
     thread.timer = setTimeout(() => {
       job.reject(new LibvirtCallTimedOut(String(job.request.name), job.timeoutMs));
       this.threads.delete(thread);
       this.givenUp.add(thread);
       thread.worker.unref();
       this.dispatch();
-    }, job.timeoutMs);
-    thread.worker.postMessage(job.request);
+    }, ms);
   }
 
   private settle(thread: Thread, reply: Reply): void {
@@ -207,16 +223,20 @@ class CallPool {
     clearTimeout(thread.timer);
     thread.job = undefined;
     this.notifyQuiet();
-    if (!this.threads.has(thread)) {
-      // It answered after its caller gave up on it.
+    const late = !this.threads.has(thread);
+    if (late) {
+      // It answered after its caller gave up on it: back to work, if the pool has room.
       this.givenUp.delete(thread);
-      void thread.worker.terminate();
       // Nobody holds a connection opened too late: it is closed at once.
       if (job?.request.name === 'open' && 'value' in reply) void this.enqueue('close', [(reply.value as OpenedConnection).conn], 10_000).catch(() => undefined);
-      return;
+      if (this.threads.size >= MAX_THREADS) {
+        void thread.worker.terminate();
+        return;
+      }
+      this.threads.add(thread);
     }
     thread.worker.unref();
-    if (job && job.request.id === reply.id) {
+    if (!late && job && job.request.id === reply.id) {
       if ('failure' in reply) job.reject(new LibvirtCallFailed(reply.failure));
       else {
         if (job.request.name === 'open') this.hosts.set((reply.value as OpenedConnection).conn, job.request.args[0]);

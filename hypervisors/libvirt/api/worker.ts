@@ -13,6 +13,8 @@ export interface Request {
 }
 
 export type Reply = { id: number; value: unknown } | { id: number; failure: FailureDetail };
+/** What the thread posts: once `ready` when it has loaded, then a Reply to each Request. */
+export type ThreadMessage = Reply | { ready: true };
 
 parentPort!.on('message', (request: Request) => {
   let reply: Reply;
@@ -27,3 +29,4 @@ parentPort!.on('message', (request: Request) => {
   }
   parentPort!.postMessage(reply);
 });
+parentPort!.postMessage({ ready: true } satisfies ThreadMessage);
