@@ -4,8 +4,8 @@
  * forgotten and opened again, adapters closed and opened again mid-freeze, calls on the test
  * driver (in this process) beside them. The process must not crash, every call must end
  * (answered, or one of the errors a user is told about), and every connection answers once
- * libvirtd does. With libvirt's keepalive on, this crashed the process within a minute, 3 runs in
- * 3 (docs/libvirt.md, "a frozen libvirtd").
+ * libvirtd does. With libvirt's keepalive on, this crashed the process within 90 s, 4 runs in 4
+ * (docs/libvirt.md, "A frozen libvirtd").
  *
  * In the suite it runs for 20 s; `npm run test:libvirtd-freeze` runs it for minutes
  * (VMDR_FREEZE_SECONDS). Run under the lab lock (it freezes this host's libvirtd).
