@@ -6,7 +6,8 @@
  * wait their turn. A procedure that does not return in time is given up: its caller gets
  * LibvirtCallTimedOut, and its thread, still inside libvirt, leaves the pool until libvirt
  * answers. A host that leaves MAX_GIVEN_UP_PER_HOST calls unanswered is sent no more until one of
- * them comes back: its further calls fail at once, so a hung libvirtd cannot pile up threads.
+ * them comes back: its further calls fail at once, so a hung libvirtd holds at most that many
+ * threads, and those its calls already running when it stopped answering (MAX_THREADS at most).
  */
 import type { Worker } from 'node:worker_threads';
 import type { LibraryFailure } from '../../errors.js';
@@ -90,8 +91,6 @@ class CallPool {
     if (this.retired.has(args[0])) {
       return Promise.reject(new LibvirtCallFailed({ call: String(name), code: VIR_ERR.INTERNAL_ERROR, domain: VIR_FROM.RPC, message: 'the connection is being closed' }));
     }
-    const unanswered = this.unansweredOn(this.hostOf({ name, args }));
-    if (unanswered >= MAX_GIVEN_UP_PER_HOST) return Promise.reject(new LibvirtCallTimedOut(String(name), timeoutMs, unanswered));
     return this.enqueue(name, args, timeoutMs);
   }
 
@@ -105,6 +104,19 @@ class CallPool {
     let count = 0;
     for (const t of this.givenUp) if (t.job && this.hostOf(t.job.request) === host) count++;
     return count;
+  }
+
+  /**
+   * A call to a host that holds MAX_GIVEN_UP_PER_HOST calls unanswered fails at once, unsent
+   * (checked as it leaves the queue, so calls queued before the host went silent are held too).
+   * Closing is always sent: it waits for no call, and a connection left open would leak.
+   */
+  private refused(job: Job): boolean {
+    if (job.request.name === 'close') return false;
+    const unanswered = this.unansweredOn(this.hostOf(job.request));
+    if (unanswered < MAX_GIVEN_UP_PER_HOST) return false;
+    job.reject(new LibvirtCallTimedOut(String(job.request.name), job.timeoutMs, unanswered));
+    return true;
   }
 
   /** Whether a call on `conn` is queued, running, or given up on and still inside libvirt. */
@@ -158,6 +170,10 @@ class CallPool {
 
   private dispatch(): void {
     while (this.queue.length > 0) {
+      if (this.refused(this.queue[0]!)) {
+        this.queue.shift();
+        continue;
+      }
       const idle = [...this.threads].find((t) => !t.job) ?? (this.threads.size === 0 ? this.spawn() : undefined);
       if (!idle) {
         if (this.threads.size < MAX_THREADS) this.growSoon();
