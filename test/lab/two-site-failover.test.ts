@@ -253,7 +253,8 @@ describe('failover and failback on two sites (each vmdr on its own site, the WAN
     await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 90_000, fromOffset: from });
   });
   it("the source site's clock 5 min off (faketime): points are stamped on the DR site's clock, stay in order, and --at is read on it; beyond the skew limit refused", async () => {
-    const syncAt = (clock: string) => lab.source.vmdr(['sync', p()], { config: configs.source, clock });
+    // The faked clock is this process's: the sync must run in it, not in the source site's daemon.
+    const syncAt = (clock: string) => lab.source.vmdr(['sync', p(), '--no-daemon'], { config: configs.source, clock });
     // The receiver refuses a stream at its header and ends the connection without reading the
     // rest of the body (server.ts): a sender still writing may see the reset (EPIPE) before the
     // answer, and then reports a cut connection instead of the reason. Either way, one line.
