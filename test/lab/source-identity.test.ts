@@ -54,7 +54,8 @@ describe('a different VM under a protected name does not take over its protectio
       nics: [{ network: ${vm.network} }]
 `,
     );
-    receiver = await startServe(config);
+    // The DR site's daemon alone: the loops' daemon below is the source site's (it takes the control socket).
+    receiver = await startServe(config, { args: ['--no-replicate', '--site', 'dr'] });
   });
 
   after(async () => {
