@@ -8,6 +8,9 @@
  *     each on a qcow2 overlay of its protection's newest recovery point, defined beforehand
  *     (outside the clock), then `virsh start` of all of them at once; the time until the last one
  *     prints its VMDR-GUEST ready line. They have no identity seed and keep libvirt's MACs.
+ *     Then, as a second reference (not the target's floor), the same with each target's identity
+ *     seed and MAC, so the guests do the targets' own identity work too (checked on their ready
+ *     line): rtoMs minus this floor is what vmdr itself adds.
  *   - vmdr failover (unplanned): `vmdr failover P|--plan PLAN --json`; the report's rtoMs (the
  *     run's start to the last VM healthy) and the process's wall time; then `--revert` (timed
  *     apart).
@@ -20,7 +23,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { openAdapter } from '../../hypervisors/index.js';
@@ -51,6 +54,8 @@ interface FailoverReport {
 interface Sample {
   floorMs: number;
   floorEach: number[];
+  /** The floor whose guests also apply the targets' identity seeds (with the targets' MACs). */
+  floorSeededMs: number;
   rtoMs: number;
   wallMs: number;
   revertWallMs: number;
@@ -108,8 +113,8 @@ interface Point {
  * The floor: the same guests booted straight from overlays of their newest points, started all
  * at once with `virsh start`; resolves with each guest's time to its ready line.
  */
-async function floor(adapter: HypervisorAdapter, config: string, dir: string, prefix: string, members: FleetMember[]): Promise<number[]> {
-  const floorDir = join(dir, 'floor');
+async function floor(adapter: HypervisorAdapter, config: string, dir: string, prefix: string, members: FleetMember[], identity = false): Promise<number[]> {
+  const floorDir = join(dir, identity ? 'floor-seeded' : 'floor');
   await mkdir(floorDir, { recursive: true, mode: 0o755 });
   const vms: { name: string; log: string }[] = [];
   try {
@@ -125,13 +130,19 @@ async function floor(adapter: HypervisorAdapter, config: string, dir: string, pr
         disks.push({ path: overlay, format: 'qcow2' as const, target: d.disk });
       }
       const log = join(floorDir, `${name}.log`);
+      if (identity) {
+        // The guest's own identity work, as the target does it: the target's seed and its MAC.
+        const seed = (await virsh('domblklist', m.target, '--details')).split('\n').map((l) => l.trim().split(/\s+/)).find((c) => c[1] === 'cdrom')?.[3];
+        if (!seed) throw new Error(`target ${m.target} has no identity seed`);
+        disks.push({ path: seed, format: 'raw' as const, target: 'sdz', device: 'cdrom' as const });
+      }
       await adapter.defineVm({
         name,
         memoryMiB: FLEET_TARGET_MEMORY_MIB,
         vcpus: 1,
         boot: FLEET_BOOT,
         disks,
-        nics: [{ network: fleetNetwork(prefix) }],
+        nics: [{ network: fleetNetwork(prefix), ...(identity ? { mac: m.mac } : {}) }],
         serialLog: log,
         // Not role=target: the DR host's hook refuses to start those. The fleet label lets
         // removeFleet sweep them up after a crash.
@@ -144,7 +155,9 @@ async function floor(adapter: HypervisorAdapter, config: string, dir: string, pr
       vms.map(async ({ name, log }) => {
         await virsh('start', name);
         await waitForSerialLine({ vm: name, file: log, pattern: GUEST_READY, timeoutMs: 180_000, pollMs: 50 });
-        return performance.now() - t0;
+        const ms = performance.now() - t0;
+        if (identity && !/seed=yes mac-match=yes/.test(await readFile(log, 'utf8'))) throw new Error(`${name} booted without applying its seed`);
+        return ms;
       }),
     );
   } finally {
@@ -205,7 +218,9 @@ async function main(cleanup: Cleanup): Promise<void> {
       const subject = size === 1 ? [chosen[0]!.protection] : ['--plan', plan];
       const runFloor = async () => {
         say(`rep ${rep}, ${size} VM(s): floor (virsh start)`);
-        return floor(adapter, config, dir, prefix, chosen);
+        const bare = await floor(adapter, config, dir, prefix, chosen);
+        say(`rep ${rep}, ${size} VM(s): floor with the targets' seeds and MACs`);
+        return { bare, seeded: await floor(adapter, config, dir, prefix, chosen, true) };
       };
       const runFailover = async () => {
         say(`rep ${rep}, ${size} VM(s): vmdr failover ${subject.join(' ')}`);
@@ -216,20 +231,22 @@ async function main(cleanup: Cleanup): Promise<void> {
         return { f, revertWallMs: revert.ms };
       };
       load.push(loadavg()[0]!.toFixed(2));
-      let floorEach: number[];
+      let floors: Awaited<ReturnType<typeof runFloor>>;
       let failover: Awaited<ReturnType<typeof runFailover>>;
       if (rep % 2 === 1) {
-        floorEach = await runFloor();
+        floors = await runFloor();
         failover = await runFailover();
       } else {
         failover = await runFailover();
-        floorEach = await runFloor();
+        floors = await runFloor();
       }
+      const floorEach = floors.bare;
       say(`rep ${rep}, ${size} VM(s): vmdr failover ${subject.join(' ')} --test`);
       const drill = await vmdrOk(['failover', ...subject, '--test', '--config', config]);
       samples.get(size)!.push({
         floorMs: Math.max(...floorEach),
         floorEach,
+        floorSeededMs: Math.max(...floors.seeded),
         rtoMs: failover.f.report.rtoMs,
         wallMs: failover.f.wallMs,
         revertWallMs: failover.revertWallMs,
@@ -269,6 +286,8 @@ async function main(cleanup: Cleanup): Promise<void> {
       `${seconds(median(pick((x) => x.wallMs)))} ${list(pick((x) => x.wallMs))}`,
       `${seconds(median(overhead))} ${list(overhead)}`,
       `${median(ratio).toFixed(2)} × [${ratio.map((r) => r.toFixed(2)).join(', ')}]`,
+      `${seconds(median(pick((x) => x.floorSeededMs)))} ${list(pick((x) => x.floorSeededMs))}`,
+      `${seconds(median(pick((x) => x.rtoMs - x.floorSeededMs)))} ${list(pick((x) => x.rtoMs - x.floorSeededMs))}`,
       `${seconds(median(pick((x) => x.revertWallMs)))}`,
       `${seconds(median(pick((x) => x.drillRtoMs)))} ${list(pick((x) => x.drillRtoMs))}`,
       `${seconds(median(pick((x) => x.drillWallMs)))}`,
@@ -276,7 +295,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   }
   out.push(
     table(
-      ['VMs', 'floor: virsh start → last ready', 'vmdr failover rtoMs', 'failover wall', 'overhead per group (rtoMs − floor)', 'ratio rtoMs / floor', 'revert wall', 'drill (--test) rtoMs', 'drill wall'],
+      ['VMs', 'floor: virsh start → last ready', 'vmdr failover rtoMs', 'failover wall', 'overhead per group (rtoMs − floor)', 'ratio rtoMs / floor', 'floor with seeds (reference)', 'rtoMs − floor with seeds', 'revert wall', 'drill (--test) rtoMs', 'drill wall'],
       rows,
     ),
     '',
