@@ -132,9 +132,9 @@ async function floor(adapter: HypervisorAdapter, config: string, dir: string, pr
       const log = join(floorDir, `${name}.log`);
       if (identity) {
         // The guest's own identity work, as the target does it: the target's seed and its MAC.
-        const seed = (await virsh('domblklist', m.target, '--details')).split('\n').map((l) => l.trim().split(/\s+/)).find((c) => c[1] === 'cdrom')?.[3];
+        const seed = (await virsh('domblklist', m.target)).split('\n').map((l) => l.trim().split(/\s+/)[1] ?? '').find((path) => /\/seed-[^/]+\.iso$/.test(path));
         if (!seed) throw new Error(`target ${m.target} has no identity seed`);
-        disks.push({ path: seed, format: 'raw' as const, target: 'sdz', device: 'cdrom' as const });
+        disks.push({ path: seed, format: 'raw' as const, target: 'vdz' });
       }
       await adapter.defineVm({
         name,
