@@ -10,7 +10,7 @@ import { VmdrError } from '../../hypervisors/errors.js';
 import type { Progress } from '../../hypervisors/types.js';
 import type { SyncResult } from '../replication/sync.js';
 import type { SyncRequest } from '../replication/sync-request.js';
-import { readLines, rebuildError, resultOf } from '../sites/ndjson.js';
+import { readAll, readLines, rebuildError, resultOf } from '../sites/ndjson.js';
 import { controlAddress, type ControlAddress } from './address.js';
 import { CONFIG_CHANGED, CONTROL_LINE_BYTES, SYNC_PATH, type ControlSyncBody } from './protocol.js';
 
@@ -62,13 +62,8 @@ function post(address: ControlAddress, path: string, body: unknown, signal?: Abo
 }
 
 async function refusalOf(res: IncomingMessage, lost: (detail: string, cause?: unknown) => ControlLost): Promise<VmdrError> {
-  let text = '';
-  for await (const chunk of res) {
-    text += (chunk as Buffer).toString('utf8');
-    if (text.length > CONTROL_LINE_BYTES) return lost(`answered ${res.statusCode} with more than ${CONTROL_LINE_BYTES} bytes`);
-  }
   try {
-    const { error } = JSON.parse(text) as { error: { code: string; message: string } };
+    const { error } = JSON.parse((await readAll(res, CONTROL_LINE_BYTES)).toString('utf8')) as { error: { code: string; message: string } };
     return rebuildError(error, res.statusCode !== undefined && res.statusCode < 500);
   } catch (err) {
     return lost(`answered ${res.statusCode}`, err);

@@ -9,7 +9,7 @@ import type { FailbackWritten } from '../failover/source-disk.js';
 import { HASH_BLOCK, HASH_BYTES } from '../replication/capture/block-hashes.js';
 import { DELTA_STREAM_TYPE } from '../replication/stream/format.js';
 import type { FailbackSource } from './failback-source.js';
-import { readAll, type PeerClient } from './peer-client.js';
+import { MAX_ANSWER_BYTES, readAll, type PeerClient } from './peer-client.js';
 
 export const failbackPath = (p: Protection, disk: string, what: 'hashes' | 'blocks') =>
   `/v1/protections/${encodeURIComponent(p.name)}/failback/disks/${encodeURIComponent(disk)}/${what}`;
@@ -50,7 +50,7 @@ export class RemoteFailbackSource implements FailbackSource {
       body: Readable.from(body, { objectMode: false, highWaterMark: 16 * 1024 * 1024 }),
       signal,
     });
-    const answer = JSON.parse((await readAll(res)).toString('utf8')) as Partial<FailbackWritten>;
+    const answer = JSON.parse((await readAll(res, MAX_ANSWER_BYTES)).toString('utf8')) as Partial<FailbackWritten>;
     if (answer.committed !== true || answer.disk !== disk || !Number.isSafeInteger(answer.bytesWritten)) {
       throw new VmdrError('FAILBACK_NOT_COMMITTED', `site "${this.endpoint.site}" did not say disk ${disk} of "${p.source.vm}" was written and flushed`, {
         subject: { protection: p.name, disk, site: this.endpoint.site },

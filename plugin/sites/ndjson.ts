@@ -2,7 +2,8 @@
  * A long operation's answer over HTTP, both ends: NDJSON, a `{progress}` line now and then (a
  * heartbeat while the work says nothing, so idle timeouts on the way keep the connection), then
  * one `{result}` or `{error, userError}` line. One shape for a site's endpoint (source-site routes)
- * and for a host's own control socket (`vmdr sync` handed to `vmdr serve`).
+ * and for a host's own control socket (`vmdr sync` handed to `vmdr serve`); and any answer read
+ * whole within a bound (readAll), here so the hand-over loads no HTTPS client.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { VmdrError } from '../../hypervisors/errors.js';
@@ -97,4 +98,19 @@ export function rebuildError(error: { code: unknown; message: unknown; [k: strin
   const failure = libvirt as { code?: unknown; domain?: unknown } | undefined;
   const cause = typeof failure?.code === 'number' && typeof failure.domain === 'number' ? { libraryFailure: { library: 'libvirt', code: failure.code, domain: failure.domain } } : undefined;
   return new VmdrError(code, message, { subject: subject as Record<string, string>, ...(typeof remedy === 'string' ? { remedy } : {}), userError, ...(cause ? { cause } : {}) });
+}
+
+/** The whole answer, refused beyond `limit` bytes. */
+export async function readAll(res: IncomingMessage, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      res.destroy();
+      throw new VmdrError('PEER_ANSWER_INVALID', `an answer from ${res.url ?? 'a peer'} is larger than ${limit} bytes`, { userError: false });
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
 }

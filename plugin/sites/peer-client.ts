@@ -14,7 +14,9 @@ import { pipeline } from 'node:stream/promises';
 import type { PeerCertificate } from 'node:tls';
 import { VmdrError } from '../../hypervisors/errors.js';
 import { PeerUnreachable, PeerUntrusted } from './errors.js';
-import { readLines, rebuildError } from './ndjson.js';
+import { readAll, readLines, rebuildError } from './ndjson.js';
+
+export { readAll };
 
 /** The request header in which a caller says what its clock reads as it sends. */
 export const CLOCK_HEADER = 'x-vmdr-clock';
@@ -175,19 +177,4 @@ function peerError(status: number, body: Buffer, url: string, site: string): Vmd
   } catch {
     return new VmdrError('PEER_FAILED', `site "${site}" at ${url} answered ${status}: ${body.toString('utf8').slice(0, 200)}`, { subject: { host: url, site }, userError: false });
   }
-}
-
-/** The whole answer, refused beyond `limit` bytes. */
-export async function readAll(res: IncomingMessage, limit = MAX_ANSWER_BYTES): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      res.destroy();
-      throw new VmdrError('PEER_ANSWER_INVALID', `an answer from ${res.url ?? 'a peer'} is larger than ${limit} bytes`, { userError: false });
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
 }

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { ProtectionFailedOver } from '../replica/errors.js';
 import type { RecoveryPoint } from '../replica/store.js';
 import type { RecordedSource } from '../../protections/source-identity.js';
-import { PeerClient, readAll, type PeerCredentials } from '../../sites/peer-client.js';
+import { MAX_ANSWER_BYTES, PeerClient, readAll, type PeerCredentials } from '../../sites/peer-client.js';
 import { DELTA_STREAM_TYPE } from '../stream/format.js';
 
 type WirePoint = Omit<RecoveryPoint, 'time' | 'committedAt'> & { time: string; committedAt: string };
@@ -84,7 +84,7 @@ export class ReceiverClient {
       body: Readable.from(body, { objectMode: false, highWaterMark: 16 * 1024 * 1024 }),
       signal,
     });
-    return toPoint((JSON.parse((await readAll(res)).toString('utf8')) as { point: WirePoint }).point);
+    return toPoint((JSON.parse((await readAll(res, MAX_ANSWER_BYTES)).toString('utf8')) as { point: WirePoint }).point);
   }
 
   close(): void {
