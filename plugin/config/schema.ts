@@ -241,6 +241,11 @@ const ConfigObject = z.strictObject({
    * host that reaches the others' hypervisors through remote URIs).
    */
   localSite: name.optional(),
+  /**
+   * The HTTP API of `vmdr serve` (HTTPS, bearer tokens: `vmdr token create`). Its certificate is
+   * made in `credentials` (default: beside the state file, in api/) when missing.
+   */
+  api: EndpointSchema.optional(),
   sites: z.array(SiteSchema).min(1, 'at least one site'),
   tenants: z.array(TenantSchema).default([]),
   protections: z.array(ProtectionSchema).default([]),

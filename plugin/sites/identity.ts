@@ -30,6 +30,12 @@ export function endpointUrl(endpoint: Endpoint): string {
   return endpoint.url ?? `https://${endpoint.listen}`;
 }
 
+/** "host:port" (the config's `listen`, IPv6 in brackets or not) as host and port. */
+export function splitHostPort(listen: string): [string, number] {
+  const at = listen.lastIndexOf(':');
+  return [listen.slice(0, at), Number(listen.slice(at + 1))];
+}
+
 /**
  * The site's credentials directory. The default keeps the name it had when only DR sites had one
  * (`receiver-SITE`), so a site upgraded keeps its key, and the certificate its peers pinned.

@@ -15,6 +15,7 @@ interface ServeOptions extends GlobalOptions {
   site?: string;
   receive: boolean;
   replicate: boolean;
+  api: boolean;
 }
 
 /**
@@ -26,7 +27,8 @@ export const serveCommand: CommandBody<ServeOptions> = {
     y
       .option('site', { type: 'string', describe: "This host is this site: only its endpoint, and only loops of protections whose source is here (default: localSite)" })
       .option('receive', { type: 'boolean', default: true, describe: 'Run the sites\' endpoints (--no-receive: replication loops only)' })
-      .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' }),
+      .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' })
+      .option('api', { type: 'boolean', default: true, describe: "Serve the HTTP API when the config has `api:` (--no-api: not here)" }),
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async ({ file, config, fingerprint, sites, state }) => {
@@ -55,6 +57,13 @@ export const serveCommand: CommandBody<ServeOptions> = {
               (r.recovered.discarded.length ? `; discarded ${r.recovered.discarded.length} uncommitted overlays` : ''),
           );
         }
+        const api = argv.api ? await startApi({ file, config, state, sites, ...(site ? { site } : {}) }) : undefined;
+        if (api) {
+          say(
+            { event: 'api', url: api.url, fingerprint: api.fingerprint, credentials: api.credentials, madeCredentials: api.madeCredentials },
+            `API listening on ${api.url}, certificate ${api.fingerprint}${api.madeCredentials ? ` (made in ${api.credentials})` : ''}`,
+          );
+        }
         const loops = argv.replicate
           ? config.protections.filter((p) => !site || p.source.site === site).map(async (p) => {
               const receiver = await receiverFor(config, file, p);
@@ -75,12 +84,20 @@ export const serveCommand: CommandBody<ServeOptions> = {
         say({ event: 'ready', ...(control ? { control: control.socket } : {}) }, 'vmdr serve: ready');
         await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
         await control?.close();
+        await api?.close();
         await Promise.allSettled(loops);
         await Promise.allSettled(receivers.map((r) => r.close()));
         say({ event: 'stopped' }, 'vmdr serve: stopped');
       }),
     ),
 };
+
+/** The config's HTTP API, when it has one; its modules load only then. */
+async function startApi(deps: Parameters<typeof import('../../plugin/api/run.js').startConfiguredApi>[0]) {
+  if (!deps.config.api) return undefined;
+  const { startConfiguredApi } = await import('../../plugin/api/run.js');
+  return startConfiguredApi(deps);
+}
 
 /**
  * The control socket `vmdr sync` hands its one-shot syncs to. The first daemon of a config that

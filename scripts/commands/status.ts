@@ -1,53 +1,69 @@
 import { protectionStatus, type ProtectionStatus } from '../../plugin/protections/status.js';
 import { formatBytes } from '../cli/progress.js';
 import { printJson, printTable, run } from '../cli/report.js';
+import type { Argv } from 'yargs';
 import type { CommandBody } from './index.js';
+import { serverOf, withServerOptions, type ServerOptions } from './server-options.js';
 import type { GlobalOptions } from './options.js';
 import { withReplicationContext } from './replication-context.js';
 
-export const statusCommand: CommandBody<GlobalOptions> = {
+type StatusOptions = GlobalOptions & ServerOptions;
+
+export const statusCommand: CommandBody<StatusOptions> = {
+  builder: (y: Argv<GlobalOptions>) => withServerOptions(y),
   handler: (argv) =>
-    run(argv, () =>
-      withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
-        const rows = await protectionStatus({ config, file, sites, state });
-        if (argv.json) return printJson(rows);
-        if (rows.length === 0) return void process.stdout.write(`${file}: no protections\n`);
-        printTable(
-          ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'ROLE', 'RPO', 'LAST POINT', 'LAG', 'LAST SYNC', 'DRIFT'],
-          rows.map((r) => [
-            r.protection,
-            r.tenant ?? '-',
-            `${r.source.vm}@${r.source.site}`,
-            r.source.state + (r.source.fenced ? ', FENCED' : '') + (r.sourceIdentity.replaced ? ', REPLACED' : r.sourceIdentity.renamedTo ? ', renamed' : ''),
-            `${r.target.vm}@${r.target.site}`,
-            r.target.state,
-            describeRole(r),
-            `${r.rpoSeconds}s`,
-            r.lastPoint ? `${r.lastPoint.id} ${r.lastPoint.time}` : r.pointsProblem ? `? (${r.pointsProblem})` : '-',
-            r.lagSeconds === null ? '-' : `${r.lagSeconds.toFixed(1)}s${r.rpoBreached ? ' (RPO breached)' : r.role === 'failed-over' ? ' (paused)' : ''}`,
-            r.lastSync ? `${r.lastSync.kind} ${r.lastSync.outcome}${r.lastSync.error ? `: ${r.lastSync.error}` : ''}` : '-',
-            describeDrift(r),
-          ]),
-        );
-        for (const r of rows) {
-          if (r.source.fenced) {
-            process.stdout.write(
-              `${r.protection}: source VM ${r.source.vm} is fenced (failover ${r.source.fenced.failover}, ${r.source.fenced.fencedAt}): only \`vmdr failback ${r.protection}\` or \`vmdr failover ${r.protection} --revert\` starts it\n`,
-            );
-          }
-          const id = r.sourceIdentity;
-          if (id.replaced) {
-            process.stdout.write(
-              `${r.protection}: source VM ${r.source.vm} is another machine (UUID ${id.current}) than the one protected (UUID ${id.recorded}); ` +
-                `its syncs are refused: \`vmdr protect ${r.protection} --replace-source\` makes it the source and keeps the old points\n`,
-            );
-          } else if (id.renamedTo) {
-            process.stdout.write(`${r.protection}: source VM ${r.source.vm} is now named ${id.renamedTo} (UUID ${id.recorded}); syncs follow it: update the config\n`);
-          }
+    run(argv, async () => {
+      const server = await serverOf(argv);
+      if (server) {
+        try {
+          const { protections } = await server.get<{ protections: ProtectionStatus[] }>('/api/v1/status');
+          return printStatus(protections, server.url, argv.json);
+        } finally {
+          server.close();
         }
-      }),
-    ),
+      }
+      await withReplicationContext(argv.config, async ({ file, config, sites, state }) => printStatus(await protectionStatus({ config, file, sites, state }), file, argv.json));
+    }),
 };
+
+/** The rows as a table and the notes under it (or as JSON); `where` names what has no protections. */
+function printStatus(rows: ProtectionStatus[], where: string, json: boolean): void {
+  if (json) return printJson(rows);
+  if (rows.length === 0) return void process.stdout.write(`${where}: no protections\n`);
+  printTable(
+    ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'ROLE', 'RPO', 'LAST POINT', 'LAG', 'LAST SYNC', 'DRIFT'],
+    rows.map((r) => [
+      r.protection,
+      r.tenant ?? '-',
+      `${r.source.vm}@${r.source.site}`,
+      r.source.state + (r.source.fenced ? ', FENCED' : '') + (r.sourceIdentity.replaced ? ', REPLACED' : r.sourceIdentity.renamedTo ? ', renamed' : ''),
+      `${r.target.vm}@${r.target.site}`,
+      r.target.state,
+      describeRole(r),
+      `${r.rpoSeconds}s`,
+      r.lastPoint ? `${r.lastPoint.id} ${r.lastPoint.time}` : r.pointsProblem ? `? (${r.pointsProblem})` : '-',
+      r.lagSeconds === null ? '-' : `${r.lagSeconds.toFixed(1)}s${r.rpoBreached ? ' (RPO breached)' : r.role === 'failed-over' ? ' (paused)' : ''}`,
+      r.lastSync ? `${r.lastSync.kind} ${r.lastSync.outcome}${r.lastSync.error ? `: ${r.lastSync.error}` : ''}` : '-',
+      describeDrift(r),
+    ]),
+  );
+  for (const r of rows) {
+    if (r.source.fenced) {
+      process.stdout.write(
+        `${r.protection}: source VM ${r.source.vm} is fenced (failover ${r.source.fenced.failover}, ${r.source.fenced.fencedAt}): only \`vmdr failback ${r.protection}\` or \`vmdr failover ${r.protection} --revert\` starts it\n`,
+      );
+    }
+    const id = r.sourceIdentity;
+    if (id.replaced) {
+      process.stdout.write(
+        `${r.protection}: source VM ${r.source.vm} is another machine (UUID ${id.current}) than the one protected (UUID ${id.recorded}); ` +
+          `its syncs are refused: \`vmdr protect ${r.protection} --replace-source\` makes it the source and keeps the old points\n`,
+      );
+    } else if (id.renamedTo) {
+      process.stdout.write(`${r.protection}: source VM ${r.source.vm} is now named ${id.renamedTo} (UUID ${id.recorded}); syncs follow it: update the config\n`);
+    }
+  }
+}
 
 /** "replicating", "failed over (fo-…, rp-N)", or "?" where this host cannot know. */
 function describeRole(r: ProtectionStatus): string {

@@ -1,4 +1,6 @@
 import type { Argv } from 'yargs';
+import type { ApiClient } from '../../plugin/api/client.js';
+import type { OperationAcceptedBody } from '../../plugin/api/routes/operations.js';
 import { handOffSync } from '../../plugin/control/client.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
 import type { SyncRequest } from '../../plugin/replication/sync-request.js';
@@ -7,8 +9,9 @@ import { printJson, run } from '../cli/report.js';
 import { progressReporter } from '../cli/progress.js';
 import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
+import { serverOf, withServerOptions, type ServerOptions } from './server-options.js';
 
-interface SyncOptions extends GlobalOptions {
+interface SyncOptions extends GlobalOptions, ServerOptions {
   vm: string;
   full: boolean;
   continuous: boolean;
@@ -23,7 +26,7 @@ interface SyncOptions extends GlobalOptions {
  */
 export const syncCommand: CommandBody<SyncOptions> = {
   builder: (y: Argv<GlobalOptions>) =>
-    y
+    withServerOptions(y)
       .positional('vm', { type: 'string', demandOption: true, describe: 'Protection or source VM name' })
       .option('full', { type: 'boolean', default: false, describe: 'Ship every byte, not only what changed' })
       .option('continuous', { type: 'boolean', default: false, describe: 'Keep syncing, cycle after cycle, until interrupted' })
@@ -32,6 +35,8 @@ export const syncCommand: CommandBody<SyncOptions> = {
   handler: (argv) =>
     run(argv, async () => {
       const ask: SyncRequest = { vm: argv.vm, full: argv.full, ...(argv.compression ? { compression: argv.compression } : {}) };
+      const server = argv.continuous ? undefined : await serverOf(argv);
+      if (server) return printSync(await syncThroughApi(server, ask, argv.json), argv.json);
       // A failpoint (the crash tests' VMDR_FAILPOINT) is armed in this process: the sync must run here to meet it.
       if (!argv.continuous && argv.daemon && process.env.VMDR_FAILPOINT === undefined) {
         const progress = progressReporter({ json: argv.json, label: argv.vm });
@@ -47,6 +52,19 @@ export const syncCommand: CommandBody<SyncOptions> = {
       await syncHere(argv.config, ask, { json: argv.json, continuous: argv.continuous }, printSync);
     }),
 };
+
+/** The sync asked of the daemon's API: 202 and an operation, followed to its end with the same progress drawn. */
+async function syncThroughApi(server: ApiClient, ask: SyncRequest, json: boolean): Promise<SyncResult> {
+  const progress = progressReporter({ json, label: ask.vm });
+  try {
+    const { vm, ...options } = ask;
+    const op = await server.post<OperationAcceptedBody>(`/api/v1/protections/${encodeURIComponent(vm)}/sync`, options);
+    return await server.follow<SyncResult>(op.links.events, progress.onProgress);
+  } finally {
+    progress.stop();
+    server.close();
+  }
+}
 
 function printSync(result: SyncResult, json: boolean): void {
   if (json) return printJson({ event: 'result', ...result });

@@ -17,7 +17,7 @@ export interface ErrorAnswer {
 }
 
 /** Codes the replica store raises for a request it cannot take, and what they answer. */
-const STATUS_OF_CODE: Record<string, number> = {
+export const STATUS_OF_CODE: Record<string, number> = {
   RECOVERY_POINT_NOT_FOUND: 404,
   REPLICA_BUSY: 409,
   REPLICA_LEASE_LOST: 409,
@@ -40,10 +40,15 @@ const FRAMEWORK: Record<string, [number, string]> = {
 
 const refusal = (status: number, code: string, message: string): ErrorAnswer => ({ status, body: { error: { code, message } } });
 
-export function errorAnswer(err: unknown): ErrorAnswer {
+/**
+ * The answer to a request that failed with `err`. `statuses` are the codes the server answers with
+ * their own status (the receiver's by default; the API adds its own): any other VmdrError is the
+ * server's fault, and told as such.
+ */
+export function errorAnswer(err: unknown, statuses: Record<string, number> = STATUS_OF_CODE): ErrorAnswer {
   if (err instanceof ReceiverRefused) return { status: err.status, body: { error: publicError(err) } };
-  if (err instanceof VmdrError && (err.code.startsWith('STREAM_') || STATUS_OF_CODE[err.code])) {
-    return { status: STATUS_OF_CODE[err.code] ?? 400, body: { error: publicError(err) } };
+  if (err instanceof VmdrError && (err.code.startsWith('STREAM_') || statuses[err.code])) {
+    return { status: statuses[err.code] ?? 400, body: { error: publicError(err) } };
   }
   if (err instanceof z.ZodError) {
     const issue = err.issues[0];

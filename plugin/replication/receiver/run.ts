@@ -11,7 +11,7 @@ import { SiteStorageMissing } from '../../targets/errors.js';
 import type { StateStore } from '../../state/store.js';
 import { closeReplicas } from '../replica/access.js';
 import { ReplicaStore } from '../replica/store.js';
-import { credentialsDir, endpointUrl, ensureIdentity } from '../../sites/identity.js';
+import { credentialsDir, endpointUrl, ensureIdentity, splitHostPort } from '../../sites/identity.js';
 import { startReceiver } from './server.js';
 
 export interface RunningReceiver {
@@ -88,9 +88,4 @@ export async function startReceivers(
     throw err;
   }
   return running;
-}
-
-function splitHostPort(listen: string): [string, number] {
-  const at = listen.lastIndexOf(':');
-  return [listen.slice(0, at), Number(listen.slice(at + 1))];
 }

@@ -1,0 +1,36 @@
+/**
+ * How the API answers a request that failed: the status of each code a client can cause, the
+ * body `{error: {code, message, ...names}}` the receiver uses too, a schema failure naming the field,
+ * and for a fault of vmdr itself 500 with a correlation id (the detail goes to the log only).
+ */
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { STATUS_OF_CODE, errorAnswer, type ErrorAnswer } from '../replication/receiver/answers.js';
+
+const API_STATUS_OF_CODE: Record<string, number> = {
+  ...STATUS_OF_CODE,
+  BAD_REQUEST: 400,
+  TOKEN_MISSING: 401,
+  TOKEN_INVALID: 401,
+  TOKEN_EXPIRED: 401,
+  TOKEN_REVOKED: 401,
+  TOKEN_READ_ONLY: 403,
+  NOT_FOUND: 404,
+  TENANT_UNKNOWN: 404,
+  OPERATION_UNKNOWN: 404,
+  TOKEN_UNKNOWN: 404,
+  TENANT_IN_USE: 409,
+  QUOTA_EXCEEDED: 409,
+  PROTECTION_FAILED_OVER: 409,
+  SYNC_ELSEWHERE: 409,
+  REQUEST_TIMEOUT: 504,
+  DAEMON_BUSY: 503,
+};
+
+export function apiErrorAnswer(err: unknown): ErrorAnswer {
+  if (hasZodFastifySchemaValidationErrors(err)) {
+    const issue = err.validation[0];
+    const where = [err.validationContext, ...(issue?.instancePath ?? '').split('/').filter(Boolean)].filter(Boolean).join('.');
+    return { status: 400, body: { error: { code: 'BAD_REQUEST', message: `${where || 'request'}: ${issue?.message ?? 'invalid'}` } } };
+  }
+  return errorAnswer(err, API_STATUS_OF_CODE);
+}

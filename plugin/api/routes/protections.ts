@@ -1,0 +1,135 @@
+/**
+ * Protections through the API: list and show (from the config the daemon runs), their recovery
+ * points, and a sync now (202 and an operation to follow). A tenant's token sees its tenant's
+ * protections only; every other name answers as one that does not exist.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { VmdrError } from '../../../hypervisors/errors.js';
+import type { Protection } from '../../config/schema.js';
+import { listRecoveryPoints } from '../../replication/points.js';
+import type { RecoveryPoint } from '../../replication/replica/store.js';
+import { syncAsAsked } from '../../replication/sync-request.js';
+import { mayOperate, principalOf, visible, visibleOnly } from '../auth.js';
+import type { ApiContext } from '../server.js';
+import { describeOperationError, OperationAccepted, operationAccepted } from './operations.js';
+
+export const NameParams = z.strictObject({ name: z.string().min(1).max(128) });
+
+export const ProtectionView = z.object({
+  name: z.string(),
+  tenant: z.string().nullable(),
+  source: z.object({ site: z.string(), vm: z.string() }),
+  target: z.object({ site: z.string(), vm: z.string() }),
+  rpoSeconds: z.number(),
+  continuous: z.boolean(),
+  compression: z.enum(['auto', 'off']),
+});
+
+const PointView = z.object({
+  id: z.string(),
+  protection: z.string(),
+  seq: z.number(),
+  time: z.string(),
+  committedAt: z.string(),
+  kind: z.enum(['full', 'incremental', 'resync']),
+  checkpoint: z.string(),
+  since: z.string().nullable(),
+  bytesShipped: z.number(),
+  dataBytes: z.number(),
+  zeroBytes: z.number(),
+  pinned: z.boolean(),
+  replacedSource: z.string().nullable(),
+  /** Images are paths of the DR host: an operator's token sees them, a tenant's does not. */
+  disks: z.array(z.object({ disk: z.string(), sizeBytes: z.number(), image: z.string().optional() })),
+});
+
+const SyncBody = z
+  .strictObject({
+    full: z.boolean().optional().describe('Ship every allocated block, not only what changed'),
+    compression: z.enum(['auto', 'off']).optional(),
+  })
+  .default({});
+
+export const tenantOfProtection = (p: Protection): string | undefined => p.tenant;
+
+function viewOf(p: Protection): z.infer<typeof ProtectionView> {
+  return {
+    name: p.name,
+    tenant: p.tenant ?? null,
+    source: p.source,
+    target: { site: p.target.site, vm: p.target.vm },
+    rpoSeconds: p.rpo / 1000,
+    continuous: p.continuous,
+    compression: p.compression,
+  };
+}
+
+function pointView(point: RecoveryPoint, withImages: boolean): z.infer<typeof PointView> {
+  return {
+    ...point,
+    time: point.time.toISOString(),
+    committedAt: point.committedAt.toISOString(),
+    disks: point.disks.map((d) => ({ disk: d.disk, sizeBytes: d.sizeBytes, ...(withImages ? { image: d.image } : {}) })),
+  };
+}
+
+export function registerProtectionRoutes(app: FastifyInstance, ctx: ApiContext): void {
+  const api = app.withTypeProvider<ZodTypeProvider>();
+  // By its name or its source VM's, as the CLI takes it, among the caller's own only.
+  const find = (req: Parameters<typeof visible>[0], name: string) => {
+    const mine = visibleOnly(req, ctx.config.protections, tenantOfProtection);
+    return visible(req, 'protection', name, mine.find((p) => p.name === name) ?? mine.find((p) => p.source.vm === name), tenantOfProtection);
+  };
+
+  api.get('/protections', { schema: { tags: ['protections'], summary: 'The protections the token may see', response: { 200: z.array(ProtectionView) } } }, async (req) =>
+    visibleOnly(req, ctx.config.protections, tenantOfProtection).map(viewOf),
+  );
+
+  api.get('/protections/:name', { schema: { tags: ['protections'], params: NameParams, response: { 200: ProtectionView } } }, async (req) =>
+    viewOf(find(req, req.params.name)),
+  );
+
+  api.get(
+    '/protections/:name/points',
+    { schema: { tags: ['recovery points'], summary: "A protection's recovery points, oldest first", params: NameParams, response: { 200: z.array(PointView) } } },
+    async (req) => {
+      const p = find(req, req.params.name);
+      const operator = principalOf(req).tenant === undefined;
+      return (await listRecoveryPoints(ctx, p)).map((point) => pointView(point, operator));
+    },
+  );
+
+  api.post(
+    '/protections/:name/sync',
+    {
+      config: { action: 'protection.sync' },
+      schema: {
+        tags: ['protections'],
+        summary: 'Ship what changed now, as a new recovery point: answers 202 with the operation to follow',
+        params: NameParams,
+        body: SyncBody,
+        response: { 202: OperationAccepted },
+      },
+    },
+    async (req, reply) => {
+      const p = find(req, req.params.name);
+      const who = mayOperate(req);
+      if (ctx.site && p.source.site !== ctx.site) {
+        throw new VmdrError('SYNC_ELSEWHERE', `protection "${p.name}" syncs from site "${p.source.site}": ask that site's vmdr serve`, {
+          subject: { protection: p.name, site: p.source.site },
+        });
+      }
+      const op = ctx.operations.start({
+        kind: 'sync',
+        subject: { protection: p.name },
+        ...(p.tenant ? { tenant: p.tenant } : {}),
+        startedBy: who.tokenId,
+        describeError: describeOperationError,
+        work: (tools) => syncAsAsked(ctx, { vm: p.name, ...req.body }, tools),
+      });
+      return reply.code(202).send(operationAccepted(op));
+    },
+  );
+}
