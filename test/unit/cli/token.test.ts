@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { listAudit } from '../../../plugin/state/audit.js';
 import { StateStore } from '../../../plugin/state/store.js';
 import { TokenRefused } from '../../../plugin/tenants/token-errors.js';
-import { authenticate, parseToken } from '../../../plugin/tenants/tokens.js';
+import { readTokenFromEnvironment } from '../../../plugin/tenants/token-source.js';
+import { authenticate, listTokens, parseToken } from '../../../plugin/tenants/tokens.js';
 import { assertOneLineError } from '../../helpers/assertions.js';
 import { runVmdr } from '../../helpers/lab.js';
 
@@ -131,6 +132,26 @@ tenants:
     assert.match(flag.stderr, /Unknown argument: token/);
   });
 
+  it('writes the token into a new 0600 file with --out, never over an existing one, and leaves no file when refused', async () => {
+    const file = join(dir, 'acme.token');
+    const r = await vmdr('token', 'create', '--name', 'acme-file', '--tenant', 'acme', '--out', file);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^token [0-9a-f]{12} "acme-file" \\(role read, tenant acme, no expiry\\) created and written to ${file} \\(mode 0600\\): it is not kept anywhere else\\.\n$`));
+    assert.equal(r.stderr, '');
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    const token = await readTokenFromEnvironment({ env: { VMDR_TOKEN_FILE: file } });
+    assert.equal(withState((s) => authenticate(s, `Bearer ${token}`)).tokenName, 'acme-file');
+
+    const count = () => withState((s) => listTokens(s).length);
+    const before = count();
+    assertOneLineError(await vmdr('token', 'create', '--name', 'again', '--out', file), new RegExp(`^vmdr: --out: ${file}: it exists already: a token file is never overwritten$`));
+    assert.equal(await readFile(file, 'utf8'), `${token}\n`, 'the existing file is untouched');
+    const refused = join(dir, 'refused.token');
+    assertOneLineError(await vmdr('token', 'create', '--name', 'x', '--tenant', 'initech', '--out', refused), /no tenant named "initech"/);
+    await assert.rejects(stat(refused), { code: 'ENOENT' });
+    assert.equal(count(), before, 'no token was made');
+  });
+
   it('writes each create and revoke, and each refusal, to the audit record as the OS user', async () => {
     const user = userInfo().username;
     const records = withState((s) => listAudit(s, { limit: 100 })).reverse();
@@ -148,6 +169,8 @@ tenants:
         ['token.create', undefined, 'refused', 'TOKEN_REQUEST_INVALID'],
         ['token.create', undefined, 'refused', 'TOKEN_REQUEST_INVALID'],
         ['token.revoke', undefined, 'refused', 'TOKEN_NOT_FOUND'],
+        ['token.create', 'initech', 'refused', 'TENANT_UNKNOWN'],
+        ['token.create', 'acme', 'ok', undefined],
         ['token.create', 'initech', 'refused', 'TENANT_UNKNOWN'],
       ],
     );
