@@ -13,7 +13,7 @@ export class TokenMissing extends TokenRefused {
   readonly status = 401;
   constructor() {
     super('TOKEN_MISSING', 'no token: send the header "Authorization: Bearer <token>"', {
-      remedy: 'create one with `vmdr token create` on the daemon host',
+      remedy: '`vmdr token create` on the daemon host makes one; a client reads it from VMDR_TOKEN, VMDR_TOKEN_FILE or --token-file',
     });
   }
 }
@@ -51,10 +51,14 @@ export class TokenReadOnly extends TokenRefused {
   }
 }
 
-/** An operator named a token id that the store does not have. */
-export class TokenNotFound extends VmdrError {
+/**
+ * A token id that the store does not have. Said as the API says any object it does not have (or
+ * may not show): `no token "ID"`, no remedy, so a tenant cannot tell another tenant's token from
+ * none.
+ */
+export class TokenUnknown extends VmdrError {
   constructor(id: string) {
-    super('TOKEN_NOT_FOUND', `no token with id ${JSON.stringify(id)}`, { subject: { token: id }, remedy: 'see `vmdr token list`' });
+    super('TOKEN_UNKNOWN', `no token ${JSON.stringify(id)}`, { subject: { token: id } });
   }
 }
 
@@ -65,10 +69,17 @@ export class TokenRequestInvalid extends VmdrError {
   }
 }
 
-/** The config has no tenant of this name. */
+/**
+ * The config has no tenant of this name. With `file` (the CLI) the line names the config; without
+ * (the API), it reads as the API's answer for any object it does not have, and names no path of
+ * this host.
+ */
 export class TenantUnknown extends VmdrError {
-  constructor(tenant: string, file: string) {
-    super('TENANT_UNKNOWN', `${file}: no tenant named ${JSON.stringify(tenant)}`, { subject: { file, tenant }, remedy: '`vmdr tenant list` shows the tenants' });
+  constructor(tenant: string, file?: string) {
+    super('TENANT_UNKNOWN', `${file !== undefined ? `${file}: ` : ''}no tenant ${JSON.stringify(tenant)}`, {
+      subject: { tenant, ...(file !== undefined ? { file } : {}) },
+      ...(file !== undefined ? { remedy: '`vmdr tenant list` shows the tenants' } : {}),
+    });
   }
 }
 

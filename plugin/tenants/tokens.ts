@@ -11,7 +11,7 @@ import type { Config } from '../config/schema.js';
 import { NAME_PATTERN } from '../config/schema.js';
 import type { StateStore } from '../state/store.js';
 import { insertToken, markRevoked, tokenRow, tokenRows, type TokenRole, type TokenRow } from '../state/tokens.js';
-import { TenantUnknown, TokenExpired, TokenInvalid, TokenMissing, TokenNotFound, TokenReadOnly, TokenRequestInvalid, TokenRevoked } from './token-errors.js';
+import { TenantUnknown, TokenExpired, TokenInvalid, TokenMissing, TokenReadOnly, TokenRequestInvalid, TokenRevoked, TokenUnknown } from './token-errors.js';
 
 export type { TokenRole };
 
@@ -102,13 +102,19 @@ export function listTokens(store: StateStore, filter: { tenant?: string } = {}):
   return tokenRows(store, filter).map(recordOf);
 }
 
+/** The token of this id, or undefined (an API route then answers as for any object it does not show). */
+export function findToken(store: StateStore, id: string): TokenRecord | undefined {
+  const row = tokenRow(store, id);
+  return row && recordOf(row);
+}
+
 /** Revokes a token from now on; revoking it again changes nothing (`alreadyRevoked`). */
 export function revokeToken(store: StateStore, id: string, now = new Date()): { record: TokenRecord; alreadyRevoked: boolean } {
   return store.db
     .transaction(() => {
       const changed = markRevoked(store, { id }, now.getTime());
       const row = tokenRow(store, id);
-      if (!row) throw new TokenNotFound(id);
+      if (!row) throw new TokenUnknown(id);
       return { record: recordOf(row), alreadyRevoked: changed === 0 };
     })
     .immediate();
@@ -150,8 +156,8 @@ export function canSee(principal: Principal, tenantOfObject: string | undefined)
   return principal.tenant === undefined || (tenantOfObject !== undefined && principal.tenant === tenantOfObject);
 }
 
-/** Refuses a tenant the config does not declare. */
-export function requireTenant(config: Config, file: string, tenant: string): void {
+/** Refuses a tenant the config does not declare; `file` (the CLI's) is named in the error. */
+export function requireTenant(config: Config, tenant: string, file?: string): void {
   if (!config.tenants.some((t) => t.name === tenant)) throw new TenantUnknown(tenant, file);
 }
 

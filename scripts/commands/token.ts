@@ -110,7 +110,7 @@ const create: CommandModule<GlobalOptions, CreateOptions> = {
 };
 
 function make(state: StateStore, { file, config }: LoadedConfig, argv: CreateOptions, now: Date) {
-  if (argv.tenant !== undefined) requireTenant(config, file, argv.tenant);
+  if (argv.tenant !== undefined) requireTenant(config, argv.tenant, file);
   let expiresAt: Date | undefined;
   if (argv.expires !== undefined) {
     const parsed = expiry.safeParse(argv.expires);

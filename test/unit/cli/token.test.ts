@@ -118,11 +118,11 @@ tenants:
   });
 
   it('refuses an unknown tenant, a bad expiry and an unknown id in one line, exit 1; takes no token in argv', async () => {
-    assertOneLineError(await vmdr('token', 'create', '--name', 'x', '--tenant', 'initech'), new RegExp(`^vmdr: ${config}: no tenant named "initech" \\(\`vmdr tenant list\` shows the tenants\\)$`));
+    assertOneLineError(await vmdr('token', 'create', '--name', 'x', '--tenant', 'initech'), new RegExp(`^vmdr: ${config}: no tenant "initech" \\(\`vmdr tenant list\` shows the tenants\\)$`));
     assertOneLineError(await vmdr('token', 'create', '--name', 'x', '--expires', 'soon'), /^vmdr: --expires: "soon" is not a duration such as 30s, 15m, 4h or 7d$/);
     assertOneLineError(await vmdr('token', 'create', '--name', 'x', '--expires', '20y'), /^vmdr: --expires: "20y" is not a duration/);
     assertOneLineError(await vmdr('token', 'create', '--name', '../x'), /^vmdr: name: "\.\.\/x" is not a name of letters/);
-    assertOneLineError(await vmdr('token', 'revoke', 'nope'), /^vmdr: no token with id "nope" \(see `vmdr token list`\)$/);
+    assertOneLineError(await vmdr('token', 'revoke', 'nope'), /^vmdr: no token "nope"$/);
     const json = await vmdr('token', 'create', '--name', 'x', '--tenant', 'initech', '--json');
     assert.equal(json.code, 1);
     assert.equal((JSON.parse(json.stderr) as { error: { code: string } }).error.code, 'TENANT_UNKNOWN');
@@ -147,7 +147,7 @@ tenants:
     assertOneLineError(await vmdr('token', 'create', '--name', 'again', '--out', file), new RegExp(`^vmdr: --out: ${file}: it exists already: a token file is never overwritten$`));
     assert.equal(await readFile(file, 'utf8'), `${token}\n`, 'the existing file is untouched');
     const refused = join(dir, 'refused.token');
-    assertOneLineError(await vmdr('token', 'create', '--name', 'x', '--tenant', 'initech', '--out', refused), /no tenant named "initech"/);
+    assertOneLineError(await vmdr('token', 'create', '--name', 'x', '--tenant', 'initech', '--out', refused), /no tenant "initech"/);
     await assert.rejects(stat(refused), { code: 'ENOENT' });
     assert.equal(count(), before, 'no token was made');
   });
@@ -168,7 +168,7 @@ tenants:
         ['token.create', undefined, 'refused', 'TOKEN_REQUEST_INVALID'],
         ['token.create', undefined, 'refused', 'TOKEN_REQUEST_INVALID'],
         ['token.create', undefined, 'refused', 'TOKEN_REQUEST_INVALID'],
-        ['token.revoke', undefined, 'refused', 'TOKEN_NOT_FOUND'],
+        ['token.revoke', undefined, 'refused', 'TOKEN_UNKNOWN'],
         ['token.create', 'initech', 'refused', 'TENANT_UNKNOWN'],
         ['token.create', 'acme', 'ok', undefined],
         ['token.create', 'initech', 'refused', 'TENANT_UNKNOWN'],

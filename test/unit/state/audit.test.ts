@@ -66,9 +66,9 @@ describe('the audit record (plugin/state/audit.ts)', () => {
     assert.equal(await audited(store, { ...who, action: 'token.create' }, () => ({ id: 'dddddddddddd' }), (r) => ({ object: r.id, tenant: 'acme' })).then((r) => r.id), 'dddddddddddd');
     await assert.rejects(
       audited(store, { ...who, action: 'token.revoke', object: 'nope' }, () => {
-        throw new VmdrError('TOKEN_NOT_FOUND', 'no token with id "nope"');
+        throw new VmdrError('TOKEN_UNKNOWN', 'no token "nope"');
       }),
-      (e: unknown) => e instanceof VmdrError && e.code === 'TOKEN_NOT_FOUND',
+      (e: unknown) => e instanceof VmdrError && e.code === 'TOKEN_UNKNOWN',
     );
     await assert.rejects(
       audited(store, { ...who, action: 'protection.sync', object: 'web' }, async () => {
@@ -80,7 +80,7 @@ describe('the audit record (plugin/state/audit.ts)', () => {
       listAudit(store, { limit: 10 }).reverse().map((r) => [r.action, r.object, r.tenant, r.result, r.code]),
       [
         ['token.create', 'dddddddddddd', 'acme', 'ok', undefined],
-        ['token.revoke', 'nope', undefined, 'refused', 'TOKEN_NOT_FOUND'],
+        ['token.revoke', 'nope', undefined, 'refused', 'TOKEN_UNKNOWN'],
         ['protection.sync', 'web', undefined, 'failed', 'HYPERVISOR_UNREACHABLE'],
         ['protection.sync', 'db', undefined, 'failed', 'INTERNAL'],
       ],

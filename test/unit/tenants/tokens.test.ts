@@ -14,9 +14,11 @@ import {
   authenticate,
   canSee,
   createToken,
+  findToken,
   listTokens,
   parseToken,
   requireRole,
+  requireTenant,
   revokeTenantTokens,
   revokeToken,
   tokenState,
@@ -149,8 +151,10 @@ describe('API tokens (plugin/tenants/tokens.ts)', () => {
     assert.equal(again.alreadyRevoked, true);
     assert.equal(again.record.revokedAt!.getTime(), revoked.record.revokedAt!.getTime());
     assert.equal(tokenState(again.record), 'revoked');
+    assert.equal(findToken(store, record.id)!.revokedAt!.getTime(), revoked.record.revokedAt!.getTime());
+    assert.equal(findToken(store, 'nope'), undefined);
     assert.equal(authenticate(store, `Bearer ${other.token}`).tokenId, other.record.id, 'the other token is untouched');
-    assert.throws(() => revokeToken(store, 'nope'), (e: unknown) => e instanceof VmdrError && e.code === 'TOKEN_NOT_FOUND' && e.message === 'no token with id "nope"');
+    assert.throws(() => revokeToken(store, 'nope'), (e: unknown) => e instanceof VmdrError && e.code === 'TOKEN_UNKNOWN' && e.message === 'no token "nope"');
   });
 
   it("revokes every token of a tenant (the tenant's removal), and no other", () => {
@@ -208,6 +212,20 @@ describe('API tokens (plugin/tenants/tokens.ts)', () => {
       'acme sees acme: true',
       'acme sees globex: false',
     ]);
+  });
+
+  it('refuses a tenant the config does not declare: naming the config for the CLI, as an unknown object for the API', () => {
+    const config = { tenants: [{ name: 'acme', networks: [] }] } as unknown as Parameters<typeof requireTenant>[0];
+    requireTenant(config, 'acme');
+    const api = (() => {
+      try {
+        requireTenant(config, 'globex');
+      } catch (e) {
+        return e as VmdrError;
+      }
+    })()!;
+    assert.deepEqual([api.code, api.message, api.remedy, api.subject], ['TENANT_UNKNOWN', 'no tenant "globex"', undefined, { tenant: 'globex' }]);
+    assert.throws(() => requireTenant(config, 'globex', '/etc/vmdr.yaml'), { code: 'TENANT_UNKNOWN', message: '/etc/vmdr.yaml: no tenant "globex"' });
   });
 
   it('reads every request afresh: a token revoked through another handle is refused on the next call', async () => {
