@@ -129,5 +129,36 @@ export const migrations: readonly string[] = [
   -- the UUID of the replaced source VM this point is of; NULL for points of the current one
   ALTER TABLE recovery_points ADD COLUMN replaced_source TEXT;
   `,
+  // 4: API tokens (only the SHA-256 of each secret; a revoked token's row stays, so lists and the
+  // audit record can still name it) and the audit record of what was changed, by whom, with what result
+  `
+  -- tenant NULL: an operator token
+  CREATE TABLE tokens (
+    id            TEXT    PRIMARY KEY,
+    name          TEXT    NOT NULL,
+    tenant        TEXT,
+    role          TEXT    NOT NULL CHECK (role IN ('read', 'operate')),
+    secret_sha256 BLOB    NOT NULL CHECK (length(secret_sha256) = 32),
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    revoked_at_ms INTEGER
+  ) STRICT;
+  CREATE INDEX tokens_by_tenant ON tokens (tenant);
+
+  -- actor: a token id, or 'cli' (actor_name then holds the OS user)
+  CREATE TABLE audit_records (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms      INTEGER NOT NULL,
+    actor      TEXT    NOT NULL,
+    actor_name TEXT    NOT NULL,
+    tenant     TEXT,
+    action     TEXT    NOT NULL,
+    object     TEXT,
+    result     TEXT    NOT NULL CHECK (result IN ('ok', 'refused', 'failed')),
+    code       TEXT
+  ) STRICT;
+  CREATE INDEX audit_records_by_time ON audit_records (at_ms);
+  CREATE INDEX audit_records_by_tenant ON audit_records (tenant, at_ms);
+  `,
 ];
 

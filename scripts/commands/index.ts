@@ -37,6 +37,7 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
       ),
     )
     .command(lazy('serve', 'Run the daemon: DR receivers and continuous replication', async () => (await import('./serve.js')).serveCommand))
+    .command(lazy('token <command>', 'Make, list and revoke the API tokens of the daemon on this host', async () => (await import('./token.js')).tokenCommand))
     .command(lazy('site <command>', "This site's identity, and pairing with peer sites", async () => (await import('./site.js')).siteCommand))
     .command(
       lazy('failover [vm]', 'Bring a protected VM (or a plan) up on its DR target: unplanned by default', async () => (await import('./failover.js')).failoverCommand),

@@ -114,6 +114,13 @@ protections:
     assertNotLoaded(status, { modules: [...DAEMON.modules, 'plugin/replication/sync.js', 'plugin/replication/nbd/'], packages: ['zstd-napi', ...DAEMON.packages] });
   });
 
+  it('vmdr token: the state file, no hypervisor and no daemon', async () => {
+    const list = await runTraced(dir, ['token', 'list', '--json', '--config', config]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.deepEqual(JSON.parse(list.stdout), []);
+    assertNotLoaded(list, { modules: [...HYPERVISOR.modules, 'plugin/replication/', 'plugin/sites/'], packages: [...HYPERVISOR.packages, 'zstd-napi', ...DAEMON.packages] });
+  });
+
   it('vmdr sync: the sender, but neither the continuous loop nor the daemon', async () => {
     // No credentials made for this site: the sync stops there, with its own modules loaded.
     const sync = await runTraced(dir, ['sync', 'web', '--json', '--config', config]);

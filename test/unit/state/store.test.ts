@@ -67,6 +67,26 @@ describe('state store', () => {
     assert.equal(err.subject.file, path);
   });
 
+  it('brings a state file of schema 3 up to date with its data kept (tokens and the audit record, schema 4)', () => {
+    const path = join(root, 'v3.db');
+    const old = new Database(path);
+    migrations.slice(0, 3).forEach((m, i) => {
+      old.exec(m);
+      old.pragma(`user_version = ${i + 1}`);
+    });
+    old.prepare("INSERT INTO protection_roles (protection, role, changed_at_ms) VALUES ('web', 'failed-over', 1)").run();
+    old.close();
+    const store = StateStore.open(path);
+    try {
+      assert.equal(store.schemaVersion, migrations.length);
+      assert.equal(store.db.prepare('SELECT role FROM protection_roles WHERE protection = ?').pluck().get('web'), 'failed-over');
+      assert.deepEqual(store.db.prepare('SELECT count(*) FROM tokens').pluck().get(), 0);
+      assert.deepEqual(store.db.prepare('SELECT count(*) FROM audit_records').pluck().get(), 0);
+    } finally {
+      store.close();
+    }
+  });
+
   it('records sync runs, newest first, with their outcome and error', async () => {
     const store = StateStore.open(join(root, 'vmdr.db'));
     try {
