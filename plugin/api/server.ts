@@ -99,7 +99,8 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
     keepAliveTimeout: 5_000,
     maxRequestsPerSocket: 10_000,
     routerOptions: { maxParamLength: 128 },
-    requestIdHeader: 'x-request-id',
+    // genReqId reads the client's id itself, to take only a sane one.
+    requestIdHeader: false,
     genReqId: (req) => {
       const asked = req.headers['x-request-id'];
       return typeof asked === 'string' && REQUEST_ID.test(asked) ? asked : randomUUID();

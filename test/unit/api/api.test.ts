@@ -145,7 +145,7 @@ protections:
     const op = started.json;
     assert.match(op.id, /^op-/);
     assert.equal(op.links.events, `/api/v1/operations/${op.id}/events`);
-    const events = await readEvents(api.url, ca, op.links.events, tokens.acmeRead);
+    const events = await readEvents(api.url, ca, op.links.events, tokens.acmeRead!);
     const last = events.at(-1)!;
     // The test driver has no backup jobs: the sync fails, and says why with its code.
     assert.equal(last[0], 'failed', JSON.stringify(events));
