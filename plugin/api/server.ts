@@ -27,6 +27,7 @@ import { registerOperationRoutes } from './routes/operations.js';
 import { registerProtectionRoutes } from './routes/protections.js';
 import { registerStatusRoutes } from './routes/status.js';
 import { registerTenantRoutes } from './routes/tenants.js';
+import { registerTokenRoutes } from './routes/tokens.js';
 import { StatusCache } from './status-cache.js';
 
 export const API_PREFIX = '/api/v1';
@@ -161,6 +162,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
       registerProtectionRoutes(api, ctx);
       registerOperationRoutes(api, ctx);
       registerTenantRoutes(api, ctx);
+      registerTokenRoutes(api, ctx);
       registerAuditRoutes(api, ctx);
     },
     { prefix: API_PREFIX },

@@ -15,7 +15,18 @@ import { mayOperate, principalOf, visible, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
 import { describeOperationError, OperationAccepted, operationAccepted } from './operations.js';
 
-export const NameParams = z.strictObject({ name: z.string().min(1).max(128) });
+/**
+ * A name as a request carries it: a protection's, or the source VM's the CLI also takes. Path
+ * separators, `..` and control characters are refused here, at the edge, with 400 naming the
+ * parameter: no such name reaches a lookup, a log line or a path.
+ */
+export const SafeName = z
+  .string()
+  .min(1)
+  .max(128)
+  .refine((s) => !/[\/\\\x00-\x1f\x7f]/.test(s) && !s.includes('..'), 'a name without "/", "\\", ".." or control characters');
+
+export const NameParams = z.strictObject({ name: SafeName });
 
 export const ProtectionView = z.object({
   name: z.string(),

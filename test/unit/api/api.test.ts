@@ -165,6 +165,48 @@ protections:
     assert.equal(r.json.error.code, 'TOKEN_REVOKED');
   });
 
+  it("manages tokens: a tenant's token makes and revokes its own tenant's only, and a secret is shown once", async () => {
+    const made = await call('/api/v1/tokens', { method: 'POST', token: tokens.acme, body: { name: 'acme-ci', expires: '30d' } });
+    assert.equal(made.status, 201, made.text);
+    assert.equal(made.json.tenant, 'acme', "a tenant's token makes tokens of its own tenant");
+    assert.equal(made.json.role, 'read');
+    assert.match(made.json.token, /^vmdr_[0-9a-f]+_/);
+    const mine = await call('/api/v1/protections', { token: made.json.token });
+    assert.deepEqual(mine.json.map((p: { name: string }) => p.name), ['web-acme']);
+
+    const listed = await call('/api/v1/tokens', { token: tokens.acmeRead });
+    assert.ok(listed.json.every((t: { tenant: string }) => t.tenant === 'acme'), listed.text);
+    assert.ok(listed.json.some((t: { id: string }) => t.id === made.json.id));
+    assert.ok(!listed.text.includes(made.json.token.split('_')[2]), 'no secret in a list');
+
+    const theirs = await call('/api/v1/tokens', { method: 'POST', token: tokens.acme, body: { name: 'x', tenant: 'globex' } });
+    const nobodys = await call('/api/v1/tokens', { method: 'POST', token: tokens.acme, body: { name: 'x', tenant: 'nope' } });
+    assert.equal(theirs.status, 404);
+    assert.deepEqual(theirs.json, JSON.parse(nobodys.text.replaceAll('nope', 'globex')));
+    const globexToken = (await call('/api/v1/tokens', { token: tokens.operatorRead })).json.find((t: { tenant: string }) => t.tenant === 'globex').id;
+    const revokeTheirs = await call(`/api/v1/tokens/${globexToken}`, { method: 'DELETE', token: tokens.acme });
+    const revokeNone = await call('/api/v1/tokens/0123456789ab', { method: 'DELETE', token: tokens.acme });
+    assert.equal(revokeTheirs.status, 404);
+    assert.deepEqual(revokeTheirs.json, JSON.parse(revokeNone.text.replaceAll('0123456789ab', globexToken)));
+    assert.equal((await call('/api/v1/protections', { token: tokens.globex })).status, 200, 'still valid');
+
+    const revoked = await call(`/api/v1/tokens/${made.json.id}`, { method: 'DELETE', token: tokens.acme });
+    assert.equal(revoked.status, 200);
+    assert.equal(revoked.json.state, 'revoked');
+    assert.equal((await call('/api/v1/protections', { token: made.json.token })).json.error.code, 'TOKEN_REVOKED');
+    const audit = (await call('/api/v1/audit?tenant=acme', { token: tokens.operatorRead })).json as { action: string; object: string; result: string }[];
+    assert.ok(audit.some((a) => a.action === 'token.create' && a.object === made.json.id && a.result === 'ok'));
+    assert.ok(audit.some((a) => a.action === 'token.revoke' && a.object === made.json.id && a.result === 'ok'));
+  });
+
+  it('refuses names with path separators, ".." or control characters at the edge, naming the parameter', async () => {
+    for (const name of ['..%2F..%2Fetc%2Fpasswd', 'a..b', 'a%00b', 'a%5Cb', 'x%0Ay']) {
+      const r = await call(`/api/v1/protections/${name}`, { token: tokens.operatorRead });
+      assert.equal(r.status, 400, `${name}: ${r.text}`);
+      assert.match(r.json.error.message, /^params\.name: /, name);
+    }
+  });
+
   it('echoes a sane request id and makes one otherwise', async () => {
     const given = await call('/healthz', { headers: { 'x-request-id': 'portal-42' } });
     assert.equal(given.headers['x-request-id'], 'portal-42');
