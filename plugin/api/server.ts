@@ -23,6 +23,7 @@ import { apiErrorAnswer } from './answers.js';
 import { recordMutations } from './audit.js';
 import { Operations } from './operations.js';
 import { registerAuditRoutes } from './routes/audit.js';
+import { registerFailoverRoutes } from './routes/failovers.js';
 import { registerOperationRoutes } from './routes/operations.js';
 import { registerProtectionRoutes } from './routes/protections.js';
 import { registerStatusRoutes } from './routes/status.js';
@@ -161,6 +162,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
       registerStatusRoutes(api, ctx);
       registerProtectionRoutes(api, ctx);
       registerOperationRoutes(api, ctx);
+      registerFailoverRoutes(api, ctx);
       registerTenantRoutes(api, ctx);
       registerTokenRoutes(api, ctx);
       registerAuditRoutes(api, ctx);

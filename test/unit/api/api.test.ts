@@ -207,6 +207,26 @@ protections:
     }
   });
 
+  it("starts failovers only of the caller's own protections, with a body that makes sense", async () => {
+    const readOnly = await call('/api/v1/failovers', { method: 'POST', token: tokens.acmeRead, body: { protection: 'web-acme', kind: 'test' } });
+    assert.equal(readOnly.status, 403);
+    const theirs = await call('/api/v1/failovers', { method: 'POST', token: tokens.acme, body: { protection: 'db-globex', kind: 'test' } });
+    assert.equal(theirs.status, 404);
+    assert.equal(theirs.json.error.code, 'PROTECTION_UNKNOWN');
+    const both = await call('/api/v1/failovers', { method: 'POST', token: tokens.acme, body: { protection: 'web-acme', plan: 'p' } });
+    assert.equal(both.status, 400);
+    assert.match(both.json.error.message, /^body\.protection: name a protection or a plan/);
+    const when = await call('/api/v1/failovers', { method: 'POST', token: tokens.acme, body: { protection: 'web-acme', point: 'rp-1', at: '2026-12-01T00:00:00Z' } });
+    assert.equal(when.status, 400);
+    assert.match(when.json.error.message, /^body\.at: point and at exclude each other/);
+    const started = await call('/api/v1/failovers', { method: 'POST', token: tokens.acme, body: { protection: 'web-acme', kind: 'test' } });
+    assert.equal(started.status, 202, started.text);
+    const events = await readEvents(api.url, ca, started.json.links.events, tokens.acme!);
+    // No recovery point on the test driver: the drill is refused before it changes anything, and says why.
+    assert.equal(events.at(-1)![0], 'failed');
+    assert.equal(typeof events.at(-1)![1].error.code, 'string');
+  });
+
   it('echoes a sane request id and makes one otherwise', async () => {
     const given = await call('/healthz', { headers: { 'x-request-id': 'portal-42' } });
     assert.equal(given.headers['x-request-id'], 'portal-42');
