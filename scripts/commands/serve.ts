@@ -55,6 +55,7 @@ export const serveCommand: CommandBody<ServeOptions> = {
               (r.recovered.discarded.length ? `; discarded ${r.recovered.discarded.length} uncommitted overlays` : ''),
           );
         }
+        await ensureTenantNetworks({ config, sites }, site, say);
         const loops = argv.replicate
           ? config.protections.filter((p) => !site || p.source.site === site).map(async (p) => {
               const receiver = await receiverFor(config, file, p);
@@ -81,6 +82,24 @@ export const serveCommand: CommandBody<ServeOptions> = {
       }),
     ),
 };
+
+/**
+ * Each tenant's DR networks missing on the DR sites this daemon reaches: how a DR host gets the
+ * networks of a tenant created on another host. A network that cannot be made is a warning: the
+ * daemon's receivers and loops run regardless, and the next start tries again.
+ */
+async function ensureTenantNetworks(ctx: Pick<ReplicationContext, 'config' | 'sites'>, site: string | undefined, say: Say): Promise<void> {
+  if (ctx.config.tenants.length === 0) return;
+  const { ensureAllTenantNetworks } = await import('../../plugin/tenants/networks.js');
+  try {
+    for (const n of (await ensureAllTenantNetworks(ctx.config, ctx.sites, site)).filter((e) => e.made)) {
+      say({ event: 'tenant-network', site: n.site, network: n.network }, `made tenant network ${n.network} on site ${n.site}`);
+    }
+  } catch (err) {
+    if (!(err instanceof VmdrError)) throw err;
+    say({ event: 'warning', ...err.toJSON() }, `warning: tenant networks: ${err.message}`);
+  }
+}
 
 /**
  * The control socket `vmdr sync` hands its one-shot syncs to. The first daemon of a config that
