@@ -50,6 +50,7 @@ export async function lockConfig(configFile: string, lockFile: string, timeoutMs
     release: async () => {
       if (released) return;
       released = true;
+      // The pid is only a hint for a waiter's error: failing to clear it must not keep the lock.
       await handle.truncate(0).catch(() => undefined);
       flockCall()(handle.fd, LOCK_UN);
       await handle.close();

@@ -144,6 +144,8 @@ describe('editConfig', function () {
       const { config } = await loadConfig(file);
       assert.equal(config.tenants[0]!.name, 'acme');
     }
+    // The kills came while edits were under way: some of them landed before.
+    assert.ok((await loadConfig(file)).config.tenants.length > 8, 'edits were running when the editor was killed');
     // An edit after the kills finds any temporary file left by a killed one and removes it.
     await editConfig(file, (doc) => appendItem(doc, 'tenants', { name: 'last' }));
     assert.deepEqual((await readdir(dir)).sort(), ['vmdr.yaml', 'vmdr.yaml.lock']);
