@@ -1,10 +1,10 @@
 /** What `vmdr tenant list` and `vmdr tenant show` tell: the config's tenants, and one tenant's networks on its DR sites. */
-import { NotInConfig } from '../config/errors.js';
 import type { Config, Tenant } from '../config/schema.js';
 import type { TenantsContext } from './create.js';
 import { describeTenantNetworks, type NetworkState } from './networks.js';
 import { ownedBy, type Owned } from './owned.js';
 import { checkTenantName } from './spec.js';
+import { TenantUnknown } from './token-errors.js';
 
 export interface TenantSummary extends Tenant {
   owns: { protections: number; plans: number; drills: number };
@@ -29,7 +29,7 @@ export interface TenantDetails extends Tenant {
 export async function showTenant(ctx: TenantsContext, name: string): Promise<TenantDetails> {
   checkTenantName(name);
   const tenant = ctx.config.tenants.find((t) => t.name === name);
-  if (!tenant) throw new NotInConfig('tenant', name, ctx.file);
+  if (!tenant) throw new TenantUnknown(name, ctx.file);
   const owned: Owned = ownedBy(ctx.config, name);
   const of = <T extends { name: string }>(items: T[], names: string[]) => items.filter((i) => names.includes(i.name));
   return {

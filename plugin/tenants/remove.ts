@@ -8,7 +8,6 @@
  * network labelled for a tenant the config no longer has, and running the same command again
  * removes it. The other order would leave a tenant whose networks are gone.
  */
-import { NotInConfig } from '../config/errors.js';
 import { editConfig, removeNamedItems } from '../config/edit.js';
 import type { Config } from '../config/schema.js';
 import type { TenantsContext } from './create.js';
@@ -16,6 +15,7 @@ import { TenantInUse } from './errors.js';
 import { checkNetworksFree, removeTenantNetworks, tenantNetworksHere, type SiteNetwork } from './networks.js';
 import { describeOwned, ownedBy, type Owned } from './owned.js';
 import { checkTenantName } from './spec.js';
+import { TenantUnknown } from './token-errors.js';
 
 export interface RemovedTenant {
   tenant: string;
@@ -32,13 +32,13 @@ export async function removeTenant(ctx: TenantsContext, name: string, options: {
   // What it owns is refused before any hypervisor is asked: it needs none to answer.
   if (inConfig) refuseWhileOwned(ctx.config, name, options.force ?? false);
   const networks = await tenantNetworksHere(ctx.config, ctx.sites, name);
-  if (!inConfig && networks.length === 0) throw new NotInConfig('tenant', name, ctx.file);
+  if (!inConfig && networks.length === 0) throw new TenantUnknown(name, ctx.file);
   let removed: Pick<Owned, 'plans' | 'drills'> = { plans: [], drills: [] };
   if (inConfig) {
     await checkNetworksFree(ctx.sites, name, networks);
     ({ result: removed } = await editConfig(ctx.file, (doc, current) => {
       // Checked again under the lock: a protection may have been added since.
-      if (!current.tenants.some((t) => t.name === name)) throw new NotInConfig('tenant', name, ctx.file);
+      if (!current.tenants.some((t) => t.name === name)) throw new TenantUnknown(name, ctx.file);
       const owned = refuseWhileOwned(current, name, options.force ?? false);
       removeNamedItems(doc, 'drills', current.drills, new Set(owned.drills));
       removeNamedItems(doc, 'plans', current.plans, new Set(owned.plans));

@@ -131,7 +131,7 @@ sites:
       { site: 'dr', network: 'vmdr-t4-acme-lan', made: false },
       { site: 'dr', network: 'vmdr-t4-acme-dmz', made: true },
     ]);
-    await rejectsWith(showTenant(await context(), 'nobody'), 'NOT_IN_CONFIG');
+    await rejectsWith(showTenant(await context(), 'nobody'), 'TENANT_UNKNOWN');
   });
 
   it('refuses removal while the tenant owns a protection, even forced; then removes it and its networks', async () => {
@@ -163,7 +163,7 @@ sites:
     assert.deepEqual(await networksOf('acme'), []);
     const { config: after } = await loadConfig(file);
     assert.deepEqual([after.tenants, after.plans], [[], []]);
-    await rejectsWith(removeTenant(await context(), 'acme'), 'NOT_IN_CONFIG');
+    await rejectsWith(removeTenant(await context(), 'acme'), 'TENANT_UNKNOWN');
   });
 
   it('refuses to remove a network a running VM uses, and changes nothing', async () => {
