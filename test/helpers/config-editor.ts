@@ -1,8 +1,8 @@
 /**
  * A second process that changes a config through editConfig, for the tests of its lock and its
  * atomic write: `config-editor.ts FILE PREFIX COUNT [HOLD_MS]` adds tenants PREFIX-0 ...
- * PREFIX-(COUNT-1), one edit each, holding each edit (inside the lock) for HOLD_MS, and prints
- * "holding" when its first edit holds the lock.
+ * PREFIX-(COUNT-1), one edit each, holding each edit (inside the lock) for HOLD_MS; it prints
+ * "holding" when its first edit holds the lock and "edited N" once edit N is written.
  */
 import { appendItem, editConfig } from '../../plugin/config/edit.js';
 
@@ -13,4 +13,5 @@ for (let i = 0; i < Number(count); i++) {
     if (i === 0) process.stdout.write('holding\n');
     if (holdMs) await new Promise((resolve) => setTimeout(resolve, Number(holdMs)));
   });
+  process.stdout.write(`edited ${i}\n`);
 }
