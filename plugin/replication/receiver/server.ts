@@ -230,6 +230,8 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
       // Still before the turn and before anything exists: the tenant's quotas, from what the header announces.
       releaseQuota = await quotas!.admitCycle(p, stream.header.dataBytes);
       body.setBudget(cycleBudgetMs(stream.header, limits));
+      // The header is taken: the sender waits for this before it sends the frames (ReceiverClient.sendCycle).
+      reply.raw.writeProcessing();
       stopWaiting = whileWaiting(reply);
       const { point } = await turns.run(p.name, () => {
         stopWaiting();
