@@ -156,7 +156,10 @@ export class ReplicaStore {
   }
 
   listPoints(protection: string): RecoveryPoint[] {
-    return pointRows(this.state.db, protection).map((r) => this.toPoint(r));
+    const rows = pointRows(this.state.db, protection);
+    // One look for the replica's directory, not one per point.
+    const dir = rows.length > 0 ? this.protectionDir(protection) : '';
+    return rows.map((r) => this.toPoint(r, dir));
   }
 
   latestPoint(protection: string): RecoveryPoint | undefined {
@@ -348,8 +351,7 @@ export class ReplicaStore {
     return deleteOrphans(this.storage, this.state, this.owner(protection), new Set(this.next.get(protection)?.overlays.map((o) => o.image)));
   }
 
-  private toPoint(r: PointRow): RecoveryPoint {
-    const dir = this.protectionDir(r.protection);
+  private toPoint(r: PointRow, dir = this.protectionDir(r.protection)): RecoveryPoint {
     return {
       id: `rp-${r.seq}`,
       protection: r.protection,
