@@ -48,7 +48,6 @@ export const serveCommand: CommandBody<ServeOptions> = {
 };
 
 /**
-<<<<<<< HEAD
  * The daemon's parts for `site` (every site when undefined) until SIGTERM or SIGINT: the sites'
  * endpoints, the API, the replication loops, the control socket; then each stops in turn.
  */
