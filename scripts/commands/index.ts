@@ -24,6 +24,7 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
         async () => (await import('./status.js')).statusCommand,
       ),
     )
+    .command(lazy('tenant <command>', "Create, list, show and remove tenants and their own DR networks", async () => (await import('./tenant.js')).tenantCommand))
     .command(lazy('target <command>', 'Manage the pre-staged DR target VMs', async () => (await import('./target.js')).targetCommand))
     .command(
       lazy('protect <vm>', 'Start protecting a VM: pre-stage its DR target and ship its first recovery point', async () => (await import('./protect.js')).protectCommand),
