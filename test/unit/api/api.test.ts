@@ -4,7 +4,7 @@
  * and a sync started through the API followed to its end as server-sent events.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../../plugin/config/load.js';
@@ -225,6 +225,33 @@ protections:
     // No recovery point on the test driver: the drill is refused before it changes anything, and says why.
     assert.equal(events.at(-1)![0], 'failed');
     assert.equal(typeof events.at(-1)![1].error.code, 'string');
+  });
+
+  it('makes and removes tenants for operators: networks, the config file, and what the API shows next', async () => {
+    const asTenant = await call('/api/v1/tenants', { method: 'POST', token: tokens.acme, body: { name: 'initech' } });
+    assert.equal(asTenant.status, 404, "a tenant's token does not even see the route");
+    const made = await call('/api/v1/tenants', { method: 'POST', token: tokens.operator, body: { name: 'initech', vmQuota: 3, networks: ['lan'] } });
+    assert.equal(made.status, 201, made.text);
+    assert.deepEqual(made.json.quota, { storageGiB: null, vms: 3 });
+    const network = made.json.networks[0] as string;
+    assert.match(network, /initech/);
+    assert.match(await readFile(join(dir, 'vmdr.yaml'), 'utf8'), /name: initech/);
+    const dr = await sites.adapter('dr');
+    assert.ok((await dr.listNetworks()).some((n) => n.name === network && n.isolated), 'its isolated network exists');
+    assert.ok((await call('/api/v1/tenants', { token: tokens.operatorRead })).json.some((t: { name: string }) => t.name === 'initech'));
+    const again = await call('/api/v1/tenants', { method: 'POST', token: tokens.operator, body: { name: 'initech' } });
+    assert.equal(again.status, 409);
+    assert.equal(again.json.error.code, 'TENANT_EXISTS');
+    const bad = await call('/api/v1/tenants', { method: 'POST', token: tokens.operator, body: { name: '../x' } });
+    assert.equal(bad.status, 400);
+
+    const owning = await call('/api/v1/tenants/acme', { method: 'DELETE', token: tokens.operator });
+    assert.equal(owning.status, 409);
+    assert.equal(owning.json.error.code, 'TENANT_IN_USE');
+    const removed = await call('/api/v1/tenants/initech', { method: 'DELETE', token: tokens.operator });
+    assert.equal(removed.status, 200, removed.text);
+    assert.ok(!(await dr.listNetworks()).some((n) => n.name === network), 'its network is gone');
+    assert.equal((await call('/api/v1/tenants/initech', { token: tokens.operatorRead })).status, 404);
   });
 
   it('echoes a sane request id and makes one otherwise', async () => {
