@@ -254,6 +254,22 @@ protections:
     assert.equal((await call('/api/v1/tenants/initech', { token: tokens.operatorRead })).status, 404);
   });
 
+  it('pauses and resumes a protection: no sync while paused, status says who paused it', async () => {
+    const paused = await call('/api/v1/protections/web-acme/pause', { method: 'POST', token: tokens.acme, body: { reason: 'maintenance' } });
+    assert.equal(paused.status, 200, paused.text);
+    assert.equal(paused.json.paused.by, 'acme-ops');
+    assert.equal(paused.json.paused.reason, 'maintenance');
+    const started = await call('/api/v1/protections/web-acme/sync', { method: 'POST', token: tokens.acme, body: {} });
+    const events = await readEvents(api.url, ca, started.json.links.events, tokens.acme!);
+    assert.equal(events.at(-1)![1].error.code, 'PROTECTION_PAUSED');
+    const row = (await call('/api/v1/status', { token: tokens.acmeRead })).json.protections[0];
+    assert.equal(row.paused.by, 'acme-ops');
+    assert.equal((await call('/api/v1/protections/web-acme/pause', { method: 'POST', token: tokens.acmeRead, body: {} })).status, 403);
+    const resumed = await call('/api/v1/protections/web-acme/resume', { method: 'POST', token: tokens.acme });
+    assert.equal(resumed.status, 200, resumed.text);
+    assert.equal(resumed.json.paused, null);
+  });
+
   it('echoes a sane request id and makes one otherwise', async () => {
     const given = await call('/healthz', { headers: { 'x-request-id': 'portal-42' } });
     assert.equal(given.headers['x-request-id'], 'portal-42');

@@ -123,6 +123,10 @@ ${plans}
     byName('GET /api/v1/protections/:name', 'GET', (n) => `/api/v1/protections/${n}`, (o) => o.protection, 'web-nobody'),
     byName('GET /api/v1/protections/:name/points', 'GET', (n) => `/api/v1/protections/${n}/points`, (o) => o.protection, 'web-nobody'),
     byName('POST /api/v1/protections/:name/sync', 'POST', (n) => `/api/v1/protections/${n}/sync`, (o) => o.protection, 'web-nobody', () => ({})),
+    byName('POST /api/v1/protections/:name/pause', 'POST', (n) => `/api/v1/protections/${n}/pause`, (o) => o.protection, 'web-nobody', () => ({})),
+    byName('POST /api/v1/protections/:name/resume', 'POST', (n) => `/api/v1/protections/${n}/resume`, (o) => o.protection, 'web-nobody', () => ({})),
+    byName('POST /api/v1/tenants (operators only)', 'POST', () => '/api/v1/tenants', (o) => o.protection.replace('web-', 'new-'), 'nobody', (n) => ({ name: n })),
+    byName('DELETE /api/v1/tenants/:name (operators only)', 'DELETE', (n) => `/api/v1/tenants/${n}`, (o) => o.protection.replace('web-', ''), 'nobody'),
     list('GET /api/v1/tenants', '/api/v1/tenants', (o) => o.plan.replace('plan-', '')),
     byName('GET /api/v1/tenants/:name', 'GET', (n) => `/api/v1/tenants/${n}`, (o) => o.protection.replace('web-', ''), 'nobody'),
     list('GET /api/v1/tokens', '/api/v1/tokens', (o) => o.tokenId),
@@ -166,6 +170,8 @@ ${plans}
     cliByName('vmdr points NAME --server', (n) => ['points', n]),
     cliByName('vmdr failover NAME --test --server', (n) => ['failover', n, '--test']),
     cliByName('vmdr failback NAME --server', (n) => ['failback', n]),
+    cliByName('vmdr pause NAME --server', (n) => ['pause', n]),
+    cliByName('vmdr resume NAME --server', (n) => ['resume', n]),
     {
       what: 'vmdr status --server',
       check: async (as, theirs) => {
