@@ -109,7 +109,7 @@ describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)'
   it('runs a drill through the API (`vmdr failover --test --server`): the report, and the run listed for its tenant only', async () => {
     const r = await asTenant(tokens.acme!, 'failover', vm.name, '--test', '--json');
     assert.equal(r.code, 0, r.stderr);
-    const report = JSON.parse(r.stdout) as { id: string; kind: string; status: string; vms: { protection: string }[] };
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as { id: string; kind: string; status: string; vms: { protection: string }[] };
     assert.equal(report.kind, 'test');
     assert.equal(report.status, 'succeeded');
     assert.deepEqual(report.vms.map((v) => v.protection), [vm.name]);
