@@ -156,6 +156,14 @@ protections:
     assert.equal((await call(op.links.self, { token: tokens.globex })).status, 404, "another tenant's token does not see it");
   });
 
+  it('refuses an expired token with 401 TOKEN_EXPIRED', async () => {
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    const { token } = createToken(state, { name: 'expired', tenant: 'acme', role: 'read', expiresAt: new Date(hourAgo.getTime() + 60_000) }, hourAgo);
+    const r = await call('/api/v1/protections', { token });
+    assert.equal(r.status, 401);
+    assert.equal(r.json.error.code, 'TOKEN_EXPIRED');
+  });
+
   it('refuses a revoked token on its next request', async () => {
     const { token, record } = createToken(state, { name: 'short-lived', tenant: 'acme', role: 'read' });
     assert.equal((await call('/api/v1/protections', { token })).status, 200);
