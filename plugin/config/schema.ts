@@ -232,6 +232,26 @@ export const DrillSchema = z.strictObject({
   schedule: z.string().refine((s) => cron.validate(s), 'a cron expression such as "0 3 * * 1"'),
 });
 
+/**
+ * The events a webhook can be told of. One sender for all of them (plugin/notifications/webhook.ts):
+ * failed drills and automatic failovers join this list.
+ */
+export const NOTIFICATION_EVENTS = ['rpo-breached', 'rpo-recovered'] as const;
+
+export const WebhookSchema = z.strictObject({
+  url: url(/^https?$/, 'an http:// or https:// URL'),
+  /** The events sent to it; all of them when absent. */
+  events: z.array(z.enum(NOTIFICATION_EVENTS)).min(1, 'at least one event (or leave "events" out for all of them)').optional(),
+  /** A file holding the HMAC-SHA256 key the body is signed with (header X-Vmdr-Signature: sha256=HEX). */
+  secretFile: absolutePath.optional(),
+  /** How long one attempt may take before it counts as failed (and is retried). */
+  timeout: durationBetween('1s', '5m').prefault('10s'),
+});
+
+export const NotificationsSchema = z.strictObject({
+  webhooks: z.array(WebhookSchema).default([]),
+});
+
 const ConfigObject = z.strictObject({
   version: z.literal(1),
   state: z.strictObject({ path: absolutePath }).default({ path: '/var/lib/vmdr/state.db' }),
@@ -251,6 +271,8 @@ const ConfigObject = z.strictObject({
   protections: z.array(ProtectionSchema).default([]),
   plans: z.array(PlanSchema).default([]),
   drills: z.array(DrillSchema).default([]),
+  /** Who `vmdr serve` tells when something needs a person (an RPO breached, and when it recovers). */
+  notifications: NotificationsSchema.prefault({}),
 });
 
 export const ConfigSchema = ConfigObject.superRefine(checkReferences);
@@ -264,6 +286,9 @@ export type Target = z.infer<typeof TargetSchema>;
 export type TargetNic = z.infer<typeof TargetNicSchema>;
 export type Plan = z.infer<typeof PlanSchema>;
 export type Drill = z.infer<typeof DrillSchema>;
+export type Notifications = z.infer<typeof NotificationsSchema>;
+export type Webhook = z.infer<typeof WebhookSchema>;
+export type NotificationEventName = (typeof NOTIFICATION_EVENTS)[number];
 
 /** The directory of tenants' replicas in a site's storage (replication/layout.ts): no protection may be named so. */
 export const TENANTS_DIR = 'tenants';

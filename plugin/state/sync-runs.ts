@@ -69,21 +69,29 @@ interface RawRun {
 /** Newest first. */
 export function lastSyncRuns(store: StateStore, protection: string, limit: number): SyncRun[] {
   const rows = store.db.prepare('SELECT * FROM sync_runs WHERE protection = ? ORDER BY id DESC LIMIT ?').all(protection, limit) as RawRun[];
-  return rows.map((r) => {
-    const run: SyncRun = {
-      id: r.id,
-      protection: r.protection,
-      kind: r.kind,
-      checkpoint: r.checkpoint,
-      since: r.since,
-      startedAt: new Date(r.started_at_ms),
-      outcome: r.outcome ?? 'running',
-    };
-    if (r.ended_at_ms !== null) run.endedAt = new Date(r.ended_at_ms);
-    if (r.point !== null) run.point = r.point;
-    if (r.bytes_shipped !== null) run.bytesShipped = r.bytes_shipped;
-    if (r.data_bytes !== null) run.dataBytes = r.data_bytes;
-    if (r.error_code !== null) run.error = { code: r.error_code, message: r.error_message ?? '' };
-    return run;
-  });
+  return rows.map(toRun);
+}
+
+/** The newest run that committed a point, however many failed since. */
+export function lastCommittedRun(store: StateStore, protection: string): SyncRun | undefined {
+  const row = store.db.prepare(`SELECT * FROM sync_runs WHERE protection = ? AND outcome = 'committed' ORDER BY id DESC LIMIT 1`).get(protection) as RawRun | undefined;
+  return row && toRun(row);
+}
+
+function toRun(r: RawRun): SyncRun {
+  const run: SyncRun = {
+    id: r.id,
+    protection: r.protection,
+    kind: r.kind,
+    checkpoint: r.checkpoint,
+    since: r.since,
+    startedAt: new Date(r.started_at_ms),
+    outcome: r.outcome ?? 'running',
+  };
+  if (r.ended_at_ms !== null) run.endedAt = new Date(r.ended_at_ms);
+  if (r.point !== null) run.point = r.point;
+  if (r.bytes_shipped !== null) run.bytesShipped = r.bytes_shipped;
+  if (r.data_bytes !== null) run.dataBytes = r.data_bytes;
+  if (r.error_code !== null) run.error = { code: r.error_code, message: r.error_message ?? '' };
+  return run;
 }
