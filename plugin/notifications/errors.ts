@@ -8,7 +8,7 @@ import { VmdrError } from '../../hypervisors/errors.js';
 export class WebhookFailed extends VmdrError {
   constructor(webhook: string, event: string, detail: string, options: { attempts: number; status?: number; cause?: unknown }) {
     super('WEBHOOK_FAILED', `webhook ${webhook}: event ${event} not delivered after ${options.attempts} attempt${options.attempts === 1 ? '' : 's'}: ${detail}`, {
-      subject: { webhook, event, attempts: options.attempts, status: options.status },
+      subject: { webhook, notification: event, attempts: options.attempts, status: options.status },
       cause: options.cause,
     });
   }
