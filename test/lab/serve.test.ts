@@ -2,7 +2,7 @@
  * `vmdr serve` as deployed on two sites: on the DR site `--no-replicate` (receivers only), on the
  * source host `--no-receive` (replication loops only). The loop of a continuous protection keeps
  * cycling, rides out the receiver's absence, and raises an RPO alert once the newest recovery
- * point is older than the RPO. While the protection is failed over, the loop pauses (one event, no
+ * point is older than the RPO: the config's webhook hears of it once, and once when it recovers. While the protection is failed over, the loop pauses (one event, no
  * alert; its source is fenced) and resumes by itself when the role is back to replicating.
  */
 import assert from 'node:assert/strict';
@@ -13,6 +13,7 @@ import { setRole } from '../../plugin/state/roles.js';
 import { StateStore } from '../../plugin/state/store.js';
 import { createLabVm, destroyLabVm, GUEST_READY, labBoot, waitForSerialLine, type LabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 interface Event {
   event: string;
@@ -31,8 +32,10 @@ describe('vmdr serve: receivers on the DR site, replication loops on the source 
   let sourceConfig: string;
   let receiver: ServeProcess | undefined;
   let loops: ServeProcess | undefined;
+  let webhook: WebhookReceiver;
 
   before(async () => {
+    webhook = await startWebhookReceiver();
     vm = await createLabVm('serve', { marker: 'serve', diskSize: '32M' });
     await vm.adapter.start(vm.name);
     await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 });
@@ -57,6 +60,9 @@ protections:
       vm: ${vm.name}-dr
       boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
       nics: [{ network: ${vm.network} }]
+notifications:
+  webhooks:
+    - url: ${webhook.url}
 `;
     const port = await freeLoopbackPort();
     await writeFile(config, yaml('state.db').replace('PORT', String(port)));
@@ -66,6 +72,7 @@ protections:
   after(async () => {
     await loops?.stop();
     await receiver?.stop();
+    await webhook?.close();
     await destroyLabVm(vm);
   });
 
@@ -77,7 +84,7 @@ protections:
   };
   const cycles = () => (loops!.events as unknown as Event[]).filter((e) => e.event === 'cycle');
 
-  it('cycles back to back, alerts when the newest point passes the RPO, recovers, stops on SIGTERM', async () => {
+  it('cycles back to back, alerts when the newest point passes the RPO (the webhook once), recovers (the webhook once), stops on SIGTERM', async () => {
     receiver = await startServe(config, { args: ['--no-replicate', '--site', 'dr'] });
     loops = await startServe(config, { args: ['--no-receive', '--site', 'prod'] });
     assert.ok(!loops.events.some((e) => e.event === 'receiver'), 'the source host runs no receiver');
@@ -92,14 +99,29 @@ protections:
     const alert = (loops.events as unknown as Event[]).find((e) => e.event === 'rpo-breached')!;
     assert.ok(alert.lagSeconds! > 5, `lag ${alert.lagSeconds}`);
     assert.match(cycles().find((c) => c.error)!.error!, /cannot reach the endpoint of site "dr"/);
+    const [breach] = await webhook.waitFor(1, 15_000);
+    assert.equal(breach!.json.event, 'rpo-breached');
+    assert.equal(breach!.json.protection, vm.name);
+    assert.equal(breach!.json.tenant, null);
+    assert.equal(breach!.json.rpo, 5);
+    assert.ok((breach!.json.lag as number) > 5, `lag ${String(breach!.json.lag)}`);
+    console.log(`      the webhook heard of the breach at a lag of ${(breach!.json.lag as number).toFixed(1)} s (RPO 5 s)`);
+    // Failed cycles go on while the DR site is away: still only the one breach.
+    await waitFor('two more failed cycles', () => cycles().filter((c) => c.error).length >= 3);
+    assert.equal(webhook.requests.length, 1, 'one breach, not one per cycle or per check');
 
     receiver = await startServe(config);
     const before = cycles().length;
     await waitFor('a cycle after the receiver is back', () => cycles().slice(before).some((c) => c.result));
+    const [, recovered] = await webhook.waitFor(2, 15_000);
+    assert.equal(recovered!.json.event, 'rpo-recovered');
+    assert.ok((recovered!.json.lag as number) <= 5, `lag ${String(recovered!.json.lag)}`);
+    assert.deepEqual((loops.events as unknown as { event: string; alert?: string }[]).filter((e) => e.event === 'rpo-alert').map((e) => e.alert), ['rpo-breached', 'rpo-recovered']);
     await loops.stop();
     assert.equal(await loops.exited, 0);
     assert.equal((loops.events.at(-1) as unknown as Event).event, 'stopped');
     loops = undefined;
+    assert.equal(webhook.requests.length, 2);
   });
 
   it('pauses while the protection is failed over: one event, no retries reported, no RPO alert; resumes after it is given back', async () => {
