@@ -33,6 +33,8 @@ export class ReplicationLag {
   readonly #known = new Map<string, Known>();
   /** Why a protection's loop is paused (failed over, source replaced): its lag is then no RPO breach. */
   readonly #paused = new Map<string, string>();
+  /** Protections whose loop (or a handed-over sync) reported since this daemon started. */
+  readonly #heard = new Set<string>();
 
   /** Starts each protection from this host's sync history, where it has one. */
   seed(state: StateStore, protections: string[]): void {
@@ -44,12 +46,14 @@ export class ReplicationLag {
 
   /** A loop's cycle report (plugin/replication/continuous.ts onCycle). */
   observe(report: CycleReport): void {
+    this.#heard.add(report.protection);
     if (report.paused) this.#paused.set(report.protection, report.paused.reason);
     if (report.result) this.synced(report.result);
   }
 
   /** A committed sync, from a loop or handed over to the daemon by `vmdr sync`. */
   synced(result: SyncResult): void {
+    this.#heard.add(result.protection);
     const known = this.#known.get(result.protection);
     const pointTime = result.point.time.getTime();
     // Two syncs of one protection may end out of order: the newest point wins.
@@ -66,5 +70,13 @@ export class ReplicationLag {
 
   paused(protection: string): boolean {
     return this.#paused.has(protection);
+  }
+
+  /**
+   * Its first cycle since the daemon started has ended (committed, failed or paused): until then
+   * the lag is only the history's, and the loop may be about to say the protection is paused.
+   */
+  heardFrom(protection: string): boolean {
+    return this.#heard.has(protection);
   }
 }

@@ -6,7 +6,10 @@
  *
  * A paused protection (failed over, or its source VM replaced) is not judged: its lag is on purpose,
  * and the loop raises its own alert. A protection with no point yet is not judged either: its first
- * full sync may rightly take longer than its RPO.
+ * full sync may rightly take longer than its RPO. Nor is one whose loop has not ended a cycle since
+ * the daemon started: its lag is the sync history's, and the loop may be about to say it is paused.
+ * A daemon restarted while the DR site is down judges it after its first failed cycle, from that
+ * history: the breach is told, not hidden by the restart.
  *
  * It only decides; what an event sets off (a webhook, a metric, a log line) is the caller's.
  */
@@ -46,7 +49,7 @@ export class RpoMonitor {
     const events: RpoEvent[] = [];
     for (const p of this.protections) {
       const lag = this.lag.lag(p.name, now);
-      if (!lag || this.lag.paused(p.name)) continue;
+      if (!lag || !this.lag.heardFrom(p.name) || this.lag.paused(p.name)) continue;
       const over = lag.lagSeconds * 1000 > p.rpo;
       if (over === this.#breached.has(p.name)) continue;
       if (over) this.#breached.add(p.name);

@@ -10,6 +10,8 @@ import { notify } from '../../../plugin/notifications/webhook.js';
 import type { WebhookFailed } from '../../../plugin/notifications/errors.js';
 import { ReplicationLag } from '../../../plugin/replication/lag.js';
 import { RpoMonitor, type RpoEvent } from '../../../plugin/replication/rpo-monitor.js';
+import { StateStore } from '../../../plugin/state/store.js';
+import { recordSyncEnd, recordSyncStart } from '../../../plugin/state/sync-runs.js';
 import { committedCycle, failedCycle } from '../../helpers/cycles.js';
 import { startWebhookReceiver, type WebhookReceiver, type WebhookRequest } from '../../helpers/webhook-receiver.js';
 
@@ -129,6 +131,27 @@ describe('RPO monitor and webhooks', () => {
     clock = T0 + 603_000;
     assert.deepEqual(monitor.check().map((e) => e.event), ['rpo-breached']);
     assert.deepEqual(events.map((e) => e.event), ['rpo-breached']);
+  });
+
+  it("after a restart, judges a protection from this host's sync history once its loop ended a cycle (not before: it may be paused)", () => {
+    const state = StateStore.open(join(root, 'state.db'));
+    try {
+      const run = recordSyncStart(state, { protection: 'web', kind: 'incremental', checkpoint: 'vmdr-1', since: null });
+      recordSyncEnd(state, run, { outcome: 'committed', point: 'rp-1' });
+      const cfg = config('');
+      const lag = new ReplicationLag();
+      lag.seed(state, ['web', 'db']);
+      const later = Date.now() + 60_000;
+      const monitor = new RpoMonitor(cfg.protections, lag, { now: () => later, onEvent: () => undefined });
+      assert.deepEqual(monitor.check(), [], 'no cycle ended yet');
+      lag.observe(failedCycle('web', 'RECEIVER_UNREACHABLE'));
+      lag.observe(failedCycle('db', 'RECEIVER_UNREACHABLE'));
+      const events = monitor.check();
+      assert.deepEqual(events.map((e) => [e.event, e.protection]), [['rpo-breached', 'web']], 'db has no point in the history: not judged');
+      assert.ok(events[0]!.lag >= 60, `lag from the history's run: ${events[0]!.lag}`);
+    } finally {
+      state.close();
+    }
   });
 
   it('retries a webhook that answers 503 with the same delivery id, and is delivered once', async () => {
