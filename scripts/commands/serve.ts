@@ -1,8 +1,15 @@
 import { realpath } from 'node:fs/promises';
 import type { Argv } from 'yargs';
 import { VmdrError } from '../../hypervisors/errors.js';
+import type { Config, Protection } from '../../plugin/config/schema.js';
 import type { ControlServer } from '../../plugin/control/server.js';
-import { cycleInterval, replicateContinuously } from '../../plugin/replication/continuous.js';
+import { VmdrMetrics } from '../../plugin/metrics/registry.js';
+import { metricsRoute } from '../../plugin/metrics/route.js';
+import { Notifier } from '../../plugin/notifications/notifier.js';
+import { cycleInterval, replicateContinuously, type CycleReport } from '../../plugin/replication/continuous.js';
+import { ReplicationLag } from '../../plugin/replication/lag.js';
+import { RpoMonitor } from '../../plugin/replication/rpo-monitor.js';
+import type { SyncResult } from '../../plugin/replication/sync.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import { describeSync, reportCycle, sayer, type Say } from '../cli/cycles.js';
 import { stepLog } from '../cli/progress.js';
@@ -49,7 +56,8 @@ export const serveCommand: CommandBody<ServeOptions> = {
 
 /**
  * The daemon's parts for `site` (every site when undefined) until SIGTERM or SIGINT: the sites'
- * endpoints, the API, the replication loops, the control socket; then each stops in turn.
+ * endpoints, the API (with the metrics), the replication loops and their RPO monitor, the control
+ * socket; then each stops in turn.
  */
 async function serveSites({ file, config, fingerprint, sites, state }: ReplicationContext, argv: ServeOptions, site: string | undefined, say: Say): Promise<void> {
   const stop = new AbortController();
@@ -73,7 +81,21 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
         (r.recovered.discarded.length ? `; discarded ${r.recovered.discarded.length} uncommitted overlays` : ''),
     );
   }
-  const api = argv.api ? await startApi({ file, config, state, sites, ...(site ? { site } : {}) }) : undefined;
+  const replicated = argv.replicate ? config.protections.filter((p) => !site || p.source.site === site) : [];
+  const watch = watchReplication(config, replicated, { state, say, signal: stop.signal });
+  const api = argv.api
+    ? await startApi({
+        file,
+        config,
+        state,
+        sites,
+        ...(site ? { site } : {}),
+        extraRoutes: async (app) => {
+          const { operatorOnly } = await import('../../plugin/api/auth.js');
+          metricsRoute(app, watch.metrics.registry, { guard: operatorOnly });
+        },
+      })
+    : undefined;
   if (api) {
     say(
       { event: 'api', url: api.url, fingerprint: api.fingerprint, credentials: api.credentials, madeCredentials: api.madeCredentials },
@@ -81,28 +103,30 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
     );
   }
   await ensureTenantNetworks({ config, sites }, site, say);
-  const loops = argv.replicate
-    ? config.protections.filter((p) => !site || p.source.site === site).map(async (p) => {
-        const receiver = await receiverFor(config, file, p);
-        try {
-          await replicateContinuously(p, { sites, state, receiver }, {
-            signal: stop.signal,
-            intervalMs: cycleInterval(p),
-            onCycle: (c) => reportCycle(say, p, c),
-          });
-        } finally {
-          receiver.close();
-        }
-      })
-    : [];
+  const loops = replicated.map(async (p) => {
+    const receiver = await receiverFor(config, file, p);
+    try {
+      await replicateContinuously(p, { sites, state, receiver }, {
+        signal: stop.signal,
+        intervalMs: cycleInterval(p),
+        onCycle: (c) => {
+          watch.cycle(c);
+          reportCycle(say, p, c);
+        },
+      });
+    } finally {
+      receiver.close();
+    }
+  });
   // A daemon of a DR site alone has no source VM to sync: the control socket is a source site's.
   const servesSources = !site || config.protections.some((p) => p.source.site === site);
-  const control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say) : undefined;
+  const control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say, watch.synced) : undefined;
   say({ event: 'ready', ...(control ? { control: control.socket } : {}) }, 'vmdr serve: ready');
   await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
   await control?.close();
   await api?.close();
   await Promise.allSettled(loops);
+  await watch.notifier.idle();
   await Promise.allSettled(receivers.map((r) => r.close()));
   say({ event: 'stopped' }, 'vmdr serve: stopped');
 }
@@ -136,18 +160,59 @@ async function ensureTenantNetworks(ctx: Pick<ReplicationContext, 'config' | 'si
  * The control socket `vmdr sync` hands its one-shot syncs to. The first daemon of a config that
  * serves a source site takes it: a second one runs without, and the syncs go to the first.
  */
-async function startControl(ctx: ReplicationContext, say: Say): Promise<ControlServer | undefined> {
+async function startControl(ctx: ReplicationContext, say: Say, synced: (r: SyncResult) => void): Promise<ControlServer | undefined> {
   const { startControlServer } = await import('../../plugin/control/server.js');
   try {
     return await startControlServer(await realpath(ctx.file), {
       ...ctx,
       onWarning: (err) => say({ event: 'warning', message: String(err) }, `warning: control socket: ${err instanceof Error ? err.message : String(err)}`),
-      onSynced: (r) =>
-        say({ event: 'sync', handedOver: true, protection: r.protection, kind: r.kind, point: r.point.id, durationMs: r.durationMs }, `${describeSync(r)} (asked by vmdr sync)`),
+      onSynced: (r) => {
+        synced(r);
+        say({ event: 'sync', handedOver: true, protection: r.protection, kind: r.kind, point: r.point.id, durationMs: r.durationMs }, `${describeSync(r)} (asked by vmdr sync)`);
+      },
     });
   } catch (err) {
     if (!(err instanceof VmdrError && err.code === 'SERVE_ALREADY_RUNNING')) throw err;
     say({ event: 'warning', ...err.toJSON() }, `warning: ${err.message}: syncs handed over go to that one`);
     return undefined;
   }
+}
+
+/**
+ * What the daemon learns of its protections' replication: their lag (from their cycles, and from
+ * this host's sync history until the first one), the metrics, and the RPO monitor, which tells the
+ * config's webhooks once when a lag passes its RPO and once when it recovers. Webhooks are not
+ * waited for: the loops and the monitor carry on while they are told.
+ */
+function watchReplication(config: Config, replicated: Protection[], ctx: Pick<ReplicationContext, 'state'> & { say: Say; signal: AbortSignal }) {
+  const { say, signal } = ctx;
+  const lag = new ReplicationLag();
+  lag.seed(ctx.state, replicated.map((p) => p.name));
+  const metrics = new VmdrMetrics({ protections: replicated, known: config.protections, lag, state: ctx.state });
+  const notifier = new Notifier(config.notifications, { signal, onWarning: (err) => say({ event: 'warning', ...err.toJSON() }, `warning: ${err.message}`) });
+  const monitor = new RpoMonitor(replicated, lag, {
+    onEvent: (e) => {
+      if (e.event === 'rpo-breached') metrics.rpoBreached(e.protection);
+      say(
+        { ...e, event: 'rpo-alert', alert: e.event },
+        e.event === 'rpo-breached'
+          ? `${e.protection}: RPO breached: the newest recovery point is ${e.lag.toFixed(0)} s old (RPO ${e.rpo} s)`
+          : `${e.protection}: RPO met again: the newest recovery point is ${e.lag.toFixed(0)} s old (RPO ${e.rpo} s)`,
+      );
+      notifier.tell(e.protection, e);
+    },
+  });
+  monitor.run(signal);
+  return {
+    metrics,
+    notifier,
+    cycle: (c: CycleReport) => {
+      lag.observe(c);
+      metrics.cycle(c);
+    },
+    synced: (r: SyncResult) => {
+      lag.synced(r);
+      metrics.synced(r);
+    },
+  };
 }
