@@ -6,11 +6,13 @@
  * alert; its source is fenced) and resumes by itself when the role is back to replicating.
  */
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { setRole } from '../../plugin/state/roles.js';
 import { StateStore } from '../../plugin/state/store.js';
+import { createToken } from '../../plugin/tenants/tokens.js';
+import { apiCall } from '../helpers/api-client.js';
 import { createLabVm, destroyLabVm, GUEST_READY, labBoot, waitForSerialLine, type LabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
@@ -65,7 +67,7 @@ notifications:
     - url: ${webhook.url}
 `;
     const port = await freeLoopbackPort();
-    await writeFile(config, yaml('state.db').replace('PORT', String(port)));
+    await writeFile(config, `${yaml('state.db').replace('PORT', String(port))}api: { listen: "127.0.0.1:${await freeLoopbackPort()}" }\n`);
     await writeFile(sourceConfig, yaml('state-source.db').replace('PORT', String(port)));
   });
 
@@ -85,7 +87,7 @@ notifications:
   const cycles = () => (loops!.events as unknown as Event[]).filter((e) => e.event === 'cycle');
 
   it('cycles back to back, alerts when the newest point passes the RPO (the webhook once), recovers (the webhook once), stops on SIGTERM', async () => {
-    receiver = await startServe(config, { args: ['--no-replicate', '--site', 'dr'] });
+    receiver = await startServe(config, { args: ['--no-replicate', '--no-api', '--site', 'dr'] });
     loops = await startServe(config, { args: ['--no-receive', '--site', 'prod'] });
     assert.ok(!loops.events.some((e) => e.event === 'receiver'), 'the source host runs no receiver');
     await waitFor('three committed cycles', () => cycles().filter((c) => c.result).length >= 3);
@@ -109,8 +111,25 @@ notifications:
     // Failed cycles go on while the DR site is away: still only the one breach.
     await waitFor('two more failed cycles', () => cycles().filter((c) => c.error).length >= 3);
     assert.equal(webhook.requests.length, 1, 'one breach, not one per cycle or per check');
+    // Prometheus, with an operator's token, sees the same through the daemon's API.
+    const api = loops.events.find((e) => e.event === 'api')!;
+    const store = StateStore.open(join(vm.dir, 'state.db'));
+    const token = createToken(store, { name: 'test-prometheus', role: 'read' }).token;
+    store.close();
+    const scraped = await apiCall(api.url as string, await readFile(join(api.credentials as string, 'tls.crt')), '/metrics', { token });
+    assert.equal(scraped.status, 200);
+    const sample = (name: string, extra = '') => {
+      const m = new RegExp(`^${name}\\{protection="${vm.name}",tenant="",site="prod"${extra}\\} (\\S+)$`, 'm').exec(scraped.text);
+      assert.ok(m, `${name}${extra} in:\n${scraped.text.split('\n').filter((l) => l.startsWith('vmdr_')).join('\n')}`);
+      return Number(m[1]);
+    };
+    assert.equal(sample('vmdr_rpo_breaches_total'), 1);
+    assert.ok(sample('vmdr_replication_lag_seconds') > 5);
+    assert.ok(sample('vmdr_replication_cycle_failures_total', ',code="PEER_UNREACHABLE"') >= 3);
+    assert.ok(sample('vmdr_replication_shipped_bytes_total') > 0);
+    assert.ok(sample('vmdr_replication_cycle_duration_seconds_count') >= 3);
 
-    receiver = await startServe(config);
+    receiver = await startServe(config, { args: ['--no-replicate', '--no-api', '--site', 'dr'] });
     const before = cycles().length;
     await waitFor('a cycle after the receiver is back', () => cycles().slice(before).some((c) => c.result));
     const [, recovered] = await webhook.waitFor(2, 15_000);
@@ -125,7 +144,7 @@ notifications:
   });
 
   it('pauses while the protection is failed over: one event, no retries reported, no RPO alert; resumes after it is given back', async () => {
-    receiver ??= await startServe(config);
+    receiver ??= await startServe(config, { args: ['--no-replicate', '--no-api', '--site', 'dr'] });
     // A source host of its own: the role lives only in the DR site's state file, so the loop learns
     // it from the receiver's refusal (PROTECTION_FAILED_OVER, HTTP 409).
     loops = await startServe(sourceConfig, { args: ['--no-receive', '--site', 'prod'] });
