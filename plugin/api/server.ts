@@ -16,6 +16,7 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTyp
 import { VmdrError } from '../../hypervisors/errors.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import type { SyncResult } from '../replication/sync.js';
 import type { SiteConnections } from '../sites/connections.js';
 import type { SiteIdentity } from '../sites/identity.js';
 import type { StateStore } from '../state/store.js';
@@ -59,6 +60,8 @@ export interface ApiDeps {
   limits?: Partial<ApiLimits>;
   /** Where request logs go (default: stderr); `false` for none. */
   log?: NodeJS.WritableStream | false;
+  /** A sync the API ran ended with this point (for the daemon's lag and metrics, as the loops' cycles). */
+  onSynced?: (result: SyncResult) => void;
   /** Routes added by others of the daemon (the metrics), after authentication is in place. */
   extraRoutes?: (app: FastifyInstance) => void | Promise<void>;
 }
@@ -72,6 +75,7 @@ export interface ApiContext {
   state: StateStore;
   sites: SiteConnections;
   site?: string;
+  onSynced?: (result: SyncResult) => void;
   operations: Operations;
   status: StatusCache;
 }
@@ -159,6 +163,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
     state: deps.state,
     sites: deps.sites,
     ...(deps.site ? { site: deps.site } : {}),
+    ...(deps.onSynced ? { onSynced: deps.onSynced } : {}),
     operations: new Operations(),
     status: new StatusCache(() => ({ file: deps.file, config: ctx.config, state: deps.state, sites: deps.sites })),
   };

@@ -90,6 +90,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
         state,
         sites,
         ...(site ? { site } : {}),
+        onSynced: watch.synced,
         extraRoutes: async (app) => {
           const { operatorOnly } = await import('../../plugin/api/auth.js');
           metricsRoute(app, watch.metrics.registry, { guard: operatorOnly });

@@ -179,7 +179,11 @@ export function registerProtectionRoutes(app: FastifyInstance, ctx: ApiContext):
         ...(p.tenant ? { tenant: p.tenant } : {}),
         startedBy: who.tokenId,
         describeError: describeOperationError,
-        work: (tools) => syncAsAsked(ctx, { vm: p.name, ...req.body }, tools),
+        work: async (tools) => {
+          const result = await syncAsAsked(ctx, { vm: p.name, ...req.body }, tools);
+          ctx.onSynced?.(result);
+          return result;
+        },
       });
       return reply.code(202).send(operationAccepted(op));
     },
