@@ -7,10 +7,11 @@
  * costs a lookup and a socket write, not a serialization of every row. The schema documents the
  * answer (OpenAPI); rows are built by status.ts, so nothing is checked against it per request.
  */
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { ProtectionStatus } from '../../protections/status.js';
+import { sendJson } from '../answers.js';
 import { principalOf, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
 
@@ -38,8 +39,7 @@ export function registerStatusRoutes(app: FastifyInstance, ctx: ApiContext): voi
         const protections = visibleOnly(req, rows, (r) => r.tenant ?? undefined);
         answers.set(audience, (body = Buffer.from(JSON.stringify({ takenAt: takenAt.toISOString(), protections }))));
       }
-      // Bytes ready to send: fastify's reply untyped by the schema takes them as they are.
-      return (reply as FastifyReply).type('application/json; charset=utf-8').send(body);
+      return sendJson(reply, body);
     },
   );
 }
