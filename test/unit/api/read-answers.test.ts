@@ -10,7 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { startApi, type ApiServer } from '../../../plugin/api/server.js';
+import { StatusCache } from '../../../plugin/api/status-cache.js';
 import { loadConfig } from '../../../plugin/config/load.js';
+import type { Config } from '../../../plugin/config/schema.js';
 import { SiteConnections } from '../../../plugin/sites/connections.js';
 import { ensureIdentity } from '../../../plugin/sites/identity.js';
 import { insertPoint } from '../../../plugin/state/points.js';
@@ -27,6 +29,8 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
   let sites: SiteConnections;
   let api: ApiServer;
   let ca: Buffer;
+  let file: string;
+  let config: Config;
   let log = '';
   const tokens: Record<string, string> = {};
   const call = (path: string, c: ApiCall = {}) => apiCall(api.url, ca, path, c);
@@ -35,7 +39,7 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
     dir = await mkdtemp(join(tmpdir(), 'vmdr-api-reads-'));
     const storage = join(dir, 'replicas');
     await mkdir(storage);
-    const file = join(dir, 'vmdr.yaml');
+    file = join(dir, 'vmdr.yaml');
     await writeFile(
       file,
       `version: 1
@@ -57,7 +61,7 @@ ${['web-acme:acme', 'db-acme:acme', 'db-globex:globex', 'infra:']
   .join('\n')}
 `,
     );
-    const { config } = await loadConfig(file);
+    ({ config } = await loadConfig(file));
     state = StateStore.open(config.state.path);
     sites = new SiteConnections(config, file);
     const credentials = await ensureIdentity(join(dir, 'api'), 'api', ['127.0.0.1']);
@@ -141,6 +145,27 @@ ${['web-acme:acme', 'db-acme:acme', 'db-globex:globex', 'infra:']
     assert.deepEqual(ops.json[1].disks, [{ disk: 'vda', sizeBytes: 64 * 1024 * 1024, image: join(dir, 'replicas', 'web-acme', 'vda', 'point-2.qcow2') }]);
     assert.equal((await call('/api/v1/protections/web-acme/points', { token: tokens.globex })).status, 404);
     assert.deepEqual((await call('/api/v1/protections/db-acme/points', { token: tokens.acme })).json, []);
+  });
+
+  it('keeps answering from the previous look while the next is taken, up to twice the age limit; then readers wait for a new one', async () => {
+    const cache = new StatusCache({ file, config, state, sites }, 1_000);
+    const first = await cache.read();
+    assert.equal(first.rows.length, 4);
+    assert.equal((await cache.read()).takenAt.getTime(), first.takenAt.getTime(), 'one look within the age limit');
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    const stale = await cache.read();
+    assert.equal(stale.takenAt.getTime(), first.takenAt.getTime(), 'past the limit, the previous look is answered while the next is taken');
+    const deadline = Date.now() + 10_000;
+    let next = stale;
+    while (next.takenAt.getTime() === first.takenAt.getTime() && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      next = await cache.read();
+    }
+    assert.ok(next.takenAt > first.takenAt, 'the next look replaced it');
+    await new Promise((resolve) => setTimeout(resolve, 2_100));
+    const asked = Date.now();
+    const fresh = await cache.read();
+    assert.ok(fresh.takenAt.getTime() >= asked, 'past twice the limit, the reader waits for a new look');
   });
 
   it('logs one line per request, when answered: its id, route, status and time, never the token', async () => {
