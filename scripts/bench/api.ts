@@ -15,11 +15,11 @@
  * For each: requests/s, latency p50/p90/p99/max, errors, the daemon's CPU per request (from /proc)
  * and the replication cycles it committed meanwhile. The daemon logs as it always does (pino, on
  * its stderr). Prints a markdown report on stdout (progress on stderr) and removes everything it
- * made, also after a failure or Ctrl-C. `--no-setup` skips scripts/lab/setup on a machine already set up;
- * BENCH_CPU_PROF=DIR writes the API daemon's V8 CPU profile into DIR (where its time goes).
+ * made, also after a failure or Ctrl-C. `--no-setup` skips scripts/lab/setup on a machine already set up.
  */
 import { execFile } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { StateStore } from '../../plugin/state/store.js';
@@ -62,6 +62,7 @@ async function waitFor(what: string, ok: () => boolean, timeoutMs: number): Prom
 async function main(cleanup: Cleanup): Promise<void> {
   if (!process.argv.includes('--no-setup')) await prepareMachine({});
   const machine = await describeMachine();
+  const loadBefore = loadavg();
   const lab = await openLab(cleanup, 'api');
   const vm = `test-bench-${lab.tag}`;
   const disk = join(lab.dir, 'vda.qcow2');
@@ -122,12 +123,7 @@ ${others
   // the lab VM continuously and serves the API.
   const dr = await startServe(config, { args: ['--site', 'dr', '--no-replicate', '--no-api'] });
   cleanup.add('stop vmdr serve (dr)', () => dr.stop());
-  const profile = process.env.BENCH_CPU_PROF;
-  const serve = await startServe(config, {
-    args: ['--site', 'prod', '--no-receive'],
-    timeoutMs: 60_000,
-    ...(profile ? { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profile}` } } : {}),
-  });
+  const serve = await startServe(config, { args: ['--site', 'prod', '--no-receive'], timeoutMs: 60_000 });
   cleanup.add('stop vmdr serve (prod, API)', () => serve.stop());
   const api = serve.events.find((e) => e.event === 'api') as { url: string; credentials: string };
   const caFile = join(api.credentials, 'tls.crt');
@@ -172,6 +168,7 @@ ${others
     say(`  ${result.requestsPerSecond.toFixed(0)} req/s, p50 ${result.latencyMs.p50.toFixed(1)} ms, p99 ${result.latencyMs.p99.toFixed(1)} ms, ${result.errors} errors`);
   }
 
+  const loadAfter = loadavg();
   const floor = results[0]!.result.requestsPerSecond;
   const ms = (x: number) => x.toFixed(1);
   const out: string[] = [];
@@ -204,6 +201,7 @@ ${others
     ),
     '',
   );
+  out.push(`Load average (1, 5, 15 min) before: ${loadBefore.map((x) => x.toFixed(2)).join(', ')}; after: ${loadAfter.map((x) => x.toFixed(2)).join(', ')}.`, '');
   out.push(`Load generator CPU per window: ${results.map((r) => `${(r.result.clientCpuMs / 1000).toFixed(1)} s`).join(', ')} (of ${SECONDS} s).`, '');
   process.stdout.write(`${out.join('\n')}\n`);
   process.stdout.write(`\n<!-- raw: ${JSON.stringify(results)} -->\n`);
