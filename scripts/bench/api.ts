@@ -169,6 +169,11 @@ ${others
   }
 
   const loadAfter = loadavg();
+  // What the daemon said besides its cycles and request lines: a loop that stalled shows here.
+  for (const e of serve.events.filter((x) => x.event !== 'cycle').slice(-10)) say(`vmdr serve: ${JSON.stringify(e).slice(0, 300)}`);
+  const lastCycle = serve.events.filter((x) => x.event === 'cycle').at(-1);
+  say(`vmdr serve: last cycle event: ${JSON.stringify(lastCycle).slice(0, 400)}`);
+  for (const line of serve.stderr().split('\n').filter((l) => l && !l.includes('"request completed"')).slice(-10)) say(`vmdr serve stderr: ${line.slice(0, 300)}`);
   const floor = results[0]!.result.requestsPerSecond;
   const ms = (x: number) => x.toFixed(1);
   const out: string[] = [];
