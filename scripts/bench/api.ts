@@ -201,7 +201,8 @@ ${others
         `${((serveCpuMs * 1000) / Math.max(1, x.requests)).toFixed(0)} µs`,
         `${(x.requestsPerSecond / floor).toFixed(2)} ×`,
         `${cycles} (${failedCycles})`,
-        i === 0 ? '' : x.requestsPerSecond >= GOAL_RPS && x.latencyMs.p99 < GOAL_P99_MS && x.errors === 0 ? 'met' : 'NOT met',
+        // The goal holds while a replication loop runs: a window in which it committed nothing does not count.
+        i === 0 ? '' : cycles === 0 ? 'no cycle committed: not measured as asked' : x.requestsPerSecond >= GOAL_RPS && x.latencyMs.p99 < GOAL_P99_MS && x.errors === 0 ? 'met' : 'NOT met',
       ]),
     ),
     '',
