@@ -6,8 +6,8 @@
  *
  * A look older than `maxAgeMs` starts the next one; until it ends, readers keep getting the
  * previous look (its `takenAt` says how old) as long as that is at most `2 × maxAgeMs` old, so
- * readers do not all stall behind a look every `maxAgeMs`. Only the first reader, or one after a
- * quiet spell or failed looks, waits for a look.
+ * readers do not all stall behind a look every `maxAgeMs`. Only the first reader, one after a
+ * quiet spell or failed looks, or one after the config changed (forget), waits for a look.
  */
 import { protectionStatus, type ProtectionStatus } from '../protections/status.js';
 
@@ -19,9 +19,15 @@ export class StatusCache {
   private looking: Promise<ProtectionStatus[]> | undefined;
 
   constructor(
-    private readonly deps: StatusDeps,
+    /** The daemon's config as it is now (the API may have changed it since the last look). */
+    private readonly deps: () => StatusDeps,
     private readonly maxAgeMs = 2_000,
   ) {}
+
+  /** The next read takes a new look (the config changed). */
+  forget(): void {
+    this.rows = undefined;
+  }
 
   /** Every protection's status, at most maxAgeMs old (2 × maxAgeMs while the next look is being taken), and when it was taken. */
   async read(): Promise<{ rows: ProtectionStatus[]; takenAt: Date }> {
@@ -39,7 +45,7 @@ export class StatusCache {
 
   /** The look under way, or a new one. */
   private look(): Promise<ProtectionStatus[]> {
-    this.looking ??= protectionStatus(this.deps).then(
+    this.looking ??= protectionStatus(this.deps()).then(
       (rows) => {
         this.rows = rows;
         this.takenAt = Date.now();
