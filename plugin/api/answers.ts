@@ -3,6 +3,7 @@
  * body `{error: {code, message, ...names}}` the receiver uses too, a schema failure naming the field,
  * and for a fault of vmdr itself 500 with a correlation id (the detail goes to the log only).
  */
+import type { FastifyReply } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { STATUS_OF_CODE, errorAnswer, publicError, type ErrorAnswer } from '../replication/receiver/answers.js';
 import { ApiNotFound } from './auth.js';
@@ -42,4 +43,14 @@ export function apiErrorAnswer(err: unknown): ErrorAnswer {
   // Whatever it is called, an object a route does not show is a 404 like any that does not exist.
   if (err instanceof ApiNotFound) return { status: 404, body: { error: publicError(err) } };
   return errorAnswer(err, API_STATUS_OF_CODE);
+}
+
+/**
+ * Sends JSON made by the route itself: the answers read most (status, points), whose shape the
+ * code builds field by field (typed by the route's schema) and whose schema documents them in the
+ * OpenAPI document, skip zod's pass over every element of every answer: fastify sends a string
+ * or bytes of a JSON content type as they are.
+ */
+export function sendJson(reply: FastifyReply, json: string | Buffer): FastifyReply {
+  return reply.type('application/json; charset=utf-8').send(json);
 }

@@ -2,7 +2,7 @@
  * Rows of committed recovery points. The replica store owns their meaning (files, chains); this
  * module only reads and writes the tables, so every query on them lives in one place.
  */
-import type { Database } from './store.js';
+import { preparedOnce, type Database } from './store.js';
 
 export type PointKind = 'full' | 'incremental' | 'resync';
 
@@ -57,11 +57,10 @@ interface RawDisk {
 }
 
 /** Oldest first. */
+// Every API read of a protection's points and every status look runs these two.
 export function pointRows(db: Database, protection: string): PointRow[] {
-  const points = db.prepare('SELECT * FROM recovery_points WHERE protection = ? ORDER BY seq').all(protection) as RawPoint[];
-  const disks = db
-    .prepare('SELECT seq, disk, image, size_bytes FROM recovery_point_disks WHERE protection = ? ORDER BY seq, ord')
-    .all(protection) as RawDisk[];
+  const points = preparedOnce<[string], RawPoint>(db, 'SELECT * FROM recovery_points WHERE protection = ? ORDER BY seq').all(protection);
+  const disks = preparedOnce<[string], RawDisk>(db, 'SELECT seq, disk, image, size_bytes FROM recovery_point_disks WHERE protection = ? ORDER BY seq, ord').all(protection);
   const bySeq = new Map<number, PointDiskRow[]>();
   for (const d of disks) {
     const list = bySeq.get(d.seq) ?? [];

@@ -59,6 +59,20 @@ function makePrivate(file: string): void {
   }
 }
 
+const prepared = new WeakMap<Database.Database, Map<string, Database.Statement>>();
+
+/**
+ * The statement of `sql`, prepared once per connection: for the queries every API request makes
+ * (its token, a protection's points), where preparing costs as much as running.
+ */
+export function preparedOnce<P extends unknown[] | {} = unknown[], R = unknown>(db: Database.Database, sql: string): Database.Statement<P, R> {
+  let byText = prepared.get(db);
+  if (!byText) prepared.set(db, (byText = new Map()));
+  let statement = byText.get(sql);
+  if (!statement) byText.set(sql, (statement = db.prepare(sql)));
+  return statement as unknown as Database.Statement<P, R>;
+}
+
 function migrate(db: Database.Database, file: string): void {
   const version = () => db.pragma('user_version', { simple: true }) as number;
   if (version() > migrations.length) throw new StateSchemaTooNew(file, version(), migrations.length);

@@ -3,8 +3,7 @@
  * owns what a token is (its secret, its format, how it is checked). Nothing here ever sees a
  * secret: only its SHA-256.
  */
-import type { Statement } from 'better-sqlite3';
-import type { Database, StateStore } from './store.js';
+import { preparedOnce, type StateStore } from './store.js';
 
 export type TokenRole = 'read' | 'operate';
 
@@ -53,13 +52,9 @@ export function insertToken(store: StateStore, row: Omit<TokenRow, 'revokedAtMs'
   return result.changes === 1;
 }
 
-// Every API request looks its token up: the statement is prepared once per connection.
-const byId = new WeakMap<Database, Statement<[string], RawToken>>();
-
+// Every API request looks its token up.
 export function tokenRow(store: StateStore, id: string): TokenRow | undefined {
-  let statement = byId.get(store.db);
-  if (!statement) byId.set(store.db, (statement = store.db.prepare<[string], RawToken>('SELECT * FROM tokens WHERE id = ?')));
-  const r = statement.get(id);
+  const r = preparedOnce<[string], RawToken>(store.db, 'SELECT * FROM tokens WHERE id = ?').get(id);
   return r && fromRaw(r);
 }
 

@@ -12,6 +12,7 @@ import { listRecoveryPoints } from '../../replication/points.js';
 import type { RecoveryPoint } from '../../replication/replica/store.js';
 import { syncAsAsked } from '../../replication/sync-request.js';
 import { pauseOf, pauseProtection, resumeProtection } from '../../state/pauses.js';
+import { sendJson } from '../answers.js';
 import { mayOperate, principalOf, visible, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
 import { describeOperationError, OperationAccepted, operationAccepted } from './operations.js';
@@ -78,11 +79,22 @@ function viewOf(p: Protection): z.infer<typeof ProtectionView> {
   };
 }
 
+/** Every field named, in the schema's order: nothing of a point the schema does not show reaches a client. */
 function pointView(point: RecoveryPoint, withImages: boolean): z.infer<typeof PointView> {
   return {
-    ...point,
+    id: point.id,
+    protection: point.protection,
+    seq: point.seq,
     time: point.time.toISOString(),
     committedAt: point.committedAt.toISOString(),
+    kind: point.kind,
+    checkpoint: point.checkpoint,
+    since: point.since,
+    bytesShipped: point.bytesShipped,
+    dataBytes: point.dataBytes,
+    zeroBytes: point.zeroBytes,
+    pinned: point.pinned,
+    replacedSource: point.replacedSource,
     disks: point.disks.map((d) => ({ disk: d.disk, sizeBytes: d.sizeBytes, ...(withImages ? { image: d.image } : {}) })),
   };
 }
@@ -150,10 +162,12 @@ export function registerProtectionRoutes(app: FastifyInstance, ctx: ApiContext):
   api.get(
     '/protections/:name/points',
     { schema: { tags: ['recovery points'], summary: "A protection's recovery points, oldest first", params: NameParams, response: { 200: z.array(PointView) } } },
-    async (req) => {
+    async (req, reply) => {
       const p = find(req, req.params.name);
       const operator = principalOf(req).tenant === undefined;
-      return (await listRecoveryPoints(ctx, p)).map((point) => pointView(point, operator));
+      const points: z.infer<typeof PointView>[] = (await listRecoveryPoints(ctx, p)).map((point) => pointView(point, operator));
+      // Built field by field above: a portal polling points should not pay for zod re-checking each one.
+      return sendJson(reply, JSON.stringify(points));
     },
   );
 

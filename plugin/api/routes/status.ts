@@ -1,12 +1,22 @@
 /**
  * `vmdr status` through the API: every protection the token may see, as `vmdr status --json` shows
  * it, from a look at most a couple of seconds old (status-cache.ts), and when that look was taken.
+ *
+ * The answer is made once per look and audience (the operators, or one tenant) and sent as those
+ * bytes to every reader until the next look: a portal polling for each of a provider's customers
+ * costs a lookup and a socket write, not a serialization of every row. The schema documents the
+ * answer (OpenAPI); rows are built by status.ts, so nothing is checked against it per request.
  */
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import { visibleOnly } from '../auth.js';
+import type { ProtectionStatus } from '../../protections/status.js';
+import { sendJson } from '../answers.js';
+import { principalOf, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
+
+/** The answers made from one look, by audience: '' for operators, else the tenant's name. */
+const answersOfLook = new WeakMap<ProtectionStatus[], Map<string, Buffer>>();
 
 export function registerStatusRoutes(app: FastifyInstance, ctx: ApiContext): void {
   app.withTypeProvider<ZodTypeProvider>().get(
@@ -18,11 +28,18 @@ export function registerStatusRoutes(app: FastifyInstance, ctx: ApiContext): voi
         response: { 200: z.object({ takenAt: z.string(), protections: z.array(z.looseObject({ protection: z.string(), tenant: z.string().nullable() })) }) },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const { rows, takenAt } = await ctx.status.read();
-      // Rows are what `vmdr status --json` prints: the schema documents their key, not every field.
-      const protections = visibleOnly(req, rows, (r) => r.tenant ?? undefined) as unknown as { protection: string; tenant: string | null }[];
-      return { takenAt: takenAt.toISOString(), protections };
+      const audience = principalOf(req).tenant ?? '';
+      let answers = answersOfLook.get(rows);
+      if (!answers) answersOfLook.set(rows, (answers = new Map()));
+      let body = answers.get(audience);
+      if (!body) {
+        // Rows are what `vmdr status --json` prints: the schema documents their key, not every field.
+        const protections = visibleOnly(req, rows, (r) => r.tenant ?? undefined);
+        answers.set(audience, (body = Buffer.from(JSON.stringify({ takenAt: takenAt.toISOString(), protections }))));
+      }
+      return sendJson(reply, body);
     },
   );
 }
