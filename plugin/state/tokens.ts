@@ -62,8 +62,8 @@ export function tokenRow(store: StateStore, id: string): TokenRow | undefined {
 export function tokenRows(store: StateStore, filter: { tenant?: string } = {}): TokenRow[] {
   const rows =
     filter.tenant === undefined
-      ? store.db.prepare<[], RawToken>('SELECT * FROM tokens ORDER BY created_at_ms, id').all()
-      : store.db.prepare<[string], RawToken>('SELECT * FROM tokens WHERE tenant = ? ORDER BY created_at_ms, id').all(filter.tenant);
+      ? store.db.prepare<[], RawToken>('SELECT * FROM tokens ORDER BY created_at_ms, rowid').all()
+      : store.db.prepare<[string], RawToken>('SELECT * FROM tokens WHERE tenant = ? ORDER BY created_at_ms, rowid').all(filter.tenant);
   return rows.map(fromRaw);
 }
 
