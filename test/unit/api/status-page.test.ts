@@ -135,6 +135,15 @@ describe('status page (headless Chromium, test:///default, HTTPS)', function () 
     assert.equal(await page.locator('#pwned').count(), 0);
     assert.notEqual(await page.title(), 'pwned', 'the markup in the last sync error ran no script');
     assert.equal(await page.locator('td script').count(), 0);
+    const sink = await page.evaluate(() => {
+      try {
+        document.body.insertAdjacentHTML('beforeend', '<b id="late">x</b>');
+        return 'parsed';
+      } catch (err) {
+        return (err as Error).name;
+      }
+    });
+    assert.equal(sink, 'TypeError', 'Trusted Types with no policy: the browser refuses any string as HTML on this page');
     assert.equal(await page.locator('img').count(), 0);
     assert.deepEqual(cspViolations, []);
   });
