@@ -4,7 +4,8 @@
  * and for a fault of vmdr itself 500 with a correlation id (the detail goes to the log only).
  */
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
-import { STATUS_OF_CODE, errorAnswer, type ErrorAnswer } from '../replication/receiver/answers.js';
+import { STATUS_OF_CODE, errorAnswer, publicError, type ErrorAnswer } from '../replication/receiver/answers.js';
+import { ApiNotFound } from './auth.js';
 
 const API_STATUS_OF_CODE: Record<string, number> = {
   ...STATUS_OF_CODE,
@@ -19,9 +20,15 @@ const API_STATUS_OF_CODE: Record<string, number> = {
   OPERATION_UNKNOWN: 404,
   TOKEN_UNKNOWN: 404,
   TENANT_IN_USE: 409,
+  TENANT_EXISTS: 409,
+  TENANT_INVALID: 400,
+  NETWORK_IN_USE: 409,
+  CONFIG_LOCKED: 409,
+  CONFIG_INVALID: 400,
   QUOTA_EXCEEDED: 409,
   PROTECTION_FAILED_OVER: 409,
   SYNC_ELSEWHERE: 409,
+  PROTECTION_PAUSED: 409,
   REQUEST_TIMEOUT: 504,
   DAEMON_BUSY: 503,
 };
@@ -32,5 +39,7 @@ export function apiErrorAnswer(err: unknown): ErrorAnswer {
     const where = [err.validationContext, ...(issue?.instancePath ?? '').split('/').filter(Boolean)].filter(Boolean).join('.');
     return { status: 400, body: { error: { code: 'BAD_REQUEST', message: `${where || 'request'}: ${issue?.message ?? 'invalid'}` } } };
   }
+  // Whatever it is called, an object a route does not show is a 404 like any that does not exist.
+  if (err instanceof ApiNotFound) return { status: 404, body: { error: publicError(err) } };
   return errorAnswer(err, API_STATUS_OF_CODE);
 }

@@ -32,7 +32,7 @@ export function recordMutations(app: FastifyInstance, state: StateStore): void {
       actorName: req.principal.tokenName,
       ...((req.objectTenant ?? req.principal.tenant) ? { tenant: req.objectTenant ?? req.principal.tenant } : {}),
       action: req.routeOptions.config.action ?? `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`,
-      ...(params.name ?? params.id ? { object: params.name ?? params.id } : {}),
+      ...((params.name ?? params.id ?? req.objectId) ? { object: params.name ?? params.id ?? req.objectId } : {}),
       result: status < 400 ? 'ok' : status < 500 ? 'refused' : 'failed',
       ...(reply.errorCode ? { code: reply.errorCode } : {}),
       at: new Date(),

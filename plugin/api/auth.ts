@@ -16,6 +16,8 @@ declare module 'fastify' {
     principal?: Principal;
     /** The tenant of the object the request concerns (for its audit record), once a route found it. */
     objectTenant?: string;
+    /** The object a route made (a new token's id), for its audit record. */
+    objectId?: string;
   }
 }
 

@@ -75,7 +75,11 @@ export class ApiClient {
         const event = JSON.parse(data.slice('data: '.length)) as OperationEvent;
         if (event.event === 'progress') onProgress?.(event.progress);
         else if (event.event === 'succeeded') return event.result as T;
-        else throw rebuildError(event.error, true);
+        else {
+          // A failed run's report rides with its error (a failover's: the steps it got to).
+          const { report, ...error } = event.error;
+          throw Object.assign(rebuildError(error, true), report === undefined ? {} : { report });
+        }
       }
     }
     throw new ServerUnreachable(this.server.url, 'ended the operation\'s events before its end');

@@ -16,6 +16,7 @@ import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { VmdrError } from '../../hypervisors/errors.js';
+import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
 import type { SiteIdentity } from '../sites/identity.js';
@@ -25,10 +26,12 @@ import { apiErrorAnswer } from './answers.js';
 import { recordMutations } from './audit.js';
 import { Operations } from './operations.js';
 import { registerAuditRoutes } from './routes/audit.js';
+import { registerFailoverRoutes } from './routes/failovers.js';
 import { registerOperationRoutes } from './routes/operations.js';
 import { registerProtectionRoutes } from './routes/protections.js';
 import { registerStatusRoutes } from './routes/status.js';
 import { registerTenantRoutes } from './routes/tenants.js';
+import { registerTokenRoutes } from './routes/tokens.js';
 import { registerWhoAmIRoute } from './routes/whoami.js';
 import { loadStatusPage, registerStatusPage, STATUS_PAGE_PATHS } from './status-page.js';
 import { StatusCache } from './status-cache.js';
@@ -66,7 +69,10 @@ export interface ApiDeps {
 
 export interface ApiContext {
   file: string;
+  /** The config as the daemon's API knows it: read afresh after each change the API makes to it. */
   config: Config;
+  /** Reads the config file again (after the API changed it). */
+  reloadConfig(): Promise<void>;
   state: StateStore;
   sites: SiteConnections;
   site?: string;
@@ -151,11 +157,15 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
   const ctx: ApiContext = {
     file: deps.file,
     config: deps.config,
+    reloadConfig: async () => {
+      ctx.config = (await loadConfig(deps.file)).config;
+      ctx.status.forget();
+    },
     state: deps.state,
     sites: deps.sites,
     ...(deps.site ? { site: deps.site } : {}),
     operations: new Operations(),
-    status: new StatusCache({ file: deps.file, config: deps.config, state: deps.state, sites: deps.sites }),
+    status: new StatusCache(() => ({ file: deps.file, config: ctx.config, state: deps.state, sites: deps.sites })),
   };
 
   app.get(HEALTH_PATH, { schema: { hide: true } }, async () => ({ status: 'ok' }));
@@ -166,7 +176,9 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
       registerStatusRoutes(api, ctx);
       registerProtectionRoutes(api, ctx);
       registerOperationRoutes(api, ctx);
+      registerFailoverRoutes(api, ctx);
       registerTenantRoutes(api, ctx);
+      registerTokenRoutes(api, ctx);
       registerAuditRoutes(api, ctx);
       registerWhoAmIRoute(api, ctx);
     },

@@ -14,14 +14,20 @@ export class StatusCache {
   private looking: Promise<ProtectionStatus[]> | undefined;
 
   constructor(
-    private readonly deps: StatusDeps,
+    /** The daemon's config as it is now (the API may have changed it since the last look). */
+    private readonly deps: () => StatusDeps,
     private readonly maxAgeMs = 2_000,
   ) {}
+
+  /** The next read takes a new look (the config changed). */
+  forget(): void {
+    this.rows = undefined;
+  }
 
   /** Every protection's status, at most maxAgeMs old, and when it was taken. */
   async read(): Promise<{ rows: ProtectionStatus[]; takenAt: Date }> {
     if (this.rows && Date.now() - this.takenAt <= this.maxAgeMs) return { rows: this.rows, takenAt: new Date(this.takenAt) };
-    this.looking ??= protectionStatus(this.deps).then(
+    this.looking ??= protectionStatus(this.deps()).then(
       (rows) => {
         this.rows = rows;
         this.takenAt = Date.now();

@@ -2,10 +2,34 @@ import { VmdrError } from '../../hypervisors/errors.js';
 
 /** The config file is missing, unreadable, not YAML, or does not match the schema. */
 export class ConfigInvalid extends VmdrError {
-  constructor(file: string, where: { position?: string; keyPath?: string }, problem: string, cause?: unknown) {
+  constructor(
+    file: string,
+    readonly where: { position?: string; keyPath?: string },
+    /** What is wrong, without where: editConfig reports it for a text that was never written. */
+    readonly problem: string,
+    cause?: unknown,
+  ) {
     const position = where.position ? `:${where.position}` : '';
     const keyPath = where.keyPath ? `${where.keyPath}: ` : '';
     super('CONFIG_INVALID', `${file}${position}: ${keyPath}${problem}`, { subject: { file, path: where.keyPath }, cause });
+  }
+}
+
+/** Another change of the config file (a CLI command, the daemon's API) held its lock past the wait. */
+export class ConfigLocked extends VmdrError {
+  constructor(file: string, lockFile: string, holder: string | undefined, waitedMs: number) {
+    const by = holder ? ` by process ${holder}` : '';
+    super('CONFIG_LOCKED', `${file}: another change of this config holds its lock (${lockFile})${by}; waited ${waitedMs / 1000} s`, {
+      subject: { file, lockFile, holder },
+      remedy: 'try again once that change has finished',
+    });
+  }
+}
+
+/** The config file could not be changed: its directory is not writable, the disk is full. Nothing was changed. */
+export class ConfigNotWritable extends VmdrError {
+  constructor(file: string, detail: string, cause?: unknown) {
+    super('CONFIG_NOT_WRITABLE', `${file}: cannot change it (${detail}); it is unchanged`, { subject: { file }, cause });
   }
 }
 

@@ -265,7 +265,16 @@ export type TargetNic = z.infer<typeof TargetNicSchema>;
 export type Plan = z.infer<typeof PlanSchema>;
 export type Drill = z.infer<typeof DrillSchema>;
 
-/** Names that point at other objects must point at something, and names must be unique. */
+/** The directory of tenants' replicas in a site's storage (replication/layout.ts): no protection may be named so. */
+export const TENANTS_DIR = 'tenants';
+
+function ordinal(n: number): string {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
+  return `${n}${suffix}`;
+}
+
+/** Names that point at other objects must point at something, names must be unique, and tenants keep to their VM quota. */
 function checkReferences(config: Config, ctx: z.RefinementCtx): void {
   const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', path, message });
   const unique = (items: { name: string }[], key: string) => {
@@ -288,8 +297,18 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
   };
   const macs = new Map<string, string>();
   const targets = new Map<string, string>();
+  const owned = new Map<string, number>();
   config.protections.forEach((p, i) => {
     tenantRef(p.tenant, ['protections', i, 'tenant']);
+    if (p.name === TENANTS_DIR) issue(['protections', i, 'name'], `"${TENANTS_DIR}" is reserved: it names the directory of the tenants' replicas in a site's storage`);
+    if (p.tenant !== undefined) {
+      const count = (owned.get(p.tenant) ?? 0) + 1;
+      owned.set(p.tenant, count);
+      const allowed = config.tenants.find((t) => t.name === p.tenant)?.quota?.vms;
+      if (allowed !== undefined && count > allowed) {
+        issue(['protections', i, 'tenant'], `tenant "${p.tenant}" may have ${allowed} protected VM${allowed === 1 ? '' : 's'} (quota.vms): protection "${p.name}" is its ${ordinal(count)}`);
+      }
+    }
     if (!sites.has(p.source.site)) issue(['protections', i, 'source', 'site'], `unknown site "${p.source.site}"`);
     if (!sites.has(p.target.site)) issue(['protections', i, 'target', 'site'], `unknown site "${p.target.site}"`);
     const targetKey = `${p.target.site}/${p.target.vm}`;

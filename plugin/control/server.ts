@@ -5,8 +5,8 @@
  * 0600 in a 0700 directory; requests are small and bounded in size and time; a caller that hangs
  * up aborts its sync.
  */
-import { chmod, mkdir, stat, unlink } from 'node:fs/promises';
-import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { chmod, unlink } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import { VmdrError } from '../../hypervisors/errors.js';
@@ -14,6 +14,7 @@ import { syncAsAsked, type SyncDeps } from '../replication/sync-request.js';
 import type { SyncResult } from '../replication/sync.js';
 import { answerStreamed } from '../sites/ndjson.js';
 import { controlSocket } from './address.js';
+import { privateDirectory, takeOver } from './socket.js';
 import { CONFIG_CHANGED, CONTROL_BODY_BYTES, SYNC_PATH } from './protocol.js';
 
 const SyncBody = z.strictObject({
@@ -44,7 +45,14 @@ export interface ControlDeps extends SyncDeps {
 export async function startControlServer(realConfigPath: string, deps: ControlDeps): Promise<ControlServer> {
   const socket = controlSocket(realConfigPath);
   await privateDirectory(dirname(socket));
-  await takeOver(socket, deps.file);
+  await takeOver(
+    socket,
+    () =>
+      new VmdrError('SERVE_ALREADY_RUNNING', `another vmdr serve runs for ${deps.file}: its control socket ${socket} answers`, {
+        subject: { file: deps.file, path: socket },
+        remedy: 'stop it first, or run this one with another config',
+      }),
+  );
   const inFlight = new Set<Promise<void>>();
   const server = createServer({ requestTimeout: 5_000, headersTimeout: 2_000, connectionsCheckingInterval: 500, maxHeaderSize: 8192, keepAliveTimeout: 1_000 }, (req, res) => {
     const done = handle(req, res, deps).catch((err: unknown) => deps.onWarning?.(err));
@@ -112,31 +120,4 @@ async function readBody(req: IncomingMessage): Promise<string | undefined> {
 function refuse(res: ServerResponse, status: number, code: string, message: string): void {
   // The connection ends with the answer: what the caller still sends is not read.
   res.writeHead(status, { 'content-type': 'application/json', connection: 'close' }).end(JSON.stringify({ error: { code, message } }));
-}
-
-/** Made 0700 if missing; refused when another user owns it or others may enter it. */
-async function privateDirectory(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const s = await stat(dir);
-  if (s.uid !== process.getuid?.() || (s.mode & 0o077) !== 0) {
-    throw new VmdrError('CONTROL_DIR_UNSAFE', `${dir} must be a directory of this user with mode 0700 (it is ${(s.mode & 0o777).toString(8)}, owner ${s.uid})`, { subject: { path: dir } });
-  }
-}
-
-/** A socket left by a daemon that died is removed; one a live daemon answers on is refused. */
-async function takeOver(socket: string, file: string): Promise<void> {
-  const answered = await new Promise<boolean>((resolve) => {
-    const probe = httpRequest({ socketPath: socket, method: 'GET', path: '/', timeout: 2_000 });
-    probe.on('response', (r) => (r.resume(), resolve(true)));
-    probe.on('timeout', () => (probe.destroy(), resolve(true)));
-    probe.on('error', () => resolve(false));
-    probe.end();
-  });
-  if (answered) {
-    throw new VmdrError('SERVE_ALREADY_RUNNING', `another vmdr serve runs for ${file}: its control socket ${socket} answers`, {
-      subject: { file, path: socket },
-      remedy: 'stop it first, or run this one with another config',
-    });
-  }
-  await unlink(socket).catch(() => undefined);
 }

@@ -6,6 +6,7 @@
  * hypervisor's user, which is let through to them (replica/access.ts).
  */
 import type { BootDisk, HypervisorAdapter, PointDisk } from '../../hypervisors/types.js';
+import type { ReplicaOwner } from '../replication/layout.js';
 import { letHypervisorReach } from '../replication/replica/access.js';
 import type { ChosenPoint } from './recovery-point.js';
 
@@ -19,14 +20,14 @@ export function pointDisks(point: ChosenPoint): PointDisk[] {
 }
 
 /**
- * Prepares `boot`'s disks on `point` for protection `protection` in site storage `storage`; with
+ * Prepares `boot`'s disks on `point` for the replica of `protection` in site storage `storage`; with
  * `vm`, that VM's disks are pointed at them (and its labels set to `labels`, in the same change).
  */
 export async function prepareBootDisks(
   adapter: HypervisorAdapter,
   point: ChosenPoint,
   boot: string,
-  at: { storage: string; protection: string; vm?: string; labels?: Record<string, string> },
+  at: { storage: string; protection: ReplicaOwner; vm?: string; labels?: Record<string, string> },
 ): Promise<BootDisk[]> {
   const disks = await adapter.prepareBootDisks({ boot, disks: pointDisks(point), ...(at.vm ? { vm: at.vm } : {}), ...(at.labels ? { labels: at.labels } : {}) });
   await letHypervisorReach(at.storage, at.protection, await adapter.imageUser());

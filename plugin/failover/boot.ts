@@ -22,7 +22,7 @@ export interface HealthStep {
  * `p` is the protection as this boot sees it: for a drill, its target names the drill VM and
  * its NICs the bubble network.
  */
-export async function bootWithIdentity(ctx: RunContext, adapter: HypervisorAdapter, p: Protection, console = serialLog(storageOf(ctx, p), p.name)): Promise<HealthStep> {
+export async function bootWithIdentity(ctx: RunContext, adapter: HypervisorAdapter, p: Protection, console = serialLog(storageOf(ctx, p), p)): Promise<HealthStep> {
   const j = ctx.journal;
   const vm = p.target.vm;
   // A pre-staged target has it from provisioning: this only checks, unless the config changed since.

@@ -49,7 +49,7 @@ export function storageOf(ctx: RunContext, p: Protection): string {
 }
 
 export function replicasOf(ctx: RunContext, p: Protection): ReplicaStore {
-  return new ReplicaStore(storageOf(ctx, p), ctx.state);
+  return new ReplicaStore(storageOf(ctx, p), ctx.state, { config: ctx.config });
 }
 
 export function drAdapter(ctx: RunContext, p: Protection): Promise<HypervisorAdapter> {

@@ -28,7 +28,7 @@ export function drillNames(ctx: RunContext, p: Protection) {
   return {
     vm: `${p.target.vm}-drill-${short}`,
     boot: `drill-${ctx.id}`,
-    console: join(protectionDir(storageOf(ctx, p), p.name), `drill-${ctx.id}-console.log`),
+    console: join(protectionDir(storageOf(ctx, p), p), `drill-${ctx.id}-console.log`),
   };
 }
 
@@ -57,7 +57,7 @@ export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResu
   };
   await j.step(p.name, 'define-drill-vm', async () => {
     await dr.ensureIsolatedNetwork({ name: bubble, labels: { [LABEL_ROLE]: ROLE_DRILL, [LABEL_FAILOVER]: ctx.id, ...(p.tenant ? { [LABEL_TENANT]: p.tenant } : {}) } });
-    const disks = await prepareBootDisks(dr, point, names.boot, { storage: storageOf(ctx, p), protection: p.name });
+    const disks = await prepareBootDisks(dr, point, names.boot, { storage: storageOf(ctx, p), protection: p });
     const exists = await dr.getVm(names.vm).then(
       () => true,
       (err: unknown) => (err instanceof VmdrError && err.code === 'VM_NOT_FOUND' ? false : Promise.reject(err)),
@@ -96,7 +96,7 @@ export async function removeDrill(ctx: RunContext, p: Protection): Promise<void>
     await dr.removeGuestIdentity(names.vm).catch(gone);
     await dr.undefine(names.vm).catch(gone);
     if (point) await releaseBootDisks(dr, point, names.boot);
-    await reclaimImages(storageOf(ctx, p), p.name);
+    await reclaimImages(storageOf(ctx, p), p);
     await rm(names.console, { force: true });
     if (point && pinned && !pinned.pinnedBefore) releasePoint(replicasOf(ctx, p), p.name, point.id);
     return {};

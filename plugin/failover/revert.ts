@@ -67,8 +67,8 @@ export async function restoreTarget(ctx: RunContext, p: Protection): Promise<voi
   const storage = storageOf(ctx, p);
   const vm = await dr.getVm(p.target.vm);
   const disks = vm.disks.filter((d) => d.device === 'disk' && !d.identitySeed);
-  await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), format: REPLICA_IMAGE_FORMAT })));
+  await dr.setDiskImages(p.target.vm, disks.map((d) => ({ target: d.target, path: baseImage(storage, p, d.target), format: REPLICA_IMAGE_FORMAT })));
   await dr.setLabels(p.target.vm, targetLabels(p.name, p.tenant));
   // The target is off: the point images libvirt lent to its QEMU come back to vmdr.
-  await reclaimImages(storage, p.name);
+  await reclaimImages(storage, p);
 }

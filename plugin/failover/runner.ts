@@ -101,9 +101,38 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
   // or --revert may touch them then.
   const changedSomething = journal.steps().some((s) => s.protection !== RUN);
   if (!error || request.kind === 'test' || request.kind === 'revert' || !changedSomething) unlockProtections(deps.state.db, row.id);
-  const report = buildReport(deps.state, row.id, groups.map((g) => ({ name: g.name, protections: g.protections.map((p) => ({ name: p.name, targetVm: p.target.vm, sourceVm: p.source.vm })) })));
+  const report = buildReport(deps.state, row.id, reportGroups(groups));
   if (failure !== undefined) throw Object.assign(failure as object, { report });
   return report;
+}
+
+function reportGroups(groups: Group[]) {
+  return groups.map((g) => ({ name: g.name, protections: g.protections.map((p) => ({ name: p.name, targetVm: p.target.vm, sourceVm: p.source.vm })) }));
+}
+
+/**
+ * The report of a run from the state file (its timeline so far, while it runs): grouped as its
+ * plan is now, or one group per protection it named. Protections the config no longer has are
+ * reported under their names.
+ */
+export function storedReport(deps: RunnerDeps, id: string): FailoverReport | undefined {
+  const row = getFailover(deps.state.db, id);
+  if (!row) return undefined;
+  const request = JSON.parse(row.request) as FailoverRequest;
+  const plan = request.plan ? deps.config.plans.find((x) => x.name === request.plan) : undefined;
+  const known = (name: string) => {
+    const p = deps.config.protections.find((x) => x.name === name);
+    return { name, targetVm: p?.target.vm ?? name, sourceVm: p?.source.vm ?? name };
+  };
+  const groups = plan
+    ? plan.groups.map((g) => ({ name: g.name, protections: g.vms.map(known) }))
+    : request.protections.map((name) => ({ name, protections: [known(name)] }));
+  return buildReport(deps.state, id, groups);
+}
+
+/** The protections a stored run is about. */
+export function protectionsOfRun(row: FailoverRow): string[] {
+  return (JSON.parse(row.request) as FailoverRequest).protections;
 }
 
 function resolveGroups(deps: RunnerDeps, options: FailoverOptions): { plan?: Plan; groups: Group[] } {

@@ -85,7 +85,7 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
   // One redefinition of the target for its boot disks and its promotion; `promote` then only
   // records it (it writes the labels itself for a run whose prepare-disks did not: an older one).
   const prepared = await j.step(p.name, 'prepare-disks', async () => {
-    const disks = await prepareBootDisks(dr, point, failoverBoot(ctx.id), { storage: storageOf(ctx, p), protection: p.name, vm: p.target.vm, labels: promoted });
+    const disks = await prepareBootDisks(dr, point, failoverBoot(ctx.id), { storage: storageOf(ctx, p), protection: p, vm: p.target.vm, labels: promoted });
     return { disks, promoted: true };
   });
   await j.step(p.name, 'promote', async () => {

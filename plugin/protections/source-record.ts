@@ -34,5 +34,5 @@ export function recordedSourceOf(ctx: DrContext, protection: Protection): Promis
 }
 
 export function releasePoints(ctx: DrContext, protection: Protection, which: string[] | 'replaced'): Promise<string[]> {
-  return atDrSite(ctx, protection, (storage, state) => releaseKept(new ReplicaStore(storage, state), protection.name, which), (r) => r.releasePoints(protection.name, which));
+  return atDrSite(ctx, protection, (storage, state) => releaseKept(new ReplicaStore(storage, state, { config: ctx.config }), protection.name, which), (r) => r.releasePoints(protection.name, which));
 }

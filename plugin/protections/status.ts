@@ -28,6 +28,7 @@ import type { Config, Protection } from '../config/schema.js';
 import type { RecoveryPoint } from '../replication/replica/store.js';
 import type { SiteConnections } from '../sites/connections.js';
 import { listRecoveryPoints } from '../replication/points.js';
+import { pauseOf } from '../state/pauses.js';
 import { roleOf, type ProtectionRole } from '../state/roles.js';
 import { resolveSource } from './source-identity.js';
 import { sourceSiteFor, sourceVmLookup } from '../sites/source-site-for.js';
@@ -64,6 +65,8 @@ export interface ProtectionStatus {
   /** True when the lag is past the RPO, unless the protection is failed over. */
   rpoBreached: boolean;
   lastSync: { outcome: string; kind: string; startedAt: string; endedAt: string | null; error: string | null } | null;
+  /** Paused by an operator on this host (its loop takes no cycle): who, since when, why. */
+  paused: { by: string; at: string; reason: string | null } | null;
   /** How the target's disks differ from the source's (empty: none); null when not compared (a VM unreadable, failed over). */
   drift: DiskDrift[] | null;
   sourceIdentity: SourceIdentityStatus;
@@ -121,11 +124,17 @@ export async function protectionStatus(
               error: run.error ? `${run.error.code}: ${run.error.message}` : null,
             }
           : null,
+        paused: pausedHere(state, p.name),
         drift: role === 'failed-over' || !source.info || !target.info ? null : targetDrift(source.info, target.info),
         sourceIdentity,
       };
     }),
   );
+}
+
+function pausedHere(state: StateStore, protection: string): ProtectionStatus['paused'] {
+  const held = pauseOf(state.db, protection);
+  return held ? { by: held.pausedBy, at: held.pausedAt.toISOString(), reason: held.reason } : null;
 }
 
 async function identityOf(ctx: Parameters<typeof recordedSourceOf>[0], p: Protection): Promise<SourceIdentityStatus> {

@@ -24,6 +24,7 @@ import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
 import { fenceSource, unfenceSource } from '../sites/fence.js';
 import { resolveSource } from '../protections/source-identity.js';
+import { pauseOf } from '../state/pauses.js';
 import { roleOf } from '../state/roles.js';
 import { recordedSource } from '../state/sources.js';
 import { syncProtection, type SyncResult } from './sync.js';
@@ -52,7 +53,7 @@ export interface CycleReport {
    * Reported once when the loop pauses: the protection is failed over (by `failover`), or its
    * source VM is another machine than the one recorded (`vmdr protect --replace-source` resumes it).
    */
-  paused?: { reason: 'failed-over'; failover: string | null } | { reason: 'source-replaced'; error: VmdrError };
+  paused?: { reason: 'failed-over'; failover: string | null } | { reason: 'source-replaced'; error: VmdrError } | { reason: 'operator'; by: string; at: string };
   /** On the first committed cycle after a pause. */
   resumed?: true;
   /** Once per failover: the loop fenced the source VM (it was not fenced yet). */
@@ -143,6 +144,13 @@ export async function replicateContinuously(
         const row = recordedSource(deps.state.db, protection.name);
         return row && { uuid: row.vmUuid };
       });
+      await wait(LOCAL_ROLE_POLL_MS);
+      continue;
+    }
+    // Paused by an operator (plugin/state/pauses.ts): no cycle until resumed, looked at as often as the role.
+    const held = pauseOf(deps.state.db, protection.name);
+    if (held) {
+      pause({ reason: 'operator', by: held.pausedBy, at: held.pausedAt.toISOString() });
       await wait(LOCAL_ROLE_POLL_MS);
       continue;
     }

@@ -15,3 +15,13 @@ export class BackupExportLost extends VmdrError {
     });
   }
 }
+
+/** An operator paused the protection's replication: no sync until it is resumed. */
+export class ProtectionPaused extends VmdrError {
+  constructor(protection: string, by: string, at: Date) {
+    super('PROTECTION_PAUSED', `replication of "${protection}" is paused (by ${by}, ${at.toISOString()})`, {
+      subject: { protection },
+      remedy: `\`vmdr resume ${protection}\` first`,
+    });
+  }
+}

@@ -7,7 +7,7 @@ export function listRecoveryPoints(ctx: DrContext, protection: Protection): Prom
   return atDrSite(
     ctx,
     protection,
-    (storage, state) => new ReplicaStore(storage, state).listPoints(protection.name),
+    (storage, state) => new ReplicaStore(storage, state, { config: ctx.config }).listPoints(protection.name),
     (receiver) => receiver.listPoints(protection.name),
   );
 }

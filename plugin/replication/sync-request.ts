@@ -8,6 +8,8 @@ import type { Config, Protection } from '../config/schema.js';
 import { findProtection } from '../protections/find.js';
 import type { SiteConnections } from '../sites/connections.js';
 import type { StateStore } from '../state/store.js';
+import { pauseOf } from '../state/pauses.js';
+import { ProtectionPaused } from './errors.js';
 import { receiverFor } from './sender/connect.js';
 import { syncProtection, type SyncResult } from './sync.js';
 
@@ -33,6 +35,8 @@ export function protectionAsAsked(config: Config, file: string, request: SyncReq
 
 export async function syncAsAsked(deps: SyncDeps, request: SyncRequest, options: { signal?: AbortSignal; onProgress?: (p: Progress) => void } = {}): Promise<SyncResult> {
   const protection = protectionAsAsked(deps.config, deps.file, request);
+  const held = pauseOf(deps.state.db, protection.name);
+  if (held) throw new ProtectionPaused(protection.name, held.pausedBy, held.pausedAt);
   const receiver = await receiverFor(deps.config, deps.file, protection);
   try {
     return await syncProtection(protection, { sites: deps.sites, state: deps.state, receiver }, { full: request.full ?? false, ...options });

@@ -173,8 +173,10 @@ export async function syncProtection(
     }
 
     const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
+    // The cycle's size, before its first frame: the DR site refuses a cycle its tenant's storage quota cannot take.
+    header.dataBytes = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data'), 0);
     // zstd's threads load while the first frames are read and packed here.
-    if (protection.compression !== 'off') startPackWorkersFor(disks.reduce((sum, d) => sum + opBytes(d.ops, 'data'), 0));
+    if (protection.compression !== 'off') startPackWorkersFor(header.dataBytes);
     let done = 0;
     const encoder = new DeltaStreamEncoder(header, { compressionLevel: protection.compression === 'off' ? 0 : 1 });
     // The backup job ends as soon as the last read returns, while the receiver is still flushing

@@ -37,6 +37,8 @@ export interface PeerRequest {
   signal?: AbortSignal;
   /** How long the request may see no byte from the peer (default: the client's). */
   idleTimeoutMs?: number;
+  /** Called with the status of each interim answer (1xx) the peer sends before its answer. */
+  onInformation?: (status: number) => void;
 }
 
 /** A JSON answer or one NDJSON line larger than this is no answer of a peer. */
@@ -143,6 +145,7 @@ export class PeerClient {
         reject(this.translate(err));
       };
       req.on('error', fail);
+      if (options.onInformation) req.on('information', (info) => options.onInformation!(info.statusCode));
       req.on('response', (res) => {
         if (res.statusCode && res.statusCode < 300) {
           settled = true;

@@ -58,6 +58,11 @@ export function getFailover(db: Database, id: string): FailoverRow | undefined {
   return r && (camel(r) as unknown as FailoverRow);
 }
 
+/** The newest runs first, at most `limit`. */
+export function listFailovers(db: Database, limit: number): FailoverRow[] {
+  return (db.prepare('SELECT * FROM failovers ORDER BY started_at_ms DESC LIMIT ?').all(limit) as Record<string, unknown>[]).map((r) => camel(r) as unknown as FailoverRow);
+}
+
 export function endFailover(db: Database, id: string, status: 'succeeded' | 'failed', error?: { code: string; message: string }): void {
   db.prepare('UPDATE failovers SET status = ?, ended_at_ms = ?, error_code = ?, error_message = ? WHERE id = ?').run(
     status,

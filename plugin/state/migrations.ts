@@ -160,5 +160,13 @@ export const migrations: readonly string[] = [
   CREATE INDEX audit_records_by_time ON audit_records (at_ms);
   CREATE INDEX audit_records_by_tenant ON audit_records (tenant, at_ms);
   `,
+  // 5: replication paused by an operator (the API or the CLI), read by the loop before each cycle.
+  `
+  CREATE TABLE protection_pauses (
+    protection   TEXT    PRIMARY KEY,
+    paused_at_ms INTEGER NOT NULL,
+    paused_by    TEXT    NOT NULL,
+    reason       TEXT
+  ) STRICT;
+  `,
 ];
-

@@ -121,7 +121,7 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
   // Asked of the source's own site (its endpoint, from another host); only a final sync reads the state.
   const source = await sourceSiteFor({ config, file, sites, get state() { return state(); } }, p).vm(p);
   // A seed attached for a boot carries identity, not data: it is never replicated.
-  const disks = dataDisks(source).map((d) => ({ target: d.target, path: baseImage(storage, p.name, d.target), capacityBytes: d.capacityBytes ?? 0 }));
+  const disks = dataDisks(source).map((d) => ({ target: d.target, path: baseImage(storage, p, d.target), capacityBytes: d.capacityBytes ?? 0 }));
 
   const existing = await findVm(target, p.target.vm);
   if (existing) {
@@ -140,8 +140,8 @@ async function provisionTarget(p: Protection, file: string, sites: SiteConnectio
     await ensureBaseImage(storage, disk, source);
     report('define', i + 1, steps, `base image of disk ${disk.target}`);
   }
-  await makeReplicaDir(storage, protectionDir(storage, p.name));
-  await letHypervisorReach(storage, p.name, await target.imageUser());
+  await makeReplicaDir(storage, protectionDir(storage, p));
+  await letHypervisorReach(storage, p, await target.imageUser());
   await target.defineVm(targetSpec(p, storage, disks));
   report('define', steps - 1, steps, `VM ${p.target.vm}`);
   await giveIdentity(target, p);
@@ -185,7 +185,7 @@ async function updateTarget(p: Protection, storage: string, adapter: HypervisorA
     for (const d of missing) {
       const disk = disks.find((x) => x.target === d.disk)!;
       await ensureBaseImage(storage, disk, source);
-      await letHypervisorReach(storage, p.name, await adapter.imageUser());
+      await letHypervisorReach(storage, p, await adapter.imageUser());
       await adapter.addDisk(target.name, { path: disk.path, format: 'qcow2', target: disk.target });
       changes.push({ disk: d.disk, change: 'added', sizeBytes: disk.capacityBytes });
       // A base made by an early sync of the disk, which the source grew since.
@@ -229,7 +229,7 @@ export function targetSpec(p: Protection, storage: string, disks: { target: stri
     boot: p.target.boot,
     disks: disks.map((d) => ({ path: d.path, format: d.format ?? REPLICA_IMAGE_FORMAT, target: d.target })),
     nics: p.target.nics.map((n) => ({ network: n.network, mac: n.mac })),
-    serialLog: serialLog(storage, p.name),
+    serialLog: serialLog(storage, p),
     labels: targetLabels(p.name, p.tenant),
     template: p.target.template,
   };

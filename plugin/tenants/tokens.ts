@@ -161,6 +161,20 @@ export function requireTenant(config: Config, tenant: string, file?: string): vo
   if (!config.tenants.some((t) => t.name === tenant)) throw new TenantUnknown(tenant, file);
 }
 
+/** A token as the CLI's JSON and the API show it: never its secret, nor its hash. */
+export function tokenView(t: TokenRecord, now = new Date()) {
+  return {
+    id: t.id,
+    name: t.name,
+    tenant: t.tenant ?? null,
+    role: t.role,
+    createdAt: t.createdAt.toISOString(),
+    expiresAt: t.expiresAt?.toISOString() ?? null,
+    revokedAt: t.revokedAt?.toISOString() ?? null,
+    state: tokenState(t, now),
+  };
+}
+
 /** `active`, `expired` or `revoked`, at `now`. */
 export function tokenState(record: TokenRecord, now = new Date()): 'active' | 'expired' | 'revoked' {
   if (record.revokedAt) return 'revoked';

@@ -61,6 +61,12 @@ export function reportCycle(say: Say, protection: Protection, c: CycleReport): v
       `${c.protection}: ALERT: replication paused: ${e.message}${e.remedy ? ` (${e.remedy})` : ''}`,
     );
   }
+  if (c.paused?.reason === 'operator') {
+    return say(
+      { event: 'paused', protection: c.protection, reason: 'operator', by: c.paused.by, at: c.paused.at },
+      `${c.protection}: replication paused by ${c.paused.by} (${c.paused.at}): \`vmdr resume ${c.protection}\` or the API resumes it`,
+    );
+  }
   if (c.paused) {
     const by = c.paused.failover ? ` (${c.paused.failover})` : '';
     return say(

@@ -2,10 +2,11 @@ import type { Argv } from 'yargs';
 import { duration } from '../../plugin/config/schema.js';
 import { EXIT_USAGE } from '../cli/report.js';
 import type { CommandBody } from './index.js';
+import { withServerOptions, type ServerOptions } from './server-options.js';
 import { runFailoverCommand } from './failover-run.js';
 import { shutdownTimeoutProblem, type GlobalOptions } from './options.js';
 
-interface FailbackArgs extends GlobalOptions {
+interface FailbackArgs extends GlobalOptions, ServerOptions {
   vm?: string;
   plan?: string;
   resume: boolean;
@@ -14,7 +15,7 @@ interface FailbackArgs extends GlobalOptions {
 
 export const failbackCommand: CommandBody<FailbackArgs> = {
   builder: (y: Argv<GlobalOptions>) =>
-    y
+    withServerOptions(y)
       .positional('vm', { type: 'string', describe: 'Protection or source VM name' })
       .option('plan', { type: 'string', describe: 'Fail a whole plan back, group by group' })
       .option('resume', { type: 'boolean', default: false, describe: 'Continue the failback that stopped half way' })

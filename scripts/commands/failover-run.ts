@@ -8,13 +8,20 @@ import { runFailover, type FailoverOptions } from '../../plugin/failover/runner.
 import { describeFailover, stepPrinter } from '../cli/failover-report.js';
 import { progressReporter } from '../cli/progress.js';
 import { printJson, run } from '../cli/report.js';
+import type { ApiClient } from '../../plugin/api/client.js';
+import type { OperationAcceptedBody } from '../../plugin/api/routes/operations.js';
 import type { GlobalOptions } from './options.js';
+import { serverOf, type ServerOptions } from './server-options.js';
 import { withReplicationContext } from './replication-context.js';
 
-export function runFailoverCommand(argv: GlobalOptions, options: Omit<FailoverOptions, 'signal' | 'onEvent' | 'onProgress'>): Promise<void> {
+type RunOptions = Omit<FailoverOptions, 'signal' | 'onEvent' | 'onProgress'>;
+
+export function runFailoverCommand(argv: GlobalOptions & ServerOptions, options: RunOptions): Promise<void> {
   const print = (report: FailoverReport) => (argv.json ? printJson(report) : process.stdout.write(`${describeFailover(report)}\n`));
-  return run(argv, () =>
-    withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
+  return run(argv, async () => {
+    const server = await serverOf(argv);
+    if (server) return void print(await failoverThroughApi(server, options, argv.json, print));
+    await withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
       const stop = new AbortController();
       const end = () => stop.abort();
       process.once('SIGINT', end).once('SIGTERM', end);
@@ -37,6 +44,35 @@ export function runFailoverCommand(argv: GlobalOptions, options: Omit<FailoverOp
         throw err;
       }
       print(report);
-    }),
-  );
+    });
+  });
+}
+
+/**
+ * The run asked of the daemon's API: its steps drawn as they come, and its report (a run that
+ * stops prints the report it got to before the one line that says why, as here).
+ */
+async function failoverThroughApi(server: ApiClient, o: RunOptions, json: boolean, print: (r: FailoverReport) => void): Promise<FailoverReport> {
+  const progress = progressReporter({ json, steps: true });
+  try {
+    const op = await server.post<OperationAcceptedBody>('/api/v1/failovers', {
+      kind: o.kind,
+      ...(o.vm ? { protection: o.vm } : {}),
+      ...(o.plan ? { plan: o.plan } : {}),
+      ...(o.point ? { point: o.point } : {}),
+      ...(o.at ? { at: o.at.toISOString() } : {}),
+      ...(o.force ? { force: true } : {}),
+      ...(o.resume ? { resume: true } : {}),
+      ...(o.shutdownTimeoutMs !== undefined ? { shutdownTimeout: `${Math.ceil(o.shutdownTimeoutMs / 1000)}s` } : {}),
+    });
+    return await server.follow<FailoverReport>(op.links.events, progress.onProgress);
+  } catch (err) {
+    const partial = (err as { report?: FailoverReport }).report;
+    progress.stop();
+    if (partial) print(partial);
+    throw err;
+  } finally {
+    progress.stop();
+    server.close();
+  }
 }

@@ -2,10 +2,11 @@ import type { Argv } from 'yargs';
 import { duration } from '../../plugin/config/schema.js';
 import { EXIT_USAGE } from '../cli/report.js';
 import type { CommandBody } from './index.js';
+import { withServerOptions, type ServerOptions } from './server-options.js';
 import { runFailoverCommand } from './failover-run.js';
 import { shutdownTimeoutProblem, type GlobalOptions } from './options.js';
 
-interface FailoverArgs extends GlobalOptions {
+interface FailoverArgs extends GlobalOptions, ServerOptions {
   vm?: string;
   plan?: string;
   test: boolean;
@@ -20,7 +21,7 @@ interface FailoverArgs extends GlobalOptions {
 
 export const failoverCommand: CommandBody<FailoverArgs> = {
   builder: (y: Argv<GlobalOptions>) =>
-    y
+    withServerOptions(y)
       .positional('vm', { type: 'string', describe: 'Protection or source VM name' })
       .option('plan', { type: 'string', describe: 'Fail over a plan: its groups in order' })
       .option('test', { type: 'boolean', default: false, describe: 'A drill: boot in a bubble network, check health, remove it all' })

@@ -24,10 +24,13 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
         async () => (await import('./status.js')).statusCommand,
       ),
     )
+    .command(lazy('tenant <command>', "Create, list, show and remove tenants and their own DR networks", async () => (await import('./tenant.js')).tenantCommand))
     .command(lazy('target <command>', 'Manage the pre-staged DR target VMs', async () => (await import('./target.js')).targetCommand))
     .command(
       lazy('protect <vm>', 'Start protecting a VM: pre-stage its DR target and ship its first recovery point', async () => (await import('./protect.js')).protectCommand),
     )
+    .command(lazy('pause <vm>', "Pause a protection's replication: no cycle, no sync, until resumed", async () => (await import('./pause.js')).pauseCommand))
+    .command(lazy('resume <vm>', "Resume a protection's replication paused with vmdr pause", async () => (await import('./pause.js')).resumeCommand))
     .command(lazy('sync <vm>', 'Ship what changed on a protected VM to its DR replica as a new recovery point', async () => (await import('./sync.js')).syncCommand))
     .command(
       lazy(

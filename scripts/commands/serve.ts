@@ -31,72 +31,105 @@ export const serveCommand: CommandBody<ServeOptions> = {
       .option('api', { type: 'boolean', default: true, describe: "Serve the HTTP API when the config has `api:` (--no-api: not here)" }),
   handler: (argv) =>
     run(argv, () =>
-      withReplicationContext(argv.config, async ({ file, config, fingerprint, sites, state }) => {
-        const say = sayer(argv.json);
+      withReplicationContext(argv.config, async (ctx) => {
         // A host that knows which site it is serves only that site: another site's endpoint
         // listens on the other host's address.
-        const site = argv.site ?? config.localSite;
-        const stop = new AbortController();
-        const end = () => stop.abort();
-        process.once('SIGINT', end).once('SIGTERM', end);
-        // Loaded here, not at start-up: the HTTPS server (fastify) is only the daemon's.
-        const { startReceivers } = await import('../../plugin/replication/receiver/run.js');
-        const receivers = !argv.receive ? [] : await startReceivers(config, file, state, {
-          ...(site ? { only: site } : {}),
-          onProgress: stepLog(say),
-          onWarning: (err, context) => {
-            const message = err instanceof Error ? err.message : String(err);
-            const about = context.protection ? `protection ${context.protection}` : `request ${context.correlation}`;
-            say({ event: 'warning', ...context, message }, `warning: site ${context.site}, ${about}: ${message}`);
-          },
-        });
-        for (const r of receivers) {
-          say(
-            { event: 'receiver', site: r.site, url: r.url, listening: r.listening, credentials: r.credentials, madeCredentials: r.madeCredentials, fingerprint: r.fingerprint, recovered: r.recovered },
-            `endpoint of site ${r.site} listening on https://${r.listening}${r.url === `https://${r.listening}` ? '' : ` (peers use ${r.url})`}, certificate ${r.fingerprint}${r.madeCredentials ? ` (made in ${r.credentials})` : ''}` +
-              (r.recovered.discarded.length ? `; discarded ${r.recovered.discarded.length} uncommitted overlays` : ''),
-          );
+        const site = argv.site ?? ctx.config.localSite;
+        // Before anything starts: a second daemon of the same site and state file is refused here.
+        const { claimSites } = await import('../../plugin/control/site-claims.js');
+        const claims = await claimSites(ctx.config.state.path, site ? [site] : ctx.config.sites.map((s) => s.name));
+        try {
+          await serveSites(ctx, argv, site, sayer(argv.json));
+        } finally {
+          await claims.release();
         }
-        const api = argv.api ? await startApi({ file, config, state, sites, ...(site ? { site } : {}) }) : undefined;
-        if (api) {
-          say(
-            { event: 'api', url: api.url, fingerprint: api.fingerprint, credentials: api.credentials, madeCredentials: api.madeCredentials },
-            `API listening on ${api.url}, certificate ${api.fingerprint}${api.madeCredentials ? ` (made in ${api.credentials})` : ''}`,
-          );
-        }
-        const loops = argv.replicate
-          ? config.protections.filter((p) => !site || p.source.site === site).map(async (p) => {
-              const receiver = await receiverFor(config, file, p);
-              try {
-                await replicateContinuously(p, { sites, state, receiver }, {
-                  signal: stop.signal,
-                  intervalMs: cycleInterval(p),
-                  onCycle: (c) => reportCycle(say, p, c),
-                });
-              } finally {
-                receiver.close();
-              }
-            })
-          : [];
-        // A daemon of a DR site alone has no source VM to sync: the control socket is a source site's.
-        const servesSources = !site || config.protections.some((p) => p.source.site === site);
-        const control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say) : undefined;
-        say({ event: 'ready', ...(control ? { control: control.socket } : {}) }, 'vmdr serve: ready');
-        await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
-        await control?.close();
-        await api?.close();
-        await Promise.allSettled(loops);
-        await Promise.allSettled(receivers.map((r) => r.close()));
-        say({ event: 'stopped' }, 'vmdr serve: stopped');
       }),
     ),
 };
+
+/**
+ * The daemon's parts for `site` (every site when undefined) until SIGTERM or SIGINT: the sites'
+ * endpoints, the API, the replication loops, the control socket; then each stops in turn.
+ */
+async function serveSites({ file, config, fingerprint, sites, state }: ReplicationContext, argv: ServeOptions, site: string | undefined, say: Say): Promise<void> {
+  const stop = new AbortController();
+  const end = () => stop.abort();
+  process.once('SIGINT', end).once('SIGTERM', end);
+  // Loaded here, not at start-up: the HTTPS server (fastify) is only the daemon's.
+  const { startReceivers } = await import('../../plugin/replication/receiver/run.js');
+  const receivers = !argv.receive ? [] : await startReceivers(config, file, state, {
+    ...(site ? { only: site } : {}),
+    onProgress: stepLog(say),
+    onWarning: (err, context) => {
+      const message = err instanceof Error ? err.message : String(err);
+      const about = context.protection ? `protection ${context.protection}` : `request ${context.correlation}`;
+      say({ event: 'warning', ...context, message }, `warning: site ${context.site}, ${about}: ${message}`);
+    },
+  });
+  for (const r of receivers) {
+    say(
+      { event: 'receiver', site: r.site, url: r.url, listening: r.listening, credentials: r.credentials, madeCredentials: r.madeCredentials, fingerprint: r.fingerprint, recovered: r.recovered },
+      `endpoint of site ${r.site} listening on https://${r.listening}${r.url === `https://${r.listening}` ? '' : ` (peers use ${r.url})`}, certificate ${r.fingerprint}${r.madeCredentials ? ` (made in ${r.credentials})` : ''}` +
+        (r.recovered.discarded.length ? `; discarded ${r.recovered.discarded.length} uncommitted overlays` : ''),
+    );
+  }
+  const api = argv.api ? await startApi({ file, config, state, sites, ...(site ? { site } : {}) }) : undefined;
+  if (api) {
+    say(
+      { event: 'api', url: api.url, fingerprint: api.fingerprint, credentials: api.credentials, madeCredentials: api.madeCredentials },
+      `API listening on ${api.url}, certificate ${api.fingerprint}${api.madeCredentials ? ` (made in ${api.credentials})` : ''}`,
+    );
+  }
+  await ensureTenantNetworks({ config, sites }, site, say);
+  const loops = argv.replicate
+    ? config.protections.filter((p) => !site || p.source.site === site).map(async (p) => {
+        const receiver = await receiverFor(config, file, p);
+        try {
+          await replicateContinuously(p, { sites, state, receiver }, {
+            signal: stop.signal,
+            intervalMs: cycleInterval(p),
+            onCycle: (c) => reportCycle(say, p, c),
+          });
+        } finally {
+          receiver.close();
+        }
+      })
+    : [];
+  // A daemon of a DR site alone has no source VM to sync: the control socket is a source site's.
+  const servesSources = !site || config.protections.some((p) => p.source.site === site);
+  const control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say) : undefined;
+  say({ event: 'ready', ...(control ? { control: control.socket } : {}) }, 'vmdr serve: ready');
+  await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+  await control?.close();
+  await api?.close();
+  await Promise.allSettled(loops);
+  await Promise.allSettled(receivers.map((r) => r.close()));
+  say({ event: 'stopped' }, 'vmdr serve: stopped');
+}
 
 /** The config's HTTP API, when it has one; its modules load only then. */
 async function startApi(deps: Parameters<typeof import('../../plugin/api/run.js').startConfiguredApi>[0]) {
   if (!deps.config.api) return undefined;
   const { startConfiguredApi } = await import('../../plugin/api/run.js');
   return startConfiguredApi(deps);
+}
+
+/**
+ * Each tenant's DR networks missing on the DR sites this daemon reaches: how a DR host gets the
+ * networks of a tenant created on another host. A network that cannot be made is a warning: the
+ * daemon's receivers and loops run regardless, and the next start tries again.
+ */
+async function ensureTenantNetworks(ctx: Pick<ReplicationContext, 'config' | 'sites'>, site: string | undefined, say: Say): Promise<void> {
+  if (ctx.config.tenants.length === 0) return;
+  const { ensureAllTenantNetworks } = await import('../../plugin/tenants/networks.js');
+  try {
+    for (const n of (await ensureAllTenantNetworks(ctx.config, ctx.sites, site)).filter((e) => e.made)) {
+      say({ event: 'tenant-network', site: n.site, network: n.network }, `made tenant network ${n.network} on site ${n.site}`);
+    }
+  } catch (err) {
+    if (!(err instanceof VmdrError)) throw err;
+    say({ event: 'warning', ...err.toJSON() }, `warning: tenant networks: ${err.message}`);
+  }
 }
 
 /**

@@ -67,6 +67,7 @@ function printStatus(rows: ProtectionStatus[], where: string, json: boolean): vo
 
 /** "replicating", "failed over (fo-…, rp-N)", or "?" where this host cannot know. */
 function describeRole(r: ProtectionStatus): string {
+  if (r.role !== 'failed-over' && r.paused) return `paused (by ${r.paused.by})`;
   if (r.role === null) return '?';
   if (r.role === 'replicating') return 'replicating';
   const by = [r.failover?.id, r.failover?.point].filter((x): x is string => Boolean(x));

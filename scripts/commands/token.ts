@@ -12,7 +12,7 @@ import { durationBetween } from '../../plugin/config/schema.js';
 import { audited, cliActor } from '../../plugin/state/audit.js';
 import { StateStore } from '../../plugin/state/store.js';
 import { TokenRequestInvalid } from '../../plugin/tenants/token-errors.js';
-import { createToken, listTokens, requireTenant, revokeToken, tokenState, type TokenRecord, type TokenRole } from '../../plugin/tenants/tokens.js';
+import { createToken, listTokens, requireTenant, revokeToken, tokenState, tokenView, type TokenRecord, type TokenRole } from '../../plugin/tenants/tokens.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
@@ -33,16 +33,7 @@ async function withState<T>(configFile: string, work: (state: StateStore, config
 const describeToken = (t: TokenRecord) =>
   `token ${t.id} "${t.name}" (role ${t.role}, ${t.tenant !== undefined ? `tenant ${t.tenant}` : 'operator'}, ${t.expiresAt ? `expires ${t.expiresAt.toISOString()}` : 'no expiry'})`;
 
-const asJson = (t: TokenRecord, now: Date) => ({
-  id: t.id,
-  name: t.name,
-  tenant: t.tenant ?? null,
-  role: t.role,
-  createdAt: t.createdAt,
-  expiresAt: t.expiresAt ?? null,
-  revokedAt: t.revokedAt ?? null,
-  state: tokenState(t, now),
-});
+
 
 interface CreateOptions extends GlobalOptions {
   name: string;
@@ -99,10 +90,10 @@ const create: CommandModule<GlobalOptions, CreateOptions> = {
           await out?.close();
         }
         if (out) {
-          if (argv.json) return printJson({ ...asJson(token.record, now), file: argv.out });
+          if (argv.json) return printJson({ ...tokenView(token.record, now), file: argv.out });
           return void process.stdout.write(`${describeToken(token.record)} created and written to ${argv.out} (mode 0600): it is not kept anywhere else.\n`);
         }
-        if (argv.json) return printJson({ ...asJson(token.record, now), token: token.token, shownOnce: true });
+        if (argv.json) return printJson({ ...tokenView(token.record, now), token: token.token, shownOnce: true });
         process.stdout.write(`${token.token}\n`);
         process.stderr.write(`${describeToken(token.record)} created. This is the only time it is shown: it will not be shown again.\n`);
       }),
@@ -133,7 +124,7 @@ const list: CommandModule<GlobalOptions, ListOptions> = {
       withState(argv.config, async (state) => {
         const now = new Date();
         const tokens = listTokens(state, argv.tenant !== undefined ? { tenant: argv.tenant } : {});
-        if (argv.json) return printJson(tokens.map((t) => asJson(t, now)));
+        if (argv.json) return printJson(tokens.map((t) => tokenView(t, now)));
         if (tokens.length === 0) return void process.stdout.write('no tokens (vmdr token create --name NAME makes one)\n');
         printTable(
           ['ID', 'NAME', 'TENANT', 'ROLE', 'CREATED', 'EXPIRES', 'STATE'],
@@ -168,7 +159,7 @@ const revoke: CommandModule<GlobalOptions, RevokeOptions> = {
           () => revokeToken(state, argv.id),
           (r) => ({ object: r.record.id, tenant: r.record.tenant }),
         );
-        if (argv.json) return printJson({ ...asJson(record, new Date()), alreadyRevoked });
+        if (argv.json) return printJson({ ...tokenView(record, new Date()), alreadyRevoked });
         process.stdout.write(
           alreadyRevoked
             ? `${describeToken(record)} was already revoked at ${record.revokedAt!.toISOString()}\n`

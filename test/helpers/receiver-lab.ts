@@ -61,14 +61,15 @@ export interface ProtectionSpec {
   name: string;
   site?: string;
   keep?: number;
+  tenant?: string;
 }
 
 /** A whole vmdr.yaml: a source site never contacted, the DR site `dr` with storage and receiver. */
-export function receiverConfigYaml(o: { statePath: string; storage: string; listen: string; credentials: string; protections: ProtectionSpec[] }): string {
+export function receiverConfigYaml(o: { statePath: string; storage: string; listen: string; credentials: string; protections: ProtectionSpec[]; tenants?: string }): string {
   const protections = o.protections
     .map(
       (p) => `  - name: ${p.name}
-    source: { site: prod, vm: ${p.name} }
+    source: { site: prod, vm: ${p.name} }${p.tenant ? `\n    tenant: ${p.tenant}` : ''}
     retention: { keep: ${p.keep ?? 24} }
     target: { site: ${p.site ?? 'dr'}, vm: ${p.name}-dr, nics: [{ network: test-net }] }`,
     )
@@ -82,7 +83,7 @@ sites:
     storage: ${o.storage}
     receiver: { listen: "${o.listen}", credentials: ${o.credentials} }
   - { name: dr2, uri: "test:///default", storage: ${o.storage}-dr2 }
-protections:
+${o.tenants ? `tenants:\n${o.tenants}\n` : ''}protections:
 ${protections}
 `;
 }

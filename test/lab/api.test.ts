@@ -134,6 +134,34 @@ describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)'
     assert.match(none.stderr, /no token/);
   });
 
+  it('runs a drill through the API (`vmdr failover --test --server`): the report, and the run listed for its tenant only', async () => {
+    const r = await asTenant(tokens.acme!, 'failover', vm.name, '--test', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as { id: string; kind: string; status: string; vms: { protection: string }[] };
+    assert.equal(report.kind, 'test');
+    assert.equal(report.status, 'succeeded');
+    assert.deepEqual(report.vms.map((v) => v.protection), [vm.name]);
+
+    const call = async (token: string, path: string) => {
+      const { ApiClient } = await import('../../plugin/api/client.js');
+      const client = new ApiClient({ url: server.VMDR_SERVER!, fingerprint: server.VMDR_SERVER_FINGERPRINT!, token });
+      try {
+        return await client.get<unknown>(path);
+      } catch (err) {
+        return { code: (err as { code: string }).code };
+      } finally {
+        client.close();
+      }
+    };
+    const mine = (await call(tokens.acmeRead!, '/api/v1/failovers')) as { id: string; status: string }[];
+    assert.deepEqual(mine.map((x) => [x.id, x.status]), [[report.id, 'succeeded']]);
+    assert.deepEqual(await call(tokens.globex!, '/api/v1/failovers'), []);
+    assert.deepEqual(await call(tokens.globex!, `/api/v1/failovers/${report.id}`), { code: 'FAILOVER_UNKNOWN' });
+    const stored = (await call(tokens.acmeRead!, `/api/v1/failovers/${report.id}`)) as { id: string; vms: unknown[]; rtoMs: number | null };
+    assert.equal(stored.id, report.id);
+    assert.deepEqual(stored.vms, report.vms, 'the stored timeline is the one the run printed');
+  });
+
   it('refuses a daemon whose certificate is not the one named, before the token leaves', async () => {
     const r = await vmdr(['status'], { ...server, VMDR_SERVER_FINGERPRINT: `SHA256:${'AB:'.repeat(31)}AB`, VMDR_TOKEN: tokens.acme! });
     assert.equal(r.code, 1);

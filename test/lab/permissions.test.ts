@@ -3,7 +3,9 @@
  * over and reverted from the CLI (QEMU, as libvirt-qemu, boots an overlay on a recovery point).
  * Then every file and directory vmdr made (state, credentials, replica, overlays, seeds, console
  * logs) is tried as other users would: `nobody` reads none of them, and once no VM runs on the
- * replica, neither does libvirt-qemu (every customer's QEMU runs as that one user).
+ * replica, neither does libvirt-qemu (every customer's QEMU runs as that one user). The protection
+ * is a tenant's: its replica lies under tenants/<tenant>/, two directories deeper, which QEMU
+ * must pass through to boot it and nobody else may.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -82,6 +84,7 @@ describe('least privilege on disk (qemu:///system)', function () {
     config = await writeOneHostConfig(
       vm,
       `  - name: ${vm.name}
+    tenant: acme
     source: { site: prod, vm: ${vm.name} }
     health: { serial: "^VMDR-GUEST ready", timeout: 90s }
     target:
@@ -90,6 +93,8 @@ describe('least privilege on disk (qemu:///system)', function () {
       hostname: perms-dr
       boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
       nics: [{ network: ${drNetwork}, addresses: [192.0.2.31/24] }]
+tenants:
+  - { name: acme }
 `, { statePath: join(vm.dir, 'state', 'state.db'), credentials: false },
     );
     serve = await startServe(config, { args: ['--no-replicate'] });
@@ -118,6 +123,7 @@ describe('least privilege on disk (qemu:///system)', function () {
 
     const entries = await assertClosedToOthers('failed over');
     const names = entries.map((e) => e.path);
+    assert.ok(names.includes(join(vm.dir, 'replicas', 'tenants', 'acme', vm.name, 'vda', 'base.qcow2')), "the replica is in the tenant's directory");
     for (const expected of [/state\/state\.db$/, /state\/state\.db-wal$/, /state\/receiver-dr\/tls\.crt$/, /state\/receiver-dr\/tls\.key$/, /vda\/base\.qcow2$/, /vda\/point-2\.qcow2$/, /vda\/failover-fo-[^/]+\.qcow2$/, /\/seed-[^/]+\.iso$/, /\/console\.log$/]) {
       assert.ok(names.some((n) => expected.test(n)), `the walk saw ${expected} (${names.join(', ')})`);
     }

@@ -79,7 +79,7 @@ protections:
     assert.equal(vm.nics[0]!.network, drNetwork);
     assert.equal(vm.nics[0]!.mac, `52:54:00:7e:${id.slice(0, 2)}:${id.slice(2, 4)}`);
     assert.equal(vm.labels.protection, 'web');
-    const replica = await imageInfo(baseImage(storage, 'web', 'vda'));
+    const replica = await imageInfo(baseImage(storage, { name: 'web' }, 'vda'));
     const sourceDisk = await imageInfo(production.vm.disks[0]!.path!);
     assert.equal(replica.virtualSize, sourceDisk.virtualSize);
 
@@ -93,13 +93,13 @@ protections:
   it('boots the target from the replica with the DR hostname, MAC and address it was given', async () => {
     const src = await adapter.getVm(source);
     await adapter.stop(source, { mode: 'force' });
-    await copyImage(src.disks[0]!.path!, baseImage(storage, 'web', 'vda'));
+    await copyImage(src.disks[0]!.path!, baseImage(storage, { name: 'web' }, 'vda'));
     const protection = config().protections[0]!;
     // Given at provisioning: the failover's identity step finds it in place and changes nothing.
     const applied = await giveIdentity(adapter, protection);
     assert.equal(applied.action, 'in-place');
     assert.deepEqual((await adapter.getVm(target)).disks.filter((d) => d.identitySeed).map((d) => d.path), [applied.seed]);
-    const log = serialLog(storage, 'web');
+    const log = serialLog(storage, { name: 'web' });
     const from = await fileSize(log);
     await adapter.start(target);
     const line = await waitForSerialLine({ vm: target, file: log, pattern: GUEST_READY, timeoutMs: 60_000, fromOffset: from });

@@ -184,7 +184,7 @@ describe('the two-site lab: two hosts, and replication across them', function ()
     const ended = new Promise<number | string | null>((resolve) => sync.once('exit', (code, signal) => resolve(code ?? signal)));
     const shipping = await shippingPast(sync, 0.25, 90_000);
     // The DR site is writing the cycle's overlay: a point file beyond the committed one.
-    const drDisk = diskDir(configs.storage.dr, protection, 'vda');
+    const drDisk = diskDir(configs.storage.dr, { name: protection }, 'vda');
     assert.equal((await pointFilesIn(drDisk)).length, 2, 'the DR site writes the new overlay');
     const killedAt = Date.now();
     await lab.source.kill();

@@ -11,11 +11,23 @@ import type { Protection } from '../../config/schema.js';
 import { listRecoveryPoints } from '../../replication/points.js';
 import type { RecoveryPoint } from '../../replication/replica/store.js';
 import { syncAsAsked } from '../../replication/sync-request.js';
+import { pauseOf, pauseProtection, resumeProtection } from '../../state/pauses.js';
 import { mayOperate, principalOf, visible, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
 import { describeOperationError, OperationAccepted, operationAccepted } from './operations.js';
 
-export const NameParams = z.strictObject({ name: z.string().min(1).max(128) });
+/**
+ * A name as a request carries it: a protection's, or the source VM's the CLI also takes. Path
+ * separators, `..` and control characters are refused here, at the edge, with 400 naming the
+ * parameter: no such name reaches a lookup, a log line or a path.
+ */
+export const SafeName = z
+  .string()
+  .min(1)
+  .max(128)
+  .refine((s) => !/[\/\\\x00-\x1f\x7f]/.test(s) && !s.includes('..'), 'a name without "/", "\\", ".." or control characters');
+
+export const NameParams = z.strictObject({ name: SafeName });
 
 export const ProtectionView = z.object({
   name: z.string(),
@@ -75,8 +87,52 @@ function pointView(point: RecoveryPoint, withImages: boolean): z.infer<typeof Po
   };
 }
 
+const PauseBody = z.strictObject({ reason: z.string().max(500).optional() }).default({});
+const PauseView = z.object({ protection: z.string(), paused: z.object({ by: z.string(), at: z.string(), reason: z.string().nullable() }).nullable() });
+
 export function registerProtectionRoutes(app: FastifyInstance, ctx: ApiContext): void {
   const api = app.withTypeProvider<ZodTypeProvider>();
+  /** Syncs and pauses are the business of the daemon whose loop replicates the protection: its source site's. */
+  const replicatedHere = (p: Protection) => {
+    if (ctx.site && p.source.site !== ctx.site) {
+      throw new VmdrError('SYNC_ELSEWHERE', `protection "${p.name}" replicates from site "${p.source.site}": ask that site's vmdr serve`, {
+        subject: { protection: p.name, site: p.source.site },
+      });
+    }
+  };
+  const pauseView = (name: string): z.infer<typeof PauseView> => {
+    const held = pauseOf(ctx.state.db, name);
+    return { protection: name, paused: held ? { by: held.pausedBy, at: held.pausedAt.toISOString(), reason: held.reason } : null };
+  };
+
+  api.post(
+    '/protections/:name/pause',
+    {
+      config: { action: 'protection.pause' },
+      schema: { tags: ['protections'], summary: 'Pause replication: no cycle and no sync until resumed', params: NameParams, body: PauseBody, response: { 200: PauseView } },
+    },
+    async (req) => {
+      const p = find(req, req.params.name);
+      const who = mayOperate(req);
+      replicatedHere(p);
+      pauseProtection(ctx.state.db, p.name, who.tokenName, req.body.reason);
+      ctx.status.forget();
+      return pauseView(p.name);
+    },
+  );
+
+  api.post(
+    '/protections/:name/resume',
+    { config: { action: 'protection.resume' }, schema: { tags: ['protections'], summary: 'Resume replication paused by an operator', params: NameParams, response: { 200: PauseView } } },
+    async (req) => {
+      const p = find(req, req.params.name);
+      mayOperate(req);
+      replicatedHere(p);
+      resumeProtection(ctx.state.db, p.name);
+      ctx.status.forget();
+      return pauseView(p.name);
+    },
+  );
   // By its name or its source VM's, as the CLI takes it, among the caller's own only.
   const find = (req: Parameters<typeof visible>[0], name: string) => {
     const mine = visibleOnly(req, ctx.config.protections, tenantOfProtection);
@@ -116,11 +172,7 @@ export function registerProtectionRoutes(app: FastifyInstance, ctx: ApiContext):
     async (req, reply) => {
       const p = find(req, req.params.name);
       const who = mayOperate(req);
-      if (ctx.site && p.source.site !== ctx.site) {
-        throw new VmdrError('SYNC_ELSEWHERE', `protection "${p.name}" syncs from site "${p.source.site}": ask that site's vmdr serve`, {
-          subject: { protection: p.name, site: p.source.site },
-        });
-      }
+      replicatedHere(p);
       const op = ctx.operations.start({
         kind: 'sync',
         subject: { protection: p.name },

@@ -25,6 +25,7 @@ export const STATUS_OF_CODE: Record<string, number> = {
   INVALID_REPLICA_NAME: 400,
   PEER_UNKNOWN: 401,
   PROTECTION_UNKNOWN: 404,
+  QUOTA_EXCEEDED: 403,
 };
 
 /** fastify's own errors for a request it could not parse. */

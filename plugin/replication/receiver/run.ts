@@ -50,7 +50,7 @@ export async function startReceivers(
       const dir = credentialsDir(config, site);
       const urlHost = endpoint.url ? new URL(endpoint.url).hostname.replace(/^\[|\]$/g, '') : host;
       const credentials = await ensureIdentity(dir, site.name, [host, urlHost]);
-      const replicas = targeted ? new ReplicaStore(site.storage!, state) : undefined;
+      const replicas = targeted ? new ReplicaStore(site.storage!, state, { config }) : undefined;
       const recovered = replicas ? await replicas.recover() : { discarded: [], mergesFinished: [] };
       if (replicas) await closeReplicas(replicas.storage);
       let app: FastifyInstance | undefined;

@@ -37,6 +37,7 @@ import { registerSourceRoutes } from './source-routes.js';
 import { registerFailbackRoutes } from '../../sites/failback-routes.js';
 import type { StateStore } from '../../state/store.js';
 import { registerSourceSiteRoutes } from '../../sites/source-site-routes.js';
+import { TenantQuotas } from '../../tenants/quotas.js';
 
 export interface ReceiverOptions {
   config: Config;
@@ -94,6 +95,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
   const { config, site, credentials } = options;
   // Only reached through protectionOf, which serves no protection when the site holds no replicas.
   const replicas = options.replicas as ReplicaStore;
+  const quotas = options.replicas && new TenantQuotas(site, options.replicas.storage, config, options.replicas.state);
   const peers = new PinnedPeers(credentials.dir);
   const limits: ReceiverLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const idleMs = options.bodyIdleTimeoutMs ?? 60_000;
@@ -215,6 +217,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     busy += 1;
     cycles.set(p.name, (cycles.get(p.name) ?? 0) + 1);
     let stopWaiting = () => {};
+    let releaseQuota = () => {};
     try {
       // The body's own timers (CycleBody) bound waiting for the sender; the socket's idle timer
       // would also fire while the cycle waits for its turn or its writes, which is no fault of the sender.
@@ -224,7 +227,11 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
       // Before the turn and before anything exists on disk: a header the replica cannot take.
       const offsetMs = senderClockOffsetMs(req.headers[CLOCK_HEADER], limits);
       checkStreamHeader(stream.header, p.name, replicas.latestPoint(p.name), limits, Date.now(), offsetMs);
+      // Still before the turn and before anything exists: the tenant's quotas, from what the header announces.
+      releaseQuota = await quotas!.admitCycle(p, stream.header.dataBytes);
       body.setBudget(cycleBudgetMs(stream.header, limits));
+      // The header is taken: the sender waits for this before it sends the frames (ReceiverClient.sendCycle).
+      reply.raw.writeProcessing();
       stopWaiting = whileWaiting(reply);
       const { point } = await turns.run(p.name, () => {
         stopWaiting();
@@ -238,6 +245,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
       return send(reply, { point });
     } finally {
       stopWaiting();
+      releaseQuota();
       busy -= 1;
       const left = (cycles.get(p.name) ?? 1) - 1;
       if (left > 0) cycles.set(p.name, left);
@@ -277,7 +285,7 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
     return reply;
   });
 
-  registerSourceRoutes(app, { protectionOf, replicas });
+  registerSourceRoutes(app, { protectionOf, replicas, quotas: quotas! });
   registerFailbackRoutes(app, { config, site, idleMs, limits });
   registerSourceSiteRoutes(app, { config, file: options.file ?? 'the config', site, state: options.state ?? options.replicas?.state, onWarning: options.onWarning });
 

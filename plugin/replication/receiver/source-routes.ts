@@ -12,6 +12,7 @@ import type { Protection } from '../../config/schema.js';
 import { releaseKept, toRecordedSource } from '../../protections/source-record.js';
 import { recordedSource, recordSource } from '../../state/sources.js';
 import type { ReplicaStore } from '../replica/store.js';
+import type { TenantQuotas } from '../../tenants/quotas.js';
 
 const RecordBody = z.strictObject({
   uuid: z.string().min(1).max(128),
@@ -23,7 +24,10 @@ const ReleaseBody = z.strictObject({
   points: z.union([z.literal('replaced'), z.array(z.string().min(1).max(64)).min(1).max(10_000)]),
 });
 
-export function registerSourceRoutes(app: FastifyInstance, ctx: { protectionOf: (req: FastifyRequest, name: string) => Protection; replicas: ReplicaStore }): void {
+export function registerSourceRoutes(
+  app: FastifyInstance,
+  ctx: { protectionOf: (req: FastifyRequest, name: string) => Protection; replicas: ReplicaStore; quotas: TenantQuotas },
+): void {
   const db = () => ctx.replicas.state.db;
 
   app.get<{ Params: { protection: string } }>('/v1/protections/:protection/source', async (req) => {
@@ -35,6 +39,8 @@ export function registerSourceRoutes(app: FastifyInstance, ctx: { protectionOf: 
   app.put<{ Params: { protection: string } }>('/v1/protections/:protection/source', async (req) => {
     const p = ctx.protectionOf(req, req.params.protection);
     const body = RecordBody.parse(req.body);
+    // The first thing `vmdr protect` writes here: a VM beyond its tenant's quota is refused before its target is staged.
+    await ctx.quotas.admitVm(p);
     const r = recordSource(db(), p.name, { uuid: body.uuid, name: body.vm }, { replace: body.replace });
     return {
       outcome: r.outcome,

@@ -9,16 +9,20 @@
  *   takes those back (`reclaimImages`) once the VM that used them is off.
  * - Its group gets search permission, and nothing else, on the directories from the site's storage
  *   down to the images (root:libvirt-qemu 0710): it can open a name it is given, it cannot list,
- *   create or delete one, and every other user is kept out at the storage directory.
+ *   create or delete one, and every other user is kept out at the storage directory. For a
+ *   tenant's replica that path passes `tenants/` and `tenants/<tenant>/` (layout.ts), which get the
+ *   same mode: QEMU needs search on every directory of the path and nothing more. Until a VM boots
+ *   from a replica its directories stay 0700, its images 0600: QEMU reads nothing of a replica
+ *   no VM of it runs on (the receiver writes through qemu-nbd, which runs as vmdr's user).
  */
 import { existsSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { VmdrError } from '../../../hypervisors/errors.js';
 import type { ImageUser } from '../../../hypervisors/types.js';
-import { diskDir, protectionDir } from '../layout.js';
+import { protectionDir, tenantDir, tenantsIn, TENANTS_DIR, type ReplicaOwner } from '../layout.js';
 import { subdirectories } from './files.js';
-import { isValidName } from './names.js';
+import { isValidProtectionName } from './names.js';
 
 /** Group search only: see the module comment. */
 const REACHABLE_DIR_MODE = 0o710;
@@ -45,16 +49,16 @@ export async function makeReplicaDir(storage: string, dir: string): Promise<void
 }
 
 /**
- * Lets `user` reach the images of protection `protection` under `storage`: the directories from
+ * Lets `user` reach the images of `owner`'s replica under `storage`: the directories from
  * the storage down get group `user.gid` and mode 0710, images lose any group and other bits (a
  * replica made before vmdr kept them private), and a directory above the storage that `user`
  * cannot pass through is refused by name. Nothing to do when the host has no such user.
  */
-export async function letHypervisorReach(storage: string, protection: string, user: ImageUser | undefined): Promise<void> {
+export async function letHypervisorReach(storage: string, owner: ReplicaOwner, user: ImageUser | undefined): Promise<void> {
   if (!user) return;
   await checkAncestors(storage, user);
-  const top = protectionDir(storage, protection);
-  const dirs = [storage, top, ...(await subdirectories(top)).map((d) => diskDir(storage, protection, d))];
+  const top = protectionDir(storage, owner);
+  const dirs = [...pathDown(storage, top), ...(await subdirectories(top)).map((d) => join(top, d))];
   for (const dir of dirs) {
     await makeReplicaDir(storage, dir);
     const st = await stat(dir);
@@ -68,11 +72,11 @@ export async function letHypervisorReach(storage: string, protection: string, us
  * Takes back the images of `protection` that libvirt left owned by the hypervisor's user after a
  * VM booted on them stopped, so no other VM's process (they all run as that user) can open them.
  */
-export async function reclaimImages(storage: string, protection: string): Promise<void> {
+export async function reclaimImages(storage: string, owner: ReplicaOwner): Promise<void> {
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
-  const top = protectionDir(storage, protection);
-  for (const dir of [top, ...(await subdirectories(top)).map((d) => diskDir(storage, protection, d))]) {
+  const top = protectionDir(storage, owner);
+  for (const dir of [top, ...(await subdirectories(top)).map((d) => join(top, d))]) {
     for (const file of await filesIn(dir)) {
       const st = await stat(file);
       if (st.uid !== uid || st.gid !== gid) await chown(file, uid, gid);
@@ -88,13 +92,21 @@ export async function reclaimImages(storage: string, protection: string): Promis
 export async function closeReplicas(storage: string): Promise<void> {
   if (!existsSync(storage)) return;
   await narrow(storage, REACHABLE_DIR_MODE);
-  for (const protection of (await subdirectories(storage)).filter(isValidName)) {
-    const top = join(storage, protection);
+  const tenants = tenantsIn(storage).map((t) => tenantDir(storage, t));
+  for (const dir of [...(tenants.length ? [join(storage, TENANTS_DIR)] : []), ...tenants]) await narrow(dir, REACHABLE_DIR_MODE);
+  const tops = [storage, ...tenants].map(async (parent) => (await subdirectories(parent)).filter(isValidProtectionName).map((p) => join(parent, p)));
+  for (const top of (await Promise.all(tops)).flat()) {
     for (const dir of [top, ...(await subdirectories(top)).map((d) => join(top, d))]) {
       await narrow(dir, REACHABLE_DIR_MODE);
       await makePrivate(dir);
     }
   }
+}
+
+/** `storage`, then each directory from it down to `dir`. */
+function pathDown(storage: string, dir: string): string[] {
+  const path = relative(storage, dir).split(sep).filter(Boolean);
+  return [storage, ...path.map((_, i) => join(storage, ...path.slice(0, i + 1)))];
 }
 
 async function makePrivate(dir: string): Promise<void> {

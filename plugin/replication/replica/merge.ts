@@ -16,7 +16,7 @@ import type { Progress } from '../../../hypervisors/types.js';
 import { deleteMerge, insertMerge, pendingMerge } from '../../state/merges.js';
 import { deletePointsBefore, pointRows, setDiskImage, type PointRow } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
-import { diskDir } from '../layout.js';
+import { diskDir, type ReplicaOwner } from '../layout.js';
 import { failpoint } from './failpoints.js';
 import { BASE_IMAGE } from './files.js';
 import { imageInfo } from '../qemu-img.js';
@@ -60,7 +60,8 @@ export function startMerge(state: StateStore, points: PointRow[], target: PointR
 }
 
 /** Finishes the protection's journaled merge, if any; returns the id of the point now held by base. */
-export async function finishMerge(storage: string, state: StateStore, protection: string, onProgress?: (progress: Progress) => void): Promise<string | undefined> {
+export async function finishMerge(storage: string, state: StateStore, owner: ReplicaOwner, onProgress?: (progress: Progress) => void): Promise<string | undefined> {
+  const protection = owner.name;
   const merge = pendingMerge(state.db, protection);
   if (!merge) return undefined;
   // Counted in overlays committed into base: each is one qemu-img commit, the merge's unit of work.
@@ -70,7 +71,7 @@ export async function finishMerge(storage: string, state: StateStore, protection
   const report = (disk?: string) => onProgress?.({ phase: 'merge', unit: 'steps', done, total, subject: { protection, point }, ...(disk ? { detail: `disk ${disk}` } : {}) });
   report();
   for (const [disk, files] of Object.entries(merge.plan)) {
-    const dir = diskDir(storage, protection, disk);
+    const dir = diskDir(storage, owner, disk);
     const base = join(dir, BASE_IMAGE);
     const found = files.findIndex((f) => existsSync(join(dir, f)));
     // None left: all merged and deleted, only the DB record was missing.
@@ -105,7 +106,7 @@ export async function finishMerge(storage: string, state: StateStore, protection
     })
     .immediate();
   failpoint('merge-after-record');
-  for (const [disk, files] of Object.entries(merge.plan)) await removeFile(join(diskDir(storage, protection, disk), files[files.length - 1]!));
+  for (const [disk, files] of Object.entries(merge.plan)) await removeFile(join(diskDir(storage, owner, disk), files[files.length - 1]!));
   return point;
 }
 

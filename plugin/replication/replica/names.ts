@@ -1,5 +1,6 @@
 /** Protection and disk names become directory names on the DR host: refuse anything that could leave the storage directory. */
 import { VmdrError } from '../../../hypervisors/errors.js';
+import { TENANTS_DIR } from '../layout.js';
 
 const SAFE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
@@ -15,6 +16,11 @@ export function isValidName(name: string): boolean {
   return SAFE.test(name);
 }
 
+/** A protection's name is also a directory beside the tenants' one (layout.ts), which it must not be. */
+export function isValidProtectionName(name: string): boolean {
+  return SAFE.test(name) && name !== TENANTS_DIR;
+}
+
 export function checkName(kind: 'protection' | 'disk', name: string): void {
-  if (!SAFE.test(name)) throw new InvalidReplicaName(kind, name);
+  if (!(kind === 'protection' ? isValidProtectionName(name) : SAFE.test(name))) throw new InvalidReplicaName(kind, name);
 }

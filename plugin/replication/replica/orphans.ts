@@ -7,18 +7,20 @@ import { join } from 'node:path';
 import { pendingMerge } from '../../state/merges.js';
 import { pointRows } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
-import { diskDir, protectionDir } from '../layout.js';
+import { protectionDir, type ReplicaOwner } from '../layout.js';
 import { overlayFilesIn, subdirectories } from './files.js';
 import { removeFile } from './images.js';
 
-export async function deleteOrphans(storage: string, state: StateStore, protection: string, keep: ReadonlySet<string> = new Set()): Promise<string[]> {
+export async function deleteOrphans(storage: string, state: StateStore, owner: ReplicaOwner, keep: ReadonlySet<string> = new Set()): Promise<string[]> {
+  const protection = owner.name;
+  const top = protectionDir(storage, owner);
   const referenced = new Set<string>();
   for (const point of pointRows(state.db, protection)) for (const d of point.disks) referenced.add(join(d.disk, d.image));
   for (const [disk, files] of Object.entries(pendingMerge(state.db, protection)?.plan ?? {})) for (const f of files) referenced.add(join(disk, f));
   const deleted: string[] = [];
-  for (const disk of await subdirectories(protectionDir(storage, protection))) {
-    for (const file of await overlayFilesIn(diskDir(storage, protection, disk))) {
-      const path = join(diskDir(storage, protection, disk), file);
+  for (const disk of await subdirectories(top)) {
+    for (const file of await overlayFilesIn(join(top, disk))) {
+      const path = join(top, disk, file);
       if (referenced.has(join(disk, file)) || keep.has(path)) continue;
       if (await removeFile(path)) deleted.push(path);
     }

@@ -6,13 +6,14 @@
  */
 import { existsSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { TaskOptions } from '../../../hypervisors/types.js';
 import { pendingMerge, protectionsWithMerges } from '../../state/merges.js';
 import { protectionsWithLeases } from '../../state/leases.js';
 import { insertPoint, latestSeq, pointRows, protectionsWithPoints, setPinned, type PointRow } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
-import { baseImage, diskDir, protectionDir } from '../layout.js';
+import type { Config } from '../../config/schema.js';
+import { baseImage, diskDir, protectionDir, replicaOwner, tenantDir, tenantsIn, type ReplicaOwner } from '../layout.js';
 import { ProtectionFailedOver, ReplicaBusy, RecoveryPointNotFound } from './errors.js';
 import { roleOf } from '../../state/roles.js';
 import { makeReplicaDir } from './access.js';
@@ -21,7 +22,7 @@ import { nextFileName, pointFileName, subdirectories } from './files.js';
 import { createQcow2, removeFile } from './images.js';
 import { DEFAULT_LEASE_TTL_MS, ReplicaLease } from './lease.js';
 import { finishMerge, startMerge } from './merge.js';
-import { checkName, isValidName } from './names.js';
+import { checkName, isValidProtectionName } from './names.js';
 import { deleteOrphans } from './orphans.js';
 import { PendingReplicaPoint, removeMade, type MadeForPoint } from './pending.js';
 import { retentionCut, type RetentionPolicy } from './retention.js';
@@ -98,12 +99,29 @@ export class ReplicaStore {
    */
   private readonly next = new Map<string, NextOverlays>();
 
+  private readonly config: Pick<Config, 'protections'>;
+
   constructor(
     readonly storage: string,
     readonly state: StateStore,
-    options: { leaseTtlMs?: number } = {},
+    /**
+     * `config`: its protections say each replica's tenant, and so where a new replica is made
+     * (layout.ts). Without it every new replica is made at the storage's top.
+     */
+    options: { leaseTtlMs?: number; config?: Pick<Config, 'protections'> } = {},
   ) {
     this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+    this.config = options.config ?? { protections: [] };
+  }
+
+  /** Whose replica `protection` is: its directory follows (layout.ts). */
+  owner(protection: string): ReplicaOwner {
+    return replicaOwner(this.config, protection);
+  }
+
+  /** The directory of `protection`'s replica (where it is, or where its first point will make it). */
+  protectionDir(protection: string): string {
+    return protectionDir(this.storage, this.owner(protection));
   }
 
   async recover(protection?: string): Promise<RecoverResult> {
@@ -115,7 +133,8 @@ export class ReplicaStore {
             ...protectionsWithPoints(this.state.db),
             ...protectionsWithMerges(this.state.db),
             ...protectionsWithLeases(this.state.db),
-            ...(await subdirectories(this.storage)).filter(isValidName),
+            ...(await subdirectories(this.storage)).filter(isValidProtectionName),
+            ...(await Promise.all(tenantsIn(this.storage).map((t) => subdirectories(tenantDir(this.storage, t))))).flat().filter(isValidProtectionName),
           ]),
         ].sort();
     if (protection) checkName('protection', protection);
@@ -126,7 +145,7 @@ export class ReplicaStore {
         continue;
       }
       try {
-        const merged = await finishMerge(this.storage, this.state, name);
+        const merged = await finishMerge(this.storage, this.state, this.owner(name));
         if (merged) result.mergesFinished.push(`${name}/${merged}`);
         result.discarded.push(...(await this.deleteOrphans(name)));
       } finally {
@@ -137,7 +156,10 @@ export class ReplicaStore {
   }
 
   listPoints(protection: string): RecoveryPoint[] {
-    return pointRows(this.state.db, protection).map((r) => this.toPoint(r));
+    const rows = pointRows(this.state.db, protection);
+    // One look for the replica's directory, not one per point.
+    const dir = rows.length > 0 ? this.protectionDir(protection) : '';
+    return rows.map((r) => this.toPoint(r, dir));
   }
 
   latestPoint(protection: string): RecoveryPoint | undefined {
@@ -170,10 +192,11 @@ export class ReplicaStore {
       const seq = latestSeq(this.state.db, protection) + 1;
       const overlays: PendingPoint['overlays'] = [];
       for (const { name, sizeBytes } of disks) {
-        const dir = diskDir(this.storage, protection, name);
-        for (const d of [protectionDir(this.storage, protection), dir]) if (!existsSync(d)) made.dirs.unshift(d);
+        const owner = this.owner(protection);
+        const dir = diskDir(this.storage, owner, name);
+        for (const d of [...tenantDirs(this.storage, owner), protectionDir(this.storage, owner), dir]) if (!existsSync(d)) made.dirs.unshift(d);
         await makeReplicaDir(this.storage, dir);
-        const base = baseImage(this.storage, protection, name);
+        const base = baseImage(this.storage, owner, name);
         if (!existsSync(base)) {
           made.bases.push(base);
           await createQcow2(base, sizeBytes);
@@ -216,7 +239,7 @@ export class ReplicaStore {
     const overlays: NextOverlays['overlays'] = [];
     try {
       for (const d of latest.disks) {
-        const image = join(diskDir(this.storage, protection, d.disk), nextFileName(seq));
+        const image = join(diskDir(this.storage, this.owner(protection), d.disk), nextFileName(seq));
         overlays.push({ disk: d.disk, image, sizeBytes: d.sizeBytes, backing: d.image });
         await createQcow2(image, d.sizeBytes, d.image);
       }
@@ -231,7 +254,7 @@ export class ReplicaStore {
   async applyRetention(protection: string, policy: RetentionPolicy, now = new Date(), task: Pick<TaskOptions, 'onProgress'> = {}): Promise<{ dropped: string[]; skipped?: string }> {
     const lease = ReplicaLease.acquire(this.state, protection, 'retention', this.leaseTtlMs);
     try {
-      await finishMerge(this.storage, this.state, protection, task.onProgress);
+      await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
       const db = this.state.db;
       const cut = db
         .transaction(() => {
@@ -243,7 +266,7 @@ export class ReplicaStore {
         .immediate();
       if (!('target' in cut)) return cut.skipped ? { dropped: [], skipped: cut.skipped } : { dropped: [] };
       failpoint('merge-after-intent');
-      await finishMerge(this.storage, this.state, protection, task.onProgress);
+      await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
       await this.deleteOrphans(protection);
       return { dropped: cut.drop.map((p) => `rp-${p.seq}`) };
     } finally {
@@ -325,10 +348,10 @@ export class ReplicaStore {
 
   /** Overlays nothing refers to, but those this process made ahead for the next point. */
   private deleteOrphans(protection: string): Promise<string[]> {
-    return deleteOrphans(this.storage, this.state, protection, new Set(this.next.get(protection)?.overlays.map((o) => o.image)));
+    return deleteOrphans(this.storage, this.state, this.owner(protection), new Set(this.next.get(protection)?.overlays.map((o) => o.image)));
   }
 
-  private toPoint(r: PointRow): RecoveryPoint {
+  private toPoint(r: PointRow, dir = this.protectionDir(r.protection)): RecoveryPoint {
     return {
       id: `rp-${r.seq}`,
       protection: r.protection,
@@ -343,7 +366,13 @@ export class ReplicaStore {
       zeroBytes: r.zeroBytes,
       pinned: r.pinned,
       replacedSource: r.replacedSource ?? null,
-      disks: r.disks.map((d) => ({ disk: d.disk, image: join(diskDir(this.storage, r.protection, d.disk), d.image), sizeBytes: d.sizeBytes })),
+      disks: r.disks.map((d) => ({ disk: d.disk, image: join(dir, d.disk, d.image), sizeBytes: d.sizeBytes })),
     };
   }
+}
+
+/** The tenants' directory and the tenant's own, when the replica is made under them. */
+function tenantDirs(storage: string, owner: ReplicaOwner): string[] {
+  if (owner.tenant === undefined || !protectionDir(storage, owner).startsWith(tenantDir(storage, owner.tenant))) return [];
+  return [dirname(tenantDir(storage, owner.tenant)), tenantDir(storage, owner.tenant)];
 }

@@ -8,7 +8,7 @@ import { ProtectionFailedOver } from '../replica/errors.js';
 import type { RecoveryPoint } from '../replica/store.js';
 import type { RecordedSource } from '../../protections/source-identity.js';
 import { MAX_ANSWER_BYTES, PeerClient, readAll, type PeerCredentials } from '../../sites/peer-client.js';
-import { DELTA_STREAM_TYPE } from '../stream/format.js';
+import { DELTA_STREAM_TYPE, STREAM_PREFIX_BYTES } from '../stream/format.js';
 
 type WirePoint = Omit<RecoveryPoint, 'time' | 'committedAt'> & { time: string; committedAt: string };
 const toPoint = (p: WirePoint): RecoveryPoint => ({ ...p, time: new Date(p.time), committedAt: new Date(p.committedAt) });
@@ -76,14 +76,26 @@ export class ReceiverClient {
     return readAll(res, Number.MAX_SAFE_INTEGER);
   }
 
-  /** Ships one cycle; resolves with the recovery point the receiver committed (its acknowledgement). */
+  /**
+   * Ships one cycle; resolves with the recovery point the receiver committed (its acknowledgement).
+   * The stream's header goes first, alone: the frames follow once the receiver has taken it (its
+   * first 102 Processing). A refusal of the header (its tenant's quota, a wrong base) then arrives
+   * as the receiver's answer while nothing else is on its way, instead of as a connection cut under
+   * frames already sent, and the cycle ships nothing.
+   */
   async sendCycle(protection: string, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<RecoveryPoint> {
-    const res = await this.peer.request('POST', `/v1/protections/${encodeURIComponent(protection)}/cycles`, {
-      type: DELTA_STREAM_TYPE,
-      // Run ahead of the socket by a few frames, so a slow moment on one side does not stall the other.
-      body: Readable.from(body, { objectMode: false, highWaterMark: 16 * 1024 * 1024 }),
-      signal,
-    });
+    let admit!: () => void;
+    const admitted = new Promise<void>((resolve) => (admit = resolve));
+    const res = await this.peer
+      .request('POST', `/v1/protections/${encodeURIComponent(protection)}/cycles`, {
+        type: DELTA_STREAM_TYPE,
+        // Run ahead of the socket by a few frames, so a slow moment on one side does not stall the other.
+        body: Readable.from(headerFirst(body, admitted), { objectMode: false, highWaterMark: 16 * 1024 * 1024 }),
+        onInformation: (status) => status === 102 && admit(),
+        signal,
+      })
+      // Refused or failed: the body is given up, and must not wait for an admission that never comes.
+      .finally(admit);
     return toPoint((JSON.parse((await readAll(res, MAX_ANSWER_BYTES)).toString('utf8')) as { point: WirePoint }).point);
   }
 
@@ -93,5 +105,23 @@ export class ReceiverClient {
 
   private json(method: string, path: string, body?: unknown): Promise<unknown> {
     return this.peer.json(method, path, body);
+  }
+}
+
+/** The body up to the end of the stream header (its length is in the prefix), then the rest once `go` resolves. */
+async function* headerFirst(body: AsyncIterable<Buffer>, go: Promise<void>): AsyncGenerator<Buffer> {
+  let prefix = Buffer.alloc(0);
+  let sent = 0;
+  let waited = false;
+  for await (const chunk of body) {
+    yield chunk;
+    if (waited) continue;
+    if (prefix.length < STREAM_PREFIX_BYTES) prefix = Buffer.concat([prefix, chunk.subarray(0, STREAM_PREFIX_BYTES - prefix.length)]);
+    sent += chunk.length;
+    // Prefix, header JSON, its CRC (docs/delta-stream.md).
+    if (prefix.length === STREAM_PREFIX_BYTES && sent >= STREAM_PREFIX_BYTES + prefix.readUInt32BE(12) + 4) {
+      waited = true;
+      await go;
+    }
   }
 }

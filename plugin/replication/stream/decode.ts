@@ -47,6 +47,7 @@ const HeaderSchema = z.strictObject({
     .min(1)
     .refine((disks) => new Set(disks.map((d) => d.name)).size === disks.length, 'disk names must be distinct'),
   createdAt: z.iso.datetime(),
+  dataBytes: z.number().int().nonnegative().optional(),
 });
 
 const TrailerSchema = z.strictObject({
@@ -230,6 +231,10 @@ async function* readFrames(reader: ByteReader, header: StreamHeader, chain: numb
     }
     if (kind !== FrameKind.Data) throw new StreamError(STREAM_BAD_FRAME, `frame ${seq} has unknown kind ${kind}`, at);
     if (length > MAX_FRAME_DATA) throw new StreamError(STREAM_BAD_FRAME, `data frame ${seq} covers ${length} bytes, more than ${MAX_FRAME_DATA}`, at);
+    // The announcement is what a quota admitted: a stream may carry less, never more.
+    if (header.dataBytes !== undefined && dataBytes + length > header.dataBytes) {
+      throw new StreamError(STREAM_BAD_FRAME, `data frame ${seq} brings the data to ${dataBytes + length} bytes, more than the header announced (${header.dataBytes})`, at);
+    }
     let data: Buffer;
     // The pooled buffer holding `data`, if any: the payload's (unless one chunk held all of it and
     // nothing was copied), or the one zstd wrote into.

@@ -56,6 +56,12 @@ export interface StreamHeader {
   kind: 'full' | 'incremental' | 'resync';
   disks: StreamDisk[];
   createdAt: string;
+  /**
+   * At most this many bytes of data frames (uncompressed) follow: the cycle's size, announced so
+   * the receiver can refuse what its tenant's storage quota cannot take before anything is
+   * written. Optional: senders before it did not say.
+   */
+  dataBytes?: number;
 }
 
 export interface StreamTrailer {

@@ -4,27 +4,73 @@
  * and a sync started through the API followed to its end as server-sent events.
  */
 import assert from 'node:assert/strict';
-import type { ApiServer } from '../../../plugin/api/server.js';
-import type { StateStore } from '../../../plugin/state/store.js';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../../../plugin/config/load.js';
+import { startApi, type ApiServer } from '../../../plugin/api/server.js';
+import { SiteConnections } from '../../../plugin/sites/connections.js';
+import { ensureIdentity } from '../../../plugin/sites/identity.js';
+import { StateStore } from '../../../plugin/state/store.js';
 import { createToken, revokeToken } from '../../../plugin/tenants/tokens.js';
 import { apiCall, readEvents, type ApiCall } from '../../helpers/api-client.js';
-import { startTestApi, type TestApi } from '../../helpers/api-instance.js';
 
 describe('HTTP API (test:///default, HTTPS, SQLite)', function () {
   this.timeout(60_000);
-  let instance: TestApi;
+  let dir: string;
   let state: StateStore;
+  let sites: SiteConnections;
   let api: ApiServer;
   let ca: Buffer;
-  let tokens: TestApi['tokens'];
+  const tokens: Record<string, string> = {};
   const call = (path: string, c: ApiCall = {}) => apiCall(api.url, ca, path, c);
 
   before(async () => {
-    instance = await startTestApi();
-    ({ state, api, ca, tokens } = instance);
+    dir = await mkdtemp(join(tmpdir(), 'vmdr-api-'));
+    const file = join(dir, 'vmdr.yaml');
+    await writeFile(
+      file,
+      `version: 1
+state: { path: ${join(dir, 'state.db')} }
+sites:
+  - { name: src, uri: "test:///default" }
+  - { name: dr, uri: "test:///default", storage: ${join(dir, 'replicas')} }
+tenants:
+  - { name: acme, quota: { vms: 5 } }
+  - { name: globex }
+protections:
+  - name: web-acme
+    tenant: acme
+    source: { site: src, vm: test }
+    target: { site: dr, vm: web-acme-dr, nics: [{ network: default }] }
+  - name: db-globex
+    tenant: globex
+    source: { site: src, vm: test }
+    target: { site: dr, vm: db-globex-dr, nics: [{ network: default }] }
+  - name: infra
+    source: { site: src, vm: test }
+    target: { site: dr, vm: infra-dr, nics: [{ network: default }] }
+`,
+    );
+    const { config } = await loadConfig(file);
+    state = StateStore.open(config.state.path);
+    sites = new SiteConnections(config, file);
+    const credentials = await ensureIdentity(join(dir, 'api'), 'api', ['127.0.0.1']);
+    ca = credentials.cert;
+    api = await startApi({ file, config, state, sites, credentials, log: false }, { host: '127.0.0.1', port: 0 });
+    tokens.operator = createToken(state, { name: 'ops', role: 'operate' }).token;
+    tokens.operatorRead = createToken(state, { name: 'ops-ro', role: 'read' }).token;
+    tokens.acmeRead = createToken(state, { name: 'acme-portal', tenant: 'acme', role: 'read' }).token;
+    tokens.acme = createToken(state, { name: 'acme-ops', tenant: 'acme', role: 'operate' }).token;
+    tokens.globex = createToken(state, { name: 'globex-ops', tenant: 'globex', role: 'operate' }).token;
   });
 
-  after(async () => instance?.close());
+  after(async () => {
+    await api?.close();
+    await sites?.close();
+    state?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
 
   it('answers the health check and the OpenAPI document without a token', async () => {
     const health = await call('/healthz');
@@ -107,7 +153,7 @@ describe('HTTP API (test:///default, HTTPS, SQLite)', function () {
     const op = started.json;
     assert.match(op.id, /^op-/);
     assert.equal(op.links.events, `/api/v1/operations/${op.id}/events`);
-    const events = await readEvents(api.url, ca, op.links.events, tokens.acmeRead);
+    const events = await readEvents(api.url, ca, op.links.events, tokens.acmeRead!);
     const last = events.at(-1)!;
     // The test driver has no backup jobs: the sync fails, and says why with its code.
     assert.equal(last[0], 'failed', JSON.stringify(events));
@@ -118,6 +164,14 @@ describe('HTTP API (test:///default, HTTPS, SQLite)', function () {
     assert.equal((await call(op.links.self, { token: tokens.globex })).status, 404, "another tenant's token does not see it");
   });
 
+  it('refuses an expired token with 401 TOKEN_EXPIRED', async () => {
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    const { token } = createToken(state, { name: 'expired', tenant: 'acme', role: 'read', expiresAt: new Date(hourAgo.getTime() + 60_000) }, hourAgo);
+    const r = await call('/api/v1/protections', { token });
+    assert.equal(r.status, 401);
+    assert.equal(r.json.error.code, 'TOKEN_EXPIRED');
+  });
+
   it('refuses a revoked token on its next request', async () => {
     const { token, record } = createToken(state, { name: 'short-lived', tenant: 'acme', role: 'read' });
     assert.equal((await call('/api/v1/protections', { token })).status, 200);
@@ -125,6 +179,111 @@ describe('HTTP API (test:///default, HTTPS, SQLite)', function () {
     const r = await call('/api/v1/protections', { token });
     assert.equal(r.status, 401);
     assert.equal(r.json.error.code, 'TOKEN_REVOKED');
+  });
+
+  it("manages tokens: a tenant's token makes and revokes its own tenant's only, and a secret is shown once", async () => {
+    const made = await call('/api/v1/tokens', { method: 'POST', token: tokens.acme, body: { name: 'acme-ci', expires: '30d' } });
+    assert.equal(made.status, 201, made.text);
+    assert.equal(made.json.tenant, 'acme', "a tenant's token makes tokens of its own tenant");
+    assert.equal(made.json.role, 'read');
+    assert.match(made.json.token, /^vmdr_[0-9a-f]+_/);
+    const mine = await call('/api/v1/protections', { token: made.json.token });
+    assert.deepEqual(mine.json.map((p: { name: string }) => p.name), ['web-acme']);
+
+    const listed = await call('/api/v1/tokens', { token: tokens.acmeRead });
+    assert.ok(listed.json.every((t: { tenant: string }) => t.tenant === 'acme'), listed.text);
+    assert.ok(listed.json.some((t: { id: string }) => t.id === made.json.id));
+    assert.ok(!listed.text.includes(made.json.token.split('_')[2]), 'no secret in a list');
+
+    const theirs = await call('/api/v1/tokens', { method: 'POST', token: tokens.acme, body: { name: 'x', tenant: 'globex' } });
+    const nobodys = await call('/api/v1/tokens', { method: 'POST', token: tokens.acme, body: { name: 'x', tenant: 'nope' } });
+    assert.equal(theirs.status, 404);
+    assert.deepEqual(theirs.json, JSON.parse(nobodys.text.replaceAll('nope', 'globex')));
+    const globexToken = (await call('/api/v1/tokens', { token: tokens.operatorRead })).json.find((t: { tenant: string }) => t.tenant === 'globex').id;
+    const revokeTheirs = await call(`/api/v1/tokens/${globexToken}`, { method: 'DELETE', token: tokens.acme });
+    const revokeNone = await call('/api/v1/tokens/0123456789ab', { method: 'DELETE', token: tokens.acme });
+    assert.equal(revokeTheirs.status, 404);
+    assert.deepEqual(revokeTheirs.json, JSON.parse(revokeNone.text.replaceAll('0123456789ab', globexToken)));
+    assert.equal((await call('/api/v1/protections', { token: tokens.globex })).status, 200, 'still valid');
+
+    const revoked = await call(`/api/v1/tokens/${made.json.id}`, { method: 'DELETE', token: tokens.acme });
+    assert.equal(revoked.status, 200);
+    assert.equal(revoked.json.state, 'revoked');
+    assert.equal((await call('/api/v1/protections', { token: made.json.token })).json.error.code, 'TOKEN_REVOKED');
+    const audit = (await call('/api/v1/audit?tenant=acme', { token: tokens.operatorRead })).json as { action: string; object: string; result: string }[];
+    assert.ok(audit.some((a) => a.action === 'token.create' && a.object === made.json.id && a.result === 'ok'));
+    assert.ok(audit.some((a) => a.action === 'token.revoke' && a.object === made.json.id && a.result === 'ok'));
+  });
+
+  it('refuses names with path separators, ".." or control characters at the edge, naming the parameter', async () => {
+    for (const name of ['..%2F..%2Fetc%2Fpasswd', 'a..b', 'a%00b', 'a%5Cb', 'x%0Ay']) {
+      const r = await call(`/api/v1/protections/${name}`, { token: tokens.operatorRead });
+      assert.equal(r.status, 400, `${name}: ${r.text}`);
+      assert.match(r.json.error.message, /^params\.name: /, name);
+    }
+  });
+
+  it("starts failovers only of the caller's own protections, with a body that makes sense", async () => {
+    const readOnly = await call('/api/v1/failovers', { method: 'POST', token: tokens.acmeRead, body: { protection: 'web-acme', kind: 'test' } });
+    assert.equal(readOnly.status, 403);
+    const theirs = await call('/api/v1/failovers', { method: 'POST', token: tokens.acme, body: { protection: 'db-globex', kind: 'test' } });
+    assert.equal(theirs.status, 404);
+    assert.equal(theirs.json.error.code, 'PROTECTION_UNKNOWN');
+    const both = await call('/api/v1/failovers', { method: 'POST', token: tokens.acme, body: { protection: 'web-acme', plan: 'p' } });
+    assert.equal(both.status, 400);
+    assert.match(both.json.error.message, /^body\.protection: name a protection or a plan/);
+    const when = await call('/api/v1/failovers', { method: 'POST', token: tokens.acme, body: { protection: 'web-acme', point: 'rp-1', at: '2026-12-01T00:00:00Z' } });
+    assert.equal(when.status, 400);
+    assert.match(when.json.error.message, /^body\.at: point and at exclude each other/);
+    const started = await call('/api/v1/failovers', { method: 'POST', token: tokens.acme, body: { protection: 'web-acme', kind: 'test' } });
+    assert.equal(started.status, 202, started.text);
+    const events = await readEvents(api.url, ca, started.json.links.events, tokens.acme!);
+    // No recovery point on the test driver: the drill is refused before it changes anything, and says why.
+    assert.equal(events.at(-1)![0], 'failed');
+    assert.equal(typeof events.at(-1)![1].error.code, 'string');
+  });
+
+  it('makes and removes tenants for operators: networks, the config file, and what the API shows next', async () => {
+    const asTenant = await call('/api/v1/tenants', { method: 'POST', token: tokens.acme, body: { name: 'initech' } });
+    assert.equal(asTenant.status, 404, "a tenant's token does not even see the route");
+    const made = await call('/api/v1/tenants', { method: 'POST', token: tokens.operator, body: { name: 'initech', vmQuota: 3, networks: ['lan'] } });
+    assert.equal(made.status, 201, made.text);
+    assert.deepEqual(made.json.quota, { storageGiB: null, vms: 3 });
+    const network = made.json.networks[0] as string;
+    assert.match(network, /initech/);
+    assert.match(await readFile(join(dir, 'vmdr.yaml'), 'utf8'), /name: initech/);
+    const dr = await sites.adapter('dr');
+    assert.ok((await dr.listNetworks()).some((n) => n.name === network && n.isolated), 'its isolated network exists');
+    assert.ok((await call('/api/v1/tenants', { token: tokens.operatorRead })).json.some((t: { name: string }) => t.name === 'initech'));
+    const again = await call('/api/v1/tenants', { method: 'POST', token: tokens.operator, body: { name: 'initech' } });
+    assert.equal(again.status, 409);
+    assert.equal(again.json.error.code, 'TENANT_EXISTS');
+    const bad = await call('/api/v1/tenants', { method: 'POST', token: tokens.operator, body: { name: '../x' } });
+    assert.equal(bad.status, 400);
+
+    const owning = await call('/api/v1/tenants/acme', { method: 'DELETE', token: tokens.operator });
+    assert.equal(owning.status, 409);
+    assert.equal(owning.json.error.code, 'TENANT_IN_USE');
+    const removed = await call('/api/v1/tenants/initech', { method: 'DELETE', token: tokens.operator });
+    assert.equal(removed.status, 200, removed.text);
+    assert.ok(!(await dr.listNetworks()).some((n) => n.name === network), 'its network is gone');
+    assert.equal((await call('/api/v1/tenants/initech', { token: tokens.operatorRead })).status, 404);
+  });
+
+  it('pauses and resumes a protection: no sync while paused, status says who paused it', async () => {
+    const paused = await call('/api/v1/protections/web-acme/pause', { method: 'POST', token: tokens.acme, body: { reason: 'maintenance' } });
+    assert.equal(paused.status, 200, paused.text);
+    assert.equal(paused.json.paused.by, 'acme-ops');
+    assert.equal(paused.json.paused.reason, 'maintenance');
+    const started = await call('/api/v1/protections/web-acme/sync', { method: 'POST', token: tokens.acme, body: {} });
+    const events = await readEvents(api.url, ca, started.json.links.events, tokens.acme!);
+    assert.equal(events.at(-1)![1].error.code, 'PROTECTION_PAUSED');
+    const row = (await call('/api/v1/status', { token: tokens.acmeRead })).json.protections[0];
+    assert.equal(row.paused.by, 'acme-ops');
+    assert.equal((await call('/api/v1/protections/web-acme/pause', { method: 'POST', token: tokens.acmeRead, body: {} })).status, 403);
+    const resumed = await call('/api/v1/protections/web-acme/resume', { method: 'POST', token: tokens.acme });
+    assert.equal(resumed.status, 200, resumed.text);
+    assert.equal(resumed.json.paused, null);
   });
 
   it('echoes a sane request id and makes one otherwise', async () => {

@@ -40,7 +40,7 @@ describe('replica access: who may open a replica', () => {
     await writeFile(join(disk, 'point-1.qcow2'), 'customer data', { mode: 0o644 });
     await writeFile(join(storage, 'web', 'seed.iso'), 'identity', { mode: 0o644 });
     await mkdir(join(storage, 'other'), { mode: 0o700 });
-    await letHypervisorReach(storage, 'web', QEMU);
+    await letHypervisorReach(storage, { name: 'web' }, QEMU);
     for (const d of [storage, join(storage, 'web'), disk]) {
       const st = await stat(d);
       assert.deepEqual([st.mode & 0o7777, st.uid, st.gid], [0o710, 0, QEMU.gid], d);
@@ -48,14 +48,36 @@ describe('replica access: who may open a replica', () => {
     assert.equal(await mode(join(disk, 'point-1.qcow2')), 0o600);
     assert.equal(await mode(join(storage, 'web', 'seed.iso')), 0o600);
     assert.equal(await mode(join(storage, 'other')), 0o700, "another protection's directory stays closed");
-    await letHypervisorReach(storage, 'web', undefined); // no local hypervisor user: nothing changes
+    await letHypervisorReach(storage, { name: 'web' }, undefined); // no local hypervisor user: nothing changes
     assert.equal(await mode(storage), 0o710);
+  });
+
+  it("lets the hypervisor's group through tenants/ and the tenant's directory to a tenant's replica, and no further", async () => {
+    const storage = join(root, 'replicas');
+    const disk = join(storage, 'tenants', 'acme', 'web', 'vda');
+    await makeReplicaDir(storage, disk);
+    await writeFile(join(disk, 'point-1.qcow2'), 'customer data', { mode: 0o600 });
+    await makeReplicaDir(storage, join(storage, 'tenants', 'acme', 'db', 'vda'));
+    await makeReplicaDir(storage, join(storage, 'tenants', 'bravo', 'app'));
+    await letHypervisorReach(storage, { name: 'web', tenant: 'acme' }, QEMU);
+    for (const d of [storage, join(storage, 'tenants'), join(storage, 'tenants', 'acme'), join(storage, 'tenants', 'acme', 'web'), disk]) {
+      const st = await stat(d);
+      assert.deepEqual([st.mode & 0o7777, st.gid], [0o710, QEMU.gid], d);
+    }
+    assert.equal(await mode(join(disk, 'point-1.qcow2')), 0o600);
+    for (const d of [join(storage, 'tenants', 'acme', 'db'), join(storage, 'tenants', 'bravo')]) assert.equal(await mode(d), 0o700, `${d} stays closed`);
+    // Closing at the receiver's start narrows the tenants' directories and replicas too.
+    await chmod(join(storage, 'tenants', 'bravo'), 0o755);
+    await writeFile(join(storage, 'tenants', 'bravo', 'app', 'console.log'), 'guest output', { mode: 0o644 });
+    await closeReplicas(storage);
+    assert.equal(await mode(join(storage, 'tenants', 'bravo')), 0o710);
+    assert.equal(await mode(join(storage, 'tenants', 'bravo', 'app', 'console.log')), 0o600);
   });
 
   it('refuses, naming it, a directory above the storage the hypervisor cannot pass through', async () => {
     const closed = join(root, 'closed');
     await mkdir(closed, { mode: 0o700 });
-    const err = await rejectsWith(letHypervisorReach(join(closed, 'replicas'), 'web', QEMU), 'STORAGE_UNREACHABLE');
+    const err = await rejectsWith(letHypervisorReach(join(closed, 'replicas'), { name: 'web' }, QEMU), 'STORAGE_UNREACHABLE');
     assert.equal(err.subject.file, closed);
     assert.match(err.message, new RegExp(`cannot pass through ${closed} to reach site storage ${closed}/replicas`));
   });
@@ -82,7 +104,7 @@ describe('replica access: who may open a replica', () => {
       await writeFile(join(disk, f), 'x', { mode: 0o600 });
       await chown(join(disk, f), QEMU.uid, QEMU.gid);
     }
-    await reclaimImages(storage, 'web');
+    await reclaimImages(storage, { name: 'web' });
     for (const f of ['base.qcow2', 'point-1.qcow2']) {
       const st = await stat(join(disk, f));
       assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [0, 0, 0o600], f);
