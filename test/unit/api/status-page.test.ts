@@ -1,12 +1,14 @@
 /**
  * The status page of `vmdr serve` in a real browser (Debian's headless Chromium) against the real
  * API over HTTPS on libvirt's test driver, with two tenants: what a person sees after typing a
- * token, that another tenant's protections appear nowhere on the page, that nothing from the API is
+ * token (protections, failovers and drills), that another tenant's protections and runs appear
+ * nowhere on the page, that nothing from the API is
  * ever taken as HTML, and the headers that keep the page's script the only one that runs.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { endFailover, insertFailover } from '../../../plugin/state/failovers.js';
 import { setRole } from '../../../plugin/state/roles.js';
 import { recordSyncEnd, recordSyncStart } from '../../../plugin/state/sync-runs.js';
 import { apiCall } from '../../helpers/api-client.js';
@@ -36,6 +38,16 @@ describe('status page (headless Chromium, test:///default, HTTPS)', function () 
     const run = recordSyncStart(t.state, { protection: 'web-acme', kind: 'incremental', checkpoint: 'vmdr-cp-1', since: 'vmdr-cp-0' });
     recordSyncEnd(t.state, run, { outcome: 'failed', error: { code: 'SOURCE_UNREACHABLE', message: MARKUP_ERROR } });
     setRole(t.state.db, 'odd-acme', 'failed-over', { failover: 'fo-test-1', point: 'pt-test-7' });
+    // Failover runs as the runner records them: a drill of web-acme, the failover of odd-acme, and a failed drill of globex's.
+    const runs = [
+      { id: 'fo-drill-acme', kind: 'test', protection: 'web-acme', ago: 3_600_000, error: undefined },
+      { id: 'fo-test-1', kind: 'unplanned', protection: 'odd-acme', ago: 600_000, error: undefined },
+      { id: 'fo-drill-globex', kind: 'test', protection: 'db-globex', ago: 300_000, error: { code: 'HEALTH_CHECK_FAILED', message: 'no ready line within 60 s' } },
+    ] as const;
+    for (const r of runs) {
+      insertFailover(t.state.db, { id: r.id, kind: r.kind, plan: null, request: JSON.stringify({ protections: [r.protection] }), startedAtMs: Date.now() - r.ago, failureAtMs: Date.now() - r.ago });
+      endFailover(t.state.db, r.id, r.error ? 'failed' : 'succeeded', r.error);
+    }
     browser = await launchChromium();
   });
 
@@ -106,6 +118,10 @@ describe('status page (headless Chromium, test:///default, HTTPS)', function () 
     assert.match(odd[3]!, /paused: failed over/);
     assert.doesNotMatch(odd[3]!, /RPO breached/, 'a failed-over protection is not past its RPO: replication is paused on purpose');
     assert.deepEqual(await page.locator('#failed-over tbody td').allInnerTexts(), ['odd-acme', 'acme', 'fo-test-1', 'pt-test-7']);
+    const runs = await page.locator('#failover-runs tbody tr').allInnerTexts();
+    assert.equal(runs.length, 2, runs.join('\n'));
+    assert.match(runs[0]!, /^fo-test-1\s+unplanned failover\s+odd-acme\s+succeeded\s+10 min ago/);
+    assert.match(runs[1]!, /^fo-drill-acme\s+drill \(test failover\)\s+web-acme\s+succeeded\s+60 min ago/);
     assert.match(await page.locator('#summary').innerText(), /2 protections\s+1 past RPO\s+1 failed over/);
 
     const text = await page.locator('body').innerText();
@@ -154,7 +170,9 @@ describe('status page (headless Chromium, test:///default, HTTPS)', function () 
     assert.deepEqual(await page.locator('#protections td.name').allInnerTexts(), ['web-acme', 'db-globex', 'infra', 'odd-acme']);
     assert.equal(await rowOf(page, 'db-globex').locator('td').nth(1).innerText(), 'globex');
     assert.equal(await rowOf(page, 'infra').locator('td').nth(1).innerText(), "none (operators')");
-    assert.match(await page.locator('#failovers').innerText(), /does not report the history of failovers and drills yet/);
+    const runs = await page.locator('#failover-runs tbody tr').allInnerTexts();
+    assert.deepEqual(runs.map((r) => r.split(/\s/)[0]), ['fo-drill-globex', 'fo-test-1', 'fo-drill-acme'], 'every run, newest first');
+    assert.match(runs[0]!, /drill \(test failover\)\s+db-globex\s+failed\s+HEALTH_CHECK_FAILED: no ready line within 60 s/);
 
     const started = await apiCall(t.api.url, t.ca, '/api/v1/protections/db-globex/sync', { method: 'POST', token: t.tokens.globex, body: {} });
     assert.equal(started.status, 202, started.text);
