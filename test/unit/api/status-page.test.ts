@@ -2,8 +2,8 @@
  * The status page of `vmdr serve` in a real browser (Debian's headless Chromium) against the real
  * API over HTTPS on libvirt's test driver, with two tenants: what a person sees after typing a
  * token (protections, failovers and drills), that another tenant's protections and runs appear
- * nowhere on the page, that nothing from the API is
- * ever taken as HTML, and the headers that keep the page's script the only one that runs.
+ * nowhere on the page, that nothing from the API is ever taken as HTML, and the headers that keep
+ * the page's script the only one that runs.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
