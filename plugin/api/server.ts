@@ -1,7 +1,9 @@
 /**
  * The daemon's HTTP API (fastify over HTTPS): versioned JSON routes under /api/v1 whose requests are
  * checked by the same zod schemas that describe them in the OpenAPI document served at
- * /api/v1/openapi.json. Every route but that document and /healthz needs a bearer token (auth.ts).
+ * /api/v1/openapi.json. Every route but that document, /healthz and the status page (status-page.ts,
+ * which holds no data and reads these routes with the token its reader gives it) needs a bearer token
+ * (auth.ts).
  *
  * Bounded like every server of vmdr: request line and headers, bodies, the time a request may take
  * to arrive and to be answered, connections at once. Logs are pino's JSON lines on stderr, one per
@@ -31,6 +33,8 @@ import { registerProtectionRoutes } from './routes/protections.js';
 import { registerStatusRoutes } from './routes/status.js';
 import { registerTenantRoutes } from './routes/tenants.js';
 import { registerTokenRoutes } from './routes/tokens.js';
+import { registerWhoAmIRoute } from './routes/whoami.js';
+import { loadStatusPage, registerStatusPage, STATUS_PAGE_PATHS } from './status-page.js';
 import { StatusCache } from './status-cache.js';
 
 export const API_PREFIX = '/api/v1';
@@ -106,6 +110,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 export async function startApi(deps: ApiDeps, listen: { host: string; port: number }): Promise<ApiServer> {
   const limits = { ...DEFAULT_API_LIMITS, ...deps.limits };
+  const statusPage = await loadStatusPage();
   // The https options make fastify's instance of another server type; the routes need none of it.
   const app = Fastify({
     https: {
@@ -151,8 +156,8 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
     }, limits.requestMs);
     timer.unref();
     reply.raw.once('close', () => clearTimeout(timer));
-    const path = req.url.split('?')[0];
-    if (path === HEALTH_PATH || path === OPENAPI_PATH) return;
+    const path = req.url.split('?')[0] ?? req.url;
+    if (path === HEALTH_PATH || path === OPENAPI_PATH || STATUS_PAGE_PATHS.has(path)) return;
     req.principal = authenticate(deps.state, req.headers.authorization);
   });
   recordMutations(app, deps.state);
@@ -184,6 +189,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
 
   app.get(HEALTH_PATH, { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get(OPENAPI_PATH, { schema: { hide: true } }, async () => app.swagger());
+  registerStatusPage(app, statusPage);
   await app.register(
     async (api) => {
       registerStatusRoutes(api, ctx);
@@ -193,6 +199,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
       registerTenantRoutes(api, ctx);
       registerTokenRoutes(api, ctx);
       registerAuditRoutes(api, ctx);
+      registerWhoAmIRoute(api, ctx);
     },
     { prefix: API_PREFIX },
   );

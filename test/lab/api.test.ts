@@ -2,11 +2,13 @@
  * The CLI driving a running `vmdr serve` through its HTTP API (`--server`), on the real lab: a sync
  * started by a tenant's token ships a real recovery point, and `vmdr points` and `vmdr status`
  * read it through the API with the same output as when they do the work themselves; another
- * tenant's token and a read-only token are refused in one line with a non-zero exit.
+ * tenant's token and a read-only token are refused in one line with a non-zero exit. The daemon's
+ * status page, in headless Chromium, shows that point and its age to the tenant.
  */
 import assert from 'node:assert/strict';
 import { appendFile } from 'node:fs/promises';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { artifactPath, launchChromium, newVisitor } from '../helpers/browser.js';
 import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
@@ -87,6 +89,32 @@ describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)'
     assert.ok(rows[0]!.lastPoint);
     const theirs = await asTenant(tokens.globex!, 'status', '--json');
     assert.deepEqual(JSON.parse(theirs.stdout), [], "another tenant's token sees none of it");
+  });
+
+  it("shows the tenant the real point, its age and the sync's outcome on the daemon's status page (Chromium)", async () => {
+    const browser = await launchChromium();
+    try {
+      const page = await (await newVisitor(browser)).newPage();
+      await page.goto(`${server.VMDR_SERVER}/status`);
+      await page.getByLabel('API token').fill(tokens.acmeRead!);
+      await page.getByRole('button', { name: 'Show status' }).click();
+      await page.locator('body[data-loaded="yes"] #protections tbody tr').first().waitFor({ timeout: 30_000 });
+      assert.equal(await page.locator('#scope').textContent(), 'Tenant: acme');
+      const cells = await page.locator('#protections tbody tr').first().locator('td').allInnerTexts();
+      const points = JSON.parse((await asTenant(tokens.acmeRead!, 'points', vm.name, '--json')).stdout) as { id: string }[];
+      assert.equal(cells[0], vm.name);
+      assert.match(cells[2]!, /replicating/);
+      assert.doesNotMatch(cells[3]!, /RPO breached/, 'a point just made is within the RPO');
+      assert.match(cells[4]!, /^\d+ (s|min) ago\n/, 'the newest point\'s age');
+      assert.ok(cells[4]!.includes(points.at(-1)!.id), cells[4]);
+      assert.match(cells[5]!, new RegExp(`running\\s+prod / ${vm.name}`));
+      assert.match(cells[7]!, /committed\s+incremental, \d+ (s|min) ago/);
+      const shot = await artifactPath('status-page-lab.png');
+      await page.screenshot({ path: shot, fullPage: true });
+      console.log(`      screenshot: ${shot}`);
+    } finally {
+      await browser.close();
+    }
   });
 
   it("refuses another tenant's token as for a protection that does not exist, and a read-only token, in one line", async () => {

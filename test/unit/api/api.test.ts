@@ -113,6 +113,14 @@ protections:
     assert.equal((await call('/api/v1/tenants/globex', { token: tokens.acmeRead })).json.error.code, 'TENANT_UNKNOWN');
   });
 
+  it("tells a token its own name, role and tenant (null: an operator's), and nothing of its secret", async () => {
+    const tenant = await call('/api/v1/whoami', { token: tokens.acmeRead });
+    assert.equal(tenant.status, 200);
+    assert.deepEqual(tenant.json, { token: 'acme-portal', role: 'read', tenant: 'acme' });
+    assert.deepEqual((await call('/api/v1/whoami', { token: tokens.operator })).json, { token: 'ops', role: 'operate', tenant: null });
+    assert.equal((await call('/api/v1/whoami')).json.error.code, 'TOKEN_MISSING');
+  });
+
   it('refuses a read-only token on a mutating route, and says so in the audit', async () => {
     const r = await call('/api/v1/protections/web-acme/sync', { method: 'POST', token: tokens.acmeRead, body: {} });
     assert.equal(r.status, 403);
