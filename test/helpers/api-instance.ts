@@ -17,6 +17,7 @@ import { createToken } from '../../plugin/tenants/tokens.js';
 export interface TestApi {
   dir: string;
   state: StateStore;
+  sites: SiteConnections;
   api: ApiServer;
   /** The daemon's certificate: the one a client trusts. */
   ca: Buffer;
@@ -69,6 +70,7 @@ ${options.moreProtections ?? ''}`,
   return {
     dir,
     state,
+    sites,
     api,
     ca: credentials.cert,
     tokens,

@@ -4,73 +4,32 @@
  * and a sync started through the API followed to its end as server-sent events.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadConfig } from '../../../plugin/config/load.js';
-import { startApi, type ApiServer } from '../../../plugin/api/server.js';
-import { SiteConnections } from '../../../plugin/sites/connections.js';
-import { ensureIdentity } from '../../../plugin/sites/identity.js';
-import { StateStore } from '../../../plugin/state/store.js';
+import type { ApiServer } from '../../../plugin/api/server.js';
+import type { SiteConnections } from '../../../plugin/sites/connections.js';
+import type { StateStore } from '../../../plugin/state/store.js';
 import { createToken, revokeToken } from '../../../plugin/tenants/tokens.js';
 import { apiCall, readEvents, type ApiCall } from '../../helpers/api-client.js';
+import { startTestApi, type TestApi } from '../../helpers/api-instance.js';
 
 describe('HTTP API (test:///default, HTTPS, SQLite)', function () {
   this.timeout(60_000);
+  let t: TestApi;
   let dir: string;
   let state: StateStore;
   let sites: SiteConnections;
   let api: ApiServer;
   let ca: Buffer;
-  const tokens: Record<string, string> = {};
+  let tokens: TestApi['tokens'];
   const call = (path: string, c: ApiCall = {}) => apiCall(api.url, ca, path, c);
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'vmdr-api-'));
-    const file = join(dir, 'vmdr.yaml');
-    await writeFile(
-      file,
-      `version: 1
-state: { path: ${join(dir, 'state.db')} }
-sites:
-  - { name: src, uri: "test:///default" }
-  - { name: dr, uri: "test:///default", storage: ${join(dir, 'replicas')} }
-tenants:
-  - { name: acme, quota: { vms: 5 } }
-  - { name: globex }
-protections:
-  - name: web-acme
-    tenant: acme
-    source: { site: src, vm: test }
-    target: { site: dr, vm: web-acme-dr, nics: [{ network: default }] }
-  - name: db-globex
-    tenant: globex
-    source: { site: src, vm: test }
-    target: { site: dr, vm: db-globex-dr, nics: [{ network: default }] }
-  - name: infra
-    source: { site: src, vm: test }
-    target: { site: dr, vm: infra-dr, nics: [{ network: default }] }
-`,
-    );
-    const { config } = await loadConfig(file);
-    state = StateStore.open(config.state.path);
-    sites = new SiteConnections(config, file);
-    const credentials = await ensureIdentity(join(dir, 'api'), 'api', ['127.0.0.1']);
-    ca = credentials.cert;
-    api = await startApi({ file, config, state, sites, credentials, log: false }, { host: '127.0.0.1', port: 0 });
-    tokens.operator = createToken(state, { name: 'ops', role: 'operate' }).token;
-    tokens.operatorRead = createToken(state, { name: 'ops-ro', role: 'read' }).token;
-    tokens.acmeRead = createToken(state, { name: 'acme-portal', tenant: 'acme', role: 'read' }).token;
-    tokens.acme = createToken(state, { name: 'acme-ops', tenant: 'acme', role: 'operate' }).token;
-    tokens.globex = createToken(state, { name: 'globex-ops', tenant: 'globex', role: 'operate' }).token;
+    t = await startTestApi();
+    ({ dir, state, sites, api, ca, tokens } = t);
   });
 
-  after(async () => {
-    await api?.close();
-    await sites?.close();
-    state?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => t?.close());
 
   it('answers the health check and the OpenAPI document without a token', async () => {
     const health = await call('/healthz');
