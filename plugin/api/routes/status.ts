@@ -18,6 +18,17 @@ import type { ApiContext } from '../server.js';
 /** The answers made from one look, by audience: '' for operators, else the tenant's name. */
 const answersOfLook = new WeakMap<ProtectionStatus[], Map<string, Buffer>>();
 
+/**
+ * A problem's words can name files of the daemon's host (the config, a replica): a tenant is told
+ * the problem, not where the provider keeps things. Absolute paths (two parts or more) inside JSON
+ * strings are replaced.
+ */
+const HOST_PATH = /(?<![\w.:/<-])(?:\/[\w.@+-]+){2,}/g;
+
+export function withoutHostPaths(json: string): string {
+  return json.replace(/"(?:[^"\\]|\\.)*"/g, (s) => s.replace(HOST_PATH, '(a path of the DR host)'));
+}
+
 export function registerStatusRoutes(app: FastifyInstance, ctx: ApiContext): void {
   app.withTypeProvider<ZodTypeProvider>().get(
     '/status',
@@ -37,7 +48,8 @@ export function registerStatusRoutes(app: FastifyInstance, ctx: ApiContext): voi
       if (!body) {
         // Rows are what `vmdr status --json` prints: the schema documents their key, not every field.
         const protections = visibleOnly(req, rows, (r) => r.tenant ?? undefined);
-        answers.set(audience, (body = Buffer.from(JSON.stringify({ takenAt: takenAt.toISOString(), protections }))));
+        const text = JSON.stringify({ takenAt: takenAt.toISOString(), protections });
+        answers.set(audience, (body = Buffer.from(audience === '' ? text : withoutHostPaths(text))));
       }
       return sendJson(reply, body);
     },

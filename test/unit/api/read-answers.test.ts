@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { startApi, type ApiServer } from '../../../plugin/api/server.js';
 import { StatusCache } from '../../../plugin/api/status-cache.js';
+import { withoutHostPaths } from '../../../plugin/api/routes/status.js';
 import { loadConfig } from '../../../plugin/config/load.js';
 import type { Config } from '../../../plugin/config/schema.js';
 import { SiteConnections } from '../../../plugin/sites/connections.js';
@@ -182,5 +183,14 @@ ${['web-acme:acme', 'db-acme:acme', 'db-globex:globex', 'infra:']
     assert.equal(typeof of('portal-7')[0]!.responseTime, 'number');
     assert.deepEqual(of('portal-8').map((l) => l.res?.statusCode), [401]);
     for (const secret of [tokens.acme!, tokens.acme!.split('_').pop()!]) assert.ok(!log.includes(secret), 'no token in the log');
+  });
+
+  it("keeps the DR host's paths out of a tenant's status: a problem's words, not where the provider keeps things", () => {
+    const text = JSON.stringify({ pointsProblem: '/etc/vmdr/vmdr.yaml: site "dr" has no endpoint', url: 'https://dr:8443/api/v1', time: '2026-12-01T10:00:00.000Z' });
+    assert.deepEqual(JSON.parse(withoutHostPaths(text)), {
+      pointsProblem: '(a path of the DR host): site "dr" has no endpoint',
+      url: 'https://dr:8443/api/v1',
+      time: '2026-12-01T10:00:00.000Z',
+    });
   });
 });
