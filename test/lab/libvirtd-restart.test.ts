@@ -129,6 +129,20 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
     return JSON.parse(r.stdout) as Point[];
   };
 
+  /**
+   * Runs `work` with the guest paused: its mounted filesystem writes on its own (ext4 superblock and
+   * journal updates after the raw writes under its feet), and a write between a sync's checkpoint
+   * and the comparison of the live disk with the point would be a difference vmdr did not cause.
+   */
+  const pausedGuest = async (work: () => Promise<void>) => {
+    await virsh('suspend', vm.name);
+    try {
+      await work();
+    } finally {
+      await virsh('resume', vm.name);
+    }
+  };
+
   /** Guest writes QEMU still holds in its qcow2 caches reach the image file, for qemu-img to compare. */
   const flushSource = () => virsh('qemu-monitor-command', vm.name, '--hmp', 'qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "flush"');
 
@@ -175,13 +189,16 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
     assert.deepEqual(await pointsOf(), before, 'no new recovery point');
     await assert.rejects(assertPattern(before.at(-1)!.disks[0]!.image, '0x71', 12 * MiB, MiB), 'the replica is at its last committed point');
 
-    const next = await sync();
-    assert.equal(next.kind, 'incremental');
-    assert.equal(next.since, last.checkpoint);
-    // What changed is the 1 MiB written (in 64 KiB bitmap granules), not the 32 MiB disk.
-    assert.ok(next.bytesCovered >= MiB && next.bytesCovered <= 2 * MiB, `${next.bytesCovered} bytes covered`);
-    await flushSource();
-    await compareImages(vm.disk, next.point.disks[0]!.image);
+    // The guest's own filesystem writes nothing between the point and the comparison.
+    await pausedGuest(async () => {
+      const next = await sync();
+      assert.equal(next.kind, 'incremental');
+      assert.equal(next.since, last.checkpoint);
+      // What changed is the 1 MiB written (in 64 KiB bitmap granules), not the 32 MiB disk.
+      assert.ok(next.bytesCovered >= MiB && next.bytesCovered <= 2 * MiB, `${next.bytesCovered} bytes covered`);
+      await flushSource();
+      await compareImages(vm.disk, next.point.disks[0]!.image);
+    });
   });
 
   it('libvirtd killed while a `vmdr sync` ships: the point QEMU captured commits (the job that could not end is a warning); once back, the next sync ends that job and is incremental', async () => {
@@ -199,13 +216,15 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
     assert.ok(r.warnings.some((w) => /^the backup job on VM ".*" did not end \(.*\); the next cycle ends it first$/.test(w)), JSON.stringify(r.warnings));
 
     await hmpWrite(vm.name, 0, '0x73', 14 * MiB, MiB);
-    const next = await sync();
-    assert.equal(next.kind, 'incremental');
-    assert.equal(next.since, r.checkpoint);
-    assert.ok(next.warnings.some((w) => /^ended the pull backup \(NBD 127\.0\.0\.1:\d+, disks vda\) left on VM ".*" by vmdr process \d+ \(no longer running\)$/.test(w)), JSON.stringify(next.warnings));
-    assert.ok(next.bytesCovered >= MiB && next.bytesCovered <= 2 * MiB, `${next.bytesCovered} bytes covered`);
-    await flushSource();
-    await compareImages(vm.disk, next.point.disks[0]!.image);
+    await pausedGuest(async () => {
+      const next = await sync();
+      assert.equal(next.kind, 'incremental');
+      assert.equal(next.since, r.checkpoint);
+      assert.ok(next.warnings.some((w) => /^ended the pull backup \(NBD 127\.0\.0\.1:\d+, disks vda\) left on VM ".*" by vmdr process \d+ \(no longer running\)$/.test(w)), JSON.stringify(next.warnings));
+      assert.ok(next.bytesCovered >= MiB && next.bytesCovered <= 2 * MiB, `${next.bytesCovered} bytes covered`);
+      await flushSource();
+      await compareImages(vm.disk, next.point.disks[0]!.image);
+    });
   });
 
   it('the VM undefined while its protection syncs: that cycle commits, the next is incremental; destroyed while one ships: one line naming the VM, nothing committed; the next sync fails with VM_NOT_FOUND and the replica keeps its points', async () => {

@@ -128,7 +128,7 @@ describe('a different VM under a protected name does not take over its protectio
     assert.match(text, new RegExp(`^${vm.name}: source VM ${vm.name} is another machine \\(UUID ${replacement.id}\\) than the one protected \\(UUID ${old.id}\\)`, 'm'));
 
     // The loop of `vmdr serve`: one alert, then nothing (no failed cycle, no RPO alert) past the RPO.
-    loops = await startServe(config, { args: ['--no-receive'] });
+    loops = await startServe(config, { args: ['--no-receive', '--site', 'prod'] });
     for (const deadline = Date.now() + 30_000; !loops.events.some((e) => e.event === 'source-replaced'); ) {
       assert.ok(Date.now() < deadline, JSON.stringify(loops.events));
       await new Promise((r) => setTimeout(r, 100));

@@ -106,19 +106,12 @@ describe('vmdr sync handed to vmdr serve (qemu:///system)', function () {
     assert.deepEqual(handed().slice(before), [next.point.id], 'the killed CLI\'s sync made no point');
   });
 
-  it('a second daemon of the config runs without the socket, and one of the DR site alone does not ask for it', async () => {
-    const second = await startServe(config, { args: ['--no-receive', '--no-replicate'] });
-    const drOnly = await startServe(config, { args: ['--site', 'dr', '--no-receive', '--no-replicate'] });
-    try {
-      const ready = (s: ServeProcess) => s.events.find((e) => e.event === 'ready')!;
-      assert.equal(ready(second).control, undefined);
-      assert.equal(second.events.find((e) => e.event === 'warning')?.code, 'SERVE_ALREADY_RUNNING');
-      assert.equal(ready(drOnly).control, undefined);
-      assert.equal(drOnly.events.some((e) => e.event === 'warning'), false);
-    } finally {
-      await second.stop();
-      await drOnly.stop();
-    }
+  it('a second daemon of the same sites is refused in one line, and the first keeps the socket', async () => {
+    const second = await vmdr('serve', '--no-receive', '--no-replicate');
+    assert.equal(second.code, 1, second.stderr);
+    assert.match(second.stderr, /^vmdr: another vmdr serve runs site "\w+" on state file \S+ \(it holds [^)]+\)/);
+    const drOnly = await vmdr('serve', '--site', 'dr', '--no-receive', '--no-replicate');
+    assert.equal(drOnly.code, 1, 'the first serves every site of the config, dr too');
     // The first daemon still has it.
     const before = handed().length;
     await sync();
