@@ -55,34 +55,28 @@ export class VmdrMetrics {
     const now = deps.now ?? Date.now;
     const { lag, protections } = deps;
 
-    new Gauge({
-      name: 'vmdr_replication_lag_seconds',
-      help: "Seconds from the instant of the protection's newest recovery point to now: what a failover now would lose. Absent before its first point.",
-      labelNames: LABELS,
-      registers,
-      collect() {
-        this.reset();
-        const at = now();
-        for (const p of protections) {
-          const l = lag.lag(p.name, at);
-          if (l) this.set(labels(p.name), l.lagSeconds);
-        }
-      },
-    });
-    new Gauge({
-      name: 'vmdr_last_recovery_point_age_seconds',
-      help: 'Seconds since the newest recovery point was committed: how long replication has made no progress.',
-      labelNames: LABELS,
-      registers,
-      collect() {
-        this.reset();
-        const at = now();
-        for (const p of protections) {
-          const l = lag.lag(p.name, at);
-          if (l) this.set(labels(p.name), l.pointAgeSeconds);
-        }
-      },
-    });
+    /** A gauge of one of the lag's figures, read from the lag at scrape time; absent before a protection's first point. */
+    const lagGauge = (name: string, help: string, figure: 'lagSeconds' | 'pointAgeSeconds') =>
+      new Gauge({
+        name,
+        help,
+        labelNames: LABELS,
+        registers,
+        collect() {
+          this.reset();
+          const at = now();
+          for (const p of protections) {
+            const l = lag.lag(p.name, at);
+            if (l) this.set(labels(p.name), l[figure]);
+          }
+        },
+      });
+    lagGauge(
+      'vmdr_replication_lag_seconds',
+      "Seconds from the instant of the protection's newest recovery point to now: what a failover now would lose. Absent before its first point.",
+      'lagSeconds',
+    );
+    lagGauge('vmdr_last_recovery_point_age_seconds', 'Seconds since the newest recovery point was committed: how long replication has made no progress.', 'pointAgeSeconds');
     const rpo = new Gauge({ name: 'vmdr_rpo_seconds', help: "The protection's recovery point objective.", labelNames: LABELS, registers });
     for (const p of protections) rpo.set(labels(p.name), p.rpo / 1000);
 
