@@ -17,3 +17,20 @@ export class SourceIdentityChanged extends VmdrError {
     );
   }
 }
+
+export class ProtectionExists extends VmdrError {
+  constructor(protection: string, file: string) {
+    super('PROTECTION_EXISTS', `${file}: protection "${protection}" already exists`, { subject: { protection, file } });
+  }
+}
+
+/**
+ * A protection a plan starts, or that a failover holds or has failed over, is not removed: the plan
+ * would name a VM it cannot start, and the failed-over VM would lose the record of where it runs
+ * from. Nothing was changed.
+ */
+export class ProtectionInUse extends VmdrError {
+  constructor(protection: string, why: string, remedy: string) {
+    super('PROTECTION_IN_USE', `protection "${protection}" ${why}`, { subject: { protection }, remedy });
+  }
+}

@@ -143,6 +143,11 @@ export function tryLockProtections(db: Database, failover: string, protections: 
     .immediate();
 }
 
+/** The run that holds `protection`'s lock, if one does. */
+export function lockHolder(db: Database, protection: string): string | undefined {
+  return (db.prepare('SELECT failover FROM failover_locks WHERE protection = ?').get(protection) as { failover: string } | undefined)?.failover;
+}
+
 export function unlockProtections(db: Database, failover: string): void {
   db.prepare('DELETE FROM failover_locks WHERE failover = ?').run(failover);
 }

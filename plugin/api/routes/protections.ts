@@ -12,8 +12,10 @@ import { listRecoveryPoints } from '../../replication/points.js';
 import type { RecoveryPoint } from '../../replication/replica/store.js';
 import { syncAsAsked } from '../../replication/sync-request.js';
 import { pauseOf, pauseProtection, resumeProtection } from '../../state/pauses.js';
+import { addProtection } from '../../protections/add.js';
+import { removeProtection } from '../../protections/remove.js';
 import { sendJson } from '../answers.js';
-import { mayOperate, principalOf, visible, visibleOnly } from '../auth.js';
+import { mayOperate, operatorOnly, principalOf, visible, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
 import { describeOperationError, OperationAccepted, operationAccepted } from './operations.js';
 
@@ -99,6 +101,13 @@ function pointView(point: RecoveryPoint, withImages: boolean): z.infer<typeof Po
   };
 }
 
+/**
+ * The entry as the config's `protections:` list has it (durations as "15m"): it is checked by the
+ * config's own schema and references when it is written, and a failure names its path there.
+ */
+const AddBody = z.looseObject({ name: SafeName }).describe("A protection, as an item of the config's `protections:` list");
+const RemovedView = z.object({ protection: z.string(), kept: z.object({ site: z.string(), targetVm: z.string() }) });
+
 const PauseBody = z.strictObject({ reason: z.string().max(500).optional() }).default({});
 const PauseView = z.object({ protection: z.string(), paused: z.object({ by: z.string(), at: z.string(), reason: z.string().nullable() }).nullable() });
 
@@ -150,6 +159,48 @@ export function registerProtectionRoutes(app: FastifyInstance, ctx: ApiContext):
     const mine = visibleOnly(req, ctx.config.protections, tenantOfProtection);
     return visible(req, 'protection', name, mine.find((p) => p.name === name) ?? mine.find((p) => p.source.vm === name), tenantOfProtection);
   };
+
+  api.post(
+    '/protections',
+    {
+      config: { action: 'protection.add' },
+      schema: {
+        tags: ['protections'],
+        summary:
+          "Add a protection to the config (operators only: vmdr does not know which source VMs a tenant owns). The daemons start replicating it when they reload the config; the first cycle pre-stages its target",
+        body: AddBody,
+        response: { 201: ProtectionView },
+      },
+    },
+    async (req, reply) => {
+      operatorOnly(req);
+      mayOperate(req);
+      const added = await addProtection(ctx.file, req.body);
+      req.objectId = added.name;
+      await ctx.reloadConfig();
+      return reply.code(201).send(viewOf(added));
+    },
+  );
+
+  api.delete(
+    '/protections/:name',
+    {
+      config: { action: 'protection.remove' },
+      schema: {
+        tags: ['protections'],
+        summary: 'Take a protection out of the config: its replica, recovery points and target VM stay on the DR site. Refused while a plan starts it, a failover holds it or it is failed over',
+        params: NameParams,
+        response: { 200: RemovedView },
+      },
+    },
+    async (req) => {
+      const p = find(req, req.params.name);
+      mayOperate(req);
+      const removed = await removeProtection(ctx.file, ctx.state, p.name);
+      await ctx.reloadConfig();
+      return removed;
+    },
+  );
 
   api.get('/protections', { schema: { tags: ['protections'], summary: 'The protections the token may see', response: { 200: z.array(ProtectionView) } } }, async (req) =>
     visibleOnly(req, ctx.config.protections, tenantOfProtection).map(viewOf),

@@ -229,6 +229,47 @@ describe('HTTP API (test:///default, HTTPS, SQLite)', function () {
     assert.equal((await call('/api/v1/tenants/initech', { token: tokens.operatorRead })).status, 404);
   });
 
+  it('adds and removes protections for operators: the config file, quota and references checked, the replica kept', async () => {
+    const entry = { name: 'mail-acme', tenant: 'acme', source: { site: 'src', vm: 'test' }, target: { site: 'dr', vm: 'mail-acme-dr', nics: [{ network: 'default' }] }, rpo: '5m' };
+    const asTenant = await call('/api/v1/protections', { method: 'POST', token: tokens.acme, body: entry });
+    assert.equal(asTenant.status, 404, "a tenant's token does not even see the route");
+    const readOnly = await call('/api/v1/protections', { method: 'POST', token: tokens.operatorRead, body: entry });
+    assert.equal(readOnly.status, 403);
+    const made = await call('/api/v1/protections', { method: 'POST', token: tokens.operator, body: entry });
+    assert.equal(made.status, 201, made.text);
+    assert.equal(made.json.rpoSeconds, 300);
+    assert.equal(made.json.tenant, 'acme');
+    assert.match(await readFile(join(dir, 'vmdr.yaml'), 'utf8'), /name: mail-acme/);
+    assert.equal((await call('/api/v1/protections/mail-acme', { token: tokens.acmeRead })).status, 200, "its tenant sees it at once");
+    assert.equal((await call('/api/v1/protections/mail-acme', { token: tokens.globex })).status, 404);
+
+    const again = await call('/api/v1/protections', { method: 'POST', token: tokens.operator, body: entry });
+    assert.equal(again.status, 409);
+    assert.equal(again.json.error.code, 'PROTECTION_EXISTS');
+    const badSite = await call('/api/v1/protections', { method: 'POST', token: tokens.operator, body: { ...entry, name: 'x1', target: { ...entry.target, site: 'nowhere', vm: 'x1-dr' } } });
+    assert.equal(badSite.status, 400);
+    assert.equal(badSite.json.error.code, 'CONFIG_INVALID');
+    assert.match(badSite.json.error.message, /protections\[\d+\]\.target\.site: unknown site "nowhere"/, badSite.json.error.message);
+    const badRpo = await call('/api/v1/protections', { method: 'POST', token: tokens.operator, body: { ...entry, name: 'x2', rpo: 'soon' } });
+    assert.equal(badRpo.status, 400);
+    assert.match(badRpo.json.error.message, /rpo/);
+    const badName = await call('/api/v1/protections', { method: 'POST', token: tokens.operator, body: { ...entry, name: '../x' } });
+    assert.equal(badName.status, 400);
+    assert.match(badName.json.error.message, /name/);
+    const before = await readFile(join(dir, 'vmdr.yaml'), 'utf8');
+    assert.ok(!before.includes('x1') && !before.includes('x2'), 'a refused entry leaves the file as it was');
+
+    const removed = await call('/api/v1/protections/mail-acme', { method: 'DELETE', token: tokens.acme });
+    assert.equal(removed.status, 200, removed.text);
+    assert.deepEqual(removed.json, { protection: 'mail-acme', kept: { site: 'dr', targetVm: 'mail-acme-dr' } });
+    assert.doesNotMatch(await readFile(join(dir, 'vmdr.yaml'), 'utf8'), /mail-acme/);
+    assert.equal((await call('/api/v1/protections/mail-acme', { token: tokens.operatorRead })).status, 404);
+    assert.equal((await call('/api/v1/protections/db-globex', { method: 'DELETE', token: tokens.acme })).status, 404, "another tenant's is a name that does not exist");
+    const audit = (await call('/api/v1/audit', { token: tokens.operatorRead })).json as { action: string; object: string | null; result: string }[];
+    assert.ok(audit.some((a) => a.action === 'protection.add' && a.result === 'ok'), JSON.stringify(audit.slice(0, 3)));
+    assert.ok(audit.some((a) => a.action === 'protection.remove'));
+  });
+
   it('pauses and resumes a protection: no sync while paused, status says who paused it', async () => {
     const paused = await call('/api/v1/protections/web-acme/pause', { method: 'POST', token: tokens.acme, body: { reason: 'maintenance' } });
     assert.equal(paused.status, 200, paused.text);

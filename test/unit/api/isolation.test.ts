@@ -125,6 +125,12 @@ ${plans}
     byName('POST /api/v1/protections/:name/sync', 'POST', (n) => `/api/v1/protections/${n}/sync`, (o) => o.protection, 'web-nobody', () => ({})),
     byName('POST /api/v1/protections/:name/pause', 'POST', (n) => `/api/v1/protections/${n}/pause`, (o) => o.protection, 'web-nobody', () => ({})),
     byName('POST /api/v1/protections/:name/resume', 'POST', (n) => `/api/v1/protections/${n}/resume`, (o) => o.protection, 'web-nobody', () => ({})),
+    byName('POST /api/v1/protections (operators only)', 'POST', () => '/api/v1/protections', (o) => o.protection.replace('web-', 'new-'), 'new-nobody', (n) => ({
+      name: n,
+      source: { site: 'src', vm: 'test' },
+      target: { site: 'dr', vm: `${n}-dr`, nics: [{ network: 'default' }] },
+    })),
+    byName('DELETE /api/v1/protections/:name', 'DELETE', (n) => `/api/v1/protections/${n}`, (o) => o.protection, 'web-nobody'),
     byName('POST /api/v1/tenants (operators only)', 'POST', () => '/api/v1/tenants', (o) => o.protection.replace('web-', 'new-'), 'nobody', (n) => ({ name: n })),
     byName('DELETE /api/v1/tenants/:name (operators only)', 'DELETE', (n) => `/api/v1/tenants/${n}`, (o) => o.protection.replace('web-', ''), 'nobody'),
     list('GET /api/v1/tenants', '/api/v1/tenants', (o) => o.plan.replace('plan-', '')),
