@@ -66,6 +66,12 @@ export interface ApiDeps {
   log?: NodeJS.WritableStream | false;
   /** A sync the API ran ended with this point (for the daemon's lag and metrics, as the loops' cycles). */
   onSynced?: (result: SyncResult) => void;
+  /**
+   * The daemon's reload, run after the API changed the config file: the daemon's parts (its loops,
+   * receivers) take the change too, and the config it resolves with is the one the API reads from
+   * then. Without it (an API alone, in tests) the API reads the file for itself.
+   */
+  reloadConfig?: () => Promise<Config>;
   /** Routes added by others of the daemon (the metrics), after authentication is in place. */
   extraRoutes?: (app: FastifyInstance) => void | Promise<void>;
 }
@@ -176,7 +182,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
     file: deps.file,
     config: deps.config,
     reloadConfig: async () => {
-      ctx.config = (await loadConfig(deps.file)).config;
+      ctx.config = deps.reloadConfig ? await deps.reloadConfig() : (await loadConfig(deps.file)).config;
       ctx.status.forget();
     },
     state: deps.state,

@@ -29,6 +29,8 @@ const MAX_CONNECTIONS = 16;
 
 export interface ControlServer {
   socket: string;
+  /** The daemon reloaded its config: syncs handed over must come from a CLI that read this text. */
+  reloaded(fingerprint: string): void;
   /** Stops taking requests, aborts the syncs in flight and waits for them to end. */
   close(): Promise<void>;
 }
@@ -68,6 +70,9 @@ export async function startControlServer(realConfigPath: string, deps: ControlDe
   await chmod(socket, 0o600);
   return {
     socket,
+    reloaded: (fingerprint) => {
+      deps.fingerprint = fingerprint;
+    },
     close: async () => {
       const closed = new Promise((resolve) => server.close(resolve));
       // A hung-up caller aborts its sync (answerStreamed): so does a daemon that stops.

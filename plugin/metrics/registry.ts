@@ -25,9 +25,9 @@ export const CYCLE_DURATION_BUCKETS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 12
 
 export interface MetricsDeps {
   /** The protections replicated here: their lag, RPO and cycle series. */
-  protections: Protection[];
+  protections: readonly Protection[];
   /** Every protection of the config, for the labels of failovers run here (default: `protections`). */
-  known?: Protection[];
+  known?: readonly Protection[];
   lag: ReplicationLag;
   /** Where failovers and drills are journalled; without it, no failover results. */
   state?: StateStore;
@@ -43,17 +43,21 @@ export class VmdrMetrics {
   readonly #failures: Counter<Label | 'code'>;
   readonly #breaches: Counter<Label>;
 
+  #protections: readonly Protection[] = [];
+  #byName = new Map<string, Protection>();
+  readonly #rpo: Gauge<Label>;
+
   constructor(deps: MetricsDeps) {
-    const byName = new Map((deps.known ?? deps.protections).map((p) => [p.name, p]));
     this.#labels = (protection) => {
-      const p = byName.get(protection);
+      const p = this.#byName.get(protection);
       // A protection gone from the config may still have failovers in the state file.
       return { protection, tenant: p?.tenant ?? '', site: p?.source.site ?? '' };
     };
     const registers = [this.registry];
     const labels = this.#labels;
     const now = deps.now ?? Date.now;
-    const { lag, protections } = deps;
+    const { lag } = deps;
+    const protectionsNow = () => this.#protections;
 
     /** A gauge of one of the lag's figures, read from the lag at scrape time; absent before a protection's first point. */
     const lagGauge = (name: string, help: string, figure: 'lagSeconds' | 'pointAgeSeconds') =>
@@ -65,7 +69,7 @@ export class VmdrMetrics {
         collect() {
           this.reset();
           const at = now();
-          for (const p of protections) {
+          for (const p of protectionsNow()) {
             const l = lag.lag(p.name, at);
             if (l) this.set(labels(p.name), l[figure]);
           }
@@ -77,8 +81,7 @@ export class VmdrMetrics {
       'lagSeconds',
     );
     lagGauge('vmdr_last_recovery_point_age_seconds', 'Seconds since the newest recovery point was committed: how long replication has made no progress.', 'pointAgeSeconds');
-    const rpo = new Gauge({ name: 'vmdr_rpo_seconds', help: "The protection's recovery point objective.", labelNames: LABELS, registers });
-    for (const p of protections) rpo.set(labels(p.name), p.rpo / 1000);
+    this.#rpo = new Gauge({ name: 'vmdr_rpo_seconds', help: "The protection's recovery point objective.", labelNames: LABELS, registers });
 
     this.#shipped = new Counter({ name: 'vmdr_replication_shipped_bytes_total', help: 'Bytes of delta streams sent to the DR site (after compression, with framing).', labelNames: LABELS, registers });
     this.#duration = new Histogram({
@@ -90,11 +93,7 @@ export class VmdrMetrics {
     });
     this.#failures = new Counter({ name: 'vmdr_replication_cycle_failures_total', help: 'Sync cycles that failed, by error code.', labelNames: [...LABELS, 'code'], registers });
     this.#breaches = new Counter({ name: 'vmdr_rpo_breaches_total', help: "Times the protection's lag passed its RPO (one per breach, however long it lasts).", labelNames: LABELS, registers });
-    // Zero from the start, so a rate() over the first breach or byte sees it.
-    for (const p of protections) {
-      this.#shipped.inc(labels(p.name), 0);
-      this.#breaches.inc(labels(p.name), 0);
-    }
+    this.setProtections(deps.protections, deps.known);
 
     const results = deps.state && new FailoverResults(deps.state);
     new Counter({
@@ -108,6 +107,25 @@ export class VmdrMetrics {
     });
 
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /**
+   * The protections replicated here (and every one of the config, for labels) from now on: at
+   * start, and when the daemon reloads its config. Series of a protection no longer replicated
+   * here stop being reported; its counters keep what they counted.
+   */
+  setProtections(protections: readonly Protection[], known: readonly Protection[] = protections): void {
+    const before = new Set(this.#protections.map((p) => p.name));
+    this.#protections = protections;
+    this.#byName = new Map(known.map((p) => [p.name, p]));
+    this.#rpo.reset();
+    for (const p of protections) {
+      this.#rpo.set(this.#labels(p.name), p.rpo / 1000);
+      if (before.has(p.name)) continue;
+      // Zero from the start, so a rate() over the first breach or byte sees it.
+      this.#shipped.inc(this.#labels(p.name), 0);
+      this.#breaches.inc(this.#labels(p.name), 0);
+    }
   }
 
   /** A replication loop's cycle report (plugin/replication/continuous.ts onCycle). */

@@ -12,13 +12,19 @@ export class Notifier {
   readonly #order = new SequencerByKey();
 
   constructor(
-    private readonly config: Notifications,
+    private config: Notifications,
     private readonly options: NotifyOptions = {},
   ) {}
 
   tell(subject: string, event: NotificationEvent): void {
-    if (this.config.webhooks.length === 0) return;
-    void this.#order.run(subject, () => notify(this.config, event, this.options));
+    const config = this.config;
+    if (config.webhooks.length === 0) return;
+    void this.#order.run(subject, () => notify(config, event, this.options));
+  }
+
+  /** The webhooks told from now on (a reloaded config); events already on their way keep theirs. */
+  reconfigure(config: Notifications): void {
+    this.config = config;
   }
 
   idle(): Promise<void> {

@@ -29,7 +29,7 @@ export interface RpoEvent {
 }
 
 /** Checks often enough for a short RPO to be seen breached soon after it is, and not busily. */
-export function checkInterval(protections: Protection[]): number {
+export function checkInterval(protections: readonly Protection[]): number {
   const shortest = Math.min(...protections.map((p) => p.rpo));
   return Math.max(1_000, Math.min(5_000, shortest / 2));
 }
@@ -38,7 +38,7 @@ export class RpoMonitor {
   readonly #breached = new Set<string>();
 
   constructor(
-    private readonly protections: Protection[],
+    private protections: readonly Protection[],
     private readonly lag: ReplicationLag,
     private readonly options: { onEvent: (event: RpoEvent) => void; now?: () => number },
   ) {}
@@ -67,14 +67,30 @@ export class RpoMonitor {
     return events;
   }
 
+  /** The protections judged from now on (a reloaded config); one no longer judged forgets its breach. */
+  setProtections(protections: readonly Protection[]): void {
+    this.protections = protections;
+    const names = new Set(protections.map((p) => p.name));
+    for (const name of this.#breached) if (!names.has(name)) this.#breached.delete(name);
+  }
+
   breached(protection: string): boolean {
     return this.#breached.has(protection);
   }
 
   /** Checks every `intervalMs` until the signal aborts. */
-  run(signal: AbortSignal, intervalMs = checkInterval(this.protections)): void {
-    if (signal.aborted || this.protections.length === 0) return;
-    const timer = setInterval(() => this.check(), intervalMs);
-    signal.addEventListener('abort', () => clearInterval(timer), { once: true });
+  run(signal: AbortSignal, intervalMs?: number): void {
+    if (signal.aborted) return;
+    // Without a fixed interval, each wait is set by the protections judged then (they change on reload).
+    let timer: NodeJS.Timeout | undefined;
+    const next = () => {
+      const ms = intervalMs ?? (this.protections.length ? checkInterval(this.protections) : 5_000);
+      timer = setTimeout(() => {
+        this.check();
+        next();
+      }, ms);
+    };
+    next();
+    signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
   }
 }

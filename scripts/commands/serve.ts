@@ -1,13 +1,17 @@
 import { realpath } from 'node:fs/promises';
 import type { Argv } from 'yargs';
 import { VmdrError } from '../../hypervisors/errors.js';
+import { loadConfig, type LoadedConfig } from '../../plugin/config/load.js';
+import { reloadInPlace, type Reloaded } from '../../plugin/config/live.js';
 import type { Config, Protection } from '../../plugin/config/schema.js';
+import { watchConfigFile } from '../../plugin/config/watch.js';
 import type { ControlServer } from '../../plugin/control/server.js';
 import { VmdrMetrics } from '../../plugin/metrics/registry.js';
 import { metricsRoute } from '../../plugin/metrics/route.js';
 import { Notifier } from '../../plugin/notifications/notifier.js';
 import { cycleInterval, replicateContinuously, type CycleReport } from '../../plugin/replication/continuous.js';
 import { ReplicationLag } from '../../plugin/replication/lag.js';
+import { ReplicationLoops, type LoopChanges } from '../../plugin/replication/loops.js';
 import { RpoMonitor } from '../../plugin/replication/rpo-monitor.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
@@ -81,8 +85,35 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
         (r.recovered.discarded.length ? `; discarded ${r.recovered.discarded.length} uncommitted overlays` : ''),
     );
   }
-  const replicated = argv.replicate ? config.protections.filter((p) => !site || p.source.site === site) : [];
-  const watch = watchReplication(config, replicated, { state, say, signal: stop.signal });
+  // Read at each reload: the config object is the daemon's one, updated in place (config/live.ts).
+  const replicatedHere = () => (argv.replicate ? config.protections.filter((p) => !site || p.source.site === site) : []);
+  const watch = watchReplication(config, replicatedHere(), { state, say, signal: stop.signal });
+  const loops = new ReplicationLoops(
+    async (p, signal) => {
+      const receiver = await receiverFor(config, file, p);
+      try {
+        await replicateContinuously(p, { sites, state, receiver }, {
+          signal,
+          intervalMs: cycleInterval(p),
+          onCycle: (c) => {
+            watch.cycle(c);
+            reportCycle(say, p, c);
+          },
+        });
+      } finally {
+        receiver.close();
+      }
+    },
+    (p, err) => say({ event: 'warning', protection: p.name, ...(err instanceof VmdrError ? err.toJSON() : { message: String(err) }) }, `warning: ${p.name}: its replication loop ended: ${err instanceof Error ? err.message : String(err)}`),
+  );
+  let control: ControlServer | undefined;
+  const reload = configReloader({ file, config, fingerprint }, say, async (reloaded) => {
+    control?.reloaded(reloaded.fingerprint);
+    watch.reconfigure(config, replicatedHere());
+    const changes = await loops.set(replicatedHere());
+    if (reloaded.changed.includes('tenants')) await ensureTenantNetworks({ config, sites }, site, say);
+    return changes;
+  });
   const api = argv.api
     ? await startApi({
         file,
@@ -91,6 +122,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
         sites,
         ...(site ? { site } : {}),
         onSynced: watch.synced,
+        reloadConfig: async () => (await reload('api'), config),
         extraRoutes: async (app) => {
           const { operatorOnly } = await import('../../plugin/api/auth.js');
           metricsRoute(app, watch.metrics.registry, { guard: operatorOnly });
@@ -104,32 +136,60 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
     );
   }
   await ensureTenantNetworks({ config, sites }, site, say);
-  const loops = replicated.map(async (p) => {
-    const receiver = await receiverFor(config, file, p);
-    try {
-      await replicateContinuously(p, { sites, state, receiver }, {
-        signal: stop.signal,
-        intervalMs: cycleInterval(p),
-        onCycle: (c) => {
-          watch.cycle(c);
-          reportCycle(say, p, c);
-        },
-      });
-    } finally {
-      receiver.close();
-    }
-  });
+  await loops.set(replicatedHere());
   // A daemon of a DR site alone has no source VM to sync: the control socket is a source site's.
   const servesSources = !site || config.protections.some((p) => p.source.site === site);
-  const control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say, watch.synced) : undefined;
+  control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say, watch.synced) : undefined;
+  // SIGHUP (systemctl reload) and an edit of the file reload the config; a bad one is a warning and changes nothing.
+  const hangUp = () => void reload('signal').catch(() => undefined);
+  process.on('SIGHUP', hangUp);
+  await watchConfigFile(file, { signal: stop.signal, onChange: () => void reload('file').catch(() => undefined), onWarning: (err) => say({ event: 'warning', message: String(err) }, `warning: config watch: ${String(err)}`) });
   say({ event: 'ready', ...(control ? { control: control.socket } : {}) }, 'vmdr serve: ready');
   await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+  process.off('SIGHUP', hangUp);
   await control?.close();
   await api?.close();
-  await Promise.allSettled(loops);
+  await loops.stopAll();
   await watch.notifier.idle();
   await Promise.allSettled(receivers.map((r) => r.close()));
   say({ event: 'stopped' }, 'vmdr serve: stopped');
+}
+
+/**
+ * The daemon's config reload, one at a time: the file read and checked again (a config that does
+ * not load is a warning, and the daemon runs on with the one it had), taken in place when its text
+ * changed (config/live.ts), then `apply` brings the daemon's parts in step. A reload the API asked
+ * for fails with the config's own error, which the API answers with.
+ */
+function configReloader(current: { file: string; config: Config; fingerprint: string }, say: Say, apply: (reloaded: Reloaded & { fingerprint: string }) => Promise<LoopChanges>) {
+  let fingerprint = current.fingerprint;
+  let queue: Promise<unknown> = Promise.resolve();
+  const once = async (why: 'signal' | 'file' | 'api'): Promise<void> => {
+    let next: LoadedConfig;
+    try {
+      next = await loadConfig(current.file);
+    } catch (err) {
+      if (!(err instanceof VmdrError)) throw err;
+      say({ event: 'warning', why, ...err.toJSON() }, `warning: config not reloaded (${why}): ${err.message}; the daemon runs with the config it had`);
+      throw err;
+    }
+    if (next.fingerprint === fingerprint) return;
+    fingerprint = next.fingerprint;
+    const reloaded = reloadInPlace(current.config, next.config);
+    const loops = await apply({ ...reloaded, fingerprint });
+    const moved = [...loops.started.map((n) => `+${n}`), ...loops.stopped.map((n) => `-${n}`), ...loops.restarted.map((n) => `~${n}`)];
+    say(
+      { event: 'reloaded', why, changed: reloaded.changed, restartNeeded: reloaded.restartNeeded, loops },
+      `config reloaded (${why}): ${reloaded.changed.join(', ') || 'nothing that matters here'} changed` +
+        (moved.length ? `; replication loops ${moved.join(' ')}` : '') +
+        (reloaded.restartNeeded.length ? `; ${reloaded.restartNeeded.join(', ')} changed too and take effect when vmdr serve restarts` : ''),
+    );
+  };
+  return (why: 'signal' | 'file' | 'api'): Promise<void> => {
+    const run = queue.then(() => once(why), () => once(why));
+    queue = run.catch(() => undefined);
+    return run;
+  };
 }
 
 /** The config's HTTP API, when it has one; its modules load only then. */
@@ -207,6 +267,13 @@ function watchReplication(config: Config, replicated: Protection[], ctx: Pick<Re
   return {
     metrics,
     notifier,
+    /** The config was reloaded: what is replicated here, labelled and told from now on. */
+    reconfigure: (live: Config, replicatedNow: Protection[]) => {
+      lag.seed(ctx.state, replicatedNow.map((p) => p.name));
+      metrics.setProtections(replicatedNow, live.protections);
+      monitor.setProtections(replicatedNow);
+      notifier.reconfigure(live.notifications);
+    },
     cycle: (c: CycleReport) => {
       lag.observe(c);
       metrics.cycle(c);
