@@ -34,6 +34,10 @@ const API_STATUS_OF_CODE: Record<string, number> = {
   SYNC_ELSEWHERE: 409,
   PROTECTION_PAUSED: 409,
   REQUEST_TIMEOUT: 504,
+  // The hypervisor behind the daemon failed, not the daemon nor the request: a gateway's codes.
+  HYPERVISOR_UNREACHABLE: 502,
+  HYPERVISOR_OPERATION_FAILED: 502,
+  HYPERVISOR_TIMED_OUT: 504,
   DAEMON_BUSY: 503,
 };
 

@@ -15,6 +15,15 @@ export const CLI_ACTOR = 'cli';
 /** At most this many records per read. */
 export const MAX_AUDIT_LIMIT = 1000;
 
+/**
+ * The newest records kept: each refused request of a valid token leaves one, so without a bound a
+ * client could grow the state file for as long as it keeps asking. A million records are a few
+ * hundred MB at most and years of a provider's changes.
+ */
+export const AUDIT_RECORDS_KEPT = 1_000_000;
+/** The oldest are dropped every this many records, not on each one: one indexed delete in a thousand inserts. */
+const PRUNE_EVERY = 1000;
+
 export interface AuditEntry {
   /** A token id, or CLI_ACTOR. */
   actor: string;
@@ -50,11 +59,13 @@ interface RawAudit {
   code: string | null;
 }
 
-export function recordAudit(store: StateStore, entry: AuditEntry): number {
+export function recordAudit(store: StateStore, entry: AuditEntry, kept = AUDIT_RECORDS_KEPT): number {
   const result = store.db
     .prepare('INSERT INTO audit_records (at_ms, actor, actor_name, tenant, action, object, result, code) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
     .run((entry.at ?? new Date()).getTime(), entry.actor, entry.actorName, entry.tenant ?? null, entry.action, entry.object ?? null, entry.result, entry.code ?? null);
-  return Number(result.lastInsertRowid);
+  const id = Number(result.lastInsertRowid);
+  if (id % PRUNE_EVERY === 0) store.db.prepare('DELETE FROM audit_records WHERE id <= ?').run(id - kept);
+  return id;
 }
 
 /**

@@ -26,7 +26,7 @@ export interface TestApi {
 }
 
 /** `protections` YAML items added to the config's three (two spaces deep, as the list's own). */
-export async function startTestApi(options: { moreProtections?: string } = {}): Promise<TestApi> {
+export async function startTestApi(options: { moreProtections?: string; drUri?: string } = {}): Promise<TestApi> {
   const dir = await mkdtemp(join(tmpdir(), 'vmdr-api-'));
   const file = join(dir, 'vmdr.yaml');
   // The DR site's storage is on this host, as on a DR host's daemon: its replicas' roles and points are read here.
@@ -37,7 +37,7 @@ export async function startTestApi(options: { moreProtections?: string } = {}): 
 state: { path: ${join(dir, 'state.db')} }
 sites:
   - { name: src, uri: "test:///default" }
-  - { name: dr, uri: "test:///default", storage: ${join(dir, 'replicas')} }
+  - { name: dr, uri: "${options.drUri ?? 'test:///default'}", storage: ${join(dir, 'replicas')} }
 tenants:
   - { name: acme, quota: { vms: 5 } }
   - { name: globex }

@@ -293,3 +293,21 @@ describe('HTTP API (test:///default, HTTPS, SQLite)', function () {
     assert.match(String(made.headers['x-request-id']), /^[0-9a-f-]{36}$/);
   });
 });
+
+describe('HTTP API: a hypervisor behind the daemon that fails', function () {
+  this.timeout(60_000);
+  let t: TestApi;
+  before(async () => {
+    // A libvirtd socket that does not exist: the DR site's hypervisor is down.
+    t = await startTestApi({ drUri: 'qemu+unix:///system?socket=/nonexistent/vmdr-test/libvirt-sock' });
+  });
+  after(() => t?.close());
+
+  it("answers 502 with the hypervisor's own error, not a 500 of vmdr's", async () => {
+    const made = await apiCall(t.api.url, t.ca, '/api/v1/tenants', { method: 'POST', token: t.tokens.operator, body: { name: 'initech' } });
+    assert.equal(made.status, 502, made.text);
+    assert.equal(made.json.error.code, 'HYPERVISOR_UNREACHABLE');
+    assert.match(made.json.error.message, /cannot reach hypervisor/);
+    assert.doesNotMatch(await readFile(join(t.dir, 'vmdr.yaml'), 'utf8'), /initech/, 'no tenant without its networks');
+  });
+});

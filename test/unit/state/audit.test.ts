@@ -61,6 +61,15 @@ describe('the audit record (plugin/state/audit.ts)', () => {
     assert.equal(listAudit(store, { limit: 3 })[0]!.at.getTime(), MAX_AUDIT_LIMIT + 49);
   });
 
+  it('keeps the newest records only: a client that keeps being refused cannot grow the state file without bound', () => {
+    store.db.transaction(() => {
+      for (let i = 1; i <= 3000; i++) recordAudit(store, { actor: 'x', actorName: 'spam', action: 'protection.sync', object: `n${i}`, result: 'refused', at: new Date(i) }, 10);
+    })();
+    const left = store.db.prepare('SELECT COUNT(*) AS n, MIN(id) AS first FROM audit_records').get() as { n: number; first: number };
+    assert.deepEqual(left, { n: 10, first: 2991 });
+    assert.equal(listAudit(store, { limit: 1 })[0]!.object, 'n3000', 'the newest stays');
+  });
+
   it('records what a piece of work came to: ok with what it learnt, refused or failed with the code, and passes the error on', async () => {
     const who = { actor: 'cli', actorName: 'root' };
     assert.equal(await audited(store, { ...who, action: 'token.create' }, () => ({ id: 'dddddddddddd' }), (r) => ({ object: r.id, tenant: 'acme' })).then((r) => r.id), 'dddddddddddd');
