@@ -223,6 +223,10 @@ export const PlanSchema = z.strictObject({
   groups: z.array(PlanGroupSchema).min(1, 'at least one group'),
   /** stop: a VM that fails its health check stops the plan; skip: carry on without it. */
   onHealthFailure: z.enum(['stop', 'skip']).default('stop'),
+  /** The recovery time objective: start of a run to its last VM healthy. The report says whether it was met. */
+  rto: durationBetween('1s', '30d').optional(),
+  /** The data loss the plan accepts per VM (its data-loss window). The report says whether each VM met it. */
+  rpo: durationBetween('1s', '30d').optional(),
 });
 
 export const DrillSchema = z.strictObject({

@@ -8,8 +8,10 @@ import { getFailover, listSteps, type FailoverKind, type StepRow } from '../stat
 import type { StateStore } from '../state/store.js';
 import type { AppliedIdentity } from '../targets/identity.js';
 import type { HealthStep } from './boot.js';
+import type { VmEvidence } from './evidence.js';
 import { RUN } from './journal.js';
 import type { ChosenPoint } from './recovery-point.js';
+import type { StoredReportFiles } from '../reports/store.js';
 
 export interface StepReport {
   step: string;
@@ -39,6 +41,8 @@ export interface VmReport {
   status: 'healthy' | 'failed' | 'skipped' | 'reverted' | 'pending';
   point: { id: string; time: string } | null;
   dataLossWindowMs: number | null;
+  /** Whether the data-loss window is within the plan's rpo; null when the plan sets none. */
+  dataLossWindowMet: boolean | null;
   healthyAt: string | null;
   guest: string | null;
   /**
@@ -52,6 +56,14 @@ export interface VmReport {
   steps: StepReport[];
   /** A failback's copy passes, in order, with what they compared and sent. */
   passes?: PassReport[];
+  /** What a drill kept of the VM (evidence.ts); absent or null for other runs. */
+  evidence?: VmEvidence | null;
+}
+
+/** A plan's objectives (config `rto:` and `rpo:`), in milliseconds; null where it sets none. */
+export interface ReportTargets {
+  rtoMs: number | null;
+  rpoMs: number | null;
 }
 
 export interface FailoverReport {
@@ -64,19 +76,28 @@ export interface FailoverReport {
   failureAt: string;
   /** Start of the run to its last VM healthy; null when none became healthy. */
   rtoMs: number | null;
+  /** The plan's objectives; null for a run of one VM (no plan) and for a revert (nothing comes up). */
+  targets: ReportTargets | null;
+  /** Whether the RTO is within the plan's rto; null when there is none. A run with no VM healthy missed it. */
+  rtoMet: boolean | null;
   groups: { name: string; status: StepRow['status'] | 'pending'; startedAt: string | null; endedAt: string | null }[];
   run: StepReport[];
   vms: VmReport[];
   error?: { code: string; message: string };
+  /** Where the run's signed report files were stored when it ended, or why they could not be (never signed itself). */
+  stored?: StoredReportFiles;
 }
 
 export function buildReport(
   state: StateStore,
   id: string,
   groups: { name: string; protections: { name: string; targetVm: string; sourceVm: string }[] }[],
+  objectives?: { rto?: number | undefined; rpo?: number | undefined },
 ): FailoverReport {
   const row = getFailover(state.db, id)!;
   const steps = listSteps(state.db, id);
+  const targets: ReportTargets | null = objectives && row.kind !== 'revert' ? { rtoMs: objectives.rto ?? null, rpoMs: objectives.rpo ?? null } : null;
+  const within = (target: number | null | undefined, measured: number | null) => (target == null ? null : measured !== null && measured <= target);
   const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
   const stepsOf = (protection: string) => steps.filter((s) => s.protection === protection);
   const detail = <T>(protection: string, step: string): T | undefined => {
@@ -113,6 +134,7 @@ export function buildReport(
             : health
               ? 'healthy'
               : 'pending';
+      const dataLossWindowMs = !point ? null : stopped && final?.point === point.id ? 0 : Math.max(0, lossFrom - Date.parse(point.time));
       return {
         protection: p.name,
         targetVm: p.targetVm,
@@ -120,7 +142,8 @@ export function buildReport(
         group: g.name,
         status,
         point: point ? { id: point.id, time: point.time } : null,
-        dataLossWindowMs: !point ? null : stopped && final?.point === point.id ? 0 : Math.max(0, lossFrom - Date.parse(point.time)),
+        dataLossWindowMs,
+        dataLossWindowMet: status === 'skipped' ? null : within(targets?.rpoMs, dataLossWindowMs),
         healthyAt: health?.healthyAt ?? null,
         guest: health?.guest ?? null,
         identity: identity?.action ?? null,
@@ -131,6 +154,7 @@ export function buildReport(
     }),
   );
   const healthy = vms.map((v) => (v.healthyAt ? Date.parse(v.healthyAt) : NaN)).filter((t) => !Number.isNaN(t));
+  const rtoMs = healthy.length ? Math.max(...healthy) - row.startedAtMs : null;
   return {
     id,
     kind: row.kind,
@@ -139,7 +163,9 @@ export function buildReport(
     startedAt: iso(row.startedAtMs)!,
     endedAt: iso(row.endedAtMs),
     failureAt: iso(row.failureAtMs)!,
-    rtoMs: healthy.length ? Math.max(...healthy) - row.startedAtMs : null,
+    rtoMs,
+    targets,
+    rtoMet: within(targets?.rtoMs, rtoMs),
     groups: groups.map((g) => {
       const s = steps.find((x) => x.protection === RUN && x.step === `group ${g.name}`);
       return { name: g.name, status: s?.status ?? 'pending', startedAt: iso(s?.startedAtMs ?? null), endedAt: iso(s?.endedAtMs ?? null) };

@@ -23,6 +23,7 @@ import { preflight, type Preflight } from './preflight.js';
 import { buildReport, type FailoverReport } from './report.js';
 import { revertVm } from './revert.js';
 import { takeOver } from './take-over.js';
+import { storeRunReport } from '../reports/store.js';
 import { failBackVm, failbackPreflight, type FailbackPreflight } from './failback.js';
 
 export interface RunnerDeps {
@@ -101,7 +102,9 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
   // or --revert may touch them then.
   const changedSomething = journal.steps().some((s) => s.protection !== RUN);
   if (!error || request.kind === 'test' || request.kind === 'revert' || !changedSomething) unlockProtections(deps.state.db, row.id);
-  const report = buildReport(deps.state, row.id, reportGroups(groups));
+  const report = buildReport(deps.state, row.id, reportGroups(groups), plan);
+  // Signed, beside the state file; one that cannot be stored says why, and the run's result stands.
+  report.stored = await storeRunReport(deps.config, report);
   if (failure !== undefined) throw Object.assign(failure as object, { report });
   return report;
 }
@@ -115,7 +118,7 @@ function reportGroups(groups: Group[]) {
  * plan is now, or one group per protection it named. Protections the config no longer has are
  * reported under their names.
  */
-export function storedReport(deps: RunnerDeps, id: string): FailoverReport | undefined {
+export function storedReport(deps: Pick<RunnerDeps, 'config' | 'state'>, id: string): FailoverReport | undefined {
   const row = getFailover(deps.state.db, id);
   if (!row) return undefined;
   const request = JSON.parse(row.request) as FailoverRequest;
@@ -127,7 +130,7 @@ export function storedReport(deps: RunnerDeps, id: string): FailoverReport | und
   const groups = plan
     ? plan.groups.map((g) => ({ name: g.name, protections: g.vms.map(known) }))
     : request.protections.map((name) => ({ name, protections: [known(name)] }));
-  return buildReport(deps.state, id, groups);
+  return buildReport(deps.state, id, groups, plan);
 }
 
 /** The protections a stored run is about. */

@@ -17,7 +17,7 @@ import { withReplicationContext } from './replication-context.js';
 type RunOptions = Omit<FailoverOptions, 'signal' | 'onEvent' | 'onProgress'>;
 
 export function runFailoverCommand(argv: GlobalOptions & ServerOptions, options: RunOptions): Promise<void> {
-  const print = (report: FailoverReport) => (argv.json ? printJson(report) : process.stdout.write(`${describeFailover(report)}\n`));
+  const print = (report: FailoverReport) => (argv.json ? printJson(report) : process.stdout.write(`${describeFailover(report)}\n${reportLine(report)}`));
   return run(argv, async () => {
     const server = await serverOf(argv);
     if (server) return void print(await failoverThroughApi(server, options, argv.json, print));
@@ -46,6 +46,12 @@ export function runFailoverCommand(argv: GlobalOptions & ServerOptions, options:
       print(report);
     });
   });
+}
+
+/** Where the run's HTML report is (or why it is not): the last line of the run's output. */
+function reportLine(report: FailoverReport): string {
+  if (!report.stored) return '';
+  return 'html' in report.stored ? `report: ${report.stored.html}\n` : `report not stored: ${report.stored.error.message}\n`;
 }
 
 /**

@@ -51,6 +51,9 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
         'Bring a failed-over VM (or plan) home with what it did on the DR site: only changed blocks travel back',
         async () => (await import('./failback.js')).failbackCommand,
       ),
+    )
+    .command(
+      lazy('report <command>', "A run's signed report (JSON and a self-contained HTML page), the key that signs them, and their check", async () => (await import('./report.js')).reportCommand),
     );
 }
 

@@ -5,11 +5,13 @@
  * its report; list the runs; read one run's timeline report from the state file, also while it
  * runs. A tenant's token sees and starts only runs of its own protections and plans.
  */
+import { readFile } from 'node:fs/promises';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { durationBetween, NAME_PATTERN, type Plan } from '../../config/schema.js';
 import { protectionsOfRun, runFailover, storedReport } from '../../failover/runner.js';
+import { runReportFiles } from '../../reports/run-report.js';
 import { getFailover, listFailovers, type FailoverRow } from '../../state/failovers.js';
 import { mayOperate, visible, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
@@ -128,6 +130,16 @@ export function registerFailoverRoutes(app: FastifyInstance, ctx: ApiContext): v
     async (req) => {
       visible(req, 'failover', req.params.id, getFailover(ctx.state.db, req.params.id), tenantOfRun);
       return storedReport(ctx, req.params.id);
+    },
+  );
+
+  api.get(
+    '/failovers/:id/report.html',
+    { schema: { tags: ['failover'], summary: "A run's signed report as one self-contained HTML page (stored when the run ended)", params: RunParams } },
+    async (req, reply) => {
+      visible(req, 'failover', req.params.id, getFailover(ctx.state.db, req.params.id), tenantOfRun);
+      const files = await runReportFiles(ctx, req.params.id);
+      return reply.type('text/html; charset=utf-8').send(await readFile(files.html));
     },
   );
 }
