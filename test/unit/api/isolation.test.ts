@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -145,6 +145,7 @@ ${plans}
     byName('POST /api/v1/failovers (their plan)', 'POST', () => '/api/v1/failovers', (o) => o.plan, 'plan-nobody', (n) => ({ plan: n, kind: 'test' })),
     list('GET /api/v1/failovers', '/api/v1/failovers', (o) => o.failover),
     byName('GET /api/v1/failovers/:id', 'GET', (n) => `/api/v1/failovers/${n}`, (o) => o.failover, 'fo-20000101T000000-0000'),
+    byName('GET /api/v1/failovers/:id/report.html', 'GET', (n) => `/api/v1/failovers/${n}/report.html`, (o) => o.failover, 'fo-20000101T000000-0000'),
     {
       what: 'GET /api/v1/audit (operators only)',
       check: async (as) => {
@@ -186,6 +187,17 @@ ${plans}
       },
     },
   ];
+
+  it("serves a tenant its own run's signed report page, stored by the runner when the drill ended", async () => {
+    for (const t of TENANTS) {
+      const page = await call(`/api/v1/failovers/${objects[t].failover}/report.html`, objects[t].token);
+      assert.equal(page.status, 200, page.text);
+      assert.match(String(page.headers['content-type']), /^text\/html/);
+      const stored = await readFile(join(dir, 'reports', objects[t].failover, 'report.html'), 'utf8');
+      assert.equal(page.text, stored);
+      assert.match(page.text, new RegExp(`<dt>Tenant</dt><dd>${t}</dd>`));
+    }
+  });
 
   it('refuses every route and command of one tenant on the other\'s objects', async () => {
     const table: { request: string; as: string; on: string; refused: string; answer: string }[] = [];

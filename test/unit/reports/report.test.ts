@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { PNG } from 'pngjs';
 import { loadConfig } from '../../../plugin/config/load.js';
 import type { Config } from '../../../plugin/config/schema.js';
@@ -24,6 +25,7 @@ import { SiteConnections } from '../../../plugin/sites/connections.js';
 import { endFailover, insertFailover } from '../../../plugin/state/failovers.js';
 import { StateStore } from '../../../plugin/state/store.js';
 import { assertOneLineError } from '../../helpers/assertions.js';
+import { artifactPath, launchChromium, newVisitor } from '../../helpers/browser.js';
 import { runVmdr } from '../../helpers/lab.js';
 
 const HOSTILE_CONSOLE = '</pre><script>alert("console")</script><img src=x onerror=alert(1)>';
@@ -216,6 +218,34 @@ describe('signed run reports (vmdr report)', function () {
     assert.ok(html.includes('<h2>VM &lt;b onmouseover=&quot;alert(2)&quot;&gt;web&lt;/b&gt;</h2>'));
     assert.ok(html.includes('\\u003c/pre>'.replace('>', '\\u003e')), 'the embedded JSON cannot close its script element');
     assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//, 'no external asset');
+  });
+
+  it("shows a person each VM's pass/fail, the evidence and its screenshot, and the hostile strings as text (Chromium)", async () => {
+    const browser = await launchChromium();
+    try {
+      const page = await (await newVisitor(browser)).newPage();
+      const dialogs: string[] = [];
+      page.on('dialog', (d) => (dialogs.push(d.message()), void d.dismiss()));
+      await page.goto(pathToFileURL(files.html).href);
+      assert.match(await page.locator('#run').innerText(), /Tenant\s+acme\s+Status\s+failed/);
+      const [web, db] = [page.locator('section.vm').nth(0), page.locator('section.vm').nth(1)];
+      assert.match(await web.innerText(), /Status\s+healthy[\s\S]*Health check\s+PASS/);
+      assert.match(await db.innerText(), /Status\s+failed[\s\S]*Health check\s+FAIL/);
+      assert.equal(await page.getByRole('heading', { name: `VM ${HOSTILE_VM}` }).count(), 1, 'the VM name shown as the text it is');
+      assert.equal(await web.locator('pre.console').innerText(), ['Booting', HOSTILE_CONSOLE, 'VMDR-GUEST ready'].join('\n'));
+      assert.deepEqual(await web.locator('table.checks tbody tr').allInnerTexts().then((rows) => rows.map((r) => r.split('\t').slice(0, 2))), [
+        ['serial', 'PASS'],
+        ['tcp 22', 'FAIL'],
+      ]);
+      assert.equal(await web.locator('img.shot').evaluate((img: HTMLImageElement) => img.naturalWidth), 64, 'the screenshot is in the page');
+      assert.equal(await page.locator('#timeline rect.step.failed').count(), 2, 'the failed health step and the group it stopped');
+      assert.deepEqual(dialogs, [], 'nothing from the report ran');
+      const shot = await artifactPath('report-page-evidence.png');
+      await page.screenshot({ path: shot, fullPage: true });
+      console.log(`      screenshot: ${shot}`);
+    } finally {
+      await browser.close();
+    }
   });
 
   it('the runner stores the report of a run that failed, and a report it cannot store does not change the run\'s result', async () => {
