@@ -6,9 +6,7 @@ import { readFile } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../plugin/config/load.js';
 import { readPublicKey, signingKey, publicKeyFile } from '../../plugin/reports/keys.js';
-import { runReportFiles } from '../../plugin/reports/run-report.js';
 import { verifyReportFile } from '../../plugin/reports/verify.js';
-import { StateStore } from '../../plugin/state/store.js';
 import { printJson, run } from '../cli/report.js';
 import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
@@ -28,6 +26,9 @@ const show: CommandModule<GlobalOptions, ShowOptions> = {
   handler: (argv) =>
     run(argv, async () => {
       const { config } = await loadConfig(argv.config);
+      // Only show reads the state file and may build a report (of a run that ended without one):
+      // key and verify load neither.
+      const [{ runReportFiles }, { StateStore }] = await Promise.all([import('../../plugin/reports/run-report.js'), import('../../plugin/state/store.js')]);
       const state = StateStore.open(config.state.path);
       let files;
       try {

@@ -121,6 +121,16 @@ protections:
     assertNotLoaded(list, { modules: [...HYPERVISOR.modules, 'plugin/replication/', 'plugin/sites/'], packages: [...HYPERVISOR.packages, 'zstd-napi', ...DAEMON.packages] });
   });
 
+  it('vmdr report verify: the report and the key, no hypervisor, no runner, no state file', async () => {
+    const key = join(dir, 'not-a-key.pem');
+    await writeFile(key, 'no key here\n');
+    const verify = await runTraced(dir, ['report', 'verify', join(dir, 'report.html'), '--key', key]);
+    assert.equal(verify.code, 1);
+    assert.match(verify.stderr, /^vmdr: report signing key \S+not-a-key\.pem: not a public key in PEM\n$/);
+    assert.ok(verify.modules.has('plugin/reports/verify.js'));
+    assertNotLoaded(verify, { modules: [...HYPERVISOR.modules, 'plugin/failover/runner.js', 'plugin/state/', 'plugin/sites/'], packages: [...HYPERVISOR.packages, 'better-sqlite3', ...DAEMON.packages] });
+  });
+
   it('vmdr sync: the sender, but neither the continuous loop nor the daemon', async () => {
     // No credentials made for this site: the sync stops there, with its own modules loaded.
     const sync = await runTraced(dir, ['sync', 'web', '--json', '--config', config]);

@@ -175,9 +175,12 @@ describe('signed run reports (vmdr report)', function () {
       assertOneLineError(await vmdr('report', 'verify', files.json), /^vmdr: report\.json: changed after it was signed by ed25519:\S+ \(its signature does not match its content\)$/);
     });
     await withByteFlipped(files.json, (b) => b.indexOf('\n  "') + 1, async () => {
-      // A space turned into a control character: the content parses the same, the bytes are not vmdr's.
-      assertOneLineError(await vmdr('report', 'verify', files.json), /^vmdr: report\.json: /);
+      assertOneLineError(await vmdr('report', 'verify', files.json), /^vmdr: report\.json: not a vmdr report \(its JSON does not parse\)$/);
     });
+    // Only spacing changed: the content and its signature hold, the bytes are not the ones vmdr wrote.
+    await writeFile(files.json, json.replace('\n}\n', '\n}\n\n'));
+    assertOneLineError(await vmdr('report', 'verify', files.json), /^vmdr: report\.json: its bytes differ from the form vmdr wrote \(spacing or order changed\)$/);
+    await writeFile(files.json, json);
     const html = await readFile(files.html, 'utf8');
     await withByteFlipped(files.html, () => Buffer.byteLength(html.slice(0, html.indexOf('<h2>Timeline'))) + 5, async () => {
       assertOneLineError(await vmdr('report', 'verify', files.html), /^vmdr: report\.html: the page differs from the one vmdr made of the signed report it holds$/);
