@@ -205,7 +205,7 @@ function evidence(vm: VmReport, index: number, png: Buffer | undefined): string 
     out.push(
       png
         ? `<h3>Screenshot</h3><img class="shot" data-shot="${index}" alt="Screenshot of the console of ${e(vm.vm)}" width="${shot.width}" height="${shot.height}" src="data:image/png;base64,${png.toString('base64')}">`
-        : `<p>Screenshot ${e(shot.file)}: not found beside the report.</p>`,
+        : `<p>Screenshot ${e(shot.file)}: missing beside the report, or not the one the drill took.</p>`,
     );
   } else if (shot) {
     out.push(`<p>No screenshot: ${e(shot.missing)}</p>`);

@@ -29,13 +29,15 @@ export function describeFailover(r: FailoverReport): string {
   const lines = [
     `failover ${r.id} (${r.kind}${r.plan ? `, plan ${r.plan}` : ''}): ${r.status}` +
       (r.endedAt ? ` in ${seconds(Date.parse(r.endedAt) - t0)}` : '') +
-      (r.rtoMs !== null ? `; RTO ${seconds(r.rtoMs)}` : ''),
+      (r.rtoMs !== null ? `; RTO ${seconds(r.rtoMs)}` : '') +
+      (r.rtoMet === null || r.rtoMet === undefined ? '' : r.rtoMet ? ` (within the plan's rto of ${seconds(r.targets!.rtoMs)})` : ` (MISSED the plan's rto of ${seconds(r.targets!.rtoMs)})`),
   ];
   for (const g of r.groups) {
     if (r.groups.length > 1 || r.plan) lines.push(`  group ${g.name}: ${g.status} ${rel(g.startedAt)} -> ${rel(g.endedAt)}`);
     for (const vm of r.vms.filter((v) => v.group === g.name)) {
       const point = vm.point ? `${vm.point.id} of ${vm.point.time}` : 'no point';
-      const loss = vm.dataLossWindowMs !== null ? `, data-loss window ${seconds(vm.dataLossWindowMs)}` : '';
+      const met = vm.dataLossWindowMet === null || vm.dataLossWindowMet === undefined ? '' : vm.dataLossWindowMet ? ' within the rpo' : ' over the rpo';
+      const loss = vm.dataLossWindowMs !== null ? `, data-loss window ${seconds(vm.dataLossWindowMs)}${met}` : '';
       lines.push(`    ${vm.protection} -> ${vm.vm}${r.kind === 'failback' ? ' (the source VM)' : ''}: ${vm.status}${vm.healthyAt ? ` at ${rel(vm.healthyAt)}` : ''} (${point}${loss})`);
       if (vm.guest) lines.push(`      guest: ${vm.guest}`);
       for (const pass of vm.passes ?? []) {

@@ -64,6 +64,8 @@ plans:
     assert.equal(r.code, 0, r.stderr);
     const html = /\nreport: (\/\S+\/report\.html)\n$/.exec(r.stdout)?.[1];
     assert.ok(html, `the last line says where the report is:\n${r.stdout}`);
+    assert.match(r.stdout, /: succeeded in \d+\.\d s; RTO \d+\.\d s \(within the plan's rto of 600\.0 s\)\n/);
+    assert.match(r.stdout, /data-loss window \d+\.\d s within the rpo\)/);
     const verified = await vmdr('report', 'verify', html);
     assert.equal(verified.code, 0, verified.stderr);
     assert.match(verified.stdout, /: signed by ed25519:\S+, unchanged\n$/);
