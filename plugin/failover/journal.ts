@@ -15,6 +15,9 @@ import { FailoverStepFailed } from './errors.js';
 /** The protection a step of the whole run (not of one VM) is recorded under. */
 export const RUN = '';
 
+/** How a runbook's steps are named in the journal: `runbook NAME`. */
+export const RUNBOOK_STEP = 'runbook ';
+
 export interface StepEvent {
   failover: string;
   protection: string;
@@ -65,7 +68,9 @@ export class FailoverJournal {
       result = await work();
     } catch (err) {
       const error = err instanceof VmdrError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: (err as Error).message };
-      endStep(this.state.db, this.failover, protection, step, 'failed', { error });
+      // What a failed step produced (a runbook script's output) is kept beside its error.
+      const detail = (err as { detail?: unknown } | null)?.detail;
+      endStep(this.state.db, this.failover, protection, step, 'failed', { error, ...(detail !== undefined ? { detail } : {}) });
       this.emit({ protection, step, status: 'failed', error });
       throw err instanceof FailoverStepFailed ? err : new FailoverStepFailed(this.failover, protection || 'run', step, err);
     }
