@@ -22,7 +22,8 @@ export interface StepEvent {
   failover: string;
   protection: string;
   step: string;
-  status: 'started' | 'done' | 'failed' | 'skipped' | 'resumed';
+  /** waiting: a started step waits for a person (a runbook's approval); `detail` says for what. */
+  status: 'started' | 'done' | 'failed' | 'skipped' | 'resumed' | 'waiting';
   at: Date;
   detail?: unknown;
   error?: { code: string; message: string };
@@ -86,6 +87,11 @@ export class FailoverJournal {
     this.emit({ protection, step, status: 'skipped', detail: { reason } });
   }
 
+  /** Tells whoever watches that a started step waits for a person, and how to let it go on. */
+  waiting(protection: string, step: string, detail: string): void {
+    this.emit({ protection, step, status: 'waiting', detail });
+  }
+
   private emit(event: Omit<StepEvent, 'failover' | 'at'>): void {
     this.onEvent?.({ failover: this.failover, at: new Date(), ...event });
     this.onProgress?.(stepProgress(this.failover, event));
@@ -101,6 +107,6 @@ function stepProgress(failover: string, e: Omit<StepEvent, 'failover' | 'at'>): 
     done: over ? 1 : 0,
     total: 1,
     subject: { failover, ...(e.protection === RUN ? {} : { protection: e.protection }) },
-    detail: e.error ? `${e.status}: ${e.error.message}` : e.status,
+    detail: e.error ? `${e.status}: ${e.error.message}` : e.status === 'waiting' ? `waiting: ${String(e.detail)}` : e.status,
   };
 }

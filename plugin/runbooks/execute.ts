@@ -101,6 +101,7 @@ async function scriptStep(step: Extract<RunbookStep, { kind: 'script' }>, r: Run
 async function waitForApproval(step: Extract<RunbookStep, { kind: 'approval' }>, r: RunbookRun, signal: AbortSignal | undefined): Promise<unknown> {
   const db = r.journal.state.db;
   requestApproval(db, r.run.id, step.name, step.message);
+  r.journal.waiting(RUN, journalStep(step), `${step.message} (approve with \`vmdr runbook resume ${r.run.id}\`)`);
   for (;;) {
     const approval = approvalOf(db, r.run.id, step.name)!;
     if (approval.approvedAt) return { message: step.message, approvedAt: approval.approvedAt.toISOString(), approvedBy: approval.approvedBy };

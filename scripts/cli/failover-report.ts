@@ -17,6 +17,7 @@ export function stepPrinter(write: (line: string) => void): (event: StepEvent) =
       begun.set(key, e.at.getTime());
       return;
     }
+    if (e.status === 'waiting') return write(`${at}  ${who}  ${e.step.padEnd(18)} waiting: ${String(e.detail)}`);
     const took = begun.has(key) ? ` (${seconds(e.at.getTime() - begun.get(key)!)})` : '';
     const why = e.error ? `: ${e.error.message}` : '';
     write(`${at}  ${who}  ${e.step.padEnd(18)} ${e.status}${took}${why}`);
