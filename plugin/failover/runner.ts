@@ -24,7 +24,7 @@ import { buildReport, type FailoverReport } from './report.js';
 import { revertVm } from './revert.js';
 import { takeOver } from './take-over.js';
 import { failBackVm, failbackPreflight, type FailbackPreflight } from './failback.js';
-import { RunbookInvalid } from '../runbooks/errors.js';
+import { RunbookInvalid, RunbookRollbackFailed } from '../runbooks/errors.js';
 import { executeRunbook } from '../runbooks/execute.js';
 import { checkAgainstPlan, loadRunbook, runbookFile } from '../runbooks/load.js';
 import type { Runbook } from '../runbooks/schema.js';
@@ -119,7 +119,13 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
   const report = buildReport(deps.state, row.id, reportGroups(groups));
   if (failure !== undefined) {
     // A test run was torn down by its cleanup already; a real one is reverted VM by VM.
-    if (isRollback(failure) && request.kind !== 'test') await rollBack(deps, options, journal);
+    if (isRollback(failure) && request.kind !== 'test') {
+      try {
+        await rollBack(deps, options, journal);
+      } catch (err) {
+        throw Object.assign(new RunbookRollbackFailed(row.id, failure, err), { report });
+      }
+    }
     throw Object.assign(failure as object, { report });
   }
   return report;

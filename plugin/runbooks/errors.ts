@@ -53,3 +53,15 @@ export class RunbookRollback extends VmdrError {
     });
   }
 }
+
+/** A rollback's revert failed: said beside what caused the rollback, never instead of it. */
+export class RunbookRollbackFailed extends VmdrError {
+  constructor(failover: string, cause: unknown, revertError: unknown) {
+    const why = (e: unknown) => (e instanceof Error ? e.message : String(e));
+    super('RUNBOOK_ROLLBACK_FAILED', `${why(cause)}; rolling failover ${failover} back failed: ${why(revertError)}`, {
+      subject: { failover },
+      cause,
+      remedy: `undo it with \`vmdr failover --plan PLAN --revert\` or per VM with \`vmdr failover VM --revert\``,
+    });
+  }
+}

@@ -34,11 +34,19 @@ export function parseRunbook(text: string, file: string): Runbook {
   const doc = parseDocument(text, { prettyErrors: false });
   const syntax = doc.errors[0];
   if (syntax) throw new RunbookInvalid(file, `not valid YAML: ${syntax.message.split('\n')[0]}`);
-  const top = RunbookFileSchema.safeParse(doc.toJS({ maxAliasCount: 1000 }) ?? {});
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 1000 }) ?? {};
+  } catch (err) {
+    throw new RunbookInvalid(file, `not valid YAML: ${(err as Error).message.split('\n')[0]}`, err);
+  }
+  const top = RunbookFileSchema.safeParse(data);
   if (!top.success) {
     const issue = top.error.issues[0]!;
     const key = issue.path[0];
-    throw new RunbookInvalid(file, `${key === undefined ? '' : `${String(key)}: `}${describe(issue, key === undefined || key in ((doc.toJS() as object) ?? {}))}`);
+    const where = typeof key === 'string' ? `${key}: ` : '';
+    if (typeof key !== 'string') throw new RunbookInvalid(file, 'a runbook is a mapping with a list of "steps:"');
+    throw new RunbookInvalid(file, `${where}${describe(issue, has(data, [key]))}`);
   }
   const steps = top.data.steps.map((raw, i) => parseStep(raw, `steps[${i}]`, file));
   const seen = new Map<string, string>();

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { FailoverReport } from '../../plugin/failover/report.js';
+import { roleOf } from '../../plugin/state/roles.js';
 import { StateStore } from '../../plugin/state/store.js';
 import { createLabVm, destroyLabVm, labBoot, runVmdr, spawnVmdr, writeOneHostConfig, bootLabVm, type LabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
@@ -87,6 +88,22 @@ virsh -c ${URI} domstate "$VMDR_VM"
     timeout: 60s
 `,
     );
+    const fail = join(vm.dir, 'smoke-fails.sh');
+    await writeFile(fail, '#!/bin/sh\necho "smoke test: $VMDR_VM did not answer" >&2\nexit 1\n');
+    await chmod(fail, 0o755);
+    await writeFile(
+      join(vm.dir, 'rollback.yaml'),
+      `steps:
+  - name: boot
+    start: servers
+  - name: smoke
+    for: servers
+    script: { path: ${fail} }
+    onFailure: rollback
+  - name: never
+    http: { url: ${hook.url} }
+`,
+    );
     const boot = labBoot();
     config = await writeOneHostConfig(
       vm,
@@ -103,8 +120,12 @@ plans:
   - name: site
     groups: [{ name: servers, vms: [${vm.name}] }]
     runbook: drill
+  - name: site-rb
+    groups: [{ name: servers, vms: [${vm.name}] }]
+    runbook: rollback
 runbooks:
   - { name: drill, file: ${join(vm.dir, 'drill.yaml')} }
+  - { name: rollback, file: ${join(vm.dir, 'rollback.yaml')} }
 `,
     );
     receiver = await startServe(config, { args: ['--no-replicate'] });
@@ -165,5 +186,29 @@ runbooks:
     // The test's cleanup ran at the end: the drill VM is gone.
     await assert.rejects(virsh('domstate', drillVm));
     assert.deepEqual(waiting(), []);
+  });
+
+  it('rolls a real failover back when a step that says rollback fails: the target stops, the source runs, replication resumes', async () => {
+    assert.equal(await virsh('domstate', vm.name), 'running');
+    const requests = hook.requests.length;
+    const r = await vmdr('failover', '--plan', 'site-rb', '--force');
+    assert.equal(r.code, 1, r.stdout);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, /^vmdr: runbook step "smoke" failed, so the run is rolled back: .*smoke-fails\.sh exited with status 1: smoke test: \S+-dr did not answer$/);
+    assert.equal(hook.requests.length, requests, 'the step after it never ran');
+    const state = StateStore.open(join(vm.dir, 'state.db'));
+    try {
+      const runs = state.db.prepare('SELECT kind, status FROM failovers ORDER BY started_at_ms DESC LIMIT 2').all() as { kind: string; status: string }[];
+      assert.deepEqual(runs, [
+        { kind: 'revert', status: 'succeeded' },
+        { kind: 'unplanned', status: 'failed' },
+      ]);
+      assert.equal(roleOf(state.db, vm.name).role, 'replicating');
+    } finally {
+      state.close();
+    }
+    assert.equal(await virsh('domstate', `${vm.name}-dr`), 'shut off');
+    assert.equal(await virsh('domstate', vm.name), 'running');
   });
 });
