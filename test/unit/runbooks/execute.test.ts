@@ -18,6 +18,7 @@ import { StateStore } from '../../../plugin/state/store.js';
 import { executeRunbook, type RunbookActions } from '../../../plugin/runbooks/execute.js';
 import type { VmFacts } from '../../../plugin/runbooks/facts.js';
 import { parseRunbook } from '../../../plugin/runbooks/load.js';
+import { describeFailover } from '../../../scripts/cli/failover-report.js';
 import { rejectsWith } from '../../helpers/assertions.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../../helpers/webhook-receiver.js';
 
@@ -102,6 +103,10 @@ describe('runbook executor', function () {
       (perVm.runbook as { stdout: string }).stdout.split('\n')[1],
       'vm=web1-dr-drill-abc123 host=web1-dr ips=192.0.2.21 macs=52:54:00:aa:00:01 point=p-0001 extra=x arg=one',
     );
+    // As the CLI prints it: each runbook step with its exit and last line of output.
+    const printed = describeFailover(report);
+    assert.match(printed, /^ {2}runbook:\n {4}whole-run +done .* exit 0: vm= host= /m);
+    assert.match(printed, /^ {6}runbook per-vm +done .*\n {8}exit 0: vm=web1-dr-drill-abc123 host=web1-dr/m);
   });
 
   it('stops at a script that exits non-zero, or goes on when its step says continue', async () => {
