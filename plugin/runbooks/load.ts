@@ -7,7 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
-import type { Config, Plan } from '../config/schema.js';
+import type { Config, Drill, Plan } from '../config/schema.js';
 import { NotInConfig } from '../config/errors.js';
 import { RunbookInvalid } from './errors.js';
 import { KIND_SCHEMAS, RunbookFileSchema, STEP_KINDS, type Runbook, type RunbookStep, type StepKind } from './schema.js';
@@ -141,6 +141,12 @@ export function runbookFile(config: Config, file: string, nameOrFile: string): s
   if (named) return named.file;
   if (nameOrFile.includes('/')) return nameOrFile;
   throw new NotInConfig('runbook', nameOrFile, file);
+}
+
+/** The runbook file of a drill's test failover: its own, else its plan's; undefined when neither has one. */
+export function drillRunbookFile(config: Config, file: string, drill: Drill): string | undefined {
+  const name = drill.runbook ?? config.plans.find((p) => p.name === drill.plan)?.runbook;
+  return name === undefined ? undefined : runbookFile(config, file, name);
 }
 
 /**

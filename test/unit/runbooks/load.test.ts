@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../../plugin/config/load.js';
 import { RunbookInvalid } from '../../../plugin/runbooks/errors.js';
-import { loadRunbook, parseRunbook } from '../../../plugin/runbooks/load.js';
+import { drillRunbookFile, loadRunbook, parseRunbook } from '../../../plugin/runbooks/load.js';
 import { rejectsWith } from '../../helpers/assertions.js';
 
 function refused(text: string, message: string): void {
@@ -135,6 +135,16 @@ ${runbooks}
       await writeFile(join(dir, 'other.yaml'), steps('  - name: boot-db\n    start: databases'));
       const wrongGroup = await rejectsWith(check(config(`  - { name: web, file: ${join(dir, 'other.yaml')} }`)), 'RUNBOOK_INVALID');
       assert.equal(wrongGroup.message, `${join(dir, 'other.yaml')}: steps[0] "boot-db": field "start": plan "p" has no group "databases" (its groups: web)`);
+    });
+
+    it("gives a drill its own runbook, else its plan's", async () => {
+      await writeFile(join(dir, 'web.yaml'), steps(boot));
+      await writeFile(join(dir, 'drill.yaml'), steps(boot, '  - name: ok\n    approval: { message: fine? }'));
+      const refs = `  - { name: web, file: ${join(dir, 'web.yaml')} }\n  - { name: drill, file: ${join(dir, 'drill.yaml')} }`;
+      const drills = `drills:\n  - { name: own, plan: p, schedule: "0 3 * * *", runbook: drill }\n  - { name: plans, plan: p, schedule: "0 4 * * *" }\n`;
+      const file = join(dir, 'vmdr.yaml');
+      const loaded = (await check(config(refs) + drills)).config;
+      assert.deepEqual(loaded.drills.map((d) => drillRunbookFile(loaded, file, d)), [join(dir, 'drill.yaml'), join(dir, 'web.yaml')]);
     });
 
     it('refuses a plan naming a runbook the config does not have', async () => {
