@@ -6,6 +6,7 @@ import { isAlias, isMap, isNode, isPair, isScalar, isSeq, Lexer, LineCounter, pa
 import type { z } from 'zod';
 import { ConfigSchema, type Config } from './schema.js';
 import { ConfigInvalid } from './errors.js';
+import { checkConfigRunbooks } from '../runbooks/load.js';
 import { configFingerprint, MAX_CONFIG_BYTES, readConfigText, TOO_LARGE } from './text.js';
 
 export { MAX_CONFIG_BYTES };
@@ -43,7 +44,9 @@ export interface LoadedConfig {
 
 export async function loadConfig(file: string): Promise<LoadedConfig> {
   const text = await readConfigText(file);
-  return { file, config: parseConfig(text, file), fingerprint: configFingerprint(text) };
+  const config = parseConfig(text, file);
+  await checkConfigRunbooks(config);
+  return { file, config, fingerprint: configFingerprint(text) };
 }
 
 export function parseConfig(text: string, file: string): Config {

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import cron from 'node-cron';
 
 export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
-const name = z.string().regex(NAME_PATTERN, 'a name of letters, digits, ".", "-" or "_" (at most 63)');
+export const name = z.string().regex(NAME_PATTERN, 'a name of letters, digits, ".", "-" or "_" (at most 63)');
 
 const DURATION_PATTERN = /^(\d+)(s|m|h|d)$/;
 const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -50,7 +50,7 @@ const hostPort = z
   .string()
   .regex(/^[^:\s]+:\d+$/, 'host:port')
   .refine((text) => isPort(text.slice(text.lastIndexOf(':') + 1)), `host:port with ${PORT_RANGE}`);
-const url = (protocol: RegExp, message: string) => z.string().refine(uriPortValid, PORT_RANGE).pipe(z.url({ protocol, message }));
+export const url = (protocol: RegExp, message: string) => z.string().refine(uriPortValid, PORT_RANGE).pipe(z.url({ protocol, message }));
 
 /**
  * A path in the config never climbs out of where it points (no ".." segment), so what an operator
@@ -61,7 +61,7 @@ const path = z
   .min(1, 'a path')
   .refine((p) => !p.includes('\0'), 'a path without NUL characters')
   .refine((p) => !p.split('/').includes('..'), 'a path without ".." segments');
-const absolutePath = z.string().regex(/^\//, 'an absolute path').pipe(path);
+export const absolutePath = z.string().regex(/^\//, 'an absolute path').pipe(path);
 
 const mac = z
   .string()
@@ -227,6 +227,8 @@ export const PlanSchema = z.strictObject({
   rto: durationBetween('1s', '30d').optional(),
   /** The data loss the plan accepts per VM (its data-loss window). The report says whether each VM met it. */
   rpo: durationBetween('1s', '30d').optional(),
+  /** A runbook (by name, from `runbooks`) run instead of starting the groups in order. */
+  runbook: name.optional(),
 });
 
 export const DrillSchema = z.strictObject({
@@ -234,7 +236,12 @@ export const DrillSchema = z.strictObject({
   plan: name,
   tenant: name.optional(),
   schedule: z.string().refine((s) => cron.validate(s), 'a cron expression such as "0 3 * * 1"'),
+  /** The runbook of this drill's test failover, instead of its plan's. */
+  runbook: name.optional(),
 });
+
+/** A runbook file (plugin/runbooks/), named for plans and drills to refer to. */
+export const RunbookRefSchema = z.strictObject({ name, file: absolutePath });
 
 /**
  * The events a webhook can be told of. One sender for all of them (plugin/notifications/webhook.ts):
@@ -275,6 +282,7 @@ const ConfigObject = z.strictObject({
   protections: z.array(ProtectionSchema).default([]),
   plans: z.array(PlanSchema).default([]),
   drills: z.array(DrillSchema).default([]),
+  runbooks: z.array(RunbookRefSchema).default([]),
   /** Who `vmdr serve` tells when something needs a person (an RPO breached, and when it recovers). */
   notifications: NotificationsSchema.prefault({}),
 });
@@ -290,6 +298,7 @@ export type Target = z.infer<typeof TargetSchema>;
 export type TargetNic = z.infer<typeof TargetNicSchema>;
 export type Plan = z.infer<typeof PlanSchema>;
 export type Drill = z.infer<typeof DrillSchema>;
+export type RunbookRef = z.infer<typeof RunbookRefSchema>;
 export type Notifications = z.infer<typeof NotificationsSchema>;
 export type Webhook = z.infer<typeof WebhookSchema>;
 export type NotificationEventName = (typeof NOTIFICATION_EVENTS)[number];
@@ -320,6 +329,10 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
   const protections = unique(config.protections, 'protections');
   const plans = unique(config.plans, 'plans');
   unique(config.drills, 'drills');
+  const runbooks = unique(config.runbooks, 'runbooks');
+  const runbookRef = (runbook: string | undefined, path: (string | number)[]) => {
+    if (runbook !== undefined && !runbooks.has(runbook)) issue(path, `unknown runbook "${runbook}"`);
+  };
 
   const tenantRef = (tenant: string | undefined, path: (string | number)[]) => {
     if (tenant !== undefined && !tenants.has(tenant)) issue(path, `unknown tenant "${tenant}"`);
@@ -358,6 +371,7 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
   });
   config.plans.forEach((plan, i) => {
     tenantRef(plan.tenant, ['plans', i, 'tenant']);
+    runbookRef(plan.runbook, ['plans', i, 'runbook']);
     plan.groups.forEach((group, g) =>
       group.vms.forEach((vm, v) => {
         if (!protections.has(vm)) issue(['plans', i, 'groups', g, 'vms', v], `unknown protection "${vm}"`);
@@ -370,6 +384,7 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
   });
   config.drills.forEach((drill, i) => {
     tenantRef(drill.tenant, ['drills', i, 'tenant']);
+    runbookRef(drill.runbook, ['drills', i, 'runbook']);
     if (!plans.has(drill.plan)) issue(['drills', i, 'plan'], `unknown plan "${drill.plan}"`);
   });
 }

@@ -24,6 +24,8 @@ export interface FailoverRequest {
   force?: boolean;
   /** Planned: how long the source's guest may take to shut down before it is powered off. */
   shutdownTimeoutMs?: number;
+  /** The runbook file run instead of the plan's groups in order (read again by --resume). */
+  runbook?: string;
   /** Revert: the run each protection is undone from. */
   originals?: Record<string, string>;
 }

@@ -15,11 +15,15 @@ import { FailoverStepFailed } from './errors.js';
 /** The protection a step of the whole run (not of one VM) is recorded under. */
 export const RUN = '';
 
+/** How a runbook's steps are named in the journal: `runbook NAME`. */
+export const RUNBOOK_STEP = 'runbook ';
+
 export interface StepEvent {
   failover: string;
   protection: string;
   step: string;
-  status: 'started' | 'done' | 'failed' | 'skipped' | 'resumed';
+  /** waiting: a started step waits for a person (a runbook's approval); `detail` says for what. */
+  status: 'started' | 'done' | 'failed' | 'skipped' | 'resumed' | 'waiting';
   at: Date;
   detail?: unknown;
   error?: { code: string; message: string };
@@ -65,7 +69,9 @@ export class FailoverJournal {
       result = await work();
     } catch (err) {
       const error = err instanceof VmdrError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: (err as Error).message };
-      endStep(this.state.db, this.failover, protection, step, 'failed', { error });
+      // What a failed step produced (a runbook script's output) is kept beside its error.
+      const detail = (err as { detail?: unknown } | null)?.detail;
+      endStep(this.state.db, this.failover, protection, step, 'failed', { error, ...(detail !== undefined ? { detail } : {}) });
       this.emit({ protection, step, status: 'failed', error });
       throw err instanceof FailoverStepFailed ? err : new FailoverStepFailed(this.failover, protection || 'run', step, err);
     }
@@ -79,6 +85,11 @@ export class FailoverJournal {
     startStep(this.state.db, this.failover, protection, step);
     endStep(this.state.db, this.failover, protection, step, 'skipped', { detail: { reason } });
     this.emit({ protection, step, status: 'skipped', detail: { reason } });
+  }
+
+  /** Tells whoever watches that a started step waits for a person, and how to let it go on. */
+  waiting(protection: string, step: string, detail: string): void {
+    this.emit({ protection, step, status: 'waiting', detail });
   }
 
   private emit(event: Omit<StepEvent, 'failover' | 'at'>): void {
@@ -96,6 +107,6 @@ function stepProgress(failover: string, e: Omit<StepEvent, 'failover' | 'at'>): 
     done: over ? 1 : 0,
     total: 1,
     subject: { failover, ...(e.protection === RUN ? {} : { protection: e.protection }) },
-    detail: e.error ? `${e.status}: ${e.error.message}` : e.status,
+    detail: e.error ? `${e.status}: ${e.error.message}` : e.status === 'waiting' ? `waiting: ${String(e.detail)}` : e.status,
   };
 }

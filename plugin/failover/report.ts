@@ -9,7 +9,7 @@ import type { StateStore } from '../state/store.js';
 import type { AppliedIdentity } from '../targets/identity.js';
 import type { HealthStep } from './boot.js';
 import type { VmEvidence } from './evidence.js';
-import { RUN } from './journal.js';
+import { RUN, RUNBOOK_STEP } from './journal.js';
 import type { ChosenPoint } from './recovery-point.js';
 import type { StoredReportFiles } from '../reports/store.js';
 
@@ -20,6 +20,8 @@ export interface StepReport {
   endedAt: string | null;
   durationMs: number | null;
   error?: { code: string; message: string };
+  /** A runbook step's outcome (a script's exit and output, an HTTP status), done or failed. */
+  runbook?: unknown;
 }
 
 /** One failback pass (reverse-sync while the DR VM runs, final-delta after it stopped). */
@@ -111,6 +113,7 @@ export function buildReport(
     endedAt: iso(s.endedAtMs),
     durationMs: s.endedAtMs === null ? null : s.endedAtMs - s.startedAtMs,
     ...(s.errorCode ? { error: { code: s.errorCode, message: s.errorMessage ?? '' } } : {}),
+    ...(s.step.startsWith(RUNBOOK_STEP) && s.detail ? { runbook: JSON.parse(s.detail) as unknown } : {}),
   });
 
   const vms: VmReport[] = groups.flatMap((g) =>

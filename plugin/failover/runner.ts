@@ -18,13 +18,18 @@ import type { Progress } from '../../hypervisors/types.js';
 import { drAdapter, type FailoverRequest, type RunContext } from './context.js';
 import { bubbleName, drillVm, removeDrill } from './drill.js';
 import { FailoverInProgress, FailoverStepFailed, NotFailedOver, NothingToResume } from './errors.js';
-import { FailoverJournal, RUN, type StepEvent } from './journal.js';
+import { FailoverJournal, RUN, RUNBOOK_STEP, type StepEvent } from './journal.js';
 import { preflight, type Preflight } from './preflight.js';
 import { buildReport, type FailoverReport } from './report.js';
 import { revertVm } from './revert.js';
 import { takeOver } from './take-over.js';
 import { storeRunReport } from '../reports/store.js';
 import { failBackVm, failbackPreflight, type FailbackPreflight } from './failback.js';
+import { RunbookInvalid, RunbookRollbackFailed } from '../runbooks/errors.js';
+import { executeRunbook } from '../runbooks/execute.js';
+import { checkAgainstPlan, loadRunbook, runbookFile } from '../runbooks/load.js';
+import type { Runbook } from '../runbooks/schema.js';
+import { runbookActions } from './runbook-actions.js';
 
 export interface RunnerDeps {
   config: Config;
@@ -43,6 +48,11 @@ export interface FailoverOptions {
   force?: boolean;
   shutdownTimeoutMs?: number;
   resume?: boolean;
+  /**
+   * A runbook file run instead of starting the plan's groups in order; default the plan's own
+   * (`runbook:` in the config). Needs a plan.
+   */
+  runbook?: string;
   signal?: AbortSignal;
   onEvent?: (event: StepEvent) => void;
   /** Each step begun and over, and the bytes of the copies inside steps (failback). */
@@ -59,14 +69,19 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
   const { plan, groups } = resolveGroups(deps, options);
   const protections = groups.flatMap((g) => g.protections.map((p) => p.name));
   let row: FailoverRow;
+  let runbook: Runbook | undefined;
   if (options.resume) {
     row = resumable(deps, plan, protections);
+    runbook = await runbookOf(deps, plan, (JSON.parse(row.request) as FailoverRequest).runbook);
     lockOrRefuse(deps, row.id, protections, row.id);
     reopenFailover(deps.state.db, row.id);
   } else {
     const originals = options.kind === 'revert' ? originalRuns(deps, protections) : undefined;
+    // Checked before anything is recorded: a runbook that does not load changes nothing.
+    runbook = await runbookOf(deps, plan, options.runbook ?? planRunbook(deps, plan, options.kind));
     const request: FailoverRequest = {
       kind: options.kind,
+      ...(runbook ? { runbook: runbook.file } : {}),
       ...(originals ? { originals } : {}),
       ...(plan ? { plan: plan.name } : {}),
       protections,
@@ -89,7 +104,7 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
   let failure: unknown;
   try {
     if (request.kind === 'revert') await revertAll(ctx, groups);
-    else await runGroups(ctx, groups, plan);
+    else await runGroups(ctx, groups, plan, runbook);
   } catch (err) {
     // A preflight changes nothing: its own error says it best.
     failure = err instanceof FailoverStepFailed && err.subject.protection === 'run' && err.subject.step === 'preflight' ? err.cause : err;
@@ -105,8 +120,44 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
   const report = buildReport(deps.state, row.id, reportGroups(groups), plan);
   // Signed, beside the state file; one that cannot be stored says why, and the run's result stands.
   report.stored = await storeRunReport(deps.config, report);
-  if (failure !== undefined) throw Object.assign(failure as object, { report });
+  if (failure !== undefined) {
+    // A test run was torn down by its cleanup already; a real one is reverted VM by VM.
+    if (isRollback(failure) && request.kind !== 'test') {
+      try {
+        await rollBack(deps, options, journal);
+      } catch (err) {
+        throw Object.assign(new RunbookRollbackFailed(row.id, failure, err), { report });
+      }
+    }
+    throw Object.assign(failure as object, { report });
+  }
   return report;
+}
+
+function isRollback(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof VmdrError && e.code === 'RUNBOOK_ROLLBACK') return true;
+  return false;
+}
+
+/** Undoes what a real run started: a revert of each protection it touched, one after the other. */
+async function rollBack(deps: RunnerDeps, options: FailoverOptions, journal: FailoverJournal): Promise<void> {
+  const touched = [...new Set(journal.steps().filter((s) => s.protection !== RUN && !s.step.startsWith(RUNBOOK_STEP)).map((s) => s.protection))];
+  const { signal, onEvent, onProgress } = options;
+  for (const vm of touched) await runFailover(deps, { kind: 'revert', vm, ...(signal ? { signal } : {}), ...(onEvent ? { onEvent } : {}), ...(onProgress ? { onProgress } : {}) });
+}
+
+/** The runbook a plan runs by default: its own, for the kinds a runbook drives (not revert, not failback). */
+function planRunbook(deps: RunnerDeps, plan: Plan | undefined, kind: FailoverOptions['kind']): string | undefined {
+  if (!plan?.runbook || kind === 'revert' || kind === 'failback') return undefined;
+  return runbookFile(deps.config, deps.file, plan.runbook);
+}
+
+async function runbookOf(deps: RunnerDeps, plan: Plan | undefined, file: string | undefined): Promise<Runbook | undefined> {
+  if (file === undefined) return undefined;
+  if (!plan) throw new RunbookInvalid(file, 'a runbook runs with a plan (--plan): its steps start the plan\'s groups');
+  const runbook = await loadRunbook(file);
+  checkAgainstPlan(runbook, plan);
+  return runbook;
 }
 
 function reportGroups(groups: Group[]) {
@@ -188,7 +239,7 @@ function releaseOriginals(deps: RunnerDeps, originals: Record<string, string>): 
   }
 }
 
-async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefined): Promise<void> {
+async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefined, runbook: Runbook | undefined): Promise<void> {
   const j = ctx.journal;
   const all = groups.flatMap((g) => g.protections);
   const checked = await j.step(RUN, 'preflight', async () => {
@@ -196,24 +247,34 @@ async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefine
     const results = await Promise.all(all.map(async (p) => [p.name, await check(p)] as const));
     return Object.fromEntries(results) as Record<string, Preflight & FailbackPreflight>;
   });
-  for (const group of groups) {
-    await j.step(RUN, `group ${group.name}`, async () => {
-      const skipped: string[] = [];
-      await inParallel(group.protections, group.parallel, async (p) => {
-        try {
-          if (ctx.request.kind === 'test') await drillVm(ctx, p);
-          else if (ctx.request.kind === 'failback') await failBackVm(ctx, p, checked[p.name]!);
-          else await takeOver(ctx, p, checked[p.name]!);
-        } catch (err) {
-          const unhealthy = err instanceof VmdrError && err.subject.step === 'health';
-          if (!(unhealthy && plan?.onHealthFailure === 'skip')) throw err;
-          j.skip(p.name, 'skipped', `health check failed; the plan skips unhealthy VMs: ${(err as Error).message}`);
-          skipped.push(p.name);
-        }
-      });
-      return { vms: group.protections.map((p) => p.name), skipped };
-    });
+  const start = (group: Group, signal: AbortSignal | undefined) => startGroup({ ...ctx, signal }, group, plan, checked);
+  if (!runbook) {
+    for (const group of groups) await start(group, ctx.signal);
+    return;
   }
+  const run = { id: ctx.id, kind: ctx.request.kind, plan: plan?.name ?? '' };
+  await executeRunbook(runbook, { journal: j, run, actions: runbookActions(ctx, groups, start), ...(ctx.signal ? { signal: ctx.signal } : {}) });
+}
+
+/** A group's VMs brought up, at most `parallel` at once; recorded as the run's step `group NAME`. */
+function startGroup(ctx: RunContext, group: Group, plan: Plan | undefined, checked: Record<string, Preflight & FailbackPreflight>) {
+  const j = ctx.journal;
+  return j.step(RUN, `group ${group.name}`, async () => {
+    const skipped: string[] = [];
+    await inParallel(group.protections, group.parallel, async (p) => {
+      try {
+        if (ctx.request.kind === 'test') await drillVm(ctx, p);
+        else if (ctx.request.kind === 'failback') await failBackVm(ctx, p, checked[p.name]!);
+        else await takeOver(ctx, p, checked[p.name]!);
+      } catch (err) {
+        const unhealthy = err instanceof VmdrError && err.subject.step === 'health';
+        if (!(unhealthy && plan?.onHealthFailure === 'skip')) throw err;
+        j.skip(p.name, 'skipped', `health check failed; the plan skips unhealthy VMs: ${(err as Error).message}`);
+        skipped.push(p.name);
+      }
+    });
+    return { vms: group.protections.map((p) => p.name), skipped };
+  });
 }
 
 /** Reverts newest group first: web servers go down before the database they use. */

@@ -169,4 +169,17 @@ export const migrations: readonly string[] = [
     reason       TEXT
   ) STRICT;
   `,
+  // 7 (version 6 is the drills'): approvals a runbook's approval step waits for, one per step of a
+  // run; approved_at_ms NULL while it waits (`vmdr runbook resume RUN` sets it)
+  `
+  CREATE TABLE runbook_approvals (
+    failover        TEXT    NOT NULL REFERENCES failovers (id) ON DELETE CASCADE,
+    step            TEXT    NOT NULL,
+    message         TEXT    NOT NULL,
+    requested_at_ms INTEGER NOT NULL,
+    approved_at_ms  INTEGER,
+    approved_by     TEXT,
+    PRIMARY KEY (failover, step)
+  ) STRICT;
+  `,
 ];

@@ -1,5 +1,5 @@
 /** A failover as a person reads it: steps as they happen, then the timeline and its figures. */
-import type { StepEvent } from '../../plugin/failover/journal.js';
+import { RUNBOOK_STEP, type StepEvent } from '../../plugin/failover/journal.js';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { formatBytes } from './progress.js';
 
@@ -17,6 +17,7 @@ export function stepPrinter(write: (line: string) => void): (event: StepEvent) =
       begun.set(key, e.at.getTime());
       return;
     }
+    if (e.status === 'waiting') return write(`${at}  ${who}  ${e.step.padEnd(18)} waiting: ${String(e.detail)}`);
     const took = begun.has(key) ? ` (${seconds(e.at.getTime() - begun.get(key)!)})` : '';
     const why = e.error ? `: ${e.error.message}` : '';
     write(`${at}  ${who}  ${e.step.padEnd(18)} ${e.status}${took}${why}`);
@@ -47,9 +48,30 @@ export function describeFailover(r: FailoverReport): string {
       if (vm.sourceNotFenced) lines.push(`      warning: the source could not be fenced: ${vm.sourceNotFenced}`);
       for (const s of vm.steps) {
         lines.push(`      ${s.step.padEnd(18)} ${s.status.padEnd(8)} ${rel(s.startedAt).padStart(9)}  ${seconds(s.durationMs).padStart(7)}${s.error ? `  ${s.error.message}` : ''}`);
+        const outcome = runbookOutcome(s.runbook);
+        if (outcome) lines.push(`        ${outcome}`);
       }
     }
   }
+  const runbook = r.run.filter((s) => s.step.startsWith(RUNBOOK_STEP));
+  if (runbook.length) lines.push('  runbook:');
+  for (const s of runbook) {
+    const outcome = runbookOutcome(s.runbook);
+    lines.push(`    ${s.step.slice(RUNBOOK_STEP.length).padEnd(18)} ${s.status.padEnd(8)} ${rel(s.startedAt).padStart(9)}  ${seconds(s.durationMs).padStart(7)}${outcome ? `  ${outcome}` : ''}`);
+  }
   if (r.error) lines.push(`  stopped: ${r.error.message}`);
   return lines.join('\n');
+}
+
+/** A runbook step's outcome in a few words: a script's exit and last line, an HTTP status, who approved. */
+function runbookOutcome(detail: unknown): string | undefined {
+  if (typeof detail !== 'object' || detail === null) return undefined;
+  const d = detail as { exitCode?: number | null; signal?: string | null; stdout?: string; stderr?: string; status?: number; url?: string; approvedBy?: string };
+  if ('exitCode' in d) {
+    const last = (d.stdout?.trim() || d.stderr?.trim() || '').split('\n').pop();
+    return `${d.signal ? `killed by ${d.signal}` : `exit ${d.exitCode}`}${last ? `: ${last.slice(0, 120)}` : ''}`;
+  }
+  if (d.status !== undefined) return `HTTP ${d.status} from ${d.url}`;
+  if (d.approvedBy !== undefined) return `approved by ${d.approvedBy}`;
+  return undefined;
 }

@@ -19,7 +19,8 @@ type RunOptions = Omit<FailoverOptions, 'signal' | 'onEvent' | 'onProgress'>;
 export function runFailoverCommand(argv: GlobalOptions & ServerOptions, options: RunOptions): Promise<void> {
   const print = (report: FailoverReport) => (argv.json ? printJson(report) : process.stdout.write(`${describeFailover(report)}\n${reportLine(report)}`));
   return run(argv, async () => {
-    const server = await serverOf(argv);
+    // A runbook named on the command line runs here: the API takes a plan (and its own runbook).
+    const server = options.runbook ? undefined : await serverOf(argv);
     if (server) return void print(await failoverThroughApi(server, options, argv.json, print));
     await withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
       const stop = new AbortController();

@@ -46,6 +46,9 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
       lazy('failover [vm]', 'Bring a protected VM (or a plan) up on its DR target: unplanned by default', async () => (await import('./failover.js')).failoverCommand),
     )
     .command(
+      lazy('runbook <command>', 'Run a plan\'s failover with a runbook, check a runbook, approve a waiting step', async () => (await import('./runbook.js')).runbookCommand),
+    )
+    .command(
       lazy(
         'failback [vm]',
         'Bring a failed-over VM (or plan) home with what it did on the DR site: only changed blocks travel back',

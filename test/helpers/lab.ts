@@ -2,7 +2,7 @@
  * The real lab for tests: the lab guest (built by scripts/lab/build-guest when missing), disks with
  * markers, and the serial-console wait the product itself uses.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access, mkdir, mkdtemp, chmod, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -48,6 +48,19 @@ export async function runVmdr(args: string[], env: Record<string, string> = {}):
     const e = err as { code?: number; signal?: string; stdout?: string; stderr?: string };
     return { code: typeof e.code === 'number' ? e.code : -1, ...(e.signal ? { signal: e.signal } : {}), stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
   }
+}
+
+/** Starts the built CLI and lets the test kill it mid-way: its process, and its result when it ends. */
+export function spawnVmdr(args: string[]): { process: ChildProcess; done: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [join(ROOT, 'dist', 'scripts', 'vmdr.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+  const done = new Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>((resolve) =>
+    child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return { process: child, done };
 }
 
 /** A throwaway lab VM on an isolated network of its own, for one suite. */

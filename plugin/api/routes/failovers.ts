@@ -13,6 +13,8 @@ import { durationBetween, NAME_PATTERN, type Plan } from '../../config/schema.js
 import { protectionsOfRun, runFailover, storedReport } from '../../failover/runner.js';
 import { runReportFiles } from '../../reports/run-report.js';
 import { getFailover, listFailovers, type FailoverRow } from '../../state/failovers.js';
+import { approveWaiting } from '../../state/approvals.js';
+import { NotWaitingForApproval } from '../../runbooks/errors.js';
 import { mayOperate, visible, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
 import { describeOperationError, OperationAccepted, operationAccepted } from './operations.js';
@@ -117,6 +119,26 @@ export function registerFailoverRoutes(app: FastifyInstance, ctx: ApiContext): v
           }),
       });
       return reply.code(202).send(operationAccepted(op));
+    },
+  );
+
+  api.post(
+    '/failovers/:id/approve',
+    {
+      config: { action: 'failover.approve' },
+      schema: {
+        tags: ['failover'],
+        summary: "Approve the runbook step the run waits for (as `vmdr runbook resume RUN`); 409 when it waits for none",
+        params: RunParams,
+        response: { 200: z.object({ id: z.string(), approved: z.array(z.object({ step: z.string(), by: z.string() })) }) },
+      },
+    },
+    async (req) => {
+      const who = mayOperate(req);
+      visible(req, 'failover', req.params.id, getFailover(ctx.state.db, req.params.id), tenantOfRun);
+      const approved = approveWaiting(ctx.state.db, req.params.id, `token ${who.tokenName}`);
+      if (approved.length === 0) throw new NotWaitingForApproval(req.params.id);
+      return { id: req.params.id, approved: approved.map((a) => ({ step: a.step, by: a.approvedBy ?? '' })) };
     },
   );
 
