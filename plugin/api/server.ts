@@ -18,6 +18,7 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTyp
 import { VmdrError } from '../../hypervisors/errors.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import type { Notifier } from '../notifications/notifier.js';
 import type { SyncResult } from '../replication/sync.js';
 import type { SiteConnections } from '../sites/connections.js';
 import type { SiteIdentity } from '../sites/identity.js';
@@ -27,6 +28,7 @@ import { apiErrorAnswer } from './answers.js';
 import { recordMutations } from './audit.js';
 import { Operations } from './operations.js';
 import { registerAuditRoutes } from './routes/audit.js';
+import { registerDrillRoutes } from './routes/drills.js';
 import { registerFailoverRoutes } from './routes/failovers.js';
 import { registerOperationRoutes } from './routes/operations.js';
 import { registerProtectionRoutes } from './routes/protections.js';
@@ -66,6 +68,8 @@ export interface ApiDeps {
   log?: NodeJS.WritableStream | false;
   /** A sync the API ran ended with this point (for the daemon's lag and metrics, as the loops' cycles). */
   onSynced?: (result: SyncResult) => void;
+  /** Who tells the webhooks of the drills the API runs (the daemon's notifier). */
+  notifier?: Notifier;
   /** Routes added by others of the daemon (the metrics), after authentication is in place. */
   extraRoutes?: (app: FastifyInstance) => void | Promise<void>;
 }
@@ -80,6 +84,7 @@ export interface ApiContext {
   sites: SiteConnections;
   site?: string;
   onSynced?: (result: SyncResult) => void;
+  notifier?: Notifier;
   operations: Operations;
   status: StatusCache;
 }
@@ -183,6 +188,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
     sites: deps.sites,
     ...(deps.site ? { site: deps.site } : {}),
     ...(deps.onSynced ? { onSynced: deps.onSynced } : {}),
+    ...(deps.notifier ? { notifier: deps.notifier } : {}),
     operations: new Operations(),
     status: new StatusCache(() => ({ file: deps.file, config: ctx.config, state: deps.state, sites: deps.sites })),
   };
@@ -196,6 +202,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
       registerProtectionRoutes(api, ctx);
       registerOperationRoutes(api, ctx);
       registerFailoverRoutes(api, ctx);
+      registerDrillRoutes(api, ctx);
       registerTenantRoutes(api, ctx);
       registerTokenRoutes(api, ctx);
       registerAuditRoutes(api, ctx);

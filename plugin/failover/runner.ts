@@ -115,7 +115,7 @@ function reportGroups(groups: Group[]) {
  * plan is now, or one group per protection it named. Protections the config no longer has are
  * reported under their names.
  */
-export function storedReport(deps: RunnerDeps, id: string): FailoverReport | undefined {
+export function storedReport(deps: Pick<RunnerDeps, 'config' | 'state'>, id: string): FailoverReport | undefined {
   const row = getFailover(deps.state.db, id);
   if (!row) return undefined;
   const request = JSON.parse(row.request) as FailoverRequest;
@@ -194,6 +194,9 @@ async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefine
     return Object.fromEntries(results) as Record<string, Preflight & FailbackPreflight>;
   });
   for (const group of groups) {
+    // Aborted (a drill's time limit, the daemon stopping): no further group starts; the caller's
+    // clean-up (a drill's) still runs.
+    ctx.signal?.throwIfAborted();
     await j.step(RUN, `group ${group.name}`, async () => {
       const skipped: string[] = [];
       await inParallel(group.protections, group.parallel, async (p) => {

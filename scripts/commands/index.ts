@@ -46,6 +46,9 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
       lazy('failover [vm]', 'Bring a protected VM (or a plan) up on its DR target: unplanned by default', async () => (await import('./failover.js')).failoverCommand),
     )
     .command(
+      lazy('drill <command>', 'Run a configured drill now, and read the drill history', async () => (await import('./drill.js')).drillCommand),
+    )
+    .command(
       lazy(
         'failback [vm]',
         'Bring a failed-over VM (or plan) home with what it did on the DR site: only changed blocks travel back',

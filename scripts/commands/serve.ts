@@ -23,6 +23,7 @@ interface ServeOptions extends GlobalOptions {
   receive: boolean;
   replicate: boolean;
   api: boolean;
+  drills: boolean;
 }
 
 /**
@@ -35,7 +36,8 @@ export const serveCommand: CommandBody<ServeOptions> = {
       .option('site', { type: 'string', describe: "This host is this site: only its endpoint, and only loops of protections whose source is here (default: localSite)" })
       .option('receive', { type: 'boolean', default: true, describe: 'Run the sites\' endpoints (--no-receive: replication loops only)' })
       .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' })
-      .option('api', { type: 'boolean', default: true, describe: "Serve the HTTP API when the config has `api:` (--no-api: not here)" }),
+      .option('api', { type: 'boolean', default: true, describe: "Serve the HTTP API when the config has `api:` (--no-api: not here)" })
+      .option('drills', { type: 'boolean', default: true, describe: "Run the drills of this DR site on their schedules (not with --no-receive; --no-drills: not here)" }),
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async (ctx) => {
@@ -91,6 +93,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
         sites,
         ...(site ? { site } : {}),
         onSynced: watch.synced,
+        notifier: watch.notifier,
         extraRoutes: async (app) => {
           const { operatorOnly } = await import('../../plugin/api/auth.js');
           metricsRoute(app, watch.metrics.registry, { guard: operatorOnly });
@@ -104,6 +107,8 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
     );
   }
   await ensureTenantNetworks({ config, sites }, site, say);
+  // Drills boot on a DR site: a daemon that receives (a DR host) runs its site's drills.
+  const drills = argv.drills && argv.receive ? await startDrills({ config, file, sites, state, notifier: watch.notifier }, site, say) : undefined;
   const loops = replicated.map(async (p) => {
     const receiver = await receiverFor(config, file, p);
     try {
@@ -124,12 +129,44 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   const control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say, watch.synced) : undefined;
   say({ event: 'ready', ...(control ? { control: control.socket } : {}) }, 'vmdr serve: ready');
   await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+  await drills?.stop();
   await control?.close();
   await api?.close();
   await Promise.allSettled(loops);
   await watch.notifier.idle();
   await Promise.allSettled(receivers.map((r) => r.close()));
   say({ event: 'stopped' }, 'vmdr serve: stopped');
+}
+
+/**
+ * The drills this daemon runs: first those a killed daemon left half done are torn down and
+ * recorded as interrupted, then the schedule starts. Its modules load only when there are drills.
+ */
+async function startDrills(deps: import('../../plugin/drills/run.js').DrillDeps, site: string | undefined, say: Say) {
+  const { recoverInterruptedDrills } = await import('../../plugin/drills/recover.js');
+  const { DrillScheduler, drillsOfSite } = await import('../../plugin/drills/scheduler.js');
+  for (const r of await recoverInterruptedDrills(deps)) {
+    say({ event: 'drill', drill: r.run.drill, drillRun: r.run.id, status: r.run.status, revert: r.revert, reason: r.run.reason }, `drill ${r.run.drill} (${r.run.id}): interrupted: ${r.run.reason?.message}`);
+  }
+  const drills = drillsOfSite(deps.config, site);
+  if (drills.length === 0) return undefined;
+  const scheduler = new DrillScheduler(deps, drills, {
+    onStarted: (d) => say({ event: 'drill-started', drill: d.name, plan: d.plan }, `drill ${d.name}: started (plan ${d.plan})`),
+    onOutcome: ({ run, report }) =>
+      say(
+        { event: 'drill', drill: run.drill, drillRun: run.id, failover: run.failover, status: run.status, reason: run.reason, rtoMs: report?.rtoMs ?? null },
+        `drill ${run.drill} (${run.id}): ${run.status}${run.reason ? `: ${run.reason.message}` : ''}`,
+      ),
+    onWarning: (d, err) => {
+      const message = err instanceof Error ? err.message : String(err);
+      say({ event: 'warning', drill: d.name, message }, `warning: drill ${d.name}: ${message}`);
+    },
+  });
+  scheduler.start();
+  for (const [name, next] of Object.entries(scheduler.nextRuns())) {
+    say({ event: 'drill-scheduled', drill: name, next: next?.toISOString() ?? null }, `drill ${name}: next run ${next?.toISOString() ?? 'never'}`);
+  }
+  return scheduler;
 }
 
 /** The config's HTTP API, when it has one; its modules load only then. */
