@@ -164,4 +164,103 @@ plans:
     assert.deepEqual(await drillObjects(), { vms: [], networks: [] }, 'virsh list --all and net-list --all show no drill object');
     assert.equal(await virsh('domstate', target()), 'shut off', 'the target was never touched');
   });
+
+  it('two tenants\' drills at once: each VM on its own isolated bubble; replication goes on and retention keeps the pinned points', async () => {
+    const vms = { acme: await createLabVm('drill-acme', { marker: 'acme-src', diskSize: '32M' }), globex: await createLabVm('drill-globex', { marker: 'globex-src', diskSize: '32M' }) };
+    const boot = labBoot();
+    const tenantProtection = (tenant: 'acme' | 'globex', health: string) => `  - name: ${vms[tenant].name}
+    tenant: ${tenant}
+    source: { site: prod, vm: ${vms[tenant].name} }
+    retention: { keep: 1 }
+    health: ${health}
+    target:
+      site: dr
+      vm: ${vms[tenant].name}-dr
+      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
+      nics: [{ network: ${drNetwork} }]
+`;
+    // The drills' VMs never print what their health check waits for: both run until their time limit.
+    const tenantConfig = async (name: string, health: string) => {
+      const file = join(vm.dir, `${name}.yaml`);
+      const base = await readFile(config, 'utf8');
+      await writeFile(
+        file,
+        base.replace('protections:\n', 'tenants:\n  - { name: acme }\n  - { name: globex }\nprotections:\n').replace('plans:\n', `${tenantProtection('acme', health)}${tenantProtection('globex', health)}plans:\n`) +
+          `  - { name: plan-acme, tenant: acme, groups: [{ name: all, vms: [${vms.acme.name}] }] }
+  - { name: plan-globex, tenant: globex, groups: [{ name: all, vms: [${vms.globex.name}] }] }
+drills:
+  - { name: drill-acme, plan: plan-acme, schedule: "0 3 1 1 *", timeLimit: 40s }
+  - { name: drill-globex, plan: plan-globex, schedule: "0 3 1 1 *", timeLimit: 40s }
+`,
+      );
+      return file;
+    };
+    const healthy = await tenantConfig('tenants', '{ serial: "^VMDR-GUEST ready", timeout: 90s }');
+    const never = await tenantConfig('tenants-never', '{ serial: "^NEVER-PRINTED", timeout: 90s }');
+    const points = async (name: string) => JSON.parse((await vmdr(healthy, 'points', name, '--json')).stdout) as { id: string; pinned?: boolean }[];
+    try {
+      await Promise.all(Object.values(vms).map((v) => bootLabVm(v)));
+      serve = await startServe(healthy, { args: ['--no-replicate', '--no-drills'] });
+      for (const args of [['target', 'provision'], ['protect', vms.acme.name], ['protect', vms.globex.name]]) {
+        const r = await vmdr(healthy, ...args);
+        assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
+      }
+      const drills = Promise.all(['drill-acme', 'drill-globex'].map((d) => vmdr(never, 'drill', 'run', d, '--json')));
+      // Both drills' VMs up at once, each on the bubble of its own run and tenant.
+      await until('both drill VMs running', async () => {
+        const running = (await virsh('list', '--name')).split('\n');
+        return Object.values(vms).every((v) => running.some((n) => n.startsWith(`${v.name}-dr-drill-`)));
+      }, 120_000);
+      const bubbles: Record<string, string> = {};
+      for (const [tenant, v] of Object.entries(vms)) {
+        const drillVm = (await virsh('list', '--name')).split('\n').find((n) => n.startsWith(`${v.name}-dr-drill-`))!;
+        const nics = (await virsh('domiflist', drillVm)).split('\n').slice(2).map((l) => l.trim().split(/\s+/));
+        assert.equal(nics.length, 1, `${drillVm}: ${JSON.stringify(nics)}`);
+        const network = nics[0]![2]!;
+        assert.match(network, new RegExp(`^vmdr-drill-\\S+-${tenant}$`), 'the bubble of its run and tenant');
+        const xml = await virsh('net-dumpxml', network);
+        assert.ok(!/<forward|<ip/.test(xml), `the bubble ${network} has no forwarding and no host address: ${xml}`);
+        bubbles[tenant] = network;
+      }
+      assert.notEqual(bubbles.acme, bubbles.globex, 'the tenants share no network');
+      const bridge = async (n: string) => /<bridge name='([^']+)'/.exec(await virsh('net-dumpxml', n))![1];
+      assert.notEqual(await bridge(bubbles.acme!), await bridge(bubbles.globex!), 'nor a bridge');
+
+      // Replication goes on during the drill; retention (keep 1) leaves the point it booted.
+      const pinned = (await points(vms.acme.name)).find((x) => x.pinned);
+      assert.ok(pinned, 'the drill pinned the point it booted');
+      for (let i = 0; i < 2; i++) {
+        const sync = await vmdr(healthy, 'sync', vms.acme.name);
+        assert.equal(sync.code, 0, sync.stderr);
+      }
+      const during = await points(vms.acme.name);
+      assert.ok(during.some((x) => x.id === pinned.id && x.pinned), `the pinned point is kept: ${JSON.stringify(during)}`);
+      assert.ok(during.length >= 2, 'new points came in during the drill');
+
+      const results = await drills;
+      for (const r of results) {
+        assert.equal(r.code, 1, r.stderr);
+        const { run } = JSON.parse(r.stdout.trim().split('\n').pop()!) as { run: DrillRunViewBody };
+        assert.equal(run.status, 'failed');
+        assert.equal(run.reason?.code, 'DRILL_TIME_LIMIT');
+      }
+      const left = (await virsh('net-list', '--all', '--name')).split('\n');
+      assert.ok(!left.includes(bubbles.acme!) && !left.includes(bubbles.globex!), 'both bubbles removed');
+      assert.deepEqual((await virsh('list', '--all', '--name')).split('\n').filter((n) => n.includes('-dr-drill-')), []);
+      assert.ok((await points(vms.acme.name)).every((x) => !x.pinned), 'the drill let go of its point');
+      const after = await vmdr(healthy, 'sync', vms.acme.name);
+      assert.equal(after.code, 0, after.stderr);
+      assert.equal((await points(vms.acme.name)).length, 1, 'unpinned, it goes the way of retention');
+    } finally {
+      await serve?.stop();
+      serve = undefined;
+      for (const v of Object.values(vms)) {
+        for (const name of (await virsh('list', '--all', '--name')).split('\n').filter((n) => n.startsWith(`${v.name}-dr`))) {
+          await v.adapter.stop(name, { mode: 'force' }).catch(() => undefined);
+          await v.adapter.undefine(name).catch(() => undefined);
+        }
+        await destroyLabVm(v);
+      }
+    }
+  });
 });

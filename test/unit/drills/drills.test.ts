@@ -15,6 +15,7 @@ import type { Config, Drill } from '../../../plugin/config/schema.js';
 import { recoverInterruptedDrills } from '../../../plugin/drills/recover.js';
 import { runDrill, type DrillDeps } from '../../../plugin/drills/run.js';
 import { DrillScheduler, drillsOfSite, nextRunOf } from '../../../plugin/drills/scheduler.js';
+import { FailoverResults } from '../../../plugin/metrics/failover-results.js';
 import { Notifier } from '../../../plugin/notifications/notifier.js';
 import { SiteConnections } from '../../../plugin/sites/connections.js';
 import { getDrillRun, insertDrillRun, listDrillRuns } from '../../../plugin/state/drills.js';
@@ -105,6 +106,8 @@ notifications:
     assert.ok(run.reason && run.reason.message.length > 0, JSON.stringify(run.reason));
     assert.equal(report?.id, run.failover);
     assert.deepEqual(getDrillRun(state.db, run.id), run);
+    const counted = new FailoverResults(state).take().filter((o) => o.kind === 'test');
+    assert.deepEqual(counted, [{ protection: 'web-acme', kind: 'test', result: 'failed' }], 'the failover metrics count it as a drill');
     const [told] = await hook.waitFor(1);
     assert.equal(told!.headers['x-vmdr-event'], 'drill-failed');
     assert.equal(told!.json.drill, 'monthly-acme');
