@@ -5,7 +5,6 @@
  * abort too); the history says passed, failed (with why), skipped (its plan was busy) or
  * interrupted (vmdr stopped while it ran).
  */
-import { randomBytes } from 'node:crypto';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Progress } from '../../hypervisors/types.js';
 import type { Drill } from '../config/schema.js';
@@ -13,6 +12,7 @@ import type { StepEvent } from '../failover/journal.js';
 import type { FailoverReport } from '../failover/report.js';
 import { runFailover, type RunnerDeps } from '../failover/runner.js';
 import type { NotificationEvent } from '../notifications/webhook.js';
+import { newRunId } from '../state/run-ids.js';
 import { endDrillRun, insertDrillRun, runningDrillOfPlan, setDrillFailover, type DrillReason, type DrillRunRow, type DrillTrigger, type DrillVerdict } from '../state/drills.js';
 import { DrillSkipped, DrillStopped, DrillTimedOut } from './errors.js';
 
@@ -55,7 +55,7 @@ export async function runDrill(deps: DrillDeps, drill: Drill, trigger: DrillTrig
   const db = deps.state.db;
   const busy = runningDrillOfPlan(db, drill.plan);
   const now = Date.now();
-  const id = `dr-${new Date(now).toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(2).toString('hex')}`;
+  const id = newRunId('dr', now);
   insertDrillRun(db, { id, drill: drill.name, plan: drill.plan, tenant: tenantOfDrill(deps, drill) ?? null, trigger, startedAtMs: now });
   if (busy) {
     const why = new DrillSkipped(drill.name, drill.plan, `drill "${busy.drill}" of plan "${drill.plan}" (${busy.id}) still runs`);

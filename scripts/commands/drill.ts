@@ -8,12 +8,10 @@ import type { Argv, CommandModule } from 'yargs';
 import type { ApiClient } from '../../plugin/api/client.js';
 import type { OperationAcceptedBody } from '../../plugin/api/routes/operations.js';
 import type { DrillRunViewBody } from '../../plugin/drills/view.js';
-import { loadConfig } from '../../plugin/config/load.js';
 import { NotInConfig } from '../../plugin/config/errors.js';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { DrillNotPassed } from '../../plugin/drills/errors.js';
 import { VmdrError } from '../../hypervisors/errors.js';
-import { StateStore } from '../../plugin/state/store.js';
 import { describeFailover, stepPrinter } from '../cli/failover-report.js';
 import { progressReporter } from '../cli/progress.js';
 import { printJson, printTable, run } from '../cli/report.js';
@@ -21,6 +19,7 @@ import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
 import { serverOf, withServerOptions, type ServerOptions } from './server-options.js';
 import { withReplicationContext } from './replication-context.js';
+import { withState } from './state-context.js';
 
 interface DrillAnswer {
   run: DrillRunViewBody;
@@ -180,21 +179,11 @@ async function show(argv: ShowOptions): Promise<DrillAnswer> {
   const { getDrillRun } = await import('../../plugin/state/drills.js');
   const { drillRunView } = await import('../../plugin/drills/view.js');
   const { storedReport } = await import('../../plugin/failover/runner.js');
-  return withState(argv.config, async (state, config) => {
+  return withState(argv.config, async (state, { config }) => {
     const row = getDrillRun(state.db, argv.id);
     if (!row) throw new VmdrError('DRILL_RUN_UNKNOWN', `no drill run "${argv.id}" (see vmdr drill history)`, { subject: { drillRun: argv.id } });
     return { run: drillRunView(row), report: row.failover ? (storedReport({ config, state }, row.failover) ?? null) : null };
   });
-}
-
-async function withState<T>(configFile: string, work: (state: StateStore, config: Awaited<ReturnType<typeof loadConfig>>['config']) => Promise<T>): Promise<T> {
-  const { config } = await loadConfig(configFile);
-  const state = StateStore.open(config.state.path);
-  try {
-    return await work(state, config);
-  } finally {
-    state.close();
-  }
 }
 
 export const drillCommand: CommandBody<GlobalOptions> = {
