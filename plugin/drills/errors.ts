@@ -33,3 +33,8 @@ export class DrillNotPassed extends VmdrError {
     });
   }
 }
+
+/** A verdict's reason from what ended the drill: a VmdrError by its code; anything else as internal. */
+export function reasonOf(err: unknown): { code: string; message: string } {
+  return err instanceof VmdrError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}

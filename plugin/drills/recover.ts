@@ -6,7 +6,9 @@
 import { runFailover } from '../failover/runner.js';
 import { getFailover, unfinishedFailover } from '../state/failovers.js';
 import { endDrillRun, interruptedDrillRuns, type DrillRunRow } from '../state/drills.js';
-import { reasonOf, tellDrillEnded, type DrillDeps } from './run.js';
+import type { RunnerDeps } from '../failover/runner.js';
+import { reasonOf } from './errors.js';
+import { tellDrillEnded, type DrillNotifier } from './notify.js';
 
 export interface RecoveredDrill {
   run: DrillRunRow;
@@ -14,9 +16,10 @@ export interface RecoveredDrill {
   revert: string | null;
 }
 
-export async function recoverInterruptedDrills(deps: DrillDeps): Promise<RecoveredDrill[]> {
+/** Every interrupted drill of this host (at the daemon's start), or those of one plan (before a drill of it). */
+export async function recoverInterruptedDrills(deps: RunnerDeps & { notifier?: DrillNotifier }, only: { plan?: string } = {}): Promise<RecoveredDrill[]> {
   const recovered: RecoveredDrill[] = [];
-  for (const run of interruptedDrillRuns(deps.state.db)) {
+  for (const run of interruptedDrillRuns(deps.state.db).filter((r) => only.plan === undefined || r.plan === only.plan)) {
     // Killed between the runner's first row and its first step, the drill row has no failover yet.
     const held = unfinishedFailover(deps.state.db, { plan: run.plan });
     const failover = run.failover ?? (held && held.kind === 'test' && held.startedAtMs >= run.startedAtMs ? held.id : null);
@@ -36,7 +39,7 @@ export async function recoverInterruptedDrills(deps: DrillDeps): Promise<Recover
       message += `; its test failover ${failover} holds nothing any more`;
     }
     const ended = endDrillRun(deps.state.db, run.id, 'interrupted', { code: 'DRILL_INTERRUPTED', message });
-    tellDrillEnded(deps, ended);
+    tellDrillEnded(deps.notifier, ended);
     recovered.push({ run: ended, revert });
   }
   return recovered;

@@ -3,7 +3,7 @@
  * --test --plan`), bounded by the drill's time limit, recorded in the drill history and told to
  * the webhooks. The runner tears the drill down however it ends (its cleanup step runs after an
  * abort too); the history says passed, failed (with why), skipped (its plan was busy) or
- * interrupted (vmdr stopped while it ran).
+ * interrupted (vmdr stopped while it ran; or its process died: recover.ts).
  */
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Progress } from '../../hypervisors/types.js';
@@ -11,14 +11,14 @@ import type { Drill } from '../config/schema.js';
 import type { StepEvent } from '../failover/journal.js';
 import type { FailoverReport } from '../failover/report.js';
 import { runFailover, type RunnerDeps } from '../failover/runner.js';
-import type { NotificationEvent } from '../notifications/webhook.js';
 import { newRunId } from '../state/run-ids.js';
 import { endDrillRun, insertDrillRun, runningDrillOfPlan, setDrillFailover, type DrillReason, type DrillRunRow, type DrillTrigger, type DrillVerdict } from '../state/drills.js';
-import { DrillSkipped, DrillStopped, DrillTimedOut } from './errors.js';
+import { DrillSkipped, DrillStopped, DrillTimedOut, reasonOf } from './errors.js';
+import { tellDrillEnded, type DrillNotifier } from './notify.js';
+import { recoverInterruptedDrills } from './recover.js';
 
 export interface DrillDeps extends RunnerDeps {
-  /** Who tells the webhooks (the daemon's notifier): never waited for, never changes the verdict. */
-  notifier?: { tell(subject: string, event: NotificationEvent): void };
+  notifier?: DrillNotifier;
 }
 
 export interface DrillOptions {
@@ -34,18 +34,6 @@ export interface DrillOutcome {
   report: FailoverReport | null;
 }
 
-/** What a webhook is told of a drill that ended. */
-export interface DrillNotification extends NotificationEvent {
-  event: 'drill-failed' | 'drill-passed';
-  drill: string;
-  plan: string;
-  tenant: string | null;
-  drillRun: string;
-  failover: string | null;
-  status: DrillVerdict;
-  reason: DrillReason | null;
-}
-
 /** The tenant a drill belongs to: its own, or its plan's. */
 export function tenantOfDrill(deps: Pick<RunnerDeps, 'config'>, drill: Drill): string | undefined {
   return drill.tenant ?? deps.config.plans.find((p) => p.name === drill.plan)?.tenant;
@@ -54,12 +42,15 @@ export function tenantOfDrill(deps: Pick<RunnerDeps, 'config'>, drill: Drill): s
 export async function runDrill(deps: DrillDeps, drill: Drill, trigger: DrillTrigger, options: DrillOptions = {}): Promise<DrillOutcome> {
   const db = deps.state.db;
   const busy = runningDrillOfPlan(db, drill.plan);
+  // A drill of this plan whose process died (a killed `vmdr drill run`) is torn down first, not
+  // left to hold the plan until the daemon's next start.
+  if (!busy) await recoverInterruptedDrills(deps, { plan: drill.plan });
   const now = Date.now();
   const id = newRunId('dr', now);
   insertDrillRun(db, { id, drill: drill.name, plan: drill.plan, tenant: tenantOfDrill(deps, drill) ?? null, trigger, startedAtMs: now });
   if (busy) {
     const why = new DrillSkipped(drill.name, drill.plan, `drill "${busy.drill}" of plan "${drill.plan}" (${busy.id}) still runs`);
-    return finish(deps, drill, endDrillRun(db, id, 'skipped', reasonOf(why)), null);
+    return finish(deps, endDrillRun(db, id, 'skipped', reasonOf(why)), null);
   }
 
   const limit = new AbortController();
@@ -99,31 +90,10 @@ export async function runDrill(deps: DrillDeps, drill: Drill, trigger: DrillTrig
   } finally {
     clearTimeout(timer);
   }
-  return finish(deps, drill, endDrillRun(db, id, verdict, reason), report);
+  return finish(deps, endDrillRun(db, id, verdict, reason), report);
 }
 
-function finish(deps: DrillDeps, drill: Drill, run: DrillRunRow, report: FailoverReport | null): DrillOutcome {
-  tellDrillEnded(deps, run);
+function finish(deps: DrillDeps, run: DrillRunRow, report: FailoverReport | null): DrillOutcome {
+  tellDrillEnded(deps.notifier, run);
   return { run, report };
-}
-
-/** Tells the webhooks of a drill that ended: failed or interrupted (nothing was proven), or passed. A skip is only in the history. */
-export function tellDrillEnded(deps: Pick<DrillDeps, 'notifier'>, run: DrillRunRow): void {
-  if (!deps.notifier || run.status === 'skipped' || run.status === 'running') return;
-  const event: DrillNotification = {
-    event: run.status === 'passed' ? 'drill-passed' : 'drill-failed',
-    at: new Date(run.endedAtMs ?? Date.now()).toISOString(),
-    drill: run.drill,
-    plan: run.plan,
-    tenant: run.tenant,
-    drillRun: run.id,
-    failover: run.failover,
-    status: run.status,
-    reason: run.reason,
-  };
-  deps.notifier.tell(`drill:${run.drill}`, event);
-}
-
-export function reasonOf(err: unknown): DrillReason {
-  return err instanceof VmdrError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
 }

@@ -177,15 +177,21 @@ notifications:
     assert.ok(scheduled.every((r) => r.drill === 'every-second' && r.tenant === 'globex'));
   });
 
-  it('a drill whose process died is torn down at the next start (its bubble too) and recorded as interrupted', async () => {
+  /** What a drill of plan-acme whose process was killed leaves: its running row, its test failover holding web-acme. */
+  const killedDrill = (id: string, failover: string) => {
     const dead = spawnSync('true').pid!;
-    const failover = 'fo-20261201T000000-dead';
     const started = Date.now();
     state.db
       .prepare(`INSERT INTO drill_runs (id, drill, plan, tenant, failover, trigger, status, started_at_ms, host, pid) VALUES (?, ?, ?, ?, ?, 'schedule', 'running', ?, ?, ?)`)
-      .run('dr-test-dead', 'monthly-acme', 'plan-acme', 'acme', failover, started, hostname(), dead);
+      .run(id, 'monthly-acme', 'plan-acme', 'acme', failover, started, hostname(), dead);
     insertFailover(state.db, { id: failover, kind: 'test', plan: 'plan-acme', request: JSON.stringify({ kind: 'test', plan: 'plan-acme', protections: ['web-acme'] }), startedAtMs: started, failureAtMs: started });
     state.db.prepare('INSERT INTO failover_locks (protection, failover, host, pid) VALUES (?, ?, ?, ?)').run('web-acme', failover, hostname(), dead);
+    return dead;
+  };
+
+  it('a drill whose process died is torn down at the next start (its bubble too) and recorded as interrupted', async () => {
+    const failover = 'fo-20261201T000000-dead';
+    const dead = killedDrill('dr-test-dead', failover);
     // What the dead drill had made: its bubble network on the DR site.
     const dr = await sites.adapter('dr');
     const bubble = `vmdr-drill-${failover.slice(-6)}-acme`;
@@ -203,5 +209,16 @@ notifications:
     const [told] = await hook.waitFor(1);
     assert.equal(told!.json.status, 'interrupted');
     assert.deepEqual(await recoverInterruptedDrills(deps), [], 'once');
+  });
+
+  it('a drill of a plan whose last drill\'s process died tears that one down first, then runs', async () => {
+    killedDrill('dr-test-killed-cli', 'fo-20261201T000000-kcli');
+    const { run } = await runDrill(deps, drill('monthly-acme'), 'manual');
+    assert.notEqual(run.status, 'skipped', JSON.stringify(run.reason));
+    assert.equal(run.status, 'failed', 'it ran (no recovery point on the test driver)');
+    const killed = getDrillRun(state.db, 'dr-test-killed-cli')!;
+    assert.equal(killed.status, 'interrupted');
+    assert.match(killed.reason!.message, /torn down by fo-/);
+    assert.equal(getFailover(state.db, 'fo-20261201T000000-kcli')!.status, 'failed');
   });
 });
