@@ -18,6 +18,7 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTyp
 import { VmdrError } from '../../hypervisors/errors.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import type { Notifier } from '../notifications/notifier.js';
 import type { SyncResult } from '../replication/sync.js';
 import type { SiteConnections } from '../sites/connections.js';
 import type { SiteIdentity } from '../sites/identity.js';
@@ -27,6 +28,7 @@ import { apiErrorAnswer } from './answers.js';
 import { recordMutations } from './audit.js';
 import { Operations } from './operations.js';
 import { registerAuditRoutes } from './routes/audit.js';
+import { registerDrillRoutes } from './routes/drills.js';
 import { registerFailoverRoutes } from './routes/failovers.js';
 import { registerOperationRoutes } from './routes/operations.js';
 import { registerProtectionRoutes } from './routes/protections.js';
@@ -72,6 +74,8 @@ export interface ApiDeps {
    * then. Without it (an API alone, in tests) the API reads the file for itself.
    */
   reloadConfig?: () => Promise<Config>;
+  /** Who tells the webhooks of the drills the API runs (the daemon's notifier). */
+  notifier?: Notifier;
   /** Routes added by others of the daemon (the metrics), after authentication is in place. */
   extraRoutes?: (app: FastifyInstance) => void | Promise<void>;
 }
@@ -86,6 +90,7 @@ export interface ApiContext {
   sites: SiteConnections;
   site?: string;
   onSynced?: (result: SyncResult) => void;
+  notifier?: Notifier;
   operations: Operations;
   status: StatusCache;
 }
@@ -189,6 +194,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
     sites: deps.sites,
     ...(deps.site ? { site: deps.site } : {}),
     ...(deps.onSynced ? { onSynced: deps.onSynced } : {}),
+    ...(deps.notifier ? { notifier: deps.notifier } : {}),
     operations: new Operations(),
     status: new StatusCache(() => ({ file: deps.file, config: ctx.config, state: deps.state, sites: deps.sites })),
   };
@@ -202,6 +208,7 @@ export async function startApi(deps: ApiDeps, listen: { host: string; port: numb
       registerProtectionRoutes(api, ctx);
       registerOperationRoutes(api, ctx);
       registerFailoverRoutes(api, ctx);
+      registerDrillRoutes(api, ctx);
       registerTenantRoutes(api, ctx);
       registerTokenRoutes(api, ctx);
       registerAuditRoutes(api, ctx);

@@ -235,19 +235,40 @@ export const DrillSchema = z.strictObject({
   name,
   plan: name,
   tenant: name.optional(),
-  schedule: z.string().refine((s) => cron.validate(s), 'a cron expression such as "0 3 * * 1"'),
+  /** When `vmdr serve` runs it: five fields (minute first) or six (second first), as node-cron reads them. */
+  schedule: z.string(),
+  /** The time zone `schedule` is read in (an IANA name such as Europe/Paris). */
+  timezone: z.string().refine(isTimeZone, 'an IANA time zone such as UTC or Europe/Paris').default('UTC'),
+  /** Past it the drill is aborted, torn down and recorded as failed. */
+  timeLimit: durationBetween('1s', '24h').prefault('30m'),
   /** The runbook of this drill's test failover, instead of its plan's. */
   runbook: name.optional(),
+}).superRefine((drill, ctx) => {
+  // Here, not on the field: the message names the drill, and the part of the expression that is wrong.
+  const check = cron.validateDetailed(drill.schedule);
+  if (check.valid) return;
+  const why = check.errors.map((e) => (e.field === 'expression' ? e.message : `${e.field}: ${e.message}`)).join('; ');
+  ctx.addIssue({ code: 'custom', path: ['schedule'], message: `drill "${drill.name}": "${drill.schedule}" is not a cron expression such as "0 3 * * 1" (${why})` });
 });
+
+function isTimeZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** A runbook file (plugin/runbooks/), named for plans and drills to refer to. */
 export const RunbookRefSchema = z.strictObject({ name, file: absolutePath });
 
 /**
  * The events a webhook can be told of. One sender for all of them (plugin/notifications/webhook.ts):
- * failed drills and automatic failovers join this list.
+ * automatic failovers join this list. drill-failed: a drill failed or was interrupted (nothing was
+ * proven); drill-passed: the evidence that it was.
  */
-export const NOTIFICATION_EVENTS = ['rpo-breached', 'rpo-recovered'] as const;
+export const NOTIFICATION_EVENTS = ['rpo-breached', 'rpo-recovered', 'drill-failed', 'drill-passed'] as const;
 
 export const WebhookSchema = z.strictObject({
   url: url(/^https?$/, 'an http:// or https:// URL'),
@@ -386,5 +407,7 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
     tenantRef(drill.tenant, ['drills', i, 'tenant']);
     runbookRef(drill.runbook, ['drills', i, 'runbook']);
     if (!plans.has(drill.plan)) issue(['drills', i, 'plan'], `unknown plan "${drill.plan}"`);
+    const owner = config.plans.find((p) => p.name === drill.plan)?.tenant;
+    if (drill.tenant && owner !== undefined && owner !== drill.tenant) issue(['drills', i, 'plan'], `plan "${drill.plan}" belongs to tenant "${owner}", not "${drill.tenant}"`);
   });
 }

@@ -5,13 +5,13 @@
  * its preflight. The run is a persisted state machine (journal.ts): killed at any point, it is
  * continued with `resume`, and no two runs ever hold the same protection.
  */
-import { randomBytes } from 'node:crypto';
 import type { Config, Plan, Protection } from '../config/schema.js';
 import { NotInConfig } from '../config/errors.js';
 import { findProtection } from '../protections/find.js';
 import type { SiteConnections } from '../sites/connections.js';
 import { endFailover, getFailover, insertFailover, reopenFailover, tryLockProtections, unfinishedFailover, unlockProtections, type FailoverRow } from '../state/failovers.js';
 import { roleOf } from '../state/roles.js';
+import { newRunId } from '../state/run-ids.js';
 import type { StateStore } from '../state/store.js';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Progress } from '../../hypervisors/types.js';
@@ -91,7 +91,7 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
       ...(options.shutdownTimeoutMs !== undefined ? { shutdownTimeoutMs: options.shutdownTimeoutMs } : {}),
     };
     const now = Date.now();
-    const id = `fo-${new Date(now).toISOString().replace(/[-:]/g, '').replace(/\..*$/, '')}-${randomBytes(2).toString('hex')}`;
+    const id = newRunId('fo', now);
     insertFailover(deps.state.db, { id, kind: options.kind, plan: plan?.name ?? null, request: JSON.stringify(request), startedAtMs: now, failureAtMs: now });
     if (originals) releaseOriginals(deps, originals);
     lockOrRefuse(deps, id, protections);
@@ -247,7 +247,12 @@ async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefine
     const results = await Promise.all(all.map(async (p) => [p.name, await check(p)] as const));
     return Object.fromEntries(results) as Record<string, Preflight & FailbackPreflight>;
   });
-  const start = (group: Group, signal: AbortSignal | undefined) => startGroup({ ...ctx, signal }, group, plan, checked);
+  const start = (group: Group, signal: AbortSignal | undefined) => {
+    // Aborted (a drill's time limit, the daemon stopping): no further group starts; the caller's
+    // clean-up (a drill's) still runs.
+    signal?.throwIfAborted();
+    return startGroup({ ...ctx, signal }, group, plan, checked);
+  };
   if (!runbook) {
     for (const group of groups) await start(group, ctx.signal);
     return;

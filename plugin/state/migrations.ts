@@ -169,7 +169,29 @@ export const migrations: readonly string[] = [
     reason       TEXT
   ) STRICT;
   `,
-  // 7 (version 6 is the drills'): approvals a runbook's approval step waits for, one per step of a
+  // 6: the history of drills: one row per run of a configured drill (scheduled, or asked for by the
+  // CLI or the API), with the test failover it ran. host and pid say who runs it: a running row
+  // whose process is gone is a drill interrupted (torn down and closed by the next vmdr serve).
+  `
+  CREATE TABLE drill_runs (
+    id             TEXT    PRIMARY KEY,
+    drill          TEXT    NOT NULL,
+    plan           TEXT    NOT NULL,
+    tenant         TEXT,
+    failover       TEXT,
+    trigger        TEXT    NOT NULL CHECK (trigger IN ('schedule', 'manual', 'api')),
+    status         TEXT    NOT NULL CHECK (status IN ('running', 'passed', 'failed', 'skipped', 'interrupted')),
+    started_at_ms  INTEGER NOT NULL,
+    ended_at_ms    INTEGER,
+    reason_code    TEXT,
+    reason_message TEXT,
+    host           TEXT    NOT NULL,
+    pid            INTEGER NOT NULL
+  ) STRICT;
+  CREATE INDEX drill_runs_by_time ON drill_runs (started_at_ms);
+  CREATE INDEX drill_runs_by_tenant ON drill_runs (tenant, started_at_ms);
+  `,
+  // 7: approvals a runbook's approval step waits for, one per step of a
   // run; approved_at_ms NULL while it waits (`vmdr runbook resume RUN` sets it)
   `
   CREATE TABLE runbook_approvals (

@@ -49,6 +49,9 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
       lazy('runbook <command>', 'Run a plan\'s failover with a runbook, check a runbook, approve a waiting step', async () => (await import('./runbook.js')).runbookCommand),
     )
     .command(
+      lazy('drill <command>', 'Run a configured drill now, and read the drill history', async () => (await import('./drill.js')).drillCommand),
+    )
+    .command(
       lazy(
         'failback [vm]',
         'Bring a failed-over VM (or plan) home with what it did on the DR site: only changed blocks travel back',

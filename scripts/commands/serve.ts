@@ -27,6 +27,7 @@ interface ServeOptions extends GlobalOptions {
   receive: boolean;
   replicate: boolean;
   api: boolean;
+  drills: boolean;
 }
 
 /**
@@ -39,7 +40,8 @@ export const serveCommand: CommandBody<ServeOptions> = {
       .option('site', { type: 'string', describe: "This host is this site: only its endpoint, and only loops of protections whose source is here (default: localSite)" })
       .option('receive', { type: 'boolean', default: true, describe: 'Run the sites\' endpoints (--no-receive: replication loops only)' })
       .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' })
-      .option('api', { type: 'boolean', default: true, describe: "Serve the HTTP API when the config has `api:` (--no-api: not here)" }),
+      .option('api', { type: 'boolean', default: true, describe: "Serve the HTTP API when the config has `api:` (--no-api: not here)" })
+      .option('drills', { type: 'boolean', default: true, describe: "Run the drills of this DR site on their schedules (not with --no-receive; --no-drills: not here)" }),
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async (ctx) => {
@@ -107,11 +109,14 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
     (p, err) => say({ event: 'warning', protection: p.name, ...(err instanceof VmdrError ? err.toJSON() : { message: String(err) }) }, `warning: ${p.name}: its replication loop ended: ${err instanceof Error ? err.message : String(err)}`),
   );
   let control: ControlServer | undefined;
+  let drills: Awaited<ReturnType<typeof startDrills>> | undefined;
   const reload = configReloader({ file, config, fingerprint }, say, async (reloaded) => {
     control?.reloaded(reloaded.fingerprint);
     watch.reconfigure(config, replicatedHere());
     const changes = await loops.set(replicatedHere());
     if (reloaded.changed.includes('tenants')) await ensureTenantNetworks({ config, sites }, site, say);
+    // Which drills run here follows the plans' and protections' sites too.
+    if (reloaded.changed.some((k) => k === 'drills' || k === 'plans' || k === 'protections')) await drills?.reschedule();
     return changes;
   });
   const api = argv.api
@@ -123,6 +128,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
         ...(site ? { site } : {}),
         onSynced: watch.synced,
         reloadConfig: async () => (await reload('api'), config),
+        notifier: watch.notifier,
         extraRoutes: async (app) => {
           const { operatorOnly } = await import('../../plugin/api/auth.js');
           metricsRoute(app, watch.metrics.registry, { guard: operatorOnly });
@@ -136,6 +142,8 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
     );
   }
   await ensureTenantNetworks({ config, sites }, site, say);
+  // Drills boot on a DR site: a daemon that receives (a DR host) runs its site's drills.
+  drills = argv.drills && argv.receive ? await startDrills({ config, file, sites, state, notifier: watch.notifier }, site, say) : undefined;
   await loops.set(replicatedHere());
   // A daemon of a DR site alone has no source VM to sync: the control socket is a source site's.
   const servesSources = !site || config.protections.some((p) => p.source.site === site);
@@ -147,6 +155,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   say({ event: 'ready', ...(control ? { control: control.socket } : {}) }, 'vmdr serve: ready');
   await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
   process.off('SIGHUP', hangUp);
+  await drills?.stop();
   await control?.close();
   await api?.close();
   await loops.stopAll();
@@ -189,6 +198,45 @@ function configReloader(current: { file: string; config: Config; fingerprint: st
     const run = queue.then(() => once(why), () => once(why));
     queue = run.catch(() => undefined);
     return run;
+  };
+}
+
+/**
+ * The drills this daemon runs: first those a killed daemon left half done are torn down and
+ * recorded as interrupted, then the schedule starts (empty while the config has no drill of this
+ * site: a reload may bring some). `reschedule` takes the drills of the config as it is now.
+ */
+async function startDrills(deps: import('../../plugin/drills/run.js').DrillDeps, site: string | undefined, say: Say) {
+  const { recoverInterruptedDrills } = await import('../../plugin/drills/recover.js');
+  const { DrillScheduler, drillsOfSite } = await import('../../plugin/drills/scheduler.js');
+  for (const r of await recoverInterruptedDrills(deps)) {
+    say({ event: 'drill', drill: r.run.drill, drillRun: r.run.id, status: r.run.status, revert: r.revert, reason: r.run.reason }, `drill ${r.run.drill} (${r.run.id}): interrupted: ${r.run.reason?.message}`);
+  }
+  const scheduler = new DrillScheduler(deps, drillsOfSite(deps.config, site), {
+    onStarted: (d) => say({ event: 'drill-started', drill: d.name, plan: d.plan }, `drill ${d.name}: started (plan ${d.plan})`),
+    onOutcome: ({ run, report }) =>
+      say(
+        { event: 'drill', drill: run.drill, drillRun: run.id, failover: run.failover, status: run.status, reason: run.reason, rtoMs: report?.rtoMs ?? null },
+        `drill ${run.drill} (${run.id}): ${run.status}${run.reason ? `: ${run.reason.message}` : ''}`,
+      ),
+    onWarning: (d, err) => {
+      const message = err instanceof Error ? err.message : String(err);
+      say({ event: 'warning', drill: d.name, message }, `warning: drill ${d.name}: ${message}`);
+    },
+  });
+  const scheduled = () => {
+    for (const [name, next] of Object.entries(scheduler.nextRuns())) {
+      say({ event: 'drill-scheduled', drill: name, next: next?.toISOString() ?? null }, `drill ${name}: next run ${next?.toISOString() ?? 'never'}`);
+    }
+  };
+  scheduler.start();
+  scheduled();
+  return {
+    stop: () => scheduler.stop(),
+    reschedule: async () => {
+      await scheduler.reschedule(drillsOfSite(deps.config, site));
+      scheduled();
+    },
   };
 }
 

@@ -7,28 +7,20 @@
  */
 import { open, unlink } from 'node:fs/promises';
 import type { Argv, CommandModule } from 'yargs';
-import { loadConfig, type LoadedConfig } from '../../plugin/config/load.js';
+import type { LoadedConfig } from '../../plugin/config/load.js';
 import { durationBetween } from '../../plugin/config/schema.js';
 import { audited, cliActor } from '../../plugin/state/audit.js';
-import { StateStore } from '../../plugin/state/store.js';
+import type { StateStore } from '../../plugin/state/store.js';
 import { TokenRequestInvalid } from '../../plugin/tenants/token-errors.js';
 import { createToken, listTokens, requireTenant, revokeToken, tokenState, tokenView, type TokenRecord, type TokenRole } from '../../plugin/tenants/tokens.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
+import { withState } from './state-context.js';
 
 /** How long a token may be made to last: a minute to ten years. */
 const expiry = durationBetween('1m', '3650d');
 
-async function withState<T>(configFile: string, work: (state: StateStore, config: LoadedConfig) => Promise<T>): Promise<T> {
-  const loaded = await loadConfig(configFile);
-  const state = StateStore.open(loaded.config.state.path);
-  try {
-    return await work(state, loaded);
-  } finally {
-    state.close();
-  }
-}
 
 const describeToken = (t: TokenRecord) =>
   `token ${t.id} "${t.name}" (role ${t.role}, ${t.tenant !== undefined ? `tenant ${t.tenant}` : 'operator'}, ${t.expiresAt ? `expires ${t.expiresAt.toISOString()}` : 'no expiry'})`;

@@ -25,8 +25,11 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-/** `protections` YAML items added to the config's three (two spaces deep, as the list's own). */
-export async function startTestApi(options: { moreProtections?: string; drUri?: string } = {}): Promise<TestApi> {
+/**
+ * `protections` YAML items added to the config's three (two spaces deep, as the list's own), and
+ * top-level YAML (plans, drills, notifications) after them.
+ */
+export async function startTestApi(options: { moreProtections?: string; more?: string; drUri?: string } = {}): Promise<TestApi> {
   const dir = await mkdtemp(join(tmpdir(), 'vmdr-api-'));
   const file = join(dir, 'vmdr.yaml');
   // The DR site's storage is on this host, as on a DR host's daemon: its replicas' roles and points are read here.
@@ -53,7 +56,7 @@ protections:
   - name: infra
     source: { site: src, vm: test }
     target: { site: dr, vm: infra-dr, nics: [{ network: default }] }
-${options.moreProtections ?? ''}`,
+${options.moreProtections ?? ''}${options.more ?? ''}`,
   );
   const { config } = await loadConfig(file);
   const state = StateStore.open(config.state.path);

@@ -97,7 +97,44 @@ ${rest}`);
     expectInvalid(p('nics: [{ network: dr, mac: "52:54:00" }]'), /mac: a MAC address such as 52:54:00:12:34:56$/);
     expectInvalid(p('nics: [{ network: dr, addresses: [192.0.2.300/24] }]'), /addresses\[0\]: an IPv4 address with prefix/);
     expectInvalid(p('nics: []'), /target\.nics: at least one NIC$/);
-    expectInvalid(minimal('drills:\n  - { name: d, plan: p, schedule: "every day" }\n'), /drills\[0\]\.schedule: a cron expression/);
+    expectInvalid(minimal('drills:\n  - { name: d, plan: p, schedule: "every day" }\n'), /drills\[0\]\.schedule: drill "d": "every day" is not a cron expression such as "0 3 \* \* 1" \(expected 5 or 6 fields but got 2\)$/);
+  });
+
+  describe('drills', () => {
+    const withDrill = (fields: string) =>
+      minimal(`protections:
+  - name: web
+    tenant: acme
+    source: { site: prod, vm: web }
+    target: { site: prod, vm: web-dr, nics: [{ network: dr }] }
+tenants:
+  - { name: acme }
+  - { name: globex }
+plans:
+  - { name: p, tenant: acme, groups: [{ name: all, vms: [web] }] }
+drills:
+  - { name: monthly, plan: p, ${fields} }
+`);
+
+    it('names the drill and the part of its schedule that does not parse', () => {
+      expectInvalid(withDrill('schedule: "61 3 * * 1"'), /:\d+:\d+: drills\[0\]\.schedule: drill "monthly": "61 3 \* \* 1" is not a cron expression such as "0 3 \* \* 1" \(minute: 61 is a invalid expression for minute\)$/);
+    });
+
+    it('takes UTC and a 30 m time limit by default; the limit from 1s to 24h; a time zone by its IANA name', () => {
+      const drill = parseConfig(withDrill('schedule: "0 3 * * 1"'), 'vmdr.yaml').drills[0]!;
+      assert.equal(drill.timezone, 'UTC');
+      assert.equal(drill.timeLimit, 30 * 60_000);
+      assert.equal(parseConfig(withDrill('schedule: "* * * * * *", timeLimit: 1s, timezone: Europe/Paris'), 'vmdr.yaml').drills[0]!.timeLimit, 1_000);
+      assert.equal(parseConfig(withDrill('schedule: "0 3 * * 1", timeLimit: 24h'), 'vmdr.yaml').drills[0]!.timeLimit, 86_400_000);
+      expectInvalid(withDrill('schedule: "0 3 * * 1", timeLimit: 0s'), /drills\[0\]\.timeLimit: a duration from 1s to 24h$/);
+      expectInvalid(withDrill('schedule: "0 3 * * 1", timeLimit: 25h'), /drills\[0\]\.timeLimit: a duration from 1s to 24h$/);
+      expectInvalid(withDrill('schedule: "0 3 * * 1", timeLimit: soon'), /drills\[0\]\.timeLimit: a duration such as 30s, 15m, 4h or 7d$/);
+      expectInvalid(withDrill('schedule: "0 3 * * 1", timezone: Mars/Olympus'), /drills\[0\]\.timezone: an IANA time zone such as UTC or Europe\/Paris$/);
+    });
+
+    it('refuses a drill of another tenant\'s plan', () => {
+      expectInvalid(withDrill('tenant: globex, schedule: "0 3 * * 1"'), /drills\[0\]\.plan: plan "p" belongs to tenant "acme", not "globex"$/);
+    });
   });
 
   describe('health checks', () => {

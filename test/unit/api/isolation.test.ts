@@ -31,6 +31,8 @@ interface Objects {
   tokenId: string;
   operation: string;
   failover: string;
+  drill: string;
+  drillRun: string;
 }
 
 interface Row {
@@ -62,6 +64,7 @@ describe('tenant isolation: every route and command, each tenant against the oth
     target: { site: dr, vm: web-${t}-dr, nics: [{ network: default }] }`,
     ).join('\n');
     const plans = TENANTS.map((t) => `  - { name: plan-${t}, tenant: ${t}, groups: [{ name: all, vms: [web-${t}] }] }`).join('\n');
+    const drills = TENANTS.map((t) => `  - { name: drill-${t}, plan: plan-${t}, schedule: "0 3 * * 1" }`).join('\n');
     await writeFile(
       config,
       `version: 1
@@ -76,6 +79,8 @@ protections:
 ${protections}
 plans:
 ${plans}
+drills:
+${drills}
 `,
     );
     const loaded = await loadConfig(config);
@@ -91,7 +96,19 @@ ${plans}
       const drill = await call('/api/v1/failovers', made.token, 'POST', { protection: `web-${t}`, kind: 'test' });
       await readEvents(api.url, ca, drill.json.links.events, made.token);
       const runs = (await call('/api/v1/failovers', made.token)).json as { id: string }[];
-      objects[t] = { protection: `web-${t}`, plan: `plan-${t}`, token: made.token, tokenId: made.record.id, operation: sync.json.id, failover: runs[0]!.id };
+      const drilled = await call(`/api/v1/drills/drill-${t}/runs`, made.token, 'POST', {});
+      await readEvents(api.url, ca, drilled.json.links.events, made.token);
+      const drillRuns = (await call('/api/v1/drills/history', made.token)).json as { id: string }[];
+      objects[t] = {
+        protection: `web-${t}`,
+        plan: `plan-${t}`,
+        token: made.token,
+        tokenId: made.record.id,
+        operation: sync.json.id,
+        failover: runs.find((r) => !r.id.startsWith('dr-'))!.id,
+        drill: `drill-${t}`,
+        drillRun: drillRuns[0]!.id,
+      };
     }
   });
 
@@ -146,6 +163,14 @@ ${plans}
     list('GET /api/v1/failovers', '/api/v1/failovers', (o) => o.failover),
     byName('GET /api/v1/failovers/:id', 'GET', (n) => `/api/v1/failovers/${n}`, (o) => o.failover, 'fo-20000101T000000-0000'),
     byName('GET /api/v1/failovers/:id/report.html', 'GET', (n) => `/api/v1/failovers/${n}/report.html`, (o) => o.failover, 'fo-20000101T000000-0000'),
+    list('GET /api/v1/drills', '/api/v1/drills', (o) => o.drill),
+    byName('POST /api/v1/drills/:name/runs', 'POST', (n) => `/api/v1/drills/${n}/runs`, (o) => o.drill, 'drill-nobody', () => ({})),
+    list('GET /api/v1/drills/history', '/api/v1/drills/history', (o) => o.drillRun),
+    {
+      what: 'GET /api/v1/drills/history?tenant=THEIRS',
+      check: async (as, theirs) => absent(await call(`/api/v1/drills/history?tenant=${other(as)}`, objects[as].token), theirs.drillRun),
+    },
+    byName('GET /api/v1/drills/history/:id', 'GET', (n) => `/api/v1/drills/history/${n}`, (o) => o.drillRun, 'dr-20000101T000000-0000'),
     {
       what: 'GET /api/v1/audit (operators only)',
       check: async (as) => {
@@ -172,6 +197,15 @@ ${plans}
       return { refused, detail: `exit ${r.code}: ${r.stderr.trim()}` };
     },
   });
+  const cliSameAsNothing = (what: string, args: (n: string) => string[], name: (o: Objects) => string, nothing: string): Row => ({
+    what,
+    check: async (as, theirs) => {
+      const r = await cli(as, ...args(name(theirs)));
+      const n = await cli(as, ...args(nothing));
+      const refused = r.code === 1 && r.stderr === n.stderr.replaceAll(nothing, name(theirs)) && r.stderr.trim().split('\n').length === 1;
+      return { refused, detail: `exit ${r.code}: ${r.stderr.trim()}` };
+    },
+  });
   const CLI_ROWS: Row[] = [
     cliByName('vmdr sync NAME --server', (n) => ['sync', n]),
     cliByName('vmdr points NAME --server', (n) => ['points', n]),
@@ -179,6 +213,15 @@ ${plans}
     cliByName('vmdr failback NAME --server', (n) => ['failback', n]),
     cliByName('vmdr pause NAME --server', (n) => ['pause', n]),
     cliByName('vmdr resume NAME --server', (n) => ['resume', n]),
+    cliSameAsNothing('vmdr drill run NAME --server', (n) => ['drill', 'run', n], (o) => o.drill, 'drill-nobody'),
+    cliSameAsNothing('vmdr drill show ID --server', (n) => ['drill', 'show', n], (o) => o.drillRun, 'dr-20000101T000000-0000'),
+    {
+      what: 'vmdr drill history --server',
+      check: async (as, theirs) => {
+        const r = await cli(as, 'drill', 'history', '--json');
+        return { refused: r.code === 0 && !r.stdout.includes(theirs.drillRun) && !r.stdout.includes(theirs.drill), detail: `exit ${r.code}, ${r.stdout.includes(theirs.drillRun) ? 'SHOWN' : 'not shown'}` };
+      },
+    },
     {
       what: 'vmdr status --server',
       check: async (as, theirs) => {
