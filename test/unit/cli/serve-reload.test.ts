@@ -67,9 +67,10 @@ ${protections.map(protection).join('')}`;
   });
 
   it('restarts the loop of a protection whose entry changed, and leaves the others alone', async () => {
+    let from = serve.events.length;
     await writeFile(config, text(['beta', 'gamma']));
-    await nextEvent('reloaded', serve.events.length - 1);
-    const from = serve.events.length;
+    await nextEvent('reloaded', from);
+    from = serve.events.length;
     await writeFile(config, text(['beta', 'gamma']).replace('gamma-dr, nics: [{ network: default }] }, rpo: 10m', 'gamma-dr, nics: [{ network: default }] }, rpo: 20m'));
     const e = await nextEvent('reloaded', from);
     assert.deepEqual(e.loops, { started: [], stopped: [], restarted: ['gamma'] });
@@ -94,8 +95,9 @@ ${protections.map(protection).join('')}`;
   });
 
   it('takes a protection added through its API into its loops and its metrics at once', async () => {
+    const before = serve.events.length;
     await writeFile(config, text(['beta']));
-    await nextEvent('reloaded', serve.events.length - 1);
+    await nextEvent('reloaded', before);
     const ca = await readFile(join(dir, 'api', 'tls.crt'));
     const from = serve.events.length;
     const added = await apiCall(api().url, ca, '/api/v1/protections', {
