@@ -6,7 +6,7 @@
  * which sets the machine up first. It grows with each capability the product gains.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
@@ -72,6 +72,51 @@ async function stopServe(child: ChildProcess | undefined): Promise<void> {
 
 const configOf = (site: SiteName) => join(HERE, `${site}.yaml`);
 
+/** Where the demo's drill tells the provider's ticket system: an HTTP endpoint on the DR host's own loopback. */
+const TICKETS = 'http://127.0.0.1:18080/drills';
+const RUNBOOK = () => join(HERE, 'acme-drill.yaml');
+
+/**
+ * The drill's runbook (templates/runbooks/acme-drill.yaml, with the demo's own script and
+ * endpoint): the groups in order, a check of each web VM by a script, the ticket system told.
+ */
+async function writeRunbook(): Promise<void> {
+  const script = join(HERE, 'check-vm.sh');
+  await writeFile(
+    script,
+    `#!/bin/sh
+# A runbook's script step: vmdr gives it the VM's DR identity and the run (docs/runbooks.md).
+echo "checked $VMDR_VM: hostname $VMDR_HOSTNAME, addresses $VMDR_IPS, point $VMDR_POINT, run $VMDR_RUN_ID ($VMDR_FAILOVER_KIND)"
+`,
+    { mode: 0o700 },
+  );
+  const template = parseDocument(await readFile(join(ROOT, 'templates', 'runbooks', 'acme-drill.yaml'), 'utf8'));
+  const steps = template.get('steps') as { items: { get(key: string): unknown; setIn(path: string[], value: unknown): void; set(key: string, value: unknown): void }[] };
+  for (const item of steps.items) {
+    if (item.get('script') !== undefined) item.set('script', template.createNode({ path: script }));
+    if (item.get('http') !== undefined) item.setIn(['http', 'url'], TICKETS);
+  }
+  await writeFile(RUNBOOK(), template.toString(), { mode: 0o600 });
+}
+
+/** The ticket system the drill's runbook tells: answers 201 and prints what it was told. */
+function ticketSystem(): Promise<ChildProcess> {
+  const { port, pathname } = new URL(TICKETS);
+  const code = `require('node:http').createServer((req, res) => { let b = ''; req.on('data', (c) => (b += c)); req.on('end', () => { console.log('[dr ticket system] ' + req.method + ' ' + req.url + ' ' + b); res.writeHead(${pathname === '/drills' ? 201 : 404}).end(); }); }).listen(${port}, '127.0.0.1', () => console.log('listening'));`;
+  const child = spawn(SITES, ['exec', LAB_HOST.dr, '--', process.execPath, '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => (line === 'listening' ? resolve(child) : process.stdout.write(`${line}\n`)));
+    child.once('exit', (c) => reject(new Error(`the ticket system exited with ${c}`)));
+  });
+}
+
+/** The report page of the DR site's newest run (run ids sort by their start time). */
+async function newestReportPage(): Promise<string> {
+  const dir = join(HERE, 'dr', 'reports');
+  const runs = (await readdir(dir)).filter((n) => n.startsWith('fo-')).sort();
+  return join(dir, runs.at(-1)!, 'report.html');
+}
+
 /**
  * Each site's config is the lab config with `localSite`, a state file of its own, and endpoints on
  * the sites' WAN addresses: the same protections and plans on both hosts, as an operator would
@@ -81,11 +126,16 @@ async function writeSiteConfigs(): Promise<void> {
   const template = await readFile(TEMPLATE, 'utf8');
   // 0711: QEMU (libvirt-qemu) walks into the DR site's storage to boot a failed-over VM.
   await mkdir(HERE, { recursive: true, mode: 0o711 });
+  await writeRunbook();
   for (const site of Object.keys(LAB_HOST) as SiteName[]) {
     const dir = join(HERE, site);
     await mkdir(dir, { recursive: true, mode: 0o711 });
     const doc = parseDocument(template);
     doc.set('localSite', site);
+    // The drill runs its runbook; the file is the demo's (writeRunbook).
+    doc.set('runbooks', doc.createNode([{ name: 'acme-drill', file: RUNBOOK() }]));
+    const drills = doc.get('drills') as { items: { set(key: string, value: unknown): void }[] } | undefined;
+    for (const d of drills?.items ?? []) d.set('runbook', 'acme-drill');
     doc.setIn(['state', 'path'], join(dir, 'state.db'));
     const sites = doc.get('sites') as { items: { get(key: string): unknown; set(key: string, value: unknown): void }[] };
     for (const s of sites.items) {
@@ -173,8 +223,26 @@ try {
   await vmdr('dr', 'status');
 
   const plan = config.plans.find((x) => x.name === 'acme-site') ?? config.plans[0]!;
-  step(`A drill of plan ${plan.name} on the DR host: each VM boots its newest point in a bubble network of its own, with its DR identity, is checked healthy, then removed (sources, replicas and targets untouched)`);
-  await vmdr('dr', 'failover', '--plan', plan.name, '--test');
+  const drill = config.drills.find((d) => d.plan === plan.name);
+  if (drill) {
+    step(
+      `Drill ${drill.name} of plan ${plan.name} on the DR host, with its runbook: each VM boots its newest point in a bubble network of its own, with its DR identity, ` +
+        `is checked healthy; a script checks each web VM, the ticket system (a loopback endpoint on the DR host) is told; the evidence is kept (console, screenshot), ` +
+        `everything is removed (sources, replicas and targets untouched), and the signed report is written`,
+    );
+    const tickets = await ticketSystem();
+    try {
+      await vmdr('dr', 'drill', 'run', drill.name);
+    } finally {
+      await stopServe(tickets);
+    }
+    const page = await newestReportPage();
+    process.stdout.write(`The drill's report, one self-contained page: ${page}\n`);
+    await vmdr('dr', 'report', 'verify', page);
+  } else {
+    step(`A drill of plan ${plan.name} on the DR host: each VM boots its newest point in a bubble network of its own, with its DR identity, is checked healthy, then removed (sources, replicas and targets untouched)`);
+    await vmdr('dr', 'failover', '--plan', plan.name, '--test');
+  }
 
   // The lab guest has no ACPI daemon: a graceful shutdown is never answered, so it is powered off after the timeout.
   step(`A planned failover of ${p.name}, started on the DR host: the source site shuts its VM down (powered off after 10 s: the lab guest ignores ACPI) and ships the final delta, the DR VM boots it (data-loss window 0)`);
