@@ -8,6 +8,7 @@ import { getFailover, listSteps, type FailoverKind, type StepRow } from '../stat
 import type { StateStore } from '../state/store.js';
 import type { AppliedIdentity } from '../targets/identity.js';
 import type { HealthStep } from './boot.js';
+import type { VmEvidence } from './evidence.js';
 import { RUN } from './journal.js';
 import type { ChosenPoint } from './recovery-point.js';
 
@@ -50,6 +51,8 @@ export interface VmReport {
   /** Why the source could not be fenced (its site does not answer); null when it was, or did not need to be. */
   sourceNotFenced: string | null;
   steps: StepReport[];
+  /** What a drill kept of the VM (evidence.ts); null for other kinds, or before the step. */
+  evidence: VmEvidence | null;
   /** A failback's copy passes, in order, with what they compared and sent. */
   passes?: PassReport[];
 }
@@ -126,6 +129,7 @@ export function buildReport(
         identity: identity?.action ?? null,
         sourceNotFenced: fence?.fenced === false ? (fence.why ?? 'the source could not be fenced') : null,
         steps: own.map(toStep),
+        evidence: detail<VmEvidence>(p.name, 'evidence') ?? null,
         ...(row.kind === 'failback' ? { passes: passesOf(own) } : {}),
       };
     }),

@@ -1,5 +1,6 @@
 /** A failover as a person reads it: steps as they happen, then the timeline and its figures. */
 import type { StepEvent } from '../../plugin/failover/journal.js';
+import type { VmEvidence } from '../../plugin/failover/evidence.js';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { formatBytes } from './progress.js';
 
@@ -38,6 +39,7 @@ export function describeFailover(r: FailoverReport): string {
       const loss = vm.dataLossWindowMs !== null ? `, data-loss window ${seconds(vm.dataLossWindowMs)}` : '';
       lines.push(`    ${vm.protection} -> ${vm.vm}${r.kind === 'failback' ? ' (the source VM)' : ''}: ${vm.status}${vm.healthyAt ? ` at ${rel(vm.healthyAt)}` : ''} (${point}${loss})`);
       if (vm.guest) lines.push(`      guest: ${vm.guest}`);
+      if (vm.evidence) lines.push(`      evidence: ${describeEvidence(vm.evidence)}`);
       for (const pass of vm.passes ?? []) {
         const differed = pass.bytesDiffering === null ? '' : `, ${formatBytes(pass.bytesDiffering)} differed`;
         lines.push(`      ${pass.step}: compared ${formatBytes(pass.bytesCompared)}${differed}, ${formatBytes(pass.bytesSent)} sent to the source`);
@@ -50,4 +52,12 @@ export function describeFailover(r: FailoverReport): string {
   }
   if (r.error) lines.push(`  stopped: ${r.error.message}`);
   return lines.join('\n');
+}
+
+/** One line: where the screenshot is (or why there is none), the checks, the console, the point's age. */
+function describeEvidence(e: VmEvidence): string {
+  const shot = !e.screenshot ? 'no screenshot' : 'missing' in e.screenshot ? `no screenshot (${e.screenshot.missing})` : `screenshot ${e.screenshot.file} (${e.screenshot.width}x${e.screenshot.height})`;
+  const passed = e.checks.filter((c) => c.passed).length;
+  const age = e.point ? `, point ${seconds(e.point.ageMs)} old at boot` : '';
+  return `${shot}; ${passed}/${e.checks.length} checks passed; ${e.console.length} console lines${age}`;
 }

@@ -63,7 +63,7 @@ describe('screenshot frames (PPM and PNG)', () => {
     assert.throws(() => toPng(MIME_PPM, ppm(2, 2, [1, 2, 3])), /3 bytes of pixels where 2x2 needs 12/);
     assert.throws(() => toPng(MIME_PNG, Buffer.from('GIF89a and then some more bytes of it')), /not a PNG/);
     const corrupt = png(4, 4);
-    corrupt[corrupt.length - 20] ^= 0xff;
+    corrupt[corrupt.length - 20] = corrupt[corrupt.length - 20]! ^ 0xff;
     assert.throws(() => toPng(MIME_PNG, corrupt));
   });
 });
