@@ -4,7 +4,8 @@
  * guest itself did: the identity it printed, its health check, the point's age, the lines it
  * printed on its console, and a screenshot of its display that is a real PNG (not one colour),
  * kept 0600 in the run's 0700 report directory with its SHA-256. A drill VM without a display
- * still passes: its screenshot is recorded as missing, and the CLI says why. The screenshot and
+ * still passes: its screenshot is recorded as missing, and the CLI says why; one that fails its
+ * health check has evidence too (the failed check, its console, its screen). The screenshot and
  * the evidence are kept in test-artifacts/ (drill-evidence-screen.png, drill-evidence.json).
  */
 import assert from 'node:assert/strict';
@@ -138,5 +139,24 @@ describe('a drill keeps evidence of each VM (lab, qemu:///system)', function () 
     assert.equal(r.code, 0, r.stderr);
     const line = r.stdout.split('\n').find((l) => l.trim().startsWith('evidence:'));
     assert.match(line ?? '', /^ {6}evidence: no screenshot \(VM ".*-dr-drill-[\w-]{6}" on qemu:\/\/\/system has no display to take a screenshot of\); (\d+)\/\1 checks passed; \d+ console lines, point [\d.]+ s old at boot$/, r.stdout);
+  });
+
+  it('a drill VM that fails its health check: the evidence has the failed check, its console and its screen', async () => {
+    const never = join(vm.dir, 'never-healthy.yaml');
+    await writeFile(never, (await readFile(config, 'utf8')).replace('health: { serial: "^VMDR-GUEST ready", timeout: 90s }', 'health: { serial: "^NEVER PRINTED", timeout: 8s }'));
+    const r = await vmdr(never, 'failover', p(), '--test', '--json');
+    assert.equal(r.code, 1, r.stderr);
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as FailoverReport;
+    const evidence = report.vms[0]!.evidence!;
+    assert.equal(report.vms[0]!.status, 'failed');
+    assert.equal(evidence.checks.length, 1);
+    assert.equal(evidence.checks[0]!.passed, false);
+    assert.match(evidence.checks[0]!.detail!, /failed its serial health check: no line matching \/\^NEVER PRINTED\/ .* within 8 s/);
+    assert.ok(evidence.console.some((line) => /^VMDR-GUEST ready hostname=evidence-dr /.test(line)), evidence.console.join('\n'));
+    assert.equal(evidence.identity?.printed, undefined, 'no health check saw the guest say who it is');
+    assert.equal(evidence.identity?.hostname, 'evidence-dr', 'what vmdr gave it');
+    const shot = evidence.screenshot as { file: string };
+    assert.ok('file' in shot, JSON.stringify(shot));
+    PNG.sync.read(await readFile(shot.file));
   });
 });
