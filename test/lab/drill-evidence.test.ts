@@ -10,11 +10,12 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { PNG } from 'pngjs';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { describeFailover } from '../../scripts/cli/failover-report.js';
+import { jsonLines, type ProgressEvent } from '../helpers/assertions.js';
 import { artifactPath } from '../helpers/browser.js';
 import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
@@ -158,5 +159,37 @@ describe('a drill keeps evidence of each VM (lab, qemu:///system)', function () 
     const shot = evidence.screenshot as { file: string };
     assert.ok('file' in shot, JSON.stringify(shot));
     PNG.sync.read(await readFile(shot.file));
+  });
+
+  it('a drill killed after its evidence step resumes without taking it again; killed before it, the resumed drill takes it', async () => {
+    for (const [failpoint, takenBefore] of [['failover-after-evidence', true], ['failover-before-evidence', false]] as const) {
+      const killed = await runVmdr(['failover', p(), '--test', '--json', '--config', config], { VMDR_FAILPOINT: failpoint });
+      assert.equal(killed.signal, 'SIGKILL', `${failpoint}: ${killed.stderr}`);
+      const runs = await readdir(join(vm.dir, 'reports'));
+      const before = new Map<string, { sha256: string; mtimeMs: number }>();
+      for (const run of runs) {
+        const file = join(vm.dir, 'reports', run, `screenshot-${p()}.png`);
+        const bytes = await readFile(file).catch(() => undefined);
+        if (bytes) before.set(file, { sha256: createHash('sha256').update(bytes).digest('hex'), mtimeMs: (await stat(file)).mtimeMs });
+      }
+      const r = await vmdr(config, 'failover', p(), '--resume', '--json');
+      assert.equal(r.code, 0, `${failpoint}: ${r.stderr}`);
+      const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as FailoverReport;
+      assert.equal(report.kind, 'test');
+      const evidence = report.vms[0]!.evidence!;
+      const shot = evidence.screenshot as { file: string; sha256: string };
+      assert.ok('file' in shot, `${failpoint}: ${JSON.stringify(shot)}`);
+      const events = jsonLines<ProgressEvent>(r.stdout).filter((e) => e.phase === 'evidence' && e.done === 1);
+      if (takenBefore) {
+        assert.deepEqual(events.map((e) => e.detail), ['resumed'], failpoint);
+        assert.deepEqual(before.get(shot.file), { sha256: shot.sha256, mtimeMs: (await stat(shot.file)).mtimeMs }, 'the screenshot of the first run, untouched');
+      } else {
+        assert.deepEqual(events.map((e) => e.detail), ['done'], failpoint);
+        assert.equal(before.has(shot.file), false, 'no screenshot before the step');
+        assert.ok(evidence.console.some((line) => /^VMDR-GUEST ready hostname=evidence-dr /.test(line)));
+      }
+      assert.equal(report.vms[0]!.status, 'healthy', failpoint);
+      await assert.rejects(vm.adapter.getVm(`${vm.name}-dr-drill-${report.id.slice(-6)}`), 'the resumed drill removed its VM');
+    }
   });
 });
