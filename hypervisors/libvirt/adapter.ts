@@ -260,7 +260,6 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return serialLogOf(parseDomain(xml, this.uri));
   }
 
-  /** The test driver has no guest agent at all (a VM it does not have is still VM_NOT_FOUND). */
   /** The first display (screen 0), as the VM runs it now (its live definition says whether it has one). */
   async screenshot(vm: string): Promise<ScreenImage> {
     // Asked first: the test driver would picture a VM that is off.
@@ -277,6 +276,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
     }
   }
 
+  /** The test driver has no guest agent at all (a VM it does not have is still VM_NOT_FOUND). */
   async guestAgentPing(vm: string, timeoutMs: number): Promise<void> {
     if (this.uri.startsWith('test')) {
       await this.conn.call({ operation: 'look up VM', vm }, 'domainState', vm);
