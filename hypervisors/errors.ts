@@ -338,3 +338,27 @@ export class BackupJobStuck extends VmdrError {
     });
   }
 }
+
+/**
+ * The VM has no display to take a picture of (libvirt: no video device), so asking again will not
+ * help; a drill records the screenshot as missing and goes on.
+ */
+export class NoDisplay extends VmdrError {
+  constructor(vm: string, host: string) {
+    super('NO_DISPLAY', `VM ${JSON.stringify(vm)} on ${host} has no display to take a screenshot of`, {
+      subject: { vm, host },
+      remedy: "give it a video device (libvirt: <video><model type='vga'/></video> in its definition)",
+    });
+  }
+}
+
+/**
+ * The hypervisor's picture of a VM's screen was refused: larger than any screen, larger than its
+ * own header says, of an unknown type or malformed. What is on a screen is the guest's to choose,
+ * so nothing of such a frame is kept.
+ */
+export class ScreenshotInvalid extends VmdrError {
+  constructor(vm: string, host: string, detail: string, cause?: unknown) {
+    super('SCREENSHOT_INVALID', `the screenshot of VM ${JSON.stringify(vm)} on ${host} was refused: ${detail}`, { subject: { vm, host }, cause, userError: false });
+  }
+}

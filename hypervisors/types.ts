@@ -4,6 +4,8 @@
  * vSphere's. Each adapter folder implements it; the registry in hypervisors/index.ts picks one by URI.
  */
 export * from './errors.js';
+import type { ScreenImage } from './screenshot-image.js';
+export type { ScreenImage };
 
 export type PowerState = 'running' | 'paused' | 'shutoff' | 'shutting-down' | 'crashed' | 'suspended' | 'unknown';
 
@@ -415,6 +417,13 @@ export interface HypervisorAdapter {
   openDiskWriter(vm: string, disk: string): Promise<DiskWriter>;
   /** Where the guest's serial console is written, when the VM has a file console. */
   serialLogPath(vm: string): Promise<string | undefined>;
+  /**
+   * A picture of what the VM's display shows now, as a PNG. Fails with NoDisplay (NO_DISPLAY)
+   * when the VM has no display, InvalidPowerState when it is not running, VmNotFound, and
+   * ScreenshotInvalid (SCREENSHOT_INVALID) when the hypervisor's image is refused: larger than
+   * MAX_SCREEN_SIDE (screenshot-image.ts) on a side or than its own header says, or malformed.
+   */
+  screenshot(vm: string): Promise<ScreenImage>;
   /**
    * Resolves when the QEMU guest agent answers guest-ping within `timeoutMs`. Fails with
    * GuestAgentUnavailable: reason 'not-configured' (the VM has no agent channel; asking again will

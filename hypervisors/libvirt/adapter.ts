@@ -3,7 +3,8 @@
  * connection per adapter, for VMs, networks, checkpoints, backups and the guest agent.
  */
 import { stat } from 'node:fs/promises';
-import { HypervisorOperationFailed, IdentityInvalid, InvalidPowerState, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
+import { HypervisorOperationFailed, IdentityInvalid, InvalidPowerState, NoDisplay, ScreenshotInvalid, Unsupported, VmAlreadyExists, VmdrError } from '../errors.js';
+import { toPng } from '../screenshot-image.js';
 import { checkGuestIdentity } from '../guest-identity.js';
 import type {
   AdapterOptions,
@@ -20,6 +21,7 @@ import type {
   NetworkInfo,
   NicIdentity,
   PowerState,
+  ScreenImage,
   StopOptions,
   VmInfo,
   VmSpec,
@@ -31,7 +33,7 @@ import { LibvirtConnection } from './connection.js';
 import { openDiskWriter } from './disk-writer.js';
 import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
 import { readLabels, removeLabels, setLabels } from './labels.js';
-import { parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
+import { hasDisplay, parseDomain, parseDomainXml, renderDomainXml, serialLogOf } from './domain-xml.js';
 import { LibvirtChangeTracker } from './change-tracker.js';
 import { deleteIdentitySeed, seedPath, writeIdentitySeed } from './identity-seed.js';
 import { readImageUser } from './image-user.js';
@@ -256,6 +258,22 @@ export class LibvirtAdapter implements HypervisorAdapter {
   async serialLogPath(vm: string): Promise<string | undefined> {
     const xml = await this.conn.call({ operation: 'read VM definition', vm }, 'domainXml', vm, VIR_DOMAIN_XML.INACTIVE);
     return serialLogOf(parseDomain(xml, this.uri));
+  }
+
+  /** The first display (screen 0), as the VM runs it now (its live definition says whether it has one). */
+  async screenshot(vm: string): Promise<ScreenImage> {
+    // Asked first: the test driver would picture a VM that is off.
+    const state = await powerState(this.conn, vm);
+    if (state !== 'running' && state !== 'paused') throw new InvalidPowerState(vm, this.uri, state, 'only a running VM has a screen to take a picture of');
+    const xml = await this.conn.call({ operation: 'read VM definition', vm }, 'domainXml', vm, 0);
+    if (!hasDisplay(parseDomain(xml, this.uri))) throw new NoDisplay(vm, this.uri);
+    const shot = await this.conn.call({ operation: 'take a screenshot', vm, requires: 'running' }, 'screenshot', vm, 0);
+    if ('refused' in shot) throw new ScreenshotInvalid(vm, this.uri, shot.refused);
+    try {
+      return toPng(shot.mime, shot.data);
+    } catch (err) {
+      throw new ScreenshotInvalid(vm, this.uri, (err as Error).message, err);
+    }
   }
 
   /** The test driver has no guest agent at all (a VM it does not have is still VM_NOT_FOUND). */

@@ -27,6 +27,7 @@ const READS: ReadonlySet<ProcedureName> = new Set<ProcedureName>([
   'domainState',
   'domainXml',
   'diskCapacities',
+  'screenshot',
   'listCheckpoints',
   'listCheckpointNames',
   'backupXml',

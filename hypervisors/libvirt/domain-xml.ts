@@ -129,6 +129,12 @@ export function serialLogOf(domain: XmlElement): string | undefined {
   return undefined;
 }
 
+/** A VM has a display when it has a video device (libvirt's model 'none' is a placeholder for none). */
+export function hasDisplay(domain: XmlElement): boolean {
+  const devices = firstChild(domain, 'devices');
+  return !!devices && childElements(devices, 'video').some((v) => (firstChild(v, 'model')?.attrs.type ?? 'vga') !== 'none');
+}
+
 export function isSeedDisk(disk: XmlElement): boolean {
   return textOf(firstChild(disk, 'serial')) === SEED_SERIAL;
 }

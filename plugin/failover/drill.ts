@@ -15,6 +15,7 @@ import { targetSpec } from '../targets/provision.js';
 import { bootWithIdentity, type HealthStep } from './boot.js';
 import { prepareBootDisks, releaseBootDisks } from './boot-disks.js';
 import { drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
+import { evidenceStep } from './evidence.js';
 import { choosePoint, describePoint, releasePoint, type ChosenPoint } from './recovery-point.js';
 
 export interface DrillResult {
@@ -71,7 +72,14 @@ export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResu
     }
     return { vm: names.vm, network: bubble, disks };
   });
-  const health = await bootWithIdentity(ctx, dr, drill, names.console);
+  const health = await bootWithIdentity(ctx, dr, drill, names.console).catch(async (err: unknown) => {
+    // A VM that booted and did not come up healthy is where its screen and console matter most.
+    // The health failure is what the drill reports: evidence that cannot be taken is recorded by
+    // its own step as failed, and does not replace it.
+    if (j.done(p.name, 'start')) await evidenceStep(ctx, dr, drill, names.console).catch(() => undefined);
+    throw err;
+  });
+  await evidenceStep(ctx, dr, drill, names.console);
   return { point, health };
 }
 

@@ -56,10 +56,10 @@ export interface VmReport {
   /** Why the source could not be fenced (its site does not answer); null when it was, or did not need to be. */
   sourceNotFenced: string | null;
   steps: StepReport[];
+  /** What a drill kept of the VM (evidence.ts); null for other kinds, or before the step. */
+  evidence: VmEvidence | null;
   /** A failback's copy passes, in order, with what they compared and sent. */
   passes?: PassReport[];
-  /** What a drill kept of the VM (evidence.ts); absent or null for other runs. */
-  evidence?: VmEvidence | null;
 }
 
 /** A plan's objectives (config `rto:` and `rpo:`), in milliseconds; null where it sets none. */
@@ -152,6 +152,7 @@ export function buildReport(
         identity: identity?.action ?? null,
         sourceNotFenced: fence?.fenced === false ? (fence.why ?? 'the source could not be fenced') : null,
         steps: own.map(toStep),
+        evidence: detail<VmEvidence>(p.name, 'evidence') ?? null,
         ...(row.kind === 'failback' ? { passes: passesOf(own) } : {}),
       };
     }),

@@ -68,7 +68,7 @@ export async function waitForSerialLine(wait: SerialWait): Promise<RegExpExecArr
 }
 
 /** Up to `max` bytes from `offset`; none when the file is missing or has no more. */
-async function readFrom(file: string, offset: number, max: number): Promise<Buffer> {
+export async function readFrom(file: string, offset: number, max: number): Promise<Buffer> {
   const handle = await open(file, 'r').catch(() => undefined);
   if (!handle) return Buffer.alloc(0);
   try {

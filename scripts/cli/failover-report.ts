@@ -1,5 +1,6 @@
 /** A failover as a person reads it: steps as they happen, then the timeline and its figures. */
 import { RUNBOOK_STEP, type StepEvent } from '../../plugin/failover/journal.js';
+import type { VmEvidence } from '../../plugin/failover/evidence.js';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { formatBytes } from './progress.js';
 
@@ -41,6 +42,7 @@ export function describeFailover(r: FailoverReport): string {
       const loss = vm.dataLossWindowMs !== null ? `, data-loss window ${seconds(vm.dataLossWindowMs)}${met}` : '';
       lines.push(`    ${vm.protection} -> ${vm.vm}${r.kind === 'failback' ? ' (the source VM)' : ''}: ${vm.status}${vm.healthyAt ? ` at ${rel(vm.healthyAt)}` : ''} (${point}${loss})`);
       if (vm.guest) lines.push(`      guest: ${vm.guest}`);
+      if (vm.evidence) lines.push(`      evidence: ${describeEvidence(vm.evidence)}`);
       for (const pass of vm.passes ?? []) {
         const differed = pass.bytesDiffering === null ? '' : `, ${formatBytes(pass.bytesDiffering)} differed`;
         lines.push(`      ${pass.step}: compared ${formatBytes(pass.bytesCompared)}${differed}, ${formatBytes(pass.bytesSent)} sent to the source`);
@@ -74,4 +76,12 @@ function runbookOutcome(detail: unknown): string | undefined {
   if (d.status !== undefined) return `HTTP ${d.status} from ${d.url}`;
   if (d.approvedBy !== undefined) return `approved by ${d.approvedBy}`;
   return undefined;
+}
+
+/** One line: where the screenshot is (or why there is none), the checks, the console, the point's age. */
+function describeEvidence(e: VmEvidence): string {
+  const shot = !e.screenshot ? 'no screenshot' : 'missing' in e.screenshot ? `no screenshot (${e.screenshot.missing})` : `screenshot ${e.screenshot.file} (${e.screenshot.width}x${e.screenshot.height})`;
+  const passed = e.checks.filter((c) => c.passed).length;
+  const age = e.point ? `, point ${seconds(e.point.ageMs)} old at boot` : '';
+  return `${shot}; ${passed}/${e.checks.length} checks passed; ${e.console.length} console lines${age}`;
 }

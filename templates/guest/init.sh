@@ -1,7 +1,7 @@
 #!/bin/busybox sh
 # The lab guest's init (PID 1, busybox). It mounts its root disk, reads a NoCloud seed when one is
 # attached, applies hostname and addresses, and prints one machine-readable line on the serial
-# console so tests and health checks can see which disk content booted with which identity:
+# console (and on its screen) so tests and health checks can see which disk content booted with which identity:
 #   VMDR-GUEST ready hostname=H mac=M ip=I/P gw=G dns=D marker=X instance=ID seed=yes|no mac-match=yes|no|n/a
 # Kernel command line: vmdr.mode=writer keeps writing to the root disk (vmdr.write_kbps=N, default 1024).
 # It never sends traffic: no DHCP, no ping. It has no ACPI daemon, so stop it with force.
@@ -10,7 +10,11 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-exec >/dev/console 2>&1
+# Everything it prints goes to the serial console (/dev/console: console=ttyS0, read by health
+# checks) and to the screen (tty0), so a screenshot of its display shows the same lines.
+mkfifo /tmp/out
+tee /dev/tty0 </tmp/out >/dev/console 2>/dev/null &
+exec >/tmp/out 2>&1
 say() { echo "VMDR-GUEST $*"; }
 
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net cdrom isofs; do

@@ -60,6 +60,12 @@ const CASES: ErrorCase[] = [
     attempt: async (f) => ({ call: f.adapter.start(MISSING_VM), subject: { vm: MISSING_VM } }),
   },
   {
+    what: "a missing VM's screenshot",
+    code: 'VM_NOT_FOUND',
+    libvirt: fromDriver(42 /* VIR_ERR_NO_DOMAIN */),
+    attempt: async (f) => ({ call: f.adapter.screenshot(MISSING_VM), subject: { vm: MISSING_VM } }),
+  },
+  {
     what: 'a missing network removed',
     code: 'NETWORK_NOT_FOUND',
     libvirt: { test: { code: 43 /* VIR_ERR_NO_NETWORK */, domain: FROM.TEST }, qemu: { code: 43, domain: FROM.NETWORK } },

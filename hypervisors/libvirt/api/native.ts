@@ -84,6 +84,14 @@ function declare() {
     virDomainSetAutostart: f('int', 'virDomainSetAutostart', [H, 'int']),
     virDomainGetBlockInfo: f('int', 'virDomainGetBlockInfo', [H, 'str', koffi.out(koffi.pointer(BlockInfoStruct)), 'uint']),
     virDomainQemuAgentCommand: qemu.func('virDomainQemuAgentCommand', ownedString, [H, 'str', 'int', 'uint']),
+    virDomainScreenshot: f(ownedString, 'virDomainScreenshot', [H, H, 'uint', 'uint']),
+
+    // streams (blocking: each is read to its end on the worker thread that opened it)
+    virStreamNew: f(H, 'virStreamNew', [H, 'uint']),
+    virStreamRecv: f('int', 'virStreamRecv', [H, 'void *', 'size_t']),
+    virStreamFinish: f('int', 'virStreamFinish', [H]),
+    virStreamAbort: f('int', 'virStreamAbort', [H]),
+    virStreamFree: f('int', 'virStreamFree', [H]),
 
     // checkpoints, backups, jobs
     virDomainListAllCheckpoints: f('int', 'virDomainListAllCheckpoints', [H, koffi.out(koffi.pointer('void *')), 'uint']),

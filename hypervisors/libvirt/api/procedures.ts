@@ -13,6 +13,7 @@ import {
   VIR_ERR,
   VIR_TYPED_PARAM,
 } from './codes.js';
+import { FRAME_HEADER_BYTES, frameLimit } from '../../screenshot-image.js';
 import { eventsShim } from './events-shim.js';
 import { BlockInfoStruct, ErrorStruct, koffi, libvirt, TypedParameterStruct, type Handle } from './native.js';
 
@@ -303,6 +304,50 @@ export const procedures = {
   /** One QEMU guest agent command (JSON); its JSON answer. */
   agentCommand(conn: Handle, ref: DomainRef, command: string, timeoutSeconds: number): string {
     return withDomain(conn, ref, (dom) => ok('virDomainQemuAgentCommand', libvirt().virDomainQemuAgentCommand(dom, command, timeoutSeconds, 0) as string));
+  },
+
+  /**
+   * The picture on the VM's screen `screen` (0: the first display), as libvirt streams it: its
+   * MIME type and its bytes. The frame's own header bounds how much is read (screenshot-image.ts):
+   * a frame larger than it says, or than any screen, is refused (`refused`, the stream aborted)
+   * before more of it is buffered.
+   */
+  screenshot(conn: Handle, ref: DomainRef, screen: number): { mime: string; data: Uint8Array } | { mime: string; refused: string } {
+    return withDomain(conn, ref, (dom) => {
+      const n = libvirt();
+      const st = ok('virStreamNew', n.virStreamNew(conn, 0) as Handle);
+      let finished = false;
+      try {
+        const mime = ok('virDomainScreenshot', n.virDomainScreenshot(dom, st, screen, 0) as string);
+        const refuse = (refused: string) => ({ mime, refused });
+        const chunks: Buffer[] = [];
+        const buffer = Buffer.alloc(256 * 1024);
+        let total = 0;
+        let limit: number | undefined;
+        for (;;) {
+          const got = rc('virStreamRecv', n.virStreamRecv(st, buffer, buffer.length) as number);
+          if (got === 0) break;
+          chunks.push(Buffer.from(buffer.subarray(0, got)));
+          total += got;
+          if (limit === undefined) {
+            const head = Buffer.concat(chunks).subarray(0, FRAME_HEADER_BYTES);
+            const frame = frameLimit(mime, head);
+            if ('refused' in frame) return refuse(frame.refused);
+            if (frame.more) continue;
+            limit = frame.maxBytes;
+          }
+          if (total > limit) return refuse(`the image is larger than its header allows (more than ${limit} bytes)`);
+        }
+        rc('virStreamFinish', n.virStreamFinish(st));
+        finished = true;
+        return { mime, data: Buffer.concat(chunks) };
+      } finally {
+        // A stream read to its end is finished; any other (a failure, a refused frame) is aborted.
+        if (!finished) n.virStreamAbort(st);
+        n.virStreamFree(st);
+        if (!finished) n.virResetLastError();
+      }
+    });
   },
 
   /** Parents before children. */
