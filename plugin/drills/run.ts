@@ -11,6 +11,7 @@ import type { Drill } from '../config/schema.js';
 import type { StepEvent } from '../failover/journal.js';
 import type { FailoverReport } from '../failover/report.js';
 import { runFailover, type RunnerDeps } from '../failover/runner.js';
+import { drillRunbookFile } from '../runbooks/load.js';
 import { newRunId } from '../state/run-ids.js';
 import { endDrillRun, insertDrillRun, runningDrillOfPlan, setDrillFailover, type DrillReason, type DrillRunRow, type DrillTrigger, type DrillVerdict } from '../state/drills.js';
 import { DrillSkipped, DrillStopped, DrillTimedOut, reasonOf } from './errors.js';
@@ -61,9 +62,12 @@ export async function runDrill(deps: DrillDeps, drill: Drill, trigger: DrillTrig
   let verdict: DrillVerdict = 'passed';
   let reason: DrillReason | undefined;
   try {
+    const runbook = drillRunbookFile(deps.config, deps.file, drill);
     report = await runFailover(deps, {
       kind: 'test',
       plan: drill.plan,
+      // The drill's own runbook, else its plan's.
+      ...(runbook ? { runbook } : {}),
       signal,
       onEvent: (e) => {
         if (failover === undefined) setDrillFailover(db, id, (failover = e.failover));

@@ -115,6 +115,16 @@ notifications:
     assert.deepEqual(told!.json.reason, run.reason);
   });
 
+  it("runs the drill's own runbook rather than its plan's", async () => {
+    // A runbook the config names but whose file is gone by the time the drill runs: the drill fails on it, before anything changes.
+    const gone = join(dir, 'drill-runbook.yaml');
+    const withRunbook = { ...deps, config: { ...config, runbooks: [{ name: 'drill-only', file: gone }] } };
+    const { run } = await runDrill(withRunbook, { ...drill('monthly-acme'), runbook: 'drill-only' }, 'manual');
+    assert.equal(run.status, 'failed');
+    assert.equal(run.reason?.code, 'RUNBOOK_INVALID', JSON.stringify(run.reason));
+    assert.ok(run.reason?.message.includes(gone), run.reason?.message);
+  });
+
   it('a webhook that is down does not change the drill\'s result', async () => {
     hook.answers.push(503, 503, 503);
     const warnings: string[] = [];
