@@ -7,11 +7,13 @@
  * Here: backup cycles of a running lab guest back to back, as a sync runs them (begin with a
  * checkpoint, end, delete the older checkpoint), while two loops read the VM as `vmdr status`
  * does (getVm over a connection of their own) as fast as they can. Before the fix this killed the
- * guest within 11-14 cycles in each of 4 runs; now the guest still runs after every cycle, every
- * read answered with the disk's size, and reads did overlap backup begins.
+ * guest in each of 4 runs (during cycle 12, 21 and 24; the fourth run took libvirtd down with it);
+ * now the guest still runs after every cycle, every read answers with the disk's size, and reads
+ * did overlap backup begins. Then the fallback for an image this host cannot read: libvirt is
+ * asked while the VM has no job, and not while a backup runs.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, rename } from 'node:fs/promises';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { freePort } from '../helpers/nbd-servers.js';
@@ -87,5 +89,24 @@ describe('status reads during backup cycles (qemu:///system)', function () {
     assert.deepEqual(figures.wrongSizes, [], 'every read gives the disk its size');
     assert.ok(figures.readsDuringBegin >= CYCLES, `reads overlapped backup begins (${figures.readsDuringBegin} of ${figures.reads})`);
     console.log(`      ${cycles} cycles, ${figures.reads} status reads (${figures.readsDuringBegin} while a backup began)`);
+  });
+
+  it('asks libvirt for the size of an image it cannot read only while no backup runs', async () => {
+    // QEMU keeps the image open under its new name; this host no longer finds it under the old one.
+    const moved = `${vm.disk}.moved`;
+    await rename(vm.disk, moved);
+    try {
+      const sizeOf = async () => (await reader.getVm(vm.name)).disks.find((d) => d.target === 'vda')?.capacityBytes;
+      assert.equal(await sizeOf(), 64 * MiB, 'no job: libvirt answers');
+      const session = await vm.adapter.changeTracker!.beginBackup(vm.name, { checkpoint: 'vmdr-status-crash-moved', listen: { transport: 'tcp', host: '127.0.0.1', port: await freePort() } });
+      try {
+        assert.equal(await sizeOf(), undefined, 'a backup runs: the size is left out');
+      } finally {
+        await session.end();
+      }
+      assert.equal(await vm.adapter.powerState(vm.name), 'running');
+    } finally {
+      await rename(moved, vm.disk);
+    }
   });
 });
