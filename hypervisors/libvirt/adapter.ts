@@ -72,7 +72,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return this.conn.close();
   }
 
-  /** Leaves capacityBytes out (a block-info call per disk); getVm fills it in. */
+  /** Leaves capacityBytes out (a read per disk, see disk-capacities.ts); getVm fills it in. */
   async listVms(): Promise<VmInfo[]> {
     return (await this.conn.call({ operation: 'list VMs' }, 'describeAllDomains', 0)).map((d) => this.vmInfo(d));
   }
