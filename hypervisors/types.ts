@@ -17,7 +17,7 @@ export interface DiskInfo {
   path?: string;
   format?: string;
   bus?: string;
-  /** Virtual size in bytes, when the hypervisor can tell without reading the disk. */
+  /** Virtual size in bytes, when the hypervisor can tell without reading the disk; absent when it cannot be read without putting the running VM at risk. */
   capacityBytes?: number;
   /** True for the identity seed vmdr attached (applyGuestIdentity): not a disk to replicate. */
   identitySeed?: boolean;

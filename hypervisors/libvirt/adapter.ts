@@ -30,6 +30,7 @@ import { createOverlays, removeOverlays } from './boot-disks.js';
 import { VIR_DOMAIN_UNDEFINE, VIR_DOMAIN_XML } from './api/codes.js';
 import type { DomainDescription } from './api/procedures.js';
 import { LibvirtConnection } from './connection.js';
+import { diskCapacities } from './disk-capacities.js';
 import { openDiskWriter } from './disk-writer.js';
 import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
 import { readLabels, removeLabels, setLabels } from './labels.js';
@@ -73,7 +74,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return this.conn.close();
   }
 
-  /** Leaves capacityBytes out (a block-info call per disk); getVm fills it in. */
+  /** Leaves capacityBytes out (a read per disk, see disk-capacities.ts); getVm fills it in. */
   async listVms(): Promise<VmInfo[]> {
     return (await this.conn.call({ operation: 'list VMs' }, 'describeAllDomains', 0)).map((d) => this.vmInfo(d));
   }
@@ -313,11 +314,10 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return info;
   }
 
-  /** Disks without a medium (an empty CD-ROM) have no size and are left without one. */
+  /** Disks without a medium (an empty CD-ROM) have no size and are left without one; see disk-capacities.ts for a running VM's. */
   private async addCapacities(info: VmInfo): Promise<void> {
-    const sized = info.disks.filter((d) => d.path);
-    if (this.uri.startsWith('test') || sized.length === 0) return;
-    const capacity = await this.conn.call({ operation: 'read disk sizes', vm: info.name }, 'diskCapacities', info.id, sized.map((d) => d.target));
+    if (this.uri.startsWith('test')) return;
+    const capacity = await diskCapacities(this.conn, info);
     for (const disk of info.disks) {
       const bytes = capacity[disk.target];
       if (bytes !== undefined) disk.capacityBytes = bytes;

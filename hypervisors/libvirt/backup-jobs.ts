@@ -7,7 +7,7 @@
  * (its process is gone, or this process gave it up when its abort failed) from one a running vmdr
  * cycle or another tool still uses. Only the first kind is ended.
  */
-import { rmdir } from 'node:fs/promises';
+import { rm, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -72,7 +72,8 @@ export async function endLeftoverBackup(conn: LibvirtConnection, vm: string, opt
     if (Date.now() >= deadline) throw stuck(`it was still running ${timeoutMs / 1000} s after it was aborted`);
     await delay(POLL_MS, undefined, { signal });
   }
-  // libvirt removed the scratch files with the job; the directory a dead process made is left.
+  // vmdr made the scratch images before the job (scratch-images.ts), so libvirt leaves them behind.
+  for (const file of job.scratch) await rm(file, { force: true }).catch(() => undefined);
   for (const dir of new Set(job.scratch.map((f) => dirname(f)))) {
     if (dir.startsWith(SCRATCH_DIR_PREFIX)) await rmdir(dir).catch(() => undefined);
   }

@@ -11,11 +11,12 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob } from '../types.js';
 import { CheckpointBitmapBroken, HypervisorOperationFailed, NotManagedByVmdr, VmdrError } from '../errors.js';
-import { VIR_ERR } from './api/codes.js';
+import { VIR_DOMAIN_BACKUP_BEGIN, VIR_ERR } from './api/codes.js';
 import { abortJob, endLeftoverBackup, markInUse, SCRATCH_DIR_PREFIX, scratchFileName } from './backup-jobs.js';
 import type { LibvirtConnection } from './connection.js';
 import { libvirtCode } from './errors.js';
 import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
+import { makeScratchImages } from './scratch-images.js';
 import { at, buildXml, childElements, element, parseLibvirtXml, textElement, textOf } from './xml.js';
 
 export const CHECKPOINT_PREFIX = 'vmdr-';
@@ -55,13 +56,15 @@ export class LibvirtChangeTracker implements ChangeTracker {
   }
 
   async beginBackup(vm: string, options: BackupOptions): Promise<BackupSession> {
-    const disks = options.disks ?? (await this.backupDisks(vm)).map((d) => d.target);
+    const all = await this.backupDisks(vm);
+    const disks = options.disks ?? all.map((d) => d.target);
     // While the export lives, QEMU copies blocks the guest overwrites into a scratch image first.
     const scratch = options.scratchDir ?? (await mkdtemp(SCRATCH_DIR_PREFIX));
     // The scratch images hold the guest's blocks as they were: QEMU (another user) opens them by
     // name, so it needs to pass through the directory, and nobody needs to list it.
     await chmod(scratch, 0o711);
     const scratchFiles = disks.map((d) => join(scratch, scratchFileName(vm, d)));
+    const removeScratch = () => (options.scratchDir ? Promise.all(scratchFiles.map((f) => rm(f, { force: true }))) : rm(scratch, { recursive: true, force: true }));
     const server =
       options.listen.transport === 'tcp'
         ? element('server', { transport: 'tcp', name: options.listen.host, port: String(options.listen.port) })
@@ -88,10 +91,11 @@ export class LibvirtChangeTracker implements ChangeTracker {
     // In use before the job exists: a leftover sweep of another session must never see it unclaimed.
     markInUse(scratchFiles, true);
     try {
-      await this.conn.call({ operation: 'begin backup', vm, requires: 'running' }, 'beginBackup', vm, buildXml(backup), buildXml(checkpoint));
+      const made = await makeScratchImages(all, disks, scratchFiles);
+      await this.conn.call({ operation: 'begin backup', vm, requires: 'running' }, 'beginBackup', vm, buildXml(backup), buildXml(checkpoint), made ? VIR_DOMAIN_BACKUP_BEGIN.REUSE_EXTERNAL : 0);
     } catch (err) {
       markInUse(scratchFiles, false);
-      if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
+      await removeScratch();
       if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return await this.beginOfflineBackup(vm, disks, options);
       if (options.since && bitmapBroken(err)) throw new CheckpointBitmapBroken(vm, this.uri, options.since, (err as Error).message, { cause: err });
       throw err;
@@ -102,8 +106,9 @@ export class LibvirtChangeTracker implements ChangeTracker {
     const end = () =>
       (ending ??= (async () => {
         markInUse(scratchFiles, false);
-        await abortJob(this.conn, vm);
-        if (!options.scratchDir) await rm(scratch, { recursive: true, force: true });
+        // The scratch images are vmdr's, and libvirt leaves them: they go even when the abort
+        // fails (the VM is gone, or a leftover job the next cycle ends no longer needs them).
+        await abortJob(this.conn, vm).finally(removeScratch);
       })().catch((err: unknown) => {
         ending = undefined;
         throw err;

@@ -2,13 +2,9 @@
  * The few qemu-img operations the replica store needs, run through the one qemu-img runner
  * (hypervisors/qemu-img.ts, which the libvirt adapter shares).
  */
-import { qemuImg } from '../../hypervisors/qemu-img.js';
+import { imageInfo, qemuImg } from '../../hypervisors/qemu-img.js';
 
-export interface ImageInfo {
-  format: string;
-  virtualSize: number;
-  backingFile?: string;
-}
+export { imageInfo, type ImageInfo } from '../../hypervisors/qemu-img.js';
 
 export async function createImage(file: string, options: { sizeBytes: number; format?: 'qcow2' | 'raw'; backing?: string }): Promise<void> {
   const format = options.format ?? 'qcow2';
@@ -16,15 +12,6 @@ export async function createImage(file: string, options: { sizeBytes: number; fo
   if (options.backing) args.push('-b', options.backing, '-F', (await imageInfo(options.backing)).format);
   args.push(file, String(options.sizeBytes));
   await qemuImg('create image', file, args);
-}
-
-export async function imageInfo(file: string): Promise<ImageInfo> {
-  const info = JSON.parse(await qemuImg('inspect image', file, ['info', '--output=json', '-U', file])) as {
-    format: string;
-    'virtual-size': number;
-    'backing-filename'?: string;
-  };
-  return { format: info.format, virtualSize: info['virtual-size'], backingFile: info['backing-filename'] };
 }
 
 /** Copies an image (all of it, sparse), e.g. to pre-seed a replica from an offline disk. */

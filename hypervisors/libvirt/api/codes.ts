@@ -53,6 +53,8 @@ export const VIR_DOMAIN_EVENT_STOPPED = { SHUTDOWN: 0, DESTROYED: 1, CRASHED: 2,
 
 export const VIR_DOMAIN_XML = { SECURE: 1 << 0, INACTIVE: 1 << 1 } as const;
 
+/** virDomainBackupBeginFlags */
+export const VIR_DOMAIN_BACKUP_BEGIN = { REUSE_EXTERNAL: 1 << 0 } as const;
 export const VIR_DOMAIN_UNDEFINE = { SNAPSHOTS_METADATA: 1 << 1, KEEP_NVRAM: 1 << 3, CHECKPOINTS_METADATA: 1 << 4 } as const;
 
 export const VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL = 1 << 1;

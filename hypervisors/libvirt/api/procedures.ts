@@ -374,8 +374,8 @@ export const procedures = {
     });
   },
 
-  beginBackup(conn: Handle, ref: DomainRef, backupXml: string, checkpointXml: string | null): void {
-    withDomain(conn, ref, (dom) => rc('virDomainBackupBegin', libvirt().virDomainBackupBegin(dom, backupXml, checkpointXml, 0)));
+  beginBackup(conn: Handle, ref: DomainRef, backupXml: string, checkpointXml: string | null, flags: number): void {
+    withDomain(conn, ref, (dom) => rc('virDomainBackupBegin', libvirt().virDomainBackupBegin(dom, backupXml, checkpointXml, flags)));
   },
 
   backupXml(conn: Handle, ref: DomainRef): string {
