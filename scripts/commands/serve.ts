@@ -130,8 +130,9 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
         reloadConfig: async () => (await reload('api'), config),
         notifier: watch.notifier,
         extraRoutes: async (app) => {
-          const { operatorOnly } = await import('../../plugin/api/auth.js');
-          metricsRoute(app, watch.metrics.registry, { guard: operatorOnly });
+          const { principalOf } = await import('../../plugin/api/auth.js');
+          // An operator's token reads every series; a tenant's, its own tenant's only.
+          metricsRoute(app, watch.metrics.registry, { tenantOf: (req) => principalOf(req).tenant });
         },
       })
     : undefined;
