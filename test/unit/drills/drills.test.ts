@@ -115,6 +115,19 @@ notifications:
     assert.deepEqual(told!.json.reason, run.reason);
   });
 
+  it("a webhook that is slow neither delays the drill's end nor changes its result", async () => {
+    hook.answers.push('hang', 'hang', 'hang');
+    const warnings: string[] = [];
+    deps.notifier = new Notifier(config.notifications, { retryDelayMs: 10, onWarning: (e) => warnings.push(e.code) });
+    const started = Date.now();
+    const { run } = await runDrill(deps, drill('monthly-acme'), 'manual');
+    assert.ok(Date.now() - started < 1_500, `the drill ended ${Date.now() - started} ms after it started, waiting for no webhook (each attempt may take 2 s)`);
+    assert.equal(run.status, 'failed');
+    await (deps.notifier as Notifier).idle();
+    assert.deepEqual(warnings, ['WEBHOOK_FAILED'], 'three attempts timed out, one warning');
+    assert.equal(getDrillRun(state.db, run.id)!.status, 'failed');
+  });
+
   it("runs the drill's own runbook rather than its plan's", async () => {
     // A runbook the config names but whose file is gone by the time the drill runs: the drill fails on it, before anything changes.
     const gone = join(dir, 'drill-runbook.yaml');
