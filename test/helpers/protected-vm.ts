@@ -56,7 +56,8 @@ export interface ProtectedLabVm {
 /**
  * A lab VM (marker `<prefix>-src`, a 32 MiB disk) booted, its DR network, and writeOneHostConfig's
  * config with its protection (health-checked on the serial ready line). `more`: YAML after that
- * protection (more protections, then plans, drills, runbooks, tenants), written once the VM exists.
+ * protection (more protections, then plans, drills, runbooks, tenants), written once the VM exists;
+ * `config`: writeOneHostConfig's options (the state file's place, say), once the VM exists.
  */
 export async function createProtectedLabVm(
   prefix: string,
@@ -65,7 +66,7 @@ export async function createProtectedLabVm(
     nic?: LabNic;
     settings?: string[];
     more?: (vm: LabVm, drNetwork: string) => string | Promise<string>;
-    config?: Parameters<typeof writeOneHostConfig>[2];
+    config?: (vm: LabVm) => Parameters<typeof writeOneHostConfig>[2];
   } = {},
 ): Promise<ProtectedLabVm> {
   const vm = await createLabVm(prefix, { marker: `${prefix}-src`, diskSize: '32M' });
@@ -73,7 +74,7 @@ export async function createProtectedLabVm(
   await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
   await bootLabVm(vm);
   const protection = labProtection(vm, { network: drNetwork, health: true, hostname: options.hostname, nic: options.nic, settings: options.settings });
-  const config = await writeOneHostConfig(vm, `${protection}${(await options.more?.(vm, drNetwork)) ?? ''}`, options.config);
+  const config = await writeOneHostConfig(vm, `${protection}${(await options.more?.(vm, drNetwork)) ?? ''}`, options.config?.(vm));
   return { vm, drNetwork, config };
 }
 
