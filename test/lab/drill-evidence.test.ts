@@ -19,7 +19,7 @@ import { jsonLines, type ProgressEvent } from '../helpers/assertions.js';
 import { artifactPath } from '../helpers/browser.js';
 import { runVmdr, type LabVm } from '../helpers/lab.js';
 import { createProtectedLabVm, destroyProtectedLabVm, serveAndRun } from '../helpers/protected-vm.js';
-import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 const MAC = `52:54:00:e7:${[...randomBytes(2)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
 /** vmdr's default domain without its video device. */
