@@ -4,7 +4,7 @@
  * daemon), the tenants and protections a test names, and the state and sites opened from it as
  * `vmdr serve` opens them.
  */
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../plugin/config/load.js';
@@ -48,4 +48,12 @@ export function testProtections(...items: [name: string, tenant?: string][]): st
 export async function openTestConfig(file: string): Promise<{ config: Config; state: StateStore; sites: SiteConnections }> {
   const { config } = await loadConfig(file);
   return { config, state: StateStore.open(config.state.path), sites: new SiteConnections(config, file) };
+}
+
+/** Closes what a suite opened (the API on it too), as far as its set-up got, and removes its directory. */
+export async function closeTestConfig(dir: string | undefined, opened: { api?: { close(): Promise<void> }; sites?: SiteConnections; state?: StateStore }): Promise<void> {
+  await opened.api?.close();
+  await opened.sites?.close();
+  opened.state?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
 }
