@@ -4,14 +4,13 @@
  * SQLite state file, a real HTTPS listener on loopback with its self-signed certificate, and a token
  * of each kind. Every suite gets a fresh one in its own temporary directory.
  */
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startApi, type ApiDeps, type ApiServer } from '../../plugin/api/server.js';
 import type { SiteConnections } from '../../plugin/sites/connections.js';
 import { ensureIdentity, type SiteIdentity } from '../../plugin/sites/identity.js';
 import type { StateStore } from '../../plugin/state/store.js';
 import { createToken } from '../../plugin/tenants/tokens.js';
-import { openTestConfig, testProtections, twoTenants, writeTestConfig } from './test-config.js';
+import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from './test-config.js';
 
 export interface TestApi {
   dir: string;
@@ -51,12 +50,7 @@ ${testProtections(['web-acme', 'acme'], ['db-globex', 'globex'], ['infra'])}${op
     api,
     ca: credentials.cert,
     tokens,
-    close: async () => {
-      await api.close();
-      await sites.close();
-      state.close();
-      await rm(dir, { recursive: true, force: true });
-    },
+    close: () => closeTestConfig(dir, { api, sites, state }),
   };
 }
 
