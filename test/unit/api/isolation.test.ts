@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ApiServer } from '../../../plugin/api/server.js';
@@ -17,7 +17,7 @@ import type { StateStore } from '../../../plugin/state/store.js';
 import { createToken } from '../../../plugin/tenants/tokens.js';
 import { apiCall, readEvents, type ApiAnswer } from '../../helpers/api-client.js';
 import { startLoopbackApi } from '../../helpers/api-instance.js';
-import { openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
+import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 
 const exec = promisify(execFile);
 const CLI = join(import.meta.dirname, '..', '..', '..', 'dist', 'scripts', 'vmdr.js');
@@ -94,12 +94,7 @@ ${drills}
     }
   });
 
-  after(async () => {
-    await api?.close();
-    await sites?.close();
-    state?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => closeTestConfig(dir, { api, sites, state }));
 
   /** The other's object answered as the one that exists nowhere, but for the name. */
   const sameAsNothing = (theirs: ApiAnswer, nothing: ApiAnswer, theirName: string, noName: string) => {
