@@ -5,7 +5,6 @@
  * never the token.
  */
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import type { ApiServer } from '../../../plugin/api/server.js';
@@ -19,7 +18,7 @@ import type { StateStore } from '../../../plugin/state/store.js';
 import { createToken } from '../../../plugin/tenants/tokens.js';
 import { apiCall, type ApiCall } from '../../helpers/api-client.js';
 import { startLoopbackApi } from '../../helpers/api-instance.js';
-import { openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
+import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 
 const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'disks'];
 
@@ -70,12 +69,7 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
     }
   });
 
-  after(async () => {
-    await api?.close();
-    await sites?.close();
-    state?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => closeTestConfig(dir, { api, sites, state }));
 
   it("answers status with each token's own rows, the same bytes to every reader of one look", async () => {
     const all = await call('/api/v1/status', { token: tokens.operator });
