@@ -4,7 +4,6 @@
  * route that does not exist (every tenant's protections are in the metrics); no token, 401.
  */
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
 import { operatorOnly } from '../../../plugin/api/auth.js';
 import type { ApiServer } from '../../../plugin/api/server.js';
 import { VmdrMetrics } from '../../../plugin/metrics/registry.js';
@@ -17,7 +16,7 @@ import { createToken } from '../../../plugin/tenants/tokens.js';
 import { apiCall } from '../../helpers/api-client.js';
 import { startLoopbackApi } from '../../helpers/api-instance.js';
 import { committedCycle, failedCycle } from '../../helpers/cycles.js';
-import { openTestConfig, testProtections, writeTestConfig } from '../../helpers/test-config.js';
+import { closeTestConfig, openTestConfig, testProtections, writeTestConfig } from '../../helpers/test-config.js';
 
 describe('GET /metrics on the API (HTTPS, tokens)', function () {
   this.timeout(60_000);
@@ -46,12 +45,7 @@ describe('GET /metrics on the API (HTTPS, tokens)', function () {
     tokens.acme = createToken(state, { name: 'acme-ops', tenant: 'acme', role: 'operate' }).token;
   });
 
-  after(async () => {
-    await api?.close();
-    await sites?.close();
-    state?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => closeTestConfig(dir, { api, sites, state }));
 
   it("serves an operator's read-only token the Prometheus text", async () => {
     const answer = await apiCall(api.url, ca, '/metrics', { token: tokens.operatorRead! });
