@@ -6,7 +6,6 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config, Drill } from '../../../plugin/config/schema.js';
@@ -19,7 +18,7 @@ import type { SiteConnections } from '../../../plugin/sites/connections.js';
 import { getDrillRun, insertDrillRun, listDrillRuns } from '../../../plugin/state/drills.js';
 import { getFailover, insertFailover } from '../../../plugin/state/failovers.js';
 import type { StateStore } from '../../../plugin/state/store.js';
-import { openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
+import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../../helpers/webhook-receiver.js';
 
 describe('drills: history, skips, webhooks, the scheduler, interrupted drills (test:///default)', function () {
@@ -58,10 +57,8 @@ notifications:
   });
 
   after(async () => {
-    await sites?.close();
-    state?.close();
     await hook?.close();
-    await rm(dir, { recursive: true, force: true });
+    await closeTestConfig(dir, { sites, state });
   });
 
   it('reads the drills of the config: time zone UTC and a 30 m time limit unless it says', () => {
