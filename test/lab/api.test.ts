@@ -10,8 +10,8 @@ import { appendFile } from 'node:fs/promises';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { artifactPath, launchChromium, newVisitor } from '../helpers/browser.js';
 import { bootLabVm, createLabVm, destroyLabVm, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
-import { labProtection } from '../helpers/protected-vm.js';
-import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { labProtection, serveAndRun } from '../helpers/protected-vm.js';
+import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)', function () {
   this.timeout(300_000);
@@ -37,11 +37,9 @@ describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)'
       assert.equal(made.code, 0, made.stderr);
       tokens[key] = (JSON.parse(made.stdout) as { token: string }).token;
     }
-    serve = await startServe(config, { args: ['--no-replicate'] });
+    serve = await serveAndRun(config, [['protect', vm.name]]);
     const api = serve.events.find((e) => e.event === 'api')!;
     server = { VMDR_SERVER: api.url as string, VMDR_SERVER_FINGERPRINT: api.fingerprint as string };
-    const protect = await vmdr(['protect', vm.name]);
-    assert.equal(protect.code, 0, protect.stderr);
   });
 
   after(async () => {
