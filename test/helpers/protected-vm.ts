@@ -65,17 +65,23 @@ export async function createProtectedLabVm(
     hostname?: string;
     nic?: LabNic;
     settings?: string[];
-    more?: (vm: LabVm, drNetwork: string) => string | Promise<string>;
+    more?: (vm: LabVm, drNetwork: string) => string;
     config?: (vm: LabVm) => Parameters<typeof writeOneHostConfig>[2];
   } = {},
 ): Promise<ProtectedLabVm> {
   const vm = await createLabVm(prefix, { marker: `${prefix}-src`, diskSize: '32M' });
   const drNetwork = `test-dr-${vm.name.slice(-6)}`;
-  await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-  await bootLabVm(vm);
-  const protection = labProtection(vm, { network: drNetwork, health: true, hostname: options.hostname, nic: options.nic, settings: options.settings });
-  const config = await writeOneHostConfig(vm, `${protection}${(await options.more?.(vm, drNetwork)) ?? ''}`, options.config?.(vm));
-  return { vm, drNetwork, config };
+  // The test has nothing to clean up until this returns: what failed half way is removed here.
+  try {
+    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
+    await bootLabVm(vm);
+    const protection = labProtection(vm, { network: drNetwork, health: true, hostname: options.hostname, nic: options.nic, settings: options.settings });
+    const config = await writeOneHostConfig(vm, `${protection}${options.more?.(vm, drNetwork) ?? ''}`, options.config?.(vm));
+    return { vm, drNetwork, config };
+  } catch (e) {
+    await destroyProtectedLabVm(vm, drNetwork);
+    throw e;
+  }
 }
 
 /** Removes the DR VMs named (the target by default), the DR network and the lab VM, whatever state a test left them in. */
