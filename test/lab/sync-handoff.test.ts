@@ -12,7 +12,7 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { bootLabVm, createLabVm, destroyLabVm, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
-import { labProtection } from '../helpers/protected-vm.js';
+import { labProtection, serveAndRun } from '../helpers/protected-vm.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'scripts', 'vmdr.js');
@@ -42,9 +42,7 @@ describe('vmdr sync handed to vmdr serve (qemu:///system)', function () {
     vm = await createLabVm('handoff', { marker: 'handoff-src', diskSize: '32M' });
     await bootLabVm(vm);
     config = await writeOneHostConfig(vm, labProtection(vm, { network: 'default' }));
-    serve = await startServe(config, { args: ['--no-replicate'] });
-    const protect = await vmdr('protect', vm.name);
-    assert.equal(protect.code, 0, protect.stderr);
+    serve = await serveAndRun(config, [['protect', vm.name]]);
   });
 
   after(async () => {
