@@ -32,21 +32,13 @@ export interface DrillRunRow {
   pid: number;
 }
 
-interface Raw {
-  id: string;
-  drill: string;
-  plan: string;
-  tenant: string | null;
-  failover: string | null;
-  trigger: DrillTrigger;
-  status: DrillStatus;
+/** A row as SQLite has it: the same fields, but its times and its reason in columns of their own. */
+type Raw = Omit<DrillRunRow, 'startedAtMs' | 'endedAtMs' | 'reason'> & {
   started_at_ms: number;
   ended_at_ms: number | null;
   reason_code: string | null;
   reason_message: string | null;
-  host: string;
-  pid: number;
-}
+};
 
 const row = (r: Raw): DrillRunRow => ({
   id: r.id,

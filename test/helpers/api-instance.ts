@@ -4,15 +4,13 @@
  * SQLite state file, a real HTTPS listener on loopback with its self-signed certificate, and a token
  * of each kind. Every suite gets a fresh one in its own temporary directory.
  */
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../plugin/config/load.js';
-import { startApi, type ApiServer } from '../../plugin/api/server.js';
-import { SiteConnections } from '../../plugin/sites/connections.js';
-import { ensureIdentity } from '../../plugin/sites/identity.js';
-import { StateStore } from '../../plugin/state/store.js';
+import { startApi, type ApiDeps, type ApiServer } from '../../plugin/api/server.js';
+import type { SiteConnections } from '../../plugin/sites/connections.js';
+import { ensureIdentity, type SiteIdentity } from '../../plugin/sites/identity.js';
+import type { StateStore } from '../../plugin/state/store.js';
 import { createToken } from '../../plugin/tenants/tokens.js';
+import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from './test-config.js';
 
 export interface TestApi {
   dir: string;
@@ -30,39 +28,14 @@ export interface TestApi {
  * top-level YAML (plans, drills, notifications) after them.
  */
 export async function startTestApi(options: { moreProtections?: string; more?: string; drUri?: string } = {}): Promise<TestApi> {
-  const dir = await mkdtemp(join(tmpdir(), 'vmdr-api-'));
-  const file = join(dir, 'vmdr.yaml');
-  // The DR site's storage is on this host, as on a DR host's daemon: its replicas' roles and points are read here.
-  await mkdir(join(dir, 'replicas'), { mode: 0o700 });
-  await writeFile(
-    file,
-    `version: 1
-state: { path: ${join(dir, 'state.db')} }
-sites:
-  - { name: src, uri: "test:///default" }
-  - { name: dr, uri: "${options.drUri ?? 'test:///default'}", storage: ${join(dir, 'replicas')} }
-tenants:
-  - { name: acme, quota: { vms: 5 } }
-  - { name: globex }
-protections:
-  - name: web-acme
-    tenant: acme
-    source: { site: src, vm: test }
-    target: { site: dr, vm: web-acme-dr, nics: [{ network: default }] }
-  - name: db-globex
-    tenant: globex
-    source: { site: src, vm: test }
-    target: { site: dr, vm: db-globex-dr, nics: [{ network: default }] }
-  - name: infra
-    source: { site: src, vm: test }
-    target: { site: dr, vm: infra-dr, nics: [{ network: default }] }
-${options.moreProtections ?? ''}${options.more ?? ''}`,
+  const { dir, file } = await writeTestConfig(
+    'vmdr-api',
+    `${twoTenants(', quota: { vms: 5 }')}protections:
+${testProtections(['web-acme', 'acme'], ['db-globex', 'globex'], ['infra'])}${options.moreProtections ?? ''}${options.more ?? ''}`,
+    { drUri: options.drUri },
   );
-  const { config } = await loadConfig(file);
-  const state = StateStore.open(config.state.path);
-  const sites = new SiteConnections(config, file);
-  const credentials = await ensureIdentity(join(dir, 'api'), 'api', ['127.0.0.1']);
-  const api = await startApi({ file, config, state, sites, credentials, log: false }, { host: '127.0.0.1', port: 0 });
+  const { config, state, sites } = await openTestConfig(file);
+  const { api, credentials } = await startLoopbackApi(dir, { file, config, state, sites, log: false });
   const tokens = {
     operator: createToken(state, { name: 'ops', role: 'operate' }).token,
     operatorRead: createToken(state, { name: 'ops-ro', role: 'read' }).token,
@@ -77,11 +50,13 @@ ${options.moreProtections ?? ''}${options.more ?? ''}`,
     api,
     ca: credentials.cert,
     tokens,
-    close: async () => {
-      await api.close();
-      await sites.close();
-      state.close();
-      await rm(dir, { recursive: true, force: true });
-    },
+    close: () => closeTestConfig(dir, { api, sites, state }),
   };
+}
+
+/** The API on 127.0.0.1 (a free port) with its self-signed certificate in `dir`/api, as vmdr serve starts it. */
+export async function startLoopbackApi(dir: string, deps: Omit<ApiDeps, 'credentials'>): Promise<{ api: ApiServer; credentials: SiteIdentity }> {
+  const credentials = await ensureIdentity(join(dir, 'api'), 'api', ['127.0.0.1']);
+  const api = await startApi({ ...deps, credentials }, { host: '127.0.0.1', port: 0 });
+  return { api, credentials };
 }

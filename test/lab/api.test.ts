@@ -9,8 +9,9 @@ import assert from 'node:assert/strict';
 import { appendFile } from 'node:fs/promises';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { artifactPath, launchChromium, newVisitor } from '../helpers/browser.js';
-import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
-import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { bootLabVm, createLabVm, destroyLabVm, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
+import { labProtection, serveAndRun } from '../helpers/protected-vm.js';
+import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)', function () {
   this.timeout(300_000);
@@ -25,19 +26,7 @@ describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)'
   before(async () => {
     vm = await createLabVm('api', { marker: 'api-src', diskSize: '32M' });
     await bootLabVm(vm);
-    const boot = labBoot();
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    tenant: acme
-    source: { site: prod, vm: ${vm.name} }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: default }]
-`,
-    );
+    config = await writeOneHostConfig(vm, labProtection(vm, { network: 'default', settings: ['tenant: acme'] }));
     await appendFile(config, `tenants:\n  - { name: acme }\n  - { name: globex }\napi: { listen: "127.0.0.1:${await freeLoopbackPort()}" }\n`);
     for (const [key, args] of Object.entries({
       acme: ['--tenant', 'acme', '--role', 'operate'],
@@ -48,11 +37,9 @@ describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)'
       assert.equal(made.code, 0, made.stderr);
       tokens[key] = (JSON.parse(made.stdout) as { token: string }).token;
     }
-    serve = await startServe(config, { args: ['--no-replicate'] });
+    serve = await serveAndRun(config, [['protect', vm.name]]);
     const api = serve.events.find((e) => e.event === 'api')!;
     server = { VMDR_SERVER: api.url as string, VMDR_SERVER_FINGERPRINT: api.fingerprint as string };
-    const protect = await vmdr(['protect', vm.name]);
-    assert.equal(protect.code, 0, protect.stderr);
   });
 
   after(async () => {

@@ -17,8 +17,9 @@ import type { FailoverReport } from '../../plugin/failover/report.js';
 import { describeFailover } from '../../scripts/cli/failover-report.js';
 import { jsonLines, type ProgressEvent } from '../helpers/assertions.js';
 import { artifactPath } from '../helpers/browser.js';
-import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
-import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { runVmdr, type LabVm } from '../helpers/lab.js';
+import { createProtectedLabVm, destroyProtectedLabVm, serveAndRun } from '../helpers/protected-vm.js';
+import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 const MAC = `52:54:00:e7:${[...randomBytes(2)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
 /** vmdr's default domain without its video device. */
@@ -36,37 +37,13 @@ describe('a drill keeps evidence of each VM (lab, qemu:///system)', function () 
   const vmdr = (file: string, ...args: string[]) => runVmdr([...args, '--config', file]);
 
   before(async () => {
-    vm = await createLabVm('evidence', { marker: 'evidence-src', diskSize: '32M' });
-    drNetwork = `test-dr-${vm.name.slice(-6)}`;
-    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await bootLabVm(vm);
-    const boot = labBoot();
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      hostname: evidence-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ mac: "${MAC}", network: ${drNetwork}, addresses: [192.0.2.31/24] }]
-`,
-    );
-    receiver = await startServe(config, { args: ['--no-replicate'] });
-    for (const args of [['target', 'provision'], ['protect', vm.name]]) {
-      const r = await vmdr(config, ...args);
-      assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
-    }
+    ({ vm, drNetwork, config } = await createProtectedLabVm('evidence', { hostname: 'evidence-dr', nic: { mac: MAC, addresses: ['192.0.2.31/24'] } }));
+    receiver = await serveAndRun(config, [['target', 'provision'], ['protect', vm.name]]);
   });
 
   after(async () => {
     await receiver?.stop();
-    await vm.adapter.stop(`${vm.name}-dr`, { mode: 'force' }).catch(() => undefined);
-    await vm.adapter.undefine(`${vm.name}-dr`).catch(() => undefined);
-    await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
-    await destroyLabVm(vm);
+    await destroyProtectedLabVm(vm, drNetwork);
   });
 
   it("records the guest's identity, its checks, the point's age, its console and a screenshot of its display", async () => {

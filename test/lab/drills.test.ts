@@ -13,8 +13,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { DrillRunViewBody } from '../../plugin/drills/view.js';
-import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
+import { bootLabVm, createLabVm, destroyLabVm, runVmdr, type LabVm } from '../helpers/lab.js';
 import { until } from '../helpers/libvirtd.js';
+import { createProtectedLabVm, destroyProtectedLabVm, labProtection, serveAndRun } from '../helpers/protected-vm.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -49,43 +50,19 @@ describe('drills on the lab (qemu:///system, vmdr serve)', function () {
   };
 
   before(async () => {
-    vm = await createLabVm('drills', { marker: 'drills-src', diskSize: '32M' });
-    drNetwork = `test-dr-${vm.name.slice(-6)}`;
-    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await bootLabVm(vm);
-    const boot = labBoot();
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      hostname: drills-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ mac: "${MAC}", network: ${drNetwork}, addresses: [192.0.2.31/24] }]
-plans:
-  - { name: lab-plan, groups: [{ name: all, vms: [${vm.name}] }] }
-`,
-    );
-    serve = await startServe(config, { args: ['--no-replicate'] });
-    for (const args of [['target', 'provision'], ['protect', vm.name]]) {
-      const r = await vmdr(config, ...args);
-      assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
-    }
+    ({ vm, drNetwork, config } = await createProtectedLabVm('drills', {
+      hostname: 'drills-dr',
+      nic: { mac: MAC, addresses: ['192.0.2.31/24'] },
+      more: (vm) => `plans:\n  - { name: lab-plan, groups: [{ name: all, vms: [${vm.name}] }] }\n`,
+    }));
+    serve = await serveAndRun(config, [['target', 'provision'], ['protect', vm.name]]);
     await serve.stop();
     serve = undefined;
   });
 
   after(async () => {
     await serve?.kill();
-    for (const name of [target(), ...(await drillObjects().catch(() => ({ vms: [] as string[] }))).vms]) {
-      await vm.adapter.stop(name, { mode: 'force' }).catch(() => undefined);
-      await vm.adapter.undefine(name).catch(() => undefined);
-    }
-    await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
-    await destroyLabVm(vm);
+    await destroyProtectedLabVm(vm, drNetwork, [target(), ...(await drillObjects().catch(() => ({ vms: [] as string[] }))).vms]);
   });
 
   it('vmdr serve runs a drill on its schedule: passed, torn down; ticks while it runs are skipped, saying why', async () => {
@@ -167,18 +144,8 @@ plans:
 
   it('two tenants\' drills at once: each VM on its own isolated bubble; replication goes on and retention keeps the pinned points', async () => {
     const vms = { acme: await createLabVm('drill-acme', { marker: 'acme-src', diskSize: '32M' }), globex: await createLabVm('drill-globex', { marker: 'globex-src', diskSize: '32M' }) };
-    const boot = labBoot();
-    const tenantProtection = (tenant: 'acme' | 'globex', health: string) => `  - name: ${vms[tenant].name}
-    tenant: ${tenant}
-    source: { site: prod, vm: ${vms[tenant].name} }
-    retention: { keep: 1 }
-    health: ${health}
-    target:
-      site: dr
-      vm: ${vms[tenant].name}-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: ${drNetwork} }]
-`;
+    const tenantProtection = (tenant: 'acme' | 'globex', health: string) =>
+      labProtection(vms[tenant], { network: drNetwork, settings: [`tenant: ${tenant}`, 'retention: { keep: 1 }', `health: ${health}`] });
     // The drills' VMs never print what their health check waits for: both run until their time limit.
     const tenantConfig = async (name: string, health: string) => {
       const file = join(vm.dir, `${name}.yaml`);

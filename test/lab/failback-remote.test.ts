@@ -16,7 +16,8 @@ import type { FailoverReport } from '../../plugin/failover/report.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
 import { failbackSourceOf } from '../../plugin/sites/failback-source.js';
-import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
+import { runVmdr, type LabVm } from '../helpers/lab.js';
+import { createProtectedLabVm, destroyProtectedLabVm } from '../helpers/protected-vm.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -40,23 +41,8 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
     );
 
   before(async () => {
-    vm = await createLabVm('fbremote', { marker: 'fbremote-src', diskSize: '32M' });
-    drNetwork = `test-dr-${vm.name.slice(-6)}`;
-    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await bootLabVm(vm);
-    const boot = labBoot();
-    const base = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: ${drNetwork} }]
-`,
-    );
+    let base: string;
+    ({ vm, drNetwork, config: base } = await createProtectedLabVm('fbremote'));
     // The source site gets an endpoint of its own, and the two sites are paired below.
     const prod = `  - name: prod\n    uri: "qemu:///system"\n    storage: ${join(vm.dir, 'source-storage')}\n    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(vm.dir, 'endpoint-prod')} }`;
     const text = (await readFile(base, 'utf8')).replace('  - { name: prod, uri: "qemu:///system" }', prod);
@@ -85,10 +71,7 @@ describe('vmdr failback to a remote source site (its vmdr serve on loopback)', f
   after(async () => {
     await sourceServe?.stop();
     await drServe?.stop();
-    await vm.adapter.stop(target(), { mode: 'force' }).catch(() => undefined);
-    await vm.adapter.undefine(target()).catch(() => undefined);
-    await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
-    await destroyLabVm(vm);
+    await destroyProtectedLabVm(vm, drNetwork);
   });
 
   it('what the DR VM wrote reaches the source only through its site, byte for byte, through an unreachable site and either side killed -9 mid-pass', async () => {

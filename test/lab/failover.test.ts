@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { assertProgress, jsonLines, type ProgressEvent } from '../helpers/assertions.js';
-import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
-import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { createProtectedLabVm, destroyProtectedLabVm, labProtection, serveAndRun } from '../helpers/protected-vm.js';
+import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
 const URI = 'qemu:///system';
@@ -52,48 +53,19 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
   };
 
   before(async () => {
-    vm = await createLabVm('failover', { marker: 'failover-src', diskSize: '32M' });
-    drNetwork = `test-dr-${vm.name.slice(-6)}`;
-    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await bootLabVm(vm);
-    const boot = labBoot();
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      hostname: failover-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ mac: "${MAC}", network: ${drNetwork}, addresses: [192.0.2.21/24], gateway: 192.0.2.1, dns: [192.0.2.53] }]
-  - name: ${vm.name}-unsynced
-    source: { site: prod, vm: ${vm.name} }
-    target:
-      site: dr
-      vm: ${vm.name}-unsynced-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: ${drNetwork} }]
-`,
-    );
-    receiver = await startServe(config, { args: ['--no-replicate'] });
-    for (const args of [['target', 'provision'], ['protect', vm.name]]) {
-      const r = await vmdr(...args);
-      assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
-    }
+    ({ vm, drNetwork, config } = await createProtectedLabVm('failover', {
+      hostname: 'failover-dr',
+      nic: { mac: MAC, addresses: ['192.0.2.21/24'], gateway: '192.0.2.1', dns: ['192.0.2.53'] },
+      more: (vm, drNetwork) => labProtection(vm, { name: `${vm.name}-unsynced`, network: drNetwork }),
+    }));
+    receiver = await serveAndRun(config, [['target', 'provision'], ['protect', vm.name]]);
     // Provisioning gave the target its identity seed: a failover only checks it.
     await targetSeed();
   });
 
   after(async () => {
     await receiver?.stop();
-    for (const name of [target(), `${vm.name}-unsynced-dr`, `${vm.name}-rival`]) {
-      await vm.adapter.stop(name, { mode: 'force' }).catch(() => undefined);
-      await vm.adapter.undefine(name).catch(() => undefined);
-    }
-    await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
-    await destroyLabVm(vm);
+    await destroyProtectedLabVm(vm, drNetwork, [target(), `${vm.name}-unsynced-dr`, `${vm.name}-rival`]);
   });
 
   it('refuses, before touching anything, what cannot work: each with one line and exit 1', async () => {

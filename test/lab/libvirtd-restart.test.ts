@@ -25,7 +25,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
-import { createLabVm, destroyLabVm, labBoot, runVmdr, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
+import { createLabVm, destroyLabVm, runVmdr, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
+import { labProtection } from '../helpers/protected-vm.js';
 import { assertPattern, compareImages, hmpWrite } from '../helpers/patterns.js';
 import { isStopped, libvirtdPid, startLibvirtd, stopLibvirtd, until } from '../helpers/libvirtd.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
@@ -74,20 +75,7 @@ describe('a backup job left behind by a libvirtd restart or a killed sync is end
   before(async () => {
     vm = await createLabVm('restart', { marker: 'restart', diskSize: '32M' });
     await bootLabVm(vm);
-    const boot = labBoot();
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    continuous: true
-    retention: { keep: 100 }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: ${vm.network} }]
-`,
-    );
+    config = await writeOneHostConfig(vm, labProtection(vm, { network: vm.network, settings: ['continuous: true', 'retention: { keep: 100 }'] }));
     receiver = await startServe(config, { args: ['--no-replicate', '--site', 'dr'] });
   });
 

@@ -13,8 +13,9 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { FailoverReport } from '../../plugin/failover/report.js';
-import { createLabVm, destroyLabVm, GUEST_READY, labBoot, runVmdr, waitForSerialLine, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
-import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { GUEST_READY, runVmdr, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { createProtectedLabVm, destroyProtectedLabVm, serveAndRun } from '../helpers/protected-vm.js';
+import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
 
@@ -75,42 +76,20 @@ describe('least privilege on disk (qemu:///system)', function () {
   };
 
   before(async () => {
-    vm = await createLabVm('perms', { marker: 'perms-src', diskSize: '32M' });
-    drNetwork = `test-dr-${vm.name.slice(-6)}`;
-    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await bootLabVm(vm);
-    const boot = labBoot();
     // The credentials are left at their default place: receiver-dr beside the state file.
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    tenant: acme
-    source: { site: prod, vm: ${vm.name} }
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      hostname: perms-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: ${drNetwork}, addresses: [192.0.2.31/24] }]
-tenants:
-  - { name: acme }
-`, { statePath: join(vm.dir, 'state', 'state.db'), credentials: false },
-    );
-    serve = await startServe(config, { args: ['--no-replicate'] });
-    for (const args of [['target', 'provision'], ['protect', vm.name], ['sync', vm.name]]) {
-      const r = await vmdr(...args);
-      assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
-    }
+    ({ vm, drNetwork, config } = await createProtectedLabVm('perms', {
+      hostname: 'perms-dr',
+      nic: { addresses: ['192.0.2.31/24'] },
+      settings: ['tenant: acme'],
+      more: () => 'tenants:\n  - { name: acme }\n',
+      config: (vm) => ({ statePath: join(vm.dir, 'state', 'state.db'), credentials: false }),
+    }));
+    serve = await serveAndRun(config, [['target', 'provision'], ['protect', vm.name], ['sync', vm.name]], (args) => vmdr(...args));
   });
 
   after(async () => {
     await serve?.stop();
-    if (!vm) return;
-    await vm.adapter.stop(`${vm.name}-dr`, { mode: 'force' }).catch(() => undefined);
-    await vm.adapter.undefine(`${vm.name}-dr`).catch(() => undefined);
-    await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
-    await destroyLabVm(vm);
+    await destroyProtectedLabVm(vm, drNetwork);
   });
 
   it('a drill, then a failover: QEMU boots an overlay on a point, and nothing vmdr made is open to nobody', async () => {

@@ -9,8 +9,9 @@ import { readFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type { SignedReport } from '../../plugin/reports/signed.js';
 import { artifactPath, launchChromium, newVisitor } from '../helpers/browser.js';
-import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
-import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { runVmdr, type LabVm } from '../helpers/lab.js';
+import { createProtectedLabVm, destroyProtectedLabVm, serveAndRun } from '../helpers/protected-vm.js';
+import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 const MAC = `52:54:00:d8:${[...randomBytes(2)].map((b) => b.toString(16).padStart(2, '0')).join(':')}`;
 
@@ -23,38 +24,17 @@ describe('the HTML report of a drill on the lab (qemu:///system, Chromium)', fun
   const vmdr = (...args: string[]) => runVmdr([...args, '--config', config]);
 
   before(async () => {
-    vm = await createLabVm('report', { marker: 'report-src', diskSize: '32M' });
-    drNetwork = `test-dr-${vm.name.slice(-6)}`;
-    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await bootLabVm(vm);
-    const boot = labBoot();
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      hostname: report-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ mac: "${MAC}", network: ${drNetwork}, addresses: [192.0.2.31/24], gateway: 192.0.2.1, dns: [192.0.2.53] }]
-plans:
-  - { name: shop, rto: 10m, rpo: 1h, groups: [{ name: all, vms: [${vm.name}] }] }
-`,
-    );
-    receiver = await startServe(config, { args: ['--no-replicate'] });
-    for (const args of [['target', 'provision'], ['protect', vm.name]]) {
-      const r = await vmdr(...args);
-      assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
-    }
+    ({ vm, drNetwork, config } = await createProtectedLabVm('report', {
+      hostname: 'report-dr',
+      nic: { mac: MAC, addresses: ['192.0.2.31/24'], gateway: '192.0.2.1', dns: ['192.0.2.53'] },
+      more: (vm) => `plans:\n  - { name: shop, rto: 10m, rpo: 1h, groups: [{ name: all, vms: [${vm.name}] }] }\n`,
+    }));
+    receiver = await serveAndRun(config, [['target', 'provision'], ['protect', vm.name]]);
   });
 
   after(async () => {
     await receiver?.stop();
-    await vm?.adapter.undefine(`${vm.name}-dr`).catch(() => undefined);
-    await vm?.adapter.removeNetwork(drNetwork).catch(() => undefined);
-    await destroyLabVm(vm);
+    await destroyProtectedLabVm(vm, drNetwork);
   });
 
   it("a drill of the plan ends by saying where its page is; the page shows the run, the RTO against the target, each VM's pass/fail", async () => {

@@ -9,15 +9,16 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { roleOf } from '../../plugin/state/roles.js';
 import { StateStore } from '../../plugin/state/store.js';
-import { createLabVm, destroyLabVm, labBoot, runVmdr, spawnVmdr, writeOneHostConfig, bootLabVm, type LabVm } from '../helpers/lab.js';
-import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { runVmdr, spawnVmdr, type LabVm } from '../helpers/lab.js';
+import { createProtectedLabVm, destroyProtectedLabVm, serveAndRun } from '../helpers/protected-vm.js';
+import type { ServeProcess } from '../helpers/vmdr-serve.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const exec = promisify(execFile);
@@ -42,6 +43,11 @@ describe('a drill driven by a runbook on the lab (qemu:///system)', function () 
       state.close();
     }
   };
+  /** A script a runbook step runs: written, then made executable. */
+  const writeScript = async (file: string, text: string) => {
+    await writeFile(file, text);
+    await chmod(file, 0o755);
+  };
   const untilWaiting = async (ms: number) => {
     for (const deadline = Date.now() + ms; ; await sleep(250)) {
       const w = waiting();
@@ -51,13 +57,24 @@ describe('a drill driven by a runbook on the lab (qemu:///system)', function () 
   };
 
   before(async () => {
-    vm = await createLabVm('runbook', { marker: 'runbook-src', diskSize: '32M' });
-    drNetwork = `test-dr-${vm.name.slice(-6)}`;
-    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await bootLabVm(vm);
+    ({ vm, drNetwork, config } = await createProtectedLabVm('runbook', {
+      hostname: 'runbook-dr',
+      nic: { mac: MAC, addresses: ['192.0.2.31/24'], gateway: '192.0.2.1', dns: ['192.0.2.53'] },
+      more: (vm) => `plans:
+  - name: site
+    groups: [{ name: servers, vms: [${vm.name}] }]
+    runbook: drill
+  - name: site-rb
+    groups: [{ name: servers, vms: [${vm.name}] }]
+    runbook: rollback
+runbooks:
+  - { name: drill, file: ${join(vm.dir, 'drill.yaml')} }
+  - { name: rollback, file: ${join(vm.dir, 'rollback.yaml')} }
+`,
+    }));
     hook = await startWebhookReceiver('/drills');
     const script = join(vm.dir, 'check-vm.sh');
-    await writeFile(
+    await writeScript(
       script,
       `#!/bin/sh
 echo "vm=$VMDR_VM hostname=$VMDR_HOSTNAME ips=$VMDR_IPS macs=$VMDR_MACS"
@@ -65,7 +82,6 @@ echo "run=$VMDR_RUN_ID kind=$VMDR_FAILOVER_KIND plan=$VMDR_PLAN point=$VMDR_POIN
 virsh -c ${URI} domstate "$VMDR_VM"
 `,
     );
-    await chmod(script, 0o755);
     await writeFile(
       join(vm.dir, 'drill.yaml'),
       `steps:
@@ -89,8 +105,7 @@ virsh -c ${URI} domstate "$VMDR_VM"
 `,
     );
     const fail = join(vm.dir, 'smoke-fails.sh');
-    await writeFile(fail, '#!/bin/sh\necho "smoke test: $VMDR_VM did not answer" >&2\nexit 1\n');
-    await chmod(fail, 0o755);
+    await writeScript(fail, '#!/bin/sh\necho "smoke test: $VMDR_VM did not answer" >&2\nexit 1\n');
     await writeFile(
       join(vm.dir, 'rollback.yaml'),
       `steps:
@@ -104,47 +119,14 @@ virsh -c ${URI} domstate "$VMDR_VM"
     http: { url: ${hook.url} }
 `,
     );
-    const boot = labBoot();
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      hostname: runbook-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ mac: "${MAC}", network: ${drNetwork}, addresses: [192.0.2.31/24], gateway: 192.0.2.1, dns: [192.0.2.53] }]
-plans:
-  - name: site
-    groups: [{ name: servers, vms: [${vm.name}] }]
-    runbook: drill
-  - name: site-rb
-    groups: [{ name: servers, vms: [${vm.name}] }]
-    runbook: rollback
-runbooks:
-  - { name: drill, file: ${join(vm.dir, 'drill.yaml')} }
-  - { name: rollback, file: ${join(vm.dir, 'rollback.yaml')} }
-`,
-    );
-    receiver = await startServe(config, { args: ['--no-replicate'] });
-    for (const args of [['target', 'provision'], ['protect', vm.name]]) {
-      const r = await vmdr(...args);
-      assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
-    }
+    receiver = await serveAndRun(config, [['target', 'provision'], ['protect', vm.name]]);
   });
 
   after(async () => {
     await receiver?.stop();
     await hook?.close();
     const leftovers = (await virsh('list', '--all', '--name')).split('\n').filter((n) => n.startsWith(`${vm.name}-dr`));
-    for (const name of leftovers) {
-      await vm.adapter.stop(name, { mode: 'force' }).catch(() => undefined);
-      await vm.adapter.undefine(name).catch(() => undefined);
-    }
-    await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
-    await destroyLabVm(vm);
+    await destroyProtectedLabVm(vm, drNetwork, leftovers);
   });
 
   it('runs the steps in the drill, waits for its approval across a kill and --resume, and reports each step with the script output', async () => {

@@ -15,6 +15,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createLabVm, destroyLabVm, labBoot, makeDisk, runVmdr, type LabVm, writeOneHostConfig } from '../helpers/lab.js';
+import { labProtection } from '../helpers/protected-vm.js';
 import { compareImages } from '../helpers/patterns.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 import { assertProgress, type ProgressEvent } from '../helpers/assertions.js';
@@ -39,20 +40,9 @@ describe('a different VM under a protected name does not take over its protectio
 
   before(async () => {
     vm = await createLabVm('ident', { marker: 'old', diskSize: '32M' });
-    const boot = labBoot();
     config = await writeOneHostConfig(
       vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    rpo: 4s
-    retention: { keep: 2 }
-    health: { serial: "^VMDR-GUEST ready", timeout: 120s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: ${vm.network} }]
-`,
+      labProtection(vm, { network: vm.network, settings: ['rpo: 4s', 'retention: { keep: 2 }', 'health: { serial: "^VMDR-GUEST ready", timeout: 120s }'] }),
     );
     // The DR site's daemon alone: the loops' daemon below is the source site's (it takes the control socket).
     receiver = await startServe(config, { args: ['--no-replicate', '--site', 'dr'] });

@@ -11,7 +11,8 @@ import { spawn } from 'node:child_process';
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
+import { bootLabVm, createLabVm, destroyLabVm, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
+import { labProtection, serveAndRun } from '../helpers/protected-vm.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'dist', 'scripts', 'vmdr.js');
@@ -40,21 +41,8 @@ describe('vmdr sync handed to vmdr serve (qemu:///system)', function () {
   before(async () => {
     vm = await createLabVm('handoff', { marker: 'handoff-src', diskSize: '32M' });
     await bootLabVm(vm);
-    const boot = labBoot();
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: default }]
-`,
-    );
-    serve = await startServe(config, { args: ['--no-replicate'] });
-    const protect = await vmdr('protect', vm.name);
-    assert.equal(protect.code, 0, protect.stderr);
+    config = await writeOneHostConfig(vm, labProtection(vm, { network: 'default' }));
+    serve = await serveAndRun(config, [['protect', vm.name]]);
   });
 
   after(async () => {

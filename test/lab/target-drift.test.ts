@@ -12,8 +12,9 @@ import { promisify } from 'node:util';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import type { ProtectionStatus } from '../../plugin/protections/status.js';
 import type { ProvisionedTarget } from '../../plugin/targets/provision.js';
-import { createLabVm, destroyLabVm, labBoot, runVmdr, type LabVm, writeOneHostConfig, bootLabVm } from '../helpers/lab.js';
-import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+import { runVmdr, type LabVm } from '../helpers/lab.js';
+import { createProtectedLabVm, destroyProtectedLabVm, serveAndRun } from '../helpers/protected-vm.js';
+import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
 const URI = 'qemu:///system';
@@ -46,26 +47,8 @@ describe('a disk added to a protected VM (qemu:///system)', function () {
   const driftOf = async () => (await json<ProtectionStatus[]>('status')).find((r) => r.protection === p())!.drift;
 
   before(async () => {
-    vm = await createLabVm('drift', { marker: 'drift-src', diskSize: '32M' });
-    drNetwork = `test-dr-${vm.name.slice(-6)}`;
-    await vm.adapter.ensureIsolatedNetwork({ name: drNetwork });
-    await bootLabVm(vm);
-    const boot = labBoot();
-    config = await writeOneHostConfig(
-      vm,
-      `  - name: ${vm.name}
-    source: { site: prod, vm: ${vm.name} }
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: ${drNetwork} }]
-`,
-    );
-    receiver = await startServe(config, { args: ['--no-replicate'] });
-    const protect = await vmdr('protect', p());
-    assert.equal(protect.code, 0, protect.stderr);
+    ({ vm, drNetwork, config } = await createProtectedLabVm('drift'));
+    receiver = await serveAndRun(config, [['protect', p()]]);
 
     // Hot-added and kept in the definition, as an operator adds a data disk to a running server.
     const added = join(vm.dir, 'vdb.qcow2');
@@ -79,11 +62,7 @@ describe('a disk added to a protected VM (qemu:///system)', function () {
 
   after(async () => {
     await receiver?.stop();
-    if (!vm) return;
-    await vm.adapter.stop(target(), { mode: 'force' }).catch(() => undefined);
-    await vm.adapter.undefine(target()).catch(() => undefined);
-    await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
-    await destroyLabVm(vm);
+    await destroyProtectedLabVm(vm, drNetwork);
   });
 
   it('refuses a planned (or forced) failover in preflight, the source running and untouched', async () => {

@@ -7,17 +7,17 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { loadConfig } from '../../../plugin/config/load.js';
-import { startApi, type ApiServer } from '../../../plugin/api/server.js';
-import { SiteConnections } from '../../../plugin/sites/connections.js';
-import { ensureIdentity } from '../../../plugin/sites/identity.js';
-import { StateStore } from '../../../plugin/state/store.js';
+import type { ApiServer } from '../../../plugin/api/server.js';
+import type { SiteConnections } from '../../../plugin/sites/connections.js';
+import type { SiteIdentity } from '../../../plugin/sites/identity.js';
+import type { StateStore } from '../../../plugin/state/store.js';
 import { createToken } from '../../../plugin/tenants/tokens.js';
 import { apiCall, readEvents, type ApiAnswer } from '../../helpers/api-client.js';
+import { startLoopbackApi } from '../../helpers/api-instance.js';
+import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 
 const exec = promisify(execFile);
 const CLI = join(import.meta.dirname, '..', '..', '..', 'dist', 'scripts', 'vmdr.js');
@@ -55,41 +55,23 @@ describe('tenant isolation: every route and command, each tenant against the oth
   const other = (t: Tenant): Tenant => (t === 'acme' ? 'globex' : 'acme');
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'vmdr-isolation-'));
-    config = join(dir, 'vmdr.yaml');
-    const protections = TENANTS.map(
-      (t) => `  - name: web-${t}
-    tenant: ${t}
-    source: { site: src, vm: test }
-    target: { site: dr, vm: web-${t}-dr, nics: [{ network: default }] }`,
-    ).join('\n');
     const plans = TENANTS.map((t) => `  - { name: plan-${t}, tenant: ${t}, groups: [{ name: all, vms: [web-${t}] }] }`).join('\n');
     const drills = TENANTS.map((t) => `  - { name: drill-${t}, plan: plan-${t}, schedule: "0 3 * * 1" }`).join('\n');
-    await writeFile(
-      config,
-      `version: 1
-state: { path: ${join(dir, 'state.db')} }
-sites:
-  - { name: src, uri: "test:///default" }
-  - { name: dr, uri: "test:///default", storage: ${join(dir, 'replicas')} }
-tenants:
-  - { name: acme }
-  - { name: globex }
-protections:
-${protections}
-plans:
+    ({ dir, file: config } = await writeTestConfig(
+      'vmdr-isolation',
+      `${twoTenants()}protections:
+${testProtections(...TENANTS.map((t): [string, string] => [`web-${t}`, t]))}plans:
 ${plans}
 drills:
 ${drills}
 `,
-    );
-    const loaded = await loadConfig(config);
-    state = StateStore.open(loaded.config.state.path);
-    sites = new SiteConnections(loaded.config, loaded.file);
-    const credentials = await ensureIdentity(join(dir, 'api'), 'api', ['127.0.0.1']);
+    ));
+    const opened = await openTestConfig(config);
+    ({ state, sites } = opened);
+    let credentials: SiteIdentity;
+    ({ api, credentials } = await startLoopbackApi(dir, { file: config, ...opened, log: false }));
     ca = credentials.cert;
     fingerprint = credentials.fingerprint;
-    api = await startApi({ file: loaded.file, config: loaded.config, state, sites, credentials, log: false }, { host: '127.0.0.1', port: 0 });
     for (const t of TENANTS) {
       const made = createToken(state, { name: `${t}-ops`, tenant: t, role: 'operate' });
       const sync = await call(`/api/v1/protections/web-${t}/sync`, made.token, 'POST', {});
@@ -112,12 +94,7 @@ ${drills}
     }
   });
 
-  after(async () => {
-    await api?.close();
-    await sites?.close();
-    state?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => closeTestConfig(dir, { api, sites, state }));
 
   /** The other's object answered as the one that exists nowhere, but for the name. */
   const sameAsNothing = (theirs: ApiAnswer, nothing: ApiAnswer, theirName: string, noName: string) => {

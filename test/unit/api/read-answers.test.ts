@@ -5,21 +5,20 @@
  * never the token.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { startApi, type ApiServer } from '../../../plugin/api/server.js';
+import type { ApiServer } from '../../../plugin/api/server.js';
 import { StatusCache } from '../../../plugin/api/status-cache.js';
 import { withoutHostPaths } from '../../../plugin/api/routes/status.js';
-import { loadConfig } from '../../../plugin/config/load.js';
 import type { Config } from '../../../plugin/config/schema.js';
-import { SiteConnections } from '../../../plugin/sites/connections.js';
-import { ensureIdentity } from '../../../plugin/sites/identity.js';
+import type { SiteConnections } from '../../../plugin/sites/connections.js';
+import type { SiteIdentity } from '../../../plugin/sites/identity.js';
 import { insertPoint } from '../../../plugin/state/points.js';
-import { StateStore } from '../../../plugin/state/store.js';
+import type { StateStore } from '../../../plugin/state/store.js';
 import { createToken } from '../../../plugin/tenants/tokens.js';
 import { apiCall, type ApiCall } from '../../helpers/api-client.js';
+import { startLoopbackApi } from '../../helpers/api-instance.js';
+import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 
 const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'disks'];
 
@@ -37,39 +36,17 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
   const call = (path: string, c: ApiCall = {}) => apiCall(api.url, ca, path, c);
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'vmdr-api-reads-'));
-    const storage = join(dir, 'replicas');
-    await mkdir(storage);
-    file = join(dir, 'vmdr.yaml');
-    await writeFile(
-      file,
-      `version: 1
-state: { path: ${join(dir, 'state.db')} }
-sites:
-  - { name: src, uri: "test:///default" }
-  - { name: dr, uri: "test:///default", storage: ${storage} }
-tenants:
-  - { name: acme }
-  - { name: globex }
-protections:
-${['web-acme:acme', 'db-acme:acme', 'db-globex:globex', 'infra:']
-  .map((x) => x.split(':'))
-  .map(
-    ([name, tenant]) => `  - name: ${name}${tenant ? `\n    tenant: ${tenant}` : ''}
-    source: { site: src, vm: test }
-    target: { site: dr, vm: ${name}-dr, nics: [{ network: default }] }`,
-  )
-  .join('\n')}
-`,
-    );
-    ({ config } = await loadConfig(file));
-    state = StateStore.open(config.state.path);
-    sites = new SiteConnections(config, file);
-    const credentials = await ensureIdentity(join(dir, 'api'), 'api', ['127.0.0.1']);
-    ca = credentials.cert;
+    ({ dir, file } = await writeTestConfig(
+      'vmdr-api-reads',
+      `${twoTenants()}protections:\n${testProtections(['web-acme', 'acme'], ['db-acme', 'acme'], ['db-globex', 'globex'], ['infra'])}`,
+    ));
+    const opened = await openTestConfig(file);
+    ({ config, state, sites } = opened);
     const lines = new PassThrough().setEncoding('utf8');
     lines.on('data', (c: string) => (log += c));
-    api = await startApi({ file, config, state, sites, credentials, log: lines }, { host: '127.0.0.1', port: 0 });
+    let credentials: SiteIdentity;
+    ({ api, credentials } = await startLoopbackApi(dir, { file, ...opened, log: lines }));
+    ca = credentials.cert;
     tokens.operator = createToken(state, { name: 'ops', role: 'read' }).token;
     tokens.acme = createToken(state, { name: 'acme-portal', tenant: 'acme', role: 'read' }).token;
     tokens.globex = createToken(state, { name: 'globex-portal', tenant: 'globex', role: 'read' }).token;
@@ -92,12 +69,7 @@ ${['web-acme:acme', 'db-acme:acme', 'db-globex:globex', 'infra:']
     }
   });
 
-  after(async () => {
-    await api?.close();
-    await sites?.close();
-    state?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => closeTestConfig(dir, { api, sites, state }));
 
   it("answers status with each token's own rows, the same bytes to every reader of one look", async () => {
     const all = await call('/api/v1/status', { token: tokens.operator });

@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { writeTestConfig } from '../../helpers/test-config.js';
 import { startServe, type ServeProcess } from '../../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -32,18 +32,8 @@ describe('vmdr serve: one daemon per site of a state file', function () {
     );
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'vmdr-claims-'));
+    ({ dir, file: config } = await writeTestConfig('vmdr-claims'));
     env = { VMDR_CONTROL_DIR: join(dir, 'run') };
-    config = join(dir, 'vmdr.yaml');
-    await writeFile(
-      config,
-      `version: 1
-state: { path: ${join(dir, 'state.db')} }
-sites:
-  - { name: src, uri: "test:///default" }
-  - { name: dr, uri: "test:///default", storage: ${join(dir, 'replicas')} }
-`,
-    );
   });
 
   after(async () => {

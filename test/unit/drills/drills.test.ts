@@ -6,21 +6,19 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadConfig } from '../../../plugin/config/load.js';
 import type { Config, Drill } from '../../../plugin/config/schema.js';
 import { recoverInterruptedDrills } from '../../../plugin/drills/recover.js';
 import { runDrill, type DrillDeps } from '../../../plugin/drills/run.js';
 import { DrillScheduler, drillsOfSite, nextRunOf } from '../../../plugin/drills/scheduler.js';
 import { FailoverResults } from '../../../plugin/metrics/failover-results.js';
 import { Notifier } from '../../../plugin/notifications/notifier.js';
-import { SiteConnections } from '../../../plugin/sites/connections.js';
+import type { SiteConnections } from '../../../plugin/sites/connections.js';
 import { getDrillRun, insertDrillRun, listDrillRuns } from '../../../plugin/state/drills.js';
 import { getFailover, insertFailover } from '../../../plugin/state/failovers.js';
-import { StateStore } from '../../../plugin/state/store.js';
+import type { StateStore } from '../../../plugin/state/store.js';
+import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../../helpers/webhook-receiver.js';
 
 describe('drills: history, skips, webhooks, the scheduler, interrupted drills (test:///default)', function () {
@@ -35,30 +33,11 @@ describe('drills: history, skips, webhooks, the scheduler, interrupted drills (t
   const drill = (name: string): Drill => config.drills.find((d) => d.name === name)!;
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'vmdr-drills-'));
-    await mkdir(join(dir, 'replicas'), { mode: 0o700 });
     hook = await startWebhookReceiver();
-    file = join(dir, 'vmdr.yaml');
-    await writeFile(
-      file,
-      `version: 1
-state: { path: ${join(dir, 'state.db')} }
-sites:
-  - { name: src, uri: "test:///default" }
-  - { name: dr, uri: "test:///default", storage: ${join(dir, 'replicas')} }
-tenants:
-  - { name: acme }
-  - { name: globex }
-protections:
-  - name: web-acme
-    tenant: acme
-    source: { site: src, vm: test }
-    target: { site: dr, vm: web-acme-dr, nics: [{ network: default }] }
-  - name: db-globex
-    tenant: globex
-    source: { site: src, vm: test }
-    target: { site: dr, vm: db-globex-dr, nics: [{ network: default }] }
-plans:
+    ({ dir, file } = await writeTestConfig(
+      'vmdr-drills',
+      `${twoTenants()}protections:
+${testProtections(['web-acme', 'acme'], ['db-globex', 'globex'])}plans:
   - { name: plan-acme, tenant: acme, groups: [{ name: all, vms: [web-acme] }] }
   - { name: plan-globex, tenant: globex, groups: [{ name: all, vms: [db-globex] }] }
 drills:
@@ -68,11 +47,8 @@ notifications:
   webhooks:
     - { url: "${hook.url}", events: [drill-failed, drill-passed], timeout: 2s }
 `,
-    );
-    const loaded = await loadConfig(file);
-    config = loaded.config;
-    state = StateStore.open(config.state.path);
-    sites = new SiteConnections(config, file);
+    ));
+    ({ config, state, sites } = await openTestConfig(file));
   });
 
   beforeEach(() => {
@@ -81,10 +57,8 @@ notifications:
   });
 
   after(async () => {
-    await sites?.close();
-    state?.close();
     await hook?.close();
-    await rm(dir, { recursive: true, force: true });
+    await closeTestConfig(dir, { sites, state });
   });
 
   it('reads the drills of the config: time zone UTC and a 30 m time limit unless it says', () => {

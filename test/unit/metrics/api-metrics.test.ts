@@ -4,21 +4,19 @@
  * route that does not exist (every tenant's protections are in the metrics); no token, 401.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { operatorOnly } from '../../../plugin/api/auth.js';
-import { startApi, type ApiServer } from '../../../plugin/api/server.js';
-import { loadConfig } from '../../../plugin/config/load.js';
+import type { ApiServer } from '../../../plugin/api/server.js';
 import { VmdrMetrics } from '../../../plugin/metrics/registry.js';
 import { metricsRoute } from '../../../plugin/metrics/route.js';
 import { ReplicationLag } from '../../../plugin/replication/lag.js';
-import { SiteConnections } from '../../../plugin/sites/connections.js';
-import { ensureIdentity } from '../../../plugin/sites/identity.js';
-import { StateStore } from '../../../plugin/state/store.js';
+import type { SiteConnections } from '../../../plugin/sites/connections.js';
+import type { SiteIdentity } from '../../../plugin/sites/identity.js';
+import type { StateStore } from '../../../plugin/state/store.js';
 import { createToken } from '../../../plugin/tenants/tokens.js';
 import { apiCall } from '../../helpers/api-client.js';
+import { startLoopbackApi } from '../../helpers/api-instance.js';
 import { committedCycle, failedCycle } from '../../helpers/cycles.js';
+import { closeTestConfig, openTestConfig, testProtections, writeTestConfig } from '../../helpers/test-config.js';
 
 describe('GET /metrics on the API (HTTPS, tokens)', function () {
   this.timeout(60_000);
@@ -30,49 +28,24 @@ describe('GET /metrics on the API (HTTPS, tokens)', function () {
   const tokens: Record<string, string> = {};
 
   before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'test-vmdr-api-metrics-'));
-    const file = join(dir, 'vmdr.yaml');
-    await writeFile(
-      file,
-      `version: 1
-state: { path: ${join(dir, 'state.db')} }
-sites:
-  - { name: src, uri: "test:///default" }
-  - { name: dr, uri: "test:///default", storage: ${join(dir, 'replicas')} }
-tenants:
-  - { name: acme }
-protections:
-  - name: web-acme
-    tenant: acme
-    source: { site: src, vm: test }
-    target: { site: dr, vm: web-acme-dr, nics: [{ network: default }] }
-`,
-    );
-    const { config } = await loadConfig(file);
-    state = StateStore.open(config.state.path);
-    sites = new SiteConnections(config, file);
+    let file: string;
+    ({ dir, file } = await writeTestConfig('test-vmdr-api-metrics', `tenants:\n  - { name: acme }\nprotections:\n${testProtections(['web-acme', 'acme'])}`));
+    const { config, ...opened } = await openTestConfig(file);
+    ({ state, sites } = opened);
     const lag = new ReplicationLag();
     const metrics = new VmdrMetrics({ protections: config.protections, lag, state });
     for (const c of [committedCycle('web-acme', Date.now() - 1_000, { bytesShipped: 123_456 }), failedCycle('web-acme', 'RECEIVER_UNREACHABLE')]) {
       lag.observe(c);
       metrics.cycle(c);
     }
-    const credentials = await ensureIdentity(join(dir, 'api'), 'api', ['127.0.0.1']);
+    let credentials: SiteIdentity;
+    ({ api, credentials } = await startLoopbackApi(dir, { file, config, state, sites, log: false, extraRoutes: (app) => metricsRoute(app, metrics.registry, { guard: operatorOnly }) }));
     ca = credentials.cert;
-    api = await startApi(
-      { file, config, state, sites, credentials, log: false, extraRoutes: (app) => metricsRoute(app, metrics.registry, { guard: operatorOnly }) },
-      { host: '127.0.0.1', port: 0 },
-    );
     tokens.operatorRead = createToken(state, { name: 'prometheus', role: 'read' }).token;
     tokens.acme = createToken(state, { name: 'acme-ops', tenant: 'acme', role: 'operate' }).token;
   });
 
-  after(async () => {
-    await api?.close();
-    await sites?.close();
-    state?.close();
-    await rm(dir, { recursive: true, force: true });
-  });
+  after(() => closeTestConfig(dir, { api, sites, state }));
 
   it("serves an operator's read-only token the Prometheus text", async () => {
     const answer = await apiCall(api.url, ca, '/metrics', { token: tokens.operatorRead! });
