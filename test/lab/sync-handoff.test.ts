@@ -1,12 +1,14 @@
 /**
  * `vmdr sync` handed to the host's running `vmdr serve` (the control socket), on the real lab: the
  * daemon runs the sync and the CLI prints its result; the CLI runs the sync itself with
- * --no-daemon, when the config was edited since the daemon read it, and when no daemon runs (it
+ * --no-daemon, and when no daemon runs (it
  * stopped, or died and left its socket); a CLI killed mid-sync ends its sync in the daemon, and the
  * next one goes on incrementally; errors read the same either way; the first daemon of a config
- * that serves a source site holds the socket.
+ * that serves a source site holds the socket. An edited config is read again by the daemon, and
+ * syncs go to it with the new text.
  */
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -36,6 +38,14 @@ describe('vmdr sync handed to vmdr serve (qemu:///system)', function () {
   };
   /** The points the daemon said it made for syncs handed to it. */
   const handed = () => serve!.events.filter((e) => e.event === 'sync' && e.handedOver === true).map((e) => e.point);
+  /** Writes the config and waits until the daemon has read it again (its `reloaded` line). */
+  const edited = async (text: string) => {
+    const from = serve!.events.length;
+    await writeFile(config, text);
+    for (const deadline = Date.now() + 10_000; !serve!.events.slice(from).some((e) => e.event === 'reloaded'); await sleep(50)) {
+      assert.ok(Date.now() < deadline, `the daemon did not reload the config: ${JSON.stringify(serve!.events.slice(from))}`);
+    }
+  };
   const socketOf = (s: ServeProcess) => s.events.find((e) => e.event === 'ready')!.control as string;
 
   before(async () => {
@@ -60,19 +70,19 @@ describe('vmdr sync handed to vmdr serve (qemu:///system)', function () {
     assert.equal(points.at(-1)!.id, r.point.id);
   });
 
-  it('--no-daemon, and a config edited since the daemon read it, sync in the CLI', async () => {
+  it('--no-daemon syncs in the CLI; an edit of the config is read again by the daemon, and syncs go to it with the new text', async () => {
     const before = handed().length;
     assert.equal((await sync('--no-daemon')).kind, 'incremental');
+    assert.equal(handed().length, before, '--no-daemon: not handed over');
     const text = await readFile(config, 'utf8');
-    await writeFile(config, `${text}# edited after vmdr serve started\n`);
+    // Until the daemon read the edit, a CLI with the new text syncs itself (test/unit/control.test.ts); then it hands over again.
+    await edited(`${text}# edited after vmdr serve started\n`);
     try {
       assert.equal((await sync()).kind, 'incremental');
+      assert.equal(handed().length, before + 1, 'the edited text: handed over once the daemon read it');
     } finally {
-      await writeFile(config, text);
+      await edited(text);
     }
-    assert.equal(handed().length, before, 'neither went to the daemon');
-    assert.equal((await sync()).kind, 'incremental');
-    assert.equal(handed().length, before + 1, 'the same text again: handed over');
   });
 
   it('an error reads the same whether the daemon or the CLI ran into it', async () => {

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config, Drill } from '../../../plugin/config/schema.js';
 import { recoverInterruptedDrills } from '../../../plugin/drills/recover.js';
