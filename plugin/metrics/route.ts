@@ -6,6 +6,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
+import { principalOf } from '../api/auth.js';
 
 export interface MetricsRouteOptions {
   path?: string;
@@ -24,6 +25,11 @@ export function metricsRoute(app: FastifyInstance, registry: Registry, options: 
       .header('cache-control', 'no-store')
       .send(tenant === undefined ? text : seriesOfTenant(text, tenant));
   });
+}
+
+/** As `vmdr serve` mounts it: an operator's token reads every series, a tenant's its own tenant's only. */
+export function daemonMetricsRoute(app: FastifyInstance, registry: Registry): void {
+  metricsRoute(app, registry, { tenantOf: (request) => principalOf(request).tenant });
 }
 
 /**

@@ -7,7 +7,7 @@ import type { Config, Protection } from '../../plugin/config/schema.js';
 import { watchConfigFile } from '../../plugin/config/watch.js';
 import type { ControlServer } from '../../plugin/control/server.js';
 import { VmdrMetrics } from '../../plugin/metrics/registry.js';
-import { metricsRoute } from '../../plugin/metrics/route.js';
+import { daemonMetricsRoute } from '../../plugin/metrics/route.js';
 import { Notifier } from '../../plugin/notifications/notifier.js';
 import { cycleInterval, replicateContinuously, type CycleReport } from '../../plugin/replication/continuous.js';
 import { ReplicationLag } from '../../plugin/replication/lag.js';
@@ -129,11 +129,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
         onSynced: watch.synced,
         reloadConfig: async () => (await reload('api'), config),
         notifier: watch.notifier,
-        extraRoutes: async (app) => {
-          const { principalOf } = await import('../../plugin/api/auth.js');
-          // An operator's token reads every series; a tenant's, its own tenant's only.
-          metricsRoute(app, watch.metrics.registry, { tenantOf: (req) => principalOf(req).tenant });
-        },
+        extraRoutes: (app) => daemonMetricsRoute(app, watch.metrics.registry),
       })
     : undefined;
   if (api) {
