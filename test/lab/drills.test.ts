@@ -3,7 +3,7 @@
  * schedule passes and leaves nothing behind, the ticks that come while it runs are skipped and
  * say why; a drill past its time limit is aborted, torn down and failed; a daemon killed
  * (SIGKILL) mid-drill leaves a drill VM and bubble that the next start removes, recording the
- * drill as interrupted. Judged by the history (`vmdr drill history --json`) and by what
+ * drill as interrupted; an approval never given is ended by the time limit. Judged by the history (`vmdr drill history --json`) and by what
  * `virsh list --all` and `virsh net-list --all` show.
  */
 import assert from 'node:assert/strict';
@@ -114,6 +114,23 @@ describe('drills on the lab (qemu:///system, vmdr serve)', function () {
     const report = JSON.parse((await vmdr(file, 'drill', 'show', run!.id, '--json')).stdout).report as { run: { step: string; status: string }[] };
     assert.deepEqual(report.run.find((s) => s.step === 'cleanup')?.status, 'done', 'the runner\'s cleanup ran after the abort');
     console.log(`      aborted at 3 s, torn down, the command ended after ${(tookMs / 1000).toFixed(1)} s`);
+  });
+
+  it("an approval never given: the drill's time limit tears it down and fails it", async () => {
+    const runbook = join(vm.dir, 'wait-for-approval.yaml');
+    await writeFile(runbook, 'steps:\n  - { name: boot, start: all }\n  - name: go-ahead\n    approval: { message: nobody will answer }\n');
+    const file = await withDrill('unanswered', `schedule: "0 3 1 1 *", timeLimit: 20s, runbook: wait`);
+    await writeFile(file, `${await readFile(file, 'utf8')}runbooks:\n  - { name: wait, file: ${runbook} }\n`);
+    const r = await vmdr(file, 'drill', 'run', 'unanswered');
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout, /go-ahead/, 'the run reached the approval');
+    assert.match(r.stderr, /drill "unanswered" ran past its time limit of 20 s: aborted and torn down\n$/);
+    const [run] = (await history(file)).filter((x) => x.drill === 'unanswered');
+    assert.equal(run!.reason?.code, 'DRILL_TIME_LIMIT');
+    assert.deepEqual(await drillObjects(), { vms: [], networks: [] }, 'the drill VM it booted is gone');
+    const report = JSON.parse((await vmdr(file, 'drill', 'show', run!.id, '--json')).stdout).report as { vms: { status: string }[]; run: { step: string; status: string }[] };
+    assert.equal(report.vms[0]!.status, 'healthy', 'its VM had come up before the wait');
+    assert.equal(report.run.find((s) => s.step === 'cleanup')?.status, 'done');
   });
 
   it('vmdr serve killed mid-drill: the next start removes the drill\'s VM and bubble and records it as interrupted', async () => {
