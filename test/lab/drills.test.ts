@@ -3,8 +3,9 @@
  * schedule passes and leaves nothing behind, the ticks that come while it runs are skipped and
  * say why; a drill past its time limit is aborted, torn down and failed; a daemon killed
  * (SIGKILL) mid-drill leaves a drill VM and bubble that the next start removes, recording the
- * drill as interrupted; an approval never given is ended by the time limit. Judged by the history (`vmdr drill history --json`) and by what
- * `virsh list --all` and `virsh net-list --all` show.
+ * drill as interrupted; a runbook's approval never given is ended by the time limit. Judged by
+ * the history (`vmdr drill history --json`) and by what `virsh list --all` and `virsh net-list
+ * --all` show.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
