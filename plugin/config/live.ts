@@ -9,6 +9,8 @@
  * is. A reload that changes those keeps the values the daemon runs with and says a restart is
  * needed for them.
  */
+import { VmdrError } from '../../hypervisors/errors.js';
+import { loadConfig, type LoadedConfig } from './load.js';
 import type { Config } from './schema.js';
 
 const NEEDS_RESTART = ['version', 'state', 'localSite', 'api', 'sites'] as const satisfies readonly (keyof Config)[];
@@ -34,4 +36,44 @@ export function reloadInPlace(live: Config, next: Config): Reloaded {
     changed.push(key);
   }
   return { changed, restartNeeded };
+}
+
+/** What made the daemon read its config again. */
+export type ReloadCause = 'signal' | 'file' | 'api';
+
+export interface ReloadEvents<T> {
+  /** Brings the daemon's parts in step with the config just taken; what it returns is told to `reloaded`. */
+  apply(reloaded: Reloaded & { fingerprint: string }): Promise<T>;
+  /** The file did not load: the daemon runs on with the config it had. */
+  refused(cause: ReloadCause, err: VmdrError): void;
+  reloaded(cause: ReloadCause, reloaded: Reloaded, applied: T): void;
+}
+
+/**
+ * The daemon's reload, one at a time: the file read and checked again, taken in place when its text
+ * changed (a text read before, by fingerprint, changes nothing), then `apply`. The returned promise
+ * rejects with the config's own error when the file does not load: the API answers a change it
+ * made with it.
+ */
+export function configReloader<T>(current: { file: string; config: Config; fingerprint: string }, events: ReloadEvents<T>): (cause: ReloadCause) => Promise<void> {
+  let fingerprint = current.fingerprint;
+  let queue: Promise<unknown> = Promise.resolve();
+  const once = async (cause: ReloadCause): Promise<void> => {
+    let next: LoadedConfig;
+    try {
+      next = await loadConfig(current.file);
+    } catch (err) {
+      if (err instanceof VmdrError) events.refused(cause, err);
+      throw err;
+    }
+    if (next.fingerprint === fingerprint) return;
+    fingerprint = next.fingerprint;
+    const reloaded = reloadInPlace(current.config, next.config);
+    events.reloaded(cause, reloaded, await events.apply({ ...reloaded, fingerprint }));
+  };
+  return (cause) => {
+    const run = queue.then(() => once(cause), () => once(cause));
+    queue = run.catch(() => undefined);
+    return run;
+  };
 }

@@ -1,8 +1,7 @@
 import { realpath } from 'node:fs/promises';
 import type { Argv } from 'yargs';
 import { VmdrError } from '../../hypervisors/errors.js';
-import { loadConfig, type LoadedConfig } from '../../plugin/config/load.js';
-import { reloadInPlace, type Reloaded } from '../../plugin/config/live.js';
+import { configReloader } from '../../plugin/config/live.js';
 import type { Config, Protection } from '../../plugin/config/schema.js';
 import { watchConfigFile } from '../../plugin/config/watch.js';
 import type { ControlServer } from '../../plugin/control/server.js';
@@ -11,7 +10,7 @@ import { daemonMetricsRoute } from '../../plugin/metrics/route.js';
 import { Notifier } from '../../plugin/notifications/notifier.js';
 import { cycleInterval, replicateContinuously, type CycleReport } from '../../plugin/replication/continuous.js';
 import { ReplicationLag } from '../../plugin/replication/lag.js';
-import { ReplicationLoops, type LoopChanges } from '../../plugin/replication/loops.js';
+import { ReplicationLoops } from '../../plugin/replication/loops.js';
 import { RpoMonitor } from '../../plugin/replication/rpo-monitor.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
@@ -110,14 +109,26 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   );
   let control: ControlServer | undefined;
   let drills: Awaited<ReturnType<typeof startDrills>> | undefined;
-  const reload = configReloader({ file, config, fingerprint }, say, async (reloaded) => {
-    control?.reloaded(reloaded.fingerprint);
-    watch.reconfigure(config, replicatedHere());
-    const changes = await loops.set(replicatedHere());
-    if (reloaded.changed.includes('tenants')) await ensureTenantNetworks({ config, sites }, site, say);
-    // Which drills run here follows the plans' and protections' sites too.
-    if (reloaded.changed.some((k) => k === 'drills' || k === 'plans' || k === 'protections')) await drills?.reschedule();
-    return changes;
+  const reload = configReloader({ file, config, fingerprint }, {
+    apply: async (reloaded) => {
+      control?.reloaded(reloaded.fingerprint);
+      watch.reconfigure(config, replicatedHere());
+      const changes = await loops.set(replicatedHere());
+      if (reloaded.changed.includes('tenants')) await ensureTenantNetworks({ config, sites }, site, say);
+      // Which drills run here follows the plans' and protections' sites too.
+      if (reloaded.changed.some((k) => k === 'drills' || k === 'plans' || k === 'protections')) await drills?.reschedule();
+      return changes;
+    },
+    refused: (why, err) => say({ event: 'warning', why, ...err.toJSON() }, `warning: config not reloaded (${why}): ${err.message}; the daemon runs with the config it had`),
+    reloaded: (why, { changed, restartNeeded }, loops) => {
+      const moved = [...loops.started.map((n) => `+${n}`), ...loops.stopped.map((n) => `-${n}`), ...loops.restarted.map((n) => `~${n}`)];
+      say(
+        { event: 'reloaded', why, changed, restartNeeded, loops },
+        `config reloaded (${why}): ${changed.join(', ') || 'nothing that matters here'} changed` +
+          (moved.length ? `; replication loops ${moved.join(' ')}` : '') +
+          (restartNeeded.length ? `; ${restartNeeded.join(', ')} changed too and take effect when vmdr serve restarts` : ''),
+      );
+    },
   });
   const api = argv.api
     ? await startApi({
@@ -159,43 +170,6 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   await watch.notifier.idle();
   await Promise.allSettled(receivers.map((r) => r.close()));
   say({ event: 'stopped' }, 'vmdr serve: stopped');
-}
-
-/**
- * The daemon's config reload, one at a time: the file read and checked again (a config that does
- * not load is a warning, and the daemon runs on with the one it had), taken in place when its text
- * changed (config/live.ts), then `apply` brings the daemon's parts in step. A reload the API asked
- * for fails with the config's own error, which the API answers with.
- */
-function configReloader(current: { file: string; config: Config; fingerprint: string }, say: Say, apply: (reloaded: Reloaded & { fingerprint: string }) => Promise<LoopChanges>) {
-  let fingerprint = current.fingerprint;
-  let queue: Promise<unknown> = Promise.resolve();
-  const once = async (why: 'signal' | 'file' | 'api'): Promise<void> => {
-    let next: LoadedConfig;
-    try {
-      next = await loadConfig(current.file);
-    } catch (err) {
-      if (!(err instanceof VmdrError)) throw err;
-      say({ event: 'warning', why, ...err.toJSON() }, `warning: config not reloaded (${why}): ${err.message}; the daemon runs with the config it had`);
-      throw err;
-    }
-    if (next.fingerprint === fingerprint) return;
-    fingerprint = next.fingerprint;
-    const reloaded = reloadInPlace(current.config, next.config);
-    const loops = await apply({ ...reloaded, fingerprint });
-    const moved = [...loops.started.map((n) => `+${n}`), ...loops.stopped.map((n) => `-${n}`), ...loops.restarted.map((n) => `~${n}`)];
-    say(
-      { event: 'reloaded', why, changed: reloaded.changed, restartNeeded: reloaded.restartNeeded, loops },
-      `config reloaded (${why}): ${reloaded.changed.join(', ') || 'nothing that matters here'} changed` +
-        (moved.length ? `; replication loops ${moved.join(' ')}` : '') +
-        (reloaded.restartNeeded.length ? `; ${reloaded.restartNeeded.join(', ')} changed too and take effect when vmdr serve restarts` : ''),
-    );
-  };
-  return (why: 'signal' | 'file' | 'api'): Promise<void> => {
-    const run = queue.then(() => once(why), () => once(why));
-    queue = run.catch(() => undefined);
-    return run;
-  };
 }
 
 /**
