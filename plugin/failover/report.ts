@@ -11,7 +11,15 @@ import type { HealthStep } from './boot.js';
 import type { VmEvidence } from './evidence.js';
 import { RUN, RUNBOOK_STEP } from './journal.js';
 import type { ChosenPoint } from './recovery-point.js';
-import type { StoredReportFiles } from '../reports/store.js';
+
+/** A run's stored report files (plugin/reports/store.ts writes them). */
+export interface ReportFiles {
+  json: string;
+  html: string;
+}
+
+/** Where a run's report went, or why it could not be stored (the run's result stands either way). */
+export type StoredReportFiles = ReportFiles | { error: { code: string; message: string } };
 
 export interface StepReport {
   step: string;

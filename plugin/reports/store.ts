@@ -6,20 +6,15 @@ import { createHash } from 'node:crypto';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Config } from '../config/schema.js';
-import type { FailoverReport, VmReport } from '../failover/report.js';
+import type { FailoverReport, ReportFiles, StoredReportFiles, VmReport } from '../failover/report.js';
 import { VmdrError } from '../../hypervisors/errors.js';
 import { renderReportHtml } from './html.js';
 import { signingKey } from './keys.js';
 import { ensureRunReportDir } from './paths.js';
 import { reportJsonText, signReport, REPORT_FORMAT, type SignedReport } from './signed.js';
 
-export interface ReportFiles {
-  json: string;
-  html: string;
-}
-
-/** Where a run's report went, or why it could not be stored (the run's result stands either way). */
-export type StoredReportFiles = ReportFiles | { error: { code: string; message: string } };
+// Declared beside the report that carries them: the report is what this module reads.
+export type { ReportFiles, StoredReportFiles } from '../failover/report.js';
 
 export const REPORT_JSON = 'report.json';
 export const REPORT_HTML = 'report.html';
