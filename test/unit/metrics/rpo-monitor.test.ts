@@ -215,6 +215,6 @@ describe('RPO monitor and webhooks', () => {
 
   it('refuses a webhook URL that is not http(s), naming the place in the config', () => {
     assert.throws(() => config(`notifications:\n  webhooks:\n    - url: ftp://127.0.0.1/hook\n`), /notifications\.webhooks\[0\]\.url: an http:\/\/ or https:\/\/ URL/);
-    assert.throws(() => config(`notifications:\n  webhooks:\n    - url: ${hook.url}\n      events: [drill-passed]\n`), /notifications\.webhooks\[0\]\.events\[0\]/);
+    assert.throws(() => config(`notifications:\n  webhooks:\n    - url: ${hook.url}\n      events: [coffee-ready]\n`), /notifications\.webhooks\[0\]\.events\[0\]/);
   });
 });
