@@ -54,9 +54,16 @@ export interface VmInfo {
 }
 
 export interface DiskSpec {
-  /** Host path of the image. */
+  /**
+   * Host path of the image (on the host vmdr runs on), or a datastore path (`[ds1] web1/web1.vmdk`)
+   * on vSphere. A hypervisor that cannot open this host's files (vSphere) gives a host path's disk
+   * an empty disk of `sizeBytes` on its own storage instead: a pre-staged target's placeholder,
+   * which a boot from a recovery point replaces (prepareBootDisks).
+   */
   path: string;
-  format: 'qcow2' | 'raw';
+  format: 'qcow2' | 'raw' | 'vmdk';
+  /** The disk's virtual size: what a placeholder disk is made with (required where one is made). */
+  sizeBytes?: number;
   /** Guest-visible target (vda, vdb ...); assigned in order when omitted. */
   target?: string;
   device?: 'disk' | 'cdrom';
@@ -85,6 +92,12 @@ export interface VmSpec {
   serialLog?: string;
   labels?: Record<string, string>;
   /**
+   * Make the VM as a copy of this VM's hardware, with this spec's disks, NICs and labels: how a
+   * drill's VM matches its pre-staged target. vSphere makes a linked clone from a snapshot of it;
+   * libvirt defines from the spec alone (the spec already describes the same hardware).
+   */
+  cloneOf?: string;
+  /**
    * Adapter-specific template to render the VM from (for libvirt: a domain XML file under
    * templates/domains/ or an absolute path). The adapter's default is used when omitted.
    */
@@ -111,7 +124,7 @@ export interface BootDisk {
   target: string;
   /** Host path (libvirt) or datastore path (vSphere) of what the VM opens. */
   path: string;
-  format: 'qcow2' | 'raw';
+  format: 'qcow2' | 'raw' | 'vmdk';
 }
 
 export interface BootDisksRequest {
@@ -328,6 +341,33 @@ export interface AdapterOptions {
    * purpose (a guest agent command, a graceful stop) keep their own longer bounds.
    */
   callTimeoutMs?: number;
+  /** How a vSphere adapter logs in, whom it trusts and where it puts what it makes. */
+  vsphere?: VsphereOptions;
+}
+
+/**
+ * A vSphere endpoint's settings beside its URI (`vsphere://user@host[:port]/Datacenter`; the URI's
+ * query may carry `thumbprint`, `datastore`, `pool`, `folder` too, and the fields here win).
+ * The password never travels in a URI or a flag: it is read from `passwordFile` (a file only its
+ * owner may read) or the environment variable `passwordEnv` (default VMDR_VSPHERE_PASSWORD).
+ */
+export interface VsphereOptions {
+  passwordFile?: string;
+  passwordEnv?: string;
+  /**
+   * SHA-256 fingerprint of the server's certificate (`SHA256:AB:CD:…`, colons optional): a
+   * self-signed host is trusted when its certificate has exactly this one, and refused otherwise.
+   * Without it the certificate must verify against the system's CAs (or `caFile`).
+   */
+  thumbprint?: string;
+  /** PEM file of CAs to trust besides the system's. */
+  caFile?: string;
+  /** Datastore vmdr's VMs and their disks go on; default the datacenter's first. */
+  datastore?: string;
+  /** Resource pool (inventory path or name) vmdr's VMs run in; default the first cluster's or host's. */
+  pool?: string;
+  /** VM folder (inventory path) vmdr's VMs are made in; default the datacenter's vm folder. */
+  folder?: string;
 }
 
 export interface HypervisorAdapter {
@@ -356,7 +396,7 @@ export interface HypervisorAdapter {
    * failover's overlay on top of a recovery point (the VM must be off). Disks not named keep
    * their images; a named target the VM lacks is an error.
    */
-  setDiskImages(vm: string, disks: { target: string; path: string; format: 'qcow2' | 'raw' }[]): Promise<VmInfo>;
+  setDiskImages(vm: string, disks: { target: string; path: string; format: DiskSpec['format'] }[]): Promise<VmInfo>;
   /**
    * Adds a disk to a VM that is off: how a pre-staged target takes a disk its source gained. Its
    * guest target (vdc ...) is required and must be free on the VM.

@@ -149,7 +149,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return this.describe(vm);
   }
 
-  async setDiskImages(vm: string, disks: { target: string; path: string; format: 'qcow2' | 'raw' }[]): Promise<VmInfo> {
+  async setDiskImages(vm: string, disks: { target: string; path: string; format: DiskSpec['format'] }[]): Promise<VmInfo> {
     await this.requireOff(vm, 'change its disks');
     await this.redefine(vm, (xml) => {
       setDiskImagesInXml(xml, { vm, host: this.uri }, disks);

@@ -17,7 +17,7 @@
  */
 import { access } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { HypervisorAdapter, TaskOptions, VmInfo, VmSpec } from '../../hypervisors/types.js';
+import type { DiskSpec, HypervisorAdapter, TaskOptions, VmInfo, VmSpec } from '../../hypervisors/types.js';
 import { NetworkNotFound, VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
 import { isLocalSite, type SiteConnections } from '../sites/connections.js';
@@ -221,13 +221,13 @@ async function ensureBaseImage(storage: string, disk: TargetDisk, source: VmInfo
 }
 
 /** `disks`: the replica's base images (pre-staging), or a boot's disks in their own format (a drill). */
-export function targetSpec(p: Protection, storage: string, disks: { target: string; path: string; format?: 'qcow2' | 'raw' }[]): VmSpec {
+export function targetSpec(p: Protection, storage: string, disks: { target: string; path: string; format?: DiskSpec['format']; capacityBytes?: number }[]): VmSpec {
   return {
     name: p.target.vm,
     memoryMiB: p.target.memoryMiB,
     vcpus: p.target.vcpus,
     boot: p.target.boot,
-    disks: disks.map((d) => ({ path: d.path, format: d.format ?? REPLICA_IMAGE_FORMAT, target: d.target })),
+    disks: disks.map((d) => ({ path: d.path, format: d.format ?? REPLICA_IMAGE_FORMAT, target: d.target, ...(d.capacityBytes ? { sizeBytes: d.capacityBytes } : {}) })),
     nics: p.target.nics.map((n) => ({ network: n.network, mac: n.mac })),
     serialLog: serialLog(storage, p),
     labels: targetLabels(p.name, p.tenant),
