@@ -89,7 +89,13 @@ export class VsphereSession {
       maxRedirects: 0,
       maxContentLength: this.#maxBytes,
     });
+    const origin = new URL(this.transfer.defaults.baseURL!).origin;
     this.transfer.interceptors.request.use((config) => {
+      // The session cookie is as good as the password: it goes to this host and nowhere else.
+      const target = new URL(config.url ?? '', config.baseURL ?? origin);
+      if (target.origin !== origin) {
+        throw new VsphereInvalidRequest(endpoint.host, 'datastore transfer', `${target.origin} is not this session's host; the session cookie goes nowhere else`);
+      }
       if (this.#cookie) config.headers.set('Cookie', this.#cookie);
       return config;
     });

@@ -177,6 +177,7 @@ describe('vSphere client core (govmomi simulator)', function () {
     assert.deepEqual(Buffer.from(got.data as ArrayBuffer), body);
     const anonymous = await fetchStatus(`${vcsim.url.replace(/\/sdk$/, '')}${file}?dcPath=DC0&dsName=LocalDS_0`);
     assert.equal(anonymous, 'refused', 'without a pinned trust, no transfer either');
+    await rejectsWith(session.transfer.get(`https://127.0.0.2:${vcsim.port}${file}`), 'VSPHERE_INVALID_REQUEST');
   });
 
   it('a wrong password fails with VSPHERE_LOGIN_FAILED in one line that holds no password', async () => {
