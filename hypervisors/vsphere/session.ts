@@ -86,6 +86,8 @@ export class VsphereSession {
     this.transfer = axios.create({
       baseURL: `https://${hostForUrl(endpoint.host)}:${endpoint.port}`,
       httpsAgent: agent,
+      // Straight to the host: an HTTP(S)_PROXY from the environment must not see the session.
+      proxy: false,
       maxRedirects: 0,
       maxContentLength: this.#maxBytes,
     });
@@ -208,6 +210,7 @@ export class VsphereSession {
     try {
       const response = await axios.post<Readable>(`https://${hostForUrl(host)}:${this.endpoint.port}/sdk`, body, {
         httpsAgent: this.#agent,
+        proxy: false,
         headers: {
           'Content-Type': 'text/xml; charset=utf-8',
           SOAPAction: this.#apiVersion ? `urn:vim25/${this.#apiVersion}` : 'urn:vim25',

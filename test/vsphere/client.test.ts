@@ -148,6 +148,25 @@ describe('vSphere client core (govmomi simulator)', function () {
       await rejectsWith(session.call('PowerOnVM_Task', moRef('VirtualMachine', 'vm-99999'), {}, { vm: 'ghost' }), 'VM_NOT_FOUND');
     });
 
+    it('a customization (nested xsi:types) is applied at the next power on: host name and IP show in guest', async () => {
+      const target = await resolvePath(session, '/DC0/vm/DC0_C0_RP0_VM0');
+      await waitForTask(session, await session.call<MoRef>('PowerOffVM_Task', target), { phase: 'power off' });
+      const spec = {
+        identity: { _type: 'CustomizationLinuxPrep', hostName: { _type: 'CustomizationFixedName', name: 'test-web1' }, domain: 'dr.example' },
+        globalIPSettings: { dnsServerList: ['192.0.2.53'] },
+        nicSettingMap: [
+          { adapter: { ip: { _type: 'CustomizationFixedIp', ipAddress: '192.0.2.10' }, subnetMask: '255.255.255.0', gateway: ['192.0.2.1'], dnsServerList: ['192.0.2.53'] } },
+        ],
+      };
+      await waitForTask(session, await session.call<MoRef>('CustomizeVM_Task', target, { spec }), { phase: 'customize' });
+      await waitForTask(session, await session.call<MoRef>('PowerOnVM_Task', target), { phase: 'power on' });
+      const guest = await vmProps(session, target, ['guest.hostName', 'guest.ipAddress', 'guest.net']);
+      assert.equal(guest['guest.hostName'], 'test-web1');
+      assert.equal(guest['guest.ipAddress'], '192.0.2.10');
+      const [nic] = [guest['guest.net']].flat() as { ipAddress?: string | string[] }[];
+      assert.deepEqual([nic?.ipAddress].flat(), ['192.0.2.10']);
+    });
+
     it('a VM named with markup and quotes round-trips: created with that name, read back the same', async () => {
       const name = `test-<&>"' é  `;
       const pool = await resolvePath(session, '/DC0/host/DC0_C0/Resources');
