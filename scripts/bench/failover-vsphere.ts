@@ -16,7 +16,8 @@
  * `npm run bench:failover` runs it after the libvirt part; it also runs alone, without the lab
  * (only the simulator, QEMU's tools and curl): `npx tsx scripts/bench/failover-vsphere.ts`.
  */
-import { writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { loadavg } from 'node:os';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -82,9 +83,11 @@ export async function benchVsphereMaterialize(cleanup: Cleanup, repeat: number):
   const curlVersion = (await exec('curl', ['--version'])).stdout.split('\n')[0]!;
 
   const samples = new Map<number, Sample[]>(ALLOCATED.map((a) => [a, []]));
+  const load: string[] = [];
   for (let rep = 1; rep <= repeat; rep += 1) {
     for (const allocated of ALLOCATED) {
       const disk = await makePoint(dir, allocated);
+      load.push(loadavg()[0]!.toFixed(2));
       const boot = `bench-${rep}-${allocated / MiB}m`;
       const raw = join(dir, `${boot}.raw`);
       const vmdr = async () => {
@@ -119,6 +122,7 @@ export async function benchVsphereMaterialize(cleanup: Cleanup, repeat: number):
     }
   }
 
+  load.push(loadavg()[0]!.toFixed(2));
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
   const list = (xs: number[]) => `[${xs.map((x) => (x / 1000).toFixed(2)).join(', ')}]`;
   const rows = ALLOCATED.map((allocated) => {
@@ -144,7 +148,8 @@ export async function benchVsphereMaterialize(cleanup: Cleanup, repeat: number):
     `A 1 GiB disk's point (a two-image qcow2 chain) materialized as a flat VMDK on the simulator's datastore LocalDS_0 ` +
       `(Debian's govmomi 0.24.2 simulator on loopback over TLS, writing to this machine's local disk; ${curlVersion}). ` +
       `${repeat} repetitions, order alternating; medians, every value in brackets. The extent travels at the full 1 GiB ` +
-      'virtual size whatever is allocated; a real ESXi datastore over a LAN is slower than this loopback.',
+      'virtual size whatever is allocated; a real ESXi datastore over a LAN is slower than this loopback. ' +
+      `1-min load average before each measurement and at the end: ${load.join(', ')}.`,
     '',
     table(
       ['allocated', 'vmdr materializePoint', 'per GiB allocated', 'extent rate (1 GiB)', 'qemu-img convert -O raw alone', 'curl -T of the raw bytes', 'convert + curl (the steps without vmdr)', 'vmdr / (convert + curl)'],
