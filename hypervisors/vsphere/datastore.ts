@@ -285,9 +285,11 @@ function fileManager(session: VsphereSession): MoRef {
 
 /**
  * A 401 from the file API: the session the cookie names is gone (expired during a long upload, or
- * terminated). One authenticated SOAP call finds that out the way every call does, and logs in
- * again (shared with concurrent calls); the cookie the next transfer sends is the new one.
+ * terminated). One SOAP call that needs a session finds that out the way every call does, and logs
+ * in again (shared with concurrent calls); the cookie the next transfer sends is the new one.
+ * Reading SessionManager.currentSession would not do: without a session it reads as empty rather
+ * than failing, so nothing would log in again. A container view needs a session everywhere.
  */
 async function renewSession(session: VsphereSession, signal?: AbortSignal): Promise<void> {
-  await retrieve(session, { type: 'SessionManager', paths: ['currentSession'], objects: [session.content.sessionManager], ...(signal ? { signal } : {}) });
+  await retrieve(session, { type: 'Datacenter', paths: ['name'], container: session.content.rootFolder, ...(signal ? { signal } : {}) });
 }
