@@ -56,6 +56,8 @@ export interface UploadSource {
 export interface UploadOptions extends TaskOptions {
   phase?: string;
   subject?: ProgressSubject;
+  /** How long the upload may make no progress at all before it fails. Default 120 s. */
+  idleTimeoutMs?: number;
 }
 
 /**
@@ -166,10 +168,11 @@ export async function uploadFile(session: VsphereSession, file: DatastoreFile, b
       const total = source.sizeBytes;
       // An idle deadline of its own: axios' timeout would bound the whole upload, however large.
       const idle = new AbortController();
+      const idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
       let timer: NodeJS.Timeout | undefined;
       const progressed = () => {
         clearTimeout(timer);
-        timer = setTimeout(() => idle.abort(new VsphereTransferFailed('upload', file, host, `no progress within ${IDLE_TIMEOUT_MS / 1000} s`)), IDLE_TIMEOUT_MS);
+        timer = setTimeout(() => idle.abort(new VsphereTransferFailed('upload', file, host, `no progress within ${idleMs / 1000} s`)), idleMs);
       };
       let done = 0;
       const counted = new Transform({
