@@ -89,12 +89,12 @@ export class VsphereResponseTooLarge extends VmdrError {
   }
 }
 
-/** The session is not (or no longer) logged in, and logging in again did not help. */
+/** The session is not (or no longer) logged in: it was logged out, or logging in again did not help. */
 export class VsphereNotAuthenticated extends VmdrError {
-  constructor(host: string, operation: string, cause?: unknown) {
-    super('VSPHERE_NOT_AUTHENTICATED', `vSphere ${host} (${operation}): the session is not logged in, even after logging in again`, {
+  constructor(host: string, operation: string, options: { loggedInAgain?: boolean; cause?: unknown } = {}) {
+    super('VSPHERE_NOT_AUTHENTICATED', `vSphere ${host} (${operation}): the session is not logged in${options.loggedInAgain ? ', even after logging in again' : ''}`, {
       subject: { host },
-      cause,
+      cause: options.cause,
     });
   }
 }
