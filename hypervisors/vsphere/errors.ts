@@ -71,6 +71,13 @@ export class VsphereCertificateRefused extends VmdrError {
   }
 }
 
+/** The CA file named in the site's vsphere settings cannot be read or holds no certificate. */
+export class VsphereCaFileInvalid extends VmdrError {
+  constructor(file: string, detail: string, cause?: unknown) {
+    super('VSPHERE_CA_FILE_INVALID', `vSphere CA file ${file}: ${detail}`, { subject: { file }, cause });
+  }
+}
+
 /** The server answered something that is not a SOAP answer of vim25 (wrong path, a proxy's page). */
 export class VsphereProtocolError extends VmdrError {
   constructor(host: string, operation: string, detail: string, cause?: unknown) {
