@@ -91,9 +91,10 @@ export class VsphereNetworks {
     if (!network && carrying.length === 0) throw new NetworkNotFound(name, this.uri);
     const info = await this.describe(name, network?.props.customValue, hosts);
     if (!info.labels) throw new NotManagedByVmdr('network', name, this.uri, { network: name });
-    for (const h of carrying) {
-      const vswitch = h.portgroups.find((p) => p.name === name)!.vswitch;
-      await this.session.call('RemovePortGroup', h.system, { pgName: name });
+    // Its vSwitch from whichever host carries it: a host that lacks the port group may still have the vSwitch.
+    const vswitch = info.bridge!;
+    for (const h of hosts) {
+      if (h.portgroups.some((p) => p.name === name)) await this.session.call('RemovePortGroup', h.system, { pgName: name });
       const others = h.portgroups.filter((p) => p.vswitch === vswitch && p.name !== name);
       if (others.length === 0 && h.vswitches.some((s) => s.name === vswitch)) await this.session.call('RemoveVirtualSwitch', h.system, { vswitchName: vswitch });
     }

@@ -6,13 +6,13 @@
  */
 import { HypervisorOperationFailed, VmdrError } from '../errors.js';
 import type { VsphereEndpoint } from './endpoint.js';
-import { datacenter, resolvePath } from './find.js';
+import { datacenter, resolvePath, type Datacenter } from './find.js';
 import { retrieve } from './property-collector.js';
 import type { VsphereSession } from './session.js';
 import { asArray, type MoRef } from './soap.js';
 
 export interface Placement {
-  datacenter: { name: string; ref: MoRef; vmFolder: MoRef; hostFolder: MoRef; datastoreFolder: MoRef; networkFolder: MoRef };
+  datacenter: Datacenter;
   datastore: { name: string; ref: MoRef };
   pool: MoRef;
   folder: MoRef;
@@ -32,7 +32,7 @@ class PlacementNotFound extends VmdrError {
 
 export async function resolvePlacement(session: VsphereSession, endpoint: VsphereEndpoint): Promise<Placement> {
   const dc = await datacenter(session, endpoint.datacenter);
-  const dcInfo = { name: endpoint.datacenter, ...dc };
+  const dcInfo = dc;
   return {
     datacenter: dcInfo,
     datastore: await chooseDatastore(session, dcInfo, endpoint),

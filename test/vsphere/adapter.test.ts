@@ -13,8 +13,11 @@
  * - the simulator keeps a port group of one name on the first host only (a second host's
  *   AddPortGroup fails with DuplicateName: it has one Network per datacenter name), so the
  *   isolated network's vSwitch is checked on every host and its port group on the first.
- * - a linked clone's disks are new files on the simulator (it ignores diskMoveType) and it
- *   shares device objects between the clone and its source (see the clone test).
+ * - a linked clone's disks are new files on the simulator (it ignores diskMoveType and the
+ *   snapshot), and its CloneVM_Task shares the source's device objects with the clone: after a
+ *   clone, the simulator reports the source's disks at the clone's new file names (govmomi 0.24,
+ *   simulator/virtual_machine.go CloneVMTask). The clone test therefore checks the target's own
+ *   disk files on the datastore, its NICs, labels and power state, not the disk paths it reports.
  */
 import assert from 'node:assert/strict';
 import { openAdapter } from '../../hypervisors/index.js';
@@ -84,6 +87,14 @@ describe('vSphere adapter (simulator)', function () {
   async function vmProps(name: string, paths: string[]): Promise<Record<string, unknown>> {
     const [found] = await retrieve(session, { type: 'VirtualMachine', paths, objects: [await vmRef(name)] });
     return found!.props;
+  }
+
+  /** The .vmx and .vmdk files in a folder of LocalDS_0, as the datastore browser lists them. */
+  async function datastoreFiles(folder: string): Promise<string[]> {
+    const [ds] = await retrieve(session, { type: 'Datastore', paths: ['browser'] });
+    const task = await session.call<MoRef>('SearchDatastore_Task', ds!.props.browser as MoRef, { datastorePath: `[LocalDS_0] ${folder}`, searchSpec: { matchPattern: ['*.vmx', '*.vmdk'] } });
+    const found = (await waitForTask(session, task, { phase: 'search' })) as { file?: unknown };
+    return items<{ path: string }>(found.file).map((f) => f.path);
   }
 
   describe('inventory', () => {
@@ -330,6 +341,7 @@ describe('vSphere adapter (simulator)', function () {
     before(async () => {
       // The drill's boot disks, as vs-disks' materialization leaves them on the datastore.
       const [dc] = await retrieve(session, { type: 'Datacenter', paths: ['name'] });
+      await session.call('MakeDirectory', session.content.fileManager!, { name: '[LocalDS_0] vmdr-boot', datacenter: dc!.ref, createParentDirectories: true });
       for (const target of ['vda', 'vdb', 'vdc']) {
         const task = await session.call<MoRef>('CreateVirtualDisk_Task', session.content.virtualDiskManager!, {
           name: bootDisk(target),
@@ -376,6 +388,9 @@ describe('vSphere adapter (simulator)', function () {
       await rejectsWith(adapter.getVm(DRILL_VM), 'VM_NOT_FOUND');
       const after = await adapter.getVm(TARGET);
       assert.deepEqual([after.nics, after.labels, after.powerState], [target.nics, target.labels, 'shutoff']);
+      // Its disk files are where they were (see the header for what the simulator reports instead).
+      const files = await datastoreFiles(TARGET);
+      for (const d of ['vda', 'vdb', 'vdc']) assert.ok(files.includes(`${TARGET}-${d}.vmdk`), `${TARGET}-${d}.vmdk in ${files.join(', ')}`);
       const snapshot = (await vmProps(TARGET, ['snapshot'])).snapshot as { rootSnapshotList?: unknown };
       assert.deepEqual(items<{ name: string }>(snapshot.rootSnapshotList).map((s) => s.name), ['vmdr-drill-base']);
       await adapter.removeNetwork(BUBBLE);
@@ -393,10 +408,7 @@ describe('vSphere adapter (simulator)', function () {
       await adapter.undefine(TARGET);
       await rejectsWith(adapter.getVm(TARGET), 'VM_NOT_FOUND');
       // Its files are still on the datastore.
-      const [ds] = await retrieve(session, { type: 'Datastore', paths: ['browser'] });
-      const task = await session.call<MoRef>('SearchDatastore_Task', ds!.props.browser as MoRef, { datastorePath: `[LocalDS_0] ${TARGET}`, searchSpec: { matchPattern: ['*.vmx', '*.vmdk'] } });
-      const found = (await waitForTask(session, task, { phase: 'search' })) as { file?: unknown };
-      const files = items<{ path: string }>(found.file).map((f) => f.path);
+      const files = await datastoreFiles(TARGET);
       for (const f of [`${TARGET}.vmx`, `${TARGET}-vda.vmdk`]) assert.ok(files.includes(f), `${f} in ${files.join(', ')}`);
 
       const registered = await adapter.defineVm(targetSpec());
