@@ -183,10 +183,12 @@ export class VsphereAdapter implements HypervisorAdapter {
   async prepareBootDisks(request: BootDisksRequest & { vm?: string; labels?: Record<string, string> }): Promise<BootDisk[]> {
     const c = await this.connected();
     const { vm, labels, ...boot } = request;
-    let place = { datastore: c.place.datastore.name, folder: DRILL_BOOT_FOLDER };
+    const datacenter = c.place.datacenter.name;
+    let place = { datacenter, datastore: c.place.datastore.name, folder: DRILL_BOOT_FOLDER };
     if (vm) {
       await c.vms.requireOff(vm, 'change its disks');
-      place = folderOf((await c.vms.read(vm)).vmxPath) ?? place;
+      const own = folderOf((await c.vms.read(vm)).vmxPath);
+      if (own) place = { datacenter, ...own };
     }
     const disks = await materializePoint(c.session, place, boot);
     if (vm) {
@@ -211,7 +213,7 @@ export class VsphereAdapter implements HypervisorAdapter {
     for (const result of items<{ folderPath?: string; file?: unknown }>(found)) {
       if (items(result.file).length && result.folderPath) folders.add(folderOf(`${result.folderPath.replace(/\/?$/, '/')}x`)!.folder);
     }
-    for (const folder of folders) await removeMaterialized(c.session, { datastore: ds.name, folder }, request);
+    for (const folder of folders) await removeMaterialized(c.session, { datacenter: c.place.datacenter.name, datastore: ds.name, folder }, request);
   }
 
   async applyGuestIdentity(vm: string, identity: GuestIdentity): Promise<AppliedGuestIdentity> {

@@ -6,15 +6,16 @@ import { Unsupported } from '../errors.js';
 import type { BootDisk, BootDisksRequest, TaskOptions } from '../types.js';
 import type { VsphereSession } from './session.js';
 
-export interface MaterializePlace {
+export interface DiskPlace {
+  datacenter: string;
   datastore: string;
   folder: string;
 }
 
-export async function materializePoint(_session: VsphereSession, _place: MaterializePlace, _request: BootDisksRequest, _task?: TaskOptions): Promise<BootDisk[]> {
+export async function materializePoint(_session: VsphereSession, _place: DiskPlace, _request: BootDisksRequest, _task?: TaskOptions): Promise<BootDisk[]> {
   throw new Unsupported('materializing a recovery point as VMDKs (vs-disks)', 'vsphere');
 }
 
-export async function removeMaterialized(_session: VsphereSession, _place: MaterializePlace, _request: BootDisksRequest): Promise<void> {
+export async function removeMaterialized(_session: VsphereSession, _place: DiskPlace, _request: BootDisksRequest): Promise<void> {
   throw new Unsupported('removing materialized boot disks (vs-disks)', 'vsphere');
 }

@@ -16,11 +16,11 @@ import { IdentityInvalid, VmdrError } from '../errors.js';
 import { checkGuestIdentity } from '../guest-identity.js';
 import type { AppliedGuestIdentity, GuestIdentity, GuestNicIdentity } from '../types.js';
 import { nicEditSpec, type NetworkBacking } from './devices.js';
-import type { CustomFields } from './labels.js';
-import { faultType, type VsphereNetworks } from './network.js';
+import { IDENTITY_FIELD, type CustomFields } from './labels.js';
+import { faultType } from './fault-type.js';
+import type { VsphereNetworks } from './network.js';
 import type { VsphereVms } from './vm.js';
 
-export const IDENTITY_FIELD = 'vmdr.identity';
 /** LinuxPrep needs a domain; a bare hostname gets this one, as the guest would call itself. */
 const NO_DOMAIN = 'localdomain';
 

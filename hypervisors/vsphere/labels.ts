@@ -17,11 +17,14 @@ import type { MoRef } from './soap.js';
 
 export const LABEL_PREFIX = 'vmdr.';
 
+/** The instance id of the identity a VM was given (customization.ts). */
+export const IDENTITY_FIELD = 'vmdr.identity';
+
 /**
  * Attributes vmdr keeps for itself beside the labels (customization.ts's identity): never shown
  * as labels, never removed by a replacement of the labels.
  */
-export const INTERNAL_FIELDS: ReadonlySet<string> = new Set(['vmdr.identity']);
+export const INTERNAL_FIELDS: ReadonlySet<string> = new Set([IDENTITY_FIELD]);
 
 export type LabelledType = 'VirtualMachine' | 'Network';
 

@@ -8,12 +8,14 @@
  * all of them. Only such networks are reported isolated and only they are removed.
  */
 import { createHash } from 'node:crypto';
-import { NetworkConflict, NetworkNotFound, NotManagedByVmdr, VmdrError } from '../errors.js';
+import { NetworkConflict, NetworkNotFound, NotManagedByVmdr } from '../errors.js';
 import type { IsolatedNetworkSpec, NetworkInfo } from '../types.js';
 import type { NetworkBacking } from './devices.js';
+import { faultType } from './fault-type.js';
 import type { CustomFields } from './labels.js';
 import { items, type Placement } from './placement.js';
 import { retrieve } from './property-collector.js';
+import { poll } from './poll.js';
 import type { VsphereSession } from './session.js';
 import type { MoRef } from './soap.js';
 
@@ -21,6 +23,7 @@ const VSWITCH_PREFIX = 'vmdr-';
 /** ESXi's limit on a vSwitch's name. */
 const VSWITCH_NAME_MAX = 31;
 const VSWITCH_PORTS = 128;
+const NETWORK_OBJECT_WAIT_MS = 5_000;
 
 interface HostNetworks {
   host: MoRef;
@@ -128,12 +131,9 @@ export class VsphereNetworks {
 
   /** vCenter makes the Network object of a new port group shortly after the host has it. */
   private async waitForNetwork(name: string): Promise<{ ref: MoRef; props: Record<string, unknown> }> {
-    for (let attempt = 0; ; attempt++) {
-      const found = (await this.standardNetworks()).find((n) => n.props.name === name);
-      if (found) return found;
-      if (attempt >= 20) throw new NetworkNotFound(name, this.uri);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    const found = await poll(async () => (await this.standardNetworks()).find((n) => n.props.name === name), { deadline: Date.now() + NETWORK_OBJECT_WAIT_MS, intervalMs: 250 });
+    if (!found) throw new NetworkNotFound(name, this.uri);
+    return found;
   }
 
   private standardNetworks() {
@@ -177,14 +177,4 @@ export function vswitchNameFor(network: string): string {
   if (base.length <= VSWITCH_NAME_MAX) return base;
   const digest = createHash('sha256').update(network).digest('hex').slice(0, 8);
   return `${base.slice(0, VSWITCH_NAME_MAX - 9)}-${digest}`;
-}
-
-/** The vSphere fault type behind an error the client raised, when it carries one. */
-export function faultType(err: unknown): string | undefined {
-  for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
-    const type = (e as { faultType?: unknown }).faultType;
-    if (typeof type === 'string') return type;
-    if (!(e instanceof VmdrError) && !(e as { cause?: unknown }).cause) break;
-  }
-  return undefined;
 }

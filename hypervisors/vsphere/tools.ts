@@ -5,9 +5,8 @@
  */
 import { GuestAgentUnavailable, InvalidPowerState, VmNotFound } from '../errors.js';
 import { retrieve } from './property-collector.js';
+import { poll } from './poll.js';
 import type { VsphereVms } from './vm.js';
-
-const POLL_MS = 500;
 
 /**
  * Resolves once `guest.toolsRunningStatus` is guestToolsRunning, within `timeoutMs`. At the
@@ -16,21 +15,21 @@ const POLL_MS = 500;
  * reports it until its Tools first check in.
  */
 export async function waitForTools(vms: VsphereVms, uri: string, vm: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const guest = await vms.withRef(vm, async (ref) => {
-      const [found] = await retrieve(vms.session, { type: 'VirtualMachine', paths: ['runtime.powerState', 'guest.toolsRunningStatus', 'guest.toolsStatus'], objects: [ref] });
-      if (!found) throw new VmNotFound(vm, uri);
-      return found.props;
-    });
-    const power = String(guest['runtime.powerState']);
-    if (power !== 'poweredOn') throw new InvalidPowerState(vm, uri, power === 'poweredOff' ? 'shutoff' : power, 'only a running VM runs VMware Tools');
-    if (guest['guest.toolsRunningStatus'] === 'guestToolsRunning') return;
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      if (guest['guest.toolsStatus'] === 'toolsNotInstalled') throw new GuestAgentUnavailable(vm, uri, 'not-configured', 'VMware Tools are not installed in the guest');
-      throw new GuestAgentUnavailable(vm, uri, 'not-answering', `VMware Tools are not running in the guest (${String(guest['guest.toolsRunningStatus'] ?? 'no status')})`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, Math.min(POLL_MS, left)));
-  }
+  let last: Record<string, unknown> = {};
+  const running = await poll(
+    async () => {
+      last = await vms.withRef(vm, async (ref) => {
+        const [found] = await retrieve(vms.session, { type: 'VirtualMachine', paths: ['runtime.powerState', 'guest.toolsRunningStatus', 'guest.toolsStatus'], objects: [ref] });
+        if (!found) throw new VmNotFound(vm, uri);
+        return found.props;
+      });
+      const power = String(last['runtime.powerState']);
+      if (power !== 'poweredOn') throw new InvalidPowerState(vm, uri, power === 'poweredOff' ? 'shutoff' : power, 'only a running VM runs VMware Tools');
+      return last['guest.toolsRunningStatus'] === 'guestToolsRunning' ? true : undefined;
+    },
+    { deadline: Date.now() + timeoutMs },
+  );
+  if (running) return;
+  if (last['guest.toolsStatus'] === 'toolsNotInstalled') throw new GuestAgentUnavailable(vm, uri, 'not-configured', 'VMware Tools are not installed in the guest');
+  throw new GuestAgentUnavailable(vm, uri, 'not-answering', `VMware Tools are not running in the guest (${String(last['guest.toolsRunningStatus'] ?? 'no status')})`);
 }

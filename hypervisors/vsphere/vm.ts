@@ -9,10 +9,12 @@ import type { DiskSpec, PowerState, StopOptions, TaskOptions, VmInfo, VmSpec } f
 import { diskAddSpec, diskNameOptions, diskNames, diskRemoveSpec, freeUnit, isDatastorePath, nicAddSpec, parseSlot, readHardware, scsiControllerSpec, stringValue, type Hardware, type NetworkBacking } from './devices.js';
 import { findVm } from './find.js';
 import type { CustomFields } from './labels.js';
-import { faultType, type VsphereNetworks } from './network.js';
+import { faultType } from './fault-type.js';
+import type { VsphereNetworks } from './network.js';
 import { items, type Placement } from './placement.js';
 import { retrieve } from './property-collector.js';
 import type { VsphereSession } from './session.js';
+import { poll } from './poll.js';
 import type { MoRef } from './soap.js';
 import { waitForTask } from './task.js';
 
@@ -24,7 +26,6 @@ export const CLONE_OF = 'vmdr.clone-of';
 /** What guest OS vSphere is told a VM vmdr makes runs: its source's OS is not known here. */
 const GUEST_ID = 'otherLinux64Guest';
 const DEFAULT_GRACEFUL_TIMEOUT_MS = 60_000;
-const STATE_POLL_MS = 500;
 
 const POWER_STATES: Record<string, PowerState> = { poweredOn: 'running', poweredOff: 'shutoff', suspended: 'suspended' };
 
@@ -175,7 +176,7 @@ export class VsphereVms {
       if (faultType(err) !== 'ToolsUnavailable') throw err;
       asked = false;
     });
-    if (asked && (await this.waitUntil(vm, deadline, options.signal, async () => (await this.powerState(vm)) === 'shutoff'))) return;
+    if (asked && (await poll(async () => ((await this.powerState(vm)) === 'shutoff' ? true : undefined), { deadline, ...(options.signal ? { signal: options.signal } : {}) }))) return;
     if (!options.forceOnTimeout) throw new StopTimedOut(vm, this.uri, timeoutMs);
     await this.powerOff(vm);
   }
@@ -322,31 +323,6 @@ export class VsphereVms {
     const onDvs = devices.some((d) => items<{ backing?: { port?: unknown } }>(d).some((x) => x.backing?.port));
     return onDvs ? this.networks.portgroupNames() : new Map();
   }
-
-  /** True once `done` says so, false at the deadline; an abort rejects with the signal's reason. */
-  private async waitUntil(vm: string, deadline: number, signal: AbortSignal | undefined, done: () => Promise<boolean>): Promise<boolean> {
-    for (;;) {
-      signal?.throwIfAborted();
-      if (await done()) return true;
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      await sleep(Math.min(STATE_POLL_MS, left), signal);
-    }
-  }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** The last value of an extraConfig key (the simulator appends a value per reconfiguration). */
