@@ -86,10 +86,18 @@ export class VsphereSession {
     this.transfer = axios.create({
       baseURL: `https://${hostForUrl(endpoint.host)}:${endpoint.port}`,
       httpsAgent: agent,
+      // Straight to the host: an HTTP(S)_PROXY from the environment must not see the session.
+      proxy: false,
       maxRedirects: 0,
       maxContentLength: this.#maxBytes,
     });
+    const origin = new URL(this.transfer.defaults.baseURL!).origin;
     this.transfer.interceptors.request.use((config) => {
+      // The session cookie is as good as the password: it goes to this host and nowhere else.
+      const target = new URL(config.url ?? '', config.baseURL ?? origin);
+      if (target.origin !== origin) {
+        throw new VsphereInvalidRequest(endpoint.host, 'datastore transfer', `${target.origin} is not this session's host; the session cookie goes nowhere else`);
+      }
       if (this.#cookie) config.headers.set('Cookie', this.#cookie);
       return config;
     });
@@ -202,6 +210,7 @@ export class VsphereSession {
     try {
       const response = await axios.post<Readable>(`https://${hostForUrl(host)}:${this.endpoint.port}/sdk`, body, {
         httpsAgent: this.#agent,
+        proxy: false,
         headers: {
           'Content-Type': 'text/xml; charset=utf-8',
           SOAPAction: this.#apiVersion ? `urn:vim25/${this.#apiVersion}` : 'urn:vim25',
