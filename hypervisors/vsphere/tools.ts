@@ -9,17 +9,22 @@ import { poll } from './poll.js';
 import type { VsphereVms } from './vm.js';
 
 /**
+ * A VM whose Tools never reported yet shows them "not installed" (vCenter learns they are there
+ * when they first run): only a guest up for this long without them is taken to have none.
+ */
+export const TOOLS_FIRST_REPORT_MS = 5 * 60_000;
+
+/**
  * Resolves once `guest.toolsRunningStatus` is guestToolsRunning, within `timeoutMs`. At the
- * deadline, Tools reported not installed is 'not-configured' (waiting cannot help), anything else
- * 'not-answering'. Not installed is only believed at the deadline: a VM that has just powered on
- * reports it until its Tools first check in.
+ * deadline: 'not-configured' (waiting cannot help) when Tools are reported not installed in a guest
+ * that has been up for TOOLS_FIRST_REPORT_MS, 'not-answering' otherwise (a guest still booting).
  */
 export async function waitForTools(vms: VsphereVms, uri: string, vm: string, timeoutMs: number): Promise<void> {
   let last: Record<string, unknown> = {};
   const running = await poll(
     async () => {
       last = await vms.withRef(vm, async (ref) => {
-        const [found] = await retrieve(vms.session, { type: 'VirtualMachine', paths: ['runtime.powerState', 'guest.toolsRunningStatus', 'guest.toolsStatus'], objects: [ref] });
+        const [found] = await retrieve(vms.session, { type: 'VirtualMachine', paths: ['runtime.powerState', 'summary.runtime.bootTime', 'guest.toolsRunningStatus', 'guest.toolsStatus'], objects: [ref] });
         if (!found) throw new VmNotFound(vm, uri);
         return found.props;
       });
@@ -30,6 +35,7 @@ export async function waitForTools(vms: VsphereVms, uri: string, vm: string, tim
     { deadline: Date.now() + timeoutMs },
   );
   if (running) return;
-  if (last['guest.toolsStatus'] === 'toolsNotInstalled') throw new GuestAgentUnavailable(vm, uri, 'not-configured', 'VMware Tools are not installed in the guest');
+  const upMs = Date.now() - Date.parse(String(last['summary.runtime.bootTime'] ?? ''));
+  if (last['guest.toolsStatus'] === 'toolsNotInstalled' && upMs >= TOOLS_FIRST_REPORT_MS) throw new GuestAgentUnavailable(vm, uri, 'not-configured', 'VMware Tools are not installed in the guest');
   throw new GuestAgentUnavailable(vm, uri, 'not-answering', `VMware Tools are not running in the guest (${String(last['guest.toolsRunningStatus'] ?? 'no status')})`);
 }
