@@ -11,3 +11,12 @@ export function faultType(err: unknown): string | undefined {
   }
   return undefined;
 }
+
+/** The file a FileFault (FileAlreadyExists, FileLocked …) names, as the server wrote it. */
+export function faultFile(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const file = (e as { detail?: { file?: unknown } }).detail?.file;
+    if (typeof file === 'string') return file;
+  }
+  return undefined;
+}

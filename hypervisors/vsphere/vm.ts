@@ -9,7 +9,7 @@ import type { DiskSpec, PowerState, StopOptions, TaskOptions, VmInfo, VmSpec } f
 import { diskAddSpec, diskNameOptions, diskNames, diskRemoveSpec, freeUnit, isDatastorePath, nicAddSpec, parseSlot, readHardware, scsiControllerSpec, stringValue, type Hardware, type NetworkBacking } from './devices.js';
 import { findVm } from './find.js';
 import type { CustomFields } from './labels.js';
-import { faultType } from './fault-type.js';
+import { faultFile, faultType } from './fault-type.js';
 import type { VsphereNetworks } from './network.js';
 import { items, type Placement } from './placement.js';
 import { retrieve } from './property-collector.js';
@@ -125,7 +125,8 @@ export class VsphereVms {
     try {
       ref = (await this.task('CreateVM_Task', this.place.folder, { config, pool: this.place.pool }, 'define', spec.name, task)) as MoRef;
     } catch (err) {
-      if (faultType(err) !== 'FileAlreadyExists') throw err;
+      // The .vmx itself, not a disk file left in the folder (ESXi names it by datastore path, the simulator by its own path).
+      if (faultType(err) !== 'FileAlreadyExists' || !faultFile(err)?.endsWith(`${spec.name}/${spec.name}.vmx`)) throw err;
       ref = await this.register(vmxPath, spec.name, task);
     }
     this.refs.set(spec.name, ref);
