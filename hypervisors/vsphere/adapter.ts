@@ -34,7 +34,7 @@ import type {
 } from '../types.js';
 import { materializePoint, removeMaterialized } from './boot-disks.js';
 import { VsphereCustomization } from './customization.js';
-import { nicEditSpec } from './devices.js';
+import { isDatastorePath, nicEditSpec } from './devices.js';
 import { parseVsphereUri, type VsphereEndpoint } from './endpoint.js';
 import { CustomFields } from './labels.js';
 import { VsphereNetworks } from './network.js';
@@ -143,10 +143,16 @@ export class VsphereAdapter implements HypervisorAdapter {
     return (await c.vms.read(vm)).info;
   }
 
+  /**
+   * A datastore path (a VMDK) is attached as it is; a path of this host (the replica's base image,
+   * as a revert gives) puts the disk's placeholder back: see VsphereVms.setDiskFiles.
+   */
   async setDiskImages(vm: string, disks: { target: string; path: string; format: DiskSpec['format'] }[]): Promise<VmInfo> {
     const c = await this.connected();
     await c.vms.requireOff(vm, 'change its disks');
-    for (const d of disks) if (d.format !== 'vmdk') throw new Unsupported(`a ${d.format} disk image (${d.path}) for VM ${JSON.stringify(vm)}: vSphere opens VMDKs`, this.uri);
+    for (const d of disks) {
+      if (isDatastorePath(d.path) && d.format !== 'vmdk') throw new Unsupported(`a ${d.format} disk image (${d.path}) for VM ${JSON.stringify(vm)}: vSphere opens VMDKs`, this.uri);
+    }
     await c.vms.setDiskFiles(vm, disks);
     return (await c.vms.read(vm)).info;
   }

@@ -104,9 +104,15 @@ export function readHardware(device: unknown, names: Map<string, string>, portgr
       hw.nics.push({ mac: String(d.macAddress ?? '').toLowerCase(), ...(network ? { network } : {}), model: NIC_MODELS[d._type] ?? d._type, key: Number(d.key), raw: d });
     }
   }
+  // Device order changes with every reconfiguration; where a disk sits does not.
+  hw.disks.sort((a, b) => (a.bus ?? '').localeCompare(b.bus ?? '') || busOf(a.slot) - busOf(b.slot) || a.unitNumber - b.unitNumber);
   const scsi = [...controllers.entries()].find(([, c]) => c.bus === 'scsi' && c.number === 0) ?? [...controllers.entries()].find(([, c]) => c.bus === 'scsi');
   if (scsi) hw.scsi = { key: scsi[0], bus: scsi[1].number, used: new Set(hw.disks.filter((d) => d.controllerKey === scsi[0]).map((d) => d.unitNumber)) };
   return hw;
+}
+
+function busOf(slot: string): number {
+  return Number(/(\d+):/.exec(slot)?.[1] ?? 0);
 }
 
 /** The slot → name map from a VM's extraConfig (the last value of a key is the current one). */

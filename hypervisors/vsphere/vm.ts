@@ -200,20 +200,35 @@ export class VsphereVms {
   }
 
   /**
-   * Points disks (by guest target) at other datastore files: each is taken off the VM (its file
-   * stays) and the file attached at the same slot, in one reconfiguration.
+   * Points disks (by guest target) at other files: each is taken off the VM (its file stays) and
+   * the file attached at the same slot, in one reconfiguration. A datastore path is attached as it
+   * is; a path of the host vmdr runs on (a replica's base image, which vSphere cannot open) means
+   * the disk's placeholder beside the VM's .vmx, made again at the disk's size if it is gone: how a
+   * reverted target gets its pre-staged disks back.
    */
   async setDiskFiles(vm: string, disks: { target: string; path: string }[]): Promise<void> {
     if (disks.length === 0) return;
     const record = await this.read(vm);
-    const changes: object[] = [];
-    disks.forEach((d, i) => {
-      const disk = record.hardware.disks.find((x) => x.device === 'disk' && (x.target === d.target || x.slot === d.target));
-      if (!disk) throw new DiskNotFound(vm, this.uri, d.target);
-      if (!isDatastorePath(d.path)) throw new Unsupported(`pointing disk ${d.target} of VM ${JSON.stringify(vm)} at ${d.path} (a file of this host: vSphere opens datastore files only)`, this.uri);
-      changes.push(diskRemoveSpec(disk), diskAddSpec({ path: d.path, sizeBytes: disk.capacityBytes }, { key: -400 - i, controllerKey: disk.controllerKey, unit: disk.unitNumber, datastore: this.place.datastore.ref }));
-    });
-    await this.reconfigure(vm, { deviceChange: changes });
+    const attach = (create: boolean) => {
+      const changes: object[] = [];
+      disks.forEach((d, i) => {
+        const disk = record.hardware.disks.find((x) => x.device === 'disk' && (x.target === d.target || x.slot === d.target));
+        if (!disk) throw new DiskNotFound(vm, this.uri, d.target);
+        const at = { key: -400 - i, controllerKey: disk.controllerKey, unit: disk.unitNumber, datastore: this.place.datastore.ref };
+        const file = isDatastorePath(d.path) ? d.path : placeholderPath(record, d.target);
+        // Created only when asked, and only for placeholders: a datastore file that is missing is an error.
+        const spec = diskAddSpec({ path: create && !isDatastorePath(d.path) ? d.path : file, sizeBytes: disk.capacityBytes }, { ...at, placeholder: file });
+        changes.push(diskRemoveSpec(disk), spec);
+      });
+      return changes;
+    };
+    try {
+      await this.reconfigure(vm, { deviceChange: attach(false) });
+    } catch (err) {
+      const missing = err instanceof VmdrError && (err.code === 'VSPHERE_FILE_NOT_FOUND' || faultType(err) === 'FileNotFound');
+      if (!missing || disks.every((d) => isDatastorePath(d.path))) throw err;
+      await this.reconfigure(vm, { deviceChange: attach(true) });
+    }
   }
 
   /**
@@ -238,8 +253,7 @@ export class VsphereVms {
     if (slot && slot.bus !== scsi.bus) throw new Unsupported(`disk ${disk.target} on VM ${JSON.stringify(vm)} (vmdr adds disks to SCSI bus ${scsi.bus})`, this.uri);
     const unit = slot ? slot.unit : freeUnit(scsi.used);
     if (unit === undefined || scsi.used.has(unit)) throw new Unsupported(`disk ${disk.target} on VM ${JSON.stringify(vm)} (its SCSI controller has no free unit)`, this.uri);
-    const folder = record.vmxPath.replace(/\/[^/]*$/, '');
-    changes.push(diskAddSpec(disk, { key: -200, controllerKey: scsi.key, unit, datastore: this.place.datastore.ref, placeholder: `${folder}/${record.info.name}-${fileSafe(disk.target)}.vmdk` }));
+    changes.push(diskAddSpec(disk, { key: -200, controllerKey: scsi.key, unit, datastore: this.place.datastore.ref, placeholder: placeholderPath(record, disk.target) }));
     const names = slot ? {} : { [`scsi${scsi.bus}:${unit}`]: disk.target };
     await this.reconfigure(vm, { deviceChange: changes, extraConfig: diskNameOptions(names) });
   }
@@ -346,6 +360,11 @@ function requireSize(vm: string, disk: DiskSpec, uri: string): void {
   throw new VmdrError('DISK_SIZE_UNKNOWN', `disk ${disk.target ?? disk.path} of VM ${JSON.stringify(vm)} on ${uri} is a file of this host: vSphere gives it an empty disk of its size, and none was given`, {
     subject: { vm, host: uri, disk: disk.target ?? disk.path },
   });
+}
+
+/** A placeholder disk's file: beside the VM's .vmx, named after the VM and the disk. */
+function placeholderPath(record: VmRecord, target: string): string {
+  return `${record.vmxPath.replace(/\/[^/]*$/, '')}/${record.info.name}-${fileSafe(target)}.vmdk`;
 }
 
 function fileSafe(name: string): string {

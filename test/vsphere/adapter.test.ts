@@ -190,6 +190,27 @@ describe('vSphere adapter (simulator)', function () {
       await rejectsWith(adapter.addDisk(TARGET, { path: '/x.qcow2', format: 'qcow2', sizeBytes: GiB, target: 'vda' }), 'DEFINITION_REJECTED');
     });
 
+    it('points disks at datastore files, and back at their placeholders for a path of this host', async () => {
+      const [dc] = await retrieve(session, { type: 'Datacenter', paths: ['name'] });
+      await session.call('MakeDirectory', session.content.fileManager!, { name: '[LocalDS_0] test-boot', datacenter: dc!.ref, createParentDirectories: true });
+      const made = await session.call<MoRef>('CreateVirtualDisk_Task', session.content.virtualDiskManager!, {
+        name: '[LocalDS_0] test-boot/failover-1-vda.vmdk',
+        datacenter: dc!.ref,
+        spec: { _type: 'FileBackedVirtualDiskSpec', diskType: 'thin', adapterType: 'lsiLogic', capacityKb: 2 * 1024 * 1024 },
+      });
+      await waitForTask(session, made, { phase: 'test disk' });
+      const pointed = await adapter.setDiskImages(TARGET, [{ target: 'vda', path: '[LocalDS_0] test-boot/failover-1-vda.vmdk', format: 'vmdk' }]);
+      assert.deepEqual(pointed.disks.map((d) => [d.target, d.path]), [
+        ['vda', '[LocalDS_0] test-boot/failover-1-vda.vmdk'],
+        ['vdb', `[LocalDS_0] ${TARGET}/${TARGET}-vdb.vmdk`],
+        ['vdc', `[LocalDS_0] ${TARGET}/${TARGET}-vdc.vmdk`],
+      ]);
+      await rejectsWith(adapter.setDiskImages(TARGET, [{ target: 'vdz', path: '[LocalDS_0] x.vmdk', format: 'vmdk' }]), 'DISK_NOT_FOUND');
+      await rejectsWith(adapter.setDiskImages(TARGET, [{ target: 'vda', path: '[LocalDS_0] test-boot/no-such.vmdk', format: 'vmdk' }]), 'VSPHERE_FILE_NOT_FOUND');
+      const back = await adapter.setDiskImages(TARGET, [{ target: 'vda', path: '/var/lib/vmdr/replica/web/vda/base.qcow2', format: 'qcow2' }]);
+      assert.deepEqual(back.disks.map((d) => [d.target, d.path, d.capacityBytes]).slice(0, 1), [['vda', `[LocalDS_0] ${TARGET}/${TARGET}-vda.vmdk`, 2 * GiB]]);
+    });
+
     it('labels are replaced, and an empty set removes them', async () => {
       await adapter.setLabels(TARGET, { role: 'promoted', protection: 'web', failover: 'f-1' });
       assert.deepEqual((await adapter.getVm(TARGET)).labels, { role: 'promoted', protection: 'web', failover: 'f-1' });
