@@ -20,8 +20,13 @@
  *   disk files on the datastore, its NICs, labels and power state, not the disk paths it reports.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
-import type { HypervisorAdapter, VmSpec } from '../../hypervisors/types.js';
+import type { HypervisorAdapter, PointDisk, VmSpec } from '../../hypervisors/types.js';
 import { parseVsphereUri } from '../../hypervisors/vsphere/endpoint.js';
 import { items } from '../../hypervisors/vsphere/placement.js';
 import { retrieve } from '../../hypervisors/vsphere/property-collector.js';
@@ -32,6 +37,8 @@ import { rejectsWith } from '../helpers/assertions.js';
 import { startVcsim, type Vcsim } from '../helpers/vcsim.js';
 
 const PASSWORD_ENV = 'VMDR_TEST_VCSIM_PASSWORD';
+const exec = promisify(execFile);
+const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 const TARGET = 'test-target';
 const MAC_A = '00:50:56:0a:00:01';
@@ -219,6 +226,53 @@ describe('vSphere adapter (simulator)', function () {
       await adapter.setLabels(TARGET, {});
       assert.deepEqual((await adapter.getVm(TARGET)).labels, {});
       await adapter.setLabels(TARGET, { role: 'target', protection: 'web' });
+    });
+  });
+
+  describe("a recovery point's boot disks", () => {
+    let dir: string;
+    let vda: PointDisk;
+
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'vmdr-vsphere-adapter-'));
+      vda = { target: 'vda', image: join(dir, 'vda.qcow2'), sizeBytes: 4 * MiB };
+      await exec('qemu-img', ['create', '-q', '-f', 'qcow2', vda.image, String(vda.sizeBytes)]);
+      await exec('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 64k', vda.image]);
+    });
+
+    after(async () => {
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    it("a failover's: VMDKs in the target's own folder, its disk pointed at them and its labels replaced, kept on a second call", async () => {
+      const labels = { role: 'promoted', protection: 'web', failover: 'f-9' };
+      const disks = await adapter.prepareBootDisks({ boot: 'failover-f-9', disks: [vda], vm: TARGET, labels });
+      assert.deepEqual(disks, [{ target: 'vda', path: `[LocalDS_0] ${TARGET}/failover-f-9-vda.vmdk`, format: 'vmdk' }]);
+      const info = await adapter.getVm(TARGET);
+      assert.equal(info.disks.find((d) => d.target === 'vda')?.path, `[LocalDS_0] ${TARGET}/failover-f-9-vda.vmdk`);
+      assert.deepEqual(info.labels, labels);
+      assert.deepEqual(await adapter.prepareBootDisks({ boot: 'failover-f-9', disks: [vda], vm: TARGET, labels }), disks);
+      assert.ok((await datastoreFiles(TARGET)).includes('failover-f-9-vda-flat.vmdk'));
+    });
+
+    it("a drill's (no VM): in vmdr-boot/; a release removes exactly one boot's files", async () => {
+      const disks = await adapter.prepareBootDisks({ boot: 'drill-d-1', disks: [vda] });
+      assert.deepEqual(disks, [{ target: 'vda', path: '[LocalDS_0] vmdr-boot/drill-d-1-vda.vmdk', format: 'vmdk' }]);
+      await adapter.releaseBootDisks({ boot: 'drill-d-1', disks: [vda] });
+      assert.ok(!(await datastoreFiles('vmdr-boot')).some((f) => f.startsWith('drill-d-1-')));
+      assert.ok((await datastoreFiles(TARGET)).includes('failover-f-9-vda.vmdk'), "the failover's are still there");
+      // Nothing left to remove is not an error.
+      await adapter.releaseBootDisks({ boot: 'drill-d-1', disks: [vda] });
+    });
+
+    it('a revert: the target back on its placeholder, then the failover disks released from its folder', async () => {
+      await adapter.setDiskImages(TARGET, [{ target: 'vda', path: '/var/lib/vmdr/replica/web/vda/base.qcow2', format: 'qcow2' }]);
+      await adapter.setLabels(TARGET, { role: 'target', protection: 'web' });
+      await adapter.releaseBootDisks({ boot: 'failover-f-9', disks: [vda] });
+      const files = await datastoreFiles(TARGET);
+      assert.ok(!files.some((f) => f.startsWith('failover-f-9-')), files.join(', '));
+      assert.ok(files.includes(`${TARGET}-vda.vmdk`));
+      assert.equal((await adapter.getVm(TARGET)).disks.find((d) => d.target === 'vda')?.path, `[LocalDS_0] ${TARGET}/${TARGET}-vda.vmdk`);
     });
   });
 
