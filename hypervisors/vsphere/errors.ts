@@ -71,6 +71,13 @@ export class VsphereCertificateRefused extends VmdrError {
   }
 }
 
+/** The CA file named in the site's vsphere settings cannot be read or holds no certificate. */
+export class VsphereCaFileInvalid extends VmdrError {
+  constructor(file: string, detail: string, cause?: unknown) {
+    super('VSPHERE_CA_FILE_INVALID', `vSphere CA file ${file}: ${detail}`, { subject: { file }, cause });
+  }
+}
+
 /** The server answered something that is not a SOAP answer of vim25 (wrong path, a proxy's page). */
 export class VsphereProtocolError extends VmdrError {
   constructor(host: string, operation: string, detail: string, cause?: unknown) {
@@ -89,12 +96,12 @@ export class VsphereResponseTooLarge extends VmdrError {
   }
 }
 
-/** The session is not (or no longer) logged in, and logging in again did not help. */
+/** The session is not (or no longer) logged in: it was logged out, or logging in again did not help. */
 export class VsphereNotAuthenticated extends VmdrError {
-  constructor(host: string, operation: string, cause?: unknown) {
-    super('VSPHERE_NOT_AUTHENTICATED', `vSphere ${host} (${operation}): the session is not logged in, even after logging in again`, {
+  constructor(host: string, operation: string, options: { loggedInAgain?: boolean; cause?: unknown } = {}) {
+    super('VSPHERE_NOT_AUTHENTICATED', `vSphere ${host} (${operation}): the session is not logged in${options.loggedInAgain ? ', even after logging in again' : ''}`, {
       subject: { host },
-      cause,
+      cause: options.cause,
     });
   }
 }

@@ -53,7 +53,7 @@ export function errorOfFault(fault: SoapFault, context: FaultContext): VmdrError
     case 'InvalidLogin':
       return new VsphereLoginFailed(host, context.user ?? '', fault);
     case 'NotAuthenticated':
-      return new VsphereNotAuthenticated(host, operation, fault);
+      return new VsphereNotAuthenticated(host, operation, { cause: fault });
     case 'DuplicateName': {
       const name = typeof detail.name === 'string' ? detail.name : fault.message;
       const existing = detail.object instanceof MoRef ? detail.object : undefined;

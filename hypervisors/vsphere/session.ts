@@ -109,11 +109,13 @@ export class VsphereSession {
    * trusted one, VsphereLoginFailed when it refuses the user name or password.
    */
   static async open(endpoint: VsphereEndpoint, options: SessionOptions = {}): Promise<VsphereSession> {
+    // The password first: a missing or loosely kept one is refused before anything is sent.
+    const password = await readPassword(endpoint);
     const session = new VsphereSession(endpoint, await trustingAgent(endpoint), options);
+    session.#password = password;
     try {
       session.content = (await session.exchange('RetrieveServiceContent', moRef('ServiceInstance', 'ServiceInstance'), {}, {})) as ServiceContent;
       session.#apiVersion = session.content.about?.apiVersion;
-      session.#password = await readPassword(endpoint);
       await session.login();
     } catch (err) {
       session.#agent.destroy();
@@ -125,7 +127,7 @@ export class VsphereSession {
   /** Calls `method` on `thisRef` and returns its parsed `returnval`; faults become vmdr's typed errors. */
   async call<T = unknown>(method: string, thisRef: MoRef | { type: string; value: string }, args: object = {}, options: CallOptions = {}): Promise<T> {
     const generation = this.#generation;
-    const context = { host: this.endpoint.host, operation: method, ...(options.vm ? { vm: options.vm } : {}) };
+    const context = { host: this.endpoint.host, operation: method, user: this.endpoint.user, ...(options.vm ? { vm: options.vm } : {}) };
     try {
       try {
         return (await this.exchange(method, thisRef, args, options)) as T;
@@ -135,7 +137,7 @@ export class VsphereSession {
         try {
           return (await this.exchange(method, thisRef, args, options)) as T;
         } catch (again) {
-          if (isNotAuthenticated(again)) throw new VsphereNotAuthenticated(this.endpoint.host, method, again);
+          if (isNotAuthenticated(again)) throw new VsphereNotAuthenticated(this.endpoint.host, method, { loggedInAgain: true, cause: again });
           throw again;
         }
       }
@@ -167,16 +169,18 @@ export class VsphereSession {
 
   private async login(): Promise<void> {
     this.#cookie = undefined;
+    let cookie: string | undefined;
     const session = (await this.exchange(
       'Login',
       this.content.sessionManager,
       { userName: this.endpoint.user, password: this.#password },
       {},
       (response) => {
-        this.#cookie = sessionCookieOf(response.headers['set-cookie']);
+        cookie = sessionCookieOf(response.headers['set-cookie']);
       },
     )) as { key?: string };
-    if (!this.#cookie) throw new VsphereProtocolError(this.endpoint.host, 'Login', `the answer set no ${SESSION_COOKIE} cookie`);
+    if (!cookie) throw new VsphereProtocolError(this.endpoint.host, 'Login', `the answer set no ${SESSION_COOKIE} cookie`);
+    this.#cookie = cookie;
     this.sessionKey = session?.key;
     this.#generation++;
   }

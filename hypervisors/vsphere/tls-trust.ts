@@ -14,16 +14,8 @@ import { readFile } from 'node:fs/promises';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
-import { VmdrError } from '../errors.js';
 import type { VsphereEndpoint } from './endpoint.js';
-import { VsphereCertificateRefused } from './errors.js';
-
-/** The CA file named in the config cannot be read. */
-export class VsphereCaFileInvalid extends VmdrError {
-  constructor(file: string, detail: string, cause?: unknown) {
-    super('VSPHERE_CA_FILE_INVALID', `vSphere CA file ${file}: ${detail}`, { subject: { file }, cause });
-  }
-}
+import { VsphereCaFileInvalid, VsphereCertificateRefused } from './errors.js';
 
 export async function trustingAgent(endpoint: Pick<VsphereEndpoint, 'host' | 'thumbprint' | 'caFile'>): Promise<https.Agent> {
   let ca: string[] | undefined;

@@ -88,6 +88,7 @@ describe('vSphere client core (govmomi simulator)', function () {
     const key = session.sessionKey!;
     await session.logout();
     assert.ok(!(await sessionKeys(other)).includes(key), 'the simulator forgot the session that logged out');
+    await rejectsWith(datacenter(session, 'DC0'), 'VSPHERE_NOT_AUTHENTICATED');
   });
 
   describe('tasks and faults', () => {
