@@ -58,6 +58,14 @@ export interface UploadOptions extends TaskOptions {
   subject?: ProgressSubject;
 }
 
+/**
+ * How long a transfer may make no progress at all (the socket idle, not the whole transfer: a
+ * large upload to a slow datastore takes as long as it takes).
+ */
+const IDLE_TIMEOUT_MS = 120_000;
+/** A PUT's or a HEAD's answer is a status line and a few headers; nothing larger is read. */
+const ANSWER_LIMIT_BYTES = 1024 * 1024;
+
 function folderUrl(file: DatastoreFile): string {
   const path = file.path.split('/').filter(Boolean).map(encodeURIComponent).join('/');
   return `/folder/${path}?${new URLSearchParams({ dcPath: file.datacenter, dsName: file.datastore }).toString()}`;
@@ -80,7 +88,11 @@ async function exchange(
       response = await send();
     } catch (err) {
       if (options.signal?.aborted) throw options.signal.reason;
-      throw new VsphereTransferFailed(operation, file, session.endpoint.host, (err as Error).message, { cause: err });
+      if (err instanceof VmdrError) throw err;
+      const code = (err as { code?: string }).code;
+      const detail = code === 'ECONNABORTED' || code === 'ETIMEDOUT' ? `no progress within ${IDLE_TIMEOUT_MS / 1000} s` : (err as Error).message;
+      // Not the axios error itself: it holds the request, and with it the session cookie.
+      throw new VsphereTransferFailed(operation, file, session.endpoint.host, detail, { cause: Object.assign(new Error((err as Error).message), code ? { code } : {}) });
     }
     if (response.status === 401 && attempt === 1) {
       await renewSession(session, options.signal);
@@ -101,7 +113,7 @@ export async function statFile(session: VsphereSession, file: DatastoreFile, opt
     session,
     'look up',
     file,
-    () => session.transfer.head(folderUrl(file), { signal: options.signal, validateStatus: () => true, maxRedirects: 0 }),
+    () => session.transfer.head(folderUrl(file), { signal: options.signal, timeout: IDLE_TIMEOUT_MS, maxContentLength: ANSWER_LIMIT_BYTES, validateStatus: () => true }),
     { absentOk: true, signal: options.signal },
   );
   if (!response) return undefined;
@@ -121,8 +133,8 @@ export async function readSmallFile(session: VsphereSession, file: DatastoreFile
         responseType: 'arraybuffer',
         maxContentLength: maxBytes,
         signal: options.signal,
+        timeout: IDLE_TIMEOUT_MS,
         validateStatus: () => true,
-        maxRedirects: 0,
       }),
     { absentOk: true, signal: options.signal },
   );
@@ -141,6 +153,7 @@ export async function uploadFile(session: VsphereSession, file: DatastoreFile, b
   const phase = options.phase ?? 'upload';
   const report = (done: number, total: number) =>
     options.onProgress?.({ phase, unit: 'bytes', done, total, ...(options.subject ? { subject: options.subject } : {}) } satisfies Progress);
+  const host = session.endpoint.host;
   let last: { done: number; total: number } | undefined;
   await exchange(
     session,
@@ -149,34 +162,54 @@ export async function uploadFile(session: VsphereSession, file: DatastoreFile, b
     async () => {
       options.signal?.throwIfAborted();
       const source = await open();
-      let counted: Transform | undefined;
+      const total = source.sizeBytes;
+      // An idle deadline of its own: axios' timeout would bound the whole upload, however large.
+      const idle = new AbortController();
+      let timer: NodeJS.Timeout | undefined;
+      const progressed = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => idle.abort(new VsphereTransferFailed('upload', file, host, `no progress within ${IDLE_TIMEOUT_MS / 1000} s`)), IDLE_TIMEOUT_MS);
+      };
+      let done = 0;
+      const counted = new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          done += chunk.length;
+          progressed();
+          report(Math.min(done, total), total);
+          callback(null, chunk);
+        },
+      });
+      // The reader's own failure (nbdcopy died) is the upload's, not the broken request it causes.
+      let readerFailed: VmdrError | undefined;
+      pipeline(source.stream, counted).catch((err: unknown) => {
+        if (err instanceof VmdrError) readerFailed ??= err;
+      });
       try {
-        let done = 0;
-        report(0, source.sizeBytes);
-        counted = new Transform({
-          transform(chunk: Buffer, _encoding, callback) {
-            done += chunk.length;
-            report(Math.min(done, source.sizeBytes), source.sizeBytes);
-            callback(null, chunk);
-          },
-        });
-        // The request consumes `counted`; a failure of the source destroys it and fails the request.
-        const piped = pipeline(source.stream, counted).catch((err: unknown) => err);
+        report(0, total);
+        progressed();
         const response = await session.transfer.put(folderUrl(file), counted, {
-          headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(source.sizeBytes) },
+          headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(total) },
           maxBodyLength: Infinity,
-          maxContentLength: Infinity,
+          maxContentLength: ANSWER_LIMIT_BYTES,
+          // Without redirects axios sends the stream as it is read instead of keeping it for a replay.
           maxRedirects: 0,
-          signal: options.signal,
+          signal: options.signal ? AbortSignal.any([options.signal, idle.signal]) : idle.signal,
           validateStatus: () => true,
         });
-        const failed = await piped;
-        if (failed) throw failed;
-        last = { done, total: source.sizeBytes };
+        if (readerFailed) throw readerFailed;
+        if (response.status >= 200 && response.status < 300 && done !== total) {
+          throw new VsphereTransferFailed('upload', file, host, `the datastore answered ${response.status} after ${done} of ${total} bytes`);
+        }
+        last = { done, total };
         return response;
+      } catch (err) {
+        if (options.signal?.aborted) throw options.signal.reason;
+        if (idle.signal.aborted) throw idle.signal.reason;
+        throw readerFailed ?? err;
       } finally {
-        // After a failure the request no longer reads them: end the reader, not just the pipe.
-        counted?.destroy();
+        clearTimeout(timer);
+        // A request that failed (or was answered early) no longer reads: end the reader too.
+        counted.destroy();
         source.stream.destroy();
         await source.close();
       }

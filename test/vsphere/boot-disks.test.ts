@@ -207,4 +207,12 @@ describe('vSphere boot disks: a recovery point as flat VMDKs on a datastore (gov
     await rejectsWith(removeMaterialized(session, { ...place, datastore: 'NoSuchDS' }, { boot: 'failover-3', disks: [vda] }), 'VSPHERE_OBJECT_NOT_FOUND');
     await rejectsWith(materializePoint(session, place, { boot: '../etc', disks: [vda] }), 'BOOT_NAME_INVALID');
   });
+
+  it('says which point image it could not read, and leaves no disk that would be taken as whole', async () => {
+    const missing = { ...vdb, image: join(dir, 'gone.qcow2') };
+    const err = await rejectsWith(materializePoint(session, place, { boot: 'failover-4', disks: [missing] }), 'IMAGE_OPERATION_FAILED');
+    assert.ok(err.message.includes(missing.image), err.message);
+    assert.equal(await statFile(session, materializedFiles(place, 'failover-4', missing).descriptor), undefined);
+    assert.deepEqual(await readers(), []);
+  });
 });
