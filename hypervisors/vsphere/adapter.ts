@@ -63,6 +63,7 @@ interface Connected {
 export class VsphereAdapter implements HypervisorAdapter {
   readonly kind = 'vsphere' as const;
   private readonly endpoint: VsphereEndpoint;
+  private readonly callTimeoutMs: number | undefined;
   private connecting: Promise<Connected> | undefined;
 
   constructor(
@@ -70,6 +71,7 @@ export class VsphereAdapter implements HypervisorAdapter {
     options: AdapterOptions = {},
   ) {
     this.endpoint = parseVsphereUri(uri, options.vsphere);
+    this.callTimeoutMs = options.callTimeoutMs;
   }
 
   async connect(): Promise<void> {
@@ -277,7 +279,7 @@ export class VsphereAdapter implements HypervisorAdapter {
   }
 
   private async open(): Promise<Connected> {
-    const session = await VsphereSession.open(this.endpoint);
+    const session = await VsphereSession.open(this.endpoint, this.callTimeoutMs !== undefined ? { callTimeoutMs: this.callTimeoutMs } : {});
     try {
       const place = await resolvePlacement(session, this.endpoint);
       const fields = new CustomFields(session);

@@ -297,8 +297,10 @@ export class VsphereVms {
     return ref;
   }
 
+  /** Drops every name the VM was looked up by (its name, its UUID, a path). */
   private forget(vm: string): void {
-    for (const [k, v] of this.refs) if (k === vm || v.value === this.refs.get(vm)?.value) this.refs.delete(k);
+    const gone = this.refs.get(vm)?.value;
+    for (const [k, v] of this.refs) if (k === vm || v.value === gone) this.refs.delete(k);
   }
 
   private async exists(name: string): Promise<boolean> {

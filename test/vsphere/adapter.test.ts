@@ -104,6 +104,28 @@ describe('vSphere adapter (simulator)', function () {
     return items<{ path: string }>(found.file).map((f) => f.path);
   }
 
+  describe('connecting', () => {
+    it('an endpoint that does not answer is HYPERVISOR_UNREACHABLE; a wrong password VSPHERE_LOGIN_FAILED', async () => {
+      const closed = openAdapter(`vsphere://${vcsim.user}@127.0.0.1:1/DC0?thumbprint=${vcsim.thumbprint}`, { vsphere: { passwordEnv: PASSWORD_ENV } });
+      await rejectsWith(closed.connect(), 'HYPERVISOR_UNREACHABLE');
+      process.env.VMDR_TEST_VCSIM_WRONG = 'not-the-password';
+      try {
+        await rejectsWith(openAdapter(vcsim.uri(), { vsphere: { passwordEnv: 'VMDR_TEST_VCSIM_WRONG' } }).connect(), 'VSPHERE_LOGIN_FAILED');
+      } finally {
+        delete process.env.VMDR_TEST_VCSIM_WRONG;
+      }
+    });
+
+    it('a datastore, pool or folder the datacenter lacks is named at connect', async () => {
+      for (const [setting, value] of [['datastore', 'test-no-such-ds'], ['pool', 'test-no-such-pool'], ['folder', '/DC0/vm/test-no-such-folder']] as const) {
+        const other = openAdapter(vcsim.uri(), { vsphere: { passwordEnv: PASSWORD_ENV, [setting]: value } });
+        const err = await rejectsWith(other.connect(), 'VSPHERE_PLACEMENT_NOT_FOUND');
+        assert.equal(err.subject[setting], value);
+        await other.close();
+      }
+    });
+  });
+
   describe('inventory', () => {
     it('lists the datacenter VMs with their hardware and power state', async () => {
       const vms = await adapter.listVms();
