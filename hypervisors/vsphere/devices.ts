@@ -89,7 +89,8 @@ export function readHardware(device: unknown, names: Map<string, string>, portgr
         ...(path ? { path } : {}),
         ...(d._type === 'VirtualDisk' ? { format: 'vmdk' } : {}),
         ...(controller ? { bus: controller.bus } : {}),
-        ...(d._type === 'VirtualDisk' ? { capacityBytes: bytes } : {}),
+        // 0 is no size a disk has: the server did not say (the simulator reads no attached VMDK).
+        ...(d._type === 'VirtualDisk' && bytes > 0 ? { capacityBytes: bytes } : {}),
         key: Number(d.key),
         controllerKey,
         unitNumber,

@@ -520,6 +520,19 @@ describe('vSphere adapter (simulator)', function () {
     });
   });
 
+  describe('a VM on datastore files vmdr did not make', () => {
+    it('attaches a datastore disk as it is, and undefining the VM leaves the file', async () => {
+      const spec: VmSpec = { ...targetSpec('test-attach'), disks: [{ path: '[LocalDS_0] test-boot/failover-1-vda.vmdk', format: 'vmdk', target: 'vda' }], nics: [{ network: 'VM Network', model: 'e1000' }], labels: {} };
+      const info = await adapter.defineVm(spec);
+      // Its size is the file's: vCenter reads it, the simulator does not (capacityBytes is then absent, never 0).
+      assert.deepEqual(info.disks.map((d) => [d.target, d.path, d.capacityBytes ?? 'unknown']), [['vda', '[LocalDS_0] test-boot/failover-1-vda.vmdk', 'unknown']]);
+      assert.equal(info.nics[0]?.model, 'e1000');
+      assert.match(info.nics[0]?.mac ?? '', /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, 'vSphere gave it a MAC');
+      await adapter.undefine('test-attach');
+      assert.ok((await datastoreFiles('test-boot')).includes('failover-1-vda.vmdk'));
+    });
+  });
+
   describe('what vSphere has no counterpart for', () => {
     it('no screenshot (NO_DISPLAY), no console file, no disk writer, no autostart, no image user', async () => {
       await rejectsWith(adapter.screenshot(TARGET), 'NO_DISPLAY');
