@@ -503,6 +503,69 @@ describe('vSphere adapter (simulator)', function () {
     });
   });
 
+  describe('a drill, in the order the plugin runs it (plugin/failover/drill.ts)', () => {
+    let dir: string;
+    let vda: PointDisk;
+    const BUBBLE = 'vmdr-drill-abc123-acme';
+    const DRILL_VM = `${TARGET}-drill-abc123`;
+    const BOOT = 'drill-run-abc123';
+
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'vmdr-vsphere-drill-'));
+      vda = { target: 'vda', image: join(dir, 'vda.qcow2'), sizeBytes: 2 * MiB };
+      await exec('qemu-img', ['create', '-q', '-f', 'qcow2', vda.image, String(vda.sizeBytes)]);
+    });
+
+    after(async () => {
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    it('bubble, boot disks, clone, identity, boot, Tools; then everything it made is gone and the target is as it was', async () => {
+      const target = await adapter.getVm(TARGET);
+      const bubble = await adapter.ensureIsolatedNetwork({ name: BUBBLE, labels: { role: 'drill', failover: 'run-abc123', tenant: 'acme' } });
+      assert.equal(bubble.isolated, true);
+      const disks = await adapter.prepareBootDisks({ boot: BOOT, disks: [vda] });
+      await rejectsWith(adapter.getVm(DRILL_VM), 'VM_NOT_FOUND');
+      await adapter.defineVm({
+        name: DRILL_VM,
+        memoryMiB: target.memoryMiB,
+        vcpus: target.vcpus,
+        boot: { kind: 'disk' },
+        disks: disks.map((d) => ({ path: d.path, format: d.format, target: d.target })),
+        nics: target.nics.map((n) => ({ network: BUBBLE, mac: n.mac })),
+        labels: { role: 'drill', protection: 'web', failover: 'run-abc123', tenant: 'acme' },
+        cloneOf: TARGET,
+      });
+      const applied = await adapter.applyGuestIdentity(DRILL_VM, {
+        instanceId: 'vmdr-drill-0001',
+        hostname: 'web1',
+        nics: [{ mac: target.nics[0]!.mac, network: BUBBLE, addresses: ['10.9.8.7/16'] }],
+      });
+      assert.equal(applied.written, true);
+      assert.deepEqual(applied.nics.map((n) => n.network), [BUBBLE, BUBBLE]);
+      await adapter.start(DRILL_VM);
+      await adapter.guestAgentPing(DRILL_VM, 10_000);
+      const guest = await vmProps(DRILL_VM, ['guest.hostName', 'guest.net']);
+      assert.equal(guest['guest.hostName'], 'web1');
+      assert.deepEqual(items(items<{ ipAddress?: unknown }>(guest['guest.net'])[0]?.ipAddress), ['10.9.8.7']);
+      await rejectsWith(adapter.screenshot(DRILL_VM), 'NO_DISPLAY');
+
+      // removeDrill
+      await adapter.stop(DRILL_VM, { mode: 'force' });
+      await adapter.removeGuestIdentity(DRILL_VM);
+      await adapter.undefine(DRILL_VM);
+      await adapter.releaseBootDisks({ boot: BOOT, disks: [vda] });
+      await adapter.removeNetwork(BUBBLE);
+
+      await rejectsWith(adapter.getVm(DRILL_VM), 'VM_NOT_FOUND');
+      assert.ok(!(await datastoreFiles('vmdr-boot')).some((f) => f.startsWith(`${BOOT}-`)));
+      await rejectsWith(datastoreFiles(DRILL_VM), 'VSPHERE_FILE_NOT_FOUND'); // the clone's folder is gone with it
+      assert.ok(!(await adapter.listNetworks()).some((n) => n.name === BUBBLE));
+      const after = await adapter.getVm(TARGET);
+      assert.deepEqual([after.nics, after.labels, after.powerState], [target.nics, target.labels, 'shutoff']);
+    });
+  });
+
   describe('undefine and register from datastore files', () => {
     it('undefine unregisters the target and leaves its files; defining it again registers it from them', async () => {
       const before = await adapter.getVm(TARGET);
