@@ -177,9 +177,12 @@ export function diskAddSpec(disk: Pick<DiskSpec, 'path' | 'sizeBytes'>, at: { ke
   };
 }
 
-/** Takes a disk off the VM; its file stays (no fileOperation): it may be a replica's. */
-export function diskRemoveSpec(disk: VmDisk): object {
-  return { operation: 'remove', device: { _type: 'VirtualDisk', key: disk.key, controllerKey: disk.controllerKey, unitNumber: disk.unitNumber, capacityInKB: disk.capacityInKB } };
+/**
+ * Takes a disk off the VM. Its file stays (it may be a replica's boot disk or placeholder) unless
+ * `destroy`: a linked clone's own child disk, which nothing else uses.
+ */
+export function diskRemoveSpec(disk: VmDisk, destroy = false): object {
+  return { operation: 'remove', ...(destroy ? { fileOperation: 'destroy' } : {}), device: { _type: 'VirtualDisk', key: disk.key, controllerKey: disk.controllerKey, unitNumber: disk.unitNumber, capacityInKB: disk.capacityInKB } };
 }
 
 export type NetworkBacking =

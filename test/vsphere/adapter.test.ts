@@ -497,9 +497,13 @@ describe('vSphere adapter (simulator)', function () {
       await adapter.removeNetwork(BUBBLE);
     });
 
-    it('a clone of a VM that does not exist is VM_NOT_FOUND; one that asks for other NICs is DEFINITION_REJECTED', async () => {
+    it('a clone of a VM that does not exist is VM_NOT_FOUND; of other NICs DEFINITION_REJECTED; one half made is destroyed', async () => {
       await rejectsWith(adapter.defineVm({ ...targetSpec('test-clone-x'), cloneOf: 'test-no-such-vm', disks: [] }), 'VM_NOT_FOUND');
       await rejectsWith(adapter.defineVm({ ...targetSpec('test-clone-x'), cloneOf: TARGET, disks: [], nics: [{ network: 'VM Network' }] }), 'DEFINITION_REJECTED');
+      // Cloned, then its disk cannot be attached: the half-made clone is destroyed, not left for a resumed drill to boot.
+      const nics = (await adapter.getVm(TARGET)).nics.map((n) => ({ network: 'VM Network', mac: n.mac }));
+      await rejectsWith(adapter.defineVm({ ...targetSpec('test-clone-x'), cloneOf: TARGET, nics, disks: [{ path: '[LocalDS_0] vmdr-boot/no-such.vmdk', format: 'vmdk', target: 'vda' }] }), 'VSPHERE_FILE_NOT_FOUND');
+      await rejectsWith(adapter.getVm('test-clone-x'), 'VM_NOT_FOUND');
     });
   });
 
