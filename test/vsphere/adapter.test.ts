@@ -375,6 +375,17 @@ describe('vSphere adapter (simulator)', function () {
       }
     });
 
+    it('another identity while one is still pending is IDENTITY_PENDING (vSphere takes none back), and nothing changes', async () => {
+      await adapter.applyGuestIdentity(TARGET, { ...identity, instanceId: 'vmdr-test-target-0002' });
+      const moved = { ...identity, instanceId: 'vmdr-test-target-0003', hostname: 'web2', nics: [{ ...identity.nics[0]!, network: 'DC0_DVPG0' }] };
+      const err = await rejectsWith(adapter.applyGuestIdentity(TARGET, moved), 'IDENTITY_PENDING');
+      assert.match(err.remedy ?? '', /power the VM on once/);
+      assert.equal((await adapter.getVm(TARGET)).nics[0]?.network, 'VM Network', 'its NIC was not moved');
+      assert.equal((await adapter.applyGuestIdentity(TARGET, { ...identity, instanceId: 'vmdr-test-target-0002' })).written, false, 'the pending one is still the one it has');
+      await adapter.start(TARGET);
+      await adapter.stop(TARGET, { mode: 'force' });
+    });
+
     it('a removed identity is given again on the next apply', async () => {
       await adapter.removeGuestIdentity(TARGET);
       assert.equal((await adapter.applyGuestIdentity(TARGET, identity)).written, true);
