@@ -11,7 +11,7 @@
  * Every object is built in the WSDL's element order (a real vCenter checks it).
  */
 import type { DiskInfo, DiskSpec, NicInfo } from '../types.js';
-import { items } from './placement.js';
+import { items } from './property-values.js';
 import type { MoRef } from './soap.js';
 
 type Device = Record<string, unknown> & { _type: string; key: string };

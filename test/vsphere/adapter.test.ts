@@ -28,7 +28,7 @@ import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter, PointDisk, VmSpec } from '../../hypervisors/types.js';
 import { parseVsphereUri } from '../../hypervisors/vsphere/endpoint.js';
-import { items } from '../../hypervisors/vsphere/placement.js';
+import { items } from '../../hypervisors/vsphere/property-values.js';
 import { retrieve } from '../../hypervisors/vsphere/property-collector.js';
 import { VsphereSession } from '../../hypervisors/vsphere/session.js';
 import type { MoRef } from '../../hypervisors/vsphere/soap.js';
