@@ -429,6 +429,24 @@ describe('vSphere adapter (simulator)', function () {
       assert.deepEqual(listed.find((n) => n.name === 'DC0_DVPG0'), { name: 'DC0_DVPG0', active: true, isolated: false });
     });
 
+    it('made at once by several callers, in one vmdr and in two, it is made once', async () => {
+      const other = openAdapter(vcsim.uri(), { vsphere: { passwordEnv: PASSWORD_ENV } });
+      try {
+        const spec = { name: 'test-bubble-race', labels: { role: 'drill' } };
+        const made = await Promise.all([adapter.ensureIsolatedNetwork(spec), adapter.ensureIsolatedNetwork(spec), other.ensureIsolatedNetwork(spec)]);
+        for (const m of made) assert.deepEqual(m, { name: 'test-bubble-race', bridge: 'vmdr-test-bubble-race', active: true, isolated: true, labels: { role: 'drill' } });
+        for (const h of await hostNetworks()) assert.equal(h.vswitches.filter((v) => v.name === 'vmdr-test-bubble-race').length, 1, h.host);
+        await Promise.all([adapter.removeNetwork('test-bubble-race'), other.removeNetwork('test-bubble-race')]).catch((err: unknown) => {
+          // One of the two may find it gone before it looked: that one says so.
+          if ((err as { code?: string }).code !== 'NETWORK_NOT_FOUND') throw err;
+        });
+        assert.ok(!(await adapter.listNetworks()).some((n) => n.name === 'test-bubble-race'));
+        for (const h of await hostNetworks()) assert.ok(!h.vswitches.some((v) => v.name === 'vmdr-test-bubble-race'), h.host);
+      } finally {
+        await other.close();
+      }
+    });
+
     it('a network vmdr did not make is not removed (NOT_MANAGED_BY_VMDR); a missing one is NETWORK_NOT_FOUND', async () => {
       await rejectsWith(adapter.removeNetwork('VM Network'), 'NOT_MANAGED_BY_VMDR');
       await rejectsWith(adapter.removeNetwork('test-no-such-net'), 'NETWORK_NOT_FOUND');
