@@ -107,8 +107,8 @@ async function exchange(
   }
 }
 
-/** What HEAD says of a file; undefined when it does not exist. */
-export async function statFile(session: VsphereSession, file: DatastoreFile, options: { signal?: AbortSignal } = {}): Promise<{ sizeBytes: number; modified?: Date } | undefined> {
+/** What HEAD says of a file; undefined when it does not exist. A size the server did not give is absent. */
+export async function statFile(session: VsphereSession, file: DatastoreFile, options: { signal?: AbortSignal } = {}): Promise<{ sizeBytes?: number; modified?: Date } | undefined> {
   const response = await exchange(
     session,
     'look up',
@@ -118,7 +118,8 @@ export async function statFile(session: VsphereSession, file: DatastoreFile, opt
   );
   if (!response) return undefined;
   const modified = response.headers['last-modified'] as string | undefined;
-  return { sizeBytes: Number(response.headers['content-length'] ?? NaN), ...(modified ? { modified: new Date(modified) } : {}) };
+  const length = response.headers['content-length'] as string | undefined;
+  return { ...(length !== undefined && /^\d+$/.test(length) ? { sizeBytes: Number(length) } : {}), ...(modified ? { modified: new Date(modified) } : {}) };
 }
 
 /** A small file's text (a disk descriptor); undefined when it does not exist. */
@@ -219,46 +220,55 @@ export async function uploadFile(session: VsphereSession, file: DatastoreFile, b
   if (last) report(last.total, last.total);
 }
 
-/** The datacenter's managed object, and a check that it has this datastore. */
-async function datacenterOf(session: VsphereSession, file: Pick<DatastoreFile, 'datacenter' | 'datastore'>): Promise<MoRef> {
-  const dc = await findDatacenter(session, file.datacenter);
-  const stores = await retrieve(session, { type: 'Datastore', paths: ['name'], container: dc.datastoreFolder });
-  const names = stores.map((s) => String(s.props.name));
-  if (!names.includes(file.datastore)) throw new VsphereObjectNotFound('datastore', file.datastore, session.endpoint.host);
+/**
+ * The datacenter's managed object, once it is known to hold the datastore: what FileManager calls
+ * take. VSPHERE_OBJECT_NOT_FOUND names a datacenter or datastore that is not there. Callers that
+ * make several FileManager calls resolve it once and pass it as `dc`.
+ */
+export async function resolveDatastore(session: VsphereSession, where: Pick<DatastoreFile, 'datacenter' | 'datastore'>, signal?: AbortSignal): Promise<MoRef> {
+  const dc = await findDatacenter(session, where.datacenter);
+  const stores = await retrieve(session, { type: 'Datastore', paths: ['name'], container: dc.datastoreFolder, ...(signal ? { signal } : {}) });
+  if (!stores.some((store) => store.props.name === where.datastore)) throw new VsphereObjectNotFound('datastore', where.datastore, session.endpoint.host);
   return dc.ref;
+}
+
+export interface FileManagerOptions {
+  signal?: AbortSignal;
+  /** The datacenter, as resolveDatastore found it: saves looking it up again. */
+  dc?: MoRef;
 }
 
 /**
  * Makes a folder and the folders above it; one that exists is fine. Fails with
  * VSPHERE_OBJECT_NOT_FOUND naming the datastore when the datacenter has none of that name.
  */
-export async function makeFolder(session: VsphereSession, folder: DatastoreFile): Promise<void> {
-  const dc = await datacenterOf(session, folder);
+export async function makeFolder(session: VsphereSession, folder: DatastoreFile, options: FileManagerOptions = {}): Promise<void> {
+  const dc = options.dc ?? (await resolveDatastore(session, folder, options.signal));
   try {
-    await session.call('MakeDirectory', fileManager(session), { name: datastorePath(folder), datacenter: dc, createParentDirectories: true });
+    await session.call('MakeDirectory', fileManager(session), { name: datastorePath(folder), datacenter: dc, createParentDirectories: true }, { signal: options.signal });
   } catch (err) {
     if (!(err instanceof VsphereFault && err.faultType === 'FileAlreadyExists')) throw err;
   }
 }
 
 /** Renames a file on its datastore, replacing what has the new name. */
-export async function moveFile(session: VsphereSession, from: DatastoreFile, to: DatastoreFile, options: { signal?: AbortSignal } = {}): Promise<void> {
-  const dc = await datacenterOf(session, from);
+export async function moveFile(session: VsphereSession, from: DatastoreFile, to: DatastoreFile, options: FileManagerOptions = {}): Promise<void> {
+  const dc = options.dc ?? (await resolveDatastore(session, from, options.signal));
   const task = await session.call<MoRef>('MoveDatastoreFile_Task', fileManager(session), {
     sourceName: datastorePath(from),
     sourceDatacenter: dc,
     destinationName: datastorePath(to),
     destinationDatacenter: dc,
     force: true,
-  });
+  }, { signal: options.signal });
   await waitForTask(session, task, { phase: 'move datastore file', signal: options.signal });
 }
 
 /** Deletes a file; resolves false when there was none. */
-export async function deleteFile(session: VsphereSession, file: DatastoreFile, options: { signal?: AbortSignal } = {}): Promise<boolean> {
-  const dc = await datacenterOf(session, file);
+export async function deleteFile(session: VsphereSession, file: DatastoreFile, options: FileManagerOptions = {}): Promise<boolean> {
+  const dc = options.dc ?? (await resolveDatastore(session, file, options.signal));
   try {
-    const task = await session.call<MoRef>('DeleteDatastoreFile_Task', fileManager(session), { name: datastorePath(file), datacenter: dc });
+    const task = await session.call<MoRef>('DeleteDatastoreFile_Task', fileManager(session), { name: datastorePath(file), datacenter: dc }, { signal: options.signal });
     await waitForTask(session, task, { phase: 'delete datastore file', signal: options.signal });
     return true;
   } catch (err) {
@@ -275,9 +285,11 @@ function fileManager(session: VsphereSession): MoRef {
 
 /**
  * A 401 from the file API: the session the cookie names is gone (expired during a long upload, or
- * terminated). One authenticated SOAP call finds that out the way every call does, and logs in
- * again (shared with concurrent calls); the cookie the next transfer sends is the new one.
+ * terminated). One SOAP call that needs a session finds that out the way every call does, and logs
+ * in again (shared with concurrent calls); the cookie the next transfer sends is the new one.
+ * Reading SessionManager.currentSession would not do: without a session it reads as empty rather
+ * than failing, so nothing would log in again. A container view needs a session everywhere.
  */
 async function renewSession(session: VsphereSession, signal?: AbortSignal): Promise<void> {
-  await retrieve(session, { type: 'SessionManager', paths: ['currentSession'], objects: [session.content.sessionManager], ...(signal ? { signal } : {}) });
+  await retrieve(session, { type: 'Datacenter', paths: ['name'], container: session.content.rootFolder, ...(signal ? { signal } : {}) });
 }

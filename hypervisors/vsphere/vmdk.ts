@@ -70,7 +70,8 @@ export function vmdkDescriptor(spec: VmdkDescriptorSpec): string {
   const adapterType = spec.adapterType ?? 'lsilogic';
   const heads = adapterType === 'ide' ? 16 : 255;
   const track = 63;
-  const cylinders = Math.ceil(sectors / (heads * track));
+  // Whole cylinders, as ESXi's own tools count them (40 GiB on SCSI: 5221); the rest is still addressable by LBA.
+  const cylinders = Math.max(1, Math.floor(sectors / (heads * track)));
   return [
     '# Disk DescriptorFile',
     'version=1',
