@@ -24,7 +24,7 @@ import { extentSectors, flatExtentName, parseVmdkDescriptor, readFlatExtent, SEC
 export interface DiskPlace {
   datacenter: string;
   datastore: string;
-  /** Slash-separated, relative to the datastore's root; made when missing. */
+  /** Slash-separated, relative to the datastore's root ('' is the root); made when missing. */
   folder: string;
 }
 
@@ -51,7 +51,10 @@ export function materializedFiles(place: DiskPlace, boot: string, disk: Pick<Poi
 export async function materializePoint(session: VsphereSession, place: DiskPlace, request: BootDisksRequest, task: TaskOptions = {}): Promise<BootDisk[]> {
   checkBootName(request.boot);
   const dc = await resolveDatastore(session, place, task.signal);
-  await makeFolder(session, { datacenter: place.datacenter, datastore: place.datastore, path: place.folder }, { dc, signal: task.signal });
+  // The datastore's root needs no making (and MakeDirectory refuses it).
+  if (place.folder.split('/').some(Boolean)) {
+    await makeFolder(session, { datacenter: place.datacenter, datastore: place.datastore, path: place.folder }, { dc, signal: task.signal });
+  }
   const made: BootDisk[] = [];
   for (const disk of request.disks) {
     const files = materializedFiles(place, request.boot, disk);

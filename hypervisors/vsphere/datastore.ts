@@ -6,8 +6,9 @@
  *
  * An upload streams: the body is pulled from its source as the socket drains, so a slow
  * datastore slows the reader and nothing is buffered whole (axios' redirect support, which keeps
- * the body for a replay, is off). The body's length is sent up front: ESXi's hostd refuses a
- * chunked PUT. A 401 (the session expired under a long transfer) logs in again once and sends
+ * the body for a replay, is off). The body's length is sent up front, as govmomi's uploads send
+ * it (soap.Client.Upload): whether hostd takes a chunked PUT is not something the simulator can
+ * show. A 401 (the session expired under a long transfer) logs in again once and sends
  * the body again from a fresh source; anything else is an error naming the file.
  */
 import type { AxiosResponse } from 'axios';
@@ -56,11 +57,13 @@ export interface UploadSource {
 export interface UploadOptions extends TaskOptions {
   phase?: string;
   subject?: ProgressSubject;
+  /** How long the upload may make no progress at all before it fails. Default 120 s. */
+  idleTimeoutMs?: number;
 }
 
 /**
- * How long a transfer may make no progress at all (the socket idle, not the whole transfer: a
- * large upload to a slow datastore takes as long as it takes).
+ * How long an upload may make no progress at all (not the whole upload: a large one to a slow
+ * datastore takes as long as it takes), and how long a HEAD or a small read may take.
  */
 const IDLE_TIMEOUT_MS = 120_000;
 /** A PUT's or a HEAD's answer is a status line and a few headers; nothing larger is read. */
@@ -90,7 +93,7 @@ async function exchange(
       if (options.signal?.aborted) throw options.signal.reason;
       if (err instanceof VmdrError) throw err;
       const code = (err as { code?: string }).code;
-      const detail = code === 'ECONNABORTED' || code === 'ETIMEDOUT' ? `no progress within ${IDLE_TIMEOUT_MS / 1000} s` : (err as Error).message;
+      const detail = code === 'ECONNABORTED' || code === 'ETIMEDOUT' ? `no answer within ${IDLE_TIMEOUT_MS / 1000} s` : (err as Error).message;
       // Not the axios error itself: it holds the request, and with it the session cookie.
       throw new VsphereTransferFailed(operation, file, session.endpoint.host, detail, { cause: Object.assign(new Error((err as Error).message), code ? { code } : {}) });
     }
@@ -166,10 +169,11 @@ export async function uploadFile(session: VsphereSession, file: DatastoreFile, b
       const total = source.sizeBytes;
       // An idle deadline of its own: axios' timeout would bound the whole upload, however large.
       const idle = new AbortController();
+      const idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
       let timer: NodeJS.Timeout | undefined;
       const progressed = () => {
         clearTimeout(timer);
-        timer = setTimeout(() => idle.abort(new VsphereTransferFailed('upload', file, host, `no progress within ${IDLE_TIMEOUT_MS / 1000} s`)), IDLE_TIMEOUT_MS);
+        timer = setTimeout(() => idle.abort(new VsphereTransferFailed('upload', file, host, `no progress within ${idleMs / 1000} s`)), idleMs);
       };
       let done = 0;
       const counted = new Transform({

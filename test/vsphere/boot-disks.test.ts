@@ -192,6 +192,18 @@ describe('vSphere boot disks: a recovery point as flat VMDKs on a datastore (gov
     for (const [image, hash] of imageHashes) assert.equal(await hashFile(image), hash, `${image} is byte for byte what it was`);
   });
 
+  it("puts a boot's disks in a folder that does not exist yet, or at the datastore's root; a target like scsi0:1 is named scsi0_1", async () => {
+    const disk = { ...vdb, target: 'scsi0:1' };
+    for (const folder of ['vmdr/new folder/deeper', '']) {
+      const at = { ...place, folder };
+      const [made] = await materializePoint(session, at, { boot: 'drill-7', disks: [disk] });
+      assert.equal(made!.path, `[LocalDS_0] ${folder ? `${folder}/` : ''}drill-7-scsi0_1.vmdk`);
+      assert.equal(await download(materializedFiles(at, 'drill-7', disk).extent), expected.get('vdb'));
+      await removeMaterialized(session, at, { boot: 'drill-7', disks: [disk] });
+      assert.equal(await statFile(session, materializedFiles(at, 'drill-7', disk).descriptor), undefined);
+    }
+  });
+
   it('names a datastore the datacenter lacks, and a boot name that is no file name, before reading anything', async () => {
     const err = await rejectsWith(materializePoint(session, { ...place, datastore: 'NoSuchDS' }, { boot: 'failover-3', disks: [vda] }), 'VSPHERE_OBJECT_NOT_FOUND');
     assert.match(err.message, /datastore "NoSuchDS"/);

@@ -37,8 +37,8 @@ describe('vSphere datastore transfers: expired sessions and HTTP errors', functi
   let fingerprint: string;
   /** Cookies the proxy answers 401 for on /folder, as a host does once their session is gone. */
   const dead = new Set<string>();
-  /** A status the proxy answers every /folder request with, when set. */
-  let forced: number | undefined;
+  /** A status the proxy answers every /folder request with, when set; 'stall': it reads nothing and never answers. */
+  let forced: number | 'stall' | undefined;
   /** What the proxy answered by itself or passed on, for /folder requests: `PUT 401`, `PUT 200`. */
   const folderLog: string[] = [];
   let lastFolderCookie = '';
@@ -63,6 +63,11 @@ describe('vSphere datastore transfers: expired sessions and HTTP errors', functi
       const folder = req.url?.startsWith('/folder/') ?? false;
       if (folder) lastFolderCookie = cookie;
       const refuse = folder ? (forced ?? (dead.has(cookie) ? 401 : undefined)) : undefined;
+      if (refuse === 'stall') {
+        folderLog.push(`${req.method} stalled`);
+        req.pause();
+        return;
+      }
       if (refuse !== undefined) {
         folderLog.push(`${req.method} ${refuse}`);
         // Answered without reading the body, and the connection closed: the client must not wait for it to be read.
@@ -155,6 +160,23 @@ describe('vSphere datastore transfers: expired sessions and HTTP errors', functi
       await rejectsWith(statFile(session, file('vmdr-test/failed.txt')), 'VSPHERE_TRANSFER_FAILED');
     } finally {
       forced = undefined;
+    }
+  });
+
+  it('an upload the datastore stops reading fails once it made no progress for the idle deadline, and ends its readers', async () => {
+    const session = await throughProxy();
+    try {
+      forced = 'stall';
+      const source = counted();
+      const started = Date.now();
+      const err = await rejectsWith(uploadFile(session, file('vmdr-test/stalled-flat.vmdk'), source.open, { idleTimeoutMs: 500 }), 'VSPHERE_TRANSFER_FAILED');
+      assert.match(err.message, /no progress within 0\.5 s/);
+      assert.ok(Date.now() - started < 10_000);
+      assert.equal(source.opened.count, 1, 'not sent again: only a 401 is');
+      assert.deepEqual(await runningChildren(['qemu-nbd', 'nbdcopy']), []);
+    } finally {
+      forced = undefined;
+      proxy.closeAllConnections();
     }
   });
 
