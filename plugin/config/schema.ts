@@ -184,6 +184,31 @@ export const HealthSchema = z.strictObject({
     .default([]),
 });
 
+
+/** What a DR site does when a watched source goes down (issue 15). Only `notify` acts today. */
+export const WATCH_POLICIES = ['notify', 'confirm', 'automatic'] as const;
+/** The policies that fail over (prepared or run): refused at config check until they are built. */
+export const WATCH_POLICIES_LATER: readonly WatchPolicy[] = ['confirm', 'automatic'];
+
+/**
+ * The DR site's heartbeats on a source (per protection, or per plan for all its protections): the
+ * source site answering, its hypervisor answering, the VM running and, when asked, its guest. A
+ * source counts as down after `missed` beats in a row missed and `after` since its last answer.
+ */
+export const WatchSchema = z
+  .strictObject({
+    policy: z.enum(WATCH_POLICIES).default('notify'),
+    /** The time between two beats; each beat's checks must answer within it. */
+    interval: durationBetween('1s', '1h').prefault('5s'),
+    /** Beats missed in a row before the source counts as down. */
+    missed: z.number().int('a whole number of beats').min(1, 'at least 1 beat').max(1000, 'at most 1000 beats').default(3),
+    /** The least time since the source's last answer before it counts as down; default interval × missed. */
+    after: durationBetween('1s', '24h').optional(),
+    /** The guest answering too: its QEMU guest agent (guest-ping, asked on the source site), a TCP port (from the DR site). */
+    guest: z.strictObject({ agent: z.boolean().default(false), tcp: hostPort.optional() }).optional(),
+  })
+  .transform((w) => ({ ...w, after: w.after ?? w.interval * w.missed }));
+
 export const ProtectionSchema = z.strictObject({
   name,
   tenant: name.optional(),
@@ -207,6 +232,8 @@ export const ProtectionSchema = z.strictObject({
     .default({ keep: 24 }),
   /** What the DR VM must show after a failover or in a drill before it counts as up. */
   health: HealthSchema.prefault({}),
+  /** Heartbeats on the source from the DR site (absent: not watched, unless a plan of it is). */
+  watch: WatchSchema.optional(),
 });
 
 export const PlanGroupSchema = z.strictObject({
@@ -229,6 +256,8 @@ export const PlanSchema = z.strictObject({
   rpo: durationBetween('1s', '30d').optional(),
   /** A runbook (by name, from `runbooks`) run instead of starting the groups in order. */
   runbook: name.optional(),
+  /** Heartbeats on every protection of the plan; a plan fails over as a plan. */
+  watch: WatchSchema.optional(),
 });
 
 export const DrillSchema = z.strictObject({
@@ -268,7 +297,19 @@ export const RunbookRefSchema = z.strictObject({ name, file: absolutePath });
  * automatic failovers join this list. drill-failed: a drill failed or was interrupted (nothing was
  * proven); drill-passed: the evidence that it was.
  */
-export const NOTIFICATION_EVENTS = ['rpo-breached', 'rpo-recovered', 'drill-failed', 'drill-passed'] as const;
+export const NOTIFICATION_EVENTS = [
+  'rpo-breached',
+  'rpo-recovered',
+  'drill-failed',
+  'drill-passed',
+  // A watched source's state changed (plugin/watch/): one event per state.
+  'watch-healthy',
+  'watch-suspect',
+  'watch-down',
+  'watch-failing-over',
+  'watch-failed-over',
+  'watch-fenced',
+] as const;
 
 export const WebhookSchema = z.strictObject({
   url: url(/^https?$/, 'an http:// or https:// URL'),
@@ -322,6 +363,8 @@ export type Drill = z.infer<typeof DrillSchema>;
 export type RunbookRef = z.infer<typeof RunbookRefSchema>;
 export type Notifications = z.infer<typeof NotificationsSchema>;
 export type Webhook = z.infer<typeof WebhookSchema>;
+export type Watch = z.infer<typeof WatchSchema>;
+export type WatchPolicy = (typeof WATCH_POLICIES)[number];
 export type NotificationEventName = (typeof NOTIFICATION_EVENTS)[number];
 
 /** The directory of tenants' replicas in a site's storage (replication/layout.ts): no protection may be named so. */
@@ -403,11 +446,55 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
       }),
     );
   });
+  checkWatches(config, issue);
   config.drills.forEach((drill, i) => {
     tenantRef(drill.tenant, ['drills', i, 'tenant']);
     runbookRef(drill.runbook, ['drills', i, 'runbook']);
     if (!plans.has(drill.plan)) issue(['drills', i, 'plan'], `unknown plan "${drill.plan}"`);
     const owner = config.plans.find((p) => p.name === drill.plan)?.tenant;
     if (drill.tenant && owner !== undefined && owner !== drill.tenant) issue(['drills', i, 'plan'], `plan "${drill.plan}" belongs to tenant "${owner}", not "${drill.tenant}"`);
+  });
+}
+
+/**
+ * A protection is watched once (by itself or by one plan). A policy that fails over never onto the
+ * source's own host: the same site, or the same hypervisor URI on a config that reaches every site
+ * from one host (with `localSite`, equal URIs are each host's own view). Policies not built yet are
+ * refused rather than recorded and ignored.
+ */
+function checkWatches(config: Config, issue: (path: (string | number)[], message: string) => void): void {
+  const watchedBy = new Map<string, string>();
+  config.protections.forEach((p) => p.watch && watchedBy.set(p.name, `protection "${p.name}"`));
+  config.plans.forEach((plan, i) => {
+    if (!plan.watch) return;
+    const members = new Set(plan.groups.flatMap((g) => g.vms));
+    for (const vm of members) {
+      const other = watchedBy.get(vm);
+      if (other) issue(['plans', i, 'watch'], `protection "${vm}" is already watched by ${other}: give its watch in one place`);
+      watchedBy.set(vm, `plan "${plan.name}"`);
+    }
+  });
+  const sameHost = (p: Protection) => {
+    if (p.source.site === p.target.site) return true;
+    const uri = (site: string) => config.sites.find((s) => s.name === site)?.uri;
+    return config.localSite === undefined && uri(p.source.site) !== undefined && uri(p.source.site) === uri(p.target.site);
+  };
+  const policyIssues = (watch: Watch, path: (string | number)[], members: Protection[], what: string) => {
+    if (watch.policy === 'automatic') {
+      const local = members.find(sameHost);
+      if (local) {
+        issue([...path, 'policy'], `${what}: automatic failover of protection "${local.name}" would start its DR copy on the source's own host (site "${local.target.site}"): use notify or confirm`);
+        return;
+      }
+    }
+    if (WATCH_POLICIES_LATER.includes(watch.policy)) {
+      issue([...path, 'policy'], `${what}: watch policy "${watch.policy}" comes in a later version of vmdr (it would fail over): use notify for now`);
+    }
+  };
+  config.protections.forEach((p, i) => p.watch && policyIssues(p.watch, ['protections', i, 'watch'], [p], `protection "${p.name}"`));
+  config.plans.forEach((plan, i) => {
+    if (!plan.watch) return;
+    const members = plan.groups.flatMap((g) => g.vms).flatMap((vm) => config.protections.filter((p) => p.name === vm));
+    policyIssues(plan.watch, ['plans', i, 'watch'], members, `plan "${plan.name}"`);
   });
 }

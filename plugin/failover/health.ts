@@ -188,7 +188,8 @@ function tcpCheck(w: Wait, target: string): Promise<HealthCheckPassed> {
   return poll(w, check, `no TCP connection to ${target}`, (attemptMs) => tcpConnect(host, port, attemptMs, w.signal));
 }
 
-function tcpConnect(host: string, port: number, attemptMs: number, signal: AbortSignal): ReturnType<Attempt> {
+/** One TCP connect to host:port within attemptMs (the watch's guest check uses it too). */
+export function tcpConnect(host: string, port: number, attemptMs: number, signal: AbortSignal): ReturnType<Attempt> {
   return new Promise((resolve) => {
     const socket = connect({ host, port, timeout: attemptMs });
     const done = (outcome: Awaited<ReturnType<Attempt>>) => {

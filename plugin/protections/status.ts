@@ -37,6 +37,8 @@ import type { StateStore } from '../state/store.js';
 import { lastSyncRuns, type SyncRun } from '../state/sync-runs.js';
 import { fenceOf as fenceMarkOf } from '../sites/fence.js';
 import { targetDrift, type DiskDrift } from '../targets/drift.js';
+import { lastWatchEvent, type WatchState } from '../state/watch-events.js';
+import { watchOf } from '../watch/watched.js';
 
 export interface VmState {
   site: string;
@@ -70,6 +72,8 @@ export interface ProtectionStatus {
   /** How the target's disks differ from the source's (empty: none); null when not compared (a VM unreadable, failed over). */
   drift: DiskDrift[] | null;
   sourceIdentity: SourceIdentityStatus;
+  /** The watch on the source (null: not watched): its last state from this host's state file (null before the DR site's first beat, or on another host). */
+  watch: { policy: string; plan: string | null; state: WatchState | null; since: string | null; detail: string | null } | null;
 }
 
 /** The source VM against the identity (UUID) the DR site recorded for the protection's points. */
@@ -127,9 +131,17 @@ export async function protectionStatus(
         paused: pausedHere(state, p.name),
         drift: role === 'failed-over' || !source.info || !target.info ? null : targetDrift(source.info, target.info),
         sourceIdentity,
+        watch: watchHere(config, state, p),
       };
     }),
   );
+}
+
+function watchHere(config: Config, state: StateStore, p: Protection): ProtectionStatus['watch'] {
+  const w = watchOf(config, p);
+  if (!w) return null;
+  const last = lastWatchEvent(state, p.name);
+  return { policy: w.watch.policy, plan: w.plan ?? null, state: last?.state ?? null, since: last?.at.toISOString() ?? null, detail: last?.detail ?? null };
 }
 
 function pausedHere(state: StateStore, protection: string): ProtectionStatus['paused'] {

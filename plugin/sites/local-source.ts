@@ -13,7 +13,7 @@ import { receiverFor } from '../replication/sender/connect.js';
 import type { StateStore } from '../state/store.js';
 import type { SiteConnections } from './connections.js';
 import { fenceSource, startUnfenced, unfenceSource } from './fence.js';
-import type { FinalSync, SourceFence, SourceHealth, SourceSite, SourceStop } from './source-site.js';
+import { BEAT_AGENT_TIMEOUT_MS, type BeatAsk, type FinalSync, type SourceBeat, type SourceFence, type SourceHealth, type SourceSite, type SourceStop } from './source-site.js';
 
 /** A final sync that meets a cycle of the daemon's loop waits for it this many times, a second apart. */
 const BUSY_ATTEMPTS = 10;
@@ -87,5 +87,30 @@ export class LocalSourceSite implements SourceSite {
 
   async waitHealthy(p: Protection, health: HealthSpec, serialFrom: number, signal?: AbortSignal): Promise<SourceHealth> {
     return healthSummary(await waitUntilHealthy(await this.adapter(), p.source.vm, health, { serialFrom, ...(signal ? { signal } : {}) }));
+  }
+
+  /** Each VM's power state, asked at once; a VM the hypervisor does not know is missing, any other failure is the site's. */
+  async heartbeat(asks: BeatAsk[]): Promise<SourceBeat> {
+    const adapter = await this.adapter();
+    const entries = await Promise.all(
+      asks.map(async ({ protection: p, agent }) => {
+        let state: SourceBeat['vms'][string]['state'];
+        try {
+          state = await adapter.powerState(p.source.vm);
+        } catch (err) {
+          if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') return [p.name, { state: 'missing' as const }] as const;
+          throw err;
+        }
+        if (!agent || state !== 'running') return [p.name, { state }] as const;
+        try {
+          await adapter.guestAgentPing(p.source.vm, BEAT_AGENT_TIMEOUT_MS);
+          return [p.name, { state, agent: { ok: true } }] as const;
+        } catch (err) {
+          if (!(err instanceof VmdrError)) throw err;
+          return [p.name, { state, agent: { ok: false, detail: err.message } }] as const;
+        }
+      }),
+    );
+    return { vms: Object.fromEntries(entries) };
   }
 }

@@ -11,7 +11,7 @@ import { SourceSiteUnreachable } from './errors.js';
 import { resultOf } from './ndjson.js';
 import type { PeerClient } from './peer-client.js';
 import { connectPeer } from './peer-connect.js';
-import { SOURCE_SITE_PREFIX, type FinalSync, type SourceFence, type SourceHealth, type SourceSite, type SourceStop } from './source-site.js';
+import { SOURCE_SITE_PREFIX, SOURCE_SITE_HEARTBEAT, type BeatAsk, type SourceBeat, type FinalSync, type SourceFence, type SourceHealth, type SourceSite, type SourceStop } from './source-site.js';
 
 /** The source site sends a line at least every 15 s while it works: this much silence is a lost site. */
 const IDLE_MS = 60_000;
@@ -52,6 +52,12 @@ export class RemoteSourceSite implements SourceSite {
   /** The source site checks its VM against its own config's health checks: `_health` is this side's copy. */
   waitHealthy(p: Protection, _health: HealthSpec, serialFrom: number, signal?: AbortSignal): Promise<SourceHealth> {
     return this.operate(p, 'health', { serialFrom }, { signal }) as Promise<SourceHealth>;
+  }
+
+  /** One request for all the protections asked: the source site answers from its own hypervisor. */
+  heartbeat(asks: BeatAsk[], signal?: AbortSignal): Promise<SourceBeat> {
+    const body = { protections: asks.map((a) => ({ name: a.protection.name, agent: a.agent })) };
+    return this.call((client) => client.json('POST', SOURCE_SITE_HEARTBEAT, body, signal ? { signal } : {})) as Promise<SourceBeat>;
   }
 
   private ask(p: Protection, what: string): Promise<unknown> {

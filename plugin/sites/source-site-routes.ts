@@ -19,7 +19,7 @@ import { SiteConnections } from './connections.js';
 import { LocalSourceSite } from './local-source.js';
 import { answerStreamed, type AnswerLine } from './ndjson.js';
 import { requirePeer } from './peer-auth.js';
-import { SOURCE_SITE_PREFIX } from './source-site.js';
+import { SOURCE_SITE_HEARTBEAT, SOURCE_SITE_PREFIX } from './source-site.js';
 
 
 const StopBody = z.strictObject({
@@ -28,6 +28,9 @@ const StopBody = z.strictObject({
   forceOnTimeout: z.boolean().optional(),
 });
 const FenceBody = z.strictObject({ failover: z.string().min(1).max(128) });
+const HeartbeatBody = z.strictObject({
+  protections: z.array(z.strictObject({ name: z.string().min(1).max(128), agent: z.boolean() })).min(1).max(1000),
+});
 const HealthBody = z.strictObject({ serialFrom: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) });
 
 interface Deps {
@@ -42,8 +45,7 @@ interface Deps {
 type Work<T> = (source: LocalSourceSite, tools: { signal: AbortSignal; onProgress: (progress: Progress) => void }) => Promise<T>;
 
 export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void {
-  const protectionOf = (req: FastifyRequest<{ Params: { protection: string } }>): Protection => {
-    const name = req.params.protection;
+  const protectionOf = (req: FastifyRequest<{ Params: { protection: string } }>, name = req.params.protection): Protection => {
     const unknown = () => new ReceiverRefused(PROTECTION_UNKNOWN, `site "${deps.site}" is not the source site of protection "${name}"`, 404, { protection: name });
     const p = deps.state ? deps.config.protections.find((x) => x.name === name && x.source.site === deps.site) : undefined;
     if (!p) throw unknown();
@@ -74,6 +76,12 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
   const route = (method: 'GET' | 'POST', op: string, handler: (req: FastifyRequest<{ Params: { protection: string } }>, reply: FastifyReply) => unknown) =>
     app.route<{ Params: { protection: string } }>({ method, url: `${SOURCE_SITE_PREFIX}/:protection/${op}`, handler });
 
+  // The watch's heartbeat: every protection named must be this site's, watched by the caller.
+  app.post(SOURCE_SITE_HEARTBEAT, async (req) => {
+    const { protections } = HeartbeatBody.parse(req.body);
+    const asks = protections.map((x) => ({ protection: protectionOf(req as FastifyRequest<{ Params: { protection: string } }>, x.name), agent: x.agent }));
+    return withSource(asks[0]!.protection, (s) => s.heartbeat(asks));
+  });
   route('GET', 'power', async (req) => {
     const p = protectionOf(req);
     return { state: await withSource(p, (s) => s.powerState(p)) };

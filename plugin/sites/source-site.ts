@@ -9,6 +9,8 @@ import type { HealthSpec, Protection } from '../config/schema.js';
 
 /** Where the source site's endpoint serves these (source-site-routes.ts). */
 export const SOURCE_SITE_PREFIX = '/v1/source-site';
+/** The watch's heartbeat: one request per source site and round, whatever the number of its protections. */
+export const SOURCE_SITE_HEARTBEAT = `${SOURCE_SITE_PREFIX}/heartbeat`;
 
 export interface SourceStop {
   /** When the source was down (ISO): a planned failover's final point is younger. */
@@ -33,6 +35,20 @@ export interface SourceHealth {
   checks: { check: string; afterMs: number; detail?: string }[];
 }
 
+/** One protection's source VM in a heartbeat, and whether its guest agent is pinged too. */
+export interface BeatAsk {
+  protection: Protection;
+  agent: boolean;
+}
+
+/** What one heartbeat learnt of each protection's source VM (by protection name); agent: when asked. */
+export interface SourceBeat {
+  vms: Record<string, { state: PowerState | 'missing'; agent?: { ok: boolean; detail?: string } }>;
+}
+
+/** How long a heartbeat's guest-agent ping may take (the watcher's bound on the beat is the interval). */
+export const BEAT_AGENT_TIMEOUT_MS = 2_000;
+
 export interface SourceSite {
   readonly site: string;
   /** True when reached through the site's endpoint, false when through a local adapter. */
@@ -50,4 +66,10 @@ export interface SourceSite {
   startSource(p: Protection): Promise<{ serialFrom: number }>;
   /** Waits until the source VM passes the protection's health checks, from console offset `serialFrom`. */
   waitHealthy(p: Protection, health: HealthSpec, serialFrom: number, signal?: AbortSignal): Promise<SourceHealth>;
+  /**
+   * One heartbeat of the watch (plugin/watch/) for several protections of this site in one ask:
+   * each source VM's power state ('missing' when it is gone) and, when asked, its guest agent.
+   * Throws when the site or its hypervisor does not answer.
+   */
+  heartbeat(asks: BeatAsk[], signal?: AbortSignal): Promise<SourceBeat>;
 }

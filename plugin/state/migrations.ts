@@ -204,4 +204,17 @@ export const migrations: readonly string[] = [
     PRIMARY KEY (failover, step)
   ) STRICT;
   `,
+  // 8: what the DR site's heartbeats saw of each watched source: one row per change of state
+  // (healthy, suspect, down, failing-over, failed-over, fenced), the newest kept (state/watch-events.ts)
+  `
+  CREATE TABLE watch_events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms      INTEGER NOT NULL,
+    protection TEXT    NOT NULL,
+    site       TEXT    NOT NULL,
+    state      TEXT    NOT NULL CHECK (state IN ('healthy', 'suspect', 'down', 'failing-over', 'failed-over', 'fenced')),
+    detail     TEXT
+  ) STRICT;
+  CREATE INDEX watch_events_by_protection ON watch_events (protection, id);
+  `,
 ];

@@ -24,6 +24,9 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
         async () => (await import('./status.js')).statusCommand,
       ),
     )
+    .command(
+      lazy('events', "The watch's events on this DR host: each change of state of a watched source (--follow: as they come)", async () => (await import('./events.js')).eventsCommand),
+    )
     .command(lazy('tenant <command>', "Create, list, show and remove tenants and their own DR networks", async () => (await import('./tenant.js')).tenantCommand))
     .command(lazy('target <command>', 'Manage the pre-staged DR target VMs', async () => (await import('./target.js')).targetCommand))
     .command(

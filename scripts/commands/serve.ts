@@ -27,6 +27,7 @@ interface ServeOptions extends GlobalOptions {
   replicate: boolean;
   api: boolean;
   drills: boolean;
+  watch: boolean;
 }
 
 /**
@@ -40,7 +41,8 @@ export const serveCommand: CommandBody<ServeOptions> = {
       .option('receive', { type: 'boolean', default: true, describe: 'Run the sites\' endpoints (--no-receive: replication loops only)' })
       .option('replicate', { type: 'boolean', default: true, describe: 'Run replication loops (--no-replicate: receivers only)' })
       .option('api', { type: 'boolean', default: true, describe: "Serve the HTTP API when the config has `api:` (--no-api: not here)" })
-      .option('drills', { type: 'boolean', default: true, describe: "Run the drills of this DR site on their schedules (not with --no-receive; --no-drills: not here)" }),
+      .option('drills', { type: 'boolean', default: true, describe: "Run the drills of this DR site on their schedules (not with --no-receive; --no-drills: not here)" })
+      .option('watch', { type: 'boolean', default: true, describe: "Run the heartbeats on the sources this DR site watches (not with --no-receive; --no-watch: not here)" }),
   handler: (argv) =>
     run(argv, () =>
       withReplicationContext(argv.config, async (ctx) => {
@@ -109,6 +111,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   );
   let control: ControlServer | undefined;
   let drills: Awaited<ReturnType<typeof startDrills>> | undefined;
+  let watcher: Awaited<ReturnType<typeof startWatch>> | undefined;
   const reload = configReloader({ file, config, fingerprint }, {
     apply: async (reloaded) => {
       control?.reloaded(reloaded.fingerprint);
@@ -117,6 +120,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
       if (reloaded.changed.includes('tenants')) await ensureTenantNetworks({ config, sites }, site, say);
       // Which drills run here follows the plans' and protections' sites too.
       if (reloaded.changed.some((k) => k === 'drills' || k === 'plans' || k === 'protections')) await drills?.reschedule();
+      if (reloaded.changed.some((k) => k === 'plans' || k === 'protections' || k === 'sites')) await watcher?.reset();
       return changes;
     },
     refused: (why, err) => say({ event: 'warning', why, ...err.toJSON() }, `warning: config not reloaded (${why}): ${err.message}; the daemon runs with the config it had`),
@@ -152,6 +156,8 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   await ensureTenantNetworks({ config, sites }, site, say);
   // Drills boot on a DR site: a daemon that receives (a DR host) runs its site's drills.
   drills = argv.drills && argv.receive ? await startDrills({ config, file, sites, state, notifier: watch.notifier }, site, say) : undefined;
+  // Heartbeats run on a DR site, as drills do.
+  watcher = argv.watch && argv.receive ? await startWatch({ config, file, sites, state, notifier: watch.notifier }, site, say) : undefined;
   await loops.set(replicatedHere());
   // A daemon of a DR site alone has no source VM to sync: the control socket is a source site's.
   const servesSources = !site || config.protections.some((p) => p.source.site === site);
@@ -164,6 +170,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
   process.off('SIGHUP', hangUp);
   await drills?.stop();
+  await watcher?.stop();
   await control?.close();
   await api?.close();
   await loops.stopAll();
@@ -209,6 +216,36 @@ async function startDrills(deps: import('../../plugin/drills/run.js').DrillDeps,
       scheduled();
     },
   };
+}
+
+/**
+ * The heartbeats on the sources this DR site watches (plugin/watch/): each change of state is a line
+ * of the log, a row of `vmdr events` and a webhook. `reset` takes the watches of the config as it is now.
+ */
+async function startWatch(deps: Pick<ReplicationContext, 'config' | 'file' | 'sites' | 'state'> & { notifier: Notifier }, site: string | undefined, say: Say) {
+  const { SourceWatcher } = await import('../../plugin/watch/watcher.js');
+  const { watchedOnSite } = await import('../../plugin/watch/watched.js');
+  const watcher = new SourceWatcher({
+    ...deps,
+    onEvent: (e, w) =>
+      say(
+        { event: 'watch', protection: e.protection, site: e.site, state: e.state, detail: e.detail, policy: w.watch.policy, plan: w.plan ?? null, at: e.at.toISOString() },
+        `watch ${e.protection}: source ${w.protection.source.vm}@${e.site} ${e.state}${e.detail ? `: ${e.detail}` : ''}`,
+      ),
+    onWarning: (err) => say({ event: 'warning', message: String(err) }, `warning: watch: ${err instanceof Error ? err.message : String(err)}`),
+  });
+  const reset = async () => {
+    const watched = watchedOnSite(deps.config, site);
+    await watcher.set(watched);
+    for (const w of watched) {
+      say(
+        { event: 'watching', protection: w.protection.name, site: w.protection.source.site, policy: w.watch.policy, intervalMs: w.watch.interval, missed: w.watch.missed, afterMs: w.watch.after, plan: w.plan ?? null },
+        `watching ${w.protection.name}: source ${w.protection.source.vm}@${w.protection.source.site} every ${w.watch.interval / 1000} s, down after ${w.watch.missed} missed beats and ${w.watch.after / 1000} s (policy ${w.watch.policy})`,
+      );
+    }
+  };
+  await reset();
+  return { reset, stop: () => watcher.stop() };
 }
 
 /** The config's HTTP API, when it has one; its modules load only then. */

@@ -31,7 +31,7 @@ function printStatus(rows: ProtectionStatus[], where: string, json: boolean): vo
   if (json) return printJson(rows);
   if (rows.length === 0) return void process.stdout.write(`${where}: no protections\n`);
   printTable(
-    ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'ROLE', 'RPO', 'LAST POINT', 'LAG', 'LAST SYNC', 'DRIFT'],
+    ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'ROLE', 'WATCH', 'RPO', 'LAST POINT', 'LAG', 'LAST SYNC', 'DRIFT'],
     rows.map((r) => [
       r.protection,
       r.tenant ?? '-',
@@ -40,6 +40,7 @@ function printStatus(rows: ProtectionStatus[], where: string, json: boolean): vo
       `${r.target.vm}@${r.target.site}`,
       r.target.state,
       describeRole(r),
+      r.watch ? `${r.watch.state ?? '?'} (${r.watch.policy})` : '-',
       `${r.rpoSeconds}s`,
       r.lastPoint ? `${r.lastPoint.id} ${r.lastPoint.time}` : r.pointsProblem ? `? (${r.pointsProblem})` : '-',
       r.lagSeconds === null ? '-' : `${r.lagSeconds.toFixed(1)}s${r.rpoBreached ? ' (RPO breached)' : r.role === 'failed-over' ? ' (paused)' : ''}`,

@@ -1,0 +1,74 @@
+/**
+ * The state of one watched source, beat by beat: pure, its clock given by the caller. A missed beat
+ * makes a healthy source suspect; it is down once `missed` beats in a row were missed AND `after`
+ * ms passed since it last answered (or since the watch began). A beat that answers resets the
+ * count: a source that comes back before the threshold was only suspect (flapping changes nothing
+ * else). A source already down stays down, with no new event per beat, until it answers.
+ */
+import type { WatchState } from '../state/watch-events.js';
+
+/** What one beat found: every check answered, or the first that did not and what it said. */
+export type BeatOutcome = { ok: true } | { ok: false; check: string; detail: string };
+
+export interface WatchTransition {
+  state: WatchState;
+  detail: string | null;
+}
+
+export interface WatchThreshold {
+  /** Beats missed in a row. */
+  missed: number;
+  /** Milliseconds since the last answer. */
+  after: number;
+}
+
+export class WatchMachine {
+  #state: WatchState | undefined;
+  #missed = 0;
+  #lastAnswerAt: number;
+
+  /** `state`: the last one recorded (a daemon restarted goes on from it); `now`: when the watch begins. */
+  constructor(
+    private readonly threshold: WatchThreshold,
+    now: number,
+    state?: WatchState,
+  ) {
+    this.#state = state;
+    this.#lastAnswerAt = now;
+  }
+
+  get state(): WatchState | undefined {
+    return this.#state;
+  }
+
+  /** Beats missed in a row so far. */
+  get missed(): number {
+    return this.#missed;
+  }
+
+  /** The change of state this beat makes, if any. */
+  beat(outcome: BeatOutcome, now: number): WatchTransition | undefined {
+    if (outcome.ok) {
+      const missedBefore = this.#missed;
+      const was = this.#state;
+      this.#missed = 0;
+      this.#lastAnswerAt = now;
+      if (was === 'healthy') return undefined;
+      return this.#to('healthy', was === 'suspect' || was === 'down' ? `answers again after ${missedBefore} missed beat${missedBefore === 1 ? '' : 's'}` : null);
+    }
+    this.#missed++;
+    if (this.#state === 'down') return undefined;
+    const silentMs = now - this.#lastAnswerAt;
+    const why = `${outcome.check}: ${outcome.detail}`;
+    if (this.#missed >= this.threshold.missed && silentMs >= this.threshold.after) {
+      return this.#to('down', `${this.#missed} beats missed, no answer for ${(silentMs / 1000).toFixed(1)} s; ${why}`);
+    }
+    if (this.#state === 'suspect') return undefined;
+    return this.#to('suspect', why);
+  }
+
+  #to(state: WatchState, detail: string | null): WatchTransition {
+    this.#state = state;
+    return { state, detail };
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * The heartbeats `vmdr serve` runs on its DR site's watched sources. Protections sharing a source
+ * site and an interval are beaten together: one ask of the source site per round (through its
+ * endpoint when it is another host, its hypervisor when it is this one), then each protection's
+ * TCP check from here. Each beat is bounded by the interval, so rounds never pile up behind a
+ * source that hangs: a beat with no answer in time is a missed one.
+ *
+ * Each change of state is recorded (state/watch-events.ts), told to `onEvent` (the daemon's log)
+ * and to the webhooks (`watch-<state>`). Policy notify does nothing more; the policies that fail
+ * over are refused at config check until they are built.
+ */
+import { VmdrError } from '../../hypervisors/errors.js';
+import type { Config } from '../config/schema.js';
+import { tcpConnect } from '../failover/health.js';
+import type { NotificationEvent } from '../notifications/webhook.js';
+import type { SiteConnections } from '../sites/connections.js';
+import type { SourceBeat } from '../sites/source-site.js';
+import { sourceSiteFor } from '../sites/source-site-for.js';
+import type { StateStore } from '../state/store.js';
+import { lastWatchEvent, recordWatchEvent, type WatchEvent } from '../state/watch-events.js';
+import { BeatTimedOut } from './errors.js';
+import { WatchMachine, type BeatOutcome } from './machine.js';
+import type { Watched } from './watched.js';
+
+/** The longest one beat waits for its answers, whatever the interval: a site this slow is not answering. */
+const MAX_BEAT_MS = 30_000;
+
+export interface WatchNotification extends NotificationEvent {
+  protection: string;
+  tenant: string | null;
+  plan: string | null;
+  site: string;
+  state: WatchEvent['state'];
+  detail: string | null;
+  policy: string;
+}
+
+export interface WatcherDeps {
+  config: Config;
+  file: string;
+  sites: SiteConnections;
+  state: StateStore;
+  notifier?: { tell(subject: string, event: NotificationEvent): void };
+  onEvent?: (event: WatchEvent, watched: Watched) => void;
+  onWarning?: (err: unknown) => void;
+  /** The clock (tests); Date.now by default. */
+  now?: () => number;
+}
+
+interface Member {
+  watched: Watched;
+  machine: WatchMachine;
+  /** The watch's entry as it was set: a reloaded config that changes it starts the count afresh. */
+  entry: string;
+}
+
+interface Group {
+  site: string;
+  intervalMs: number;
+  members: Member[];
+  stop: AbortController;
+  done: Promise<void>;
+}
+
+export class SourceWatcher {
+  #groups = new Map<string, Group>();
+  #members = new Map<string, Member>();
+  readonly #now: () => number;
+
+  constructor(private readonly deps: WatcherDeps) {
+    this.#now = deps.now ?? Date.now;
+  }
+
+  /** Watches exactly `watched` from now on (a reloaded config): a protection whose watch did not change keeps its count. */
+  async set(watched: Watched[]): Promise<void> {
+    await this.stop();
+    const members = new Map<string, Member>();
+    for (const w of watched) {
+      const entry = JSON.stringify([w.watch, w.protection.source]);
+      const kept = this.#members.get(w.protection.name);
+      const last = lastWatchEvent(this.deps.state, w.protection.name)?.state;
+      const machine = kept && kept.entry === entry ? kept.machine : new WatchMachine(w.watch, this.#now(), last);
+      members.set(w.protection.name, { watched: w, machine, entry });
+    }
+    this.#members = members;
+    const byKey = new Map<string, Member[]>();
+    for (const m of members.values()) {
+      const key = `${m.watched.protection.source.site}\n${m.watched.watch.interval}`;
+      byKey.set(key, [...(byKey.get(key) ?? []), m]);
+    }
+    for (const [key, group] of byKey) {
+      const stop = new AbortController();
+      const g: Group = { site: group[0]!.watched.protection.source.site, intervalMs: group[0]!.watched.watch.interval, members: group, stop, done: Promise.resolve() };
+      g.done = this.#run(g);
+      this.#groups.set(key, g);
+    }
+  }
+
+  /** Ends every round (a beat in flight is left to its bound) and waits for them. */
+  async stop(): Promise<void> {
+    const groups = [...this.#groups.values()];
+    this.#groups.clear();
+    for (const g of groups) g.stop.abort();
+    await Promise.allSettled(groups.map((g) => g.done));
+  }
+
+  /** Rounds every interval, each starting an interval after the one before it started (never before it ended). */
+  async #run(g: Group): Promise<void> {
+    const signal = g.stop.signal;
+    while (!signal.aborted) {
+      const started = this.#now();
+      try {
+        await this.round(g);
+      } catch (err) {
+        this.deps.onWarning?.(err);
+      }
+      const wait = Math.max(0, started + g.intervalMs - this.#now());
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, wait);
+        signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      });
+    }
+  }
+
+  /** One beat of every member of the group. */
+  private async round(g: Group): Promise<void> {
+    const boundMs = Math.min(g.intervalMs, MAX_BEAT_MS);
+    const bound = AbortSignal.any([g.stop.signal, AbortSignal.timeout(boundMs)]);
+    const outcomes = await this.beat(g, boundMs, bound);
+    if (g.stop.signal.aborted) return;
+    const now = this.#now();
+    for (const m of g.members) {
+      const change = m.machine.beat(outcomes.get(m.watched.protection.name)!, now);
+      if (change) this.record(m.watched, change.state, change.detail, now);
+    }
+  }
+
+  private async beat(g: Group, boundMs: number, signal: AbortSignal): Promise<Map<string, BeatOutcome>> {
+    const source = sourceSiteFor(this.deps, g.members[0]!.watched.protection);
+    const asks = g.members.map((m) => ({ protection: m.watched.protection, agent: m.watched.watch.guest?.agent ?? false }));
+    let beat: SourceBeat;
+    try {
+      beat = await bounded(source.heartbeat(asks, signal), signal, () => new BeatTimedOut(g.site, boundMs));
+    } catch (err) {
+      // Whose silence it was: the source site's endpoint, or the hypervisor (asked here or by the site).
+      const unreachableSite = source.remote && (!(err instanceof VmdrError) || err.code === 'SOURCE_SITE_UNREACHABLE' || err.code === 'BEAT_TIMEOUT');
+      const miss: BeatOutcome = { ok: false, check: unreachableSite ? 'site' : 'hypervisor', detail: err instanceof Error ? err.message : String(err) };
+      return new Map(g.members.map((m) => [m.watched.protection.name, miss]));
+    }
+    const outcomes = await Promise.all(
+      g.members.map(async (m): Promise<[string, BeatOutcome]> => {
+        const { protection: p, watch } = m.watched;
+        const vm = beat.vms[p.name];
+        if (!vm || vm.state === 'missing') return [p.name, { ok: false, check: 'vm', detail: `source VM ${p.source.vm} is missing on site ${p.source.site}` }];
+        if (vm.state !== 'running') return [p.name, { ok: false, check: 'vm', detail: `source VM ${p.source.vm} is ${vm.state}` }];
+        if (vm.agent && !vm.agent.ok) return [p.name, { ok: false, check: 'agent', detail: vm.agent.detail ?? 'the guest agent did not answer' }];
+        const tcp = watch.guest?.tcp;
+        if (tcp) {
+          const colon = tcp.lastIndexOf(':');
+          const answer = await tcpConnect(tcp.slice(0, colon), Number(tcp.slice(colon + 1)), boundMs, signal);
+          if (!answer.ok) return [p.name, { ok: false, check: `tcp ${tcp}`, detail: answer.why }];
+        }
+        return [p.name, { ok: true }];
+      }),
+    );
+    return new Map(outcomes);
+  }
+
+  private record(w: Watched, state: WatchEvent['state'], detail: string | null, now: number): void {
+    const p = w.protection;
+    const event = recordWatchEvent(this.deps.state, { at: new Date(now), protection: p.name, site: p.source.site, state, detail });
+    this.deps.onEvent?.(event, w);
+    const told: WatchNotification = {
+      event: `watch-${state}`,
+      at: event.at.toISOString(),
+      protection: p.name,
+      tenant: p.tenant ?? null,
+      plan: w.plan ?? null,
+      site: p.source.site,
+      state,
+      detail,
+      policy: w.watch.policy,
+    };
+    this.deps.notifier?.tell(p.name, told);
+  }
+}
+
+/** The beat's answer, or `timedOut()` once `signal` aborts (its bound passed, or the watch stopped). */
+function bounded<T>(work: Promise<T>, signal: AbortSignal, timedOut: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(timedOut());
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => (signal.removeEventListener('abort', onAbort), resolve(v)),
+      (e: unknown) => (signal.removeEventListener('abort', onAbort), reject(e)),
+    );
+  });
+}

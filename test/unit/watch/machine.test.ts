@@ -1,0 +1,68 @@
+/**
+ * The watch's state machine on a fake clock: healthy → suspect → down only past both thresholds
+ * (beats missed in a row, time since the last answer), back to healthy on an answer, and a source
+ * that flaps below the threshold never down.
+ */
+import assert from 'node:assert/strict';
+import { WatchMachine, type BeatOutcome } from '../../../plugin/watch/machine.js';
+
+const ok: BeatOutcome = { ok: true };
+const miss: BeatOutcome = { ok: false, check: 'vm', detail: 'source VM web is shutoff' };
+
+describe('the watch state machine', () => {
+  it('goes healthy → suspect → down at the third missed beat of 1 s, then healthy when the source answers', () => {
+    const m = new WatchMachine({ missed: 3, after: 3000 }, 0);
+    assert.deepEqual(m.beat(ok, 1000), { state: 'healthy', detail: null });
+    assert.equal(m.beat(ok, 2000), undefined);
+    assert.deepEqual(m.beat(miss, 3000), { state: 'suspect', detail: 'vm: source VM web is shutoff' });
+    assert.equal(m.beat(miss, 4000), undefined);
+    const down = m.beat(miss, 5000);
+    assert.equal(down?.state, 'down');
+    assert.equal(down?.detail, '3 beats missed, no answer for 3.0 s; vm: source VM web is shutoff');
+    // Down stays down, with no event per beat.
+    assert.equal(m.beat(miss, 6000), undefined);
+    assert.equal(m.missed, 4);
+    assert.deepEqual(m.beat(ok, 7000), { state: 'healthy', detail: 'answers again after 4 missed beats' });
+    assert.equal(m.missed, 0);
+  });
+
+  it('waits for `after` too: three quick misses within 2 s of the last answer are still suspect', () => {
+    const m = new WatchMachine({ missed: 3, after: 10_000 }, 0);
+    m.beat(ok, 0);
+    for (const t of [1000, 2000, 3000, 9999]) assert.notEqual(m.beat(miss, t)?.state, 'down');
+    assert.equal(m.state, 'suspect');
+    assert.equal(m.beat(miss, 10_000)?.state, 'down');
+  });
+
+  it('never goes down when the source answers between misses (flapping below the threshold)', () => {
+    const m = new WatchMachine({ missed: 3, after: 3000 }, 0);
+    const seen: string[] = [];
+    let t = 0;
+    for (let round = 0; round < 20; round++) {
+      for (const outcome of [miss, miss, ok]) {
+        const change = m.beat(outcome, (t += 1000));
+        if (change) seen.push(change.state);
+      }
+    }
+    assert.ok(!seen.includes('down'));
+    assert.deepEqual(seen.slice(0, 3), ['suspect', 'healthy', 'suspect']);
+  });
+
+  it('counts from the watch start when the source never answered, and goes on from a recorded state', () => {
+    const fresh = new WatchMachine({ missed: 2, after: 2000 }, 10_000);
+    assert.equal(fresh.beat(miss, 11_000)?.state, 'suspect');
+    assert.equal(fresh.beat(miss, 12_000)?.state, 'down');
+    // A daemon restarted while its source was down: no new event until the source answers.
+    const restarted = new WatchMachine({ missed: 2, after: 2000 }, 0, 'down');
+    assert.equal(restarted.beat(miss, 1000), undefined);
+    assert.equal(restarted.beat(ok, 2000)?.state, 'healthy');
+    // A healthy source recorded before the restart is not recorded healthy again.
+    assert.equal(new WatchMachine({ missed: 2, after: 2000 }, 0, 'healthy').beat(ok, 1000), undefined);
+  });
+
+  it('a single missed beat with missed: 1 and after: 1 s is down at once', () => {
+    const m = new WatchMachine({ missed: 1, after: 1000 }, 0);
+    m.beat(ok, 0);
+    assert.equal(m.beat(miss, 1000)?.state, 'down');
+  });
+});
