@@ -19,6 +19,10 @@ import { pairPeer } from '../../../plugin/sites/peers.js';
 import { RemoteSourceSite } from '../../../plugin/sites/remote-source.js';
 import { SOURCE_SITE_PREFIX } from '../../../plugin/sites/source-site.js';
 import { StateStore } from '../../../plugin/state/store.js';
+import { lastWatchEvent, listWatchEvents } from '../../../plugin/state/watch-events.js';
+import { SourceWatcher } from '../../../plugin/watch/watcher.js';
+import { SiteConnections } from '../../../plugin/sites/connections.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { rejectsWith } from '../../helpers/assertions.js';
 
 describe('the source site asked through its endpoint (RemoteSourceSite, source-site routes)', function () {
@@ -83,6 +87,20 @@ ${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, targe
     await rejectsWith(remote('other').fence(web('other'), 'fo-1'), 'PROTECTION_UNKNOWN');
   });
 
+  it("answers a heartbeat for the DR site's protections in one request; another site's, or one it does not have: PROTECTION_UNKNOWN", async () => {
+    const beat = await remote('dr').heartbeat([{ protection: web('dr'), agent: false }]);
+    assert.deepEqual(beat, { vms: { web: { state: await remote('dr').powerState(web('dr')) } } });
+    const ghost = configs.dr!.protections.find((p) => p.name === 'ghost')!;
+    await rejectsWith(remote('dr').heartbeat([{ protection: web('dr'), agent: false }, { protection: ghost, agent: false }]), 'PROTECTION_UNKNOWN');
+    await rejectsWith(remote('other').heartbeat([{ protection: web('other'), agent: false }]), 'PROTECTION_UNKNOWN');
+    const client = await connectPeer(configs.dr!, file('dr'), 'source');
+    try {
+      await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/heartbeat`, { protections: [] }), 'BAD_REQUEST');
+    } finally {
+      client.close();
+    }
+  });
+
   it('a body out of bounds is refused with 400 BAD_REQUEST, before anything runs', async () => {
     const client = await connectPeer(configs.dr!, file('dr'), 'source');
     try {
@@ -99,5 +117,23 @@ ${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, targe
     const err = await rejectsWith(remote('dr').powerState(web('dr')), 'SOURCE_SITE_UNREACHABLE');
     assert.equal(err.subject.site, 'source');
     assert.match(err.message, /^source site "source" does not answer at https:\/\/127\.0\.0\.1:\d+/);
+  });
+
+  it("the watch of a source site that does not answer: missed beats of check 'site', down after the threshold", async () => {
+    const dr = configs.dr!;
+    const drState = StateStore.open(join(root, 'dr.db'));
+    const sites = new SiteConnections(dr, file('dr'));
+    const watcher = new SourceWatcher({ config: dr, file: file('dr'), sites, state: drState });
+    try {
+      await watcher.set([{ protection: web('dr'), watch: { policy: 'notify', interval: 1000, missed: 2, after: 1000 } }]);
+      for (const deadline = Date.now() + 5000; lastWatchEvent(drState, 'web')?.state !== 'down'; await sleep(50)) assert.ok(Date.now() < deadline, 'no down event within 5 s');
+      const events = listWatchEvents(drState, { protection: 'web', limit: 10 });
+      assert.deepEqual(events.map((e) => [e.state, e.site]), [['suspect', 'source'], ['down', 'source']]);
+      assert.match(events[1]!.detail!, /^2 beats missed, no answer for 1\.\d s; site: source site "source" does not answer at https:\/\/127\.0\.0\.1:\d+/);
+    } finally {
+      await watcher.stop();
+      await sites.close();
+      drState.close();
+    }
   });
 });

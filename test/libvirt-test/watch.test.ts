@@ -1,0 +1,99 @@
+/**
+ * The watcher on libvirt's test driver, as `vmdr serve` runs it: a running source is recorded
+ * healthy; a missing one and one destroyed go suspect, then down within interval × missed + 1 s,
+ * each change recorded (what `vmdr events` reads) and POSTed to a real webhook on loopback as
+ * watch-<state>; a source started again is healthy again.
+ */
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Notifier } from '../../plugin/notifications/notifier.js';
+import { listWatchEvents, type WatchEvent } from '../../plugin/state/watch-events.js';
+import { SourceWatcher } from '../../plugin/watch/watcher.js';
+import { watchedOnSite } from '../../plugin/watch/watched.js';
+import { closeTestConfig, openTestConfig, writeTestConfig } from '../helpers/test-config.js';
+import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+describe('the watcher (libvirt test driver)', function () {
+  this.timeout(60_000);
+  let dir: string | undefined;
+  let opened: Partial<Awaited<ReturnType<typeof openTestConfig>>> = {};
+  let hook: WebhookReceiver;
+  let watcher: SourceWatcher | undefined;
+
+  const states = (protection: string) => listWatchEvents(opened.state!, { protection, limit: 100 }).map((e) => e.state);
+  async function until(protection: string, state: WatchEvent['state'], timeoutMs: number, after = 0): Promise<WatchEvent> {
+    for (const deadline = Date.now() + timeoutMs; ; await sleep(50)) {
+      const found = listWatchEvents(opened.state!, { protection, after, limit: 100 }).find((e) => e.state === state);
+      if (found) return found;
+      assert.ok(Date.now() < deadline, `${protection}: no ${state} event within ${timeoutMs} ms; events: ${states(protection).join(', ')}`);
+    }
+  }
+
+  before(async () => {
+    hook = await startWebhookReceiver();
+    ({ dir } = await writeTestConfig(
+      'test-vmdr-watch',
+      `notifications: { webhooks: [{ url: "${hook.url}", events: [watch-suspect, watch-down, watch-healthy] }] }
+protections:
+  - name: web
+    source: { site: src, vm: test }
+    target: { site: dr, vm: web-dr, nics: [{ network: default }] }
+    watch: { interval: 1s, missed: 2 }
+  - name: ghost
+    source: { site: src, vm: no-such-vm }
+    target: { site: dr, vm: ghost-dr, nics: [{ network: default }] }
+    watch: { interval: 1s, missed: 2 }
+  - name: unwatched
+    source: { site: src, vm: test }
+    target: { site: dr, vm: unwatched-dr, nics: [{ network: default }] }
+`,
+    ));
+    opened = await openTestConfig(`${dir}/vmdr.yaml`);
+  });
+
+  after(async () => {
+    await watcher?.stop();
+    await hook?.close();
+    await closeTestConfig(dir, opened);
+  });
+
+  it('records healthy, then suspect and down for a missing source and a destroyed one, told to the webhook; healthy again once started', async () => {
+    const { config, state, sites } = opened as Required<typeof opened>;
+    const notifier = new Notifier(config.notifications);
+    const watched = watchedOnSite(config, 'dr');
+    assert.deepEqual(watched.map((w) => w.protection.name), ['web', 'ghost']);
+    watcher = new SourceWatcher({ config, file: `${dir}/vmdr.yaml`, sites, state, notifier });
+    await watcher.set(watched);
+
+    await until('web', 'healthy', 3000);
+    const down = await until('ghost', 'down', 4000);
+    assert.deepEqual(states('ghost'), ['suspect', 'down']);
+    assert.match(down.detail!, /^[23] beats missed, no answer for 2\.\d s; vm: source VM no-such-vm is missing on site src$/);
+
+    const adapter = await sites.adapter('src');
+    const killed = Date.now();
+    await adapter.stop('test', { mode: 'force' });
+    const webDown = await until('web', 'down', 4000);
+    // The detection target: interval × missed + 1 s.
+    assert.ok(webDown.at.getTime() - killed <= 2 * 1000 + 1000, `down ${webDown.at.getTime() - killed} ms after the kill`);
+    assert.match(webDown.detail!, /vm: source VM test is shutoff$/);
+
+    await adapter.start('test');
+    const back = await until('web', 'healthy', 3000, webDown.id);
+    assert.match(back.detail!, /^answers again after [23] missed beats$/);
+    assert.deepEqual(states('web'), ['healthy', 'suspect', 'down', 'healthy']);
+    assert.deepEqual(states('unwatched'), []);
+
+    // Every change reached the webhook, in order per protection, as watch-<state>.
+    const told = await hook.waitFor(6);
+    const web = told.filter((r) => r.json.protection === 'web').map((r) => [r.headers['x-vmdr-event'], r.json.state, r.json.site, r.json.policy]);
+    assert.deepEqual(web, [
+      ['watch-healthy', 'healthy', 'src', 'notify'],
+      ['watch-suspect', 'suspect', 'src', 'notify'],
+      ['watch-down', 'down', 'src', 'notify'],
+      ['watch-healthy', 'healthy', 'src', 'notify'],
+    ]);
+    assert.deepEqual(told.filter((r) => r.json.protection === 'ghost').map((r) => r.json.event), ['watch-suspect', 'watch-down']);
+    await notifier.idle();
+  });
+});
