@@ -5,6 +5,7 @@
  * watch-<state>; a source started again is healthy again.
  */
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Notifier } from '../../plugin/notifications/notifier.js';
 import { listWatchEvents, type WatchEvent } from '../../plugin/state/watch-events.js';
@@ -95,5 +96,22 @@ protections:
     ]);
     assert.deepEqual(told.filter((r) => r.json.protection === 'ghost').map((r) => r.json.event), ['watch-suspect', 'watch-down']);
     await notifier.idle();
+  });
+
+  it("a guest TCP check from the DR site: healthy while the port accepts, down once it refuses", async () => {
+    const { config, state, sites } = opened as Required<typeof opened>;
+    await watcher?.stop();
+    const server = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    const web = config.protections.find((p) => p.name === 'web')!;
+    const svc = { ...web, name: 'svc' };
+    watcher = new SourceWatcher({ config, file: `${dir}/vmdr.yaml`, sites, state });
+    await watcher.set([{ protection: svc, watch: { policy: 'notify', interval: 1000, missed: 2, after: 2000, guest: { agent: false, tcp: `127.0.0.1:${port}` } } }]);
+    const healthy = await until('svc', 'healthy', 3000);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const down = await until('svc', 'down', 4000, healthy.id);
+    assert.match(down.detail!, new RegExp(`; tcp 127\\.0\\.0\\.1:${port}: connection refused$`));
+    await watcher.stop();
   });
 });
