@@ -60,6 +60,8 @@ interface Group {
   members: Member[];
   stop: AbortController;
   done: Promise<void>;
+  /** The ask of the source site still unanswered, and since when: a hung site or hypervisor is asked once, not once per beat. */
+  pending?: { since: number; answer: Promise<SourceBeat> };
 }
 
 export class SourceWatcher {
@@ -140,7 +142,13 @@ export class SourceWatcher {
     const asks = g.members.map((m) => ({ protection: m.watched.protection, agent: m.watched.watch.guest?.agent ?? false }));
     let beat: SourceBeat;
     try {
-      beat = await bounded(source.heartbeat(asks, signal), signal, () => new BeatTimedOut(g.site, boundMs));
+      if (!g.pending) {
+        const pending = { since: this.#now(), answer: source.heartbeat(asks, g.stop.signal) };
+        g.pending = pending;
+        void pending.answer.catch(() => undefined).finally(() => g.pending === pending && delete g.pending);
+      }
+      const since = g.pending.since;
+      beat = await bounded(g.pending.answer, signal, () => new BeatTimedOut(g.site, this.#now() - since));
     } catch (err) {
       // Whose silence it was: the source site's endpoint, or the hypervisor (asked here or by the site).
       const unreachableSite = source.remote && (!(err instanceof VmdrError) || err.code === 'SOURCE_SITE_UNREACHABLE' || err.code === 'BEAT_TIMEOUT');

@@ -23,6 +23,7 @@ import { lastWatchEvent, listWatchEvents } from '../../../plugin/state/watch-eve
 import { SourceWatcher } from '../../../plugin/watch/watcher.js';
 import { SiteConnections } from '../../../plugin/sites/connections.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createServer, type Socket } from 'node:net';
 import { rejectsWith } from '../../helpers/assertions.js';
 
 describe('the source site asked through its endpoint (RemoteSourceSite, source-site routes)', function () {
@@ -134,6 +135,29 @@ ${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, targe
       await watcher.stop();
       await sites.close();
       drState.close();
+    }
+  });
+
+  it('the watch of a source site that hangs: missed beats, and one connection for them all, not one per beat', async () => {
+    const dr = configs.dr!;
+    const drState = StateStore.open(join(root, 'dr-hang.db'));
+    const sites = new SiteConnections(dr, file('dr'));
+    const held: Socket[] = [];
+    const hung = createServer((socket) => void held.push(socket));
+    await new Promise<void>((resolve) => hung.listen(port, '127.0.0.1', resolve));
+    const watcher = new SourceWatcher({ config: dr, file: file('dr'), sites, state: drState });
+    try {
+      await watcher.set([{ protection: web('dr'), watch: { policy: 'notify', interval: 1000, missed: 3, after: 3000 } }]);
+      for (const deadline = Date.now() + 6000; lastWatchEvent(drState, 'web')?.state !== 'down'; await sleep(50)) assert.ok(Date.now() < deadline, 'no down event within 6 s');
+      const down = lastWatchEvent(drState, 'web')!;
+      assert.match(down.detail!, /^3 beats missed, no answer for 3\.\d s; site: site "source" has not answered the heartbeat asked [123]\.\d s ago$/);
+      assert.equal(held.length, 1);
+    } finally {
+      await watcher.stop();
+      await sites.close();
+      drState.close();
+      for (const socket of held) socket.destroy();
+      await new Promise<void>((resolve) => hung.close(() => resolve()));
     }
   });
 });
