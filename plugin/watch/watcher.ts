@@ -109,14 +109,17 @@ export class SourceWatcher {
   /** Rounds every interval, each starting an interval after the one before it started (never before it ended). */
   async #run(g: Group): Promise<void> {
     const signal = g.stop.signal;
+    // Each round's time is when it was due, not when its timer fired (a timer may fire a millisecond early).
+    let started = this.#now();
     while (!signal.aborted) {
-      const started = this.#now();
       try {
-        await this.round(g);
+        await this.round(g, started);
       } catch (err) {
         this.deps.onWarning?.(err);
       }
-      const wait = Math.max(0, started + g.intervalMs - this.#now());
+      const now = this.#now();
+      started = Math.max(started + g.intervalMs, now);
+      const wait = started - now;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, wait);
         signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
@@ -124,15 +127,18 @@ export class SourceWatcher {
     }
   }
 
-  /** One beat of every member of the group. */
-  private async round(g: Group): Promise<void> {
+  /**
+   * One beat of every member of the group. The machines count time in rounds' starts, which the
+   * schedule keeps an interval apart: how long each beat took to answer never moves the threshold by a beat.
+   */
+  private async round(g: Group, started: number): Promise<void> {
     const boundMs = Math.min(g.intervalMs, MAX_BEAT_MS);
     const bound = AbortSignal.any([g.stop.signal, AbortSignal.timeout(boundMs)]);
     const outcomes = await this.beat(g, boundMs, bound);
     if (g.stop.signal.aborted) return;
     const now = this.#now();
     for (const m of g.members) {
-      const change = m.machine.beat(outcomes.get(m.watched.protection.name)!, now);
+      const change = m.machine.beat(outcomes.get(m.watched.protection.name)!, started);
       if (change) this.record(m.watched, change.state, change.detail, now);
     }
   }
@@ -142,13 +148,12 @@ export class SourceWatcher {
     const asks = g.members.map((m) => ({ protection: m.watched.protection, agent: m.watched.watch.guest?.agent ?? false }));
     let beat: SourceBeat;
     try {
-      if (!g.pending) {
-        const pending = { since: this.#now(), answer: source.heartbeat(asks, g.stop.signal) };
-        g.pending = pending;
-        void pending.answer.catch(() => undefined).finally(() => g.pending === pending && delete g.pending);
-      }
-      const since = g.pending.since;
-      beat = await bounded(g.pending.answer, signal, () => new BeatTimedOut(g.site, this.#now() - since));
+      // Still waiting for an earlier beat's answer: this beat is missed at once, and asks nothing more.
+      if (g.pending) throw new BeatTimedOut(g.site, this.#now() - g.pending.since);
+      const pending = { since: this.#now(), answer: source.heartbeat(asks, g.stop.signal) };
+      g.pending = pending;
+      void pending.answer.catch(() => undefined).finally(() => g.pending === pending && delete g.pending);
+      beat = await bounded(pending.answer, signal, () => new BeatTimedOut(g.site, this.#now() - pending.since));
     } catch (err) {
       // Whose silence it was: the source site's endpoint, or the hypervisor (asked here or by the site).
       const unreachableSite = source.remote && (!(err instanceof VmdrError) || err.code === 'SOURCE_SITE_UNREACHABLE' || err.code === 'BEAT_TIMEOUT');
