@@ -9,6 +9,7 @@
  * and to the webhooks (`watch-<state>`). Policy notify does nothing more; the policies that fail
  * over are refused at config check until they are built.
  */
+import { setTimeout as delay } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Config } from '../config/schema.js';
 import { tcpConnect } from '../failover/health.js';
@@ -119,11 +120,8 @@ export class SourceWatcher {
       }
       const now = this.#now();
       started = Math.max(started + g.intervalMs, now);
-      const wait = started - now;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, wait);
-        signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
-      });
+      // timers/promises removes its listener from the long-lived signal: a round leaves nothing behind.
+      await delay(started - now, undefined, { signal }).catch(() => undefined);
     }
   }
 
@@ -133,8 +131,18 @@ export class SourceWatcher {
    */
   private async round(g: Group, started: number): Promise<void> {
     const boundMs = Math.min(g.intervalMs, MAX_BEAT_MS);
-    const bound = AbortSignal.any([g.stop.signal, AbortSignal.timeout(boundMs)]);
-    const outcomes = await this.beat(g, boundMs, bound);
+    // The beat's own bound, aborted by the watch's stop too; its listener on the stop signal goes with the beat.
+    const bound = new AbortController();
+    const timer = setTimeout(() => bound.abort(), boundMs);
+    const onStop = () => bound.abort();
+    g.stop.signal.addEventListener('abort', onStop, { once: true });
+    let outcomes: Map<string, BeatOutcome>;
+    try {
+      outcomes = await this.beat(g, boundMs, bound.signal);
+    } finally {
+      clearTimeout(timer);
+      g.stop.signal.removeEventListener('abort', onStop);
+    }
     if (g.stop.signal.aborted) return;
     const now = this.#now();
     for (const m of g.members) {
