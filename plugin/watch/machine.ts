@@ -67,6 +67,16 @@ export class WatchMachine {
     return this.#to('suspect', why);
   }
 
+  /**
+   * A state the source is in for another reason than its beats (its protection failed over: the
+   * source is meant to be off). Not beaten meanwhile; the count starts afresh from `now`.
+   */
+  settle(state: WatchState, detail: string | null, now: number): WatchTransition | undefined {
+    this.#missed = 0;
+    this.#lastAnswerAt = now;
+    return this.#state === state ? undefined : this.#to(state, detail);
+  }
+
   #to(state: WatchState, detail: string | null): WatchTransition {
     this.#state = state;
     return { state, detail };

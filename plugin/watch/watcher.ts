@@ -18,6 +18,7 @@ import type { SiteConnections } from '../sites/connections.js';
 import type { SourceBeat } from '../sites/source-site.js';
 import { sourceSiteFor } from '../sites/source-site-for.js';
 import type { StateStore } from '../state/store.js';
+import { roleOf } from '../state/roles.js';
 import { lastWatchEvent, recordWatchEvent, type WatchEvent } from '../state/watch-events.js';
 import { BeatTimedOut } from './errors.js';
 import { WatchMachine, type BeatOutcome } from './machine.js';
@@ -130,6 +131,19 @@ export class SourceWatcher {
    * schedule keeps an interval apart: how long each beat took to answer never moves the threshold by a beat.
    */
   private async round(g: Group, started: number): Promise<void> {
+    // A protection failed over (its role in this DR host's state file) has its source off on purpose: not beaten.
+    const beaten: Member[] = [];
+    for (const m of g.members) {
+      const p = m.watched.protection;
+      const role = this.deps.sites.holdsStorage(p.target.site) ? roleOf(this.deps.state.db, p.name) : undefined;
+      if (role?.role !== 'failed-over') {
+        beaten.push(m);
+        continue;
+      }
+      const change = m.machine.settle('failed-over', role.failover ? `failover ${role.failover}: the source is not watched until failback` : null, started);
+      if (change) this.record(m.watched, change.state, change.detail, this.#now());
+    }
+    if (beaten.length === 0) return;
     const boundMs = Math.min(g.intervalMs, MAX_BEAT_MS);
     // The beat's own bound, aborted by the watch's stop too; its listener on the stop signal goes with the beat.
     const bound = new AbortController();
@@ -138,22 +152,22 @@ export class SourceWatcher {
     g.stop.signal.addEventListener('abort', onStop, { once: true });
     let outcomes: Map<string, BeatOutcome>;
     try {
-      outcomes = await this.beat(g, boundMs, bound.signal);
+      outcomes = await this.beat(g, beaten, boundMs, bound.signal);
     } finally {
       clearTimeout(timer);
       g.stop.signal.removeEventListener('abort', onStop);
     }
     if (g.stop.signal.aborted) return;
     const now = this.#now();
-    for (const m of g.members) {
+    for (const m of beaten) {
       const change = m.machine.beat(outcomes.get(m.watched.protection.name)!, started);
       if (change) this.record(m.watched, change.state, change.detail, now);
     }
   }
 
-  private async beat(g: Group, boundMs: number, signal: AbortSignal): Promise<Map<string, BeatOutcome>> {
-    const source = sourceSiteFor(this.deps, g.members[0]!.watched.protection);
-    const asks = g.members.map((m) => ({ protection: m.watched.protection, agent: m.watched.watch.guest?.agent ?? false }));
+  private async beat(g: Group, members: Member[], boundMs: number, signal: AbortSignal): Promise<Map<string, BeatOutcome>> {
+    const source = sourceSiteFor(this.deps, members[0]!.watched.protection);
+    const asks = members.map((m) => ({ protection: m.watched.protection, agent: m.watched.watch.guest?.agent ?? false }));
     let beat: SourceBeat;
     try {
       // Still waiting for an earlier beat's answer: this beat is missed at once, and asks nothing more.
@@ -166,10 +180,10 @@ export class SourceWatcher {
       // Whose silence it was: the source site's endpoint, or the hypervisor (asked here or by the site).
       const unreachableSite = source.remote && (!(err instanceof VmdrError) || err.code === 'SOURCE_SITE_UNREACHABLE' || err.code === 'BEAT_TIMEOUT');
       const miss: BeatOutcome = { ok: false, check: unreachableSite ? 'site' : 'hypervisor', detail: err instanceof Error ? err.message : String(err) };
-      return new Map(g.members.map((m) => [m.watched.protection.name, miss]));
+      return new Map(members.map((m) => [m.watched.protection.name, miss]));
     }
     const outcomes = await Promise.all(
-      g.members.map(async (m): Promise<[string, BeatOutcome]> => {
+      members.map(async (m): Promise<[string, BeatOutcome]> => {
         const { protection: p, watch } = m.watched;
         const vm = beat.vms[p.name];
         if (!vm || vm.state === 'missing') return [p.name, { ok: false, check: 'vm', detail: `source VM ${p.source.vm} is missing on site ${p.source.site}` }];

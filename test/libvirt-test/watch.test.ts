@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Notifier } from '../../plugin/notifications/notifier.js';
+import { setRole } from '../../plugin/state/roles.js';
 import { listWatchEvents, type WatchEvent } from '../../plugin/state/watch-events.js';
 import { SourceWatcher } from '../../plugin/watch/watcher.js';
 import { watchedOnSite } from '../../plugin/watch/watched.js';
@@ -112,6 +113,26 @@ protections:
     await new Promise<void>((resolve) => server.close(() => resolve()));
     const down = await until('svc', 'down', 4000, healthy.id);
     assert.match(down.detail!, new RegExp(`; tcp 127\\.0\\.0\\.1:${port}: connection refused$`));
+    await watcher.stop();
+  });
+
+  it('a failed-over protection is recorded failed-over and not beaten (its source is off on purpose); after failback, healthy again', async () => {
+    const { config, state, sites } = opened as Required<typeof opened>;
+    await watcher?.stop();
+    const before = listWatchEvents(state, { limit: 1 }).at(-1)?.id ?? 0;
+    setRole(state.db, 'web', 'failed-over', { failover: 'fo-20261201T160000-abcd', point: 'rp-3' });
+    watcher = new SourceWatcher({ config, file: `${dir}/vmdr.yaml`, sites, state });
+    await watcher.set(watchedOnSite(config, 'dr').filter((w) => w.protection.name === 'web'));
+    const settled = await until('web', 'failed-over', 3000, before);
+    assert.equal(settled.detail, 'failover fo-20261201T160000-abcd: the source is not watched until failback');
+    const adapter = await sites.adapter('src');
+    await adapter.stop('test', { mode: 'force' });
+    await sleep(3000);
+    assert.deepEqual(listWatchEvents(state, { protection: 'web', after: before, limit: 10 }).map((e) => e.state), ['failed-over']);
+    setRole(state.db, 'web', 'replicating');
+    await adapter.start('test');
+    const back = await until('web', 'healthy', 3000, settled.id);
+    assert.equal(back.detail, null);
     await watcher.stop();
   });
 });

@@ -65,4 +65,17 @@ describe('the watch state machine', () => {
     m.beat(ok, 0);
     assert.equal(m.beat(miss, 1000)?.state, 'down');
   });
+
+  it('settles in a state its beats did not make (failed over), once, and counts afresh from there', () => {
+    const m = new WatchMachine({ missed: 2, after: 2000 }, 0);
+    m.beat(ok, 0);
+    m.beat(miss, 1000);
+    assert.deepEqual(m.settle('failed-over', 'failover fo-1', 1500), { state: 'failed-over', detail: 'failover fo-1' });
+    assert.equal(m.settle('failed-over', 'failover fo-1', 2500), undefined);
+    assert.equal(m.missed, 0);
+    // Failed back, its source not yet up: suspect, then down only past the threshold counted from the settle.
+    assert.equal(m.beat(miss, 3500)?.state, 'suspect');
+    assert.equal(m.beat(miss, 4000), undefined);
+    assert.equal(m.beat(miss, 4500)?.state, 'down');
+  });
 });
