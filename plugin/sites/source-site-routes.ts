@@ -1,6 +1,7 @@
 /**
  * The source site's endpoint routes for its protections' DR site: the source VM's power state and
- * definition, stop, final sync, fence, start and health wait, each run here by LocalSourceSite.
+ * definition, stop, final sync, fence, start and health wait, and the watch's heartbeat (several of
+ * the caller's protections in one request), each run here by LocalSourceSite.
  * Only protections whose source site is this endpoint's site are served, and only to their DR site.
  * A long operation answers NDJSON: a Progress line now and then (the endpoint closes a connection
  * silent for 60 s), then one line {result} or {error}. Health checks are this site's config's own:
