@@ -218,7 +218,10 @@ export const HealthSchema = z.strictObject({
       }
     }, 'a regular expression')
     .optional(),
-  /** The QEMU guest agent answers guest-ping: the guest's userland runs, whatever it serves. */
+  /**
+   * The guest's agent answers: libvirt's QEMU guest agent (guest-ping), vSphere's VMware Tools
+   * (running). The guest's userland runs, whatever it serves.
+   */
   agent: z.boolean().default(false),
   /** host:port that must accept a TCP connection (a database, SSH) from the DR host. */
   tcp: z.array(hostPort).default([]),

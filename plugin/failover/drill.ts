@@ -66,6 +66,8 @@ export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResu
     if (!exists) {
       await dr.defineVm({
         ...targetSpec(drill, storageOf(ctx, p), disks),
+        // The pre-staged target's hardware (a vSphere linked clone of it); its disks are the boot's.
+        cloneOf: p.target.vm,
         serialLog: names.console,
         labels: { [LABEL_ROLE]: ROLE_DRILL, [LABEL_PROTECTION]: p.name, [LABEL_FAILOVER]: ctx.id, ...(p.tenant ? { [LABEL_TENANT]: p.tenant } : {}) },
       });
