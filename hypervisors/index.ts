@@ -2,8 +2,9 @@
  * Which adapter serves a hypervisor URI, decided by the URI's scheme alone. Adding a hypervisor
  * means adding its schemes here; nothing else in vmdr chooses between adapters.
  */
-import { UnknownHypervisorUri, Unsupported } from './errors.js';
+import { UnknownHypervisorUri } from './errors.js';
 import { LibvirtAdapter } from './libvirt/adapter.js';
+import { VsphereAdapter } from './vsphere/adapter.js';
 import { hypervisorOf, KNOWN_SCHEMES, KNOWN_URI_PREFIXES, type HypervisorKind } from './schemes.js';
 import type { AdapterOptions, HypervisorAdapter } from './types.js';
 
@@ -11,9 +12,7 @@ type AdapterFactory = (uri: string, options: AdapterOptions) => HypervisorAdapte
 
 const FACTORIES: Record<HypervisorKind, AdapterFactory> = {
   libvirt: (uri, options) => new LibvirtAdapter(uri, options),
-  vsphere: (uri) => {
-    throw new Unsupported('talking to vSphere (its adapter comes later; only libvirt URIs work for now)', uri);
-  },
+  vsphere: (uri, options) => new VsphereAdapter(uri, options),
 };
 
 export { KNOWN_SCHEMES };

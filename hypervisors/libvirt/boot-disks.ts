@@ -7,11 +7,10 @@
  */
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { BootNameInvalid, ImageOperationFailed } from '../errors.js';
+import { checkBootName } from '../boot-name.js';
+import { ImageOperationFailed } from '../errors.js';
 import { qemuImg } from '../qemu-img.js';
 import type { BootDisk, BootDisksRequest, PointDisk } from '../types.js';
-
-const BOOT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function overlayPath(disk: PointDisk, boot: string): string {
   return join(dirname(disk.image), `${boot}.qcow2`);
@@ -23,7 +22,7 @@ export function overlayPath(disk: PointDisk, boot: string): string {
  * (the point's image itself, another point) would be written by the VM, so it is refused.
  */
 export async function createOverlays(request: BootDisksRequest): Promise<BootDisk[]> {
-  if (!BOOT_NAME.test(request.boot)) throw new BootNameInvalid(request.boot);
+  checkBootName(request.boot);
   const made: BootDisk[] = [];
   for (const disk of request.disks) {
     const path = overlayPath(disk, request.boot);
@@ -44,7 +43,7 @@ export async function createOverlays(request: BootDisksRequest): Promise<BootDis
 
 /** Removes only overlays of the point's images: a release never deletes a replica file. */
 export async function removeOverlays(request: BootDisksRequest): Promise<void> {
-  if (!BOOT_NAME.test(request.boot)) throw new BootNameInvalid(request.boot);
+  checkBootName(request.boot);
   for (const disk of request.disks) {
     const path = overlayPath(disk, request.boot);
     await rm(`${path}.part`, { force: true });

@@ -290,9 +290,9 @@ describe('hypervisor registry', () => {
     await rejectsWith(Promise.resolve().then(() => openAdapter('not a uri')), 'UNKNOWN_HYPERVISOR_URI');
   });
 
-  it('says vSphere is not supported yet', async () => {
-    const err = await rejectsWith(Promise.resolve().then(() => openAdapter('vsphere://admin@vcenter/DC1')), 'UNSUPPORTED');
-    assert.match(err.message, /vSphere/);
+  it('opens the vSphere adapter for vsphere:// URIs, and refuses one with a password in it', async () => {
+    assert.equal(openAdapter('vsphere://admin@vcenter/DC1').kind, 'vsphere');
+    await rejectsWith(Promise.resolve().then(() => openAdapter('vsphere://admin:secret@vcenter/DC1')), 'VSPHERE_URI_INVALID');
   });
 
   it('reports a libvirt it cannot reach as HypervisorUnreachable, with a remedy', async () => {
