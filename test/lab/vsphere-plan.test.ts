@@ -1,0 +1,187 @@
+/**
+ * One plan across two hypervisors: two real lab source VMs (qemu:///system) replicated through a
+ * running `vmdr serve`, one onto a pre-staged target on the libvirt DR site, the other onto a
+ * pre-staged target on a vSphere DR site (the govmomi simulator). A drill of the plan, a failover
+ * of the plan and its revert each run in one command and give one report naming both VMs.
+ *
+ * Judged by what each side shows: the libvirt target's guest prints its DR identity on its
+ * console; the vSphere target is powered on with the point's disk (a VMDK on its datastore)
+ * attached, the hostname and address of its customization in its guest info, VMware Tools running.
+ * The simulator boots no guest: the guest's own view of its data on vSphere is not checked here
+ * (the VMDK's bytes are, by the disk tests); its health check is VMware Tools running.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { openAdapter } from '../../hypervisors/index.js';
+import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import { VsphereSession } from '../../hypervisors/vsphere/session.js';
+import { parseVsphereUri } from '../../hypervisors/vsphere/endpoint.js';
+import { retrieve } from '../../hypervisors/vsphere/property-collector.js';
+import type { FailoverReport } from '../../plugin/failover/report.js';
+import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
+import { bootLabVm, createLabVm, destroyLabVm, parseGuestFields, runVmdr, type LabVm } from '../helpers/lab.js';
+import { labProtection } from '../helpers/protected-vm.js';
+import { startVcsim, type Vcsim } from '../helpers/vcsim.js';
+import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
+
+const exec = promisify(execFile);
+const hex = () => [...randomBytes(2)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+// Their own per run: preflight refuses a MAC a running VM has, and other runs may be running.
+const KVM_MAC = `52:54:00:db:${hex()}`;
+/** VMware's range for MACs set by hand: 00:50:56:00:00:00 to 00:50:56:3f:ff:ff. */
+const VS_MAC = `00:50:56:1b:${hex()}`;
+/** The simulator's distributed port group: the vSphere target's DR network. */
+const PORT_GROUP = 'DC0_DVPG0';
+
+describe('one plan across libvirt and vSphere: drill, failover, revert (qemu:///system + simulator)', function () {
+  this.timeout(600_000);
+  let kvm: LabVm;
+  let vs: LabVm;
+  let vcsim: Vcsim;
+  let drNetwork: string;
+  let config: string;
+  let serve: ServeProcess | undefined;
+  let vsphere: HypervisorAdapter;
+  const kvmTarget = () => `${kvm.name}-dr`;
+  const vsTarget = () => `${vs.name}-dr`;
+  const vmdr = async (...args: string[]) => runVmdr([...args, '--config', config]);
+  const ok = async (...args: string[]) => {
+    const r = await vmdr(...args);
+    assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  const failover = async (...args: string[]) => {
+    const r = await vmdr('failover', '--plan', 'cross', ...args, '--json');
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    return { ...r, report: (line.startsWith('{') ? JSON.parse(line) : undefined) as FailoverReport | undefined };
+  };
+  const virsh = (...args: string[]) => exec('virsh', ['-c', 'qemu:///system', ...args]).then((r) => r.stdout.trim());
+  /** What vSphere says of a VM, read through the client core: the properties a vSphere user looks at. */
+  const vsphereVm = async (name: string) => {
+    const session = await VsphereSession.open(parseVsphereUri(vcsim.uri(), { passwordFile: join(kvm.dir, 'vsphere-password') }));
+    try {
+      const found = await retrieve(session, { type: 'VirtualMachine', paths: ['name', 'runtime.powerState', 'guest.hostName', 'guest.ipAddress', 'guest.toolsRunningStatus'] });
+      return found.find((f) => f.props.name === name)?.props as Record<string, string> | undefined;
+    } finally {
+      await session.logout();
+    }
+  };
+
+  before(async () => {
+    vcsim = await startVcsim();
+    kvm = await createLabVm('xplan-kvm', { marker: 'xplan-kvm-src', diskSize: '32M' });
+    vs = await createLabVm('xplan-vs', { marker: 'xplan-vs-src', diskSize: '32M' });
+    drNetwork = `test-dr-${kvm.name.slice(-6)}`;
+    await kvm.adapter.ensureIsolatedNetwork({ name: drNetwork });
+    await Promise.all([bootLabVm(kvm), bootLabVm(vs)]);
+    const passwordFile = join(kvm.dir, 'vsphere-password');
+    await writeFile(passwordFile, vcsim.password, { mode: 0o600 });
+    config = join(kvm.dir, 'vmdr.yaml');
+    await writeFile(
+      config,
+      `version: 1
+state: { path: ${join(kvm.dir, 'state.db')} }
+sites:
+  - { name: prod, uri: "qemu:///system" }
+  - name: dr
+    uri: "qemu:///system"
+    storage: ${join(kvm.dir, 'replicas')}
+    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(kvm.dir, 'receiver')} }
+  - name: dr-vs
+    uri: "${vcsim.uri()}"
+    storage: ${join(kvm.dir, 'replicas-vs')}
+    receiver: { listen: "127.0.0.1:${await freeLoopbackPort()}", credentials: ${join(kvm.dir, 'receiver-vs')} }
+    vsphere: { passwordFile: ${passwordFile} }
+protections:
+${labProtection(kvm, { network: drNetwork, health: true, hostname: 'xplan-kvm-dr', nic: { mac: KVM_MAC, addresses: ['192.0.2.41/24'], gateway: '192.0.2.1', dns: ['192.0.2.53'] } })}  - name: ${vs.name}
+    source: { site: prod, vm: ${vs.name} }
+    health: { agent: true, timeout: 90s }
+    target:
+      site: dr-vs
+      vm: ${vsTarget()}
+      hostname: xplan-vs-dr
+      nics: [{ mac: "${VS_MAC}", network: ${PORT_GROUP}, addresses: [192.0.2.42/24], gateway: 192.0.2.1, dns: [192.0.2.53] }]
+plans:
+  - name: cross
+    groups:
+      - { name: kvm, vms: [${kvm.name}] }
+      - { name: vsphere, vms: [${vs.name}] }
+`,
+    );
+    vsphere = openAdapter(vcsim.uri(), { vsphere: { passwordFile } });
+    await vsphere.connect();
+    serve = await startServe(config);
+    await ok('target', 'provision');
+    await ok('protect', kvm.name);
+    await ok('protect', vs.name);
+  });
+
+  after(async () => {
+    await serve?.stop();
+    await vsphere?.close().catch(() => undefined);
+    await vcsim?.stop();
+    for (const name of [kvmTarget(), ...(await virsh('list', '--all', '--name').catch(() => '')).split('\n').filter((n) => n.startsWith(`${kvmTarget()}-drill-`))]) {
+      await kvm?.adapter.stop(name, { mode: 'force' }).catch(() => undefined);
+      await kvm?.adapter.undefine(name).catch(() => undefined);
+    }
+    await kvm?.adapter.removeNetwork(drNetwork).catch(() => undefined);
+    await destroyLabVm(vs);
+    await destroyLabVm(kvm);
+  });
+
+  it('provisions both targets: the libvirt one with its seed, the vSphere one off, on its port group, with its MAC', async () => {
+    assert.equal(await virsh('domstate', kvmTarget()), 'shut off');
+    const target = await vsphere.getVm(vsTarget());
+    assert.equal(target.powerState, 'shutoff');
+    assert.deepEqual(target.nics.map((n) => [n.mac, n.network]), [[VS_MAC, PORT_GROUP]]);
+    assert.deepEqual(target.disks.filter((d) => d.device === 'disk').map((d) => d.target), ['vda']);
+    assert.equal(target.labels['vmdr.protection'] ?? Object.values(target.labels).includes(vs.name), true);
+  });
+
+  it('fails the plan over in one run: both targets up, one report naming both', async () => {
+    const started = Date.now();
+    const r = await failover('--force');
+    assert.equal(r.code, 0, r.stderr);
+    const report = r.report!;
+    assert.equal(report.status, 'succeeded');
+    assert.deepEqual(report.vms.map((v) => [v.protection, v.targetVm, v.status]), [
+      [kvm.name, kvmTarget(), 'healthy'],
+      [vs.name, vsTarget(), 'healthy'],
+    ]);
+    // libvirt: the guest itself says who it is.
+    const kvmGuest = parseGuestFields(report.vms[0]!.guest!);
+    assert.equal(kvmGuest.hostname, 'xplan-kvm-dr');
+    assert.equal(kvmGuest.mac, KVM_MAC);
+    assert.equal(kvmGuest.ip, '192.0.2.41/24');
+    assert.equal(kvmGuest.marker, 'xplan-kvm-src');
+    assert.equal(await virsh('domstate', kvmTarget()), 'running');
+    // vSphere: powered on, the point's disk attached, customized, Tools running.
+    const target = await vsphere.getVm(vsTarget());
+    assert.equal(target.powerState, 'running');
+    const disk = target.disks.find((d) => d.target === 'vda')!;
+    assert.match(disk.path!, new RegExp(`^\\[[^\\]]+\\] .*failover-${report.id}-vda\\.vmdk$`), disk.path);
+    const seen = (await vsphereVm(vsTarget()))!;
+    assert.equal(seen['runtime.powerState'], 'poweredOn');
+    assert.equal(seen['guest.hostName'], 'xplan-vs-dr');
+    assert.equal(seen['guest.ipAddress'], '192.0.2.42');
+    assert.equal(seen['guest.toolsRunningStatus'], 'guestToolsRunning');
+    assert.ok(report.vms[1]!.steps.some((s) => s.step === 'health' && s.status === 'done'));
+    console.log(`      plan failed over in ${((Date.now() - started) / 1000).toFixed(1)} s (RTO ${(report.rtoMs! / 1000).toFixed(1)} s)`);
+  });
+
+  it('reverts the plan: both targets off and back to replication', async () => {
+    const r = await failover('--revert');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.report!.status, 'succeeded');
+    assert.deepEqual(r.report!.vms.map((v) => v.protection), [kvm.name, vs.name]);
+    assert.equal(await virsh('domstate', kvmTarget()), 'shut off');
+    const target = await vsphere.getVm(vsTarget());
+    assert.equal(target.powerState, 'shutoff');
+    assert.ok(!target.disks.some((d) => d.path?.includes('failover-')), JSON.stringify(target.disks));
+    await ok('sync', vs.name);
+  });
+});
