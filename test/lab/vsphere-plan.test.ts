@@ -15,15 +15,18 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
-import type { HypervisorAdapter } from '../../hypervisors/types.js';
-import { VsphereSession } from '../../hypervisors/vsphere/session.js';
+import type { HypervisorAdapter, VmInfo } from '../../hypervisors/types.js';
+import { readSmallFile, statFile, type DatastoreFile } from '../../hypervisors/vsphere/datastore.js';
 import { parseVsphereUri } from '../../hypervisors/vsphere/endpoint.js';
 import { retrieve } from '../../hypervisors/vsphere/property-collector.js';
+import { VsphereSession } from '../../hypervisors/vsphere/session.js';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
-import { bootLabVm, createLabVm, destroyLabVm, parseGuestFields, runVmdr, type LabVm } from '../helpers/lab.js';
+import { targetLabels } from '../../plugin/targets/labels.js';
+import { bootLabVm, createLabVm, destroyLabVm, parseGuestFields, runVmdr, spawnVmdr, type LabVm } from '../helpers/lab.js';
 import { labProtection } from '../helpers/protected-vm.js';
 import { startVcsim, type Vcsim } from '../helpers/vcsim.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
@@ -46,6 +49,8 @@ describe('one plan across libvirt and vSphere: drill, failover, revert (qemu:///
   let config: string;
   let serve: ServeProcess | undefined;
   let vsphere: HypervisorAdapter;
+  /** The VMDK the failover uploaded for the vSphere target's disk. */
+  let failoverDisk: DatastoreFile | undefined;
   const kvmTarget = () => `${kvm.name}-dr`;
   const vsTarget = () => `${vs.name}-dr`;
   const vmdr = async (...args: string[]) => runVmdr([...args, '--config', config]);
@@ -60,16 +65,30 @@ describe('one plan across libvirt and vSphere: drill, failover, revert (qemu:///
     return { ...r, report: (line.startsWith('{') ? JSON.parse(line) : undefined) as FailoverReport | undefined };
   };
   const virsh = (...args: string[]) => exec('virsh', ['-c', 'qemu:///system', ...args]).then((r) => r.stdout.trim());
-  /** What vSphere says of a VM, read through the client core: the properties a vSphere user looks at. */
-  const vsphereVm = async (name: string) => {
+  /** A session of the client core, for what a vSphere user looks at beyond vmdr's VmInfo. */
+  const withSession = async <T>(use: (session: VsphereSession) => Promise<T>): Promise<T> => {
     const session = await VsphereSession.open(parseVsphereUri(vcsim.uri(), { passwordFile: join(kvm.dir, 'vsphere-password') }));
     try {
-      const found = await retrieve(session, { type: 'VirtualMachine', paths: ['name', 'runtime.powerState', 'guest.hostName', 'guest.ipAddress', 'guest.toolsRunningStatus'] });
-      return found.find((f) => f.props.name === name)?.props as Record<string, string> | undefined;
+      return await use(session);
     } finally {
       await session.logout();
     }
   };
+  const GUEST_PATHS = ['name', 'runtime.powerState', 'guest.hostName', 'guest.ipAddress', 'guest.toolsRunningStatus', 'config.tools.pendingCustomization'];
+  /** What vSphere says of a VM: its power, its guest as VMware Tools report it, a customization waiting for its boot. */
+  const vsphereVm = (name: string) =>
+    withSession(async (session) => {
+      const found = await retrieve(session, { type: 'VirtualMachine', paths: GUEST_PATHS });
+      return found.find((f) => f.props.name === name)?.props as Record<string, string | undefined> | undefined;
+    });
+  /** `[LocalDS_0] folder/file.vmdk` as the datastore file API names it. */
+  const datastoreFile = (path: string): DatastoreFile => {
+    const [, datastore, file] = /^\[([^\]]+)\] (.+)$/.exec(path)!;
+    return { datacenter: 'DC0', datastore: datastore!, path: file! };
+  };
+  const flatExtent = (descriptor: DatastoreFile): DatastoreFile => ({ ...descriptor, path: descriptor.path.replace(/\.vmdk$/, '-flat.vmdk') });
+  /** Which VMs of the simulator are a drill's: named after a target. */
+  const drillVms = async () => (await vsphere.listVms()).map((v) => v.name).filter((n) => n.startsWith(`${vsTarget()}-drill-`));
 
   before(async () => {
     vcsim = await startVcsim();
@@ -133,13 +152,80 @@ plans:
     await destroyLabVm(kvm);
   });
 
-  it('provisions both targets: the libvirt one with its seed, the vSphere one off, on its port group, with its MAC', async () => {
+  it('provisions both targets: the vSphere one off, on its port group with its MAC, a placeholder of the source disk\'s size, its customization waiting', async () => {
     assert.equal(await virsh('domstate', kvmTarget()), 'shut off');
     const target = await vsphere.getVm(vsTarget());
     assert.equal(target.powerState, 'shutoff');
     assert.deepEqual(target.nics.map((n) => [n.mac, n.network]), [[VS_MAC, PORT_GROUP]]);
-    assert.deepEqual(target.disks.filter((d) => d.device === 'disk').map((d) => d.target), ['vda']);
-    assert.equal(target.labels['vmdr.protection'] ?? Object.values(target.labels).includes(vs.name), true);
+    const disks = target.disks.filter((d) => d.device === 'disk');
+    assert.deepEqual(disks.map((d) => [d.target, d.format, d.capacityBytes]), [['vda', 'vmdk', 32 * 1024 * 1024]]);
+    assert.match(disks[0]!.path!, /^\[LocalDS_0\] /);
+    assert.deepEqual(target.labels, targetLabels(vs.name, undefined));
+    const seen = (await vsphereVm(vsTarget()))!;
+    assert.ok(seen['config.tools.pendingCustomization'], 'the DR identity waits for the first boot as a customization');
+    // Again: nothing to do.
+    const again = await ok('target', 'provision', '--json');
+    assert.deepEqual((JSON.parse(again.stdout.trim().split('\n').pop()!) as { vm: string; action: string }[]).map((t) => [t.vm, t.action]), [
+      [kvmTarget(), 'unchanged'],
+      [vsTarget(), 'unchanged'],
+    ]);
+  });
+
+  it('drills the plan: both come up in bubbles (a linked clone on vSphere), evidence kept, everything removed after', async () => {
+    // What the drill VMs look like while the drill runs, seen from each hypervisor.
+    const run = spawnVmdr(['failover', '--plan', 'cross', '--test', '--json', '--config', config]);
+    let ended = false;
+    void run.done.then(() => (ended = true));
+    let seen: { vm: VmInfo; cloneOf: string | undefined; bubbles: { vsphere: string[]; libvirt: string[] } } | undefined;
+    while (!ended && !seen) {
+      const [name] = await drillVms();
+      const vm = name ? await vsphere.getVm(name).catch(() => undefined) : undefined;
+      if (vm?.powerState === 'running') {
+        const extra = await withSession(async (session) => (await retrieve(session, { type: 'VirtualMachine', paths: ['name', 'config.extraConfig'] })).find((f) => f.props.name === name)?.props['config.extraConfig']);
+        const cloneOf = (JSON.stringify(extra).match(/"key":"vmdr\.clone-of","value":(?:\{[^}]*"_text":)?"([^"]+)"/) ?? [])[1];
+        const bubbles = {
+          vsphere: (await vsphere.listNetworks()).filter((n) => n.name.startsWith('vmdr-drill-')).map((n) => n.name),
+          libvirt: (await virsh('net-list', '--name')).split('\n').filter((n) => n.startsWith('vmdr-drill-')),
+        };
+        seen = { vm, cloneOf, bubbles };
+      }
+      await delay(100);
+    }
+    const r = await run.done;
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as FailoverReport;
+    assert.ok(seen, 'the vSphere drill VM was seen running');
+    assert.equal(seen.vm.name, `${vsTarget()}-drill-${report.id.slice(-6)}`);
+    assert.equal(seen.cloneOf, vsTarget(), 'a linked clone of the target');
+    assert.deepEqual(seen.vm.nics.map((n) => [n.mac, n.network]), [[VS_MAC, `vmdr-drill-${report.id.slice(-6)}`]], 'the MAC of production, on the bubble');
+    assert.match(seen.vm.disks.find((d) => d.target === 'vda')!.path!, new RegExp(`/drill-${report.id}-vda\\.vmdk$`));
+    assert.deepEqual(seen.bubbles, { vsphere: [`vmdr-drill-${report.id.slice(-6)}`], libvirt: [`vmdr-drill-${report.id.slice(-6)}`] }, 'a bubble on each site');
+    assert.equal(report.status, 'succeeded');
+    const short = report.id.slice(-6);
+    assert.deepEqual(report.vms.map((v) => [v.protection, v.status]), [
+      [kvm.name, 'healthy'],
+      [vs.name, 'healthy'],
+    ]);
+    assert.equal(parseGuestFields(report.vms[0]!.guest!).hostname, 'xplan-kvm-dr');
+    // The vSphere drill VM's evidence: the health check that passed (Tools), the identity it was
+    // given, no console and a screenshot recorded as missing (no display), which fails nothing.
+    const evidence = report.vms[1]!.evidence!;
+    assert.deepEqual(evidence.checks.map((c) => [c.check, c.passed]), [
+      ['running', true],
+      ['agent', true],
+    ]);
+    assert.deepEqual(evidence.identity?.expected, { hostname: 'xplan-vs-dr', mac: VS_MAC, ip: '192.0.2.42/24' });
+    assert.deepEqual(evidence.console, []);
+    assert.match((evidence.screenshot as { missing: string }).missing, /display/i);
+    // Everything the drill made is gone from both sites; the targets were never touched.
+    assert.deepEqual(await drillVms(), []);
+    assert.ok(!(await vsphere.listNetworks()).some((n) => n.name.startsWith(`vmdr-drill-${short}`)), 'the vSphere bubble is gone');
+    assert.ok(!(await virsh('net-list', '--all', '--name')).includes(`vmdr-drill-${short}`), 'the libvirt bubble is gone');
+    assert.ok(!(await virsh('list', '--all', '--name')).includes(`${kvmTarget()}-drill-${short}`));
+    const boot = await withSession((session) => statFile(session, { datacenter: 'DC0', datastore: 'LocalDS_0', path: `vmdr-boot/drill-${report.id}-vda.vmdk` }));
+    assert.equal(boot, undefined, "the drill's uploaded disk is deleted");
+    assert.equal((await vsphere.getVm(vsTarget())).powerState, 'shutoff');
+    assert.equal(await virsh('domstate', kvmTarget()), 'shut off');
   });
 
   it('fails the plan over in one run: both targets up, one report naming both', async () => {
@@ -163,12 +249,18 @@ plans:
     const target = await vsphere.getVm(vsTarget());
     assert.equal(target.powerState, 'running');
     const disk = target.disks.find((d) => d.target === 'vda')!;
-    assert.match(disk.path!, new RegExp(`^\\[[^\\]]+\\] .*failover-${report.id}-vda\\.vmdk$`), disk.path);
+    assert.match(disk.path!, new RegExp(`^\\[LocalDS_0\\] .*/failover-${report.id}-vda\\.vmdk$`), disk.path);
+    assert.equal(disk.capacityBytes, 32 * 1024 * 1024);
+    // The VMDK holds the source's data: the marker file the lab disk was made with.
+    failoverDisk = datastoreFile(disk.path!);
+    const flat = await withSession((session) => readSmallFile(session, flatExtent(failoverDisk!), { maxBytes: 64 * 1024 * 1024 }));
+    assert.ok(flat?.includes('xplan-vs-src\n'), "the source's marker is on the uploaded disk");
     const seen = (await vsphereVm(vsTarget()))!;
     assert.equal(seen['runtime.powerState'], 'poweredOn');
     assert.equal(seen['guest.hostName'], 'xplan-vs-dr');
     assert.equal(seen['guest.ipAddress'], '192.0.2.42');
     assert.equal(seen['guest.toolsRunningStatus'], 'guestToolsRunning');
+    assert.ok(!seen['config.tools.pendingCustomization'], 'the customization was applied at the boot');
     assert.ok(report.vms[1]!.steps.some((s) => s.step === 'health' && s.status === 'done'));
     console.log(`      plan failed over in ${((Date.now() - started) / 1000).toFixed(1)} s (RTO ${(report.rtoMs! / 1000).toFixed(1)} s)`);
   });
@@ -181,7 +273,15 @@ plans:
     assert.equal(await virsh('domstate', kvmTarget()), 'shut off');
     const target = await vsphere.getVm(vsTarget());
     assert.equal(target.powerState, 'shutoff');
-    assert.ok(!target.disks.some((d) => d.path?.includes('failover-')), JSON.stringify(target.disks));
+    const disks = target.disks.filter((d) => d.device === 'disk');
+    assert.deepEqual(disks.map((d) => [d.target, d.capacityBytes]), [['vda', 32 * 1024 * 1024]], 'a placeholder again');
+    assert.ok(!disks[0]!.path!.includes('failover-'), disks[0]!.path);
+    const left = await withSession(async (session) => [await statFile(session, failoverDisk!), await statFile(session, flatExtent(failoverDisk!))]);
+    assert.deepEqual(left, [undefined, undefined], "the failover's uploaded disk is deleted");
+    // The sources this failover fenced run again, and replication goes on.
+    assert.equal(await virsh('domstate', vs.name), 'running');
+    assert.equal(await virsh('domstate', kvm.name), 'running');
     await ok('sync', vs.name);
+    await ok('sync', kvm.name);
   });
 });
