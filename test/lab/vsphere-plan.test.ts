@@ -163,6 +163,12 @@ plans:
     assert.deepEqual(target.labels, targetLabels(vs.name, undefined));
     const seen = (await vsphereVm(vsTarget()))!;
     assert.ok(seen['config.tools.pendingCustomization'], 'the DR identity waits for the first boot as a customization');
+    // vmdr status reads both targets, and neither has drifted from its source.
+    const status = JSON.parse((await ok('status', '--json')).stdout) as { protection: string; target: { site: string; state: string }; drift: unknown[] }[];
+    assert.deepEqual(status.map((s) => [s.protection, s.target.site, s.target.state, s.drift]), [
+      [kvm.name, 'dr', 'shutoff', []],
+      [vs.name, 'dr-vs', 'shutoff', []],
+    ]);
     // Again: nothing to do.
     const again = await ok('target', 'provision', '--json');
     assert.deepEqual((JSON.parse(again.stdout.trim().split('\n').pop()!) as { vm: string; action: string }[]).map((t) => [t.vm, t.action]), [
