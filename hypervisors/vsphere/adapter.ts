@@ -38,7 +38,8 @@ import { isDatastorePath, nicEditSpec } from './devices.js';
 import { parseVsphereUri, type VsphereEndpoint } from './endpoint.js';
 import { CustomFields } from './labels.js';
 import { VsphereNetworks } from './network.js';
-import { items, resolvePlacement, type Placement } from './placement.js';
+import { resolvePlacement, type Placement } from './placement.js';
+import { items } from './property-values.js';
 import { retrieve } from './property-collector.js';
 import { VsphereSession } from './session.js';
 import { VsphereClones } from './snapshot.js';
@@ -63,6 +64,7 @@ interface Connected {
 export class VsphereAdapter implements HypervisorAdapter {
   readonly kind = 'vsphere' as const;
   private readonly endpoint: VsphereEndpoint;
+  private readonly callTimeoutMs: number | undefined;
   private connecting: Promise<Connected> | undefined;
 
   constructor(
@@ -70,6 +72,7 @@ export class VsphereAdapter implements HypervisorAdapter {
     options: AdapterOptions = {},
   ) {
     this.endpoint = parseVsphereUri(uri, options.vsphere);
+    this.callTimeoutMs = options.callTimeoutMs;
   }
 
   async connect(): Promise<void> {
@@ -277,7 +280,7 @@ export class VsphereAdapter implements HypervisorAdapter {
   }
 
   private async open(): Promise<Connected> {
-    const session = await VsphereSession.open(this.endpoint);
+    const session = await VsphereSession.open(this.endpoint, this.callTimeoutMs !== undefined ? { callTimeoutMs: this.callTimeoutMs } : {});
     try {
       const place = await resolvePlacement(session, this.endpoint);
       const fields = new CustomFields(session);

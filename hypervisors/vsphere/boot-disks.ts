@@ -16,7 +16,7 @@
 import { ImageOperationFailed } from '../errors.js';
 import { checkBootName } from '../boot-name.js';
 import type { BootDisk, BootDisksRequest, PointDisk, TaskOptions } from '../types.js';
-import { datastorePath, deleteFile, makeFolder, moveFile, readSmallFile, statFile, uploadFile, type DatastoreFile } from './datastore.js';
+import { datastorePath, deleteFile, makeFolder, moveFile, readSmallFile, resolveDatastore, statFile, uploadFile, type DatastoreFile } from './datastore.js';
 import type { VsphereSession } from './session.js';
 import { extentSectors, flatExtentName, parseVmdkDescriptor, readFlatExtent, SECTOR_BYTES, vmdkDescriptor } from './vmdk.js';
 
@@ -24,7 +24,7 @@ import { extentSectors, flatExtentName, parseVmdkDescriptor, readFlatExtent, SEC
 export interface DiskPlace {
   datacenter: string;
   datastore: string;
-  /** Slash-separated, relative to the datastore's root; made when missing. */
+  /** Slash-separated, relative to the datastore's root ('' is the root); made when missing. */
   folder: string;
 }
 
@@ -50,7 +50,11 @@ export function materializedFiles(place: DiskPlace, boot: string, disk: Pick<Poi
  */
 export async function materializePoint(session: VsphereSession, place: DiskPlace, request: BootDisksRequest, task: TaskOptions = {}): Promise<BootDisk[]> {
   checkBootName(request.boot);
-  await makeFolder(session, { datacenter: place.datacenter, datastore: place.datastore, path: place.folder });
+  const dc = await resolveDatastore(session, place, task.signal);
+  // The datastore's root needs no making (and MakeDirectory refuses it).
+  if (place.folder.split('/').some(Boolean)) {
+    await makeFolder(session, { datacenter: place.datacenter, datastore: place.datastore, path: place.folder }, { dc, signal: task.signal });
+  }
   const made: BootDisk[] = [];
   for (const disk of request.disks) {
     const files = materializedFiles(place, request.boot, disk);
@@ -63,7 +67,7 @@ export async function materializePoint(session: VsphereSession, place: DiskPlace
       });
       const extent = files.extent.path.split('/').pop()!;
       await uploadFile(session, files.part, Buffer.from(vmdkDescriptor({ extent, sizeBytes: disk.sizeBytes })), { signal: task.signal });
-      await moveFile(session, files.part, files.descriptor, { signal: task.signal });
+      await moveFile(session, files.part, files.descriptor, { dc, signal: task.signal });
     }
     made.push({ target: disk.target, path: datastorePath(files.descriptor), format: 'vmdk' });
   }
@@ -77,9 +81,10 @@ export async function materializePoint(session: VsphereSession, place: DiskPlace
  */
 export async function removeMaterialized(session: VsphereSession, place: DiskPlace, request: BootDisksRequest, options: { signal?: AbortSignal } = {}): Promise<void> {
   checkBootName(request.boot);
+  const dc = await resolveDatastore(session, place, options.signal);
   for (const disk of request.disks) {
     const files = materializedFiles(place, request.boot, disk);
-    for (const file of [files.descriptor, files.extent, files.part]) await deleteFile(session, file, options);
+    for (const file of [files.descriptor, files.extent, files.part]) await deleteFile(session, file, { ...options, dc });
   }
 }
 
@@ -97,6 +102,10 @@ async function isWhole(session: VsphereSession, files: DiskFiles, disk: PointDis
   if (described?.createType !== 'vmfs' || extent?.file !== extentName) refuse(`it exists and is not a flat disk on ${extentName}`);
   if (extent!.sectors !== sectors) refuse(`it exists for a disk of ${extent!.sectors} sectors, not ${sectors}`);
   const stat = await statFile(session, files.extent, { signal });
-  if (stat?.sizeBytes !== sectors * SECTOR_BYTES) refuse(`its extent ${datastorePath(files.extent)} is ${stat ? `${stat.sizeBytes} bytes` : 'missing'}, not ${sectors * SECTOR_BYTES}`);
+  if (!stat) refuse(`its extent ${datastorePath(files.extent)} is missing`);
+  // A server that gives no size is believed: the descriptor is only ever moved in after a whole extent.
+  if (stat!.sizeBytes !== undefined && stat!.sizeBytes !== sectors * SECTOR_BYTES) {
+    refuse(`its extent ${datastorePath(files.extent)} is ${stat!.sizeBytes} bytes, not ${sectors * SECTOR_BYTES}`);
+  }
   return true;
 }

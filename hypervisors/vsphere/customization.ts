@@ -19,6 +19,7 @@ import { nicEditSpec, type NetworkBacking } from './devices.js';
 import { IDENTITY_FIELD, type CustomFields } from './labels.js';
 import { faultType } from './fault-type.js';
 import type { VsphereNetworks } from './network.js';
+import { retrieve } from './property-collector.js';
 import type { VsphereVms } from './vm.js';
 
 /** LinuxPrep needs a domain; a bare hostname gets this one, as the guest would call itself. */
@@ -45,6 +46,9 @@ export class VsphereCustomization {
     const applied = () => record.info.nics.map((n) => ({ mac: n.mac, ...(n.network ? { network: n.network } : {}) }));
     if (asAsked && (await this.fields.valueOf(record.customValue, IDENTITY_FIELD)) === identity.instanceId) return { nics: applied(), written: false };
 
+    // Asked before the NICs change: a refusal leaves the VM as it was.
+    const [pending] = await retrieve(this.vms.session, { type: 'VirtualMachine', paths: ['config.tools.pendingCustomization'], objects: [record.ref] });
+    if (pending?.props['config.tools.pendingCustomization']) throw this.pending(vm);
     const edits: object[] = [];
     for (const [i, wanted] of identity.nics.entries()) {
       const nic = nics[i]!;
@@ -60,15 +64,18 @@ export class VsphereCustomization {
     }
     const spec = customizationSpec(identity, record.info.nics.map((n) => n.mac));
     await this.vms.withRef(vm, (ref) => this.vms.task('CustomizeVM_Task', ref, { spec }, 'customize', vm)).catch((err: unknown) => {
-      if (faultType(err) !== 'CustomizationPending') throw err;
-      throw new VmdrError('IDENTITY_PENDING', `VM ${JSON.stringify(vm)} on ${this.uri} still has a guest customization pending; vSphere takes no other until the guest has booted and applied it`, {
-        subject: { vm, host: this.uri },
-        cause: err,
-        remedy: 'power the VM on once (its guest applies the pending identity), stop it, and give the new one',
-      });
+      throw faultType(err) === 'CustomizationPending' ? this.pending(vm, err) : err;
     });
     await this.fields.set(record.ref, 'VirtualMachine', { [IDENTITY_FIELD]: identity.instanceId });
     return { nics: applied(), written: true };
+  }
+
+  private pending(vm: string, cause?: unknown): VmdrError {
+    return new VmdrError('IDENTITY_PENDING', `VM ${JSON.stringify(vm)} on ${this.uri} still has a guest customization pending; vSphere takes no other until the guest has booted and applied it`, {
+      subject: { vm, host: this.uri },
+      ...(cause ? { cause } : {}),
+      remedy: 'power the VM on once (its guest applies the pending identity), stop it, and give the new one',
+    });
   }
 
   /** Forgets which identity the VM was given (a pending customization stays: see the file's comment). */

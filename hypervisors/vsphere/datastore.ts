@@ -6,8 +6,9 @@
  *
  * An upload streams: the body is pulled from its source as the socket drains, so a slow
  * datastore slows the reader and nothing is buffered whole (axios' redirect support, which keeps
- * the body for a replay, is off). The body's length is sent up front: ESXi's hostd refuses a
- * chunked PUT. A 401 (the session expired under a long transfer) logs in again once and sends
+ * the body for a replay, is off). The body's length is sent up front, as govmomi's uploads send
+ * it (soap.Client.Upload): whether hostd takes a chunked PUT is not something the simulator can
+ * show. A 401 (the session expired under a long transfer) logs in again once and sends
  * the body again from a fresh source; anything else is an error naming the file.
  */
 import type { AxiosResponse } from 'axios';
@@ -56,11 +57,13 @@ export interface UploadSource {
 export interface UploadOptions extends TaskOptions {
   phase?: string;
   subject?: ProgressSubject;
+  /** How long the upload may make no progress at all before it fails. Default 120 s. */
+  idleTimeoutMs?: number;
 }
 
 /**
- * How long a transfer may make no progress at all (the socket idle, not the whole transfer: a
- * large upload to a slow datastore takes as long as it takes).
+ * How long an upload may make no progress at all (not the whole upload: a large one to a slow
+ * datastore takes as long as it takes), and how long a HEAD or a small read may take.
  */
 const IDLE_TIMEOUT_MS = 120_000;
 /** A PUT's or a HEAD's answer is a status line and a few headers; nothing larger is read. */
@@ -90,7 +93,7 @@ async function exchange(
       if (options.signal?.aborted) throw options.signal.reason;
       if (err instanceof VmdrError) throw err;
       const code = (err as { code?: string }).code;
-      const detail = code === 'ECONNABORTED' || code === 'ETIMEDOUT' ? `no progress within ${IDLE_TIMEOUT_MS / 1000} s` : (err as Error).message;
+      const detail = code === 'ECONNABORTED' || code === 'ETIMEDOUT' ? `no answer within ${IDLE_TIMEOUT_MS / 1000} s` : (err as Error).message;
       // Not the axios error itself: it holds the request, and with it the session cookie.
       throw new VsphereTransferFailed(operation, file, session.endpoint.host, detail, { cause: Object.assign(new Error((err as Error).message), code ? { code } : {}) });
     }
@@ -107,8 +110,8 @@ async function exchange(
   }
 }
 
-/** What HEAD says of a file; undefined when it does not exist. */
-export async function statFile(session: VsphereSession, file: DatastoreFile, options: { signal?: AbortSignal } = {}): Promise<{ sizeBytes: number; modified?: Date } | undefined> {
+/** What HEAD says of a file; undefined when it does not exist. A size the server did not give is absent. */
+export async function statFile(session: VsphereSession, file: DatastoreFile, options: { signal?: AbortSignal } = {}): Promise<{ sizeBytes?: number; modified?: Date } | undefined> {
   const response = await exchange(
     session,
     'look up',
@@ -118,7 +121,8 @@ export async function statFile(session: VsphereSession, file: DatastoreFile, opt
   );
   if (!response) return undefined;
   const modified = response.headers['last-modified'] as string | undefined;
-  return { sizeBytes: Number(response.headers['content-length'] ?? NaN), ...(modified ? { modified: new Date(modified) } : {}) };
+  const length = response.headers['content-length'] as string | undefined;
+  return { ...(length !== undefined && /^\d+$/.test(length) ? { sizeBytes: Number(length) } : {}), ...(modified ? { modified: new Date(modified) } : {}) };
 }
 
 /** A small file's text (a disk descriptor); undefined when it does not exist. */
@@ -165,10 +169,11 @@ export async function uploadFile(session: VsphereSession, file: DatastoreFile, b
       const total = source.sizeBytes;
       // An idle deadline of its own: axios' timeout would bound the whole upload, however large.
       const idle = new AbortController();
+      const idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
       let timer: NodeJS.Timeout | undefined;
       const progressed = () => {
         clearTimeout(timer);
-        timer = setTimeout(() => idle.abort(new VsphereTransferFailed('upload', file, host, `no progress within ${IDLE_TIMEOUT_MS / 1000} s`)), IDLE_TIMEOUT_MS);
+        timer = setTimeout(() => idle.abort(new VsphereTransferFailed('upload', file, host, `no progress within ${idleMs / 1000} s`)), idleMs);
       };
       let done = 0;
       const counted = new Transform({
@@ -219,46 +224,55 @@ export async function uploadFile(session: VsphereSession, file: DatastoreFile, b
   if (last) report(last.total, last.total);
 }
 
-/** The datacenter's managed object, and a check that it has this datastore. */
-async function datacenterOf(session: VsphereSession, file: Pick<DatastoreFile, 'datacenter' | 'datastore'>): Promise<MoRef> {
-  const dc = await findDatacenter(session, file.datacenter);
-  const stores = await retrieve(session, { type: 'Datastore', paths: ['name'], container: dc.datastoreFolder });
-  const names = stores.map((s) => String(s.props.name));
-  if (!names.includes(file.datastore)) throw new VsphereObjectNotFound('datastore', file.datastore, session.endpoint.host);
+/**
+ * The datacenter's managed object, once it is known to hold the datastore: what FileManager calls
+ * take. VSPHERE_OBJECT_NOT_FOUND names a datacenter or datastore that is not there. Callers that
+ * make several FileManager calls resolve it once and pass it as `dc`.
+ */
+export async function resolveDatastore(session: VsphereSession, where: Pick<DatastoreFile, 'datacenter' | 'datastore'>, signal?: AbortSignal): Promise<MoRef> {
+  const dc = await findDatacenter(session, where.datacenter);
+  const stores = await retrieve(session, { type: 'Datastore', paths: ['name'], container: dc.datastoreFolder, ...(signal ? { signal } : {}) });
+  if (!stores.some((store) => store.props.name === where.datastore)) throw new VsphereObjectNotFound('datastore', where.datastore, session.endpoint.host);
   return dc.ref;
+}
+
+export interface FileManagerOptions {
+  signal?: AbortSignal;
+  /** The datacenter, as resolveDatastore found it: saves looking it up again. */
+  dc?: MoRef;
 }
 
 /**
  * Makes a folder and the folders above it; one that exists is fine. Fails with
  * VSPHERE_OBJECT_NOT_FOUND naming the datastore when the datacenter has none of that name.
  */
-export async function makeFolder(session: VsphereSession, folder: DatastoreFile): Promise<void> {
-  const dc = await datacenterOf(session, folder);
+export async function makeFolder(session: VsphereSession, folder: DatastoreFile, options: FileManagerOptions = {}): Promise<void> {
+  const dc = options.dc ?? (await resolveDatastore(session, folder, options.signal));
   try {
-    await session.call('MakeDirectory', fileManager(session), { name: datastorePath(folder), datacenter: dc, createParentDirectories: true });
+    await session.call('MakeDirectory', fileManager(session), { name: datastorePath(folder), datacenter: dc, createParentDirectories: true }, { signal: options.signal });
   } catch (err) {
     if (!(err instanceof VsphereFault && err.faultType === 'FileAlreadyExists')) throw err;
   }
 }
 
 /** Renames a file on its datastore, replacing what has the new name. */
-export async function moveFile(session: VsphereSession, from: DatastoreFile, to: DatastoreFile, options: { signal?: AbortSignal } = {}): Promise<void> {
-  const dc = await datacenterOf(session, from);
+export async function moveFile(session: VsphereSession, from: DatastoreFile, to: DatastoreFile, options: FileManagerOptions = {}): Promise<void> {
+  const dc = options.dc ?? (await resolveDatastore(session, from, options.signal));
   const task = await session.call<MoRef>('MoveDatastoreFile_Task', fileManager(session), {
     sourceName: datastorePath(from),
     sourceDatacenter: dc,
     destinationName: datastorePath(to),
     destinationDatacenter: dc,
     force: true,
-  });
+  }, { signal: options.signal });
   await waitForTask(session, task, { phase: 'move datastore file', signal: options.signal });
 }
 
 /** Deletes a file; resolves false when there was none. */
-export async function deleteFile(session: VsphereSession, file: DatastoreFile, options: { signal?: AbortSignal } = {}): Promise<boolean> {
-  const dc = await datacenterOf(session, file);
+export async function deleteFile(session: VsphereSession, file: DatastoreFile, options: FileManagerOptions = {}): Promise<boolean> {
+  const dc = options.dc ?? (await resolveDatastore(session, file, options.signal));
   try {
-    const task = await session.call<MoRef>('DeleteDatastoreFile_Task', fileManager(session), { name: datastorePath(file), datacenter: dc });
+    const task = await session.call<MoRef>('DeleteDatastoreFile_Task', fileManager(session), { name: datastorePath(file), datacenter: dc }, { signal: options.signal });
     await waitForTask(session, task, { phase: 'delete datastore file', signal: options.signal });
     return true;
   } catch (err) {
@@ -275,9 +289,11 @@ function fileManager(session: VsphereSession): MoRef {
 
 /**
  * A 401 from the file API: the session the cookie names is gone (expired during a long upload, or
- * terminated). One authenticated SOAP call finds that out the way every call does, and logs in
- * again (shared with concurrent calls); the cookie the next transfer sends is the new one.
+ * terminated). One SOAP call that needs a session finds that out the way every call does, and logs
+ * in again (shared with concurrent calls); the cookie the next transfer sends is the new one.
+ * Reading SessionManager.currentSession would not do: without a session it reads as empty rather
+ * than failing, so nothing would log in again. A container view needs a session everywhere.
  */
 async function renewSession(session: VsphereSession, signal?: AbortSignal): Promise<void> {
-  await retrieve(session, { type: 'SessionManager', paths: ['currentSession'], objects: [session.content.sessionManager], ...(signal ? { signal } : {}) });
+  await retrieve(session, { type: 'Datacenter', paths: ['name'], container: session.content.rootFolder, ...(signal ? { signal } : {}) });
 }

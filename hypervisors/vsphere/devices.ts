@@ -11,7 +11,7 @@
  * Every object is built in the WSDL's element order (a real vCenter checks it).
  */
 import type { DiskInfo, DiskSpec, NicInfo } from '../types.js';
-import { items } from './placement.js';
+import { items } from './property-values.js';
 import type { MoRef } from './soap.js';
 
 type Device = Record<string, unknown> & { _type: string; key: string };
@@ -89,7 +89,8 @@ export function readHardware(device: unknown, names: Map<string, string>, portgr
         ...(path ? { path } : {}),
         ...(d._type === 'VirtualDisk' ? { format: 'vmdk' } : {}),
         ...(controller ? { bus: controller.bus } : {}),
-        ...(d._type === 'VirtualDisk' ? { capacityBytes: bytes } : {}),
+        // 0 is no size a disk has: the server did not say (the simulator reads no attached VMDK).
+        ...(d._type === 'VirtualDisk' && bytes > 0 ? { capacityBytes: bytes } : {}),
         key: Number(d.key),
         controllerKey,
         unitNumber,
@@ -176,9 +177,12 @@ export function diskAddSpec(disk: Pick<DiskSpec, 'path' | 'sizeBytes'>, at: { ke
   };
 }
 
-/** Takes a disk off the VM; its file stays (no fileOperation): it may be a replica's. */
-export function diskRemoveSpec(disk: VmDisk): object {
-  return { operation: 'remove', device: { _type: 'VirtualDisk', key: disk.key, controllerKey: disk.controllerKey, unitNumber: disk.unitNumber, capacityInKB: disk.capacityInKB } };
+/**
+ * Takes a disk off the VM. Its file stays (it may be a replica's boot disk or placeholder) unless
+ * `destroy`: a linked clone's own child disk, which nothing else uses.
+ */
+export function diskRemoveSpec(disk: VmDisk, destroy = false): object {
+  return { operation: 'remove', ...(destroy ? { fileOperation: 'destroy' } : {}), device: { _type: 'VirtualDisk', key: disk.key, controllerKey: disk.controllerKey, unitNumber: disk.unitNumber, capacityInKB: disk.capacityInKB } };
 }
 
 export type NetworkBacking =

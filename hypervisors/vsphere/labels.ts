@@ -10,7 +10,7 @@
  * defined.
  */
 import { Unsupported, VmdrError } from '../errors.js';
-import { items } from './placement.js';
+import { items } from './property-values.js';
 import { retrieve } from './property-collector.js';
 import type { VsphereSession } from './session.js';
 import type { MoRef } from './soap.js';

@@ -13,7 +13,8 @@ import type { IsolatedNetworkSpec, NetworkInfo } from '../types.js';
 import type { NetworkBacking } from './devices.js';
 import { faultType } from './fault-type.js';
 import type { CustomFields } from './labels.js';
-import { items, type Placement } from './placement.js';
+import type { Placement } from './placement.js';
+import { items } from './property-values.js';
 import { retrieve } from './property-collector.js';
 import { poll } from './poll.js';
 import type { VsphereSession } from './session.js';
@@ -33,6 +34,8 @@ interface HostNetworks {
 }
 
 export class VsphereNetworks {
+  private readonly ensuring = new Map<string, Promise<NetworkInfo>>();
+
   constructor(
     private readonly session: VsphereSession,
     private readonly place: Placement,
@@ -62,7 +65,16 @@ export class VsphereNetworks {
     return networks;
   }
 
-  async ensureIsolated(spec: IsolatedNetworkSpec): Promise<NetworkInfo> {
+  /** Concurrent calls for one name (a plan's VMs in one bubble) share one run. */
+  ensureIsolated(spec: IsolatedNetworkSpec): Promise<NetworkInfo> {
+    const pending = this.ensuring.get(spec.name);
+    if (pending) return pending;
+    const ensured = this.ensureIsolatedNow(spec).finally(() => this.ensuring.delete(spec.name));
+    this.ensuring.set(spec.name, ensured);
+    return ensured;
+  }
+
+  private async ensureIsolatedNow(spec: IsolatedNetworkSpec): Promise<NetworkInfo> {
     const vswitch = spec.bridge ?? vswitchNameFor(spec.name);
     if (!vswitch.startsWith(VSWITCH_PREFIX)) throw new NetworkConflict(spec.name, this.uri, `cannot be made on vSwitch ${vswitch}: vmdr's vSwitches are named ${VSWITCH_PREFIX}…`);
     let hosts = await this.hostNetworks();
@@ -77,7 +89,7 @@ export class VsphereNetworks {
     for (const h of hosts) {
       const sw = h.vswitches.find((s) => s.name === vswitch);
       if (sw && sw.pnics > 0) throw new NetworkConflict(spec.name, this.uri, `has vSwitch ${vswitch} with uplinks on host ${h.host.value}: it is not isolated`);
-      if (!sw) await this.session.call('AddVirtualSwitch', h.system, { vswitchName: vswitch, spec: { numPorts: VSWITCH_PORTS } });
+      if (!sw) await this.tolerating(['AlreadyExists'], () => this.session.call('AddVirtualSwitch', h.system, { vswitchName: vswitch, spec: { numPorts: VSWITCH_PORTS } }));
       if (!h.portgroups.some((p) => p.name === spec.name)) await this.addPortGroup(h.system, spec.name, vswitch);
     }
     const network = await this.waitForNetwork(spec.name);
@@ -97,9 +109,10 @@ export class VsphereNetworks {
     // Its vSwitch from whichever host carries it: a host that lacks the port group may still have the vSwitch.
     const vswitch = info.bridge!;
     for (const h of hosts) {
-      if (h.portgroups.some((p) => p.name === name)) await this.session.call('RemovePortGroup', h.system, { pgName: name });
+      // Another vmdr removing the same bubble at once leaves NotFound: gone is what was asked.
+      if (h.portgroups.some((p) => p.name === name)) await this.tolerating(['NotFound'], () => this.session.call('RemovePortGroup', h.system, { pgName: name }));
       const others = h.portgroups.filter((p) => p.vswitch === vswitch && p.name !== name);
-      if (others.length === 0 && h.vswitches.some((s) => s.name === vswitch)) await this.session.call('RemoveVirtualSwitch', h.system, { vswitchName: vswitch });
+      if (others.length === 0 && h.vswitches.some((s) => s.name === vswitch)) await this.tolerating(['NotFound'], () => this.session.call('RemoveVirtualSwitch', h.system, { vswitchName: vswitch }));
     }
   }
 
@@ -120,12 +133,17 @@ export class VsphereNetworks {
    * simulator refuses a second host's port group of a name it already has (DuplicateName) and
    * keeps it on the first host only: the Network exists, which is what that fault says.
    */
-  private async addPortGroup(system: MoRef, name: string, vswitch: string): Promise<void> {
+  private addPortGroup(system: MoRef, name: string, vswitch: string): Promise<void> {
+    return this.tolerating(['DuplicateName', 'AlreadyExists'], () => this.session.call('AddPortGroup', system, { portgrp: { name, vlanId: 0, vswitchName: vswitch, policy: {} } }));
+  }
+
+  /** Runs `call`; a fault of one of these types means the host is already as asked. */
+  private async tolerating(faults: string[], call: () => Promise<unknown>): Promise<void> {
     try {
-      await this.session.call('AddPortGroup', system, { portgrp: { name, vlanId: 0, vswitchName: vswitch, policy: {} } });
+      await call();
     } catch (err) {
-      if (faultType(err) === 'DuplicateName' || faultType(err) === 'AlreadyExists') return;
-      throw err;
+      const type = faultType(err);
+      if (type === undefined || !faults.includes(type)) throw err;
     }
   }
 

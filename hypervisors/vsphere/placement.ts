@@ -9,7 +9,8 @@ import type { VsphereEndpoint } from './endpoint.js';
 import { datacenter, resolvePath, type Datacenter } from './find.js';
 import { retrieve } from './property-collector.js';
 import type { VsphereSession } from './session.js';
-import { asArray, type MoRef } from './soap.js';
+import { items } from './property-values.js';
+import type { MoRef } from './soap.js';
 
 export interface Placement {
   datacenter: Datacenter;
@@ -80,20 +81,4 @@ async function byPath(session: VsphereSession, path: string, under: string, what
     if (err instanceof VmdrError && /NOT_FOUND$/.test(err.code)) throw new PlacementNotFound(what, path, uri);
     throw err;
   }
-}
-
-/**
- * The elements of an array property as the property collector returns it: one or many, bare or
- * wrapped in its `ArrayOf…` element.
- */
-export function items<T>(value: unknown): T[] {
-  if (value === undefined || value === null || value === '') return [];
-  if (typeof value === 'object' && !Array.isArray(value)) {
-    const o = value as Record<string, unknown>;
-    if (typeof o._type === 'string' && o._type.startsWith('ArrayOf')) {
-      const inner = Object.keys(o).filter((k) => k !== '_type');
-      return inner.length === 0 ? [] : asArray(o[inner[0]!] as T | T[]);
-    }
-  }
-  return asArray(value as T | T[]);
 }

@@ -4,18 +4,22 @@
  * (taken once, when the first drill needs it, and kept for every later one: a linked clone's
  * disks are children of the snapshot's) with diskMoveType createNewChildDiskBacking, in vmdr's
  * folder; the clone spec puts its NICs on the drill's networks, then its disks are pointed at the
- * drill's boot disks and its labels set. The target itself is only read and snapshotted.
+ * drill's boot disks (its own child disks deleted) and its labels set. The target itself is only
+ * read and snapshotted.
  *
  * The clone is marked in its extraConfig (`vmdr.clone-of`), so that undefining it destroys it
- * with its files (Destroy_Task): they are the drill's throwaway child disks. A target, or any VM
- * not so marked, is only unregistered, its files left (they may be a replica's).
+ * with its files (Destroy_Task): its folder and the disks it runs on, the drill's throwaway boot
+ * disks (releaseBootDisks then finds nothing left, which is fine). A target, or any VM not so
+ * marked, is only unregistered, its files left: its disks are the replica's boot disks or
+ * placeholders, which only releaseBootDisks removes.
  */
-import { DefinitionRejected } from '../errors.js';
+import { CleanupFailed, DefinitionRejected } from '../errors.js';
 import type { TaskOptions, VmSpec } from '../types.js';
 import { diskNameOptions, isDatastorePath, nicEditSpec, type NetworkBacking } from './devices.js';
 import type { CustomFields } from './labels.js';
 import type { VsphereNetworks } from './network.js';
-import { items, type Placement } from './placement.js';
+import type { Placement } from './placement.js';
+import { items } from './property-values.js';
 import { retrieve } from './property-collector.js';
 import type { MoRef } from './soap.js';
 import { CLONE_OF, extraOption, type VmRecord, type VsphereVms } from './vm.js';
@@ -62,8 +66,15 @@ export class VsphereClones {
       snapshot,
     };
     const ref = (await this.vms.withRef(spec.cloneOf, (source) => this.vms.task('CloneVM_Task', source, { folder: this.place.folder, name: spec.name, spec: cloneSpec }, 'clone', spec.name, task))) as MoRef;
-    await this.vms.setDiskFiles(spec.name, spec.disks.map((d) => ({ target: d.target!, path: d.path })));
-    await this.fields.replaceLabels(ref, 'VirtualMachine', undefined, spec.labels ?? {});
+    try {
+      // Its own child disks go: the drill runs on the point's disks, and nothing else uses them.
+      await this.vms.setDiskFiles(spec.name, spec.disks.map((d) => ({ target: d.target!, path: d.path })), { destroyReplaced: true });
+      await this.fields.replaceLabels(ref, 'VirtualMachine', undefined, spec.labels ?? {});
+    } catch (err) {
+      // A half-made clone must not be found by a resumed drill and booted as it is.
+      await this.vms.destroy(spec.name).catch((cleanup: unknown) => Promise.reject(new CleanupFailed(err, `destroy the clone ${spec.name}`, cleanup)));
+      throw err;
+    }
     return ref;
   }
 

@@ -11,7 +11,8 @@ import { findVm } from './find.js';
 import type { CustomFields } from './labels.js';
 import { faultFile, faultType } from './fault-type.js';
 import type { VsphereNetworks } from './network.js';
-import { items, type Placement } from './placement.js';
+import type { Placement } from './placement.js';
+import { items } from './property-values.js';
 import { retrieve } from './property-collector.js';
 import type { VsphereSession } from './session.js';
 import { poll } from './poll.js';
@@ -204,9 +205,10 @@ export class VsphereVms {
    * the file attached at the same slot, in one reconfiguration. A datastore path is attached as it
    * is; a path of the host vmdr runs on (a replica's base image, which vSphere cannot open) means
    * the disk's placeholder beside the VM's .vmx, made again at the disk's size if it is gone: how a
-   * reverted target gets its pre-staged disks back.
+   * reverted target gets its pre-staged disks back. `destroyReplaced` deletes the files taken off
+   * (a linked clone's own child disks, snapshot.ts).
    */
-  async setDiskFiles(vm: string, disks: { target: string; path: string }[]): Promise<void> {
+  async setDiskFiles(vm: string, disks: { target: string; path: string }[], options: { destroyReplaced?: boolean } = {}): Promise<void> {
     if (disks.length === 0) return;
     const record = await this.read(vm);
     const attach = (create: boolean) => {
@@ -218,7 +220,7 @@ export class VsphereVms {
         const file = isDatastorePath(d.path) ? d.path : placeholderPath(record, d.target);
         // Created only when asked, and only for placeholders: a datastore file that is missing is an error.
         const spec = diskAddSpec({ path: create && !isDatastorePath(d.path) ? d.path : file, sizeBytes: disk.capacityBytes }, { ...at, placeholder: file });
-        changes.push(diskRemoveSpec(disk), spec);
+        changes.push(diskRemoveSpec(disk, options.destroyReplaced), spec);
       });
       return changes;
     };
@@ -297,8 +299,10 @@ export class VsphereVms {
     return ref;
   }
 
+  /** Drops every name the VM was looked up by (its name, its UUID, a path). */
   private forget(vm: string): void {
-    for (const [k, v] of this.refs) if (k === vm || v.value === this.refs.get(vm)?.value) this.refs.delete(k);
+    const gone = this.refs.get(vm)?.value;
+    for (const [k, v] of this.refs) if (k === vm || v.value === gone) this.refs.delete(k);
   }
 
   private async exists(name: string): Promise<boolean> {

@@ -26,8 +26,8 @@
  *   is what it reports to BIOS-booted guests (IDE: 16 heads; SCSI: 255 heads, 63 sectors), and
  *   it rewrites CID, ddb.uuid and ddb.longContentID once a VM has opened the disk (so a kept
  *   descriptor is recognised by its extent line, never by its whole text);
- * - on vSAN or VVol datastores, files written through /folder are not disks at all (objects are
- *   made by the storage API), and this form does not work there.
+ * - on vSAN and VVol datastores a disk is a storage object, not a file in the VM's folder: a flat
+ *   extent written through /folder is not expected to open there (VMFS and NFS datastores only).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -70,7 +70,8 @@ export function vmdkDescriptor(spec: VmdkDescriptorSpec): string {
   const adapterType = spec.adapterType ?? 'lsilogic';
   const heads = adapterType === 'ide' ? 16 : 255;
   const track = 63;
-  const cylinders = Math.ceil(sectors / (heads * track));
+  // Whole cylinders, as ESXi's own tools count them (40 GiB on SCSI: 5221); the rest is still addressable by LBA.
+  const cylinders = Math.max(1, Math.floor(sectors / (heads * track)));
   return [
     '# Disk DescriptorFile',
     'version=1',

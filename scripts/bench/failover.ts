@@ -16,6 +16,8 @@
  *     apart).
  *   - vmdr drill: `vmdr failover … --test --json`, rtoMs and wall time (which includes removing
  *     the drill).
+ * Then the vSphere figure (failover-vsphere.ts): a point's disk materialized on a vSphere
+ * target's datastore, per GiB allocated, beside qemu-img convert and curl -T alone.
  * The order of floor and vmdr alternates from one repetition to the next, so neither always
  * runs first on a cold page cache. Prints a markdown report on stdout (progress on stderr) and
  * removes everything it made, also after a failure or Ctrl-C. No traffic leaves the machine: the
@@ -33,6 +35,7 @@ import { GUEST_READY, waitForSerialLine } from '../../plugin/failover/serial-hea
 import { labScratchDir } from '../../test/helpers/lab.js';
 import { startServe } from '../../test/helpers/vmdr-serve.js';
 import { ensureFleetNetwork, ensureFleetSources, FLEET_BOOT, FLEET_TARGET_MEMORY_MIB, fleetConfig, fleetMembers, fleetNetwork, fleetPlan, removeFleet, type FleetMember } from '../lab/fleet.js';
+import { benchVsphereMaterialize } from './failover-vsphere.js';
 import { CLI, Cleanup, describeMachine, exec, MiB, prepareMachine, runBench, say, seconds, table, timed, URI, virsh } from './lab.js';
 
 const N = 6;
@@ -315,6 +318,10 @@ async function main(cleanup: Cleanup): Promise<void> {
   out.push('');
   process.stdout.write(`${out.join('\n')}\n`);
   process.stdout.write(`\n<!-- raw: ${JSON.stringify(Object.fromEntries(samples))} -->\n`);
+
+  // Issue 14: a vSphere target's failover first materializes the point's disks on its datastore.
+  say('vSphere: recovery points materialized on a datastore of the simulator');
+  process.stdout.write(`\n${(await benchVsphereMaterialize(cleanup, REPEAT)).join('\n')}\n`);
 }
 
 runBench('bench:failover', main);

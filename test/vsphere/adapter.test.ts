@@ -28,7 +28,7 @@ import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter, PointDisk, VmSpec } from '../../hypervisors/types.js';
 import { parseVsphereUri } from '../../hypervisors/vsphere/endpoint.js';
-import { items } from '../../hypervisors/vsphere/placement.js';
+import { items } from '../../hypervisors/vsphere/property-values.js';
 import { retrieve } from '../../hypervisors/vsphere/property-collector.js';
 import { VsphereSession } from '../../hypervisors/vsphere/session.js';
 import type { MoRef } from '../../hypervisors/vsphere/soap.js';
@@ -103,6 +103,28 @@ describe('vSphere adapter (simulator)', function () {
     const found = (await waitForTask(session, task, { phase: 'search' })) as { file?: unknown };
     return items<{ path: string }>(found.file).map((f) => f.path);
   }
+
+  describe('connecting', () => {
+    it('an endpoint that does not answer is HYPERVISOR_UNREACHABLE; a wrong password VSPHERE_LOGIN_FAILED', async () => {
+      const closed = openAdapter(`vsphere://${vcsim.user}@127.0.0.1:1/DC0?thumbprint=${vcsim.thumbprint}`, { vsphere: { passwordEnv: PASSWORD_ENV } });
+      await rejectsWith(closed.connect(), 'HYPERVISOR_UNREACHABLE');
+      process.env.VMDR_TEST_VCSIM_WRONG = 'not-the-password';
+      try {
+        await rejectsWith(openAdapter(vcsim.uri(), { vsphere: { passwordEnv: 'VMDR_TEST_VCSIM_WRONG' } }).connect(), 'VSPHERE_LOGIN_FAILED');
+      } finally {
+        delete process.env.VMDR_TEST_VCSIM_WRONG;
+      }
+    });
+
+    it('a datastore, pool or folder the datacenter lacks is named at connect', async () => {
+      for (const [setting, value] of [['datastore', 'test-no-such-ds'], ['pool', 'test-no-such-pool'], ['folder', '/DC0/vm/test-no-such-folder']] as const) {
+        const other = openAdapter(vcsim.uri(), { vsphere: { passwordEnv: PASSWORD_ENV, [setting]: value } });
+        const err = await rejectsWith(other.connect(), 'VSPHERE_PLACEMENT_NOT_FOUND');
+        assert.equal(err.subject[setting], value);
+        await other.close();
+      }
+    });
+  });
 
   describe('inventory', () => {
     it('lists the datacenter VMs with their hardware and power state', async () => {
@@ -353,6 +375,17 @@ describe('vSphere adapter (simulator)', function () {
       }
     });
 
+    it('another identity while one is still pending is IDENTITY_PENDING (vSphere takes none back), and nothing changes', async () => {
+      await adapter.applyGuestIdentity(TARGET, { ...identity, instanceId: 'vmdr-test-target-0002' });
+      const moved = { ...identity, instanceId: 'vmdr-test-target-0003', hostname: 'web2', nics: [{ ...identity.nics[0]!, network: 'DC0_DVPG0' }] };
+      const err = await rejectsWith(adapter.applyGuestIdentity(TARGET, moved), 'IDENTITY_PENDING');
+      assert.match(err.remedy ?? '', /power the VM on once/);
+      assert.equal((await adapter.getVm(TARGET)).nics[0]?.network, 'VM Network', 'its NIC was not moved');
+      assert.equal((await adapter.applyGuestIdentity(TARGET, { ...identity, instanceId: 'vmdr-test-target-0002' })).written, false, 'the pending one is still the one it has');
+      await adapter.start(TARGET);
+      await adapter.stop(TARGET, { mode: 'force' });
+    });
+
     it('a removed identity is given again on the next apply', async () => {
       await adapter.removeGuestIdentity(TARGET);
       assert.equal((await adapter.applyGuestIdentity(TARGET, identity)).written, true);
@@ -394,6 +427,24 @@ describe('vSphere adapter (simulator)', function () {
       assert.equal(vmNetwork?.isolated, false);
       assert.equal(vmNetwork?.labels, undefined);
       assert.deepEqual(listed.find((n) => n.name === 'DC0_DVPG0'), { name: 'DC0_DVPG0', active: true, isolated: false });
+    });
+
+    it('made at once by several callers, in one vmdr and in two, it is made once', async () => {
+      const other = openAdapter(vcsim.uri(), { vsphere: { passwordEnv: PASSWORD_ENV } });
+      try {
+        const spec = { name: 'test-bubble-race', labels: { role: 'drill' } };
+        const made = await Promise.all([adapter.ensureIsolatedNetwork(spec), adapter.ensureIsolatedNetwork(spec), other.ensureIsolatedNetwork(spec)]);
+        for (const m of made) assert.deepEqual(m, { name: 'test-bubble-race', bridge: 'vmdr-test-bubble-race', active: true, isolated: true, labels: { role: 'drill' } });
+        for (const h of await hostNetworks()) assert.equal(h.vswitches.filter((v) => v.name === 'vmdr-test-bubble-race').length, 1, h.host);
+        await Promise.all([adapter.removeNetwork('test-bubble-race'), other.removeNetwork('test-bubble-race')]).catch((err: unknown) => {
+          // One of the two may find it gone before it looked: that one says so.
+          if ((err as { code?: string }).code !== 'NETWORK_NOT_FOUND') throw err;
+        });
+        assert.ok(!(await adapter.listNetworks()).some((n) => n.name === 'test-bubble-race'));
+        for (const h of await hostNetworks()) assert.ok(!h.vswitches.some((v) => v.name === 'vmdr-test-bubble-race'), h.host);
+      } finally {
+        await other.close();
+      }
     });
 
     it('a network vmdr did not make is not removed (NOT_MANAGED_BY_VMDR); a missing one is NETWORK_NOT_FOUND', async () => {
@@ -475,9 +526,76 @@ describe('vSphere adapter (simulator)', function () {
       await adapter.removeNetwork(BUBBLE);
     });
 
-    it('a clone of a VM that does not exist is VM_NOT_FOUND; one that asks for other NICs is DEFINITION_REJECTED', async () => {
+    it('a clone of a VM that does not exist is VM_NOT_FOUND; of other NICs DEFINITION_REJECTED; one half made is destroyed', async () => {
       await rejectsWith(adapter.defineVm({ ...targetSpec('test-clone-x'), cloneOf: 'test-no-such-vm', disks: [] }), 'VM_NOT_FOUND');
       await rejectsWith(adapter.defineVm({ ...targetSpec('test-clone-x'), cloneOf: TARGET, disks: [], nics: [{ network: 'VM Network' }] }), 'DEFINITION_REJECTED');
+      // Cloned, then its disk cannot be attached: the half-made clone is destroyed, not left for a resumed drill to boot.
+      const nics = (await adapter.getVm(TARGET)).nics.map((n) => ({ network: 'VM Network', mac: n.mac }));
+      await rejectsWith(adapter.defineVm({ ...targetSpec('test-clone-x'), cloneOf: TARGET, nics, disks: [{ path: '[LocalDS_0] vmdr-boot/no-such.vmdk', format: 'vmdk', target: 'vda' }] }), 'VSPHERE_FILE_NOT_FOUND');
+      await rejectsWith(adapter.getVm('test-clone-x'), 'VM_NOT_FOUND');
+    });
+  });
+
+  describe('a drill, in the order the plugin runs it (plugin/failover/drill.ts)', () => {
+    let dir: string;
+    let vda: PointDisk;
+    const BUBBLE = 'vmdr-drill-abc123-acme';
+    const DRILL_VM = `${TARGET}-drill-abc123`;
+    const BOOT = 'drill-run-abc123';
+
+    before(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'vmdr-vsphere-drill-'));
+      vda = { target: 'vda', image: join(dir, 'vda.qcow2'), sizeBytes: 2 * MiB };
+      await exec('qemu-img', ['create', '-q', '-f', 'qcow2', vda.image, String(vda.sizeBytes)]);
+    });
+
+    after(async () => {
+      if (dir) await rm(dir, { recursive: true, force: true });
+    });
+
+    it('bubble, boot disks, clone, identity, boot, Tools; then everything it made is gone and the target is as it was', async () => {
+      const target = await adapter.getVm(TARGET);
+      const bubble = await adapter.ensureIsolatedNetwork({ name: BUBBLE, labels: { role: 'drill', failover: 'run-abc123', tenant: 'acme' } });
+      assert.equal(bubble.isolated, true);
+      const disks = await adapter.prepareBootDisks({ boot: BOOT, disks: [vda] });
+      await rejectsWith(adapter.getVm(DRILL_VM), 'VM_NOT_FOUND');
+      await adapter.defineVm({
+        name: DRILL_VM,
+        memoryMiB: target.memoryMiB,
+        vcpus: target.vcpus,
+        boot: { kind: 'disk' },
+        disks: disks.map((d) => ({ path: d.path, format: d.format, target: d.target })),
+        nics: target.nics.map((n) => ({ network: BUBBLE, mac: n.mac })),
+        labels: { role: 'drill', protection: 'web', failover: 'run-abc123', tenant: 'acme' },
+        cloneOf: TARGET,
+      });
+      const applied = await adapter.applyGuestIdentity(DRILL_VM, {
+        instanceId: 'vmdr-drill-0001',
+        hostname: 'web1',
+        nics: [{ mac: target.nics[0]!.mac, network: BUBBLE, addresses: ['10.9.8.7/16'] }],
+      });
+      assert.equal(applied.written, true);
+      assert.deepEqual(applied.nics.map((n) => n.network), [BUBBLE, BUBBLE]);
+      await adapter.start(DRILL_VM);
+      await adapter.guestAgentPing(DRILL_VM, 10_000);
+      const guest = await vmProps(DRILL_VM, ['guest.hostName', 'guest.net']);
+      assert.equal(guest['guest.hostName'], 'web1');
+      assert.deepEqual(items(items<{ ipAddress?: unknown }>(guest['guest.net'])[0]?.ipAddress), ['10.9.8.7']);
+      await rejectsWith(adapter.screenshot(DRILL_VM), 'NO_DISPLAY');
+
+      // removeDrill
+      await adapter.stop(DRILL_VM, { mode: 'force' });
+      await adapter.removeGuestIdentity(DRILL_VM);
+      await adapter.undefine(DRILL_VM);
+      await adapter.releaseBootDisks({ boot: BOOT, disks: [vda] });
+      await adapter.removeNetwork(BUBBLE);
+
+      await rejectsWith(adapter.getVm(DRILL_VM), 'VM_NOT_FOUND');
+      assert.ok(!(await datastoreFiles('vmdr-boot')).some((f) => f.startsWith(`${BOOT}-`)));
+      await rejectsWith(datastoreFiles(DRILL_VM), 'VSPHERE_FILE_NOT_FOUND'); // the clone's folder is gone with it
+      assert.ok(!(await adapter.listNetworks()).some((n) => n.name === BUBBLE));
+      const after = await adapter.getVm(TARGET);
+      assert.deepEqual([after.nics, after.labels, after.powerState], [target.nics, target.labels, 'shutoff']);
     });
   });
 
@@ -495,6 +613,19 @@ describe('vSphere adapter (simulator)', function () {
       assert.equal(registered.id, before.id, 'the same VM, by its instance UUID');
       assert.deepEqual(registered.labels, { role: 'target', protection: 'web' });
       assert.equal((await vmProps(TARGET, ['config.files.vmPathName']))['config.files.vmPathName'], `[LocalDS_0] ${TARGET}/${TARGET}.vmx`);
+    });
+  });
+
+  describe('a VM on datastore files vmdr did not make', () => {
+    it('attaches a datastore disk as it is, and undefining the VM leaves the file', async () => {
+      const spec: VmSpec = { ...targetSpec('test-attach'), disks: [{ path: '[LocalDS_0] test-boot/failover-1-vda.vmdk', format: 'vmdk', target: 'vda' }], nics: [{ network: 'VM Network', model: 'e1000' }], labels: {} };
+      const info = await adapter.defineVm(spec);
+      // Its size is the file's: vCenter reads it, the simulator does not (capacityBytes is then absent, never 0).
+      assert.deepEqual(info.disks.map((d) => [d.target, d.path, d.capacityBytes ?? 'unknown']), [['vda', '[LocalDS_0] test-boot/failover-1-vda.vmdk', 'unknown']]);
+      assert.equal(info.nics[0]?.model, 'e1000');
+      assert.match(info.nics[0]?.mac ?? '', /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, 'vSphere gave it a MAC');
+      await adapter.undefine('test-attach');
+      assert.ok((await datastoreFiles('test-boot')).includes('failover-1-vda.vmdk'));
     });
   });
 

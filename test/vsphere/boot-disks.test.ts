@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -22,6 +22,7 @@ import { retrieve } from '../../hypervisors/vsphere/property-collector.js';
 import { VsphereSession } from '../../hypervisors/vsphere/session.js';
 import { parseVmdkDescriptor } from '../../hypervisors/vsphere/vmdk.js';
 import { assertProgress, rejectsWith, type ProgressEvent } from '../helpers/assertions.js';
+import { runningChildren } from '../helpers/children.js';
 import { startVcsim, type Vcsim } from '../helpers/vcsim.js';
 
 const exec = promisify(execFile);
@@ -59,17 +60,7 @@ describe('vSphere boot disks: a recovery point as flat VMDKs on a datastore (gov
     return sha256(response.data);
   };
   const localPath = (file: DatastoreFile) => join(datastoreDir, file.path);
-  /** This process's qemu-nbd and nbdcopy children, still running. */
-  const readers = async (): Promise<string[]> => {
-    const found: string[] = [];
-    for (const pid of await readdir('/proc').then((names) => names.filter((n) => /^\d+$/.test(n)))) {
-      const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-      const name = /^Name:\s*(\S+)/m.exec(status)?.[1];
-      const ppid = Number(/^PPid:\s*(\d+)/m.exec(status)?.[1]);
-      if (ppid === process.pid && (name === 'qemu-nbd' || name === 'nbdcopy')) found.push(`${name} ${pid}`);
-    }
-    return found;
-  };
+  const readers = () => runningChildren(['qemu-nbd', 'nbdcopy']);
 
   before(async () => {
     vcsim = await startVcsim();
@@ -177,7 +168,7 @@ describe('vSphere boot disks: a recovery point as flat VMDKs on a datastore (gov
     assert.equal(await statFile(session, files.descriptor), undefined, 'no descriptor: the disk is not taken as whole');
     assert.deepEqual(await readers(), [], 'the abort ended qemu-nbd and nbdcopy');
     const half = await statFile(session, files.extent);
-    assert.ok(half === undefined || half.sizeBytes < vda.sizeBytes, `a partial extent at most (${half?.sizeBytes} bytes)`);
+    assert.ok(half === undefined || (half.sizeBytes !== undefined && half.sizeBytes < vda.sizeBytes), `a partial extent at most (${half?.sizeBytes} bytes)`);
 
     const events: ProgressEvent[] = [];
     await materializePoint(session, place, { boot, disks: [vda] }, { onProgress: (p) => events.push(p) });
@@ -199,6 +190,18 @@ describe('vSphere boot disks: a recovery point as flat VMDKs on a datastore (gov
     assert.equal(await statFile(session, other.extent), undefined);
 
     for (const [image, hash] of imageHashes) assert.equal(await hashFile(image), hash, `${image} is byte for byte what it was`);
+  });
+
+  it("puts a boot's disks in a folder that does not exist yet, or at the datastore's root; a target like scsi0:1 is named scsi0_1", async () => {
+    const disk = { ...vdb, target: 'scsi0:1' };
+    for (const folder of ['vmdr/new folder/deeper', '']) {
+      const at = { ...place, folder };
+      const [made] = await materializePoint(session, at, { boot: 'drill-7', disks: [disk] });
+      assert.equal(made!.path, `[LocalDS_0] ${folder ? `${folder}/` : ''}drill-7-scsi0_1.vmdk`);
+      assert.equal(await download(materializedFiles(at, 'drill-7', disk).extent), expected.get('vdb'));
+      await removeMaterialized(session, at, { boot: 'drill-7', disks: [disk] });
+      assert.equal(await statFile(session, materializedFiles(at, 'drill-7', disk).descriptor), undefined);
+    }
   });
 
   it('names a datastore the datacenter lacks, and a boot name that is no file name, before reading anything', async () => {
