@@ -24,6 +24,7 @@ import { parseVsphereUri } from '../../hypervisors/vsphere/endpoint.js';
 import { retrieve } from '../../hypervisors/vsphere/property-collector.js';
 import { VsphereSession } from '../../hypervisors/vsphere/session.js';
 import type { FailoverReport } from '../../plugin/failover/report.js';
+import { createImage } from '../../plugin/replication/qemu-img.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { targetLabels } from '../../plugin/targets/labels.js';
 import { bootLabVm, createLabVm, destroyLabVm, parseGuestFields, runVmdr, spawnVmdr, type LabVm } from '../helpers/lab.js';
@@ -289,5 +290,21 @@ plans:
     assert.equal(await virsh('domstate', kvm.name), 'running');
     await ok('sync', vs.name);
     await ok('sync', kvm.name);
+  });
+
+  it('provisions again after the source gained a disk: the vSphere target gets a placeholder of its size', async () => {
+    const added = join(vs.dir, 'vdb.qcow2');
+    await createImage(added, { sizeBytes: 16 * 1024 * 1024 });
+    await vs.adapter.stop(vs.name, { mode: 'force' });
+    await vs.adapter.addDisk(vs.name, { path: added, format: 'qcow2', target: 'vdb' });
+    const r = await ok('target', 'provision', vs.name, '--json');
+    const [result] = JSON.parse(r.stdout.trim().split('\n').pop()!) as { vm: string; action: string; changes: { disk: string; change: string; sizeBytes: number }[] }[];
+    assert.deepEqual([result!.vm, result!.action, result!.changes], [vsTarget(), 'updated', [{ disk: 'vdb', change: 'added', sizeBytes: 16 * 1024 * 1024 }]]);
+    const disks = (await vsphere.getVm(vsTarget())).disks.filter((d) => d.device === 'disk');
+    assert.deepEqual(disks.map((d) => [d.target, d.capacityBytes]), [
+      ['vda', 32 * 1024 * 1024],
+      ['vdb', 16 * 1024 * 1024],
+    ]);
+    assert.ok(disks.every((d) => d.path!.startsWith('[LocalDS_0] ')), JSON.stringify(disks));
   });
 });
