@@ -152,6 +152,16 @@ export const SiteSchema = z
   })
   .transform(({ receiver, ...site }) => ({ ...site, endpoint: site.endpoint ?? receiver }));
 
+/**
+ * A DR network: a libvirt network, or a vSphere port group, whose name may hold spaces ("VM
+ * Network"). A libvirt target's is checked to be a name (checkReferences).
+ */
+const networkName = z
+  .string()
+  .min(1, 'a network or port group name')
+  .max(80, 'a network or port group name of at most 80 characters')
+  .refine((n) => !/[\x00-\x1f\x7f/%\\]/.test(n), 'a network or port group name without "/", "%", "\\" or control characters');
+
 export const TenantSchema = z.strictObject({
   name,
   description: z.string().optional(),
@@ -161,22 +171,15 @@ export const TenantSchema = z.strictObject({
       vms: z.number().int().positive().optional(),
     })
     .optional(),
-  /** The DR networks this tenant's VMs may be attached to. */
-  networks: z.array(name).default([]),
+  /** The DR networks (port groups on vSphere) this tenant's VMs may be attached to. */
+  networks: z.array(networkName).default([]),
 });
 
 export const TargetNicSchema = z.strictObject({
   /** The MAC the DR VM's NIC takes; keep the source's to carry licences and DHCP leases over. */
   mac: mac.optional(),
-  /**
-   * The DR network (libvirt network, vSphere port group) the NIC is attached to. A port group's
-   * name may hold spaces ("VM Network"); a libvirt network's is a name (checkReferences).
-   */
-  network: z
-    .string()
-    .min(1, 'a network or port group name')
-    .max(80, 'a network or port group name of at most 80 characters')
-    .refine((n) => !/[\x00-\x1f\x7f/%\\]/.test(n), 'a network or port group name without "/", "%", "\\" or control characters'),
+  /** The DR network (libvirt network, vSphere port group) the NIC is attached to. */
+  network: networkName,
   addresses: z.array(cidr).default([]),
   gateway: ipv4.optional(),
   dns: z.array(ipv4).default([]),

@@ -47,6 +47,11 @@ describe('vmdr config check with a vSphere site', function () {
     // The pin may be in the URI's query instead (the settings win when both say).
     const inQuery = example.replace(URI, `${URI}?thumbprint=SHA256:${'AB:'.repeat(31)}CD&datastore=ds2`);
     assert.equal((await runVmdr(['config', 'check', await write('query', inQuery)])).code, 0);
+    // A tenant's DR networks are port groups there, spaces and all.
+    const tenant = example.replace('protections:\n  - name: shop-db\n', 'tenants:\n  - { name: shop, networks: ["DR Network"] }\nprotections:\n  - name: shop-db\n    tenant: shop\n');
+    const withTenant = await runVmdr(['config', 'check', await write('tenant', tenant)]);
+    assert.equal(withTenant.code, 0, withTenant.stderr);
+    assert.match(withTenant.stdout, /valid: 2 sites, 1 tenants, 1 protections/);
   });
 
   const cases: { name: string; text: (example: string) => string; error: string }[] = [
