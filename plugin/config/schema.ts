@@ -367,7 +367,6 @@ export const ConfigSchema = ConfigObject.superRefine(checkReferences);
 
 export type Config = z.infer<typeof ConfigObject>;
 export type Site = z.infer<typeof SiteSchema>;
-export type VsphereSettings = z.infer<typeof VsphereSettingsSchema>;
 export type Tenant = z.infer<typeof TenantSchema>;
 export type Protection = z.infer<typeof ProtectionSchema>;
 export type HealthSpec = z.infer<typeof HealthSchema>;
