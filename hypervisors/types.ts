@@ -417,13 +417,15 @@ export interface HypervisorAdapter {
    * definition; without `vm`, the caller defines a VM on the disks returned (a drill).
    *
    * libvirt: a qcow2 overlay `<boot>.qcow2` beside each point image, its backing file the point
-   * image's bare file name (as in the replica chain, so the directory can move). vSphere would
-   * make a delta disk (a linked clone's child disk) on the point's VMDK in the same datastore
-   * folder and reconfigure the VM's disk onto it.
+   * image's bare file name (as in the replica chain, so the directory can move). vSphere cannot
+   * open this host's files: each point disk is copied whole (its virtual size) onto the datastore
+   * as a flat VMDK `<boot>-<target>.vmdk` in the VM's own folder (a drill's: `vmdr-boot/`), and the
+   * VM's disk reconfigured onto it; this copy is what a vSphere target adds to the RTO, and what
+   * `task` reports in bytes and can abort.
    *
    * Who may open them is the caller's business (the directories are the replica's).
    */
-  prepareBootDisks(request: BootDisksRequest & { vm?: string; labels?: Record<string, string> }): Promise<BootDisk[]>;
+  prepareBootDisks(request: BootDisksRequest & { vm?: string; labels?: Record<string, string> }, task?: TaskOptions): Promise<BootDisk[]>;
   /**
    * Removes what prepareBootDisks made for `boot` on these disks, and only that: what a guest
    * wrote there is gone. No VM may still use them. Nothing left to remove is not an error.
@@ -439,8 +441,9 @@ export interface HypervisorAdapter {
    *
    * libvirt: a NoCloud seed (ISO 9660 labelled `cidata`, read by cloud-init and cloudbase-init)
    * written beside the VM's first disk image as `seed-<instanceId>.iso`, 0600, and attached
-   * read-only as the VM's last disk; a seed it replaces is deleted. vSphere would run a guest
-   * customization spec (CustomizeVM_Task) and needs no file.
+   * read-only as the VM's last disk; a seed it replaces is deleted. vSphere: the NICs are
+   * reconfigured and a guest customization spec (CustomizeVM_Task) is left pending for VMware
+   * Tools to apply at the next boot; no file.
    */
   applyGuestIdentity(vm: string, identity: GuestIdentity): Promise<AppliedGuestIdentity>;
   /**

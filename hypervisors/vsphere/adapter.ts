@@ -29,6 +29,7 @@ import type {
   PowerState,
   ScreenImage,
   StopOptions,
+  TaskOptions,
   VmInfo,
   VmSpec,
 } from '../types.js';
@@ -189,7 +190,7 @@ export class VsphereAdapter implements HypervisorAdapter {
    * its datastore, and the VM's disks pointed at them, its labels replaced; without (a drill):
    * in `vmdr-boot/` on the default datastore, for the drill's clone to be defined on.
    */
-  async prepareBootDisks(request: BootDisksRequest & { vm?: string; labels?: Record<string, string> }): Promise<BootDisk[]> {
+  async prepareBootDisks(request: BootDisksRequest & { vm?: string; labels?: Record<string, string> }, task: TaskOptions = {}): Promise<BootDisk[]> {
     const c = await this.connected();
     const { vm, labels, ...boot } = request;
     const datacenter = c.place.datacenter.name;
@@ -199,7 +200,7 @@ export class VsphereAdapter implements HypervisorAdapter {
       const own = folderOf((await c.vms.read(vm)).vmxPath);
       if (own) place = { datacenter, ...own };
     }
-    const disks = await materializePoint(c.session, place, boot);
+    const disks = await materializePoint(c.session, place, boot, task);
     if (vm) {
       await c.vms.setDiskFiles(vm, disks);
       if (labels) await this.setLabels(vm, labels);

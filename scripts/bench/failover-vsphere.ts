@@ -18,7 +18,6 @@
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
-import { connect } from 'node:tls';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { PointDisk } from '../../hypervisors/types.js';
@@ -27,7 +26,7 @@ import { deleteFile } from '../../hypervisors/vsphere/datastore.js';
 import { parseVsphereUri } from '../../hypervisors/vsphere/endpoint.js';
 import { VsphereSession } from '../../hypervisors/vsphere/session.js';
 import { startVcsim } from '../../test/helpers/vcsim.js';
-import { Cleanup, describeMachine, exec, GiB, MiB, runBench, say, table, timed } from './lab.js';
+import { Cleanup, describeMachine, exec, GiB, MiB, runBench, say, table, timed, median } from './lab.js';
 
 const PASSWORD_ENV = 'VMDR_BENCH_VSPHERE_PASSWORD';
 const ALLOCATED = [256 * MiB, GiB];
@@ -38,23 +37,6 @@ interface Sample {
   curlMs: number;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-};
-
-/** The simulator's self-signed certificate, for curl's --cacert (curl checks it like vmdr's pin does). */
-async function certificatePem(host: string, port: number): Promise<string> {
-  const raw = await new Promise<Buffer>((resolve, reject) => {
-    const socket = connect({ host, port, rejectUnauthorized: false }, () => {
-      resolve(socket.getPeerCertificate().raw);
-      socket.end();
-    });
-    socket.once('error', reject);
-  });
-  return `-----BEGIN CERTIFICATE-----\n${raw.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`;
-}
 
 /** A point as the replica keeps it: a base and an overlay on it, `allocated` bytes of data between them. */
 async function makePoint(dir: string, allocated: number): Promise<PointDisk> {
@@ -78,7 +60,7 @@ export async function benchVsphereMaterialize(cleanup: Cleanup, repeat: number):
   const session = await VsphereSession.open(parseVsphereUri(vcsim.uri(), { passwordEnv: PASSWORD_ENV }));
   cleanup.add('log out of the simulator', () => session.logout());
   const ca = join(dir, 'vcsim.pem');
-  await writeFile(ca, await certificatePem(vcsim.host, vcsim.port));
+  await writeFile(ca, await vcsim.certificatePem());
   const place: DiskPlace = { datacenter: 'DC0', datastore: 'LocalDS_0', folder: 'vmdr-bench' };
   const curlVersion = (await exec('curl', ['--version'])).stdout.split('\n')[0]!;
 

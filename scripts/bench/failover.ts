@@ -36,7 +36,7 @@ import { labScratchDir } from '../../test/helpers/lab.js';
 import { startServe } from '../../test/helpers/vmdr-serve.js';
 import { ensureFleetNetwork, ensureFleetSources, FLEET_BOOT, FLEET_TARGET_MEMORY_MIB, fleetConfig, fleetMembers, fleetNetwork, fleetPlan, removeFleet, type FleetMember } from '../lab/fleet.js';
 import { benchVsphereMaterialize } from './failover-vsphere.js';
-import { CLI, Cleanup, describeMachine, exec, MiB, prepareMachine, runBench, say, seconds, table, timed, URI, virsh } from './lab.js';
+import { CLI, Cleanup, describeMachine, exec, MiB, prepareMachine, runBench, say, seconds, table, timed, URI, virsh, median } from './lab.js';
 
 const N = 6;
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
@@ -71,12 +71,6 @@ interface Sample {
   /** What each VM's identity step did: in-place (given at provisioning) or written. */
   identity: string[];
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-};
 
 /** Runs the built CLI; resolves with its wall time and the report (the last JSON line, after the progress lines), whatever its exit. */
 function vmdrReport(args: string[]): Promise<{ wallMs: number; code: number | null; report: FailoverReport; stderr: string }> {

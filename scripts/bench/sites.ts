@@ -27,7 +27,7 @@ import { ensureLabGuest, GUEST_READY, labBoot, labScratchDir, waitForSerialLine 
 import { twoSites, writeTwoSiteConfigs, type LabSite, type TwoSites } from '../../test/helpers/two-sites.js';
 import {
   applyWrites, bootVm, Cleanup, describeMachine, exec, GiB, makeDataDisk, makeWrites, mib, MiB, openLab, runBench, say, seconds,
-  startVmdr, table, vmdrJson, WRITE_SIZE, WRITES, type Write,
+  median, startVmdr, table, vmdrJson, WRITE_SIZE, WRITES, type Write,
 } from './lab.js';
 
 /** How long a guest may take to shut down (the lab guest never does: it ignores ACPI). */
@@ -38,11 +38,6 @@ const CYCLES = Number(process.env.BENCH_CYCLES ?? 3);
 const RATE = '200mbit';
 const BYTES_CHANGED = WRITES * WRITE_SIZE;
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-};
 const mbit = (bytes: number, ms: number) => (bytes * 8) / (ms / 1000) / 1e6;
 const rate = (bytes: number, ms: number) => `${mbit(bytes, ms).toFixed(1)} Mbit/s`;
 const oneLine = (err: unknown) => ((err as Error).message ?? String(err)).trim().split('\n')[0]!;

@@ -17,6 +17,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access, constants } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
+import { connect } from 'node:tls';
 
 export const VCSIM_BINARY = process.env.VMDR_VCSIM_BINARY ?? '/var/lib/vmdr-lab/bin/vmdr-vcsim';
 
@@ -31,6 +32,8 @@ export interface Vcsim {
   password: string;
   /** `vsphere://user@127.0.0.1:PORT/DC0?thumbprint=…`: the URI vmdr is given for it. */
   uri(datacenter?: string): string;
+  /** Its certificate as PEM, read without trusting it: for a test or a peer tool to trust it on purpose. */
+  certificatePem(): Promise<string>;
   /** What it wrote on stderr so far (its own log; never the password). */
   stderr(): string;
   /** SIGTERM, then waits until it ended. Safe to call twice. */
@@ -101,7 +104,20 @@ export async function startVcsim(options: VcsimOptions = {}): Promise<Vcsim> {
     password,
     uri: (datacenter = 'DC0') =>
       `vsphere://${encodeURIComponent(user)}@${url.hostname}:${port}/${encodeURIComponent(datacenter)}?thumbprint=${address.thumbprint}`,
+    certificatePem: () => certificatePem(url.hostname, port),
     stderr: () => err,
     stop,
   };
+}
+
+/** The PEM of the certificate a TLS server presents. */
+async function certificatePem(host: string, port: number): Promise<string> {
+  const raw = await new Promise<Buffer>((resolve, reject) => {
+    const socket = connect({ host, port, rejectUnauthorized: false }, () => {
+      resolve(socket.getPeerCertificate().raw);
+      socket.end();
+    });
+    socket.once('error', reject);
+  });
+  return `-----BEGIN CERTIFICATE-----\n${raw.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`;
 }

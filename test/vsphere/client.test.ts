@@ -9,7 +9,6 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect } from 'node:tls';
 import { inspect } from 'node:util';
 import type { Progress } from '../../hypervisors/types.js';
 import { parseVsphereUri, type VsphereEndpoint } from '../../hypervisors/vsphere/endpoint.js';
@@ -261,7 +260,7 @@ describe('vSphere client core (govmomi simulator)', function () {
       assert.ok(err.message.includes(vcsim.thumbprint), 'says which certificate it saw');
 
       const caFile = join(dir, 'vcsim-ca.pem');
-      await writeFile(caFile, await certificatePem(vcsim.host, vcsim.port));
+      await writeFile(caFile, await vcsim.certificatePem());
       const session = await open(endpointOf(unpinned, { caFile }));
       assert.match(session.sessionKey ?? '', /\S/);
     });
@@ -344,14 +343,3 @@ async function fetchStatus(url: string): Promise<number | 'refused'> {
   }
 }
 
-/** The PEM of the certificate a TLS server presents (read without trusting it, for the test to trust it on purpose). */
-async function certificatePem(host: string, port: number): Promise<string> {
-  const raw = await new Promise<Buffer>((resolve, reject) => {
-    const socket = connect({ host, port, rejectUnauthorized: false }, () => {
-      resolve(socket.getPeerCertificate().raw);
-      socket.end();
-    });
-    socket.once('error', reject);
-  });
-  return `-----BEGIN CERTIFICATE-----\n${raw.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END CERTIFICATE-----\n`;
-}
