@@ -27,6 +27,7 @@ import type { FailoverReport } from '../../plugin/failover/report.js';
 import { createImage } from '../../plugin/replication/qemu-img.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { targetLabels } from '../../plugin/targets/labels.js';
+import { assertProgress, jsonLines, type ProgressEvent } from '../helpers/assertions.js';
 import { bootLabVm, createLabVm, destroyLabVm, parseGuestFields, runVmdr, spawnVmdr, type LabVm } from '../helpers/lab.js';
 import { labProtection } from '../helpers/protected-vm.js';
 import { startVcsim, type Vcsim } from '../helpers/vcsim.js';
@@ -269,6 +270,10 @@ plans:
     assert.equal(seen['guest.toolsRunningStatus'], 'guestToolsRunning');
     assert.ok(!seen['config.tools.pendingCustomization'], 'the customization was applied at the boot');
     assert.ok(report.vms[1]!.steps.some((s) => s.step === 'health' && s.status === 'done'));
+    // The disk's copy onto the datastore reported in bytes, named with the run, the protection and the disk.
+    const uploads = assertProgress(jsonLines<ProgressEvent>(r.stdout), ['upload disk']);
+    assert.ok(uploads.every((e) => e.unit === 'bytes' && e.subject?.failover === report.id && e.subject?.protection === vs.name && e.subject?.vm === vsTarget() && e.subject?.disk === 'vda'), JSON.stringify(uploads[0]));
+    assert.equal(uploads.at(-1)!.total, 32 * 1024 * 1024);
     console.log(`      plan failed over in ${((Date.now() - started) / 1000).toFixed(1)} s (RTO ${(report.rtoMs! / 1000).toFixed(1)} s)`);
   });
 
