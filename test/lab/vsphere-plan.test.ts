@@ -311,5 +311,8 @@ plans:
       ['vdb', 16 * 1024 * 1024],
     ]);
     assert.ok(disks.every((d) => d.path!.startsWith('[LocalDS_0] ')), JSON.stringify(disks));
+    // The failover's boot used the customization up and the revert put a placeholder back: the
+    // next failover boots a fresh copy of a point, so the DR identity is pending again.
+    assert.ok((await vsphereVm(vsTarget()))!['config.tools.pendingCustomization'], 'the identity waits for the next boot again');
   });
 });
