@@ -5,7 +5,8 @@
  * VMware Tools applies it in the guest at the next power on; no file is involved.
  *
  * Which identity a VM was given is kept as its custom attribute `vmdr.identity` (the instance
- * id), so the same identity again changes nothing (`written: false`).
+ * id), so the same identity again changes nothing (`written: false`) while it is pending; once a
+ * boot has applied it, it is given again (the next boot may start from a point's fresh disk).
  *
  * A pending customization cannot be taken back through the API: vSphere refuses a second one
  * until the guest has booted and applied the first (CustomizationPending), and removing the
@@ -44,11 +45,14 @@ export class VsphereCustomization {
     if (identity.nics.length > nics.length) throw new IdentityInvalid(vm, 'nics', `${identity.nics.length} NICs`, `at most the ${nics.length} NICs the VM has`);
     const asAsked = identity.nics.every((w, i) => (w.mac === undefined || nics[i]!.mac === w.mac.toLowerCase()) && (w.network === undefined || nics[i]!.network === w.network));
     const applied = () => record.info.nics.map((n) => ({ mac: n.mac, ...(n.network ? { network: n.network } : {}) }));
-    if (asAsked && (await this.fields.valueOf(record.customValue, IDENTITY_FIELD)) === identity.instanceId) return { nics: applied(), written: false };
-
-    // Asked before the NICs change: a refusal leaves the VM as it was.
-    const [pending] = await retrieve(this.vms.session, { type: 'VirtualMachine', paths: ['config.tools.pendingCustomization'], objects: [record.ref] });
-    if (pending?.props['config.tools.pendingCustomization']) throw this.pending(vm);
+    // A customization is used up by the boot that applies it, and the next boot may be a fresh
+    // copy of a point (a failover after a revert) that carries production's identity again: so
+    // this very identity is in place only while it is still pending.
+    const [tools] = await retrieve(this.vms.session, { type: 'VirtualMachine', paths: ['config.tools.pendingCustomization'], objects: [record.ref] });
+    const pending = Boolean(tools?.props['config.tools.pendingCustomization']);
+    if (pending && asAsked && (await this.fields.valueOf(record.customValue, IDENTITY_FIELD)) === identity.instanceId) return { nics: applied(), written: false };
+    // Refused before the NICs change: the VM stays as it was.
+    if (pending) throw this.pending(vm);
     const edits: object[] = [];
     for (const [i, wanted] of identity.nics.entries()) {
       const nic = nics[i]!;

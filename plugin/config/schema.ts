@@ -6,6 +6,7 @@
 import { hypervisorOf, KNOWN_URI_PREFIXES } from '../../hypervisors/schemes.js';
 import { z } from 'zod';
 import cron from 'node-cron';
+import { carriesPassword, isThumbprint, PASSWORD_PLACES, THUMBPRINT_EXPECTED, vsphereUriProblems } from './vsphere.js';
 
 export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 export const name = z.string().regex(NAME_PATTERN, 'a name of letters, digits, ".", "-" or "_" (at most 63)');
@@ -85,6 +86,35 @@ const EndpointSchema = z.strictObject({
   credentials: absolutePath.optional(),
 });
 
+const inventoryName = z.string().min(1, 'a name or an inventory path');
+
+/**
+ * A vSphere site's settings beside its URI (plugin/config/vsphere.ts): handed to its adapter as
+ * they are (AdapterOptions.vsphere), and winning over what the URI's query says.
+ */
+export const VsphereSettingsSchema = z
+  .strictObject({
+    /** A file holding the password alone, readable by its owner only (0600). */
+    passwordFile: absolutePath.optional(),
+    /** The environment variable holding the password; default VMDR_VSPHERE_PASSWORD. */
+    passwordEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name such as VMDR_VSPHERE_PASSWORD').optional(),
+    /** Pins the server's certificate (a self-signed ESXi or vCenter): this one and no other. */
+    thumbprint: z.string().refine(isThumbprint, THUMBPRINT_EXPECTED).optional(),
+    /** PEM file of CAs to trust besides the system's. */
+    caFile: absolutePath.optional(),
+    /** Datastore the targets and their disks go on; default the datacenter's first. */
+    datastore: inventoryName.optional(),
+    /** Resource pool (inventory path or name) the targets run in; default the first cluster's or host's. */
+    pool: inventoryName.optional(),
+    /** VM folder (inventory path) the targets are made in; default the datacenter's vm folder. */
+    folder: inventoryName.optional(),
+  })
+  .superRefine((s, ctx) => {
+    if (s.passwordFile !== undefined && s.passwordEnv !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['passwordEnv'], message: 'give passwordFile or passwordEnv, not both: the password is read from one place' });
+    }
+  });
+
 export const SiteSchema = z
   .strictObject({
     name,
@@ -92,6 +122,8 @@ export const SiteSchema = z
     uri: z
       .string()
       .min(1)
+      // First: a URI with a password would otherwise read as a host "user" and a port "password@host".
+      .refine((uri) => hypervisorOf(uri) !== 'vsphere' || !carriesPassword(uri), PASSWORD_PLACES)
       .refine(uriPortValid, PORT_RANGE)
       .refine((uri) => hypervisorOf(uri) !== undefined, { error: (issue) => `${JSON.stringify(issue.input)} is not a hypervisor URI vmdr knows: expected one of ${KNOWN_URI_PREFIXES.join(', ')}` }),
     /**
@@ -99,16 +131,36 @@ export const SiteSchema = z
      * before it fails naming the call and the VM. Default 120s.
      */
     callTimeout: durationBetween('1s', '1h').optional(),
-    /** Where replicas and their recovery points live on a DR site. */
+    /**
+     * Where replicas and their recovery points live on a DR site: on the host vmdr runs on, for a
+     * vSphere site too (its targets' disks are made from them at failover).
+     */
     storage: absolutePath.optional(),
+    /** vsphere:// sites only: how vmdr logs in, whom it trusts, where it puts its VMs. */
+    vsphere: VsphereSettingsSchema.optional(),
     endpoint: EndpointSchema.optional(),
     /** The older spelling of `endpoint` (when only DR sites had one): the same meaning. */
     receiver: EndpointSchema.optional(),
   })
   .superRefine((site, ctx) => {
     if (site.endpoint && site.receiver) ctx.addIssue({ code: 'custom', path: ['receiver'], message: 'the older spelling of "endpoint": give only one of them' });
+    if (hypervisorOf(site.uri) === 'vsphere') {
+      for (const problem of vsphereUriProblems(site.uri)) ctx.addIssue({ code: 'custom', path: ['uri'], message: problem });
+    } else if (site.vsphere) {
+      ctx.addIssue({ code: 'custom', path: ['vsphere'], message: `vSphere settings on a site that is not vSphere: site "${site.name}" is ${hypervisorOf(site.uri)} (its uri is not vsphere://…)` });
+    }
   })
   .transform(({ receiver, ...site }) => ({ ...site, endpoint: site.endpoint ?? receiver }));
+
+/**
+ * A DR network: a libvirt network, or a vSphere port group, whose name may hold spaces ("VM
+ * Network"). A libvirt target's is checked to be a name (checkReferences).
+ */
+const networkName = z
+  .string()
+  .min(1, 'a network or port group name')
+  .max(80, 'a network or port group name of at most 80 characters')
+  .refine((n) => !/[\x00-\x1f\x7f/%\\]/.test(n), 'a network or port group name without "/", "%", "\\" or control characters');
 
 export const TenantSchema = z.strictObject({
   name,
@@ -119,15 +171,15 @@ export const TenantSchema = z.strictObject({
       vms: z.number().int().positive().optional(),
     })
     .optional(),
-  /** The DR networks this tenant's VMs may be attached to. */
-  networks: z.array(name).default([]),
+  /** The DR networks (port groups on vSphere) this tenant's VMs may be attached to. */
+  networks: z.array(networkName).default([]),
 });
 
 export const TargetNicSchema = z.strictObject({
   /** The MAC the DR VM's NIC takes; keep the source's to carry licences and DHCP leases over. */
   mac: mac.optional(),
   /** The DR network (libvirt network, vSphere port group) the NIC is attached to. */
-  network: name,
+  network: networkName,
   addresses: z.array(cidr).default([]),
   gateway: ipv4.optional(),
   dns: z.array(ipv4).default([]),
@@ -169,7 +221,10 @@ export const HealthSchema = z.strictObject({
       }
     }, 'a regular expression')
     .optional(),
-  /** The QEMU guest agent answers guest-ping: the guest's userland runs, whatever it serves. */
+  /**
+   * The guest's agent answers: libvirt's QEMU guest agent (guest-ping), vSphere's VMware Tools
+   * (running). The guest's userland runs, whatever it serves.
+   */
   agent: z.boolean().default(false),
   /** host:port that must accept a TCP connection (a database, SSH) from the DR host. */
   tcp: z.array(hostPort).default([]),
@@ -388,6 +443,7 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
     return seen;
   };
   const sites = unique(config.sites, 'sites');
+  const kinds = new Map(config.sites.map((s) => [s.name, hypervisorOf(s.uri)]));
   if (config.localSite !== undefined && !sites.has(config.localSite)) issue(['localSite'], `unknown site "${config.localSite}"`);
   const tenants = unique(config.tenants, 'tenants');
   const protections = unique(config.protections, 'protections');
@@ -417,6 +473,7 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
     }
     if (!sites.has(p.source.site)) issue(['protections', i, 'source', 'site'], `unknown site "${p.source.site}"`);
     if (!sites.has(p.target.site)) issue(['protections', i, 'target', 'site'], `unknown site "${p.target.site}"`);
+    if (kinds.get(p.target.site) === 'vsphere') vsphereTarget(p, (path, message) => issue(['protections', i, ...path], message));
     const targetKey = `${p.target.site}/${p.target.vm}`;
     const other = targets.get(targetKey);
     if (other) issue(['protections', i, 'target', 'vm'], `target VM "${p.target.vm}" is already the target of protection "${other}"`);
@@ -427,6 +484,9 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
         const owner = macs.get(nic.mac);
         if (owner) issue(['protections', i, 'target', 'nics', n, 'mac'], `MAC ${nic.mac} is already used by protection "${owner}"`);
         macs.set(nic.mac, p.name);
+      }
+      if (kinds.get(p.target.site) !== 'vsphere' && !NAME_PATTERN.test(nic.network)) {
+        issue(['protections', i, 'target', 'nics', n, 'network'], 'a name of letters, digits, ".", "-" or "_" (at most 63): a libvirt network');
       }
       if (tenant && tenant.networks.length > 0 && !tenant.networks.includes(nic.network)) {
         issue(['protections', i, 'target', 'nics', n, 'network'], `network "${nic.network}" is not one of tenant "${tenant.name}"'s networks`);
@@ -497,4 +557,17 @@ function checkWatches(config: Config, issue: (path: (string | number)[], message
     const members = plan.groups.flatMap((g) => g.vms).flatMap((vm) => config.protections.filter((p) => p.name === vm));
     policyIssues(plan.watch, ['plans', i, 'watch'], members, `plan "${plan.name}"`);
   });
+}
+
+/**
+ * What a protection may not ask of a vSphere target: a vSphere VM boots through its firmware, from
+ * its disk; its console is no file on this host; a domain template is libvirt's XML.
+ */
+function vsphereTarget(p: Protection, issue: (path: (string | number)[], message: string) => void): void {
+  const site = `site "${p.target.site}" is vSphere`;
+  if (p.target.boot.kind === 'kernel') issue(['target', 'boot', 'kind'], `a vSphere target boots from its disk (boot: { kind: disk }): ${site}, and direct kernel boot is libvirt's`);
+  if (p.target.template !== undefined) issue(['target', 'template'], `a domain template is libvirt XML: ${site}, whose targets are made from the protection's settings`);
+  if (p.health.serial !== undefined) {
+    issue(['health', 'serial'], `a vSphere target's serial console is not a file vmdr can read: ${site}; check with agent: true (VMware Tools running), tcp or http instead`);
+  }
 }

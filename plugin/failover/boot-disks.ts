@@ -5,7 +5,7 @@
  * replica's directories, whose permissions are the replica's business: the VM runs as the
  * hypervisor's user, which is let through to them (replica/access.ts).
  */
-import type { BootDisk, HypervisorAdapter, PointDisk } from '../../hypervisors/types.js';
+import type { BootDisk, HypervisorAdapter, PointDisk, TaskOptions } from '../../hypervisors/types.js';
 import type { ReplicaOwner } from '../replication/layout.js';
 import { letHypervisorReach } from '../replication/replica/access.js';
 import type { ChosenPoint } from './recovery-point.js';
@@ -22,14 +22,17 @@ export function pointDisks(point: ChosenPoint): PointDisk[] {
 /**
  * Prepares `boot`'s disks on `point` for the replica of `protection` in site storage `storage`; with
  * `vm`, that VM's disks are pointed at them (and its labels set to `labels`, in the same change).
+ * `task`: where the disks are copied (a hypervisor that cannot open this host's files), the copy's
+ * progress in bytes and its abort.
  */
 export async function prepareBootDisks(
   adapter: HypervisorAdapter,
   point: ChosenPoint,
   boot: string,
   at: { storage: string; protection: ReplicaOwner; vm?: string; labels?: Record<string, string> },
+  task: TaskOptions = {},
 ): Promise<BootDisk[]> {
-  const disks = await adapter.prepareBootDisks({ boot, disks: pointDisks(point), ...(at.vm ? { vm: at.vm } : {}), ...(at.labels ? { labels: at.labels } : {}) });
+  const disks = await adapter.prepareBootDisks({ boot, disks: pointDisks(point), ...(at.vm ? { vm: at.vm } : {}), ...(at.labels ? { labels: at.labels } : {}) }, task);
   await letHypervisorReach(at.storage, at.protection, await adapter.imageUser());
   return disks;
 }

@@ -1,5 +1,5 @@
 /** What every step of a failover run works with: the request, the connections, the journal. */
-import type { HypervisorAdapter, Progress } from '../../hypervisors/types.js';
+import type { HypervisorAdapter, Progress, ProgressSubject, TaskOptions } from '../../hypervisors/types.js';
 import type { Config, Protection } from '../config/schema.js';
 import { ReplicaStore } from '../replication/replica/store.js';
 import type { SiteConnections } from '../sites/connections.js';
@@ -56,4 +56,16 @@ export function replicasOf(ctx: RunContext, p: Protection): ReplicaStore {
 
 export function drAdapter(ctx: RunContext, p: Protection): Promise<HypervisorAdapter> {
   return ctx.sites.adapter(p.target.site);
+}
+
+/**
+ * The run's signal, and its progress with the run (and `subject`: the protection, the VM) named
+ * on every event of a long operation a step hands on (a final sync, a disk's copy).
+ */
+export function taskOf(ctx: RunContext, subject: ProgressSubject = {}): TaskOptions {
+  const onProgress = ctx.onProgress;
+  return {
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+    ...(onProgress ? { onProgress: (pr: Progress) => onProgress({ ...pr, subject: { failover: ctx.id, ...subject, ...pr.subject } }) } : {}),
+  };
 }

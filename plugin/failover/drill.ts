@@ -14,7 +14,7 @@ import { LABEL_FAILOVER, LABEL_PROTECTION, LABEL_ROLE, LABEL_TENANT, ROLE_DRILL 
 import { targetSpec } from '../targets/provision.js';
 import { bootWithIdentity, type HealthStep } from './boot.js';
 import { prepareBootDisks, releaseBootDisks } from './boot-disks.js';
-import { drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
+import { drAdapter, replicasOf, storageOf, taskOf, type RunContext } from './context.js';
 import { evidenceStep } from './evidence.js';
 import { choosePoint, describePoint, releasePoint, type ChosenPoint } from './recovery-point.js';
 
@@ -58,7 +58,7 @@ export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResu
   };
   await j.step(p.name, 'define-drill-vm', async () => {
     await dr.ensureIsolatedNetwork({ name: bubble, labels: { [LABEL_ROLE]: ROLE_DRILL, [LABEL_FAILOVER]: ctx.id, ...(p.tenant ? { [LABEL_TENANT]: p.tenant } : {}) } });
-    const disks = await prepareBootDisks(dr, point, names.boot, { storage: storageOf(ctx, p), protection: p });
+    const disks = await prepareBootDisks(dr, point, names.boot, { storage: storageOf(ctx, p), protection: p }, taskOf(ctx, { protection: p.name, vm: names.vm }));
     const exists = await dr.getVm(names.vm).then(
       () => true,
       (err: unknown) => (err instanceof VmdrError && err.code === 'VM_NOT_FOUND' ? false : Promise.reject(err)),
@@ -66,6 +66,8 @@ export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResu
     if (!exists) {
       await dr.defineVm({
         ...targetSpec(drill, storageOf(ctx, p), disks),
+        // The pre-staged target's hardware (a vSphere linked clone of it); its disks are the boot's.
+        cloneOf: p.target.vm,
         serialLog: names.console,
         labels: { [LABEL_ROLE]: ROLE_DRILL, [LABEL_PROTECTION]: p.name, [LABEL_FAILOVER]: ctx.id, ...(p.tenant ? { [LABEL_TENANT]: p.tenant } : {}) },
       });

@@ -17,7 +17,7 @@ import { roleOf, setRole } from '../state/roles.js';
 import type { HealthStep } from './boot.js';
 import { sourceSiteFor } from '../sites/source-site-for.js';
 import { restoreTarget } from './revert.js';
-import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, type RunContext } from './context.js';
+import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, taskOf, type RunContext } from './context.js';
 import { copyDifferences, type CopyResult } from './copy-differences.js';
 import { NotFailedOver } from './errors.js';
 import { FailoverJournal } from './journal.js';
@@ -103,10 +103,7 @@ async function copyBack(ctx: RunContext, p: Protection): Promise<CopyResult> {
   const total: CopyResult = { bytesCompared: 0, bytesDiffering: 0, bytesSent: 0 };
   try {
     for (const exp of session.exports) {
-      const pass = await copyDifferences({ listen: exp.listen ?? session.listen, exportName: exp.exportName, checkpoint: session.checkpoint }, source, p, exp.disk, {
-        signal: ctx.signal,
-        onProgress: ctx.onProgress && ((pr) => ctx.onProgress!({ ...pr, subject: { failover: ctx.id, protection: p.name, vm: p.target.vm, ...pr.subject } })),
-      });
+      const pass = await copyDifferences({ listen: exp.listen ?? session.listen, exportName: exp.exportName, checkpoint: session.checkpoint }, source, p, exp.disk, taskOf(ctx, { protection: p.name, vm: p.target.vm }));
       total.bytesCompared += pass.bytesCompared;
       total.bytesDiffering += pass.bytesDiffering;
       total.bytesSent += pass.bytesSent;

@@ -161,10 +161,11 @@ async function serialCheck(w: Wait, pattern: RegExp, options: HealthWaitOptions)
 }
 
 function agentCheck(w: Wait): Promise<HealthCheckPassed> {
-  return poll(w, 'agent', 'the QEMU guest agent did not answer guest-ping', async (attemptMs) => {
+  // The hypervisor's own agent (QEMU's guest agent, VMware Tools): the adapter's errors name it.
+  return poll(w, 'agent', 'the guest agent did not answer', async (attemptMs) => {
     try {
       await w.adapter.guestAgentPing(w.vm, attemptMs);
-      return { ok: true, detail: 'guest-ping answered' };
+      return { ok: true, detail: 'the guest agent answered' };
     } catch (err) {
       if (!(err instanceof VmdrError)) throw err;
       // Not answering yet (the guest boots), or the VM is not running yet: ask again.

@@ -323,8 +323,10 @@ async function removeBubbles(ctx: RunContext, protections: Protection[]): Promis
   const seen = new Set<string>();
   for (const p of protections) {
     const name = bubbleName(ctx, p.tenant);
-    if (seen.has(name)) continue;
-    seen.add(name);
+    // A plan's VMs may drill on several DR sites: each has its own bubble of that name.
+    const key = `${p.target.site}\0${name}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
     const dr = await drAdapter(ctx, p);
     await dr.removeNetwork(name).catch((err: unknown) => {
       if (!(err instanceof VmdrError && err.code === 'NETWORK_NOT_FOUND')) throw err;

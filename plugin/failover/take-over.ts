@@ -12,7 +12,7 @@ import { sourceSiteFor } from '../sites/source-site-for.js';
 import { setRole } from '../state/roles.js';
 import { LABEL_FAILOVER, LABEL_ROLE, ROLE_PROMOTED, targetLabels } from '../targets/labels.js';
 import { bootWithIdentity, type HealthStep } from './boot.js';
-import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, storageOf, type RunContext } from './context.js';
+import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, storageOf, taskOf, type RunContext } from './context.js';
 import { failoverBoot, prepareBootDisks } from './boot-disks.js';
 import type { Preflight } from './preflight.js';
 import { choosePoint, describePoint, type ChosenPoint } from './recovery-point.js';
@@ -40,7 +40,7 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
       return { sourceStoppedAt: stopped.stoppedAt, was: stopped.was };
     }));
     ({ point: finalPoint } = await j.step(p.name, 'final-sync', () =>
-      source.finalSync(p, { ...(ctx.signal ? { signal: ctx.signal } : {}), ...(ctx.onProgress ? { onProgress: (pr) => ctx.onProgress!({ ...pr, subject: { failover: ctx.id, ...pr.subject } }) } : {}) }),
+      source.finalSync(p, taskOf(ctx)),
     ));
   } else if (pre.source === 'running' || pre.source === 'paused') {
     await j.step(p.name, 'fence-source', async () => {
@@ -85,7 +85,8 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
   // One redefinition of the target for its boot disks and its promotion; `promote` then only
   // records it (it writes the labels itself for a run whose prepare-disks did not: an older one).
   const prepared = await j.step(p.name, 'prepare-disks', async () => {
-    const disks = await prepareBootDisks(dr, point, failoverBoot(ctx.id), { storage: storageOf(ctx, p), protection: p, vm: p.target.vm, labels: promoted });
+    const at = { storage: storageOf(ctx, p), protection: p, vm: p.target.vm, labels: promoted };
+    const disks = await prepareBootDisks(dr, point, failoverBoot(ctx.id), at, taskOf(ctx, { protection: p.name, vm: p.target.vm }));
     return { disks, promoted: true };
   });
   await j.step(p.name, 'promote', async () => {

@@ -62,7 +62,7 @@ export class SiteConnections {
     // command that never talks to a hypervisor (points, site, config) never loads them.
     const { openAdapter } = await import('../../hypervisors/index.js');
     const site = this.site(siteName);
-    const adapter = openAdapter(site.uri, { callTimeoutMs: site.callTimeout });
+    const adapter = openAdapter(site.uri, { callTimeoutMs: site.callTimeout, ...(site.vsphere ? { vsphere: site.vsphere } : {}) });
     await adapter.connect();
     return adapter;
   }

@@ -186,7 +186,8 @@ async function updateTarget(p: Protection, storage: string, adapter: HypervisorA
       const disk = disks.find((x) => x.target === d.disk)!;
       await ensureBaseImage(storage, disk, source);
       await letHypervisorReach(storage, p, await adapter.imageUser());
-      await adapter.addDisk(target.name, { path: disk.path, format: 'qcow2', target: disk.target });
+      // The size makes the placeholder of a hypervisor that cannot open this host's files (DiskSpec.path).
+      await adapter.addDisk(target.name, { path: disk.path, format: REPLICA_IMAGE_FORMAT, target: disk.target, sizeBytes: disk.capacityBytes });
       changes.push({ disk: d.disk, change: 'added', sizeBytes: disk.capacityBytes });
       // A base made by an early sync of the disk, which the source grew since.
       const size = (await imageInfo(disk.path)).virtualSize;

@@ -51,8 +51,8 @@ export async function runVmdr(args: string[], env: Record<string, string> = {}):
 }
 
 /** Starts the built CLI and lets the test kill it mid-way: its process, and its result when it ends. */
-export function spawnVmdr(args: string[]): { process: ChildProcess; done: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> } {
-  const child = spawn(process.execPath, [join(ROOT, 'dist', 'scripts', 'vmdr.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function spawnVmdr(args: string[], env: Record<string, string> = {}): { process: ChildProcess; done: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> } {
+  const child = spawn(process.execPath, [join(ROOT, 'dist', 'scripts', 'vmdr.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));

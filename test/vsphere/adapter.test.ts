@@ -386,6 +386,18 @@ describe('vSphere adapter (simulator)', function () {
       await adapter.stop(TARGET, { mode: 'force' });
     });
 
+    it('an identity a boot used up is given again: the next boot may be a fresh copy of a point (a failover after a revert)', async () => {
+      await adapter.removeGuestIdentity(TARGET);
+      assert.equal((await adapter.applyGuestIdentity(TARGET, identity)).written, true);
+      await adapter.start(TARGET);
+      await adapter.stop(TARGET, { mode: 'force' });
+      assert.equal((await vmProps(TARGET, ['config.tools.pendingCustomization']))['config.tools.pendingCustomization'] ?? '', '', 'the boot applied it');
+      assert.equal((await adapter.applyGuestIdentity(TARGET, identity)).written, true);
+      assert.notEqual((await vmProps(TARGET, ['config.tools.pendingCustomization']))['config.tools.pendingCustomization'] ?? '', '', 'pending again for the next boot');
+      await adapter.start(TARGET);
+      await adapter.stop(TARGET, { mode: 'force' });
+    });
+
     it('a removed identity is given again on the next apply', async () => {
       await adapter.removeGuestIdentity(TARGET);
       assert.equal((await adapter.applyGuestIdentity(TARGET, identity)).written, true);
