@@ -40,6 +40,8 @@ import { CLI, Cleanup, describeMachine, exec, MiB, prepareMachine, runBench, say
 
 const N = 6;
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
+/** BENCH_CPU_PROFILE=DIR: each vmdr command writes a V8 CPU profile there (where its CPU goes; open in Chrome's DevTools). */
+const PROFILE = process.env.BENCH_CPU_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROFILE}`] : [];
 const SIZES = [1, N];
 
 interface FailoverReport {
@@ -70,13 +72,42 @@ interface Sample {
   run: Record<string, number>;
   /** What each VM's identity step did: in-place (given at provisioning) or written. */
   identity: string[];
+  /** CPU time the whole machine spent (all processes, guests included) while the floor ran, and while the failover ran. */
+  floorCpuMs: number;
+  failoverCpuMs: number;
+  /** Of the failover's: the vmdr process's own, and libvirtd's; libvirtd's during the floor. */
+  vmdrCpuMs: number;
+  libvirtdCpuMs: number;
+  floorLibvirtdCpuMs: number;
+}
+
+/** CPU time, in ms, the whole machine has spent since boot (every state but idle and iowait). */
+async function machineCpuMs(): Promise<number> {
+  const [, ...fields] = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/);
+  const [user, nice, system, , , irq, softirq, steal] = fields.map(Number);
+  return (user! + nice! + system! + irq! + softirq! + (steal ?? 0)) * 10;
+}
+
+/** CPU time, in ms, process `pid` has spent (user + system; USER_HZ is 100 on Linux). */
+async function processCpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** What the machine and libvirtd spent on CPU while `work` ran. */
+async function cpuDuring<T>(libvirtd: number, work: () => Promise<T>): Promise<{ value: T; machineMs: number; libvirtdMs: number }> {
+  const [m0, l0] = [await machineCpuMs(), await processCpuMs(libvirtd)];
+  const value = await work();
+  return { value, machineMs: (await machineCpuMs()) - m0, libvirtdMs: (await processCpuMs(libvirtd)) - l0 };
 }
 
 /** Runs the built CLI; resolves with its wall time and the report (the last JSON line, after the progress lines), whatever its exit. */
-function vmdrReport(args: string[]): Promise<{ wallMs: number; code: number | null; report: FailoverReport; stderr: string }> {
+function vmdrReport(args: string[]): Promise<{ wallMs: number; cpuMs: number; code: number | null; report: FailoverReport; stderr: string }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // GNU time writes the process's user and system seconds as the last line of its stderr.
+    const child = spawn('/usr/bin/time', ['-f', 'vmdr-cpu %U %S', process.execPath, ...PROFILE, CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
@@ -85,7 +116,8 @@ function vmdrReport(args: string[]): Promise<{ wallMs: number; code: number | nu
     child.once('exit', (code) => {
       const wallMs = performance.now() - t0;
       try {
-        resolve({ wallMs, code, report: JSON.parse(out.trim().split('\n').pop()!) as FailoverReport, stderr: err });
+        const cpu = /vmdr-cpu ([\d.]+) ([\d.]+)\s*$/.exec(err);
+        resolve({ wallMs, cpuMs: cpu ? (Number(cpu[1]) + Number(cpu[2])) * 1000 : NaN, code, report: JSON.parse(out.trim().split('\n').pop()!) as FailoverReport, stderr: err });
       } catch {
         reject(new Error(`vmdr ${args.join(' ')} exited ${code} without a JSON report: ${err.trim() || out.trim()}`));
       }
@@ -93,7 +125,7 @@ function vmdrReport(args: string[]): Promise<{ wallMs: number; code: number | nu
   });
 }
 
-async function vmdrOk(args: string[]): Promise<{ wallMs: number; report: FailoverReport }> {
+async function vmdrOk(args: string[]): Promise<{ wallMs: number; cpuMs: number; report: FailoverReport }> {
   const r = await vmdrReport(args);
   if (r.code !== 0 || r.report.status !== 'succeeded') {
     throw new Error(`vmdr ${args.join(' ')} exited ${r.code}, status ${r.report.status}: ${JSON.stringify(r.report.error ?? r.report.vms.map((v) => [v.protection, v.status]))} ${r.stderr.trim()}`);
@@ -110,7 +142,7 @@ interface Point {
  * The floor: the same guests booted straight from overlays of their newest points, started all
  * at once with `virsh start`; resolves with each guest's time to its ready line.
  */
-async function floor(adapter: HypervisorAdapter, config: string, dir: string, prefix: string, members: FleetMember[], identity = false): Promise<number[]> {
+async function floor(adapter: HypervisorAdapter, config: string, dir: string, prefix: string, members: FleetMember[], identity: boolean, libvirtd: number): Promise<{ each: number[]; cpu: { machineMs: number; libvirtdMs: number } }> {
   const floorDir = join(dir, identity ? 'floor-seeded' : 'floor');
   await mkdir(floorDir, { recursive: true, mode: 0o755 });
   const vms: { name: string; log: string }[] = [];
@@ -148,15 +180,15 @@ async function floor(adapter: HypervisorAdapter, config: string, dir: string, pr
       vms.push({ name, log });
     }
     const t0 = performance.now();
-    return await Promise.all(
-      vms.map(async ({ name, log }) => {
-        await virsh('start', name);
-        await waitForSerialLine({ vm: name, file: log, pattern: GUEST_READY, timeoutMs: 180_000, pollMs: 50 });
-        const ms = performance.now() - t0;
-        if (identity && !/seed=yes mac-match=yes/.test(await readFile(log, 'utf8'))) throw new Error(`${name} booted without applying its seed`);
-        return ms;
-      }),
-    );
+    const boot = async ({ name, log }: { name: string; log: string }) => {
+      await virsh('start', name);
+      await waitForSerialLine({ vm: name, file: log, pattern: GUEST_READY, timeoutMs: 180_000, pollMs: 50 });
+      const ms = performance.now() - t0;
+      if (identity && !/seed=yes mac-match=yes/.test(await readFile(log, 'utf8'))) throw new Error(`${name} booted without applying its seed`);
+      return ms;
+    };
+    const { value: each, ...cpu } = await cpuDuring(libvirtd, () => Promise.all(vms.map(boot)));
+    return { each, cpu };
   } finally {
     for (const { name } of vms) {
       await adapter.stop(name, { mode: 'force' }).catch(() => undefined);
@@ -177,7 +209,9 @@ function runSteps(report: FailoverReport): Record<string, number> {
 }
 
 async function main(cleanup: Cleanup): Promise<void> {
-  await prepareMachine({ 'qemu-img': 'qemu-utils' });
+  await prepareMachine({ 'qemu-img': 'qemu-utils', time: 'time' });
+  // The system libvirtd (qemu:///system), not the two-site lab's: its pid file is this host's /run.
+  const libvirtd = Number((await readFile('/run/libvirtd.pid', 'utf8')).trim());
   const machine = await describeMachine();
   for (const peer of ['virtnbdbackup', 'rsync', 'nbdcopy']) delete machine[peer];
   machine.cpuModel = (await exec('lscpu').then((r) => /Model name:\s*(.*)/.exec(r.stdout)?.[1] ?? '?', () => '?')).trim();
@@ -215,17 +249,18 @@ async function main(cleanup: Cleanup): Promise<void> {
       const subject = size === 1 ? [chosen[0]!.protection] : ['--plan', plan];
       const runFloor = async () => {
         say(`rep ${rep}, ${size} VM(s): floor (virsh start)`);
-        const bare = await floor(adapter, config, dir, prefix, chosen);
+        // CPU counted from the first start to the last ready line (floor() defines its VMs before).
+        const bare = await floor(adapter, config, dir, prefix, chosen, false, libvirtd);
         say(`rep ${rep}, ${size} VM(s): floor with the targets' seeds and MACs`);
-        return { bare, seeded: await floor(adapter, config, dir, prefix, chosen, true) };
+        return { bare: bare.each, cpu: bare.cpu, seeded: (await floor(adapter, config, dir, prefix, chosen, true, libvirtd)).each };
       };
       const runFailover = async () => {
         say(`rep ${rep}, ${size} VM(s): vmdr failover ${subject.join(' ')}`);
-        const f = await vmdrOk(['failover', ...subject, '--config', config]);
+        const { value: f, ...cpu } = await cpuDuring(libvirtd, () => vmdrOk(['failover', ...subject, '--config', config]));
         if (f.report.kind !== 'unplanned') throw new Error(`expected an unplanned failover, got ${f.report.kind}`);
         say(`  rtoMs ${f.report.rtoMs}, wall ${seconds(f.wallMs)}; revert`);
         const revert = await timed(() => vmdrOk(['failover', ...subject, '--revert', '--config', config]));
-        return { f, revertWallMs: revert.ms };
+        return { f, cpu, revertWallMs: revert.ms };
       };
       load.push(loadavg()[0]!.toFixed(2));
       let floors: Awaited<ReturnType<typeof runFloor>>;
@@ -252,6 +287,11 @@ async function main(cleanup: Cleanup): Promise<void> {
         steps: stepMeans(failover.f.report),
         run: runSteps(failover.f.report),
         identity: failover.f.report.vms.map((v) => v.identity ?? 'unknown'),
+        floorCpuMs: floors.cpu.machineMs,
+        failoverCpuMs: failover.cpu.machineMs,
+        vmdrCpuMs: failover.f.cpuMs,
+        libvirtdCpuMs: failover.cpu.libvirtdMs,
+        floorLibvirtdCpuMs: floors.cpu.libvirtdMs,
       });
       say(`  floor ${seconds(Math.max(...floorEach))}, failover rto ${seconds(failover.f.report.rtoMs)}, drill rto ${seconds(drill.report.rtoMs)}`);
     }
@@ -308,6 +348,19 @@ async function main(cleanup: Cleanup): Promise<void> {
     const show = (pick: (x: Sample) => Record<string, number>) => names(pick).map((n) => `${n} ${seconds(median(s.map((x) => pick(x)[n] ?? 0)))}`).join(', ');
     const identity = Object.entries(s.flatMap((x) => x.identity).reduce<Record<string, number>>((n, a) => ({ ...n, [a]: (n[a] ?? 0) + 1 }), {}));
     out.push(`- ${size} VM${size > 1 ? 's' : ''}: run: ${show((x) => x.run)}; per VM: ${show((x) => x.steps)}; identity step: ${identity.map(([a, n]) => `${a} ×${n}`).join(', ')}`);
+  }
+  out.push(
+    '',
+    'CPU time spent while each ran (medians; the whole machine: guests, libvirtd, vmdr, everything; the failover from its command start to its exit, the floor from the first `virsh start` to the last ready line):',
+    '',
+  );
+  for (const size of SIZES) {
+    const s = samples.get(size)!;
+    const m = (f: (x: Sample) => number) => seconds(median(s.map(f)));
+    out.push(
+      `- ${size} VM${size > 1 ? 's' : ''}: machine ${m((x) => x.failoverCpuMs)} during the failover against ${m((x) => x.floorCpuMs)} during the floor; ` +
+        `the vmdr process ${m((x) => x.vmdrCpuMs)}; libvirtd ${m((x) => x.libvirtdCpuMs)} against ${m((x) => x.floorLibvirtdCpuMs)}`,
+    );
   }
   out.push('');
   process.stdout.write(`${out.join('\n')}\n`);
