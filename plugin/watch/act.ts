@@ -46,7 +46,8 @@ export class WatchActor {
     const names = protectionsOf(this.deps, w);
     const db = this.deps.state.db;
     const mine = this.#runs.get(key);
-    const busy = mine ? (mine.id ?? 'starting') : names.map((n) => lockHolder(db, n)).find((id) => id !== undefined);
+    const holder = names.map((n) => lockHolder(db, n)).find((id) => id !== undefined);
+    const busy = mine ? (mine.id ? `failover ${mine.id}` : 'a failover the watch started') : holder && `failover ${holder}`;
     const held = names.map((n) => ({ protection: n, hold: holdOf(this.deps.state, n) })).find((h) => h.hold);
     const action = actionOnDown(w.watch.policy, { ...(busy ? { busy } : {}), ...(held?.hold ? { held: { ...held.hold, protection: held.protection } } : {}) });
     if (action.act === 'none') return action.why;

@@ -11,9 +11,10 @@ export type WatchAction =
   | { act: 'none'; why?: string }
   | { act: 'fail-over'; watch: 'automatic' | 'confirm' };
 
+/** `busy`: the failover under way, in words ("failover fo-…"); `held`: the automatic failover that holds the protection. */
 export function actionOnDown(policy: WatchPolicy, facts: { busy?: string; held?: Hold & { protection: string } }): WatchAction {
   if (policy === 'notify') return { act: 'none' };
-  if (facts.busy) return { act: 'none', why: `failover ${facts.busy} is already under way` };
+  if (facts.busy) return { act: 'none', why: `${facts.busy} is already under way` };
   if (policy === 'automatic' && facts.held) {
     const h = facts.held;
     return { act: 'none', why: `no automatic failover: failover ${h.failover} of ${h.protection} holds it until cleared with \`vmdr watch clear ${h.protection}\`` };

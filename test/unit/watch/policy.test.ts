@@ -26,6 +26,6 @@ describe('watch policy on a down source', () => {
   });
 
   it('nothing starts while a failover of the protection is under way', () => {
-    for (const policy of ['automatic', 'confirm'] as const) assert.deepEqual(actionOnDown(policy, { busy: 'fo-2' }), { act: 'none', why: 'failover fo-2 is already under way' });
+    for (const policy of ['automatic', 'confirm'] as const) assert.deepEqual(actionOnDown(policy, { busy: 'failover fo-2' }), { act: 'none', why: 'failover fo-2 is already under way' });
   });
 });
