@@ -35,6 +35,7 @@ const API_STATUS_OF_CODE: Record<string, number> = {
   SYNC_ELSEWHERE: 409,
   PROTECTION_PAUSED: 409,
   NOT_WAITING_FOR_APPROVAL: 409,
+  WATCH_NOT_HELD: 409,
   REQUEST_TIMEOUT: 504,
   // The hypervisor behind the daemon failed, not the daemon nor the request: a gateway's codes.
   HYPERVISOR_UNREACHABLE: 502,

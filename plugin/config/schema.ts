@@ -240,10 +240,11 @@ export const HealthSchema = z.strictObject({
 });
 
 
-/** What a DR site does when a watched source goes down (issue 15). Only `notify` acts today. */
+/**
+ * What a DR site does when a watched source goes down (issue 15): tell (notify), prepare a failover
+ * that waits for an approval (confirm), or fail over (automatic; plugin/watch/act.ts).
+ */
 export const WATCH_POLICIES = ['notify', 'confirm', 'automatic'] as const;
-/** The policies that fail over (prepared or run): refused at config check until they are built. */
-export const WATCH_POLICIES_LATER: readonly WatchPolicy[] = ['confirm', 'automatic'];
 
 /**
  * The DR site's heartbeats on a source (per protection, or per plan for all its protections): the
@@ -540,16 +541,9 @@ function checkWatches(config: Config, issue: (path: (string | number)[], message
     return config.localSite === undefined && uri(p.source.site) !== undefined && uri(p.source.site) === uri(p.target.site);
   };
   const policyIssues = (watch: Watch, path: (string | number)[], members: Protection[], what: string) => {
-    if (watch.policy === 'automatic') {
-      const local = members.find(sameHost);
-      if (local) {
-        issue([...path, 'policy'], `${what}: automatic failover of protection "${local.name}" would start its DR copy on the source's own host (site "${local.target.site}"): use notify or confirm`);
-        return;
-      }
-    }
-    if (WATCH_POLICIES_LATER.includes(watch.policy)) {
-      issue([...path, 'policy'], `${what}: watch policy "${watch.policy}" comes in a later version of vmdr (it would fail over): use notify for now`);
-    }
+    if (watch.policy !== 'automatic') return;
+    const local = members.find(sameHost);
+    if (local) issue([...path, 'policy'], `${what}: automatic failover of protection "${local.name}" would start its DR copy on the source's own host (site "${local.target.site}"): use notify or confirm`);
   };
   config.protections.forEach((p, i) => p.watch && policyIssues(p.watch, ['protections', i, 'watch'], [p], `protection "${p.name}"`));
   config.plans.forEach((plan, i) => {

@@ -28,6 +28,12 @@ export interface FailoverRequest {
   runbook?: string;
   /** Revert: the run each protection is undone from. */
   originals?: Record<string, string>;
+  /**
+   * Started by the watch (plugin/watch/act.ts) on a source seen down: every source that answers is
+   * fenced, even one already off (it must not be started beside its twin); `confirm` first waits
+   * for an approval after the preflight.
+   */
+  watch?: 'automatic' | 'confirm';
 }
 
 export interface RunContext {

@@ -49,7 +49,8 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
   if (kind === 'planned' && ctx.request.point) throw new NoRecoveryPoint(p.name, 'cannot take --point on a planned failover: it boots the final sync');
   // Stopping or fencing the source must not hit another VM that took its name (SOURCE_IDENTITY_CHANGED).
   const recorded = recordedSource(ctx.state.db, p.name);
-  if (recorded && (kind === 'planned' || (kind === 'unplanned' && source === 'running'))) {
+  const fenced = kind === 'unplanned' && (source === 'running' || (ctx.request.watch !== undefined && source !== 'unreachable' && source !== 'missing'));
+  if (recorded && (kind === 'planned' || fenced)) {
     await resolveSource(sourceVmLookup(ctx, p), p.name, p.source.vm, { uuid: recorded.vmUuid });
   }
   if (kind !== 'test') await checkTargetDisks(ctx, p, dr, point, site);

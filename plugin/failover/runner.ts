@@ -30,6 +30,10 @@ import { executeRunbook } from '../runbooks/execute.js';
 import { checkAgainstPlan, loadRunbook, runbookFile } from '../runbooks/load.js';
 import type { Runbook } from '../runbooks/schema.js';
 import { runbookActions } from './runbook-actions.js';
+import { waitForApproval } from './approval.js';
+
+/** The step (and approval) a failover the watch prepared waits at (policy confirm). */
+export const APPROVAL_STEP = 'approval';
 
 export interface RunnerDeps {
   config: Config;
@@ -53,6 +57,8 @@ export interface FailoverOptions {
    * (`runbook:` in the config). Needs a plan.
    */
   runbook?: string;
+  /** Started by the watch on a source seen down (FailoverRequest.watch); implies force. */
+  watch?: 'automatic' | 'confirm';
   signal?: AbortSignal;
   onEvent?: (event: StepEvent) => void;
   /** Each step begun and over, and the bytes of the copies inside steps (failback). */
@@ -87,7 +93,8 @@ export async function runFailover(deps: RunnerDeps, options: FailoverOptions): P
       protections,
       ...(options.point ? { point: options.point } : {}),
       ...(options.at ? { at: options.at.toISOString() } : {}),
-      ...(options.force ? { force: true } : {}),
+      ...(options.force || options.watch ? { force: true } : {}),
+      ...(options.watch ? { watch: options.watch } : {}),
       ...(options.shutdownTimeoutMs !== undefined ? { shutdownTimeoutMs: options.shutdownTimeoutMs } : {}),
     };
     const now = Date.now();
@@ -247,6 +254,13 @@ async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefine
     const results = await Promise.all(all.map(async (p) => [p.name, await check(p)] as const));
     return Object.fromEntries(results) as Record<string, Preflight & FailbackPreflight>;
   });
+  // Prepared (checked, nothing changed yet) for the watch's confirm policy: a person says go.
+  if (ctx.request.watch === 'confirm') {
+    const what = plan ? `plan "${plan.name}"` : `"${all[0]!.name}"`;
+    await j.step(RUN, APPROVAL_STEP, () =>
+      waitForApproval(j, APPROVAL_STEP, APPROVAL_STEP, `the watch saw the source of ${what} down: fail it over`, `approve with \`vmdr failover approve ${ctx.id}\``, ctx.signal),
+    );
+  }
   const start = (group: Group, signal: AbortSignal | undefined) => {
     // Aborted (a drill's time limit, the daemon stopping): no further group starts; the caller's
     // clean-up (a drill's) still runs.

@@ -42,9 +42,10 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
     ({ point: finalPoint } = await j.step(p.name, 'final-sync', () =>
       source.finalSync(p, taskOf(ctx)),
     ));
-  } else if (pre.source === 'running' || pre.source === 'paused') {
+  } else if (pre.source === 'running' || pre.source === 'paused' || (ctx.request.watch && pre.source !== 'unreachable' && pre.source !== 'missing')) {
     await j.step(p.name, 'fence-source', async () => {
-      // Forced by the user: two live copies of one server must never be, so the source goes off.
+      // Forced by the user (or the watch): two live copies of one server must never be, so the
+      // source goes off; the watch fences one it found off too, so that no start brings it back.
       // Only its own site may do that; a site that stopped answering since the preflight is
       // recorded as not fenced, and the failover goes on (the site is lost).
       try {

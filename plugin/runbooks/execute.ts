@@ -5,11 +5,10 @@
  * deadline and failure policy: stop (the run stops), continue (recorded as failed, the next step
  * runs; a resumed run does not repeat it), rollback (the run stops and undoes what it started).
  */
-import { setTimeout as delay } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import { FailoverStepFailed } from '../failover/errors.js';
 import { RUN, RUNBOOK_STEP, type FailoverJournal } from '../failover/journal.js';
-import { approvalOf, requestApproval } from '../state/approvals.js';
+import { waitForApproval } from '../failover/approval.js';
 import { RunbookRollback, RunbookStepTimedOut } from './errors.js';
 import { runEnv, vmEnv, type RunFacts, type VmFacts } from './facts.js';
 import { callHttp } from './http.js';
@@ -33,9 +32,6 @@ export interface RunbookRun {
 }
 
 export const DEFAULT_TIMEOUT_MS = { script: 600_000, http: 30_000 } as const;
-/** How often a waiting approval step looks whether it was approved (by another process). */
-const APPROVAL_POLL_MS = 500;
-
 export function journalStep(step: RunbookStep): string {
   return `${RUNBOOK_STEP}${step.name}`;
 }
@@ -79,7 +75,7 @@ async function work(step: RunbookStep, r: RunbookRun): Promise<unknown> {
     case 'http':
       return callHttp(step.name, step.http, { 'run.id': r.run.id, 'run.kind': r.run.kind, plan: r.run.plan }, step.timeout ?? DEFAULT_TIMEOUT_MS.http, r.signal);
     case 'approval':
-      return waitForApproval(step, r, signal).catch(timedOut);
+      return waitForApproval(r.journal, step.name, journalStep(step), step.message, `approve with \`vmdr runbook resume ${r.run.id}\``, signal).catch(timedOut);
     case 'parallel':
       return parallelStep(step, r);
   }
@@ -96,17 +92,6 @@ async function scriptStep(step: Extract<RunbookStep, { kind: 'script' }>, r: Run
     outcomes.push(await r.journal.step(vm.protection, journalStep(step), async () => ({ vm: vm.vm, ...(await runScript(step.name, step.script, { ...env, ...vmEnv(vm) }, timeout, r.signal)) })));
   }
   return { vms: outcomes.map((o) => ({ vm: o.vm, exitCode: o.exitCode })) };
-}
-
-async function waitForApproval(step: Extract<RunbookStep, { kind: 'approval' }>, r: RunbookRun, signal: AbortSignal | undefined): Promise<unknown> {
-  const db = r.journal.state.db;
-  requestApproval(db, r.run.id, step.name, step.message);
-  r.journal.waiting(RUN, journalStep(step), `${step.message} (approve with \`vmdr runbook resume ${r.run.id}\`)`);
-  for (;;) {
-    const approval = approvalOf(db, r.run.id, step.name)!;
-    if (approval.approvedAt) return { message: step.message, approvedAt: approval.approvedAt.toISOString(), approvedBy: approval.approvedBy };
-    await delay(APPROVAL_POLL_MS, undefined, signal ? { signal } : {});
-  }
 }
 
 async function parallelStep(step: Extract<RunbookStep, { kind: 'parallel' }>, r: RunbookRun): Promise<unknown> {

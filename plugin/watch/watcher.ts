@@ -6,8 +6,8 @@
  * source that hangs: a beat with no answer in time is a missed one.
  *
  * Each change of state is recorded (state/watch-events.ts), told to `onEvent` (the daemon's log)
- * and to the webhooks (`watch-<state>`). Policy notify does nothing more; the policies that fail
- * over are refused at config check until they are built.
+ * and to the webhooks (`watch-<state>`). Policy notify does nothing more; confirm and automatic
+ * fail over when a source goes down (act.ts).
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
@@ -20,6 +20,7 @@ import { sourceSiteFor } from '../sites/source-site-for.js';
 import type { StateStore } from '../state/store.js';
 import { roleOf } from '../state/roles.js';
 import { lastWatchEvent, recordWatchEvent, type WatchEvent } from '../state/watch-events.js';
+import { WatchActor } from './act.js';
 import { BeatTimedOut } from './errors.js';
 import { WatchMachine, type BeatOutcome } from './machine.js';
 import type { Watched } from './watched.js';
@@ -70,9 +71,25 @@ export class SourceWatcher {
   #groups = new Map<string, Group>();
   #members = new Map<string, Member>();
   readonly #now: () => number;
+  readonly #actor: WatchActor;
 
   constructor(private readonly deps: WatcherDeps) {
     this.#now = deps.now ?? Date.now;
+    this.#actor = new WatchActor({ ...deps, note: (name, state, detail) => this.#note(name, state, detail), ...(deps.onWarning ? { onWarning: deps.onWarning } : {}) });
+  }
+
+  /** Stops watching and ends the failovers the watch started (the daemon stops). */
+  async close(): Promise<void> {
+    await this.stop();
+    await this.#actor.close();
+  }
+
+  /** A state a failover of the watch brought: failing-over and fenced are recorded each time, the others when they change the state. */
+  #note(protection: string, state: WatchEvent['state'], detail: string): void {
+    const m = this.#members.get(protection);
+    if (!m) return;
+    const change = m.machine.settle(state, detail, this.#now());
+    if (change || state === 'failing-over' || state === 'fenced') this.record(m.watched, state, detail, this.#now());
   }
 
   /** Watches exactly `watched` from now on (a reloaded config): a protection whose watch did not change keeps its count. */
@@ -135,6 +152,8 @@ export class SourceWatcher {
     const beaten: Member[] = [];
     for (const m of g.members) {
       const p = m.watched.protection;
+      // Failing over by the watch's own run: that run records what becomes of it.
+      if (this.#actor.busy(p.name)) continue;
       const role = this.deps.sites.holdsStorage(p.target.site) ? roleOf(this.deps.state.db, p.name) : undefined;
       if (role?.role !== 'failed-over') {
         beaten.push(m);
@@ -161,7 +180,10 @@ export class SourceWatcher {
     const now = this.#now();
     for (const m of beaten) {
       const change = m.machine.beat(outcomes.get(m.watched.protection.name)!, started);
-      if (change) this.record(m.watched, change.state, change.detail, now);
+      if (!change) continue;
+      // Down: what its policy does about it is said in the same event (the run's own events follow).
+      const acts = change.state === 'down' ? this.#actor.onDown(m.watched) : undefined;
+      this.record(m.watched, change.state, acts ? `${change.detail}; ${acts}` : change.detail, now);
     }
   }
 

@@ -3,11 +3,14 @@ import { duration } from '../../plugin/config/schema.js';
 import { EXIT_USAGE } from '../cli/report.js';
 import type { CommandBody } from './index.js';
 import { withServerOptions, type ServerOptions } from './server-options.js';
+import { approveRun } from './approve.js';
 import { runFailoverCommand } from './failover-run.js';
 import { shutdownTimeoutProblem, type GlobalOptions } from './options.js';
 
 interface FailoverArgs extends GlobalOptions, ServerOptions {
   vm?: string;
+  /** `vmdr failover approve RUN`: the run whose approval is given. */
+  run?: string;
   plan?: string;
   test: boolean;
   planned: boolean;
@@ -22,7 +25,8 @@ interface FailoverArgs extends GlobalOptions, ServerOptions {
 export const failoverCommand: CommandBody<FailoverArgs> = {
   builder: (y: Argv<GlobalOptions>) =>
     withServerOptions(y)
-      .positional('vm', { type: 'string', describe: 'Protection or source VM name' })
+      .positional('vm', { type: 'string', describe: 'Protection or source VM name; or `approve RUN`: let a failover the watch prepared (policy confirm) go on' })
+      .positional('run', { type: 'string', describe: 'With approve: the run (failover) id, as `vmdr events` printed it' })
       .option('plan', { type: 'string', describe: 'Fail over a plan: its groups in order' })
       .option('test', { type: 'boolean', default: false, describe: 'A drill: boot in a bubble network, check health, remove it all' })
       .option('planned', { type: 'boolean', default: false, describe: 'Shut the source down and ship a final delta first: no data loss' })
@@ -33,7 +37,8 @@ export const failoverCommand: CommandBody<FailoverArgs> = {
       .option('resume', { type: 'boolean', default: false, describe: 'Continue the failover that stopped half way' })
       .option('shutdown-timeout', { type: 'string', describe: 'Planned: how long the source may take to shut down (default 2m)' }),
   handler: (argv) => {
-    const wrong = usageProblem(argv);
+    if (argv.vm === 'approve' && argv.run) return approveRun(argv, argv.run);
+    const wrong = argv.run ? `one VM at a time (or \`approve RUN\`), not also ${JSON.stringify(argv.run)}` : usageProblem(argv);
     if (wrong) {
       process.stderr.write(`vmdr: ${wrong} (see vmdr failover --help)\n`);
       process.exitCode = EXIT_USAGE;

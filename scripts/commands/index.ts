@@ -27,6 +27,7 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
     .command(
       lazy('events', "The watch's events on this DR host: each change of state of a watched source (--follow: as they come)", async () => (await import('./events.js')).eventsCommand),
     )
+    .command(lazy('watch <command>', 'After an automatic failover: let the watch act on a protection again (clear)', async () => (await import('./watch.js')).watchCommand))
     .command(lazy('tenant <command>', "Create, list, show and remove tenants and their own DR networks", async () => (await import('./tenant.js')).tenantCommand))
     .command(lazy('target <command>', 'Manage the pre-staged DR target VMs', async () => (await import('./target.js')).targetCommand))
     .command(
@@ -46,7 +47,7 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
     .command(lazy('token <command>', 'Make, list and revoke the API tokens of the daemon on this host', async () => (await import('./token.js')).tokenCommand))
     .command(lazy('site <command>', "This site's identity, and pairing with peer sites", async () => (await import('./site.js')).siteCommand))
     .command(
-      lazy('failover [vm]', 'Bring a protected VM (or a plan) up on its DR target: unplanned by default', async () => (await import('./failover.js')).failoverCommand),
+      lazy('failover [vm] [run]', 'Bring a protected VM (or a plan) up on its DR target: unplanned by default', async () => (await import('./failover.js')).failoverCommand),
     )
     .command(
       lazy('runbook <command>', 'Run a plan\'s failover with a runbook, check a runbook, approve a waiting step', async () => (await import('./runbook.js')).runbookCommand),

@@ -2,17 +2,13 @@
  * `vmdr runbook run|check|resume`: a plan's failover driven by a runbook (or what it would do,
  * with --dry-run), a runbook file checked, and the approval a running runbook waits for given.
  */
-import { userInfo } from 'node:os';
 import type { Argv, CommandModule } from 'yargs';
 import { NotInConfig } from '../../plugin/config/errors.js';
 import { loadConfig } from '../../plugin/config/load.js';
-import { getFailover } from '../../plugin/state/failovers.js';
-import { approveWaiting } from '../../plugin/state/approvals.js';
-import { StateStore } from '../../plugin/state/store.js';
 import { describeRunbook } from '../../plugin/runbooks/dry-run.js';
-import { NotWaitingForApproval } from '../../plugin/runbooks/errors.js';
 import { checkAgainstPlan, flatten, loadRunbook, runbookFile } from '../../plugin/runbooks/load.js';
 import { EXIT_USAGE, printJson, run } from '../cli/report.js';
+import { approveRun } from './approve.js';
 import { runFailoverCommand } from './failover-run.js';
 import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
@@ -102,20 +98,7 @@ const resumeCommand: CommandModule<GlobalOptions, ResumeArgs> = {
   command: 'resume <run>',
   describe: 'Approve the approval step a running runbook waits for',
   builder: (y: Argv<GlobalOptions>) => y.positional('run', { type: 'string', demandOption: true, describe: 'The run (failover) id, as the run printed it' }),
-  handler: (argv) =>
-    run(argv, async () => {
-      const { config } = await loadConfig(argv.config);
-      const state = StateStore.open(config.state.path);
-      try {
-        if (!getFailover(state.db, argv.run)) throw new NotWaitingForApproval(argv.run);
-        const approved = approveWaiting(state.db, argv.run, userInfo().username);
-        if (approved.length === 0) throw new NotWaitingForApproval(argv.run);
-        if (argv.json) return printJson({ run: argv.run, approved: approved.map((a) => ({ step: a.step, by: a.approvedBy })) });
-        for (const a of approved) process.stdout.write(`${argv.run}: step "${a.step}" approved by ${a.approvedBy}\n`);
-      } finally {
-        state.close();
-      }
-    }),
+  handler: (argv) => approveRun(argv, argv.run),
 };
 
 export const runbookCommand: CommandBody<GlobalOptions> = {

@@ -245,7 +245,7 @@ async function startWatch(deps: Pick<ReplicationContext, 'config' | 'file' | 'si
     }
   };
   await reset();
-  return { reset, stop: () => watcher.stop() };
+  return { reset, stop: () => watcher.close() };
 }
 
 /** The config's HTTP API, when it has one; its modules load only then. */

@@ -14,6 +14,7 @@ import { syncAsAsked } from '../../replication/sync-request.js';
 import { pauseOf, pauseProtection, resumeProtection } from '../../state/pauses.js';
 import { addProtection } from '../../protections/add.js';
 import { removeProtection } from '../../protections/remove.js';
+import { clearHold } from '../../watch/hold.js';
 import { sendJson } from '../answers.js';
 import { mayOperate, operatorOnly, principalOf, visible, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
@@ -154,6 +155,25 @@ export function registerProtectionRoutes(app: FastifyInstance, ctx: ApiContext):
       return pauseView(p.name);
     },
   );
+  api.post(
+    '/protections/:name/watch/clear',
+    {
+      config: { action: 'protection.watch-clear' },
+      schema: {
+        tags: ['protections'],
+        summary: 'After an automatic failover: let the watch act on the protection again (as `vmdr watch clear`); 409 when nothing holds it',
+        params: NameParams,
+        response: { 200: z.object({ protection: z.string(), state: z.string(), detail: z.string().nullable(), at: z.string() }) },
+      },
+    },
+    async (req) => {
+      const p = find(req, req.params.name);
+      const who = mayOperate(req);
+      const event = clearHold(ctx.state, p, { actor: who.tokenId, actorName: `token ${who.tokenName}` });
+      return { protection: p.name, state: event.state, detail: event.detail, at: event.at.toISOString() };
+    },
+  );
+
   // By its name or its source VM's, as the CLI takes it, among the caller's own only.
   const find = (req: Parameters<typeof visible>[0], name: string) => {
     const mine = visibleOnly(req, ctx.config.protections, tenantOfProtection);

@@ -76,9 +76,14 @@ ${plan}`;
     await refused(yaml('    watch: { policy: automatic }\n', '', oneUri), /protections\[0\]\.watch\.policy.*protection "web": automatic failover of protection "web" would start its DR copy on the source's own host/);
   });
 
-  it('refuses confirm and automatic for now, saying they come later', async () => {
-    await refused(yaml('    watch: { policy: confirm }\n'), /protections\[0\]\.watch\.policy.*watch policy "confirm" comes in a later version of vmdr \(it would fail over\): use notify for now/);
-    await refused(yaml('    watch: { policy: automatic }\n'), /protections\[0\]\.watch\.policy.*watch policy "automatic" comes in a later version/);
+  it('takes confirm on any protection, and automatic onto another host', async () => {
+    for (const web of ['    watch: { policy: confirm }\n', '    watch: { policy: automatic, interval: 1s, missed: 3 }\n']) {
+      const { result } = await check(yaml(web));
+      assert.equal(result.code, 0, result.stderr);
+    }
+    // confirm on a plan whose db fails over onto its own host: a person decides, so it may.
+    const { result } = await check(yaml('', '    watch: { policy: confirm }\n'));
+    assert.equal(result.code, 0, result.stderr);
   });
 
   it('refuses a protection watched twice (by itself and by its plan)', async () => {
