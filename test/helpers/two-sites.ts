@@ -8,9 +8,12 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { openAdapter } from '../../hypervisors/index.js';
+import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { ensureIdentity } from '../../plugin/sites/identity.js';
 import { pairPeer } from '../../plugin/sites/peers.js';
+import type { LabVm } from './lab.js';
 import { startServe, type ServeOptions, type ServeProcess } from './vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -189,4 +192,24 @@ ${options.plans ? `plans:\n${options.plans}\n` : ''}${options.extra ? `${options
     return file;
   };
   return { source: await configFor('source'), dr: await configFor('dr'), state, storage, endpoint, credentials };
+}
+
+/**
+ * What a two-site test of one protected VM leaves behind, undone in its after(): the source site
+ * back up (a test that failed after killing it leaves it down, the VM defined there) with the VM's
+ * adapter on it again, the DR target and DR network removed. The VM itself is the caller's to destroy.
+ */
+export async function undoTwoSiteTest(left: { lab?: TwoSites; vm?: LabVm; dr?: HypervisorAdapter; target: () => string; network: string }): Promise<void> {
+  const { lab, vm, dr } = left;
+  if (lab && vm) {
+    await lab.source.up().catch(() => undefined);
+    const source = openAdapter(lab.source.uri);
+    await source.connect().then(() => (vm.adapter = source), () => undefined);
+  }
+  if (dr) {
+    await dr.stop(left.target(), { mode: 'force' }).catch(() => undefined);
+    await dr.undefine(left.target()).catch(() => undefined);
+    await dr.removeNetwork(left.network).catch(() => undefined);
+    await dr.close();
+  }
 }

@@ -15,7 +15,7 @@ import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { bootLabVm, createLabVm, destroyLabVm, fileSize, GUEST_READY, labBoot, waitForSerialLine, type LabVm } from '../helpers/lab.js';
 import { hmpWrite } from '../helpers/patterns.js';
 import { eventually } from '../helpers/receiver-lab.js';
-import { twoSites, writeTwoSiteConfigs, type LabSite, type RunResult, type TwoSiteConfigs, type TwoSites } from '../helpers/two-sites.js';
+import { twoSites, undoTwoSiteTest, writeTwoSiteConfigs, type LabSite, type RunResult, type TwoSiteConfigs, type TwoSites } from '../helpers/two-sites.js';
 import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 const MiB = 1024 * 1024;
@@ -100,18 +100,7 @@ describe('failover and failback on two sites (each vmdr on its own site, the WAN
 
   after(async () => {
     await Promise.allSettled([drServe?.stop(), sourceServe?.stop()]);
-    if (lab && vm) {
-      // A test that failed after killing the source site leaves it down, its VM defined there.
-      await lab.source.up().catch(() => undefined);
-      const source = openAdapter(lab.source.uri);
-      await source.connect().then(() => (vm.adapter = source), () => undefined);
-    }
-    if (dr) {
-      await dr.stop(target(), { mode: 'force' }).catch(() => undefined);
-      await dr.undefine(target()).catch(() => undefined);
-      await dr.removeNetwork(drNetwork).catch(() => undefined);
-      await dr.close();
-    }
+    await undoTwoSiteTest({ lab, vm, dr, target, network: drNetwork });
     await destroyLabVm(vm);
   });
 

@@ -10,7 +10,7 @@ import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { bootLabVm, createLabVm, destroyLabVm, labBoot, type LabVm } from '../helpers/lab.js';
 import { eventually } from '../helpers/receiver-lab.js';
-import { twoSites, writeTwoSiteConfigs, type TwoSiteConfigs, type TwoSites } from '../helpers/two-sites.js';
+import { twoSites, undoTwoSiteTest, writeTwoSiteConfigs, type TwoSiteConfigs, type TwoSites } from '../helpers/two-sites.js';
 import type { ServeProcess } from '../helpers/vmdr-serve.js';
 import { waitForWatchLine, watchLines } from '../helpers/watch-lines.js';
 
@@ -58,17 +58,7 @@ describe('the watch on two sites: the source site lost (qemu:///system in namesp
 
   after(async () => {
     await Promise.allSettled([drServe?.stop(), sourceServe?.stop()]);
-    if (lab && vm) {
-      await lab.source.up().catch(() => undefined);
-      const source = openAdapter(lab.source.uri);
-      await source.connect().then(() => (vm.adapter = source), () => undefined);
-    }
-    if (dr) {
-      await dr.stop(target(), { mode: 'force' }).catch(() => undefined);
-      await dr.undefine(target()).catch(() => undefined);
-      await dr.removeNetwork(drNetwork).catch(() => undefined);
-      await dr.close();
-    }
+    await undoTwoSiteTest({ lab, vm, dr, target, network: drNetwork });
     await destroyLabVm(vm);
   });
 
