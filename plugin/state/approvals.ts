@@ -48,3 +48,13 @@ export function approveWaiting(db: Database, failover: string, by: string): Appr
   for (const r of waiting) set.run(now, by, failover, r.step);
   return waiting.map((r) => approval({ ...r, approved_at_ms: now, approved_by: by }));
 }
+
+/**
+ * Takes back what run `failover` waits for (the watch's prepared failover, once its source answers
+ * again): nothing is left to approve, and a resumed run asks anew. Returns the steps withdrawn.
+ */
+export function withdrawWaiting(db: Database, failover: string): string[] {
+  const waiting = db.prepare('SELECT step FROM runbook_approvals WHERE failover = ? AND approved_at_ms IS NULL').all(failover) as { step: string }[];
+  db.prepare('DELETE FROM runbook_approvals WHERE failover = ? AND approved_at_ms IS NULL').run(failover);
+  return waiting.map((r) => r.step);
+}

@@ -179,7 +179,14 @@ export class SourceWatcher {
     if (g.stop.signal.aborted) return;
     const now = this.#now();
     for (const m of beaten) {
-      const change = m.machine.beat(outcomes.get(m.watched.protection.name)!, started);
+      const outcome = outcomes.get(m.watched.protection.name)!;
+      if (this.#actor.waiting(m.watched.protection.name)) {
+        // A prepared failover waits for its approval: only its sources all answering again changes anything (it is withdrawn).
+        const withdrawn = this.#actor.sourceBeat(m.watched.protection.name, outcome.ok);
+        if (withdrawn) for (const name of withdrawn.protections) this.#note(name, 'healthy', withdrawn.detail);
+        continue;
+      }
+      const change = m.machine.beat(outcome, started);
       if (!change) continue;
       // Down: what its policy does about it is said in the same event (the run's own events follow).
       const acts = change.state === 'down' ? this.#actor.onDown(m.watched) : undefined;

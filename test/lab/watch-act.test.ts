@@ -81,16 +81,32 @@ describe('the watch failing over a lab source (qemu:///system)', function () {
     const status = await vmdr(confirm, 'status', '--json');
     assert.match(status.stdout, /"role":\s*"replicating"/);
 
-    const approved = await vmdr(confirm, 'failover', 'approve', id);
+    // The source back before anyone approved: the prepared failover is withdrawn, its approval refused.
+    await vm.adapter.start(vm.name);
+    const back = await waitFor(from, 'healthy', 30_000);
+    assert.equal(back.detail, `the prepared failover ${id} is withdrawn: its source answers again and nobody approved it`);
+    const late = await vmdr(confirm, 'failover', 'approve', id);
+    assert.equal(late.code, 1, late.stdout);
+    assert.equal(late.stderr.trim().split('\n').length, 1, late.stderr);
+    assert.equal((await vm.adapter.getVm(`${vm.name}-dr`)).powerState, 'shutoff');
+    await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 90_000 });
+
+    // Down again: a new failover is prepared, and this one is approved.
+    const again = serve!.events.length;
+    await vm.adapter.stop(vm.name, { mode: 'force' });
+    const prepared2 = await waitFor(again, 'failing-over', 30_000);
+    const id2 = /failover (fo-\S+) prepared, waiting for an approval/.exec(prepared2.detail!)?.[1];
+    assert.ok(id2 && id2 !== id, prepared2.detail!);
+    const approved = await vmdr(confirm, 'failover', 'approve', id2);
     assert.equal(approved.code, 0, approved.stderr);
-    assert.match(approved.stdout, new RegExp(`^${id}: step "approval" approved by \\S+\\n$`));
-    await waitFor(from, 'failed-over', 300_000);
+    assert.match(approved.stdout, new RegExp(`^${id2}: step "approval" approved by \\S+\\n$`));
+    await waitFor(again, 'failed-over', 300_000);
     assert.deepEqual(
       watchLines(from).map((e) => e.state),
-      ['suspect', 'down', 'failing-over', 'failing-over', 'fenced', 'failed-over'],
+      ['suspect', 'down', 'failing-over', 'healthy', 'suspect', 'down', 'failing-over', 'failing-over', 'fenced', 'failed-over'],
       JSON.stringify(watchLines(from)),
     );
-    assert.match(watchLines(from).find((e) => e.state === 'fenced')!.detail!, new RegExp(`^source VM fenced by failover ${id} \\(it was shutoff\\)$`));
+    assert.match(watchLines(again).find((e) => e.state === 'fenced')!.detail!, new RegExp(`^source VM fenced by failover ${id2} \\(it was shutoff\\)$`));
     assert.equal((await vm.adapter.getVm(`${vm.name}-dr`)).powerState, 'running');
     await serve!.stop();
     serve = undefined;
