@@ -10,6 +10,7 @@ import type { LibvirtConnection } from './connection.js';
 import { readLabels, setLabels } from './labels.js';
 import { renderTemplate, templatePath } from './templates.js';
 import { buildXml, firstChild, parseXml, textOf, type XmlElement } from './xml.js';
+import { SharedRuns } from '../shared-runs.js';
 
 export const ISOLATED_NETWORK_TEMPLATE = 'isolated.xml';
 /** Linux interface names hold at most 15 characters (IFNAMSIZ minus the terminating NUL). */
@@ -17,7 +18,7 @@ const IFNAMSIZ = 15;
 
 export class LibvirtNetworks {
   /** One ensure per network name at a time: parallel provisioning must not define it twice. */
-  private readonly ensuring = new Map<string, Promise<NetworkInfo>>();
+  private readonly ensuring = new SharedRuns<NetworkInfo>();
 
   constructor(private readonly conn: LibvirtConnection) {}
 
@@ -35,11 +36,7 @@ export class LibvirtNetworks {
   }
 
   ensureIsolated(spec: IsolatedNetworkSpec): Promise<NetworkInfo> {
-    const pending = this.ensuring.get(spec.name);
-    if (pending) return pending;
-    const ensured = this.ensureIsolatedNow(spec).finally(() => this.ensuring.delete(spec.name));
-    this.ensuring.set(spec.name, ensured);
-    return ensured;
+    return this.ensuring.run(spec.name, () => this.ensureIsolatedNow(spec));
   }
 
   private async ensureIsolatedNow(spec: IsolatedNetworkSpec): Promise<NetworkInfo> {

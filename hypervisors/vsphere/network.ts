@@ -19,6 +19,7 @@ import { retrieve } from './property-collector.js';
 import { poll } from './poll.js';
 import type { VsphereSession } from './session.js';
 import type { MoRef } from './soap.js';
+import { SharedRuns } from '../shared-runs.js';
 
 const VSWITCH_PREFIX = 'vmdr-';
 /** ESXi's limit on a vSwitch's name. */
@@ -34,7 +35,7 @@ interface HostNetworks {
 }
 
 export class VsphereNetworks {
-  private readonly ensuring = new Map<string, Promise<NetworkInfo>>();
+  private readonly ensuring = new SharedRuns<NetworkInfo>();
 
   constructor(
     private readonly session: VsphereSession,
@@ -67,11 +68,7 @@ export class VsphereNetworks {
 
   /** Concurrent calls for one name (a plan's VMs in one bubble) share one run. */
   ensureIsolated(spec: IsolatedNetworkSpec): Promise<NetworkInfo> {
-    const pending = this.ensuring.get(spec.name);
-    if (pending) return pending;
-    const ensured = this.ensureIsolatedNow(spec).finally(() => this.ensuring.delete(spec.name));
-    this.ensuring.set(spec.name, ensured);
-    return ensured;
+    return this.ensuring.run(spec.name, () => this.ensureIsolatedNow(spec));
   }
 
   private async ensureIsolatedNow(spec: IsolatedNetworkSpec): Promise<NetworkInfo> {
