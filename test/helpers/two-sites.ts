@@ -13,7 +13,7 @@ import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { ensureIdentity } from '../../plugin/sites/identity.js';
 import { pairPeer } from '../../plugin/sites/peers.js';
-import type { LabVm } from './lab.js';
+import { bootLabVm, createLabVm, destroyLabVm, labBoot, type LabVm } from './lab.js';
 import { startServe, type ServeOptions, type ServeProcess } from './vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -192,6 +192,46 @@ ${options.plans ? `plans:\n${options.plans}\n` : ''}${options.extra ? `${options
     return file;
   };
   return { source: await configFor('source'), dr: await configFor('dr'), state, storage, endpoint, credentials };
+}
+
+/**
+ * The start of a two-site test of one protected VM: a booted lab VM `<prefix>…` on the source site,
+ * its DR network on the DR site, and both sites' configs protecting it onto `<vm>-dr` (hostname
+ * `<prefix>-dr`), with `settings` as extra lines of the protection (`watch: {…}`).
+ */
+export async function protectAcrossSites(prefix: string, options: { drNetwork: string; settings?: string[] }): Promise<{ lab: TwoSites; vm: LabVm; dr: HypervisorAdapter; configs: TwoSiteConfigs }> {
+  const lab = await twoSites();
+  const vm = await createLabVm(prefix, { marker: `${prefix}-src`, diskSize: '32M', uri: lab.source.uri });
+  const dr = openAdapter(lab.dr.uri);
+  try {
+    await dr.connect();
+    await dr.ensureIsolatedNetwork({ name: options.drNetwork });
+    return { lab, vm, dr, configs: await configureAndBoot(prefix, vm, options) };
+  } catch (err) {
+    // The caller's after() never sees what this made when it fails half way.
+    await dr.removeNetwork(options.drNetwork).catch(() => undefined);
+    await dr.close().catch(() => undefined);
+    await destroyLabVm(vm);
+    throw err;
+  }
+}
+
+async function configureAndBoot(prefix: string, vm: LabVm, options: { drNetwork: string; settings?: string[] }): Promise<TwoSiteConfigs> {
+  const boot = labBoot();
+  const configs = await writeTwoSiteConfigs(vm.dir, {
+    protections: `  - name: ${vm.name}
+    source: { site: source, vm: ${vm.name} }
+    rpo: 1h
+    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
+${(options.settings ?? []).map((line) => `    ${line}\n`).join('')}    target:
+      site: dr
+      vm: ${vm.name}-dr
+      hostname: ${prefix}-dr
+      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
+      nics: [{ network: ${options.drNetwork} }]`,
+  });
+  await bootLabVm(vm);
+  return configs;
 }
 
 /**

@@ -12,10 +12,10 @@ import assert from 'node:assert/strict';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { FailoverReport } from '../../plugin/failover/report.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
-import { bootLabVm, createLabVm, destroyLabVm, fileSize, GUEST_READY, labBoot, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { destroyLabVm, fileSize, GUEST_READY, waitForSerialLine, type LabVm } from '../helpers/lab.js';
 import { hmpWrite } from '../helpers/patterns.js';
 import { eventually } from '../helpers/receiver-lab.js';
-import { twoSites, undoTwoSiteTest, writeTwoSiteConfigs, type LabSite, type RunResult, type TwoSiteConfigs, type TwoSites } from '../helpers/two-sites.js';
+import { protectAcrossSites, undoTwoSiteTest, type LabSite, type RunResult, type TwoSiteConfigs, type TwoSites } from '../helpers/two-sites.js';
 import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
 const MiB = 1024 * 1024;
@@ -70,25 +70,7 @@ describe('failover and failback on two sites (each vmdr on its own site, the WAN
   };
 
   before(async () => {
-    lab = await twoSites();
-    vm = await createLabVm('tsf', { marker: 'tsf-src', diskSize: '32M', uri: lab.source.uri });
-    dr = openAdapter(lab.dr.uri);
-    await dr.connect();
-    await dr.ensureIsolatedNetwork({ name: drNetwork });
-    const boot = labBoot();
-    configs = await writeTwoSiteConfigs(vm.dir, {
-      protections: `  - name: ${vm.name}
-    source: { site: source, vm: ${vm.name} }
-    rpo: 1h
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      hostname: tsf-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: ${drNetwork} }]`,
-    });
-    await bootLabVm(vm);
+    ({ lab, vm, dr, configs } = await protectAcrossSites('tsf', { drNetwork }));
     drServe = await lab.dr.serve(configs.dr);
     await startSourceServe();
     // Staged from the DR site: the source VM's disk layout comes from the source site's endpoint.

@@ -8,9 +8,9 @@
 import assert from 'node:assert/strict';
 import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
-import { bootLabVm, createLabVm, destroyLabVm, labBoot, type LabVm } from '../helpers/lab.js';
+import { destroyLabVm, type LabVm } from '../helpers/lab.js';
 import { eventually } from '../helpers/receiver-lab.js';
-import { twoSites, undoTwoSiteTest, writeTwoSiteConfigs, type TwoSiteConfigs, type TwoSites } from '../helpers/two-sites.js';
+import { protectAcrossSites, undoTwoSiteTest, type TwoSiteConfigs, type TwoSites } from '../helpers/two-sites.js';
 import type { ServeProcess } from '../helpers/vmdr-serve.js';
 import { waitForWatchLine, watchLines } from '../helpers/watch-lines.js';
 
@@ -28,26 +28,7 @@ describe('the watch on two sites: the source site lost (qemu:///system in namesp
   const onSource = (...args: string[]) => lab.source.vmdr(args, { config: configs.source });
 
   before(async () => {
-    lab = await twoSites();
-    vm = await createLabVm('tsw', { marker: 'tsw-src', diskSize: '32M', uri: lab.source.uri });
-    dr = openAdapter(lab.dr.uri);
-    await dr.connect();
-    await dr.ensureIsolatedNetwork({ name: drNetwork });
-    const boot = labBoot();
-    configs = await writeTwoSiteConfigs(vm.dir, {
-      protections: `  - name: ${vm.name}
-    source: { site: source, vm: ${vm.name} }
-    rpo: 1h
-    health: { serial: "^VMDR-GUEST ready", timeout: 90s }
-    watch: { policy: automatic, interval: 1s, missed: 3 }
-    target:
-      site: dr
-      vm: ${vm.name}-dr
-      hostname: tsw-dr
-      boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
-      nics: [{ network: ${drNetwork} }]`,
-    });
-    await bootLabVm(vm);
+    ({ lab, vm, dr, configs } = await protectAcrossSites('tsw', { drNetwork, settings: ['watch: { policy: automatic, interval: 1s, missed: 3 }'] }));
     drServe = await lab.dr.serve(configs.dr);
     sourceServe = await lab.source.serve(configs.source, { args: ['--no-replicate'] });
     const provision = await onDr('target', 'provision');
