@@ -212,6 +212,11 @@ export interface Progress {
   /** Which object the work is about: several run at once (a plan's VMs, a VM's disks). */
   subject?: ProgressSubject;
   detail?: string;
+  /**
+   * Bytes per second a bytes phase is held to now (a bandwidth limit): it ends in about
+   * (total - done) / limit, less where data compresses or is zeros.
+   */
+  limit?: number;
 }
 
 export interface ProgressSubject {

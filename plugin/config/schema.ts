@@ -6,6 +6,7 @@
 import { hypervisorOf, KNOWN_URI_PREFIXES } from '../../hypervisors/schemes.js';
 import { z } from 'zod';
 import cron from 'node-cron';
+import { BandwidthSchema } from '../replication/bandwidth/schedule.js';
 import { carriesPassword, isThumbprint, PASSWORD_PLACES, THUMBPRINT_EXPECTED, vsphereUriProblems } from './vsphere.js';
 
 export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
@@ -141,6 +142,8 @@ export const SiteSchema = z
     endpoint: EndpointSchema.optional(),
     /** The older spelling of `endpoint` (when only DR sites had one): the same meaning. */
     receiver: EndpointSchema.optional(),
+    /** The link to this DR site: the most that every protection shipping to it sends at once (plugin/replication/bandwidth). */
+    bandwidth: BandwidthSchema.optional(),
   })
   .superRefine((site, ctx) => {
     if (site.endpoint && site.receiver) ctx.addIssue({ code: 'custom', path: ['receiver'], message: 'the older spelling of "endpoint": give only one of them' });
@@ -282,6 +285,8 @@ export const ProtectionSchema = z.strictObject({
    * raw (a fast link, or CPU the sites cannot spare). Checksums and TLS stay either way.
    */
   compression: z.enum(['auto', 'off']).default('auto'),
+  /** The most this protection's cycles send, within its DR site link's `bandwidth` (plugin/replication/bandwidth). */
+  bandwidth: BandwidthSchema.optional(),
   retention: z
     // maxAge is compared with the points' ages, never waited on: it may pass MAX_TIMER_MS.
     .strictObject({ keep: z.number().int().min(1).default(24), maxAge: durationBetween('1m', '3650d').optional() })

@@ -190,7 +190,8 @@ export async function syncProtection(
       disks,
       (bytes) => {
         done += bytes;
-        onProgress?.({ phase: 'ship', unit: 'bytes', done: Math.min(done, total), total });
+        const limit = deps.receiver.limit();
+        onProgress?.({ phase: 'ship', unit: 'bytes', done: Math.min(done, total), total, ...(limit ? { limit } : {}) });
       },
       signal,
       () => void endCapture().catch(() => undefined),

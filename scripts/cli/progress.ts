@@ -5,6 +5,7 @@
  * function to a string, so it is tested without a terminal.
  */
 import type { Progress } from '../../hypervisors/types.js';
+import { formatRate } from '../../plugin/replication/bandwidth/schedule.js';
 import type { Say } from './cycles.js';
 
 export function formatBytes(n: number): string {
@@ -57,7 +58,8 @@ export function drawProgress(p: Progress, pace: Pace = {}, fallback = ''): strin
   const percent = `${Math.floor(fraction * 100)}%`.padStart(4);
   const rate = pace.bytesPerSecond !== undefined ? ` ${formatBytes(pace.bytesPerSecond)}/s` : '';
   const eta = p.done >= p.total ? '' : pace.etaSeconds !== undefined ? ` ETA ${formatDuration(pace.etaSeconds)}` : '';
-  return `${who} ${p.phase} ${bar} ${percent} ${formatBytes(p.done)}/${formatBytes(p.total)}${rate}${eta}${detail}`.trim();
+  const limit = p.limit ? ` (limit ${formatRate(p.limit)})` : '';
+  return `${who} ${p.phase} ${bar} ${percent} ${formatBytes(p.done)}/${formatBytes(p.total)}${rate}${limit}${eta}${detail}`.trim();
 }
 
 /**
@@ -100,6 +102,9 @@ export class PaceMeter {
     // Too early to say: a rate over a few milliseconds is noise.
     if (seconds < 0.2) return {};
     const bytesPerSecond = (p.done - began.done) / seconds;
+    // Under a bandwidth limit the time left is the limit's, as a user would reckon it: the rate so
+    // far lags a window that just changed.
+    if (p.limit) return { bytesPerSecond, etaSeconds: (p.total - p.done) / p.limit };
     return bytesPerSecond > 0 ? { bytesPerSecond, etaSeconds: (p.total - p.done) / bytesPerSecond } : { bytesPerSecond };
   }
 }

@@ -1,9 +1,14 @@
 import type { Config, Protection } from '../../config/schema.js';
 import { peerAddress } from '../../sites/peer-connect.js';
+import { pacerFor } from '../bandwidth/gate.js';
 import { ReceiverClient } from './receiver-client.js';
 
-/** The receiver client for a protection's DR site: this site's certificate presented, the DR site's pinned. */
+/**
+ * The receiver client for a protection's DR site: this site's certificate presented, the DR site's
+ * pinned, its cycles held to the protection's and the site link's bandwidth limits.
+ */
 export async function receiverFor(config: Config, file: string, protection: Protection): Promise<ReceiverClient> {
   const a = await peerAddress(config, file, protection.target.site, `the target of protection "${protection.name}"`);
-  return new ReceiverClient(a.url, a.site, a.credentials);
+  const pacer = pacerFor(config, protection);
+  return new ReceiverClient(a.url, a.site, a.credentials, pacer ? { pacer } : {});
 }

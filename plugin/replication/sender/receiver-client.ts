@@ -9,21 +9,31 @@ import type { RecoveryPoint } from '../replica/store.js';
 import type { RecordedSource } from '../../protections/source-identity.js';
 import { MAX_ANSWER_BYTES, PeerClient, readAll, type PeerCredentials } from '../../sites/peer-client.js';
 import { DELTA_STREAM_TYPE, STREAM_PREFIX_BYTES } from '../stream/format.js';
+import type { Pacer } from '../bandwidth/gate.js';
 
 type WirePoint = Omit<RecoveryPoint, 'time' | 'committedAt'> & { time: string; committedAt: string };
 const toPoint = (p: WirePoint): RecoveryPoint => ({ ...p, time: new Date(p.time), committedAt: new Date(p.committedAt) });
 
 export class ReceiverClient {
   private readonly peer: PeerClient;
+  private readonly pacer: Pacer | undefined;
 
   constructor(
     readonly url: string,
     readonly site: string,
     credentials: PeerCredentials,
     /** How long a request may see no byte from the receiver (default 2 min; hashes get 30). */
-    options: { idleTimeoutMs?: number } = {},
+    options: { idleTimeoutMs?: number; pacer?: Pacer } = {},
   ) {
-    this.peer = new PeerClient(url, site, credentials, options);
+    const { pacer, ...peer } = options;
+    this.peer = new PeerClient(url, site, credentials, peer);
+    this.pacer = pacer;
+  }
+
+  /** The bandwidth limit a cycle sent now is held to (bytes/s), or undefined when there is none. */
+  limit(): number | undefined {
+    const rate = this.pacer?.limit();
+    return rate !== undefined && Number.isFinite(rate) ? rate : undefined;
   }
 
   async latestPoint(protection: string): Promise<RecoveryPoint | undefined> {
@@ -81,7 +91,8 @@ export class ReceiverClient {
    * The stream's header goes first, alone: the frames follow once the receiver has taken it (its
    * first 102 Processing). A refusal of the header (its tenant's quota, a wrong base) then arrives
    * as the receiver's answer while nothing else is on its way, instead of as a connection cut under
-   * frames already sent, and the cycle ships nothing.
+   * frames already sent, and the cycle ships nothing. Under a bandwidth limit the body is let out
+   * at the limit (bandwidth/gate.ts): the stream, and the NBD reads behind it, wait on the limiter.
    */
   async sendCycle(protection: string, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<RecoveryPoint> {
     let admit!: () => void;
@@ -89,8 +100,13 @@ export class ReceiverClient {
     const res = await this.peer
       .request('POST', `/v1/protections/${encodeURIComponent(protection)}/cycles`, {
         type: DELTA_STREAM_TYPE,
-        // Run ahead of the socket by a few frames, so a slow moment on one side does not stall the other.
-        body: Readable.from(headerFirst(body, admitted), { objectMode: false, highWaterMark: 16 * 1024 * 1024 }),
+        // Run ahead of the socket by a few frames, so a slow moment on one side does not stall the
+        // other; under a limit by little: what waits here during a stall of the link would go out
+        // at the link's speed after it, past the limit.
+        body: Readable.from(headerFirst(this.pacer ? this.pacer.pace(body, signal) : body, admitted), {
+          objectMode: false,
+          highWaterMark: this.pacer ? 256 * 1024 : 16 * 1024 * 1024,
+        }),
         onInformation: (status) => status === 102 && admit(),
         signal,
       })
