@@ -35,6 +35,8 @@ export interface LabSite {
   name: SiteName;
   /** This site's address on the WAN (the veth between the sites). */
   wanAddress: string;
+  /** The command prefix that runs a program inside the site (spawn it with the program appended). */
+  via: string[];
   /** This site's libvirtd, reached from outside the site (the test's own process). */
   uri: string;
   /** Runs `cmd` inside the site; resolves with its exit code and output whatever the code. */
@@ -91,6 +93,7 @@ function site(name: SiteName): LabSite {
   return {
     name,
     wanAddress: WAN[name],
+    via: [SITES_SCRIPT, ...inside],
     uri: `qemu+unix:///system?socket=${join(SITES_DIR, name, 'run-libvirt', 'libvirt-sock')}`,
     exec: (cmd, args, options) => run(SITES_SCRIPT, [...inside, cmd, ...args], options),
     vmdr: (args, options) =>
@@ -197,11 +200,15 @@ ${options.plans ? `plans:\n${options.plans}\n` : ''}${options.extra ? `${options
 /**
  * The start of a two-site test of one protected VM: a booted lab VM `<prefix>…` on the source site,
  * its DR network on the DR site, and both sites' configs protecting it onto `<vm>-dr` (hostname
- * `<prefix>-dr`), with `settings` as extra lines of the protection (`watch: {…}`).
+ * `<prefix>-dr`), with `settings` as extra lines of the protection (`watch: {…}`) and a disk of
+ * `diskSize` (default 32M).
  */
-export async function protectAcrossSites(prefix: string, options: { drNetwork: string; settings?: string[] }): Promise<{ lab: TwoSites; vm: LabVm; dr: HypervisorAdapter; configs: TwoSiteConfigs }> {
+export async function protectAcrossSites(
+  prefix: string,
+  options: { drNetwork: string; settings?: string[]; diskSize?: string },
+): Promise<{ lab: TwoSites; vm: LabVm; dr: HypervisorAdapter; configs: TwoSiteConfigs }> {
   const lab = await twoSites();
-  const vm = await createLabVm(prefix, { marker: `${prefix}-src`, diskSize: '32M', uri: lab.source.uri });
+  const vm = await createLabVm(prefix, { marker: `${prefix}-src`, diskSize: options.diskSize ?? '32M', uri: lab.source.uri });
   const dr = openAdapter(lab.dr.uri);
   try {
     await dr.connect();

@@ -71,6 +71,7 @@ function thisHost(name: 'source' | 'dr'): LabSite {
   return {
     name,
     wanAddress: '127.0.0.1',
+    via: [],
     uri: 'qemu:///system',
     exec: here,
     vmdr: (args, options) => runVmdr([...args, '--config', options.config]),
