@@ -7,7 +7,7 @@
  * What a part did with the config when it started cannot change under it: the sites (their
  * listeners, URIs and certificates), the API's listener, the state file and which site this host
  * is. A reload that changes those keeps the values the daemon runs with and says a restart is
- * needed for them.
+ * needed for them; a site's `bandwidth` alone is taken (cycles read it as they run).
  */
 import { VmdrError } from '../../hypervisors/errors.js';
 import { loadConfig, type LoadedConfig } from './load.js';
@@ -28,6 +28,12 @@ export function reloadInPlace(live: Config, next: Config): Reloaded {
   const keys = new Set([...Object.keys(live), ...Object.keys(next)] as (keyof Config)[]);
   for (const key of keys) {
     if (JSON.stringify(live[key]) === JSON.stringify(next[key])) continue;
+    if (key === 'sites' && bandwidthOnly(live.sites, next.sites)) {
+      // A site link's bandwidth is read as cycles run (plugin/replication/bandwidth/gate.ts): taken in place.
+      live.sites.forEach((s, i) => (s.bandwidth = next.sites[i]!.bandwidth));
+      changed.push(key);
+      continue;
+    }
     if ((NEEDS_RESTART as readonly string[]).includes(key)) {
       restartNeeded.push(key);
       continue;
@@ -36,6 +42,12 @@ export function reloadInPlace(live: Config, next: Config): Reloaded {
     changed.push(key);
   }
   return { changed, restartNeeded };
+}
+
+/** The sites differ in their `bandwidth` only. */
+function bandwidthOnly(live: Config['sites'], next: Config['sites']): boolean {
+  const rest = (sites: Config['sites']) => JSON.stringify(sites.map((s) => ({ ...s, bandwidth: undefined })));
+  return live.length === next.length && rest(live) === rest(next);
 }
 
 /** What made the daemon read its config again. */

@@ -2,7 +2,9 @@
  * The daemon's replication loops, one per protection replicated from this host, kept in step with
  * the config it reloads: a protection added gets its loop, one removed loses it (its cycle in
  * flight is aborted: the replica stays at its newest committed point), one whose entry changed is
- * stopped and started again with the new entry. A loop whose entry did not change goes on as it was.
+ * stopped and started again with the new entry. A loop whose entry did not change goes on as it was;
+ * nor does a change of `bandwidth` alone stop it: its cycles read the limit from the live config
+ * (plugin/replication/bandwidth/gate.ts), and a long cycle in flight is not thrown away for it.
  */
 import type { Protection } from '../config/schema.js';
 
@@ -17,6 +19,9 @@ export interface LoopChanges {
   stopped: string[];
   restarted: string[];
 }
+
+/** What restarts a loop when it changes. */
+const entryOf = (p: Protection) => JSON.stringify({ ...p, bandwidth: undefined });
 
 export class ReplicationLoops {
   readonly #loops = new Map<string, Loop>();
@@ -34,7 +39,7 @@ export class ReplicationLoops {
     const ending: Promise<void>[] = [];
     for (const [name, loop] of this.#loops) {
       const p = wanted.get(name);
-      if (p && JSON.stringify(p) === loop.entry) continue;
+      if (p && entryOf(p) === loop.entry) continue;
       loop.stop.abort();
       ending.push(loop.done);
       this.#loops.delete(name);
@@ -45,7 +50,7 @@ export class ReplicationLoops {
     for (const p of protections) {
       if (this.#loops.has(p.name)) continue;
       const stop = new AbortController();
-      this.#loops.set(p.name, { entry: JSON.stringify(p), stop, done: this.run(p, stop.signal).catch((err: unknown) => this.onFailed(p, err)) });
+      this.#loops.set(p.name, { entry: entryOf(p), stop, done: this.run(p, stop.signal).catch((err: unknown) => this.onFailed(p, err)) });
       if (!changes.restarted.includes(p.name)) changes.started.push(p.name);
     }
     return changes;

@@ -4,8 +4,8 @@
  * `vmdr sync` ships about 100 MiB of data that does not compress, and the proxy measures what
  * arrives. The rate stays within 10 % of the limit in force (the protection's, under a looser
  * site link), a window of the site link's schedule that opens in the middle of a cycle sets the
- * rate within one second, and the time left the progress shows (bytes left / limit) is when the
- * cycle's bytes end.
+ * rate within one second, the time left the progress shows (bytes left / limit) is when the
+ * cycle's bytes end, and the lag the DR site shows after it covers the limited cycle's time.
  */
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -153,6 +153,12 @@ describe('bandwidth limits across the two-site WAN (a delaying, stalling proxy m
       const actual = (end - p.at) / 1000;
       assert.ok(Math.abs(left - actual) <= Math.max(1, 0.1 * actual), `at ${p.done} bytes: ${left.toFixed(1)} s left shown, ${actual.toFixed(1)} s taken`);
     }
+    // The lag the DR site shows now: from the point's instant (its checkpoint, before the first
+    // byte went) to now, so at least the time the limited cycle took to ship, at most since it began.
+    const status = await lab.dr.vmdr(['status', '--json'], { config: configs.dr });
+    assert.equal(status.code, 0, status.stderr);
+    const lag = (JSON.parse(status.stdout) as { protection: string; lagSeconds: number }[]).find((s) => s.protection === vm.name)!.lagSeconds;
+    assert.ok(lag >= (end - first) / 1000 && lag <= (Date.now() - r.started) / 1000, `lag ${lag} s; shipping took ${(end - first) / 1000} s, the cycle began ${(Date.now() - r.started) / 1000} s ago`);
   });
 
   it("a window of the site link's schedule opening mid-cycle (4 MiB/s until then, 16 MiB/s in it) sets the rate within one second", async () => {

@@ -6,7 +6,7 @@
  * subarray, never copied: the stream's zero-copy framing stays so.
  *
  * A link's bucket is one per sending process and DR site, shared by every protection shipping
- * there; it reads the schedule of the config last loaded, so a reloaded config acts at once.
+ * there. Both read their schedules from the live config, so a reloaded one acts within a second.
  */
 import type { Config, Protection } from '../../config/schema.js';
 import { realClock, take, TokenBucket, type Clock } from './limiter.js';
@@ -28,15 +28,18 @@ function chunkSize(rates: number[]): number {
 }
 
 export interface Pacer {
+  /** Some limit is configured (in a window or not): a cycle starting now goes through `pace`. */
+  configured(): boolean;
   /** The limit in force now for this protection (the tighter of its own and its link's), bytes/s; Infinity: none. */
   limit(): Rate;
   /** `body` let out no faster than the limits in force. */
   pace(body: AsyncIterable<Buffer>, signal?: AbortSignal): AsyncGenerator<Buffer>;
 }
 
-export function pacer(buckets: TokenBucket[], clock: Clock = realClock): Pacer {
+export function pacer(buckets: TokenBucket[], clock: Clock = realClock, configured = () => true): Pacer {
   const limit = () => Math.min(Infinity, ...buckets.map((b) => b.rate()));
   return {
+    configured,
     limit,
     async *pace(body, signal) {
       for await (const chunk of body) {
@@ -59,25 +62,38 @@ export function pacer(buckets: TokenBucket[], clock: Clock = realClock): Pacer {
   };
 }
 
-const links = new Map<string, { schedule: BandwidthSchedule | undefined; bucket: TokenBucket }>();
+/** How often a bucket looks its schedule up again in the config (a reload changes it in place). */
+const LOOKUP_MS = 250;
 
-/** The shared bucket of the link to DR site `site`, reading `schedule` from now on. */
-function linkBucket(site: string, schedule: BandwidthSchedule | undefined): TokenBucket {
-  let link = links.get(site);
-  if (!link) {
-    const made: { schedule: BandwidthSchedule | undefined; bucket?: TokenBucket } = { schedule };
-    made.bucket = new TokenBucket((now) => limitAt(made.schedule, new Date(now)));
-    link = made as { schedule: BandwidthSchedule | undefined; bucket: TokenBucket };
-    links.set(site, link);
-  }
-  link.schedule = schedule;
-  return link.bucket;
+/**
+ * The limit at a clock time from the schedule `lookup` finds, looked up again every LOOKUP_MS:
+ * a daemon's reloaded config changes the limit of a cycle in flight.
+ */
+function scheduled(lookup: () => BandwidthSchedule | undefined): (now: number) => Rate {
+  let schedule: BandwidthSchedule | undefined;
+  let looked = -Infinity;
+  return (now) => {
+    if (now - looked >= LOOKUP_MS || now < looked) [schedule, looked] = [lookup(), now];
+    return limitAt(schedule, new Date(now));
+  };
 }
 
-/** The pacer of `protection`'s cycles, or none when neither it nor its DR site link has a limit. */
-export function pacerFor(config: Config, protection: Protection): Pacer | undefined {
-  const site = config.sites.find((s) => s.name === protection.target.site);
-  if (!protection.bandwidth && !site?.bandwidth) return undefined;
-  const own = protection.bandwidth;
-  return pacer([new TokenBucket((now) => limitAt(own, new Date(now))), linkBucket(protection.target.site, site?.bandwidth)]);
+/** The shared buckets of the links to each DR site, in this process. */
+const links = new Map<string, TokenBucket>();
+
+/**
+ * The pacer of `protection`'s cycles. `config` is the live one (a daemon's, reloaded in place): the
+ * protection's and its DR site link's `bandwidth` are read from it as cycles run.
+ */
+export function pacerFor(config: Config, protection: Protection): Pacer {
+  const { name } = protection;
+  const site = protection.target.site;
+  const linkSchedule = () => config.sites.find((s) => s.name === site)?.bandwidth;
+  const ownSchedule = () => config.protections.find((p) => p.name === name)?.bandwidth;
+  let link = links.get(site);
+  if (!link) {
+    link = new TokenBucket(scheduled(linkSchedule));
+    links.set(site, link);
+  }
+  return pacer([new TokenBucket(scheduled(ownSchedule)), link], realClock, () => linkSchedule() !== undefined || ownSchedule() !== undefined);
 }

@@ -9,6 +9,5 @@ import { ReceiverClient } from './receiver-client.js';
  */
 export async function receiverFor(config: Config, file: string, protection: Protection): Promise<ReceiverClient> {
   const a = await peerAddress(config, file, protection.target.site, `the target of protection "${protection.name}"`);
-  const pacer = pacerFor(config, protection);
-  return new ReceiverClient(a.url, a.site, a.credentials, pacer ? { pacer } : {});
+  return new ReceiverClient(a.url, a.site, a.credentials, { pacer: pacerFor(config, protection) });
 }

@@ -95,6 +95,8 @@ export class ReceiverClient {
    * at the limit (bandwidth/gate.ts): the stream, and the NBD reads behind it, wait on the limiter.
    */
   async sendCycle(protection: string, body: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<RecoveryPoint> {
+    // Without any limit configured, the body goes as it always did: no pacing, a deep run-ahead.
+    const pacer = this.pacer?.configured() ? this.pacer : undefined;
     let admit!: () => void;
     const admitted = new Promise<void>((resolve) => (admit = resolve));
     const res = await this.peer
@@ -103,9 +105,9 @@ export class ReceiverClient {
         // Run ahead of the socket by a few frames, so a slow moment on one side does not stall the
         // other; under a limit by little: what waits here during a stall of the link would go out
         // at the link's speed after it, past the limit.
-        body: Readable.from(headerFirst(this.pacer ? this.pacer.pace(body, signal) : body, admitted), {
+        body: Readable.from(headerFirst(pacer ? pacer.pace(body, signal) : body, admitted), {
           objectMode: false,
-          highWaterMark: this.pacer ? 256 * 1024 : 16 * 1024 * 1024,
+          highWaterMark: pacer ? 256 * 1024 : 16 * 1024 * 1024,
         }),
         onInformation: (status) => status === 102 && admit(),
         signal,

@@ -1,7 +1,7 @@
 /**
  * `vmdr serve` takes a changed config without a restart: an edit of its file, SIGHUP, and a change
- * made through its own API each start the loops of protections added and stop those removed; a
- * config that does not load is a warning and the daemon runs on with the one it had; what needs a
+ * made through its own API each start the loops of protections added and stop those removed (a
+ * bandwidth limit changes without either); a config that does not load is a warning and the daemon runs on with the one it had; what needs a
  * restart (the sites) says so. The real CLI as a child process, on libvirt's test driver.
  */
 import assert from 'node:assert/strict';
@@ -74,6 +74,18 @@ ${protections.map(protection).join('')}`;
     await writeFile(config, text(['beta', 'gamma']).replace('gamma-dr, nics: [{ network: default }] }, rpo: 10m', 'gamma-dr, nics: [{ network: default }] }, rpo: 20m'));
     const e = await nextEvent('reloaded', from);
     assert.deepEqual(e.loops, { started: [], stopped: [], restarted: ['gamma'] });
+  });
+
+  it('takes a new bandwidth of a protection and of a site link in place: no loop restarted, no restart needed', async () => {
+    const from = serve.events.length;
+    const limited = text(['beta', 'gamma'])
+      .replace('gamma-dr, nics: [{ network: default }] }, rpo: 10m', 'gamma-dr, nics: [{ network: default }] }, rpo: 20m, bandwidth: 5MB/s')
+      .replace(`storage: ${join(dir, 'replicas')} }`, `storage: ${join(dir, 'replicas')}, bandwidth: [{ limit: 20MB/s, days: mon-fri }] }`);
+    await writeFile(config, limited);
+    const e = await nextEvent('reloaded', from);
+    assert.deepEqual([...e.changed].sort(), ['protections', 'sites']);
+    assert.deepEqual(e.restartNeeded, []);
+    assert.deepEqual(e.loops, { started: [], stopped: [], restarted: [] });
   });
 
   it('runs on with the config it had when the file does not load, and says why in one warning', async () => {

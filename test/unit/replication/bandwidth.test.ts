@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../../plugin/config/load.js';
-import { pacer } from '../../../plugin/replication/bandwidth/gate.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pacer, pacerFor } from '../../../plugin/replication/bandwidth/gate.js';
 import { TokenBucket, type Clock } from '../../../plugin/replication/bandwidth/limiter.js';
 import { BandwidthSchema, formatRate, limitAt } from '../../../plugin/replication/bandwidth/schedule.js';
 import { drawProgress, PaceMeter } from '../../../scripts/cli/progress.js';
@@ -138,6 +139,21 @@ ${protection}`;
       refused(config('[{ limit: 20MB }]'), /sites\[1\]\.bandwidth\[0\]\.limit: "20MB" is not a rate/);
       refused(config('[{ limit: 1MB/s }, { limit: 2MB/s, days: sat }]'), /sites\[1\]\.bandwidth\[1\]: never used: rule 0/);
       refused(config('5MB/s', '    bandwidth: { limit: 5MB/s, at: "08:00" }\n'), /protections\[0\]\.bandwidth: .*a list of rules/);
+    });
+
+    it("a cycle's pacer reads the live config: a reload's new limits act within a second, none configured means no pacing", async () => {
+      const c = parseConfig(config('20MB/s', '    bandwidth: 5MB/s\n'), 'vmdr.yaml');
+      const p = pacerFor(c, c.protections[0]!);
+      assert.equal(p.limit(), 5 * MB);
+      // What a daemon's reload does: the config object changed in place (plugin/config/live.ts).
+      c.protections[0]!.bandwidth = BandwidthSchema.parse('50MB/s');
+      await sleep(300);
+      assert.equal(p.limit(), 20 * MB, "the link's limit is now the tighter");
+      delete c.protections[0]!.bandwidth;
+      c.sites[1]!.bandwidth = undefined;
+      await sleep(300);
+      assert.equal(p.limit(), Infinity);
+      assert.equal(p.configured(), false);
     });
   });
 
