@@ -92,6 +92,24 @@ describe('bandwidth limits', () => {
       assert.equal(formatRate(Infinity), 'unlimited');
     });
 
+    it('follows the wall clock across DST (Europe/Paris, 2026): a window in the skipped hour does not happen, one in the repeated hour holds twice', () => {
+      const tz = process.env.TZ;
+      process.env.TZ = 'Europe/Paris';
+      try {
+        const night = BandwidthSchema.parse([{ limit: '1MB/s', from: '02:00', to: '03:00' }]);
+        // 29 March: 02:00 CET is 03:00 CEST; 01:00Z is the first second after 01:59:59 local.
+        assert.equal(limitAt(night, new Date(Date.UTC(2026, 2, 29, 0, 59, 59))), Infinity);
+        assert.equal(limitAt(night, new Date(Date.UTC(2026, 2, 29, 1, 0, 0))), Infinity, '03:00 local: the window was skipped');
+        // 25 October: 02:30 local happens at 00:30Z (CEST) and again at 01:30Z (CET).
+        assert.equal(limitAt(night, new Date(Date.UTC(2026, 9, 25, 0, 30))), MB);
+        assert.equal(limitAt(night, new Date(Date.UTC(2026, 9, 25, 1, 30))), MB);
+        assert.equal(limitAt(night, new Date(Date.UTC(2026, 9, 25, 2, 0))), Infinity, '03:00 CET');
+      } finally {
+        if (tz === undefined) delete process.env.TZ;
+        else process.env.TZ = tz;
+      }
+    });
+
     it('takes windows to the second (HH:MM:SS) and 24:00 as an end', () => {
       const s = BandwidthSchema.parse([{ limit: '1MB/s', from: '12:00:30', to: '24:00' }]);
       assert.equal(limitAt(s, at(MON, 12, 0, 29)), Infinity);
