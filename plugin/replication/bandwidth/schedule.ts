@@ -62,7 +62,7 @@ const days = z.string().transform((text, ctx): number[] => {
       if (d === last) break;
     }
   }
-  return [...out].sort();
+  return [...out].sort((a, b) => a - b);
 });
 
 const TIME_PATTERN = /^([01]\d|2[0-4]):([0-5]\d)(?::([0-5]\d))?$/;
