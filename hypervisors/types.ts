@@ -479,6 +479,13 @@ export interface HypervisorAdapter {
    */
   guestAgentPing(vm: string, timeoutMs: number): Promise<void>;
 
+  /**
+   * A hint, before a run's work starts: up to `count` long calls (VMs starting) will run at once
+   * soon. An adapter may get ready for them now, so that cost overlaps the run's preflight instead
+   * of the guests' boot (libvirt starts its call threads). Changes nothing a caller can see.
+   */
+  expectParallel?(count: number): void;
+
   listNetworks(): Promise<NetworkInfo[]>;
   /** Defines and starts an isolated network (no forwarding, no host address); idempotent. */
   ensureIsolatedNetwork(spec: IsolatedNetworkSpec): Promise<NetworkInfo>;

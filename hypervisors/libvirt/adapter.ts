@@ -30,6 +30,7 @@ import { createOverlays, removeOverlays } from './boot-disks.js';
 import { VIR_DOMAIN_UNDEFINE, VIR_DOMAIN_XML } from './api/codes.js';
 import type { DomainDescription } from './api/procedures.js';
 import { LibvirtConnection } from './connection.js';
+import { callPool } from './api/pool.js';
 import { diskCapacities } from './disk-capacities.js';
 import { openDiskWriter } from './disk-writer.js';
 import { addDiskToXml, setDiskImagesInXml, setNicIdentityInXml, removeSeedDiskFromXml, setSeedDiskInXml } from './domain-edit.js';
@@ -278,6 +279,10 @@ export class LibvirtAdapter implements HypervisorAdapter {
   }
 
   /** The test driver has no guest agent at all (a VM it does not have is still VM_NOT_FOUND). */
+  expectParallel(count: number): void {
+    callPool.warm(count);
+  }
+
   async guestAgentPing(vm: string, timeoutMs: number): Promise<void> {
     if (this.uri.startsWith('test')) {
       await this.conn.call({ operation: 'look up VM', vm }, 'domainState', vm);

@@ -249,6 +249,7 @@ function releaseOriginals(deps: RunnerDeps, originals: Record<string, string>): 
 async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefined, runbook: Runbook | undefined): Promise<void> {
   const j = ctx.journal;
   const all = groups.flatMap((g) => g.protections);
+  await expectStarts(ctx, groups);
   const checked = await j.step(RUN, 'preflight', async () => {
     const check = (p: Protection) => (ctx.request.kind === 'failback' ? failbackPreflight(ctx, p) : preflight(ctx, p));
     const results = await Promise.all(all.map(async (p) => [p.name, await check(p)] as const));
@@ -273,6 +274,20 @@ async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefine
   }
   const run = { id: ctx.id, kind: ctx.request.kind, plan: plan?.name ?? '' };
   await executeRunbook(runbook, { journal: j, run, actions: runbookActions(ctx, groups, start), ...(ctx.signal ? { signal: ctx.signal } : {}) });
+}
+
+/** Tells each DR site's adapter how many of its VMs the largest group starts at once. */
+async function expectStarts(ctx: RunContext, groups: Group[]): Promise<void> {
+  const most = new Map<string, number>();
+  for (const g of groups) {
+    const perSite = new Map<string, number>();
+    // A failback starts the source VMs, every other run the targets.
+    const siteOf = (p: Protection) => (ctx.request.kind === 'failback' ? p.source.site : p.target.site);
+    for (const p of g.protections) perSite.set(siteOf(p), (perSite.get(siteOf(p)) ?? 0) + 1);
+    for (const [site, n] of perSite) most.set(site, Math.max(most.get(site) ?? 0, Math.min(n, g.parallel)));
+  }
+  // Only a hint: a site that cannot be reached now says so in the preflight, with its own error.
+  await Promise.all([...most].map(async ([site, n]) => (await ctx.sites.adapter(site).catch(() => undefined))?.expectParallel?.(n)));
 }
 
 /** A group's VMs brought up, at most `parallel` at once; recorded as the run's step `group NAME`. */
