@@ -21,7 +21,7 @@ import { failpoint } from './failpoints.js';
 import { nextFileName, pointFileName, subdirectories } from './files.js';
 import { createQcow2, removeFile } from './images.js';
 import { DEFAULT_LEASE_TTL_MS, ReplicaLease } from './lease.js';
-import { finishMerge, startMerge } from './merge.js';
+import { finishMerge, startMerge, startMiddleMerge } from './merge.js';
 import { checkName, isValidProtectionName } from './names.js';
 import { deleteOrphans } from './orphans.js';
 import { PendingReplicaPoint, removeMade, type MadeForPoint } from './pending.js';
@@ -251,24 +251,33 @@ export class ReplicaStore {
     }
   }
 
+  /**
+   * Drops what the policy lets go, one journaled merge at a time (into base, or up into a kept
+   * point for a run from the middle), each chosen afresh from the list as the last one left it.
+   */
   async applyRetention(protection: string, policy: RetentionPolicy, now = new Date(), task: Pick<TaskOptions, 'onProgress'> = {}): Promise<{ dropped: string[]; skipped?: string }> {
     const lease = ReplicaLease.acquire(this.state, protection, 'retention', this.leaseTtlMs);
     try {
       await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
       const db = this.state.db;
-      const cut = db
-        .transaction(() => {
-          const points = pointRows(db, protection);
-          const chosen = retentionCut(points, policy, now);
-          if ('target' in chosen) startMerge(this.state, points, chosen.target);
-          return chosen;
-        })
-        .immediate();
-      if (!('target' in cut)) return cut.skipped ? { dropped: [], skipped: cut.skipped } : { dropped: [] };
-      failpoint('merge-after-intent');
-      await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
-      await this.deleteOrphans(protection);
-      return { dropped: cut.drop.map((p) => `rp-${p.seq}`) };
+      const dropped: string[] = [];
+      for (;;) {
+        const cut = db
+          .transaction(() => {
+            const points = pointRows(db, protection);
+            const chosen = retentionCut(points, policy, now);
+            const middle = chosen.middles[0];
+            if (chosen.prefix) startMerge(this.state, points, chosen.prefix.target);
+            else if (middle) startMiddleMerge(this.state, points, middle);
+            return { drop: chosen.prefix?.drop ?? middle?.drop ?? [], skipped: chosen.skipped };
+          })
+          .immediate();
+        if (cut.drop.length === 0) return { dropped, ...(cut.skipped ? { skipped: cut.skipped } : {}) };
+        failpoint('merge-after-intent');
+        await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
+        await this.deleteOrphans(protection);
+        dropped.push(...cut.drop.map((p) => `rp-${p.seq}`));
+      }
     } finally {
       lease.release();
     }
