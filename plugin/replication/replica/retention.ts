@@ -84,7 +84,7 @@ export function retentionCut(points: PointRow[], policy: RetentionPolicy, now: D
     i = j;
   }
   const held = points.filter((p) => kept.get(p.seq) === 'under-pin').map(id);
-  if (held.length > 0) cut.skipped = `${held.join(', ')} kept: under pinned ${id(points.find((p) => p.seq === newestPin(points))!)}`;
+  if (held.length > 0) cut.skipped = `${listed(held)} kept: under pinned rp-${newestPin(points)}`;
   return cut;
 }
 
@@ -108,3 +108,6 @@ function newestPin(points: PointRow[]): number | undefined {
 }
 
 const id = (p: PointRow) => `rp-${p.seq}`;
+
+/** Ids as a line can hold them: a pin held for days at a second's cadence holds thousands. */
+const listed = (ids: string[]) => (ids.length <= 4 ? ids.join(', ') : `${ids[0]}, ${ids[1]}, … ${ids.at(-1)} (${ids.length} points)`);
