@@ -18,7 +18,7 @@ import type { PointRow } from '../../state/points.js';
 export type RetentionPolicy = { keep: number; maxAgeMs?: number } | { tiers: Partial<Record<TierName, number>> };
 
 /** Why a point stays: the tier that keeps it, or what holds it besides the tiers. */
-export type KeptBy = TierName | 'keep' | 'newest' | 'pinned' | 'replaced' | 'under-pin';
+export type KeptBy = TierName | 'keep' | 'newest' | 'pinned' | 'replaced' | 'held-by-pin';
 
 export interface RetentionCut {
   /** The points under the oldest kept one, merged into base; `target` ends up held by base. */
@@ -34,15 +34,21 @@ export function policyOf(retention: Retention): RetentionPolicy {
   return { keep: retention.keep, ...(retention.maxAge !== undefined ? { maxAgeMs: retention.maxAge } : {}) };
 }
 
+/** What the choice reads of a point. */
+export type RetainedPoint = Pick<PointRow, 'seq' | 'timeMs' | 'pinned' | 'replacedSource'>;
+
 /** By seq, why each point stays; a point absent from the map goes at the next retention run. */
-export function keptBy(points: PointRow[], policy: RetentionPolicy, now: Date): Map<number, KeptBy> {
+export function keptBy(points: RetainedPoint[], policy: RetentionPolicy, now: Date): Map<number, KeptBy> {
   const kept = new Map<number, KeptBy>();
   const last = points.length - 1;
   if (last < 0) return kept;
   if (!('tiers' in policy)) {
+    // Any pin stops the merge into base, the only one this policy makes: every point stays.
+    const held = points.some((p) => p.pinned || p.replacedSource);
     points.forEach((p, i) => {
-      if (i === last) kept.set(p.seq, 'newest');
-      else if (i > last - policy.keep && (policy.maxAgeMs === undefined || now.getTime() - p.timeMs <= policy.maxAgeMs)) kept.set(p.seq, 'keep');
+      const why: KeptBy | undefined =
+        i === last ? 'newest' : p.pinned ? 'pinned' : p.replacedSource ? 'replaced' : keptByCount(points, i, policy, now) ? 'keep' : held ? 'held-by-pin' : undefined;
+      if (why) kept.set(p.seq, why);
     });
     return kept;
   }
@@ -64,16 +70,16 @@ export function keptBy(points: PointRow[], policy: RetentionPolicy, now: Date): 
       tier ??= t;
     }
     const why: KeptBy | undefined =
-      i === last ? 'newest' : p.pinned ? 'pinned' : p.replacedSource ? 'replaced' : tier ?? (pinTop !== undefined && p.seq < pinTop ? 'under-pin' : undefined);
+      i === last ? 'newest' : p.pinned ? 'pinned' : p.replacedSource ? 'replaced' : tier ?? (pinTop !== undefined && p.seq < pinTop ? 'held-by-pin' : undefined);
     if (why) kept.set(p.seq, why);
   }
   return kept;
 }
 
 export function retentionCut(points: PointRow[], policy: RetentionPolicy, now: Date): RetentionCut {
+  if (!('tiers' in policy)) return legacyCut(points, points.findIndex((_, i) => keptByCount(points, i, policy, now)));
   const kept = keptBy(points, policy, now);
   const firstKept = points.findIndex((p) => kept.has(p.seq));
-  if (!('tiers' in policy)) return legacyCut(points, firstKept);
   const cut: RetentionCut = { middles: [] };
   if (firstKept > 0) cut.prefix = { drop: points.slice(0, firstKept), target: points[firstKept]! };
   for (let i = firstKept + 1; i < points.length; i++) {
@@ -83,9 +89,15 @@ export function retentionCut(points: PointRow[], policy: RetentionPolicy, now: D
     cut.middles.push({ drop: points.slice(i, j), below: points[i - 1]!, above: points[j]! });
     i = j;
   }
-  const held = points.filter((p) => kept.get(p.seq) === 'under-pin').map(id);
+  const held = points.filter((p) => kept.get(p.seq) === 'held-by-pin').map(id);
   if (held.length > 0) cut.skipped = `${listed(held)} kept: under pinned rp-${newestPin(points)}`;
   return cut;
+}
+
+/** `keep`/`maxAge`: the newest `keep` points younger than maxAge, and the newest whatever its age. */
+function keptByCount(points: RetainedPoint[], i: number, policy: { keep: number; maxAgeMs?: number }, now: Date): boolean {
+  const last = points.length - 1;
+  return i === last || (i > last - policy.keep && (policy.maxAgeMs === undefined || now.getTime() - points[i]!.timeMs <= policy.maxAgeMs));
 }
 
 /** The policy before tiers: only the oldest points go, into base, and only when nothing is pinned. */
@@ -102,7 +114,7 @@ function legacyCut(points: PointRow[], firstKept: number): RetentionCut {
 }
 
 /** The seq of the newest point a VM may run on or the operator keeps; undefined when none. */
-function newestPin(points: PointRow[]): number | undefined {
+function newestPin(points: RetainedPoint[]): number | undefined {
   for (let i = points.length - 1; i >= 0; i--) if (points[i]!.pinned || points[i]!.replacedSource) return points[i]!.seq;
   return undefined;
 }

@@ -5,7 +5,7 @@
  * `recover()` removes. One writer per protection at a time, through a lease in the state file.
  */
 import { existsSync } from 'node:fs';
-import { rename } from 'node:fs/promises';
+import { lstat, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { TaskOptions } from '../../../hypervisors/types.js';
 import { pendingMerge, protectionsWithMerges } from '../../state/merges.js';
@@ -16,6 +16,7 @@ import type { Config } from '../../config/schema.js';
 import { baseImage, diskDir, protectionDir, replicaOwner, tenantDir, tenantsIn, type ReplicaOwner } from '../layout.js';
 import { ProtectionFailedOver, ReplicaBusy, RecoveryPointNotFound } from './errors.js';
 import { roleOf } from '../../state/roles.js';
+import { allocatedBytes } from '../../tenants/usage.js';
 import { makeReplicaDir } from './access.js';
 import { failpoint } from './failpoints.js';
 import { nextFileName, pointFileName, subdirectories } from './files.js';
@@ -56,6 +57,14 @@ export interface RecoveryPoint {
    * by retention until released with `vmdr points --release`. Null for points of the current source.
    */
   replacedSource: string | null;
+}
+
+/** What a replica occupies on disk: bytes allocated (what `du` counts), not virtual sizes. */
+export interface ReplicaSpace {
+  /** Every file of the replica: its points, and the boot overlays of failovers and drills and the overlays made ahead. */
+  totalBytes: number;
+  /** By point id, its own images (base.qcow2 for the point base holds): what its data takes. */
+  byPoint: Record<string, number>;
 }
 
 export interface PendingPoint {
@@ -160,6 +169,16 @@ export class ReplicaStore {
     // One look for the replica's directory, not one per point.
     const dir = rows.length > 0 ? this.protectionDir(protection) : '';
     return rows.map((r) => this.toPoint(r, dir));
+  }
+
+  async space(protection: string): Promise<ReplicaSpace> {
+    const byPoint: Record<string, number> = {};
+    for (const p of this.listPoints(protection)) {
+      let bytes = 0;
+      for (const d of p.disks) bytes += ((await lstat(d.image).catch(() => undefined))?.blocks ?? 0) * 512;
+      byPoint[p.id] = bytes;
+    }
+    return { totalBytes: await allocatedBytes(this.protectionDir(protection)), byPoint };
   }
 
   latestPoint(protection: string): RecoveryPoint | undefined {

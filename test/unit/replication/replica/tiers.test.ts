@@ -56,13 +56,13 @@ describe('retention tiers: which points stay (3 days at 1 s, fake clock)', () =>
       name: 'the same with rp-100001 pinned: it and every point under it stay',
       policy: TIERED,
       marks: { pinned: [100_000] },
-      expected: { all, minutely, hourly, daily, newest: [last], pinned: [100_000], 'under-pin': range(0, 99_999).filter((i) => i !== 86_399) },
+      expected: { all, minutely, hourly, daily, newest: [last], pinned: [100_000], 'held-by-pin': range(0, 99_999).filter((i) => i !== 86_399) },
     },
     {
       name: 'a point kept for a replaced source VM holds like a pin',
       policy: TIERED,
       marks: { replaced: [5] },
-      expected: { all, minutely, hourly, daily, newest: [last], replaced: [5], 'under-pin': range(0, 4) },
+      expected: { all, minutely, hourly, daily, newest: [last], replaced: [5], 'held-by-pin': range(0, 4) },
     },
     { name: 'all 15m, daily 30d: no minutes nor hours', policy: { tiers: { all: 15 * M, daily: 30 * D } }, expected: { all, daily, newest: [last] } },
     {
