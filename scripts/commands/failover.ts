@@ -33,7 +33,7 @@ export const failoverCommand: CommandBody<FailoverArgs> = {
       .option('planned', { type: 'boolean', default: false, describe: 'Shut the source down and ship a final delta first: no data loss' })
       .option('revert', { type: 'boolean', default: false, describe: 'Undo a failover: the DR VM stops, its changes are discarded, replication resumes' })
       .option('point', { type: 'string', describe: 'Boot this recovery point (see vmdr points)' })
-      .option('at', { type: 'string', describe: 'Boot the newest recovery point at or before this time: ISO 8601 (2026-11-25T14:05:00Z) or back from now (-2h)' })
+      .option('at', { type: 'string', nargs: 1, describe: 'Boot the newest recovery point at or before this time: ISO 8601 (2026-11-25T14:05:00Z) or back from now (-2h)' })
       .option('force', { type: 'boolean', default: false, describe: 'Unplanned while the source runs: power the source off (fence it) first' })
       .option('resume', { type: 'boolean', default: false, describe: 'Continue the failover that stopped half way' })
       .option('shutdown-timeout', { type: 'string', describe: 'Planned: how long the source may take to shut down (default 2m)' }),

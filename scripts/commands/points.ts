@@ -28,7 +28,7 @@ export const pointsCommand: CommandBody<PointsOptions> = {
       type: 'string',
       array: true,
       describe: "Let retention merge points kept for a replaced source VM: `replaced` (all of them) or point ids (rp-3 rp-4)",
-    }).option('at', { type: 'string', describe: 'Only the newest point at or before this time: ISO 8601 (2026-11-25T14:05:00Z) or back from now (-2h)' }),
+    }).option('at', { type: 'string', nargs: 1, describe: 'Only the newest point at or before this time: ISO 8601 (2026-11-25T14:05:00Z) or back from now (-2h)' }),
   handler: (argv) => {
     const at = argv.at === undefined ? undefined : parsePointTime(argv.at);
     const wrong = argv.at !== undefined && !at ? `--at ${JSON.stringify(argv.at)} is not ${POINT_TIME_EXPECTED}` : argv.at && argv.release ? '--at and --release exclude each other' : undefined;
