@@ -10,10 +10,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ReplicaStore } from '../../../plugin/replication/replica/store.js';
+import { freeLoopbackPort } from '../../../plugin/replication/sender/nbd-port.js';
+import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
+import { loadIdentity } from '../../../plugin/sites/identity.js';
+import { asThisSite } from '../../../plugin/sites/peer-connect.js';
 import { StateStore } from '../../../plugin/state/store.js';
 import { runVmdr } from '../../helpers/lab.js';
-import { receiverConfigYaml } from '../../helpers/receiver-lab.js';
-import { KiB, MiB, writePattern } from './replica/helpers.js';
+import { chunks, encodeStream, receiverConfigYaml, streamBytes, streamHeader } from '../../helpers/receiver-lab.js';
+import { startServe, type ServeProcess } from '../../helpers/vmdr-serve.js';
+import { KiB, MiB, reads, writePattern } from './replica/helpers.js';
 
 const exec = promisify(execFile);
 const MIN = 60_000;
@@ -119,5 +124,62 @@ describe('vmdr points: tiers, space and --at (CLI, DR host)', function () {
       assert.equal(r.code, 2, `${command} --at ${wrong}: ${r.stderr}`);
       assert.equal(r.stderr, `vmdr: --at "${wrong}" is not a time such as 2026-11-25T14:05:00Z or -2h (back from now) (see vmdr ${command} --help)\n`);
     }
+  });
+});
+
+describe('retention tiers in vmdr serve, points asked of its receiver', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let serve: ServeProcess | undefined;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'test-vmdr-points-tiers-serve-'));
+  });
+  after(async () => {
+    await serve?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('merges a point out of the middle after a commit; a source host sees tiers and space through the receiver', async () => {
+    const listen = `127.0.0.1:${await freeLoopbackPort()}`;
+    const credentials = join(dir, 'receiver');
+    const protections = [{ name: 'web', retention: '{ all: 10m, hourly: 1d }' }];
+    const drConfig = join(dir, 'dr.yaml');
+    await writeFile(drConfig, receiverConfigYaml({ statePath: join(dir, 'dr.db'), storage: join(dir, 'replicas'), listen, credentials, protections }));
+    const sourceConfig = join(dir, 'source.yaml');
+    await writeFile(sourceConfig, receiverConfigYaml({ statePath: join(dir, 'source.db'), storage: join(dir, 'not-here'), listen, credentials, protections }));
+    serve = await startServe(drConfig);
+
+    const client = new ReceiverClient(`https://${listen}`, 'dr', asThisSite(await loadIdentity(credentials)));
+    const disks = [{ name: 'vda', sizeBytes: 4 * MiB }];
+    const hour = Math.floor(Date.now() / HOUR) * HOUR;
+    // rp-2 and rp-3 share an hour: rp-2 goes from between rp-1 and rp-3, its block moving up into rp-3.
+    const times = [hour - 5 * HOUR + 10 * MIN, hour - 2 * HOUR + 10 * MIN, hour - 2 * HOUR + 20 * MIN, Date.now() - MIN];
+    let base: string | null = null;
+    for (const [i, time] of times.entries()) {
+      const header = { ...streamHeader({ protection: 'web', disks, base, n: i + 1 }), createdAt: new Date(time).toISOString() };
+      const stream = encodeStream(header, [{ kind: 'data', disk: 0, offset: i * 64 * KiB, data: Buffer.alloc(64 * KiB, 0x51 + i) }]);
+      base = (await client.sendCycle('web', chunks(streamBytes(stream)))).id;
+    }
+    // Retention runs after the answer, in the protection's turn: wait for it.
+    type Listed = { id: string; tier: string; allocatedBytes: number | null; disks: { image: string }[] };
+    let points: Listed[] = [];
+    for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 100))) {
+      const r = await runVmdr(['points', 'web', '--json', '--config', sourceConfig]);
+      assert.equal(r.code, 0, r.stderr);
+      points = JSON.parse(r.stdout) as Listed[];
+      if (points.length === 3) break;
+    }
+    client.close();
+    assert.deepEqual(points.map((p) => [p.id, p.tier]), [['rp-1', 'hourly'], ['rp-3', 'hourly'], ['rp-4', 'newest']]);
+    for (const p of points) assert.equal(p.allocatedBytes, await du(p.disks.map((d) => d.image)), `${p.id}: the receiver says what du says`);
+    // rp-3 still reads rp-2's block (now in its own overlay), and its own.
+    const rp3 = points[1]!.disks[0]!.image;
+    assert.ok(await reads(rp3, 0x52, 64 * KiB, 64 * KiB), "rp-2's block, merged up");
+    assert.ok(await reads(rp3, 0x53, 128 * KiB, 64 * KiB));
+    assert.ok(await reads(rp3, 0x00, 192 * KiB, 64 * KiB), "rp-4's block is not under rp-3");
+
+    const text = await runVmdr(['points', 'web', '--config', sourceConfig]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /\nweb: \d+(\.\d)? (KiB|MiB) used on the DR site \(its points .*\)\n$/);
   });
 });
