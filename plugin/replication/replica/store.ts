@@ -100,6 +100,9 @@ interface NextOverlays {
   overlays: { disk: string; image: string; sizeBytes: number; backing: string }[];
 }
 
+/** How long one retention run may go on beginning merges (applyRetention). */
+export const RETENTION_BUDGET_MS = 30_000;
+
 export class ReplicaStore {
   private readonly leaseTtlMs: number;
   /**
@@ -273,14 +276,24 @@ export class ReplicaStore {
   /**
    * Drops what the policy lets go, one journaled merge at a time (into base, or up into a kept
    * point for a run from the middle), each chosen afresh from the list as the last one left it.
+   * Past `budgetMs` no further merge begins (`more: true`): the receiver runs retention in the
+   * protection's turn, and a replica switched to tiers with thousands of points to drop must not
+   * hold its next cycles back; the next commit's run goes on.
    */
-  async applyRetention(protection: string, policy: RetentionPolicy, now = new Date(), task: Pick<TaskOptions, 'onProgress'> = {}): Promise<{ dropped: string[]; skipped?: string }> {
+  async applyRetention(
+    protection: string,
+    policy: RetentionPolicy,
+    now = new Date(),
+    task: Pick<TaskOptions, 'onProgress'> & { budgetMs?: number } = {},
+  ): Promise<{ dropped: string[]; skipped?: string; more?: true }> {
+    const until = Date.now() + (task.budgetMs ?? RETENTION_BUDGET_MS);
     const lease = ReplicaLease.acquire(this.state, protection, 'retention', this.leaseTtlMs);
     try {
       await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
       const db = this.state.db;
       const dropped: string[] = [];
       for (;;) {
+        if (dropped.length > 0 && Date.now() >= until) return { dropped, more: true };
         const cut = db
           .transaction(() => {
             const points = pointRows(db, protection);

@@ -5,6 +5,8 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Progress } from '../../../../hypervisors/types.js';
+import { serveImage } from '../../../../plugin/replication/replica/qemu-nbd.js';
+import { createQcow2 } from '../../../../plugin/replication/replica/images.js';
 import { rejectsWith } from '../../../helpers/assertions.js';
 import { KiB, MiB, makeLab, reads, runChild, sameContent, snapshotRaw, writePattern, type Lab } from './helpers.js';
 
@@ -110,6 +112,36 @@ describe('replica store: middle merges (time tiers)', function () {
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW), { dropped: [], skipped: 'rp-2, rp-3 kept: under pinned rp-4' });
     lab.replicas.unpinPoint('web', 'rp-4');
     assert.deepEqual((await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW)).dropped, ['rp-2', 'rp-3']);
+    await assertListedPointsIntact(snaps);
+  });
+
+  it('a VM booted on a pinned point keeps reading it while the run above merges onto it', async () => {
+    for (let n = 1; n <= 6; n++) await point(n);
+    lab.replicas.pinPoint('web', 'rp-4');
+    const snaps = await snapshotAll();
+    // As a drill boots: a writable overlay on the point, its chain opened (and locked) as QEMU opens it.
+    const dir = join(lab.storage, 'web', 'vda');
+    await createQcow2(join(dir, 'drill-1.qcow2'), 24 * MiB, 'point-4.qcow2');
+    const vm = await serveImage(join(dir, 'drill-1.qcow2'));
+    try {
+      const uri = `nbd+unix:///?socket=${vm.listen.socket}`;
+      const seen = async () => exec('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', uri, snaps.get('rp-4/vda')!]).then(() => true, () => false);
+      assert.ok(await seen(), 'the VM reads rp-4');
+      // rp-5 goes: rp-6 is rebased onto rp-4's image, which the VM has open.
+      assert.deepEqual((await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW)).dropped, ['rp-5']);
+      assert.ok(await seen(), 'the VM still reads rp-4, byte for byte');
+    } finally {
+      await vm.stop();
+    }
+    await assertListedPointsIntact(snaps);
+  });
+
+  it('stops beginning merges past its time budget; the next run goes on', async () => {
+    for (let n = 1; n <= 6; n++) await point(n);
+    const snaps = await snapshotAll();
+    assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { budgetMs: 0 }), { dropped: ['rp-2', 'rp-3'], more: true });
+    assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { budgetMs: 0 }), { dropped: ['rp-5'], more: true });
+    assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { budgetMs: 0 }), { dropped: [] });
     await assertListedPointsIntact(snaps);
   });
 
