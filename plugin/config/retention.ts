@@ -37,7 +37,7 @@ export const RetentionSchema = z
     }
     for (const t of given) {
       const bucket = TIER_BUCKET_MS[t];
-      if (r[t]! < bucket) ctx.addIssue({ code: 'custom', path: [t], message: `a ${t} tier of at least ${bucket / 1000}s: shorter, it holds no whole ${t.slice(0, -2)}` });
+      if (r[t]! < bucket) ctx.addIssue({ code: 'custom', path: [t], message: `the ${t} tier at least ${bucket / 1000}s: shorter, it holds no whole ${t === 'daily' ? 'day' : t.slice(0, -2)}` });
     }
     // Each window reaches back further than the one before it: a longer tier takes over where a shorter ends.
     given.forEach((t, i) => {
@@ -59,7 +59,7 @@ export function retentionProblems(protection: { retention: Retention; continuous
   const interval = cycleInterval(protection);
   return TIERS.filter((t) => tiers[t] !== undefined && tiers[t]! < interval).map((t) => ({
     path: [t],
-    message: `a ${t} tier shorter than the cycle interval (${seconds(interval)}, half the rpo): it would never hold a point the next one does not replace`,
+    message: `the ${t} tier is shorter than the cycle interval (${seconds(interval)}, half the rpo): it would never hold a point the next one does not replace`,
   }));
 }
 

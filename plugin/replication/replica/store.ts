@@ -88,7 +88,7 @@ export interface PendingPoint {
 export interface RecoverResult {
   /** Absolute paths of the overlays deleted. */
   discarded: string[];
-  /** '<protection>/rp-<seq>' of each point an interrupted merge left held by base.qcow2. */
+  /** '<protection>/rp-<seq>' of each merge an interruption left and recover() finished: the point base holds, or the one a middle run was merged into. */
   mergesFinished: string[];
   /** Protections skipped because a live writer holds them. */
   busy: string[];

@@ -136,12 +136,13 @@ ${extra}`;
   });
 
   it('refuses a tier shorter than the cycle interval (rpo/2), unless the protection is continuous', () => {
-    refused(config('{ all: 10m, hourly: 7d }', '    rpo: 1h\n'), /protections\[0\]\.retention\.all: a all tier shorter than the cycle interval \(1800s, half the rpo\)/);
+    refused(config('{ all: 10m, hourly: 7d }', '    rpo: 1h\n'), /protections\[0\]\.retention\.all: the all tier is shorter than the cycle interval \(1800s, half the rpo\)/);
     assert.ok(parseConfig(config('{ all: 10m, hourly: 7d }', '    rpo: 1h\n    continuous: true\n'), 'vmdr.yaml'));
   });
 
   it('refuses a tier shorter than its own bucket, unknown keys, unparsable durations, and tiers mixed with keep', () => {
-    refused(config('{ hourly: 30m }'), /retention\.hourly: a hourly tier of at least 3600s/);
+    refused(config('{ hourly: 30m }'), /retention\.hourly: the hourly tier at least 3600s: shorter, it holds no whole hour$/);
+    refused(config('{ daily: 12h }'), /retention\.daily: the daily tier at least 86400s: shorter, it holds no whole day$/);
     refused(config('{ all: 15m, weekly: 8w }'), /retention: unknown key "weekly"$/);
     refused(config('{ all: 15 minutes }'), /retention\.all: a duration such as 30s, 15m, 4h or 7d$/);
     refused(config('{ all: 15m, keep: 3 }'), /retention\.keep: either keep and maxAge or time tiers \(all, minutely, hourly, daily\), not both$/);
