@@ -12,32 +12,9 @@ import { carriesPassword, isThumbprint, PASSWORD_PLACES, THUMBPRINT_EXPECTED, vs
 export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 export const name = z.string().regex(NAME_PATTERN, 'a name of letters, digits, ".", "-" or "_" (at most 63)');
 
-const DURATION_PATTERN = /^(\d+)(s|m|h|d)$/;
-const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-type DurationText = `${number}${keyof typeof UNIT_MS}`;
-const milliseconds = (text: string): number => {
-  const [, amount, unit] = DURATION_PATTERN.exec(text)!;
-  return Number(amount) * UNIT_MS[unit as keyof typeof UNIT_MS];
-};
-
-/** Node's timers take at most 2^31-1 ms (24.8 days); a longer delay fires at once. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/**
- * "90s", "15m", "4h", "7d" → milliseconds, from `min` to `max`. Each duration says its own range: a
- * duration vmdr waits on must not reach MAX_TIMER_MS, and nothing sensible is 0.
- */
-export function durationBetween(min: DurationText, max: DurationText) {
-  const [low, high] = [milliseconds(min), milliseconds(max)];
-  return z
-    .string()
-    .regex(DURATION_PATTERN, 'a duration such as 30s, 15m, 4h or 7d')
-    .transform(milliseconds)
-    .refine((ms) => ms >= low && ms <= high, `a duration from ${min} to ${max}`);
-}
-
-/** Any delay a timer can wait for (the CLI's --shutdown-timeout). */
-export const duration = durationBetween('1s', '24d');
+import { durationBetween } from './duration.js';
+import { retentionProblems, RetentionSchema } from './retention.js';
+export { duration, durationBetween, MAX_TIMER_MS } from './duration.js';
 
 /** 1 to 65535: port 0 means "any free port" to bind() and nothing at all to connect(). */
 const isPort = (text: string) => /^\d{1,5}$/.test(text) && Number(text) >= 1 && Number(text) <= 65535;
@@ -287,10 +264,8 @@ export const ProtectionSchema = z.strictObject({
   compression: z.enum(['auto', 'off']).default('auto'),
   /** The most this protection's cycles send, within its DR site link's `bandwidth` (plugin/replication/bandwidth). */
   bandwidth: BandwidthSchema.optional(),
-  retention: z
-    // maxAge is compared with the points' ages, never waited on: it may pass MAX_TIMER_MS.
-    .strictObject({ keep: z.number().int().min(1).default(24), maxAge: durationBetween('1m', '3650d').optional() })
-    .default({ keep: 24 }),
+  /** keep/maxAge, or time tiers (all, minutely, hourly, daily): retention.ts. */
+  retention: RetentionSchema,
   /** What the DR VM must show after a failover or in a drill before it counts as up. */
   health: HealthSchema.prefault({}),
   /** Heartbeats on the source from the DR site (absent: not watched, unless a plan of it is). */
@@ -468,6 +443,7 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
   const owned = new Map<string, number>();
   config.protections.forEach((p, i) => {
     tenantRef(p.tenant, ['protections', i, 'tenant']);
+    for (const r of retentionProblems(p)) issue(['protections', i, 'retention', ...r.path], r.message);
     if (p.name === TENANTS_DIR) issue(['protections', i, 'name'], `"${TENANTS_DIR}" is reserved: it names the directory of the tenants' replicas in a site's storage`);
     if (p.tenant !== undefined) {
       const count = (owned.get(p.tenant) ?? 0) + 1;

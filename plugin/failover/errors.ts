@@ -24,11 +24,8 @@ export class NothingToResume extends VmdrError {
 }
 
 export class NoRecoveryPoint extends VmdrError {
-  constructor(protection: string, detail = 'has no recovery point yet') {
-    super('NO_RECOVERY_POINT', `protection "${protection}" ${detail}`, {
-      subject: { protection },
-      remedy: `sync it first with \`vmdr protect ${protection}\` or \`vmdr sync ${protection}\``,
-    });
+  constructor(protection: string, detail = 'has no recovery point yet', remedy = `sync it first with \`vmdr protect ${protection}\` or \`vmdr sync ${protection}\``) {
+    super('NO_RECOVERY_POINT', `protection "${protection}" ${detail}`, { subject: { protection }, remedy });
   }
 }
 

@@ -32,15 +32,22 @@ export function choosePoint(replicas: ReplicaStore, p: Protection, choice: Point
     if (!found) throw new RecoveryPointNotFound(p.name, choice.point);
     return found;
   }
-  if (choice.at) {
-    const at = choice.at.getTime();
-    const found = points.filter((x) => x.time.getTime() <= at).at(-1);
-    if (!found) {
-      throw new NoRecoveryPoint(p.name, `has no recovery point at or before ${choice.at.toISOString()} (the oldest is ${points[0]!.id} of ${points[0]!.time.toISOString()})`);
-    }
-    return found;
-  }
+  if (choice.at) return pointAt(p.name, points, choice.at);
   return points.at(-1)!;
+}
+
+/** The newest of `points` (oldest first) whose time is at or before `at`; NoRecoveryPoint when every one is later. */
+export function pointAt<P extends Pick<RecoveryPoint, 'id' | 'time'>>(protection: string, points: P[], at: Date): P {
+  if (points.length === 0) throw new NoRecoveryPoint(protection);
+  const found = points.filter((x) => x.time.getTime() <= at.getTime()).at(-1);
+  if (!found) {
+    throw new NoRecoveryPoint(
+      protection,
+      `has no recovery point at or before ${at.toISOString()}: the oldest is ${points[0]!.id} of ${points[0]!.time.toISOString()}`,
+      `name a later time, or see \`vmdr points ${protection}\``,
+    );
+  }
+  return found;
 }
 
 export function describePoint(point: RecoveryPoint): ChosenPoint {

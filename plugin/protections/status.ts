@@ -25,9 +25,9 @@
 import type { PowerState, VmInfo } from '../../hypervisors/types.js';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Config, Protection } from '../config/schema.js';
-import type { RecoveryPoint } from '../replication/replica/store.js';
+import type { RecoveryPoint, ReplicaSpace } from '../replication/replica/store.js';
 import type { SiteConnections } from '../sites/connections.js';
-import { listRecoveryPoints } from '../replication/points.js';
+import { recoveryPointsAndSpace } from '../replication/points.js';
 import { pauseOf } from '../state/pauses.js';
 import { roleOf, type ProtectionRole } from '../state/roles.js';
 import { resolveSource } from './source-identity.js';
@@ -62,6 +62,8 @@ export interface ProtectionStatus {
   lastPoint: { id: string; time: string } | null;
   /** Why the newest point could not be known (receiver unreachable, no storage configured). */
   pointsProblem: string | null;
+  /** Bytes the replica occupies on the DR site, every file of it (what `du` counts); null where not known. */
+  space: { bytes: number } | null;
   /** Seconds since the instant of the newest recovery point; null before the first one. */
   lagSeconds: number | null;
   /** True when the lag is past the RPO, unless the protection is failed over. */
@@ -97,7 +99,7 @@ export async function protectionStatus(
   const { config, sites, state } = ctx;
   return Promise.all(
     config.protections.map(async (p) => {
-      const { point: latest, problem } = await newestPoint(ctx, p);
+      const { point: latest, problem, space } = await newestPoint(ctx, p);
       const lag = latest ? Math.max(0, (now.getTime() - latest.time.getTime()) / 1000) : null;
       const run = lastSyncRuns(state, p.name, 1)[0];
       const { role, failover } = roleHere(ctx, p, run);
@@ -117,6 +119,7 @@ export async function protectionStatus(
         failover,
         lastPoint: latest ? { id: latest.id, time: latest.time.toISOString() } : null,
         pointsProblem: problem ?? null,
+        space: space ? { bytes: space.totalBytes } : null,
         lagSeconds: lag,
         rpoBreached: role !== 'failed-over' && (lag === null || lag * 1000 > p.rpo),
         lastSync: run
@@ -199,10 +202,11 @@ async function readVm(site: string, vm: string, read: () => Promise<VmInfo>): Pr
   }
 }
 
-/** The newest point, or why it cannot be known (no storage configured, receiver unreachable). */
-async function newestPoint(ctx: Parameters<typeof listRecoveryPoints>[0], p: Protection): Promise<{ point?: RecoveryPoint; problem?: string }> {
+/** The newest point and the replica's space, or why they cannot be known (no storage configured, receiver unreachable). */
+async function newestPoint(ctx: Parameters<typeof recoveryPointsAndSpace>[0], p: Protection): Promise<{ point?: RecoveryPoint; problem?: string; space?: ReplicaSpace | null }> {
   try {
-    return { point: (await listRecoveryPoints(ctx, p)).at(-1) };
+    const { points, space } = await recoveryPointsAndSpace(ctx, p);
+    return { point: points.at(-1), space };
   } catch (err) {
     if (err instanceof VmdrError) return { problem: err.message };
     throw err;

@@ -64,10 +64,7 @@ export interface CycleReport {
   fenceFailed?: { vm: string; failover: string | null; error: unknown; lifting?: true };
 }
 
-/** How long from one cycle's start to the next: back to back for continuous protections, else rpo/2. */
-export function cycleInterval(protection: Protection): number {
-  return protection.continuous ? 0 : protection.rpo / 2;
-}
+export { cycleInterval } from '../config/cycle.js';
 
 export async function replicateContinuously(
   protection: Protection,

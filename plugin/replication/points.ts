@@ -1,7 +1,8 @@
-/** A protection's recovery points, wherever this runs (see dr-site.ts). */
+/** A protection's recovery points, and what its replica occupies, wherever this runs (see dr-site.ts). */
 import type { Protection } from '../config/schema.js';
+import { keptBy, policyOf, type KeptBy } from './replica/retention.js';
 import { atDrSite, type DrContext } from './dr-site.js';
-import { ReplicaStore, type RecoveryPoint } from './replica/store.js';
+import { ReplicaStore, type RecoveryPoint, type ReplicaSpace } from './replica/store.js';
 
 export function listRecoveryPoints(ctx: DrContext, protection: Protection): Promise<RecoveryPoint[]> {
   return atDrSite(
@@ -10,4 +11,34 @@ export function listRecoveryPoints(ctx: DrContext, protection: Protection): Prom
     (storage, state) => new ReplicaStore(storage, state, { config: ctx.config }).listPoints(protection.name),
     (receiver) => receiver.listPoints(protection.name),
   );
+}
+
+/** The points and the space; `space` is null from a DR site whose receiver does not say it (older than tiers). */
+type PointsAndSpace = { points: RecoveryPoint[]; space: ReplicaSpace | null };
+
+export async function recoveryPointsAndSpace(ctx: DrContext, protection: Protection): Promise<PointsAndSpace> {
+  // Here the answer is async too (the space is read from the files).
+  return atDrSite<PointsAndSpace | Promise<PointsAndSpace>>(
+    ctx,
+    protection,
+    async (storage, state) => {
+      const store = new ReplicaStore(storage, state, { config: ctx.config });
+      return { points: store.listPoints(protection.name), space: await store.space(protection.name) };
+    },
+    (receiver) => receiver.pointsAndSpace(protection.name),
+  );
+}
+
+/** Why a point stays (the tier that keeps it, or newest, pinned, replaced, held-by-pin), or `expiring`: the next retention run merges it away. */
+export type PointTier = KeptBy | 'expiring';
+export const POINT_TIERS = ['all', 'minutely', 'hourly', 'daily', 'keep', 'newest', 'pinned', 'replaced', 'held-by-pin', 'expiring'] as const satisfies readonly PointTier[];
+
+/** Each point's tier under the protection's retention as at `now`, in the order given. */
+export function tiersOf(points: RecoveryPoint[], protection: Pick<Protection, 'retention'>, now = new Date()): PointTier[] {
+  const kept = keptBy(
+    points.map((p) => ({ seq: p.seq, timeMs: p.time.getTime(), pinned: p.pinned, replacedSource: p.replacedSource })),
+    policyOf(protection.retention),
+    now,
+  );
+  return points.map((p) => kept.get(p.seq) ?? 'expiring');
 }

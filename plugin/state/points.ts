@@ -122,6 +122,11 @@ export function deletePointsBefore(db: Database, protection: string, seq: number
   db.prepare('DELETE FROM recovery_points WHERE protection = ? AND seq < ?').run(protection, seq);
 }
 
+export function deletePoints(db: Database, protection: string, seqs: number[]): void {
+  const del = db.prepare('DELETE FROM recovery_points WHERE protection = ? AND seq = ?');
+  for (const seq of seqs) del.run(protection, seq);
+}
+
 export function setDiskImage(db: Database, protection: string, seq: number, disk: string, image: string): void {
   db.prepare('UPDATE recovery_point_disks SET image = ? WHERE protection = ? AND seq = ? AND disk = ?').run(image, protection, seq, disk);
 }

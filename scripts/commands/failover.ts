@@ -1,5 +1,6 @@
 import type { Argv } from 'yargs';
 import { duration } from '../../plugin/config/schema.js';
+import { parsePointTime, POINT_TIME_EXPECTED } from '../../plugin/replication/point-time.js';
 import { EXIT_USAGE } from '../cli/report.js';
 import type { CommandBody } from './index.js';
 import { withServerOptions, type ServerOptions } from './server-options.js';
@@ -32,7 +33,7 @@ export const failoverCommand: CommandBody<FailoverArgs> = {
       .option('planned', { type: 'boolean', default: false, describe: 'Shut the source down and ship a final delta first: no data loss' })
       .option('revert', { type: 'boolean', default: false, describe: 'Undo a failover: the DR VM stops, its changes are discarded, replication resumes' })
       .option('point', { type: 'string', describe: 'Boot this recovery point (see vmdr points)' })
-      .option('at', { type: 'string', describe: 'Boot the newest recovery point at or before this time (ISO 8601)' })
+      .option('at', { type: 'string', nargs: 1, describe: 'Boot the newest recovery point at or before this time: ISO 8601 (2026-11-25T14:05:00Z) or back from now (-2h)' })
       .option('force', { type: 'boolean', default: false, describe: 'Unplanned while the source runs: power the source off (fence it) first' })
       .option('resume', { type: 'boolean', default: false, describe: 'Continue the failover that stopped half way' })
       .option('shutdown-timeout', { type: 'string', describe: 'Planned: how long the source may take to shut down (default 2m)' }),
@@ -49,7 +50,7 @@ export const failoverCommand: CommandBody<FailoverArgs> = {
       ...(argv.vm ? { vm: argv.vm } : {}),
       ...(argv.plan ? { plan: argv.plan } : {}),
       ...(argv.point ? { point: argv.point } : {}),
-      ...(argv.at ? { at: new Date(argv.at) } : {}),
+      ...(argv.at ? { at: parsePointTime(argv.at)! } : {}),
       force: argv.force,
       resume: argv.resume,
       ...(argv['shutdown-timeout'] ? { shutdownTimeoutMs: duration.parse(argv['shutdown-timeout']) } : {}),
@@ -62,7 +63,7 @@ function usageProblem(argv: FailoverArgs): string | undefined {
   if (Boolean(argv.vm) === Boolean(argv.plan)) return 'name a VM or a --plan (one of them)';
   if ([argv.test, argv.planned, argv.revert].filter(Boolean).length > 1) return '--test, --planned and --revert exclude each other';
   if (argv.point && argv.at) return '--point and --at exclude each other';
-  if (argv.at && Number.isNaN(Date.parse(argv.at))) return `--at ${JSON.stringify(argv.at)} is not a time such as 2026-11-25T12:00:00Z`;
+  if (argv.at && !parsePointTime(argv.at)) return `--at ${JSON.stringify(argv.at)} is not ${POINT_TIME_EXPECTED}`;
   return shutdownTimeoutProblem(argv['shutdown-timeout']);
 }
 

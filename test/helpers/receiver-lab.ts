@@ -61,6 +61,8 @@ export interface ProtectionSpec {
   name: string;
   site?: string;
   keep?: number;
+  /** The whole `retention:` value (instead of keep), e.g. "{ all: 15m, hourly: 1d }". */
+  retention?: string;
   tenant?: string;
 }
 
@@ -70,7 +72,7 @@ export function receiverConfigYaml(o: { statePath: string; storage: string; list
     .map(
       (p) => `  - name: ${p.name}
     source: { site: prod, vm: ${p.name} }${p.tenant ? `\n    tenant: ${p.tenant}` : ''}
-    retention: { keep: ${p.keep ?? 24} }
+    retention: ${p.retention ?? `{ keep: ${p.keep ?? 24} }`}
     target: { site: ${p.site ?? 'dr'}, vm: ${p.name}-dr, nics: [{ network: test-net }] }`,
     )
     .join('\n');

@@ -8,7 +8,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { VmdrError } from '../../../hypervisors/errors.js';
 import type { Protection } from '../../config/schema.js';
-import { listRecoveryPoints } from '../../replication/points.js';
+import { POINT_TIERS, recoveryPointsAndSpace, tiersOf, type PointTier } from '../../replication/points.js';
 import type { RecoveryPoint } from '../../replication/replica/store.js';
 import { syncAsAsked } from '../../replication/sync-request.js';
 import { pauseOf, pauseProtection, resumeProtection } from '../../state/pauses.js';
@@ -57,6 +57,10 @@ const PointView = z.object({
   zeroBytes: z.number(),
   pinned: z.boolean(),
   replacedSource: z.string().nullable(),
+  /** Why retention keeps it (its tier, or newest, pinned, replaced, held-by-pin), or expiring: the next retention run merges it away. */
+  tier: z.enum(POINT_TIERS),
+  /** Bytes its own images occupy on the DR site (what `du` counts); null when the DR site does not say. */
+  allocatedBytes: z.number().nullable(),
   /** Images are paths of the DR host: an operator's token sees them, a tenant's does not. */
   disks: z.array(z.object({ disk: z.string(), sizeBytes: z.number(), image: z.string().optional() })),
 });
@@ -83,7 +87,7 @@ function viewOf(p: Protection): z.infer<typeof ProtectionView> {
 }
 
 /** Every field named, in the schema's order: nothing of a point the schema does not show reaches a client. */
-function pointView(point: RecoveryPoint, withImages: boolean): z.infer<typeof PointView> {
+function pointView(point: RecoveryPoint & { tier: PointTier; allocatedBytes: number | null }, withImages: boolean): z.infer<typeof PointView> {
   return {
     id: point.id,
     protection: point.protection,
@@ -98,6 +102,8 @@ function pointView(point: RecoveryPoint, withImages: boolean): z.infer<typeof Po
     zeroBytes: point.zeroBytes,
     pinned: point.pinned,
     replacedSource: point.replacedSource,
+    tier: point.tier,
+    allocatedBytes: point.allocatedBytes,
     disks: point.disks.map((d) => ({ disk: d.disk, sizeBytes: d.sizeBytes, ...(withImages ? { image: d.image } : {}) })),
   };
 }
@@ -236,7 +242,9 @@ export function registerProtectionRoutes(app: FastifyInstance, ctx: ApiContext):
     async (req, reply) => {
       const p = find(req, req.params.name);
       const operator = principalOf(req).tenant === undefined;
-      const points: z.infer<typeof PointView>[] = (await listRecoveryPoints(ctx, p)).map((point) => pointView(point, operator));
+      const { points: listed, space } = await recoveryPointsAndSpace(ctx, p);
+      const tiers = tiersOf(listed, p);
+      const points: z.infer<typeof PointView>[] = listed.map((point, i) => pointView({ ...point, tier: tiers[i]!, allocatedBytes: space?.byPoint[point.id] ?? null }, operator));
       // Built field by field above: a portal polling points should not pay for zod re-checking each one.
       return sendJson(reply, JSON.stringify(points));
     },

@@ -10,6 +10,7 @@ import type { Config } from '../../config/schema.js';
 import { SiteStorageMissing } from '../../targets/errors.js';
 import type { StateStore } from '../../state/store.js';
 import { closeReplicas } from '../replica/access.js';
+import { policyOf } from '../replica/retention.js';
 import { ReplicaStore } from '../replica/store.js';
 import { credentialsDir, endpointUrl, ensureIdentity, splitHostPort } from '../../sites/identity.js';
 import { startReceiver } from './server.js';
@@ -65,7 +66,7 @@ export async function startReceivers(
           state,
           onWarning: (err, context) => options.onWarning?.(err, { site: site.name, ...context }),
           onCommitted: async (p) => {
-            await replicas!.applyRetention(p.name, { keep: p.retention.keep, ...(p.retention.maxAge ? { maxAgeMs: p.retention.maxAge } : {}) }, new Date(), {
+            await replicas!.applyRetention(p.name, policyOf(p.retention), new Date(), {
               ...(options.onProgress ? { onProgress: options.onProgress } : {}),
             });
           },

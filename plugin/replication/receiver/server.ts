@@ -194,7 +194,8 @@ export async function startReceiver(options: ReceiverOptions, listen: { host: st
 
   app.get<{ Params: { protection: string } }>('/v1/protections/:protection/points', async (req, reply) => {
     const p = protectionOf(req, req.params.protection);
-    return send(reply, { points: replicas.listPoints(p.name) });
+    const points = replicas.listPoints(p.name);
+    return send(reply, { points, space: await replicas.space(p.name) });
   });
 
   app.get<{ Params: { protection: string } }>('/v1/protections/:protection/points/latest', async (req, reply) => {

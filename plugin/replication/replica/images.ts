@@ -28,6 +28,15 @@ export async function setBacking(overlay: string, backing: string): Promise<void
   await qemuImgHere('rebase image', overlay, ['rebase', '-q', '-f', 'qcow2', '-u', '-b', backing, '-F', 'qcow2', basename(overlay)]);
 }
 
+/**
+ * Puts the overlay on another backing file and keeps what it reads: qemu-img's safe mode copies
+ * into it, first, every cluster the old chain reads differently from the new one, then rewrites
+ * its header. Cut short, it repeats; on the new backing already, it copies nothing.
+ */
+export async function rebaseKeepingContent(overlay: string, backing: string): Promise<void> {
+  await qemuImgHere('merge images into the point above', overlay, ['rebase', '-q', '-f', 'qcow2', '-b', backing, '-F', 'qcow2', basename(overlay)]);
+}
+
 export async function shrinkTo(file: string, sizeBytes: number): Promise<void> {
   await qemuImgHere('shrink image', file, ['resize', '-q', '-f', 'qcow2', '--shrink', basename(file), String(sizeBytes)]);
 }

@@ -1,5 +1,7 @@
 /**
- * Retention merges: the oldest kept point ends up held by base.qcow2, the points under it go.
+ * Retention merges. Into base: the oldest kept point ends up held by base.qcow2, the points under
+ * it go. Up (middle): a run of points between two kept ones goes, its data moving up into the
+ * kept point above where that point does not already have its own.
  *
  * The journal row is written, in the same transaction that removes the dropped points from the
  * list, before any file changes: no listed point ever reads through a file whose bytes change.
@@ -8,19 +10,27 @@
  * overlay at base, delete it. The last overlay (the kept point's own) is deleted only after the DB
  * says base holds that point. Every step is repeatable, so `finishMerge` after a crash at any
  * instant simply runs again from the first overlay of the plan that still exists.
+ *
+ * A middle merge is journaled the same way (its dropped points leave the list with the journal
+ * row). Per disk, the kept overlay above is rebased in qemu-img's safe mode onto the kept image
+ * below: qemu-img first copies into it every cluster the old chain reads differently from the new
+ * one, then switches its backing file, so it reads the same at every instant, and a rebase cut
+ * short repeats from the start. Only then are the dropped overlays deleted. `qemu-img commit` of a
+ * dropped overlay into the point below would be wrong: that point stays, and its bytes would change.
+ * The point below is only read. Neither runs on a chain a VM runs on (retention.ts keeps those).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { VmdrError } from '../../../hypervisors/errors.js';
 import type { Progress } from '../../../hypervisors/types.js';
-import { deleteMerge, insertMerge, pendingMerge } from '../../state/merges.js';
-import { deletePointsBefore, pointRows, setDiskImage, type PointRow } from '../../state/points.js';
+import { deleteMerge, insertMerge, pendingMerge, type MergeRow, type MiddleMergeDisk } from '../../state/merges.js';
+import { deletePoints, deletePointsBefore, pointRows, setDiskImage, type PointRow } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
 import { diskDir, type ReplicaOwner } from '../layout.js';
 import { failpoint } from './failpoints.js';
 import { BASE_IMAGE } from './files.js';
 import { imageInfo } from '../qemu-img.js';
-import { commitIntoBacking, removeFile, setBacking, shrinkTo } from './images.js';
+import { commitIntoBacking, rebaseKeepingContent, removeFile, setBacking, shrinkTo } from './images.js';
 
 /** The replica chain is not what the merge journal expects; nothing further was changed. */
 export class MergeChainUnexpected extends VmdrError {
@@ -55,15 +65,52 @@ export function mergePlan(points: PointRow[], target: PointRow): Record<string, 
  * Call inside the transaction that chose `target`, so no pin can slip in between.
  */
 export function startMerge(state: StateStore, points: PointRow[], target: PointRow): void {
-  insertMerge(state.db, { protection: target.protection, targetSeq: target.seq, plan: mergePlan(points, target), startedAtMs: Date.now() });
+  insertMerge(state.db, { protection: target.protection, kind: 'base', targetSeq: target.seq, plan: mergePlan(points, target), startedAtMs: Date.now() });
   deletePointsBefore(state.db, target.protection, target.seq);
+}
+
+/**
+ * Per disk, what dropping the run `drop` (between the kept `below` and `above`, adjacent in
+ * `points`) does to the files: the chain of `above`'s disk reads through the run's overlays down
+ * to `below`'s image, or, where some point of the run lacks the disk, down to base.qcow2 (under
+ * which the disk's chain began again).
+ */
+export function middlePlan(points: PointRow[], run: { drop: PointRow[]; below: PointRow; above: PointRow }): MiddleMergeDisk[] {
+  const disks = new Set([...run.drop, run.above].flatMap((p) => p.disks.map((d) => d.disk)));
+  return [...disks].map((disk) => {
+    const image = (p: PointRow) => p.disks.find((d) => d.disk === disk)?.image;
+    const plan: MiddleMergeDisk = { disk, drop: run.drop.map(image).filter((f): f is string => f !== undefined) };
+    const top = image(run.above);
+    const from = image(run.drop.at(-1)!);
+    if (top === undefined || from === undefined) return plan;
+    // The chain is broken by a point of the run without the disk: it begins again on base.qcow2.
+    const whole = run.drop.every((p) => image(p) !== undefined);
+    return { ...plan, top, from, onto: (whole ? image(run.below) : undefined) ?? BASE_IMAGE };
+  });
+}
+
+/** Records a middle merge's intent: the journal row, and the run's points leave the list. Inside the transaction that chose it. */
+export function startMiddleMerge(state: StateStore, points: PointRow[], run: { drop: PointRow[]; below: PointRow; above: PointRow }): void {
+  const protection = run.above.protection;
+  insertMerge(state.db, { protection, kind: 'middle', targetSeq: run.above.seq, disks: middlePlan(points, run), startedAtMs: Date.now() });
+  deletePoints(state.db, protection, run.drop.map((p) => p.seq));
 }
 
 /** Finishes the protection's journaled merge, if any; returns the id of the point now held by base. */
 export async function finishMerge(storage: string, state: StateStore, owner: ReplicaOwner, onProgress?: (progress: Progress) => void): Promise<string | undefined> {
-  const protection = owner.name;
-  const merge = pendingMerge(state.db, protection);
+  const merge = pendingMerge(state.db, owner.name);
   if (!merge) return undefined;
+  return merge.kind === 'base' ? finishBaseMerge(storage, state, owner, merge, onProgress) : finishMiddleMerge(storage, state, owner, merge, onProgress);
+}
+
+async function finishBaseMerge(
+  storage: string,
+  state: StateStore,
+  owner: ReplicaOwner,
+  merge: Extract<MergeRow, { kind: 'base' }>,
+  onProgress?: (progress: Progress) => void,
+): Promise<string> {
+  const protection = owner.name;
   // Counted in overlays committed into base: each is one qemu-img commit, the merge's unit of work.
   const point = `rp-${merge.targetSeq}`;
   const total = Object.values(merge.plan).reduce((sum, files) => sum + files.length, 0);
@@ -107,6 +154,47 @@ export async function finishMerge(storage: string, state: StateStore, owner: Rep
     .immediate();
   failpoint('merge-after-record');
   for (const [disk, files] of Object.entries(merge.plan)) await removeFile(join(diskDir(storage, owner, disk), files[files.length - 1]!));
+  return point;
+}
+
+/**
+ * Finishes a middle merge: per disk, the kept overlay above rebased onto the kept image below (a
+ * step that repeats safely until its backing file says it is done), then the dropped overlays
+ * deleted. Returns the id of the point the dropped ones were merged into.
+ */
+async function finishMiddleMerge(
+  storage: string,
+  state: StateStore,
+  owner: ReplicaOwner,
+  merge: Extract<MergeRow, { kind: 'middle' }>,
+  onProgress?: (progress: Progress) => void,
+): Promise<string> {
+  const protection = owner.name;
+  const point = `rp-${merge.targetSeq}`;
+  let done = 0;
+  const total = merge.disks.length;
+  const report = (disk?: string) => onProgress?.({ phase: 'merge', unit: 'steps', done, total, subject: { protection, point }, ...(disk ? { detail: `disk ${disk}` } : {}) });
+  report();
+  for (const d of merge.disks) {
+    const dir = diskDir(storage, owner, d.disk);
+    if (d.top && d.onto) {
+      const top = join(dir, d.top);
+      const backing = (await imageInfo(top)).backingFile;
+      if (backing !== d.onto) {
+        if (backing !== d.from) throw new MergeChainUnexpected(protection, top, `its backing file is ${backing ?? 'none'}, expected ${d.from} or ${d.onto}`);
+        if (!existsSync(join(dir, d.onto))) throw new MergeChainUnexpected(protection, top, `${d.onto}, the image it is to be rebased onto, is missing`);
+        await rebaseKeepingContent(top, d.onto);
+        failpoint('middle-after-rebase');
+      }
+    }
+    for (const file of d.drop) {
+      if (await removeFile(join(dir, file))) failpoint('middle-after-remove');
+    }
+    done += 1;
+    report(d.disk);
+  }
+  deleteMerge(state.db, protection);
+  failpoint('middle-after-record');
   return point;
 }
 

@@ -4,7 +4,7 @@
  * for a next point (but those in `keep`, absolute paths). Caller holds the lease.
  */
 import { join } from 'node:path';
-import { pendingMerge } from '../../state/merges.js';
+import { mergeFiles, pendingMerge } from '../../state/merges.js';
 import { pointRows } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
 import { protectionDir, type ReplicaOwner } from '../layout.js';
@@ -16,7 +16,8 @@ export async function deleteOrphans(storage: string, state: StateStore, owner: R
   const top = protectionDir(storage, owner);
   const referenced = new Set<string>();
   for (const point of pointRows(state.db, protection)) for (const d of point.disks) referenced.add(join(d.disk, d.image));
-  for (const [disk, files] of Object.entries(pendingMerge(state.db, protection)?.plan ?? {})) for (const f of files) referenced.add(join(disk, f));
+  const merge = pendingMerge(state.db, protection);
+  for (const f of merge ? mergeFiles(merge) : []) referenced.add(join(f.disk, f.file));
   const deleted: string[] = [];
   for (const disk of await subdirectories(top)) {
     for (const file of await overlayFilesIn(join(top, disk))) {

@@ -5,7 +5,7 @@
  * `recover()` removes. One writer per protection at a time, through a lease in the state file.
  */
 import { existsSync } from 'node:fs';
-import { rename } from 'node:fs/promises';
+import { lstat, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { TaskOptions } from '../../../hypervisors/types.js';
 import { pendingMerge, protectionsWithMerges } from '../../state/merges.js';
@@ -16,12 +16,13 @@ import type { Config } from '../../config/schema.js';
 import { baseImage, diskDir, protectionDir, replicaOwner, tenantDir, tenantsIn, type ReplicaOwner } from '../layout.js';
 import { ProtectionFailedOver, ReplicaBusy, RecoveryPointNotFound } from './errors.js';
 import { roleOf } from '../../state/roles.js';
+import { allocatedBytes } from '../../tenants/usage.js';
 import { makeReplicaDir } from './access.js';
 import { failpoint } from './failpoints.js';
 import { nextFileName, pointFileName, subdirectories } from './files.js';
 import { createQcow2, removeFile } from './images.js';
 import { DEFAULT_LEASE_TTL_MS, ReplicaLease } from './lease.js';
-import { finishMerge, startMerge } from './merge.js';
+import { finishMerge, startMerge, startMiddleMerge } from './merge.js';
 import { checkName, isValidProtectionName } from './names.js';
 import { deleteOrphans } from './orphans.js';
 import { PendingReplicaPoint, removeMade, type MadeForPoint } from './pending.js';
@@ -58,6 +59,14 @@ export interface RecoveryPoint {
   replacedSource: string | null;
 }
 
+/** What a replica occupies on disk: bytes allocated (what `du` counts), not virtual sizes. */
+export interface ReplicaSpace {
+  /** Every file of the replica: its points, and the boot overlays of failovers and drills and the overlays made ahead. */
+  totalBytes: number;
+  /** By point id, its own images (base.qcow2 for the point base holds): what its data takes. */
+  byPoint: Record<string, number>;
+}
+
 export interface PendingPoint {
   readonly protection: string;
   readonly seq: number;
@@ -79,7 +88,7 @@ export interface PendingPoint {
 export interface RecoverResult {
   /** Absolute paths of the overlays deleted. */
   discarded: string[];
-  /** '<protection>/rp-<seq>' of each point an interrupted merge left held by base.qcow2. */
+  /** '<protection>/rp-<seq>' of each merge an interruption left and recover() finished: the point base holds, or the one a middle run was merged into. */
   mergesFinished: string[];
   /** Protections skipped because a live writer holds them. */
   busy: string[];
@@ -90,6 +99,9 @@ interface NextOverlays {
   seq: number;
   overlays: { disk: string; image: string; sizeBytes: number; backing: string }[];
 }
+
+/** How long one retention run may go on beginning merges (applyRetention). */
+export const RETENTION_BUDGET_MS = 30_000;
 
 export class ReplicaStore {
   private readonly leaseTtlMs: number;
@@ -160,6 +172,16 @@ export class ReplicaStore {
     // One look for the replica's directory, not one per point.
     const dir = rows.length > 0 ? this.protectionDir(protection) : '';
     return rows.map((r) => this.toPoint(r, dir));
+  }
+
+  async space(protection: string): Promise<ReplicaSpace> {
+    const byPoint: Record<string, number> = {};
+    for (const p of this.listPoints(protection)) {
+      let bytes = 0;
+      for (const d of p.disks) bytes += ((await lstat(d.image).catch(() => undefined))?.blocks ?? 0) * 512;
+      byPoint[p.id] = bytes;
+    }
+    return { totalBytes: await allocatedBytes(this.protectionDir(protection)), byPoint };
   }
 
   latestPoint(protection: string): RecoveryPoint | undefined {
@@ -251,24 +273,43 @@ export class ReplicaStore {
     }
   }
 
-  async applyRetention(protection: string, policy: RetentionPolicy, now = new Date(), task: Pick<TaskOptions, 'onProgress'> = {}): Promise<{ dropped: string[]; skipped?: string }> {
+  /**
+   * Drops what the policy lets go, one journaled merge at a time (into base, or up into a kept
+   * point for a run from the middle), each chosen afresh from the list as the last one left it.
+   * Past `budgetMs` no further merge begins (`more: true`): the receiver runs retention in the
+   * protection's turn, and a replica switched to tiers with thousands of points to drop must not
+   * hold its next cycles back; the next commit's run goes on.
+   */
+  async applyRetention(
+    protection: string,
+    policy: RetentionPolicy,
+    now = new Date(),
+    task: Pick<TaskOptions, 'onProgress'> & { budgetMs?: number } = {},
+  ): Promise<{ dropped: string[]; skipped?: string; more?: true }> {
+    const until = Date.now() + (task.budgetMs ?? RETENTION_BUDGET_MS);
     const lease = ReplicaLease.acquire(this.state, protection, 'retention', this.leaseTtlMs);
     try {
       await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
       const db = this.state.db;
-      const cut = db
-        .transaction(() => {
-          const points = pointRows(db, protection);
-          const chosen = retentionCut(points, policy, now);
-          if ('target' in chosen) startMerge(this.state, points, chosen.target);
-          return chosen;
-        })
-        .immediate();
-      if (!('target' in cut)) return cut.skipped ? { dropped: [], skipped: cut.skipped } : { dropped: [] };
-      failpoint('merge-after-intent');
-      await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
-      await this.deleteOrphans(protection);
-      return { dropped: cut.drop.map((p) => `rp-${p.seq}`) };
+      const dropped: string[] = [];
+      for (;;) {
+        if (dropped.length > 0 && Date.now() >= until) return { dropped, more: true };
+        const cut = db
+          .transaction(() => {
+            const points = pointRows(db, protection);
+            const chosen = retentionCut(points, policy, now);
+            const middle = chosen.middles[0];
+            if (chosen.prefix) startMerge(this.state, points, chosen.prefix.target);
+            else if (middle) startMiddleMerge(this.state, points, middle);
+            return { drop: chosen.prefix?.drop ?? middle?.drop ?? [], skipped: chosen.skipped };
+          })
+          .immediate();
+        if (cut.drop.length === 0) return { dropped, ...(cut.skipped ? { skipped: cut.skipped } : {}) };
+        failpoint('merge-after-intent');
+        await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
+        await this.deleteOrphans(protection);
+        dropped.push(...cut.drop.map((p) => `rp-${p.seq}`));
+      }
     } finally {
       lease.release();
     }

@@ -5,7 +5,7 @@
  */
 import { Readable } from 'node:stream';
 import { ProtectionFailedOver } from '../replica/errors.js';
-import type { RecoveryPoint } from '../replica/store.js';
+import type { RecoveryPoint, ReplicaSpace } from '../replica/store.js';
 import type { RecordedSource } from '../../protections/source-identity.js';
 import { MAX_ANSWER_BYTES, PeerClient, readAll, type PeerCredentials } from '../../sites/peer-client.js';
 import { DELTA_STREAM_TYPE, STREAM_PREFIX_BYTES } from '../stream/format.js';
@@ -47,8 +47,13 @@ export class ReceiverClient {
   }
 
   async listPoints(protection: string): Promise<RecoveryPoint[]> {
-    const body = (await this.json('GET', `/v1/protections/${encodeURIComponent(protection)}/points`)) as { points: WirePoint[] };
-    return body.points.map(toPoint);
+    return (await this.pointsAndSpace(protection)).points;
+  }
+
+  /** The points and what the replica occupies (null from a receiver older than retention tiers). */
+  async pointsAndSpace(protection: string): Promise<{ points: RecoveryPoint[]; space: ReplicaSpace | null }> {
+    const body = (await this.json('GET', `/v1/protections/${encodeURIComponent(protection)}/points`)) as { points: WirePoint[]; space?: ReplicaSpace };
+    return { points: body.points.map(toPoint), space: body.space ?? null };
   }
 
   /** The identity of the source VM the protection's points are of, as the DR site recorded it. */

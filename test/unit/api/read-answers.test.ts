@@ -20,7 +20,7 @@ import { apiCall, type ApiCall } from '../../helpers/api-client.js';
 import { startLoopbackApi } from '../../helpers/api-instance.js';
 import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 
-const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'disks'];
+const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'tier', 'allocatedBytes', 'disks'];
 
 describe('HTTP API reads: status, points, the request log (test:///default, HTTPS, SQLite)', function () {
   this.timeout(60_000);
@@ -111,8 +111,12 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
       zeroBytes: 100,
       pinned: true,
       replacedSource: null,
+      // Retention (keep 24) keeps it for its pin; no image was written, so it occupies nothing.
+      tier: 'pinned',
+      allocatedBytes: 0,
       disks: [{ disk: 'vda', sizeBytes: 64 * 1024 * 1024 }],
     });
+    assert.deepEqual(mine.json.map((p: { tier: string }) => p.tier), ['keep', 'pinned', 'newest']);
 
     const ops = await call('/api/v1/protections/web-acme/points', { token: tokens.operator });
     assert.deepEqual(Object.keys(ops.json[1].disks[0]), ['disk', 'sizeBytes', 'image']);

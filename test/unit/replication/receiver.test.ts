@@ -21,6 +21,7 @@ import { asThisSite } from '../../../plugin/sites/peer-connect.js';
 import { startReceiver } from '../../../plugin/replication/receiver/server.js';
 import { DELTA_STREAM_TYPE } from '../../../plugin/replication/stream/format.js';
 import { ReplicaStore, type RecoveryPoint } from '../../../plugin/replication/replica/store.js';
+import { policyOf } from '../../../plugin/replication/replica/retention.js';
 import { ReceiverClient } from '../../../plugin/replication/sender/receiver-client.js';
 import { Codec } from '../../../plugin/replication/stream/format.js';
 import { currentLease } from '../../../plugin/state/leases.js';
@@ -100,7 +101,7 @@ describe('replication receiver over HTTPS (in process, real qemu-nbd and SQLite)
         replicas,
         credentials,
         onCommitted: async (p) => {
-          await replicas.applyRetention(p.name, { keep: p.retention.keep });
+          await replicas.applyRetention(p.name, policyOf(p.retention));
         },
         onWarning: (err) => warnings.push(err),
       },

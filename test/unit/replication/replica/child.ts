@@ -14,6 +14,9 @@ const args = JSON.parse(process.argv[2] ?? '{}') as {
   protection: string;
   disks?: { name: string; sizeBytes: number }[];
   keep?: number;
+  /** Time tiers in ms (instead of keep), applied as at `nowMs`. */
+  tiers?: Record<string, number>;
+  nowMs?: number;
   leaseTtlMs?: number;
 };
 
@@ -26,7 +29,8 @@ if (args.action === 'begin') {
   process.stdout.write(`${JSON.stringify(pending.overlays.map((o) => o.image))}\nwritten\n`);
   setInterval(() => undefined, 1000);
 } else {
-  const result = await replicas.applyRetention(args.protection, { keep: args.keep ?? 1 });
+  const policy = args.tiers ? { tiers: args.tiers } : { keep: args.keep ?? 1 };
+  const result = await replicas.applyRetention(args.protection, policy, args.nowMs === undefined ? new Date() : new Date(args.nowMs));
   process.stdout.write(`${JSON.stringify(result)}\n`);
   state.close();
 }
