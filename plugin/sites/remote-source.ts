@@ -9,6 +9,7 @@ import type { PowerState, Progress, StopOptions, VmInfo } from '../../hypervisor
 import type { Config, HealthSpec, Protection } from '../config/schema.js';
 import { SourceSiteUnreachable } from './errors.js';
 import { resultOf } from './ndjson.js';
+import type { KeptPeers } from './kept-peers.js';
 import type { PeerClient } from './peer-client.js';
 import { connectPeer } from './peer-connect.js';
 import { SOURCE_SITE_PREFIX, SOURCE_SITE_HEARTBEAT, type BeatAsk, type SourceBeat, type FinalSync, type SourceFence, type SourceHealth, type SourceSite, type SourceStop } from './source-site.js';
@@ -23,6 +24,8 @@ export class RemoteSourceSite implements SourceSite {
     readonly site: string,
     private readonly config: Config,
     private readonly file: string,
+    /** Kept clients for the heartbeats (the watch's); without them each call opens its own connection. */
+    private readonly peers?: KeptPeers,
   ) {}
 
   async powerState(p: Protection): Promise<PowerState> {
@@ -54,10 +57,11 @@ export class RemoteSourceSite implements SourceSite {
     return this.operate(p, 'health', { serialFrom }, { signal }) as Promise<SourceHealth>;
   }
 
-  /** One request for all the protections asked: the source site answers from its own hypervisor. */
+  /** One request for all the protections asked: the source site answers from its own hypervisor (over the kept connection, when kept). */
   heartbeat(asks: BeatAsk[], signal?: AbortSignal): Promise<SourceBeat> {
     const body = { protections: asks.map((a) => ({ name: a.protection.name, agent: a.agent })) };
-    return this.call((client) => client.json('POST', SOURCE_SITE_HEARTBEAT, body, signal ? { signal } : {})) as Promise<SourceBeat>;
+    const beat = (client: PeerClient) => client.json('POST', SOURCE_SITE_HEARTBEAT, body, signal ? { signal } : {}) as Promise<SourceBeat>;
+    return this.peers ? this.kept(this.peers, beat) : this.call(beat);
   }
 
   private ask(p: Protection, what: string): Promise<unknown> {
@@ -86,6 +90,17 @@ export class RemoteSourceSite implements SourceSite {
       throw this.translate(err, client.url);
     } finally {
       client.close();
+    }
+  }
+
+  /** Over the site's kept client, left open; one that fails the pin check is dropped (the site may have been re-paired). */
+  private async kept<T>(peers: KeptPeers, work: (client: PeerClient) => Promise<T>): Promise<T> {
+    const client = await peers.client(this.site);
+    try {
+      return await work(client);
+    } catch (err) {
+      if (err instanceof VmdrError && err.code === 'PEER_UNTRUSTED') peers.forget(this.site);
+      throw this.translate(err, client.url);
     }
   }
 

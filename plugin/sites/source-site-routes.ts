@@ -5,7 +5,8 @@
  * Only protections whose source site is this endpoint's site are served, and only to their DR site.
  * A long operation answers NDJSON: a Progress line now and then (the endpoint closes a connection
  * silent for 60 s), then one line {result} or {error}. Health checks are this site's config's own:
- * the caller never picks what the source site probes.
+ * the caller never picks what the source site probes. Heartbeats share one kept hypervisor
+ * connection; the other routes open their own for the operation.
  * Registered by startReceiver: registerSourceSiteRoutes(app, { config, file, site, state, onWarning }).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -77,11 +78,15 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
   const route = (method: 'GET' | 'POST', op: string, handler: (req: FastifyRequest<{ Params: { protection: string } }>, reply: FastifyReply) => unknown) =>
     app.route<{ Params: { protection: string } }>({ method, url: `${SOURCE_SITE_PREFIX}/:protection/${op}`, handler });
 
-  // The watch's heartbeat: every protection named must be this site's, watched by the caller.
+  // The watch's heartbeat: every protection named must be this site's, watched by the caller. Beats
+  // come every second or so: they share one kept hypervisor connection (opened afresh by the next
+  // beat when it died), closed with the endpoint.
+  const beats = new SiteConnections(deps.config, deps.file);
+  app.addHook('onClose', () => beats.close());
   app.post(SOURCE_SITE_HEARTBEAT, async (req) => {
     const { protections } = HeartbeatBody.parse(req.body);
     const asks = protections.map((x) => ({ protection: protectionOf(req as FastifyRequest<{ Params: { protection: string } }>, x.name), agent: x.agent }));
-    return withSource(asks[0]!.protection, (s) => s.heartbeat(asks));
+    return new LocalSourceSite(deps.site, { config: deps.config, file: deps.file, sites: beats, state: deps.state! }).heartbeat(asks);
   });
   route('GET', 'power', async (req) => {
     const p = protectionOf(req);

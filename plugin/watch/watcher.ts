@@ -15,6 +15,7 @@ import type { Config } from '../config/schema.js';
 import { tcpConnect } from '../failover/health.js';
 import type { NotificationEvent } from '../notifications/webhook.js';
 import type { SiteConnections } from '../sites/connections.js';
+import { KeptPeers } from '../sites/kept-peers.js';
 import type { SourceBeat } from '../sites/source-site.js';
 import { sourceSiteFor } from '../sites/source-site-for.js';
 import type { StateStore } from '../state/store.js';
@@ -72,15 +73,19 @@ export class SourceWatcher {
   #members = new Map<string, Member>();
   readonly #now: () => number;
   readonly #actor: WatchActor;
+  /** The source sites' endpoints, each over one kept TLS connection: read afresh at each set(). */
+  #peers: KeptPeers;
 
   constructor(private readonly deps: WatcherDeps) {
     this.#now = deps.now ?? Date.now;
+    this.#peers = new KeptPeers(deps.config, deps.file);
     this.#actor = new WatchActor({ ...deps, note: (name, state, detail) => this.#note(name, state, detail), ...(deps.onWarning ? { onWarning: deps.onWarning } : {}) });
   }
 
   /** Stops watching and ends the failovers the watch started (the daemon stops). */
   async close(): Promise<void> {
     await this.stop();
+    this.#peers.close();
     await this.#actor.close();
   }
 
@@ -95,6 +100,9 @@ export class SourceWatcher {
   /** Watches exactly `watched` from now on (a reloaded config): a protection whose watch did not change keeps its count. */
   async set(watched: Watched[]): Promise<void> {
     await this.stop();
+    // A reloaded config may name other endpoints or credentials (a site re-paired).
+    this.#peers.close();
+    this.#peers = new KeptPeers(this.deps.config, this.deps.file);
     const members = new Map<string, Member>();
     for (const w of watched) {
       const entry = JSON.stringify([w.watch, w.protection.source]);
@@ -195,7 +203,7 @@ export class SourceWatcher {
   }
 
   private async beat(g: Group, members: Member[], boundMs: number, signal: AbortSignal): Promise<Map<string, BeatOutcome>> {
-    const source = sourceSiteFor(this.deps, members[0]!.watched.protection);
+    const source = sourceSiteFor({ ...this.deps, peers: this.#peers }, members[0]!.watched.protection);
     const asks = members.map((m) => ({ protection: m.watched.protection, agent: m.watched.watch.guest?.agent ?? false }));
     let beat: SourceBeat;
     try {
