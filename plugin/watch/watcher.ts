@@ -11,10 +11,11 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
+import type { HypervisorNotice } from '../../hypervisors/types.js';
 import type { Config } from '../config/schema.js';
 import { tcpConnect } from '../failover/health.js';
 import type { NotificationEvent } from '../notifications/webhook.js';
-import type { SiteConnections } from '../sites/connections.js';
+import { isLocalSite, type SiteConnections } from '../sites/connections.js';
 import { KeptPeers } from '../sites/kept-peers.js';
 import type { SourceBeat } from '../sites/source-site.js';
 import { sourceSiteFor } from '../sites/source-site-for.js';
@@ -23,7 +24,7 @@ import { roleOf } from '../state/roles.js';
 import { lastWatchEvent, recordWatchEvent, type WatchEvent } from '../state/watch-events.js';
 import { WatchActor } from './act.js';
 import { BeatTimedOut } from './errors.js';
-import { WatchMachine, type BeatOutcome } from './machine.js';
+import { WatchMachine, type BeatOutcome, type WatchTransition } from './machine.js';
 import type { Watched } from './watched.js';
 
 /** The longest one beat waits for its answers, whatever the interval: a site this slow is not answering. */
@@ -66,6 +67,8 @@ interface Group {
   done: Promise<void>;
   /** The ask of the source site still unanswered, and since when: a hung site or hypervisor is asked once, not once per beat. */
   pending?: { since: number; answer: Promise<SourceBeat> };
+  /** Ends the hypervisor's notices to this group (a source site on this host, once its hypervisor was reached). */
+  unwatch?: () => void;
 }
 
 export class SourceWatcher {
@@ -129,7 +132,10 @@ export class SourceWatcher {
   async stop(): Promise<void> {
     const groups = [...this.#groups.values()];
     this.#groups.clear();
-    for (const g of groups) g.stop.abort();
+    for (const g of groups) {
+      g.stop.abort();
+      g.unwatch?.();
+    }
     await Promise.allSettled(groups.map((g) => g.done));
   }
 
@@ -156,20 +162,8 @@ export class SourceWatcher {
    * schedule keeps an interval apart: how long each beat took to answer never moves the threshold by a beat.
    */
   private async round(g: Group, started: number): Promise<void> {
-    // A protection failed over (its role in this DR host's state file) has its source off on purpose: not beaten.
-    const beaten: Member[] = [];
-    for (const m of g.members) {
-      const p = m.watched.protection;
-      // Failing over by the watch's own run: that run records what becomes of it.
-      if (this.#actor.busy(p.name)) continue;
-      const role = this.deps.sites.holdsStorage(p.target.site) ? roleOf(this.deps.state.db, p.name) : undefined;
-      if (role?.role !== 'failed-over') {
-        beaten.push(m);
-        continue;
-      }
-      const change = m.machine.settle('failed-over', role.failover ? `failover ${role.failover}: the source is not watched until failback` : null, started);
-      if (change) this.record(m.watched, change.state, change.detail, this.#now());
-    }
+    this.#listen(g);
+    const beaten = g.members.filter((m) => this.#beatable(m, started));
     if (beaten.length === 0) return;
     const boundMs = Math.min(g.intervalMs, MAX_BEAT_MS);
     // The beat's own bound, aborted by the watch's stop too; its listener on the stop signal goes with the beat.
@@ -194,11 +188,70 @@ export class SourceWatcher {
         if (withdrawn) for (const name of withdrawn.protections) this.#note(name, 'healthy', withdrawn.detail);
         continue;
       }
-      const change = m.machine.beat(outcome, started);
-      if (!change) continue;
-      // Down: what its policy does about it is said in the same event (the run's own events follow).
-      const acts = change.state === 'down' ? this.#actor.onDown(m.watched) : undefined;
-      this.record(m.watched, change.state, acts ? `${change.detail}; ${acts}` : change.detail, now);
+      this.#apply(m, m.machine.beat(outcome, started), now);
+    }
+  }
+
+  /**
+   * Whether a member's source is beaten (or told of) now. A protection failed over (its role in
+   * this DR host's state file) has its source off on purpose: settled failed-over, not beaten; one
+   * failing over by the watch's own run is left to that run, which records what becomes of it.
+   */
+  #beatable(m: Member, at: number): boolean {
+    const p = m.watched.protection;
+    if (this.#actor.busy(p.name)) return false;
+    const role = this.deps.sites.holdsStorage(p.target.site) ? roleOf(this.deps.state.db, p.name) : undefined;
+    if (role?.role !== 'failed-over') return true;
+    const change = m.machine.settle('failed-over', role.failover ? `failover ${role.failover}: the source is not watched until failback` : null, at);
+    if (change) this.record(m.watched, change.state, change.detail, this.#now());
+    return false;
+  }
+
+  /** Records a change a beat or a notice made; a down says in the same event what its policy does about it (the run's own events follow). */
+  #apply(m: Member, change: WatchTransition | undefined, now: number): void {
+    if (!change) return;
+    const acts = change.state === 'down' ? this.#actor.onDown(m.watched) : undefined;
+    this.record(m.watched, change.state, acts ? `${change.detail}; ${acts}` : change.detail, now);
+  }
+
+  /**
+   * A source site on this host: its hypervisor's notices (a VM stopped, the connection closed) reach
+   * the group at once, from the first round its hypervisor answers (an adapter without events:
+   * none). Never waits: the round's beat goes on meanwhile.
+   */
+  #listen(g: Group): void {
+    if (g.unwatch || !isLocalSite(this.deps.config, g.site)) return;
+    let off: (() => void) | undefined;
+    let ended = false;
+    g.unwatch = () => {
+      ended = true;
+      off?.();
+    };
+    this.deps.sites.adapter(g.site).then(
+      (adapter) => {
+        if (!ended) off = adapter.watchVms?.((notice) => this.#notice(g, notice));
+      },
+      // Not reached (its beat says why): the next round tries again.
+      () => {
+        if (!ended) delete g.unwatch;
+      },
+    );
+  }
+
+  /** A notice is a missed beat of the sources it concerns, now (machine.ts: the threshold still holds). */
+  #notice(g: Group, notice: HypervisorNotice): void {
+    if (g.stop.signal.aborted) return;
+    const now = this.#now();
+    for (const m of g.members) {
+      const { protection: p } = m.watched;
+      if (notice.kind === 'vm' && notice.vm !== p.source.vm && notice.id !== p.source.vm) continue;
+      // A prepared failover waiting for its approval: only beats that answer change anything.
+      if (this.#actor.waiting(p.name) || !this.#beatable(m, now)) continue;
+      const miss: Extract<BeatOutcome, { ok: false }> =
+        notice.kind === 'vm'
+          ? { ok: false, check: 'vm', detail: `source VM ${p.source.vm} is ${notice.state} (${notice.why}), told by its hypervisor` }
+          : { ok: false, check: 'hypervisor', detail: `the connection to site ${g.site}'s hypervisor closed (${notice.why})` };
+      this.#apply(m, m.machine.notice(miss, now), now);
     }
   }
 
