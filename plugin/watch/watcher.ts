@@ -11,13 +11,12 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
-import type { HypervisorNotice } from '../../hypervisors/types.js';
 import type { Config } from '../config/schema.js';
 import { tcpConnect } from '../failover/health.js';
 import type { NotificationEvent } from '../notifications/webhook.js';
-import { isLocalSite, type SiteConnections } from '../sites/connections.js';
+import type { SiteConnections } from '../sites/connections.js';
 import { KeptPeers } from '../sites/kept-peers.js';
-import type { SourceBeat } from '../sites/source-site.js';
+import type { SourceBeat, SourceNotice } from '../sites/source-site.js';
 import { sourceSiteFor } from '../sites/source-site-for.js';
 import type { StateStore } from '../state/store.js';
 import { roleOf } from '../state/roles.js';
@@ -67,8 +66,8 @@ interface Group {
   done: Promise<void>;
   /** The ask of the source site still unanswered, and since when: a hung site or hypervisor is asked once, not once per beat. */
   pending?: { since: number; answer: Promise<SourceBeat> };
-  /** Ends the hypervisor's notices to this group (a source site on this host, once its hypervisor was reached). */
-  unwatch?: () => void;
+  /** The source site's notices are held for this group (until its stop). */
+  listening?: boolean;
 }
 
 export class SourceWatcher {
@@ -132,10 +131,7 @@ export class SourceWatcher {
   async stop(): Promise<void> {
     const groups = [...this.#groups.values()];
     this.#groups.clear();
-    for (const g of groups) {
-      g.stop.abort();
-      g.unwatch?.();
-    }
+    for (const g of groups) g.stop.abort();
     await Promise.allSettled(groups.map((g) => g.done));
   }
 
@@ -215,42 +211,40 @@ export class SourceWatcher {
   }
 
   /**
-   * A source site on this host: its hypervisor's notices (a VM stopped, the connection closed) reach
-   * the group at once, from the first round its hypervisor answers (an adapter without events:
-   * none). Never waits: the round's beat goes on meanwhile.
+   * The source site's notices (its hypervisor telling at once that a VM stopped, or that its
+   * connection closed), held for the group from its first round: through the adapter when the
+   * site is this host, through the site's endpoint otherwise. Asked again an interval after they
+   * end (the site or its hypervisor went away); not at all where the hypervisor has no events.
+   * Never waits: the round's beat goes on meanwhile.
    */
   #listen(g: Group): void {
-    if (g.unwatch || !isLocalSite(this.deps.config, g.site)) return;
-    let off: (() => void) | undefined;
-    let ended = false;
-    g.unwatch = () => {
-      ended = true;
-      off?.();
-    };
-    this.deps.sites.adapter(g.site).then(
-      (adapter) => {
-        if (!ended) off = adapter.watchVms?.((notice) => this.#notice(g, notice));
-      },
-      // Not reached (its beat says why): the next round tries again.
-      () => {
-        if (!ended) delete g.unwatch;
-      },
-    );
+    if (g.listening) return;
+    g.listening = true;
+    const source = sourceSiteFor({ ...this.deps, peers: this.#peers }, g.members[0]!.watched.protection);
+    const protections = g.members.map((m) => m.watched.protection);
+    const signal = g.stop.signal;
+    void (async () => {
+      while (!signal.aborted) {
+        const events = await source.notices(protections, (notice) => this.#notice(g, notice), signal).catch(() => true);
+        if (!events) return;
+        await delay(g.intervalMs, undefined, { signal }).catch(() => undefined);
+      }
+    })();
   }
 
   /** A notice is a missed beat of the sources it concerns, now (machine.ts: the threshold still holds). */
-  #notice(g: Group, notice: HypervisorNotice): void {
+  #notice(g: Group, notice: SourceNotice): void {
     if (g.stop.signal.aborted) return;
     const now = this.#now();
     for (const m of g.members) {
       const { protection: p } = m.watched;
-      if (notice.kind === 'vm' && notice.vm !== p.source.vm && notice.id !== p.source.vm) continue;
+      if (notice.protection !== undefined && notice.protection !== p.name) continue;
       // A prepared failover waiting for its approval: only beats that answer change anything.
       if (this.#actor.waiting(p.name) || !this.#beatable(m, now)) continue;
       const miss: Extract<BeatOutcome, { ok: false }> =
-        notice.kind === 'vm'
-          ? { ok: false, check: 'vm', detail: `source VM ${p.source.vm} is ${notice.state} (${notice.why}), told by its hypervisor` }
-          : { ok: false, check: 'hypervisor', detail: `the connection to site ${g.site}'s hypervisor closed (${notice.why})` };
+        notice.state === 'closed'
+          ? { ok: false, check: 'hypervisor', detail: `the connection to site ${g.site}'s hypervisor closed (${notice.why})` }
+          : { ok: false, check: 'vm', detail: `source VM ${p.source.vm} is ${notice.state} (${notice.why}), told by its hypervisor` };
       this.#apply(m, m.machine.notice(miss, now), now);
     }
   }

@@ -117,20 +117,52 @@ ${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, targe
     const dr = configs.dr!;
     const drState = StateStore.open(join(root, 'dr-kept.db'));
     const sites = new SiteConnections(dr, file('dr'));
-    let connections = 0;
     let beats = 0;
-    const onConnection = () => connections++;
-    const onRequest = (req: { url?: string }) => req.url?.endsWith('/heartbeat') && beats++;
-    app!.server.on('secureConnection', onConnection).on('request', onRequest);
+    const beatSockets = new Set<unknown>();
+    const onRequest = (req: { url?: string; socket: unknown }) => {
+      if (!req.url?.endsWith('/heartbeat')) return;
+      beats++;
+      beatSockets.add(req.socket);
+    };
+    app!.server.on('request', onRequest);
     const watcher = new SourceWatcher({ config: dr, file: file('dr'), sites, state: drState });
     try {
       await watcher.set([{ protection: web('dr'), watch: { policy: 'notify', interval: 1000, missed: 3, after: 3000 } }]);
       for (const deadline = Date.now() + 10_000; beats < 4; await sleep(50)) assert.ok(Date.now() < deadline, `${beats} beats within 10 s`);
       assert.equal(lastWatchEvent(drState, 'web')?.state, 'healthy');
-      assert.equal(connections, 1, `${beats} beats over ${connections} TLS connections`);
+      assert.equal(beatSockets.size, 1, `${beats} beats over ${beatSockets.size} TLS connections`);
     } finally {
       await watcher.close();
-      app!.server.off('secureConnection', onConnection).off('request', onRequest);
+      app!.server.off('request', onRequest);
+      await sites.close();
+      drState.close();
+    }
+  });
+
+  it("a source VM destroyed on the source site is told to the DR site's watch at once, through the endpoint's held notices", async () => {
+    const dr = configs.dr!;
+    const drState = StateStore.open(join(root, 'dr-notices.db'));
+    const sites = new SiteConnections(dr, file('dr'));
+    // The source site's own hypervisor (libvirt's test driver is one per process while a connection to it is open).
+    const hypervisor = new SiteConnections(configs.source!, file('source'));
+    const source = await hypervisor.adapter('source');
+    if ((await source.powerState('test')) !== 'running') await source.start('test');
+    const watcher = new SourceWatcher({ config: dr, file: file('dr'), sites, state: drState });
+    try {
+      await watcher.set([{ protection: web('dr'), watch: { policy: 'notify', interval: 5000, missed: 2, after: 10_000 } }]);
+      for (const deadline = Date.now() + 5000; lastWatchEvent(drState, 'web')?.state !== 'healthy'; await sleep(20)) assert.ok(Date.now() < deadline, 'healthy within 5 s');
+      // The notices are held once the first round began: let the request reach the source site.
+      await sleep(500);
+      await source.stop('test', { mode: 'force' });
+      const killedAt = Date.now();
+      for (const deadline = killedAt + 1000; lastWatchEvent(drState, 'web')?.state !== 'suspect'; await sleep(10)) assert.ok(Date.now() < deadline, 'suspect within 1 s of the kill (the next beat is 4 s away)');
+      const suspect = lastWatchEvent(drState, 'web')!;
+      assert.equal(suspect.detail, 'vm: source VM test is shutoff (destroyed), told by its hypervisor');
+      assert.equal(suspect.site, 'source');
+    } finally {
+      await watcher.close();
+      await source.start('test').catch(() => undefined);
+      await hypervisor.close();
       await sites.close();
       drState.close();
     }
@@ -185,7 +217,8 @@ ${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, targe
       for (const deadline = Date.now() + 6000; lastWatchEvent(drState, 'web')?.state !== 'down'; await sleep(50)) assert.ok(Date.now() < deadline, 'no down event within 6 s');
       const down = lastWatchEvent(drState, 'web')!;
       assert.match(down.detail!, /^4 beats missed, no answer for 3\.\d s; site: site "source" has not answered the heartbeat asked [23]\.\d s ago$/);
-      assert.equal(held.length, 1);
+      // One for the beats (asked once while unanswered, not once per beat), one for the held notices.
+      assert.equal(held.length, 2);
     } finally {
       await watcher.stop();
       await sites.close();
