@@ -173,6 +173,8 @@ ${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, targe
     try {
       await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/web/stop`, { mode: 'pull-the-plug' }), 'BAD_REQUEST');
       await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/web/fence`, { failover: 'x'.repeat(200) }), 'BAD_REQUEST');
+      await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/notices`, { protections: [] }), 'BAD_REQUEST');
+      await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/notices`, { protections: ['ghost'] }), 'PROTECTION_UNKNOWN');
     } finally {
       client.close();
     }
