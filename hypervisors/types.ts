@@ -375,6 +375,15 @@ export interface VsphereOptions {
   folder?: string;
 }
 
+/**
+ * What a hypervisor tells at once, between two asks of its VMs' state: a VM that left the running
+ * state (by name and id; `state`: what it is now, `why`: the hypervisor's reason, in words), or the
+ * connection to it closed (the hypervisor's daemon went away). `at`: ms since the epoch.
+ */
+export type HypervisorNotice =
+  | { kind: 'vm'; vm: string; id: string; state: 'shutoff' | 'paused' | 'crashed' | 'missing'; why: string; at: number }
+  | { kind: 'closed'; why: string; at: number };
+
 export interface HypervisorAdapter {
   readonly kind: 'libvirt' | 'vsphere';
   readonly uri: string;
@@ -478,6 +487,12 @@ export interface HypervisorAdapter {
    * not help) or 'not-answering' (ask again later); InvalidPowerState when the VM is not running.
    */
   guestAgentPing(vm: string, timeoutMs: number): Promise<void>;
+  /**
+   * Calls `listener` with each notice of this host (its VMs leaving the running state, its
+   * connection closing) until the returned function is called. Notices come while a connection is
+   * open (other calls open it); none are replayed. Absent where the hypervisor has no events.
+   */
+  watchVms?(listener: (notice: HypervisorNotice) => void): () => void;
 
   /**
    * A hint, before a run's work starts: up to `count` long calls (VMs starting) will run at once

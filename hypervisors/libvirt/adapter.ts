@@ -7,6 +7,7 @@ import { HypervisorOperationFailed, IdentityInvalid, InvalidPowerState, NoDispla
 import { toPng } from '../screenshot-image.js';
 import { checkGuestIdentity } from '../guest-identity.js';
 import type {
+  HypervisorNotice,
   AdapterOptions,
   AppliedGuestIdentity,
   BootDisk,
@@ -40,6 +41,7 @@ import { LibvirtChangeTracker } from './change-tracker.js';
 import { deleteIdentitySeed, seedPath, writeIdentitySeed } from './identity-seed.js';
 import { readImageUser } from './image-user.js';
 import { LibvirtNetworks } from './networks.js';
+import { watchNotices } from './notices.js';
 import { powerState, stopDomain } from './power.js';
 import { powerStateOf } from './power-states.js';
 import { withStartToken } from './start-token.js';
@@ -73,6 +75,10 @@ export class LibvirtAdapter implements HypervisorAdapter {
 
   close(): Promise<void> {
     return this.conn.close();
+  }
+
+  watchVms(listener: (notice: HypervisorNotice) => void): () => void {
+    return watchNotices(this.conn, listener);
   }
 
   /** Leaves capacityBytes out (a read per disk, see disk-capacities.ts); getVm fills it in. */

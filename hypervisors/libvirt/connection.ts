@@ -53,6 +53,7 @@ export class LibvirtConnection {
   /** The events' watch number of each open handle. */
   private readonly watches = new Map<Handle, number>();
   private readonly lifecycleListeners = new Set<(event: LifecycleEvent) => void>();
+  private readonly closedListeners = new Set<(reason: number) => void>();
 
   constructor(
     readonly uri: string,
@@ -72,7 +73,10 @@ export class LibvirtConnection {
           lifecycle: (event) => {
             for (const listener of [...this.lifecycleListeners]) listener(event);
           },
-          closed: () => void this.forget(conn),
+          closed: (reason) => {
+            void this.forget(conn);
+            for (const listener of [...this.closedListeners]) listener(reason);
+          },
         });
       }
       return conn;
@@ -90,6 +94,16 @@ export class LibvirtConnection {
   onLifecycle(listener: (event: LifecycleEvent) => void): () => void {
     this.lifecycleListeners.add(listener);
     return () => this.lifecycleListeners.delete(listener);
+  }
+
+  /**
+   * Calls `listener` with the reason (a virConnectCloseReason) each time libvirt reports an open
+   * connection of this host closed (libvirtd went away, its socket failed), until the returned
+   * function is called. The next call opens a fresh connection.
+   */
+  onClosed(listener: (reason: number) => void): () => void {
+    this.closedListeners.add(listener);
+    return () => this.closedListeners.delete(listener);
   }
 
   async close(): Promise<void> {

@@ -13,7 +13,7 @@ import { receiverFor } from '../replication/sender/connect.js';
 import type { StateStore } from '../state/store.js';
 import type { SiteConnections } from './connections.js';
 import { fenceSource, startUnfenced, unfenceSource } from './fence.js';
-import { BEAT_AGENT_TIMEOUT_MS, type BeatAsk, type FinalSync, type SourceBeat, type SourceFence, type SourceHealth, type SourceSite, type SourceStop } from './source-site.js';
+import { BEAT_AGENT_TIMEOUT_MS, type BeatAsk, type FinalSync, type SourceBeat, type SourceFence, type SourceHealth, type SourceNotice, type SourceSite, type SourceStop } from './source-site.js';
 
 /** A final sync that meets a cycle of the daemon's loop waits for it this many times, a second apart. */
 const BUSY_ATTEMPTS = 10;
@@ -113,4 +113,24 @@ export class LocalSourceSite implements SourceSite {
     );
     return { vms: Object.fromEntries(entries) };
   }
+
+  /** From the adapter's own notices (HypervisorAdapter.watchVms), matched to the protections by their source VM's name or id. */
+  async notices(protections: Protection[], onNotice: (notice: SourceNotice) => void, signal: AbortSignal): Promise<boolean> {
+    const adapter = await this.adapter();
+    if (!adapter.watchVms) return false;
+    const unwatch = adapter.watchVms((n) => {
+      if (n.kind === 'closed') return onNotice({ state: 'closed', why: n.why, at: n.at });
+      for (const p of protections) if (p.source.vm === n.vm || p.source.vm === n.id) onNotice({ protection: p.name, state: n.state, why: n.why, at: n.at });
+    });
+    try {
+      await aborted(signal);
+    } finally {
+      unwatch();
+    }
+    return true;
+  }
+}
+
+function aborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
 }

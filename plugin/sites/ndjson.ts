@@ -13,7 +13,8 @@ export const NDJSON = 'application/x-ndjson';
 /** A line every so often while an operation says nothing, well inside an endpoint's 60 s. */
 const HEARTBEAT_MS = 15_000;
 
-export type AnswerLine<T = unknown> = { progress?: Progress; result?: T; error?: { code: string; message: string; [k: string]: unknown }; userError?: boolean };
+/** `notice`: something the work tells as it happens, before its result (the watch's notices). */
+export type AnswerLine<T = unknown> = { progress?: Progress; notice?: unknown; result?: T; error?: { code: string; message: string; [k: string]: unknown }; userError?: boolean };
 
 export interface StreamedWork<T> {
   /** The heartbeat's progress line. */
@@ -22,7 +23,7 @@ export interface StreamedWork<T> {
   gone: () => Error;
   /** The answer's last line for a failure. */
   errorLine: (err: unknown) => AnswerLine;
-  work: (tools: { signal: AbortSignal; onProgress: (progress: Progress) => void }) => Promise<T>;
+  work: (tools: { signal: AbortSignal; onProgress: (progress: Progress) => void; onNotice: (notice: unknown) => void }) => Promise<T>;
 }
 
 /** Runs `work`, answering on `res` as it goes; never rejects (a failure is the answer's last line). */
@@ -37,11 +38,15 @@ export async function answerStreamed<T>(res: ServerResponse, streamed: StreamedW
     last = Date.now();
     line({ progress });
   };
+  const onNotice = (notice: unknown) => {
+    last = Date.now();
+    line({ notice });
+  };
   const heartbeat = setInterval(() => {
     if (Date.now() - last >= HEARTBEAT_MS) onProgress(streamed.waiting());
   }, HEARTBEAT_MS / 3);
   try {
-    line({ result: await streamed.work({ signal: gone.signal, onProgress }) });
+    line({ result: await streamed.work({ signal: gone.signal, onProgress, onNotice }) });
   } catch (err) {
     line(streamed.errorLine(err));
   } finally {
@@ -79,11 +84,12 @@ export async function* readLines(res: IncomingMessage, maxLineBytes: number, inv
   if (rest.trim()) yield parse(rest);
 }
 
-/** The result of an answer read by `readLines`: progress goes to `onProgress`, an error line is thrown as the typed error it was. */
-export async function resultOf<T>(lines: AsyncIterable<unknown>, onProgress: ((progress: Progress) => void) | undefined, ended: () => Error): Promise<T> {
+/** The result of an answer read by `readLines`: progress goes to `onProgress`, notices to `onNotice`, an error line is thrown as the typed error it was. */
+export async function resultOf<T>(lines: AsyncIterable<unknown>, onProgress: ((progress: Progress) => void) | undefined, ended: () => Error, onNotice?: (notice: unknown) => void): Promise<T> {
   for await (const raw of lines) {
     const line = raw as AnswerLine<T>;
     if (line.progress) onProgress?.(line.progress);
+    else if (line.notice !== undefined) onNotice?.(line.notice);
     else if (line.error) throw rebuildError(line.error, line.userError ?? true);
     else if ('result' in line) return line.result as T;
   }

@@ -8,7 +8,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { Agent, request } from 'node:https';
+import { Agent, request, type AgentOptions } from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { PeerCertificate } from 'node:tls';
@@ -67,6 +67,11 @@ const UNTRUSTED_CODES = new Set([
 /** Of those, the ones about the certificate's dates, judged by this host's clock. */
 const CLOCK_CODES = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 
+export interface PeerClientOptions {
+  idleTimeoutMs?: number;
+  agent?: Pick<AgentOptions, 'maxSockets' | 'maxFreeSockets' | 'keepAliveMsecs' | 'timeout'>;
+}
+
 export class PeerClient {
   private readonly agent: Agent;
   private readonly idleTimeoutMs: number;
@@ -75,8 +80,8 @@ export class PeerClient {
     readonly url: string,
     readonly site: string,
     credentials: PeerCredentials,
-    /** How long a request may see no byte from the peer (default 2 min). */
-    options: { idleTimeoutMs?: number } = {},
+    /** How long a request may see no byte from the peer (default 2 min); `agent`: how its connections are kept (default: up to 4, kept while in use). */
+    options: PeerClientOptions = {},
   ) {
     const pinned = `SHA256:${new X509Certificate(credentials.pinned).fingerprint256}`;
     this.agent = new Agent({
@@ -91,6 +96,7 @@ export class PeerClient {
           : Object.assign(new Error(`it presented ${`SHA256:${cert.fingerprint256}`}, pinned is ${pinned}`), { code: PIN_MISMATCH }),
       keepAlive: true,
       maxSockets: 4,
+      ...options.agent,
     });
     this.idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
   }

@@ -10,7 +10,7 @@ import { NotInConfig } from '../config/errors.js';
 import { PeerNotPaired } from './errors.js';
 import { credentialsDir, endpointUrl, loadIdentity, type SiteIdentity } from './identity.js';
 import { pinnedCert } from './peers.js';
-import { PeerClient, type PeerCredentials } from './peer-client.js';
+import { PeerClient, type PeerClientOptions, type PeerCredentials } from './peer-client.js';
 
 export interface PeerAddress {
   url: string;
@@ -41,7 +41,7 @@ export function asThisSite(identity: SiteIdentity): PeerCredentials {
 }
 
 /** A peer client for `site`'s endpoint; the caller closes it. */
-export async function connectPeer(config: Config, file: string, site: string, options: { idleTimeoutMs?: number } = {}): Promise<PeerClient> {
+export async function connectPeer(config: Config, file: string, site: string, options: PeerClientOptions = {}): Promise<PeerClient> {
   const a = await peerAddress(config, file, site);
   return new PeerClient(a.url, a.site, a.credentials, options);
 }

@@ -9,9 +9,10 @@ import type { PowerState, Progress, StopOptions, VmInfo } from '../../hypervisor
 import type { Config, HealthSpec, Protection } from '../config/schema.js';
 import { SourceSiteUnreachable } from './errors.js';
 import { resultOf } from './ndjson.js';
+import type { KeptPeers } from './kept-peers.js';
 import type { PeerClient } from './peer-client.js';
 import { connectPeer } from './peer-connect.js';
-import { SOURCE_SITE_PREFIX, SOURCE_SITE_HEARTBEAT, type BeatAsk, type SourceBeat, type FinalSync, type SourceFence, type SourceHealth, type SourceSite, type SourceStop } from './source-site.js';
+import { SOURCE_SITE_PREFIX, SOURCE_SITE_HEARTBEAT, SOURCE_SITE_NOTICES, type BeatAsk, type SourceNotice, type SourceBeat, type FinalSync, type SourceFence, type SourceHealth, type SourceSite, type SourceStop } from './source-site.js';
 
 /** The source site sends a line at least every 15 s while it works: this much silence is a lost site. */
 const IDLE_MS = 60_000;
@@ -23,6 +24,8 @@ export class RemoteSourceSite implements SourceSite {
     readonly site: string,
     private readonly config: Config,
     private readonly file: string,
+    /** Kept clients for the heartbeats (the watch's); without them each call opens its own connection. */
+    private readonly peers?: KeptPeers,
   ) {}
 
   async powerState(p: Protection): Promise<PowerState> {
@@ -54,10 +57,30 @@ export class RemoteSourceSite implements SourceSite {
     return this.operate(p, 'health', { serialFrom }, { signal }) as Promise<SourceHealth>;
   }
 
-  /** One request for all the protections asked: the source site answers from its own hypervisor. */
+  /** One request for all the protections asked: the source site answers from its own hypervisor (over the kept connection, when kept). */
   heartbeat(asks: BeatAsk[], signal?: AbortSignal): Promise<SourceBeat> {
     const body = { protections: asks.map((a) => ({ name: a.protection.name, agent: a.agent })) };
-    return this.call((client) => client.json('POST', SOURCE_SITE_HEARTBEAT, body, signal ? { signal } : {})) as Promise<SourceBeat>;
+    const beat = (client: PeerClient) => client.json('POST', SOURCE_SITE_HEARTBEAT, body, signal ? { signal } : {}) as Promise<SourceBeat>;
+    return this.peers ? this.kept(this.peers, beat) : this.call(beat);
+  }
+
+  /**
+   * One held answer of the source site's endpoint: a line per notice of its hypervisor, until
+   * `signal` aborts. Over the watch's kept clients only (a held answer per call otherwise would
+   * need its own connection each time).
+   */
+  async notices(protections: Protection[], onNotice: (notice: SourceNotice) => void, signal: AbortSignal): Promise<boolean> {
+    if (!this.peers) return false;
+    const client = await this.peers.client(this.site, 'notices');
+    const body = { protections: protections.map((p) => p.name) };
+    try {
+      const ended = () => new SourceSiteUnreachable(this.site, client.url, 'its notices ended before their result');
+      return ((await resultOf(client.ndjson('POST', SOURCE_SITE_NOTICES, { json: body, signal }), undefined, ended, (n) => onNotice(n as SourceNotice))) as { events: boolean }).events;
+    } catch (err) {
+      if (signal.aborted) return true;
+      if (err instanceof VmdrError && err.code === 'PEER_UNTRUSTED') this.peers.forget(this.site);
+      throw this.translate(err, client.url);
+    }
   }
 
   private ask(p: Protection, what: string): Promise<unknown> {
@@ -86,6 +109,17 @@ export class RemoteSourceSite implements SourceSite {
       throw this.translate(err, client.url);
     } finally {
       client.close();
+    }
+  }
+
+  /** Over the site's kept client, left open; one that fails the pin check is dropped (the site may have been re-paired). */
+  private async kept<T>(peers: KeptPeers, work: (client: PeerClient) => Promise<T>): Promise<T> {
+    const client = await peers.client(this.site);
+    try {
+      return await work(client);
+    } catch (err) {
+      if (err instanceof VmdrError && err.code === 'PEER_UNTRUSTED') peers.forget(this.site);
+      throw this.translate(err, client.url);
     }
   }
 

@@ -7,15 +7,16 @@ import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import type { Config, Protection } from '../config/schema.js';
 import type { StateStore } from '../state/store.js';
 import { isLocalSite, type SiteConnections } from './connections.js';
+import type { KeptPeers } from './kept-peers.js';
 import { LocalSourceSite } from './local-source.js';
 import { RemoteSourceSite } from './remote-source.js';
 import type { SourceSite } from './source-site.js';
 
-type Deps = { config: Config; file: string; sites: SiteConnections; state: StateStore };
+type Deps = { config: Config; file: string; sites: SiteConnections; state: StateStore; /** The watch's kept clients for its heartbeats. */ peers?: KeptPeers };
 
 
 export function sourceSiteFor(deps: Deps, p: Protection): SourceSite {
-  return isLocalSite(deps.config, p.source.site) ? new LocalSourceSite(p.source.site, deps) : new RemoteSourceSite(p.source.site, deps.config, deps.file);
+  return isLocalSite(deps.config, p.source.site) ? new LocalSourceSite(p.source.site, deps) : new RemoteSourceSite(p.source.site, deps.config, deps.file, deps.peers);
 }
 
 /**

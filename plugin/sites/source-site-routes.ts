@@ -5,7 +5,8 @@
  * Only protections whose source site is this endpoint's site are served, and only to their DR site.
  * A long operation answers NDJSON: a Progress line now and then (the endpoint closes a connection
  * silent for 60 s), then one line {result} or {error}. Health checks are this site's config's own:
- * the caller never picks what the source site probes.
+ * the caller never picks what the source site probes. Heartbeats share one kept hypervisor
+ * connection; the other routes open their own for the operation.
  * Registered by startReceiver: registerSourceSiteRoutes(app, { config, file, site, state, onWarning }).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -20,7 +21,7 @@ import { SiteConnections } from './connections.js';
 import { LocalSourceSite } from './local-source.js';
 import { answerStreamed, type AnswerLine } from './ndjson.js';
 import { requirePeer } from './peer-auth.js';
-import { SOURCE_SITE_HEARTBEAT, SOURCE_SITE_PREFIX } from './source-site.js';
+import { SOURCE_SITE_HEARTBEAT, SOURCE_SITE_NOTICES, SOURCE_SITE_PREFIX } from './source-site.js';
 
 
 const StopBody = z.strictObject({
@@ -33,6 +34,7 @@ const HeartbeatBody = z.strictObject({
   protections: z.array(z.strictObject({ name: z.string().min(1).max(128), agent: z.boolean() })).min(1).max(1000),
 });
 const HealthBody = z.strictObject({ serialFrom: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) });
+const NoticesBody = z.strictObject({ protections: z.array(z.string().min(1).max(128)).min(1).max(1000) });
 
 interface Deps {
   config: Config;
@@ -77,11 +79,38 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
   const route = (method: 'GET' | 'POST', op: string, handler: (req: FastifyRequest<{ Params: { protection: string } }>, reply: FastifyReply) => unknown) =>
     app.route<{ Params: { protection: string } }>({ method, url: `${SOURCE_SITE_PREFIX}/:protection/${op}`, handler });
 
-  // The watch's heartbeat: every protection named must be this site's, watched by the caller.
+  // The watch's heartbeat: every protection named must be this site's, watched by the caller. Beats
+  // come every second or so: they share one kept hypervisor connection (opened afresh by the next
+  // beat when it died), closed with the endpoint.
+  const beats = new SiteConnections(deps.config, deps.file);
+  app.addHook('onClose', () => beats.close());
   app.post(SOURCE_SITE_HEARTBEAT, async (req) => {
     const { protections } = HeartbeatBody.parse(req.body);
     const asks = protections.map((x) => ({ protection: protectionOf(req as FastifyRequest<{ Params: { protection: string } }>, x.name), agent: x.agent }));
-    return withSource(asks[0]!.protection, (s) => s.heartbeat(asks));
+    return new LocalSourceSite(deps.site, { config: deps.config, file: deps.file, sites: beats, state: deps.state! }).heartbeat(asks);
+  });
+  // The watch's notices: a held answer, a line each time the hypervisor tells something of these
+  // protections' sources (over the beats' kept connection), until the caller leaves or the endpoint closes.
+  const held = new Set<AbortController>();
+  app.addHook('preClose', (done) => {
+    for (const h of held) h.abort();
+    done();
+  });
+  app.post(SOURCE_SITE_NOTICES, (req, reply) => {
+    const { protections } = NoticesBody.parse(req.body);
+    const asked = protections.map((name) => protectionOf(req as FastifyRequest<{ Params: { protection: string } }>, name));
+    const closing = new AbortController();
+    held.add(closing);
+    reply.hijack();
+    void answerStreamed(reply.raw, {
+      waiting: () => ({ phase: 'waiting', done: 0, total: 1, subject: { protection: asked[0]!.name }, detail: `source site ${deps.site}: notices` }),
+      gone: () => new VmdrError('CALLER_GONE', `the DR site watching site "${deps.site}" closed the connection`),
+      errorLine: (err) => errorLine(err, asked[0]!, deps),
+      work: async ({ signal, onNotice }) => {
+        const source = new LocalSourceSite(deps.site, { config: deps.config, file: deps.file, sites: beats, state: deps.state! });
+        return { events: await source.notices(asked, onNotice, AbortSignal.any([signal, closing.signal])) };
+      },
+    }).finally(() => held.delete(closing));
   });
   route('GET', 'power', async (req) => {
     const p = protectionOf(req);

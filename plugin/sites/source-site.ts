@@ -11,6 +11,8 @@ import type { HealthSpec, Protection } from '../config/schema.js';
 export const SOURCE_SITE_PREFIX = '/v1/source-site';
 /** The watch's heartbeat: one request per source site and round, whatever the number of its protections. */
 export const SOURCE_SITE_HEARTBEAT = `${SOURCE_SITE_PREFIX}/heartbeat`;
+/** The watch's notices: one held answer per source site, a line each time the site's hypervisor tells something. */
+export const SOURCE_SITE_NOTICES = `${SOURCE_SITE_PREFIX}/notices`;
 
 export interface SourceStop {
   /** When the source was down (ISO): a planned failover's final point is younger. */
@@ -46,6 +48,15 @@ export interface SourceBeat {
   vms: Record<string, { state: PowerState | 'missing'; agent?: { ok: boolean; detail?: string } }>;
 }
 
+/**
+ * What the source site's hypervisor told at once of a protection asked: its source VM left the
+ * running state (`state`, the hypervisor's reason in `why`), or, without `protection`, the
+ * hypervisor's connection closed (every protection asked). `at`: ms since the epoch.
+ */
+export type SourceNotice =
+  | { protection: string; state: 'shutoff' | 'paused' | 'crashed' | 'missing'; why: string; at: number }
+  | { protection?: undefined; state: 'closed'; why: string; at: number };
+
 /** How long a heartbeat's guest-agent ping may take (the watcher's bound on the beat is the interval). */
 export const BEAT_AGENT_TIMEOUT_MS = 2_000;
 
@@ -72,4 +83,10 @@ export interface SourceSite {
    * Throws when the site or its hypervisor does not answer.
    */
   heartbeat(asks: BeatAsk[], signal?: AbortSignal): Promise<SourceBeat>;
+  /**
+   * Tells `onNotice` what the site's hypervisor tells of these protections' sources, as it comes,
+   * until `signal` aborts (resolves true) or the site or its hypervisor goes away (rejects).
+   * Resolves false at once where the hypervisor has no events.
+   */
+  notices(protections: Protection[], onNotice: (notice: SourceNotice) => void, signal: AbortSignal): Promise<boolean>;
 }

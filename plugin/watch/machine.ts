@@ -4,6 +4,13 @@
  * ms passed since it last answered (or since the watch began). A beat that answers resets the
  * count: a source that comes back before the threshold was only suspect (flapping changes nothing
  * else). A source already down stays down, with no new event per beat, until it answers.
+ *
+ * A notice (the hypervisor telling at once that the VM stopped, or that its connection closed) is
+ * a missed beat at the moment it comes, not at the next beat: the source is suspect at once. It
+ * counts as one beat at most between two beats (a VM stopping sends several events), and the
+ * threshold holds as for beats: down needs `missed` misses in a row AND `after` since the last
+ * answer. So a notice makes the down come a beat sooner only where `after` allows it (shorter than
+ * interval × missed); it never makes it come before `after`. Only a beat proves a source answers.
  */
 import type { WatchState } from '../state/watch-events.js';
 
@@ -26,6 +33,8 @@ export class WatchMachine {
   #state: WatchState | undefined;
   #missed = 0;
   #lastAnswerAt: number;
+  /** When the notice counted since the last beat came (none: undefined). */
+  #noticedAt: number | undefined;
 
   /** `state`: the last one recorded (a daemon restarted goes on from it); `now`: when the watch begins. */
   constructor(
@@ -48,6 +57,20 @@ export class WatchMachine {
 
   /** The change of state this beat makes, if any. */
   beat(outcome: BeatOutcome, now: number): WatchTransition | undefined {
+    // A beat asked before the notice came (its answer arrived after it) says what was true before: it cannot undo the notice.
+    if (this.#noticedAt !== undefined && now < this.#noticedAt) return outcome.ok ? undefined : this.#count(outcome, now);
+    this.#noticedAt = undefined;
+    return this.#count(outcome, now);
+  }
+
+  /** A notice of the hypervisor's between beats: a missed beat now, once until the next beat. */
+  notice(outcome: Extract<BeatOutcome, { ok: false }>, now: number): WatchTransition | undefined {
+    if (this.#noticedAt !== undefined) return undefined;
+    this.#noticedAt = now;
+    return this.#count(outcome, now);
+  }
+
+  #count(outcome: BeatOutcome, now: number): WatchTransition | undefined {
     if (outcome.ok) {
       const missedBefore = this.#missed;
       const was = this.#state;
@@ -73,6 +96,7 @@ export class WatchMachine {
    */
   settle(state: WatchState, detail: string | null, now: number): WatchTransition | undefined {
     this.#missed = 0;
+    this.#noticedAt = undefined;
     this.#lastAnswerAt = now;
     return this.#state === state ? undefined : this.#to(state, detail);
   }

@@ -15,14 +15,15 @@ import type { Config } from '../config/schema.js';
 import { tcpConnect } from '../failover/health.js';
 import type { NotificationEvent } from '../notifications/webhook.js';
 import type { SiteConnections } from '../sites/connections.js';
-import type { SourceBeat } from '../sites/source-site.js';
+import { KeptPeers } from '../sites/kept-peers.js';
+import type { SourceBeat, SourceNotice } from '../sites/source-site.js';
 import { sourceSiteFor } from '../sites/source-site-for.js';
 import type { StateStore } from '../state/store.js';
 import { roleOf } from '../state/roles.js';
 import { lastWatchEvent, recordWatchEvent, type WatchEvent } from '../state/watch-events.js';
 import { WatchActor } from './act.js';
 import { BeatTimedOut } from './errors.js';
-import { WatchMachine, type BeatOutcome } from './machine.js';
+import { WatchMachine, type BeatOutcome, type WatchTransition } from './machine.js';
 import type { Watched } from './watched.js';
 
 /** The longest one beat waits for its answers, whatever the interval: a site this slow is not answering. */
@@ -65,6 +66,8 @@ interface Group {
   done: Promise<void>;
   /** The ask of the source site still unanswered, and since when: a hung site or hypervisor is asked once, not once per beat. */
   pending?: { since: number; answer: Promise<SourceBeat> };
+  /** The source site's notices are held for this group (until its stop). */
+  listening?: boolean;
 }
 
 export class SourceWatcher {
@@ -72,15 +75,19 @@ export class SourceWatcher {
   #members = new Map<string, Member>();
   readonly #now: () => number;
   readonly #actor: WatchActor;
+  /** The source sites' endpoints, each over one kept TLS connection: read afresh at each set(). */
+  #peers: KeptPeers;
 
   constructor(private readonly deps: WatcherDeps) {
     this.#now = deps.now ?? Date.now;
+    this.#peers = new KeptPeers(deps.config, deps.file);
     this.#actor = new WatchActor({ ...deps, note: (name, state, detail) => this.#note(name, state, detail), ...(deps.onWarning ? { onWarning: deps.onWarning } : {}) });
   }
 
   /** Stops watching and ends the failovers the watch started (the daemon stops). */
   async close(): Promise<void> {
     await this.stop();
+    this.#peers.close();
     await this.#actor.close();
   }
 
@@ -95,6 +102,9 @@ export class SourceWatcher {
   /** Watches exactly `watched` from now on (a reloaded config): a protection whose watch did not change keeps its count. */
   async set(watched: Watched[]): Promise<void> {
     await this.stop();
+    // A reloaded config may name other endpoints or credentials (a site re-paired).
+    this.#peers.close();
+    this.#peers = new KeptPeers(this.deps.config, this.deps.file);
     const members = new Map<string, Member>();
     for (const w of watched) {
       const entry = JSON.stringify([w.watch, w.protection.source]);
@@ -148,20 +158,8 @@ export class SourceWatcher {
    * schedule keeps an interval apart: how long each beat took to answer never moves the threshold by a beat.
    */
   private async round(g: Group, started: number): Promise<void> {
-    // A protection failed over (its role in this DR host's state file) has its source off on purpose: not beaten.
-    const beaten: Member[] = [];
-    for (const m of g.members) {
-      const p = m.watched.protection;
-      // Failing over by the watch's own run: that run records what becomes of it.
-      if (this.#actor.busy(p.name)) continue;
-      const role = this.deps.sites.holdsStorage(p.target.site) ? roleOf(this.deps.state.db, p.name) : undefined;
-      if (role?.role !== 'failed-over') {
-        beaten.push(m);
-        continue;
-      }
-      const change = m.machine.settle('failed-over', role.failover ? `failover ${role.failover}: the source is not watched until failback` : null, started);
-      if (change) this.record(m.watched, change.state, change.detail, this.#now());
-    }
+    this.#listen(g);
+    const beaten = g.members.filter((m) => this.#beatable(m, started));
     if (beaten.length === 0) return;
     const boundMs = Math.min(g.intervalMs, MAX_BEAT_MS);
     // The beat's own bound, aborted by the watch's stop too; its listener on the stop signal goes with the beat.
@@ -186,16 +184,73 @@ export class SourceWatcher {
         if (withdrawn) for (const name of withdrawn.protections) this.#note(name, 'healthy', withdrawn.detail);
         continue;
       }
-      const change = m.machine.beat(outcome, started);
-      if (!change) continue;
-      // Down: what its policy does about it is said in the same event (the run's own events follow).
-      const acts = change.state === 'down' ? this.#actor.onDown(m.watched) : undefined;
-      this.record(m.watched, change.state, acts ? `${change.detail}; ${acts}` : change.detail, now);
+      this.#apply(m, m.machine.beat(outcome, started), now);
+    }
+  }
+
+  /**
+   * Whether a member's source is beaten (or told of) now. A protection failed over (its role in
+   * this DR host's state file) has its source off on purpose: settled failed-over, not beaten; one
+   * failing over by the watch's own run is left to that run, which records what becomes of it.
+   */
+  #beatable(m: Member, at: number): boolean {
+    const p = m.watched.protection;
+    if (this.#actor.busy(p.name)) return false;
+    const role = this.deps.sites.holdsStorage(p.target.site) ? roleOf(this.deps.state.db, p.name) : undefined;
+    if (role?.role !== 'failed-over') return true;
+    const change = m.machine.settle('failed-over', role.failover ? `failover ${role.failover}: the source is not watched until failback` : null, at);
+    if (change) this.record(m.watched, change.state, change.detail, this.#now());
+    return false;
+  }
+
+  /** Records a change a beat or a notice made; a down says in the same event what its policy does about it (the run's own events follow). */
+  #apply(m: Member, change: WatchTransition | undefined, now: number): void {
+    if (!change) return;
+    const acts = change.state === 'down' ? this.#actor.onDown(m.watched) : undefined;
+    this.record(m.watched, change.state, acts ? `${change.detail}; ${acts}` : change.detail, now);
+  }
+
+  /**
+   * The source site's notices (its hypervisor telling at once that a VM stopped, or that its
+   * connection closed), held for the group from its first round: through the adapter when the
+   * site is this host, through the site's endpoint otherwise. Asked again an interval after they
+   * end (the site or its hypervisor went away); not at all where the hypervisor has no events.
+   * Never waits: the round's beat goes on meanwhile.
+   */
+  #listen(g: Group): void {
+    if (g.listening) return;
+    g.listening = true;
+    const source = sourceSiteFor({ ...this.deps, peers: this.#peers }, g.members[0]!.watched.protection);
+    const protections = g.members.map((m) => m.watched.protection);
+    const signal = g.stop.signal;
+    void (async () => {
+      while (!signal.aborted) {
+        const events = await source.notices(protections, (notice) => this.#notice(g, notice), signal).catch(() => true);
+        if (!events) return;
+        await delay(g.intervalMs, undefined, { signal }).catch(() => undefined);
+      }
+    })();
+  }
+
+  /** A notice is a missed beat of the sources it concerns, now (machine.ts: the threshold still holds). */
+  #notice(g: Group, notice: SourceNotice): void {
+    if (g.stop.signal.aborted) return;
+    const now = this.#now();
+    for (const m of g.members) {
+      const { protection: p } = m.watched;
+      if (notice.protection !== undefined && notice.protection !== p.name) continue;
+      // A prepared failover waiting for its approval: only beats that answer change anything.
+      if (this.#actor.waiting(p.name) || !this.#beatable(m, now)) continue;
+      const miss: Extract<BeatOutcome, { ok: false }> =
+        notice.state === 'closed'
+          ? { ok: false, check: 'hypervisor', detail: `the connection to site ${g.site}'s hypervisor closed (${notice.why})` }
+          : { ok: false, check: 'vm', detail: `source VM ${p.source.vm} is ${notice.state} (${notice.why}), told by its hypervisor` };
+      this.#apply(m, m.machine.notice(miss, now), now);
     }
   }
 
   private async beat(g: Group, members: Member[], boundMs: number, signal: AbortSignal): Promise<Map<string, BeatOutcome>> {
-    const source = sourceSiteFor(this.deps, members[0]!.watched.protection);
+    const source = sourceSiteFor({ ...this.deps, peers: this.#peers }, members[0]!.watched.protection);
     const asks = members.map((m) => ({ protection: m.watched.protection, agent: m.watched.watch.guest?.agent ?? false }));
     let beat: SourceBeat;
     try {

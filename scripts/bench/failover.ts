@@ -36,7 +36,7 @@ import { labScratchDir } from '../../test/helpers/lab.js';
 import { startServe } from '../../test/helpers/vmdr-serve.js';
 import { ensureFleetNetwork, ensureFleetSources, FLEET_BOOT, FLEET_TARGET_MEMORY_MIB, fleetConfig, fleetMembers, fleetNetwork, fleetPlan, removeFleet, type FleetMember } from '../lab/fleet.js';
 import { benchVsphereMaterialize } from './failover-vsphere.js';
-import { CLI, Cleanup, describeMachine, exec, MiB, prepareMachine, runBench, say, seconds, table, timed, URI, virsh, median } from './lab.js';
+import { CLI, Cleanup, describeMachine, exec, MiB, prepareMachine, processCpuMs, runBench, say, seconds, systemLibvirtdPid, table, timed, URI, virsh, median } from './lab.js';
 
 const N = 6;
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
@@ -86,13 +86,6 @@ async function machineCpuMs(): Promise<number> {
   const [, ...fields] = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/);
   const [user, nice, system, , , irq, softirq, steal] = fields.map(Number);
   return (user! + nice! + system! + irq! + softirq! + (steal ?? 0)) * 10;
-}
-
-/** CPU time, in ms, process `pid` has spent (user + system; USER_HZ is 100 on Linux). */
-async function processCpuMs(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 /** What the machine and libvirtd spent on CPU while `work` ran. */
@@ -210,8 +203,7 @@ function runSteps(report: FailoverReport): Record<string, number> {
 
 async function main(cleanup: Cleanup): Promise<void> {
   await prepareMachine({ 'qemu-img': 'qemu-utils', time: 'time' });
-  // The system libvirtd (qemu:///system), not the two-site lab's: its pid file is this host's /run.
-  const libvirtd = Number((await readFile('/run/libvirtd.pid', 'utf8')).trim());
+  const libvirtd = await systemLibvirtdPid();
   const machine = await describeMachine();
   for (const peer of ['virtnbdbackup', 'rsync', 'nbdcopy']) delete machine[peer];
   machine.cpuModel = (await exec('lscpu').then((r) => /Model name:\s*(.*)/.exec(r.stdout)?.[1] ?? '?', () => '?')).trim();

@@ -36,6 +36,18 @@ export async function timed<T>(work: () => Promise<T>): Promise<{ ms: number; va
   return { ms: performance.now() - t0, value };
 }
 
+/** CPU time, in ms, process `pid` has spent (user + system; USER_HZ is 100 on Linux). */
+export async function processCpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** The system libvirtd (qemu:///system), not the two-site lab's: its pid file is this host's /run. */
+export async function systemLibvirtdPid(): Promise<number> {
+  return Number((await readFile('/run/libvirtd.pid', 'utf8')).trim());
+}
+
 const has = (bin: string) => exec('sh', ['-c', `command -v ${bin}`]).then(() => true, () => false);
 
 /** scripts/lab/setup (build, daemons, lab guest), then the peers' Debian packages when missing. */

@@ -5,7 +5,9 @@
  * so the config's own-host guard lets `automatic` through). Each repetition kills the source
  * (`virsh destroy`) at whatever moment of a beat it falls, as a real failure would. Measured from the kill: the watch's down event, the failover
  * started (its failing-over event) and the target healthy (failed-over, the run's health check
- * passed). Between repetitions: the failover reverted, the source booted, the hold cleared.
+ * passed), and the suspect event before them (told by libvirt's event of the VM stopping, when
+ * the watch hears it). BENCH_WATCH_AFTER (e.g. 2s) sets the watch's `after` (default interval ×
+ * missed). Between repetitions: the failover reverted, the source booted, the hold cleared.
  * Runs scripts/lab/setup first; prints a markdown report on stdout (progress on stderr) and
  * removes what it made, also after a failure or Ctrl-C. No traffic leaves the machine.
  */
@@ -21,8 +23,12 @@ const INTERVAL_MS = 1000;
 const MISSED = 3;
 const TARGET_MS = INTERVAL_MS * MISSED + 1000;
 const DOUBLE_TAKE_MS = 5 * 5000;
+const AFTER = process.env.BENCH_WATCH_AFTER;
 
 interface Sample {
+  /** The destroy call returned: the VM is off (libvirt waits for QEMU to exit). */
+  offMs: number;
+  suspectMs: number;
   downMs: number;
   startedMs: number;
   healthyMs: number;
@@ -31,8 +37,9 @@ interface Sample {
 runBench('bench:watch', async (cleanup) => {
   await prepareMachine({});
   const machine = await describeMachine();
-  say('lab guest, DR network and config (policy automatic, interval 1 s, missed 3)');
-  const lab = await createProtectedLabVm('benchwatch', { settings: [`watch: { policy: automatic, interval: ${INTERVAL_MS / 1000}s, missed: ${MISSED} }`] });
+  const watch = `policy: automatic, interval: ${INTERVAL_MS / 1000}s, missed: ${MISSED}${AFTER ? `, after: ${AFTER}` : ''}`;
+  say(`lab guest, DR network and config (${watch})`);
+  const lab = await createProtectedLabVm('benchwatch', { settings: [`watch: { ${watch} }`] });
   cleanup.add('lab VM', () => destroyProtectedLabVm(lab.vm, lab.drNetwork));
   const { vm, config } = lab;
   await writeFile(config, (await readFile(config, 'utf8')).replace('{ name: prod, uri: "qemu:///system" }', '{ name: prod, uri: "qemu+unix:///system" }'));
@@ -50,11 +57,13 @@ runBench('bench:watch', async (cleanup) => {
     say(`repetition ${i}/${REPEAT}: virsh destroy ${vm.name}`);
     const killed = Date.now();
     await vm.adapter.stop(vm.name, { mode: 'force' });
+    const offMs = Date.now() - killed;
+    const suspect = await waitForWatchLine(serve, from, 'suspect', 15_000);
     const down = await waitForWatchLine(serve, from, 'down', 15_000);
     const started = await waitForWatchLine(serve, from, 'failing-over', 15_000);
     const done = await waitForWatchLine(serve, from, 'failed-over', 300_000);
-    const sample = { downMs: Date.parse(down.at) - killed, startedMs: Date.parse(started.at) - killed, healthyMs: Date.parse(done.at) - killed };
-    say(`  down ${seconds(sample.downMs)}, failover started ${seconds(sample.startedMs)}, target healthy ${seconds(sample.healthyMs)}`);
+    const sample = { offMs, suspectMs: Date.parse(suspect.at) - killed, downMs: Date.parse(down.at) - killed, startedMs: Date.parse(started.at) - killed, healthyMs: Date.parse(done.at) - killed };
+    say(`  off ${seconds(sample.offMs)}, suspect ${seconds(sample.suspectMs)} (${suspect.detail}), down ${seconds(sample.downMs)}, failover started ${seconds(sample.startedMs)}, target healthy ${seconds(sample.healthyMs)}`);
     samples.push(sample);
     await serve.stop();
     serve = undefined;
@@ -63,16 +72,16 @@ runBench('bench:watch', async (cleanup) => {
     await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 90_000 });
     await vmdr('watch', 'clear', vm.name);
   }
-  const rows = samples.map((s, i) => [i + 1, seconds(s.downMs), seconds(s.startedMs), seconds(s.healthyMs)]);
+  const rows = samples.map((s, i) => [i + 1, seconds(s.offMs), seconds(s.suspectMs), seconds(s.downMs), seconds(s.startedMs), seconds(s.healthyMs)]);
   const med = (f: (s: Sample) => number) => seconds(median(samples.map(f)));
   const worst = Math.max(...samples.map((s) => s.startedMs));
   process.stdout.write(
     [
       '## bench:watch: a dead source to its failover (issue 15)',
       '',
-      `Policy automatic, interval ${INTERVAL_MS / 1000} s, missed ${MISSED}; the source killed with virsh destroy at whatever moment of a beat it fell; ${REPEAT} repetitions.`,
+      `Watch { ${watch} }; the source killed with virsh destroy at whatever moment of a beat it fell; ${REPEAT} repetitions.`,
       '',
-      table(['run', 'kill → down', 'kill → failover started', 'kill → target healthy'], [...rows, ['median', med((s) => s.downMs), med((s) => s.startedMs), med((s) => s.healthyMs)]]),
+      table(['run', 'kill → off (destroy returned)', 'kill → suspect', 'kill → down', 'kill → failover started', 'kill → target healthy'], [...rows, ['median', med((s) => s.offMs), med((s) => s.suspectMs), med((s) => s.downMs), med((s) => s.startedMs), med((s) => s.healthyMs)]]),
       '',
       `Target: failover started within interval × missed + 1 s = ${seconds(TARGET_MS)} (worst here ${seconds(worst)}: ${worst <= TARGET_MS ? 'met' : 'MISSED'}). ` +
         `Double-Take's default failure detection: 5 missed × 5 s = ${seconds(DOUBLE_TAKE_MS)} before it would begin.`,

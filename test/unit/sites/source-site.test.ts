@@ -91,7 +91,7 @@ ${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, targe
   it("answers a heartbeat for the DR site's protections in one request; another site's, or one it does not have: PROTECTION_UNKNOWN", async () => {
     const beat = await remote('dr').heartbeat([{ protection: web('dr'), agent: false }]);
     assert.deepEqual(beat, { vms: { web: { state: await remote('dr').powerState(web('dr')) } } });
-    // What one beat costs both sites together (one process here): a new TLS connection and a new hypervisor connection each.
+    // What one beat costs both sites together (one process here) without the watch's kept connection: a new TLS connection each.
     const cpu = process.cpuUsage();
     const times: number[] = [];
     for (let i = 0; i < 10; i++) {
@@ -113,11 +113,68 @@ ${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, targe
     }
   });
 
+  it("the watch's beats of a source site share one kept TLS connection, not one each", async () => {
+    const dr = configs.dr!;
+    const drState = StateStore.open(join(root, 'dr-kept.db'));
+    const sites = new SiteConnections(dr, file('dr'));
+    let beats = 0;
+    const beatSockets = new Set<unknown>();
+    const onRequest = (req: { url?: string; socket: unknown }) => {
+      if (!req.url?.endsWith('/heartbeat')) return;
+      beats++;
+      beatSockets.add(req.socket);
+    };
+    app!.server.on('request', onRequest);
+    const watcher = new SourceWatcher({ config: dr, file: file('dr'), sites, state: drState });
+    try {
+      await watcher.set([{ protection: web('dr'), watch: { policy: 'notify', interval: 1000, missed: 3, after: 3000 } }]);
+      for (const deadline = Date.now() + 10_000; beats < 4; await sleep(50)) assert.ok(Date.now() < deadline, `${beats} beats within 10 s`);
+      assert.equal(lastWatchEvent(drState, 'web')?.state, 'healthy');
+      assert.equal(beatSockets.size, 1, `${beats} beats over ${beatSockets.size} TLS connections`);
+    } finally {
+      await watcher.close();
+      app!.server.off('request', onRequest);
+      await sites.close();
+      drState.close();
+    }
+  });
+
+  it("a source VM destroyed on the source site is told to the DR site's watch at once, through the endpoint's held notices", async () => {
+    const dr = configs.dr!;
+    const drState = StateStore.open(join(root, 'dr-notices.db'));
+    const sites = new SiteConnections(dr, file('dr'));
+    // The source site's own hypervisor (libvirt's test driver is one per process while a connection to it is open).
+    const hypervisor = new SiteConnections(configs.source!, file('source'));
+    const source = await hypervisor.adapter('source');
+    if ((await source.powerState('test')) !== 'running') await source.start('test');
+    const watcher = new SourceWatcher({ config: dr, file: file('dr'), sites, state: drState });
+    try {
+      await watcher.set([{ protection: web('dr'), watch: { policy: 'notify', interval: 5000, missed: 2, after: 10_000 } }]);
+      for (const deadline = Date.now() + 5000; lastWatchEvent(drState, 'web')?.state !== 'healthy'; await sleep(20)) assert.ok(Date.now() < deadline, 'healthy within 5 s');
+      // The notices are held once the first round began: let the request reach the source site.
+      await sleep(500);
+      await source.stop('test', { mode: 'force' });
+      const killedAt = Date.now();
+      for (const deadline = killedAt + 1000; lastWatchEvent(drState, 'web')?.state !== 'suspect'; await sleep(10)) assert.ok(Date.now() < deadline, 'suspect within 1 s of the kill (the next beat is 4 s away)');
+      const suspect = lastWatchEvent(drState, 'web')!;
+      assert.equal(suspect.detail, 'vm: source VM test is shutoff (destroyed), told by its hypervisor');
+      assert.equal(suspect.site, 'source');
+    } finally {
+      await watcher.close();
+      await source.start('test').catch(() => undefined);
+      await hypervisor.close();
+      await sites.close();
+      drState.close();
+    }
+  });
+
   it('a body out of bounds is refused with 400 BAD_REQUEST, before anything runs', async () => {
     const client = await connectPeer(configs.dr!, file('dr'), 'source');
     try {
       await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/web/stop`, { mode: 'pull-the-plug' }), 'BAD_REQUEST');
       await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/web/fence`, { failover: 'x'.repeat(200) }), 'BAD_REQUEST');
+      await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/notices`, { protections: [] }), 'BAD_REQUEST');
+      await rejectsWith(client.json('POST', `${SOURCE_SITE_PREFIX}/notices`, { protections: ['ghost'] }), 'PROTECTION_UNKNOWN');
     } finally {
       client.close();
     }
@@ -162,7 +219,8 @@ ${local === 'dr' ? '  - { name: ghost, source: { site: source, vm: test }, targe
       for (const deadline = Date.now() + 6000; lastWatchEvent(drState, 'web')?.state !== 'down'; await sleep(50)) assert.ok(Date.now() < deadline, 'no down event within 6 s');
       const down = lastWatchEvent(drState, 'web')!;
       assert.match(down.detail!, /^4 beats missed, no answer for 3\.\d s; site: site "source" has not answered the heartbeat asked [23]\.\d s ago$/);
-      assert.equal(held.length, 1);
+      // One for the beats (asked once while unanswered, not once per beat), one for the held notices.
+      assert.equal(held.length, 2);
     } finally {
       await watcher.stop();
       await sites.close();

@@ -1,7 +1,8 @@
 /**
  * `vmdr failover approve RUN` (the built CLI, a real state file): gives the approval a run the
  * watch prepared waits for (the runbook approval rows), once; one line and exit 1 for a run that
- * waits for nothing.
+ * waits for nothing. `approve` in first place always means an approval: without RUN it is a usage
+ * error (exit 2), never a failover of a protection called approve, which `--protection approve` names.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -33,6 +34,9 @@ protections:
     source: { site: src, vm: web-vm }
     target: { site: dr, vm: web-dr, nics: [{ network: n }] }
     watch: { policy: confirm }
+  - name: approve
+    source: { site: src, vm: approve-vm }
+    target: { site: dr, vm: approve-dr, nics: [{ network: n }] }
 `,
     );
   });
@@ -60,6 +64,25 @@ protections:
       const again = await runVmdr(['failover', 'approve', run, '--config', file]);
       assert.equal(again.code, 1);
       assertOneLineError(again, new RegExp(`^vmdr: run ${run} has no step waiting for an approval`));
+    }
+  });
+
+  it('`vmdr failover approve` without RUN is a usage error; `--protection approve` fails over the protection called approve', async () => {
+    const bare = await runVmdr(['failover', 'approve', '--config', file]);
+    assert.equal(bare.code, 2);
+    assert.equal(bare.stdout, '');
+    assert.equal(
+      bare.stderr,
+      'vmdr: approve needs the run: `vmdr failover approve RUN` (a protection called approve: `vmdr failover --protection approve`) (see vmdr failover --help)\n',
+    );
+    // The protection called approve is failed over (its preflight stops it here: this config's DR site has no storage).
+    const named = await runVmdr(['failover', '--protection', 'approve', '--config', file]);
+    assertOneLineError(named, /^vmdr: .*site "dr" holds replicas but has no "storage" directory$/);
+    assert.match(named.stdout, /^ {4}approve -> approve-dr: pending/m);
+    for (const twice of [['approve', '--protection', 'approve'], ['web', '--plan', 'shop']]) {
+      const both = await runVmdr(['failover', ...twice, '--config', file]);
+      assert.equal(both.code, 2);
+      assert.equal(both.stderr, 'vmdr: name a VM, a --protection or a --plan (one of them) (see vmdr failover --help)\n');
     }
   });
 });

@@ -78,4 +78,57 @@ describe('the watch state machine', () => {
     assert.equal(m.beat(miss, 4000), undefined);
     assert.equal(m.beat(miss, 4500)?.state, 'down');
   });
+
+  it('a notice (the VM stopped, told by the hypervisor) is a missed beat at once: suspect at the event, once until the next beat', () => {
+    const m = new WatchMachine({ missed: 3, after: 3000 }, 0);
+    m.beat(ok, 1000);
+    const stopped = { ok: false as const, check: 'vm', detail: 'source VM web is shutoff (destroyed), told by its hypervisor' };
+    assert.deepEqual(m.notice(stopped, 1300), { state: 'suspect', detail: 'vm: source VM web is shutoff (destroyed), told by its hypervisor' });
+    // The VM's other events before the next beat add nothing.
+    assert.equal(m.notice(stopped, 1301), undefined);
+    assert.equal(m.missed, 1);
+    // Missed 3 is reached at the second beat after it, but `after` still holds: down only 3 s after the last answer.
+    assert.equal(m.beat(miss, 2000), undefined);
+    assert.equal(m.beat(miss, 3000), undefined);
+    assert.equal(m.state, 'suspect');
+    assert.equal(m.beat(miss, 4000)?.state, 'down');
+  });
+
+  it('with `after` shorter than interval × missed, a notice brings the down one beat sooner, never before `after`', () => {
+    const told = new WatchMachine({ missed: 3, after: 2000 }, 0);
+    const polled = new WatchMachine({ missed: 3, after: 2000 }, 0);
+    for (const m of [told, polled]) m.beat(ok, 1000);
+    told.notice(miss, 1500);
+    const downAt = (m: WatchMachine) => [2000, 3000, 4000].find((t) => m.beat(miss, t)?.state === 'down');
+    assert.equal(downAt(told), 3000);
+    assert.equal(downAt(polled), 4000);
+    // A notice right after an answer cannot shorten `after`: 3 misses within 1 s are still suspect.
+    const quick = new WatchMachine({ missed: 2, after: 2000 }, 0);
+    quick.beat(ok, 1000);
+    quick.notice(miss, 1100);
+    assert.equal(quick.beat(miss, 2000)?.state, undefined);
+    assert.equal(quick.state, 'suspect');
+    assert.equal(quick.beat(miss, 3000)?.state, 'down');
+  });
+
+  it('a beat that answers after a notice is healthy again, and a later notice counts again', () => {
+    const m = new WatchMachine({ missed: 2, after: 1000 }, 0);
+    m.beat(ok, 1000);
+    assert.equal(m.notice(miss, 1200)?.state, 'suspect');
+    assert.deepEqual(m.beat(ok, 2000), { state: 'healthy', detail: 'answers again after 1 missed beat' });
+    assert.equal(m.notice(miss, 2500)?.state, 'suspect');
+    assert.equal(m.missed, 1);
+  });
+
+  it('a beat asked before the notice came, answering after it, does not undo it', () => {
+    const m = new WatchMachine({ missed: 3, after: 3000 }, 0);
+    m.beat(ok, 1000);
+    // The round of 2000 asked; the VM stopped at 2003; the round's answer (running) came at 2010.
+    assert.equal(m.notice(miss, 2003)?.state, 'suspect');
+    assert.equal(m.beat(ok, 2000), undefined);
+    assert.equal(m.state, 'suspect');
+    assert.equal(m.missed, 1);
+    assert.equal(m.beat(miss, 3000), undefined);
+    assert.equal(m.beat(miss, 4000)?.state, 'down');
+  });
 });
