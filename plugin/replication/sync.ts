@@ -254,7 +254,7 @@ function recordedCheckpoint(session: BackupSession, protection: string): string 
 }
 
 function runStart(protection: Protection, choice: Choice, checkpoint: string) {
-  return { protection: protection.name, kind: choice.kind, checkpoint, since: choice.since ?? null };
+  return { protection: protection.name, kind: choice.kind, checkpoint, since: choice.since ?? null, reason: choice.reason };
 }
 
 function recordFailure(state: StateStore, run: number, err: unknown): void {

@@ -129,6 +129,10 @@ describe('any disk format: raw files, block devices, a disk added (qemu:///syste
     await assertPattern(image(r.point, 'vdb'), '0x5a', 1 * MiB, 64 * KiB);
     // Only what differs travels: the write, and what the guest's boot wrote on vda.
     assert.ok(r.bytesCovered <= 2 * MiB, `covered ${r.bytesCovered}`);
+    // The cycle's record says why, as `vmdr status` shows it.
+    const [row] = await vmdrJson<{ lastSync: { kind: string; reason: string | null } }[]>(['status', '--config', config]);
+    assert.equal(row!.lastSync.kind, 'resync');
+    assert.equal(row!.lastSync.reason, r.reason);
     const next = await sync();
     assert.equal(next.kind, 'incremental', next.reason);
   });
