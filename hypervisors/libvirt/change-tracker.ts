@@ -20,7 +20,7 @@ import { libvirtCode } from './errors.js';
 import { checkpointDisks, readsFrom, type BackupDisk, type DiskRead } from './incremental-disks.js';
 import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
 import { makeScratchImages } from './scratch-images.js';
-import { exportChanges, rawDiskNodes, removeBitmaps, removeCopies, removeLeftCopies, startBitmaps, unexportChanges, type ChangesExport, type RawDiskNode } from './transient-bitmaps.js';
+import { exportChanges, rawDiskNodes, removeBitmaps, removeCopies, removeLeftovers, startBitmaps, unexportChanges, type ChangesExport, type RawDiskNode } from './transient-bitmaps.js';
 import { at, buildXml, childElements, element, parseLibvirtXml, textElement, textOf } from './xml.js';
 
 export const CHECKPOINT_PREFIX = 'vmdr-';
@@ -108,7 +108,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
     markInUse(scratchFiles, true);
     try {
       if (raw) {
-        await removeLeftCopies(this.conn, vm, raw);
+        if (raw.length > 0) await removeLeftovers(this.conn, vm, raw, await this.checkpointNames(vm));
         // Recording before the backup's instant: nothing written after it escapes the next cycle.
         await startBitmaps(this.conn, vm, raw, options.checkpoint);
       }

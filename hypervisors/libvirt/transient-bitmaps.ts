@@ -90,12 +90,14 @@ export async function removeBitmaps(conn: LibvirtConnection, vm: string, disks: 
 }
 
 /**
- * Copies of `since` a process that died mid-cycle left (they are disabled: they only cost
- * memory). A copy still exported is busy and refuses to go; it is left to its session.
+ * What a process that died mid-cycle left: copies of `since` (disabled, they only cost memory)
+ * and bitmaps of a checkpoint libvirt never made (they would record for ever). A copy still
+ * exported is busy and refuses to go; it is left to its session.
  */
-export async function removeLeftCopies(conn: LibvirtConnection, vm: string, disks: RawDiskNode[]): Promise<void> {
+export async function removeLeftovers(conn: LibvirtConnection, vm: string, disks: RawDiskNode[], checkpoints: string[]): Promise<void> {
+  const left = (b: string) => b.startsWith('vmdr-') && (b.endsWith(COPY_SUFFIX) || !checkpoints.includes(b));
   for (const d of disks) {
-    for (const name of [...d.bitmaps].filter((b) => b.startsWith('vmdr-') && b.endsWith(COPY_SUFFIX))) {
+    for (const name of [...d.bitmaps].filter(left)) {
       await qmp(conn, vm, 'remove dirty bitmap', 'block-dirty-bitmap-remove', { node: d.node, name }).then(
         () => d.bitmaps.delete(name),
         () => undefined,

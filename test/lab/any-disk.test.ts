@@ -27,6 +27,7 @@ interface Point {
 }
 interface SyncJson {
   kind: string;
+  checkpoint: string;
   reason: string;
   bytesCovered: number;
   bytesShipped: number;
@@ -42,6 +43,13 @@ async function diskNumber(vm: string, target: string): Promise<number> {
   const alias = /<alias name='virtio-disk(\d+)'\/>/.exec(disk ?? '');
   assert.ok(alias, `no virtio alias for ${target} of ${vm}`);
   return Number(alias[1]);
+}
+
+/** The dirty bitmaps QEMU keeps on the raw disks' block nodes (the raw format nodes), by name. */
+async function rawBitmaps(vm: string): Promise<string[]> {
+  const { stdout } = await virsh('qemu-monitor-command', vm, JSON.stringify({ execute: 'query-named-block-nodes', arguments: { flat: true } }));
+  const nodes = (JSON.parse(stdout) as { return: { drv: string; 'dirty-bitmaps'?: { name: string }[] }[] }).return;
+  return nodes.filter((n) => n.drv === 'raw').flatMap((n) => (n['dirty-bitmaps'] ?? []).map((b) => b.name)).sort();
 }
 
 /** Why an LVM volume cannot be made here, or undefined when it can. */
@@ -114,6 +122,8 @@ describe('any disk format: raw files, block devices, a disk added (qemu:///syste
     assert.ok(r.bytesCovered >= 192 * KiB && r.bytesCovered <= 192 * KiB + 8 * 64 * KiB, `covered ${r.bytesCovered}`);
     await assertPattern(image(r.point, 'vdb'), '0xab', 5 * MiB, 128 * KiB);
     await assertPattern(image(r.point, 'vdc'), '0xcd', 7 * MiB, 64 * KiB);
+    // Acknowledged: each raw disk keeps the new checkpoint's bitmap alone (the old one and the cycle's copy are gone).
+    assert.deepEqual(await rawBitmaps(vm.name), [r.checkpoint, r.checkpoint]);
   });
 
   it('after a VM restart drops the transient bitmaps, the next cycle compares the raw disks by hashes and says why', async () => {
