@@ -108,7 +108,8 @@ export class LibvirtChangeTracker implements ChangeTracker {
     markInUse(scratchFiles, true);
     try {
       if (raw) {
-        if (raw.length > 0) await removeLeftovers(this.conn, vm, raw, await this.checkpointNames(vm));
+        // Only a bitmap besides `since` can be a leftover: a steady cycle asks libvirt nothing more.
+        if (raw.some((r) => [...r.bitmaps].some((b) => b !== options.since))) await removeLeftovers(this.conn, vm, raw, await this.checkpointNames(vm));
         // Recording before the backup's instant: nothing written after it escapes the next cycle.
         await startBitmaps(this.conn, vm, raw, options.checkpoint);
       }

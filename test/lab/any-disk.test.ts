@@ -211,4 +211,15 @@ describe('any disk format: raw files, block devices, a disk added (qemu:///syste
       await rm(file, { force: true });
     }
   });
+
+  it('a shut-off VM with raw disks: read from its images and compared by hashes (no bitmap survives without QEMU)', async () => {
+    await hmpWrite(vm.name, 1, '0x71', 9 * MiB, 64 * KiB);
+    await vm.adapter.stop(vm.name, { mode: 'force' });
+    const r = await vmdrJson<SyncJson & { offline?: boolean }>(['sync', vm.name, '--config', config]);
+    assert.equal(r.offline, true);
+    assert.equal(r.kind, 'resync');
+    assert.match(r.reason, /VM is shut off/);
+    for (const [disk, source] of Object.entries(sources)) await compareImages(source, image(r.point, disk));
+    await assertPattern(image(r.point, 'vdb'), '0x71', 9 * MiB, 64 * KiB);
+  });
 });
