@@ -252,6 +252,13 @@ export interface BackupExport {
   dirtyContext?: string;
   /** Where this export is served when it has a server of its own; default the session's `listen`. */
   listen?: NbdListen;
+  /** The export on the same server that carries `dirtyContext`, when not this one (a raw disk's transient bitmap). */
+  dirtyExportName?: string;
+  /**
+   * No bitmap of `since` describes this disk: `full`, it joined the VM after `since` (all of it
+   * travels); `resync`, its bitmap was lost (compare by hashes). `reason` says why, in the user's words.
+   */
+  untracked?: { plan: 'full' | 'resync'; reason: string };
 }
 
 /**
@@ -323,8 +330,9 @@ export interface ChangeTracker {
    * Starts a pull backup of all the VM's disks at one instant and records checkpoint `checkpoint`
    * at that instant. With `since`, each export carries a dirty bitmap of the blocks changed since
    * that earlier checkpoint. A shut-off VM gives an offline session (see BackupSession). A `since`
-   * whose bitmap cannot be used (it did not survive, or a disk joined after it) fails with
-   * CheckpointBitmapBroken (CHECKPOINT_BITMAP_BROKEN), online and offline alike.
+   * whose bitmap cannot be used (it did not survive) fails with CheckpointBitmapBroken
+   * (CHECKPOINT_BITMAP_BROKEN), online and offline alike; online, a disk that joined after `since`,
+   * or whose in-memory bitmap a QEMU restart dropped, is one export marked `untracked` instead.
    */
   beginBackup(vm: string, options: BackupOptions): Promise<BackupSession>;
   deleteCheckpoint(vm: string, name: string): Promise<void>;

@@ -5,7 +5,9 @@
  * Every call goes over the adapter's one connection. vmdr deletes only the
  * checkpoints it named (prefix `vmdr-`). A shut-off VM has no QEMU to back up: its images are
  * exported read-only by qemu-nbd instead (offline-export.ts), with the bitmap of `since`. A job
- * a session left behind is found and ended by backup-jobs.ts.
+ * a session left behind is found and ended by backup-jobs.ts. Raw disks, which libvirt cannot
+ * checkpoint, are tracked by transient bitmaps (transient-bitmaps.ts); a disk without a bitmap of
+ * `since` is read whole or by hashes, alone (incremental-disks.ts).
  */
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -15,8 +17,10 @@ import { VIR_DOMAIN_BACKUP_BEGIN, VIR_ERR } from './api/codes.js';
 import { abortJob, endLeftoverBackup, markInUse, SCRATCH_DIR_PREFIX, scratchFileName } from './backup-jobs.js';
 import type { LibvirtConnection } from './connection.js';
 import { libvirtCode } from './errors.js';
+import { checkpointDisks, readsFrom, type BackupDisk, type DiskRead } from './incremental-disks.js';
 import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
 import { makeScratchImages } from './scratch-images.js';
+import { exportChanges, rawDiskNodes, removeBitmaps, removeCopies, removeLeftovers, startBitmaps, unexportChanges, type ChangesExport, type RawDiskNode } from './transient-bitmaps.js';
 import { at, buildXml, childElements, element, parseLibvirtXml, textElement, textOf } from './xml.js';
 
 export const CHECKPOINT_PREFIX = 'vmdr-';
@@ -64,6 +68,15 @@ export class LibvirtChangeTracker implements ChangeTracker {
     // name, so it needs to pass through the directory, and nobody needs to list it.
     await chmod(scratch, 0o711);
     const scratchFiles = disks.map((d) => join(scratch, scratchFileName(vm, d)));
+    const backedUp = all.filter((d) => disks.includes(d.target));
+    // A shut-off VM has no QEMU to ask: the offline path below takes it.
+    const raw = await rawDiskNodes(this.conn, vm, backedUp.filter((d) => d.format === 'raw')).catch((err: unknown) => {
+      if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return undefined;
+      throw err;
+    });
+    const reads: DiskRead[] = options.since && raw ? readsFrom(backedUp, options.since, checkpointDisks(await this.conn.call({ operation: 'read checkpoint', vm }, 'checkpointXml', vm, options.since)), raw) : backedUp.map((disk) => ({ disk }));
+    const readOf = (d: string) => reads.find((r) => r.disk.target === d);
+    const byBitmap = (d: string) => options.since !== undefined && !readOf(d)?.untracked;
     const removeScratch = () => (options.scratchDir ? Promise.all(scratchFiles.map((f) => rm(f, { force: true }))) : rm(scratch, { recursive: true, force: true }));
     const server =
       options.listen.transport === 'tcp'
@@ -77,47 +90,75 @@ export class LibvirtChangeTracker implements ChangeTracker {
         {},
         // Export and bitmap names are set here, not left to libvirt's defaults, so the session is
         // known without asking libvirt for the backup XML again each cycle.
-        disks.map((d, i) =>
-          element('disk', { name: d, backup: 'yes', type: 'file', exportname: d, ...(options.since ? { exportbitmap: `backup-${d}` } : {}) }, [
+        disks.map((d, i) => {
+          // libvirt's own bitmap (qcow2), else the whole disk: a raw disk's changes are exported apart.
+          const libvirtBitmap = byBitmap(d) && !readOf(d)?.transient;
+          const mode: Record<string, string> = options.since && !libvirtBitmap ? { backupmode: 'full' } : {};
+          return element('disk', { name: d, backup: 'yes', ...mode, type: 'file', exportname: d, ...(libvirtBitmap ? { exportbitmap: `backup-${d}` } : {}) }, [
             element('scratch', { file: scratchFiles[i]! }),
-          ]),
-        ),
+          ]);
+        }),
       ),
     ]);
     const checkpoint = element('domaincheckpoint', {}, [
       textElement('name', options.checkpoint),
-      element('disks', {}, disks.map((d) => element('disk', { name: d, checkpoint: 'bitmap' }))),
+      element('disks', {}, disks.map((d) => element('disk', { name: d, checkpoint: readOf(d)?.disk.format === 'raw' ? 'no' : 'bitmap' }))),
     ]);
     // In use before the job exists: a leftover sweep of another session must never see it unclaimed.
     markInUse(scratchFiles, true);
     try {
+      if (raw) {
+        // Only a bitmap besides `since` can be a leftover: a steady cycle asks libvirt nothing more.
+        if (raw.some((r) => [...r.bitmaps].some((b) => b !== options.since))) await removeLeftovers(this.conn, vm, raw, await this.checkpointNames(vm));
+        // Recording before the backup's instant: nothing written after it escapes the next cycle.
+        await startBitmaps(this.conn, vm, raw, options.checkpoint);
+      }
       const made = await makeScratchImages(all, disks, scratchFiles);
       await this.conn.call({ operation: 'begin backup', vm, requires: 'running' }, 'beginBackup', vm, buildXml(backup), buildXml(checkpoint), made ? VIR_DOMAIN_BACKUP_BEGIN.REUSE_EXTERNAL : 0);
     } catch (err) {
       markInUse(scratchFiles, false);
       await removeScratch();
+      if (raw) await removeBitmaps(this.conn, vm, raw, options.checkpoint).catch(() => undefined);
       if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return await this.beginOfflineBackup(vm, disks, options);
       if (options.since && bitmapBroken(err)) throw new CheckpointBitmapBroken(vm, this.uri, options.since, (err as Error).message, { cause: err });
       throw err;
     }
+    const tracked = (raw ?? []).filter((r) => readOf(r.target)?.transient);
+    let changes = new Map<string, ChangesExport>();
     let ending: Promise<void> | undefined;
     // A pull backup has no natural end: aborting the job is how libvirt stops the exports. Once
     // end() is called the session is given up, so a job an abort failed to end is a leftover.
     const end = () =>
       (ending ??= (async () => {
         markInUse(scratchFiles, false);
+        await unexportChanges(this.conn, vm, [...changes.keys()]);
         // The scratch images are vmdr's, and libvirt leaves them: they go even when the abort
         // fails (the VM is gone, or a leftover job the next cycle ends no longer needs them).
         await abortJob(this.conn, vm).finally(removeScratch);
+        // A copy that stays (the VM stopped) costs memory only; the next cycle removes it.
+        if (tracked.length > 0) await removeCopies(this.conn, vm, tracked, options.checkpoint).catch(() => undefined);
       })().catch((err: unknown) => {
         ending = undefined;
         throw err;
       }));
-    const exports: BackupExport[] = disks.map((d) => ({
-      disk: d,
-      exportName: d,
-      ...(options.since ? { dirtyContext: `qemu:dirty-bitmap:backup-${d}` } : {}),
-    }));
+    if (options.since && tracked.length > 0) {
+      try {
+        changes = await exportChanges(this.conn, vm, tracked, options.since, options.checkpoint);
+      } catch (err) {
+        await end().catch(() => undefined);
+        throw err;
+      }
+    }
+    const exports: BackupExport[] = disks.map((d) => {
+      const untracked = readOf(d)?.untracked;
+      const apart = changes.get(d);
+      return {
+        disk: d,
+        exportName: d,
+        ...(untracked ? { untracked } : {}),
+        ...(apart ? { dirtyContext: apart.context, dirtyExportName: apart.exportName } : byBitmap(d) ? { dirtyContext: `qemu:dirty-bitmap:backup-${d}` } : {}),
+      };
+    });
     return {
       checkpoint: options.checkpoint,
       stateOf: options.checkpoint,
@@ -176,6 +217,18 @@ export class LibvirtChangeTracker implements ChangeTracker {
       if (!bitmapBroken(err) && !(libvirtCode((err as { cause?: unknown }).cause ?? err) === VIR_ERR.INTERNAL_ERROR && (await this.bitmapLost(vm, name)))) throw err;
       await this.conn.call({ operation: 'delete checkpoint', vm }, 'deleteCheckpoint', vm, name, true);
     });
+    await this.removeTransientBitmaps(vm, name);
+  }
+
+  /** The raw disks' bitmaps of a deleted checkpoint; a VM that is not running has none. */
+  private async removeTransientBitmaps(vm: string, name: string): Promise<void> {
+    const raw = (await this.backupDisks(vm)).filter((d) => d.format === 'raw');
+    if (raw.length === 0) return;
+    const nodes = await rawDiskNodes(this.conn, vm, raw).catch((err: unknown) => {
+      if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return [] as RawDiskNode[];
+      throw err;
+    });
+    await removeBitmaps(this.conn, vm, nodes, name);
   }
 
   /**
@@ -192,7 +245,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
   }
 
   /** Every writable disk of the VM: the seed and CD-ROMs carry nothing to replicate. */
-  private async backupDisks(vm: string): Promise<{ target: string; image: string; format: 'qcow2' | 'raw' }[]> {
+  private async backupDisks(vm: string): Promise<BackupDisk[]> {
     const xml = parseLibvirtXml(await this.conn.call({ operation: 'read VM', vm }, 'domainXml', vm, 0), 'domain XML');
     return childElements(at(xml, 'devices') ?? element('devices'), 'disk')
       .filter((d) => d.attrs.device === 'disk' && !at(d, 'readonly'))
@@ -200,6 +253,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
         target: at(d, 'target')?.attrs.dev ?? '',
         image: at(d, 'source')?.attrs.file ?? at(d, 'source')?.attrs.dev ?? '',
         format: at(d, 'driver')?.attrs.type === 'raw' ? ('raw' as const) : ('qcow2' as const),
+        ...(at(d, 'source')?.attrs.index ? { index: at(d, 'source')!.attrs.index } : {}),
       }))
       .filter((d) => d.target);
   }

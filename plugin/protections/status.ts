@@ -68,7 +68,7 @@ export interface ProtectionStatus {
   lagSeconds: number | null;
   /** True when the lag is past the RPO, unless the protection is failed over. */
   rpoBreached: boolean;
-  lastSync: { outcome: string; kind: string; startedAt: string; endedAt: string | null; error: string | null } | null;
+  lastSync: { outcome: string; kind: string; reason: string | null; startedAt: string; endedAt: string | null; error: string | null } | null;
   /** Paused by an operator on this host (its loop takes no cycle): who, since when, why. */
   paused: { by: string; at: string; reason: string | null } | null;
   /** How the target's disks differ from the source's (empty: none); null when not compared (a VM unreadable, failed over). */
@@ -126,6 +126,7 @@ export async function protectionStatus(
           ? {
               outcome: run.outcome,
               kind: run.kind,
+              reason: run.reason ?? null,
               startedAt: run.startedAt.toISOString(),
               endedAt: run.endedAt?.toISOString() ?? null,
               error: run.error ? `${run.error.code}: ${run.error.message}` : null,

@@ -17,7 +17,7 @@ import { recordSyncEnd, recordSyncStart } from '../state/sync-runs.js';
 import { HASH_BLOCK, blockHashes, differingRanges } from './capture/block-hashes.js';
 import { deltaStreamBody, type DiskToShip } from './capture/delta-body.js';
 import { ALLOCATION_CONTEXT, opBytes, planFull, planIncremental, planRanges, type ShipOp } from './capture/extents.js';
-import { NbdClient } from './nbd/client.js';
+import { NbdClient, STATE_DIRTY } from './nbd/client.js';
 import { NbdError } from './nbd/errors.js';
 import { BackupExportLost } from './errors.js';
 import type { RecoveryPoint } from './replica/store.js';
@@ -145,6 +145,7 @@ export async function syncProtection(
   onProgress?.({ phase: 'prepare', unit: 'steps', done: 1, total: 1, detail: session.offline ? 'VM is shut off: reading its images' : `checkpoint ${checkpoint}` });
   const recorded = recordedCheckpoint(session, protection.name);
   if (session.offline) choice = { ...choice, reason: `${choice.reason}; VM is shut off: its disks were read from their images` };
+  choice = withUntrackedDisks(choice, session);
   const run = recordSyncStart(deps.state, runStart(protection, choice, recorded));
   const clients: NbdClient[] = [];
   try {
@@ -160,7 +161,8 @@ export async function syncProtection(
       createdAt: createdAt.toISOString(),
     };
     for (const [index, exp] of session.exports.entries()) {
-      const contexts = [ALLOCATION_CONTEXT, ...(choice.kind === 'incremental' && exp.dirtyContext ? [exp.dirtyContext] : [])];
+      const byBitmap = choice.kind !== 'full' && !exp.untracked && exp.dirtyContext !== undefined;
+      const contexts = [ALLOCATION_CONTEXT, ...(byBitmap && !exp.dirtyExportName ? [exp.dirtyContext!] : [])];
       const client = await NbdClient.connect(exp.listen ?? session.listen, { exportName: exp.exportName, metaContexts: contexts, signal });
       clients.push(client);
       header.disks.push({ name: exp.disk, sizeBytes: client.size });
@@ -168,7 +170,12 @@ export async function syncProtection(
       const phase = choice.kind === 'resync' ? 'compare' : 'plan';
       const count = session.exports.length;
       onProgress?.({ phase, unit: 'steps', done: index, total: count, detail: exp.disk });
-      disks.push({ index, client, ops: await plan(choice, client, exp.dirtyContext, latest, exp.disk, deps.receiver, protection.name, signal) });
+      // A raw disk's changes are exported apart from its data (transient bitmaps): read, then closed.
+      const changes = byBitmap && exp.dirtyExportName ? await NbdClient.connect(exp.listen ?? session.listen, { exportName: exp.dirtyExportName, metaContexts: [exp.dirtyContext!], signal }) : undefined;
+      if (changes) clients.push(changes);
+      const kind = exp.untracked?.plan ?? (choice.kind === 'resync' && byBitmap ? 'incremental' : choice.kind);
+      disks.push({ index, client, ops: await plan(kind, client, byBitmap ? { client: changes ?? client, context: exp.dirtyContext! } : undefined, latest, exp.disk, deps.receiver, protection.name, signal) });
+      if (changes) await changes.close().finally(() => clients.splice(clients.indexOf(changes), 1));
       onProgress?.({ phase, unit: 'steps', done: index + 1, total: count, detail: exp.disk });
     }
 
@@ -248,7 +255,7 @@ function recordedCheckpoint(session: BackupSession, protection: string): string 
 }
 
 function runStart(protection: Protection, choice: Choice, checkpoint: string) {
-  return { protection: protection.name, kind: choice.kind, checkpoint, since: choice.since ?? null };
+  return { protection: protection.name, kind: choice.kind, checkpoint, since: choice.since ?? null, reason: choice.reason };
 }
 
 function recordFailure(state: StateStore, run: number, err: unknown): void {
@@ -267,10 +274,21 @@ function choose(checkpoints: string[], latest: RecoveryPoint | undefined, full?:
   return { kind: 'resync', reason: `checkpoint ${latest.checkpoint} of recovery point ${latest.id} is gone from the source` };
 }
 
+/**
+ * Per disk of a cycle that is not a full one: each disk the tracker could not read by bitmap says
+ * why; one compared by hashes makes the cycle a resync, a disk copied whole alone does not.
+ */
+function withUntrackedDisks(choice: Choice, session: BackupSession): Choice {
+  const untracked = session.exports.flatMap((e) => (e.untracked ? [e.untracked] : []));
+  if (untracked.length === 0) return choice;
+  const kind = untracked.some((u) => u.plan === 'resync') ? 'resync' : choice.kind;
+  return { ...choice, kind, reason: [choice.reason, ...untracked.map((u) => u.reason)].join('; ') };
+}
+
 async function plan(
-  choice: Choice,
+  kind: SyncKind,
   client: NbdClient,
-  dirtyContext: string | undefined,
+  changes: { client: NbdClient; context: string } | undefined,
   latest: RecoveryPoint | undefined,
   disk: string,
   receiver: ReceiverClient,
@@ -278,20 +296,32 @@ async function plan(
   signal?: AbortSignal,
 ): Promise<ShipOp[]> {
   // An incremental asks for both maps at once: one round trip to the export instead of two.
-  const dirty = choice.kind === 'incremental' && dirtyContext ? client.extents(dirtyContext) : undefined;
+  const dirty = kind === 'incremental' && changes ? changes.client.extents(changes.context) : undefined;
   dirty?.catch(() => undefined);
   const allocation = await client.extents(ALLOCATION_CONTEXT);
-  if (choice.kind === 'full') return planFull(allocation);
-  if (choice.kind === 'incremental') {
+  if (kind === 'full') return planFull(allocation);
+  if (kind === 'incremental') {
     // A disk added to the VM since the checkpoint has no bitmap, and on the DR side an empty base.
     if (!dirty) return planFull(allocation);
-    return planIncremental(await dirty, allocation);
+    const tail = grownTail(latest, disk, client.size);
+    if (!tail) return planIncremental(await dirty, allocation);
+    const changed = (await dirty).filter((e) => e.flags & STATE_DIRTY && e.offset < tail.offset).map((e) => ({ offset: e.offset, length: Math.min(e.length, tail.offset - e.offset) }));
+    return planRanges([...changed, tail], allocation);
   }
   const [mine, theirs] = await Promise.all([
     blockHashes(client, HASH_BLOCK, signal),
     receiver.hashes(protection, latest!.id, disk, HASH_BLOCK, signal),
   ]);
   return planRanges(differingRanges(mine, theirs, client.size, HASH_BLOCK), allocation);
+}
+
+/**
+ * A disk grown since the replica's point: its bitmap grew with it, clean, though what the new
+ * tail holds (a grown block device's old contents, say) was never shipped.
+ */
+function grownTail(latest: RecoveryPoint | undefined, disk: string, size: number): { offset: number; length: number } | undefined {
+  const known = latest?.disks.find((d) => d.disk === disk)?.sizeBytes;
+  return known !== undefined && known < size ? { offset: known, length: size - known } : undefined;
 }
 
 /** `items` unchanged; a failure is told to `onFailure` before it goes on to whoever pulls them. */

@@ -217,4 +217,9 @@ export const migrations: readonly string[] = [
   ) STRICT;
   CREATE INDEX watch_events_by_protection ON watch_events (protection, id);
   `,
+  // 9: why a sync cycle is of its kind ("changes since checkpoint …; disk vdb is raw and its dirty
+  // bitmap … is gone …"): a resync says what it replaced; NULL for runs recorded before
+  `
+  ALTER TABLE sync_runs ADD COLUMN reason TEXT;
+  `,
 ];

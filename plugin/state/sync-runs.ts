@@ -10,6 +10,8 @@ export interface SyncRun {
   kind: SyncKind;
   checkpoint: string;
   since: string | null;
+  /** Why this kind ("first sync", "disk vdb is raw and its dirty bitmap … is gone …"); unset for runs recorded before reasons were. */
+  reason?: string;
   startedAt: Date;
   /** Unset while the run is going (or its process died before recording the end). */
   endedAt?: Date;
@@ -22,11 +24,11 @@ export interface SyncRun {
 
 export function recordSyncStart(
   store: StateStore,
-  run: { protection: string; kind: SyncKind; checkpoint: string; since: string | null },
+  run: { protection: string; kind: SyncKind; checkpoint: string; since: string | null; reason?: string },
 ): number {
   const result = store.db
-    .prepare('INSERT INTO sync_runs (protection, kind, checkpoint, since, started_at_ms) VALUES (?, ?, ?, ?, ?)')
-    .run(run.protection, run.kind, run.checkpoint, run.since, Date.now());
+    .prepare('INSERT INTO sync_runs (protection, kind, checkpoint, since, reason, started_at_ms) VALUES (?, ?, ?, ?, ?, ?)')
+    .run(run.protection, run.kind, run.checkpoint, run.since, run.reason ?? null, Date.now());
   return Number(result.lastInsertRowid);
 }
 
@@ -56,6 +58,7 @@ interface RawRun {
   kind: SyncKind;
   checkpoint: string;
   since: string | null;
+  reason: string | null;
   started_at_ms: number;
   ended_at_ms: number | null;
   outcome: 'committed' | 'failed' | null;
@@ -88,6 +91,7 @@ function toRun(r: RawRun): SyncRun {
     startedAt: new Date(r.started_at_ms),
     outcome: r.outcome ?? 'running',
   };
+  if (r.reason !== null) run.reason = r.reason;
   if (r.ended_at_ms !== null) run.endedAt = new Date(r.ended_at_ms);
   if (r.point !== null) run.point = r.point;
   if (r.bytes_shipped !== null) run.bytesShipped = r.bytes_shipped;

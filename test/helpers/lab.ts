@@ -50,6 +50,14 @@ export async function runVmdr(args: string[], env: Record<string, string> = {}):
   }
 }
 
+/** Runs the built CLI with `--json`, which must exit 0: its result line (else its last line). */
+export async function vmdrJson<T>(args: string[]): Promise<T> {
+  const r = await runVmdr([...args, '--json']);
+  if (r.code !== 0) throw new Error(`vmdr ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event?: string });
+  return (lines.find((l) => l.event === 'result') ?? lines[lines.length - 1]) as T;
+}
+
 /** Starts the built CLI and lets the test kill it mid-way: its process, and its result when it ends. */
 export function spawnVmdr(args: string[], env: Record<string, string> = {}): { process: ChildProcess; done: Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> } {
   const child = spawn(process.execPath, [join(ROOT, 'dist', 'scripts', 'vmdr.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });

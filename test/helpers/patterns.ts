@@ -30,3 +30,21 @@ export async function compareImages(a: string, b: string): Promise<void> {
     throw new assert.AssertionError({ message: `${a} and ${b} differ: ${err.stdout ?? ''}` });
   });
 }
+
+/** Flushes QEMU's own caches (qcow2 metadata too) of virtio disk number `disk`, so another reader of the source image sees it all. */
+export async function hmpFlush(vm: string, disk: number, uri = 'qemu:///system'): Promise<void> {
+  await exec('virsh', ['-c', uri, 'qemu-monitor-command', vm, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk${disk}/virtio-backend "flush"`]);
+}
+
+/**
+ * Runs `work` with the guest paused, so nothing it writes lands between a sync's checkpoint and
+ * the comparison of source and replica: the source disk is then the checkpoint's state.
+ */
+export async function paused<T>(vm: string, work: () => Promise<T>, uri = 'qemu:///system'): Promise<T> {
+  await exec('virsh', ['-c', uri, 'suspend', vm]);
+  try {
+    return await work();
+  } finally {
+    await exec('virsh', ['-c', uri, 'resume', vm]);
+  }
+}

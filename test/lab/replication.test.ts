@@ -14,8 +14,8 @@ import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { assertProgress, type ProgressEvent } from '../helpers/assertions.js';
-import { ensureLabGuest, fileSize, GUEST_READY, labBoot, labScratchDir, makeDisk, runVmdr, waitForSerialLine } from '../helpers/lab.js';
-import { assertPattern, compareImages, hmpWrite } from '../helpers/patterns.js';
+import { ensureLabGuest, fileSize, GUEST_READY, labBoot, labScratchDir, makeDisk, runVmdr, vmdrJson, waitForSerialLine } from '../helpers/lab.js';
+import { assertPattern, compareImages, hmpFlush, hmpWrite, paused } from '../helpers/patterns.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
 const exec = promisify(execFile);
@@ -46,26 +46,8 @@ interface SyncJson {
   point: Point;
 }
 
-/** Flushes QEMU's own caches (qcow2 metadata too) so another reader of the source image sees it all. */
-async function hmpFlush(vm: string, disk: number): Promise<void> {
-  await exec('virsh', ['-c', 'qemu:///system', 'qemu-monitor-command', vm, '--hmp', `qemu-io -d /machine/peripheral/virtio-disk${disk}/virtio-backend "flush"`]);
-}
-
 async function assertNoPattern(image: string, pattern: string, offset: number, length: number): Promise<void> {
   await assert.rejects(assertPattern(image, pattern, offset, length), `${image} should not hold ${pattern} at ${offset}`);
-}
-
-/**
- * Runs `work` with the guest paused, so nothing it writes lands between a sync's checkpoint and
- * the comparison of source and replica: the source disk is then the checkpoint's state.
- */
-async function paused<T>(vm: string, work: () => Promise<T>): Promise<T> {
-  await exec('virsh', ['-c', 'qemu:///system', 'suspend', vm]);
-  try {
-    return await work();
-  } finally {
-    await exec('virsh', ['-c', 'qemu:///system', 'resume', vm]);
-  }
 }
 
 /** The persistent bitmaps QEMU left in a qcow2 image, by name: their flags ('in-use': not saved). */
@@ -79,13 +61,6 @@ async function bitmaps(image: string): Promise<Map<string, string[]>> {
 async function offlineWrite(image: string, pattern: string, offset: number, length: number): Promise<void> {
   const { stdout } = await exec('qemu-io', ['-f', 'qcow2', '-c', `write -P ${pattern} ${offset} ${length}`, image]);
   assert.match(stdout, /wrote/, stdout);
-}
-
-async function vmdrJson<T>(args: string[]): Promise<T> {
-  const r = await runVmdr([...args, '--json']);
-  assert.equal(r.code, 0, `vmdr ${args.join(' ')}: ${r.stderr}`);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event?: string });
-  return (lines.find((l) => l.event === 'result') ?? lines[lines.length - 1]) as T;
 }
 
 describe('replication of running VMs into recovery points (qemu:///system)', function () {
@@ -264,10 +239,10 @@ protections:
     await exec('chmod', ['644', vdc]);
     await exec('virsh', ['-c', 'qemu:///system', 'attach-disk', name, vdc, 'vdc', '--driver', 'qemu', '--subdriver', 'qcow2', '--targetbus', 'virtio']);
     await hmpWrite(name, 2, '0x61', 1 * MiB, 64 * KiB);
-    // The checkpoint has no bitmap for vdc, so libvirt refuses the incremental; hashes decide instead.
+    // The checkpoint has no bitmap for vdc: vdc alone is copied whole, vda and vdb stay incremental.
     const r = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
-    assert.equal(r.kind, 'resync');
-    assert.match(r.reason, /bitmap .* for disk 'vdc'/);
+    assert.equal(r.kind, 'incremental');
+    assert.match(r.reason, /disk vdc joined the VM after checkpoint .*: copied whole/);
     assert.deepEqual(r.point.disks.map((d) => [d.disk, d.sizeBytes]), [['vda', 64 * MiB], ['vdb', VDB_SIZE], ['vdc', 8 * MiB]]);
     await assertPattern(image(r.point, 'vdc'), '0x61', 1 * MiB, 64 * KiB);
     const next = await vmdrJson<SyncJson>(['sync', name, '--config', config]);

@@ -1,6 +1,6 @@
 /**
  * libvirt's C API, declared for koffi over Debian's libvirt.so.0 (and libvirt-qemu.so.0 for the
- * guest agent). Why an FFI and not an N-API addon: the addon vmdr used (@unraid/libvirt) lacked
+ * guest agent and QEMU's monitor). Why an FFI and not an N-API addon: the addon vmdr used (@unraid/libvirt) lacked
  * checkpoints, backups, jobs, networks, autostart and the agent, and dropped libvirt's error code
  * from every failure; libvirt's RPC protocol is not a stable interface to speak ourselves.
  *
@@ -84,6 +84,7 @@ function declare() {
     virDomainSetAutostart: f('int', 'virDomainSetAutostart', [H, 'int']),
     virDomainGetBlockInfo: f('int', 'virDomainGetBlockInfo', [H, 'str', koffi.out(koffi.pointer(BlockInfoStruct)), 'uint']),
     virDomainQemuAgentCommand: qemu.func('virDomainQemuAgentCommand', ownedString, [H, 'str', 'int', 'uint']),
+    virDomainQemuMonitorCommand: qemu.func('virDomainQemuMonitorCommand', 'int', [H, 'str', koffi.out(koffi.pointer('void *')), 'uint']),
     virDomainScreenshot: f(ownedString, 'virDomainScreenshot', [H, H, 'uint', 'uint']),
 
     // streams (blocking: each is read to its end on the worker thread that opened it)

@@ -307,6 +307,36 @@ export const procedures = {
   },
 
   /**
+   * One QMP command (JSON) on the VM's QEMU monitor, through libvirt (transient-bitmaps.ts says
+   * why); QEMU's JSON answer, an `error` member included: the caller reads it.
+   */
+  monitorCommand(conn: Handle, ref: DomainRef, command: string): string {
+    return withDomain(conn, ref, (dom) => {
+      const n = libvirt();
+      const out: unknown[] = [null];
+      rc('virDomainQemuMonitorCommand', n.virDomainQemuMonitorCommand(dom, command, out, 0) as number);
+      try {
+        return koffi.decode(out[0], 'char', -1) as string;
+      } finally {
+        n.free(out[0]);
+      }
+    });
+  },
+
+  /** One checkpoint's XML. */
+  checkpointXml(conn: Handle, ref: DomainRef, name: string): string {
+    return withDomain(conn, ref, (dom) => {
+      const n = libvirt();
+      const cp = ok('virDomainCheckpointLookupByName', n.virDomainCheckpointLookupByName(dom, name, 0) as Handle);
+      try {
+        return ok('virDomainCheckpointGetXMLDesc', n.virDomainCheckpointGetXMLDesc(cp, 0) as string);
+      } finally {
+        n.virDomainCheckpointFree(cp);
+      }
+    });
+  },
+
+  /**
    * The picture on the VM's screen `screen` (0: the first display), as libvirt streams it: its
    * MIME type and its bytes. The frame's own header bounds how much is read (screenshot-image.ts):
    * a frame larger than it says, or than any screen, is refused (`refused`, the stream aborted)

@@ -94,7 +94,7 @@ describe('state store', () => {
       recordSyncEnd(store, first, { outcome: 'committed', point: 'rp-1', bytesShipped: 1000, dataBytes: 4096 });
       const second = recordSyncStart(store, { protection: 'web', kind: 'incremental', checkpoint: 'vmdr-2', since: 'vmdr-1' });
       recordSyncEnd(store, second, { outcome: 'failed', error: { code: 'STREAM_TRUNCATED', message: 'cut' } });
-      const third = recordSyncStart(store, { protection: 'web', kind: 'incremental', checkpoint: 'vmdr-2', since: 'vmdr-1' });
+      const third = recordSyncStart(store, { protection: 'web', kind: 'resync', checkpoint: 'vmdr-2', since: 'vmdr-1', reason: 'disk vdb is raw and its dirty bitmap is gone' });
       recordSyncStart(store, { protection: 'db', kind: 'full', checkpoint: 'vmdr-1', since: null });
 
       const runs = lastSyncRuns(store, 'web', 10);
@@ -105,6 +105,8 @@ describe('state store', () => {
       assert.equal(runs[2]!.since, null);
       assert.ok(runs[2]!.endedAt instanceof Date);
       assert.equal(runs[0]!.endedAt, undefined);
+      assert.equal(runs[0]!.reason, 'disk vdb is raw and its dirty bitmap is gone');
+      assert.equal(runs[1]!.reason, undefined);
       assert.equal(lastSyncRuns(store, 'web', 1).length, 1);
       await rejectsWith(Promise.resolve().then(() => recordSyncEnd(store, 9999, { outcome: 'failed' })), 'SYNC_RUN_NOT_FOUND');
     } finally {
