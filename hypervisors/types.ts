@@ -90,6 +90,12 @@ export interface VmSpec {
   nics: NicSpec[];
   /** A file the guest's serial console is written to: the simplest health signal. */
   serialLog?: string;
+  /**
+   * Give the VM the channel a QEMU guest agent inside it answers on (libvirt: the virtio-serial
+   * port org.qemu.guest_agent.0): health checks ping it, and app-consistent points freeze the
+   * guest's filesystems through it. vSphere VMs reach VMware Tools without one: ignored there.
+   */
+  guestAgent?: boolean;
   labels?: Record<string, string>;
   /**
    * Make the VM as a copy of this VM's hardware, with this spec's disks, NICs and labels: how a

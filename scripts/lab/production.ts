@@ -53,6 +53,8 @@ export async function ensureProductionVm(adapter: HypervisorAdapter, name: strin
       disks: [{ path: disk, format: 'qcow2', target: 'vda' }],
       nics: [{ network: PRODUCTION_NETWORK }],
       serialLog,
+      // The lab guest starts qemu-ga on it: health checks and app-consistent points have an agent.
+      guestAgent: true,
       labels: { role: 'lab-production' },
     });
   }

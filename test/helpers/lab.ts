@@ -73,8 +73,11 @@ export interface LabVm {
   log: string;
 }
 
-/** `uri`: the libvirtd to define it on (a two-site lab site's, say); this host's by default. */
-export async function createLabVm(prefix: string, options: { marker: string; diskSize?: string; cmdline?: string; uri?: string }): Promise<LabVm> {
+/**
+ * `uri`: the libvirtd to define it on (a two-site lab site's, say); this host's by default.
+ * `agent`: give it the guest agent channel, so the lab guest starts qemu-ga on it.
+ */
+export async function createLabVm(prefix: string, options: { marker: string; diskSize?: string; cmdline?: string; uri?: string; agent?: boolean }): Promise<LabVm> {
   await ensureLabGuest();
   const name = `test-${prefix}-${randomBytes(3).toString('hex')}`;
   const dir = await labScratchDir(prefix);
@@ -91,6 +94,7 @@ export async function createLabVm(prefix: string, options: { marker: string; dis
     disks: [{ path: vm.disk, format: 'qcow2', target: 'vda' }],
     nics: [{ network: vm.network }],
     serialLog: vm.log,
+    ...(options.agent ? { guestAgent: true } : {}),
   });
   return vm;
 }
