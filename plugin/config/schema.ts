@@ -282,6 +282,14 @@ export const ProtectionSchema = z.strictObject({
    * raw (a fast link, or CPU the sites cannot spare). Checksums and TLS stay either way.
    */
   compression: z.enum(['auto', 'off']).default('auto'),
+  /**
+   * crash: each point is the disks at one instant, as a power cut leaves them. application: each
+   * cycle freezes the guest's filesystems through its QEMU guest agent for that instant; a point
+   * the freeze failed for is crash-consistent and says why (docs/replication.md).
+   */
+  consistency: z.enum(['crash', 'application']).default('crash'),
+  /** How long the guest agent has to answer the freeze (and each attempt at the thaw). */
+  freezeTimeout: durationBetween('1s', '60s').prefault('10s'),
   retention: z
     // maxAge is compared with the points' ages, never waited on: it may pass MAX_TIMER_MS.
     .strictObject({ keep: z.number().int().min(1).default(24), maxAge: durationBetween('1m', '3650d').optional() })

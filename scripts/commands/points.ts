@@ -2,6 +2,7 @@ import type { Argv } from 'yargs';
 import { VmdrError } from '../../hypervisors/errors.js';
 import { findProtection } from '../../plugin/protections/find.js';
 import { releasePoints } from '../../plugin/protections/source-record.js';
+import { describeConsistency } from '../../plugin/replication/consistency.js';
 import { listRecoveryPoints } from '../../plugin/replication/points.js';
 import { UNRECORDED } from '../../plugin/state/sources.js';
 import { printJson, printTable, run } from '../cli/report.js';
@@ -65,11 +66,12 @@ function printPoints(protection: string, points: PrintedPoint[], json: boolean):
   if (json) return printJson(points);
   if (points.length === 0) return void process.stdout.write(`${protection}: no recovery points yet (vmdr protect ${protection})\n`);
   printTable(
-    ['ID', 'TIME', 'KIND', 'CHECKPOINT', 'SHIPPED', 'IMAGES'],
+    ['ID', 'TIME', 'KIND', 'CONSISTENCY', 'CHECKPOINT', 'SHIPPED', 'IMAGES'],
     points.map((p) => [
       p.id,
       p.time.toISOString(),
       p.kind + (p.pinned ? ' (pinned)' : '') + (p.replacedSource ? ` (pinned: replaced VM ${p.replacedSource === UNRECORDED ? 'of unrecorded UUID' : p.replacedSource})` : ''),
+      describeConsistency(p),
       p.checkpoint,
       formatBytes(p.bytesShipped),
       p.disks.map((d) => (d.image ? `${d.disk}=${d.image}` : d.disk)).join(' '),

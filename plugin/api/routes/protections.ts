@@ -57,6 +57,9 @@ const PointView = z.object({
   zeroBytes: z.number(),
   pinned: z.boolean(),
   replacedSource: z.string().nullable(),
+  consistency: z.enum(['application', 'crash']),
+  consistencyIssue: z.object({ code: z.string(), message: z.string() }).nullable(),
+  freezeWindowMs: z.number().nullable(),
   /** Images are paths of the DR host: an operator's token sees them, a tenant's does not. */
   disks: z.array(z.object({ disk: z.string(), sizeBytes: z.number(), image: z.string().optional() })),
 });
@@ -98,6 +101,10 @@ function pointView(point: RecoveryPoint, withImages: boolean): z.infer<typeof Po
     zeroBytes: point.zeroBytes,
     pinned: point.pinned,
     replacedSource: point.replacedSource,
+    // A point a receiver older than these fields answered with is crash-consistent.
+    consistency: point.consistency ?? 'crash',
+    consistencyIssue: point.consistencyIssue ?? null,
+    freezeWindowMs: point.freezeWindowMs ?? null,
     disks: point.disks.map((d) => ({ disk: d.disk, sizeBytes: d.sizeBytes, ...(withImages ? { image: d.image } : {}) })),
   };
 }
