@@ -8,7 +8,9 @@
 # Kernel command line: vmdr.mode=writer keeps writing to the root disk (vmdr.write_kbps=N, default 1024).
 # vmdr.agent=off: no guest agent even on a VM with the channel. vmdr.freeze_delay=S and
 # vmdr.thaw_delay=S: the agent's fsfreeze hook sleeps S seconds before the freeze and after the
-# thaw, so the freeze or the thaw answers late (how tests make them time out with the real agent).
+# thaw, so the freeze or the thaw answers late (how tests make them time out with the real agent);
+# the hook reads them from /run/vmdr/freeze-delay and /run/vmdr/thaw-delay, which a test may
+# rewrite through the agent's guest-exec.
 # It never sends traffic: no DHCP, no ping. It has no ACPI daemon, so stop it with force.
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -85,11 +87,12 @@ elif [ -n "$(ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | grep virtio
     [ -n "$port" ] || { sleep 0.1; i=$((i + 1)); }
   done
   if [ -n "$port" ]; then
-    mkdir -p /etc/qemu /run
+    mkdir -p /etc/qemu /run/vmdr
+    for a in freeze thaw; do echo "$(arg vmdr.${a}_delay)" >/run/vmdr/$a-delay; done
     cat >/etc/qemu/fsfreeze-hook <<'HOOK'
 #!/bin/sh
 echo "VMDR-GUEST fsfreeze $1" >/tmp/out
-delay=$(sed -n "s/.*\bvmdr.${1}_delay=\([0-9]*\).*/\1/p" /proc/cmdline)
+delay=$(cat /run/vmdr/$1-delay 2>/dev/null)
 [ -n "$delay" ] && sleep "$delay"
 exit 0
 HOOK
