@@ -3,10 +3,12 @@
 # attached, applies hostname and addresses, and prints one machine-readable line on the serial
 # console (and on its screen) so tests and health checks can see which disk content booted with which identity:
 #   VMDR-GUEST ready hostname=H mac=M ip=I/P gw=G dns=D marker=X instance=ID seed=yes|no mac-match=yes|no|n/a agent=A
-# agent: running (qemu-ga serves the VM's org.qemu.guest_agent.0 channel), none (the VM has no such
-# channel), off (vmdr.agent=off), missing (the initramfs has no qemu-ga).
+# agent: running (qemu-ga serves the VM's org.qemu.guest_agent.0 channel), none (asked for, but the
+# VM has no such channel), off (not asked for), missing (the initramfs has no qemu-ga).
 # Kernel command line: vmdr.mode=writer keeps writing to the root disk (vmdr.write_kbps=N, default 1024).
-# vmdr.agent=off: no guest agent even on a VM with the channel. vmdr.freeze_delay=S and
+# vmdr.agent=on: the guest has its QEMU guest agent "installed": qemu-ga runs on the channel when
+# the VM has one. Without it the guest is one without the agent (as before it existed), so a
+# channel alone answers nothing. vmdr.freeze_delay=S and
 # vmdr.thaw_delay=S: the agent's fsfreeze hook sleeps S seconds before the freeze and after the
 # thaw, so the freeze or the thaw answers late (how tests make them time out with the real agent);
 # the hook reads them from /run/vmdr/freeze-delay and /run/vmdr/thaw-delay, which a test may
@@ -75,8 +77,8 @@ fi
 # udev: the port whose sysfs name is the agent's. It freezes the mounted root disk (/root, ext4)
 # on libvirt's fsfreeze; its hook prints each freeze and thaw on the console.
 agent=none
-if [ ! -x /usr/sbin/qemu-ga ]; then agent=missing
-elif [ "$(arg vmdr.agent)" = off ]; then agent=off
+if [ "$(arg vmdr.agent)" != on ]; then agent=off
+elif [ ! -x /usr/sbin/qemu-ga ]; then agent=missing
 elif [ -n "$(ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | grep virtio)" ]; then
   port=
   i=0
