@@ -20,7 +20,7 @@ import { apiCall, type ApiCall } from '../../helpers/api-client.js';
 import { startLoopbackApi } from '../../helpers/api-instance.js';
 import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 
-const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'disks'];
+const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'consistency', 'consistencyIssue', 'freezeWindowMs', 'disks'];
 
 describe('HTTP API reads: status, points, the request log (test:///default, HTTPS, SQLite)', function () {
   this.timeout(60_000);
@@ -111,6 +111,9 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
       zeroBytes: 100,
       pinned: true,
       replacedSource: null,
+      consistency: 'crash',
+      consistencyIssue: null,
+      freezeWindowMs: null,
       disks: [{ disk: 'vda', sizeBytes: 64 * 1024 * 1024 }],
     });
 
