@@ -13,6 +13,7 @@ import { GuestAgentUnavailable, VmdrError } from '../errors.js';
 import { VIR_ERR } from './api/codes.js';
 import type { LibvirtConnection } from './connection.js';
 import { libvirtCode } from './errors.js';
+import { powerStateOf } from './power-states.js';
 
 /** Attempts at the thaw, each bounded like the freeze, within this many times the bound. */
 const THAW_BUDGET = 3;
@@ -34,6 +35,11 @@ export async function freezeGuests(conn: LibvirtConnection, vms: string[], optio
 async function freezeOne(conn: LibvirtConnection, vm: string, seconds: number): Promise<Asked> {
   const askedAt = Date.now();
   try {
+    // A paused guest's agent cannot answer: asking would only wait out the timeout, then the thaw's.
+    const state = powerStateOf(await conn.call({ operation: 'read VM state', vm }, 'domainState', vm));
+    if (state !== 'running') {
+      return { vm, askedAt, frozen: false, thaw: false, issue: { code: 'vm-not-running', message: `VM ${JSON.stringify(vm)} is ${state}: no guest runs to freeze` } };
+    }
     await agentCall(conn, vm, 'freeze', seconds);
     return { vm, askedAt, frozen: true, thaw: true };
   } catch (err) {

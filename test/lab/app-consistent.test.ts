@@ -146,6 +146,21 @@ describe('application-consistent points through the QEMU guest agent (qemu:///sy
     await guestShell(vm.name, 'echo >/run/vmdr/thaw-delay');
   });
 
+  it('a paused VM is not asked (its agent cannot answer): crash-consistent at once, and the cycle commits', async () => {
+    const vm = app!;
+    await exec('virsh', ['-c', 'qemu:///system', 'suspend', vm.name]);
+    try {
+      const started = Date.now();
+      const { line, point } = await sync(vm);
+      assert.deepEqual([point.consistency, point.consistencyIssue?.code], ['crash', 'vm-not-running']);
+      assert.match(line, /\(crash-consistent: vm-not-running: VM "[^"]+" is paused: no guest runs to freeze\)/);
+      assert.ok(Date.now() - started < FREEZE_TIMEOUT_S * 1000 + 5_000, 'it waited for an agent that cannot answer');
+    } finally {
+      await exec('virsh', ['-c', 'qemu:///system', 'resume', vm.name]);
+    }
+    assert.equal(await fsfreezeStatus(vm.name), 'thawed');
+  });
+
   it('without an agent (one stopped in the guest, or no channel) the point is crash-consistent with the reason, and commits', async () => {
     const vm = app!;
     await agent(vm.name, { execute: 'guest-exec', arguments: { path: '/bin/sh', arg: ['-c', 'sleep 1; kill $(pidof qemu-ga)'] } });
