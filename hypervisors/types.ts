@@ -90,6 +90,12 @@ export interface VmSpec {
   nics: NicSpec[];
   /** A file the guest's serial console is written to: the simplest health signal. */
   serialLog?: string;
+  /**
+   * Give the VM the channel a QEMU guest agent inside it answers on (libvirt: the virtio-serial
+   * port org.qemu.guest_agent.0): health checks ping it, and app-consistent points freeze the
+   * guest's filesystems through it. vSphere VMs reach VMware Tools without one: ignored there.
+   */
+  guestAgent?: boolean;
   labels?: Record<string, string>;
   /**
    * Make the VM as a copy of this VM's hardware, with this spec's disks, NICs and labels: how a
@@ -281,6 +287,8 @@ export interface BackupSession {
   since?: string;
   /** The VM was shut off: its images were exported, no checkpoint was created. */
   offline?: boolean;
+  /** How the freeze asked by BackupOptions.quiesce went; absent when none was asked. */
+  quiesce?: QuiesceResult;
   listen: NbdListen;
   exports: BackupExport[];
   /**
@@ -319,6 +327,73 @@ export interface BackupOptions {
   disks?: string[];
   /** Where the hypervisor keeps copy-before-write data while the export lives (default: a temp dir). */
   scratchDir?: string;
+  /**
+   * Freeze the guest's filesystems (its guest agent) for the instant the checkpoint is taken, and
+   * thaw them right after: an application-consistent point. The session says how it went
+   * (BackupSession.quiesce); a guest that cannot be frozen still gives a session, crash-consistent.
+   */
+  quiesce?: QuiesceOptions;
+}
+
+export interface QuiesceOptions {
+  /** How long the guest agent has to answer the freeze, and each attempt at the thaw. */
+  timeoutMs: number;
+}
+
+/**
+ * Why a point is not application-consistent (`consistency: 'crash'`), or, on an application-
+ * consistent one, what went wrong after the freeze (the thaw codes).
+ */
+export type QuiesceIssueCode =
+  /** The VM has no guest agent channel: no agent can ever answer. */
+  | 'no-agent-channel'
+  /** The channel is there, nobody answers on it (no agent running in the guest). */
+  | 'agent-not-answering'
+  /** The agent did not answer the freeze in time: given up, and thawed. */
+  | 'freeze-timed-out'
+  /** The agent answered the freeze with an error (a filesystem that cannot freeze, already frozen). */
+  | 'freeze-failed'
+  /** The VM is not running (an offline capture): there is no guest to freeze. */
+  | 'vm-not-running'
+  /** This hypervisor cannot freeze a guest. */
+  | 'unsupported'
+  /** Frozen and captured, but no thaw answered in time: the guest may still be frozen. */
+  | 'thaw-timed-out'
+  /** Frozen and captured, but the thaw failed. */
+  | 'thaw-failed';
+
+export interface QuiesceIssue {
+  code: QuiesceIssueCode;
+  /** One line in the user's words, with the hypervisor's own. */
+  message: string;
+}
+
+/** How a freeze around a capture went, for one VM. */
+export interface QuiesceResult {
+  /** application: the capture's instant fell while the guest's filesystems were frozen. */
+  consistency: 'application' | 'crash';
+  issue?: QuiesceIssue;
+  /**
+   * From asking the freeze to the thaw's answer (or to giving up on it): the longest the guest's
+   * writes were held. Absent when the guest never froze.
+   */
+  freezeWindowMs?: number;
+}
+
+/**
+ * Guests frozen together by ChangeTracker.freezeGuests: one VM for an application-consistent
+ * point, several for one instant across them (a consistency group, which captures each member
+ * between freezeGuests and thaw).
+ */
+export interface GuestFreeze {
+  /** The VMs whose filesystems the agent froze. */
+  readonly frozen: readonly string[];
+  /**
+   * Thaws every VM whose freeze was asked, frozen or not (a freeze given up on may still take
+   * effect in the guest), retrying each for up to three times the timeout; never throws. Safe to
+   * call twice (the second call returns the first's answer).
+   */
+  thaw(): Promise<Map<string, QuiesceResult>>;
 }
 
 /** Changed-block tracking where the hypervisor has it (QEMU dirty bitmaps; VMware CBT). */
@@ -344,6 +419,12 @@ export interface ChangeTracker {
    * end by the deadline (default 30 s) with BACKUP_JOB_STUCK.
    */
   endLeftoverBackup(vm: string, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<EndedBackupJob | undefined>;
+  /**
+   * Freezes the filesystems of these running VMs' guests at once, through their guest agents, each
+   * given `timeoutMs` to answer; never throws: a VM that did not freeze is left out of `frozen`,
+   * and thaw() says why. The caller captures, then thaws, in every path.
+   */
+  freezeGuests(vms: string[], options: QuiesceOptions): Promise<GuestFreeze>;
 }
 
 /** How an adapter talks to its hypervisor, from the site's config. */

@@ -7,17 +7,19 @@
  * exported read-only by qemu-nbd instead (offline-export.ts), with the bitmap of `since`. A job
  * a session left behind is found and ended by backup-jobs.ts. Raw disks, which libvirt cannot
  * checkpoint, are tracked by transient bitmaps (transient-bitmaps.ts); a disk without a bitmap of
- * `since` is read whole or by hashes, alone (incremental-disks.ts).
+ * `since` is read whole or by hashes, alone (incremental-disks.ts). With `quiesce`, the guest's
+ * filesystems are frozen for the backup's begin, the instant of the checkpoint (guest-freeze.ts).
  */
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob } from '../types.js';
+import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob, GuestFreeze, QuiesceOptions, QuiesceResult } from '../types.js';
 import { CheckpointBitmapBroken, HypervisorOperationFailed, NotManagedByVmdr, VmdrError } from '../errors.js';
 import { VIR_DOMAIN_BACKUP_BEGIN, VIR_ERR } from './api/codes.js';
 import { abortJob, endLeftoverBackup, markInUse, SCRATCH_DIR_PREFIX, scratchFileName } from './backup-jobs.js';
 import type { LibvirtConnection } from './connection.js';
 import { libvirtCode } from './errors.js';
 import { checkpointDisks, readsFrom, type BackupDisk, type DiskRead } from './incremental-disks.js';
+import { freezeGuests } from './guest-freeze.js';
 import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
 import { makeScratchImages } from './scratch-images.js';
 import { exportChanges, rawDiskNodes, removeBitmaps, removeCopies, removeLeftovers, startBitmaps, unexportChanges, type ChangesExport, type RawDiskNode } from './transient-bitmaps.js';
@@ -106,6 +108,7 @@ export class LibvirtChangeTracker implements ChangeTracker {
     ]);
     // In use before the job exists: a leftover sweep of another session must never see it unclaimed.
     markInUse(scratchFiles, true);
+    let quiesce: QuiesceResult | undefined;
     try {
       if (raw) {
         // Only a bitmap besides `since` can be a leftover: a steady cycle asks libvirt nothing more.
@@ -114,12 +117,21 @@ export class LibvirtChangeTracker implements ChangeTracker {
         await startBitmaps(this.conn, vm, raw, options.checkpoint);
       }
       const made = await makeScratchImages(all, disks, scratchFiles);
-      await this.conn.call({ operation: 'begin backup', vm, requires: 'running' }, 'beginBackup', vm, buildXml(backup), buildXml(checkpoint), made ? VIR_DOMAIN_BACKUP_BEGIN.REUSE_EXTERNAL : 0);
+      // Frozen only around the call that fixes the checkpoint's instant: the scratch images are made before.
+      const freeze = options.quiesce && (await this.freezeGuests([vm], options.quiesce));
+      try {
+        await this.conn.call({ operation: 'begin backup', vm, requires: 'running' }, 'beginBackup', vm, buildXml(backup), buildXml(checkpoint), made ? VIR_DOMAIN_BACKUP_BEGIN.REUSE_EXTERNAL : 0);
+      } finally {
+        quiesce = (await freeze?.thaw())?.get(vm);
+      }
     } catch (err) {
       markInUse(scratchFiles, false);
       await removeScratch();
       if (raw) await removeBitmaps(this.conn, vm, raw, options.checkpoint).catch(() => undefined);
-      if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') return await this.beginOfflineBackup(vm, disks, options);
+      if (err instanceof VmdrError && err.code === 'INVALID_POWER_STATE') {
+        const session = await this.beginOfflineBackup(vm, disks, options);
+        return quiesce ? { ...session, quiesce } : session;
+      }
       if (options.since && bitmapBroken(err)) throw new CheckpointBitmapBroken(vm, this.uri, options.since, (err as Error).message, { cause: err });
       throw err;
     }
@@ -163,10 +175,15 @@ export class LibvirtChangeTracker implements ChangeTracker {
       checkpoint: options.checkpoint,
       stateOf: options.checkpoint,
       ...(options.since ? { since: options.since } : {}),
+      ...(quiesce ? { quiesce } : {}),
       listen: options.listen,
       exports,
       end,
     };
+  }
+
+  freezeGuests(vms: string[], options: QuiesceOptions): Promise<GuestFreeze> {
+    return freezeGuests(this.conn, vms, options);
   }
 
   /**

@@ -13,6 +13,9 @@ export const DEFAULT_DOMAIN_TEMPLATE = 'libvirt-domain.xml';
 /** The <serial> of the disk vmdr attaches as the identity seed: how it finds the seed again. */
 export const SEED_SERIAL = 'vmdr-seed';
 
+/** The virtio-serial port name the QEMU guest agent listens on, which libvirt speaks to. */
+export const GUEST_AGENT_PORT = 'org.qemu.guest_agent.0';
+
 export async function renderDomainXml(spec: VmSpec): Promise<string> {
   const file = templatePath('domains', spec.template ?? DEFAULT_DOMAIN_TEMPLATE);
   const values: TemplateValues = { name: spec.name, memoryMiB: spec.memoryMiB, vcpus: spec.vcpus };
@@ -27,6 +30,7 @@ export async function renderDomainXml(spec: VmSpec): Promise<string> {
   for (const disk of spec.disks) devices.children.push(diskElement(disk, used, cdromBus));
   for (const nic of spec.nics) devices.children.push(nicElement(nic));
   if (spec.serialLog) devices.children.push(...serialElements(spec.serialLog));
+  if (spec.guestAgent && !hasGuestAgentChannel(devices)) devices.children.push(guestAgentChannel());
   // Every domain vmdr defines carries the labels element, even empty: it marks the VM as vmdr's.
   setLabels(domain, spec.labels ?? {});
   return buildXml(domain);
@@ -72,6 +76,15 @@ function nicElement(nic: NicSpec): XmlElement {
  */
 function serialElements(path: string): XmlElement[] {
   return [element('serial', { type: 'file' }, [element('source', { path, append: 'on' }), element('target', { port: '0' })])];
+}
+
+/** libvirt picks the socket's path and adds the virtio-serial controller itself. */
+function guestAgentChannel(): XmlElement {
+  return element('channel', { type: 'unix' }, [element('target', { type: 'virtio', name: GUEST_AGENT_PORT })]);
+}
+
+function hasGuestAgentChannel(devices: XmlElement): boolean {
+  return childElements(devices, 'channel').some((c) => firstChild(c, 'target')?.attrs.name === GUEST_AGENT_PORT);
 }
 
 function busOf(target: string): string {

@@ -266,6 +266,14 @@ export const ProtectionSchema = z.strictObject({
   bandwidth: BandwidthSchema.optional(),
   /** keep/maxAge, or time tiers (all, minutely, hourly, daily): retention.ts. */
   retention: RetentionSchema,
+  /**
+   * crash: each point is the disks at one instant, as a power cut leaves them. application: each
+   * cycle freezes the guest's filesystems through its QEMU guest agent for that instant; a point
+   * the freeze failed for is crash-consistent and says why (docs/replication.md).
+   */
+  consistency: z.enum(['crash', 'application']).default('crash'),
+  /** How long the guest agent has to answer the freeze (and each attempt at the thaw). */
+  freezeTimeout: durationBetween('1s', '60s').prefault('10s'),
   /** What the DR VM must show after a failover or in a drill before it counts as up. */
   health: HealthSchema.prefault({}),
   /** Heartbeats on the source from the DR site (absent: not watched, unless a plan of it is). */

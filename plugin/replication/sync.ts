@@ -123,10 +123,11 @@ export async function syncProtection(
 
   const createdAt = new Date();
   let session: BackupSession;
+  const quiesce = protection.consistency === 'application' ? { quiesce: { timeoutMs: protection.freezeTimeout } } : {};
   failpoint('sync-before-backup');
   try {
     try {
-      session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback() });
+      session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback(), ...quiesce });
     } catch (err) {
       if (!(choice.kind === 'incremental' && err instanceof VmdrError && err.code === 'CHECKPOINT_BITMAP_BROKEN')) throw err;
       // The loop's fast path did not look: a VM replaced since lacks the bitmap too, and must not be resynced.
@@ -136,7 +137,7 @@ export async function syncProtection(
       // A broken checkpoint may refuse deletion too; the resync does not need it gone, and the
       // prune after the next acknowledgement tries again.
       await tracker.deleteCheckpoint(vm, broken).catch((e: unknown) => warnings.push(`could not delete checkpoint ${broken}: ${(e as Error).message}`));
-      session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback() });
+      session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback(), ...quiesce });
     }
   } catch (err) {
     throw notStarted(err);
@@ -159,6 +160,8 @@ export async function syncProtection(
       kind: choice.kind,
       disks: [],
       createdAt: createdAt.toISOString(),
+      // Only when asked: a receiver older than the fields refuses them.
+      ...(protection.consistency === 'application' ? consistencyFields(session) : {}),
     };
     for (const [index, exp] of session.exports.entries()) {
       const byBitmap = choice.kind !== 'full' && !exp.untracked && exp.dirtyContext !== undefined;
@@ -252,6 +255,16 @@ export async function syncProtection(
 function recordedCheckpoint(session: BackupSession, protection: string): string {
   if (!session.offline) return session.checkpoint;
   return session.stateOf ?? `vmdr-${protection}-offline-${Date.now()}`;
+}
+
+/** The header's account of the session's freeze (an adapter without one: it was not frozen). */
+function consistencyFields(session: BackupSession): Pick<StreamHeader, 'consistency' | 'consistencyIssue' | 'freezeWindowMs'> {
+  const q = session.quiesce ?? { consistency: 'crash', issue: { code: 'unsupported', message: 'the hypervisor did not freeze the guest' } };
+  return {
+    consistency: q.consistency,
+    ...(q.issue ? { consistencyIssue: { code: q.issue.code, message: q.issue.message.slice(0, 2000) } } : {}),
+    ...(q.freezeWindowMs !== undefined ? { freezeWindowMs: q.freezeWindowMs } : {}),
+  };
 }
 
 function runStart(protection: Protection, choice: Choice, checkpoint: string) {

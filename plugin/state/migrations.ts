@@ -222,4 +222,14 @@ export const migrations: readonly string[] = [
   `
   ALTER TABLE sync_runs ADD COLUMN reason TEXT;
   `,
+  // 10: how consistent a point's data is: 'application' when the guest's filesystems were frozen
+  // for its checkpoint, else 'crash' (every point before); the issue (code and message) that made
+  // it crash-consistent although application was asked, or that followed its freeze (a thaw that
+  // did not answer); the freeze→thaw window it cost the guest
+  `
+  ALTER TABLE recovery_points ADD COLUMN consistency TEXT NOT NULL DEFAULT 'crash' CHECK (consistency IN ('crash', 'application'));
+  ALTER TABLE recovery_points ADD COLUMN consistency_issue TEXT;
+  ALTER TABLE recovery_points ADD COLUMN consistency_detail TEXT;
+  ALTER TABLE recovery_points ADD COLUMN freeze_window_ms INTEGER;
+  `,
 ];

@@ -31,8 +31,16 @@ export interface PointRow {
    * Written only there; absent or null on points of the current source.
    */
   replacedSource?: string | null;
+  /** Absent: 'crash' (what every point was before app-consistent points). */
+  consistency?: PointConsistencyLevel;
+  /** Why crash when application was asked, or what went wrong after the freeze. */
+  consistencyIssue?: { code: string; message: string } | null;
+  /** From asking the freeze to the thaw's answer. */
+  freezeWindowMs?: number | null;
   disks: PointDiskRow[];
 }
+
+export type PointConsistencyLevel = 'crash' | 'application';
 
 interface RawPoint {
   protection: string;
@@ -47,6 +55,10 @@ interface RawPoint {
   zero_bytes: number;
   pinned: number;
   replaced_source: string | null;
+  consistency: PointConsistencyLevel;
+  consistency_issue: string | null;
+  consistency_detail: string | null;
+  freeze_window_ms: number | null;
 }
 
 interface RawDisk {
@@ -80,6 +92,9 @@ export function pointRows(db: Database, protection: string): PointRow[] {
     zeroBytes: p.zero_bytes,
     pinned: p.pinned !== 0,
     replacedSource: p.replaced_source,
+    consistency: p.consistency,
+    consistencyIssue: p.consistency_issue === null ? null : { code: p.consistency_issue, message: p.consistency_detail ?? '' },
+    freezeWindowMs: p.freeze_window_ms,
     disks: bySeq.get(p.seq) ?? [],
   }));
 }
@@ -92,8 +107,9 @@ export function latestSeq(db: Database, protection: string): number {
 export function insertPoint(db: Database, point: PointRow): void {
   db.prepare(
     `INSERT INTO recovery_points (protection, seq, time_ms, committed_at_ms, checkpoint, since, kind,
-       bytes_shipped, data_bytes, zero_bytes, pinned)
-     VALUES (@protection, @seq, @timeMs, @committedAtMs, @checkpoint, @since, @kind, @bytesShipped, @dataBytes, @zeroBytes, @pinned)`,
+       bytes_shipped, data_bytes, zero_bytes, pinned, consistency, consistency_issue, consistency_detail, freeze_window_ms)
+     VALUES (@protection, @seq, @timeMs, @committedAtMs, @checkpoint, @since, @kind, @bytesShipped, @dataBytes, @zeroBytes, @pinned,
+       @consistency, @consistencyIssue, @consistencyDetail, @freezeWindowMs)`,
   ).run({
     protection: point.protection,
     seq: point.seq,
@@ -106,6 +122,10 @@ export function insertPoint(db: Database, point: PointRow): void {
     dataBytes: point.dataBytes,
     zeroBytes: point.zeroBytes,
     pinned: point.pinned ? 1 : 0,
+    consistency: point.consistency ?? 'crash',
+    consistencyIssue: point.consistencyIssue?.code ?? null,
+    consistencyDetail: point.consistencyIssue?.message ?? null,
+    freezeWindowMs: point.freezeWindowMs ?? null,
   });
   const disk = db.prepare(
     'INSERT INTO recovery_point_disks (protection, seq, disk, image, size_bytes, ord) VALUES (?, ?, ?, ?, ?, ?)',

@@ -7,6 +7,7 @@
  */
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../../plugin/config/schema.js';
+import type { PointConsistency } from '../../plugin/replication/consistency.js';
 import type { CycleReport } from '../../plugin/replication/continuous.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
 import { formatBytes } from './progress.js';
@@ -21,10 +22,21 @@ export function sayer(json: boolean): Say {
 
 export function describeSync(r: SyncResult): string {
   return (
-    `${r.protection}: ${r.kind} (${r.reason}): recovery point ${r.point.id} at checkpoint ${r.checkpoint}, ` +
+    `${r.protection}: ${r.kind} (${r.reason}): recovery point ${r.point.id}${consistencyNote(r.point)} at checkpoint ${r.checkpoint}, ` +
     `${formatBytes(r.bytesCovered)} covered, ${formatBytes(r.bytesShipped)} shipped in ${(r.durationMs / 1000).toFixed(1)} s` +
     r.warnings.map((w) => `\n${r.protection}: warning: ${w}`).join('')
   );
+}
+
+/**
+ * Said only for a protection that asked for application consistency (a plain crash point has
+ * nothing to say): " (application-consistent, frozen 84 ms)", " (crash-consistent: freeze-timed-out: …)".
+ */
+function consistencyNote(p: Partial<PointConsistency>): string {
+  if (p.consistency !== 'application' && !p.consistencyIssue) return '';
+  const frozen = p.freezeWindowMs != null ? `, frozen ${p.freezeWindowMs} ms` : '';
+  const issue = p.consistencyIssue ? `: ${p.consistencyIssue.code}: ${p.consistencyIssue.message}` : '';
+  return ` (${p.consistency ?? 'crash'}-consistent${frozen}${issue})`;
 }
 
 export function reportCycle(say: Say, protection: Protection, c: CycleReport): void {

@@ -6,6 +6,7 @@ import { pointAt } from '../../plugin/failover/recovery-point.js';
 import { parsePointTime, POINT_TIME_EXPECTED } from '../../plugin/replication/point-time.js';
 import { recoveryPointsAndSpace, tiersOf, type PointTier } from '../../plugin/replication/points.js';
 import type { ReplicaSpace } from '../../plugin/replication/replica/store.js';
+import { describeConsistency } from '../../plugin/replication/consistency.js';
 import { UNRECORDED } from '../../plugin/state/sources.js';
 import { EXIT_USAGE, printJson, printTable, run } from '../cli/report.js';
 import { formatBytes } from '../cli/progress.js';
@@ -102,12 +103,13 @@ function printPoints(protection: string, all: PrintedPoint[], json: boolean, at:
   if (points.length === 0) return void process.stdout.write(`${protection}: no recovery points yet (vmdr protect ${protection})\n`);
   const bytes = (n: number | null) => (n === null ? '-' : formatBytes(n));
   printTable(
-    ['ID', 'TIME', 'KIND', 'TIER', 'CHECKPOINT', 'SHIPPED', 'SPACE', 'IMAGES'],
+    ['ID', 'TIME', 'KIND', 'TIER', 'CONSISTENCY', 'CHECKPOINT', 'SHIPPED', 'SPACE', 'IMAGES'],
     points.map((p) => [
       p.id,
       p.time.toISOString(),
       p.kind + (p.pinned ? ' (pinned)' : '') + (p.replacedSource ? ` (pinned: replaced VM ${p.replacedSource === UNRECORDED ? 'of unrecorded UUID' : p.replacedSource})` : ''),
       TIER_WORDS[p.tier],
+      describeConsistency(p),
       p.checkpoint,
       formatBytes(p.bytesShipped),
       bytes(p.allocatedBytes),

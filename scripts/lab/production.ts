@@ -15,7 +15,10 @@ const exec = promisify(execFile);
 export const LAB_DIR = process.env.VMDR_LAB_DIR ?? '/var/lib/vmdr/lab';
 export const PRODUCTION_NETWORK = 'vmdr-lab-prod';
 
-export function labBoot(cmdline = 'console=ttyS0 quiet') {
+/** The lab guest's kernel command line (init.sh reads its vmdr.* options). */
+export const LAB_CMDLINE = 'console=ttyS0 quiet';
+
+export function labBoot(cmdline = LAB_CMDLINE) {
   return { kind: 'kernel' as const, kernel: join(LAB_DIR, 'vmlinuz'), initrd: join(LAB_DIR, 'initrd.img'), cmdline };
 }
 
@@ -49,10 +52,12 @@ export async function ensureProductionVm(adapter: HypervisorAdapter, name: strin
       name,
       memoryMiB: 256,
       vcpus: 1,
-      boot: labBoot(),
+      // Its guest agent runs (vmdr.agent=on) on its channel: health checks and app-consistent points have one.
+      boot: labBoot(`${LAB_CMDLINE} vmdr.agent=on`),
       disks: [{ path: disk, format: 'qcow2', target: 'vda' }],
       nics: [{ network: PRODUCTION_NETWORK }],
       serialLog,
+      guestAgent: true,
       labels: { role: 'lab-production' },
     });
   }

@@ -2,8 +2,17 @@
 # The lab guest's init (PID 1, busybox). It mounts its root disk, reads a NoCloud seed when one is
 # attached, applies hostname and addresses, and prints one machine-readable line on the serial
 # console (and on its screen) so tests and health checks can see which disk content booted with which identity:
-#   VMDR-GUEST ready hostname=H mac=M ip=I/P gw=G dns=D marker=X instance=ID seed=yes|no mac-match=yes|no|n/a
+#   VMDR-GUEST ready hostname=H mac=M ip=I/P gw=G dns=D marker=X instance=ID seed=yes|no mac-match=yes|no|n/a agent=A
+# agent: running (qemu-ga serves the VM's org.qemu.guest_agent.0 channel), none (asked for, but the
+# VM has no such channel), off (not asked for), missing (the initramfs has no qemu-ga).
 # Kernel command line: vmdr.mode=writer keeps writing to the root disk (vmdr.write_kbps=N, default 1024).
+# vmdr.agent=on: the guest has its QEMU guest agent "installed": qemu-ga runs on the channel when
+# the VM has one. Without it the guest is one without the agent (as before it existed), so a
+# channel alone answers nothing. vmdr.freeze_delay=S and
+# vmdr.thaw_delay=S: the agent's fsfreeze hook sleeps S seconds before the freeze and after the
+# thaw, so the freeze or the thaw answers late (how tests make them time out with the real agent);
+# the hook reads them from /run/vmdr/freeze-delay and /run/vmdr/thaw-delay, which a test may
+# rewrite through the agent's guest-exec.
 # It never sends traffic: no DHCP, no ping. It has no ACPI daemon, so stop it with force.
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -17,7 +26,7 @@ tee /dev/tty0 </tmp/out >/dev/console 2>/dev/null &
 exec >/tmp/out 2>&1
 say() { echo "VMDR-GUEST $*"; }
 
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net cdrom isofs; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk failover net_failover virtio_net cdrom isofs virtio_console; do
   [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
 done
 
@@ -63,7 +72,38 @@ if [ -n "$ip" ] && [ "$ip" != "-" ] && [ "$match" = yes ]; then
   [ -n "$gw" ] && [ "$gw" != "-" ] && ip route add default via "$gw" dev "$nic"
 fi
 [ -n "$dns" ] && [ "$dns" != "-" ] && echo "nameserver $dns" >/etc/resolv.conf
-say "ready hostname=$(hostname) mac=$mac ip=${ip:--} gw=${gw:--} dns=${dns:--} marker=$marker instance=${instance:--} seed=$seed mac-match=$match"
+
+# The QEMU guest agent on its virtio-serial port, which has no /dev/virtio-ports/ name without
+# udev: the port whose sysfs name is the agent's. It freezes the mounted root disk (/root, ext4)
+# on libvirt's fsfreeze; its hook prints each freeze and thaw on the console.
+agent=none
+if [ "$(arg vmdr.agent)" != on ]; then agent=off
+elif [ ! -x /usr/sbin/qemu-ga ]; then agent=missing
+elif [ -n "$(ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | grep virtio)" ]; then
+  port=
+  i=0
+  while [ -z "$port" ] && [ $i -lt 20 ]; do
+    for p in /sys/class/virtio-ports/*; do
+      [ "$(cat $p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+    done
+    [ -n "$port" ] || { sleep 0.1; i=$((i + 1)); }
+  done
+  if [ -n "$port" ]; then
+    mkdir -p /etc/qemu /run/vmdr
+    for a in freeze thaw; do echo "$(arg vmdr.${a}_delay)" >/run/vmdr/$a-delay; done
+    cat >/etc/qemu/fsfreeze-hook <<'HOOK'
+#!/bin/sh
+echo "VMDR-GUEST fsfreeze $1" >/tmp/out
+delay=$(cat /run/vmdr/$1-delay 2>/dev/null)
+[ -n "$delay" ] && sleep "$delay"
+exit 0
+HOOK
+    chmod 755 /etc/qemu/fsfreeze-hook
+    /usr/sbin/qemu-ga -m virtio-serial -p "$port" -t /run -F/etc/qemu/fsfreeze-hook &
+    agent=running
+  fi
+fi
+say "ready hostname=$(hostname) mac=$mac ip=${ip:--} gw=${gw:--} dns=${dns:--} marker=$marker instance=${instance:--} seed=$seed mac-match=$match agent=$agent"
 
 if [ "$mode" = writer ]; then
   n=0; total=0; last=0

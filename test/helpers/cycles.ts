@@ -3,6 +3,7 @@
  * for tests of what consumes them (metrics, the RPO monitor) without running a sync.
  */
 import { VmdrError } from '../../hypervisors/errors.js';
+import { CRASH_CONSISTENT } from '../../plugin/replication/consistency.js';
 import type { CycleReport } from '../../plugin/replication/continuous.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
 
@@ -32,6 +33,7 @@ export function committedCycle(protection: string, pointTime: number, figures: {
       disks: [],
       pinned: false,
       replacedSource: null,
+      ...CRASH_CONSISTENT,
     },
     checkpoint: `vmdr-test-${seq}`,
     since: `vmdr-test-${seq - 1}`,

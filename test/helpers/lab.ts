@@ -11,7 +11,7 @@ import { openAdapter } from '../../hypervisors/index.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { GUEST_READY, waitForSerialLine } from '../../plugin/failover/serial-health.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
-import { LAB_DIR, labBoot, makeDisk } from '../../scripts/lab/production.js';
+import { LAB_CMDLINE, LAB_DIR, labBoot, makeDisk } from '../../scripts/lab/production.js';
 
 export { makeDisk, labBoot } from '../../scripts/lab/production.js';
 export { waitForSerialLine, parseGuestFields, GUEST_READY, fileSize } from '../../plugin/failover/serial-health.js';
@@ -81,8 +81,11 @@ export interface LabVm {
   log: string;
 }
 
-/** `uri`: the libvirtd to define it on (a two-site lab site's, say); this host's by default. */
-export async function createLabVm(prefix: string, options: { marker: string; diskSize?: string; cmdline?: string; uri?: string }): Promise<LabVm> {
+/**
+ * `uri`: the libvirtd to define it on (a two-site lab site's, say); this host's by default.
+ * `agent`: give it the guest agent channel, and the guest its agent (vmdr.agent=on: qemu-ga runs on it).
+ */
+export async function createLabVm(prefix: string, options: { marker: string; diskSize?: string; cmdline?: string; uri?: string; agent?: boolean }): Promise<LabVm> {
   await ensureLabGuest();
   const name = `test-${prefix}-${randomBytes(3).toString('hex')}`;
   const dir = await labScratchDir(prefix);
@@ -95,10 +98,11 @@ export async function createLabVm(prefix: string, options: { marker: string; dis
     name,
     memoryMiB: 256,
     vcpus: 1,
-    boot: labBoot(options.cmdline),
+    boot: labBoot(options.agent ? `${options.cmdline ?? LAB_CMDLINE} vmdr.agent=on` : options.cmdline),
     disks: [{ path: vm.disk, format: 'qcow2', target: 'vda' }],
     nics: [{ network: vm.network }],
     serialLog: vm.log,
+    ...(options.agent ? { guestAgent: true } : {}),
   });
   return vm;
 }

@@ -83,7 +83,7 @@ describe('failover health checks on a lab guest', function () {
 
   it('on a VM with an agent channel but no agent inside, the agent check asks until the timeout', async () => {
     const lab = vm!;
-    // The lab guest runs no qemu-guest-agent: the channel is there, nobody answers on it.
+    // Without vmdr.agent=on the lab guest runs no qemu-guest-agent: the channel is there, nobody answers on it.
     const template = join(lab.dir, 'with-agent-channel.xml');
     const base = await readFile(join(import.meta.dirname, '..', '..', 'templates', 'domains', 'libvirt-domain.xml'), 'utf8');
     await writeFile(template, base.replace('</devices>', "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices>"));

@@ -231,6 +231,28 @@ describe('libvirt adapter on the test driver', () => {
     assert.match(err.message, /line 1/);
   });
 
+  it('gives a VM the guest agent channel once when asked, even over a template that has it', async () => {
+    const channel = /<channel type="unix">\s*<target type="virtio" name="org\.qemu\.guest_agent\.0"\/>\s*<\/channel>/g;
+    assert.equal((await renderDomainXml(spec())).match(channel), null);
+    assert.equal((await renderDomainXml(spec({ guestAgent: true }))).match(channel)?.length, 1);
+    const template = join(dir, 'with-channel.xml');
+    await writeFile(template, `<domain type='qemu'><name>{{name}}</name><memory unit='MiB'>{{memoryMiB}}</memory><vcpu>{{vcpus}}</vcpu><os><type arch='x86_64'>hvm</type></os><devices><channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel></devices></domain>`);
+    assert.equal((await renderDomainXml(spec({ template, guestAgent: true }))).match(/org\.qemu\.guest_agent\.0/g)?.length, 1);
+  });
+
+  it('a freeze on a hypervisor that cannot freeze says so, asks no thaw, and never throws', async () => {
+    const s = spec();
+    await adapter.defineVm(s);
+    await adapter.start(s.name);
+    const freeze = await adapter.changeTracker!.freezeGuests([s.name, 'test-no-such-vm'], { timeoutMs: 1_000 });
+    assert.deepEqual(freeze.frozen, []);
+    const thawed = await freeze.thaw();
+    assert.deepEqual([thawed.get(s.name)!.consistency, thawed.get(s.name)!.issue!.code], ['crash', 'unsupported']);
+    assert.equal(thawed.get('test-no-such-vm')!.consistency, 'crash');
+    assert.equal(await freeze.thaw(), thawed, 'a second thaw gives the first one\'s answer');
+    await adapter.stop(s.name, { mode: 'force' });
+  });
+
   it('reports a missing VM as VmNotFound, naming it and the host', async () => {
     for (const attempt of [
       () => adapter.getVm('test-no-such-vm'),

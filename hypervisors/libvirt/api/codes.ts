@@ -72,5 +72,8 @@ export const VIR_TYPED_PARAM = { INT: 1, UINT: 2, LLONG: 3, ULLONG: 4, DOUBLE: 5
 /** virConnectCloseReason */
 export const CLOSE_REASONS = ['I/O error', 'end of file from libvirtd', 'keepalive timed out', 'closed by this process'] as const;
 
+/** virDomainAgentResponseTimeoutValues: libvirt's own default for a VM's agent calls is to wait without end. */
+export const VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_BLOCK = -2;
+
 /** virQemuAgentCommandTimeoutValues: wait for the agent as long as libvirt's default. */
 export const VIR_DOMAIN_QEMU_AGENT_COMMAND_DEFAULT = -1;

@@ -85,6 +85,10 @@ function declare() {
     virDomainGetBlockInfo: f('int', 'virDomainGetBlockInfo', [H, 'str', koffi.out(koffi.pointer(BlockInfoStruct)), 'uint']),
     virDomainQemuAgentCommand: qemu.func('virDomainQemuAgentCommand', ownedString, [H, 'str', 'int', 'uint']),
     virDomainQemuMonitorCommand: qemu.func('virDomainQemuMonitorCommand', 'int', [H, 'str', koffi.out(koffi.pointer('void *')), 'uint']),
+    // The guest agent's filesystem freeze (all mounted filesystems: no mount points given).
+    virDomainAgentSetResponseTimeout: f('int', 'virDomainAgentSetResponseTimeout', [H, 'int', 'uint']),
+    virDomainFSFreeze: f('int', 'virDomainFSFreeze', [H, 'void *', 'uint', 'uint']),
+    virDomainFSThaw: f('int', 'virDomainFSThaw', [H, 'void *', 'uint', 'uint']),
     virDomainScreenshot: f(ownedString, 'virDomainScreenshot', [H, H, 'uint', 'uint']),
 
     // streams (blocking: each is read to its end on the worker thread that opened it)

@@ -6,6 +6,7 @@
  * one call.
  */
 import {
+  VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_BLOCK,
   VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY,
   VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL,
   VIR_DOMAIN_STATE,
@@ -332,6 +333,26 @@ export const procedures = {
         return ok('virDomainCheckpointGetXMLDesc', n.virDomainCheckpointGetXMLDesc(cp, 0) as string);
       } finally {
         n.virDomainCheckpointFree(cp);
+      }
+    });
+  },
+
+  /**
+   * Freezes (`freeze`) or thaws the guest's mounted filesystems through its agent; the count it
+   * froze or thawed. The agent gets `timeoutSeconds` to answer: libvirt keeps that bound per VM
+   * (virDomainAgentSetResponseTimeout), so it is set for this one call and put back to libvirt's
+   * default (wait without end) after it. An answer that comes later is dropped by libvirt, whose
+   * next agent call syncs with the agent first.
+   */
+  agentFilesystems(conn: Handle, ref: DomainRef, action: 'freeze' | 'thaw', timeoutSeconds: number): number {
+    return withDomain(conn, ref, (dom) => {
+      const n = libvirt();
+      rc('virDomainAgentSetResponseTimeout', n.virDomainAgentSetResponseTimeout(dom, timeoutSeconds, 0));
+      try {
+        return action === 'freeze' ? rc('virDomainFSFreeze', n.virDomainFSFreeze(dom, null, 0, 0)) : rc('virDomainFSThaw', n.virDomainFSThaw(dom, null, 0, 0));
+      } finally {
+        // A failure here must not hide the freeze's own: virGetLastError was read by rc already.
+        if (n.virDomainAgentSetResponseTimeout(dom, VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_BLOCK, 0) < 0) n.virResetLastError();
       }
     });
   },

@@ -61,6 +61,9 @@ const PointView = z.object({
   tier: z.enum(POINT_TIERS),
   /** Bytes its own images occupy on the DR site (what `du` counts); null when the DR site does not say. */
   allocatedBytes: z.number().nullable(),
+  consistency: z.enum(['application', 'crash']),
+  consistencyIssue: z.object({ code: z.string(), message: z.string() }).nullable(),
+  freezeWindowMs: z.number().nullable(),
   /** Images are paths of the DR host: an operator's token sees them, a tenant's does not. */
   disks: z.array(z.object({ disk: z.string(), sizeBytes: z.number(), image: z.string().optional() })),
 });
@@ -104,6 +107,10 @@ function pointView(point: RecoveryPoint & { tier: PointTier; allocatedBytes: num
     replacedSource: point.replacedSource,
     tier: point.tier,
     allocatedBytes: point.allocatedBytes,
+    // A point a receiver older than these fields answered with is crash-consistent.
+    consistency: point.consistency ?? 'crash',
+    consistencyIssue: point.consistencyIssue ?? null,
+    freezeWindowMs: point.freezeWindowMs ?? null,
     disks: point.disks.map((d) => ({ disk: d.disk, sizeBytes: d.sizeBytes, ...(withImages ? { image: d.image } : {}) })),
   };
 }

@@ -76,6 +76,11 @@ export async function applyDeltaStream(
       bytesShipped: onWireBytes(),
       dataBytes: end.trailer.dataBytes,
       zeroBytes: end.trailer.zeroBytes,
+      consistency: {
+        consistency: header.consistency ?? 'crash',
+        consistencyIssue: header.consistencyIssue ?? null,
+        freezeWindowMs: header.freezeWindowMs ?? null,
+      },
     });
     failpoint('receiver-after-commit');
     return { point, wireBytes: onWireBytes() };

@@ -66,6 +66,7 @@ export class PendingReplicaPoint implements PendingPoint {
       dataBytes: meta.dataBytes,
       zeroBytes: meta.zeroBytes,
       pinned: false,
+      ...meta.consistency,
       disks: this.overlays.map((o) => ({ disk: o.disk, image: basename(o.image), sizeBytes: o.sizeBytes })),
     };
     const db = this.state.db;

@@ -24,6 +24,7 @@ import { createQcow2, removeFile } from './images.js';
 import { DEFAULT_LEASE_TTL_MS, ReplicaLease } from './lease.js';
 import { finishMerge, startMerge, startMiddleMerge } from './merge.js';
 import { checkName, isValidProtectionName } from './names.js';
+import type { PointConsistency } from '../consistency.js';
 import { deleteOrphans } from './orphans.js';
 import { PendingReplicaPoint, removeMade, type MadeForPoint } from './pending.js';
 import { retentionCut, type RetentionPolicy } from './retention.js';
@@ -35,7 +36,8 @@ export interface RecoveryPointDisk {
   sizeBytes: number;
 }
 
-export interface RecoveryPoint {
+/** `consistency`, `consistencyIssue`, `freezeWindowMs`: see consistency.ts. */
+export interface RecoveryPoint extends PointConsistency {
   /** 'rp-<seq>', unique within its protection. */
   id: string;
   protection: string;
@@ -80,6 +82,8 @@ export interface PendingPoint {
     bytesShipped: number;
     dataBytes: number;
     zeroBytes: number;
+    /** Absent: crash-consistent. */
+    consistency?: PointConsistency;
   }): Promise<RecoveryPoint>;
   /** Removes the overlays; the replica stays at its last committed point. Safe after a failed commit and twice. */
   discard(): Promise<void>;
@@ -407,6 +411,9 @@ export class ReplicaStore {
       zeroBytes: r.zeroBytes,
       pinned: r.pinned,
       replacedSource: r.replacedSource ?? null,
+      consistency: r.consistency ?? 'crash',
+      consistencyIssue: r.consistencyIssue ?? null,
+      freezeWindowMs: r.freezeWindowMs ?? null,
       disks: r.disks.map((d) => ({ disk: d.disk, image: join(dir, d.disk, d.image), sizeBytes: d.sizeBytes })),
     };
   }

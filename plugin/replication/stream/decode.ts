@@ -48,6 +48,10 @@ const HeaderSchema = z.strictObject({
     .refine((disks) => new Set(disks.map((d) => d.name)).size === disks.length, 'disk names must be distinct'),
   createdAt: z.iso.datetime(),
   dataBytes: z.number().int().nonnegative().optional(),
+  consistency: z.enum(['application', 'crash']).optional(),
+  consistencyIssue: z.strictObject({ code: z.string().regex(/^[a-z][a-z-]{0,63}$/, 'a code of lower-case letters and "-"'), message: z.string().max(2000) }).optional(),
+  // A freeze is bounded by minutes; an hour is room enough and keeps nonsense out of the state file.
+  freezeWindowMs: z.number().int().nonnegative().max(3_600_000).optional(),
 });
 
 const TrailerSchema = z.strictObject({

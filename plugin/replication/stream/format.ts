@@ -62,6 +62,14 @@ export interface StreamHeader {
    * written. Optional: senders before it did not say.
    */
   dataBytes?: number;
+  /**
+   * How consistent the cycle's data is (plugin/replication/consistency.ts), sent when the
+   * protection asked for application consistency; absent: crash-consistent. A receiver older
+   * than it refuses the field (STREAM_BAD_HEADER): upgrade the DR site first.
+   */
+  consistency?: 'application' | 'crash';
+  consistencyIssue?: { code: string; message: string };
+  freezeWindowMs?: number;
 }
 
 export interface StreamTrailer {

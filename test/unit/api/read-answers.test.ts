@@ -20,7 +20,7 @@ import { apiCall, type ApiCall } from '../../helpers/api-client.js';
 import { startLoopbackApi } from '../../helpers/api-instance.js';
 import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 
-const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'tier', 'allocatedBytes', 'disks'];
+const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'tier', 'allocatedBytes', 'consistency', 'consistencyIssue', 'freezeWindowMs', 'disks'];
 
 describe('HTTP API reads: status, points, the request log (test:///default, HTTPS, SQLite)', function () {
   this.timeout(60_000);
@@ -114,6 +114,9 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
       // Retention (keep 24) keeps it for its pin; no image was written, so it occupies nothing.
       tier: 'pinned',
       allocatedBytes: 0,
+      consistency: 'crash',
+      consistencyIssue: null,
+      freezeWindowMs: null,
       disks: [{ disk: 'vda', sizeBytes: 64 * 1024 * 1024 }],
     });
     assert.deepEqual(mine.json.map((p: { tier: string }) => p.tier), ['keep', 'pinned', 'newest']);
