@@ -104,7 +104,7 @@ describe('application-consistent points through the QEMU guest agent (qemu:///sy
     const next = await sync(vm);
     assert.match(next.line, /recovery point rp-2 \(application-consistent, frozen \d+ ms\) at checkpoint/);
     const table = (await vmdr('points', vm.name)).stdout;
-    assert.match(table, /^ID +TIME +KIND +CONSISTENCY +CHECKPOINT/m);
+    assert.match(table, /^ID +TIME +KIND +TIER +CONSISTENCY +CHECKPOINT/m);
     assert.match(table, /^rp-2 .* incremental +application \(frozen \d+ ms\) +vmdr-/m);
   });
 

@@ -64,7 +64,7 @@ describe('vmdr points: tiers, space and --at (CLI, DR host)', function () {
     const r = await runVmdr(['points', 'web', '--config', config]);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');
-    assert.match(lines[0]!, /^ID\s+TIME\s+KIND\s+TIER\s+CHECKPOINT\s+SHIPPED\s+SPACE\s+IMAGES$/);
+    assert.match(lines[0]!, /^ID\s+TIME\s+KIND\s+TIER\s+CONSISTENCY\s+CHECKPOINT\s+SHIPPED\s+SPACE\s+IMAGES$/);
     // rp-2 shares its hour with rp-3, which is newer: the next retention run merges it.
     assert.deepEqual(lines.slice(1, 6).map((l) => l.split(/\s{2,}/).slice(0, 4).join(' | ')), [
       `rp-1 | ${times[0]!.toISOString()} | incremental | daily`,
