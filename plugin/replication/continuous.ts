@@ -16,8 +16,9 @@
  * A failed-over protection's source must not run beside its DR twin: when the loop learns of the
  * failover (the first answer of the DR site after it, which is also the first thing a starting
  * `vmdr serve` asks before it touches the VM), it fences the source VM on this site (plugin/sites/
- * fence.ts) and says so once. A source site that was cut off during an unplanned failover is fenced
- * this way when it comes back. A failback or a revert lifts the fence before it starts the source.
+ * fence.ts) and says so once. In `vmdr serve` the source guard (plugin/sites/source-guard.ts) asks
+ * too, replicating or not, and the two share one fence (SourceFences). A failback or a revert
+ * lifts the fence before it starts the source.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';

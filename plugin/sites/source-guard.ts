@@ -64,6 +64,9 @@ export class SourceGuard {
   /** Source VMs labelled by this daemon, and the domain name each was last seen under. */
   readonly #guarded = new Map<string, string>();
   #wake: (() => void) | undefined;
+  /** This host's sites whose VMs may carry a `source-of` label no protection wants any more. */
+  #untidy: string[] = [];
+  #tidying: Promise<void> | undefined;
 
   constructor(private readonly deps: SourceGuardDeps) {}
 
@@ -74,8 +77,10 @@ export class SourceGuard {
    */
   set(site: string | undefined): void {
     const { config, sites } = this.deps;
-    const protections = config.protections.filter((p) => (site ? p.source.site === site : isLocalSite(config, p.source.site)) && !sites.holdsStorage(p.target.site));
+    const here = (name: string) => (site ? name === site : isLocalSite(config, name));
+    const protections = config.protections.filter((p) => here(p.source.site) && !sites.holdsStorage(p.target.site));
     this.#protections = protections;
+    this.#untidy = config.sites.filter((s) => here(s.name)).map((s) => s.name);
     for (const name of this.#receivers.keys()) if (!protections.some((p) => p.name === name)) this.#dropReceiver(name);
     this.#wake?.();
   }
@@ -83,6 +88,10 @@ export class SourceGuard {
   /** Asks and acts until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
+      // Beside the rounds, not in their way: a hung libvirtd must not hold back the DR site's answers.
+      this.#tidying ??= this.#tidy()
+        .catch(() => undefined)
+        .finally(() => (this.#tidying = undefined));
       const outcomes = await Promise.all(this.#protections.map((p) => this.#look(p, signal).catch(() => 'fast' as const)));
       const ms = outcomes.includes('fast') ? FAST_MS : ROUND_MS;
       await new Promise<void>((resolve) => {
@@ -97,6 +106,7 @@ export class SourceGuard {
         signal.addEventListener('abort', done, { once: true });
       });
     }
+    await this.#tidying;
     for (const name of [...this.#receivers.keys()]) this.#dropReceiver(name);
   }
 
@@ -130,6 +140,32 @@ export class SourceGuard {
       }
     }
     return 'normal';
+  }
+
+  /**
+   * The guard lifted from VMs whose label names a protection of this site that no longer wants it
+   * (removed, or its watch now notify): the hook would hold them back at the next boot. Tried at
+   * each round until this host's hypervisor answered once after a (re)load of the config.
+   */
+  async #tidy(): Promise<void> {
+    const { config, sites } = this.deps;
+    for (const name of [...this.#untidy]) {
+      const leases = await sites.startLeases(name);
+      if (leases) {
+        const source = await sites.adapter(name);
+        for (const vm of await source.listVms()) {
+          const of = vm.labels[LABEL_SOURCE_OF];
+          if (of === undefined || fenceOf(vm)) continue;
+          const p = config.protections.find((x) => x.name === of);
+          if (p && (p.source.site !== name || this.#leaseMs(p) !== undefined)) continue;
+          const { [LABEL_SOURCE_OF]: _, ...rest } = vm.labels;
+          await source.setLabels(vm.name, rest);
+          await leases.revoke(vm.name);
+          this.#guarded.delete(of);
+        }
+      }
+      this.#untidy = this.#untidy.filter((n) => n !== name);
+    }
   }
 
   /** How long a lease lasts, for a protection the watch may fail over by itself. */
