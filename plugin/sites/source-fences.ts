@@ -66,12 +66,6 @@ export class SourceFences {
     return next;
   }
 
-  /** Whether the source was fenced for that failover (by this host's daemon, since it started). */
-  fencedFor(protection: string, failover: string | null): boolean {
-    const s = this.#of.get(protection);
-    return s?.fencedFor !== undefined && s.fencedFor === failover;
-  }
-
   /** The protection replicates again: its next failover is fenced afresh. */
   forget(protection: string): void {
     this.#of.delete(protection);

@@ -67,6 +67,7 @@ export class SourceGuard {
   /** This host's sites whose VMs may carry a `source-of` label no protection wants any more. */
   #untidy: string[] = [];
   #tidying: Promise<void> | undefined;
+  readonly #leases = new Map<string, Promise<StartLeases | undefined>>();
 
   constructor(private readonly deps: SourceGuardDeps) {}
 
@@ -81,7 +82,9 @@ export class SourceGuard {
     const protections = config.protections.filter((p) => here(p.source.site) && !sites.holdsStorage(p.target.site));
     this.#protections = protections;
     this.#untidy = config.sites.filter((s) => here(s.name)).map((s) => s.name);
-    for (const name of this.#receivers.keys()) if (!protections.some((p) => p.name === name)) this.#dropReceiver(name);
+    this.#leases.clear();
+    // A DR site's endpoint may have changed with the config: asked afresh at the next round.
+    for (const name of [...this.#receivers.keys()]) this.#dropReceiver(name);
     this.#wake?.();
   }
 
@@ -124,7 +127,7 @@ export class SourceGuard {
       return 'normal';
     }
     const lease = this.#leaseMs(p);
-    const leases = lease === undefined ? undefined : await this.deps.sites.startLeases(p.source.site);
+    const leases = lease === undefined ? undefined : await this.#leasesOf(p.source.site);
     if (standing.role === 'failed-over') {
       // Taken back before anything else: this needs no hypervisor, which may be coming back now.
       if (leases) await this.#revoke(p, leases, standing.failover);
@@ -150,7 +153,7 @@ export class SourceGuard {
   async #tidy(): Promise<void> {
     const { config, sites } = this.deps;
     for (const name of [...this.#untidy]) {
-      const leases = await sites.startLeases(name);
+      const leases = await this.#leasesOf(name);
       if (leases) {
         const source = await sites.adapter(name);
         for (const vm of await source.listVms()) {
@@ -166,6 +169,12 @@ export class SourceGuard {
       }
       this.#untidy = this.#untidy.filter((n) => n !== name);
     }
+  }
+
+  #leasesOf(site: string): Promise<StartLeases | undefined> {
+    let l = this.#leases.get(site);
+    if (!l) this.#leases.set(site, (l = this.deps.sites.startLeases(site)));
+    return l;
   }
 
   /** How long a lease lasts, for a protection the watch may fail over by itself. */
