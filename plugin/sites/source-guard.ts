@@ -32,7 +32,7 @@ import type { FenceReport, SourceFences } from './source-fences.js';
 const ROUND_MS = 2_000;
 /** How often while a failed-over source is still to be fenced (its hypervisor down). */
 const FAST_MS = 500;
-/** A DR site silent this long is one that does not answer; the next round asks again. */
+/** A question the DR site has not answered in this long is given up; the next round asks again. */
 const ASK_TIMEOUT_MS = 5_000;
 
 export interface GuardReport extends FenceReport {
@@ -232,7 +232,7 @@ export class SourceGuard {
   #receiver(p: Protection): Promise<ReceiverClient> {
     let r = this.#receivers.get(p.name);
     if (!r) {
-      r = receiverFor(this.deps.config, this.deps.file, p, { idleTimeoutMs: ASK_TIMEOUT_MS });
+      r = receiverFor(this.deps.config, this.deps.file, p);
       this.#receivers.set(p.name, r);
       r.catch(() => this.#receivers.get(p.name) === r && this.#receivers.delete(p.name));
     }
