@@ -10,6 +10,7 @@ import type { Protection } from '../config/schema.js';
 import { recordAudit } from '../state/audit.js';
 import type { StateStore } from '../state/store.js';
 import type { SiteConnections } from './connections.js';
+import { fenceOf } from './fence.js';
 
 export const ALLOW_START_ACTION = 'source.allow-start';
 
@@ -18,6 +19,16 @@ export class StartGuardAbsent extends VmdrError {
     super('START_GUARD_ABSENT', `protection ${p.name}: its source site "${p.source.site}" (${uri}) has no start guard on this host: nothing to lift`, {
       subject: { protection: p.name, site: p.source.site, host: uri },
       remedy: `run this on the source host, where vmdr's qemu hook runs`,
+    });
+  }
+}
+
+/** A lease does not lift a fence: the protection is failed over, and its way back is a failback or a revert. */
+export class SourceFenced extends VmdrError {
+  constructor(p: Protection, vm: string, failover: string) {
+    super('SOURCE_FENCED', `source VM ${vm} of protection ${p.name} is fenced: the protection was failed over (${failover})`, {
+      subject: { protection: p.name, vm, failover },
+      remedy: `\`vmdr failback ${p.name}\` brings it home (or \`vmdr failover ${p.name} --revert\` discards the DR side)`,
     });
   }
 }
@@ -31,10 +42,17 @@ export async function allowStart(
   const leases = await ctx.sites.startLeases(p.source.site);
   if (!leases) throw new StartGuardAbsent(p, ctx.sites.site(p.source.site).uri);
   // Its domain name, which the hook knows it by (the config may name it by UUID); libvirtd may be down.
-  const vm = await ctx.sites
+  const info = await ctx.sites
     .adapter(p.source.site)
     .then((a) => a.getVm(p.source.vm))
-    .then((info) => info.name, () => p.source.vm);
+    .catch((err: unknown) => {
+      // Not there to read: the hook still refuses a fenced VM whatever its lease.
+      if (err instanceof VmdrError && (err.code === 'HYPERVISOR_UNREACHABLE' || err.code === 'VM_NOT_FOUND')) return undefined;
+      throw err;
+    });
+  const fence = info && fenceOf(info);
+  if (fence) throw new SourceFenced(p, info.name, fence.failover);
+  const vm = info?.name ?? p.source.vm;
   const until = new Date(Date.now() + forMs);
   await leases.grant(vm, until);
   recordAudit(ctx.state, { ...by, action: ALLOW_START_ACTION, object: p.name, result: 'ok' });
