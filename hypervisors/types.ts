@@ -604,6 +604,31 @@ export interface HypervisorAdapter {
 
   /** Present where the hypervisor tracks changed blocks. */
   readonly changeTracker?: ChangeTracker;
+  /**
+   * The start leases of this host's sources, where the hypervisor's host has vmdr's start guard
+   * and vmdr runs on that very host (libvirt's qemu hook, qemu:///system); absent elsewhere.
+   */
+  readonly startLeases?: StartLeases;
+}
+
+/**
+ * A source VM labelled `source-of` (plugin/sites/source-guard.ts) may be failed over by its DR
+ * site while its host does not hear of it: the host's start guard lets it start only while it
+ * holds a lease, which the source site's daemon renews each time the DR site says the protection
+ * is not failed over. Kept where a reboot forgets it: a host that comes back holds no lease. A
+ * start the guard refused leaves a mark, so that what the guard held back (an autostart) can be
+ * started once the DR site has answered.
+ */
+export interface StartLeases {
+  /** Lets the VM start until `until`; a lease it had is replaced. */
+  grant(vm: string, until: Date): Promise<void>;
+  /** Takes its lease back: from now on it starts only with vmdr's own start. */
+  revoke(vm: string): Promise<void>;
+  /** When its lease runs out; undefined when it has none. */
+  until(vm: string): Promise<Date | undefined>;
+  /** The VMs whose start the guard refused since their mark was last cleared. */
+  refused(): Promise<string[]>;
+  clearRefused(vm: string): Promise<void>;
 }
 
 export interface ImageUser {

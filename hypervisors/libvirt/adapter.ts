@@ -44,7 +44,8 @@ import { LibvirtNetworks } from './networks.js';
 import { watchNotices } from './notices.js';
 import { powerState, stopDomain } from './power.js';
 import { powerStateOf } from './power-states.js';
-import { withStartToken } from './start-token.js';
+import { StartLeaseFiles } from './start-lease.js';
+import { startTokenApplies, withStartToken } from './start-token.js';
 import { buildXml, type XmlElement } from './xml.js';
 
 async function isFile(path: string): Promise<boolean> {
@@ -59,6 +60,8 @@ export class LibvirtAdapter implements HypervisorAdapter {
   private readonly conn: LibvirtConnection;
   private readonly networks: LibvirtNetworks;
   readonly changeTracker: ChangeTracker;
+  /** This host's own libvirtd only: its hook reads this host's /run. */
+  readonly startLeases: StartLeaseFiles | undefined;
 
   constructor(
     readonly uri: string,
@@ -67,6 +70,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
     this.conn = new LibvirtConnection(uri, options.callTimeoutMs);
     this.networks = new LibvirtNetworks(this.conn);
     this.changeTracker = new LibvirtChangeTracker(this.conn);
+    this.startLeases = startTokenApplies(uri) ? new StartLeaseFiles() : undefined;
   }
 
   async connect(): Promise<void> {

@@ -16,14 +16,15 @@
  * A failed-over protection's source must not run beside its DR twin: when the loop learns of the
  * failover (the first answer of the DR site after it, which is also the first thing a starting
  * `vmdr serve` asks before it touches the VM), it fences the source VM on this site (plugin/sites/
- * fence.ts) and says so once. A source site that was cut off during an unplanned failover is fenced
- * this way when it comes back. A failback or a revert lifts the fence before it starts the source.
+ * fence.ts) and says so once. In `vmdr serve` the source guard (plugin/sites/source-guard.ts) asks
+ * too, replicating or not, and the two share one fence (SourceFences). A failback or a revert
+ * lifts the fence before it starts the source.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
-import { fenceSource, unfenceSource } from '../sites/fence.js';
-import { resolveSource } from '../protections/source-identity.js';
+import { unfenceSource } from '../sites/fence.js';
+import { SourceFences, type FenceReport } from '../sites/source-fences.js';
 import { pauseOf } from '../state/pauses.js';
 import { roleOf } from '../state/roles.js';
 import { recordedSource } from '../state/sources.js';
@@ -57,11 +58,11 @@ export interface CycleReport {
   /** On the first committed cycle after a pause. */
   resumed?: true;
   /** Once per failover: the loop fenced the source VM (it was not fenced yet). */
-  fenced?: { vm: string; failover: string | null; fencedAt: string; was: string };
+  fenced?: FenceReport['fenced'];
   /** On resuming after a failover: the fence the loop (or the failover) left on the source was lifted. */
   unfenced?: { vm: string; failover: string };
   /** The source should be fenced and could not be; the loop tries again at its next look. */
-  fenceFailed?: { vm: string; failover: string | null; error: unknown; lifting?: true };
+  fenceFailed?: FenceReport['fenceFailed'];
 }
 
 export { cycleInterval } from '../config/cycle.js';
@@ -69,7 +70,13 @@ export { cycleInterval } from '../config/cycle.js';
 export async function replicateContinuously(
   protection: Protection,
   deps: Deps,
-  options: { signal: AbortSignal; intervalMs: number; onCycle?: (report: CycleReport) => void },
+  options: {
+    signal: AbortSignal;
+    intervalMs: number;
+    onCycle?: (report: CycleReport) => void;
+    /** Shared with the daemon's source guard, which fences too: one fence and one event per failover. */
+    fences?: SourceFences;
+  },
 ): Promise<void> {
   const { signal } = options;
   let backoff = 1_000;
@@ -87,32 +94,14 @@ export async function replicateContinuously(
     if (paused !== why.reason) options.onCycle?.({ protection: protection.name, paused: why });
     paused = why.reason;
   };
-  /** The failover the source was fenced for: fenced once per failover, not at every look. */
-  let fencedFor: string | null | undefined;
   /** A fence may be left on the source: at the loop's start (a revert while it was down), and after a failover. */
   let staleFence = true;
-  /** The last failure to fence, said again only when it changes (the loop retries at every look). */
-  let fenceProblem: string | undefined;
-  /**
-   * `recorded` reads the DR site's record of the source's identity (from where the role was read):
-   * the VM fenced is the one the points are of, never another machine that took its name since.
-   */
+  const fences = options.fences ?? new SourceFences(deps.sites);
   const fence = async (failover: string | null, recorded: () => Promise<{ uuid: string } | undefined>) => {
-    if (fencedFor !== undefined && fencedFor === failover) return;
-    let vm = protection.source.vm;
-    try {
-      const source = await deps.sites.adapter(protection.source.site);
-      vm = (await resolveSource(source, protection.name, vm, await recorded())).vm;
-      const done = await fenceSource(source, vm, { protection: protection.name, failover: failover ?? 'unknown' });
-      fencedFor = failover;
-      staleFence = true;
-      fenceProblem = undefined;
-      if (!done.already) options.onCycle?.({ protection: protection.name, fenced: { vm, failover, fencedAt: done.fencedAt, was: done.was } });
-    } catch (error) {
-      const problem = error instanceof Error ? error.message : String(error);
-      if (!signal.aborted && problem !== fenceProblem) options.onCycle?.({ protection: protection.name, fenceFailed: { vm, failover, error } });
-      fenceProblem = problem;
-    }
+    staleFence = true;
+    await fences.fence(protection, failover, recorded, (r) => {
+      if (!signal.aborted) options.onCycle?.(r);
+    });
   };
   /**
    * The failover is over (a failback or a revert gave the replica back, or this cycle would not
@@ -160,7 +149,7 @@ export async function replicateContinuously(
       if (staleFence) await unfence(result.source.vm, started);
       staleFence = false;
       paused = undefined;
-      fencedFor = undefined;
+      fences.forget(protection.name);
       backoff = 1_000;
       // A shut-off VM's disks do not change: cycling back to back would ship the same
       // pre-shutdown writes again and again. Look again at rpo/2, or sooner if asked.

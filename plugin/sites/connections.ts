@@ -5,7 +5,7 @@
  * opened: another site's URI is that host's view (qemu:///system there is not qemu:///system here).
  */
 import { existsSync } from 'node:fs';
-import type { HypervisorAdapter } from '../../hypervisors/types.js';
+import type { HypervisorAdapter, StartLeases } from '../../hypervisors/types.js';
 import type { Config, Site } from '../config/schema.js';
 import { NotInConfig, SiteNotLocal } from '../config/errors.js';
 
@@ -65,6 +65,18 @@ export class SiteConnections {
     const adapter = openAdapter(site.uri, { callTimeoutMs: site.callTimeout, ...(site.vsphere ? { vsphere: site.vsphere } : {}) });
     await adapter.connect();
     return adapter;
+  }
+
+  /**
+   * The start leases of a site's host (StartLeases in hypervisors/types.ts), without its
+   * hypervisor: a lease is taken back when the DR site says failed over, libvirtd up or not.
+   * Undefined where this host is not the site, or its hypervisor has no start guard here.
+   */
+  async startLeases(siteName: string): Promise<StartLeases | undefined> {
+    if (!isLocalSite(this.config, siteName)) return undefined;
+    const { openAdapter } = await import('../../hypervisors/index.js');
+    // Never connected: the adapter's start guard is files on this host.
+    return openAdapter(this.site(siteName).uri).startLeases;
   }
 
   async close(): Promise<void> {

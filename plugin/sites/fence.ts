@@ -9,8 +9,8 @@
  * start by vmdr writes: failback and revert lift the fence, then start (startUnfenced).
  *
  * These run on the adapter of the source's own site (local on that host): the failover runner on one
- * host, the source site's `vmdr serve` across two (its loop fences when the DR site answers that the
- * protection is failed over, continuous.ts).
+ * host, the source site's `vmdr serve` across two (its source guard, source-guard.ts, and its
+ * replication loop, continuous.ts, fence when the DR site answers that the protection is failed over).
  */
 import type { HypervisorAdapter, PowerState, VmInfo } from '../../hypervisors/types.js';
 import { LABEL_FAILOVER, LABEL_PROTECTION, LABEL_ROLE, ROLE_FENCED } from '../targets/labels.js';

@@ -16,3 +16,8 @@ export const ROLE_DRILL = 'drill';
 export const LABEL_FAILOVER = 'failover';
 /** A source VM a failover fenced: powered off, autostart off, started again only by vmdr (failback, revert). */
 export const ROLE_FENCED = 'fenced';
+/**
+ * On a source VM whose DR site may fail it over without its host hearing of it: the protection.
+ * scripts/hooks/libvirt-qemu lets it start only with a start lease (plugin/sites/source-guard.ts).
+ */
+export const LABEL_SOURCE_OF = 'source-of';

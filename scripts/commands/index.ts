@@ -28,6 +28,9 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
       lazy('events', "The watch's events on this DR host: each change of state of a watched source (--follow: as they come)", async () => (await import('./events.js')).eventsCommand),
     )
     .command(lazy('watch <command>', 'After an automatic failover: let the watch act on a protection again (clear)', async () => (await import('./watch.js')).watchCommand))
+    .command(
+      lazy('allow-start <protection>', "On a source host: let a protection's source VM start without its DR site's answer that it is not failed over", async () => (await import('./allow-start.js')).allowStartCommand),
+    )
     .command(lazy('tenant <command>', "Create, list, show and remove tenants and their own DR networks", async () => (await import('./tenant.js')).tenantCommand))
     .command(lazy('target <command>', 'Manage the pre-staged DR target VMs', async () => (await import('./target.js')).targetCommand))
     .command(

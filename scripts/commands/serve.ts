@@ -14,7 +14,10 @@ import { ReplicationLoops } from '../../plugin/replication/loops.js';
 import { RpoMonitor } from '../../plugin/replication/rpo-monitor.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
+import { SourceFences } from '../../plugin/sites/source-fences.js';
+import { SourceGuard } from '../../plugin/sites/source-guard.js';
 import { describeSync, reportCycle, sayer, type Say } from '../cli/cycles.js';
+import { reportGuard } from '../cli/source-guard.js';
 import { stepLog } from '../cli/progress.js';
 import { run } from '../cli/report.js';
 import type { CommandBody } from './index.js';
@@ -91,6 +94,8 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   // Read at each reload: the config object is the daemon's one, updated in place (config/live.ts).
   const replicatedHere = () => (argv.replicate ? config.protections.filter((p) => !site || p.source.site === site) : []);
   const watch = watchReplication(config, replicatedHere(), { state, say, signal: stop.signal });
+  // One fence per failover whoever learns of it first: a replication loop or the source guard.
+  const fences = new SourceFences(sites);
   const loops = new ReplicationLoops(
     async (p, signal) => {
       const receiver = await receiverFor(config, file, p);
@@ -98,6 +103,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
         await replicateContinuously(p, { sites, state, receiver }, {
           signal,
           intervalMs: cycleInterval(p),
+          fences,
           onCycle: (c) => {
             watch.cycle(c);
             reportCycle(say, p, c);
@@ -112,10 +118,12 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   let control: ControlServer | undefined;
   let drills: Awaited<ReturnType<typeof startDrills>> | undefined;
   let watcher: Awaited<ReturnType<typeof startWatch>> | undefined;
+  let guard: SourceGuard | undefined;
   const reload = configReloader({ file, config, fingerprint }, {
     apply: async (reloaded) => {
       control?.reloaded(reloaded.fingerprint);
       watch.reconfigure(config, replicatedHere());
+      guard?.set(site);
       const changes = await loops.set(replicatedHere());
       if (reloaded.changed.includes('tenants')) await ensureTenantNetworks({ config, sites }, site, say);
       // Which drills run here follows the plans' and protections' sites too.
@@ -158,9 +166,14 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   drills = argv.drills && argv.receive ? await startDrills({ config, file, sites, state, notifier: watch.notifier }, site, say) : undefined;
   // Heartbeats run on a DR site, as drills do.
   watcher = argv.watch && argv.receive ? await startWatch({ config, file, sites, state, notifier: watch.notifier }, site, say) : undefined;
-  await loops.set(replicatedHere());
   // A daemon of a DR site alone has no source VM to sync: the control socket is a source site's.
   const servesSources = !site || config.protections.some((p) => p.source.site === site);
+  // Whether or not it replicates, a source site's daemon asks first whether its sources are failed
+  // over, and keeps asking: a failed-over source is fenced before anything else runs it here.
+  guard = servesSources ? new SourceGuard({ config, file, sites, fences, onReport: (p, r) => reportGuard(say, p, r) }) : undefined;
+  guard?.set(site);
+  const guarding = guard?.run(stop.signal);
+  await loops.set(replicatedHere());
   control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say, watch.synced) : undefined;
   // SIGHUP (systemctl reload) and an edit of the file reload the config; a bad one is a warning and changes nothing.
   const hangUp = () => void reload('signal').catch(() => undefined);
@@ -174,6 +187,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   await control?.close();
   await api?.close();
   await loops.stopAll();
+  await guarding;
   await watch.notifier.idle();
   await Promise.allSettled(receivers.map((r) => r.close()));
   say({ event: 'stopped' }, 'vmdr serve: stopped');

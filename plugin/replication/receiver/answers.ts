@@ -16,7 +16,7 @@ export interface ErrorAnswer {
   correlation?: string;
 }
 
-/** Codes the replica store raises for a request it cannot take, and what they answer. */
+/** Codes the endpoint's routes raise for a request they cannot take, and what they answer. */
 export const STATUS_OF_CODE: Record<string, number> = {
   RECOVERY_POINT_NOT_FOUND: 404,
   REPLICA_BUSY: 409,
@@ -26,6 +26,12 @@ export const STATUS_OF_CODE: Record<string, number> = {
   PEER_UNKNOWN: 401,
   PROTECTION_UNKNOWN: 404,
   QUOTA_EXCEEDED: 403,
+  // The source-site routes on the same endpoint answer for this site's hypervisor: its libvirtd
+  // stopped or hung, or the VM gone, is the caller's to know by code (a failover then records the
+  // source as unreachable or missing), not an internal error of this endpoint.
+  HYPERVISOR_UNREACHABLE: 502,
+  HYPERVISOR_TIMED_OUT: 504,
+  VM_NOT_FOUND: 404,
 };
 
 /** fastify's own errors for a request it could not parse. */

@@ -37,13 +37,23 @@ export class ReceiverClient {
   }
 
   async latestPoint(protection: string): Promise<RecoveryPoint | undefined> {
-    const body = (await this.json('GET', `/v1/protections/${encodeURIComponent(protection)}/points/latest`)) as {
+    const body = await this.latest(protection);
+    if (body.role === 'failed-over') throw new ProtectionFailedOver(protection, body.failover ?? null);
+    return body.point ? toPoint(body.point) : undefined;
+  }
+
+  /** Whether the protection is failed over, as the DR site says now (the same answer the newest point comes with). */
+  async role(protection: string, signal?: AbortSignal): Promise<{ role: 'replicating' | 'failed-over'; failover: string | null }> {
+    const body = await this.latest(protection, signal);
+    return body.role === 'failed-over' ? { role: 'failed-over', failover: body.failover ?? null } : { role: 'replicating', failover: null };
+  }
+
+  private async latest(protection: string, signal?: AbortSignal): Promise<{ point: WirePoint | null; role?: string; failover?: string | null }> {
+    return (await this.json('GET', `/v1/protections/${encodeURIComponent(protection)}/points/latest`, undefined, signal)) as {
       point: WirePoint | null;
       role?: string;
       failover?: string | null;
     };
-    if (body.role === 'failed-over') throw new ProtectionFailedOver(protection, body.failover ?? null);
-    return body.point ? toPoint(body.point) : undefined;
   }
 
   async listPoints(protection: string): Promise<RecoveryPoint[]> {
@@ -126,8 +136,8 @@ export class ReceiverClient {
     this.peer.close();
   }
 
-  private json(method: string, path: string, body?: unknown): Promise<unknown> {
-    return this.peer.json(method, path, body);
+  private json(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<unknown> {
+    return this.peer.json(method, path, body, signal ? { signal } : {});
   }
 }
 
