@@ -105,7 +105,7 @@ describe('application-consistent points through the QEMU guest agent (qemu:///sy
     assert.match(next.line, /recovery point rp-2 \(application-consistent, frozen \d+ ms\) at checkpoint/);
     const table = (await vmdr('points', vm.name)).stdout;
     assert.match(table, /^ID +TIME +KIND +TIER +CONSISTENCY +CHECKPOINT/m);
-    assert.match(table, /^rp-2 .* incremental +application \(frozen \d+ ms\) +vmdr-/m);
+    assert.match(table, /^rp-2 .* incremental +newest +application \(frozen \d+ ms\) +vmdr-/m);
   });
 
   it('a freeze that answers after the timeout is given up and thawed: the point is crash-consistent and says why', async () => {
@@ -176,6 +176,6 @@ describe('application-consistent points through the QEMU guest agent (qemu:///sy
     assert.match(r.stdout, /recovery point rp-1 \(crash-consistent: no-agent-channel: VM "[^"]+" has no QEMU guest agent channel/);
     const [point] = await points(plain!);
     assert.deepEqual([point!.consistency, point!.consistencyIssue?.code, point!.freezeWindowMs], ['crash', 'no-agent-channel', null]);
-    assert.match((await vmdr('points', plain!.name)).stdout, /^rp-1 .* full +crash \(no-agent-channel\) +vmdr-/m);
+    assert.match((await vmdr('points', plain!.name)).stdout, /^rp-1 .* full +newest +crash \(no-agent-channel\) +vmdr-/m);
   });
 });
