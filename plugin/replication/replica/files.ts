@@ -42,15 +42,17 @@ export function chainOfName(name: string): number | undefined {
 
 /**
  * Per point of `points` (in list order), the chain its image of `disk` is of; undefined where the
- * point has no such disk. An adopted overlay (its name says no chain) continues the chain of the
- * point under it, on which it was made.
+ * point has no such disk. An overlay a failback adopted (its name says no chain) was made on the
+ * point under it, of the chain that point was of: the newest chain the list names that began at or
+ * before its seq (a chain is an unbroken run of seqs, so no other chain can begin in between).
  */
 export function chainsOf(points: readonly PointRow[], disk: string): (number | undefined)[] {
-  let last: number | undefined;
-  return points.map((p) => {
-    const image = p.disks.find((d) => d.disk === disk)?.image;
-    last = image === undefined ? undefined : (chainOfName(image) ?? last ?? 0);
-    return last;
+  const images = points.map((p) => p.disks.find((d) => d.disk === disk)?.image);
+  const named = images.map((image) => (image === undefined ? undefined : chainOfName(image)));
+  const known = named.filter((c): c is number => c !== undefined);
+  return points.map((p, i) => {
+    if (images[i] === undefined) return undefined;
+    return named[i] ?? Math.max(0, ...known.filter((c) => c <= p.seq));
   });
 }
 

@@ -1,6 +1,6 @@
 /**
- * Retention merges. Into base: the oldest kept point ends up held by base.qcow2, the points under
- * it go. Up (middle): a run of points between two kept ones goes, its data moving up into the
+ * Retention merges. Into base: the oldest kept point ends up held by its chain's base (base.qcow2,
+ * or base.gN.qcow2 for a disk that began a chain of its own, files.ts), the points under it go. Up (middle): a run of points between two kept ones goes, its data moving up into the
  * kept point above where that point does not already have its own.
  *
  * The journal row is written, in the same transaction that removes the dropped points from the
@@ -138,6 +138,11 @@ async function finishBaseMerge(
       const size = (await imageInfo(overlay)).virtualSize;
       if ((await imageInfo(base)).virtualSize > size) await shrinkTo(base, size);
       const next = j + 1 < files.length ? files[j + 1] : await overlayAbove(state, dir, protection, merge.targetSeq, disk, files[j]!);
+      if (next && j + 1 < files.length) {
+        // Repointed without copying: right only for the overlay that reads through this one (or already through base).
+        const above = (await imageInfo(join(dir, next))).backingFile;
+        if (above !== files[j] && above !== baseName) throw new MergeChainUnexpected(protection, join(dir, next), `its backing file is ${above ?? 'none'}, expected ${files[j]} or ${baseName}`);
+      }
       if (next) {
         await setBacking(join(dir, next), baseName);
         failpoint('merge-after-rebase');

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import { KiB, MiB, killOn, makeLab, reads, runChild, sameContent, snapshotRaw, writePattern, type Lab } from './helpers.js';
 
+const exec = promisify(execFile);
 const MIN = 60_000;
 const HOUR = 60 * MIN;
 const T0 = Date.UTC(2026, 10, 25, 0, 0);
@@ -28,7 +31,7 @@ describe('replica store: a disk removed and added again', function () {
   });
 
   /** Point n: vda always; vdc of 4 MiB on rp-1..2 (patterns 0xa_), none on rp-3, 8 MiB of other bytes on rp-4..5 (0xb_). */
-  async function point(n: number): Promise<void> {
+  async function point(n: number, times = TIMES): Promise<void> {
     const vdc = n <= 2 ? [{ name: 'vdc', sizeBytes: 4 * MiB }] : n >= 4 ? [{ name: 'vdc', sizeBytes: 8 * MiB }] : [];
     const pending = await lab.replicas.beginPoint('web', [{ name: 'vda', sizeBytes: 8 * MiB }, ...vdc]);
     const [vda, c] = pending.overlays;
@@ -39,7 +42,7 @@ describe('replica store: a disk removed and added again', function () {
     }
     // The second vdc never writes the start: whatever it reads there must be its own zeros.
     if (c && n >= 4) await writePattern(c.image, 0xb0 + n, n * MiB, 64 * KiB);
-    await pending.commit({ time: new Date(TIMES[n - 1]!), checkpoint: `vmdr-${n}`, since: null, kind: 'incremental', bytesShipped: 1, dataBytes: 1, zeroBytes: 0 });
+    await pending.commit({ time: new Date(times[n - 1]!), checkpoint: `vmdr-${n}`, since: null, kind: 'incremental', bytesShipped: 1, dataBytes: 1, zeroBytes: 0 });
   }
 
   const ids = () => lab.replicas.listPoints('web').map((p) => p.id);
@@ -135,6 +138,33 @@ describe('replica store: a disk removed and added again', function () {
     const { discarded } = await lab.replicas.recover();
     assert.deepEqual(discarded.map((f) => basename(f)).sort(), ['base.g4.qcow2', 'point-4.g4.qcow2', 'point-4.qcow2']);
     assert.deepEqual(await files('vdc'), ['base.qcow2', 'point-1.qcow2', 'point-2.qcow2']);
+  });
+
+  it('a point a failback adopted on the new vdc (its files name no chain) is taken as of that chain through both kinds of merge', async () => {
+    // rp-5 is the DR VM's overlays (failover-t.qcow2), as a failback adopts them; rp-6 in the next hour.
+    const times = [...TIMES, T0 + 185 * MIN];
+    for (let n = 1; n <= 4; n++) await point(n, times);
+    const files4 = lab.replicas.getPoint('web', 'rp-4').disks;
+    for (const d of files4) {
+      await exec('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', basename(d.image), '-F', 'qcow2', 'failover-t.qcow2', String(d.sizeBytes)], { cwd: dirname(d.image) });
+    }
+    const adopted = (disk: string) => join(lab.storage, 'web', disk, 'failover-t.qcow2');
+    await writePattern(adopted('vda'), 0x15, 5 * 512 * KiB, 64 * KiB);
+    await writePattern(adopted('vdc'), 0xb5, 5 * MiB, 64 * KiB);
+    lab.replicas.adoptPoint('web', [{ disk: 'vda', file: 'failover-t.qcow2' }, { disk: 'vdc', file: 'failover-t.qcow2' }], { time: new Date(times[4]!), checkpoint: 'vmdr-5' });
+    await point(6, times);
+    const snaps = await snapshotAll();
+    await assertVdcAsWritten();
+    // rp-3 and rp-4 go: rp-5's vdc (adopted) is rebased onto the new vdc's base, next to rp-2 of the first.
+    assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, new Date(times[5]! + 30_000)), { dropped: ['rp-3', 'rp-4'] });
+    assert.deepEqual(ids(), ['rp-1', 'rp-2', 'rp-5', 'rp-6']);
+    await assertListedPointsIntact(snaps);
+    await assertVdcAsWritten();
+    assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2', 'failover-t.qcow2', 'point-1.qcow2', 'point-2.qcow2', 'point-6.g4.qcow2']);
+    assert.deepEqual((await lab.replicas.applyRetention('web', { keep: 1 })).dropped, ['rp-1', 'rp-2', 'rp-5']);
+    await assertListedPointsIntact(snaps);
+    await assertVdcAsWritten();
+    assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2']);
   });
 
   /** kill -9 inside the middle merge (tiers) or inside the merge into base after it (keep: 1). */
