@@ -248,6 +248,26 @@ protections:
     const next = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
     assert.equal(next.kind, 'incremental');
     await exec('virsh', ['-c', 'qemu:///system', 'detach-disk', name, 'vdc']);
+
+    // Detached, a point without vdc; then another vdc at the same target, of other bytes: it begins
+    // a chain of its own in the replica, so neither vdc's points read the other's bytes.
+    const without = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+    assert.deepEqual(without.point.disks.map((d) => d.disk), ['vda', 'vdb']);
+    const again = join(dir, 'vdc-again.qcow2');
+    await exec('qemu-img', ['create', '-q', '-f', 'qcow2', again, String(8 * MiB)]);
+    await exec('chmod', ['644', again]);
+    await exec('virsh', ['-c', 'qemu:///system', 'attach-disk', name, again, 'vdc', '--driver', 'qemu', '--subdriver', 'qcow2', '--targetbus', 'virtio']);
+    await hmpWrite(name, 2, '0x62', 2 * MiB, 64 * KiB);
+    const back = await vmdrJson<SyncJson>(['sync', name, '--config', config]);
+    assert.match(back.reason, /disk vdc joined the VM after checkpoint .*: copied whole/);
+    const seq = Number(back.point.id.slice(3));
+    assert.equal(image(back.point, 'vdc'), join(dir, 'replicas', name, 'vdc', `point-${seq}.g${seq}.qcow2`));
+    await assertPattern(image(back.point, 'vdc'), '0x62', 2 * MiB, 64 * KiB);
+    await assertPattern(image(back.point, 'vdc'), '0x00', 1 * MiB, 64 * KiB);
+    const first = (await points()).find((p) => p.id === r.point.id)!;
+    await assertPattern(image(first, 'vdc'), '0x61', 1 * MiB, 64 * KiB);
+    await assertPattern(image(first, 'vdc'), '0x00', 2 * MiB, 64 * KiB);
+    await exec('virsh', ['-c', 'qemu:///system', 'detach-disk', name, 'vdc']);
   });
 
   it('keeps up with a guest that writes during syncs; after it stops, replica = source', async () => {

@@ -1,6 +1,6 @@
 /**
- * Retention merges. Into base: the oldest kept point ends up held by base.qcow2, the points under
- * it go. Up (middle): a run of points between two kept ones goes, its data moving up into the
+ * Retention merges. Into base: the oldest kept point ends up held by its chain's base (base.qcow2,
+ * or base.gN.qcow2 for a disk that began a chain of its own, files.ts), the points under it go. Up (middle): a run of points between two kept ones goes, its data moving up into the
  * kept point above where that point does not already have its own.
  *
  * The journal row is written, in the same transaction that removes the dropped points from the
@@ -28,7 +28,7 @@ import { deletePoints, deletePointsBefore, pointRows, setDiskImage, type PointRo
 import type { StateStore } from '../../state/store.js';
 import { diskDir, type ReplicaOwner } from '../layout.js';
 import { failpoint } from './failpoints.js';
-import { BASE_IMAGE } from './files.js';
+import { chainBase, chainOfName, chainsOf, isChainBase } from './files.js';
 import { imageInfo } from '../qemu-img.js';
 import { commitIntoBacking, rebaseKeepingContent, removeFile, setBacking, shrinkTo } from './images.js';
 
@@ -49,11 +49,11 @@ export function mergePlan(points: PointRow[], target: PointRow): Record<string, 
   const at = points.indexOf(target);
   for (const { disk } of target.disks) {
     const files: string[] = [];
-    // A disk's chain is the unbroken run of points that have it; an earlier run (removed, re-added) is another chain.
-    for (let i = at; i >= 0; i--) {
-      const d = points[i]!.disks.find((x) => x.disk === disk);
-      if (!d) break;
-      if (d.image !== BASE_IMAGE) files.unshift(d.image);
+    // Only the target's own chain: an earlier one of the disk (removed, re-added) has its own base.
+    const chains = chainsOf(points, disk);
+    for (let i = at; i >= 0 && chains[i] === chains[at]; i--) {
+      const image = points[i]!.disks.find((x) => x.disk === disk)!.image;
+      if (!isChainBase(image)) files.unshift(image);
     }
     if (files.length > 0) plan[disk] = files;
   }
@@ -71,21 +71,23 @@ export function startMerge(state: StateStore, points: PointRow[], target: PointR
 
 /**
  * Per disk, what dropping the run `drop` (between the kept `below` and `above`, adjacent in
- * `points`) does to the files: the chain of `above`'s disk reads through the run's overlays down
- * to `below`'s image, or, where some point of the run lacks the disk, down to base.qcow2 (under
- * which the disk's chain began again).
+ * `points`) does to the files: where `above`'s image of the disk reads through the run's (same
+ * chain), it is rebased onto `below`'s image, or onto its chain's base when `below` is not of
+ * that chain (the chain began inside the run).
  */
 export function middlePlan(points: PointRow[], run: { drop: PointRow[]; below: PointRow; above: PointRow }): MiddleMergeDisk[] {
   const disks = new Set([...run.drop, run.above].flatMap((p) => p.disks.map((d) => d.disk)));
   return [...disks].map((disk) => {
     const image = (p: PointRow) => p.disks.find((d) => d.disk === disk)?.image;
-    const plan: MiddleMergeDisk = { disk, drop: run.drop.map(image).filter((f): f is string => f !== undefined) };
+    const chains = chainsOf(points, disk);
+    const chain = (p: PointRow) => chains[points.indexOf(p)];
+    const plan: MiddleMergeDisk = { disk, drop: run.drop.map(image).filter((f): f is string => f !== undefined && !isChainBase(f)) };
     const top = image(run.above);
-    const from = image(run.drop.at(-1)!);
-    if (top === undefined || from === undefined) return plan;
-    // The chain is broken by a point of the run without the disk: it begins again on base.qcow2.
-    const whole = run.drop.every((p) => image(p) !== undefined);
-    return { ...plan, top, from, onto: (whole ? image(run.below) : undefined) ?? BASE_IMAGE };
+    const last = run.drop.at(-1)!;
+    // Chains are unbroken runs of points: the run's last point is of above's chain or none of it is.
+    if (top === undefined || chain(last) !== chain(run.above)) return plan;
+    const onto = chain(run.below) === chain(run.above) ? image(run.below)! : chainBase(chain(run.above)!);
+    return { ...plan, top, from: image(last)!, onto };
   });
 }
 
@@ -117,25 +119,32 @@ async function finishBaseMerge(
   let done = 0;
   const report = (disk?: string) => onProgress?.({ phase: 'merge', unit: 'steps', done, total, subject: { protection, point }, ...(disk ? { detail: `disk ${disk}` } : {}) });
   report();
+  const bases: Record<string, string> = {};
   for (const [disk, files] of Object.entries(merge.plan)) {
     const dir = diskDir(storage, owner, disk);
-    const base = join(dir, BASE_IMAGE);
     const found = files.findIndex((f) => existsSync(join(dir, f)));
     // None left: all merged and deleted, only the DB record was missing.
     const first = found < 0 ? files.length : found;
+    const baseName = (bases[disk] = await baseOfPlan(dir, files, first));
+    const base = join(dir, baseName);
     done += first;
     for (let j = first; j < files.length; j++) {
       const overlay = join(dir, files[j]!);
       const backing = (await imageInfo(overlay)).backingFile;
-      if (backing !== BASE_IMAGE) throw new MergeChainUnexpected(protection, overlay, `its backing file is ${backing ?? 'none'}, expected ${BASE_IMAGE}`);
+      if (backing !== baseName) throw new MergeChainUnexpected(protection, overlay, `its backing file is ${backing ?? 'none'}, expected ${baseName}`);
       await commitIntoBacking(overlay);
       failpoint('merge-after-commit');
       // Base keeps its size when the disk shrank; the point it now holds must not read past its end.
       const size = (await imageInfo(overlay)).virtualSize;
       if ((await imageInfo(base)).virtualSize > size) await shrinkTo(base, size);
-      const next = j + 1 < files.length ? files[j + 1] : nextOverlay(state, protection, merge.targetSeq, disk);
+      const next = j + 1 < files.length ? files[j + 1] : await overlayAbove(state, dir, protection, merge.targetSeq, disk, files[j]!);
+      if (next && j + 1 < files.length) {
+        // Repointed without copying: right only for the overlay that reads through this one (or already through base).
+        const above = (await imageInfo(join(dir, next))).backingFile;
+        if (above !== files[j] && above !== baseName) throw new MergeChainUnexpected(protection, join(dir, next), `its backing file is ${above ?? 'none'}, expected ${files[j]} or ${baseName}`);
+      }
       if (next) {
-        await setBacking(join(dir, next), BASE_IMAGE);
+        await setBacking(join(dir, next), baseName);
         failpoint('merge-after-rebase');
       }
       if (j + 1 < files.length) {
@@ -148,13 +157,24 @@ async function finishBaseMerge(
   }
   state.db
     .transaction(() => {
-      for (const disk of Object.keys(merge.plan)) setDiskImage(state.db, protection, merge.targetSeq, disk, BASE_IMAGE);
+      for (const disk of Object.keys(merge.plan)) setDiskImage(state.db, protection, merge.targetSeq, disk, bases[disk]!);
       deleteMerge(state.db, protection);
     })
     .immediate();
   failpoint('merge-after-record');
   for (const [disk, files] of Object.entries(merge.plan)) await removeFile(join(diskDir(storage, owner, disk), files[files.length - 1]!));
   return point;
+}
+
+/**
+ * The base a plan's chain merges into: the one its file names say, else (adopted overlays only)
+ * the backing file of its first overlay still there.
+ */
+async function baseOfPlan(dir: string, files: string[], first: number): Promise<string> {
+  const named = files.map(chainOfName).find((c) => c !== undefined);
+  if (named !== undefined) return chainBase(named);
+  const backing = first < files.length ? (await imageInfo(join(dir, files[first]!))).backingFile : undefined;
+  return backing !== undefined && isChainBase(backing) ? backing : chainBase(0);
 }
 
 /**
@@ -186,6 +206,11 @@ async function finishMiddleMerge(
         await rebaseKeepingContent(top, d.onto);
         failpoint('middle-after-rebase');
       }
+    } else if (d.drop.length > 0) {
+      // Not rebased: the kept point above is of another chain of the disk (or lacks it), so it must not read through the run.
+      const above = pointRows(state.db, protection).find((p) => p.seq === merge.targetSeq)?.disks.find((x) => x.disk === d.disk)?.image;
+      const backing = above === undefined || isChainBase(above) ? undefined : (await imageInfo(join(dir, above))).backingFile;
+      if (backing !== undefined && d.drop.includes(backing)) throw new MergeChainUnexpected(protection, join(dir, above!), `it reads through ${backing}, a dropped point's overlay`);
     }
     for (const file of d.drop) {
       if (await removeFile(join(dir, file))) failpoint('middle-after-remove');
@@ -198,9 +223,14 @@ async function finishMiddleMerge(
   return point;
 }
 
-/** The overlay just above the target in this disk's chain: the next committed point that has the disk. */
-function nextOverlay(state: StateStore, protection: string, targetSeq: number, disk: string): string | undefined {
+/**
+ * The overlay just above the target in this disk's chain: the next committed point's image of the
+ * disk, when it reads through `top` (the target's own overlay) or already through base. A next
+ * point of another chain of the disk is left as it is.
+ */
+async function overlayAbove(state: StateStore, dir: string, protection: string, targetSeq: number, disk: string, top: string): Promise<string | undefined> {
   const next = pointRows(state.db, protection).find((p) => p.seq > targetSeq);
-  const d = next?.disks.find((x) => x.disk === disk);
-  return d && d.image !== BASE_IMAGE ? d.image : undefined;
+  const image = next?.disks.find((x) => x.disk === disk)?.image;
+  if (image === undefined || isChainBase(image)) return undefined;
+  return (await imageInfo(join(dir, image))).backingFile === top ? image : undefined;
 }

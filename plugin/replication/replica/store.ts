@@ -1,6 +1,7 @@
 /**
  * The replica store on the DR host: per protected disk a qcow2 chain (base.qcow2, then one
- * point-<seq>.qcow2 overlay per committed cycle), and the recovery points in the state file.
+ * point-<seq>.qcow2 overlay per committed cycle; a disk back after a gap begins a chain of its own,
+ * files.ts), and the recovery points in the state file.
  * A file is a recovery point only once the state file says so; everything else is debris that
  * `recover()` removes. One writer per protection at a time, through a lease in the state file.
  */
@@ -13,13 +14,13 @@ import { protectionsWithLeases } from '../../state/leases.js';
 import { insertPoint, latestSeq, pointRows, protectionsWithPoints, setPinned, type PointRow } from '../../state/points.js';
 import type { StateStore } from '../../state/store.js';
 import type { Config } from '../../config/schema.js';
-import { baseImage, diskDir, protectionDir, replicaOwner, tenantDir, tenantsIn, type ReplicaOwner } from '../layout.js';
+import { diskDir, protectionDir, replicaOwner, tenantDir, tenantsIn, type ReplicaOwner } from '../layout.js';
 import { ProtectionFailedOver, ReplicaBusy, RecoveryPointNotFound } from './errors.js';
 import { roleOf } from '../../state/roles.js';
 import { allocatedBytes } from '../../tenants/usage.js';
 import { makeReplicaDir } from './access.js';
 import { failpoint } from './failpoints.js';
-import { nextFileName, pointFileName, subdirectories } from './files.js';
+import { chainBase, chainsOf, nextFileName, pointFileName, subdirectories } from './files.js';
 import { createQcow2, removeFile } from './images.js';
 import { DEFAULT_LEASE_TTL_MS, ReplicaLease } from './lease.js';
 import { finishMerge, startMerge, startMiddleMerge } from './merge.js';
@@ -214,7 +215,8 @@ export class ReplicaStore {
     try {
       await this.deleteOrphans(protection);
       this.next.delete(protection);
-      const latest = pointRows(this.state.db, protection).at(-1);
+      const rows = pointRows(this.state.db, protection);
+      const latest = rows.at(-1);
       const seq = latestSeq(this.state.db, protection) + 1;
       const overlays: PendingPoint['overlays'] = [];
       for (const { name, sizeBytes } of disks) {
@@ -222,13 +224,17 @@ export class ReplicaStore {
         const dir = diskDir(this.storage, owner, name);
         for (const d of [...tenantDirs(this.storage, owner), protectionDir(this.storage, owner), dir]) if (!existsSync(d)) made.dirs.unshift(d);
         await makeReplicaDir(this.storage, dir);
-        const base = baseImage(this.storage, owner, name);
-        if (!existsSync(base)) {
+        // The newest point's chain of the disk goes on; a disk it lacks (new, or back after a gap)
+        // begins a chain of its own on an empty base, which no other point reads.
+        const previous = latest?.disks.find((x) => x.disk === name);
+        const chain = previous ? chainsOf(rows, name).at(-1)! : latest ? seq : 0;
+        const backing = previous?.image ?? chainBase(chain);
+        const base = join(dir, chainBase(chain));
+        if (!previous && !existsSync(base)) {
           made.bases.push(base);
           await createQcow2(base, sizeBytes);
         }
-        const image = join(dir, pointFileName(seq));
-        const backing = latest?.disks.find((x) => x.disk === name)?.image ?? 'base.qcow2';
+        const image = join(dir, pointFileName(seq, chain));
         made.overlays.push(image);
         // Made ahead for this very point, on the same backing and size: renamed, not made again.
         const ready = ahead?.seq === seq ? ahead.overlays.find((o) => o.disk === name && o.sizeBytes === sizeBytes && o.backing === backing) : undefined;
@@ -297,18 +303,21 @@ export class ReplicaStore {
       const db = this.state.db;
       const dropped: string[] = [];
       for (;;) {
-        if (dropped.length > 0 && Date.now() >= until) return { dropped, more: true };
+        const overBudget = dropped.length > 0 && Date.now() >= until;
         const cut = db
           .transaction(() => {
             const points = pointRows(db, protection);
             const chosen = retentionCut(points, policy, now);
             const middle = chosen.middles[0];
-            if (chosen.prefix) startMerge(this.state, points, chosen.prefix.target);
-            else if (middle) startMiddleMerge(this.state, points, middle);
-            return { drop: chosen.prefix?.drop ?? middle?.drop ?? [], skipped: chosen.skipped };
+            const drop = chosen.prefix?.drop ?? middle?.drop ?? [];
+            // Past the budget only to say whether anything is left: `more` means a next run drops some.
+            if (!overBudget && chosen.prefix) startMerge(this.state, points, chosen.prefix.target);
+            else if (!overBudget && middle) startMiddleMerge(this.state, points, middle);
+            return { drop, skipped: chosen.skipped };
           })
           .immediate();
         if (cut.drop.length === 0) return { dropped, ...(cut.skipped ? { skipped: cut.skipped } : {}) };
+        if (overBudget) return { dropped, more: true };
         failpoint('merge-after-intent');
         await finishMerge(this.storage, this.state, this.owner(protection), task.onProgress);
         await this.deleteOrphans(protection);

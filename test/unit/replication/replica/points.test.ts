@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { rejectsWith } from '../../../helpers/assertions.js';
 import type { PendingPoint } from '../../../../plugin/replication/replica/store.js';
 import { ReplicaStore } from '../../../../plugin/replication/replica/store.js';
@@ -214,7 +214,9 @@ describe('replica store: recovery points', function () {
     assert.deepEqual(p3.disks.map((d) => [d.disk, d.sizeBytes]), [['vda', 32 * MiB], ['vdb', 8 * MiB]]);
     assert.ok(await reads(p3.disks[0]!.image, 0x22, 20 * MiB, 64 * KiB));
     assert.ok(await reads(p3.disks[1]!.image, 0x44, 0, 64 * KiB));
-    assert.ok(existsSync(join(lab.storage, 'web', 'vdb', 'base.qcow2')));
+    // A disk the newest point lacked begins a chain of its own, named after the point it began at.
+    assert.equal(basename(p3.disks[1]!.image), 'point-3.g3.qcow2');
+    assert.ok(existsSync(join(lab.storage, 'web', 'vdb', 'base.g3.qcow2')));
   });
 
   it('pins and unpins points; unknown points are refused', async () => {
