@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFile, spawn } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Progress } from '../../../../hypervisors/types.js';
@@ -200,9 +201,12 @@ describe('replica store: middle merges (time tiers)', function () {
     assert.equal(child.signal, 'SIGKILL');
     const dir = join(lab.storage, 'web', 'vda');
     const rebase = spawn('qemu-img', ['rebase', '-f', 'qcow2', '-b', 'point-1.qcow2', '-F', 'qcow2', 'point-3.qcow2'], { cwd: dir, stdio: 'ignore' });
-    const before = (await readFile(join(dir, 'point-3.qcow2'))).length;
-    // Killed once it has copied something up, well before it is done.
-    for (let i = 0; i < 500 && (await readFile(join(dir, 'point-3.qcow2'))).length < before + 4 * MiB; i++) await new Promise((r) => setTimeout(r, 5));
+    const top = join(dir, 'point-3.qcow2');
+    const before = statSync(top).size;
+    // Killed once it has copied something up, well before it is done. The wait spins on stat, not
+    // on timers: on a loaded machine a timer's turn came after the whole copy was done.
+    const until = Date.now() + 30_000;
+    while (statSync(top).size < before + 4 * MiB && Date.now() < until);
     rebase.kill('SIGKILL');
     await new Promise((r) => rebase.once('close', r));
     const info = JSON.parse((await exec('qemu-img', ['info', '--output=json', '-U', join(dir, 'point-3.qcow2')])).stdout) as { 'backing-filename': string };
