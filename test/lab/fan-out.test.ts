@@ -4,13 +4,15 @@
  * storage is on the source site itself, copy B's on the DR site, reached through that site's
  * daemon (two daemons on this one libvirtd, as in cross-site.test.ts). The DR site's daemon stops:
  * A keeps committing while B says it cannot reach its site; the daemon comes back and B catches up
- * by an incremental. A failover of A fences the source and B's loop stops with one line, not a resync.
+ * by an incremental. A failover of A fences the source: B's loop stops with one line, not a resync,
+ * and a failover of B is refused while A's copy is the live one.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, type LabVm } from '../helpers/lab.js';
+import { assertOneLineError } from '../helpers/assertions.js';
 import { assertPattern, compareImages, hmpFlush, hmpWrite, paused } from '../helpers/patterns.js';
 import { writeTwoSiteConfigs, type TwoSiteConfigs } from '../helpers/two-sites.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
@@ -124,7 +126,8 @@ describe('fan-out: one VM replicated to two DR sites, each copy on its own (qemu
     assert.equal(rb.kind, 'incremental', rb.reason);
     const names = (await virsh('checkpoint-list', vm.name, '--name')).split('\n').map((n) => n.trim()).filter(Boolean);
     assert.ok(names.some((n) => n.startsWith(`vmdr-${a()}-`)) && names.some((n) => n.startsWith(`vmdr-${b()}-`)), `checkpoints: ${names.join(', ')}`);
-    assert.equal(cycles(from, a()).filter((c) => c.error).length + cycles(from, b()).filter((c) => c.error).length, 0, 'no cycle failed: the two loops took turns on the VM');
+    const failed = [...cycles(from, a()), ...cycles(from, b())].filter((c) => c.error);
+    assert.deepEqual(failed, [], 'no cycle failed: the two loops took turns on the VM');
   });
 
   it('the DR site of copy B down: copy A keeps committing, B says why and lags; back up, B catches up by an incremental', async () => {
@@ -188,5 +191,12 @@ describe('fan-out: one VM replicated to two DR sites, each copy on its own (qemu
     assert.equal(committed(from, b()).length, before, 'B took no point from the fenced VM');
     assert.equal(sourceDaemon!.events.slice(pausedAt).filter((e) => e.protection === b()).length, 0, 'said once, then quiet');
     assert.equal(await virsh('domstate', vm.name), 'shut off', 'nobody started the fenced source');
+
+    // Nor is copy B booted beside A's: its failover is refused, naming the live copy.
+    const provisionB = await runVmdr(['target', 'provision', b(), '--config', configs.dr]);
+    assert.equal(provisionB.code, 0, provisionB.stderr);
+    const second = await runVmdr(['failover', b(), '--config', configs.dr]);
+    assertOneLineError(second, new RegExp(`^vmdr: source VM "${vm.name}" of protection "${b()}" is fenced for the failover of protection "${a()}" \\(.+\\): that copy is the live one`));
+    assert.equal(await virsh('domstate', b()), 'shut off');
   });
 });
