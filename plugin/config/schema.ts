@@ -440,7 +440,6 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
   };
   const macs = new Map<string, string>();
   const targets = new Map<string, string>();
-  const copies = new Map<string, string>();
   const owned = new Map<string, number>();
   config.protections.forEach((p, i) => {
     tenantRef(p.tenant, ['protections', i, 'tenant']);
@@ -461,11 +460,6 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
     const other = targets.get(targetKey);
     if (other) issue(['protections', i, 'target', 'vm'], `target VM "${p.target.vm}" is already the target of protection "${other}"`);
     targets.set(targetKey, p.name);
-    // Fan-out: one VM may have a copy on each of several DR sites, one protection each; two at one site would be one copy twice.
-    const copyKey = JSON.stringify([p.source.site, p.source.vm, p.target.site]);
-    const twin = copies.get(copyKey);
-    if (twin) issue(['protections', i, 'target', 'site'], `source VM "${p.source.vm}" is already replicated to site "${p.target.site}" by protection "${twin}": a second copy of it goes to another site`);
-    copies.set(copyKey, p.name);
     const tenant = config.tenants.find((t) => t.name === p.tenant);
     p.target.nics.forEach((nic, n) => {
       if (nic.mac) {
