@@ -4,9 +4,10 @@
  * waits 30 s for the first's state change lock and fails, a leftover sweep would take the other
  * protection's running job for its own, and a checkpoint cannot be deleted while a backup job runs.
  * Held from a cycle's first look at the VM's checkpoints until its backup job has ended, and again
- * for the checkpoint deletion after the DR site's acknowledgement; not while the DR site commits,
- * so one slow DR site holds up the other copy by its capture only. Waiters go first come, first
- * served: back-to-back cycles of one protection never starve the other.
+ * for the checkpoint deletion after the DR site's acknowledgement; not while the DR site commits.
+ * The capture lasts as long as the shipping (no cycle is buffered): a slow link to one DR site
+ * delays the other copy's cycles by as long. Waiters go first come, first served: back-to-back
+ * cycles of one protection never starve the other.
  */
 const tails = new Map<string, Promise<void>>();
 
