@@ -9,6 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, type LabVm } from '../helpers/lab.js';
@@ -31,7 +32,7 @@ interface CycleEvent {
   event: 'cycle';
   protection: string;
   lagSeconds?: number;
-  result?: { kind: string; reason: string; point: Point; checkpoint: string; bytesCovered: number; bytesShipped: number };
+  result?: { kind: string; reason: string; point: Point; checkpoint: string; bytesCovered: number; bytesShipped: number; durationMs: number };
   error?: string;
   code?: string;
 }
@@ -87,7 +88,8 @@ describe('fan-out: one VM replicated to two DR sites, each copy on its own (qemu
       boot: { kind: kernel, kernel: ${boot.kernel}, initrd: ${boot.initrd} }
       nics: [{ network: ${network} }]
 `;
-    configs = await writeTwoSiteConfigs(vm.dir, { oneHost: true, protections: copy(`${vm.name}-a`, 'source') + copy(`${vm.name}-b`, 'dr') });
+    // B uncompressed: a pattern written costs its size on the wire, as real data would.
+    configs = await writeTwoSiteConfigs(vm.dir, { oneHost: true, protections: copy(`${vm.name}-a`, 'source') + copy(`${vm.name}-b`, 'dr').replace('    rpo: 4s\n', '    rpo: 4s\n    compression: off\n') });
     await startDr();
     sourceDaemon = await startServe(configs.source, { args: ['--site', 'source'] });
   });
@@ -167,6 +169,28 @@ describe('fan-out: one VM replicated to two DR sites, each copy on its own (qemu
     assert.equal(sb2.pointsProblem, null);
     assert.ok(sb2.lagSeconds !== null && sb2.lagSeconds < 20, `B lags ${sb2.lagSeconds} s after catching up`);
     console.log(`      B caught up ${((Date.now() - back) / 1000).toFixed(1)} s after its site came back: ${pb.kind}, ${pb.bytesCovered} bytes covered, ${pb.bytesShipped} shipped`);
+  });
+
+  it('a slow link to B delays A by at most one of B\'s captures: the two take turns', async () => {
+    // 2 MB/s to B from now on (the daemon reloads its config; a bandwidth change restarts no loop).
+    await writeFile(configs.source, (await readFile(configs.source, 'utf8')).replace('    compression: off\n', '    compression: off\n    bandwidth: 2MB/s\n'));
+    for (const deadline = Date.now() + 10_000; !sourceDaemon!.events.some((e) => e.event === 'reloaded'); await sleep(100)) assert.ok(Date.now() < deadline, 'the daemon did not reload its config');
+    const from = sourceDaemon!.events.length;
+    await hmpWrite(vm.name, 0, '0x7c', 22 * MiB, 4 * MiB);
+    const written = Date.now();
+    const pb = await nextPoint(from, b(), written, 60_000);
+    await assertPattern(pb.point.disks[0]!.image, '0x7c', 22 * MiB, 4 * MiB);
+    // A's points on either side of B's slow capture: A waits for it, then goes on.
+    const bAt = Date.parse(pb.point.time);
+    const after = await nextPoint(from, a(), bAt);
+    const times = committed(0, a()).map((c) => Date.parse(c.result!.point.time));
+    const before = Math.max(...times.filter((t) => t < bAt));
+    const gap = Date.parse(after.point.time) - before;
+    console.log(`      B's cycle with 4 MiB at 2 MB/s: ${(pb.durationMs / 1000).toFixed(1)} s; A's points around it ${(gap / 1000).toFixed(1)} s apart (2 s when alone)`);
+    assert.ok(pb.durationMs >= 1_500, `B's cycle took ${pb.durationMs} ms: the limit did not hold`);
+    // At most one of B's captures, A's own interval and a cycle of A's: never two of B's in a row.
+    assert.ok(gap <= pb.durationMs + 2_000 + 3_000, `A's points ${gap} ms apart, more than one of B's cycles (${pb.durationMs} ms) could explain`);
+    await writeFile(configs.source, (await readFile(configs.source, 'utf8')).replace('    bandwidth: 2MB/s\n', ''));
   });
 
   it('a failover of copy A fences the source; copy B stops with one line and takes no point from the fenced VM', async () => {
