@@ -84,3 +84,16 @@ export class FailoverStepFailed extends VmdrError {
     });
   }
 }
+
+/**
+ * Fan-out: the source VM is fenced for the failover of another protection of it (its copy on
+ * another DR site). Its writes go on at that copy: booting this one too makes two live copies.
+ */
+export class OtherCopyFailedOver extends VmdrError {
+  constructor(protection: string, vm: string, by: { protection: string; failover: string }) {
+    super('OTHER_COPY_FAILED_OVER', `source VM "${vm}" of protection "${protection}" is fenced for the failover of protection "${by.protection}" (${by.failover || 'failover unknown'}): that copy is the live one`, {
+      subject: { protection, vm, fencedBy: by.protection, failover: by.failover },
+      remedy: `fail "${by.protection}" back or revert it first; --force boots this copy anyway, beside that one`,
+    });
+  }
+}

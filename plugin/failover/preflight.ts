@@ -2,7 +2,7 @@
  * Everything a failover can check before it changes anything, for every VM of the run: the
  * protection is not already failed over, its target exists, is vmdr's and is off, the DR networks
  * exist, no running VM already has one of its MACs, a recovery point can be chosen, the source is
- * in a state this kind of failover accepts and, when it will be stopped or fenced, is the VM the
+ * in a state this kind of failover accepts (and not fenced for another copy's failover) and, when it will be stopped or fenced, is the VM the
  * points are of, and the target has exactly the disks it will boot: the point's, or for a
  * planned failover the source's own (its final sync may bring a disk the newest point lacks). A plan whose fifth VM would fail stops here, before its first VM was
  * touched. A drill boots a VM of its own made from the point's disks, so it needs no target.
@@ -10,6 +10,7 @@
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { HypervisorAdapter, PowerState, VmInfo } from '../../hypervisors/types.js';
 import { NetworkNotFound } from '../../hypervisors/errors.js';
+import { fenceOf } from '../sites/fence.js';
 import { sourceSiteFor, sourceVmLookup } from '../sites/source-site-for.js';
 import type { SourceSite } from '../sites/source-site.js';
 import type { Protection } from '../config/schema.js';
@@ -19,7 +20,7 @@ import { recordedSource } from '../state/sources.js';
 import { dataDisks } from '../targets/drift.js';
 import { LABEL_PROTECTION, LABEL_ROLE } from '../targets/labels.js';
 import { drAdapter, replicasOf, type RunContext } from './context.js';
-import { AlreadyFailedOver, MacInUse, NoRecoveryPoint, SourceStillRunning, TargetNotReady } from './errors.js';
+import { AlreadyFailedOver, MacInUse, NoRecoveryPoint, OtherCopyFailedOver, SourceStillRunning, TargetNotReady } from './errors.js';
 import { choosePoint } from './recovery-point.js';
 
 export interface Preflight {
@@ -45,6 +46,11 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
       subject: { protection: p.name, vm: p.source.vm, site: p.source.site },
       remedy: `fail over unplanned (without --planned; add --force should the source still run) from recovery point ${point.id} or another`,
     });
+  }
+  // Fan-out: a source fenced for another protection's failover has its live copy on that one's DR site.
+  if (kind !== 'test' && source === 'shutoff' && !ctx.request.force) {
+    const fence = fenceOf((await site.vm(p).catch(() => undefined)) ?? { labels: {} });
+    if (fence && fence.protection !== p.name) throw new OtherCopyFailedOver(p.name, p.source.vm, fence);
   }
   if (kind === 'planned' && ctx.request.point) throw new NoRecoveryPoint(p.name, 'cannot take --point on a planned failover: it boots the final sync');
   // Stopping or fencing the source must not hit another VM that took its name (SOURCE_IDENTITY_CHANGED).

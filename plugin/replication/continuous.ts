@@ -13,6 +13,9 @@
  * refused with SOURCE_IDENTITY_CHANGED before it captures anything) pauses the same way: said
  * once, no RPO alert, one look every 30 s, on by itself after `vmdr protect --replace-source`.
  *
+ * A source VM fenced for the failover of another protection of it (fan-out, docs/replication.md)
+ * pauses the same way: said once, one look every 30 s, on by itself once that fence is lifted.
+ *
  * A failed-over protection's source must not run beside its DR twin: when the loop learns of the
  * failover (the first answer of the DR site after it, which is also the first thing a starting
  * `vmdr serve` asks before it touches the VM), it fences the source VM on this site (plugin/sites/
@@ -54,7 +57,11 @@ export interface CycleReport {
    * Reported once when the loop pauses: the protection is failed over (by `failover`), or its
    * source VM is another machine than the one recorded (`vmdr protect --replace-source` resumes it).
    */
-  paused?: { reason: 'failed-over'; failover: string | null } | { reason: 'source-replaced'; error: VmdrError } | { reason: 'operator'; by: string; at: string };
+  paused?:
+    | { reason: 'failed-over'; failover: string | null }
+    | { reason: 'source-replaced'; error: VmdrError }
+    | { reason: 'operator'; by: string; at: string }
+    | { reason: 'fenced-for-other-copy'; error: VmdrError };
   /** On the first committed cycle after a pause. */
   resumed?: true;
   /** Once per failover: the loop fenced the source VM (it was not fenced yet). */
@@ -165,6 +172,12 @@ export async function replicateContinuously(
         await fence(failover, () => deps.receiver.recordedSource(protection.name));
         // The role lives on the DR host: unless this host's state has it (read above), try again later.
         if (roleOf(deps.state.db, protection.name).role !== 'failed-over') await wait(FAILED_OVER_RECHECK_MS);
+        continue;
+      }
+      if (error instanceof VmdrError && error.code === 'SOURCE_FENCED_FOR_OTHER_COPY') {
+        // Another copy of this VM (fan-out) was failed over: this one stops, it does not fight it.
+        pause({ reason: 'fenced-for-other-copy', error });
+        await wait(SOURCE_RECHECK_MS);
         continue;
       }
       if (error instanceof VmdrError && error.code === 'SOURCE_IDENTITY_CHANGED') {

@@ -25,3 +25,18 @@ export class ProtectionPaused extends VmdrError {
     });
   }
 }
+
+/**
+ * The source VM was fenced for the failover of another protection of it (fan-out: one VM, a copy
+ * on each of several DR sites). The VM's writes go on at that DR site now: shipping the fenced
+ * source's disks to this copy would only make it a second, stale line of the same machine.
+ */
+export class SourceFencedForOtherCopy extends VmdrError {
+  constructor(protection: string, vm: string, by: { protection: string; failover: string }) {
+    super(
+      'SOURCE_FENCED_FOR_OTHER_COPY',
+      `source VM ${JSON.stringify(vm)} is fenced: protection "${by.protection}" failed over (${by.failover || 'failover unknown'}); "${protection}" takes no point from it until that failover is failed back or reverted`,
+      { subject: { protection, vm, fencedBy: by.protection, failover: by.failover }, remedy: `\`vmdr failback ${by.protection}\` or \`vmdr failover ${by.protection} --revert\`` },
+    );
+  }
+}

@@ -19,13 +19,15 @@ import { deltaStreamBody, type DiskToShip } from './capture/delta-body.js';
 import { ALLOCATION_CONTEXT, opBytes, planFull, planIncremental, planRanges, type ShipOp } from './capture/extents.js';
 import { NbdClient, STATE_DIRTY } from './nbd/client.js';
 import { NbdError } from './nbd/errors.js';
-import { BackupExportLost } from './errors.js';
+import { fenceOf } from '../sites/fence.js';
+import { BackupExportLost, SourceFencedForOtherCopy } from './errors.js';
 import type { RecoveryPoint } from './replica/store.js';
 import { DeltaStreamEncoder } from './stream/encode.js';
 import { startPackWorkersFor } from './stream/pack-pool.js';
 import type { StreamHeader } from './stream/format.js';
 import { failpoint } from './replica/failpoints.js';
 import { newCheckpointName, pruneCheckpoints } from './sender/checkpoints.js';
+import { holdSource, sourceKey } from './source-lock.js';
 import { freeLoopbackPort } from './sender/nbd-port.js';
 import type { ReceiverClient } from './sender/receiver-client.js';
 
@@ -96,154 +98,174 @@ export async function syncProtection(
         checkSource(source, protection, deps.receiver).then(({ source: s, notes }) => (warnings.push(...notes), { vm: s.vm, uuid: s.uuid })),
       ]);
   const vm = sourceVm.vm;
-  // A backup job an earlier cycle left (its process died, or libvirtd restarted under its end)
-  // would block this cycle's own; a cycle that ended cleanly left none. Awaited before the prune.
-  const leftover = previous ? undefined : tracker.endLeftoverBackup(vm, { signal });
-  // Should libvirt fail first, this rejection must not go unhandled.
-  leftover?.catch(() => undefined);
-  const names = previous ? [previous.checkpoint] : await tracker.checkpointNames(vm);
-  let choice = choose(names, latest, options.full);
-  const checkpoint = newCheckpointName(protection.name);
-  // A cycle that could not even start (VM off, libvirt down, a job in the way) is history `vmdr status` shows too.
-  const notStarted = (err: unknown) => {
-    recordFailure(deps.state, recordSyncStart(deps.state, runStart(protection, choice, checkpoint)), err);
-    return err;
-  };
+  // Another protection of this VM (fan-out) captures one at a time with this one (source-lock.ts).
+  const key = sourceKey(protection.source.site, sourceVm.uuid);
+  const release = await holdSource(key, signal);
   try {
-    const ended = await leftover;
-    if (ended) warnings.push(`ended the ${ended.job} left on VM ${JSON.stringify(vm)} by ${ended.leftBy}`);
-  } catch (err) {
-    throw notStarted(err);
-  }
-  // Leftovers of failed cycles; the checkpoint the replica is at stays. One that cannot go is
-  // reported, not fatal: replication matters more than a tidy checkpoint list.
-  await pruneCheckpoints(tracker, vm, protection.name, names, choice.since).catch((err: unknown) => {
-    warnings.push(`could not delete an old checkpoint: ${(err as Error).message}`);
-  });
-
-  const createdAt = new Date();
-  let session: BackupSession;
-  const quiesce = protection.consistency === 'application' ? { quiesce: { timeoutMs: protection.freezeTimeout } } : {};
-  failpoint('sync-before-backup');
-  try {
+    // A backup job an earlier cycle left (its process died, or libvirtd restarted under its end)
+    // would block this cycle's own; a cycle that ended cleanly left none. Awaited before the prune.
+    const leftover = previous ? undefined : tracker.endLeftoverBackup(vm, { signal });
+    // Should libvirt fail first, this rejection must not go unhandled.
+    leftover?.catch(() => undefined);
+    const names = previous ? [previous.checkpoint] : await tracker.checkpointNames(vm);
+    let choice = choose(names, latest, options.full);
+    const checkpoint = newCheckpointName(protection.name);
+    // A cycle that could not even start (VM off, libvirt down, a job in the way) is history `vmdr status` shows too.
+    const notStarted = (err: unknown) => {
+      recordFailure(deps.state, recordSyncStart(deps.state, runStart(protection, choice, checkpoint)), err);
+      return err;
+    };
     try {
-      session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback(), ...quiesce });
+      const ended = await leftover;
+      if (ended) warnings.push(`ended the ${ended.job} left on VM ${JSON.stringify(vm)} by ${ended.leftBy}`);
     } catch (err) {
-      if (!(choice.kind === 'incremental' && err instanceof VmdrError && err.code === 'CHECKPOINT_BITMAP_BROKEN')) throw err;
-      // The loop's fast path did not look: a VM replaced since lacks the bitmap too, and must not be resynced.
-      if (previous) await checkSource(source, protection, deps.receiver);
-      const broken = choice.since!;
-      choice = { kind: 'resync', reason: `the bitmap of checkpoint ${broken} cannot be used (${err.message})` };
-      // A broken checkpoint may refuse deletion too; the resync does not need it gone, and the
-      // prune after the next acknowledgement tries again.
-      await tracker.deleteCheckpoint(vm, broken).catch((e: unknown) => warnings.push(`could not delete checkpoint ${broken}: ${(e as Error).message}`));
-      session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback(), ...quiesce });
+      throw notStarted(err);
     }
-  } catch (err) {
-    throw notStarted(err);
-  }
+    // Leftovers of failed cycles; the checkpoint the replica is at stays. One that cannot go is
+    // reported, not fatal: replication matters more than a tidy checkpoint list.
+    await pruneCheckpoints(tracker, vm, protection.name, names, choice.since).catch((err: unknown) => {
+      warnings.push(`could not delete an old checkpoint: ${(err as Error).message}`);
+    });
 
-  onProgress?.({ phase: 'prepare', unit: 'steps', done: 1, total: 1, detail: session.offline ? 'VM is shut off: reading its images' : `checkpoint ${checkpoint}` });
-  const recorded = recordedCheckpoint(session, protection.name);
-  if (session.offline) choice = { ...choice, reason: `${choice.reason}; VM is shut off: its disks were read from their images` };
-  choice = withUntrackedDisks(choice, session);
-  const run = recordSyncStart(deps.state, runStart(protection, choice, recorded));
-  const clients: NbdClient[] = [];
-  try {
-    const disks: DiskToShip[] = [];
-    const header: StreamHeader = {
-      session: randomUUID(),
-      protection: protection.name,
-      checkpoint: recorded,
-      since: choice.since ?? null,
-      base: latest?.id ?? null,
-      kind: choice.kind,
-      disks: [],
-      createdAt: createdAt.toISOString(),
+    const createdAt = new Date();
+    let session: BackupSession;
+    const quiesce = protection.consistency === 'application' ? { quiesce: { timeoutMs: protection.freezeTimeout } } : {};
+    failpoint('sync-before-backup');
+    try {
+      try {
+        session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback(), ...quiesce });
+      } catch (err) {
+        if (!(choice.kind === 'incremental' && err instanceof VmdrError && err.code === 'CHECKPOINT_BITMAP_BROKEN')) throw err;
+        // The loop's fast path did not look: a VM replaced since lacks the bitmap too, and must not be resynced.
+        if (previous) await checkSource(source, protection, deps.receiver);
+        const broken = choice.since!;
+        choice = { kind: 'resync', reason: `the bitmap of checkpoint ${broken} cannot be used (${err.message})` };
+        // A broken checkpoint may refuse deletion too; the resync does not need it gone, and the
+        // prune after the next acknowledgement tries again.
+        await tracker.deleteCheckpoint(vm, broken).catch((e: unknown) => warnings.push(`could not delete checkpoint ${broken}: ${(e as Error).message}`));
+        session = await tracker.beginBackup(vm, { checkpoint, listen: await loopback(), ...quiesce });
+      }
+    } catch (err) {
+      throw notStarted(err);
+    }
+
+    onProgress?.({ phase: 'prepare', unit: 'steps', done: 1, total: 1, detail: session.offline ? 'VM is shut off: reading its images' : `checkpoint ${checkpoint}` });
+    // A fenced source is off: only its offline sessions need the look.
+    if (session.offline) {
+      const fence = fenceOf(await source.getVm(vm).catch(() => ({ labels: {} })));
+      if (fence && fence.protection !== protection.name) {
+        await session.end().catch(() => undefined);
+        throw notStarted(new SourceFencedForOtherCopy(protection.name, vm, fence));
+      }
+    }
+    const recorded = recordedCheckpoint(session, protection.name);
+    if (session.offline) choice = { ...choice, reason: `${choice.reason}; VM is shut off: its disks were read from their images` };
+    choice = withUntrackedDisks(choice, session);
+    const run = recordSyncStart(deps.state, runStart(protection, choice, recorded));
+    const clients: NbdClient[] = [];
+    try {
+      const disks: DiskToShip[] = [];
+      const header: StreamHeader = {
+        session: randomUUID(),
+        protection: protection.name,
+        checkpoint: recorded,
+        since: choice.since ?? null,
+        base: latest?.id ?? null,
+        kind: choice.kind,
+        disks: [],
+        createdAt: createdAt.toISOString(),
       // Only when asked: a receiver older than the fields refuses them.
       ...(protection.consistency === 'application' ? consistencyFields(session) : {}),
-    };
-    for (const [index, exp] of session.exports.entries()) {
-      const byBitmap = choice.kind !== 'full' && !exp.untracked && exp.dirtyContext !== undefined;
-      const contexts = [ALLOCATION_CONTEXT, ...(byBitmap && !exp.dirtyExportName ? [exp.dirtyContext!] : [])];
-      const client = await NbdClient.connect(exp.listen ?? session.listen, { exportName: exp.exportName, metaContexts: contexts, signal });
-      clients.push(client);
-      header.disks.push({ name: exp.disk, sizeBytes: client.size });
-      // Planning counts disks; only the ship phase knows its bytes.
-      const phase = choice.kind === 'resync' ? 'compare' : 'plan';
-      const count = session.exports.length;
-      onProgress?.({ phase, unit: 'steps', done: index, total: count, detail: exp.disk });
-      // A raw disk's changes are exported apart from its data (transient bitmaps): read, then closed.
-      const changes = byBitmap && exp.dirtyExportName ? await NbdClient.connect(exp.listen ?? session.listen, { exportName: exp.dirtyExportName, metaContexts: [exp.dirtyContext!], signal }) : undefined;
-      if (changes) clients.push(changes);
-      const kind = exp.untracked?.plan ?? (choice.kind === 'resync' && byBitmap ? 'incremental' : choice.kind);
-      disks.push({ index, client, ops: await plan(kind, client, byBitmap ? { client: changes ?? client, context: exp.dirtyContext! } : undefined, latest, exp.disk, deps.receiver, protection.name, signal) });
-      if (changes) await changes.close().finally(() => clients.splice(clients.indexOf(changes), 1));
-      onProgress?.({ phase, unit: 'steps', done: index + 1, total: count, detail: exp.disk });
-    }
+      };
+      for (const [index, exp] of session.exports.entries()) {
+        const byBitmap = choice.kind !== 'full' && !exp.untracked && exp.dirtyContext !== undefined;
+        const contexts = [ALLOCATION_CONTEXT, ...(byBitmap && !exp.dirtyExportName ? [exp.dirtyContext!] : [])];
+        const client = await NbdClient.connect(exp.listen ?? session.listen, { exportName: exp.exportName, metaContexts: contexts, signal });
+        clients.push(client);
+        header.disks.push({ name: exp.disk, sizeBytes: client.size });
+        // Planning counts disks; only the ship phase knows its bytes.
+        const phase = choice.kind === 'resync' ? 'compare' : 'plan';
+        const count = session.exports.length;
+        onProgress?.({ phase, unit: 'steps', done: index, total: count, detail: exp.disk });
+        // A raw disk's changes are exported apart from its data (transient bitmaps): read, then closed.
+        const changes = byBitmap && exp.dirtyExportName ? await NbdClient.connect(exp.listen ?? session.listen, { exportName: exp.dirtyExportName, metaContexts: [exp.dirtyContext!], signal }) : undefined;
+        if (changes) clients.push(changes);
+        const kind = exp.untracked?.plan ?? (choice.kind === 'resync' && byBitmap ? 'incremental' : choice.kind);
+        disks.push({ index, client, ops: await plan(kind, client, byBitmap ? { client: changes ?? client, context: exp.dirtyContext! } : undefined, latest, exp.disk, deps.receiver, protection.name, signal) });
+        if (changes) await changes.close().finally(() => clients.splice(clients.indexOf(changes), 1));
+        onProgress?.({ phase, unit: 'steps', done: index + 1, total: count, detail: exp.disk });
+      }
 
-    const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
-    // The cycle's size, before its first frame: the DR site refuses a cycle its tenant's storage quota cannot take.
-    header.dataBytes = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data'), 0);
-    // zstd's threads load while the first frames are read and packed here.
-    if (protection.compression !== 'off') startPackWorkersFor(header.dataBytes);
-    let done = 0;
-    const encoder = new DeltaStreamEncoder(header, { compressionLevel: protection.compression === 'off' ? 0 : 1 });
-    // The backup job ends as soon as the last read returns, while the receiver is still flushing
-    // and committing: the next cycle cannot begin its own job before this one has ended.
-    let captureEnded: Promise<void> | undefined;
-    const endCapture = () => (captureEnded ??= closeAll(clients).then(() => session.end()));
-    // The request a failed read of the export breaks only says its stream was cut: the read's failure is the cycle's.
-    let exportFailed: NbdError | undefined;
-    const body = noting((err) => err instanceof NbdError && (exportFailed ??= err), deltaStreamBody(
-      encoder,
-      disks,
-      (bytes) => {
-        done += bytes;
-        const limit = deps.receiver.limit();
-        onProgress?.({ phase: 'ship', unit: 'bytes', done: Math.min(done, total), total, ...(limit ? { limit } : {}) });
-      },
-      signal,
-      () => void endCapture().catch(() => undefined),
-    ));
-    failpoint('sync-backup-running');
-    const point = await deps.receiver.sendCycle(protection.name, body, signal).catch(async (err: unknown) => {
-      throw exportFailed ? await exportLost(source, vm, exportFailed) : err;
-    });
-    onProgress?.({ phase: 'ship', unit: 'bytes', done: total, total, detail: `committed ${point.id}` });
-    recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
-    // The point is safe whatever happens to the job; one that will not end (libvirtd is away) is
-    // said, and the next cycle ends it before it begins its own.
-    await endCapture()
-      .catch(() => session.end())
-      .catch((err: unknown) => warnings.push(`the backup job on VM ${JSON.stringify(vm)} did not end (${(err as Error).message}); the next cycle ends it first`));
-    // Acknowledged: the replica is at `recorded` now; the one it was at is dead weight (a failure
-    // here only leaves it for the next cycle's prune), unless it is `recorded` itself (offline).
-    if (choice.since && choice.since !== recorded) {
-      const replaced = choice.since;
-      await tracker.deleteCheckpoint(vm, replaced).catch((e: unknown) => warnings.push(`could not delete checkpoint ${replaced}: ${(e as Error).message}`));
+      const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
+      // The cycle's size, before its first frame: the DR site refuses a cycle its tenant's storage quota cannot take.
+      header.dataBytes = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data'), 0);
+      // zstd's threads load while the first frames are read and packed here.
+      if (protection.compression !== 'off') startPackWorkersFor(header.dataBytes);
+      let done = 0;
+      const encoder = new DeltaStreamEncoder(header, { compressionLevel: protection.compression === 'off' ? 0 : 1 });
+      // The backup job ends as soon as the last read returns, while the receiver is still flushing
+      // and committing: the next cycle cannot begin its own job before this one has ended.
+      let captureEnded: Promise<void> | undefined;
+      // The VM is free for another protection's capture once the job has ended, before the commit.
+      const endCapture = () => (captureEnded ??= closeAll(clients).then(() => session.end()).finally(release));
+      // The request a failed read of the export breaks only says its stream was cut: the read's failure is the cycle's.
+      let exportFailed: NbdError | undefined;
+      const body = noting((err) => err instanceof NbdError && (exportFailed ??= err), deltaStreamBody(
+        encoder,
+        disks,
+        (bytes) => {
+          done += bytes;
+          const limit = deps.receiver.limit();
+          onProgress?.({ phase: 'ship', unit: 'bytes', done: Math.min(done, total), total, ...(limit ? { limit } : {}) });
+        },
+        signal,
+        () => void endCapture().catch(() => undefined),
+      ));
+      failpoint('sync-backup-running');
+      const point = await deps.receiver.sendCycle(protection.name, body, signal).catch(async (err: unknown) => {
+        throw exportFailed ? await exportLost(source, vm, exportFailed) : err;
+      });
+      onProgress?.({ phase: 'ship', unit: 'bytes', done: total, total, detail: `committed ${point.id}` });
+      recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
+      // The point is safe whatever happens to the job; one that will not end (libvirtd is away) is
+      // said, and the next cycle ends it before it begins its own.
+      await endCapture()
+        .catch(() => session.end())
+        .catch((err: unknown) => warnings.push(`the backup job on VM ${JSON.stringify(vm)} did not end (${(err as Error).message}); the next cycle ends it first`));
+      // Acknowledged: the replica is at `recorded` now; the one it was at is dead weight (a failure
+      // here only leaves it for the next cycle's prune), unless it is `recorded` itself (offline).
+      if (choice.since && choice.since !== recorded) {
+        const replaced = choice.since;
+        const again = await holdSource(key, undefined);
+        await tracker
+          .deleteCheckpoint(vm, replaced)
+          .catch((e: unknown) => warnings.push(`could not delete checkpoint ${replaced}: ${(e as Error).message}`))
+          .finally(again);
+      }
+      return {
+        protection: protection.name,
+        kind: choice.kind,
+        reason: choice.reason,
+        point,
+        checkpoint: recorded,
+        since: choice.since ?? null,
+        bytesCovered: total,
+        bytesShipped: encoder.wireBytes,
+        durationMs: Date.now() - started,
+        warnings,
+        ...(session.offline ? { offline: true as const } : {}),
+        source: sourceVm,
+      };
+    } catch (err) {
+      recordFailure(deps.state, run, err);
+      for (const c of clients) c.destroy();
+      await session.end().catch(() => undefined);
+      // The new checkpoint stays: the receiver may have committed it and lost only the answer. The
+      // next cycle asks the receiver and prunes whichever of the two the replica is not at.
+      throw err;
     }
-    return {
-      protection: protection.name,
-      kind: choice.kind,
-      reason: choice.reason,
-      point,
-      checkpoint: recorded,
-      since: choice.since ?? null,
-      bytesCovered: total,
-      bytesShipped: encoder.wireBytes,
-      durationMs: Date.now() - started,
-      warnings,
-      ...(session.offline ? { offline: true as const } : {}),
-      source: sourceVm,
-    };
-  } catch (err) {
-    recordFailure(deps.state, run, err);
-    for (const c of clients) c.destroy();
-    await session.end().catch(() => undefined);
-    // The new checkpoint stays: the receiver may have committed it and lost only the answer. The
-    // next cycle asks the receiver and prunes whichever of the two the replica is not at.
-    throw err;
+  } finally {
+    release();
   }
 }
 

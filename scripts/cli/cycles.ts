@@ -73,6 +73,13 @@ export function reportCycle(say: Say, protection: Protection, c: CycleReport): v
       `${c.protection}: ALERT: replication paused: ${e.message}${e.remedy ? ` (${e.remedy})` : ''}`,
     );
   }
+  if (c.paused?.reason === 'fenced-for-other-copy') {
+    const e = c.paused.error;
+    return say(
+      { event: 'paused', protection: c.protection, reason: c.paused.reason, vm: e.subject.vm, fencedBy: e.subject.fencedBy, failover: e.subject.failover, message: e.message },
+      `${c.protection}: replication paused: ${e.message}; it resumes by itself then`,
+    );
+  }
   if (c.paused?.reason === 'operator') {
     return say(
       { event: 'paused', protection: c.protection, reason: 'operator', by: c.paused.by, at: c.paused.at },

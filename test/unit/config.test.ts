@@ -87,6 +87,21 @@ describe('config', () => {
     expectInvalid(minimal(`protections:\n${two}`), /protections\[1\]\.target\.nics\[0\]\.mac: MAC 52:54:00:aa:00:01 is already used by protection "a"$/);
   });
 
+  it('fan-out: one source VM in several protections loads, to two DR sites or twice to one', () => {
+    const copy = (name: string, site: string) => `  - name: ${name}
+    source: { site: prod, vm: web }
+    target: { site: ${site}, vm: ${name}-dr, nics: [{ network: dr }] }
+`;
+    const sites = `  - name: dr2
+    uri: test:///default
+`;
+    const two = parseConfig(minimal(`${sites}protections:\n${copy('web-a', 'prod')}${copy('web-b', 'dr2')}`), 'vmdr.yaml');
+    assert.deepEqual(two.protections.map((p) => [p.name, p.source.vm, p.target.site]), [['web-a', 'web', 'prod'], ['web-b', 'web', 'dr2']]);
+    // A short-lived copy and a long-kept one at one site, say: each its own chain all the same.
+    const one = parseConfig(minimal(`${sites}protections:\n${copy('web-a', 'dr2')}${copy('web-b', 'dr2')}`), 'vmdr.yaml');
+    assert.deepEqual(one.protections.map((p) => p.target.site), ['dr2', 'dr2']);
+  });
+
   it('explains malformed values: duration, MAC, address, cron', () => {
     const p = (target: string, rest = '') => minimal(`protections:
   - name: web
