@@ -6,7 +6,7 @@
 import { hypervisorOf, KNOWN_URI_PREFIXES } from '../../hypervisors/schemes.js';
 import { z } from 'zod';
 import cron from 'node-cron';
-import { BandwidthSchema } from '../replication/bandwidth/schedule.js';
+import { BandwidthSchema } from './bandwidth.js';
 import { carriesPassword, isThumbprint, PASSWORD_PLACES, THUMBPRINT_EXPECTED, vsphereUriProblems } from './vsphere.js';
 
 export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;

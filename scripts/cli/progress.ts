@@ -5,7 +5,7 @@
  * function to a string, so it is tested without a terminal.
  */
 import type { Progress } from '../../hypervisors/types.js';
-import { formatRate } from '../../plugin/replication/bandwidth/schedule.js';
+import { formatRate } from '../../plugin/config/bandwidth.js';
 import type { Say } from './cycles.js';
 
 export function formatBytes(n: number): string {

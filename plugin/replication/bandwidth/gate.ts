@@ -10,7 +10,7 @@
  */
 import type { Config, Protection } from '../../config/schema.js';
 import { realClock, take, TokenBucket, type Clock } from './limiter.js';
-import { limitAt, type BandwidthSchedule, type Rate } from './schedule.js';
+import { limitAt, type BandwidthSchedule, type Rate } from '../../config/bandwidth.js';
 
 /**
  * A chunk is 20 ms at the loosest limit in force (at most 256 KiB), so that protections sharing a

@@ -12,7 +12,7 @@
  * sharing a link, each asking for one chunk at a time, get turns in rotation: equal shares.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Rate } from './schedule.js';
+import type { Rate } from '../../config/bandwidth.js';
 
 export interface Clock {
   now(): number;

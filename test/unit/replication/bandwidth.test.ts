@@ -9,7 +9,7 @@ import { parseConfig } from '../../../plugin/config/load.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pacer, pacerFor } from '../../../plugin/replication/bandwidth/gate.js';
 import { TokenBucket, type Clock } from '../../../plugin/replication/bandwidth/limiter.js';
-import { BandwidthSchema, formatRate, limitAt } from '../../../plugin/replication/bandwidth/schedule.js';
+import { BandwidthSchema, formatRate, limitAt } from '../../../plugin/config/bandwidth.js';
 import { drawProgress, PaceMeter } from '../../../scripts/cli/progress.js';
 
 const MB = 1e6;
