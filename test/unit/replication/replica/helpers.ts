@@ -2,7 +2,8 @@
 import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { StateStore } from '../../../../plugin/state/store.js';
@@ -111,3 +112,27 @@ export function runChild(
 export const killOn = (wanted: string) => (line: string, kill: () => void) => {
   if (line === wanted) kill();
 };
+
+/** Raw copies of every disk of every listed point of `protection`, to compare with after a merge. */
+export async function snapshotAll(lab: Lab, protection = 'web'): Promise<Map<string, string>> {
+  const snaps = new Map<string, string>();
+  for (const p of lab.replicas.listPoints(protection)) {
+    for (const d of p.disks) {
+      const raw = join(lab.root, `${p.id}-${d.disk}.raw`);
+      await snapshotRaw(d.image, raw);
+      snaps.set(`${p.id}/${d.disk}`, raw);
+    }
+  }
+  return snaps;
+}
+
+/** Every listed point opens and reads, byte for byte, what it read when `snaps` was taken. */
+export async function assertListedPointsIntact(lab: Lab, snaps: Map<string, string>, protection = 'web'): Promise<void> {
+  for (const p of lab.replicas.listPoints(protection)) {
+    for (const d of p.disks) {
+      const raw = snaps.get(`${p.id}/${d.disk}`);
+      assert.ok(raw, `${p.id}/${d.disk} was not there before`);
+      assert.ok(await sameContent(d.image, raw), `${p.id}/${d.disk} (${basename(d.image)}) changed`);
+    }
+  }
+}

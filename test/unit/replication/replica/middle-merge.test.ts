@@ -9,7 +9,7 @@ import type { Progress } from '../../../../hypervisors/types.js';
 import { serveImage } from '../../../../plugin/replication/replica/qemu-nbd.js';
 import { createQcow2 } from '../../../../plugin/replication/replica/images.js';
 import { rejectsWith } from '../../../helpers/assertions.js';
-import { KiB, MiB, makeLab, reads, runChild, sameContent, snapshotRaw, writePattern, type Lab } from './helpers.js';
+import { KiB, MiB, makeLab, reads, runChild, sameContent, writePattern, type Lab, snapshotAll, assertListedPointsIntact } from './helpers.js';
 
 const exec = promisify(execFile);
 const MIN = 60_000;
@@ -42,28 +42,7 @@ describe('replica store: middle merges (time tiers)', function () {
     await pending.commit({ time: new Date(TIMES[n - 1]!), checkpoint: `vmdr-${n}`, since: null, kind: 'incremental', bytesShipped: 1, dataBytes: 1, zeroBytes: 0 });
   }
 
-  async function snapshotAll(): Promise<Map<string, string>> {
-    const snaps = new Map<string, string>();
-    for (const p of lab.replicas.listPoints('web')) {
-      for (const d of p.disks) {
-        const raw = join(lab.root, `${p.id}-${d.disk}.raw`);
-        await snapshotRaw(d.image, raw);
-        snaps.set(`${p.id}/${d.disk}`, raw);
-      }
-    }
-    return snaps;
-  }
 
-  /** Every listed point opens and reads, byte for byte, what it read before. */
-  async function assertListedPointsIntact(snaps: Map<string, string>): Promise<void> {
-    for (const p of lab.replicas.listPoints('web')) {
-      for (const d of p.disks) {
-        const raw = snaps.get(`${p.id}/${d.disk}`);
-        assert.ok(raw, `${p.id}/${d.disk} was not there before`);
-        assert.ok(await sameContent(d.image, raw), `${p.id}/${d.disk} (${d.image}) changed`);
-      }
-    }
-  }
 
   const files = async (disk: string) => (await readdir(join(lab.storage, 'web', disk))).sort();
   const ids = () => lab.replicas.listPoints('web').map((p) => p.id);
@@ -71,13 +50,13 @@ describe('replica store: middle merges (time tiers)', function () {
 
   it('merges each run of dropped points up into the kept point above; every kept point reads the same', async () => {
     for (let n = 1; n <= 6; n++) await point(n);
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     const below = await sha(join(lab.storage, 'web', 'vda', 'point-1.qcow2'));
     const progress: Progress[] = [];
     const result = await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { onProgress: (p) => progress.push(p) });
     assert.deepEqual(result, { dropped: ['rp-2', 'rp-3', 'rp-5'] });
     assert.deepEqual(ids(), ['rp-1', 'rp-4', 'rp-6']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     assert.equal(await sha(join(lab.storage, 'web', 'vda', 'point-1.qcow2')), below, 'the kept point below is only read');
     assert.deepEqual(await files('vda'), ['base.qcow2', 'point-1.qcow2', 'point-4.qcow2', 'point-6.qcow2']);
     assert.deepEqual(await files('vdb'), ['base.g6.qcow2', 'base.qcow2', 'point-1.qcow2', 'point-4.qcow2', 'point-6.g6.qcow2']);
@@ -100,12 +79,12 @@ describe('replica store: middle merges (time tiers)', function () {
   it('never writes a pinned point or anything under it: only runs above the pin go', async () => {
     for (let n = 1; n <= 6; n++) await point(n);
     lab.replicas.pinPoint('web', 'rp-3');
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     const under = await Promise.all(['point-1.qcow2', 'point-2.qcow2', 'point-3.qcow2'].map((f) => sha(join(lab.storage, 'web', 'vda', f))));
     const result = await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW);
     assert.deepEqual(result, { dropped: ['rp-5'], skipped: 'rp-2 kept: under pinned rp-3' });
     assert.deepEqual(ids(), ['rp-1', 'rp-2', 'rp-3', 'rp-4', 'rp-6']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     assert.deepEqual(await Promise.all(['point-1.qcow2', 'point-2.qcow2', 'point-3.qcow2'].map((f) => sha(join(lab.storage, 'web', 'vda', f)))), under);
     // A pin on the kept point above a run holds the run too (rewriting it would write under the pin).
     lab.replicas.unpinPoint('web', 'rp-3');
@@ -113,13 +92,13 @@ describe('replica store: middle merges (time tiers)', function () {
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW), { dropped: [], skipped: 'rp-2, rp-3 kept: under pinned rp-4' });
     lab.replicas.unpinPoint('web', 'rp-4');
     assert.deepEqual((await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW)).dropped, ['rp-2', 'rp-3']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
   });
 
   it('a VM booted on a pinned point keeps reading it while the run above merges onto it', async () => {
     for (let n = 1; n <= 6; n++) await point(n);
     lab.replicas.pinPoint('web', 'rp-4');
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     // As a drill boots: a writable overlay on the point, its chain opened (and locked) as QEMU opens it.
     const dir = join(lab.storage, 'web', 'vda');
     await createQcow2(join(dir, 'drill-1.qcow2'), 24 * MiB, 'point-4.qcow2');
@@ -134,17 +113,17 @@ describe('replica store: middle merges (time tiers)', function () {
     } finally {
       await vm.stop();
     }
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
   });
 
   it('stops beginning merges past its time budget; the next run goes on', async () => {
     for (let n = 1; n <= 6; n++) await point(n);
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { budgetMs: 0 }), { dropped: ['rp-2', 'rp-3'], more: true });
     // `more` only when something is left: this run took the last.
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { budgetMs: 0 }), { dropped: ['rp-5'] });
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { budgetMs: 0 }), { dropped: [] });
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
   });
 
   /** Where a kill -9 lands, and the list the first merge's intent (or the second's) left. */
@@ -161,22 +140,22 @@ describe('replica store: middle merges (time tiers)', function () {
   for (const [fp, listed] of failpoints) {
     it(`kill -9 at ${fp}: every listed point reads right, recover() and the next run finish it`, async () => {
       for (let n = 1; n <= 6; n++) await point(n);
-      const snaps = await snapshotAll();
+      const snaps = await snapshotAll(lab);
       const child = await runChild(
         { action: 'retention', storage: lab.storage, statePath: lab.statePath, protection: 'web', tiers: TIERS, nowMs: NOW.getTime() },
         { env: { VMDR_FAILPOINT: fp } },
       );
       assert.equal(child.signal, 'SIGKILL', `the failpoint was not reached: ${child.stdout}${child.stderr}`);
       assert.deepEqual(ids(), listed, 'dropped points left the list first');
-      await assertListedPointsIntact(snaps);
+      await assertListedPointsIntact(lab, snaps);
       if (fp !== 'middle-after-record') await rejectsWith(Promise.resolve().then(() => lab.replicas.pinPoint('web', 'rp-4')), 'REPLICA_BUSY');
 
       const recovered = await lab.replicas.recover();
       assert.deepEqual(recovered.busy, []);
-      await assertListedPointsIntact(snaps);
+      await assertListedPointsIntact(lab, snaps);
       await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW);
       assert.deepEqual(ids(), ['rp-1', 'rp-4', 'rp-6']);
-      await assertListedPointsIntact(snaps);
+      await assertListedPointsIntact(lab, snaps);
       assert.deepEqual(await files('vda'), ['base.qcow2', 'point-1.qcow2', 'point-4.qcow2', 'point-6.qcow2']);
       assert.deepEqual(await files('vdb'), ['base.g6.qcow2', 'base.qcow2', 'point-1.qcow2', 'point-4.qcow2', 'point-6.g6.qcow2']);
       assert.deepEqual(await lab.replicas.recover(), { discarded: [], mergesFinished: [], busy: [] });
@@ -192,7 +171,7 @@ describe('replica store: middle merges (time tiers)', function () {
       await writePattern(pending.overlays[0]!.image, 0x70 + n, 60 * MiB, 64 * KiB);
       await pending.commit({ time: new Date(TIMES[[0, 1, 3][n - 1]!]!), checkpoint: `c${n}`, since: null, kind: 'incremental', bytesShipped: 1, dataBytes: 1, zeroBytes: 0 });
     }
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     // The merge stops itself right after its intent; the rebase is then run by hand and killed part way.
     const child = await runChild(
       { action: 'retention', storage: lab.storage, statePath: lab.statePath, protection: 'web', tiers: TIERS, nowMs: TIMES[3]! + 30_000 },
@@ -212,9 +191,9 @@ describe('replica store: middle merges (time tiers)', function () {
     const info = JSON.parse((await exec('qemu-img', ['info', '--output=json', '-U', join(dir, 'point-3.qcow2')])).stdout) as { 'backing-filename': string };
     assert.equal(info['backing-filename'], 'point-2.qcow2', 'killed before it switched the backing file');
     assert.deepEqual(ids(), ['rp-1', 'rp-3']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     assert.deepEqual((await lab.replicas.recover()).mergesFinished, ['web/rp-3']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     assert.deepEqual(await files('vda'), ['base.qcow2', 'point-1.qcow2', 'point-3.qcow2']);
   });
 

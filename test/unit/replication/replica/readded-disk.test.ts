@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { KiB, MiB, killOn, makeLab, reads, runChild, sameContent, snapshotRaw, writePattern, type Lab } from './helpers.js';
+import { KiB, MiB, killOn, makeLab, reads, runChild, writePattern, type Lab, snapshotAll, assertListedPointsIntact } from './helpers.js';
 
 const exec = promisify(execFile);
 const MIN = 60_000;
@@ -49,24 +49,7 @@ describe('replica store: a disk removed and added again', function () {
   const files = async (disk: string) => (await readdir(join(lab.storage, 'web', disk))).sort();
   const image = (id: string, disk: string) => lab.replicas.getPoint('web', id).disks.find((d) => d.disk === disk)!.image;
 
-  /** Every point's every disk, as its cycle left it. */
-  async function snapshotAll(): Promise<Map<string, string>> {
-    const snaps = new Map<string, string>();
-    for (const p of lab.replicas.listPoints('web')) {
-      for (const d of p.disks) {
-        const raw = join(lab.root, `${p.id}-${d.disk}.raw`);
-        await snapshotRaw(d.image, raw);
-        snaps.set(`${p.id}/${d.disk}`, raw);
-      }
-    }
-    return snaps;
-  }
 
-  async function assertListedPointsIntact(snaps: Map<string, string>): Promise<void> {
-    for (const p of lab.replicas.listPoints('web')) {
-      for (const d of p.disks) assert.ok(await sameContent(d.image, snaps.get(`${p.id}/${d.disk}`)!), `${p.id}/${d.disk} (${basename(d.image)}) changed`);
-    }
-  }
 
   /** What each cycle wrote to vdc, and nothing of the other vdc. */
   async function assertVdcAsWritten(): Promise<void> {
@@ -87,13 +70,13 @@ describe('replica store: a disk removed and added again', function () {
 
   it('the new vdc begins its own chain; every merge into base, of either chain, leaves every point reading its own bytes', async () => {
     for (let n = 1; n <= 5; n++) await point(n);
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2', 'point-1.qcow2', 'point-2.qcow2', 'point-4.g4.qcow2', 'point-5.g4.qcow2']);
     await assertVdcAsWritten();
     // rp-1 into base.qcow2 (the first vdc's base), then rp-2, rp-3 (no vdc: the first vdc's files go), rp-4 into base.g4.
     for (const [keep, dropped] of [[4, ['rp-1']], [3, ['rp-2']], [2, ['rp-3']]] as const) {
       assert.deepEqual((await lab.replicas.applyRetention('web', { keep })).dropped, dropped);
-      await assertListedPointsIntact(snaps);
+      await assertListedPointsIntact(lab, snaps);
       await assertVdcAsWritten();
     }
     assert.equal(basename(image('rp-4', 'vdc')), 'base.g4.qcow2');
@@ -103,24 +86,24 @@ describe('replica store: a disk removed and added again', function () {
     assert.equal(basename(pending.overlays[1]!.image), 'point-6.g4.qcow2');
     await pending.commit({ time: new Date(TIMES[4]! + MIN), checkpoint: 'vmdr-6', since: 'vmdr-5', kind: 'incremental', bytesShipped: 1, dataBytes: 1, zeroBytes: 0 });
     await assertVdcAsWritten();
-    for (const [key, raw] of await snapshotAll()) if (!snaps.has(key)) snaps.set(key, raw);
+    for (const [key, raw] of await snapshotAll(lab)) if (!snaps.has(key)) snaps.set(key, raw);
     assert.deepEqual((await lab.replicas.applyRetention('web', { keep: 1 })).dropped, ['rp-4', 'rp-5']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     await assertVdcAsWritten();
     assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2']);
   });
 
   it('a middle merge that drops the gap and the new chain\'s first point, then a merge into base across both chains', async () => {
     for (let n = 1; n <= 5; n++) await point(n);
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW), { dropped: ['rp-3', 'rp-4'] });
     assert.deepEqual(ids(), ['rp-1', 'rp-2', 'rp-5']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     await assertVdcAsWritten();
     // rp-2 and rp-5 are now next to each other, of two chains: rp-5's vdc went onto its own base.
     assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2', 'point-1.qcow2', 'point-2.qcow2', 'point-5.g4.qcow2']);
     assert.deepEqual((await lab.replicas.applyRetention('web', { keep: 1 })).dropped, ['rp-1', 'rp-2']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     await assertVdcAsWritten();
     assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2']);
     assert.equal(basename(image('rp-5', 'vdc')), 'base.g4.qcow2');
@@ -153,16 +136,16 @@ describe('replica store: a disk removed and added again', function () {
     await writePattern(adopted('vdc'), 0xb5, 5 * MiB, 64 * KiB);
     lab.replicas.adoptPoint('web', [{ disk: 'vda', file: 'failover-t.qcow2' }, { disk: 'vdc', file: 'failover-t.qcow2' }], { time: new Date(times[4]!), checkpoint: 'vmdr-5' });
     await point(6, times);
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     await assertVdcAsWritten();
     // rp-3 and rp-4 go: rp-5's vdc (adopted) is rebased onto the new vdc's base, next to rp-2 of the first.
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, new Date(times[5]! + 30_000)), { dropped: ['rp-3', 'rp-4'] });
     assert.deepEqual(ids(), ['rp-1', 'rp-2', 'rp-5', 'rp-6']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     await assertVdcAsWritten();
     assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2', 'failover-t.qcow2', 'point-1.qcow2', 'point-2.qcow2', 'point-6.g4.qcow2']);
     assert.deepEqual((await lab.replicas.applyRetention('web', { keep: 1 })).dropped, ['rp-1', 'rp-2', 'rp-5']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     await assertVdcAsWritten();
     assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2']);
   });
@@ -181,20 +164,20 @@ describe('replica store: a disk removed and added again', function () {
   for (const [fp, policy] of kills) {
     it(`kill -9 at ${fp} (${policy}): every listed point reads right, recover() finishes it`, async () => {
       for (let n = 1; n <= 5; n++) await point(n);
-      const snaps = await snapshotAll();
+      const snaps = await snapshotAll(lab);
       if (policy === 'keep') await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW);
       const child = await runChild(
         { action: 'retention', storage: lab.storage, statePath: lab.statePath, protection: 'web', ...(policy === 'tiers' ? { tiers: TIERS, nowMs: NOW.getTime() } : { keep: 1 }) },
         { env: { VMDR_FAILPOINT: fp } },
       );
       assert.equal(child.signal, 'SIGKILL', `the failpoint was not reached: ${child.stdout}${child.stderr}`);
-      await assertListedPointsIntact(snaps);
+      await assertListedPointsIntact(lab, snaps);
       await assertVdcAsWritten();
       assert.deepEqual((await lab.replicas.recover()).busy, []);
-      await assertListedPointsIntact(snaps);
+      await assertListedPointsIntact(lab, snaps);
       await lab.replicas.applyRetention('web', { keep: 1 });
       assert.deepEqual(ids(), ['rp-5']);
-      await assertListedPointsIntact(snaps);
+      await assertListedPointsIntact(lab, snaps);
       await assertVdcAsWritten();
       assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2']);
     });

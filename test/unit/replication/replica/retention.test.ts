@@ -4,7 +4,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Progress } from '../../../../hypervisors/types.js';
 import { assertProgress, rejectsWith } from '../../../helpers/assertions.js';
-import { KiB, MiB, killOn, makeLab, reads, runChild, sameContent, snapshotRaw, writePattern, type Lab } from './helpers.js';
+import { KiB, MiB, killOn, makeLab, reads, runChild, writePattern, type Lab, snapshotAll, assertListedPointsIntact } from './helpers.js';
 
 const HOUR = 3600_000;
 const T0 = Date.UTC(2026, 10, 25, 0, 0);
@@ -42,29 +42,7 @@ describe('replica store: retention merges', function () {
     });
   }
 
-  /** Raw copies of every disk of every listed point. */
-  async function snapshotAll(): Promise<Map<string, string>> {
-    const snaps = new Map<string, string>();
-    for (const p of lab.replicas.listPoints('web')) {
-      for (const d of p.disks) {
-        const raw = join(lab.root, `${p.id}-${d.disk}.raw`);
-        await snapshotRaw(d.image, raw);
-        snaps.set(`${p.id}/${d.disk}`, raw);
-      }
-    }
-    return snaps;
-  }
 
-  /** Every listed point reads exactly what it read before the merge. */
-  async function assertListedPointsIntact(snaps: Map<string, string>): Promise<void> {
-    for (const p of lab.replicas.listPoints('web')) {
-      for (const d of p.disks) {
-        const raw = snaps.get(`${p.id}/${d.disk}`);
-        assert.ok(raw, `${p.id}/${d.disk} was not there before`);
-        assert.ok(await sameContent(d.image, raw), `${p.id}/${d.disk} (${d.image}) changed`);
-      }
-    }
-  }
 
   async function files(disk: string): Promise<string[]> {
     return (await readdir(join(lab.storage, 'web', disk))).sort();
@@ -72,7 +50,7 @@ describe('replica store: retention merges', function () {
 
   it('keeps the last N points younger than maxAge; base ends up holding the oldest kept point, content intact', async () => {
     for (let n = 1; n <= 5; n++) await point(n);
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     // keep 3 keeps rp-3..rp-5; maxAge 1.5 h at T0+5h drops rp-3 (2 h old) too.
     const progress: Progress[] = [];
     const result = await lab.replicas.applyRetention('web', { keep: 3, maxAgeMs: 1.5 * HOUR }, new Date(T0 + 5 * HOUR), { onProgress: (p) => progress.push(p) });
@@ -84,14 +62,14 @@ describe('replica store: retention merges', function () {
     const points = lab.replicas.listPoints('web');
     assert.deepEqual(points.map((p) => p.id), ['rp-4', 'rp-5']);
     assert.deepEqual(points[0]!.disks.map((d) => d.image), [join(lab.storage, 'web', 'vda', 'base.qcow2'), join(lab.storage, 'web', 'vdb', 'base.qcow2')]);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     assert.deepEqual(await files('vda'), ['base.qcow2', 'point-5.qcow2']);
     assert.deepEqual(await files('vdb'), ['base.qcow2', 'point-5.qcow2']);
 
     // Again with nothing to drop, then down to the newest alone; seq keeps counting.
     assert.deepEqual(await lab.replicas.applyRetention('web', { keep: 2 }), { dropped: [] });
     assert.deepEqual(await lab.replicas.applyRetention('web', { keep: 1 }), { dropped: ['rp-4'] });
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     assert.deepEqual(await files('vda'), ['base.qcow2']);
     await point(6);
     assert.deepEqual(lab.replicas.listPoints('web').map((p) => p.id), ['rp-5', 'rp-6']);
@@ -100,11 +78,11 @@ describe('replica store: retention merges', function () {
 
   it('always keeps the newest point, whatever the policy says', async () => {
     for (let n = 1; n <= 3; n++) await point(n);
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     const result = await lab.replicas.applyRetention('web', { keep: 0, maxAgeMs: 0 }, new Date(T0 + 100 * HOUR));
     assert.deepEqual(result.dropped, ['rp-1', 'rp-2']);
     assert.deepEqual(lab.replicas.listPoints('web').map((p) => p.id), ['rp-3']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
   });
 
   it('never merges a pinned point or the points under it, and says so', async () => {
@@ -134,20 +112,20 @@ describe('replica store: retention merges', function () {
   for (const fp of failpoints) {
     it(`a merge kill -9ed at ${fp} is finished by recover(), every listed point reading right throughout`, async () => {
       for (let n = 1; n <= 4; n++) await point(n);
-      const snaps = await snapshotAll();
+      const snaps = await snapshotAll(lab);
       const child = await runChild(
         { action: 'retention', storage: lab.storage, statePath: lab.statePath, protection: 'web', keep: 2 },
         { env: { VMDR_FAILPOINT: fp } },
       );
       assert.equal(child.signal, 'SIGKILL', `the failpoint was not reached: ${child.stdout}${child.stderr}`);
       assert.deepEqual(lab.replicas.listPoints('web').map((p) => p.id), ['rp-3', 'rp-4'], 'dropped points left the list first');
-      await assertListedPointsIntact(snaps);
+      await assertListedPointsIntact(lab, snaps);
       if (fp !== 'merge-after-record') await rejectsWith(Promise.resolve().then(() => lab.replicas.pinPoint('web', 'rp-3')), 'REPLICA_BUSY');
 
       const result = await lab.replicas.recover();
       assert.deepEqual(result.mergesFinished, fp === 'merge-after-record' ? [] : ['web/rp-3']);
       assert.deepEqual(result.busy, []);
-      await assertListedPointsIntact(snaps);
+      await assertListedPointsIntact(lab, snaps);
       assert.equal(lab.replicas.getPoint('web', 'rp-3').disks[0]!.image, join(lab.storage, 'web', 'vda', 'base.qcow2'));
       assert.deepEqual(await files('vda'), ['base.qcow2', 'point-4.qcow2']);
       assert.deepEqual(await files('vdb'), ['base.qcow2', 'point-4.qcow2']);
@@ -163,11 +141,11 @@ describe('replica store: retention merges', function () {
     );
     assert.equal(child.signal, 'SIGKILL', child.stderr);
     await point(4);
-    const snaps = await snapshotAll();
+    const snaps = await snapshotAll(lab);
     assert.deepEqual([...snaps.keys()], ['rp-3/vda', 'rp-3/vdb', 'rp-4/vda', 'rp-4/vdb']);
     const result = await lab.replicas.recover('web');
     assert.deepEqual(result.mergesFinished, ['web/rp-3']);
-    await assertListedPointsIntact(snaps);
+    await assertListedPointsIntact(lab, snaps);
     assert.deepEqual(await files('vda'), ['base.qcow2', 'point-4.qcow2']);
   });
 
