@@ -414,6 +414,7 @@ export class ReplicaStore {
       consistency: r.consistency ?? 'crash',
       consistencyIssue: r.consistencyIssue ?? null,
       freezeWindowMs: r.freezeWindowMs ?? null,
+      groupInstant: r.groupInstant ?? null,
       disks: r.disks.map((d) => ({ disk: d.disk, image: join(dir, d.disk, d.image), sizeBytes: d.sizeBytes })),
     };
   }
