@@ -57,10 +57,14 @@ export async function syncGroup(group: ConsistencyGroup, members: Protection[], 
   if (!tracker) throw new Unsupported('changed-block tracking', source.uri);
   const vms = members.map((p) => p.source.vm);
 
-  await waitForMembers(group, members, (vm) => source.powerState(vm), options.signal);
-
   const instant = `${group.name}@${Date.now()}`;
   const run = recordGroupCycleStart(deps.state, { group: group.name, instant, consistency: group.consistency, members: members.map((p) => p.name) });
+  try {
+    await waitForMembers(group, members, (vm) => source.powerState(vm), options.signal);
+  } catch (err) {
+    recordGroupCycleEnd(deps.state, run, { outcome: 'failed', error: errorOf(err) });
+    throw err;
+  }
   const arrivals: Arrival[] = [];
   let aborted: GroupWindowAborted | undefined;
   let allArrived!: () => void;
