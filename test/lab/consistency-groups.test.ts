@@ -9,8 +9,10 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { createLabVm, bootLabVm, destroyLabVm, runVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
+import { createLabVm, bootLabVm, destroyLabVm, runVmdr, spawnVmdr, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
 import { labProtection, serveAndRun } from '../helpers/protected-vm.js';
 import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
@@ -42,6 +44,8 @@ describe('consistency groups: members captured at one instant (qemu:///system)',
   let b: LabVm | undefined;
   let config: string;
   let serve: ServeProcess | undefined;
+  /** The instant of the cycle where a member failed after the window. */
+  let partial: string;
   const vmdr = (...args: string[]) => runVmdr([...args, '--config', config]);
   const points = async (vm: LabVm) => JSON.parse((await vmdr('points', vm.name, '--json')).stdout) as Point[];
 
@@ -116,6 +120,35 @@ plans:
     }
   });
 
+  it('a member failing after the window (its VM destroyed while it ships): the other commits alone, no group point, and the line says who', async () => {
+    const aBefore = (await points(a!)).length;
+    const bBefore = (await points(b!)).length;
+    // Something to read: a cycle with no change reads nothing from its export.
+    await writeMarker(a!.name, 0x5a, '12M');
+    await writeMarker(b!.name, 0x5b, '12M');
+    // The CLI stops itself once both backups have begun (after the window), while the VM goes away.
+    const run = spawnVmdr(['sync', '--group', 'app', '--config', config], { VMDR_FAILPOINT: 'sync-backup-running:stop' });
+    const stopped = async () => (await readFile(`/proc/${run.process.pid}/stat`, 'utf8').catch(() => '')).split(') ')[1]?.startsWith('T');
+    for (const deadline = Date.now() + 60_000; !(await stopped()); await sleep(50)) assert.ok(Date.now() < deadline, 'the cycle never reached its shipping');
+    await b!.adapter.stop(b!.name, { mode: 'force' });
+    let ended = false;
+    void run.done.then(() => (ended = true));
+    while (!ended) {
+      if (await stopped()) run.process.kill('SIGCONT');
+      await sleep(50);
+    }
+    const r = await run.done;
+    await bootLabVm(b!);
+    assert.equal(r.code, 1, r.stdout);
+    const line = r.stderr.trim();
+    assert.match(line, new RegExp(`consistency group "app": no group point: member "${b!.name}" failed \\(.+\\); "${a!.name}" committed rp-\\d+ alone`));
+    const pa = await points(a!);
+    assert.equal(pa.length, aBefore + 1, 'member a committed its own point');
+    assert.equal((await points(b!)).length, bBefore, 'member b has none');
+    partial = pa.at(-1)!.groupInstant!;
+    assert.ok(partial);
+  });
+
   it('a drill of the plan boots the group point for both members, even when one has a newer point of its own', async () => {
     const group = (await points(b!)).at(-1)!.groupInstant!;
     const ga = (await points(a!)).find((p) => p.groupInstant === group)!;
@@ -131,9 +164,56 @@ plans:
     assert.match(drill.stdout, new RegExp(`${a!.name} -> .*\\(${ga.id} of `));
     assert.match(drill.stdout, new RegExp(`${b!.name} -> .*\\(${gb.id} of `));
 
-    // A group instant member b lacks (a's solo points carry none; name one a has and b does not): refused, nothing started.
-    const missing = await vmdr('failover', '--plan', 'app-plan', '--test', '--point', 'app@1');
-    assert.equal(missing.code, 1);
-    assert.match(missing.stderr.trim(), /group point app@1 of consistency group "app" is not a point of protection/);
+    // The instant of the cycle member b failed in: a has a point of it, b none: refused before anything started.
+    const incomplete = await vmdr('failover', '--plan', 'app-plan', '--test', '--point', partial);
+    assert.equal(incomplete.code, 1);
+    assert.ok(incomplete.stderr.startsWith(`vmdr: group point ${partial} of consistency group "app" is incomplete: a member has no point of it (`), incomplete.stderr);
+    const unknown = await vmdr('failover', '--plan', 'app-plan', '--test', '--point', 'app@1');
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr.trim(), /group point app@1 of consistency group "app" is not a point of protection/);
+  });
+});
+
+describe('consistency groups: application, members frozen together through their guest agents (qemu:///system)', function () {
+  this.timeout(300_000);
+  let a: LabVm | undefined;
+  let b: LabVm | undefined;
+  let config: string;
+  let serve: ServeProcess | undefined;
+  const vmdr = (...args: string[]) => runVmdr([...args, '--config', config]);
+
+  before(async () => {
+    [a, b] = await Promise.all([
+      createLabVm('grpappa', { marker: 'grpappa-src', diskSize: '32M', agent: true }),
+      createLabVm('grpappb', { marker: 'grpappb-src', diskSize: '32M', agent: true }),
+    ]);
+    await Promise.all([bootLabVm(a), bootLabVm(b)]);
+    const group = `consistencyGroups:\n  - { name: shop, protections: [${a.name}, ${b.name}], consistency: application, pauseTimeout: 5s }\n`;
+    config = await writeOneHostConfig(a, labProtection(a, { network: a.network }) + labProtection(b, { network: a.network }) + group);
+    serve = await serveAndRun(config, [['protect', a.name], ['protect', b.name]]);
+  });
+
+  after(async () => {
+    await serve?.stop();
+    await destroyLabVm(b);
+    await destroyLabVm(a);
+  });
+
+  it('both members\' points are application-consistent and share one group point', async () => {
+    await writeMarker(a!.name, 0xc3, '8M');
+    await writeMarker(b!.name, 0xd4, '8M');
+    const r = await vmdr('sync', '--group', 'shop', '--json');
+    assert.equal(r.code, 0, r.stderr);
+    const result = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { instant: string; consistency: string; windowMs: number; members: { point: Point & { consistency: string } }[] };
+    assert.equal(result.consistency, 'application');
+    assert.ok(result.windowMs > 0 && result.windowMs < 5_000, `frozen ${result.windowMs} ms`);
+    for (const m of result.members) {
+      assert.equal(m.point.consistency, 'application');
+      assert.equal(m.point.groupInstant, result.instant);
+    }
+    assert.ok(await holds(result.members[0]!.point.disks[0]!.image!, 0xc3, '8M'));
+    assert.ok(await holds(result.members[1]!.point.disks[0]!.image!, 0xd4, '8M'));
+    const agentStatus = async (vm: string) => (JSON.parse((await exec('virsh', ['-c', 'qemu:///system', 'qemu-agent-command', vm, '{"execute":"guest-fsfreeze-status"}'])).stdout) as { return: string }).return;
+    assert.deepEqual([await agentStatus(a!.name), await agentStatus(b!.name)], ['thawed', 'thawed']);
   });
 });
