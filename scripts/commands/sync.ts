@@ -5,7 +5,7 @@ import { handOffSync } from '../../plugin/control/client.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
 import type { SyncRequest } from '../../plugin/replication/sync-request.js';
 import { describeSync } from '../cli/cycles.js';
-import { printJson, run } from '../cli/report.js';
+import { EXIT_USAGE, printJson, run } from '../cli/report.js';
 import { progressReporter } from '../cli/progress.js';
 import type { CommandBody } from './index.js';
 import type { GlobalOptions } from './options.js';
@@ -30,13 +30,17 @@ export const syncCommand: CommandBody<SyncOptions> = {
     withServerOptions(y)
       .positional('vm', { type: 'string', describe: 'Protection or source VM name' })
       .option('group', { type: 'string', describe: 'A consistency group: every member captured at one instant, then shipped (runs in this process)' })
-      .check((a) => (a.vm === undefined) !== (a.group === undefined) || 'name a protection or --group, one of the two')
       .option('full', { type: 'boolean', default: false, describe: 'Ship every byte, not only what changed' })
       .option('continuous', { type: 'boolean', default: false, describe: 'Keep syncing, cycle after cycle, until interrupted' })
       .option('compression', { choices: ['auto', 'off'] as const, describe: "zstd on what compresses (auto) or raw data (off); default: the protection's `compression`" })
       .option('daemon', { type: 'boolean', default: true, describe: 'Hand the sync to this host\'s `vmdr serve` for this config when one runs (--no-daemon: sync in this process)' }),
-  handler: (argv) =>
-    run(argv, async () => {
+  handler: (argv) => {
+    if ((argv.vm === undefined) === (argv.group === undefined)) {
+      process.stderr.write('vmdr: name a protection or --group, one of the two (see vmdr sync --help)\n');
+      process.exitCode = EXIT_USAGE;
+      return;
+    }
+    return run(argv, async () => {
       if (argv.group !== undefined) {
         const { syncGroupHere } = await import('./sync-group.js');
         return syncGroupHere(argv.config, argv.group, argv.json);
@@ -57,7 +61,8 @@ export const syncCommand: CommandBody<SyncOptions> = {
       }
       const { syncHere } = await import('./sync-here.js');
       await syncHere(argv.config, ask, { json: argv.json, continuous: argv.continuous }, printSync);
-    }),
+    });
+  },
 };
 
 /** The sync asked of the daemon's API: 202 and an operation, followed to its end with the same progress drawn. */

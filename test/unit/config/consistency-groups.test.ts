@@ -1,5 +1,9 @@
 /** The config checks of consistency groups: each fault named with its place in the file. */
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runVmdr } from '../../helpers/lab.js';
 import { parseConfig } from '../../../plugin/config/load.js';
 import { ConfigInvalid } from '../../../plugin/config/errors.js';
 
@@ -61,5 +65,21 @@ describe('config: consistency groups', () => {
   it('refuses an unknown onMemberDown and a group of one', () => {
     refused(config('  - name: app\n    protections: [db, web]\n    onMemberDown: ignore\n'), /consistencyGroups\[0\]\.onMemberDown: expected one of "wait", "fail"/);
     refused(config('  - name: app\n    protections: [db]\n'), /consistencyGroups\[0\]\.protections: at least two protections/);
+  });
+
+  it('vmdr sync: a protection or --group, one of the two (exit 2); an unknown group named with the known ones', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'vmdr-groups-'));
+    try {
+      const file = join(dir, 'vmdr.yaml');
+      await writeFile(file, `state: { path: ${join(dir, 'state.db')} }\n` + config('  - name: app\n    protections: [db, web]\n'));
+      const neither = await runVmdr(['sync', '--config', file]);
+      assert.deepEqual([neither.code, neither.stderr.trim()], [2, 'vmdr: name a protection or --group, one of the two (see vmdr sync --help)']);
+      assert.equal((await runVmdr(['sync', 'db', '--group', 'app', '--config', file])).code, 2);
+      const unknown = await runVmdr(['sync', '--group', 'shop', '--config', file]);
+      assert.equal(unknown.code, 1);
+      assert.equal(unknown.stderr.trim(), `vmdr: no consistency group "shop" in ${file}: known groups are app`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
