@@ -182,7 +182,8 @@ export async function syncProtection(
       disks: [],
       createdAt: createdAt.toISOString(),
       // Only when asked: a receiver older than the fields refuses them.
-      ...(protection.consistency === 'application' || session.quiesce ? consistencyFields(session) : {}),
+      // A group member's consistency is its group's: frozen by the group (application) or paused (crash, no fields).
+      ...((group ? session.quiesce : protection.consistency === 'application') ? consistencyFields(session) : {}),
       ...(group ? { groupInstant: group.instant } : {}),
     };
     for (const [index, exp] of session.exports.entries()) {

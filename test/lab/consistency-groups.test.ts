@@ -53,7 +53,7 @@ describe('consistency groups: members captured at one instant (qemu:///system)',
     [a, b] = await Promise.all([createLabVm('grpa', { marker: 'grpa-src', diskSize: '32M' }), createLabVm('grpb', { marker: 'grpb-src', diskSize: '32M' })]);
     await Promise.all([bootLabVm(a), bootLabVm(b)]);
     const group = `consistencyGroups:
-  - { name: app, protections: [${a.name}, ${b.name}], consistency: crash, onMemberDown: fail, pauseTimeout: 5s }
+  - { name: app, protections: [${a.name}, ${b.name}], consistency: crash, onMemberDown: wait, memberDownWait: 30s, pauseTimeout: 5s }
 plans:
   - name: app-plan
     groups: [{ name: all, vms: [${a.name}, ${b.name}] }]
@@ -106,18 +106,20 @@ plans:
     assert.ok(sorted[Math.floor(sorted.length / 2)]! < 2_000);
   });
 
-  it('a member shut off: no group point, the other member untouched, and the line says why', async () => {
+  it('a member shut off (onMemberDown: wait): the cycle waits for it, captures nobody meanwhile, and takes both once it runs', async () => {
     const before = (await points(a!)).length;
     await b!.adapter.stop(b!.name, { mode: 'force' });
-    try {
-      const r = await vmdr('sync', '--group', 'app');
-      assert.equal(r.code, 1);
-      assert.match(r.stderr.trim(), new RegExp(`consistency group "app": member "${b!.name}": VM "${b!.name}" is shutoff; no group point was taken`));
-      assert.equal((await points(a!)).length, before, 'no member was captured');
-      assert.equal(await a!.adapter.powerState(a!.name), 'running');
-    } finally {
-      await bootLabVm(b!);
-    }
+    const run = spawnVmdr(['sync', '--group', 'app', '--config', config]);
+    let ended = false;
+    void run.done.then(() => (ended = true));
+    await sleep(3_000);
+    assert.equal(ended, false, 'the cycle waits for the member');
+    assert.equal((await points(a!)).length, before, 'nobody was captured while it waited');
+    await bootLabVm(b!);
+    const r = await run.done;
+    assert.equal(r.code, 0, r.stderr);
+    const [pa, pb] = [(await points(a!)).at(-1)!, (await points(b!)).at(-1)!];
+    assert.ok(pa.groupInstant && pa.groupInstant === pb.groupInstant);
   });
 
   it('a member failing after the window (its VM destroyed while it ships): the other commits alone, no group point, and the line says who', async () => {
@@ -181,6 +183,7 @@ describe('consistency groups: application, members frozen together through their
   let config: string;
   let serve: ServeProcess | undefined;
   const vmdr = (...args: string[]) => runVmdr([...args, '--config', config]);
+  const points = async (vm: LabVm) => JSON.parse((await vmdr('points', vm.name, '--json')).stdout) as Point[];
 
   before(async () => {
     [a, b] = await Promise.all([
@@ -188,7 +191,7 @@ describe('consistency groups: application, members frozen together through their
       createLabVm('grpappb', { marker: 'grpappb-src', diskSize: '32M', agent: true }),
     ]);
     await Promise.all([bootLabVm(a), bootLabVm(b)]);
-    const group = `consistencyGroups:\n  - { name: shop, protections: [${a.name}, ${b.name}], consistency: application, pauseTimeout: 5s }\n`;
+    const group = `consistencyGroups:\n  - { name: shop, protections: [${a.name}, ${b.name}], consistency: application, onMemberDown: fail, pauseTimeout: 5s }\n`;
     config = await writeOneHostConfig(a, labProtection(a, { network: a.network }) + labProtection(b, { network: a.network }) + group);
     serve = await serveAndRun(config, [['protect', a.name], ['protect', b.name]]);
   });
@@ -215,5 +218,14 @@ describe('consistency groups: application, members frozen together through their
     assert.ok(await holds(result.members[1]!.point.disks[0]!.image!, 0xd4, '8M'));
     const agentStatus = async (vm: string) => (JSON.parse((await exec('virsh', ['-c', 'qemu:///system', 'qemu-agent-command', vm, '{"execute":"guest-fsfreeze-status"}'])).stdout) as { return: string }).return;
     assert.deepEqual([await agentStatus(a!.name), await agentStatus(b!.name)], ['thawed', 'thawed']);
+  });
+  it('a member shut off (onMemberDown: fail): no group point, the other member untouched, and the line says why', async () => {
+    const before = (await points(a!)).length;
+    await b!.adapter.stop(b!.name, { mode: 'force' });
+    const r = await vmdr('sync', '--group', 'shop');
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim(), `vmdr: consistency group "shop": member "${b!.name}": VM "${b!.name}" is shutoff; no group point was taken (start the member, or take it out of the group)`);
+    assert.equal((await points(a!)).length, before, 'no member was captured');
+    assert.equal(await a!.adapter.powerState(a!.name), 'running');
   });
 });
