@@ -45,7 +45,7 @@ export function choosePointFor(ctx: RunContext, p: Protection, replicas: Replica
     const own = replicas.listPoints(p.name).some((x) => x.groupInstant === choice.point);
     throw new VmdrError('GROUP_POINT_INCOMPLETE', `group point ${choice.point} of consistency group "${group.name}" is ${own ? 'incomplete: a member has no point of it' : `not a point of protection "${p.name}"`}`, {
       subject: { protection: p.name, point: choice.point, group: group.name },
-      remedy: `see \`vmdr points ${p.name}\` (its GROUP column); a group point every member has, or the newest (no --point)`,
+      remedy: `\`vmdr points MEMBER --json\` shows each point's groupInstant: name one every member has, or none for the newest`,
     });
   }
   if (all.length === 0) return choosePoint(replicas, p, choice);
