@@ -396,6 +396,23 @@ export interface GuestFreeze {
   thaw(): Promise<Map<string, QuiesceResult>>;
 }
 
+/**
+ * VMs paused together by ChangeTracker.pauseVms (their vCPUs stopped: no write reaches a disk),
+ * the crash-consistent "one instant" of a consistency group: every member's checkpoint is taken
+ * between pauseVms and resume.
+ */
+export interface VmPause {
+  /** The VMs this pause stopped (a VM already paused by someone else is left out, and left paused). */
+  readonly paused: readonly string[];
+  /** Why a VM asked for was not paused (not running, gone): by VM. */
+  readonly refused: ReadonlyMap<string, string>;
+  /**
+   * Resumes every VM this pause stopped, each tried until it answers or `timeoutMs` has passed;
+   * never throws. Safe to call twice. By VM: how long it was paused, or why it could not be resumed.
+   */
+  resume(): Promise<Map<string, { pausedMs: number; error?: string }>>;
+}
+
 /** Changed-block tracking where the hypervisor has it (QEMU dirty bitmaps; VMware CBT). */
 export interface ChangeTracker {
   listCheckpoints(vm: string): Promise<Checkpoint[]>;
@@ -425,6 +442,8 @@ export interface ChangeTracker {
    * and thaw() says why. The caller captures, then thaws, in every path.
    */
   freezeGuests(vms: string[], options: QuiesceOptions): Promise<GuestFreeze>;
+  /** Pauses these running VMs at once (see VmPause); never throws. The caller captures, then resumes, in every path. */
+  pauseVms(vms: string[], options: QuiesceOptions): Promise<VmPause>;
 }
 
 /** How an adapter talks to its hypervisor, from the site's config. */

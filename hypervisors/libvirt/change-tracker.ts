@@ -12,7 +12,7 @@
  */
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob, GuestFreeze, QuiesceOptions, QuiesceResult } from '../types.js';
+import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob, GuestFreeze, QuiesceOptions, QuiesceResult, VmPause } from '../types.js';
 import { CheckpointBitmapBroken, HypervisorOperationFailed, NotManagedByVmdr, VmdrError } from '../errors.js';
 import { VIR_DOMAIN_BACKUP_BEGIN, VIR_ERR } from './api/codes.js';
 import { abortJob, endLeftoverBackup, markInUse, SCRATCH_DIR_PREFIX, scratchFileName } from './backup-jobs.js';
@@ -20,6 +20,7 @@ import type { LibvirtConnection } from './connection.js';
 import { libvirtCode } from './errors.js';
 import { checkpointDisks, readsFrom, type BackupDisk, type DiskRead } from './incremental-disks.js';
 import { freezeGuests } from './guest-freeze.js';
+import { pauseVms } from './vm-pause.js';
 import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
 import { makeScratchImages } from './scratch-images.js';
 import { exportChanges, rawDiskNodes, removeBitmaps, removeCopies, removeLeftovers, startBitmaps, unexportChanges, type ChangesExport, type RawDiskNode } from './transient-bitmaps.js';
@@ -184,6 +185,10 @@ export class LibvirtChangeTracker implements ChangeTracker {
 
   freezeGuests(vms: string[], options: QuiesceOptions): Promise<GuestFreeze> {
     return freezeGuests(this.conn, vms, options);
+  }
+
+  pauseVms(vms: string[], options: QuiesceOptions): Promise<VmPause> {
+    return pauseVms(this.conn, vms, options);
   }
 
   /**

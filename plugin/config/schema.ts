@@ -13,6 +13,7 @@ export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 export const name = z.string().regex(NAME_PATTERN, 'a name of letters, digits, ".", "-" or "_" (at most 63)');
 
 import { durationBetween } from './duration.js';
+import { checkConsistencyGroups, consistencyGroupSchema } from './consistency-groups.js';
 import { retentionProblems, RetentionSchema } from './retention.js';
 export { duration, durationBetween, MAX_TIMER_MS } from './duration.js';
 
@@ -280,6 +281,8 @@ export const ProtectionSchema = z.strictObject({
   watch: WatchSchema.optional(),
 });
 
+export const ConsistencyGroupSchema = consistencyGroupSchema(name);
+
 export const PlanGroupSchema = z.strictObject({
   name,
   /** Protections (by name) started together. */
@@ -386,6 +389,8 @@ const ConfigObject = z.strictObject({
   sites: z.array(SiteSchema).min(1, 'at least one site'),
   tenants: z.array(TenantSchema).default([]),
   protections: z.array(ProtectionSchema).default([]),
+  /** Protections whose points are taken at one instant (consistency-groups.ts). */
+  consistencyGroups: z.array(ConsistencyGroupSchema).default([]),
   plans: z.array(PlanSchema).default([]),
   drills: z.array(DrillSchema).default([]),
   runbooks: z.array(RunbookRefSchema).default([]),
@@ -402,6 +407,7 @@ export type Protection = z.infer<typeof ProtectionSchema>;
 export type HealthSpec = z.infer<typeof HealthSchema>;
 export type Target = z.infer<typeof TargetSchema>;
 export type TargetNic = z.infer<typeof TargetNicSchema>;
+export type ConsistencyGroup = z.infer<typeof ConsistencyGroupSchema>;
 export type Plan = z.infer<typeof PlanSchema>;
 export type Drill = z.infer<typeof DrillSchema>;
 export type RunbookRef = z.infer<typeof RunbookRefSchema>;
@@ -437,6 +443,8 @@ function checkReferences(config: Config, ctx: z.RefinementCtx): void {
   const tenants = unique(config.tenants, 'tenants');
   const protections = unique(config.protections, 'protections');
   const plans = unique(config.plans, 'plans');
+  unique(config.consistencyGroups, 'consistencyGroups');
+  checkConsistencyGroups(config, issue);
   unique(config.drills, 'drills');
   const runbooks = unique(config.runbooks, 'runbooks');
   const runbookRef = (runbook: string | undefined, path: (string | number)[]) => {

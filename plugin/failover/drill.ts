@@ -16,7 +16,7 @@ import { bootWithIdentity, type HealthStep } from './boot.js';
 import { prepareBootDisks, releaseBootDisks } from './boot-disks.js';
 import { drAdapter, replicasOf, storageOf, taskOf, type RunContext } from './context.js';
 import { evidenceStep } from './evidence.js';
-import { choosePoint, describePoint, releasePoint, type ChosenPoint } from './recovery-point.js';
+import { choosePointFor, describePoint, releasePoint, type ChosenPoint } from './recovery-point.js';
 
 export interface DrillResult {
   point: ChosenPoint;
@@ -44,7 +44,7 @@ export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResu
   const bubble = bubbleName(ctx, p.tenant);
   const replicas = replicasOf(ctx, p);
   const point = await j.step(p.name, 'choose-point', async () =>
-    describePoint(choosePoint(replicas, p, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined })),
+    describePoint(choosePointFor(ctx, p, replicas, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined })),
   );
   await j.step(p.name, 'pin-point', async () => {
     const pinnedBefore = replicas.getPoint(p.name, point.id).pinned;

@@ -21,7 +21,7 @@ import { dataDisks } from '../targets/drift.js';
 import { LABEL_PROTECTION, LABEL_ROLE } from '../targets/labels.js';
 import { drAdapter, replicasOf, type RunContext } from './context.js';
 import { AlreadyFailedOver, MacInUse, NoRecoveryPoint, OtherCopyFailedOver, SourceStillRunning, TargetNotReady } from './errors.js';
-import { choosePoint } from './recovery-point.js';
+import { choosePointFor } from './recovery-point.js';
 
 export interface Preflight {
   /** The source as seen now; 'unreachable' when its site does not answer (the site is lost). */
@@ -34,7 +34,7 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
   const role = roleOf(ctx.state.db, p.name);
   if (role.role === 'failed-over') throw new AlreadyFailedOver(p.name, role.failover);
   const kind = ctx.request.kind;
-  const point = choosePoint(replicasOf(ctx, p), p, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined });
+  const point = choosePointFor(ctx, p, replicasOf(ctx, p), { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined });
   const dr = await drAdapter(ctx, p);
   if (kind !== 'test') await checkTarget(dr, p, await inventoryOf(ctx, p.target.site, dr));
   const site = sourceSiteFor(ctx, p);

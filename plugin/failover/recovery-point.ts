@@ -7,6 +7,9 @@ import type { Protection } from '../config/schema.js';
 import { ReplicaStore, type RecoveryPoint } from '../replication/replica/store.js';
 import { RecoveryPointNotFound } from '../replication/replica/errors.js';
 import { roleOf } from '../state/roles.js';
+import { VmdrError } from '../../hypervisors/errors.js';
+import { groupOf, groupPoints, isGroupInstant } from '../replication/group-points.js';
+import { replicasOf, type RunContext } from './context.js';
 import { NoRecoveryPoint } from './errors.js';
 
 export interface PointChoice {
@@ -22,6 +25,32 @@ export interface ChosenPoint {
   time: string;
   checkpoint: string;
   disks: { disk: string; image: string; sizeBytes: number }[];
+}
+
+/**
+ * The point a run boots for `p`. A member of a consistency group that has a group point boots its
+ * point of the group's newest one (or of the one `--point` names, or the newest at or before
+ * `--at`), so every member of a plan starts from one instant; a member lacking the group point
+ * named is refused (GROUP_POINT_INCOMPLETE) in the preflight, before anything started. A group
+ * with no group point yet falls back to each member's own newest point.
+ */
+export function choosePointFor(ctx: RunContext, p: Protection, replicas: ReplicaStore, choice: PointChoice): RecoveryPoint {
+  const group = groupOf(ctx.config.consistencyGroups, p.name);
+  if (!group || (choice.point && !isGroupInstant(choice.point))) return choosePoint(replicas, p, choice);
+  const members = new Map(ctx.config.protections.map((m) => [m.name, m]));
+  const all = groupPoints(group, (name) => (name === p.name ? replicas : replicasOf(ctx, members.get(name)!)).listPoints(name));
+  if (choice.point) {
+    const named = all.find((g) => g.id === choice.point);
+    if (named) return named.members.get(p.name)!;
+    const own = replicas.listPoints(p.name).some((x) => x.groupInstant === choice.point);
+    throw new VmdrError('GROUP_POINT_INCOMPLETE', `group point ${choice.point} of consistency group "${group.name}" is ${own ? 'incomplete: a member has no point of it' : `not a point of protection "${p.name}"`}`, {
+      subject: { protection: p.name, point: choice.point, group: group.name },
+      remedy: `\`vmdr points MEMBER --json\` shows each point's groupInstant: name one every member has, or none for the newest`,
+    });
+  }
+  if (all.length === 0) return choosePoint(replicas, p, choice);
+  const chosen = choice.at ? pointAt(p.name, all, choice.at) : all.at(-1)!;
+  return chosen.members.get(p.name)!;
 }
 
 export function choosePoint(replicas: ReplicaStore, p: Protection, choice: PointChoice): RecoveryPoint {

@@ -15,7 +15,7 @@ import { bootWithIdentity, type HealthStep } from './boot.js';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, storageOf, taskOf, type RunContext } from './context.js';
 import { failoverBoot, prepareBootDisks } from './boot-disks.js';
 import type { Preflight } from './preflight.js';
-import { choosePoint, describePoint, type ChosenPoint } from './recovery-point.js';
+import { choosePoint, choosePointFor, describePoint, type ChosenPoint } from './recovery-point.js';
 
 /** How long an in-flight sync cycle may take to finish once the replica stopped taking new ones. */
 const REPLICA_IDLE_TIMEOUT_MS = 120_000;
@@ -73,7 +73,7 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
   const point = await j.step(p.name, 'choose-point', async () => {
     // Planned: the point the final sync committed, taken after the source stopped (the two sites'
     // clocks are not compared: a point's time is on this site's clock, the stop on the source's).
-    const chosen = choosePoint(replicas, p, { point: finalPoint ?? ctx.request.point, at: finalPoint || !ctx.request.at ? undefined : new Date(ctx.request.at) });
+    const chosen = finalPoint ? choosePoint(replicas, p, { point: finalPoint }) : choosePointFor(ctx, p, replicas, { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined });
     return describePoint(chosen);
   });
   await j.step(p.name, 'pin-point', async () => {

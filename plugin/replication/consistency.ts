@@ -13,6 +13,11 @@ export interface PointConsistency {
   consistencyIssue: { code: string; message: string } | null;
   /** From asking the freeze to the thaw's answer: the longest the guest's writes were held. */
   freezeWindowMs: number | null;
+  /**
+   * The consistency group instant the point was taken in (`<group>@<ms>`, group-cycle.ts): a group
+   * point is its group's members' points sharing one (group-points.ts). Absent or null: none.
+   */
+  groupInstant?: string | null;
 }
 
 export const CRASH_CONSISTENT: PointConsistency = { consistency: 'crash', consistencyIssue: null, freezeWindowMs: null };

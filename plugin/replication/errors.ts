@@ -40,3 +40,34 @@ export class SourceFencedForOtherCopy extends VmdrError {
     );
   }
 }
+
+/**
+ * A consistency group's member is not running (shut off, paused, gone) when its cycle starts:
+ * with `onMemberDown: fail` at once, with `wait` once the wait is over. No member was captured.
+ */
+export class GroupMemberDown extends VmdrError {
+  constructor(group: string, down: { protection: string; why: string }[], waitedMs?: number) {
+    const waited = waitedMs === undefined ? '' : ` (waited ${Math.round(waitedMs / 1000)} s)`;
+    super('GROUP_MEMBER_DOWN', `consistency group "${group}": ${down.map((d) => `member "${d.protection}": ${d.why}`).join('; ')}${waited}; no group point was taken`, {
+      subject: { group, protection: down[0]?.protection },
+      remedy: 'start the member, or take it out of the group',
+    });
+  }
+}
+
+/**
+ * A consistency group's cycle did not give every member a point of its instant: no group point.
+ * The members that committed keep their own points; `members` says how each went.
+ */
+export class GroupCycleFailed extends VmdrError {
+  constructor(
+    group: string,
+    readonly members: { protection: string; point?: string; error?: { code: string; message: string } }[],
+    readonly windowMs?: number,
+  ) {
+    const failed = members.filter((m) => m.error);
+    super('GROUP_CYCLE_FAILED', `consistency group "${group}": no group point: ${failed.map((m) => `member "${m.protection}" failed (${m.error!.message})`).join('; ')}${members.some((m) => m.point) ? `; ${members.filter((m) => m.point).map((m) => `"${m.protection}" committed ${m.point} alone`).join(', ')}` : ''}`, {
+      subject: { group, protection: failed[0]?.protection },
+    });
+  }
+}

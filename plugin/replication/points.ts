@@ -31,7 +31,7 @@ export async function recoveryPointsAndSpace(ctx: DrContext, protection: Protect
 
 /** Why a point stays (the tier that keeps it, or newest, pinned, replaced, held-by-pin), or `expiring`: the next retention run merges it away. */
 export type PointTier = KeptBy | 'expiring';
-export const POINT_TIERS = ['all', 'minutely', 'hourly', 'daily', 'keep', 'newest', 'pinned', 'replaced', 'held-by-pin', 'expiring'] as const satisfies readonly PointTier[];
+export const POINT_TIERS = ['all', 'minutely', 'hourly', 'daily', 'keep', 'newest', 'pinned', 'replaced', 'held-by-pin', 'group', 'expiring'] as const satisfies readonly PointTier[];
 
 /** Each point's tier under the protection's retention as at `now`, in the order given. */
 export function tiersOf(points: RecoveryPoint[], protection: Pick<Protection, 'retention'>, now = new Date()): PointTier[] {

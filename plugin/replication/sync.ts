@@ -43,6 +43,17 @@ export interface SyncOptions extends TaskOptions {
    * backup-begin the checkpoint), the cycle fails, and the next one asks.
    */
   previous?: SyncResult;
+  /**
+   * This cycle is a consistency group member's (group-cycle.ts): its backup begins through
+   * `capture`, inside the group's pause or freeze window, and its point carries `instant`.
+   */
+  group?: GroupCapture;
+}
+
+export interface GroupCapture {
+  instant: string;
+  /** Runs `begin` inside the group's window; the session says how the group's freeze went (application). */
+  capture(begin: () => Promise<BackupSession>): Promise<BackupSession>;
 }
 
 export interface SyncResult {
@@ -129,13 +140,23 @@ export async function syncProtection(
 
     const createdAt = new Date();
     let session: BackupSession;
-    const quiesce = protection.consistency === 'application' ? { quiesce: { timeoutMs: protection.freezeTimeout } } : {};
+    const group = options.group;
+    // A group member is frozen (or paused) by its group, all members at once: not by its own cycle.
+    const quiesce = protection.consistency === 'application' && !group ? { quiesce: { timeoutMs: protection.freezeTimeout } } : {};
     failpoint('sync-before-backup');
     try {
       try {
-        session = await tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen: await loopback(), ...quiesce });
+        const listen = await loopback();
+        const begin = () => tracker.beginBackup(vm, { checkpoint, ...(choice.since ? { since: choice.since } : {}), listen, ...quiesce });
+        session = group ? await group.capture(begin) : await begin();
       } catch (err) {
         if (!(choice.kind === 'incremental' && err instanceof VmdrError && err.code === 'CHECKPOINT_BITMAP_BROKEN')) throw err;
+        // A resync begun now would fall outside the group's window: the checkpoint goes, and the
+        // member's next cycle (solo or the group's) resyncs.
+        if (group) {
+          await tracker.deleteCheckpoint(vm, choice.since!).catch(() => undefined);
+          throw err;
+        }
         // The loop's fast path did not look: a VM replaced since lacks the bitmap too, and must not be resynced.
         if (previous) await checkSource(source, protection, deps.receiver);
         const broken = choice.since!;
@@ -175,7 +196,9 @@ export async function syncProtection(
         disks: [],
         createdAt: createdAt.toISOString(),
       // Only when asked: a receiver older than the fields refuses them.
-      ...(protection.consistency === 'application' ? consistencyFields(session) : {}),
+      // A group member's consistency is its group's: frozen by the group (application) or paused (crash, no fields).
+      ...((group ? session.quiesce : protection.consistency === 'application') ? consistencyFields(session) : {}),
+      ...(group ? { groupInstant: group.instant } : {}),
       };
       for (const [index, exp] of session.exports.entries()) {
         const byBitmap = choice.kind !== 'full' && !exp.untracked && exp.dirtyContext !== undefined;

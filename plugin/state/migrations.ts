@@ -232,4 +232,25 @@ export const migrations: readonly string[] = [
   ALTER TABLE recovery_points ADD COLUMN consistency_detail TEXT;
   ALTER TABLE recovery_points ADD COLUMN freeze_window_ms INTEGER;
   `,
+  // 11: consistency groups. On the DR side, the group instant a point was taken in (a group point
+  // is the group's members' points sharing one: replication/group-points.ts); on the host that
+  // ran a group's cycle, each cycle's outcome, its pause or freeze window and why it failed
+  `
+  ALTER TABLE recovery_points ADD COLUMN group_instant TEXT;
+  CREATE INDEX recovery_points_by_group_instant ON recovery_points (group_instant) WHERE group_instant IS NOT NULL;
+  CREATE TABLE group_cycles (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_name    TEXT    NOT NULL,
+    instant       TEXT    NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms   INTEGER,
+    outcome       TEXT    NOT NULL CHECK (outcome IN ('running', 'committed', 'failed')),
+    consistency   TEXT    NOT NULL CHECK (consistency IN ('crash', 'application')),
+    window_ms     INTEGER,
+    members       TEXT    NOT NULL,
+    error_code    TEXT,
+    error_message TEXT
+  ) STRICT;
+  CREATE INDEX group_cycles_by_group ON group_cycles (group_name, id);
+  `,
 ];

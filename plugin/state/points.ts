@@ -37,6 +37,8 @@ export interface PointRow {
   consistencyIssue?: { code: string; message: string } | null;
   /** From asking the freeze to the thaw's answer. */
   freezeWindowMs?: number | null;
+  /** The consistency group instant it was taken in (PointConsistency.groupInstant). */
+  groupInstant?: string | null;
   disks: PointDiskRow[];
 }
 
@@ -59,6 +61,7 @@ interface RawPoint {
   consistency_issue: string | null;
   consistency_detail: string | null;
   freeze_window_ms: number | null;
+  group_instant: string | null;
 }
 
 interface RawDisk {
@@ -95,6 +98,7 @@ export function pointRows(db: Database, protection: string): PointRow[] {
     consistency: p.consistency,
     consistencyIssue: p.consistency_issue === null ? null : { code: p.consistency_issue, message: p.consistency_detail ?? '' },
     freezeWindowMs: p.freeze_window_ms,
+    groupInstant: p.group_instant,
     disks: bySeq.get(p.seq) ?? [],
   }));
 }
@@ -107,9 +111,9 @@ export function latestSeq(db: Database, protection: string): number {
 export function insertPoint(db: Database, point: PointRow): void {
   db.prepare(
     `INSERT INTO recovery_points (protection, seq, time_ms, committed_at_ms, checkpoint, since, kind,
-       bytes_shipped, data_bytes, zero_bytes, pinned, consistency, consistency_issue, consistency_detail, freeze_window_ms)
+       bytes_shipped, data_bytes, zero_bytes, pinned, consistency, consistency_issue, consistency_detail, freeze_window_ms, group_instant)
      VALUES (@protection, @seq, @timeMs, @committedAtMs, @checkpoint, @since, @kind, @bytesShipped, @dataBytes, @zeroBytes, @pinned,
-       @consistency, @consistencyIssue, @consistencyDetail, @freezeWindowMs)`,
+       @consistency, @consistencyIssue, @consistencyDetail, @freezeWindowMs, @groupInstant)`,
   ).run({
     protection: point.protection,
     seq: point.seq,
@@ -126,6 +130,7 @@ export function insertPoint(db: Database, point: PointRow): void {
     consistencyIssue: point.consistencyIssue?.code ?? null,
     consistencyDetail: point.consistencyIssue?.message ?? null,
     freezeWindowMs: point.freezeWindowMs ?? null,
+    groupInstant: point.groupInstant ?? null,
   });
   const disk = db.prepare(
     'INSERT INTO recovery_point_disks (protection, seq, disk, image, size_bytes, ord) VALUES (?, ?, ?, ?, ?, ?)',

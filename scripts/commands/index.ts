@@ -38,7 +38,7 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
     )
     .command(lazy('pause <vm>', "Pause a protection's replication: no cycle, no sync, until resumed", async () => (await import('./pause.js')).pauseCommand))
     .command(lazy('resume <vm>', "Resume a protection's replication paused with vmdr pause", async () => (await import('./pause.js')).resumeCommand))
-    .command(lazy('sync <vm>', 'Ship what changed on a protected VM to its DR replica as a new recovery point', async () => (await import('./sync.js')).syncCommand))
+    .command(lazy('sync [vm]', 'Ship what changed on a protected VM (or on every member of a consistency group, --group) to its DR replica as a new recovery point', async () => (await import('./sync.js')).syncCommand))
     .command(
       lazy(
         'points <vm>',

@@ -93,6 +93,7 @@ const TIER_WORDS: Record<PointTier, string> = {
   pinned: 'pinned',
   replaced: 'replaced VM',
   'held-by-pin': 'held by a pin',
+  group: 'group point',
   expiring: 'expiring',
 };
 

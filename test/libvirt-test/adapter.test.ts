@@ -253,6 +253,28 @@ describe('libvirt adapter on the test driver', () => {
     await adapter.stop(s.name, { mode: 'force' });
   });
 
+  it('pauses running VMs together and resumes only those it paused: a shut-off or missing VM is refused, saying why', async () => {
+    const [on, off] = [spec(), spec()];
+    await adapter.defineVm(on);
+    await adapter.defineVm(off);
+    await adapter.start(on.name);
+    try {
+      const pause = await adapter.changeTracker!.pauseVms([on.name, off.name, 'test-no-such-vm'], { timeoutMs: 1_000 });
+      assert.deepEqual(pause.paused, [on.name]);
+      assert.equal(await adapter.powerState(on.name), 'paused');
+      assert.match(pause.refused.get(off.name)!, /is shutoff/);
+      assert.ok(pause.refused.has('test-no-such-vm'));
+      const resumed = await pause.resume();
+      assert.deepEqual([...resumed.keys()], [on.name]);
+      assert.equal(resumed.get(on.name)!.error, undefined);
+      assert.equal(await adapter.powerState(on.name), 'running');
+      assert.equal(await pause.resume(), resumed, 'a second resume gives the first one\'s answer');
+    } finally {
+      await adapter.stop(on.name, { mode: 'force' }).catch(() => undefined);
+      for (const s of [on, off]) await adapter.undefine(s.name).catch(() => undefined);
+    }
+  });
+
   it('reports a missing VM as VmNotFound, naming it and the host', async () => {
     for (const attempt of [
       () => adapter.getVm('test-no-such-vm'),

@@ -80,6 +80,8 @@ function declare() {
     virDomainCreate: f('int', 'virDomainCreate', [H]),
     virDomainShutdown: f('int', 'virDomainShutdown', [H]),
     virDomainDestroy: f('int', 'virDomainDestroy', [H]),
+    virDomainSuspend: f('int', 'virDomainSuspend', [H]),
+    virDomainResume: f('int', 'virDomainResume', [H]),
     virDomainGetAutostart: f('int', 'virDomainGetAutostart', [H, koffi.out(koffi.pointer('int'))]),
     virDomainSetAutostart: f('int', 'virDomainSetAutostart', [H, 'int']),
     virDomainGetBlockInfo: f('int', 'virDomainGetBlockInfo', [H, 'str', koffi.out(koffi.pointer(BlockInfoStruct)), 'uint']),

@@ -285,6 +285,15 @@ export const procedures = {
     withDomain(conn, ref, (dom) => rc('virDomainDestroy', libvirt().virDomainDestroy(dom)));
   },
 
+  /** Stops the VM's vCPUs (its disks see no write until resumeDomain): the consistency group's instant. */
+  suspendDomain(conn: Handle, ref: DomainRef): void {
+    withDomain(conn, ref, (dom) => rc('virDomainSuspend', libvirt().virDomainSuspend(dom)));
+  },
+
+  resumeDomain(conn: Handle, ref: DomainRef): void {
+    withDomain(conn, ref, (dom) => rc('virDomainResume', libvirt().virDomainResume(dom)));
+  },
+
   setDomainAutostart(conn: Handle, ref: DomainRef, autostart: boolean): void {
     withDomain(conn, ref, (dom) => rc('virDomainSetAutostart', libvirt().virDomainSetAutostart(dom, autostart ? 1 : 0)));
   },

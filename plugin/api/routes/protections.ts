@@ -64,6 +64,8 @@ const PointView = z.object({
   consistency: z.enum(['application', 'crash']),
   consistencyIssue: z.object({ code: z.string(), message: z.string() }).nullable(),
   freezeWindowMs: z.number().nullable(),
+  /** The consistency group instant it was taken in (a group point when every member has one of it); null: none. */
+  groupInstant: z.string().nullable(),
   /** Images are paths of the DR host: an operator's token sees them, a tenant's does not. */
   disks: z.array(z.object({ disk: z.string(), sizeBytes: z.number(), image: z.string().optional() })),
 });
@@ -111,6 +113,7 @@ function pointView(point: RecoveryPoint & { tier: PointTier; allocatedBytes: num
     consistency: point.consistency ?? 'crash',
     consistencyIssue: point.consistencyIssue ?? null,
     freezeWindowMs: point.freezeWindowMs ?? null,
+    groupInstant: point.groupInstant ?? null,
     disks: point.disks.map((d) => ({ disk: d.disk, sizeBytes: d.sizeBytes, ...(withImages ? { image: d.image } : {}) })),
   };
 }

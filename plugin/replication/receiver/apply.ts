@@ -80,6 +80,7 @@ export async function applyDeltaStream(
         consistency: header.consistency ?? 'crash',
         consistencyIssue: header.consistencyIssue ?? null,
         freezeWindowMs: header.freezeWindowMs ?? null,
+        groupInstant: header.groupInstant ?? null,
       },
     });
     failpoint('receiver-after-commit');

@@ -11,6 +11,10 @@
  * reads through all of them, and a merge into base rewrites base, which every chain reads. So
  * nothing at or under the newest pin (or point kept for a replaced source VM) is dropped, and a
  * merge into base waits until no point is pinned.
+ *
+ * A consistency group member's point of its group's newest group point (`group`, given by the
+ * caller: group-points.ts) stays too, as a tier would keep it (points under it may still go): so
+ * retention never breaks the newest group point up while the other members keep theirs.
  */
 import { TIER_BUCKET_MS, TIERS, type Retention, type TierName } from '../../config/retention.js';
 import type { PointRow } from '../../state/points.js';
@@ -18,7 +22,7 @@ import type { PointRow } from '../../state/points.js';
 export type RetentionPolicy = { keep: number; maxAgeMs?: number } | { tiers: Partial<Record<TierName, number>> };
 
 /** Why a point stays: the tier that keeps it, or what holds it besides the tiers. */
-export type KeptBy = TierName | 'keep' | 'newest' | 'pinned' | 'replaced' | 'held-by-pin';
+export type KeptBy = TierName | 'keep' | 'newest' | 'pinned' | 'replaced' | 'held-by-pin' | 'group';
 
 export interface RetentionCut {
   /** The points under the oldest kept one, merged into base; `target` ends up held by base. */
@@ -38,7 +42,7 @@ export function policyOf(retention: Retention): RetentionPolicy {
 export type RetainedPoint = Pick<PointRow, 'seq' | 'timeMs' | 'pinned' | 'replacedSource'>;
 
 /** By seq, why each point stays; a point absent from the map goes at the next retention run. */
-export function keptBy(points: RetainedPoint[], policy: RetentionPolicy, now: Date): Map<number, KeptBy> {
+export function keptBy(points: RetainedPoint[], policy: RetentionPolicy, now: Date, group?: number): Map<number, KeptBy> {
   const kept = new Map<number, KeptBy>();
   const last = points.length - 1;
   if (last < 0) return kept;
@@ -47,7 +51,7 @@ export function keptBy(points: RetainedPoint[], policy: RetentionPolicy, now: Da
     const held = points.some((p) => p.pinned || p.replacedSource);
     points.forEach((p, i) => {
       const why: KeptBy | undefined =
-        i === last ? 'newest' : p.pinned ? 'pinned' : p.replacedSource ? 'replaced' : keptByCount(points, i, policy, now) ? 'keep' : held ? 'held-by-pin' : undefined;
+        i === last ? 'newest' : p.pinned ? 'pinned' : p.replacedSource ? 'replaced' : keptByCount(points, i, policy, now) ? 'keep' : p.seq === group ? 'group' : held || (group !== undefined && p.seq > group) ? 'held-by-pin' : undefined;
       if (why) kept.set(p.seq, why);
     });
     return kept;
@@ -70,15 +74,20 @@ export function keptBy(points: RetainedPoint[], policy: RetentionPolicy, now: Da
       tier ??= t;
     }
     const why: KeptBy | undefined =
-      i === last ? 'newest' : p.pinned ? 'pinned' : p.replacedSource ? 'replaced' : tier ?? (pinTop !== undefined && p.seq < pinTop ? 'held-by-pin' : undefined);
+      i === last ? 'newest' : p.pinned ? 'pinned' : p.replacedSource ? 'replaced' : tier ?? (p.seq === group ? 'group' : pinTop !== undefined && p.seq < pinTop ? 'held-by-pin' : undefined);
     if (why) kept.set(p.seq, why);
   }
   return kept;
 }
 
-export function retentionCut(points: PointRow[], policy: RetentionPolicy, now: Date): RetentionCut {
-  if (!('tiers' in policy)) return legacyCut(points, points.findIndex((_, i) => keptByCount(points, i, policy, now)));
-  const kept = keptBy(points, policy, now);
+export function retentionCut(points: PointRow[], policy: RetentionPolicy, now: Date, group?: number): RetentionCut {
+  if (!('tiers' in policy)) {
+    // Only a prefix goes: the group's point bounds it, and what lies above it stays.
+    const byCount = points.findIndex((_, i) => keptByCount(points, i, policy, now));
+    const grouped = points.findIndex((p) => p.seq === group);
+    return legacyCut(points, grouped >= 0 && grouped < byCount ? grouped : byCount);
+  }
+  const kept = keptBy(points, policy, now, group);
   const firstKept = points.findIndex((p) => kept.has(p.seq));
   const cut: RetentionCut = { middles: [] };
   if (firstKept > 0) cut.prefix = { drop: points.slice(0, firstKept), target: points[firstKept]! };

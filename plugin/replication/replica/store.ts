@@ -20,6 +20,7 @@ import { roleOf } from '../../state/roles.js';
 import { allocatedBytes } from '../../tenants/usage.js';
 import { makeReplicaDir } from './access.js';
 import { failpoint } from './failpoints.js';
+import { groupOf } from '../group-points.js';
 import { chainBase, chainsOf, nextFileName, pointFileName, subdirectories } from './files.js';
 import { createQcow2, removeFile } from './images.js';
 import { DEFAULT_LEASE_TTL_MS, ReplicaLease } from './lease.js';
@@ -116,7 +117,7 @@ export class ReplicaStore {
    */
   private readonly next = new Map<string, NextOverlays>();
 
-  private readonly config: Pick<Config, 'protections'>;
+  private readonly config: Pick<Config, 'protections'> & Partial<Pick<Config, 'consistencyGroups'>>;
 
   constructor(
     readonly storage: string,
@@ -125,10 +126,22 @@ export class ReplicaStore {
      * `config`: its protections say each replica's tenant, and so where a new replica is made
      * (layout.ts). Without it every new replica is made at the storage's top.
      */
-    options: { leaseTtlMs?: number; config?: Pick<Config, 'protections'> } = {},
+    options: { leaseTtlMs?: number; config?: Pick<Config, 'protections'> & Partial<Pick<Config, 'consistencyGroups'>> } = {},
   ) {
     this.leaseTtlMs = options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
     this.config = options.config ?? { protections: [] };
+  }
+
+  /**
+   * The seq of `protection`'s point of its consistency group's newest group point (every member
+   * has a point of that instant, read from the state), which retention keeps; undefined when none.
+   */
+  private groupPointSeq(protection: string, points: PointRow[]): number | undefined {
+    const group = groupOf(this.config.consistencyGroups ?? [], protection);
+    if (!group) return undefined;
+    const instants = group.protections.map((m) => new Set((m === protection ? points : pointRows(this.state.db, m)).flatMap((p) => (p.groupInstant ? [p.groupInstant] : []))));
+    const complete = points.filter((p) => p.groupInstant && instants.every((s) => s.has(p.groupInstant!)));
+    return complete.at(-1)?.seq;
   }
 
   /** Whose replica `protection` is: its directory follows (layout.ts). */
@@ -307,7 +320,7 @@ export class ReplicaStore {
         const cut = db
           .transaction(() => {
             const points = pointRows(db, protection);
-            const chosen = retentionCut(points, policy, now);
+            const chosen = retentionCut(points, policy, now, this.groupPointSeq(protection, points));
             const middle = chosen.middles[0];
             const drop = chosen.prefix?.drop ?? middle?.drop ?? [];
             // Past the budget only to say whether anything is left: `more` means a next run drops some.
@@ -423,6 +436,7 @@ export class ReplicaStore {
       consistency: r.consistency ?? 'crash',
       consistencyIssue: r.consistencyIssue ?? null,
       freezeWindowMs: r.freezeWindowMs ?? null,
+      groupInstant: r.groupInstant ?? null,
       disks: r.disks.map((d) => ({ disk: d.disk, image: join(dir, d.disk, d.image), sizeBytes: d.sizeBytes })),
     };
   }

@@ -34,6 +34,9 @@ import {
 import { giveBackFrameBuffer, POOLED_FROM_BYTES, takeFrameBuffer } from './frame-buffers.js';
 import { decompressFrame } from './zstd.js';
 
+/** A consistency group instant: `<group>@<ms>` (replication/group-cycle.ts). */
+const GROUP_INSTANT_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}@[0-9]{1,15}$/;
+
 const HeaderSchema = z.strictObject({
   session: z.string().min(1),
   protection: z.string().min(1),
@@ -52,6 +55,7 @@ const HeaderSchema = z.strictObject({
   consistencyIssue: z.strictObject({ code: z.string().regex(/^[a-z][a-z-]{0,63}$/, 'a code of lower-case letters and "-"'), message: z.string().max(2000) }).optional(),
   // A freeze is bounded by minutes; an hour is room enough and keeps nonsense out of the state file.
   freezeWindowMs: z.number().int().nonnegative().max(3_600_000).optional(),
+  groupInstant: z.string().regex(GROUP_INSTANT_PATTERN, 'a group instant "<group>@<ms>"').optional(),
 });
 
 const TrailerSchema = z.strictObject({

@@ -70,6 +70,8 @@ export interface StreamHeader {
   consistency?: 'application' | 'crash';
   consistencyIssue?: { code: string; message: string };
   freezeWindowMs?: number;
+  /** The consistency group instant the cycle's checkpoint was taken in (PointConsistency.groupInstant); absent: none. */
+  groupInstant?: string;
 }
 
 export interface StreamTrailer {

@@ -20,7 +20,7 @@ import { apiCall, type ApiCall } from '../../helpers/api-client.js';
 import { startLoopbackApi } from '../../helpers/api-instance.js';
 import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 
-const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'tier', 'allocatedBytes', 'consistency', 'consistencyIssue', 'freezeWindowMs', 'disks'];
+const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'tier', 'allocatedBytes', 'consistency', 'consistencyIssue', 'freezeWindowMs', 'groupInstant', 'disks'];
 
 describe('HTTP API reads: status, points, the request log (test:///default, HTTPS, SQLite)', function () {
   this.timeout(60_000);
@@ -117,6 +117,7 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
       consistency: 'crash',
       consistencyIssue: null,
       freezeWindowMs: null,
+      groupInstant: null,
       disks: [{ disk: 'vda', sizeBytes: 64 * 1024 * 1024 }],
     });
     assert.deepEqual(mine.json.map((p: { tier: string }) => p.tier), ['keep', 'pinned', 'newest']);

@@ -87,7 +87,7 @@ protections:
   it('vmdr --help: the list of commands, and none of their modules', async () => {
     const help = await runTraced(dir, ['--help']);
     assert.equal(help.code, 0);
-    assert.match(help.stdout, /vmdr sync <vm>\s+Ship what changed on a protected VM/);
+    assert.match(help.stdout, /vmdr sync \[vm\]\s+Ship what changed on a protected VM/);
     assertNotLoaded(help, { modules: ['plugin/', 'scripts/commands/status.js', 'hypervisors/libvirt/'], packages: ['zod', 'yaml', 'better-sqlite3', ...HYPERVISOR.packages, ...DAEMON.packages] });
   });
 

@@ -1,0 +1,50 @@
+/**
+ * VMs paused together (virDomainSuspend, then virDomainResume): a consistency group's crash-
+ * consistent instant across VMs. Only a running VM is paused, and only what this pause stopped is
+ * resumed (a VM someone else paused stays as it was). A resume that fails is tried again until it
+ * answers or the bound has passed: a group member must not stay paused because of one slow call.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import type { QuiesceOptions, VmPause } from '../types.js';
+import type { LibvirtConnection } from './connection.js';
+import { powerStateOf } from './power-states.js';
+
+const RESUME_RETRY_PAUSE_MS = 100;
+
+export async function pauseVms(conn: LibvirtConnection, vms: string[], options: QuiesceOptions): Promise<VmPause> {
+  const refused = new Map<string, string>();
+  const pausedAt = new Map<string, number>();
+  await Promise.all(
+    vms.map(async (vm) => {
+      try {
+        const state = powerStateOf(await conn.call({ operation: 'read VM state', vm }, 'domainState', vm));
+        if (state !== 'running') return void refused.set(vm, `VM ${JSON.stringify(vm)} is ${state}`);
+        const at = Date.now();
+        await conn.call({ operation: 'pause the VM', vm, requires: 'running', timeoutMs: options.timeoutMs }, 'suspendDomain', vm);
+        pausedAt.set(vm, at);
+      } catch (err) {
+        refused.set(vm, (err as Error).message);
+      }
+    }),
+  );
+  let resuming: Promise<Map<string, { pausedMs: number; error?: string }>> | undefined;
+  const resumeOne = async (vm: string, at: number) => {
+    const deadline = Date.now() + options.timeoutMs;
+    for (;;) {
+      try {
+        await conn.call({ operation: 'resume the VM', vm, timeoutMs: options.timeoutMs }, 'resumeDomain', vm);
+        return [vm, { pausedMs: Date.now() - at }] as const;
+      } catch (err) {
+        if (Date.now() + RESUME_RETRY_PAUSE_MS >= deadline) {
+          return [vm, { pausedMs: Date.now() - at, error: `VM ${JSON.stringify(vm)} could not be resumed (${(err as Error).message}): \`virsh -c ${conn.uri} resume ${vm}\` resumes it` }] as const;
+        }
+        await delay(RESUME_RETRY_PAUSE_MS);
+      }
+    }
+  };
+  return {
+    paused: [...pausedAt.keys()],
+    refused,
+    resume: () => (resuming ??= Promise.all([...pausedAt].map(([vm, at]) => resumeOne(vm, at))).then((r) => new Map(r))),
+  };
+}
