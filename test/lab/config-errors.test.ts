@@ -37,14 +37,14 @@ describe('vmdr config check on a bad config', function () {
     { name: 'a 2 MiB file', text: () => `${lab}#${'x'.repeat(2 * 1024 * 1024 - lab.length - 2)}\n`, error: ': 2097152 bytes: larger than 1 MiB, the most a config may have' },
     { name: 'port 0', text: () => lab.replace('listen: 127.0.0.1:8443', 'listen: 127.0.0.1:0'), error: ':16:15: sites\\[1\\]\\.endpoint\\.listen: host:port with a port from 1 to 65535' },
     { name: 'port 70000', text: () => lab.replace('listen: 127.0.0.1:8443', 'listen: 127.0.0.1:70000'), error: ':16:15: sites\\[1\\]\\.endpoint\\.listen: host:port with a port from 1 to 65535' },
-    { name: 'rpo: 0m', text: () => lab.replace('rpo: 5m', 'rpo: 0m'), error: ':32:10: protections\\[0\\]\\.rpo: a duration from 1s to 30d' },
-    { name: 'rpo: 31d', text: () => lab.replace('rpo: 5m', 'rpo: 31d'), error: ':32:10: protections\\[0\\]\\.rpo: a duration from 1s to 30d' },
+    { name: 'rpo: 0m', text: () => lab.replace('rpo: 5m', 'rpo: 0m'), error: ':38:10: protections\\[0\\]\\.rpo: a duration from 1s to 30d' },
+    { name: 'rpo: 31d', text: () => lab.replace('rpo: 5m', 'rpo: 31d'), error: ':38:10: protections\\[0\\]\\.rpo: a duration from 1s to 30d' },
     {
       name: 'a path with ".."',
       text: () => lab.replace('storage: /var/lib/vmdr/lab/replicas', 'storage: /var/lib/vmdr/../../etc'),
       error: ':14:14: sites\\[1\\]\\.storage: a path without "\\.\\." segments',
     },
-    { name: 'a key given twice', text: () => lab.replace('rpo: 5m', 'rpo: 5m\n    rpo: 1m'), error: ':33:5: protections\\[0\\]\\.rpo: duplicate key "rpo"' },
+    { name: 'a key given twice', text: () => lab.replace('rpo: 5m', 'rpo: 5m\n    rpo: 1m'), error: ':39:5: protections\\[0\\]\\.rpo: duplicate key "rpo"' },
     { name: 'a YAML syntax error', text: () => lab.replace('vms: [acme-db]', 'vms: [acme-db'), error: ':\\d+:\\d+: not valid YAML: .+' },
   ];
 
@@ -76,7 +76,7 @@ describe('vmdr config check on a bad config', function () {
     const result = await runVmdr(['config', 'check', file, '--json']);
     assert.equal(result.code, 1, result.stderr);
     assert.deepEqual(JSON.parse(result.stderr), {
-      error: { code: 'CONFIG_INVALID', message: `${file}:32:10: protections[0].rpo: a duration from 1s to 30d`, file, path: 'protections[0].rpo' },
+      error: { code: 'CONFIG_INVALID', message: `${file}:38:10: protections[0].rpo: a duration from 1s to 30d`, file, path: 'protections[0].rpo' },
     });
   });
 
