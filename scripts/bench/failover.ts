@@ -252,6 +252,9 @@ async function main(cleanup: Cleanup): Promise<void> {
         if (f.report.kind !== 'unplanned') throw new Error(`expected an unplanned failover, got ${f.report.kind}`);
         say(`  rtoMs ${f.report.rtoMs}, wall ${seconds(f.wallMs)}; revert`);
         const revert = await timed(() => vmdrOk(['failover', ...subject, '--revert', '--config', config]));
+        // A revert starts the sources its failover fenced (plugin/failover/revert.ts): the next run
+        // is again a lost production site.
+        await Promise.all(chosen.map((m) => adapter.stop(m.source, { mode: 'force' }).catch(() => undefined)));
         return { f, cpu, revertWallMs: revert.ms };
       };
       load.push(loadavg()[0]!.toFixed(2));
