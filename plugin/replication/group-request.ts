@@ -1,10 +1,12 @@
 /**
- * A consistency group's cycle as an operator asks for it (`vmdr sync --group G`): the group by
- * name, its members' protections, a receiver client per member (closed after).
+ * A consistency group's cycle as an operator asks for it (`vmdr sync --group G`, on the group's
+ * coordinating site): the group by name, its members' protections, a receiver client per member
+ * of this host (closed after); a member of another source site is checked and shipped there.
  */
 import type { Progress } from '../../hypervisors/types.js';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../config/schema.js';
+import { isLocalSite } from '../sites/connections.js';
 import { pauseOf } from '../state/pauses.js';
 import { ProtectionPaused } from './errors.js';
 import { syncGroup, type GroupCycleResult } from './group-cycle.js';
@@ -30,8 +32,9 @@ export async function syncGroupAsAsked(deps: SyncDeps, name: string, options: { 
   }
   const receivers = new Map<string, ReceiverClient>();
   try {
-    for (const p of members) receivers.set(p.name, await receiverFor(deps.config, deps.file, p));
-    return await syncGroup(group, members, { sites: deps.sites, state: deps.state, receiverOf: (p: Protection) => receivers.get(p.name)! }, options);
+    // Members on another source site ship from their own host (group-cycle.ts).
+    for (const p of members) if (isLocalSite(deps.config, p.source.site)) receivers.set(p.name, await receiverFor(deps.config, deps.file, p));
+    return await syncGroup(group, members, { config: deps.config, file: deps.file, sites: deps.sites, state: deps.state, receiverOf: (p: Protection) => receivers.get(p.name)! }, options);
   } finally {
     for (const r of receivers.values()) r.close();
   }

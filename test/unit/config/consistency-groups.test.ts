@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { runVmdr } from '../../helpers/lab.js';
 import { parseConfig } from '../../../plugin/config/load.js';
 import { ConfigInvalid } from '../../../plugin/config/errors.js';
+import { coordinatorSite } from '../../../plugin/config/consistency-groups.js';
 
 function config(groups: string, protections = ['db', 'web', 'cache'], sites: Record<string, [string, string]> = {}): string {
   const entries = protections
@@ -57,8 +58,9 @@ describe('config: consistency groups', () => {
     );
   });
 
-  it('refuses members on two source sites (not built) and members going to two DR sites', () => {
-    refused(config('  - name: app\n    protections: [db, web]\n', undefined, { web: ['prod2', 'dr'] }), /members must be on one source site/);
+  it('takes members on two source sites, coordinated by the first member\'s; refuses members going to two DR sites', () => {
+    const parsed = parseConfig(config('  - name: app\n    protections: [web, db]\n', undefined, { web: ['prod2', 'dr'] }), 'vmdr.yaml');
+    assert.equal(coordinatorSite(parsed.consistencyGroups[0]!, parsed.protections), 'prod2');
     refused(config('  - name: app\n    protections: [db, web]\n', undefined, { web: ['prod', 'dr2'] }), /members must go to one DR site/);
   });
 
