@@ -61,9 +61,14 @@ export class GroupNotCoordinator extends VmdrError {
   }
 }
 
-export async function syncGroup(group: ConsistencyGroup, members: Protection[], deps: GroupDeps, options: Pick<SyncOptions, 'signal' | 'onProgress'> = {}): Promise<GroupCycleResult> {
+/** A group's cycle runs on its coordinating site only. */
+export function requireCoordinator(group: ConsistencyGroup, members: Protection[], config: Config): void {
   const coordinator = coordinatorSite(group, members);
-  if (!isLocalSite(deps.config, coordinator)) throw new GroupNotCoordinator(group.name, coordinator, deps.config.localSite!);
+  if (!isLocalSite(config, coordinator)) throw new GroupNotCoordinator(group.name, coordinator, config.localSite!);
+}
+
+export async function syncGroup(group: ConsistencyGroup, members: Protection[], deps: GroupDeps, options: Pick<SyncOptions, 'signal' | 'onProgress'> = {}): Promise<GroupCycleResult> {
+  requireCoordinator(group, members, deps.config);
   const instant = `${group.name}@${Date.now()}`;
   const hosts = hostsOf(group, members, deps, instant, options);
   const run = recordGroupCycleStart(deps.state, { group: group.name, instant, consistency: group.consistency, members: members.map((p) => p.name) });

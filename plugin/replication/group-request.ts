@@ -9,7 +9,7 @@ import type { Protection } from '../config/schema.js';
 import { isLocalSite } from '../sites/connections.js';
 import { pauseOf } from '../state/pauses.js';
 import { ProtectionPaused } from './errors.js';
-import { syncGroup, type GroupCycleResult } from './group-cycle.js';
+import { requireCoordinator, syncGroup, type GroupCycleResult } from './group-cycle.js';
 import type { SyncDeps } from './sync-request.js';
 import { receiverFor } from './sender/connect.js';
 import type { ReceiverClient } from './sender/receiver-client.js';
@@ -26,6 +26,7 @@ export async function syncGroupAsAsked(deps: SyncDeps, name: string, options: { 
   const group = deps.config.consistencyGroups.find((g) => g.name === name);
   if (!group) throw new ConsistencyGroupNotFound(name, deps.file, deps.config.consistencyGroups.map((g) => g.name));
   const members = group.protections.map((m) => deps.config.protections.find((p) => p.name === m)!);
+  requireCoordinator(group, members, deps.config);
   for (const p of members) {
     const held = pauseOf(deps.state.db, p.name);
     if (held) throw new ProtectionPaused(p.name, held.pausedBy, held.pausedAt);

@@ -4,7 +4,7 @@
  * two-site lab's source site, both replicating to the lab's DR site. `vmdr sync --group` on this
  * host holds B through the source site's `vmdr serve`. What a user checks: one group point with
  * both members' points at one instant and the window said; the source site's serve gone: no group
- * point, the line names the member and its host; the coordinator stopped or killed mid-window: the
+ * point, the line names the member and its host (so does its VM shut off); the coordinator stopped or killed mid-window: the
  * source site's VM runs again within pauseTimeout + 1 s, resumed by its own host.
  */
 import assert from 'node:assert/strict';
@@ -115,6 +115,19 @@ describe('consistency group across two source hosts (this machine and the lab\'s
     sourceServe = await lab.source.serve(configs.source, { args: ['--no-replicate'] });
     const again = await coordinator(['sync', '--group', 'app']);
     assert.equal(again.code, 0, again.stderr);
+  });
+
+  it('the source site\'s VM shut off: no group point, the line names the member, its state and its site', async () => {
+    const before = [(await points(a!)).length, (await points(b!)).length];
+    await b!.adapter.stop(b!.name, { mode: 'force' });
+    try {
+      const r = await coordinator(['sync', '--group', 'app']);
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(r.stderr.trim(), new RegExp(`^vmdr: consistency group "app": member "${b!.name}": VM "${b!.name}" is shutoff on site "source" \\(waited \\d+ s\\); no group point was taken`));
+      assert.deepEqual([(await points(a!)).length, (await points(b!)).length], before, 'nobody was captured');
+    } finally {
+      await bootLabVm(b!);
+    }
   });
 
   /** Starts a group cycle on this host with `failpoint`, and resolves once the source site's member is paused. */
