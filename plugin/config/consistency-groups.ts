@@ -1,13 +1,14 @@
 /**
  * Consistency groups: protections (the VMs of one application) whose points are taken at one
  * instant (plugin/replication/group-cycle.ts). The checks a group's entry needs beyond its shape:
- * members that exist, each in one group only, all on one source site (a group's cycle pauses or
- * freezes its members from one host; members on several source hosts are not built) and one DR
- * site (a failover of the group's point reads every member's replica on one host).
+ * members that exist, each in one group only, and one DR site (a failover of the group's point
+ * reads every member's replica on one host). Members may be on several source sites: the group's
+ * COORDINATING site (coordinatorSite) runs its cycle, and holds the members of the other source
+ * sites through their hosts' `vmdr serve` (plugin/replication/group-cycle.ts).
  */
 import { z } from 'zod';
 import { durationBetween } from './duration.js';
-import type { Config } from './schema.js';
+import type { Config, ConsistencyGroup, Protection } from './schema.js';
 
 /** The entry's shape; `name` is the config's name schema (passed in: schema.ts imports this file). */
 export function consistencyGroupSchema(name: z.ZodString) {
@@ -46,9 +47,15 @@ export function checkConsistencyGroups(config: Config, issue: (path: (string | n
       if (other !== undefined) return issue(path, `protection "${member}" is already in consistency group "${other}": a protection belongs to one group at most`);
       inGroup.set(member, group.name);
     });
-    const sources = [...new Set(members.map((p) => p.source.site))];
-    if (sources.length > 1) issue(['consistencyGroups', g, 'protections'], `the members of group "${group.name}" are on source sites ${sources.map((s) => `"${s}"`).join(', ')}: a consistency group's members must be on one source site`);
     const targets = [...new Set(members.map((p) => p.target.site))];
     if (targets.length > 1) issue(['consistencyGroups', g, 'protections'], `the members of group "${group.name}" go to DR sites ${targets.map((s) => `"${s}"`).join(', ')}: a consistency group's members must go to one DR site`);
   });
+}
+
+/**
+ * The source site that runs a group's cycles: its first listed member's. The other members'
+ * source sites take part through their endpoints, asked by this one.
+ */
+export function coordinatorSite(group: Pick<ConsistencyGroup, 'protections'>, protections: readonly Pick<Protection, 'name' | 'source'>[]): string {
+  return protections.find((p) => p.name === group.protections[0])!.source.site;
 }

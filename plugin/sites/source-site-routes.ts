@@ -19,6 +19,7 @@ import { PROTECTION_UNKNOWN, ReceiverRefused } from '../replication/receiver/err
 import type { StateStore } from '../state/store.js';
 import { SiteConnections } from './connections.js';
 import { LocalSourceSite } from './local-source.js';
+import { registerGroupRoutes } from './group-routes.js';
 import { answerStreamed, type AnswerLine } from './ndjson.js';
 import { requirePeer } from './peer-auth.js';
 import { SOURCE_SITE_HEARTBEAT, SOURCE_SITE_NOTICES, SOURCE_SITE_PREFIX } from './source-site.js';
@@ -112,6 +113,8 @@ export function registerSourceSiteRoutes(app: FastifyInstance, deps: Deps): void
       },
     }).finally(() => held.delete(closing));
   });
+  // A consistency group's members on this site, driven by the group's coordinating site.
+  registerGroupRoutes(app, deps);
   route('GET', 'power', async (req) => {
     const p = protectionOf(req);
     return { state: await withSource(p, (s) => s.powerState(p)) };

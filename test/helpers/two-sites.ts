@@ -129,16 +129,33 @@ export async function twoSites(): Promise<TwoSites> {
   return { source: site('source'), dr: site('dr'), wanRate: async (rate) => void (await sites('wan-rate', rate)) };
 }
 
+/** This machine's own libvirtd and root namespace as a third host (`thisHost`): site "host". */
+export const THIS_HOST = 'host';
+type ConfigSite = SiteName | typeof THIS_HOST;
+type PerSite = Record<SiteName, string> & { host?: string };
+
 export interface TwoSiteConfigs {
   /** The config `vmdr` reads on each site (localSite differs, nothing else does). */
   source: string;
   dr: string;
+  /** With `thisHost`: the config of site "host", this machine's root namespace (run with runVmdr). */
+  host?: string;
   /** Each site's state file and storage: separate, as two hosts' would be. */
-  state: Record<SiteName, string>;
-  storage: Record<SiteName, string>;
+  state: PerSite;
+  storage: PerSite;
   /** Each site's endpoint (receiver) on its WAN address. */
-  endpoint: Record<SiteName, string>;
-  credentials: Record<SiteName, string>;
+  endpoint: PerSite;
+  credentials: PerSite;
+}
+
+/**
+ * This machine itself as a third host of the lab (`scripts/lab/sites host-links`): its root
+ * namespace reaches each site's WAN address over a link of its own (198.18.0.5 to the source
+ * site, 198.18.0.9 to the DR site), and neither site reaches its loopback. Made again after a
+ * site was killed (its link dies with it).
+ */
+export async function linkThisHost(): Promise<void> {
+  await sites('host-links');
 }
 
 /**
@@ -157,25 +174,26 @@ export interface TwoSiteConfigs {
  * still: the DR site's config names the source's hypervisor by a socket that does not exist, so
  * the DR side can reach the source only through the source site's endpoint.
  */
-export async function writeTwoSiteConfigs(dir: string, options: { protections: string; plans?: string; extra?: string; oneHost?: boolean }): Promise<TwoSiteConfigs> {
-  const names: SiteName[] = ['source', 'dr'];
-  const per = <T>(f: (n: SiteName) => T) => Object.fromEntries(names.map((n) => [n, f(n)])) as Record<SiteName, T>;
+export async function writeTwoSiteConfigs(dir: string, options: { protections: string; plans?: string; extra?: string; oneHost?: boolean; thisHost?: boolean }): Promise<TwoSiteConfigs> {
+  const names: ConfigSite[] = ['source', 'dr', ...(options.thisHost ? [THIS_HOST as ConfigSite] : [])];
+  const per = <T>(f: (n: ConfigSite) => T) => Object.fromEntries(names.map((n) => [n, f(n)])) as Record<SiteName, T> & { host?: T };
   const state = per((n) => join(dir, n, 'state.db'));
   const storage = per((n) => join(dir, n, 'storage'));
   const credentials = per((n) => join(dir, 'credentials', n));
   // Each site's network namespace is its own: any port free here is free there.
-  const ports = { source: await freeLoopbackPort(), dr: await freeLoopbackPort() };
-  const address = (n: SiteName) => (options.oneHost ? '127.0.0.1' : WAN[n]);
+  const ports: Record<ConfigSite, number> = { source: await freeLoopbackPort(), dr: await freeLoopbackPort(), host: await freeLoopbackPort() };
+  // This host's endpoint is on its link to the source site (linkThisHost).
+  const address = (n: ConfigSite) => (options.oneHost ? '127.0.0.1' : n === THIS_HOST ? '198.18.0.5' : WAN[n]);
   const endpoint = per((n) => `${address(n)}:${ports[n]}`);
   // 0711: QEMU (libvirt-qemu) walks into the DR storage to boot a failed-over VM, and reads nothing else here.
   for (const n of names) await mkdir(join(dir, n), { recursive: true, mode: 0o711 });
   await mkdir(join(dir, 'credentials'), { recursive: true, mode: 0o700 });
-  const identity = per((n) => ensureIdentity(credentials[n], n, [address(n)]));
-  for (const [here, peer] of [['source', 'dr'], ['dr', 'source']] as const) {
-    await pairPeer(await identity[here], here, peer, (await identity[peer]).cert, { file: join(credentials[peer], 'tls.crt') });
+  const identity = per((n) => ensureIdentity(credentials[n]!, n, [address(n)]));
+  for (const here of names) {
+    for (const peer of names) if (peer !== here) await pairPeer(await identity[here]!, here, peer, (await identity[peer]!).cert, { file: join(credentials[peer]!, 'tls.crt') });
   }
-  const uriOf = (n: SiteName, local: SiteName) => (options.oneHost && n !== local ? 'qemu+unix:///system?socket=/nonexistent/libvirt-sock' : 'qemu:///system');
-  const configFor = async (local: SiteName) => {
+  const uriOf = (n: ConfigSite, local: ConfigSite) => (options.oneHost && n !== local ? 'qemu+unix:///system?socket=/nonexistent/libvirt-sock' : 'qemu:///system');
+  const configFor = async (local: ConfigSite) => {
     const file = join(dir, local, 'vmdr.yaml');
     const sitesYaml = names
       .map((n) => `  - name: ${n}\n    uri: "${uriOf(n, local)}"\n    storage: ${storage[n]}\n    endpoint: { listen: "${endpoint[n]}", credentials: ${credentials[n]} }`)
@@ -194,7 +212,7 @@ ${options.plans ? `plans:\n${options.plans}\n` : ''}${options.extra ? `${options
     );
     return file;
   };
-  return { source: await configFor('source'), dr: await configFor('dr'), state, storage, endpoint, credentials };
+  return { source: await configFor('source'), dr: await configFor('dr'), ...(options.thisHost ? { host: await configFor(THIS_HOST) } : {}), state, storage, endpoint, credentials };
 }
 
 /**

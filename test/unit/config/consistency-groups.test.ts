@@ -4,8 +4,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runVmdr } from '../../helpers/lab.js';
+import { assertOneLineError } from '../../helpers/assertions.js';
 import { parseConfig } from '../../../plugin/config/load.js';
 import { ConfigInvalid } from '../../../plugin/config/errors.js';
+import { coordinatorSite } from '../../../plugin/config/consistency-groups.js';
 
 function config(groups: string, protections = ['db', 'web', 'cache'], sites: Record<string, [string, string]> = {}): string {
   const entries = protections
@@ -57,8 +59,9 @@ describe('config: consistency groups', () => {
     );
   });
 
-  it('refuses members on two source sites (not built) and members going to two DR sites', () => {
-    refused(config('  - name: app\n    protections: [db, web]\n', undefined, { web: ['prod2', 'dr'] }), /members must be on one source site/);
+  it('takes members on two source sites, coordinated by the first member\'s; refuses members going to two DR sites', () => {
+    const parsed = parseConfig(config('  - name: app\n    protections: [web, db]\n', undefined, { web: ['prod2', 'dr'] }), 'vmdr.yaml');
+    assert.equal(coordinatorSite(parsed.consistencyGroups[0]!, parsed.protections), 'prod2');
     refused(config('  - name: app\n    protections: [db, web]\n', undefined, { web: ['prod', 'dr2'] }), /members must go to one DR site/);
   });
 
@@ -78,6 +81,11 @@ describe('config: consistency groups', () => {
       const unknown = await runVmdr(['sync', '--group', 'shop', '--config', file]);
       assert.equal(unknown.code, 1);
       assert.equal(unknown.stderr.trim(), `vmdr: no consistency group "shop" in ${file}: known groups are app`);
+      // Members on two source sites: the cycle runs on the first member's; another host is told where.
+      const across = join(dir, 'across.yaml');
+      await writeFile(across, `localSite: prod2\nstate: { path: ${join(dir, 'state.db')} }\n` + config('  - name: app\n    protections: [db, web]\n', undefined, { web: ['prod2', 'dr'] }));
+      const elsewhere = await runVmdr(['sync', '--group', 'app', '--config', across]);
+      assertOneLineError(elsewhere, /^vmdr: consistency group "app" is coordinated by site "prod" \(its first member's source site\), and this host is site "prod2"/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
