@@ -1,6 +1,7 @@
 /**
  * Which adapter serves a hypervisor URI, decided by the URI's scheme alone. Adding a hypervisor
- * means adding its schemes here; nothing else in vmdr chooses between adapters.
+ * means adding its schemes here (and its module in load.ts, which the site connections use to load
+ * only the adapters their URIs need); nothing else in vmdr chooses between adapters.
  */
 import { UnknownHypervisorUri } from './errors.js';
 import { LibvirtAdapter } from './libvirt/adapter.js';

@@ -5,7 +5,18 @@
  * reader stops at that bound (or refuses the frame) before it has buffered more; every frame
  * becomes a PNG (pngjs), whose dimensions are checked again when it is decoded.
  */
-import { PNG } from 'pngjs';
+import { createRequire } from 'node:module';
+import type * as Pngjs from 'pngjs';
+
+/**
+ * pngjs, loaded at the first picture taken: every libvirt call thread loads this module (a
+ * screenshot's frame is bounded there, frameLimit), and few of them ever take a picture.
+ */
+let pngjs: typeof Pngjs.PNG | undefined;
+function loadPng(): typeof Pngjs.PNG {
+  pngjs ??= (createRequire(import.meta.url)('pngjs') as typeof Pngjs).PNG;
+  return pngjs;
+}
 
 /** Larger than any real console (8K is 7680 wide): a frame beyond this on either side is refused. */
 export const MAX_SCREEN_SIDE = 8192;
@@ -57,7 +68,7 @@ export function toPng(mime: string, data: Uint8Array): ScreenImage {
   if (limit.more) throw new Error('the image ended inside its header');
   if ('refused' in limit) throw new Error(limit.refused);
   if (mime === MIME_PNG) {
-    const decoded = PNG.sync.read(bytes);
+    const decoded = loadPng().sync.read(bytes);
     if (decoded.width !== limit.width || decoded.height !== limit.height) throw new Error('the PNG decodes to other dimensions than its header says');
     return { png: bytes, width: decoded.width, height: decoded.height };
   }
@@ -137,12 +148,13 @@ function ppmToPng(bytes: Buffer): ScreenImage {
   const { width, height, maxval, sampleBytes, length } = header;
   const samples = width * height * 3;
   if (bytes.length < length + samples * sampleBytes) throw new Error(`the PPM has ${bytes.length - length} bytes of pixels where ${width}x${height} needs ${samples * sampleBytes}`);
-  const png = new PNG({ width, height, colorType: 2, inputColorType: 2, inputHasAlpha: false });
+  const Png = loadPng();
+  const png = new Png({ width, height, colorType: 2, inputColorType: 2, inputHasAlpha: false });
   const rgb = Buffer.alloc(samples);
   for (let s = 0; s < samples; s++) {
     const v = sampleBytes === 1 ? bytes[length + s]! : bytes.readUInt16BE(length + 2 * s);
     rgb[s] = maxval === 255 ? v : Math.min(255, Math.round((v * 255) / maxval));
   }
   png.data = rgb;
-  return { png: PNG.sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false }), width, height };
+  return { png: loadPng().sync.write(png, { colorType: 2, inputColorType: 2, inputHasAlpha: false }), width, height };
 }

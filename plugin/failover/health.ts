@@ -12,6 +12,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { GuestAgentUnavailable, VmdrError, type HypervisorAdapter, type PowerState } from '../../hypervisors/types.js';
 import type { HealthSpec } from '../config/schema.js';
 import { fileSize, HealthCheckFailed, waitForSerialLine } from './serial-health.js';
+import { Wakeup } from './wakeup.js';
 
 export interface HealthCheckPassed {
   /** 'running', 'serial', 'agent', 'tcp host:port' or 'http URL'. */
@@ -37,6 +38,8 @@ export interface HealthWaitOptions {
 }
 
 const POLL_MS = 200;
+/** With the hypervisor's notices of its VMs, how often the power state is asked all the same. */
+const POWER_RECHECK_MS = 1_000;
 /** The console is a local file read from where the last look ended: looking often costs little, and every look earlier shortens the RTO. */
 const SERIAL_POLL_MS = 50;
 /** The longest one TCP connect, HTTP request or agent ping may take before it counts as no answer. */
@@ -125,13 +128,26 @@ async function poll(w: Wait, check: string, what: string, attempt: Attempt): Pro
   }
 }
 
-/** After the VM first ran: fails as soon as it stops; otherwise runs until the wait is over. */
+/**
+ * After the VM first ran: fails as soon as it stops; otherwise runs until the wait is over. Where
+ * the adapter reports its VMs (watchVms), the state is asked when a notice names this VM or the
+ * connection closed, and every POWER_RECHECK_MS besides (a notice missed while reconnecting);
+ * elsewhere every POLL_MS.
+ */
 async function watchPower(w: Wait): Promise<never> {
-  for (;;) {
-    await pause(w, POLL_MS);
-    const state = await w.adapter.powerState(w.vm);
-    w.signal.throwIfAborted();
-    if (stopped(state)) throw vmStopped(w, state);
+  const news = new Wakeup();
+  const unwatch = w.adapter.watchVms?.((n) => {
+    if (n.kind === 'closed' || n.vm === w.vm || n.id === w.vm) news.notify();
+  });
+  try {
+    for (;;) {
+      await (unwatch ? news.pause(POWER_RECHECK_MS, w.signal) : pause(w, POLL_MS));
+      const state = await w.adapter.powerState(w.vm);
+      w.signal.throwIfAborted();
+      if (stopped(state)) throw vmStopped(w, state);
+    }
+  } finally {
+    unwatch?.();
   }
 }
 

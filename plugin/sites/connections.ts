@@ -58,11 +58,12 @@ export class SiteConnections {
 
   private async connect(siteName: string): Promise<HypervisorAdapter> {
     if (!isLocalSite(this.config, siteName)) throw new SiteNotLocal(this.site(siteName).name, this.config.localSite!, this.file);
-    // The adapters' modules (a hypervisor binding, its XML) load with the first site opened: a
-    // command that never talks to a hypervisor (points, site, config) never loads them.
-    const { openAdapter } = await import('../../hypervisors/index.js');
+    // An adapter's modules (a hypervisor binding, its XML) load with the first site of its kind
+    // opened: a command that never talks to a hypervisor (points, site, config) never loads them,
+    // and one on libvirt hosts never loads vSphere's.
+    const { loadAdapter } = await import('../../hypervisors/load.js');
     const site = this.site(siteName);
-    const adapter = openAdapter(site.uri, { callTimeoutMs: site.callTimeout, ...(site.vsphere ? { vsphere: site.vsphere } : {}) });
+    const adapter = await loadAdapter(site.uri, { callTimeoutMs: site.callTimeout, ...(site.vsphere ? { vsphere: site.vsphere } : {}) });
     await adapter.connect();
     return adapter;
   }
@@ -74,9 +75,9 @@ export class SiteConnections {
    */
   async startLeases(siteName: string): Promise<StartLeases | undefined> {
     if (!isLocalSite(this.config, siteName)) return undefined;
-    const { openAdapter } = await import('../../hypervisors/index.js');
+    const { loadAdapter } = await import('../../hypervisors/load.js');
     // Never connected: the adapter's start guard is files on this host.
-    return openAdapter(this.site(siteName).uri).startLeases;
+    return (await loadAdapter(this.site(siteName).uri)).startLeases;
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KNOWN_SCHEMES, openAdapter } from '../../hypervisors/index.js';
+import { loadAdapter } from '../../hypervisors/load.js';
 import { bridgeNameFor } from '../../hypervisors/libvirt/networks.js';
 import { renderDomainXml } from '../../hypervisors/libvirt/domain-xml.js';
 import { VmdrError, type HypervisorAdapter, type VmSpec } from '../../hypervisors/types.js';
@@ -337,6 +338,17 @@ describe('hypervisor registry', () => {
   it('opens the vSphere adapter for vsphere:// URIs, and refuses one with a password in it', async () => {
     assert.equal(openAdapter('vsphere://admin@vcenter/DC1').kind, 'vsphere');
     await rejectsWith(Promise.resolve().then(() => openAdapter('vsphere://admin:secret@vcenter/DC1')), 'VSPHERE_URI_INVALID');
+  });
+
+  it('loads, for what the site connections open, the adapter openAdapter gives, and refuses the URIs it refuses', async () => {
+    for (const uri of ['qemu:///system', 'qemu+ssh://dr1.example/system', 'test:///default', 'vsphere://admin@vcenter/DC1']) {
+      const adapter = await loadAdapter(uri, { callTimeoutMs: 5_000 });
+      assert.equal(adapter.kind, openAdapter(uri).kind);
+      assert.equal(adapter.uri, uri);
+    }
+    const err = await rejectsWith(loadAdapter('foo://x'), 'UNKNOWN_HYPERVISOR_URI');
+    assert.match(err.message, /"foo:\/\/x"/);
+    await rejectsWith(loadAdapter('vsphere://admin:secret@vcenter/DC1'), 'VSPHERE_URI_INVALID');
   });
 
   it('reports a libvirt it cannot reach as HypervisorUnreachable, with a remedy', async () => {

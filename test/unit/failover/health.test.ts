@@ -15,6 +15,7 @@ import { openAdapter } from '../../../hypervisors/index.js';
 import { VmdrError, type HypervisorAdapter } from '../../../hypervisors/types.js';
 import { HealthSchema } from '../../../plugin/config/schema.js';
 import { waitUntilHealthy } from '../../../plugin/failover/health.js';
+import { waitForSerialLine } from '../../../plugin/failover/serial-health.js';
 import { freeLoopbackPort } from '../../../plugin/replication/sender/nbd-port.js';
 import { rejectsWith } from '../../helpers/assertions.js';
 
@@ -276,6 +277,29 @@ describe('failover health checks', () => {
       await appendFile(log, 'big-dr\n');
       const report = await waiting;
       assert.equal(report.checks.find((c) => c.check === 'serial')?.detail, 'VMDR-GUEST ready hostname=big-dr');
+    });
+
+    it('sees a line the guest prints during a quiet spell at once, not at the next look it would have made anyway', async () => {
+      const log = join(dir, 'console-quiet.log');
+      await writeFile(log, 'Booting...\n');
+      // Unless told of the write, it would look again only a second (watching) or pollMs (2 s) later.
+      const waiting = waitForSerialLine({ vm: 'quiet', file: log, pattern: /^VMDR-GUEST ready/, timeoutMs: 10_000, fromOffset: 'Booting...\n'.length, pollMs: 2_000 });
+      // Quiet long enough for the wait to have looked, found nothing new and gone to sleep.
+      await delay(400);
+      const printed = Date.now();
+      await appendFile(log, 'VMDR-GUEST ready hostname=quiet-dr\n');
+      const match = await waiting;
+      assert.equal(match.input, 'VMDR-GUEST ready hostname=quiet-dr');
+      assert.ok(Date.now() - printed < 500, `seen ${Date.now() - printed} ms after it was printed`);
+    });
+
+    it('reads a console file that appears only after the wait began', async () => {
+      const log = join(dir, 'console-late.log');
+      const waiting = waitUntilHealthy(adapter, RUNNING_VM, spec({ timeout: '10s', serial: '^VMDR-GUEST ready' }), { serialLog: log, serialFrom: 0 });
+      await delay(200);
+      await writeFile(log, 'VMDR-GUEST ready hostname=late-dr\n');
+      const report = await waiting;
+      assert.equal(report.checks.find((c) => c.check === 'serial')?.detail, 'VMDR-GUEST ready hostname=late-dr');
     });
 
     it('fails at the timeout quoting the console\'s last lines', async () => {
