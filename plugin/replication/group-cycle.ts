@@ -19,6 +19,7 @@ import type { SiteConnections } from '../sites/connections.js';
 import type { StateStore } from '../state/store.js';
 import { recordGroupCycleEnd, recordGroupCycleStart, type GroupCycleRow } from '../state/group-cycles.js';
 import { GroupCycleFailed, GroupMemberDown } from './errors.js';
+import { releaseHoldsBeforeCycle } from './left-holds.js';
 import type { ReceiverClient } from './sender/receiver-client.js';
 import { syncProtection, type SyncOptions, type SyncResult } from './sync.js';
 
@@ -57,6 +58,8 @@ export async function syncGroup(group: ConsistencyGroup, members: Protection[], 
   if (!tracker) throw new Unsupported('changed-block tracking', source.uri);
   const vms = members.map((p) => p.source.vm);
 
+  // A member a dead vmdr process left paused or frozen runs again before the group waits for it (left-holds.ts).
+  const released = await releaseHoldsBeforeCycle(tracker);
   const instant = `${group.name}@${Date.now()}`;
   const run = recordGroupCycleStart(deps.state, { group: group.name, instant, consistency: group.consistency, members: members.map((p) => p.name) });
   try {
@@ -80,7 +83,7 @@ export async function syncGroup(group: ConsistencyGroup, members: Protection[], 
   );
   // A member that fails before it reaches the window: the others are let go, uncaptured.
   const firstFailure = Promise.race(runs.map((r) => r.then(() => new Promise<never>(() => undefined), (err: unknown) => err)));
-  const warnings: string[] = [];
+  const warnings: string[] = [...released];
   let windowMs: number | undefined;
   const cameFirst = await Promise.race([arrived.then(() => undefined), firstFailure]);
   if (cameFirst !== undefined) {
