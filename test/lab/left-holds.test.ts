@@ -124,7 +124,9 @@ describe('a VM vmdr paused or froze is released when vmdr dies inside the window
       assert.ok(e.heldMs > 0 && e.heldMs < PAUSE_TIMEOUT_MS + 5_000, `held ${e.heldMs} ms`);
       assert.equal(await state(vm), 'running');
     }
-    assert.ok(Date.now() - killed.at < PAUSE_TIMEOUT_MS + 5_000, `released ${Date.now() - killed.at} ms after the kill`);
+    const tookMs = Date.now() - killed.at;
+    console.log(`      both members running again ${tookMs} ms after the kill`);
+    assert.ok(tookMs < PAUSE_TIMEOUT_MS + 5_000, `released ${tookMs} ms after the kill`);
     const lines = sourceServe.events.filter((e) => e.event === 'hold-released');
     assert.equal(lines.length, 2, JSON.stringify(lines));
   });
@@ -167,7 +169,7 @@ describe('a VM vmdr paused or froze is released when vmdr dies inside the window
       await new HoldRecords(URI).record(b!.name, 'freeze', 1);
       const failed = await holdEvent(b!, (x) => x.event === 'hold-release-failed', 10_000);
       assert.deepEqual([failed.kind, failed.action, failed.left], ['freeze', 'failed', 'deadline-passed']);
-      assert.match(failed.detail!, /is paused: its guest agent cannot thaw it until it runs; `virsh -c qemu:\/\/\/system domfsthaw /);
+      assert.equal(failed.detail, `VM "${b!.name}" is paused: its guest agent cannot thaw it until it runs`);
       const status = await vmdr('status');
       assert.equal(status.code, 0, status.stderr);
       assert.match(status.stdout, new RegExp(`^ALERT: VM "${b!.name}" \\(site prod\\) has been frozen by vmdr since \\S+, \\d+ s past its deadline; holder: vmdr process ${process.pid}: `, 'm'));
