@@ -413,6 +413,38 @@ export interface VmPause {
   resume(): Promise<Map<string, { pausedMs: number; error?: string }>>;
 }
 
+/**
+ * A VM vmdr holds for a capture's instant (paused by pauseVms, or its guest's filesystems frozen by
+ * freezeGuests), as the adapter recorded it on this host before the hold and removes it after the
+ * release: a record a holder that died (kill -9, OOM) leaves behind is how another vmdr process
+ * knows to release the VM. Records live where a reboot forgets them (libvirt: /run/vmdr/holds).
+ */
+export interface Hold {
+  vm: string;
+  kind: 'pause' | 'freeze';
+  /** The vmdr process holding it: its pid and when it started (a pid reused by another process is not the holder). */
+  holder: { pid: number; startedAt: string };
+  since: Date;
+  /** By then the holder has released it in every path (its pause or freeze bound, then its window's). */
+  deadline: Date;
+  /** Why anyone may release it now: its holder is gone (ended, or its pid is another process's), or its deadline passed. */
+  left?: 'holder-gone' | 'deadline-passed';
+}
+
+/** What releasing a left hold did (ChangeTracker.releaseLeftHolds). */
+export interface ReleasedHold extends Hold {
+  left: NonNullable<Hold['left']>;
+  /**
+   * resumed / thawed: the VM was still held and is released now; none: it was not held any more
+   * (running, thawed, shut off, gone) or is paused for another reason than vmdr's (`detail` says),
+   * and is left as it is; failed: it could not be released (`detail`), its record stays for the next try.
+   */
+  action: 'resumed' | 'thawed' | 'none' | 'failed';
+  detail?: string;
+  /** From the hold's start to this release. */
+  heldMs: number;
+}
+
 /** Changed-block tracking where the hypervisor has it (QEMU dirty bitmaps; VMware CBT). */
 export interface ChangeTracker {
   listCheckpoints(vm: string): Promise<Checkpoint[]>;
@@ -444,6 +476,18 @@ export interface ChangeTracker {
   freezeGuests(vms: string[], options: QuiesceOptions): Promise<GuestFreeze>;
   /** Pauses these running VMs at once (see VmPause); never throws. The caller captures, then resumes, in every path. */
   pauseVms(vms: string[], options: QuiesceOptions): Promise<VmPause>;
+  /**
+   * The holds (see Hold) vmdr processes have on this host's VMs now, each saying whether it is
+   * left. Reads this host's records only: works on an adapter that is not connected.
+   */
+  holds(): Promise<Hold[]>;
+  /**
+   * Releases the left holds (of `vms`, or of every VM): a VM still paused by a pause (libvirt's
+   * reason "paused by user") is resumed, a guest still frozen is thawed; a VM paused for another
+   * reason is left paused. Never throws for one hold: its failure is its answer, and its record
+   * stays for the next try. Concurrent calls release each hold once.
+   */
+  releaseLeftHolds(vms?: string[]): Promise<ReleasedHold[]>;
 }
 
 /** How an adapter talks to its hypervisor, from the site's config. */

@@ -9,10 +9,12 @@
  * checkpoint, are tracked by transient bitmaps (transient-bitmaps.ts); a disk without a bitmap of
  * `since` is read whole or by hashes, alone (incremental-disks.ts). With `quiesce`, the guest's
  * filesystems are frozen for the backup's begin, the instant of the checkpoint (guest-freeze.ts).
+ * Every pause and freeze is recorded first (hold-records.ts): a VM whose holder died is released
+ * by the next vmdr process that looks (left-holds.ts).
  */
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob, GuestFreeze, QuiesceOptions, QuiesceResult, VmPause } from '../types.js';
+import type { BackupExport, BackupOptions, BackupSession, Checkpoint, ChangeTracker, EndedBackupJob, GuestFreeze, Hold, QuiesceOptions, QuiesceResult, ReleasedHold, VmPause } from '../types.js';
 import { CheckpointBitmapBroken, HypervisorOperationFailed, NotManagedByVmdr, VmdrError } from '../errors.js';
 import { VIR_DOMAIN_BACKUP_BEGIN, VIR_ERR } from './api/codes.js';
 import { abortJob, endLeftoverBackup, markInUse, SCRATCH_DIR_PREFIX, scratchFileName } from './backup-jobs.js';
@@ -20,6 +22,8 @@ import type { LibvirtConnection } from './connection.js';
 import { libvirtCode } from './errors.js';
 import { checkpointDisks, readsFrom, type BackupDisk, type DiskRead } from './incremental-disks.js';
 import { freezeGuests } from './guest-freeze.js';
+import { HoldRecords } from './hold-records.js';
+import { releaseLeftHolds } from './left-holds.js';
 import { pauseVms } from './vm-pause.js';
 import { exportImagesOffline, hasUsableBitmap } from './offline-export.js';
 import { makeScratchImages } from './scratch-images.js';
@@ -34,7 +38,12 @@ function bitmapBroken(err: unknown): boolean {
 }
 
 export class LibvirtChangeTracker implements ChangeTracker {
-  constructor(private readonly conn: LibvirtConnection) {}
+  /** The test driver's VMs live and die with this process: nothing outlives a hold there. */
+  private readonly records: HoldRecords | undefined;
+
+  constructor(private readonly conn: LibvirtConnection) {
+    this.records = conn.uri.startsWith('test:') ? undefined : new HoldRecords(conn.uri);
+  }
 
   private get uri(): string {
     return this.conn.uri;
@@ -184,11 +193,19 @@ export class LibvirtChangeTracker implements ChangeTracker {
   }
 
   freezeGuests(vms: string[], options: QuiesceOptions): Promise<GuestFreeze> {
-    return freezeGuests(this.conn, vms, options);
+    return freezeGuests(this.conn, vms, options, this.records);
   }
 
   pauseVms(vms: string[], options: QuiesceOptions): Promise<VmPause> {
-    return pauseVms(this.conn, vms, options);
+    return pauseVms(this.conn, vms, options, this.records);
+  }
+
+  async holds(): Promise<Hold[]> {
+    return ((await this.records?.list()) ?? []).map(({ file: _, ...hold }) => hold);
+  }
+
+  async releaseLeftHolds(vms?: string[]): Promise<ReleasedHold[]> {
+    return this.records ? releaseLeftHolds(this.conn, this.records, vms) : [];
   }
 
   /**

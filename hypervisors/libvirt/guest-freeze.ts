@@ -5,26 +5,32 @@
  * in time is given up, but the guest may still freeze once its agent gets to it (its fsfreeze
  * hooks run first), so every VM whose freeze was asked is thawed, frozen or not, and the thaw is
  * asked again until it answers or three times the bound has passed. A guest left frozen beyond
- * that is thawed by the next freeze's failure (qemu-ga refuses a freeze while frozen), or by hand.
+ * that keeps the record of its hold (hold-records.ts), as does one whose process died while it was
+ * frozen: another vmdr process thaws it (left-holds.ts). The next freeze's failure thaws it too
+ * (qemu-ga refuses a freeze while frozen).
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { GuestFreeze, QuiesceIssue, QuiesceOptions, QuiesceResult } from '../types.js';
 import { GuestAgentUnavailable, VmdrError } from '../errors.js';
+import { failpoint } from '../failpoints.js';
 import { VIR_ERR } from './api/codes.js';
 import type { LibvirtConnection } from './connection.js';
 import { libvirtCode } from './errors.js';
+import { HoldUnrecorded, type HoldRecords } from './hold-records.js';
 import { powerStateOf } from './power-states.js';
 
 /** Attempts at the thaw, each bounded like the freeze, within this many times the bound. */
 const THAW_BUDGET = 3;
 const THAW_RETRY_PAUSE_MS = 200;
 
-type Asked = { vm: string; askedAt: number; frozen: boolean; issue?: QuiesceIssue; thaw: boolean };
+type Asked = { vm: string; askedAt: number; frozen: boolean; issue?: QuiesceIssue; thaw: boolean; unrecord?: () => Promise<void> };
 
-export async function freezeGuests(conn: LibvirtConnection, vms: string[], options: QuiesceOptions): Promise<GuestFreeze> {
+export async function freezeGuests(conn: LibvirtConnection, vms: string[], options: QuiesceOptions, records?: HoldRecords): Promise<GuestFreeze> {
   // libvirt counts whole seconds, and 0 would mean "do not wait".
   const seconds = Math.max(1, Math.ceil(options.timeoutMs / 1000));
-  const asked = await Promise.all(vms.map((vm) => freezeOne(conn, vm, seconds)));
+  const asked = await Promise.all(vms.map((vm) => freezeOne(conn, vm, seconds, records)));
+  // The crash tests' moment: this process dies holding its guests frozen.
+  if (asked.some((a) => a.frozen)) failpoint('guests-frozen');
   let thawing: Promise<Map<string, QuiesceResult>> | undefined;
   return {
     frozen: asked.filter((a) => a.frozen).map((a) => a.vm),
@@ -32,22 +38,26 @@ export async function freezeGuests(conn: LibvirtConnection, vms: string[], optio
   };
 }
 
-async function freezeOne(conn: LibvirtConnection, vm: string, seconds: number): Promise<Asked> {
+async function freezeOne(conn: LibvirtConnection, vm: string, seconds: number, records: HoldRecords | undefined): Promise<Asked> {
   const askedAt = Date.now();
+  let unrecord: (() => Promise<void>) | undefined;
   try {
     // A paused guest's agent cannot answer: asking would only wait out the timeout, then the thaw's.
     const state = powerStateOf(await conn.call({ operation: 'read VM state', vm }, 'domainState', vm));
     if (state !== 'running') {
       return { vm, askedAt, frozen: false, thaw: false, issue: { code: 'vm-not-running', message: `VM ${JSON.stringify(vm)} is ${state}: no guest runs to freeze` } };
     }
+    // Released by the holder within the freeze's bound and then the window's (the caller's).
+    unrecord = await records?.record(vm, 'freeze', 2 * seconds * 1000);
     await agentCall(conn, vm, 'freeze', seconds);
-    return { vm, askedAt, frozen: true, thaw: true };
+    return { vm, askedAt, frozen: true, thaw: true, ...(unrecord ? { unrecord } : {}) };
   } catch (err) {
     const issue = freezeIssue(conn, vm, err, seconds, Date.now() - askedAt);
     // A freeze that reached an agent may still take effect; one that reached none (no channel, no
-    // agent connected to it, no guest running) cannot.
-    const thaw = issue.code === 'freeze-timed-out' || issue.code === 'freeze-failed';
-    return { vm, askedAt, frozen: false, issue, thaw };
+    // agent connected to it, no guest running, no record of it) cannot.
+    const thaw = (issue.code === 'freeze-timed-out' || issue.code === 'freeze-failed') && !(err instanceof HoldUnrecorded);
+    if (!thaw) await unrecord?.();
+    return { vm, askedAt, frozen: false, issue, thaw, ...(thaw && unrecord ? { unrecord } : {}) };
   }
 }
 
@@ -62,10 +72,12 @@ async function thawOne(conn: LibvirtConnection, asked: Asked, seconds: number): 
     try {
       await agentCall(conn, asked.vm, 'thaw', seconds);
       const window = { freezeWindowMs: Date.now() - asked.askedAt };
+      await asked.unrecord?.();
       return asked.frozen ? { consistency: 'application', ...window } : { ...crash(asked.issue!), ...window };
     } catch (err) {
       // A VM that stopped, or lost its agent channel, holds no frozen filesystem any more.
       if (err instanceof VmdrError && (err.code === 'INVALID_POWER_STATE' || err.code === 'VM_NOT_FOUND' || (err instanceof GuestAgentUnavailable && err.reason === 'not-configured'))) {
+        await asked.unrecord?.();
         return asked.frozen ? { consistency: 'application' } : crash(asked.issue!);
       }
       if (Date.now() + THAW_RETRY_PAUSE_MS < deadline) {

@@ -15,6 +15,7 @@ import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
 import type { ConsistencyGroup, Protection } from '../config/schema.js';
 import type { SiteConnections } from '../sites/connections.js';
 import type { StateStore } from '../state/store.js';
+import { releaseHoldsBeforeCycle } from './left-holds.js';
 import type { ReceiverClient } from './sender/receiver-client.js';
 import { syncProtection, type SyncOptions, type SyncResult } from './sync.js';
 
@@ -83,6 +84,8 @@ export class HostMembers implements GroupHost {
   #closed: ReturnType<Hold['close']> | undefined;
   #begun: Map<Arrival, Begun> | undefined;
   #expiry: NodeJS.Timeout | undefined;
+  /** What releasing left holds on this host said, once per cycle; reported with the release's warnings. */
+  #released: string[] | undefined;
 
   constructor(
     readonly group: ConsistencyGroup,
@@ -95,7 +98,12 @@ export class HostMembers implements GroupHost {
     private readonly label = `site "${site}"`,
   ) {}
 
-  down(): Promise<MemberDown[]> {
+  async down(): Promise<MemberDown[]> {
+    // A member a dead vmdr process left paused or frozen runs again before the group looks at it (left-holds.ts).
+    if (!this.#released) {
+      const tracker = (await this.deps.sites.adapter(this.site)).changeTracker;
+      this.#released = tracker ? await releaseHoldsBeforeCycle(tracker) : [];
+    }
     return membersDown(this.deps.sites, this.site, this.members);
   }
 
@@ -154,7 +162,7 @@ export class HostMembers implements GroupHost {
 
   async release(): Promise<string[]> {
     const closed = await this.#release();
-    const warnings: string[] = [];
+    const warnings: string[] = [...(this.#released ?? [])];
     for (const c of closed.values()) if ('error' in c && c.error) warnings.push(c.error);
     return warnings;
   }

@@ -26,6 +26,7 @@ import { DeltaStreamEncoder } from './stream/encode.js';
 import { startPackWorkersFor } from './stream/pack-pool.js';
 import type { StreamHeader } from './stream/format.js';
 import { failpoint } from './replica/failpoints.js';
+import { releaseHoldsBeforeCycle } from './left-holds.js';
 import { newCheckpointName, pruneCheckpoints } from './sender/checkpoints.js';
 import { holdSource, sourceKey } from './source-lock.js';
 import { freeLoopbackPort } from './sender/nbd-port.js';
@@ -99,7 +100,8 @@ export async function syncProtection(
   onProgress?.({ phase: 'prepare', unit: 'steps', done: 0, total: 1, detail: 'checkpoint and backup job' });
   // After an offline cycle the VM may have started: ask again.
   const previous = options.previous?.warnings.length === 0 && !options.previous.offline && !options.full ? options.previous : undefined;
-  const warnings: string[] = [];
+  // VMs a dead vmdr process left paused or frozen run again before this cycle holds any (left-holds.ts).
+  const warnings: string[] = previous ? [] : await releaseHoldsBeforeCycle(tracker);
   // Another VM under the source's name is refused here, before anything is captured. A loop's
   // next cycle needs no new look: a replaced VM lacks the checkpoint, and that cycle fails.
   const [latest, sourceVm] = previous

@@ -10,6 +10,7 @@ import { daemonMetricsRoute } from '../../plugin/metrics/route.js';
 import { Notifier } from '../../plugin/notifications/notifier.js';
 import { cycleInterval, replicateContinuously, type CycleReport } from '../../plugin/replication/continuous.js';
 import { ReplicationLag } from '../../plugin/replication/lag.js';
+import { sourceSitesHere, sweepLeftHolds } from '../../plugin/replication/left-holds.js';
 import { ReplicationLoops } from '../../plugin/replication/loops.js';
 import { RpoMonitor } from '../../plugin/replication/rpo-monitor.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
@@ -17,6 +18,7 @@ import { receiverFor } from '../../plugin/replication/sender/connect.js';
 import { SourceFences } from '../../plugin/sites/source-fences.js';
 import { SourceGuard } from '../../plugin/sites/source-guard.js';
 import { describeSync, reportCycle, sayer, type Say } from '../cli/cycles.js';
+import { reportRelease, reportSweepFailure } from '../cli/holds.js';
 import { reportGuard } from '../cli/source-guard.js';
 import { stepLog } from '../cli/progress.js';
 import { run } from '../cli/report.js';
@@ -168,6 +170,8 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   watcher = argv.watch && argv.receive ? await startWatch({ config, file, sites, state, notifier: watch.notifier }, site, say) : undefined;
   // A daemon of a DR site alone has no source VM to sync: the control socket is a source site's.
   const servesSources = !site || config.protections.some((p) => p.source.site === site);
+  // A VM a dead vmdr process left paused or frozen here runs again within seconds (left-holds.ts).
+  const sweeping = servesSources ? sweepLeftHolds(sites, () => sourceSitesHere(config, site), { signal: stop.signal, onRelease: (r) => reportRelease(say, r), onWarning: (s, e) => reportSweepFailure(say, s, e) }) : undefined;
   // Whether or not it replicates, a source site's daemon asks first whether its sources are failed
   // over, and keeps asking: a failed-over source is fenced before anything else runs it here.
   guard = servesSources ? new SourceGuard({ config, file, sites, fences, onReport: (p, r) => reportGuard(say, p, r) }) : undefined;
@@ -188,6 +192,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   await api?.close();
   await loops.stopAll();
   await guarding;
+  await sweeping;
   await watch.notifier.idle();
   await Promise.allSettled(receivers.map((r) => r.close()));
   say({ event: 'stopped' }, 'vmdr serve: stopped');

@@ -1,4 +1,5 @@
 import { protectionStatus, type ProtectionStatus } from '../../plugin/protections/status.js';
+import { describeOverdue, overdueHolds, sourceSitesHere } from '../../plugin/replication/left-holds.js';
 import { formatBytes } from '../cli/progress.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import type { Argv } from 'yargs';
@@ -22,7 +23,11 @@ export const statusCommand: CommandBody<StatusOptions> = {
           server.close();
         }
       }
-      await withReplicationContext(argv.config, async ({ file, config, sites, state }) => printStatus(await protectionStatus({ config, file, sites, state }), file, argv.json));
+      await withReplicationContext(argv.config, async ({ file, config, sites, state }) => {
+        printStatus(await protectionStatus({ config, file, sites, state }), file, argv.json);
+        // Holds are this host's records: a VM vmdr kept paused or frozen past its deadline needs a person.
+        for (const h of await overdueHolds(sites, sourceSitesHere(config))) (argv.json ? process.stderr : process.stdout).write(`${describeOverdue(h)}\n`);
+      });
     }),
 };
 

@@ -254,6 +254,16 @@ export const procedures = {
     return withDomain(conn, ref, stateOf);
   },
 
+  /** The state and libvirt's reason for it (a paused VM's: VIR_DOMAIN_PAUSED). */
+  domainStateReason(conn: Handle, ref: DomainRef): { state: number; reason: number } {
+    return withDomain(conn, ref, (dom) => {
+      const state = [0];
+      const reason = [0];
+      rc('virDomainGetState', libvirt().virDomainGetState(dom, state, reason, 0));
+      return { state: state[0]!, reason: reason[0]! };
+    });
+  },
+
   domainXml(conn: Handle, ref: DomainRef, flags: number): string {
     return withDomain(conn, ref, (dom) => ok('virDomainGetXMLDesc', libvirt().virDomainGetXMLDesc(dom, flags) as string));
   },

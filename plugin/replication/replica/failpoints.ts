@@ -1,21 +1,2 @@
-/**
- * Crash injection for the crash-recovery tests: VMDR_FAILPOINT=<name>[@<n>] kills this process
- * with SIGKILL (as kill -9 would, no exit handlers) the n-th time (default first) it passes <name>.
- * With `:stop` (<name>[@<n>]:stop) it stops itself with SIGSTOP instead, the n-th time and every
- * time after, until the test sends SIGCONT: a test lines up an outside event (a daemon restart)
- * with that exact moment of the process.
- */
-const hits = new Map<string, number>();
-
-export function failpoint(name: string): void {
-  const spec = process.env['VMDR_FAILPOINT'];
-  if (!spec) return;
-  const [point = '', action] = spec.split(':');
-  const [wanted, nth] = point.split('@');
-  if (wanted !== name) return;
-  const count = (hits.get(name) ?? 0) + 1;
-  hits.set(name, count);
-  if (action === 'stop') {
-    if (count >= Number(nth ?? 1)) process.kill(process.pid, 'SIGSTOP');
-  } else if (count === Number(nth ?? 1)) process.kill(process.pid, 'SIGKILL');
-}
+/** The crash tests' failpoints live beside the adapters, which hold VMs and so have points of their own. */
+export { failpoint } from '../../../hypervisors/failpoints.js';

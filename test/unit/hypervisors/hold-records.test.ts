@@ -1,0 +1,95 @@
+/**
+ * The records of VMs held (paused, frozen) by vmdr processes, on real files: what another vmdr
+ * process reads to know whether a hold is left. A hold is left when its holder is gone (ended, or
+ * its pid now another process's: pid reuse) or its deadline passed; a live holder's is not. Files
+ * are 0600 in a 0700 directory; another URI's records are not this host's.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HoldRecords } from '../../../hypervisors/libvirt/hold-records.js';
+
+const URI = 'qemu:///system';
+
+describe('hold records (the files a dead holder leaves)', () => {
+  let base: string;
+  let dir: string;
+  beforeEach(async () => {
+    base = await mkdtemp(join(tmpdir(), 'test-holds-'));
+    dir = join(base, 'holds');
+  });
+  afterEach(() => rm(base, { recursive: true, force: true }));
+
+  const only = async (records: HoldRecords) => {
+    const list = await records.list();
+    assert.equal(list.length, 1, JSON.stringify(list));
+    return list[0]!;
+  };
+  /** Rewrites the one record's stored fields. */
+  const edit = async (change: Record<string, unknown>) => {
+    const [name] = (await readdir(dir)).filter((n) => !n.endsWith('.new'));
+    const file = join(dir, name!);
+    await writeFile(file, JSON.stringify({ ...(JSON.parse(await readFile(file, 'utf8')) as object), ...change }));
+  };
+
+  it('a live holder within its deadline: recorded (0600 in 0700), not left; removed after the release', async () => {
+    const records = new HoldRecords(URI, dir);
+    const before = Date.now();
+    const remove = await records.record('test-vm', 'pause', 60_000);
+    assert.equal((await stat(dir)).mode & 0o777, 0o700);
+    const [name] = await readdir(dir);
+    assert.equal((await stat(join(dir, name!))).mode & 0o777, 0o600);
+    const hold = await only(records);
+    assert.equal(hold.vm, 'test-vm');
+    assert.equal(hold.kind, 'pause');
+    assert.equal(hold.holder.pid, process.pid);
+    assert.equal(hold.left, undefined);
+    assert.ok(hold.since.getTime() >= before && hold.deadline.getTime() === hold.since.getTime() + 60_000);
+    // Where the process started, to the second the kernel's ticks allow.
+    assert.ok(Math.abs(new Date(hold.holder.startedAt).getTime() - (Date.now() - process.uptime() * 1000)) < 5_000, hold.holder.startedAt);
+    await remove();
+    assert.deepEqual(await records.list(), []);
+  });
+
+  it('a record whose pid lives but started at another time (pid reuse) is left: holder-gone', async () => {
+    const records = new HoldRecords(URI, dir);
+    await records.record('test-vm', 'freeze', 60_000);
+    await edit({ pidStart: '1' });
+    assert.equal((await only(records)).left, 'holder-gone');
+  });
+
+  it('a record whose process ended is left: holder-gone', async () => {
+    const child = spawn(process.execPath, ['-e', '0']);
+    await new Promise((resolve) => child.once('exit', resolve));
+    const records = new HoldRecords(URI, dir);
+    await records.record('test-vm', 'pause', 60_000);
+    await edit({ pid: child.pid });
+    assert.equal((await only(records)).left, 'holder-gone');
+  });
+
+  it('a live holder past its deadline is left: deadline-passed', async () => {
+    const records = new HoldRecords(URI, dir);
+    await records.record('test-vm', 'pause', 1);
+    await sleep(5);
+    assert.equal((await only(records)).left, 'deadline-passed');
+  });
+
+  it("another hypervisor URI's records are not listed, and no directory is no hold", async () => {
+    assert.deepEqual(await new HoldRecords(URI, dir).list(), []);
+    await new HoldRecords('qemu+ssh://other/system', dir).record('test-vm', 'pause', 60_000);
+    assert.deepEqual(await new HoldRecords(URI, dir).list(), []);
+    assert.equal((await new HoldRecords('qemu+ssh://other/system', dir).list()).length, 1);
+  });
+
+  it('a directory that cannot be made: the hold is refused with HOLD_UNRECORDED', async () => {
+    await writeFile(join(base, 'file'), '');
+    await assert.rejects(new HoldRecords(URI, join(base, 'file', 'holds')).record('test-vm', 'pause', 1_000), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'HOLD_UNRECORDED');
+      assert.match(err.message, /^VM "test-vm" was not held: its hold could not be recorded in /);
+      return true;
+    });
+  });
+});
