@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import { durationBetween } from './duration.js';
-import type { Config } from './schema.js';
+import type { Config, ConsistencyGroup, Protection } from './schema.js';
 
 /** The entry's shape; `name` is the config's name schema (passed in: schema.ts imports this file). */
 export function consistencyGroupSchema(name: z.ZodString) {
@@ -51,4 +51,15 @@ export function checkConsistencyGroups(config: Config, issue: (path: (string | n
     const targets = [...new Set(members.map((p) => p.target.site))];
     if (targets.length > 1) issue(['consistencyGroups', g, 'protections'], `the members of group "${group.name}" go to DR sites ${targets.map((s) => `"${s}"`).join(', ')}: a consistency group's members must go to one DR site`);
   });
+}
+
+/**
+ * The source site whose `vmdr serve` runs the group's loop: that of the group's FIRST listed
+ * member. One rule every host applies alike, so exactly one daemon runs a group's cycles, even
+ * once a group's members span several source sites.
+ */
+export function coordinatorSite(group: ConsistencyGroup, protections: readonly Protection[]): string {
+  const first = protections.find((p) => p.name === group.protections[0]);
+  if (!first) throw new Error(`consistency group "${group.name}": its first member "${group.protections[0]}" is not a protection (the config check refuses this)`);
+  return first.source.site;
 }

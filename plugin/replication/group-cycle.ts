@@ -97,7 +97,8 @@ export async function syncGroup(group: ConsistencyGroup, members: Protection[], 
       : { protection: members[i]!.name, error: errorOf(s.reason) },
   );
   if (outcome.some((m) => m.error)) {
-    const err = new GroupCycleFailed(group.name, outcome, windowMs);
+    const causes = new Map(settled.flatMap((s, i) => (s.status === 'rejected' ? [[members[i]!.name, s.reason as unknown] as const] : [])));
+    const err = new GroupCycleFailed(group.name, outcome, windowMs, causes);
     recordGroupCycleEnd(deps.state, run, { outcome: 'failed', ...(windowMs !== undefined ? { windowMs } : {}), members: outcome, error: { code: err.code, message: err.message } });
     throw err;
   }
