@@ -11,6 +11,7 @@
  */
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { ConsistencyGroup, Protection } from '../config/schema.js';
+import { rebuildError } from '../sites/ndjson.js';
 import { runLoop, type LoopOptions } from './continuous.js';
 import { GroupCycleFailed } from './errors.js';
 import { syncGroup, type GroupCycleResult, type GroupDeps } from './group-cycle.js';
@@ -45,7 +46,14 @@ export async function replicateGroupContinuously(
         }
       },
       causes: async (error) => {
-        if (error instanceof GroupCycleFailed) return members.flatMap((p) => (error.causes.has(p.name) ? [{ protection: p, error: error.causes.get(p.name) }] : []));
+        if (error instanceof GroupCycleFailed) {
+          return members.flatMap((p) => {
+            // Where only its code and words are known (a member shipped by another host), they are rebuilt.
+            const said = error.members.find((m) => m.protection === p.name)?.error;
+            const cause = error.causes.get(p.name) ?? (said && rebuildError(said, true));
+            return cause ? [{ protection: p, error: cause }] : [];
+          });
+        }
         if (!(error instanceof VmdrError && error.code === 'GROUP_MEMBER_DOWN')) return [];
         // A failover stops (fences) its source: the member is down because it is failed over?
         const asked = await Promise.all(
