@@ -1,5 +1,6 @@
 /**
- * The lock that serializes changes to one config file: flock(2) on a lock file beside it. The
+ * The lock that serializes changes to one config file: flock(2) on a lock file beside it (and
+ * takeFileLock, the same for anything else held across processes: a consistency group's cycle). The
  * kernel drops the lock when its holder dies, so a crashed `vmdr tenant create` never leaves a
  * stale lock for an operator to clean up (an O_EXCL lock file would). flock, not fcntl: two
  * opens in one process (the daemon's API serving two requests) exclude each other too.
@@ -29,14 +30,32 @@ export interface HeldLock {
  * then fails with ConfigLocked naming the holder (the pid it wrote into the file).
  */
 export async function lockConfig(configFile: string, lockFile: string, timeoutMs: number): Promise<HeldLock> {
+  return takeFileLock(lockFile, { timeoutMs }, {
+    cannotOpen: (err) => new ConfigNotWritable(configFile, `cannot open its lock file ${lockFile}: ${err.code ?? err.message}`, err),
+    cannotLock: (detail) => new ConfigNotWritable(configFile, `cannot lock its lock file (${detail})`),
+    busy: (holder) => new ConfigLocked(configFile, lockFile, holder, timeoutMs),
+  });
+}
+
+/**
+ * The exclusive flock of `lockFile` (created 0600 when missing), for any one thing held across
+ * processes: waits up to `timeoutMs` (or until `signal` aborts), asking again every `retryMs`,
+ * then throws `busy` with the holder's pid (which each holder writes into the file).
+ */
+export async function takeFileLock(
+  lockFile: string,
+  wait: { timeoutMs: number; retryMs?: number; signal?: AbortSignal },
+  errors: { cannotOpen(err: NodeJS.ErrnoException): Error; cannotLock(detail: string): Error; busy(holder: string | undefined): Error },
+): Promise<HeldLock> {
   const handle = await open(lockFile, 'a+', 0o600).catch((err: NodeJS.ErrnoException) => {
-    throw new ConfigNotWritable(configFile, `cannot open its lock file ${lockFile}: ${err.code ?? err.message}`, err);
+    throw errors.cannotOpen(err);
   });
   try {
-    const deadline = Date.now() + timeoutMs;
-    while (!tryLock(configFile, handle)) {
-      if (Date.now() >= deadline) throw new ConfigLocked(configFile, lockFile, await holderOf(handle), timeoutMs);
-      await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+    const deadline = Date.now() + wait.timeoutMs;
+    while (!tryLock(handle, errors.cannotLock)) {
+      wait.signal?.throwIfAborted();
+      if (Date.now() >= deadline) throw errors.busy(await holderOf(handle));
+      await new Promise((resolve) => setTimeout(resolve, wait.retryMs ?? RETRY_MS));
     }
     // Who holds it, for the next one's error: the file is ours to rewrite while we hold the lock.
     await handle.truncate(0);
@@ -58,12 +77,12 @@ export async function lockConfig(configFile: string, lockFile: string, timeoutMs
   };
 }
 
-function tryLock(configFile: string, handle: FileHandle): boolean {
+function tryLock(handle: FileHandle, cannotLock: (detail: string) => Error): boolean {
   if (flockCall()(handle.fd, LOCK_EX | LOCK_NB) === 0) return true;
   const errno = koffi.errno();
   const { EWOULDBLOCK, EAGAIN, EINTR } = koffi.os.errno;
   if (errno === EWOULDBLOCK || errno === EAGAIN || errno === EINTR) return false;
-  throw new ConfigNotWritable(configFile, `cannot lock its lock file (flock: errno ${errno})`);
+  throw cannotLock(`flock: errno ${errno}`);
 }
 
 async function holderOf(handle: FileHandle): Promise<string | undefined> {

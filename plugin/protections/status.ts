@@ -21,10 +21,16 @@
  *
  * A source VM a failover fenced (plugin/sites/fence.ts) is shown so, from its own labels: that is
  * known on the source's site even when the DR site, which holds the role, cannot be reached.
+ *
+ * A consistency group's member carries its group's status: the newest group point (from the
+ * members' points, as failover reads them), the last group cycle this host ran (its history: the
+ * coordinating site's), the window of the last cycle that paused its members, the oldest member's lag.
  */
 import type { PowerState, VmInfo } from '../../hypervisors/types.js';
 import { VmdrError } from '../../hypervisors/errors.js';
-import type { Config, Protection } from '../config/schema.js';
+import type { Config, ConsistencyGroup, Protection } from '../config/schema.js';
+import { groupPoints } from '../replication/group-points.js';
+import { groupCycles } from '../state/group-cycles.js';
 import type { RecoveryPoint, ReplicaSpace } from '../replication/replica/store.js';
 import type { SiteConnections } from '../sites/connections.js';
 import { recoveryPointsAndSpace } from '../replication/points.js';
@@ -76,6 +82,29 @@ export interface ProtectionStatus {
   sourceIdentity: SourceIdentityStatus;
   /** The watch on the source (null: not watched): its last state from this host's state file (null before the DR site's first beat, or on another host). */
   watch: { policy: string; plan: string | null; state: WatchState | null; since: string | null; detail: string | null } | null;
+  /** The consistency group the protection is a member of (null: none), the same for each member. */
+  consistencyGroup: GroupStatus | null;
+}
+
+/** A consistency group as `vmdr status` shows it (the API's `groups`). */
+export interface GroupStatus {
+  group: string;
+  members: string[];
+  consistency: 'crash' | 'application';
+  /**
+   * The newest group point (every member has a committed point of its instant): its id (what
+   * `--point` names), its time (its members' newest) and age; null before the first, or where a
+   * member's points cannot be read.
+   */
+  lastGroupPoint: { id: string; time: string; ageSeconds: number } | null;
+  /** The newest group cycle this host ran that ended (the coordinating site's history); null where none. */
+  lastCycle: { instant: string; outcome: 'committed' | 'failed'; startedAt: string; endedAt: string | null; windowMs: number | null; error: string | null } | null;
+  /** A group cycle runs on this host now. */
+  cycleRunning: boolean;
+  /** How long the members were paused (frozen) in the last cycle that opened its window; null before. */
+  windowMs: number | null;
+  /** The oldest member's lag (the largest): what a failover of the group now loses at most; null while a member has no point. */
+  lagSeconds: number | null;
 }
 
 /** The source VM against the identity (UUID) the DR site recorded for the protection's points. */
@@ -97,9 +126,13 @@ export async function protectionStatus(
   now = new Date(),
 ): Promise<ProtectionStatus[]> {
   const { config, sites, state } = ctx;
-  return Promise.all(
+  /** Each protection's points, where they could be read: what its group's points are made of. */
+  const pointsOf = new Map<string, RecoveryPoint[]>();
+  const rows: ProtectionStatus[] = await Promise.all(
     config.protections.map(async (p) => {
-      const { point: latest, problem, space } = await newestPoint(ctx, p);
+      const { points, problem, space } = await newestPoint(ctx, p);
+      if (points) pointsOf.set(p.name, points);
+      const latest = points?.at(-1);
       const lag = latest ? Math.max(0, (now.getTime() - latest.time.getTime()) / 1000) : null;
       const run = lastSyncRuns(state, p.name, 1)[0];
       const { role, failover } = roleHere(ctx, p, run);
@@ -136,9 +169,47 @@ export async function protectionStatus(
         drift: role === 'failed-over' || !source.info || !target.info ? null : targetDrift(source.info, target.info),
         sourceIdentity,
         watch: watchHere(config, state, p),
+        consistencyGroup: null,
       };
     }),
   );
+  for (const group of config.consistencyGroups) {
+    const status = groupStatus(group, rows, pointsOf, state, now);
+    for (const r of rows) if (group.protections.includes(r.protection)) r.consistencyGroup = status;
+  }
+  return rows;
+}
+
+/** The consistency groups of `rows` (their members' `consistencyGroup`), once each. */
+export function groupsOf(rows: readonly ProtectionStatus[]): GroupStatus[] {
+  return [...new Map(rows.flatMap((r) => (r.consistencyGroup ? [[r.consistencyGroup.group, r.consistencyGroup] as const] : []))).values()];
+}
+
+function groupStatus(group: ConsistencyGroup, rows: ProtectionStatus[], pointsOf: Map<string, RecoveryPoint[]>, state: StateStore, now: Date): GroupStatus {
+  const complete = group.protections.every((m) => pointsOf.has(m));
+  const newest = complete ? groupPoints(group, (m) => pointsOf.get(m)!).at(-1) : undefined;
+  const cycles = groupCycles(state, group.name, 20);
+  const ended = cycles.find((c) => c.outcome !== 'running');
+  const lags = group.protections.map((m) => rows.find((r) => r.protection === m)?.lagSeconds ?? null);
+  return {
+    group: group.name,
+    members: [...group.protections],
+    consistency: group.consistency,
+    lastGroupPoint: newest ? { id: newest.id, time: newest.time.toISOString(), ageSeconds: Math.max(0, (now.getTime() - newest.time.getTime()) / 1000) } : null,
+    lastCycle: ended
+      ? {
+          instant: ended.instant,
+          outcome: ended.outcome as 'committed' | 'failed',
+          startedAt: ended.startedAt.toISOString(),
+          endedAt: ended.endedAt?.toISOString() ?? null,
+          windowMs: ended.windowMs ?? null,
+          error: ended.error ? `${ended.error.code}: ${ended.error.message}` : null,
+        }
+      : null,
+    cycleRunning: cycles[0]?.outcome === 'running',
+    windowMs: cycles.find((c) => c.windowMs !== undefined)?.windowMs ?? null,
+    lagSeconds: lags.some((l) => l === null) ? null : Math.max(...(lags as number[])),
+  };
 }
 
 function watchHere(config: Config, state: StateStore, p: Protection): ProtectionStatus['watch'] {
@@ -203,11 +274,11 @@ async function readVm(site: string, vm: string, read: () => Promise<VmInfo>): Pr
   }
 }
 
-/** The newest point and the replica's space, or why they cannot be known (no storage configured, receiver unreachable). */
-async function newestPoint(ctx: Parameters<typeof recoveryPointsAndSpace>[0], p: Protection): Promise<{ point?: RecoveryPoint; problem?: string; space?: ReplicaSpace | null }> {
+/** The points (oldest first) and the replica's space, or why they cannot be known (no storage configured, receiver unreachable). */
+async function newestPoint(ctx: Parameters<typeof recoveryPointsAndSpace>[0], p: Protection): Promise<{ points?: RecoveryPoint[]; problem?: string; space?: ReplicaSpace | null }> {
   try {
     const { points, space } = await recoveryPointsAndSpace(ctx, p);
-    return { point: points.at(-1), space };
+    return { points, space };
   } catch (err) {
     if (err instanceof VmdrError) return { problem: err.message };
     throw err;

@@ -64,10 +64,22 @@ export class GroupCycleFailed extends VmdrError {
     group: string,
     readonly members: { protection: string; point?: string; error?: { code: string; message: string } }[],
     readonly windowMs?: number,
+    /** By member: the error it failed with, whole (a failed-over member's says by which failover). */
+    readonly causes: ReadonlyMap<string, unknown> = new Map(),
   ) {
     const failed = members.filter((m) => m.error);
     super('GROUP_CYCLE_FAILED', `consistency group "${group}": no group point: ${failed.map((m) => `member "${m.protection}" failed (${m.error!.message})`).join('; ')}${members.some((m) => m.point) ? `; ${members.filter((m) => m.point).map((m) => `"${m.protection}" committed ${m.point} alone`).join(', ')}` : ''}`, {
       subject: { group, protection: failed[0]?.protection },
+    });
+  }
+}
+
+/** Another cycle of the consistency group (the daemon's loop, or `vmdr sync --group`) held it longer than this one waited (group-lock.ts). */
+export class GroupCycleBusy extends VmdrError {
+  constructor(group: string, lockFile: string, holder: string | undefined, waitedMs: number) {
+    super('GROUP_CYCLE_BUSY', `consistency group "${group}": another cycle of the group runs${holder ? ` (process ${holder})` : ''}; waited ${Math.round(waitedMs / 1000)} s for it to end`, {
+      subject: { group, lockFile, holder },
+      remedy: 'vmdr serve runs the group\'s cycles by itself: its next group point comes without asking; or try again later',
     });
   }
 }

@@ -2,6 +2,7 @@
 import type { Protection } from '../config/schema.js';
 import { keptBy, policyOf, type KeptBy } from './replica/retention.js';
 import { atDrSite, type DrContext } from './dr-site.js';
+import { groupOf, groupPoints } from './group-points.js';
 import { ReplicaStore, type RecoveryPoint, type ReplicaSpace } from './replica/store.js';
 
 export function listRecoveryPoints(ctx: DrContext, protection: Protection): Promise<RecoveryPoint[]> {
@@ -33,12 +34,39 @@ export async function recoveryPointsAndSpace(ctx: DrContext, protection: Protect
 export type PointTier = KeptBy | 'expiring';
 export const POINT_TIERS = ['all', 'minutely', 'hourly', 'daily', 'keep', 'newest', 'pinned', 'replaced', 'held-by-pin', 'group', 'expiring'] as const satisfies readonly PointTier[];
 
-/** Each point's tier under the protection's retention as at `now`, in the order given. */
-export function tiersOf(points: RecoveryPoint[], protection: Pick<Protection, 'retention'>, now = new Date()): PointTier[] {
+/**
+ * Each point's tier under the protection's retention as at `now`, in the order given. `groupSeq`:
+ * the seq of its point of its consistency group's newest group point (groupPointSeq), which
+ * retention keeps (`group`) where no tier does.
+ */
+export function tiersOf(points: RecoveryPoint[], protection: Pick<Protection, 'retention'>, now = new Date(), groupSeq?: number): PointTier[] {
   const kept = keptBy(
     points.map((p) => ({ seq: p.seq, timeMs: p.time.getTime(), pinned: p.pinned, replacedSource: p.replacedSource })),
     policyOf(protection.retention),
     now,
+    groupSeq,
   );
   return points.map((p) => kept.get(p.seq) ?? 'expiring');
+}
+
+/**
+ * The seq of `protection`'s point (of `points`) of its consistency group's newest group point,
+ * the one retention keeps for the group; undefined outside a group, before a group point, or when
+ * another member's points cannot be read (then no point is said to be kept for the group).
+ */
+export async function groupPointSeq(ctx: DrContext, protection: Protection, points: RecoveryPoint[]): Promise<number | undefined> {
+  const group = groupOf(ctx.config.consistencyGroups, protection.name);
+  if (!group) return undefined;
+  try {
+    const others = new Map(
+      await Promise.all(
+        group.protections
+          .filter((m) => m !== protection.name)
+          .map(async (m) => [m, await listRecoveryPoints(ctx, ctx.config.protections.find((p) => p.name === m)!)] as const),
+      ),
+    );
+    return groupPoints(group, (m) => (m === protection.name ? points : (others.get(m) ?? []))).at(-1)?.members.get(protection.name)?.seq;
+  } catch {
+    return undefined;
+  }
 }

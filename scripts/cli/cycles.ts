@@ -9,7 +9,10 @@ import { VmdrError } from '../../hypervisors/errors.js';
 import type { Protection } from '../../plugin/config/schema.js';
 import type { PointConsistency } from '../../plugin/replication/consistency.js';
 import type { CycleReport } from '../../plugin/replication/continuous.js';
+import type { GroupCycleResult } from '../../plugin/replication/group-cycle.js';
+import type { GroupCycleReport } from '../../plugin/replication/group-loop.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
+import { GroupCycleFailed } from '../../plugin/replication/errors.js';
 import { formatBytes } from './progress.js';
 import { printJson } from './report.js';
 
@@ -80,6 +83,13 @@ export function reportCycle(say: Say, protection: Protection, c: CycleReport): v
       `${c.protection}: replication paused: ${e.message}; it resumes by itself then`,
     );
   }
+  if (c.paused?.reason === 'group-member-paused') {
+    const g = c.paused;
+    return say(
+      { event: 'paused', protection: c.protection, reason: g.reason, group: g.group, member: g.member, memberReason: g.why },
+      `${c.protection}: replication paused: member ${g.member} of its consistency group ${g.group} is paused (${g.why}); the group's cycles resume with it`,
+    );
+  }
   if (c.paused?.reason === 'operator') {
     return say(
       { event: 'paused', protection: c.protection, reason: 'operator', by: c.paused.by, at: c.paused.at },
@@ -97,9 +107,18 @@ export function reportCycle(say: Say, protection: Protection, c: CycleReport): v
   const error = c.error === undefined ? undefined : c.error instanceof Error ? c.error.message : String(c.error);
   // Automation branches on the code, never on the words.
   const code = c.error instanceof VmdrError ? c.error.code : undefined;
+  const ofGroup = c.group ? ` (group ${c.group})` : '';
   say(
-    { event: 'cycle', protection: c.protection, lagSeconds: c.lagSeconds, rpoBreached: c.rpoBreached, ...(c.result ? { result: c.result } : {}), ...(error ? { error, code: code ?? 'INTERNAL' } : {}) },
-    c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s` : `${c.protection}: cycle failed, retrying: ${error}`,
+    {
+      event: 'cycle',
+      protection: c.protection,
+      ...(c.group ? { group: c.group } : {}),
+      lagSeconds: c.lagSeconds,
+      rpoBreached: c.rpoBreached,
+      ...(c.result ? { result: c.result } : {}),
+      ...(error ? { error, code: code ?? 'INTERNAL' } : {}),
+    },
+    c.result ? `${describeSync(c.result)}, lag ${c.lagSeconds?.toFixed(1)} s${ofGroup}` : `${c.protection}: ${c.group ? `group ${c.group}'s ` : ''}cycle failed, retrying: ${error}`,
   );
   if (c.rpoBreached) {
     say(
@@ -107,4 +126,25 @@ export function reportCycle(say: Say, protection: Protection, c: CycleReport): v
       `${c.protection}: RPO breached: newest recovery point is ${c.lagSeconds?.toFixed(0)} s old (RPO ${protection.rpo / 1000} s)`,
     );
   }
+}
+
+/** "group shop: group point shop@… (crash-consistent, members paused 161 ms): shop-db rp-7, shop-web rp-9". */
+export function describeGroupCycle(r: GroupCycleResult): string {
+  const held = r.consistency === 'application' ? 'frozen' : 'paused';
+  return `group ${r.group}: group point ${r.instant} (${r.consistency}-consistent, members ${held} ${r.windowMs} ms): ${r.members.map((m) => `${m.protection} ${m.point.id}`).join(', ')}`;
+}
+
+/** A group loop's cycle (vmdr serve): one `group-cycle` event, committed or failed, before its members' own. */
+export function reportGroupCycle(say: Say, g: GroupCycleReport): void {
+  if (g.result) {
+    const r = g.result;
+    return say(
+      { event: 'group-cycle', group: g.group, outcome: 'committed', instant: r.instant, consistency: r.consistency, windowMs: r.windowMs, durationMs: g.durationMs, members: r.members.map((m) => ({ protection: m.protection, point: m.point.id })), warnings: r.warnings },
+      `${describeGroupCycle(r)}, in ${(g.durationMs / 1000).toFixed(1)} s` + r.warnings.map((w) => `\ngroup ${r.group}: warning: ${w}`).join(''),
+    );
+  }
+  const error = g.error instanceof Error ? g.error.message : String(g.error);
+  const code = g.error instanceof VmdrError ? g.error.code : 'INTERNAL';
+  const windowMs = g.error instanceof GroupCycleFailed ? g.error.windowMs : undefined;
+  say({ event: 'group-cycle', group: g.group, outcome: 'failed', error, code, durationMs: g.durationMs, ...(windowMs !== undefined ? { windowMs } : {}) }, `group ${g.group}: cycle failed, retrying: ${error}`);
 }

@@ -4,7 +4,7 @@ import { findProtection } from '../../plugin/protections/find.js';
 import { releasePoints } from '../../plugin/protections/source-record.js';
 import { pointAt } from '../../plugin/failover/recovery-point.js';
 import { parsePointTime, POINT_TIME_EXPECTED } from '../../plugin/replication/point-time.js';
-import { recoveryPointsAndSpace, tiersOf, type PointTier } from '../../plugin/replication/points.js';
+import { groupPointSeq, recoveryPointsAndSpace, tiersOf, type PointTier } from '../../plugin/replication/points.js';
 import type { ReplicaSpace } from '../../plugin/replication/replica/store.js';
 import { describeConsistency } from '../../plugin/replication/consistency.js';
 import { UNRECORDED } from '../../plugin/state/sources.js';
@@ -53,7 +53,7 @@ export const pointsCommand: CommandBody<PointsOptions> = {
           return void process.stdout.write(`${protection.name}: ${said}${also}\n`);
         }
         const { points, space } = await recoveryPointsAndSpace(ctx, protection);
-        const tiers = tiersOf(points, protection);
+        const tiers = tiersOf(points, protection, new Date(), await groupPointSeq(ctx, protection, points));
         const shown = points.map((p, i) => ({ ...p, tier: tiers[i]!, allocatedBytes: space?.byPoint[p.id] ?? null }));
         printPoints(protection.name, shown, argv.json, at, space);
       });

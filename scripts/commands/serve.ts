@@ -10,14 +10,17 @@ import { daemonMetricsRoute } from '../../plugin/metrics/route.js';
 import { Notifier } from '../../plugin/notifications/notifier.js';
 import { cycleInterval, replicateContinuously, type CycleReport } from '../../plugin/replication/continuous.js';
 import { ReplicationLag } from '../../plugin/replication/lag.js';
+import { replicateGroupContinuously } from '../../plugin/replication/group-loop.js';
 import { sourceSitesHere, sweepLeftHolds } from '../../plugin/replication/left-holds.js';
-import { ReplicationLoops } from '../../plugin/replication/loops.js';
+import { loopUnits, ReplicationLoops } from '../../plugin/replication/loops.js';
 import { RpoMonitor } from '../../plugin/replication/rpo-monitor.js';
 import type { SyncResult } from '../../plugin/replication/sync.js';
 import { receiverFor } from '../../plugin/replication/sender/connect.js';
+import type { ReceiverClient } from '../../plugin/replication/sender/receiver-client.js';
+import { isLocalSite } from '../../plugin/sites/connections.js';
 import { SourceFences } from '../../plugin/sites/source-fences.js';
 import { SourceGuard } from '../../plugin/sites/source-guard.js';
-import { describeSync, reportCycle, sayer, type Say } from '../cli/cycles.js';
+import { describeSync, reportCycle, reportGroupCycle, sayer, type Say } from '../cli/cycles.js';
 import { reportRelease, reportSweepFailure } from '../cli/holds.js';
 import { reportGuard } from '../cli/source-guard.js';
 import { stepLog } from '../cli/progress.js';
@@ -36,7 +39,8 @@ interface ServeOptions extends GlobalOptions {
 }
 
 /**
- * The daemon: the receivers of the config's DR sites and a replication loop per protection. On
+ * The daemon: the receivers of the config's DR sites and a replication loop per protection (per
+ * consistency group for the groups' members, on the group's coordinating site). On
  * SIGTERM or SIGINT it stops taking cycles, lets the loops end their backup jobs and closes.
  */
 export const serveCommand: CommandBody<ServeOptions> = {
@@ -94,28 +98,43 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
     );
   }
   // Read at each reload: the config object is the daemon's one, updated in place (config/live.ts).
-  const replicatedHere = () => (argv.replicate ? config.protections.filter((p) => !site || p.source.site === site) : []);
+  // A consistency group's members have no loop of their own: their group's loop captures them.
+  const loopsHere = () => (argv.replicate ? loopUnits(config, config.protections.filter((p) => !site || p.source.site === site), site) : []);
+  const replicatedHere = () => loopsHere().flatMap((u) => u.protections);
   const watch = watchReplication(config, replicatedHere(), { state, say, signal: stop.signal });
   // One fence per failover whoever learns of it first: a replication loop or the source guard.
   const fences = new SourceFences(sites);
   const loops = new ReplicationLoops(
-    async (p, signal) => {
-      const receiver = await receiverFor(config, file, p);
+    async (u, signal) => {
+      const receivers = new Map<string, ReceiverClient>();
       try {
-        await replicateContinuously(p, { sites, state, receiver }, {
+        // A group's member on another source site ships from its own host (group-cycle.ts).
+        for (const p of u.protections) if (isLocalSite(config, p.source.site)) receivers.set(p.name, await receiverFor(config, file, p));
+        const options = {
           signal,
-          intervalMs: cycleInterval(p),
+          // A group cycles as often as its most demanding member asks.
+          intervalMs: Math.min(...u.protections.map((p) => cycleInterval(p))),
           fences,
-          onCycle: (c) => {
+          onCycle: (c: CycleReport) => {
             watch.cycle(c);
-            reportCycle(say, p, c);
+            reportCycle(say, u.protections.find((p) => p.name === c.protection)!, c);
           },
-        });
+        };
+        if (u.group) {
+          await replicateGroupContinuously(u.group, u.protections, { config, file, sites, state, receiverOf: (p) => receivers.get(p.name)! }, { ...options, onGroupCycle: (g) => reportGroupCycle(say, g) });
+        } else {
+          const p = u.protections[0]!;
+          await replicateContinuously(p, { sites, state, receiver: receivers.get(p.name)! }, options);
+        }
       } finally {
-        receiver.close();
+        for (const r of receivers.values()) r.close();
       }
     },
-    (p, err) => say({ event: 'warning', protection: p.name, ...(err instanceof VmdrError ? err.toJSON() : { message: String(err) }) }, `warning: ${p.name}: its replication loop ended: ${err instanceof Error ? err.message : String(err)}`),
+    (u, err) =>
+      say(
+        { event: 'warning', ...(u.group ? { group: u.group.name } : { protection: u.key }), ...(err instanceof VmdrError ? err.toJSON() : { message: String(err) }) },
+        `warning: ${u.group ? `consistency group ${u.group.name}` : u.key}: its replication loop ended: ${err instanceof Error ? err.message : String(err)}`,
+      ),
   );
   let control: ControlServer | undefined;
   let drills: Awaited<ReturnType<typeof startDrills>> | undefined;
@@ -126,7 +145,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
       control?.reloaded(reloaded.fingerprint);
       watch.reconfigure(config, replicatedHere());
       guard?.set(site);
-      const changes = await loops.set(replicatedHere());
+      const changes = await loops.set(loopsHere());
       if (reloaded.changed.includes('tenants')) await ensureTenantNetworks({ config, sites }, site, say);
       // Which drills run here follows the plans' and protections' sites too.
       if (reloaded.changed.some((k) => k === 'drills' || k === 'plans' || k === 'protections')) await drills?.reschedule();
@@ -177,7 +196,7 @@ async function serveSites({ file, config, fingerprint, sites, state }: Replicati
   guard = servesSources ? new SourceGuard({ config, file, sites, fences, onReport: (p, r) => reportGuard(say, p, r) }) : undefined;
   guard?.set(site);
   const guarding = guard?.run(stop.signal);
-  await loops.set(replicatedHere());
+  await loops.set(loopsHere());
   control = servesSources ? await startControl({ file, config, fingerprint, sites, state }, say, watch.synced) : undefined;
   // SIGHUP (systemctl reload) and an edit of the file reload the config; a bad one is a warning and changes nothing.
   const hangUp = () => void reload('signal').catch(() => undefined);

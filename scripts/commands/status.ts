@@ -1,4 +1,4 @@
-import { protectionStatus, type ProtectionStatus } from '../../plugin/protections/status.js';
+import { groupsOf, protectionStatus, type ProtectionStatus } from '../../plugin/protections/status.js';
 import { describeOverdue, overdueHolds, sourceSitesHere } from '../../plugin/replication/left-holds.js';
 import { formatBytes } from '../cli/progress.js';
 import { printJson, printTable, run } from '../cli/report.js';
@@ -53,6 +53,7 @@ function printStatus(rows: ProtectionStatus[], where: string, json: boolean): vo
       describeDrift(r),
     ]),
   );
+  printGroups(rows);
   for (const r of rows) {
     if (r.source.fenced) {
       process.stdout.write(
@@ -69,6 +70,25 @@ function printStatus(rows: ProtectionStatus[], where: string, json: boolean): vo
       process.stdout.write(`${r.protection}: source VM ${r.source.vm} is now named ${id.renamedTo} (UUID ${id.recorded}); syncs follow it: update the config\n`);
     }
   }
+}
+
+/** The consistency groups of the rows, one line each under the protections. */
+function printGroups(rows: ProtectionStatus[]): void {
+  const groups = groupsOf(rows);
+  if (groups.length === 0) return;
+  process.stdout.write('\n');
+  printTable(
+    ['GROUP', 'MEMBERS', 'LAST GROUP POINT', 'AGE', 'LAST CYCLE', 'WINDOW', 'LAG'],
+    groups.map((g) => [
+      g.group,
+      g.members.join(','),
+      g.lastGroupPoint ? `${g.lastGroupPoint.id} ${g.lastGroupPoint.time}` : '-',
+      g.lastGroupPoint ? `${g.lastGroupPoint.ageSeconds.toFixed(1)}s` : '-',
+      (g.lastCycle ? `${g.lastCycle.outcome}${g.lastCycle.error ? `: ${g.lastCycle.error}` : ''}` : '-') + (g.cycleRunning ? ' (a cycle runs)' : ''),
+      g.windowMs === null ? '-' : `${g.windowMs} ms`,
+      g.lagSeconds === null ? '-' : `${g.lagSeconds.toFixed(1)}s`,
+    ]),
+  );
 }
 
 /** "replicating", "failed over (fo-…, rp-N)", or "?" where this host cannot know. */

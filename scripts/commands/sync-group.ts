@@ -1,7 +1,7 @@
 /** `vmdr sync --group G`: one consistency group cycle, run in the CLI's own process. */
 import { syncGroupAsAsked } from '../../plugin/replication/group-request.js';
 import type { GroupCycleResult } from '../../plugin/replication/group-cycle.js';
-import { describeSync } from '../cli/cycles.js';
+import { describeGroupCycle, describeSync } from '../cli/cycles.js';
 import { printJson } from '../cli/report.js';
 import { progressReporter } from '../cli/progress.js';
 import { withReplicationContext } from './replication-context.js';
@@ -16,10 +16,8 @@ export async function syncGroupHere(configFile: string, group: string, json: boo
       progress.stop();
     }
     if (json) return printJson({ event: 'result', ...result });
-    const held = result.consistency === 'application' ? 'frozen' : 'paused';
     process.stdout.write(
-      `group ${result.group}: group point ${result.instant} (${result.consistency}-consistent, members ${held} ${result.windowMs} ms): ` +
-        `${result.members.map((m) => `${m.protection} ${m.point.id}`).join(', ')}\n` +
+      `${describeGroupCycle(result)}\n` +
         result.members.map((m) => `${describeSync(m)}\n`).join('') +
         result.warnings.map((w) => `group ${result.group}: warning: ${w}\n`).join(''),
     );

@@ -8,7 +8,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { VmdrError } from '../../../hypervisors/errors.js';
 import type { Protection } from '../../config/schema.js';
-import { POINT_TIERS, recoveryPointsAndSpace, tiersOf, type PointTier } from '../../replication/points.js';
+import { groupPointSeq, POINT_TIERS, recoveryPointsAndSpace, tiersOf, type PointTier } from '../../replication/points.js';
 import type { RecoveryPoint } from '../../replication/replica/store.js';
 import { syncAsAsked } from '../../replication/sync-request.js';
 import { pauseOf, pauseProtection, resumeProtection } from '../../state/pauses.js';
@@ -57,7 +57,7 @@ const PointView = z.object({
   zeroBytes: z.number(),
   pinned: z.boolean(),
   replacedSource: z.string().nullable(),
-  /** Why retention keeps it (its tier, or newest, pinned, replaced, held-by-pin), or expiring: the next retention run merges it away. */
+  /** Why retention keeps it (its tier, or newest, pinned, replaced, held-by-pin, group: a member's point of its group's newest group point), or expiring: the next retention run merges it away. */
   tier: z.enum(POINT_TIERS),
   /** Bytes its own images occupy on the DR site (what `du` counts); null when the DR site does not say. */
   allocatedBytes: z.number().nullable(),
@@ -253,7 +253,7 @@ export function registerProtectionRoutes(app: FastifyInstance, ctx: ApiContext):
       const p = find(req, req.params.name);
       const operator = principalOf(req).tenant === undefined;
       const { points: listed, space } = await recoveryPointsAndSpace(ctx, p);
-      const tiers = tiersOf(listed, p);
+      const tiers = tiersOf(listed, p, new Date(), await groupPointSeq(ctx, p, listed));
       const points: z.infer<typeof PointView>[] = listed.map((point, i) => pointView({ ...point, tier: tiers[i]!, allocatedBytes: space?.byPoint[point.id] ?? null }, operator));
       // Built field by field above: a portal polling points should not pay for zod re-checking each one.
       return sendJson(reply, JSON.stringify(points));

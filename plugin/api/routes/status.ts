@@ -10,7 +10,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
-import type { ProtectionStatus } from '../../protections/status.js';
+import { groupsOf, type ProtectionStatus } from '../../protections/status.js';
 import { sendJson } from '../answers.js';
 import { principalOf, visibleOnly } from '../auth.js';
 import type { ApiContext } from '../server.js';
@@ -35,8 +35,15 @@ export function registerStatusRoutes(app: FastifyInstance, ctx: ApiContext): voi
     {
       schema: {
         tags: ['status'],
-        summary: 'Every protection the token may see: its VMs, role, newest recovery point, lag against its RPO, last sync, drift',
-        response: { 200: z.object({ takenAt: z.string(), protections: z.array(z.looseObject({ protection: z.string(), tenant: z.string().nullable() })) }) },
+        summary: 'Every protection the token may see: its VMs, role, newest recovery point, lag against its RPO, last sync, drift; and their consistency groups',
+        response: {
+          200: z.object({
+            takenAt: z.string(),
+            protections: z.array(z.looseObject({ protection: z.string(), tenant: z.string().nullable() })),
+            /** The consistency groups of the protections shown (each member row's `consistencyGroup`, once per group). */
+            groups: z.array(z.looseObject({ group: z.string(), members: z.array(z.string()) })),
+          }),
+        },
       },
     },
     async (req, reply) => {
@@ -48,7 +55,7 @@ export function registerStatusRoutes(app: FastifyInstance, ctx: ApiContext): voi
       if (!body) {
         // Rows are what `vmdr status --json` prints: the schema documents their key, not every field.
         const protections = visibleOnly(req, rows, (r) => r.tenant ?? undefined);
-        const text = JSON.stringify({ takenAt: takenAt.toISOString(), protections });
+        const text = JSON.stringify({ takenAt: takenAt.toISOString(), protections, groups: groupsOf(protections) });
         answers.set(audience, (body = Buffer.from(audience === '' ? text : withoutHostPaths(text))));
       }
       return sendJson(reply, body);

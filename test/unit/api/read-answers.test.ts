@@ -1,6 +1,6 @@
 /**
  * The API's most read answers, as a portal polling them gets them (real HTTPS, a real SQLite state
- * file, libvirt's test driver): status made once per look and audience, points built without zod's
+ * file, libvirt's test driver): status made once per look and audience (with the rows' consistency groups), points built without zod's
  * pass and still exactly the documented fields, and one request log line per request with its id,
  * never the token.
  */
@@ -20,6 +20,7 @@ import { apiCall, type ApiCall } from '../../helpers/api-client.js';
 import { startLoopbackApi } from '../../helpers/api-instance.js';
 import { closeTestConfig, openTestConfig, testProtections, twoTenants, writeTestConfig } from '../../helpers/test-config.js';
 
+const GROUP_INSTANT = `acme-app@${Date.parse('2026-12-01T10:03:00Z')}`;
 const POINT_FIELDS = ['id', 'protection', 'seq', 'time', 'committedAt', 'kind', 'checkpoint', 'since', 'bytesShipped', 'dataBytes', 'zeroBytes', 'pinned', 'replacedSource', 'tier', 'allocatedBytes', 'consistency', 'consistencyIssue', 'freezeWindowMs', 'groupInstant', 'disks'];
 
 describe('HTTP API reads: status, points, the request log (test:///default, HTTPS, SQLite)', function () {
@@ -38,7 +39,8 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
   before(async () => {
     ({ dir, file } = await writeTestConfig(
       'vmdr-api-reads',
-      `${twoTenants()}protections:\n${testProtections(['web-acme', 'acme'], ['db-acme', 'acme'], ['db-globex', 'globex'], ['infra'])}`,
+      `${twoTenants()}protections:\n${testProtections(['web-acme', 'acme'], ['db-acme', 'acme'], ['db-globex', 'globex'], ['infra'])}` +
+        'consistencyGroups:\n  - { name: acme-app, protections: [web-acme, db-acme] }\n',
     ));
     const opened = await openTestConfig(file);
     ({ config, state, sites } = opened);
@@ -65,8 +67,25 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
         zeroBytes: 100,
         pinned: seq === 2,
         disks: [{ disk: 'vda', image: `point-${seq}.qcow2`, sizeBytes: 64 * 1024 * 1024 }],
+        // The newest is a group point: db-acme has its point of that instant too.
+        ...(seq === 3 ? { groupInstant: GROUP_INSTANT } : {}),
       });
     }
+    insertPoint(state.db, {
+      protection: 'db-acme',
+      seq: 1,
+      timeMs: t0 + 3 * 60_000,
+      committedAtMs: t0 + 3 * 60_000 + 1_000,
+      checkpoint: 'vmdr-cp-db-1',
+      since: null,
+      kind: 'full',
+      bytesShipped: 1000,
+      dataBytes: 1000,
+      zeroBytes: 0,
+      pinned: false,
+      disks: [{ disk: 'vda', image: 'point-1.qcow2', sizeBytes: 64 * 1024 * 1024 }],
+      groupInstant: GROUP_INSTANT,
+    });
   });
 
   after(() => closeTestConfig(dir, { api, sites, state }));
@@ -84,6 +103,14 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
     assert.deepEqual(globex.json.protections.map((r: { protection: string }) => r.protection), ['db-globex']);
     assert.equal(acme.json.takenAt, all.json.takenAt, 'one look for every audience');
     assert.deepEqual(acme.json.protections, all.json.protections.slice(0, 2), "a tenant's rows are the operator's rows of that tenant");
+    // The consistency group of the rows shown, once; none for a tenant without one.
+    assert.deepEqual(
+      acme.json.groups.map((g: { group: string; members: string[]; lastGroupPoint: { id: string } | null; lastCycle: unknown }) => [g.group, g.members, g.lastGroupPoint?.id, g.lastCycle]),
+      [['acme-app', ['web-acme', 'db-acme'], GROUP_INSTANT, null]],
+    );
+    assert.deepEqual(acme.json.groups[0], acme.json.protections[0].consistencyGroup);
+    assert.deepEqual(globex.json.groups, []);
+    assert.equal(globex.json.protections[0].consistencyGroup, null);
 
     // Read again within the look: the very same answer, and still each audience's own.
     assert.equal((await call('/api/v1/status', { token: tokens.acme })).text, acme.text);
@@ -126,7 +153,7 @@ describe('HTTP API reads: status, points, the request log (test:///default, HTTP
     assert.deepEqual(Object.keys(ops.json[1].disks[0]), ['disk', 'sizeBytes', 'image']);
     assert.ok(ops.json[1].disks[0].image.startsWith(join(dir, 'replicas')) && ops.json[1].disks[0].image.endsWith('/web-acme/vda/point-2.qcow2'), ops.json[1].disks[0].image);
     assert.equal((await call('/api/v1/protections/web-acme/points', { token: tokens.globex })).status, 404);
-    assert.deepEqual((await call('/api/v1/protections/db-acme/points', { token: tokens.acme })).json, []);
+    assert.deepEqual((await call('/api/v1/protections/db-acme/points', { token: tokens.acme })).json.map((p: { id: string; groupInstant: string }) => [p.id, p.groupInstant]), [['rp-1', GROUP_INSTANT]]);
   });
 
   it('keeps answering from the previous look while the next is taken, up to twice the age limit; then readers wait for a new one', async () => {
