@@ -223,6 +223,8 @@ export async function readImage(image: string): Promise<Buffer> {
 }
 
 export function firstDifference(a: Buffer, b: Buffer): number {
+  // Equal is the common case: one native comparison instead of a loop over megabytes.
+  if (a.equals(b)) return -1;
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
   return a.length === b.length ? -1 : n;

@@ -520,6 +520,9 @@ const FAMILIES: [string, Record<string, Mutator>, number][] = [
 ];
 const TOTAL_WEIGHT = FAMILIES.reduce((n, f) => n + f[2], 0);
 
+/** Every structural mutator as "family.name": a suite's short run gives each one case first. */
+export const MUTATORS: readonly string[] = FAMILIES.flatMap(([family, mutators]) => Object.keys(mutators).map((name) => `${family}.${name}`));
+
 /** Chunks of random sizes, as a network delivers a body (sometimes one byte at a time). */
 function rechunk(b: Buffer, rng: Prng): Buffer[] {
   if (rng.next() < 0.5) return [b];
@@ -537,9 +540,10 @@ function rechunk(b: Buffer, rng: Prng): Buffer[] {
 
 /**
  * One hostile case made from `stream`: one structural mutation (reseal most of the time), then,
- * one time in four, one byte-level change; the same `rng` state gives the same case.
+ * one time in four, one byte-level change; the same `rng` state gives the same case. `mutator`
+ * (one of MUTATORS) instead of one drawn at random.
  */
-export function mutate(stream: EncodedStream, ctx: Context, rng: Prng): FuzzCase {
+export function mutate(stream: EncodedStream, ctx: Context, rng: Prng, mutator?: string): FuzzCase {
   const valid = Buffer.concat([stream.start, ...stream.frames]);
   const m = parse(stream);
   m.reseal = rng.next() < 0.8;
@@ -549,9 +553,11 @@ export function mutate(stream: EncodedStream, ctx: Context, rng: Prng): FuzzCase
     family = f;
     if ((pick -= f[2]) < 0) break;
   }
+  if (mutator) family = FAMILIES.find((f) => f[0] === mutator.split('.')[0])!;
   let [familyName, mutators] = family;
   if (familyName === 'zstd' && zstdFrames(m).length === 0) [familyName, mutators] = ['frame', frameField];
-  const name = rng.pick(Object.keys(mutators));
+  const drawn = rng.pick(Object.keys(mutators));
+  const name = mutator && familyName === mutator.split('.')[0] ? mutator.split('.')[1]! : drawn;
   let verdict = mutators[name]!(m, rng, ctx);
   let label = `${familyName}.${name}${m.reseal ? '+reseal' : ''}`;
   let out = write(m);

@@ -7,7 +7,8 @@
  * Checked: no hostile case commits (the point list stays [rp-1], no overlay or lease is left),
  * the valid cycle then commits rp-2 with exactly its bytes, the good cycles committed, and the
  * process (receiver and senders both) stayed within RECEIVER_BOUND of where it started.
- * Replay or enlarge: VMDR_FUZZ_SEED, VMDR_FUZZ_RECEIVER_CASES.
+ * The suite runs 60 hostile cycles, the first mutations one per mutator (each is hit at least
+ * once). Replay or enlarge: VMDR_FUZZ_SEED, VMDR_FUZZ_RECEIVER_CASES (`npm run fuzz` runs 2,000).
  */
 import assert from 'node:assert/strict';
 import { VmdrError } from '../../../hypervisors/errors.js';
@@ -29,7 +30,7 @@ import {
   type Op,
 } from '../../helpers/receiver-lab.js';
 import { startTestReceiver, type TestReceiver } from '../../helpers/receiver-instance.js';
-import { fuzzSettings, mutate, type FuzzCase } from '../../helpers/stream-fuzz.js';
+import { MUTATORS, fuzzSettings, mutate, type FuzzCase } from '../../helpers/stream-fuzz.js';
 
 const FUZZ = 'acme-fuzz';
 const GOOD = 'acme-good';
@@ -48,7 +49,7 @@ const RECEIVER_BOUND = 256 * MiB;
 
 describe('receiver fuzz over HTTPS (hostile cycles beside a good one; real qemu-nbd and SQLite)', function () {
   const { seed } = fuzzSettings(0);
-  const cases = fuzzSettings(300, 'VMDR_FUZZ_RECEIVER_CASES').cases;
+  const cases = fuzzSettings(60, 'VMDR_FUZZ_RECEIVER_CASES').cases;
   this.timeout(Math.max(180_000, cases * 2000));
   let r: TestReceiver;
 
@@ -116,6 +117,8 @@ describe('receiver fuzz over HTTPS (hostile cycles beside a good one; real qemu-
     })();
 
     const refusals = new Map<string, number>();
+    const mutated = new Set<string>();
+    let mutations = 0;
     const t0 = performance.now();
     let seconds = 0;
     try {
@@ -129,8 +132,11 @@ describe('receiver fuzz over HTTPS (hostile cycles beside a good one; real qemu-
           const header = streamHeader({ protection: wrong.protection, disks: DISKS, base: wrong.base, n: 1000 + i });
           c = { name: `receiver.${i % 20 === 9 ? 'otherProtection' : 'otherBase'}`, chunks: streamBytes(encodeStream(header, validOps)), mustRefuse: true, identical: false };
         } else {
-          do c = mutate(valid.stream, { other, diskSizes: DISKS.map((d) => d.sizeBytes) }, caseRng);
+          // The first mutations go through every mutator once; the rest are drawn at random.
+          const mutator = MUTATORS[mutations++];
+          do c = mutate(valid.stream, { other, diskSizes: DISKS.map((d) => d.sizeBytes) }, caseRng, mutator);
           while (!c.mustRefuse);
+          mutated.add(c.name.split(/[+ ]/)[0]!);
         }
         let code: string;
         const sentAt = performance.now();
@@ -177,5 +183,6 @@ describe('receiver fuzz over HTTPS (hostile cycles beside a good one; real qemu-
     assert.ok(good.commits >= 2, `only ${good.commits} good cycles committed beside ${cases} hostile ones`);
     await assertPointHolds(r.replicas.latestPoint(GOOD)!, models.get(`${GOOD}/${good.last!.id}`)!, DISKS);
     assert.ok(grew < RECEIVER_BOUND, `the process grew by ${(grew / MiB).toFixed(1)} MiB while the receiver took hostile cycles`);
+    if (mutations >= MUTATORS.length) assert.deepEqual(MUTATORS.filter((m) => !mutated.has(m)), [], 'mutators never applied');
   });
 });

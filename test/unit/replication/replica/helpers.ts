@@ -23,7 +23,11 @@ export interface Lab {
 }
 
 export async function makeLab(): Promise<Lab> {
-  const root = await mkdtemp(join(tmpdir(), 'test-vmdr-replica-'));
+  return openLab(await mkdtemp(join(tmpdir(), 'test-vmdr-replica-')));
+}
+
+/** The lab in `root` (its storage and state file, made when missing). */
+function openLab(root: string): Lab {
   const storage = join(root, 'storage');
   const statePath = join(root, 'state', 'vmdr.db');
   const state = StateStore.open(statePath);
@@ -112,6 +116,44 @@ export function runChild(
 export const killOn = (wanted: string) => (line: string, kill: () => void) => {
   if (line === wanted) kill();
 };
+
+/**
+ * Labs whose points are made once per file and copied for each test that starts from them: a copy
+ * has storage and a state file of its own, as fresh as a lab the test made itself, and the raw
+ * copies of its points' disks (snapshotAll's, taken once: a copy reads the same bytes).
+ */
+export function labTemplates(): {
+  copy(key: string, build: (lab: Lab) => Promise<void>): Promise<{ lab: Lab; snaps: Map<string, string> }>;
+  cleanup(): Promise<void>;
+} {
+  const built = new Map<string, Promise<{ root: string; snaps: Map<string, string> }>>();
+  const make = async (build: (lab: Lab) => Promise<void>) => {
+    const lab = await makeLab();
+    try {
+      await build(lab);
+      return { root: lab.root, snaps: await snapshotAll(lab) };
+    } finally {
+      // Closed: its state file is whole on disk (no write-ahead log left) for the copies.
+      lab.state.close();
+    }
+  };
+  return {
+    async copy(key, build) {
+      if (!built.has(key)) built.set(key, make(build));
+      const template = await built.get(key)!;
+      const root = await mkdtemp(join(tmpdir(), 'test-vmdr-replica-'));
+      await exec('cp', ['-a', join(template.root, 'storage'), join(template.root, 'state'), root]);
+      return { lab: openLab(root), snaps: new Map(template.snaps) };
+    },
+    async cleanup() {
+      for (const template of built.values()) {
+        const made = await template.catch(() => undefined);
+        if (made) await rm(made.root, { recursive: true, force: true });
+      }
+      built.clear();
+    },
+  };
+}
 
 /** Raw copies of every disk of every listed point of `protection`, to compare with after a merge. */
 export async function snapshotAll(lab: Lab, protection = 'web'): Promise<Map<string, string>> {

@@ -9,7 +9,7 @@ import type { Progress } from '../../../../hypervisors/types.js';
 import { serveImage } from '../../../../plugin/replication/replica/qemu-nbd.js';
 import { createQcow2 } from '../../../../plugin/replication/replica/images.js';
 import { rejectsWith } from '../../../helpers/assertions.js';
-import { KiB, MiB, makeLab, reads, runChild, sameContent, writePattern, type Lab, snapshotAll, assertListedPointsIntact } from './helpers.js';
+import { KiB, MiB, labTemplates, makeLab, reads, runChild, sameContent, writePattern, type Lab, snapshotAll, assertListedPointsIntact } from './helpers.js';
 
 const exec = promisify(execFile);
 const MIN = 60_000;
@@ -23,23 +23,37 @@ const TIERS = { all: MIN, hourly: 24 * HOUR };
 describe('replica store: middle merges (time tiers)', function () {
   this.timeout(180_000);
   let lab: Lab;
+  const templates = labTemplates();
   beforeEach(async () => {
     lab = await makeLab();
   });
   afterEach(async () => {
     await lab.cleanup();
   });
+  after(async () => {
+    await templates.cleanup();
+  });
 
   /** Point n (1-based) at TIMES[n-1]; vda grows at point 3; vdb is on every point but the 5th. */
-  async function point(n: number): Promise<void> {
+  async function point(n: number, into = lab): Promise<void> {
     const disks = [{ name: 'vda', sizeBytes: n >= 3 ? 24 * MiB : 16 * MiB }, ...(n === 5 ? [] : [{ name: 'vdb', sizeBytes: 4 * MiB }])];
-    const pending = await lab.replicas.beginPoint('web', disks);
+    const pending = await into.replicas.beginPoint('web', disks);
     const [vda, vdb] = pending.overlays;
     await writePattern(vda!.image, 0x10 + n, 0, 64 * KiB); // every point overwrites the start
     await writePattern(vda!.image, 0x10 + n, n * MiB, 128 * KiB); // and leaves its own mark
     if (n >= 3) await writePattern(vda!.image, 0x10 + n, 20 * MiB, 64 * KiB); // past the old end
     if (vdb) await writePattern(vdb.image, 0x20 + n, (n % 2) * 64 * KiB, 64 * KiB);
     await pending.commit({ time: new Date(TIMES[n - 1]!), checkpoint: `vmdr-${n}`, since: null, kind: 'incremental', bytesShipped: 1, dataBytes: 1, zeroBytes: 0 });
+  }
+
+  /** This test's lab holds rp-1..rp-6 as point() makes them (made once per file, copied): their raw copies. */
+  async function sixPoints(): Promise<Map<string, string>> {
+    const copy = await templates.copy('six', async (into) => {
+      for (let n = 1; n <= 6; n++) await point(n, into);
+    });
+    await lab.cleanup();
+    lab = copy.lab;
+    return copy.snaps;
   }
 
 
@@ -49,8 +63,7 @@ describe('replica store: middle merges (time tiers)', function () {
   const sha = async (file: string) => createHash('sha256').update(await readFile(file)).digest('hex');
 
   it('merges each run of dropped points up into the kept point above; every kept point reads the same', async () => {
-    for (let n = 1; n <= 6; n++) await point(n);
-    const snaps = await snapshotAll(lab);
+    const snaps = await sixPoints();
     const below = await sha(join(lab.storage, 'web', 'vda', 'point-1.qcow2'));
     const progress: Progress[] = [];
     const result = await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { onProgress: (p) => progress.push(p) });
@@ -77,9 +90,8 @@ describe('replica store: middle merges (time tiers)', function () {
   });
 
   it('never writes a pinned point or anything under it: only runs above the pin go', async () => {
-    for (let n = 1; n <= 6; n++) await point(n);
+    const snaps = await sixPoints();
     lab.replicas.pinPoint('web', 'rp-3');
-    const snaps = await snapshotAll(lab);
     const under = await Promise.all(['point-1.qcow2', 'point-2.qcow2', 'point-3.qcow2'].map((f) => sha(join(lab.storage, 'web', 'vda', f))));
     const result = await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW);
     assert.deepEqual(result, { dropped: ['rp-5'], skipped: 'rp-2 kept: under pinned rp-3' });
@@ -96,9 +108,8 @@ describe('replica store: middle merges (time tiers)', function () {
   });
 
   it('a VM booted on a pinned point keeps reading it while the run above merges onto it', async () => {
-    for (let n = 1; n <= 6; n++) await point(n);
+    const snaps = await sixPoints();
     lab.replicas.pinPoint('web', 'rp-4');
-    const snaps = await snapshotAll(lab);
     // As a drill boots: a writable overlay on the point, its chain opened (and locked) as QEMU opens it.
     const dir = join(lab.storage, 'web', 'vda');
     await createQcow2(join(dir, 'drill-1.qcow2'), 24 * MiB, 'point-4.qcow2');
@@ -117,8 +128,7 @@ describe('replica store: middle merges (time tiers)', function () {
   });
 
   it('stops beginning merges past its time budget; the next run goes on', async () => {
-    for (let n = 1; n <= 6; n++) await point(n);
-    const snaps = await snapshotAll(lab);
+    const snaps = await sixPoints();
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { budgetMs: 0 }), { dropped: ['rp-2', 'rp-3'], more: true });
     // `more` only when something is left: this run took the last.
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW, { budgetMs: 0 }), { dropped: ['rp-5'] });
@@ -139,8 +149,7 @@ describe('replica store: middle merges (time tiers)', function () {
   ];
   for (const [fp, listed] of failpoints) {
     it(`kill -9 at ${fp}: every listed point reads right, recover() and the next run finish it`, async () => {
-      for (let n = 1; n <= 6; n++) await point(n);
-      const snaps = await snapshotAll(lab);
+      const snaps = await sixPoints();
       const child = await runChild(
         { action: 'retention', storage: lab.storage, statePath: lab.statePath, protection: 'web', tiers: TIERS, nowMs: NOW.getTime() },
         { env: { VMDR_FAILPOINT: fp } },

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { KiB, MiB, killOn, makeLab, reads, runChild, writePattern, type Lab, snapshotAll, assertListedPointsIntact } from './helpers.js';
+import { KiB, MiB, killOn, labTemplates, makeLab, reads, runChild, writePattern, type Lab, snapshotAll, assertListedPointsIntact } from './helpers.js';
 
 const exec = promisify(execFile);
 const MIN = 60_000;
@@ -23,17 +23,21 @@ const TIERS = { all: MIN, hourly: 24 * HOUR };
 describe('replica store: a disk removed and added again', function () {
   this.timeout(180_000);
   let lab: Lab;
+  const templates = labTemplates();
   beforeEach(async () => {
     lab = await makeLab();
   });
   afterEach(async () => {
     await lab.cleanup();
   });
+  after(async () => {
+    await templates.cleanup();
+  });
 
   /** Point n: vda always; vdc of 4 MiB on rp-1..2 (patterns 0xa_), none on rp-3, 8 MiB of other bytes on rp-4..5 (0xb_). */
-  async function point(n: number, times = TIMES): Promise<void> {
+  async function point(n: number, times = TIMES, into = lab): Promise<void> {
     const vdc = n <= 2 ? [{ name: 'vdc', sizeBytes: 4 * MiB }] : n >= 4 ? [{ name: 'vdc', sizeBytes: 8 * MiB }] : [];
-    const pending = await lab.replicas.beginPoint('web', [{ name: 'vda', sizeBytes: 8 * MiB }, ...vdc]);
+    const pending = await into.replicas.beginPoint('web', [{ name: 'vda', sizeBytes: 8 * MiB }, ...vdc]);
     const [vda, c] = pending.overlays;
     await writePattern(vda!.image, 0x10 + n, n * 512 * KiB, 64 * KiB);
     if (c && n <= 2) {
@@ -43,6 +47,16 @@ describe('replica store: a disk removed and added again', function () {
     // The second vdc never writes the start: whatever it reads there must be its own zeros.
     if (c && n >= 4) await writePattern(c.image, 0xb0 + n, n * MiB, 64 * KiB);
     await pending.commit({ time: new Date(times[n - 1]!), checkpoint: `vmdr-${n}`, since: null, kind: 'incremental', bytesShipped: 1, dataBytes: 1, zeroBytes: 0 });
+  }
+
+  /** This test's lab holds rp-1..rp-5 as point() makes them (made once per file, copied): their raw copies. */
+  async function fivePoints(): Promise<Map<string, string>> {
+    const copy = await templates.copy('five', async (into) => {
+      for (let n = 1; n <= 5; n++) await point(n, TIMES, into);
+    });
+    await lab.cleanup();
+    lab = copy.lab;
+    return copy.snaps;
   }
 
   const ids = () => lab.replicas.listPoints('web').map((p) => p.id);
@@ -69,8 +83,7 @@ describe('replica store: a disk removed and added again', function () {
   }
 
   it('the new vdc begins its own chain; every merge into base, of either chain, leaves every point reading its own bytes', async () => {
-    for (let n = 1; n <= 5; n++) await point(n);
-    const snaps = await snapshotAll(lab);
+    const snaps = await fivePoints();
     assert.deepEqual(await files('vdc'), ['base.g4.qcow2', 'base.qcow2', 'point-1.qcow2', 'point-2.qcow2', 'point-4.g4.qcow2', 'point-5.g4.qcow2']);
     await assertVdcAsWritten();
     // rp-1 into base.qcow2 (the first vdc's base), then rp-2, rp-3 (no vdc: the first vdc's files go), rp-4 into base.g4.
@@ -94,8 +107,7 @@ describe('replica store: a disk removed and added again', function () {
   });
 
   it('a middle merge that drops the gap and the new chain\'s first point, then a merge into base across both chains', async () => {
-    for (let n = 1; n <= 5; n++) await point(n);
-    const snaps = await snapshotAll(lab);
+    const snaps = await fivePoints();
     assert.deepEqual(await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW), { dropped: ['rp-3', 'rp-4'] });
     assert.deepEqual(ids(), ['rp-1', 'rp-2', 'rp-5']);
     await assertListedPointsIntact(lab, snaps);
@@ -163,8 +175,7 @@ describe('replica store: a disk removed and added again', function () {
   ];
   for (const [fp, policy] of kills) {
     it(`kill -9 at ${fp} (${policy}): every listed point reads right, recover() finishes it`, async () => {
-      for (let n = 1; n <= 5; n++) await point(n);
-      const snaps = await snapshotAll(lab);
+      const snaps = await fivePoints();
       if (policy === 'keep') await lab.replicas.applyRetention('web', { tiers: TIERS }, NOW);
       const child = await runChild(
         { action: 'retention', storage: lab.storage, statePath: lab.statePath, protection: 'web', ...(policy === 'tiers' ? { tiers: TIERS, nowMs: NOW.getTime() } : { keep: 1 }) },
