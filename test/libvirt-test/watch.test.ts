@@ -132,7 +132,8 @@ protections:
     setRole(state.db, 'web', 'replicating');
     await adapter.start('test');
     const back = await until('web', 'healthy', 3000, settled.id);
-    assert.equal(back.detail, null);
+    // A beat that timed out on a loaded machine while the source started says so; either way healthy.
+    assert.match(back.detail ?? '', /^$|^answers again after \d+ missed beats?$/);
     await watcher.stop();
   });
 });
