@@ -269,7 +269,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
 
   async serialLogPath(vm: string): Promise<string | undefined> {
     const xml = await this.conn.call({ operation: 'read VM definition', vm }, 'domainXml', vm, VIR_DOMAIN_XML.INACTIVE);
-    return serialLogOf(parseDomain(xml, this.uri));
+    return serialLogOf(parseDomain(xml, this.uri, vm));
   }
 
   /** The first display (screen 0), as the VM runs it now (its live definition says whether it has one). */
@@ -278,7 +278,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
     const state = await powerState(this.conn, vm);
     if (state !== 'running' && state !== 'paused') throw new InvalidPowerState(vm, this.uri, state, 'only a running VM has a screen to take a picture of');
     const xml = await this.conn.call({ operation: 'read VM definition', vm }, 'domainXml', vm, 0);
-    if (!hasDisplay(parseDomain(xml, this.uri))) throw new NoDisplay(vm, this.uri);
+    if (!hasDisplay(parseDomain(xml, this.uri, vm))) throw new NoDisplay(vm, this.uri);
     const shot = await this.conn.call({ operation: 'take a screenshot', vm, requires: 'running' }, 'screenshot', vm, 0);
     if ('refused' in shot) throw new ScreenshotInvalid(vm, this.uri, shot.refused);
     try {
@@ -321,11 +321,11 @@ export class LibvirtAdapter implements HypervisorAdapter {
   }
 
   private vmInfo(d: DomainDescription): VmInfo {
-    const info = parseDomainXml(d.xml, powerStateOf(d.state), this.uri);
+    const info = parseDomainXml(d.xml, powerStateOf(d.state), this.uri, d.name);
     info.autostart = d.autostart;
     // Labels are what vmdr wrote last (setLabels writes the persistent definition): a running
     // VM's live definition still has the ones it booted with.
-    if (d.inactiveXml !== undefined) info.labels = readLabels(parseDomain(d.inactiveXml, this.uri)) ?? {};
+    if (d.inactiveXml !== undefined) info.labels = readLabels(parseDomain(d.inactiveXml, this.uri, d.name)) ?? {};
     return info;
   }
 
@@ -358,7 +358,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
    */
   private async redefine(vm: string, edit: (xml: XmlElement) => boolean): Promise<void> {
     const xml = await this.conn.call({ operation: 'read VM definition', vm }, 'domainXml', vm, VIR_DOMAIN_XML.INACTIVE | VIR_DOMAIN_XML.SECURE);
-    const parsed = parseDomain(xml, this.uri);
+    const parsed = parseDomain(xml, this.uri, vm);
     if (!edit(parsed)) return;
     await this.conn.call({ operation: 'redefine VM', vm }, 'defineDomain', buildXml(parsed));
   }

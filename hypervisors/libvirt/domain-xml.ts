@@ -6,7 +6,7 @@ import { HypervisorOperationFailed, TemplateInvalid } from '../errors.js';
 import type { DiskInfo, DiskSpec, NicInfo, NicSpec, PowerState, VmInfo, VmSpec } from '../types.js';
 import { readLabels, setLabels } from './labels.js';
 import { renderTemplate, templatePath, type TemplateValues } from './templates.js';
-import { at, buildXml, childElements, element, ensureChild, firstChild, parseXml, textElement, textOf, type XmlElement } from './xml.js';
+import { at, buildXml, childElements, element, ensureChild, firstChild, parseGeneratedXml, textElement, textOf, type XmlElement } from './xml.js';
 
 export const DEFAULT_DOMAIN_TEMPLATE = 'libvirt-domain.xml';
 
@@ -107,9 +107,9 @@ function letters(index: number): string {
   return s;
 }
 
-/** Reads domain XML as libvirt returns it; the power state comes from the caller (domainGetInfo). */
-export function parseDomainXml(xml: string, powerState: PowerState, host: string): VmInfo {
-  const domain = parseDomain(xml, host);
+/** Reads domain XML as libvirt returns it; the power state comes from the caller (domainGetInfo). `vm` names it in an error. */
+export function parseDomainXml(xml: string, powerState: PowerState, host: string, vm?: string): VmInfo {
+  const domain = parseDomain(xml, host, vm);
   const devices = firstChild(domain, 'devices');
   const vcpu = firstChild(domain, 'vcpu');
   return {
@@ -124,9 +124,9 @@ export function parseDomainXml(xml: string, powerState: PowerState, host: string
   };
 }
 
-export function parseDomain(xml: string, host: string): XmlElement {
-  const parsed = parseXml(xml);
-  if ('error' in parsed) throw new HypervisorOperationFailed('read domain XML', host, `libvirt returned XML that does not parse (${parsed.error})`);
+export function parseDomain(xml: string, host: string, vm?: string): XmlElement {
+  const parsed = parseGeneratedXml(xml);
+  if ('error' in parsed) throw new HypervisorOperationFailed(vm ? 'read the domain XML of' : 'read domain XML from', host, `libvirt returned XML that does not parse (${parsed.error})`, vm ? { vm } : {});
   return parsed;
 }
 

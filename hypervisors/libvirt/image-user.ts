@@ -4,7 +4,7 @@
  */
 import type { ImageUser } from '../types.js';
 import type { LibvirtConnection } from './connection.js';
-import { at, childElements, firstChild, parseXml, textOf } from './xml.js';
+import { at, childElements, firstChild, parseGeneratedXml, textOf } from './xml.js';
 
 /** vmdr's domains are TCG (type='qemu'); a host that only lists kvm runs both as the same user. */
 const DOMAIN_TYPES = ['qemu', 'kvm'];
@@ -14,7 +14,7 @@ export async function readImageUser(conn: LibvirtConnection): Promise<ImageUser 
 }
 
 export function parseImageUser(capabilitiesXml: string): ImageUser | undefined {
-  const caps = parseXml(capabilitiesXml);
+  const caps = parseGeneratedXml(capabilitiesXml);
   if ('error' in caps) return undefined;
   const host = at(caps, 'host');
   const dac = host && childElements(host, 'secmodel').find((m) => textOf(firstChild(m, 'model')) === 'dac');

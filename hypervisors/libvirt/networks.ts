@@ -9,7 +9,7 @@ import type { NetworkDescription } from './api/procedures.js';
 import type { LibvirtConnection } from './connection.js';
 import { readLabels, setLabels } from './labels.js';
 import { renderTemplate, templatePath } from './templates.js';
-import { buildXml, firstChild, parseXml, textOf, type XmlElement } from './xml.js';
+import { buildXml, firstChild, parseGeneratedXml, textOf, type XmlElement } from './xml.js';
 import { SharedRuns } from '../shared-runs.js';
 
 export const ISOLATED_NETWORK_TEMPLATE = 'isolated.xml';
@@ -80,7 +80,7 @@ export class LibvirtNetworks {
    * adds at start (a MAC for the bridge).
    */
   private info(n: NetworkDescription): NetworkInfo {
-    const parsed = parseXml(n.xml);
+    const parsed = parseGeneratedXml(n.xml);
     if ('error' in parsed) throw new NetworkConflict(n.name, this.uri, `has XML vmdr cannot read (${parsed.error})`);
     return describe(parsed, n.active);
   }

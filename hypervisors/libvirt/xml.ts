@@ -49,9 +49,32 @@ export function parseXml(text: string): XmlElement | { error: string } {
   return root ?? { error: 'no root element' };
 }
 
+/**
+ * XML libvirt generated itself (a VM's, a network's, a checkpoint's definition): parsed without
+ * parseXml's validation, a second pass over the whole text that costs as much as the parse and
+ * would only ever catch a libvirt bug. The parser alone is lenient (it closes what a truncated
+ * text leaves open), so what it cannot read, and a text that does not end by closing its one root
+ * element, is still an error here.
+ */
+export function parseGeneratedXml(text: string): XmlElement | { error: string } {
+  let nodes: XmlNode[];
+  try {
+    nodes = (parser.parse(text) as OrderedNode[]).map(fromOrdered).filter((n): n is XmlNode => n !== undefined);
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
+  const roots = nodes.filter(isElement);
+  const root = roots[0];
+  if (!root) return { error: 'no root element' };
+  if (roots.length > 1) return { error: `more than one root element (<${root.name}>, <${roots[1]!.name}>)` };
+  const end = text.trimEnd();
+  if (!end.endsWith(`</${root.name}>`) && !(end.endsWith('/>') && root.children.length === 0)) return { error: `the text ends before its root element <${root.name}> is closed` };
+  return root;
+}
+
 /** The root of XML libvirt handed back; text that is not XML is libvirt's fault, not the user's. */
 export function parseLibvirtXml(text: string, what: string): XmlElement {
-  const root = parseXml(text);
+  const root = parseGeneratedXml(text);
   if ('error' in root) throw new Error(`libvirt returned malformed ${what}: ${root.error}`);
   return root;
 }
