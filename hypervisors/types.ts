@@ -536,6 +536,16 @@ export type HypervisorNotice =
   | { kind: 'vm'; vm: string; id: string; state: 'shutoff' | 'paused' | 'crashed' | 'missing'; why: string; at: number }
   | { kind: 'closed'; why: string; at: number };
 
+/**
+ * Which VMs listVms reads; each field given narrows the list (both: the named VMs that run).
+ * `running`: the VMs that run (libvirt counts a paused VM among them: its QEMU runs). `names`: the
+ * VMs of these names; a name the host has no VM of is simply absent from the list, not an error.
+ */
+export interface VmFilter {
+  running?: true;
+  names?: string[];
+}
+
 export interface HypervisorAdapter {
   readonly kind: 'libvirt' | 'vsphere';
   readonly uri: string;
@@ -544,7 +554,12 @@ export interface HypervisorAdapter {
   connect(): Promise<void>;
   close(): Promise<void>;
 
-  listVms(): Promise<VmInfo[]>;
+  /**
+   * The host's VMs, or with `filter` only those it names: what a caller that needs a few VMs of a
+   * host holding many reads (the failover preflight: the plan's targets and the running VMs), so
+   * its cost follows what it asks, not the host's size.
+   */
+  listVms(filter?: VmFilter): Promise<VmInfo[]>;
   /** Accepts a name or an id (UUID), resolved once here. */
   getVm(ref: string): Promise<VmInfo>;
   /** The power state alone: one cheap call, for waits that poll it (getVm reads much more). */

@@ -24,11 +24,12 @@ import type {
   PowerState,
   ScreenImage,
   StopOptions,
+  VmFilter,
   VmInfo,
   VmSpec,
 } from '../types.js';
 import { createOverlays, removeOverlays } from './boot-disks.js';
-import { VIR_DOMAIN_UNDEFINE, VIR_DOMAIN_XML } from './api/codes.js';
+import { VIR_CONNECT_LIST_DOMAINS, VIR_DOMAIN_STATE, VIR_DOMAIN_UNDEFINE, VIR_DOMAIN_XML } from './api/codes.js';
 import type { DomainDescription } from './api/procedures.js';
 import { LibvirtConnection } from './connection.js';
 import { callPool } from './api/pool.js';
@@ -85,9 +86,19 @@ export class LibvirtAdapter implements HypervisorAdapter {
     return watchNotices(this.conn, listener);
   }
 
-  /** Leaves capacityBytes out (a read per disk, see disk-capacities.ts); getVm fills it in. */
-  async listVms(): Promise<VmInfo[]> {
-    return (await this.conn.call({ operation: 'list VMs' }, 'describeAllDomains', 0)).map((d) => this.vmInfo(d));
+  /**
+   * Leaves capacityBytes out (a read per disk, see disk-capacities.ts); getVm fills it in. Named
+   * VMs are looked up one by one, the running ones listed by libvirt's ACTIVE flag: only the VMs
+   * asked for are read and parsed.
+   */
+  async listVms(filter: VmFilter = {}): Promise<VmInfo[]> {
+    const listFlags = filter.running ? VIR_CONNECT_LIST_DOMAINS.ACTIVE : 0;
+    const described = filter.names
+      ? await this.conn.call({ operation: 'read VMs' }, 'describeDomainsNamed', [...new Set(filter.names)], 0)
+      : await this.conn.call({ operation: filter.running ? 'list running VMs' : 'list VMs' }, 'describeAllDomains', 0, listFlags);
+    // A paused VM's QEMU runs too: libvirt's ACTIVE flag counts it, and so does `running` here.
+    const picked = filter.names && filter.running ? described.filter((d) => d.state !== VIR_DOMAIN_STATE.SHUTOFF) : described;
+    return picked.map((d) => this.vmInfo(d));
   }
 
   async getVm(ref: string): Promise<VmInfo> {

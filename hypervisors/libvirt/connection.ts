@@ -23,6 +23,7 @@ const READS: ReadonlySet<ProcedureName> = new Set<ProcedureName>([
   'capabilities',
   'describeAllDomains',
   'describeDomain',
+  'describeDomainsNamed',
   'identifyDomain',
   'domainState',
   'domainXml',

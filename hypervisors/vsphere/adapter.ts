@@ -30,6 +30,7 @@ import type {
   ScreenImage,
   StopOptions,
   TaskOptions,
+  VmFilter,
   VmInfo,
   VmSpec,
 } from '../types.js';
@@ -88,8 +89,8 @@ export class VsphereAdapter implements HypervisorAdapter {
     await c?.session.logout();
   }
 
-  async listVms(): Promise<VmInfo[]> {
-    return (await this.connected()).vms.list();
+  async listVms(filter?: VmFilter): Promise<VmInfo[]> {
+    return (await this.connected()).vms.list(filter);
   }
 
   async getVm(ref: string): Promise<VmInfo> {

@@ -5,7 +5,7 @@
  * datastore), power, and reconfiguration (ReconfigVM_Task).
  */
 import { CleanupFailed, DefinitionRejected, DiskNotFound, InvalidPowerState, StopTimedOut, Unsupported, VmAlreadyExists, VmdrError, VmNotFound } from '../errors.js';
-import type { DiskSpec, PowerState, StopOptions, TaskOptions, VmInfo, VmSpec } from '../types.js';
+import type { DiskSpec, PowerState, StopOptions, TaskOptions, VmFilter, VmInfo, VmSpec } from '../types.js';
 import { diskAddSpec, diskNameOptions, diskNames, diskRemoveSpec, freeUnit, isDatastorePath, nicAddSpec, parseSlot, readHardware, scsiControllerSpec, stringValue, type Hardware, type NetworkBacking } from './devices.js';
 import { findVm } from './find.js';
 import type { CustomFields } from './labels.js';
@@ -13,7 +13,7 @@ import { faultFile, faultType } from './fault-type.js';
 import type { VsphereNetworks } from './network.js';
 import type { Placement } from './placement.js';
 import { items } from './property-values.js';
-import { retrieve } from './property-collector.js';
+import { retrieve, type RetrievedObject } from './property-collector.js';
 import type { VsphereSession } from './session.js';
 import { poll } from './poll.js';
 import type { MoRef } from './soap.js';
@@ -54,8 +54,22 @@ export class VsphereVms {
     private readonly uri: string,
   ) {}
 
-  async list(): Promise<VmInfo[]> {
-    const found = await retrieve(this.session, { type: 'VirtualMachine', paths: VM_PATHS, container: this.place.datacenter.vmFolder });
+  /**
+   * With a filter, a first read of every VM's name and power state alone picks the VMs, and only
+   * those are read whole (their devices are most of what a VM's read carries).
+   */
+  async list(filter: VmFilter = {}): Promise<VmInfo[]> {
+    const container = this.place.datacenter.vmFolder;
+    let found: RetrievedObject[];
+    if (filter.names || filter.running) {
+      const names = filter.names && new Set(filter.names);
+      const picked = (await retrieve(this.session, { type: 'VirtualMachine', paths: ['name', 'runtime.powerState'], container })).filter(
+        (f) => (!names || names.has(String(f.props.name))) && (!filter.running || f.props['runtime.powerState'] === 'poweredOn'),
+      );
+      found = await retrieve(this.session, { type: 'VirtualMachine', paths: VM_PATHS, objects: picked.map((f) => f.ref) });
+    } else {
+      found = await retrieve(this.session, { type: 'VirtualMachine', paths: VM_PATHS, container });
+    }
     const records: VmInfo[] = [];
     const portgroups = await this.portgroupsFor(found.map((f) => f.props['config.hardware.device']));
     for (const f of found) {

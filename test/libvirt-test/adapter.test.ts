@@ -86,6 +86,27 @@ describe('libvirt adapter on the test driver', () => {
     assert.deepEqual(await adapter.getVm(defined.id.toUpperCase()), defined);
   });
 
+  it('lists only the VMs asked for: by name (a name no VM has is left out), the running ones, or both', async () => {
+    const [off, on] = [spec(), spec()];
+    await adapter.defineVm(off);
+    await adapter.defineVm(on);
+    await adapter.start(on.name);
+    const names = (vms: { name: string }[]) => vms.map((v) => v.name).sort();
+    const named = await adapter.listVms({ names: [off.name, on.name, 'test-no-such-vm', off.name] });
+    assert.deepEqual(names(named), [off.name, on.name].sort());
+    assert.deepEqual(named.find((v) => v.name === off.name), await adapter.getVm(off.name));
+    assert.equal(named.find((v) => v.name === on.name)?.powerState, 'running');
+    // The driver's own VM `test` runs from the start.
+    const running = await adapter.listVms({ running: true });
+    assert.ok(running.every((v) => v.powerState === 'running'), JSON.stringify(running.map((v) => [v.name, v.powerState])));
+    assert.deepEqual(names(running).filter((n) => n === 'test' || n === on.name || n === off.name), ['test', on.name].sort());
+    assert.deepEqual(names(await adapter.listVms({ names: [off.name, on.name], running: true })), [on.name]);
+    assert.deepEqual(await adapter.listVms({ names: [] }), []);
+    assert.deepEqual(await adapter.listVms({ names: ['test-no-such-vm'] }), []);
+    // The same VM as the whole list has it.
+    assert.deepEqual((await adapter.listVms()).find((v) => v.name === on.name), named.find((v) => v.name === on.name));
+  });
+
   it('refuses to define a VM whose name is taken, leaving the first one as it was', async () => {
     const s = spec();
     const first = await adapter.defineVm(s);

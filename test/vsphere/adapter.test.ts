@@ -184,6 +184,20 @@ describe('vSphere adapter (simulator)', function () {
       assert.deepEqual(nics.map((n) => n.addressType), ['manual', 'manual']);
     });
 
+    it('is listed when asked for by name, and not among the running VMs; both filters: the named VMs that run', async () => {
+      const names = (vms: { name: string }[]) => vms.map((v) => v.name).sort();
+      const named = await adapter.listVms({ names: [TARGET, 'DC0_H0_VM0', 'test-no-such-vm'] });
+      assert.deepEqual(names(named), ['DC0_H0_VM0', TARGET].sort());
+      // The same VM as the whole list has it.
+      assert.deepEqual(named.find((v) => v.name === TARGET), (await adapter.listVms()).find((v) => v.name === TARGET));
+      const running = await adapter.listVms({ running: true });
+      assert.ok(running.some((v) => v.name === 'DC0_H0_VM0'));
+      assert.ok(!running.some((v) => v.name === TARGET));
+      assert.ok(running.every((v) => v.powerState === 'running'));
+      assert.deepEqual(names(await adapter.listVms({ names: [TARGET, 'DC0_H0_VM0'], running: true })), ['DC0_H0_VM0']);
+      assert.deepEqual(await adapter.listVms({ names: ['test-no-such-vm'] }), []);
+    });
+
     it('a second define of the name is VM_ALREADY_EXISTS; a kernel boot is UNSUPPORTED', async () => {
       await rejectsWith(adapter.defineVm(targetSpec()), 'VM_ALREADY_EXISTS');
       const err = await rejectsWith(adapter.defineVm({ ...targetSpec('test-kernel'), boot: { kind: 'kernel', kernel: '/k', initrd: '/i', cmdline: '' } }), 'UNSUPPORTED');

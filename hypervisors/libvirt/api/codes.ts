@@ -54,6 +54,8 @@ export const VIR_DOMAIN_EVENT = { DEFINED: 0, UNDEFINED: 1, STARTED: 2, SUSPENDE
 export const VIR_DOMAIN_EVENT_STOPPED = { SHUTDOWN: 0, DESTROYED: 1, CRASHED: 2, MIGRATED: 3, SAVED: 4, FAILED: 5, FROM_SNAPSHOT: 6 } as const;
 
 export const VIR_DOMAIN_XML = { SECURE: 1 << 0, INACTIVE: 1 << 1 } as const;
+/** virConnectListAllDomainsFlags */
+export const VIR_CONNECT_LIST_DOMAINS = { ACTIVE: 1 << 0 } as const;
 
 /** virDomainBackupBeginFlags */
 export const VIR_DOMAIN_BACKUP_BEGIN = { REUSE_EXTERNAL: 1 << 0 } as const;

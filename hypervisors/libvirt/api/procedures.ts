@@ -72,10 +72,14 @@ function lookupDomain(conn: Handle, ref: DomainRef): Handle {
   if (UUID.test(ref)) {
     const byUuid = n.virDomainLookupByUUIDString(conn, ref) as Handle;
     if (byUuid) return byUuid;
-    const code = (koffi.decode(n.virGetLastError() ?? fail('virDomainLookupByUUIDString'), ErrorStruct) as { code: number }).code;
-    if (code !== VIR_ERR.NO_DOMAIN) fail('virDomainLookupByUUIDString');
+    if (lastErrorCode('virDomainLookupByUUIDString') !== VIR_ERR.NO_DOMAIN) fail('virDomainLookupByUUIDString');
   }
   return ok('virDomainLookupByName', n.virDomainLookupByName(conn, ref) as Handle);
+}
+
+/** The code of the error the call just left, which stays set (fail() reads it again). */
+function lastErrorCode(call: string): number {
+  return (koffi.decode(libvirt().virGetLastError() ?? fail(call), ErrorStruct) as { code: number }).code;
 }
 
 function withDomain<T>(conn: Handle, ref: DomainRef, fn: (dom: Handle) => T): T {
@@ -163,6 +167,18 @@ function describe(dom: Handle, flags: number): DomainDescription {
   return description;
 }
 
+/** The VM described, or nothing when it was undefined meanwhile; its handle freed either way. */
+function describeAndFree(dom: Handle, flags: number): DomainDescription[] {
+  try {
+    return [describe(dom, flags)];
+  } catch (err) {
+    if (err instanceof ProcedureFailed && err.detail.code === VIR_ERR.NO_DOMAIN) return [];
+    throw err;
+  } finally {
+    libvirt().virDomainFree(dom);
+  }
+}
+
 export interface JobInfo {
   /** virDomainJobType */
   type: number;
@@ -224,26 +240,32 @@ export const procedures = {
     return ok('virConnectGetCapabilities', libvirt().virConnectGetCapabilities(conn) as string);
   },
 
-  /** Every VM, described; one undefined while the list is read is left out. */
-  describeAllDomains(conn: Handle, flags: number): DomainDescription[] {
+  /**
+   * Every VM (`listFlags` 0) or those virConnectListAllDomains' flags pick (ACTIVE: the running
+   * ones), described; one undefined while the list is read is left out.
+   */
+  describeAllDomains(conn: Handle, flags: number, listFlags = 0): DomainDescription[] {
     const n = libvirt();
     const out: unknown[] = [null];
-    const count = rc('virConnectListAllDomains', n.virConnectListAllDomains(conn, out, 0) as number);
-    const described: DomainDescription[] = [];
-    for (const dom of takeHandles(out[0], count)) {
-      try {
-        described.push(describe(dom, flags));
-      } catch (err) {
-        if (!(err instanceof ProcedureFailed && err.detail.code === VIR_ERR.NO_DOMAIN)) throw err;
-      } finally {
-        n.virDomainFree(dom);
-      }
-    }
-    return described;
+    const count = rc('virConnectListAllDomains', n.virConnectListAllDomains(conn, out, listFlags) as number);
+    return takeHandles(out[0], count).flatMap((dom) => describeAndFree(dom, flags));
   },
 
   describeDomain(conn: Handle, ref: DomainRef, flags: number): DomainDescription {
     return withDomain(conn, ref, (dom) => describe(dom, flags));
+  },
+
+  /** The VMs of these names, described, in one call; a name no VM has is left out. */
+  describeDomainsNamed(conn: Handle, names: string[], flags: number): DomainDescription[] {
+    const n = libvirt();
+    return names.flatMap((name) => {
+      n.virResetLastError();
+      const dom = n.virDomainLookupByName(conn, name) as Handle;
+      if (dom) return describeAndFree(dom, flags);
+      if (lastErrorCode('virDomainLookupByName') !== VIR_ERR.NO_DOMAIN) fail('virDomainLookupByName');
+      n.virResetLastError();
+      return [];
+    });
   },
 
   identifyDomain(conn: Handle, ref: DomainRef): { uuid: string; name: string } {
