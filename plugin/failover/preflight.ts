@@ -36,7 +36,7 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
   const kind = ctx.request.kind;
   const point = choosePointFor(ctx, p, replicasOf(ctx, p), { point: ctx.request.point, at: ctx.request.at ? new Date(ctx.request.at) : undefined });
   const dr = await drAdapter(ctx, p);
-  if (kind !== 'test') await checkTarget(dr, p, await inventoryOf(ctx, p.target.site, dr));
+  if (kind !== 'test') await checkTarget(ctx, dr, p);
   const site = sourceSiteFor(ctx, p);
   const source = await sourceState(site, p);
   if (kind === 'unplanned' && source === 'running' && !ctx.request.force) throw new SourceStillRunning(p.name, p.source.vm, site.remote ? `site "${p.source.site}"` : ctx.sites.site(p.source.site).uri);
@@ -49,7 +49,7 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
   }
   // Fan-out: a source fenced for another protection's failover has its live copy on that one's DR site.
   if (kind !== 'test' && source === 'shutoff' && !ctx.request.force) {
-    const fence = fenceOf((await site.vm(p).catch(() => undefined)) ?? { labels: {} });
+    const fence = fenceOf((await sourceVm(ctx, site, p).catch(() => undefined)) ?? { labels: {} });
     if (fence && fence.protection !== p.name) throw new OtherCopyFailedOver(p.name, p.source.vm, fence);
   }
   if (kind === 'planned' && ctx.request.point) throw new NoRecoveryPoint(p.name, 'cannot take --point on a planned failover: it boots the final sync');
@@ -71,7 +71,7 @@ export async function preflight(ctx: RunContext, p: Protection): Promise<Preflig
  * base image and write into the replica (a disk added after the point, one the source lost).
  */
 async function checkTargetDisks(ctx: RunContext, p: Protection, dr: HypervisorAdapter, point: { id: string; disks: { disk: string }[] }, site: SourceSite): Promise<void> {
-  const target = (await inventoryOf(ctx, p.target.site, dr)).vms.find((v) => v.name === p.target.vm)!;
+  const target = (await targetOf(ctx, p, dr))!;
   const has = dataDisks(target).map((d) => d.target);
   const refuse = (detail: string, remedy: string) => {
     throw new TargetNotReady(p.name, target.name, dr.uri, detail, remedy);
@@ -81,7 +81,7 @@ async function checkTargetDisks(ctx: RunContext, p: Protection, dr: HypervisorAd
   const pointDisks = point.disks.map((d) => d.disk);
   let boots = { disks: pointDisks, what: `recovery point ${point.id}` };
   if (ctx.request.kind === 'planned') {
-    const source = await site.vm(p).catch((err: unknown) => {
+    const source = await sourceVm(ctx, site, p).catch((err: unknown) => {
       if (err instanceof VmdrError && err.code === 'VM_NOT_FOUND') return undefined;
       throw err;
     });
@@ -100,14 +100,9 @@ async function checkTargetDisks(ctx: RunContext, p: Protection, dr: HypervisorAd
   }
 }
 
-interface Inventory {
-  vms: VmInfo[];
-  networks: Set<string>;
-}
-
 /**
- * What a host has, read once per run and site: a plan of six VMs would otherwise list every VM
- * and network of the host six times over (a libvirt call per network), time off its RTO.
+ * What a host has, read once per run and site: a plan of six VMs would otherwise read the same
+ * VMs and networks six times over (a libvirt call per network), time off its RTO.
  */
 const perRun = new WeakMap<RunContext, Map<string, Promise<unknown>>>();
 function once<T>(ctx: RunContext, key: string, read: () => Promise<T>): Promise<T> {
@@ -117,30 +112,44 @@ function once<T>(ctx: RunContext, key: string, read: () => Promise<T>): Promise<
   return cache.get(key) as Promise<T>;
 }
 
-function vmsOf(ctx: RunContext, site: string, adapter: HypervisorAdapter): Promise<VmInfo[]> {
-  return once(ctx, `vms ${site}`, () => adapter.listVms());
+/**
+ * The protection's target as its DR host has it now (undefined: it has none). The targets of the
+ * run's protections on that site are read together, by name: a DR host holds many VMs, and the
+ * preflight's reads follow the plan, not the host.
+ */
+async function targetOf(ctx: RunContext, p: Protection, dr: HypervisorAdapter): Promise<VmInfo | undefined> {
+  const site = p.target.site;
+  const inRun = new Set(ctx.request.protections);
+  const targets = ctx.config.protections.filter((x) => inRun.has(x.name) && x.target.site === site).map((x) => x.target.vm);
+  const read = targets.includes(p.target.vm)
+    ? once(ctx, `targets ${site}`, () => dr.listVms({ names: targets }))
+    : once(ctx, `target ${site} ${p.target.vm}`, () => dr.listVms({ names: [p.target.vm] }));
+  return (await read).find((v) => v.name === p.target.vm);
 }
 
-async function inventoryOf(ctx: RunContext, site: string, dr: HypervisorAdapter): Promise<Inventory> {
-  const [vms, networks] = await Promise.all([
-    vmsOf(ctx, site, dr),
+/** The source VM without its disks' sizes (a read per disk): the preflight wants its labels and disk names. */
+function sourceVm(ctx: RunContext, site: SourceSite, p: Protection): Promise<VmInfo> {
+  return once(ctx, `source ${p.name}`, () => site.vm(p, { sizes: false }));
+}
+
+async function checkTarget(ctx: RunContext, dr: HypervisorAdapter, p: Protection): Promise<void> {
+  const site = p.target.site;
+  const wanted = p.target.nics.map((n) => n.mac).filter((m): m is string => m !== undefined);
+  // The VMs that run there matter only for MACs the config gives.
+  const [vm, networks, running] = await Promise.all([
+    targetOf(ctx, p, dr),
     once(ctx, `networks ${site}`, async () => new Set((await dr.listNetworks()).map((n) => n.name))),
+    wanted.length > 0 ? once(ctx, `running ${site}`, () => dr.listVms({ running: true })) : [],
   ]);
-  return { vms, networks };
-}
-
-async function checkTarget(dr: HypervisorAdapter, p: Protection, inventory: Inventory): Promise<void> {
-  const vm = inventory.vms.find((v) => v.name === p.target.vm);
   if (!vm) throw new TargetNotReady(p.name, p.target.vm, dr.uri, 'does not exist', 'pre-stage it with `vmdr target provision`');
   if (vm.labels[LABEL_PROTECTION] !== p.name) throw new TargetNotReady(p.name, vm.name, dr.uri, 'was not made by vmdr for this protection');
   if (vm.powerState !== 'shutoff') {
     throw new TargetNotReady(p.name, vm.name, dr.uri, `is ${vm.powerState}`, 'a target runs only after a failover; if it was started by hand, stop it first');
   }
-  for (const nic of p.target.nics) if (!inventory.networks.has(nic.network)) throw new NetworkNotFound(nic.network, dr.uri);
-  const wanted = p.target.nics.map((n) => n.mac).filter((m): m is string => m !== undefined);
+  for (const nic of p.target.nics) if (!networks.has(nic.network)) throw new NetworkNotFound(nic.network, dr.uri);
   const twice = wanted.find((m, i) => wanted.indexOf(m) !== i);
   if (twice) throw new MacInUse(p.name, twice, vm.name, dr.uri);
-  for (const other of inventory.vms) {
+  for (const other of running) {
     if (!isRival(other, p)) continue;
     const clash = other.nics.find((n) => wanted.includes(n.mac.toLowerCase()));
     if (clash) throw new MacInUse(p.name, clash.mac, other.name, dr.uri);

@@ -34,8 +34,12 @@ export class LocalSourceSite implements SourceSite {
     return (await this.adapter()).powerState(p.source.vm);
   }
 
-  async vm(p: Protection): Promise<VmInfo> {
-    return (await this.adapter()).getVm(p.source.vm);
+  async vm(p: Protection, options: { sizes?: boolean } = {}): Promise<VmInfo> {
+    const adapter = await this.adapter();
+    if (options.sizes !== false) return adapter.getVm(p.source.vm);
+    // Not found by name: the config may name it by its UUID, which getVm resolves.
+    const [vm] = await adapter.listVms({ names: [p.source.vm] });
+    return vm ?? adapter.getVm(p.source.vm);
   }
 
   async stop(p: Protection, how: Omit<StopOptions, 'signal'>, signal?: AbortSignal): Promise<SourceStop> {

@@ -66,7 +66,11 @@ export interface SourceSite {
   readonly remote: boolean;
 
   powerState(p: Protection): Promise<PowerState>;
-  vm(p: Protection): Promise<VmInfo>;
+  /**
+   * The source VM. `sizes: false`: its disks' sizes may be left out, a read per disk that a caller
+   * wanting its labels or disk names skips (a remote site reads it whole: its endpoint has one read).
+   */
+  vm(p: Protection, options?: { sizes?: boolean }): Promise<VmInfo>;
   /** Stops the source VM (graceful with a timeout, then forced when asked; or forced at once). */
   stop(p: Protection, how: Omit<StopOptions, 'signal'>, signal?: AbortSignal): Promise<SourceStop>;
   /** A planned failover's final delta from the stopped source, shipped by the source site to the DR receiver. */
