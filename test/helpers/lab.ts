@@ -107,12 +107,23 @@ export async function createLabVm(prefix: string, options: { marker: string; dis
   return vm;
 }
 
-/** Removes everything createLabVm made, whatever state the test left it in. */
-export async function destroyLabVm(vm: LabVm | undefined): Promise<void> {
+/** Stops and undefines these VMs of the adapter's host, whatever state they are in, and whether they exist or not. */
+export async function removeLabVms(adapter: HypervisorAdapter, names: string[]): Promise<void> {
+  for (const name of names) {
+    await adapter.stop(name, { mode: 'force' }).catch(() => undefined);
+    await adapter.undefine(name).catch(() => undefined);
+  }
+}
+
+/**
+ * Removes everything createLabVm made, whatever state the test left it in, and the VM's DR
+ * target on the same libvirtd (`<name>-dr`, the lab's convention: labProtection) when a test made
+ * one; then `networks` (a DR network, once nothing is on it) and the VM's own network.
+ */
+export async function destroyLabVm(vm: LabVm | undefined, networks: string[] = []): Promise<void> {
   if (!vm) return;
-  await vm.adapter.stop(vm.name, { mode: 'force' }).catch(() => undefined);
-  await vm.adapter.undefine(vm.name).catch(() => undefined);
-  await vm.adapter.removeNetwork(vm.network).catch(() => undefined);
+  await removeLabVms(vm.adapter, [`${vm.name}-dr`, vm.name]);
+  for (const network of [...networks, vm.network]) await vm.adapter.removeNetwork(network).catch(() => undefined);
   await vm.adapter.close();
   await rm(vm.dir, { recursive: true, force: true });
 }

@@ -4,7 +4,7 @@
  * on that network). `vmdr serve` and the set-up commands (provision, protect) are serveAndRun's.
  */
 import assert from 'node:assert/strict';
-import { bootLabVm, createLabVm, destroyLabVm, labBoot, runVmdr, writeOneHostConfig, type LabVm } from './lab.js';
+import { bootLabVm, createLabVm, destroyLabVm, labBoot, removeLabVms, runVmdr, writeOneHostConfig, type LabVm } from './lab.js';
 import { startServe, type ServeProcess } from './vmdr-serve.js';
 
 /** The target's NIC on the DR network: what the DR VM is given besides the network. */
@@ -84,15 +84,11 @@ export async function createProtectedLabVm(
   }
 }
 
-/** Removes the DR VMs named (the target by default), the DR network and the lab VM, whatever state a test left them in. */
-export async function destroyProtectedLabVm(vm: LabVm | undefined, drNetwork: string, drVms?: string[]): Promise<void> {
+/** Removes the other DR VMs named, the target, the DR network and the lab VM, whatever state a test left them in. */
+export async function destroyProtectedLabVm(vm: LabVm | undefined, drNetwork: string, drVms: string[] = []): Promise<void> {
   if (!vm) return;
-  for (const name of drVms ?? [`${vm.name}-dr`]) {
-    await vm.adapter.stop(name, { mode: 'force' }).catch(() => undefined);
-    await vm.adapter.undefine(name).catch(() => undefined);
-  }
-  await vm.adapter.removeNetwork(drNetwork).catch(() => undefined);
-  await destroyLabVm(vm);
+  await removeLabVms(vm.adapter, drVms);
+  await destroyLabVm(vm, [drNetwork]);
 }
 
 /**

@@ -44,8 +44,6 @@ describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)'
 
   after(async () => {
     await serve?.stop();
-    if (!vm) return;
-    await vm.adapter.undefine(`${vm.name}-dr`).catch(() => undefined);
     await destroyLabVm(vm);
   });
 

@@ -78,11 +78,6 @@ describe('application-consistent points through the QEMU guest agent (qemu:///sy
 
   after(async () => {
     await serve?.stop();
-    for (const vm of [app, plain]) {
-      if (!vm) continue;
-      await vm.adapter.stop(`${vm.name}-dr`, { mode: 'force' }).catch(() => undefined);
-      await vm.adapter.undefine(`${vm.name}-dr`).catch(() => undefined);
-    }
     await destroyLabVm(plain);
     await destroyLabVm(app);
   });

@@ -64,11 +64,6 @@ plans:
 
   after(async () => {
     await serve?.stop();
-    for (const vm of [a, b]) {
-      if (!vm) continue;
-      await vm.adapter.stop(`${vm.name}-dr`, { mode: 'force' }).catch(() => undefined);
-      await vm.adapter.undefine(`${vm.name}-dr`).catch(() => undefined);
-    }
     await destroyLabVm(b);
     await destroyLabVm(a);
   });

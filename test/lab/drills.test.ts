@@ -63,7 +63,7 @@ describe('drills on the lab (qemu:///system, vmdr serve)', function () {
 
   after(async () => {
     await serve?.kill();
-    await destroyProtectedLabVm(vm, drNetwork, [target(), ...(await drillObjects().catch(() => ({ vms: [] as string[] }))).vms]);
+    await destroyProtectedLabVm(vm, drNetwork, (await drillObjects().catch(() => ({ vms: [] as string[] }))).vms);
   });
 
   it('vmdr serve runs a drill on its schedule: passed, torn down; ticks while it runs are skipped, saying why', async () => {

@@ -65,7 +65,7 @@ describe('vmdr failover on the lab (qemu:///system)', function () {
 
   after(async () => {
     await receiver?.stop();
-    await destroyProtectedLabVm(vm, drNetwork, [target(), `${vm.name}-unsynced-dr`, `${vm.name}-rival`]);
+    await destroyProtectedLabVm(vm, drNetwork, [`${vm.name}-unsynced-dr`, `${vm.name}-rival`]);
   });
 
   it('refuses, before touching anything, what cannot work: each with one line and exit 1', async () => {

@@ -57,8 +57,6 @@ describe('vmdr sync handed to vmdr serve (qemu:///system)', function () {
 
   after(async () => {
     await serve?.stop();
-    if (!vm) return;
-    await vm.adapter.undefine(`${vm.name}-dr`).catch(() => undefined);
     await destroyLabVm(vm);
   });
 
