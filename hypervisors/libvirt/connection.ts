@@ -67,6 +67,8 @@ export class LibvirtConnection {
     // A failed open is forgotten so the next call tries again (libvirtd may have been started since).
     this.opening ??= (async () => {
       const { conn, watch, events } = await callPool.run('open', [this.uri], Math.min(OPEN_TIMEOUT_MS, this.callTimeoutMs));
+      // Read even when libvirt refused this connection's notices: the outcomes of VM starts come there too.
+      libvirtEvents.listen(events);
       if (watch > 0) {
         this.watches.set(conn, watch);
         libvirtEvents.watch(events, watch, {

@@ -283,8 +283,18 @@ export const procedures = {
     withDomain(conn, ref, (dom) => rc('virDomainUndefineFlags', libvirt().virDomainUndefineFlags(dom, flags)));
   },
 
-  startDomain(conn: Handle, ref: DomainRef): void {
-    withDomain(conn, ref, (dom) => rc('virDomainCreate', libvirt().virDomainCreate(dom)));
+  /**
+   * With `handOff` (pool.ts), the shim's own thread looks the VM up and starts it, and this returns
+   * at once: the outcome comes as the shim's record numbered `handOff` (events.ts).
+   */
+  startDomain(conn: Handle, ref: DomainRef, handOff?: number): void {
+    if (handOff === undefined) {
+      withDomain(conn, ref, (dom) => rc('virDomainCreate', libvirt().virDomainCreate(dom)));
+      return;
+    }
+    if ((eventsShim().vmdr_start_domain(conn, ref, handOff) as number) < 0) {
+      throw new ProcedureFailed({ call: 'vmdr_start_domain', code: VIR_ERR.INTERNAL_ERROR, domain: 0, message: 'no thread could be made to start the VM' });
+    }
   },
 
   shutdownDomain(conn: Handle, ref: DomainRef): void {
