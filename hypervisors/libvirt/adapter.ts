@@ -132,7 +132,7 @@ export class LibvirtAdapter implements HypervisorAdapter {
   async start(vm: string): Promise<void> {
     // The split-brain hook lets a role=target VM start only with vmdr's token, keyed by name.
     const { name, uuid } = await this.conn.call({ operation: 'look up VM', vm }, 'identifyDomain', vm);
-    await withStartToken(this.uri, name, () => this.conn.call({ operation: 'start VM', vm, requires: 'shutoff' }, 'startDomain', uuid));
+    await withStartToken(this.uri, name, () => this.conn.start({ operation: 'start VM', vm, requires: 'shutoff' }, uuid));
   }
 
   async stop(vm: string, options: StopOptions): Promise<void> {

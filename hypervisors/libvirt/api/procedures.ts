@@ -197,13 +197,15 @@ export const procedures = {
    * up on the connection's GLib context, pointing into that thread's stack; the thread waiting
    * next runs it once libvirtd answers, and the process crashes (docs/libvirt.md, "A frozen
    * libvirtd"). A silent libvirtd is noticed by calls timing out instead (connection.ts).
+   * `watched: false` opens one without notices (a VM start's own connection, connection.ts).
    */
-  open(uri: string): OpenedConnection {
+  open(uri: string, watched = true): OpenedConnection {
     const n = libvirt();
     const shim = eventsShim();
     // Events need libvirt's event loop registered before the first open.
     const events = rc('vmdr_events_start', shim.vmdr_events_start() as number);
     const conn = ok('virConnectOpen', n.virConnectOpen(uri) as Handle);
+    if (!watched) return { conn, watch: 0, events };
     const watch = shim.vmdr_events_watch(conn) as number;
     if (watch < 0) n.virResetLastError();
     return { conn, watch: Math.max(watch, 0), events };
