@@ -39,7 +39,7 @@ export interface HealthWaitOptions {
 
 const POLL_MS = 200;
 /** With the hypervisor's notices of its VMs, how often the power state is asked all the same. */
-const POWER_RECHECK_MS = 1_000;
+const POWER_RECHECK_MS = 5_000;
 /** The console is a local file read from where the last look ended: looking often costs little, and every look earlier shortens the RTO. */
 const SERIAL_POLL_MS = 50;
 /** The longest one TCP connect, HTTP request or agent ping may take before it counts as no answer. */

@@ -8,17 +8,24 @@
  * answers. A host that leaves MAX_GIVEN_UP_PER_HOST calls unanswered is sent no more until one of
  * them comes back: its further calls fail at once, so a hung libvirtd holds at most that many
  * threads, and those its calls already running when it stopped answering (MAX_THREADS at most).
+ *
+ * A VM start is not held on a thread: its procedure hands the start to a thread of the C shim and
+ * returns, and the outcome comes through the shim's pipe (events.ts). Six VMs of a plan starting
+ * at once so need no six Node workers (each ~45 ms of CPU to start, spent while the failover is on
+ * the clock). Such a start that does not come back in time is given up like a call, and counts
+ * among its host's unanswered calls until its outcome comes.
  */
 import type { Worker } from 'node:worker_threads';
 import type { LibraryFailure } from '../../errors.js';
 import type { FailureDetail, OpenedConnection, Procedures } from './procedures.js';
 import { VIR_ERR, VIR_FROM } from './codes.js';
+import { libvirtEvents, type StartOutcome } from './events.js';
 import { startThread } from './thread-file.js';
 import type { Reply, Request, ThreadMessage } from './worker.js';
 
 const MAX_THREADS = 8;
 const GROW_AFTER_MS = 20;
-/** Threads one host may hold inside libvirt after their calls were given up (each costs ~10 MB). */
+/** Calls one host may leave inside libvirt after they were given up: threads (~10 MB each) and starts handed to the shim. */
 export const MAX_GIVEN_UP_PER_HOST = 4;
 /**
  * A call's time starts when its thread has loaded (a fresh thread takes tens of ms, seconds under
@@ -55,6 +62,15 @@ export class LibvirtCallTimedOut extends Error {
   }
 }
 
+/** Procedures whose blocking part runs on a thread of the C shim, the procedure's last argument numbering its outcome. */
+const HANDED_OFF: ReadonlySet<string> = new Set(['startDomain']);
+
+interface HandOff {
+  host: unknown;
+  /** Its caller was given LibvirtCallTimedOut; it is still inside libvirt. */
+  givenUp: boolean;
+}
+
 interface Job {
   request: Request;
   timeoutMs: number;
@@ -86,12 +102,53 @@ class CallPool {
   private readonly queue: Job[] = [];
   private growing: NodeJS.Timeout | undefined;
   private nextId = 1;
+  /** Starts handed to the shim whose outcome has not come, by request number. */
+  private readonly handedOff = new Map<number, HandOff>();
+  private nextHandOff = 1;
 
   run<K extends ProcedureName>(name: K, args: ProcedureArgs<K>, timeoutMs: number): Promise<ProcedureResult<K>> {
     if (this.retired.has(args[0])) {
       return Promise.reject(new LibvirtCallFailed({ call: String(name), code: VIR_ERR.INTERNAL_ERROR, domain: VIR_FROM.RPC, message: 'the connection is being closed' }));
     }
+    if (HANDED_OFF.has(name) && libvirtEvents.listening) return this.handOff(name, args, timeoutMs) as Promise<ProcedureResult<K>>;
     return this.enqueue(name, args, timeoutMs);
+  }
+
+  /**
+   * Runs the procedure with a request number as its last argument; it returns once the shim's
+   * thread has the work, and the call ends with that thread's outcome, given up after `timeoutMs`.
+   */
+  private async handOff<K extends ProcedureName>(name: K, args: ProcedureArgs<K>, timeoutMs: number): Promise<void> {
+    const request = this.nextHandOff++;
+    const handOff: HandOff = { host: this.hostOf({ name, args }), givenUp: false };
+    // Listened for before it is handed over: a start that fails at once may answer first.
+    const outcome = new Promise<StartOutcome>((resolve) =>
+      libvirtEvents.onStartOutcome(request, (o) => {
+        this.handedOff.delete(request);
+        resolve(o);
+      }),
+    );
+    this.handedOff.set(request, handOff);
+    try {
+      await this.enqueue(name, [...args, request] as unknown as ProcedureArgs<K>, timeoutMs);
+    } catch (err) {
+      libvirtEvents.forgetStart(request);
+      this.handedOff.delete(request);
+      throw err;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        handOff.givenUp = true;
+        reject(new LibvirtCallTimedOut(String(name), timeoutMs));
+      }, timeoutMs);
+    });
+    try {
+      const o = await Promise.race([outcome, late]);
+      if ('failure' in o) throw new LibvirtCallFailed(o.failure);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** The host a call goes to: the URI it opens, or the one its connection was opened with. */
@@ -103,6 +160,7 @@ class CallPool {
   private unansweredOn(host: unknown): number {
     let count = 0;
     for (const t of this.givenUp) if (t.job && this.hostOf(t.job.request) === host) count++;
+    for (const h of this.handedOff.values()) if (h.givenUp && h.host === host) count++;
     return count;
   }
 
@@ -117,6 +175,11 @@ class CallPool {
     if (unanswered < MAX_GIVEN_UP_PER_HOST) return false;
     job.reject(new LibvirtCallTimedOut(String(job.request.name), job.timeoutMs, unanswered));
     return true;
+  }
+
+  /** The call threads the process holds now (given-up ones not counted). */
+  get threadCount(): number {
+    return this.threads.size;
   }
 
   /** Whether a call on `conn` is queued, running, or given up on and still inside libvirt. */

@@ -213,13 +213,15 @@ export const procedures = {
    * up on the connection's GLib context, pointing into that thread's stack; the thread waiting
    * next runs it once libvirtd answers, and the process crashes (docs/libvirt.md, "A frozen
    * libvirtd"). A silent libvirtd is noticed by calls timing out instead (connection.ts).
+   * `watched: false` opens one without notices (a VM start's own connection, connection.ts).
    */
-  open(uri: string): OpenedConnection {
+  open(uri: string, watched = true): OpenedConnection {
     const n = libvirt();
     const shim = eventsShim();
     // Events need libvirt's event loop registered before the first open.
     const events = rc('vmdr_events_start', shim.vmdr_events_start() as number);
     const conn = ok('virConnectOpen', n.virConnectOpen(uri) as Handle);
+    if (!watched) return { conn, watch: 0, events };
     const watch = shim.vmdr_events_watch(conn) as number;
     if (watch < 0) n.virResetLastError();
     return { conn, watch: Math.max(watch, 0), events };
@@ -305,8 +307,18 @@ export const procedures = {
     withDomain(conn, ref, (dom) => rc('virDomainUndefineFlags', libvirt().virDomainUndefineFlags(dom, flags)));
   },
 
-  startDomain(conn: Handle, ref: DomainRef): void {
-    withDomain(conn, ref, (dom) => rc('virDomainCreate', libvirt().virDomainCreate(dom)));
+  /**
+   * With `handOff` (pool.ts), the shim's own thread looks the VM up and starts it, and this returns
+   * at once: the outcome comes as the shim's record numbered `handOff` (events.ts).
+   */
+  startDomain(conn: Handle, ref: DomainRef, handOff?: number): void {
+    if (handOff === undefined) {
+      withDomain(conn, ref, (dom) => rc('virDomainCreate', libvirt().virDomainCreate(dom)));
+      return;
+    }
+    if ((eventsShim().vmdr_start_domain(conn, ref, handOff) as number) < 0) {
+      throw new ProcedureFailed({ call: 'vmdr_start_domain', code: VIR_ERR.INTERNAL_ERROR, domain: 0, message: 'no thread could be made to start the VM' });
+    }
   },
 
   shutdownDomain(conn: Handle, ref: DomainRef): void {

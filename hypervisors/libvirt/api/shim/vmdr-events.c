@@ -1,6 +1,7 @@
 /*
- * libvirt's event loop and its notices for vmdr, without JavaScript: built into
- * libvmdr-libvirt-events.so (scripts/build-shim) and loaded by koffi on the call threads.
+ * libvirt's event loop and its notices for vmdr, without JavaScript, and VM starts on threads of
+ * their own: built into libvmdr-libvirt-events.so (scripts/build-shim) and loaded by koffi on the
+ * call threads.
  *
  * Why C: libvirt reports a domain's lifecycle and a connection's closing only through callbacks,
  * and a koffi callback that libvirt calls crashes a Node process whose worker threads use koffi
@@ -17,9 +18,18 @@
  * interleave). The main thread reads that pipe like any other (api/events.ts). libvirt's event
  * loop runs on a thread of ours that runs no JavaScript either: no Node worker has to start
  * before a connection opens, and nothing has to wake it for the process to exit.
+ *
+ * Why starts too: virDomainCreate blocks for as long as libvirtd takes to launch QEMU (0.5-2 s
+ * here), and a plan starts its VMs in parallel. On the call threads each start held a Node worker
+ * (an isolate of its own, ~45 ms of CPU to start on this machine, spent exactly while the failover
+ * is on the clock). vmdr_start_domain hands the start to a plain thread and returns at once; the
+ * outcome comes back as a record on the same pipe, read on the main thread (api/events.ts), with
+ * libvirt's error read by the thread that failed (libvirt keeps the last error per thread).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -31,18 +41,18 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
-enum { RECORD_LIFECYCLE = 1, RECORD_CLOSED = 2 };
+enum { RECORD_LIFECYCLE = 1, RECORD_CLOSED = 2, RECORD_STARTED = 3 };
 
 /* Read by api/events.ts: keep the two in step. */
 struct vmdr_event_record {
-    uint64_t watch;   /* which watched connection (vmdr_events_watch's number) */
+    uint64_t watch;   /* which watched connection (vmdr_events_watch's number); started: the caller's request number */
     uint64_t time;    /* when libvirt reported it: microseconds since the epoch */
     int32_t kind;     /* RECORD_* */
-    int32_t event;    /* lifecycle: virDomainEventType; closed: virConnectCloseReason */
-    int32_t detail;   /* lifecycle: the event's detail (virDomainEventStoppedDetailType, ...) */
-    int32_t unused;
-    char uuid[40];    /* VIR_UUID_STRING_BUFLEN and padding */
-    char name[440];   /* NUL-terminated, cut at 439 bytes */
+    int32_t event;    /* lifecycle: virDomainEventType; closed: virConnectCloseReason; started: 0, or -1 when it failed */
+    int32_t detail;   /* lifecycle: the event's detail (virDomainEventStoppedDetailType, ...); started: the failure's virErrorNumber */
+    int32_t domain;   /* started: the failure's virErrorDomain */
+    char uuid[40];    /* VIR_UUID_STRING_BUFLEN and padding; started: the libvirt function that failed */
+    char name[440];   /* NUL-terminated, cut at 439 bytes; started: libvirt's message */
 };
 _Static_assert(sizeof(struct vmdr_event_record) == 512, "api/events.ts reads 512-byte records");
 
@@ -220,4 +230,133 @@ void vmdr_events_unwatch(virConnectPtr conn)
     if (removed.closing)
         virConnectUnregisterCloseCallback(conn, on_close);
     virResetLastError();
+}
+
+struct start {
+    virConnectPtr conn; /* referenced for the thread: closing the connection cannot free it under the start */
+    uint64_t request;
+    char ref[];         /* the VM's UUID or name */
+};
+
+static int is_uuid(const char *s)
+{
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        if (shape[i] == '-' ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') || (s[i] >= 'A' && s[i] <= 'F')))
+            return 0;
+    }
+    return s[sizeof shape - 1] == '\0';
+}
+
+/* As api/procedures.ts lookupDomain: a VM named like a UUID is still found by its name. */
+static virDomainPtr lookup(virConnectPtr conn, const char *ref, const char **failed)
+{
+    virDomainPtr dom;
+
+    if (is_uuid(ref)) {
+        dom = virDomainLookupByUUIDString(conn, ref);
+        if (dom)
+            return dom;
+        virErrorPtr err = virGetLastError();
+        if (!err || err->code != VIR_ERR_NO_DOMAIN) {
+            *failed = "virDomainLookupByUUIDString";
+            return NULL;
+        }
+        virResetLastError();
+    }
+    dom = virDomainLookupByName(conn, ref);
+    if (!dom)
+        *failed = "virDomainLookupByName";
+    return dom;
+}
+
+/*
+ * Unlike a notice, an outcome is never dropped while the pipe is full (its caller would wait for
+ * its time-out): the writer waits until the main thread has read, a minute at most.
+ */
+static void post_outcome(struct vmdr_event_record *record)
+{
+    struct timespec now;
+    struct pollfd writable = {.fd = records[1], .events = POLLOUT};
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    record->time = (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+    for (int waited_ms = 0; waited_ms < 60 * 1000; waited_ms += 100) {
+        pthread_mutex_lock(&lock);
+        ssize_t written = write(records[1], record, sizeof *record);
+        pthread_mutex_unlock(&lock);
+        if (written == (ssize_t)sizeof *record || (written < 0 && errno != EAGAIN && errno != EINTR))
+            return;
+        (void)poll(&writable, 1, 100);
+    }
+}
+
+static void *run_start(void *arg)
+{
+    struct start *start = arg;
+    struct vmdr_event_record record = {.watch = start->request, .kind = RECORD_STARTED};
+    const char *failed = NULL;
+    virDomainPtr dom;
+
+    virResetLastError();
+    dom = lookup(start->conn, start->ref, &failed);
+    if (dom && virDomainCreate(dom) < 0)
+        failed = "virDomainCreate";
+    if (failed) {
+        virErrorPtr err = virGetLastError();
+        record.event = -1;
+        record.detail = err ? err->code : VIR_ERR_INTERNAL_ERROR;
+        record.domain = err ? err->domain : VIR_FROM_NONE;
+        strncpy(record.uuid, failed, sizeof record.uuid - 1);
+        if (err && err->message)
+            strncpy(record.name, err->message, sizeof record.name - 1);
+    }
+    if (dom)
+        virDomainFree(dom);
+    virResetLastError();
+    virConnectClose(start->conn);
+    free(start);
+    post_outcome(&record);
+    return NULL;
+}
+
+/*
+ * Starts the VM `ref` (UUID or name) on `conn` on a thread of its own and returns at once: 0, and
+ * later one RECORD_STARTED record carrying `request`; -1 when no thread could be made (nothing
+ * was started, no record comes). vmdr_events_start must have run.
+ */
+int vmdr_start_domain(virConnectPtr conn, const char *ref, uint64_t request)
+{
+    pthread_attr_t attr;
+    pthread_t thread;
+    sigset_t all, old;
+    size_t length = strlen(ref);
+    struct start *start;
+    int made;
+
+    if (started != 0 || length > 4096)
+        return -1;
+    start = malloc(sizeof *start + length + 1);
+    if (!start)
+        return -1;
+    memcpy(start->ref, ref, length + 1);
+    start->request = request;
+    start->conn = conn;
+    if (virConnectRef(conn) < 0) {
+        free(start);
+        return -1;
+    }
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    made = pthread_create(&thread, &attr, run_start, start) == 0;
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!made) {
+        virConnectClose(conn);
+        free(start);
+        return -1;
+    }
+    return 0;
 }
