@@ -8,7 +8,7 @@
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Progress } from '../../hypervisors/types.js';
 import { failpoint } from '../replication/replica/failpoints.js';
-import { endStep, listSteps, startStep, type StepRow } from '../state/failovers.js';
+import { doneStep, endStep, listSteps, startStep, type StepRow } from '../state/failovers.js';
 import type { StateStore } from '../state/store.js';
 import { FailoverStepFailed } from './errors.js';
 
@@ -42,7 +42,7 @@ export class FailoverJournal {
   }
 
   done(protection: string, step: string): StepRow | undefined {
-    return this.steps().find((s) => s.protection === protection && s.step === step && s.status === 'done');
+    return doneStep(this.state.db, this.failover, protection, step);
   }
 
   /** The recorded result of a finished step, or undefined when it has not finished. */

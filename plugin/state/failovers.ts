@@ -5,7 +5,7 @@
  */
 import { hostname } from 'node:os';
 import { processExists } from './leases.js';
-import type { Database } from './store.js';
+import { preparedOnce, type Database } from './store.js';
 
 export type FailoverKind = 'unplanned' | 'planned' | 'test' | 'revert' | 'failback';
 export type FailoverStatus = 'running' | 'succeeded' | 'failed';
@@ -84,8 +84,17 @@ export function listSteps(db: Database, failover: string): StepRow[] {
   );
 }
 
+/** The step's row once it is done (a resumed run skips it). */
+export function doneStep(db: Database, failover: string, protection: string, step: string): StepRow | undefined {
+  const r = preparedOnce(db, `SELECT * FROM failover_steps WHERE failover = ? AND protection = ? AND step = ? AND status = 'done'`).get(failover, protection, step) as
+    | Record<string, unknown>
+    | undefined;
+  return r && (camel(r) as unknown as StepRow);
+}
+
+// A plan's run writes two rows per step and VM (tens per VM): its statements are prepared once.
 export function startStep(db: Database, failover: string, protection: string, step: string): void {
-  db.prepare(
+  preparedOnce(db, 
     `INSERT INTO failover_steps (failover, protection, step, ord, status, started_at_ms)
      VALUES (?, ?, ?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM failover_steps WHERE failover = ?), 'started', ?)
      ON CONFLICT (failover, protection, step) DO UPDATE SET status = 'started', started_at_ms = excluded.started_at_ms,
@@ -101,7 +110,7 @@ export function endStep(
   status: Exclude<StepStatus, 'started'>,
   outcome: { detail?: unknown; error?: { code: string; message: string } } = {},
 ): void {
-  db.prepare(
+  preparedOnce(db, 
     `UPDATE failover_steps SET status = ?, ended_at_ms = ?, detail = ?, error_code = ?, error_message = ?
      WHERE failover = ? AND protection = ? AND step = ?`,
   ).run(
