@@ -1,8 +1,11 @@
 /**
  * Consistency groups: protections (the VMs of one application) whose points are taken at one
  * instant (plugin/replication/group-cycle.ts). The checks a group's entry needs beyond its shape:
- * members that exist, each in one group only, and one DR site (a failover of the group's point
- * reads every member's replica on one host). Members may be on several source sites: the group's
+ * members that exist, each in one group only, one DR site (a failover of the group's point
+ * reads every member's replica on one host) and one owner: a group is one application, so one
+ * tenant's (or the operator's own); members of two tenants would tie one customer's VMs to
+ * another's pauses, and each tenant's status would name the other's VMs. Members may be on several
+ * source sites: the group's
  * COORDINATING site (coordinatorSite) runs its cycle, and holds the members of the other source
  * sites through their hosts' `vmdr serve` (plugin/replication/group-cycle.ts).
  */
@@ -49,6 +52,11 @@ export function checkConsistencyGroups(config: Config, issue: (path: (string | n
     });
     const targets = [...new Set(members.map((p) => p.target.site))];
     if (targets.length > 1) issue(['consistencyGroups', g, 'protections'], `the members of group "${group.name}" go to DR sites ${targets.map((s) => `"${s}"`).join(', ')}: a consistency group's members must go to one DR site`);
+    const owners = [...new Set(members.map((p) => p.tenant))];
+    if (owners.length > 1) {
+      const named = owners.map((t) => (t === undefined ? 'the operator (no tenant)' : `tenant "${t}"`)).join(', ');
+      issue(['consistencyGroups', g, 'protections'], `the members of group "${group.name}" belong to ${named}: a consistency group's members must belong to one tenant`);
+    }
   });
 }
 

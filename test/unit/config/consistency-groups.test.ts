@@ -9,14 +9,18 @@ import { parseConfig } from '../../../plugin/config/load.js';
 import { ConfigInvalid } from '../../../plugin/config/errors.js';
 import { coordinatorSite } from '../../../plugin/config/consistency-groups.js';
 
-function config(groups: string, protections = ['db', 'web', 'cache'], sites: Record<string, [string, string]> = {}): string {
+function config(groups: string, protections = ['db', 'web', 'cache'], sites: Record<string, [string, string]> = {}, tenants: Record<string, string> = {}): string {
   const entries = protections
     .map((p) => {
       const [src, dr] = sites[p] ?? ['prod', 'dr'];
-      return `  - name: ${p}\n    source: { site: ${src}, vm: ${p} }\n    target: { site: ${dr}, vm: ${p}-dr, nics: [{ network: n }] }\n`;
+      const tenant = tenants[p] ? `    tenant: ${tenants[p]}\n` : '';
+      return `  - name: ${p}\n${tenant}    source: { site: ${src}, vm: ${p} }\n    target: { site: ${dr}, vm: ${p}-dr, nics: [{ network: n }] }\n`;
     })
     .join('');
   return `version: 1
+tenants:
+  - name: acme
+  - name: globex
 sites:
   - name: prod
     uri: test:///default
@@ -63,6 +67,16 @@ describe('config: consistency groups', () => {
     const parsed = parseConfig(config('  - name: app\n    protections: [web, db]\n', undefined, { web: ['prod2', 'dr'] }), 'vmdr.yaml');
     assert.equal(coordinatorSite(parsed.consistencyGroups[0]!, parsed.protections), 'prod2');
     refused(config('  - name: app\n    protections: [db, web]\n', undefined, { web: ['prod', 'dr2'] }), /members must go to one DR site/);
+  });
+
+  it('takes a group of one tenant\'s VMs; refuses members of two tenants, or of a tenant and the operator, naming them', () => {
+    const parsed = parseConfig(config('  - name: app\n    protections: [db, web]\n', undefined, undefined, { db: 'acme', web: 'acme' }), 'vmdr.yaml');
+    assert.deepEqual(parsed.consistencyGroups[0]!.protections, ['db', 'web']);
+    refused(
+      config('  - name: app\n    protections: [db, web]\n', undefined, undefined, { db: 'acme', web: 'globex' }),
+      /consistencyGroups\[0\]\.protections: the members of group "app" belong to tenant "acme", tenant "globex": a consistency group's members must belong to one tenant/,
+    );
+    refused(config('  - name: app\n    protections: [db, web]\n', undefined, undefined, { web: 'acme' }), /belong to the operator \(no tenant\), tenant "acme"/);
   });
 
   it('refuses an unknown onMemberDown and a group of one', () => {
