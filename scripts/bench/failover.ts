@@ -19,7 +19,7 @@
  * Then the vSphere figure (failover-vsphere.ts): a point's disk materialized on a vSphere
  * target's datastore, per GiB allocated, beside qemu-img convert and curl -T alone.
  * The order of floor and vmdr alternates from one repetition to the next, so neither always
- * runs first on a cold page cache. Prints a markdown report on stdout (progress on stderr) and
+ * runs first on a cold page cache, and each timed part begins on a quiet machine (quiet()). Prints a markdown report on stdout (progress on stderr) and
  * removes everything it made, also after a failure or Ctrl-C. No traffic leaves the machine: the
  * guests sit on isolated bridges and the receiver listens on loopback.
  */
@@ -43,6 +43,8 @@ const REPEAT = Number(process.env.BENCH_REPEAT ?? 3);
 /** BENCH_CPU_PROFILE=DIR: each vmdr command writes a V8 CPU profile there (where its CPU goes; open in Chrome's DevTools). */
 const PROFILE = process.env.BENCH_CPU_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROFILE}`] : [];
 const SIZES = [1, N];
+/** How long each timed part waited for a quiet machine (quiet()), in ms. */
+const waits = { floor: [] as number[], failover: [] as number[] };
 
 interface FailoverReport {
   id: string;
@@ -86,6 +88,23 @@ async function machineCpuMs(): Promise<number> {
   const [, ...fields] = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/);
   const [user, nice, system, , , irq, softirq, steal] = fields.map(Number);
   return (user! + nice! + system! + irq! + softirq! + (steal ?? 0)) * 10;
+}
+
+/**
+ * Waits until the machine is quiet: under a tenth of one core busy over half a second, 20 s at
+ * most. Before each timed part, floor and failover alike: the runs of 2026-12-02 showed whichever
+ * side ran first in a repetition losing 2-4 s at 6 VMs, and the floor had a lead-in of its own
+ * (its `vmdr points` and definitions, before its clock) that let the previous part's teardown end
+ * before it started, where the failover began the moment the drill before it returned. Returns the
+ * ms waited (reported).
+ */
+async function quiet(): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const before = await machineCpuMs();
+    await new Promise((r) => setTimeout(r, 500));
+    if ((await machineCpuMs()) - before < 50 || performance.now() - started > 20_000) return performance.now() - started;
+  }
 }
 
 /** What the machine and libvirtd spent on CPU while `work` ran. */
@@ -172,6 +191,7 @@ async function floor(adapter: HypervisorAdapter, config: string, dir: string, pr
       });
       vms.push({ name, log });
     }
+    waits.floor.push(await quiet());
     const t0 = performance.now();
     const boot = async ({ name, log }: { name: string; log: string }) => {
       await virsh('start', name);
@@ -248,6 +268,7 @@ async function main(cleanup: Cleanup): Promise<void> {
       };
       const runFailover = async () => {
         say(`rep ${rep}, ${size} VM(s): vmdr failover ${subject.join(' ')}`);
+        waits.failover.push(await quiet());
         const { value: f, ...cpu } = await cpuDuring(libvirtd, () => vmdrOk(['failover', ...subject, '--config', config]));
         if (f.report.kind !== 'unplanned') throw new Error(`expected an unplanned failover, got ${f.report.kind}`);
         say(`  rtoMs ${f.report.rtoMs}, wall ${seconds(f.wallMs)}; revert`);
@@ -297,7 +318,9 @@ async function main(cleanup: Cleanup): Promise<void> {
   const out: string[] = [];
   out.push(`## Failover benchmark run of ${machine.date!.slice(0, 10)}`, '');
   out.push('Machine:', '', ...Object.entries(machine).map(([k, v]) => `- ${k}: ${v}`));
-  out.push(`- other running domains at start: ${otherDomains.join(', ') || 'none'}; 1-min load average before each measurement and at the end: ${load.join(', ')}`, '');
+  out.push(`- other running domains at start: ${otherDomains.join(', ') || 'none'}; 1-min load average before each measurement and at the end: ${load.join(', ')}`);
+  const waited = (xs: number[]) => `median ${seconds(median(xs))}, longest ${seconds(Math.max(...xs))}`;
+  out.push(`- each timed part began on a quiet machine (under a tenth of a core busy for half a second); waited before the floors ${waited(waits.floor)}, before the failovers ${waited(waits.failover)}`, '');
   out.push(
     `Fleet: ${N} lab guests (${FLEET_TARGET_MEMORY_MIB} MiB, 1 vCPU, TCG, direct kernel boot with \`${FLEET_BOOT.cmdline}\`, 64 MiB ext4 qcow2 disk, 1 NIC on an isolated bridge), ` +
       `one plan with one priority group (parallel ${N}); sources forced off before the runs (unplanned failover from the newest point). ` +
