@@ -94,7 +94,8 @@ export function doneStep(db: Database, failover: string, protection: string, ste
 
 // A plan's run writes two rows per step and VM (tens per VM): its statements are prepared once.
 export function startStep(db: Database, failover: string, protection: string, step: string): void {
-  preparedOnce(db, 
+  preparedOnce(
+    db,
     `INSERT INTO failover_steps (failover, protection, step, ord, status, started_at_ms)
      VALUES (?, ?, ?, (SELECT COALESCE(MAX(ord), 0) + 1 FROM failover_steps WHERE failover = ?), 'started', ?)
      ON CONFLICT (failover, protection, step) DO UPDATE SET status = 'started', started_at_ms = excluded.started_at_ms,
@@ -110,7 +111,8 @@ export function endStep(
   status: Exclude<StepStatus, 'started'>,
   outcome: { detail?: unknown; error?: { code: string; message: string } } = {},
 ): void {
-  preparedOnce(db, 
+  preparedOnce(
+    db,
     `UPDATE failover_steps SET status = ?, ended_at_ms = ?, detail = ?, error_code = ?, error_message = ?
      WHERE failover = ? AND protection = ? AND step = ?`,
   ).run(
