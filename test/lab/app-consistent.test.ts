@@ -112,8 +112,11 @@ describe('application-consistent points through the QEMU guest agent (qemu:///sy
       assert.equal(point.consistency, 'crash');
       assert.equal(point.consistencyIssue!.code, 'freeze-timed-out');
       assert.match(line, new RegExp(`\\(crash-consistent, frozen \\d+ ms: freeze-timed-out: the guest agent of VM "${vm.name}" did not answer the freeze within ${FREEZE_TIMEOUT_S} s: given up, and thawed\\)`));
-      // The guest froze late, after the cycle gave up; the cycle's thaw reached it.
-      assert.deepEqual(await hookLines(vm, from), ['freeze', 'thaw']);
+      // The guest froze late, after the cycle gave up; the cycle's thaw reached it. Under load the
+      // cycle may ask again while the late freeze still sleeps in the hook, and each thaw runs it.
+      const lines = await hookLines(vm, from);
+      assert.equal(lines[0], 'freeze', lines.join(', '));
+      assert.ok(lines.length >= 2 && lines.slice(1).every((l) => l === 'thaw'), lines.join(', '));
       assert.equal(await fsfreezeStatus(vm.name), 'thawed');
     } finally {
       await guestShell(vm.name, 'echo >/run/vmdr/freeze-delay');
