@@ -12,16 +12,11 @@ import { protectionDir } from '../replication/layout.js';
 import { reclaimImages } from '../replication/replica/access.js';
 import { LABEL_FAILOVER, LABEL_PROTECTION, LABEL_ROLE, LABEL_TENANT, ROLE_DRILL } from '../targets/labels.js';
 import { targetSpec } from '../targets/provision.js';
-import { bootWithIdentity, type HealthStep } from './boot.js';
+import { identityStep, startAndWatch, type PreparedVm } from './boot.js';
 import { prepareBootDisks, releaseBootDisks } from './boot-disks.js';
 import { drAdapter, replicasOf, storageOf, taskOf, type RunContext } from './context.js';
 import { evidenceStep } from './evidence.js';
 import { choosePointFor, describePoint, releasePoint, type ChosenPoint } from './recovery-point.js';
-
-export interface DrillResult {
-  point: ChosenPoint;
-  health: HealthStep;
-}
 
 /** Drill names carry the run's id, so two drills of one VM never share a VM, a file or a network. */
 export function drillNames(ctx: RunContext, p: Protection) {
@@ -38,7 +33,8 @@ export function bubbleName(ctx: RunContext, tenant: string | undefined): string 
   return `vmdr-drill-${ctx.id.slice(-6)}${tenant ? `-${tenant}` : ''}`;
 }
 
-export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResult> {
+/** Everything up to the drill VM's start; the start, the health wait and the evidence are the PreparedVm's boot. */
+export async function prepareDrill(ctx: RunContext, p: Protection): Promise<PreparedVm> {
   const j = ctx.journal;
   const names = drillNames(ctx, p);
   const bubble = bubbleName(ctx, p.tenant);
@@ -74,15 +70,19 @@ export async function drillVm(ctx: RunContext, p: Protection): Promise<DrillResu
     }
     return { vm: names.vm, network: bubble, disks };
   });
-  const health = await bootWithIdentity(ctx, dr, drill, names.console).catch(async (err: unknown) => {
-    // A VM that booted and did not come up healthy is where its screen and console matter most.
-    // The health failure is what the drill reports: evidence that cannot be taken is recorded by
-    // its own step as failed, and does not replace it.
-    if (j.done(p.name, 'start')) await evidenceStep(ctx, dr, drill, names.console).catch(() => undefined);
-    throw err;
-  });
-  await evidenceStep(ctx, dr, drill, names.console);
-  return { point, health };
+  await identityStep(ctx, dr, drill);
+  return {
+    boot: async () => {
+      await startAndWatch(ctx, dr, drill, names.console).catch(async (err: unknown) => {
+        // A VM that booted and did not come up healthy is where its screen and console matter most.
+        // The health failure is what the drill reports: evidence that cannot be taken is recorded by
+        // its own step as failed, and does not replace it.
+        if (j.done(p.name, 'start')) await evidenceStep(ctx, dr, drill, names.console).catch(() => undefined);
+        throw err;
+      });
+      await evidenceStep(ctx, dr, drill, names.console);
+    },
+  };
 }
 
 /**

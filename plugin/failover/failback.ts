@@ -14,7 +14,7 @@ import { freeLoopbackPort } from '../replication/sender/nbd-port.js';
 import { failbackSourceOf } from '../sites/failback-source.js';
 import { setPinned } from '../state/points.js';
 import { roleOf, setRole } from '../state/roles.js';
-import type { HealthStep } from './boot.js';
+import type { HealthStep, PreparedVm } from './boot.js';
 import { sourceSiteFor } from '../sites/source-site-for.js';
 import { restoreTarget } from './revert.js';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, taskOf, type RunContext } from './context.js';
@@ -43,7 +43,8 @@ export async function failbackPreflight(ctx: RunContext, p: Protection): Promise
   return { failover: role.failover };
 }
 
-export async function failBackVm(ctx: RunContext, p: Protection, pre: FailbackPreflight): Promise<void> {
+/** Everything up to the source's start; its start and health wait, on its own site, are the PreparedVm's boot. */
+export async function prepareFailBack(ctx: RunContext, p: Protection, pre: FailbackPreflight): Promise<PreparedVm> {
   const j = ctx.journal;
   const dr = await drAdapter(ctx, p);
   const original = new FailoverJournal(ctx.state, pre.failover);
@@ -81,8 +82,12 @@ export async function failBackVm(ctx: RunContext, p: Protection, pre: FailbackPr
   });
   // Started and watched by its own site: the start token is written on the host whose hook reads it.
   const source = sourceSiteFor(ctx, p);
-  const { serialFrom } = await j.step(p.name, 'start-source', () => source.startSource(p));
-  await j.step<HealthStep>(p.name, 'health', () => source.waitHealthy(p, p.health, serialFrom, ctx.signal));
+  return {
+    boot: async () => {
+      const { serialFrom } = await j.step(p.name, 'start-source', () => source.startSource(p));
+      await j.step<HealthStep>(p.name, 'health', () => source.waitHealthy(p, p.health, serialFrom, ctx.signal));
+    },
+  };
 }
 
 /**

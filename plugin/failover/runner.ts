@@ -15,16 +15,17 @@ import { newRunId } from '../state/run-ids.js';
 import type { StateStore } from '../state/store.js';
 import { VmdrError } from '../../hypervisors/errors.js';
 import type { Progress } from '../../hypervisors/types.js';
+import type { PreparedVm } from './boot.js';
 import { drAdapter, type FailoverRequest, type RunContext } from './context.js';
-import { bubbleName, drillVm, removeDrill } from './drill.js';
+import { bubbleName, prepareDrill, removeDrill } from './drill.js';
 import { FailoverInProgress, FailoverStepFailed, NotFailedOver, NothingToResume } from './errors.js';
 import { FailoverJournal, RUN, RUNBOOK_STEP, type StepEvent } from './journal.js';
 import { preflight, type Preflight } from './preflight.js';
 import { buildReport, type FailoverReport } from './report.js';
 import { revertVm } from './revert.js';
-import { takeOver } from './take-over.js';
+import { prepareTakeOver } from './take-over.js';
 import { storeRunReport } from '../reports/store.js';
-import { failBackVm, failbackPreflight, type FailbackPreflight } from './failback.js';
+import { prepareFailBack, failbackPreflight, type FailbackPreflight } from './failback.js';
 import { RunbookInvalid, RunbookRollbackFailed } from '../runbooks/errors.js';
 import { executeRunbook } from '../runbooks/execute.js';
 import { checkAgainstPlan, loadRunbook, runbookFile } from '../runbooks/load.js';
@@ -290,16 +291,26 @@ async function expectStarts(ctx: RunContext, groups: Group[]): Promise<void> {
   await Promise.all([...most].map(async ([site, n]) => (await ctx.sites.adapter(site).catch(() => undefined))?.expectParallel?.(n)));
 }
 
-/** A group's VMs brought up, at most `parallel` at once; recorded as the run's step `group NAME`. */
+/**
+ * A group's VMs brought up, at most `parallel` at once; recorded as the run's step `group NAME`.
+ * Every VM of the group is prepared (disks, identity) before any starts: the starts go out together
+ * and no VM's preparation competes with guests already booting for the host's CPU. A group one of
+ * whose VMs cannot be prepared starts none of them.
+ */
 function startGroup(ctx: RunContext, group: Group, plan: Plan | undefined, checked: Record<string, Preflight & FailbackPreflight>) {
   const j = ctx.journal;
   return j.step(RUN, `group ${group.name}`, async () => {
+    const prepare = (p: Protection): Promise<PreparedVm> => {
+      if (ctx.request.kind === 'test') return prepareDrill(ctx, p);
+      if (ctx.request.kind === 'failback') return prepareFailBack(ctx, p, checked[p.name]!);
+      return prepareTakeOver(ctx, p, checked[p.name]!);
+    };
+    const prepared = new Map<string, PreparedVm>();
+    await inParallel(group.protections, group.parallel, async (p) => void prepared.set(p.name, await prepare(p)));
     const skipped: string[] = [];
     await inParallel(group.protections, group.parallel, async (p) => {
       try {
-        if (ctx.request.kind === 'test') await drillVm(ctx, p);
-        else if (ctx.request.kind === 'failback') await failBackVm(ctx, p, checked[p.name]!);
-        else await takeOver(ctx, p, checked[p.name]!);
+        await prepared.get(p.name)!.boot();
       } catch (err) {
         const unhealthy = err instanceof VmdrError && err.subject.step === 'health';
         if (!(unhealthy && plan?.onHealthFailure === 'skip')) throw err;

@@ -60,8 +60,6 @@ export async function waitForSerialLine(wait: SerialWait): Promise<RegExpExecArr
   let last: string[] = [];
   try {
     for (;;) {
-      // Watched before the look: a write between the two wakes the next pause.
-      watcher ??= watchConsole(wait.file, written, () => (watcher = undefined));
       const chunk = await reader.next();
       // QEMU writes the console a few bytes at a time: only a line that has ended counts, or a
       // check would match (and report) half of what the guest is printing.
@@ -75,8 +73,20 @@ export async function waitForSerialLine(wait: SerialWait): Promise<RegExpExecArr
       }
       if (chunk.length === READ_BYTES) continue;
       if (Date.now() >= deadline) break;
-      // A guest that prints without pause is looked at every pollMs, not at each of its writes.
-      if (watcher && chunk.length > 0) await delay(pollMs, undefined, { signal: wait.signal });
+      if (chunk.length > 0) {
+        // A guest that prints is looked at every pollMs, unwatched: QEMU writes its console a few
+        // bytes at a time, and a watch would wake this process at each write (a booting kernel:
+        // over a hundred a second per guest).
+        watcher?.close();
+        watcher = undefined;
+        await delay(pollMs, undefined, { signal: wait.signal });
+        continue;
+      }
+      if (!watcher) {
+        // Watched from now on, and looked at once more: a write just before the watch began wakes no pause.
+        watcher = watchConsole(wait.file, written, () => (watcher = undefined));
+        if (watcher) continue;
+      }
       await written.pause(Math.min(watcher ? WATCHED_POLL_MS : pollMs, Math.max(0, deadline - Date.now())), wait.signal);
     }
   } finally {

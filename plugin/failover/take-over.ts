@@ -11,7 +11,7 @@ import { ReplicaLease } from '../replication/replica/lease.js';
 import { sourceSiteFor } from '../sites/source-site-for.js';
 import { setRole } from '../state/roles.js';
 import { LABEL_FAILOVER, LABEL_ROLE, ROLE_PROMOTED, targetLabels } from '../targets/labels.js';
-import { bootWithIdentity, type HealthStep } from './boot.js';
+import { identityStep, startAndWatch, type PreparedVm } from './boot.js';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS, drAdapter, replicasOf, storageOf, taskOf, type RunContext } from './context.js';
 import { failoverBoot, prepareBootDisks } from './boot-disks.js';
 import type { Preflight } from './preflight.js';
@@ -20,25 +20,18 @@ import { choosePoint, choosePointFor, describePoint, type ChosenPoint } from './
 /** How long an in-flight sync cycle may take to finish once the replica stopped taking new ones. */
 const REPLICA_IDLE_TIMEOUT_MS = 120_000;
 
-export interface TakeOverResult {
-  point: ChosenPoint;
-  health: HealthStep;
-  /** Planned: when the source was down; the final point is younger, so nothing was lost. */
-  sourceStoppedAt?: string;
-}
-
-export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): Promise<TakeOverResult> {
+/** Everything up to the target's start; the start and the health wait are the PreparedVm's boot. */
+export async function prepareTakeOver(ctx: RunContext, p: Protection, pre: Preflight): Promise<PreparedVm> {
   const j = ctx.journal;
   const source = sourceSiteFor(ctx, p);
-  let sourceStoppedAt: string | undefined;
   let finalPoint: string | undefined;
   if (ctx.request.kind === 'planned') {
     // The source site stops its VM and ships the final delta; this side boots what that committed.
-    ({ sourceStoppedAt } = await j.step(p.name, 'stop-source', async () => {
+    await j.step(p.name, 'stop-source', async () => {
       const how = { mode: 'graceful' as const, timeoutMs: ctx.request.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS, forceOnTimeout: true };
       const stopped = await source.stop(p, how, ctx.signal);
       return { sourceStoppedAt: stopped.stoppedAt, was: stopped.was };
-    }));
+    });
     ({ point: finalPoint } = await j.step(p.name, 'final-sync', () =>
       source.finalSync(p, taskOf(ctx)),
     ));
@@ -94,8 +87,8 @@ export async function takeOver(ctx: RunContext, p: Protection, pre: Preflight): 
     if (!prepared.promoted) await dr.setLabels(p.target.vm, promoted);
     return {};
   });
-  const health = await bootWithIdentity(ctx, dr, p);
-  return { point, health, ...(sourceStoppedAt ? { sourceStoppedAt } : {}) };
+  await identityStep(ctx, dr, p);
+  return { boot: async () => void (await startAndWatch(ctx, dr, p)) };
 }
 
 /** Once no new point may begin, a cycle already writing holds the replica lease until it ends. */

@@ -48,17 +48,30 @@ const waits = { floor: [] as number[], failover: [] as number[] };
 
 interface FailoverReport {
   id: string;
+  startedAt: string;
   kind: string;
   status: string;
   rtoMs: number;
   groups: { name: string; startedAt: string; endedAt: string; status: string }[];
   /** Run-level steps: preflight, one per priority group. */
   run: { step: string; durationMs: number | null }[];
-  vms: { protection: string; status: string; healthyAt: string | null; identity: string | null; steps: { step: string; durationMs: number; status: string }[] }[];
+  vms: { protection: string; status: string; healthyAt: string | null; identity: string | null; steps: { step: string; startedAt: string; endedAt: string | null; durationMs: number; status: string }[] }[];
   error?: { code: string; message: string };
 }
 
+/**
+ * One VM's way to ready, in ms from its side's clock start: when its start was asked (virsh
+ * spawned; the failover's start step begun), when that start returned, when it was ready.
+ */
+interface VmTimes {
+  asked: number;
+  started: number;
+  ready: number;
+}
+
 interface Sample {
+  /** Each VM's times: the bare floor, the seeded floor, the failover. */
+  times: { floor: VmTimes[]; seeded: VmTimes[]; failover: VmTimes[] };
   floorMs: number;
   floorEach: number[];
   /** The floor whose guests also apply the targets' identity seeds (with the targets' MACs). */
@@ -154,7 +167,7 @@ interface Point {
  * The floor: the same guests booted straight from overlays of their newest points, started all
  * at once with `virsh start`; resolves with each guest's time to its ready line.
  */
-async function floor(adapter: HypervisorAdapter, config: string, dir: string, prefix: string, members: FleetMember[], identity: boolean, libvirtd: number): Promise<{ each: number[]; cpu: { machineMs: number; libvirtdMs: number } }> {
+async function floor(adapter: HypervisorAdapter, config: string, dir: string, prefix: string, members: FleetMember[], identity: boolean, libvirtd: number): Promise<{ each: VmTimes[]; cpu: { machineMs: number; libvirtdMs: number } }> {
   const floorDir = join(dir, identity ? 'floor-seeded' : 'floor');
   await mkdir(floorDir, { recursive: true, mode: 0o755 });
   const vms: { name: string; log: string }[] = [];
@@ -193,12 +206,13 @@ async function floor(adapter: HypervisorAdapter, config: string, dir: string, pr
     }
     waits.floor.push(await quiet());
     const t0 = performance.now();
-    const boot = async ({ name, log }: { name: string; log: string }) => {
+    const boot = async ({ name, log }: { name: string; log: string }): Promise<VmTimes> => {
       await virsh('start', name);
+      const started = performance.now() - t0;
       await waitForSerialLine({ vm: name, file: log, pattern: GUEST_READY, timeoutMs: 180_000, pollMs: 50 });
-      const ms = performance.now() - t0;
+      const ready = performance.now() - t0;
       if (identity && !/seed=yes mac-match=yes/.test(await readFile(log, 'utf8'))) throw new Error(`${name} booted without applying its seed`);
-      return ms;
+      return { asked: 0, started, ready };
     };
     const { value: each, ...cpu } = await cpuDuring(libvirtd, () => Promise.all(vms.map(boot)));
     return { each, cpu };
@@ -209,6 +223,15 @@ async function floor(adapter: HypervisorAdapter, config: string, dir: string, pr
     }
     await rm(floorDir, { recursive: true, force: true });
   }
+}
+
+/** Each VM's start step and ready time, from the run's start (the clock rtoMs counts on). */
+function failoverTimes(report: FailoverReport): VmTimes[] {
+  const t0 = Date.parse(report.startedAt);
+  return report.vms.map((v) => {
+    const start = v.steps.find((s) => s.step === 'start');
+    return { asked: start ? Date.parse(start.startedAt) - t0 : NaN, started: start?.endedAt ? Date.parse(start.endedAt) - t0 : NaN, ready: v.healthyAt ? Date.parse(v.healthyAt) - t0 : NaN };
+  });
 }
 
 function stepMeans(report: FailoverReport): Record<string, number> {
@@ -288,13 +311,14 @@ async function main(cleanup: Cleanup): Promise<void> {
         failover = await runFailover();
         floors = await runFloor();
       }
-      const floorEach = floors.bare;
+      const floorEach = floors.bare.map((t) => t.ready);
       say(`rep ${rep}, ${size} VM(s): vmdr failover ${subject.join(' ')} --test`);
       const drill = await vmdrOk(['failover', ...subject, '--test', '--config', config]);
       samples.get(size)!.push({
         floorMs: Math.max(...floorEach),
         floorEach,
-        floorSeededMs: Math.max(...floors.seeded),
+        floorSeededMs: Math.max(...floors.seeded.map((t) => t.ready)),
+        times: { floor: floors.bare, seeded: floors.seeded, failover: failoverTimes(failover.f.report) },
         rtoMs: failover.f.report.rtoMs,
         wallMs: failover.f.wallMs,
         revertWallMs: failover.revertWallMs,
@@ -366,6 +390,19 @@ async function main(cleanup: Cleanup): Promise<void> {
     const show = (pick: (x: Sample) => Record<string, number>) => names(pick).map((n) => `${n} ${seconds(median(s.map((x) => pick(x)[n] ?? 0)))}`).join(', ');
     const identity = Object.entries(s.flatMap((x) => x.identity).reduce<Record<string, number>>((n, a) => ({ ...n, [a]: (n[a] ?? 0) + 1 }), {}));
     out.push(`- ${size} VM${size > 1 ? 's' : ''}: run: ${show((x) => x.run)}; per VM: ${show((x) => x.steps)}; identity step: ${identity.map(([a, n]) => `${a} ×${n}`).join(', ')}`);
+  }
+  out.push(
+    '',
+    "Each VM's way to ready, every repetition (s from each side's clock start; the range over the VMs): " +
+      'start asked (the floor spawns every `virsh start` at 0; the failover\'s start step begins), start returned, ready:',
+    '',
+  );
+  const range = (xs: number[]) => `${(Math.min(...xs) / 1000).toFixed(2)}–${(Math.max(...xs) / 1000).toFixed(2)}`;
+  const span = (ts: VmTimes[]) => `asked ${range(ts.map((t) => t.asked))}, started ${range(ts.map((t) => t.started))}, ready ${range(ts.map((t) => t.ready))}`;
+  for (const size of SIZES) {
+    for (const [i, x] of samples.get(size)!.entries()) {
+      out.push(`- ${size} VM${size > 1 ? 's' : ''}, rep ${i + 1}: floor ${span(x.times.floor)}; seeded floor ${span(x.times.seeded)}; failover ${span(x.times.failover)}`);
+    }
   }
   out.push(
     '',

@@ -21,6 +21,8 @@ const exec = promisify(execFile);
 interface Step {
   step: string;
   status: string;
+  startedAt: string;
+  endedAt: string | null;
   error?: { code: string; message: string };
 }
 interface VmReport {
@@ -133,6 +135,12 @@ describe('many to one: six source VMs fail over onto one DR host, each onto its 
     assert.ok(Date.parse(second!.startedAt) >= Date.parse(first!.endedAt), `group-2 started ${second!.startedAt}, before group-1 ended ${first!.endedAt}`);
 
     assert.equal(report.vms.length, N);
+    // Each group prepares all its VMs (group-2: four, three at a time) before it starts any.
+    for (const group of report.groups) {
+      const vms = report.vms.filter((v) => v.group === group.name);
+      const at = (step: string, end: 'startedAt' | 'endedAt') => vms.map((v) => Date.parse(v.steps.find((s) => s.step === step)![end]!));
+      assert.ok(Math.min(...at('start', 'startedAt')) >= Math.max(...at('identity', 'endedAt')), `${group.name}: a VM started before every VM of its group had its identity`);
+    }
     for (const m of members) {
       const vm = report.vms.find((v) => v.protection === m.protection);
       assert.ok(vm, `${m.protection} is not in the report`);
