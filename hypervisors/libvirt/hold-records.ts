@@ -14,7 +14,7 @@
  * or the record is not its own any more): its capture may have fallen after that release.
  */
 import { createHash } from 'node:crypto';
-import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VmdrError } from '../errors.js';
 import type { Hold } from '../types.js';
@@ -140,6 +140,15 @@ export class HoldRecords {
     });
     const prefix = this.prefix();
     const now = Date.now();
+    // A release's note that no holder came to read (it ended first, or looked mid-release) goes after a while.
+    const orphans = names.filter((n) => n.startsWith(prefix) && n.endsWith(CLAIM) && !names.includes(n.slice(0, -CLAIM.length)));
+    await Promise.all(
+      orphans.map(async (n) => {
+        const file = join(this.dir, n);
+        const made = await stat(file).then((s) => s.mtimeMs, () => now);
+        if (now - made > ORPHAN_CLAIM_MS) await rm(file, { force: true });
+      }),
+    );
     const entries = await Promise.all(
       names
         .filter((n) => n.startsWith(prefix) && !n.endsWith('.new') && !n.endsWith(CLAIM))
@@ -171,6 +180,8 @@ export class HoldRecords {
 }
 
 const CLAIM = '.claim';
+/** Longer than any release takes (a thaw's agent calls are bounded by seconds). */
+const ORPHAN_CLAIM_MS = 60_000;
 const claimFile = (file: string) => `${file}${CLAIM}`;
 
 /**

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -135,6 +135,22 @@ describe('hold records (the files a dead holder leaves)', () => {
       const other = await records.claim(left);
       assert.ok(other, 'the dead claim was not taken over');
       await other.end(true);
+      assert.deepEqual(await readdir(dir), []);
+    });
+
+    it('a note no holder came to read goes after a minute', async () => {
+      const records = new HoldRecords(URI, dir);
+      await records.record('test-vm', 'freeze', 1);
+      await sleep(5);
+      const other = await records.claim(await only(records));
+      await other!.end(true, true);
+      const [note] = await readdir(dir);
+      assert.match(note!, /\.claim$/);
+      assert.deepEqual(await records.list(), []);
+      assert.deepEqual(await readdir(dir), [note], 'a fresh note stays for its holder');
+      const old = new Date(Date.now() - 61_000);
+      await utimes(join(dir, note!), old, old);
+      assert.deepEqual(await records.list(), []);
       assert.deepEqual(await readdir(dir), []);
     });
   });
