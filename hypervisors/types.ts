@@ -360,7 +360,12 @@ export type QuiesceIssueCode =
   /** Frozen and captured, but no thaw answered in time: the guest may still be frozen. */
   | 'thaw-timed-out'
   /** Frozen and captured, but the thaw failed. */
-  | 'thaw-failed';
+  | 'thaw-failed'
+  /**
+   * Frozen, but held past the hold's deadline (see Hold), and another vmdr process released it
+   * before this holder did: the capture may have fallen after that thaw.
+   */
+  | 'hold-broken';
 
 export interface QuiesceIssue {
   code: QuiesceIssueCode;
@@ -408,9 +413,11 @@ export interface VmPause {
   readonly refused: ReadonlyMap<string, string>;
   /**
    * Resumes every VM this pause stopped, each tried until it answers or `timeoutMs` has passed;
-   * never throws. Safe to call twice. By VM: how long it was paused, or why it could not be resumed.
+   * never throws. Safe to call twice. By VM: how long it was paused, or why it could not be
+   * resumed; or `broken`: why it was not this pause's to resume any more (held past the hold's
+   * deadline, another vmdr process resumed it first: a capture may have fallen after that).
    */
-  resume(): Promise<Map<string, { pausedMs: number; error?: string }>>;
+  resume(): Promise<Map<string, { pausedMs: number; error?: string; broken?: string }>>;
 }
 
 /**
@@ -485,7 +492,9 @@ export interface ChangeTracker {
    * Releases the left holds (of `vms`, or of every VM): a VM still paused by a pause (libvirt's
    * reason "paused by user") is resumed, a guest still frozen is thawed; a VM paused for another
    * reason is left paused. Never throws for one hold: its failure is its answer, and its record
-   * stays for the next try. Concurrent calls release each hold once.
+   * stays for the next try. Concurrent calls release each hold once, in all processes: a hold whose
+   * holder is releasing it is left to it, and a live holder whose hold was released here learns
+   * so at its own release (VmPause's `broken`, the freeze's `hold-broken`).
    */
   releaseLeftHolds(vms?: string[]): Promise<ReleasedHold[]>;
 }

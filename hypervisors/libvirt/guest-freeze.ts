@@ -7,7 +7,9 @@
  * asked again until it answers or three times the bound has passed. A guest left frozen beyond
  * that keeps the record of its hold (hold-records.ts), as does one whose process died while it was
  * frozen: another vmdr process thaws it (left-holds.ts). The next freeze's failure thaws it too
- * (qemu-ga refuses a freeze while frozen).
+ * (qemu-ga refuses a freeze while frozen). A holder whose record another process claimed first
+ * (its deadline passed: that process thaws it) does not thaw: its point is crash-consistent, with
+ * the issue `hold-broken` (the thaw may have come before the checkpoint's instant).
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type { GuestFreeze, QuiesceIssue, QuiesceOptions, QuiesceResult } from '../types.js';
@@ -16,14 +18,14 @@ import { failpoint } from '../failpoints.js';
 import { VIR_ERR } from './api/codes.js';
 import type { LibvirtConnection } from './connection.js';
 import { libvirtCode } from './errors.js';
-import { HoldUnrecorded, type HoldRecords } from './hold-records.js';
+import { HoldUnrecorded, isTaken, type HoldRecords, type RecordedHold } from './hold-records.js';
 import { powerStateOf } from './power-states.js';
 
 /** Attempts at the thaw, each bounded like the freeze, within this many times the bound. */
 const THAW_BUDGET = 3;
 const THAW_RETRY_PAUSE_MS = 200;
 
-type Asked = { vm: string; askedAt: number; frozen: boolean; issue?: QuiesceIssue; thaw: boolean; unrecord?: () => Promise<void> };
+type Asked = { vm: string; askedAt: number; frozen: boolean; issue?: QuiesceIssue; thaw: boolean; recorded?: RecordedHold };
 
 export async function freezeGuests(conn: LibvirtConnection, vms: string[], options: QuiesceOptions, records?: HoldRecords): Promise<GuestFreeze> {
   // libvirt counts whole seconds, and 0 would mean "do not wait".
@@ -40,7 +42,7 @@ export async function freezeGuests(conn: LibvirtConnection, vms: string[], optio
 
 async function freezeOne(conn: LibvirtConnection, vm: string, seconds: number, records: HoldRecords | undefined): Promise<Asked> {
   const askedAt = Date.now();
-  let unrecord: (() => Promise<void>) | undefined;
+  let recorded: RecordedHold | undefined;
   try {
     // A paused guest's agent cannot answer: asking would only wait out the timeout, then the thaw's.
     const state = powerStateOf(await conn.call({ operation: 'read VM state', vm }, 'domainState', vm));
@@ -48,22 +50,32 @@ async function freezeOne(conn: LibvirtConnection, vm: string, seconds: number, r
       return { vm, askedAt, frozen: false, thaw: false, issue: { code: 'vm-not-running', message: `VM ${JSON.stringify(vm)} is ${state}: no guest runs to freeze` } };
     }
     // Released by the holder within the freeze's bound and then the window's (the caller's).
-    unrecord = await records?.record(vm, 'freeze', 2 * seconds * 1000);
+    recorded = await records?.record(vm, 'freeze', 2 * seconds * 1000);
     await agentCall(conn, vm, 'freeze', seconds);
-    return { vm, askedAt, frozen: true, thaw: true, ...(unrecord ? { unrecord } : {}) };
+    return { vm, askedAt, frozen: true, thaw: true, ...(recorded ? { recorded } : {}) };
   } catch (err) {
     const issue = freezeIssue(conn, vm, err, seconds, Date.now() - askedAt);
     // A freeze that reached an agent may still take effect; one that reached none (no channel, no
     // agent connected to it, no guest running, no record of it) cannot.
     const thaw = (issue.code === 'freeze-timed-out' || issue.code === 'freeze-failed') && !(err instanceof HoldUnrecorded);
-    if (!thaw) await unrecord?.();
-    return { vm, askedAt, frozen: false, issue, thaw, ...(thaw && unrecord ? { unrecord } : {}) };
+    if (!thaw) await recorded?.remove();
+    return { vm, askedAt, frozen: false, issue, thaw, ...(thaw && recorded ? { recorded } : {}) };
   }
 }
 
 async function thawOne(conn: LibvirtConnection, asked: Asked, seconds: number): Promise<QuiesceResult> {
   const crash = (issue: QuiesceIssue): QuiesceResult => ({ consistency: 'crash', issue });
   if (!asked.thaw) return crash(asked.issue!);
+  const claim = await asked.recorded?.claim();
+  if (claim && isTaken(claim)) {
+    if (!asked.frozen) return crash(asked.issue!);
+    const by = claim.by !== undefined ? `vmdr process ${claim.by}` : 'another vmdr process';
+    const held = ((Date.now() - asked.askedAt) / 1000).toFixed(1);
+    return crash({
+      code: 'hold-broken',
+      message: `the freeze of VM ${JSON.stringify(asked.vm)} was held past its deadline (${asked.recorded!.deadline.toISOString()}, ${held} s since it was asked) and ${by} thawed it: the checkpoint may have been taken after the thaw`,
+    });
+  }
   const started = Date.now();
   const deadline = started + THAW_BUDGET * seconds * 1000;
   let attempts = 0;
@@ -72,18 +84,20 @@ async function thawOne(conn: LibvirtConnection, asked: Asked, seconds: number): 
     try {
       await agentCall(conn, asked.vm, 'thaw', seconds);
       const window = { freezeWindowMs: Date.now() - asked.askedAt };
-      await asked.unrecord?.();
+      await claim?.end(true);
       return asked.frozen ? { consistency: 'application', ...window } : { ...crash(asked.issue!), ...window };
     } catch (err) {
       // A VM that stopped, or lost its agent channel, holds no frozen filesystem any more.
       if (err instanceof VmdrError && (err.code === 'INVALID_POWER_STATE' || err.code === 'VM_NOT_FOUND' || (err instanceof GuestAgentUnavailable && err.reason === 'not-configured'))) {
-        await asked.unrecord?.();
+        await claim?.end(true);
         return asked.frozen ? { consistency: 'application' } : crash(asked.issue!);
       }
       if (Date.now() + THAW_RETRY_PAUSE_MS < deadline) {
         await delay(THAW_RETRY_PAUSE_MS);
         continue;
       }
+      // Its record stays: another vmdr process thaws it once it answers.
+      await claim?.end(false);
       const waited = Math.round((Date.now() - started) / 100) / 10;
       const timedOut = err instanceof GuestAgentUnavailable && err.reason === 'not-answering';
       const remedy = `\`virsh -c ${conn.uri} domfsthaw ${asked.vm}\` thaws them, and so does the next cycle's freeze`;

@@ -7,9 +7,14 @@
  * reused by another process is not the holder. Under /run: a host that reboots has no paused QEMU,
  * and no record. 0600 files in a 0700 directory, written whole (a temporary file renamed), as
  * another process may read them at any moment. Writing one costs well under a millisecond (tmpfs).
+ *
+ * Whoever releases a held VM claims its record first (a `.claim` file beside it, created
+ * exclusively): the holder for its own release, another process for a left hold. So a holder
+ * that overran its deadline learns, at its release, that another process took its hold (the claim
+ * or the record is not its own any more): its capture may have fallen after that release.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VmdrError } from '../errors.js';
 import type { Hold } from '../types.js';
@@ -29,6 +34,39 @@ interface Stored {
   since: number;
   deadline: number;
 }
+
+/** Who claimed a record to release its VM (`<file>.claim`). */
+interface StoredClaim {
+  pid: number;
+  pidStart: string;
+}
+
+/** A release's hold on a record: after the release, the record goes (released) or stays for the next try. */
+export interface HoldClaim {
+  /** `tellHolder`: the claim stays beside the removed record, for its live holder to find whose release it was. */
+  end(released: boolean, tellHolder?: boolean): Promise<void>;
+}
+
+/** The holder's claim was refused: another vmdr process released (or is releasing) its VM. */
+export interface HoldTaken {
+  /** That process, when its claim names one that is alive or was. */
+  by?: number;
+}
+
+/** The holder's handle on its record (HoldRecords.record). */
+export interface RecordedHold {
+  readonly deadline: Date;
+  /**
+   * Claims the record for the holder's own release, before it releases: HoldTaken when another
+   * process claimed or removed it first (the hold's deadline passed): the hold was broken, and the
+   * VM is that process's to release.
+   */
+  claim(): Promise<HoldClaim | HoldTaken>;
+  /** Removes the record of a hold never taken (the pause or freeze failed). */
+  remove(): Promise<void>;
+}
+
+export const isTaken = (c: HoldClaim | HoldTaken): c is HoldTaken => !('end' in c);
 
 /** A hold as listed, with the file that records it. */
 export interface HoldEntry extends Hold {
@@ -55,9 +93,9 @@ export class HoldRecords {
 
   /**
    * Records a hold of `vm` about to be taken, which its holder releases within `boundMs` in every
-   * path; resolves with the record's removal, for after the release. Fails with HoldUnrecorded.
+   * path; resolves with the holder's handle on it. Fails with HoldUnrecorded.
    */
-  async record(vm: string, kind: Hold['kind'], boundMs: number): Promise<() => Promise<void>> {
+  async record(vm: string, kind: Hold['kind'], boundMs: number): Promise<RecordedHold> {
     const file = join(this.dir, `${this.prefix()}${digest(vm)}.${kind}.${process.pid}`);
     const since = Date.now();
     const stored: Stored = { uri: this.uri, vm, kind, pid: process.pid, pidStart: await ownStart(), since, deadline: since + boundMs };
@@ -67,6 +105,8 @@ export class HoldRecords {
         throw err;
       });
       await this.made;
+      // A claim a killed releaser left on a record of this name (a pid used again) is not on this one.
+      await rm(claimFile(file), { force: true });
       await writeFile(`${file}.new`, JSON.stringify(stored), { mode: 0o600 });
       await rename(`${file}.new`, file);
     } catch (err) {
@@ -74,7 +114,22 @@ export class HoldRecords {
     }
     // A record that would not go is harmless: once this process has ended, the next sweep finds the
     // VM running (or thawed) and removes it.
-    return () => rm(file, { force: true }).catch(() => undefined);
+    const remove = () => rm(file, { force: true }).catch(() => undefined);
+    return {
+      deadline: new Date(stored.deadline),
+      claim: () => claim(file, since, false),
+      remove,
+    };
+  }
+
+  /**
+   * Claims a left hold's record for a release by this process: undefined when another release
+   * (its holder's own, another process's) has it, or it is gone. A claim whose process is gone
+   * (killed mid-release) is taken over.
+   */
+  async claim(hold: HoldEntry): Promise<HoldClaim | undefined> {
+    const c = await claim(hold.file, hold.since.getTime(), true);
+    return isTaken(c) ? undefined : c;
   }
 
   /** The holds recorded for this URI, each with whether it is left (its holder gone, or its deadline passed). */
@@ -85,9 +140,18 @@ export class HoldRecords {
     });
     const prefix = this.prefix();
     const now = Date.now();
+    // A release's note that no holder came to read (it ended first, or looked mid-release) goes after a while.
+    const orphans = names.filter((n) => n.startsWith(prefix) && n.endsWith(CLAIM) && !names.includes(n.slice(0, -CLAIM.length)));
+    await Promise.all(
+      orphans.map(async (n) => {
+        const file = join(this.dir, n);
+        const made = await stat(file).then((s) => s.mtimeMs, () => now);
+        if (now - made > ORPHAN_CLAIM_MS) await rm(file, { force: true });
+      }),
+    );
     const entries = await Promise.all(
       names
-        .filter((n) => n.startsWith(prefix) && !n.endsWith('.new'))
+        .filter((n) => n.startsWith(prefix) && !n.endsWith('.new') && !n.endsWith(CLAIM))
         .map(async (name): Promise<HoldEntry | undefined> => {
           const file = join(this.dir, name);
           // Gone since the listing (released), or not this URI's after all: not a hold of this host.
@@ -114,6 +178,54 @@ export class HoldRecords {
     return `${digest(this.uri)}.`;
   }
 }
+
+const CLAIM = '.claim';
+/** Longer than any release takes (a thaw's agent calls are bounded by seconds). */
+const ORPHAN_CLAIM_MS = 60_000;
+const claimFile = (file: string) => `${file}${CLAIM}`;
+
+/**
+ * Claims the record `file` of the hold that began at `since`: the claim file created exclusively,
+ * then the record found still there and the same. `takeOver`: a claim whose process is gone is
+ * removed and made again (a releaser killed mid-release); the holder never takes one over.
+ */
+async function claim(file: string, since: number, takeOver: boolean): Promise<HoldClaim | HoldTaken> {
+  const claimed = claimFile(file);
+  const mine: StoredClaim = { pid: process.pid, pidStart: await ownStart() };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(claimed, JSON.stringify(mine), { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      // Unreadable: just created, its content not written yet; its process lives.
+      const other = await readFile(claimed, 'utf8').then((t) => JSON.parse(t) as StoredClaim, () => undefined);
+      const by = other ? { by: other.pid } : {};
+      if (!takeOver) {
+        // The holder reads a finished release's note once: it goes with the record it was about.
+        if (!(await exists(file))) await rm(claimed, { force: true });
+        return by;
+      }
+      const gone = other !== undefined && (await processStart(other.pid)) !== other.pidStart;
+      if (!gone || attempt > 0) return by;
+      await rm(claimed, { force: true });
+    }
+  }
+  const stored = await readFile(file, 'utf8').then((t) => JSON.parse(t) as Stored, () => undefined);
+  if (stored?.since !== since) {
+    // Released and removed by another process before this claim: not this claim's to release.
+    await rm(claimed, { force: true });
+    return {};
+  }
+  return {
+    end: async (released, tellHolder = false) => {
+      if (released) await rm(file, { force: true }).catch(() => undefined);
+      if (!released || !tellHolder) await rm(claimed, { force: true }).catch(() => undefined);
+    },
+  };
+}
+
+const exists = (file: string) => access(file).then(() => true, () => false);
 
 function digest(text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 16);

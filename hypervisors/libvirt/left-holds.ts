@@ -3,9 +3,10 @@
  * deadline. A pause is undone only while the VM is still paused with libvirt's reason "paused by
  * user" (what virDomainSuspend gives): a VM paused for an I/O error, a migration or a snapshot is
  * not vmdr's to resume. A person's `virsh suspend` gives the same reason, but leaves no record, so
- * it is never touched. A freeze is undone only where the agent says the guest is frozen.
+ * it is never touched. A freeze is undone only where the agent says the guest is frozen. Each
+ * release claims the record first (hold-records.ts): a holder that overran its deadline but lives
+ * finds the claim at its own release, and knows its hold was broken.
  */
-import { rm } from 'node:fs/promises';
 import type { ReleasedHold } from '../types.js';
 import { GuestAgentUnavailable, VmdrError } from '../errors.js';
 import { VIR_DOMAIN_PAUSED, VIR_DOMAIN_STATE } from './api/codes.js';
@@ -17,14 +18,14 @@ import { powerStateOf } from './power-states.js';
 const AGENT_SECONDS = 5;
 
 /** Releases in flight in this process, by record: a concurrent caller does not release (nor report) one twice. */
-const releasing = new Map<string, Promise<ReleasedHold>>();
+const releasing = new Map<string, Promise<ReleasedHold | undefined>>();
 
 export async function releaseLeftHolds(conn: LibvirtConnection, records: HoldRecords, vms?: string[]): Promise<ReleasedHold[]> {
   const left = (await records.list()).filter((h) => h.left && (!vms || vms.includes(h.vm)));
   const released = await Promise.all(
     left.map(async (hold) => {
       if (releasing.has(hold.file)) return void (await releasing.get(hold.file)!.catch(() => undefined));
-      const release = releaseOne(conn, hold).finally(() => releasing.delete(hold.file));
+      const release = releaseOne(conn, records, hold).finally(() => releasing.delete(hold.file));
       releasing.set(hold.file, release);
       return release;
     }),
@@ -32,8 +33,11 @@ export async function releaseLeftHolds(conn: LibvirtConnection, records: HoldRec
   return released.filter((r): r is ReleasedHold => r !== undefined);
 }
 
-async function releaseOne(conn: LibvirtConnection, hold: HoldEntry): Promise<ReleasedHold> {
-  const { file, ...about } = hold;
+async function releaseOne(conn: LibvirtConnection, records: HoldRecords, hold: HoldEntry): Promise<ReleasedHold | undefined> {
+  const { file: _, ...about } = hold;
+  // Its holder releasing it now, or another process: not this one's to release.
+  const claim = await records.claim(hold);
+  if (!claim) return undefined;
   let outcome: Pick<ReleasedHold, 'action' | 'detail'>;
   try {
     outcome = hold.kind === 'pause' ? await resume(conn, hold.vm) : await thaw(conn, hold.vm);
@@ -45,7 +49,8 @@ async function releaseOne(conn: LibvirtConnection, hold: HoldEntry): Promise<Rel
     }
   }
   // A release that failed keeps its record: the next sweep tries again, and `vmdr status` shows it.
-  if (outcome.action !== 'failed') await rm(file, { force: true });
+  // A live holder that overran its deadline is told whose release broke its hold.
+  await claim.end(outcome.action !== 'failed', hold.left === 'deadline-passed');
   return { ...about, left: hold.left!, ...outcome, heldMs: Date.now() - hold.since.getTime() };
 }
 

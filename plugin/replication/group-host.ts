@@ -8,7 +8,9 @@
  *
  * Whatever the coordinator does, a hold here ends by itself `pauseTimeout` after it began (the
  * coordinator may have died mid-window): the members are resumed, and those not yet captured
- * fail, so their instant never becomes a group point.
+ * fail, so their instant never becomes a group point. So does a member whose hold another vmdr
+ * process released first (this process overran the hold's deadline: GroupHoldBroken): it may
+ * have been captured after it ran again.
  */
 import type { BackupSession, QuiesceResult } from '../../hypervisors/types.js';
 import { Unsupported, VmdrError } from '../../hypervisors/errors.js';
@@ -62,6 +64,16 @@ export class GroupWindowAborted extends VmdrError {
   }
 }
 
+/** A member's pause (freeze) was released by another vmdr process before its capture was known to be inside it. */
+export class GroupHoldBroken extends VmdrError {
+  constructor(group: string, protection: string, why: string) {
+    super('GROUP_HOLD_BROKEN', `consistency group "${group}": member "${protection}" not captured at the group's instant: ${why}`, {
+      subject: { group, protection },
+      remedy: "the member's next cycle ships from its last point; a hold overruns its deadline when the hypervisor is slow to answer (a stalled libvirtd, a loaded host)",
+    });
+  }
+}
+
 export interface HostDeps {
   sites: SiteConnections;
   state: StateStore;
@@ -71,7 +83,13 @@ export interface HostDeps {
 
 type Arrival = { protection: Protection; begin: () => Promise<BackupSession>; resolve: (s: BackupSession) => void; reject: (e: unknown) => void };
 type Begun = { ok: true; s: BackupSession } | { ok: false; e: unknown };
-type Hold = { held: Set<string>; refused?: ReadonlyMap<string, string>; close: () => Promise<Map<string, QuiesceResult | { pausedMs: number; error?: string }>> };
+type Hold = { held: Set<string>; refused?: ReadonlyMap<string, string>; close: () => Promise<Map<string, QuiesceResult | { pausedMs: number; error?: string; broken?: string }>> };
+
+/** Why a member's hold was not this process's any more at its release, if it was not. */
+function brokenHold(q: QuiesceResult | { pausedMs: number; broken?: string } | undefined): string | undefined {
+  if (!q) return undefined;
+  return 'consistency' in q ? (q.issue?.code === 'hold-broken' ? q.issue.message : undefined) : q.broken;
+}
 
 export class HostMembers implements GroupHost {
   readonly #arrivals: Arrival[] = [];
@@ -189,7 +207,10 @@ export class HostMembers implements GroupHost {
       if (!r) a.reject(this.#over ?? new GroupWindowAborted(this.group.name, `${this.label}: the window closed before the member's backup began`));
       else if (!r.ok) a.reject(r.e);
       else if (this.#over) this.#drop(a, r.s);
-      else {
+      else if (brokenHold(closed.get(a.protection.source.vm))) {
+        void r.s.end().catch(() => undefined);
+        a.reject(new GroupHoldBroken(this.group.name, a.protection.name, brokenHold(closed.get(a.protection.source.vm))!));
+      } else {
         const q = closed.get(a.protection.source.vm);
         a.resolve(q && 'consistency' in q ? { ...r.s, quiesce: q } : r.s);
       }

@@ -13,7 +13,8 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { createLabVm, bootLabVm, destroyLabVm, fileSize, runVmdr, waitForSerialLine, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
+import { HoldRecords } from '../../hypervisors/libvirt/hold-records.js';
+import { createLabVm, bootLabVm, destroyLabVm, fileSize, runVmdr, spawnVmdr, waitForSerialLine, writeOneHostConfig, type LabVm } from '../helpers/lab.js';
 import { labProtection, serveAndRun } from '../helpers/protected-vm.js';
 import type { ServeProcess } from '../helpers/vmdr-serve.js';
 
@@ -142,6 +143,47 @@ describe('application-consistent points through the QEMU guest agent (qemu:///sy
       assert.ok(Date.now() < deadline, `guest-fsfreeze-status: ${String(status)}`);
     }
     await guestShell(vm.name, 'echo >/run/vmdr/thaw-delay');
+  });
+
+  it("a freeze held past its deadline is thawed by serve's sweep: the holder, stalled meanwhile, commits a crash-consistent point that says so, and does not thaw again", async () => {
+    const vm = app!;
+    const from = await fileSize(vm.log);
+    // The holder stalls right after the freeze (as a hung libvirtd would keep it), for as long as the test wants.
+    const run = spawnVmdr(['sync', vm.name, '--no-daemon', '--config', config], { VMDR_FAILPOINT: 'guests-frozen:stop' });
+    const pid = run.process.pid!;
+    try {
+      for (const deadline = Date.now() + 20_000; ; await sleep(100)) {
+        if ((await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).split(') ')[1]?.startsWith('T')) break;
+        assert.ok(Date.now() < deadline, 'the sync did not stop with the guest frozen');
+      }
+      assert.equal(await fsfreezeStatus(vm.name), 'frozen');
+      // The freeze's deadline is twice its timeout; the daemon's sweep (every 2 s) thaws it after that.
+      for (const deadline = Date.now() + FREEZE_TIMEOUT_S * 2000 + 10_000; ; await sleep(100)) {
+        const e = serve!.events.find((x) => x['event'] === 'hold-released' && (x['holder'] as { pid: number }).pid === pid);
+        if (e) {
+          assert.deepEqual([e['vm'], e['kind'], e['action'], e['left']], [vm.name, 'freeze', 'thawed', 'deadline-passed']);
+          break;
+        }
+        assert.ok(Date.now() < deadline, `serve did not release the overrun hold: ${JSON.stringify(serve!.events.filter((x) => String(x['event']).startsWith('hold')))}`);
+      }
+      assert.equal(await fsfreezeStatus(vm.name), 'thawed');
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    const r = await run.done;
+    assert.equal(r.code, 0, r.stderr);
+    const point = (await points(vm)).at(-1)!;
+    assert.deepEqual([point.consistency, point.consistencyIssue?.code], ['crash', 'hold-broken']);
+    assert.match(
+      r.stdout,
+      new RegExp(`\\(crash-consistent: hold-broken: the freeze of VM "${vm.name}" was held past its deadline \\(\\S+, [\\d.]+ s since it was asked\\) and vmdr process ${serve!.child.pid} thawed it: the checkpoint may have been taken after the thaw\\)`),
+    );
+    // One freeze, one thaw (the daemon's): the holder did not thaw what was no longer its hold.
+    assert.deepEqual(await hookLines(vm, from), ['freeze', 'thaw']);
+    assert.equal(await fsfreezeStatus(vm.name), 'thawed');
+    // Nothing of the hold is left on the host, and the next cycle is application-consistent again.
+    assert.deepEqual((await new HoldRecords('qemu:///system').list()).filter((h) => h.vm === vm.name), []);
+    assert.equal((await sync(vm)).point.consistency, 'application');
   });
 
   it('a paused VM is not asked (its agent cannot answer): crash-consistent at once, and the cycle commits', async () => {

@@ -131,6 +131,35 @@ describe('a VM vmdr paused or froze is released when vmdr dies inside the window
     assert.equal(lines.length, 2, JSON.stringify(lines));
   });
 
+  it("a group sync that overruns its pause's deadline (stalled inside its window): the daemon resumes both; the cycle commits no group point, names each member and why, and exits 1", async () => {
+    const run = spawnVmdr(['sync', '--group', 'app', '--no-daemon', '--config', config], { VMDR_FAILPOINT: 'vms-paused:stop' });
+    const pid = run.process.pid!;
+    try {
+      for (const deadline = Date.now() + 30_000; ; await sleep(100)) {
+        if ((await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).split(') ')[1]?.startsWith('T')) break;
+        assert.ok(Date.now() < deadline, 'the group sync did not stop with its members paused');
+      }
+      assert.deepEqual([await state(a!), await state(b!)], ['paused', 'paused']);
+      // The pause's deadline is twice the pause timeout; the daemon's sweep resumes them after it.
+      for (const vm of [a!, b!]) {
+        const e = await holdEvent(vm, (x) => x.event === 'hold-released' && x.holder.pid === pid, 2 * PAUSE_TIMEOUT_MS + 10_000);
+        assert.deepEqual([e.kind, e.action, e.left], ['pause', 'resumed', 'deadline-passed']);
+        assert.ok(e.heldMs >= 2 * PAUSE_TIMEOUT_MS, `released after ${e.heldMs} ms`);
+      }
+      assert.deepEqual([await state(a!), await state(b!)], ['running', 'running']);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    const r = await run.done;
+    assert.equal(r.code, 1, r.stdout);
+    const why = (vm: LabVm) =>
+      `member "${vm.name}" failed \\(consistency group "app": member "${vm.name}" not captured at the group's instant: the pause of VM "${vm.name}" was held past its deadline \\(\\S+, [\\d.]+ s\\) and vmdr process ${sourceServe!.child.pid} resumed it: its checkpoint may have been taken after that\\)`;
+    assert.match(r.stderr.trim(), new RegExp(`consistency group "app": no group point: ${why(a!)}; ${why(b!)}`));
+    // The holder resumed nothing of its own, and nothing of the holds is left.
+    assert.deepEqual([await state(a!), await state(b!)], ['running', 'running']);
+    assert.deepEqual((await new HoldRecords(URI).list()).filter((h) => h.vm === a!.name || h.vm === b!.name), []);
+  });
+
   it('an application-consistent sync killed while the guest is frozen: the daemon thaws it, and the guest writes again', async () => {
     const killed = await killedAt('guests-frozen', 'sync', b!.name);
     const e = await holdEvent(b!, (x) => x.holder.pid === killed.pid, 10_000);

@@ -2,15 +2,17 @@
  * The records of VMs held (paused, frozen) by vmdr processes, on real files: what another vmdr
  * process reads to know whether a hold is left. A hold is left when its holder is gone (ended, or
  * its pid now another process's: pid reuse) or its deadline passed; a live holder's is not. Files
- * are 0600 in a 0700 directory; another URI's records are not this host's.
+ * are 0600 in a 0700 directory; another URI's records are not this host's. Whoever releases a VM
+ * claims its record first: a holder that overran its deadline and finds another process's claim
+ * (or its record gone) knows its hold was broken, and by whom.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { HoldRecords } from '../../../hypervisors/libvirt/hold-records.js';
+import { HoldRecords, isTaken, type HoldClaim, type HoldTaken } from '../../../hypervisors/libvirt/hold-records.js';
 
 const URI = 'qemu:///system';
 
@@ -38,7 +40,7 @@ describe('hold records (the files a dead holder leaves)', () => {
   it('a live holder within its deadline: recorded (0600 in 0700), not left; removed after the release', async () => {
     const records = new HoldRecords(URI, dir);
     const before = Date.now();
-    const remove = await records.record('test-vm', 'pause', 60_000);
+    const recorded = await records.record('test-vm', 'pause', 60_000);
     assert.equal((await stat(dir)).mode & 0o777, 0o700);
     const [name] = await readdir(dir);
     assert.equal((await stat(join(dir, name!))).mode & 0o777, 0o600);
@@ -50,8 +52,13 @@ describe('hold records (the files a dead holder leaves)', () => {
     assert.ok(hold.since.getTime() >= before && hold.deadline.getTime() === hold.since.getTime() + 60_000);
     // Where the process started, to the second the kernel's ticks allow.
     assert.ok(Math.abs(new Date(hold.holder.startedAt).getTime() - (Date.now() - process.uptime() * 1000)) < 5_000, hold.holder.startedAt);
-    await remove();
+    const claim = await recorded.claim();
+    assert.ok(!isTaken(claim), 'its own record is its own to release');
+    // While the holder releases, nobody else may.
+    assert.equal(await records.claim(hold), undefined);
+    await claim.end(true);
     assert.deepEqual(await records.list(), []);
+    assert.deepEqual(await readdir(dir), []);
   });
 
   it('a record whose pid lives but started at another time (pid reuse) is left: holder-gone', async () => {
@@ -75,6 +82,77 @@ describe('hold records (the files a dead holder leaves)', () => {
     await records.record('test-vm', 'pause', 1);
     await sleep(5);
     assert.equal((await only(records)).left, 'deadline-passed');
+  });
+
+  describe('a live holder past its deadline, and another process releasing it', () => {
+    const taken = (c: HoldClaim | HoldTaken) => {
+      assert.ok(isTaken(c), 'the holder was not told its hold was broken');
+      return c;
+    };
+
+    it('released by the other process before the holder: the holder is told whose release it was, once, and nothing is left', async () => {
+      const records = new HoldRecords(URI, dir);
+      const recorded = await records.record('test-vm', 'freeze', 1);
+      await sleep(5);
+      const left = await only(records);
+      assert.equal(left.left, 'deadline-passed');
+      const other = await records.claim(left);
+      assert.ok(other);
+      // Mid-release: the holder's release is refused.
+      assert.equal(taken(await recorded.claim()).by, process.pid);
+      await other.end(true, true);
+      assert.deepEqual(await records.list(), []);
+      assert.equal(taken(await recorded.claim()).by, process.pid);
+      assert.deepEqual(await readdir(dir), [], 'the note went with the record');
+      // Asked again (it should not be): still broken, by nobody it can name.
+      assert.deepEqual(taken(await recorded.claim()), {});
+    });
+
+    it('the holder claims first: the other process leaves it alone; a release that fails keeps the record for the next try', async () => {
+      const records = new HoldRecords(URI, dir);
+      const recorded = await records.record('test-vm', 'pause', 1);
+      await sleep(5);
+      const left = await only(records);
+      const own = await recorded.claim();
+      assert.ok(!isTaken(own));
+      assert.equal(await records.claim(left), undefined);
+      await own.end(false);
+      const again = await records.claim(await only(records));
+      assert.ok(again, 'the record is there to release once the holder gave up');
+      await again.end(true, true);
+      assert.equal(taken(await recorded.claim()).by, process.pid);
+    });
+
+    it('a claim whose process is gone (killed mid-release) is taken over by another release, never by the holder', async () => {
+      const child = spawn(process.execPath, ['-e', '0']);
+      await new Promise((resolve) => child.once('exit', resolve));
+      const records = new HoldRecords(URI, dir);
+      const recorded = await records.record('test-vm', 'pause', 1);
+      await sleep(5);
+      const left = await only(records);
+      await writeFile(`${left.file}.claim`, JSON.stringify({ pid: child.pid, pidStart: '1' }));
+      assert.equal(taken(await recorded.claim()).by, child.pid);
+      const other = await records.claim(left);
+      assert.ok(other, 'the dead claim was not taken over');
+      await other.end(true);
+      assert.deepEqual(await readdir(dir), []);
+    });
+
+    it('a note no holder came to read goes after a minute', async () => {
+      const records = new HoldRecords(URI, dir);
+      await records.record('test-vm', 'freeze', 1);
+      await sleep(5);
+      const other = await records.claim(await only(records));
+      await other!.end(true, true);
+      const [note] = await readdir(dir);
+      assert.match(note!, /\.claim$/);
+      assert.deepEqual(await records.list(), []);
+      assert.deepEqual(await readdir(dir), [note], 'a fresh note stays for its holder');
+      const old = new Date(Date.now() - 61_000);
+      await utimes(join(dir, note!), old, old);
+      assert.deepEqual(await records.list(), []);
+      assert.deepEqual(await readdir(dir), []);
+    });
   });
 
   it("another hypervisor URI's records are not listed, and no directory is no hold", async () => {
