@@ -105,7 +105,9 @@ function describeRole(r: ProtectionStatus): string {
 
 /** "unlimited", "5 MB/s (protection)", "20 MB/s (link to dr) until 20:00, then unlimited". */
 function describeLimit(r: ProtectionStatus): string {
-  const { bandwidth: b } = r;
+  const b = r.bandwidth as ProtectionStatus['bandwidth'] | undefined;
+  // A daemon older than the field (`--server`) does not say.
+  if (!b) return '?';
   const one = (l: LimitInForce) => (l.limit === null ? 'unlimited' : `${formatRate(l.limit)} (${l.source === 'protection' ? 'protection' : `link to ${b.site}`})`);
   return b.next ? `${one(b)} until ${clockTime(new Date(b.next.at))}, then ${one(b.next)}` : one(b);
 }
@@ -114,8 +116,7 @@ function describeLimit(r: ProtectionStatus): string {
 function clockTime(at: Date): string {
   const pad = (n: number) => String(n).padStart(2, '0');
   const time = `${pad(at.getHours())}:${pad(at.getMinutes())}${at.getSeconds() ? `:${pad(at.getSeconds())}` : ''}`;
-  const soon = at.getTime() - Date.now() < 86_400_000 && at.getDate() === new Date().getDate();
-  return soon ? time : `${at.toLocaleDateString('en-GB', { weekday: 'short' })} ${time}`;
+  return at.toDateString() === new Date().toDateString() ? time : `${at.toLocaleDateString('en-GB', { weekday: 'short' })} ${time}`;
 }
 
 /** "-", "none", or what differs: "vdc missing on target; vdb 1.0 GiB on target, 2.0 GiB at source". */
