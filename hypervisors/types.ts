@@ -220,9 +220,15 @@ export interface Progress {
   detail?: string;
   /**
    * Bytes per second a bytes phase is held to now (a bandwidth limit): it ends in about
-   * (total - done) / limit, less where data compresses or is zeros.
+   * (total - done - zero bytes left) / limit, less where data compresses.
    */
   limit?: number;
+  /**
+   * Of `done` and `total`, the bytes of ranges that travel as zero commands (holes, ranges that
+   * read as zeroes), not as data: a sync cycle's `ship`. They cost a frame header each, however
+   * large, so the time left counts only the rest.
+   */
+  zeroes?: { done: number; total: number };
 }
 
 export interface ProgressSubject {

@@ -147,3 +147,30 @@ export function formatRate(bytesPerSecond: Rate): string {
   const [value, unit] = bytesPerSecond >= 1e9 ? [bytesPerSecond / 1e9, 'GB'] : bytesPerSecond >= 1e6 ? [bytesPerSecond / 1e6, 'MB'] : [bytesPerSecond / 1e3, 'KB'];
   return `${Number(value.toFixed(2))} ${unit}/s`;
 }
+
+/**
+ * The first instant after `at` at which the tightest of `schedules` changes its limit, and the limit
+ * from then; undefined when it never does. A change can happen only where some rule's window opens or
+ * closes (a `from` or `to`, on the host's local clock as limitAt reads it), so those instants over the
+ * next eight days are tried in order: every schedule repeats weekly.
+ */
+export function nextLimitChange(schedules: (BandwidthSchedule | undefined)[], at: Date): { at: Date; limit: Rate } | undefined {
+  const tightest = (t: Date) => Math.min(...schedules.map((s) => limitAt(s, t)));
+  const edges = new Set<number>();
+  for (const rule of schedules.flatMap((s) => s ?? [])) {
+    if (always(rule)) continue;
+    for (let day = 0; day <= 8; day += 1) {
+      for (const second of [rule.from ?? 0, rule.to ?? 86_400]) {
+        // Local midnight plus the seconds, as the Date constructor normalizes them: across DST the wall clock's time.
+        const edge = new Date(at.getFullYear(), at.getMonth(), at.getDate() + day, 0, 0, second).getTime();
+        if (edge > at.getTime()) edges.add(edge);
+      }
+    }
+  }
+  const now = tightest(at);
+  for (const edge of [...edges].sort((a, b) => a - b)) {
+    const limit = tightest(new Date(edge));
+    if (limit !== now) return { at: new Date(edge), limit };
+  }
+  return undefined;
+}

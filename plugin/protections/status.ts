@@ -22,6 +22,9 @@
  * A source VM a failover fenced (plugin/sites/fence.ts) is shown so, from its own labels: that is
  * known on the source's site even when the DR site, which holds the role, cannot be reached.
  *
+ * The bandwidth limit in force is the sender's (plugin/replication/bandwidth/in-force.ts), read on
+ * this host's clock: which of the protection's own and its site link's holds, and the next change.
+ *
  * A consistency group's member carries its group's status: the newest group point (from the
  * members' points, as failover reads them), the last group cycle this host ran (its history: the
  * coordinating site's), the window of the last cycle that paused its members, the oldest member's lag.
@@ -45,6 +48,7 @@ import { fenceOf as fenceMarkOf } from '../sites/fence.js';
 import { targetDrift, type DiskDrift } from '../targets/drift.js';
 import { lastWatchEvent, type WatchState } from '../state/watch-events.js';
 import { watchOf } from '../watch/watched.js';
+import { bandwidthInForce, type BandwidthInForce } from '../replication/bandwidth/in-force.js';
 
 export interface VmState {
   site: string;
@@ -59,6 +63,8 @@ export interface ProtectionStatus {
   protection: string;
   tenant: string | null;
   rpoSeconds: number;
+  /** The bandwidth limit its cycles are held to now (its own or its DR site link's, the tighter), and when that next changes. */
+  bandwidth: BandwidthInForce;
   source: VmState;
   target: VmState;
   /** The replica's role; null when this host cannot know it (the DR state file is elsewhere). */
@@ -146,6 +152,7 @@ export async function protectionStatus(
         protection: p.name,
         tenant: p.tenant ?? null,
         rpoSeconds: p.rpo / 1000,
+        bandwidth: bandwidthInForce(config, p, now),
         source: { ...source.state, fenced: fenceOf(source.info) },
         target: target.state,
         role,

@@ -221,12 +221,18 @@ export async function syncProtection(
         onProgress?.({ phase, unit: 'steps', done: index + 1, total: count, detail: exp.disk });
       }
 
-      const total = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data') + opBytes(d.ops, 'zero'), 0);
       // The cycle's size, before its first frame: the DR site refuses a cycle its tenant's storage quota cannot take.
       header.dataBytes = disks.reduce((sum, d) => sum + opBytes(d.ops, 'data'), 0);
+      const zeroTotal = disks.reduce((sum, d) => sum + opBytes(d.ops, 'zero'), 0);
+      const total = header.dataBytes + zeroTotal;
+      // Zero ranges are said apart in the progress: a mostly empty disk's initial sync is mostly
+      // zeroes, shipped in milliseconds (a frame header per 2 GiB), and a time left that counted them
+      // as bytes to ship would be far too long (scripts/cli/progress.ts, secondsLeft).
+      const zeroes = (zeroDone: number) => (zeroTotal ? { zeroes: { done: zeroDone, total: zeroTotal } } : {});
       // zstd's threads load while the first frames are read and packed here.
       if (protection.compression !== 'off') startPackWorkersFor(header.dataBytes);
       let done = 0;
+      let zeroDone = 0;
       const encoder = new DeltaStreamEncoder(header, { compressionLevel: protection.compression === 'off' ? 0 : 1 });
       // The backup job ends as soon as the last read returns, while the receiver is still flushing
       // and committing: the next cycle cannot begin its own job before this one has ended.
@@ -238,10 +244,11 @@ export async function syncProtection(
       const body = noting((err) => err instanceof NbdError && (exportFailed ??= err), deltaStreamBody(
         encoder,
         disks,
-        (bytes) => {
+        (bytes, zero) => {
           done += bytes;
+          if (zero) zeroDone += bytes;
           const limit = deps.receiver.limit();
-          onProgress?.({ phase: 'ship', unit: 'bytes', done: Math.min(done, total), total, ...(limit ? { limit } : {}) });
+          onProgress?.({ phase: 'ship', unit: 'bytes', done: Math.min(done, total), total, ...(limit ? { limit } : {}), ...zeroes(zeroDone) });
         },
         signal,
         () => void endCapture().catch(() => undefined),
@@ -250,7 +257,7 @@ export async function syncProtection(
       const point = await deps.receiver.sendCycle(protection.name, body, signal).catch(async (err: unknown) => {
         throw exportFailed ? await exportLost(source, vm, exportFailed) : err;
       });
-      onProgress?.({ phase: 'ship', unit: 'bytes', done: total, total, detail: `committed ${point.id}` });
+      onProgress?.({ phase: 'ship', unit: 'bytes', done: total, total, detail: `committed ${point.id}`, ...zeroes(zeroTotal) });
       recordSyncEnd(deps.state, run, { outcome: 'committed', point: point.id, bytesShipped: encoder.wireBytes, dataBytes: point.dataBytes });
       // The point is safe whatever happens to the job; one that will not end (libvirtd is away) is
       // said, and the next cycle ends it before it begins its own.

@@ -84,7 +84,31 @@ export class ProgressThrottle {
   }
 }
 
-/** Measures each subject's bytes phase from its first event: the rate so far, and the time left at that rate. */
+/**
+ * The bytes of a bytes phase that take time to ship: all of them but the zero ranges. A zero range
+ * is never read: it goes as zero frames (a header per 2 GiB) that the DR side writes as NBD
+ * write-zeroes. Measured on this machine (qemu-nbd, an 8 GiB disk with 192 MiB of data): the
+ * sender did 8000 MiB of zero ranges in 23 ms and the data in 383 ms; the DR side wrote 4 GiB of
+ * zeroes in 20 ms, 64 MiB of data in 372 ms. Counted as bytes to ship, that disk's initial sync
+ * over a 100 MiB/s link showed 81 s left where 1.3 s were.
+ */
+export function dataBytes(p: Progress): { done: number; total: number } {
+  return { done: p.done - (p.zeroes?.done ?? 0), total: p.total - (p.zeroes?.total ?? 0) };
+}
+
+/**
+ * Seconds until a bytes phase ends: its data bytes left at the bandwidth limit in force, as a user
+ * would reckon it (the rate so far lags a window that just changed), else at the data rate so far;
+ * undefined before any data went.
+ */
+export function secondsLeft(p: Progress, dataBytesPerSecond: number): number | undefined {
+  const data = dataBytes(p);
+  const left = Math.max(0, data.total - data.done);
+  if (p.limit) return left / p.limit;
+  return dataBytesPerSecond > 0 ? left / dataBytesPerSecond : undefined;
+}
+
+/** Measures each subject's bytes phase from its first event: the data rate so far, and the time left at that rate. */
 export class PaceMeter {
   private readonly began = new Map<string, { phase: string; at: number; done: number }>();
 
@@ -94,18 +118,18 @@ export class PaceMeter {
     const key = subjectKey(p);
     const at = this.now();
     const began = this.began.get(key);
+    const done = dataBytes(p).done;
     if (!began || began.phase !== p.phase) {
-      this.began.set(key, { phase: p.phase, at, done: p.done });
+      this.began.set(key, { phase: p.phase, at, done });
       return {};
     }
     const seconds = (at - began.at) / 1000;
     // Too early to say: a rate over a few milliseconds is noise.
     if (seconds < 0.2) return {};
-    const bytesPerSecond = (p.done - began.done) / seconds;
-    // Under a bandwidth limit the time left is the limit's, as a user would reckon it: the rate so
-    // far lags a window that just changed.
-    if (p.limit) return { bytesPerSecond, etaSeconds: (p.total - p.done) / p.limit };
-    return bytesPerSecond > 0 ? { bytesPerSecond, etaSeconds: (p.total - p.done) / bytesPerSecond } : { bytesPerSecond };
+    // The rate of data, what the link carries: zero ranges would make it jump by gigabytes.
+    const bytesPerSecond = (done - began.done) / seconds;
+    const eta = secondsLeft(p, bytesPerSecond);
+    return eta === undefined ? { bytesPerSecond } : { bytesPerSecond, etaSeconds: eta };
   }
 }
 

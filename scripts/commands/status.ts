@@ -1,6 +1,8 @@
 import { groupsOf, protectionStatus, type ProtectionStatus } from '../../plugin/protections/status.js';
 import { describeOverdue, overdueHolds, sourceSitesHere } from '../../plugin/replication/left-holds.js';
 import { formatBytes } from '../cli/progress.js';
+import { formatRate } from '../../plugin/config/bandwidth.js';
+import type { LimitInForce } from '../../plugin/replication/bandwidth/in-force.js';
 import { printJson, printTable, run } from '../cli/report.js';
 import type { Argv } from 'yargs';
 import type { CommandBody } from './index.js';
@@ -36,7 +38,7 @@ function printStatus(rows: ProtectionStatus[], where: string, json: boolean): vo
   if (json) return printJson(rows);
   if (rows.length === 0) return void process.stdout.write(`${where}: no protections\n`);
   printTable(
-    ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'ROLE', 'WATCH', 'RPO', 'LAST POINT', 'LAG', 'LAST SYNC', 'DRIFT'],
+    ['PROTECTION', 'TENANT', 'SOURCE', 'STATE', 'TARGET', 'STATE', 'ROLE', 'WATCH', 'RPO', 'LIMIT', 'LAST POINT', 'LAG', 'LAST SYNC', 'DRIFT'],
     rows.map((r) => [
       r.protection,
       r.tenant ?? '-',
@@ -47,6 +49,7 @@ function printStatus(rows: ProtectionStatus[], where: string, json: boolean): vo
       describeRole(r),
       r.watch ? `${r.watch.state ?? '?'} (${r.watch.policy})` : '-',
       `${r.rpoSeconds}s`,
+      describeLimit(r),
       r.lastPoint ? `${r.lastPoint.id} ${r.lastPoint.time}` : r.pointsProblem ? `? (${r.pointsProblem})` : '-',
       r.lagSeconds === null ? '-' : `${r.lagSeconds.toFixed(1)}s${r.rpoBreached ? ' (RPO breached)' : r.role === 'failed-over' ? ' (paused)' : ''}`,
       r.lastSync ? `${r.lastSync.kind} ${r.lastSync.outcome}${r.lastSync.error ? `: ${r.lastSync.error}` : ''}` : '-',
@@ -98,6 +101,22 @@ function describeRole(r: ProtectionStatus): string {
   if (r.role === 'replicating') return 'replicating';
   const by = [r.failover?.id, r.failover?.point].filter((x): x is string => Boolean(x));
   return by.length ? `failed over (${by.join(', ')})` : 'failed over';
+}
+
+/** "unlimited", "5 MB/s (protection)", "20 MB/s (link to dr) until 20:00, then unlimited". */
+function describeLimit(r: ProtectionStatus): string {
+  const b = r.bandwidth as ProtectionStatus['bandwidth'] | undefined;
+  // A daemon older than the field (`--server`) does not say.
+  if (!b) return '?';
+  const one = (l: LimitInForce) => (l.limit === null ? 'unlimited' : `${formatRate(l.limit)} (${l.source === 'protection' ? 'protection' : `link to ${b.site}`})`);
+  return b.next ? `${one(b)} until ${clockTime(new Date(b.next.at))}, then ${one(b.next)}` : one(b);
+}
+
+/** "20:00" today (on this host's clock, as the windows are), "Sat 06:00" later; seconds only when a window has them. */
+function clockTime(at: Date): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  const time = `${pad(at.getHours())}:${pad(at.getMinutes())}${at.getSeconds() ? `:${pad(at.getSeconds())}` : ''}`;
+  return at.toDateString() === new Date().toDateString() ? time : `${at.toLocaleDateString('en-GB', { weekday: 'short' })} ${time}`;
 }
 
 /** "-", "none", or what differs: "vdc missing on target; vdb 1.0 GiB on target, 2.0 GiB at source". */

@@ -25,14 +25,14 @@ export interface TestApi {
 
 /**
  * `protections` YAML items added to the config's three (two spaces deep, as the list's own), and
- * top-level YAML (plans, drills, notifications) after them.
+ * top-level YAML (plans, drills, notifications) after them; `dr`: more of the dr site's fields.
  */
-export async function startTestApi(options: { moreProtections?: string; more?: string; drUri?: string } = {}): Promise<TestApi> {
+export async function startTestApi(options: { moreProtections?: string; more?: string; drUri?: string; dr?: string } = {}): Promise<TestApi> {
   const { dir, file } = await writeTestConfig(
     'vmdr-api',
     `${twoTenants(', quota: { vms: 5 }')}protections:
 ${testProtections(['web-acme', 'acme'], ['db-globex', 'globex'], ['infra'])}${options.moreProtections ?? ''}${options.more ?? ''}`,
-    { drUri: options.drUri },
+    { drUri: options.drUri, dr: options.dr },
   );
   const { config, state, sites } = await openTestConfig(file);
   const { api, credentials } = await startLoopbackApi(dir, { file, config, state, sites, log: false });

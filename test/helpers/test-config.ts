@@ -12,8 +12,8 @@ import type { Config } from '../../plugin/config/schema.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
 import { StateStore } from '../../plugin/state/store.js';
 
-/** Writes `<new temp dir>/vmdr.yaml`: version, state, the sites src and dr, then `body` (top-level YAML). */
-export async function writeTestConfig(prefix: string, body = '', options: { drUri?: string } = {}): Promise<{ dir: string; file: string }> {
+/** Writes `<new temp dir>/vmdr.yaml`: version, state, the sites src and dr (`dr`: more of dr's fields, `, bandwidth: 5MB/s` say), then `body` (top-level YAML). */
+export async function writeTestConfig(prefix: string, body = '', options: { drUri?: string; dr?: string } = {}): Promise<{ dir: string; file: string }> {
   const dir = await mkdtemp(join(tmpdir(), `${prefix}-`));
   const file = join(dir, 'vmdr.yaml');
   await mkdir(join(dir, 'replicas'), { mode: 0o700 });
@@ -23,7 +23,7 @@ export async function writeTestConfig(prefix: string, body = '', options: { drUr
 state: { path: ${join(dir, 'state.db')} }
 sites:
   - { name: src, uri: "test:///default" }
-  - { name: dr, uri: "${options.drUri ?? 'test:///default'}", storage: ${join(dir, 'replicas')} }
+  - { name: dr, uri: "${options.drUri ?? 'test:///default'}", storage: ${join(dir, 'replicas')}${options.dr ?? ''} }
 ${body}`,
   );
   return { dir, file };

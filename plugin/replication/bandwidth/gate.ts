@@ -11,6 +11,7 @@
 import type { Config, Protection } from '../../config/schema.js';
 import { realClock, take, TokenBucket, type Clock } from './limiter.js';
 import { limitAt, type BandwidthSchedule, type Rate } from '../../config/bandwidth.js';
+import { schedulesOf } from './in-force.js';
 
 /**
  * A chunk is 20 ms at the loosest limit in force (at most 256 KiB), so that protections sharing a
@@ -86,10 +87,8 @@ const links = new Map<string, TokenBucket>();
  * protection's and its DR site link's `bandwidth` are read from it as cycles run.
  */
 export function pacerFor(config: Config, protection: Protection): Pacer {
-  const { name } = protection;
   const site = protection.target.site;
-  const linkSchedule = () => config.sites.find((s) => s.name === site)?.bandwidth;
-  const ownSchedule = () => config.protections.find((p) => p.name === name)?.bandwidth;
+  const { own: ownSchedule, link: linkSchedule } = schedulesOf(config, protection);
   let link = links.get(site);
   if (!link) {
     link = new TokenBucket(scheduled(linkSchedule));

@@ -23,7 +23,8 @@ const READ_WINDOW = 8;
 export async function* deltaStreamBody(
   encoder: DeltaStreamEncoder,
   disks: DiskToShip[],
-  onBytes?: (bytes: number) => void,
+  /** After each op: its length, and whether it was planned as a zero range (an allocated range read as zeroes is data: it was read). */
+  onBytes?: (bytes: number, zero: boolean) => void,
   signal?: AbortSignal,
   /** Called once every read has returned: the source's export is no longer needed. */
   onAllRead?: () => void,
@@ -40,7 +41,7 @@ export async function* deltaStreamBody(
       signal?.throwIfAborted();
       if (!packed) yield* encoder.zero(disk.index, op.offset, op.length);
       else yield* encoder.packedData(disk.index, op.offset, packed);
-      onBytes?.(op.length);
+      onBytes?.(op.length, op.kind === 'zero');
     }
   }
   onAllRead?.();

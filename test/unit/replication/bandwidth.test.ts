@@ -9,7 +9,8 @@ import { parseConfig } from '../../../plugin/config/load.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pacer, pacerFor } from '../../../plugin/replication/bandwidth/gate.js';
 import { TokenBucket, type Clock } from '../../../plugin/replication/bandwidth/limiter.js';
-import { BandwidthSchema, formatRate, limitAt } from '../../../plugin/config/bandwidth.js';
+import { BandwidthSchema, formatRate, limitAt, nextLimitChange } from '../../../plugin/config/bandwidth.js';
+import { bandwidthInForce } from '../../../plugin/replication/bandwidth/in-force.js';
 import { drawProgress, PaceMeter } from '../../../scripts/cli/progress.js';
 
 const MB = 1e6;
@@ -18,6 +19,7 @@ const at = (day: number, hh: number, mm = 0, ss = 0) => new Date(2026, 0, 5 + da
 const MON = 0;
 const FRI = 4;
 const SAT = 5;
+const tue = MON + 1;
 const SUN = 6;
 
 /** A clock whose sleeps resolve in time order as soon as everyone waiting is asleep. */
@@ -110,6 +112,18 @@ describe('bandwidth limits', () => {
       }
     });
 
+    it('finds the next change of the tightest limit: a window closing, the weekend, past midnight; none for a plain rate', () => {
+      assert.deepEqual(nextLimitChange([schedule], at(MON, 9)), { at: at(MON, 20), limit: Infinity });
+      assert.deepEqual(nextLimitChange([schedule], at(MON, 20)), { at: at(tue, 8), limit: 20 * MB });
+      assert.deepEqual(nextLimitChange([schedule], at(FRI, 21)), { at: at(FRI, 22), limit: 50 * MB });
+      assert.deepEqual(nextLimitChange([schedule], at(SAT, 1)), { at: at(SAT, 6), limit: Infinity });
+      assert.deepEqual(nextLimitChange([schedule], at(SAT, 6)), { at: at(MON + 7, 8), limit: 20 * MB }, 'over the weekend to Monday');
+      const own = BandwidthSchema.parse('30MB/s');
+      assert.deepEqual(nextLimitChange([own, schedule], at(MON, 9)), { at: at(MON, 20), limit: 30 * MB }, 'the tighter of two');
+      assert.equal(nextLimitChange([BandwidthSchema.parse('10MB/s'), schedule], at(MON, 9)), undefined, 'a tighter plain rate never changes');
+      assert.equal(nextLimitChange([undefined, own], at(MON, 9)), undefined);
+    });
+
     it('takes windows to the second (HH:MM:SS) and 24:00 as an end', () => {
       const s = BandwidthSchema.parse([{ limit: '1MB/s', from: '12:00:30', to: '24:00' }]);
       assert.equal(limitAt(s, at(MON, 12, 0, 29)), Infinity);
@@ -157,6 +171,15 @@ ${protection}`;
       refused(config('[{ limit: 20MB }]'), /sites\[1\]\.bandwidth\[0\]\.limit: "20MB" is not a rate/);
       refused(config('[{ limit: 1MB/s }, { limit: 2MB/s, days: sat }]'), /sites\[1\]\.bandwidth\[1\]: never used: rule 0/);
       refused(config('5MB/s', '    bandwidth: { limit: 5MB/s, at: "08:00" }\n'), /protections\[0\]\.bandwidth: .*a list of rules/);
+    });
+
+    it("what status shows is the pacer's limit, with whose it is and the next change", () => {
+      const c = parseConfig(config('[{ limit: 20MB/s, days: mon-fri, from: "08:00", to: "20:00" }]', '    bandwidth: 30MB/s\n'), 'vmdr.yaml');
+      const p = c.protections[0]!;
+      assert.deepEqual(bandwidthInForce(c, p, at(MON, 9)), { limit: 20 * MB, source: 'site-link', site: 'dr', next: { at: at(MON, 20).toISOString(), limit: 30 * MB, source: 'protection' } });
+      assert.deepEqual(bandwidthInForce(c, p, at(SAT, 9)), { limit: 30 * MB, source: 'protection', site: 'dr', next: { at: at(MON + 7, 8).toISOString(), limit: 20 * MB, source: 'site-link' } });
+      delete p.bandwidth;
+      assert.deepEqual(bandwidthInForce(c, p, at(SAT, 9)), { limit: null, source: null, site: 'dr', next: { at: at(MON + 7, 8).toISOString(), limit: 20 * MB, source: 'site-link' } });
     });
 
     it("a cycle's pacer reads the live config: a reload's new limits act within a second, none configured means no pacing", async () => {
