@@ -57,3 +57,19 @@ export async function closeTestConfig(dir: string | undefined, opened: { api?: {
   opened.state?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 }
+
+/**
+ * The test driver's `test` domain running, as a fresh test:///default has it. All connections of
+ * one process share that driver's state while any of them stays open, so a file that needs the
+ * domain running says so rather than trusting what earlier files left (the suite saw it shut off
+ * on 2026-12-02, once in three runs; which file left it so is not known).
+ */
+export async function testDomainRunning(): Promise<void> {
+  const { openAdapter } = await import('../../hypervisors/index.js');
+  const adapter = openAdapter('test:///default');
+  try {
+    if ((await adapter.powerState('test')) !== 'running') await adapter.start('test');
+  } finally {
+    await adapter.close();
+  }
+}

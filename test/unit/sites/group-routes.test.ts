@@ -21,6 +21,7 @@ import { connectPeer } from '../../../plugin/sites/peer-connect.js';
 import { pairPeer } from '../../../plugin/sites/peers.js';
 import { StateStore } from '../../../plugin/state/store.js';
 import { rejectsWith } from '../../helpers/assertions.js';
+import { testDomainRunning } from '../../helpers/test-config.js';
 
 describe('consistency group steps on a source site\'s endpoint (group-routes, RemoteHostMembers)', function () {
   this.timeout(60_000);
@@ -42,6 +43,7 @@ describe('consistency group steps on a source site\'s endpoint (group-routes, Re
 
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'test-vmdr-group-routes-'));
+    await testDomainRunning();
     const port = await freeLoopbackPort();
     const yaml = (local: string, sourceMembers: string) => `version: 1
 localSite: ${local}

@@ -25,6 +25,7 @@ import { SiteConnections } from '../../../plugin/sites/connections.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer, type Socket } from 'node:net';
 import { rejectsWith } from '../../helpers/assertions.js';
+import { testDomainRunning } from '../../helpers/test-config.js';
 
 describe('the source site asked through its endpoint (RemoteSourceSite, source-site routes)', function () {
   this.timeout(60_000);
@@ -39,6 +40,7 @@ describe('the source site asked through its endpoint (RemoteSourceSite, source-s
 
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'test-vmdr-source-site-'));
+    await testDomainRunning();
     port = await freeLoopbackPort();
     const yaml = (local: string) => `version: 1
 localSite: ${local}
