@@ -73,7 +73,7 @@ async function thawOne(conn: LibvirtConnection, asked: Asked, seconds: number): 
     const held = ((Date.now() - asked.askedAt) / 1000).toFixed(1);
     return crash({
       code: 'hold-broken',
-      message: `the freeze of VM ${JSON.stringify(asked.vm)} was held past its deadline (${asked.recorded!.deadline.toISOString()}, ${held} s since it was asked) and ${by} thawed it: the checkpoint may have been taken after the thaw`,
+      message: `the freeze of VM ${JSON.stringify(asked.vm)} was held past its deadline (${asked.recorded!.deadline.toISOString()}, ${held} s since it was asked) and ${by} ${claim.failed ? 'tried to thaw it (a thaw that reports failure may have thawed it)' : 'thawed it'}: the checkpoint may have been taken after the thaw`,
     });
   }
   const started = Date.now();

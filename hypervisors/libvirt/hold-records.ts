@@ -12,6 +12,14 @@
  * exclusively): the holder for its own release, another process for a left hold. So a holder
  * that overran its deadline learns, at its release, that another process took its hold (the claim
  * or the record is not its own any more): its capture may have fallen after that release.
+ *
+ * A release by another process marks the record before it acts (`.tried`, naming that process and
+ * when), and the mark stays when the release fails: a resume or thaw that reports failure may have
+ * taken effect (a call that timed out while libvirt or the agent did it). The record stays, so
+ * `vmdr status` shows the hold and the next sweep tries again, past the mark; the holder's own
+ * claim, made later, finds the mark and learns its hold was broken. The mark goes with the record.
+ * Marked before the release, not after its failure: a mark that cannot be written stops the
+ * release before it touches the VM, and a releaser killed mid-release leaves it too.
  */
 import { createHash } from 'node:crypto';
 import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -41,16 +49,23 @@ interface StoredClaim {
   pidStart: string;
 }
 
+/** A release by another process than the holder, begun (`<file>.tried`): when. */
+interface StoredTry extends StoredClaim {
+  at: number;
+}
+
 /** A release's hold on a record: after the release, the record goes (released) or stays for the next try. */
 export interface HoldClaim {
   /** `tellHolder`: the claim stays beside the removed record, for its live holder to find whose release it was. */
   end(released: boolean, tellHolder?: boolean): Promise<void>;
 }
 
-/** The holder's claim was refused: another vmdr process released (or is releasing) its VM. */
+/** The holder's claim was refused: another vmdr process released (or is releasing, or tried to release) its VM. */
 export interface HoldTaken {
   /** That process, when its claim names one that is alive or was. */
   by?: number;
+  /** That process's release ended without removing the record (it failed, but may have taken effect): the next sweep tries again. */
+  failed?: true;
 }
 
 /** The holder's handle on its record (HoldRecords.record). */
@@ -58,8 +73,8 @@ export interface RecordedHold {
   readonly deadline: Date;
   /**
    * Claims the record for the holder's own release, before it releases: HoldTaken when another
-   * process claimed or removed it first (the hold's deadline passed): the hold was broken, and the
-   * VM is that process's to release.
+   * process claimed or removed it first, or tried to release it (the hold's deadline passed): the
+   * hold was broken, and the VM is that process's (or the next sweep's) to release.
    */
   claim(): Promise<HoldClaim | HoldTaken>;
   /** Removes the record of a hold never taken (the pause or freeze failed). */
@@ -105,8 +120,8 @@ export class HoldRecords {
         throw err;
       });
       await this.made;
-      // A claim a killed releaser left on a record of this name (a pid used again) is not on this one.
-      await rm(claimFile(file), { force: true });
+      // A claim or a try a releaser left on a record of this name (a pid used again) is not on this one.
+      await Promise.all([rm(claimFile(file), { force: true }), rm(triedFile(file), { force: true })]);
       await writeFile(`${file}.new`, JSON.stringify(stored), { mode: 0o600 });
       await rename(`${file}.new`, file);
     } catch (err) {
@@ -125,7 +140,8 @@ export class HoldRecords {
   /**
    * Claims a left hold's record for a release by this process: undefined when another release
    * (its holder's own, another process's) has it, or it is gone. A claim whose process is gone
-   * (killed mid-release) is taken over.
+   * (killed mid-release) is taken over; a failed release's mark is not in the way. The record is
+   * marked as tried by this process before the claim resolves, for the holder to find.
    */
   async claim(hold: HoldEntry): Promise<HoldClaim | undefined> {
     const c = await claim(hold.file, hold.since.getTime(), true);
@@ -140,8 +156,10 @@ export class HoldRecords {
     });
     const prefix = this.prefix();
     const now = Date.now();
-    // A release's note that no holder came to read (it ended first, or looked mid-release) goes after a while.
-    const orphans = names.filter((n) => n.startsWith(prefix) && n.endsWith(CLAIM) && !names.includes(n.slice(0, -CLAIM.length)));
+    // A release's note that no holder came to read (it ended first, or looked mid-release) goes after a
+    // while; so does a failed release's mark left by a releaser killed between the record and it.
+    const recordOf = (n: string) => (n.endsWith(CLAIM) || n.endsWith(TRIED) ? n.slice(0, n.lastIndexOf('.')) : undefined);
+    const orphans = names.filter((n) => n.startsWith(prefix) && recordOf(n) !== undefined && !names.includes(recordOf(n)!));
     await Promise.all(
       orphans.map(async (n) => {
         const file = join(this.dir, n);
@@ -151,7 +169,7 @@ export class HoldRecords {
     );
     const entries = await Promise.all(
       names
-        .filter((n) => n.startsWith(prefix) && !n.endsWith('.new') && !n.endsWith(CLAIM))
+        .filter((n) => n.startsWith(prefix) && !n.endsWith('.new') && recordOf(n) === undefined)
         .map(async (name): Promise<HoldEntry | undefined> => {
           const file = join(this.dir, name);
           // Gone since the listing (released), or not this URI's after all: not a hold of this host.
@@ -180,14 +198,18 @@ export class HoldRecords {
 }
 
 const CLAIM = '.claim';
+const TRIED = '.tried';
 /** Longer than any release takes (a thaw's agent calls are bounded by seconds). */
 const ORPHAN_CLAIM_MS = 60_000;
 const claimFile = (file: string) => `${file}${CLAIM}`;
+const triedFile = (file: string) => `${file}${TRIED}`;
 
 /**
  * Claims the record `file` of the hold that began at `since`: the claim file created exclusively,
  * then the record found still there and the same. `takeOver`: a claim whose process is gone is
- * removed and made again (a releaser killed mid-release); the holder never takes one over.
+ * removed and made again (a releaser killed mid-release); the holder never takes one over. The
+ * holder's claim then looks for another process's mark (none can be written while it holds the
+ * claim); another process's claim writes its own over it.
  */
 async function claim(file: string, since: number, takeOver: boolean): Promise<HoldClaim | HoldTaken> {
   const claimed = claimFile(file);
@@ -217,9 +239,27 @@ async function claim(file: string, since: number, takeOver: boolean): Promise<Ho
     await rm(claimed, { force: true });
     return {};
   }
+  if (takeOver) {
+    await writeFile(triedFile(file), JSON.stringify({ ...mine, at: Date.now() } satisfies StoredTry), { mode: 0o600 }).catch(async (err: unknown) => {
+      await rm(claimed, { force: true });
+      throw err;
+    });
+  } else {
+    // Unreadable (torn by a releaser killed while writing it): a release was begun all the same.
+    const tried = await readFile(triedFile(file), 'utf8')
+      .then((t) => (JSON.parse(t) as StoredTry).pid)
+      .catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : 0));
+    if (tried !== undefined) {
+      await rm(claimed, { force: true });
+      return { ...(tried ? { by: tried } : {}), failed: true };
+    }
+  }
   return {
     end: async (released, tellHolder = false) => {
-      if (released) await rm(file, { force: true }).catch(() => undefined);
+      if (released) {
+        await rm(file, { force: true }).catch(() => undefined);
+        await rm(triedFile(file), { force: true }).catch(() => undefined);
+      }
       if (!released || !tellHolder) await rm(claimed, { force: true }).catch(() => undefined);
     },
   };

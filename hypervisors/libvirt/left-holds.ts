@@ -5,7 +5,8 @@
  * not vmdr's to resume. A person's `virsh suspend` gives the same reason, but leaves no record, so
  * it is never touched. A freeze is undone only where the agent says the guest is frozen. Each
  * release claims the record first (hold-records.ts): a holder that overran its deadline but lives
- * finds the claim at its own release, and knows its hold was broken.
+ * finds the claim at its own release, and knows its hold was broken; so it does after a release
+ * that failed, which may still have taken effect (the claim marked the record as tried).
  */
 import type { ReleasedHold } from '../types.js';
 import { GuestAgentUnavailable, VmdrError } from '../errors.js';
@@ -49,7 +50,8 @@ async function releaseOne(conn: LibvirtConnection, records: HoldRecords, hold: H
     }
   }
   // A release that failed keeps its record: the next sweep tries again, and `vmdr status` shows it.
-  // A live holder that overran its deadline is told whose release broke its hold.
+  // A live holder that overran its deadline is told whose release broke its hold, even a failed one
+  // (a timed-out resume or thaw may have been done all the same): the claim marked the record.
   await claim.end(outcome.action !== 'failed', hold.left === 'deadline-passed');
   return { ...about, left: hold.left!, ...outcome, heldMs: Date.now() - hold.since.getTime() };
 }

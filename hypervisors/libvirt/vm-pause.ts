@@ -46,7 +46,7 @@ export async function pauseVms(conn: LibvirtConnection, vms: string[], options: 
     if (claim && isTaken(claim)) {
       const by = claim.by !== undefined ? `vmdr process ${claim.by}` : 'another vmdr process';
       const pausedMs = Date.now() - at;
-      const broken = `the pause of VM ${JSON.stringify(vm)} was held past its deadline (${recorded!.deadline.toISOString()}, ${(pausedMs / 1000).toFixed(1)} s) and ${by} resumed it: its checkpoint may have been taken after that`;
+      const broken = `the pause of VM ${JSON.stringify(vm)} was held past its deadline (${recorded!.deadline.toISOString()}, ${(pausedMs / 1000).toFixed(1)} s) and ${by} ${claim.failed ? 'tried to resume it (a resume that reports failure may have resumed it)' : 'resumed it'}: its checkpoint may have been taken after that`;
       return [vm, { pausedMs, broken }] as const;
     }
     const deadline = Date.now() + options.timeoutMs;

@@ -4,7 +4,8 @@
  * its pid now another process's: pid reuse) or its deadline passed; a live holder's is not. Files
  * are 0600 in a 0700 directory; another URI's records are not this host's. Whoever releases a VM
  * claims its record first: a holder that overran its deadline and finds another process's claim
- * (or its record gone) knows its hold was broken, and by whom.
+ * (or its record gone) knows its hold was broken, and by whom; so does one that finds another
+ * process's release failed (the mark it left: a failed resume or thaw may have taken effect).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -135,6 +136,64 @@ describe('hold records (the files a dead holder leaves)', () => {
       const other = await records.claim(left);
       assert.ok(other, 'the dead claim was not taken over');
       await other.end(true);
+      assert.deepEqual(await readdir(dir), []);
+    });
+
+    it('a release by another process that failed (it may have taken effect): the holder is told whose, the record stays, and a later release takes it', async () => {
+      const records = new HoldRecords(URI, dir);
+      const recorded = await records.record('test-vm', 'freeze', 1);
+      await sleep(5);
+      const sweep = await records.claim(await only(records));
+      assert.ok(sweep);
+      await sweep.end(false, true);
+      // Kept for the next sweep, and for `vmdr status`.
+      assert.equal((await only(records)).left, 'deadline-passed');
+      // The holder, claiming between two sweeps, is told its hold was broken, and by whom; as often as it asks.
+      assert.deepEqual(taken(await recorded.claim()), { by: process.pid, failed: true });
+      assert.deepEqual(taken(await recorded.claim()), { by: process.pid, failed: true });
+      // The mark is no hold; the holder left no claim behind it.
+      assert.equal((await readdir(dir)).filter((n) => n.endsWith('.claim')).length, 0);
+      const later = await records.claim(await only(records));
+      assert.ok(later, 'the next sweep may not release it');
+      // Its failure too leaves the hold the holder's no more.
+      await later.end(false, true);
+      const last = await records.claim(await only(records));
+      assert.ok(last);
+      await last.end(true, true);
+      assert.deepEqual(await records.list(), []);
+      assert.equal(taken(await recorded.claim()).by, process.pid);
+      assert.deepEqual(await readdir(dir), [], 'the mark went with the record, the note once read');
+    });
+
+    it('a release by another process killed mid-release (its mark written, its claim left): the holder is told, another release takes over', async () => {
+      const child = spawn(process.execPath, ['-e', '0']);
+      await new Promise((resolve) => child.once('exit', resolve));
+      const records = new HoldRecords(URI, dir);
+      const recorded = await records.record('test-vm', 'pause', 1);
+      await sleep(5);
+      const left = await only(records);
+      await writeFile(`${left.file}.claim`, JSON.stringify({ pid: child.pid, pidStart: '1' }));
+      await writeFile(`${left.file}.tried`, JSON.stringify({ pid: child.pid, pidStart: '1', at: Date.now() }));
+      assert.equal(taken(await recorded.claim()).by, child.pid);
+      const other = await records.claim(left);
+      assert.ok(other, 'the dead claim was not taken over');
+      await other.end(false);
+      assert.deepEqual(taken(await recorded.claim()), { by: process.pid, failed: true });
+    });
+
+    it('a mark and a claim left without their record (their releaser killed after removing it) go after a minute', async () => {
+      const records = new HoldRecords(URI, dir);
+      await records.record('test-vm', 'pause', 1);
+      await sleep(5);
+      const left = await only(records);
+      assert.ok(await records.claim(left));
+      await rm(left.file);
+      assert.deepEqual(await records.list(), []);
+      const kept = (await readdir(dir)).sort();
+      assert.deepEqual(kept.map((n) => n.slice(n.lastIndexOf('.'))), ['.claim', '.tried'], 'fresh, they stay');
+      const old = new Date(Date.now() - 61_000);
+      for (const n of kept) await utimes(join(dir, n), old, old);
+      assert.deepEqual(await records.list(), []);
       assert.deepEqual(await readdir(dir), []);
     });
 
