@@ -48,7 +48,7 @@ import { fenceOf as fenceMarkOf } from '../sites/fence.js';
 import { targetDrift, type DiskDrift } from '../targets/drift.js';
 import { lastWatchEvent, type WatchState } from '../state/watch-events.js';
 import { watchOf } from '../watch/watched.js';
-import { bandwidthInForce, type BandwidthInForce } from '../replication/bandwidth/in-force.js';
+import { bandwidthsInForce, type BandwidthInForce } from '../replication/bandwidth/in-force.js';
 
 export interface VmState {
   site: string;
@@ -134,6 +134,7 @@ export async function protectionStatus(
   const { config, sites, state } = ctx;
   /** Each protection's points, where they could be read: what its group's points are made of. */
   const pointsOf = new Map<string, RecoveryPoint[]>();
+  const bandwidthOf = bandwidthsInForce(config, now);
   const rows: ProtectionStatus[] = await Promise.all(
     config.protections.map(async (p) => {
       const { points, problem, space } = await newestPoint(ctx, p);
@@ -152,7 +153,7 @@ export async function protectionStatus(
         protection: p.name,
         tenant: p.tenant ?? null,
         rpoSeconds: p.rpo / 1000,
-        bandwidth: bandwidthInForce(config, p, now),
+        bandwidth: bandwidthOf(p),
         source: { ...source.state, fenced: fenceOf(source.info) },
         target: target.state,
         role,

@@ -90,10 +90,11 @@ describe('vmdr --server: the CLI through the API of vmdr serve (qemu:///system)'
       assert.equal(cells[0], vm.name);
       assert.match(cells[2]!, /replicating/);
       assert.doesNotMatch(cells[3]!, /RPO breached/, 'a point just made is within the RPO');
-      assert.match(cells[4]!, /^\d+ (s|min) ago\n/, 'the newest point\'s age');
-      assert.ok(cells[4]!.includes(points.at(-1)!.id), cells[4]);
-      assert.match(cells[5]!, new RegExp(`running\\s+prod / ${vm.name}`));
-      assert.match(cells[7]!, /committed\s+incremental, \d+ (s|min) ago/);
+      assert.equal(cells[4], 'unlimited', 'no bandwidth limit in this config: the limit in force, as `vmdr status` says it');
+      assert.match(cells[5]!, /^\d+ (s|min) ago\n/, 'the newest point\'s age');
+      assert.ok(cells[5]!.includes(points.at(-1)!.id), cells[5]);
+      assert.match(cells[6]!, new RegExp(`running\\s+prod / ${vm.name}`));
+      assert.match(cells[8]!, /committed\s+incremental, \d+ (s|min) ago/);
       const shot = await artifactPath('status-page-lab.png');
       await page.screenshot({ path: shot, fullPage: true });
       console.log(`      screenshot: ${shot}`);

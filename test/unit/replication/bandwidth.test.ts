@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pacer, pacerFor } from '../../../plugin/replication/bandwidth/gate.js';
 import { TokenBucket, type Clock } from '../../../plugin/replication/bandwidth/limiter.js';
 import { BandwidthSchema, formatRate, limitAt, nextLimitChange } from '../../../plugin/config/bandwidth.js';
-import { bandwidthInForce } from '../../../plugin/replication/bandwidth/in-force.js';
+import { bandwidthInForce, bandwidthsInForce } from '../../../plugin/replication/bandwidth/in-force.js';
 import { drawProgress, PaceMeter } from '../../../scripts/cli/progress.js';
 
 const MB = 1e6;
@@ -180,6 +180,23 @@ ${protection}`;
       assert.deepEqual(bandwidthInForce(c, p, at(SAT, 9)), { limit: 30 * MB, source: 'protection', site: 'dr', next: { at: at(MON + 7, 8).toISOString(), limit: 20 * MB, source: 'site-link' } });
       delete p.bandwidth;
       assert.deepEqual(bandwidthInForce(c, p, at(SAT, 9)), { limit: null, source: null, site: 'dr', next: { at: at(MON + 7, 8).toISOString(), limit: 20 * MB, source: 'site-link' } });
+    });
+
+    it('a status call reads each set of schedules once: every protection gets what bandwidthInForce says of it alone', () => {
+      const more = (name: string, site: string, own = '') => `  - name: ${name}\n    source: { site: prod, vm: ${name} }\n    target: { site: ${site}, vm: ${name}-dr, nics: [{ network: n }] }\n${own}`;
+      const c = parseConfig(
+        config(
+          '[{ limit: 20MB/s, days: mon-fri, from: "08:00", to: "20:00" }, { limit: 50MB/s, days: sat, from: "22:00", to: "06:00" }]',
+          '    bandwidth: 30MB/s\n' + more('a', 'dr') + more('b', 'dr') + more('c', 'dr', '    bandwidth: 30MB/s\n') + more('d', 'dr', '    bandwidth: [{ limit: 10MB/s, from: "19:00", to: "21:00" }]\n') + more('e', 'prod'),
+        ),
+        'vmdr.yaml',
+      );
+      for (const when of [at(MON, 9), at(MON, 19, 30), at(FRI, 23), at(SAT, 9)]) {
+        const of = bandwidthsInForce(c, when);
+        for (const p of c.protections) assert.deepEqual(of(p), bandwidthInForce(c, p, when), `${p.name} at ${when.toString()}`);
+        const [, a, b] = c.protections;
+        assert.equal(of(a!), of(b!), 'two protections on one link, with no limit of their own, share one answer');
+      }
     });
 
     it("a cycle's pacer reads the live config: a reload's new limits act within a second, none configured means no pacing", async () => {
