@@ -59,15 +59,17 @@ export async function closeTestConfig(dir: string | undefined, opened: { api?: {
 }
 
 /**
- * The test driver's `test` domain running, as a fresh test:///default has it. All connections of
- * one process share that driver's state while any of them stays open, so a file that needs the
- * domain running says so rather than trusting what earlier files left (the suite saw it shut off
- * on 2026-12-02, once in three runs; which file left it so is not known).
+ * The test driver's `test` domain running and unfenced, as a fresh test:///default has it. All
+ * connections of one process share that driver's state while any of them stays open: a file that
+ * stops or fences `test` calls this before it closes its own connections (after, finally), and a
+ * file that needs the domain running says so rather than trusting what earlier files left.
  */
 export async function testDomainRunning(): Promise<void> {
   const { openAdapter } = await import('../../hypervisors/index.js');
+  const { unfenceSource } = await import('../../plugin/sites/fence.js');
   const adapter = openAdapter('test:///default');
   try {
+    await unfenceSource(adapter, 'test');
     if ((await adapter.powerState('test')) !== 'running') await adapter.start('test');
   } finally {
     await adapter.close();

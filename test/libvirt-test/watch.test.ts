@@ -12,7 +12,7 @@ import { setRole } from '../../plugin/state/roles.js';
 import { listWatchEvents, type WatchEvent } from '../../plugin/state/watch-events.js';
 import { SourceWatcher } from '../../plugin/watch/watcher.js';
 import { watchedOnSite } from '../../plugin/watch/watched.js';
-import { closeTestConfig, openTestConfig, writeTestConfig } from '../helpers/test-config.js';
+import { closeTestConfig, openTestConfig, testDomainRunning, writeTestConfig } from '../helpers/test-config.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 describe('the watcher (libvirt test driver)', function () {
@@ -56,6 +56,8 @@ protections:
   after(async () => {
     await watcher?.stop();
     await hook?.close();
+    // The tests stop `test` and start it again; a test that failed in between did not.
+    await testDomainRunning();
     await closeTestConfig(dir, opened);
   });
 

@@ -101,6 +101,19 @@ function withNetwork<T>(conn: Handle, name: string, fn: (net: Handle) => T): T {
   }
 }
 
+/**
+ * Each handle of a list read by `read`, and every one freed, those after a read that failed too:
+ * a handle holds its connection, which virConnectClose then does not close (a libvirtd socket
+ * left open; on the test driver, its state kept for the process).
+ */
+function readEach<T>(handles: Handle[], read: (h: Handle) => T[], free: (h: Handle) => unknown): T[] {
+  try {
+    return handles.flatMap(read);
+  } finally {
+    for (const h of handles) free(h);
+  }
+}
+
 /** A C array of handles libvirt allocated: read, then freed (the handles themselves by the caller). */
 function takeHandles(array: unknown, count: number): Handle[] {
   if (count <= 0 || !array) return [];
@@ -167,15 +180,13 @@ function describe(dom: Handle, flags: number): DomainDescription {
   return description;
 }
 
-/** The VM described, or nothing when it was undefined meanwhile; its handle freed either way. */
-function describeAndFree(dom: Handle, flags: number): DomainDescription[] {
+/** The VM described, or nothing when it was undefined meanwhile. */
+function describeUnlessGone(dom: Handle, flags: number): DomainDescription[] {
   try {
     return [describe(dom, flags)];
   } catch (err) {
     if (err instanceof ProcedureFailed && err.detail.code === VIR_ERR.NO_DOMAIN) return [];
     throw err;
-  } finally {
-    libvirt().virDomainFree(dom);
   }
 }
 
@@ -250,7 +261,7 @@ export const procedures = {
     const n = libvirt();
     const out: unknown[] = [null];
     const count = rc('virConnectListAllDomains', n.virConnectListAllDomains(conn, out, listFlags) as number);
-    return takeHandles(out[0], count).flatMap((dom) => describeAndFree(dom, flags));
+    return readEach(takeHandles(out[0], count), (dom) => describeUnlessGone(dom, flags), (dom) => n.virDomainFree(dom));
   },
 
   describeDomain(conn: Handle, ref: DomainRef, flags: number): DomainDescription {
@@ -263,7 +274,7 @@ export const procedures = {
     return names.flatMap((name) => {
       n.virResetLastError();
       const dom = n.virDomainLookupByName(conn, name) as Handle;
-      if (dom) return describeAndFree(dom, flags);
+      if (dom) return readEach([dom], (d) => describeUnlessGone(d, flags), (d) => n.virDomainFree(d));
       if (lastErrorCode('virDomainLookupByName') !== VIR_ERR.NO_DOMAIN) fail('virDomainLookupByName');
       n.virResetLastError();
       return [];
@@ -513,17 +524,15 @@ export const procedures = {
     const n = libvirt();
     const out: unknown[] = [null];
     const count = rc('virConnectListAllNetworks', n.virConnectListAllNetworks(conn, out, 0) as number);
-    const described: NetworkDescription[] = [];
-    for (const net of takeHandles(out[0], count)) {
+    const described = (net: Handle): NetworkDescription[] => {
       try {
-        described.push(describeNetwork(net));
+        return [describeNetwork(net)];
       } catch (err) {
-        if (!(err instanceof ProcedureFailed && err.detail.code === VIR_ERR.NO_NETWORK)) throw err;
-      } finally {
-        n.virNetworkFree(net);
+        if (err instanceof ProcedureFailed && err.detail.code === VIR_ERR.NO_NETWORK) return [];
+        throw err;
       }
-    }
-    return described;
+    };
+    return readEach(takeHandles(out[0], count), described, (net) => n.virNetworkFree(net));
   },
 
   describeNetwork(conn: Handle, name: string): NetworkDescription {

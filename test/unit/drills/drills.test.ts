@@ -158,14 +158,18 @@ notifications:
     const before = listDrillRuns(state.db, { limit: 500 }).length;
     const scheduler = new DrillScheduler(deps, [drill('every-second')]);
     scheduler.start();
-    const next = scheduler.nextRuns()['every-second']!;
-    assert.ok(next.getTime() - Date.now() <= 1_000, `fires within a second: ${next.toISOString()}`);
-    const deadline = Date.now() + 10_000;
-    while (!listDrillRuns(state.db, { limit: 500 }).some((r) => r.trigger === 'schedule' && r.status !== 'running')) {
-      assert.ok(Date.now() < deadline, 'a scheduled drill ended within 10 s');
-      await sleep(50);
+    try {
+      const next = scheduler.nextRuns()['every-second']!;
+      assert.ok(next.getTime() - Date.now() <= 1_000, `fires within a second: ${next.toISOString()}`);
+      const deadline = Date.now() + 10_000;
+      while (!listDrillRuns(state.db, { limit: 500 }).some((r) => r.trigger === 'schedule' && r.status !== 'running')) {
+        assert.ok(Date.now() < deadline, 'a scheduled drill ended within 10 s');
+        await sleep(50);
+      }
+    } finally {
+      // Stopped even when the test failed: drills fired after the file closed its sites would open connections of their own.
+      await scheduler.stop();
     }
-    await scheduler.stop();
     const stopped = listDrillRuns(state.db, { limit: 500 });
     assert.ok(stopped.every((r) => r.status !== 'running'), 'stop waits for the drills it started');
     await sleep(2_100);

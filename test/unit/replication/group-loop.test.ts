@@ -12,14 +12,18 @@ import type { CycleReport } from '../../../plugin/replication/continuous.js';
 import { replicateGroupContinuously, type GroupCycleReport } from '../../../plugin/replication/group-loop.js';
 import { pauseProtection, resumeProtection } from '../../../plugin/state/pauses.js';
 import { setRole } from '../../../plugin/state/roles.js';
-import { closeTestConfig, openTestConfig, testProtections, writeTestConfig } from '../../helpers/test-config.js';
+import { closeTestConfig, openTestConfig, testDomainRunning, testProtections, writeTestConfig } from '../../helpers/test-config.js';
 
 describe('the group loop pauses for a member (test:///default)', function () {
   this.timeout(60_000);
   let dir: string | undefined;
   let opened: Awaited<ReturnType<typeof openTestConfig>> | undefined;
 
-  after(() => closeTestConfig(dir, opened ?? {}));
+  // The loop fenced (and so shut off) `test`: lifted and started again while this file's connections still hold the driver's state.
+  after(async () => {
+    await testDomainRunning();
+    await closeTestConfig(dir, opened ?? {});
+  });
 
   it('a member failed over, then paused by an operator: said once per member, no cycle meanwhile; the loop cycles again once both are lifted', async () => {
     ({ dir } = await writeTestConfig('vmdr-group-loop', `protections:\n${testProtections(['db'], ['web'])}consistencyGroups:\n  - { name: app, protections: [db, web], onMemberDown: fail }\n`));
@@ -45,31 +49,35 @@ describe('the group loop pauses for a member (test:///default)', function () {
       },
       { signal: stop.signal, intervalMs: 0, onCycle: (c) => reports.push(c), onGroupCycle: (g) => groupCycles.push(g) },
     );
-    const until = async (ok: () => boolean) => {
-      for (const deadline = Date.now() + 20_000; !ok(); await sleep(20)) assert.ok(Date.now() < deadline, JSON.stringify(reports));
-    };
-    await until(() => reports.some((r) => r.fenced));
-    const paused = () => reports.filter((r) => r.paused).map((r) => [r.protection, r.paused!.reason, r.group]);
-    assert.deepEqual(paused(), [
-      ['db', 'failed-over', 'app'],
-      ['web', 'group-member-paused', 'app'],
-    ]);
-    assert.deepEqual(reports.find((r) => r.fenced)!.fenced!.failover, 'fo-test-1', "the failed-over member's source is fenced");
-    // The role moves back, but an operator paused the other member: paused again, for that reason.
-    pauseProtection(state.db, 'web', 'test-operator');
-    setRole(state.db, 'db', 'replicating');
-    await until(() => paused().length === 4);
-    assert.deepEqual(paused().slice(2), [
-      ['web', 'operator', 'app'],
-      ['db', 'group-member-paused', 'app'],
-    ]);
-    assert.equal(groupCycles.length, 0, 'no cycle while paused');
-    assert.ok(reports.every((r) => !r.error && !r.result), 'no cycle reported while paused');
-    resumeProtection(state.db, 'web');
-    await until(() => groupCycles.length > 0 && reports.filter((r) => r.error).length >= 2);
-    assert.ok(groupCycles[0]!.error, 'the cycle ran (and failed here)');
-    assert.deepEqual(reports.filter((r) => r.error).slice(0, 2).map((r) => [r.protection, r.group]), [['db', 'app'], ['web', 'app']]);
-    stop.abort();
-    await loop;
+    try {
+      const until = async (ok: () => boolean) => {
+        for (const deadline = Date.now() + 20_000; !ok(); await sleep(20)) assert.ok(Date.now() < deadline, JSON.stringify(reports));
+      };
+      await until(() => reports.some((r) => r.fenced));
+      const paused = () => reports.filter((r) => r.paused).map((r) => [r.protection, r.paused!.reason, r.group]);
+      assert.deepEqual(paused(), [
+        ['db', 'failed-over', 'app'],
+        ['web', 'group-member-paused', 'app'],
+      ]);
+      assert.deepEqual(reports.find((r) => r.fenced)!.fenced!.failover, 'fo-test-1', "the failed-over member's source is fenced");
+      // The role moves back, but an operator paused the other member: paused again, for that reason.
+      pauseProtection(state.db, 'web', 'test-operator');
+      setRole(state.db, 'db', 'replicating');
+      await until(() => paused().length === 4);
+      assert.deepEqual(paused().slice(2), [
+        ['web', 'operator', 'app'],
+        ['db', 'group-member-paused', 'app'],
+      ]);
+      assert.equal(groupCycles.length, 0, 'no cycle while paused');
+      assert.ok(reports.every((r) => !r.error && !r.result), 'no cycle reported while paused');
+      resumeProtection(state.db, 'web');
+      await until(() => groupCycles.length > 0 && reports.filter((r) => r.error).length >= 2);
+      assert.ok(groupCycles[0]!.error, 'the cycle ran (and failed here)');
+      assert.deepEqual(reports.filter((r) => r.error).slice(0, 2).map((r) => [r.protection, r.group]), [['db', 'app'], ['web', 'app']]);
+    } finally {
+      // Stopped even when the test failed: a loop left running would fence `test` again and open connections after the file closed its own.
+      stop.abort();
+      await loop;
+    }
   });
 });
