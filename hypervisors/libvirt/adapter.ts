@@ -308,6 +308,8 @@ export class LibvirtAdapter implements HypervisorAdapter {
     // A start does not hold a call thread (the events shim runs it); what the VMs ask besides is
     // short, so a second thread serves them all.
     callPool.warm(Math.min(count, 2));
+    // The test driver starts at once, and a connection left open keeps its state for the process.
+    if (!this.uri.startsWith('test')) this.conn.prepareStarts(count);
   }
 
   /** The test driver has no guest agent at all (a VM it does not have is still VM_NOT_FOUND). */
