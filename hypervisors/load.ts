@@ -9,7 +9,10 @@ import { UnknownHypervisorUri } from './errors.js';
 import { hypervisorOf, KNOWN_URI_PREFIXES, type HypervisorKind } from './schemes.js';
 import type { AdapterOptions, HypervisorAdapter } from './types.js';
 
-type AdapterClass = new (uri: string, options: AdapterOptions) => HypervisorAdapter;
+type AdapterClass = (new (uri: string, options: AdapterOptions) => HypervisorAdapter) & {
+  /** Starts what the adapter's first call will need (libvirt: a call thread with libvirt loaded). */
+  warmUp?: () => void;
+};
 
 const MODULES: Record<HypervisorKind, () => Promise<AdapterClass>> = {
   libvirt: async () => (await import('./libvirt/adapter.js')).LibvirtAdapter,
@@ -22,4 +25,15 @@ export async function loadAdapter(uri: string, options: AdapterOptions = {}): Pr
   if (!kind) throw new UnknownHypervisorUri(uri, KNOWN_URI_PREFIXES);
   const Adapter = await MODULES[kind]();
   return new Adapter(uri, options);
+}
+
+/**
+ * Loads the adapter of each URI's hypervisor, and starts what its first call will need, without
+ * waiting: a command that will reach these hosts calls this before loading its own modules, so the
+ * adapter's set-up overlaps them instead of following them (on a failover, inside its RTO). Only a
+ * hint: a URI no adapter takes, or an adapter that cannot load, is left for the real use to report.
+ */
+export function warmUp(uris: Iterable<string>): void {
+  const kinds = new Set([...uris].map(hypervisorOf).filter((k): k is HypervisorKind => k !== undefined));
+  for (const kind of kinds) void MODULES[kind]().then((Adapter) => Adapter.warmUp?.(), () => undefined);
 }

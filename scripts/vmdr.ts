@@ -3,6 +3,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { EXIT_FAILURE, EXIT_USAGE, reportError } from './cli/report.js';
+import { DEFAULT_CONFIG_FILE } from './cli/config-argument.js';
 import { withCommands } from './commands/index.js';
 
 // What escapes every command (a background promise, a timer) is still one line; the stack with --debug.
@@ -23,7 +24,7 @@ process.umask(0o077);
 const cli = yargs(hideBin(process.argv))
   .scriptName('vmdr')
   .usage('$0 <command> [options]\n\nDisaster recovery for libvirt/QEMU and vSphere VMs.')
-  .option('config', { type: 'string', default: './vmdr.yaml', global: true, describe: 'Config file' })
+  .option('config', { type: 'string', default: DEFAULT_CONFIG_FILE, global: true, describe: 'Config file' })
   .option('json', { type: 'boolean', default: false, global: true, describe: 'Machine-readable output' })
   .option('debug', { type: 'boolean', default: false, global: true, describe: 'On an error, print its stack trace and causes (as VMDR_DEBUG=1 does)' })
   .middleware((argv) => {

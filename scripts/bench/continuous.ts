@@ -23,7 +23,7 @@ import type { ReceiverClient } from '../../plugin/replication/sender/receiver-cl
 import { syncProtection } from '../../plugin/replication/sync.js';
 import { SiteConnections } from '../../plugin/sites/connections.js';
 import { StateStore } from '../../plugin/state/store.js';
-import { makeDisk } from '../../test/helpers/lab.js';
+import { LAB_CMDLINE, makeDisk } from '../../test/helpers/lab.js';
 import { CLI, Cleanup, MiB, runBench, bootVm, describeMachine, exec, mib, openLab, percentile, prepareMachine, readWriterLines, say, startVmdr, table, vmdrJson } from './lab.js';
 
 const RUN_SECONDS = Number(process.env.BENCH_SECONDS ?? 60);
@@ -77,7 +77,7 @@ async function main(cleanup: Cleanup): Promise<void> {
   const disk = join(lab.dir, 'vda.qcow2');
   await makeDisk(disk, vm, '1G');
   say(`booting writer ${vm} (write_kbps=${WRITE_KBPS})`);
-  const log = await bootVm(lab, cleanup, vm, disk, `console=ttyS0 quiet vmdr.mode=writer vmdr.write_kbps=${WRITE_KBPS}`);
+  const log = await bootVm(lab, cleanup, vm, disk, `${LAB_CMDLINE} vmdr.mode=writer vmdr.write_kbps=${WRITE_KBPS}`);
   const { config, serve } = await startVmdr(lab, cleanup, [{ name: vm, continuous: true }]);
   const writer = sampleWriter(log);
   cleanup.add('stop sampling', async () => writer.stop());

@@ -16,6 +16,9 @@
  *     apart).
  *   - vmdr drill: `vmdr failover … --test --json`, rtoMs and wall time (which includes removing
  *     the drill).
+ * For each side it also records the CPU spent: the whole machine's, libvirtd's, the vmdr
+ * process's, and the guests' own (their QEMU processes' to the ready line), so the guests' work
+ * (their identity seeds' included) is told apart from what the host spends on starting them.
  * Then the vSphere figure (failover-vsphere.ts): a point's disk materialized on a vSphere
  * target's datastore, per GiB allocated, beside qemu-img convert and curl -T alone.
  * The order of floor and vmdr alternates from one repetition to the next, so neither always
@@ -96,6 +99,8 @@ interface Sample {
   vmdrCpuMs: number;
   libvirtdCpuMs: number;
   floorLibvirtdCpuMs: number;
+  /** The guests' QEMU processes' CPU to their ready lines, summed over the VMs: bare floor, seeded floor, failover. */
+  guestsCpuMs: { floor: number; seeded: number; failover: number };
 }
 
 /** CPU time, in ms, the whole machine has spent since boot (every state but idle and iowait). */
@@ -120,6 +125,16 @@ async function quiet(): Promise<number> {
     await new Promise((r) => setTimeout(r, 500));
     if ((await machineCpuMs()) - before < 50 || performance.now() - started > 20_000) return performance.now() - started;
   }
+}
+
+/**
+ * CPU the guests' QEMU processes have spent, summed (ms): read once every guest is ready, so it is
+ * each guest's way to its ready line (an idle guest adds a few ms a second). Tells the guests' own
+ * work (their identity seeds' included) from what the host spends besides.
+ */
+async function guestsCpuMs(vms: string[]): Promise<number> {
+  const each = await Promise.all(vms.map(async (vm) => processCpuMs(Number((await readFile(`/run/libvirt/qemu/${vm}.pid`, 'utf8')).trim()))));
+  return each.reduce((a, b) => a + b, 0);
 }
 
 /** What the machine and libvirtd spent on CPU while `work` ran. */
@@ -169,7 +184,7 @@ interface Point {
  * The floor: the same guests booted straight from overlays of their newest points, started all
  * at once with `virsh start`; resolves with each guest's time to its ready line.
  */
-async function floor(adapter: HypervisorAdapter, config: string, dir: string, prefix: string, members: FleetMember[], identity: boolean, libvirtd: number): Promise<{ each: VmTimes[]; cpu: { machineMs: number; libvirtdMs: number } }> {
+async function floor(adapter: HypervisorAdapter, config: string, dir: string, prefix: string, members: FleetMember[], identity: boolean, libvirtd: number): Promise<{ each: VmTimes[]; cpu: { machineMs: number; libvirtdMs: number }; guestsMs: number }> {
   const floorDir = join(dir, identity ? 'floor-seeded' : 'floor');
   await mkdir(floorDir, { recursive: true, mode: 0o755 });
   const vms: { name: string; log: string }[] = [];
@@ -217,7 +232,7 @@ async function floor(adapter: HypervisorAdapter, config: string, dir: string, pr
       return { asked: 0, started, ready };
     };
     const { value: each, ...cpu } = await cpuDuring(libvirtd, () => Promise.all(vms.map(boot)));
-    return { each, cpu };
+    return { each, cpu, guestsMs: await guestsCpuMs(vms.map((v) => v.name)) };
   } finally {
     for (const { name } of vms) {
       await adapter.stop(name, { mode: 'force' }).catch(() => undefined);
@@ -290,19 +305,20 @@ async function main(cleanup: Cleanup): Promise<void> {
         const bare = await floor(adapter, config, dir, prefix, chosen, false, libvirtd);
         say(`rep ${rep}, ${size} VM(s): floor with the targets' seeds and MACs`);
         const seeded = await floor(adapter, config, dir, prefix, chosen, true, libvirtd);
-        return { bare: bare.each, cpu: bare.cpu, seeded: seeded.each, seededCpu: seeded.cpu };
+        return { bare: bare.each, cpu: bare.cpu, seeded: seeded.each, seededCpu: seeded.cpu, guestsMs: { bare: bare.guestsMs, seeded: seeded.guestsMs } };
       };
       const runFailover = async () => {
         say(`rep ${rep}, ${size} VM(s): vmdr failover ${subject.join(' ')}`);
         waits.failover.push(await quiet());
         const { value: f, ...cpu } = await cpuDuring(libvirtd, () => vmdrOk(['failover', ...subject, '--config', config]));
         if (f.report.kind !== 'unplanned') throw new Error(`expected an unplanned failover, got ${f.report.kind}`);
+        const guestsMs = await guestsCpuMs(chosen.map((m) => m.target));
         say(`  rtoMs ${f.report.rtoMs}, wall ${seconds(f.wallMs)}; revert`);
         const revert = await timed(() => vmdrOk(['failover', ...subject, '--revert', '--config', config]));
         // A revert starts the sources its failover fenced (plugin/failover/revert.ts): the next run
         // is again a lost production site.
         await Promise.all(chosen.map((m) => adapter.stop(m.source, { mode: 'force' }).catch(() => undefined)));
-        return { f, cpu, revertWallMs: revert.ms };
+        return { f, cpu, guestsMs, revertWallMs: revert.ms };
       };
       load.push(loadavg()[0]!.toFixed(2));
       let floors: Awaited<ReturnType<typeof runFloor>>;
@@ -336,6 +352,7 @@ async function main(cleanup: Cleanup): Promise<void> {
         vmdrCpuMs: failover.f.cpuMs,
         libvirtdCpuMs: failover.cpu.libvirtdMs,
         floorLibvirtdCpuMs: floors.cpu.libvirtdMs,
+        guestsCpuMs: { floor: floors.guestsMs.bare, seeded: floors.guestsMs.seeded, failover: failover.guestsMs },
       });
       say(`  floor ${seconds(Math.max(...floorEach))}, failover rto ${seconds(failover.f.report.rtoMs)}, drill rto ${seconds(drill.report.rtoMs)}`);
     }
@@ -418,7 +435,8 @@ async function main(cleanup: Cleanup): Promise<void> {
     const m = (f: (x: Sample) => number) => seconds(median(s.map(f)));
     out.push(
       `- ${size} VM${size > 1 ? 's' : ''}: machine ${m((x) => x.failoverCpuMs)} during the failover against ${m((x) => x.floorCpuMs)} during the floor and ${m((x) => x.floorSeededCpuMs)} during the seeded floor; ` +
-        `the vmdr process ${m((x) => x.vmdrCpuMs)}; libvirtd ${m((x) => x.libvirtdCpuMs)} against ${m((x) => x.floorLibvirtdCpuMs)}`,
+        `the vmdr process ${m((x) => x.vmdrCpuMs)}; libvirtd ${m((x) => x.libvirtdCpuMs)} against ${m((x) => x.floorLibvirtdCpuMs)}; ` +
+        `the guests' QEMU processes to ready (summed over the VMs) ${m((x) => x.guestsCpuMs.failover)} in the failover, ${m((x) => x.guestsCpuMs.floor)} in the floor, ${m((x) => x.guestsCpuMs.seeded)} in the seeded floor`,
     );
   }
   out.push('');

@@ -50,7 +50,7 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
     .command(lazy('token <command>', 'Make, list and revoke the API tokens of the daemon on this host', async () => (await import('./token.js')).tokenCommand))
     .command(lazy('site <command>', "This site's identity, and pairing with peer sites", async () => (await import('./site.js')).siteCommand))
     .command(
-      lazy('failover [vm] [run]', 'Bring a protected VM (or a plan) up on its DR target: unplanned by default', async () => (await import('./failover.js')).failoverCommand),
+      lazy('failover [vm] [run]', 'Bring a protected VM (or a plan) up on its DR target: unplanned by default', async () => (await import('./failover.js')).failoverCommand, { warmUp: true }),
     )
     .command(
       lazy('runbook <command>', 'Run a plan\'s failover with a runbook, check a runbook, approve a waiting step', async () => (await import('./runbook.js')).runbookCommand),
@@ -63,6 +63,7 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
         'failback [vm]',
         'Bring a failed-over VM (or plan) home with what it did on the DR site: only changed blocks travel back',
         async () => (await import('./failback.js')).failbackCommand,
+        { warmUp: true },
       ),
     )
     .command(
@@ -70,13 +71,17 @@ export function withCommands(y: Argv<GlobalOptions>): Argv<GlobalOptions> {
     );
 }
 
-/** A command whose module is loaded when yargs builds it (yargs awaits an async builder). */
-function lazy<T>(command: string, describe: string, load: () => Promise<CommandBody<T>>): CommandModule<GlobalOptions, T> {
+/**
+ * A command whose module is loaded when yargs builds it (yargs awaits an async builder). `warmUp`:
+ * the command reaches its sites' hypervisors at once, so their adapters get ready while its module loads.
+ */
+function lazy<T>(command: string, describe: string, load: () => Promise<CommandBody<T>>, options: { warmUp?: boolean } = {}): CommandModule<GlobalOptions, T> {
   let body: CommandBody<T> | undefined;
   return {
     command,
     describe,
     builder: async (y) => {
+      if (options.warmUp && !process.argv.includes('--help')) void import('../cli/warm-up.js').then((m) => m.warmUpSites(), () => undefined);
       body = await load();
       // A command without a builder takes only the global options: T is GlobalOptions.
       return body.builder ? body.builder(y) : (y as unknown as Argv<T>);

@@ -13,7 +13,7 @@ import { GUEST_READY, waitForSerialLine } from '../../plugin/failover/serial-hea
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { LAB_CMDLINE, LAB_DIR, labBoot, makeDisk } from '../../scripts/lab/production.js';
 
-export { makeDisk, labBoot } from '../../scripts/lab/production.js';
+export { makeDisk, labBoot, LAB_CMDLINE } from '../../scripts/lab/production.js';
 export { waitForSerialLine, parseGuestFields, GUEST_READY, fileSize } from '../../plugin/failover/serial-health.js';
 
 const exec = promisify(execFile);

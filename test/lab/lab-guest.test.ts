@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
-import { createLabVm, destroyLabVm, GUEST_READY, parseGuestFields, waitForSerialLine, type LabVm } from '../helpers/lab.js';
+import { createLabVm, destroyLabVm, GUEST_READY, LAB_CMDLINE, parseGuestFields, waitForSerialLine, type LabVm } from '../helpers/lab.js';
 
 describe('the lab guest', function () {
   this.timeout(120_000);
@@ -9,7 +9,7 @@ describe('the lab guest', function () {
   after(() => destroyLabVm(vm));
 
   it('in writer mode keeps writing to its disk after saying it is ready', async () => {
-    vm = await createLabVm('writer', { marker: 'writer-disk', cmdline: 'console=ttyS0 quiet vmdr.mode=writer vmdr.write_kbps=256' });
+    vm = await createLabVm('writer', { marker: 'writer-disk', cmdline: `${LAB_CMDLINE} vmdr.mode=writer vmdr.write_kbps=256` });
     await vm.adapter.start(vm.name);
     const ready = parseGuestFields((await waitForSerialLine({ vm: vm.name, file: vm.log, pattern: GUEST_READY, timeoutMs: 60_000 }))[1]!);
     assert.equal(ready.marker, 'writer-disk');

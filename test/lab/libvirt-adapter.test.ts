@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { openAdapter } from '../../hypervisors/index.js';
 import { VmdrError, type HypervisorAdapter, type NetworkInfo } from '../../hypervisors/types.js';
-import { ensureLabGuest, fileSize, GUEST_READY, labPaths, labScratchDir, makeDisk, parseGuestFields, waitForSerialLine } from '../helpers/lab.js';
+import { ensureLabGuest, fileSize, GUEST_READY, LAB_CMDLINE, labPaths, labScratchDir, makeDisk, parseGuestFields, waitForSerialLine } from '../helpers/lab.js';
 import { rejectsWith } from '../helpers/assertions.js';
 
 const exec = promisify(execFile);
@@ -103,7 +103,7 @@ describe('libvirt adapter on qemu:///system with the lab guest', function () {
       name: vm,
       memoryMiB: 256,
       vcpus: 1,
-      boot: { kind: 'kernel', kernel, initrd, cmdline: 'console=ttyS0 quiet' },
+      boot: { kind: 'kernel', kernel, initrd, cmdline: LAB_CMDLINE },
       disks: [{ path: disk, format: 'qcow2' }],
       nics: [{ network: netA, mac: mac1 }],
       serialLog,

@@ -144,6 +144,34 @@ describe('libvirt adapter errors on qemu:///system', function () {
     }
   });
 
+  it('a group\'s starts on connections opened ahead of them: all start, also when libvirtd restarted in between', async () => {
+    const group = openAdapter(URI);
+    try {
+      const vms: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const disk = join(dir, `group-${i}.qcow2`);
+        await exec('qemu-img', ['create', '-q', '-f', 'qcow2', disk, '16M']);
+        const vm = fixture.spec({ disks: [{ path: disk, format: 'qcow2' }], serialLog: join(dir, `group-${i}.log`) });
+        await group.defineVm(vm);
+        vms.push(vm.name);
+      }
+      // Three at once: two on the shared connection, the third on one opened now, ahead.
+      group.expectParallel?.(3);
+      await new Promise((r) => setTimeout(r, 500));
+      await stopLibvirtd('SIGTERM');
+      await startLibvirtd();
+      await Promise.all(vms.map((vm) => group.start(vm)));
+      assert.deepEqual(await Promise.all(vms.map((vm) => group.powerState(vm))), ['running', 'running', 'running']);
+      for (const vm of vms) await group.stop(vm, { mode: 'force' });
+      // And without a restart, the connection opened ahead serves the third start.
+      group.expectParallel?.(3);
+      await Promise.all(vms.map((vm) => group.start(vm)));
+      assert.deepEqual(await Promise.all(vms.map((vm) => group.powerState(vm))), ['running', 'running', 'running']);
+    } finally {
+      await group.close();
+    }
+  });
+
   it('gives a call libvirtd never answers up after the site\'s call timeout, naming the call and the VM; works again after', async () => {
     const frozen = openAdapter(URI, { callTimeoutMs: 2_000 });
     const pid = await libvirtdPid();

@@ -10,7 +10,7 @@ import { provisionTargets } from '../../plugin/targets/provision.js';
 import { giveIdentity } from '../../plugin/targets/identity.js';
 import { baseImage, serialLog } from '../../plugin/replication/layout.js';
 import { copyImage, imageInfo } from '../../plugin/replication/qemu-img.js';
-import { ensureProductionVm, LAB_DIR } from '../../scripts/lab/production.js';
+import { ensureProductionVm, LAB_CMDLINE, LAB_DIR } from '../../scripts/lab/production.js';
 import { ensureLabGuest, fileSize, GUEST_READY, labScratchDir, parseGuestFields, waitForSerialLine } from '../helpers/lab.js';
 import { assertProgress } from '../helpers/assertions.js';
 
@@ -35,7 +35,7 @@ protections:
     target:
       site: dr
       vm: ${target}
-      boot: { kind: kernel, kernel: ${LAB_DIR}/vmlinuz, initrd: ${LAB_DIR}/initrd.img, cmdline: console=ttyS0 quiet }
+      boot: { kind: kernel, kernel: ${LAB_DIR}/vmlinuz, initrd: ${LAB_DIR}/initrd.img, cmdline: ${LAB_CMDLINE} }
       hostname: web-dr-${id}
       nics:
         - { mac: "52:54:00:7e:${id.slice(0, 2)}:${id.slice(2, 4)}", network: ${drNetwork}, addresses: [192.0.2.77/24], gateway: 192.0.2.1, dns: [192.0.2.53] }

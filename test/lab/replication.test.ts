@@ -14,7 +14,7 @@ import { openAdapter } from '../../hypervisors/index.js';
 import type { HypervisorAdapter } from '../../hypervisors/types.js';
 import { freeLoopbackPort } from '../../plugin/replication/sender/nbd-port.js';
 import { assertProgress, type ProgressEvent } from '../helpers/assertions.js';
-import { ensureLabGuest, fileSize, GUEST_READY, labBoot, labScratchDir, makeDisk, runVmdr, vmdrJson, waitForSerialLine } from '../helpers/lab.js';
+import { ensureLabGuest, fileSize, GUEST_READY, LAB_CMDLINE, labBoot, labScratchDir, makeDisk, runVmdr, vmdrJson, waitForSerialLine } from '../helpers/lab.js';
 import { assertPattern, compareImages, hmpFlush, hmpWrite, paused } from '../helpers/patterns.js';
 import { startServe, type ServeProcess } from '../helpers/vmdr-serve.js';
 
@@ -97,7 +97,7 @@ describe('replication of running VMs into recovery points (qemu:///system)', fun
         serialLog: join(dir, `${vmName}.log`),
       });
     await vm(name, [disks.vda, disks.vdb]);
-    await vm(writer, [disks.wda], 'console=ttyS0 quiet vmdr.mode=writer vmdr.write_kbps=512');
+    await vm(writer, [disks.wda], `${LAB_CMDLINE} vmdr.mode=writer vmdr.write_kbps=512`);
     await adapter.start(name);
     await adapter.start(writer);
     await waitForSerialLine({ vm: name, file: join(dir, `${name}.log`), pattern: GUEST_READY, timeoutMs: 60_000 });
