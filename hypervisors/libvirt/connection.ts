@@ -21,7 +21,11 @@ export const DEFAULT_CALL_TIMEOUT_MS = 120_000;
  * holds the others back. A VM start is one call for as long as QEMU takes to launch (0.5-2 s
  * here), so a plan's six starts on one connection held every other call of the run behind them
  * (measured: a VM's identity check waited 1.9 s). Beyond this many at once, a start runs on a
- * connection of its own, opened for it (1.5 ms to this host's libvirtd) and closed after.
+ * connection of its own, opened for it (1.5 ms to this host's libvirtd) and closed after. Starts
+ * a run announced (prepareStarts) all run on connections of their own, opened ahead: even two
+ * starts on the shared connection left three of its five places to a group's health waits, whose
+ * state reads then waited 0.3-0.5 s for a start to end (a traced 6-VM failover), and the call
+ * pool added a thread (tens of ms of CPU each) for each of them.
  */
 const STARTS_ON_SHARED_CONNECTION = 2;
 /**
@@ -167,14 +171,14 @@ export class LibvirtConnection {
   }
 
   /**
-   * Opens, ahead of a group's starts, the connections of its own that `count` VMs starting at once
-   * need beyond the shared one's STARTS_ON_SHARED_CONNECTION. Opened when the starts come, they
+   * Opens, ahead of a group's starts, a connection of its own for each of the `count` VMs that will
+   * start at once, so that none of them holds a place on the shared connection. Opened when the starts come, they
    * were opened while libvirtd launched the first QEMUs (80-130 ms each then, on the lab machine
    * under load, against 1-3 ms on a quiet libvirtd), and held call threads the group's other
    * calls waited for. One not used within SPARE_TTL_MS is closed.
    */
   prepareStarts(count: number): void {
-    const want = Math.max(0, count - STARTS_ON_SHARED_CONNECTION) - this.spares.length;
+    const want = count - this.spares.length;
     for (let i = 0; i < want; i++) {
       // A spare that could not be opened is dropped when its turn comes; the start opens its own.
       const spare = callPool.run('open', [this.uri, false], Math.min(OPEN_TIMEOUT_MS, this.callTimeoutMs)).then(
@@ -194,9 +198,12 @@ export class LibvirtConnection {
     if (conn !== undefined) await callPool.closeWhenUnused(conn).catch(() => undefined);
   }
 
-  /** Starts a VM (its UUID or name), on the shared connection or on one of its own (STARTS_ON_SHARED_CONNECTION). */
+  /**
+   * Starts a VM (its UUID or name): on a connection opened ahead for it (prepareStarts), else on
+   * the shared connection or on one of its own (STARTS_ON_SHARED_CONNECTION).
+   */
   async start(ctx: CallContext, ref: string): Promise<void> {
-    if (this.startsOnShared < STARTS_ON_SHARED_CONNECTION) {
+    if (this.spares.length === 0 && this.startsOnShared < STARTS_ON_SHARED_CONNECTION) {
       this.startsOnShared++;
       try {
         await this.call(ctx, 'startDomain', ref);

@@ -250,7 +250,9 @@ function releaseOriginals(deps: RunnerDeps, originals: Record<string, string>): 
 async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefined, runbook: Runbook | undefined): Promise<void> {
   const j = ctx.journal;
   const all = groups.flatMap((g) => g.protections);
-  await expectStarts(ctx, groups);
+  // The first group's starts are announced before the preflight, so the adapters' set-up for them
+  // overlaps it; each later group's when it begins (startGroup).
+  await expectStarts(ctx, groups.slice(0, 1));
   const checked = await j.step(RUN, 'preflight', async () => {
     const check = (p: Protection) => (ctx.request.kind === 'failback' ? failbackPreflight(ctx, p) : preflight(ctx, p));
     const results = await Promise.all(all.map(async (p) => [p.name, await check(p)] as const));
@@ -277,7 +279,7 @@ async function runGroups(ctx: RunContext, groups: Group[], plan: Plan | undefine
   await executeRunbook(runbook, { journal: j, run, actions: runbookActions(ctx, groups, start), ...(ctx.signal ? { signal: ctx.signal } : {}) });
 }
 
-/** Tells each DR site's adapter how many of its VMs the largest group starts at once. */
+/** Tells each DR site's adapter how many of its VMs the largest of `groups` starts at once. */
 async function expectStarts(ctx: RunContext, groups: Group[]): Promise<void> {
   const most = new Map<string, number>();
   for (const g of groups) {
@@ -300,6 +302,8 @@ async function expectStarts(ctx: RunContext, groups: Group[]): Promise<void> {
 function startGroup(ctx: RunContext, group: Group, plan: Plan | undefined, checked: Record<string, Preflight & FailbackPreflight>) {
   const j = ctx.journal;
   return j.step(RUN, `group ${group.name}`, async () => {
+    // While its VMs are prepared: what the adapters need for this group's starts.
+    const expected = expectStarts(ctx, [group]);
     const prepare = (p: Protection): Promise<PreparedVm> => {
       if (ctx.request.kind === 'test') return prepareDrill(ctx, p);
       if (ctx.request.kind === 'failback') return prepareFailBack(ctx, p, checked[p.name]!);
@@ -307,6 +311,7 @@ function startGroup(ctx: RunContext, group: Group, plan: Plan | undefined, check
     };
     const prepared = new Map<string, PreparedVm>();
     await inParallel(group.protections, group.parallel, async (p) => void prepared.set(p.name, await prepare(p)));
+    await expected;
     const skipped: string[] = [];
     await inParallel(group.protections, group.parallel, async (p) => {
       try {

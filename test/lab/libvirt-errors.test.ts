@@ -155,7 +155,7 @@ describe('libvirt adapter errors on qemu:///system', function () {
         await group.defineVm(vm);
         vms.push(vm.name);
       }
-      // Three at once: two on the shared connection, the third on one opened now, ahead.
+      // Three at once, announced: each on a connection of its own, opened now, ahead.
       group.expectParallel?.(3);
       await new Promise((r) => setTimeout(r, 500));
       await stopLibvirtd('SIGTERM');
@@ -163,7 +163,7 @@ describe('libvirt adapter errors on qemu:///system', function () {
       await Promise.all(vms.map((vm) => group.start(vm)));
       assert.deepEqual(await Promise.all(vms.map((vm) => group.powerState(vm))), ['running', 'running', 'running']);
       for (const vm of vms) await group.stop(vm, { mode: 'force' });
-      // And without a restart, the connection opened ahead serves the third start.
+      // And without a restart, the connections opened ahead serve the starts.
       group.expectParallel?.(3);
       await Promise.all(vms.map((vm) => group.start(vm)));
       assert.deepEqual(await Promise.all(vms.map((vm) => group.powerState(vm))), ['running', 'running', 'running']);
