@@ -124,7 +124,8 @@ describe('hold records (the files a dead holder leaves)', () => {
       assert.equal(taken(await recorded.claim()).by, process.pid);
     });
 
-    it('a claim whose process is gone (killed mid-release) is taken over by another release, never by the holder', async () => {
+    /** A paused VM's hold whose release a process began and was killed in (its claim, and `tried` its mark, left). */
+    const leftByKilledRelease = async (tried: boolean) => {
       const child = spawn(process.execPath, ['-e', '0']);
       await new Promise((resolve) => child.once('exit', resolve));
       const records = new HoldRecords(URI, dir);
@@ -132,6 +133,12 @@ describe('hold records (the files a dead holder leaves)', () => {
       await sleep(5);
       const left = await only(records);
       await writeFile(`${left.file}.claim`, JSON.stringify({ pid: child.pid, pidStart: '1' }));
+      if (tried) await writeFile(`${left.file}.tried`, JSON.stringify({ pid: child.pid, pidStart: '1', at: Date.now() }));
+      return { child, records, recorded, left };
+    };
+
+    it('a claim whose process is gone (killed mid-release) is taken over by another release, never by the holder', async () => {
+      const { child, records, recorded, left } = await leftByKilledRelease(false);
       assert.equal(taken(await recorded.claim()).by, child.pid);
       const other = await records.claim(left);
       assert.ok(other, 'the dead claim was not taken over');
@@ -166,14 +173,7 @@ describe('hold records (the files a dead holder leaves)', () => {
     });
 
     it('a release by another process killed mid-release (its mark written, its claim left): the holder is told, another release takes over', async () => {
-      const child = spawn(process.execPath, ['-e', '0']);
-      await new Promise((resolve) => child.once('exit', resolve));
-      const records = new HoldRecords(URI, dir);
-      const recorded = await records.record('test-vm', 'pause', 1);
-      await sleep(5);
-      const left = await only(records);
-      await writeFile(`${left.file}.claim`, JSON.stringify({ pid: child.pid, pidStart: '1' }));
-      await writeFile(`${left.file}.tried`, JSON.stringify({ pid: child.pid, pidStart: '1', at: Date.now() }));
+      const { child, records, recorded, left } = await leftByKilledRelease(true);
       assert.equal(taken(await recorded.claim()).by, child.pid);
       const other = await records.claim(left);
       assert.ok(other, 'the dead claim was not taken over');
